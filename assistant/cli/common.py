@@ -1,0 +1,79 @@
+"""Options and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from assistant.config import Config, load_config
+from assistant.llm import LLMUnavailable, make_backend
+from assistant.llm.base import Backend
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def llm_options(func: F) -> F:
+    """Add ``--model``, ``--backend``, ``--max-tokens`` and ``--no-llm`` to a command."""
+    options = [
+        click.option(
+            "--no-llm", is_flag=True, help="Do not use a language model (deterministic output)."
+        ),
+        click.option(
+            "--max-tokens",
+            type=click.IntRange(1, 8192),
+            default=None,
+            help="Most tokens to generate.",
+        ),
+        click.option(
+            "--backend", default=None, help="LLM backend (llama_cpp, openai, transformers, none)."
+        ),
+        click.option(
+            "--model",
+            default=None,
+            metavar="PATH",
+            help="Model to use (a GGUF file for llama_cpp).",
+        ),
+    ]
+    wrapped: Any = func
+    for option in options:
+        wrapped = option(wrapped)
+    return wrapped  # type: ignore[no-any-return]
+
+
+def config_from_flags(
+    model: str | None = None, backend: str | None = None, max_tokens: int | None = None
+) -> Config:
+    """Load the configuration with the command line's LLM flags on top."""
+    return load_config({"llm": {"model": model, "backend": backend, "max_tokens": max_tokens}})
+
+
+def notice(message: str) -> None:
+    """Print a one-line notice on stderr (never on stdout, which may be piped JSON)."""
+    click.echo(f"kassist: {message}", err=True)
+
+
+def backend_or_none(cfg: Config, no_llm: bool) -> Backend | None:
+    """Return the configured LLM backend, or ``None`` (with a notice) when there is none.
+
+    ``--no-llm``, the ``none`` backend and a model that cannot be found or loaded all mean
+    the caller works without a model; only the last prints a notice.
+    """
+    if no_llm or cfg.llm.backend == "none":
+        return None
+    try:
+        backend = make_backend(cfg.llm)
+        load = getattr(backend, "load", None)
+        if callable(load):
+            load()
+    except LLMUnavailable as exc:
+        notice(f"{exc.one_line()}; continuing without a model")
+        return None
+    return backend
+
+
+def stdout_is_tty() -> bool:
+    """Tell whether standard output is a terminal (then tokens are streamed)."""
+    return sys.stdout.isatty()

@@ -1,0 +1,45 @@
+"""Subcommands whose issue is not done yet: each says so in one line and exits 2."""
+
+from __future__ import annotations
+
+import click
+
+from assistant.errors import NotAvailable
+
+# command → the work it waits for.
+PENDING: dict[str, str] = {
+    "crashes": "the crash store (triage engine issue)",
+    "tune": "the tuning drafter",
+    "docs": "the documentation drafter",
+    "probe": "the probes issue",
+    "agent": "the kernel agent issue",
+    "watch": "the log watcher",
+    "vmcore": "the drgn issue",
+    "chat": "the terminal UI",
+    "prompts": "the LLM runtime issue",
+    "logs": "the LLM runtime issue",
+}
+
+
+def _pending(name: str) -> click.Command:
+    @click.command(
+        name=name,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        help=f"Not built yet: waits for {PENDING[name]}.",
+    )
+    def command() -> None:
+        raise NotAvailable(f"`kassist {name}` is not built yet", f"it waits for {PENDING[name]}")
+
+    return command
+
+
+crashes = _pending("crashes")
+tune = _pending("tune")
+docs = _pending("docs")
+probe = _pending("probe")
+agent = _pending("agent")
+watch = _pending("watch")
+vmcore = _pending("vmcore")
+chat = _pending("chat")
+prompts = _pending("prompts")
+logs = _pending("logs")

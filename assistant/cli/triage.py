@@ -1,0 +1,70 @@
+"""``kassist triage``: find and describe the kernel crashes in one or more logs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from assistant.cli.common import notice
+from assistant.errors import KassistError
+from assistant.triage import TriageResult, triage_path
+
+
+def _text(result: TriageResult) -> str:
+    n = len(result.crashes)
+    lines = [f"{result.source}: {n} crash{'es' if n != 1 else ''} in {result.lines} lines"]
+    for c in result.crashes:
+        flags = [f for f, on in (("corrupted", c.corrupted), ("panicked", c.panicked)) if on]
+        lines.append(f"  {c.title}  [{c.type}]" + (f"  ({', '.join(flags)})" if flags else ""))
+        task = f"{c.task.comm} pid {c.task.pid} cpu {c.task.cpu}" if c.task.comm else "unknown task"
+        lines.append(
+            f"    lines {c.start_line}-{c.end_line} · frame {c.frame or '?'} · {task}"
+            f" · kernel {c.kernel.release or '?'} · sig {c.signature}"
+        )
+    for e in result.events:
+        lines.append(f"  event: {e.title}  [{e.type}]  lines {e.start_line}-{e.end_line}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, metavar="FILE|-...")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="json: one object; jsonl: one object per input, in input order.",
+)
+@click.option("--no-llm", is_flag=True, help="Accepted for symmetry: triage never uses a model.")
+def triage(inputs: tuple[str, ...], fmt: str, no_llm: bool) -> None:
+    """Find kernel crash reports in console logs, dmesg output or kdump directories.
+
+    Each FILE may be a plain or compressed (gzip, xz, zstd) log, a kdump directory,
+    or - for standard input.
+    """
+    if not inputs:
+        raise KassistError(
+            "no input given", "name a log file, a kdump directory, or - for stdin", 2
+        )
+    if fmt == "json" and len(inputs) > 1:
+        raise KassistError("--format json takes one input", "use --format jsonl for several", 2)
+    failed = 0
+    for path in inputs:
+        try:
+            result = triage_path(path)
+        except KassistError as exc:
+            if len(inputs) == 1:
+                raise
+            notice(exc.one_line())
+            failed += 1
+            continue
+        for warning in result.warnings:
+            notice(f"{result.source}: {warning}")
+        if fmt == "text":
+            click.echo(_text(result))
+        else:
+            click.echo(json.dumps(result.to_dict(), indent=2 if fmt == "json" else None))
+    if failed:
+        raise click.exceptions.Exit(1)

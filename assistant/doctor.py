@@ -1,0 +1,222 @@
+"""Inspect what this machine lets kassist do, with a fix hint for each gap.
+
+Each check is a small function in :data:`CHECKS`; none of them changes the
+system. A check that cannot complete reports ``error`` rather than raising.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from assistant.config import Config
+
+Status = Literal["ok", "missing", "error"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check.
+
+    :param name: what was checked.
+    :param status: ``ok``; ``missing`` (checked, not there: see the hint);
+        ``error`` (could not check).
+    :param detail: what was found, in a few words.
+    :param hint: what to do, when the status is not ``ok``.
+    """
+
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the check as a JSON object."""
+        return asdict(self)
+
+
+def check_root(cfg: Config) -> Check:
+    """Check whether kassist runs as root (eBPF, sysctl writes and /dev/kmsg need it)."""
+    if os.geteuid() == 0:
+        return Check("root", "ok", "running as root")
+    return Check(
+        "root",
+        "missing",
+        f"running as uid {os.geteuid()}",
+        "run with sudo for eBPF probes and the agent",
+    )
+
+
+def check_kmsg(cfg: Config) -> Check:
+    """Check that /dev/kmsg can be opened and a record read."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return Check(
+            "/dev/kmsg",
+            "missing",
+            exc.strerror or str(exc),
+            "run as root, or set kernel.dmesg_restrict=0",
+        )
+    try:
+        os.read(fd, 8192)
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:  # EPIPE: a record was overwritten; still readable
+            return Check("/dev/kmsg", "missing", exc.strerror or str(exc), "run as root")
+    finally:
+        os.close(fd)
+    return Check("/dev/kmsg", "ok", "readable")
+
+
+def check_bpftrace(cfg: Config) -> Check:
+    """Check that bpftrace is installed and can attach a probe (runs ``BEGIN { exit(); }``)."""
+    path = shutil.which("bpftrace")
+    if path is None:
+        return Check("bpftrace", "missing", "not installed", "apt-get install bpftrace")
+    if os.geteuid() != 0:
+        return Check("bpftrace", "missing", f"{path}, but attaching needs root", "run as root")
+    try:
+        proc = subprocess.run(
+            [path, "-e", "BEGIN { exit(); }"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Check(
+            "bpftrace",
+            "error",
+            "attaching took more than 30 s",
+            "check `bpftrace -e 'BEGIN{exit();}'`",
+        )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return Check(
+            "bpftrace", "missing", f"cannot attach: {last[:120]}", "check kernel BPF support"
+        )
+    version = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return Check("bpftrace", "ok", f"{version or path}, attaches")
+
+
+def check_drgn(cfg: Config) -> Check:
+    """Check that drgn can be imported."""
+    try:
+        drgn = importlib.import_module("drgn")
+    except ImportError as exc:
+        return Check("drgn", "missing", str(exc), "pip install drgn (the set-up command does)")
+    return Check("drgn", "ok", f"drgn {getattr(drgn, '__version__', '?')}")
+
+
+def check_kcore(cfg: Config) -> Check:
+    """Check for /proc/kcore (live-kernel analysis with drgn)."""
+    if not os.path.exists("/proc/kcore"):
+        return Check(
+            "/proc/kcore",
+            "missing",
+            "not present",
+            "a kernel with CONFIG_PROC_KCORE; vmcores still work",
+        )
+    if not os.access("/proc/kcore", os.R_OK):
+        return Check("/proc/kcore", "missing", "not readable", "run as root")
+    return Check("/proc/kcore", "ok", "readable")
+
+
+def check_btf(cfg: Config) -> Check:
+    """Check for the kernel's BTF (bpftrace needs it for kfuncs and struct access)."""
+    btf = Path("/sys/kernel/btf/vmlinux")
+    if btf.exists():
+        return Check("BTF", "ok", f"{btf} ({btf.stat().st_size // 1024} KiB)")
+    return Check(
+        "BTF", "missing", "no /sys/kernel/btf/vmlinux", "a kernel with CONFIG_DEBUG_INFO_BTF"
+    )
+
+
+def check_kvm(cfg: Config) -> Check:
+    """Check whether /dev/kvm can be opened (speeds up the vmcore fixture's QEMU)."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError as exc:
+        return Check(
+            "/dev/kvm", "missing", exc.strerror or str(exc), "QEMU falls back to software emulation"
+        )
+    os.close(fd)
+    return Check("/dev/kvm", "ok", "usable")
+
+
+def check_model(cfg: Config) -> Check:
+    """Check that the configured model (default: the bundled GGUF) loads, and time it."""
+    from assistant.llm import LLMUnavailable, make_backend
+
+    if cfg.llm.backend == "none":
+        return Check("model", "ok", "backend 'none': templates only")
+    try:
+        backend = make_backend(cfg.llm)
+        load = getattr(backend, "load", None)
+        t0 = time.perf_counter()
+        if callable(load):
+            load()
+        took = time.perf_counter() - t0
+    except LLMUnavailable as exc:
+        return Check("model", "missing", exc.message, exc.hint)
+    where = getattr(getattr(backend, "model", None), "path", backend.model_name)
+    return Check("model", "ok", f"{cfg.llm.backend}: {where}, loaded in {took:.2f} s")
+
+
+def check_agent_socket(cfg: Config) -> Check:
+    """Check whether the kernel agent listens on its socket."""
+    path = cfg.agent.socket
+    if not os.path.exists(path):
+        return Check(
+            "agent socket", "missing", f"{path} does not exist", "start it: kassist agent serve"
+        )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(path)
+        except OSError as exc:
+            return Check(
+                "agent socket",
+                "missing",
+                f"{path}: {exc.strerror}",
+                "start it: kassist agent serve",
+            )
+    return Check("agent socket", "ok", f"{path} accepts connections")
+
+
+CHECKS: list[Callable[[Config], Check]] = [
+    check_root,
+    check_kmsg,
+    check_bpftrace,
+    check_drgn,
+    check_kcore,
+    check_btf,
+    check_kvm,
+    check_model,
+    check_agent_socket,
+]
+
+
+def run_checks(cfg: Config) -> list[Check]:
+    """Run every check; a check that raises is reported as ``error``, never propagated."""
+    results = []
+    for check in CHECKS:
+        name = (check.__doc__ or check.__name__).split()[1] if check.__doc__ else check.__name__
+        try:
+            results.append(check(cfg))
+        except Exception as exc:  # a doctor must finish its round
+            results.append(Check(name, "error", f"{type(exc).__name__}: {exc}", "run with --debug"))
+    return results

@@ -1,0 +1,1 @@
+"""Drafters: bug reports, documentation and tuning recommendations, for a person to review."""

@@ -1,0 +1,34 @@
+"""Crash triage: find kernel crash reports in logs and describe them deterministically."""
+
+from __future__ import annotations
+
+from assistant.errors import InputError
+from assistant.triage.model import TRIAGE_SCHEMA, Crash, Event, Frame, TriageResult
+from assistant.triage.simple import triage_lines
+from probes.errors import ProbeError
+from probes.logs import ReadStats, iter_log_lines
+
+
+def triage_path(path: str) -> TriageResult:
+    """Triage one input: a log file, ``-`` for stdin, a compressed log or a kdump directory.
+
+    :raises InputError: the input cannot be read as a text log.
+    """
+    stats = ReadStats()
+    try:
+        result = triage_lines(iter_log_lines(path, stats), source=path)
+    except ProbeError as exc:
+        raise InputError(exc.message, exc.hint) from None
+    result.warnings.extend(stats.warnings())
+    return result
+
+
+__all__ = [
+    "TRIAGE_SCHEMA",
+    "Crash",
+    "Event",
+    "Frame",
+    "TriageResult",
+    "triage_lines",
+    "triage_path",
+]

@@ -1,0 +1,140 @@
+"""The triage contract: what a crash, an event and a triage result hold.
+
+These are the types of ``kassist triage --format json`` (schema
+``kassist.triage/1``, see DESIGN.md). They are plain dataclasses so that the
+engine stays fast; :meth:`to_dict` gives the JSON form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+TRIAGE_SCHEMA = "kassist.triage/1"
+
+
+@dataclass
+class Frame:
+    """One frame of a call trace.
+
+    :param function: the symbol, e.g. ``tcp_close``.
+    :param offset: the offset into the function in bytes, or ``None``.
+    :param size: the function's size in bytes, or ``None``.
+    :param module: the module the function lives in (``[ext4]``), or ``None`` for vmlinux.
+    :param file: the source file when the trace is symbolised, e.g. ``net/ipv4/tcp.c``.
+    :param line: the source line, or ``None``.
+    :param inline: the frame was inlined into the next one.
+    """
+
+    function: str
+    offset: int | None = None
+    size: int | None = None
+    module: str | None = None
+    file: str | None = None
+    line: int | None = None
+    inline: bool = False
+
+
+@dataclass
+class KernelInfo:
+    """The kernel that crashed, as the report names it.
+
+    :param release: ``uname -r`` of the kernel, e.g. ``6.1.0-21-amd64``.
+    :param tainted: the taint letters, e.g. ``"G        W  O"`` → decoded list.
+    :param hardware: the ``Hardware name:`` line's value.
+    """
+
+    release: str | None = None
+    tainted: list[str] = field(default_factory=list)
+    hardware: str | None = None
+
+
+@dataclass
+class TaskInfo:
+    """The task that was running when the report was printed.
+
+    :param comm: the task's command name (``task_struct.comm``, at most 15 bytes).
+    :param pid: its PID.
+    :param cpu: the CPU it ran on.
+    """
+
+    comm: str | None = None
+    pid: int | None = None
+    cpu: int | None = None
+
+
+@dataclass
+class Crash:
+    """One kernel crash report found in a log.
+
+    Line numbers are 1-based and inclusive, counted in the input as read.
+    """
+
+    title: str
+    type: str
+    report: str
+    start_line: int
+    end_line: int
+    alt_titles: list[str] = field(default_factory=list)
+    frame: str | None = None
+    corrupted: bool = False
+    corrupted_reason: str | None = None
+    suppressed: bool = False
+    panicked: bool = False
+    guilty_file: str | None = None
+    signature: str = ""
+    kernel: KernelInfo = field(default_factory=KernelInfo)
+    task: TaskInfo = field(default_factory=TaskInfo)
+    call_trace: list[Frame] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the crash as the JSON object of the triage contract."""
+        return asdict(self)
+
+
+@dataclass
+class Event:
+    """A production event that is not a crash (OOM kill, I/O error, MCE, ...).
+
+    :param type: kassist's event type, e.g. ``OOM-KILL``.
+    :param title: one line for a person.
+    :param start_line: first line, 1-based.
+    :param end_line: last line, inclusive.
+    :param details: the event's own fields (victim, device, ...).
+    """
+
+    type: str
+    title: str
+    start_line: int
+    end_line: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the event as a JSON object."""
+        return asdict(self)
+
+
+@dataclass
+class TriageResult:
+    """Everything triage found in one input.
+
+    :param source: the input's name (a path, ``-``, ``vmcore:PATH``).
+    :param warnings: what reading the input repaired or could not read.
+    """
+
+    source: str
+    crashes: list[Crash] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    lines: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as the ``kassist.triage/1`` JSON object."""
+        return {
+            "schema": TRIAGE_SCHEMA,
+            "source": self.source,
+            "lines": self.lines,
+            "crashes": [c.to_dict() for c in self.crashes],
+            "events": [e.to_dict() for e in self.events],
+            "warnings": list(self.warnings),
+        }

@@ -1,0 +1,20 @@
+"""The one error type probes raise: what could not be read, and what to do."""
+
+from __future__ import annotations
+
+
+class ProbeError(Exception):
+    """A probe could not read what it was asked to read.
+
+    :param message: what is wrong, in one line.
+    :param hint: what to do about it, in one line.
+    """
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """Return the message and hint as the one line a user sees."""
+        return f"{self.message}: {self.hint}" if self.hint else self.message

@@ -1,0 +1,273 @@
+"""Read kernel logs from files, stdin and kdump directories, streamed in bounded memory.
+
+Reading is kept apart from parsing: this module turns bytes into lines of text
+and nothing more. Compressed files (gzip, xz, zstd) are recognised by their
+magic numbers, not by their names.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from probes.errors import ProbeError
+
+#: Bytes read per chunk when streaming a log.
+CHUNK_BYTES = 1 << 20
+#: Longest line kept whole; the rest of a longer line is dropped (and counted).
+MAX_LINE_BYTES = 64 * 1024
+#: Bytes sniffed at the start of an input to tell text from binary garbage.
+SNIFF_BYTES = 64 * 1024
+
+_MAGIC: list[tuple[bytes, str]] = [
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+]
+
+#: Names of the dmesg files that kdump-tools and makedumpfile leave in /var/crash/<stamp>/.
+KDUMP_DMESG_GLOBS = ("dmesg.*", "dmesg", "vmcore-dmesg.txt", "dmesg.txt")
+
+
+@dataclass
+class ReadStats:
+    """What reading an input noticed without failing.
+
+    :param bytes_read: decompressed bytes read.
+    :param lines: lines produced.
+    :param long_lines: lines longer than :data:`MAX_LINE_BYTES`, truncated.
+    :param invalid_utf8_lines: lines with bytes that are not UTF-8 (replaced with U+FFFD).
+    :param nul_bytes: NUL bytes dropped.
+    """
+
+    bytes_read: int = 0
+    lines: int = 0
+    long_lines: int = 0
+    invalid_utf8_lines: int = 0
+    nul_bytes: int = 0
+    files: list[str] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        """Return one human line per kind of damage seen, empty when the input was clean."""
+        out = []
+        if self.invalid_utf8_lines:
+            out.append(f"{self.invalid_utf8_lines} line(s) had invalid UTF-8, shown as U+FFFD")
+        if self.long_lines:
+            out.append(f"{self.long_lines} line(s) longer than {MAX_LINE_BYTES} bytes truncated")
+        if self.nul_bytes:
+            out.append(f"{self.nul_bytes} NUL byte(s) dropped")
+        return out
+
+
+def compression_of(head: bytes) -> str | None:
+    """Return the compression format named by a file's first bytes, or ``None``."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def looks_binary(sample: bytes) -> bool:
+    """Tell whether a sample of bytes is binary data rather than a text log.
+
+    A console log may carry a few stray control bytes or invalid UTF-8 from a
+    dying kernel; binary data is mostly made of them.
+
+    >>> looks_binary(b"[    0.000000] Linux version 6.1.0\\n")
+    False
+    >>> looks_binary(bytes(range(256)) * 4)
+    True
+    """
+    if not sample:
+        return False
+    text_bytes = sum(1 for b in sample if b in (9, 10, 13) or 32 <= b < 127)
+    utf8_ok = 0
+    try:
+        decoded = sample.decode("utf-8")
+        utf8_ok = sum(1 for ch in decoded if ch.isprintable() or ch in "\t\n\r")
+        if utf8_ok >= 0.9 * len(decoded):
+            return False
+    except UnicodeDecodeError:
+        pass
+    return text_bytes < 0.7 * len(sample)
+
+
+def _decompressing(raw: IO[bytes], kind: str | None) -> IO[bytes]:
+    # Every decompressor is wrapped in a BufferedReader so that callers can peek().
+    inner: Any
+    if kind == "gzip":
+        inner = gzip.GzipFile(fileobj=raw)
+    elif kind == "xz":
+        inner = lzma.LZMAFile(raw)  # noqa: SIM115 - closed with the stream
+    elif kind == "bzip2":
+        inner = bz2.BZ2File(raw)
+    elif kind == "zstd":
+        import zstandard
+
+        inner = zstandard.ZstdDecompressor().stream_reader(raw)
+    else:
+        return raw
+    return io.BufferedReader(inner, buffer_size=CHUNK_BYTES)
+
+
+def _describe_os_error(path: str, exc: OSError) -> ProbeError:
+    hints = {
+        FileNotFoundError: ("no such file", "check the path"),
+        PermissionError: ("permission denied", "run as a user who can read it, or use sudo"),
+        IsADirectoryError: ("is a directory", "give a log file, or a kdump directory"),
+    }
+    for kind, (what, hint) in hints.items():
+        if isinstance(exc, kind):
+            return ProbeError(f"{path}: {what}", hint)
+    return ProbeError(f"{path}: {exc.strerror or exc}", "check the file")
+
+
+def kdump_dmesg_files(directory: Path) -> list[Path]:
+    """Return the dmesg files of a kdump directory (``/var/crash`` or one ``<stamp>/``).
+
+    :param directory: a crash directory, or the parent of several.
+    :return: the files, oldest crash first; empty if there are none.
+    """
+    found: list[Path] = []
+    candidates = [directory, *sorted(p for p in directory.iterdir() if p.is_dir())]
+    for d in candidates:
+        for pattern in KDUMP_DMESG_GLOBS:
+            found.extend(sorted(p for p in d.glob(pattern) if p.is_file()))
+    return list(dict.fromkeys(found))
+
+
+def _iter_stream_lines(stream: IO[bytes], stats: ReadStats) -> Iterator[str]:
+    pending = b""
+    dropping = False  # inside the tail of an over-long line
+    while True:
+        chunk = stream.read(CHUNK_BYTES)
+        if not chunk:
+            break
+        stats.bytes_read += len(chunk)
+        if b"\x00" in chunk:
+            stats.nul_bytes += chunk.count(b"\x00")
+            chunk = chunk.replace(b"\x00", b"")
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            if nl < 0:
+                rest = chunk[start:]
+                if dropping:
+                    break
+                pending += rest
+                if len(pending) > MAX_LINE_BYTES:
+                    yield _decode(pending[:MAX_LINE_BYTES], stats)
+                    stats.long_lines += 1
+                    pending = b""
+                    dropping = True
+                break
+            piece = chunk[start:nl]
+            start = nl + 1
+            if dropping:
+                dropping = False
+                pending = b""
+                continue
+            line = pending + piece if pending else piece
+            pending = b""
+            if len(line) > MAX_LINE_BYTES:
+                stats.long_lines += 1
+                line = line[:MAX_LINE_BYTES]
+            yield _decode(line, stats)
+    if pending and not dropping:
+        yield _decode(pending, stats)
+
+
+def _decode(line: bytes, stats: ReadStats) -> str:
+    stats.lines += 1
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        stats.invalid_utf8_lines += 1
+        return line.decode("utf-8", errors="replace")
+
+
+def _open_checked(path: str) -> BinaryIO:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _describe_os_error(path, exc) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ProbeError(f"{path}: is a directory", "give a log file, or a kdump directory")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise _describe_os_error(path, exc) from None
+
+
+def _sniffed(raw: BinaryIO, name: str) -> IO[bytes]:
+    buffered = io.BufferedReader(raw, buffer_size=CHUNK_BYTES)  # type: ignore[type-var]
+    head = buffered.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+    kind = compression_of(head)
+    stream = _decompressing(buffered, kind)
+    if kind is not None:
+        try:
+            head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]  # type: ignore[attr-defined]
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise ProbeError(f"{name}: damaged {kind} data ({exc})", "check the file") from None
+    if not head and kind is None:
+        raise ProbeError(f"{name}: is empty", "give a log that has some kernel messages")
+    if looks_binary(head):
+        raise ProbeError(
+            f"{name}: binary data, not a text log",
+            "give a console log, dmesg output or journal export (for a vmcore use --vmcore)",
+        )
+    return stream
+
+
+def iter_log_lines(path: str, stats: ReadStats | None = None) -> Iterator[str]:
+    """Yield the lines of a log file, ``-`` (stdin), a compressed file or a kdump directory.
+
+    Lines come without their ``\\n`` (and without a trailing ``\\r``), decoded as
+    UTF-8 with invalid bytes replaced. Memory stays bounded whatever the size of
+    the input: at most :data:`CHUNK_BYTES` plus :data:`MAX_LINE_BYTES` are held.
+
+    :param path: a file path, ``-`` for standard input, or a directory of kdump dmesg files.
+    :param stats: filled in with what was read and what was repaired.
+    :raises ProbeError: the input is missing, unreadable, empty, binary or a damaged archive.
+    """
+    stats = stats if stats is not None else ReadStats()
+    if path == "-":
+        stats.files.append("<stdin>")
+        stream = _sniffed(sys.stdin.buffer, "<stdin>")
+        yield from _guarded(stream, "<stdin>", stats)
+        return
+    p = Path(path)
+    if p.is_dir():
+        files = kdump_dmesg_files(p)
+        if not files:
+            raise ProbeError(
+                f"{path}: is a directory with no kdump dmesg files",
+                "give a log file, or a /var/crash/<stamp>/ directory holding dmesg.*",
+            )
+        for f in files:
+            stats.files.append(str(f))
+            with _open_checked(str(f)) as raw:
+                yield from _guarded(_sniffed(raw, str(f)), str(f), stats)
+        return
+    stats.files.append(path)
+    with _open_checked(path) as raw:
+        yield from _guarded(_sniffed(raw, path), path, stats)
+
+
+def _guarded(stream: IO[bytes], name: str, stats: ReadStats) -> Iterator[str]:
+    try:
+        yield from _iter_stream_lines(stream, stats)
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, OSError) as exc:
+        raise ProbeError(f"{name}: truncated or damaged data ({exc})", "check the file") from None

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Set kassist up in a .venv inside this checkout, then run the demo or the tests.
+#
+#   ./setup.sh demo   set up, then draft a bug report for a real crash log with the bundled model
+#   ./setup.sh test   set up, then run ruff, mypy and the whole test suite
+#   ./setup.sh        set up only
+#
+# As root on Debian/Ubuntu it installs the system packages kassist uses
+# (bpftrace, QEMU for the vmcore fixture, a compiler for llama.cpp). The first
+# run compiles llama.cpp through llama-cpp-python: several minutes on 2 cores.
+# Later runs reuse pip's wheel cache and skip what is already installed.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+
+what="${1:-setup}"
+VENV=.venv
+STAMP="$VENV/.kassist-installed"
+
+# System packages: a compiler and CMake for llama.cpp; bpftrace for eBPF probes;
+# QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture.
+APT_PACKAGES=(
+    python3 python3-venv python3-dev build-essential cmake git pkg-config
+    bpftrace iproute2 util-linux procps kmod
+    qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils
+)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+install_system_packages() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "no apt-get: install these yourself if missing: ${APT_PACKAGES[*]}"
+        return
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        say "not root: skipping system packages (${APT_PACKAGES[*]}); eBPF and vmcore tests will skip"
+        return
+    fi
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "installing system packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+python_ok() {
+    "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+}
+
+install_python_packages() {
+    local py=python3
+    python_ok "$py" || { say "kassist needs Python >= 3.11 (found $($py --version 2>&1))"; exit 1; }
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating $VENV"
+        "$py" -m venv "$VENV"
+    fi
+    local want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+        return
+    fi
+    say "installing kassist and its dependencies into $VENV (the first time compiles llama.cpp: several minutes)"
+    export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+    "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
+    "$VENV/bin/python" -m pip install -q -e '.[test]'
+    echo "$want" > "$STAMP"
+}
+
+install_system_packages
+install_python_packages
+
+case "$what" in
+    setup) say "ready: $VENV/bin/kassist --help" ;;
+    demo)
+        say "drafting a bug report for tests/data/kasan-uaf-ip6_send_skb.log with the bundled model"
+        exec "$VENV/bin/kassist" report tests/data/kasan-uaf-ip6_send_skb.log
+        ;;
+    test)
+        export PATH="$PWD/$VENV/bin:$PATH"
+        say "ruff"
+        ruff check .
+        ruff format --check .
+        say "mypy (strict on assistant, probes, actions)"
+        mypy
+        say "pytest"
+        exec pytest -q
+        ;;
+    *) say "usage: ./setup.sh [setup|demo|test]"; exit 2 ;;
+esac

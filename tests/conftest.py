@@ -1,0 +1,67 @@
+"""Shared test helpers.
+
+Tests that need a real component (root, bpftrace, the vmcore fixture, the
+local model) call :func:`require`. On a developer laptop a missing component
+skips the test with the reason; with ``KASSIST_REQUIRE_REAL=1`` (CI) it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+CORPUS_DIR = ROOT.parent / "shared" / "corpus"
+REQUIRE_REAL = os.environ.get("KASSIST_REQUIRE_REAL", "") not in ("", "0")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (or, under KASSIST_REQUIRE_REAL=1, fail) the test unless ``condition`` holds."""
+    if condition:
+        return
+    if REQUIRE_REAL:
+        pytest.fail(f"KASSIST_REQUIRE_REAL=1 but {reason}")
+    pytest.skip(reason)
+
+
+def run_kassist(
+    args: Sequence[str],
+    *,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    prefix: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess, as a user would, and capture its output.
+
+    :param prefix: a command to run it under (e.g. ``setpriv`` to drop capabilities).
+    """
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "assistant", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+#: Run a command as root without the capabilities that let root read any file.
+WITHOUT_DAC_OVERRIDE = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search")
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point XDG config and state at a temporary directory."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path

@@ -1,0 +1,1 @@
+"""The Textual front end: chat, panels, approve / reject. All logic lives in the core."""
