@@ -127,10 +127,12 @@ class TriageResult:
     events: list[Event] = field(default_factory=list)
     lines: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: the drgn analyses of a vmcore (``kassist triage --vmcore``), as JSON-ready data
+    vmcore: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as the ``kassist.triage/1`` JSON object."""
-        return {
+        out: dict[str, Any] = {
             "schema": TRIAGE_SCHEMA,
             "source": self.source,
             "lines": self.lines,
@@ -138,3 +140,6 @@ class TriageResult:
             "events": [e.to_dict() for e in self.events],
             "warnings": list(self.warnings),
         }
+        if self.vmcore is not None:
+            out["vmcore"] = self.vmcore
+        return out
