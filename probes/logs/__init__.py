@@ -1,5 +1,24 @@
-"""Kernel logs: files, stdin, kdump directories (and, later, /dev/kmsg, journald, pstore)."""
+"""Kernel logs: /dev/kmsg, the journal, pstore, kdump directories, files and stdin.
+
+:func:`iter_records` reads any of them as :class:`LogRecord` objects;
+:func:`iter_log_lines` reads files, stdin and kdump directories as plain lines.
+"""
 
 from probes.logs.files import ReadStats, iter_log_lines
+from probes.logs.kmsg import KmsgStats, iter_kmsg, parse_kmsg_record
+from probes.logs.pstore import PstoreStats, iter_pstore
+from probes.logs.records import LogRecord
+from probes.logs.sources import SourceStats, iter_records
 
-__all__ = ["ReadStats", "iter_log_lines"]
+__all__ = [
+    "KmsgStats",
+    "LogRecord",
+    "PstoreStats",
+    "ReadStats",
+    "SourceStats",
+    "iter_kmsg",
+    "iter_log_lines",
+    "iter_pstore",
+    "iter_records",
+    "parse_kmsg_record",
+]

@@ -220,7 +220,9 @@ def _sniffed(raw: BinaryIO, name: str) -> IO[bytes]:
         try:
             head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]  # type: ignore[attr-defined]
         except (OSError, EOFError, lzma.LZMAError) as exc:
-            raise ProbeError(f"{name}: damaged {kind} data ({exc})", "check the file") from None
+            raise ProbeError(
+                f"{name}: truncated or damaged {kind} data ({exc})", "check the file"
+            ) from None
     if not head and kind is None:
         raise ProbeError(f"{name}: is empty", "give a log that has some kernel messages")
     if looks_binary(head):

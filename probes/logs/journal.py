@@ -1,0 +1,102 @@
+"""Kernel messages from the systemd journal, through ``journalctl -k -o json``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+from probes.errors import ProbeError
+from probes.logs.records import LogRecord
+
+#: Journal fields copied into :attr:`LogRecord.dictionary` (the kernel's dictionary, renamed).
+_DICT_FIELDS = {"_KERNEL_SUBSYSTEM": "SUBSYSTEM", "_KERNEL_DEVICE": "DEVICE", "_UDEV_SYSNAME": ""}
+
+
+def journal_available() -> str | None:
+    """Return why kernel messages cannot be read from the journal here, or ``None`` if they can."""
+    if shutil.which("journalctl") is None:
+        return "journalctl is not installed (no systemd journal on this machine)"
+    proc = subprocess.run(
+        ["journalctl", "-k", "-n", "1", "-o", "json", "--no-pager", "-q"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        why = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        return f"the journal has no kernel messages ({why[0] if why else 'journald not running'})"
+    return None
+
+
+def _message(value: Any) -> str:
+    # journalctl prints non-UTF-8 or binary messages as an array of byte values.
+    if isinstance(value, list):
+        return bytes(b & 0xFF for b in value if isinstance(b, int)).decode("utf-8", "replace")
+    return str(value) if value is not None else ""
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_journal_entry(line: bytes | str) -> LogRecord | None:
+    """Turn one line of ``journalctl -o json`` output into a record, or ``None`` if it is not one.
+
+    :param line: one JSON object.
+    :return: the record; ``ts_us`` is ``_SOURCE_MONOTONIC_TIMESTAMP`` (µs since boot).
+    """
+    try:
+        entry = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(entry, dict) or "MESSAGE" not in entry:
+        return None
+    dictionary = {
+        (name or key): str(entry[key]) for key, name in _DICT_FIELDS.items() if key in entry
+    }
+    ts = _int(entry.get("_SOURCE_MONOTONIC_TIMESTAMP"))
+    if ts is None:
+        ts = _int(entry.get("__MONOTONIC_TIMESTAMP"))
+    return LogRecord(
+        text=_message(entry["MESSAGE"]),
+        source="journal",
+        seq=_int(entry.get("__SEQNUM")),
+        level=_int(entry.get("PRIORITY")),
+        facility=_int(entry.get("SYSLOG_FACILITY")),
+        ts_us=ts,
+        dictionary=dictionary,
+    )
+
+
+def iter_journal(boot: int = 0) -> Iterator[LogRecord]:
+    """Yield the kernel messages the journal holds for one boot.
+
+    :param boot: 0 for the current boot, -1 for the previous one (``journalctl -b``).
+    :raises ProbeError: journalctl is missing or the journal has nothing for that boot.
+    """
+    why = journal_available()
+    if why is not None:
+        raise ProbeError(f"journal: not available: {why}", "read /dev/kmsg or a log file instead")
+    with subprocess.Popen(
+        ["journalctl", "-k", "-b", str(boot), "-o", "json", "--no-pager", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            record = parse_journal_entry(line)
+            if record is not None:
+                yield record
+        err = proc.stderr.read() if proc.stderr else b""
+    if proc.returncode != 0:
+        why = err.decode("utf-8", "replace").strip() or "journalctl failed"
+        raise ProbeError(
+            f"journal: boot {boot}: {why}",
+            "list the boots the journal knows with `journalctl --list-boots`",
+        )

@@ -1,0 +1,81 @@
+"""One record type for every kernel log source, and the parsing shared by several of them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: syslog level names, indexed by the level of ``<N>`` prefixes (include/linux/kern_levels.h).
+LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+
+@dataclass
+class LogRecord:
+    """One kernel log message, whatever source it came from.
+
+    Sources fill in what they know: a plain file knows only ``text``; /dev/kmsg knows
+    everything. ``text`` never carries the ``<N>`` prefix nor a trailing newline.
+
+    :param text: the message (or the whole line for a plain file).
+    :param source: where it came from: ``kmsg``, ``journal``, ``pstore:<file>``, ``file:<path>``,
+        ``kdump:<file>``, ``stdin``.
+    :param seq: the printk sequence number (``u64``), when the source has one.
+    :param level: the syslog level 0 (emerg) .. 7 (debug).
+    :param facility: the syslog facility (0 kernel, 1 user, ...).
+    :param ts_us: monotonic time since boot in microseconds (printk's ``ts_nsec / 1000``).
+    :param continuation: the record continues the previous one (``c``/``+`` flag).
+    :param dictionary: ``SUBSYSTEM=``, ``DEVICE=`` and other key/value lines of the record.
+    """
+
+    text: str
+    source: str
+    seq: int | None = None
+    level: int | None = None
+    facility: int | None = None
+    ts_us: int | None = None
+    continuation: bool = False
+    dictionary: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def level_name(self) -> str | None:
+        """Return the level as a word (``err``, ``warning``...), or ``None`` if unknown."""
+        return LEVEL_NAMES[self.level] if self.level is not None and 0 <= self.level < 8 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as JSON-ready data."""
+        return asdict(self)
+
+    def as_dmesg_line(self) -> str:
+        """Return the record as ``dmesg`` prints it: ``[ seconds.micros] text``."""
+        if self.ts_us is None:
+            return self.text
+        return f"[{self.ts_us // 1_000_000:5d}.{self.ts_us % 1_000_000:06d}] {self.text}"
+
+
+_PREFIX = re.compile(r"^<(\d{1,3})>")
+_TIMESTAMP = re.compile(r"^\[\s*(\d+)\.(\d{1,9})\]\s?")
+
+
+def parse_console_line(line: str, source: str) -> LogRecord:
+    """Turn one console-format line (``<4>[  12.345678] text``) into a record.
+
+    Either part of the prefix may be missing; what is there is decoded.
+
+    >>> r = parse_console_line("<3>[   12.500000] oops", "pstore:x")
+    >>> (r.level, r.facility, r.ts_us, r.text)
+    (3, 0, 12500000, 'oops')
+    """
+    level = facility = ts_us = None
+    rest = line
+    m = _PREFIX.match(rest)
+    if m:
+        value = int(m.group(1))
+        level, facility = value & 7, value >> 3
+        rest = rest[m.end() :]
+    t = _TIMESTAMP.match(rest)
+    if t:
+        frac = t.group(2).ljust(6, "0")[:6]
+        ts_us = int(t.group(1)) * 1_000_000 + int(frac)
+        rest = rest[t.end() :]
+    return LogRecord(text=rest, source=source, level=level, facility=facility, ts_us=ts_us)
