@@ -65,6 +65,10 @@ install_python_packages() {
     fi
     say "installing kassist and its dependencies into $VENV (the first time compiles llama.cpp: several minutes)"
     export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+    # llama.cpp's default -march=native build uses AMX tile instructions on CPUs that
+    # advertise them, and dies with SIGILL (tilezero) in this VM; build for x86-64-v3
+    # (AVX2/FMA/F16C), which every machine of this project has.
+    export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
     "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
     "$VENV/bin/python" -m pip install -q -e '.[test]'
     echo "$want" > "$STAMP"
