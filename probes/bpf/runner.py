@@ -1,0 +1,394 @@
+"""Run a bpftrace probe for a while and turn its JSON output into typed results.
+
+``bpftrace -f json`` prints one JSON object per line: ``attached_probes`` once
+the programs are loaded, ``printf`` for each printf, and at exit one ``map``,
+``hist`` or ``stats`` object per map. A map's keys are joined with commas
+(``"257,2"``). The runner waits for ``attached_probes``, lets the probe run for
+the duration, then sends SIGINT (what Ctrl-C does) so bpftrace prints its maps
+and detaches; if it does not exit it is terminated, then killed.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from probes.bpf.decode import KEY_DECODERS
+from probes.bpf.library import MapSpec, ProbeSpec, find_probe, unavailable_reason
+from probes.errors import ProbeError
+
+#: Seconds to wait for bpftrace to compile and attach before giving up.
+STARTUP_TIMEOUT = 60.0
+#: Seconds to wait for bpftrace to print its maps and exit after SIGINT.
+STOP_TIMEOUT = 15.0
+#: stderr lines bpftrace prints that do not mean anything went wrong.
+BENIGN_STDERR = ("couldn't set RLIMIT_MEMLOCK", "Attaching ", "Lost ")
+#: Most garbage (non-JSON) lines kept in a result's warnings.
+MAX_GARBAGE_KEPT = 3
+
+
+@dataclass
+class Bucket:
+    """One histogram bucket: values in ``[low, high]`` (``None``: unbounded) and how many."""
+
+    low: int | None
+    high: int | None
+    count: int
+
+
+@dataclass
+class MapEntry:
+    """One key of a map: raw key parts, their decoded labels, and the value.
+
+    ``value`` is set for count/sum maps, ``buckets`` for histograms, ``stats`` for ``stats()``.
+    """
+
+    key: list[str]
+    labels: list[str]
+    value: int | None = None
+    buckets: list[Bucket] | None = None
+    stats: dict[str, int] | None = None
+
+    @property
+    def total(self) -> int:
+        """Return the value, or a histogram's total count."""
+        if self.buckets is not None:
+            return sum(b.count for b in self.buckets)
+        if self.stats is not None:
+            return int(self.stats.get("count", 0))
+        return self.value or 0
+
+
+@dataclass
+class MapResult:
+    """A map the probe printed, with its key names from the header."""
+
+    name: str
+    kind: str
+    keys: list[str]
+    description: str
+    entries: list[MapEntry] = field(default_factory=list)
+
+
+@dataclass
+class ProbeResult:
+    """What one run of a probe saw.
+
+    :param duration_s: seconds between attach and the stop signal.
+    :param events: printf events named in the header, as dicts of typed fields.
+    :param messages: other printf output, one string per line.
+    :param warnings: anything odd: garbage lines, lost events, a forced kill, stderr.
+    :param lost_events: events bpftrace reported lost (perf buffer full).
+    :param interrupted: the run was cut short by Ctrl-C.
+    :param pid: bpftrace's process id (gone by the time the result is returned).
+    """
+
+    name: str
+    duration_s: float
+    maps: dict[str, MapResult] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    lost_events: int = 0
+    interrupted: bool = False
+    pid: int = 0
+    exit_code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as JSON-ready data (schema ``kassist.probe/1``)."""
+        return {"schema": "kassist.probe/1", **asdict(self)}
+
+
+def _decode_key(raw: str, names: list[str]) -> tuple[list[str], list[str]]:
+    # The last key may hold commas (a comm); split from the left, at most len(names)-1 times.
+    parts = raw.split(",", max(len(names) - 1, 0)) if names else [raw]
+    labels = []
+    for i, part in enumerate(parts):
+        decoder = KEY_DECODERS.get(names[i]) if i < len(names) else None
+        labels.append(decoder(part) if decoder else part)
+    return parts, labels
+
+
+def _bucket(item: Any) -> Bucket:
+    if not isinstance(item, dict) or not isinstance(item.get("count"), int):
+        raise ValueError(f"not a histogram bucket: {item!r:.80}")
+    low, high = item.get("min"), item.get("max")
+    return Bucket(
+        low if isinstance(low, int) else None,
+        high if isinstance(high, int) else None,
+        item["count"],
+    )
+
+
+def _entry(kind: str, key: list[str], labels: list[str], value: Any) -> MapEntry:
+    if kind == "hist":
+        if not isinstance(value, list):
+            raise ValueError("histogram data is not a list of buckets")
+        return MapEntry(key, labels, buckets=[_bucket(b) for b in value])
+    if kind == "stats":
+        if not isinstance(value, dict):
+            raise ValueError("stats data is not an object")
+        return MapEntry(key, labels, stats={k: int(v) for k, v in value.items()})
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"map value is not an integer: {value!r:.80}")
+    return MapEntry(key, labels, value=value)
+
+
+def parse_map_message(kind: str, data: Any, specs: dict[str, MapSpec]) -> list[MapResult]:
+    """Turn the ``data`` of one ``map``/``hist``/``stats`` message into typed map results.
+
+    :param kind: the message type.
+    :param data: ``{"@name": value-or-{key: value}}``.
+    :param specs: the maps the probe's header describes (for key names).
+    :raises ValueError: the data does not have the shape bpftrace prints.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{kind} data is not an object")
+    out = []
+    for name, payload in data.items():
+        spec = specs.get(name, MapSpec(name, [], ""))
+        result = MapResult(name, kind, spec.keys, spec.description)
+        keyed = isinstance(payload, dict) and (kind != "stats" or "count" not in payload)
+        if keyed:
+            names = spec.keys or ["key"]
+            result.keys = names
+            for raw_key, value in payload.items():
+                key, labels = _decode_key(str(raw_key), names)
+                result.entries.append(_entry(kind, key, labels, value))
+        else:
+            result.entries.append(_entry(kind, [], [], payload))
+        out.append(result)
+    return out
+
+
+def _typed(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _printf(text: str, spec: ProbeSpec, result: ProbeResult) -> None:
+    for line in text.splitlines():
+        word, tab, rest = line.partition("\t")
+        event = spec.events.get(word) if tab else None
+        if event is None:
+            if line.strip():
+                result.messages.append(line)
+            continue
+        values = rest.split("\t", max(len(event.fields) - 1, 0))
+        if len(values) != len(event.fields):
+            result.warnings.append(f"malformed {word} event skipped: {line!r:.80}")
+            continue
+        result.events.append(
+            {"event": word, **{f: _typed(v) for f, v in zip(event.fields, values, strict=True)}}
+        )
+
+
+def handle_line(line: str, spec: ProbeSpec, result: ProbeResult, garbage: list[str]) -> str | None:
+    """Fold one line of bpftrace's stdout into ``result``; return its message type.
+
+    A line that is not a JSON message of a known shape is counted in ``garbage``, never raised.
+    """
+    if not line.strip():
+        return None  # bpftrace separates its exit output with blank lines
+    try:
+        message = json.loads(line)
+        kind = message["type"]
+        data = message.get("data")
+    except (ValueError, TypeError, KeyError):
+        garbage.append(line)
+        return None
+    try:
+        if kind in ("map", "hist", "stats"):
+            for m in parse_map_message(kind, data, spec.maps):
+                result.maps[m.name] = m
+        elif kind == "printf":
+            _printf(str(data), spec, result)
+        elif kind == "lost_events":
+            result.lost_events += int(data.get("events", 0)) if isinstance(data, dict) else 0
+    except (ValueError, TypeError, AttributeError) as exc:
+        garbage.append(f"{line[:80]} ({exc})")
+    return str(kind)
+
+
+def _pump(stream: Any, out: queue.Queue[str | None]) -> None:
+    for raw in stream:
+        out.put(raw.decode("utf-8", errors="replace").rstrip("\n"))
+    out.put(None)
+
+
+def _stderr_problem(lines: list[str]) -> str | None:
+    meaningful = [
+        ln.strip() for ln in lines if ln.strip() and not any(b in ln for b in BENIGN_STDERR)
+    ]
+    return meaningful[0] if meaningful else None
+
+
+def _stop(proc: subprocess.Popen[bytes], result: ProbeResult) -> None:
+    # SIGINT makes bpftrace print its maps and detach; escalate only if it hangs.
+    for sig, wait in ((signal.SIGINT, STOP_TIMEOUT), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            if sig != signal.SIGINT:
+                result.warnings.append(f"bpftrace did not stop on SIGINT; sent {sig.name}")
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_probe(
+    name: str,
+    duration: float = 5.0,
+    *,
+    bpftrace: str = "bpftrace",
+    check: bool = True,
+    on_attach: Callable[[], None] | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT,
+) -> ProbeResult:
+    """Run a probe of the library (or a ``.bt`` file) for ``duration`` seconds.
+
+    Ctrl-C during the run stops the probe early and returns what it saw, marked interrupted.
+
+    :param name: a probe name (``syserrors``) or a path to a ``.bt`` file.
+    :param duration: seconds to trace after the programs are attached.
+    :param bpftrace: the bpftrace executable to run.
+    :param check: check root, bpftrace and tracepoints first (turned off only by tests that
+        point ``bpftrace`` at something else).
+    :param on_attach: called once the programs are attached (e.g. to start a workload).
+    :param startup_timeout: seconds allowed for compiling and attaching.
+    :raises ProbeError: the probe is unknown or not available here, or bpftrace failed.
+    """
+    spec = find_probe(name)
+    if check and (why := unavailable_reason(spec, bpftrace)) is not None:
+        raise ProbeError(f"{spec.name}: not available: {why}", "see `kassist probe list`")
+    try:
+        proc = subprocess.Popen(
+            [bpftrace, "-f", "json", str(spec.path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop bpftrace in order
+        )
+    except OSError as exc:
+        raise ProbeError(f"{spec.name}: cannot start {bpftrace}: {exc.strerror}", "") from None
+    result = ProbeResult(name=spec.name, duration_s=0.0, pid=proc.pid)
+    lines: queue.Queue[str | None] = queue.Queue()
+    err_lines: list[str] = []
+    assert proc.stdout is not None and proc.stderr is not None
+    threads = [
+        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True),
+        threading.Thread(target=lambda: err_lines.extend(_lines(proc.stderr)), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    garbage: list[str] = []
+    attached_at: float | None = None
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while attached_at is None:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise ProbeError(
+                    f"{spec.name}: bpftrace did not attach within {startup_timeout:.0f} s",
+                    "the machine may be overloaded; try again",
+                ) from None
+            if line is None:
+                break
+            if handle_line(line, spec, result, garbage) == "attached_probes":
+                attached_at = time.monotonic()
+                if on_attach is not None:
+                    on_attach()
+        if attached_at is None:
+            proc.wait(5)
+            for t in threads:
+                t.join(2)
+            why = _stderr_problem(err_lines) or (
+                f"printed no JSON ({len(garbage)} other line(s))"
+                if garbage
+                else f"exited with status {proc.returncode}"
+            )
+            raise ProbeError(f"{spec.name}: bpftrace failed before attaching: {why}", "")
+        try:
+            end = attached_at + duration
+            while (left := end - time.monotonic()) > 0 and proc.poll() is None:
+                time.sleep(min(left, 0.1))
+        except KeyboardInterrupt:
+            result.interrupted = True
+        result.duration_s = time.monotonic() - attached_at
+    finally:
+        _stop(proc, result)
+    try:
+        while (line := lines.get(timeout=STOP_TIMEOUT)) is not None:
+            handle_line(line, spec, result, garbage)
+    except queue.Empty:
+        result.warnings.append("bpftrace's output did not end after it exited; rest ignored")
+    for t in threads:
+        t.join(2)
+    result.exit_code = proc.returncode
+    _finish_warnings(result, garbage, err_lines)
+    return result
+
+
+def _lines(stream: Any) -> list[str]:
+    return [raw.decode("utf-8", errors="replace").rstrip("\n") for raw in stream]
+
+
+def _finish_warnings(result: ProbeResult, garbage: list[str], err_lines: list[str]) -> None:
+    if garbage:
+        shown = "; ".join(g[:60] for g in garbage[:MAX_GARBAGE_KEPT])
+        result.warnings.append(
+            f"{len(garbage)} line(s) of bpftrace output were not JSON messages, skipped: {shown}"
+        )
+    if result.lost_events:
+        result.warnings.append(f"bpftrace lost {result.lost_events} event(s) (buffer full)")
+    problem = _stderr_problem(err_lines)
+    if problem:
+        result.warnings.append(f"bpftrace: {problem}")
+    if result.exit_code not in (0, None, -signal.SIGINT):
+        result.warnings.append(f"bpftrace exited with status {result.exit_code}")
+
+
+def bpf_program_owners() -> dict[int, list[int]] | None:
+    """Return BPF program id → owning pids, from ``bpftool prog show``; ``None`` without bpftool.
+
+    Used to check that a finished probe left no program behind.
+    """
+    try:
+        proc = subprocess.run(
+            ["bpftool", "--json", "prog", "show"], capture_output=True, check=False, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        progs = json.loads(proc.stdout or b"[]")
+    except ValueError:
+        return None
+    return {int(p["id"]): [int(o["pid"]) for o in p.get("pids", [])] for p in progs if "id" in p}
+
+
+def programs_left_by(pid: int) -> list[int]:
+    """Return the ids of BPF programs still owned by process ``pid`` (empty: nothing leaked).
+
+    :raises ProbeError: bpftool is not installed, so the check cannot be made.
+    """
+    owners = bpf_program_owners()
+    if owners is None:
+        raise ProbeError("cannot list BPF programs", "install bpftool (apt-get install bpftool)")
+    return [prog for prog, pids in owners.items() if pid in pids]
