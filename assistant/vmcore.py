@@ -1,0 +1,118 @@
+"""Triage a vmcore: drgn's analyses plus the triage engine run over its printk buffer.
+
+A vmcore's log buffer goes through the same engine as a console log, so the
+crash gets the same title, type, frame and signature; the drgn analyses
+(crashed stack with locals, blocked tasks, memory, modules, sysctls) go into
+``TriageResult.vmcore``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from assistant.errors import InputError, NotAvailable
+from assistant.triage import TriageResult, triage_lines
+from probes.drgn import ANALYSES, Analysis, Target, analyse, dmesg_lines
+from probes.drgn import open_live as _open_live
+from probes.drgn import open_qmp as _open_qmp
+from probes.drgn import open_vmcore as _open_vmcore
+from probes.errors import ProbeError
+
+#: The ``FILE`` argument that means the running kernel.
+LIVE = "/proc/kcore"
+#: The prefix of the ``FILE`` argument that means a QEMU guest: ``qmp:/path/to/qmp.sock``.
+QMP_PREFIX = "qmp:"
+
+
+def progress_to_stderr(message: str) -> None:
+    """Show the progress of a slow step on stderr (stdout may be piped JSON)."""
+    print(f"kassist: {message}", file=sys.stderr, flush=True)
+
+
+def open_target(
+    path: str,
+    vmlinux: str | None = None,
+    debug_dir: str | None = None,
+    extra: Sequence[str] = (),
+    quiet: bool = False,
+) -> Target:
+    """Open a vmcore, ``/proc/kcore`` (the running kernel) or ``qmp:SOCKET`` (a QEMU guest).
+
+    :param path: the vmcore, :data:`LIVE`, or :data:`QMP_PREFIX` + QEMU's QMP socket.
+    :param vmlinux: the kernel's ELF with DWARF (from its ``-dbg`` package).
+    :param debug_dir: a ``/usr/lib/debug``-style tree.
+    :param extra: module ``.ko`` files with debug info.
+    :param quiet: no progress lines on stderr.
+    :raises NotAvailable: there is no ``/proc/kcore`` here.
+    :raises InputError: the dump, or its debug info, cannot be used.
+    """
+    progress = None if quiet else progress_to_stderr
+    try:
+        if path == LIVE:
+            return _open_live(vmlinux, debug_dir, progress=progress)
+        if path.startswith(QMP_PREFIX):
+            return _open_qmp(path[len(QMP_PREFIX) :], vmlinux, debug_dir, extra, progress)
+        return _open_vmcore(path, vmlinux, debug_dir, extra, progress)
+    except ProbeError as exc:
+        if exc.message.startswith("not available here"):
+            raise NotAvailable(exc.message, exc.hint) from None
+        raise InputError(exc.message, exc.hint) from None
+
+
+def analyse_target(
+    target: Target, only: Sequence[str] = ANALYSES, with_locals: bool = True
+) -> Analysis:
+    """Run drgn's analyses over an opened target.
+
+    :raises InputError: nothing could be read from it.
+    """
+    try:
+        return analyse(target, tuple(only), with_locals)
+    except ProbeError as exc:
+        raise InputError(exc.message, exc.hint) from None
+
+
+def triage_analysis(analysis: Analysis) -> TriageResult:
+    """Triage an analysis' printk buffer and attach the analysis as ``vmcore``.
+
+    :param analysis: the output of :func:`analyse_target` (with ``dmesg``).
+    """
+    lines = dmesg_lines(analysis.dmesg or [])
+    source = analysis.source if analysis.live else f"vmcore:{analysis.source}"
+    result = triage_lines(lines, source=source)
+    result.warnings.extend(analysis.warnings)
+    if analysis.missing_debug_info:
+        result.warnings.append(
+            "no debug info for modules: " + ", ".join(analysis.missing_debug_info)
+        )
+    result.warnings.extend(analysis.errors)
+    result.vmcore = analysis.to_dict()
+    # The log is already the top-level result; keep the section about drgn's own findings.
+    result.vmcore.pop("dmesg", None)
+    result.vmcore["dmesg_records"] = len(analysis.dmesg or [])
+    return result
+
+
+def triage_vmcore(
+    path: str,
+    vmlinux: str | None = None,
+    debug_dir: str | None = None,
+    extra: Sequence[str] = (),
+    quiet: bool = False,
+) -> TriageResult:
+    """Open a vmcore, run every analysis, and triage its printk buffer.
+
+    >>> result = triage_vmcore("/var/crash/202611270430/vmcore", debug_dir="/usr/lib/debug")
+    >>> result.crashes[0].title
+    'BUG: unable to handle kernel NULL pointer dereference in kassist_crash_level3'
+
+    :param path: the vmcore (or ``/proc/kcore``, or ``qmp:SOCKET``).
+    :param vmlinux: the kernel's ELF with DWARF.
+    :param debug_dir: a ``/usr/lib/debug``-style tree.
+    :param extra: module ``.ko`` files with debug info.
+    :param quiet: no progress lines on stderr.
+    :raises KassistError: the dump or its debug info cannot be used.
+    """
+    target = open_target(path, vmlinux, debug_dir, extra, quiet)
+    return triage_analysis(analyse_target(target))
