@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crashes": ("assistant.cli.pending:crashes", "Browse the crash store."),
     "tune": ("assistant.cli.pending:tune", "Draft tuning recommendations."),
     "docs": ("assistant.cli.pending:docs", "Draft documentation from evidence."),
-    "probe": ("assistant.cli.pending:probe", "Read kernel statistics and run eBPF probes."),
+    "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),
     "agent": ("assistant.cli.pending:agent", "Talk to (or run) the kernel agent."),
     "watch": ("assistant.cli.pending:watch", "Follow the kernel log and triage as it goes."),
     "vmcore": ("assistant.cli.pending:vmcore", "Analyse a vmcore with drgn."),

@@ -11,7 +11,6 @@ PENDING: dict[str, str] = {
     "crashes": "the crash store (triage engine issue)",
     "tune": "the tuning drafter",
     "docs": "the documentation drafter",
-    "probe": "the probes issue",
     "agent": "the kernel agent issue",
     "watch": "the log watcher",
     "vmcore": "the drgn issue",
@@ -36,7 +35,6 @@ def _pending(name: str) -> click.Command:
 crashes = _pending("crashes")
 tune = _pending("tune")
 docs = _pending("docs")
-probe = _pending("probe")
 agent = _pending("agent")
 watch = _pending("watch")
 vmcore = _pending("vmcore")
