@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),
     "agent": ("assistant.cli.pending:agent", "Talk to (or run) the kernel agent."),
     "watch": ("assistant.cli.pending:watch", "Follow the kernel log and triage as it goes."),
-    "vmcore": ("assistant.cli.pending:vmcore", "Analyse a vmcore with drgn."),
+    "vmcore": ("assistant.cli.vmcore:vmcore", "Analyse a vmcore with drgn."),
     "chat": ("assistant.cli.pending:chat", "Open the chat (terminal UI)."),
     "doctor": ("assistant.cli.doctor:doctor", "Check what this machine lets kassist do."),
     "models": ("assistant.cli.models:models", "List LLM backends and models."),

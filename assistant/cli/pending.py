@@ -13,7 +13,6 @@ PENDING: dict[str, str] = {
     "docs": "the documentation drafter",
     "agent": "the kernel agent issue",
     "watch": "the log watcher",
-    "vmcore": "the drgn issue",
     "chat": "the terminal UI",
     "prompts": "the LLM runtime issue",
     "logs": "the LLM runtime issue",
@@ -37,7 +36,6 @@ tune = _pending("tune")
 docs = _pending("docs")
 agent = _pending("agent")
 watch = _pending("watch")
-vmcore = _pending("vmcore")
 chat = _pending("chat")
 prompts = _pending("prompts")
 logs = _pending("logs")

@@ -1,0 +1,178 @@
+"""``kassist vmcore``: one view of a vmcore (or the live kernel, or a QEMU guest) with drgn."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import click
+
+from assistant.vmcore import analyse_target, open_target
+from probes.drgn import Analysis, BlockedTask, Frame, TaskRef
+
+#: view → the analyses it needs.
+VIEWS: dict[str, tuple[str, ...]] = {
+    "info": ("crash", "modules", "sysctl"),
+    "bt": ("crash", "stack"),
+    "tasks": ("blocked", "runqueues"),
+    "dmesg": ("dmesg",),
+    "mem": ("memory",),
+}
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _task(t: TaskRef | None) -> str:
+    if t is None:
+        return "none (live kernel)"
+    return f"{t.comm} pid {t.pid} cpu {t.cpu if t.cpu is not None else '?'} state {t.state}"
+
+
+def frame_text(f: Frame) -> str:
+    """Return one frame as ``#10 func+0x36 [module] at file:line``."""
+    where = f.function or f"0x{f.pc:x}"
+    if f.offset is not None and f.function:
+        where += f"+0x{f.offset:x}"
+    if f.module:
+        where += f" [{f.module}]"
+    if f.file:
+        where += f" at {f.file}:{f.line}" if f.line else f" at {f.file}"
+    if f.inline:
+        where += " (inlined)"
+    return f"#{f.index:<2} {where}"
+
+
+def _info(a: Analysis) -> list[str]:
+    out = []
+    c = a.crash
+    if c is not None:
+        out += [
+            f"kernel    {c.release} {c.version or ''}".rstrip(),
+            f"panic     {c.panic_message or '(none found in the log)'}",
+            f"task      {_task(c.task)}",
+            f"cpu       {c.cpu if c.cpu is not None else '?'}",
+            f"tainted   {c.tainted.strip() or 'no'} (mask 0x{c.taint_mask:x})",
+        ]
+    if a.modules is not None:
+        out.append(f"modules   {len(a.modules)}")
+        for m in a.modules:
+            debug = "" if m.debug_info else "  (no debug info)"
+            out.append(
+                f"  {m.name:<24} 0x{m.address:x} {m.size:>8} {m.state:<8} {m.taints}{debug}"
+            )
+    if a.sysctl is not None:
+        out.append("sysctl at crash time")
+        out += [f"  {s.key} = {s.value}" for s in a.sysctl]
+    return out
+
+
+def _bt(a: Analysis) -> list[str]:
+    s = a.stack
+    if s is None:
+        return ["no crashed thread (a live kernel, or the dump holds none)"]
+    out = [f"crashed task: {_task(s.task)}"]
+    for f in s.frames:
+        out.append(frame_text(f) + ("   <== faulted here" if f.index == s.guilty else ""))
+        for var in f.locals:
+            value = var.value if var.value is not None else "<optimized out>"
+            out.append(f"      {var.name} = {value}  ({var.type})")
+    return out
+
+
+def _blocked(b: BlockedTask) -> list[str]:
+    since = f", {b.blocked_ns / 1e9:.1f} s since it last ran" if b.blocked_ns is not None else ""
+    return [f"{_task(b.task)}{since}"] + ["    " + frame_text(f) for f in b.frames]
+
+
+def _tasks(a: Analysis) -> list[str]:
+    out = [f"tasks in D state: {len(a.blocked or [])}"]
+    for b in a.blocked or []:
+        out += _blocked(b)
+    out.append("run queues")
+    for rq in a.runqueues or []:
+        out.append(f"  cpu {rq.cpu}: {rq.nr_running} running, current {_task(rq.current)}")
+        out += [f"    queued {_task(t)}" for t in rq.queued]
+    return out
+
+
+def _dmesg(a: Analysis) -> list[str]:
+    from probes.drgn import dmesg_lines
+
+    return dmesg_lines(a.dmesg or [])
+
+
+def _mem(a: Analysis) -> list[str]:
+    m = a.memory
+    if m is None:
+        return ["memory summary not available"]
+    out = [
+        f"total       {_mib(m.total)}",
+        f"free        {_mib(m.free)}",
+        f"page cache  {_mib(m.page_cache)}",
+        f"slab        {_mib(m.slab_reclaimable + m.slab_unreclaimable)}"
+        f" (reclaimable {_mib(m.slab_reclaimable)}, unreclaimable {_mib(m.slab_unreclaimable)})",
+        f"top slab caches        {'bytes':>12} {'active':>8} {'total':>8} {'size':>6}",
+    ]
+    out += [
+        f"  {c.name:<20} {c.bytes:>12} {c.active_objects:>8} {c.total_objects:>8} {c.object_size:>6}"
+        for c in m.top_slab_caches
+    ]
+    return out
+
+
+_RENDER: dict[str, Callable[[Analysis], list[str]]] = {
+    "info": _info,
+    "bt": _bt,
+    "tasks": _tasks,
+    "dmesg": _dmesg,
+    "mem": _mem,
+}
+
+
+@click.command()
+@click.argument("view", type=click.Choice(list(VIEWS)))
+@click.argument("path", metavar="FILE")
+@click.option("--vmlinux", type=click.Path(), help="The kernel's vmlinux with debug info.")
+@click.option(
+    "--debug-dir",
+    type=click.Path(),
+    help="A /usr/lib/debug-style tree (boot/vmlinux-RELEASE, lib/modules/..., .build-id/).",
+)
+@click.option(
+    "--ko",
+    "extra",
+    multiple=True,
+    type=click.Path(),
+    help="A module .ko with debug info (repeatable).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def vmcore(
+    view: str,
+    path: str,
+    vmlinux: str | None,
+    debug_dir: str | None,
+    extra: tuple[str, ...],
+    fmt: str,
+    quiet: bool,
+) -> None:
+    """Show one view of a vmcore: info, bt (stack with locals), tasks, dmesg or mem.
+
+    FILE is a vmcore (kdump-compressed, flattened or ELF), /proc/kcore for the
+    running kernel, or qmp:SOCKET for a QEMU guest (QEMU's -qmp unix:SOCKET).
+    Debug info comes from --vmlinux, --debug-dir, --ko, or /usr/lib/debug.
+    """
+    target = open_target(path, vmlinux, debug_dir, extra, quiet)
+    analysis = analyse_target(target, VIEWS[view], with_locals=view == "bt")
+    if not quiet:
+        for warning in [*analysis.warnings, *analysis.errors]:
+            click.echo(f"kassist: {warning}", err=True)
+    if fmt == "json":
+        data = analysis.to_dict()
+        click.echo(json.dumps({k: v for k, v in data.items() if v is not None}, indent=2))
+    else:
+        click.echo("\n".join(_RENDER[view](analysis)))
