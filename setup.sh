@@ -15,12 +15,17 @@ cd "$(dirname "$(readlink -f "$0")")"
 what="${1:-setup}"
 VENV=.venv
 STAMP="$VENV/.kassist-installed"
+# llama-cpp-python compiles llama.cpp from source (several minutes). Its wheel is
+# built once into this wheelhouse and reused by every later venv (CI's fresh
+# clones included); pip's own cache does not reliably keep it.
+LLAMA_CPP_VERSION=0.3.36
+WHEELHOUSE="${XDG_CACHE_HOME:-$HOME/.cache}/kassist/wheels"
 
 # System packages: a compiler and CMake for llama.cpp; bpftrace for eBPF probes;
 # QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture.
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential cmake git pkg-config
-    bpftrace iproute2 util-linux procps kmod
+    bpftrace bpftool iproute2 util-linux procps kmod
     qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils
 )
 
@@ -63,14 +68,21 @@ install_python_packages() {
     if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
         return
     fi
-    say "installing kassist and its dependencies into $VENV (the first time compiles llama.cpp: several minutes)"
-    export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-    # llama.cpp's default -march=native build uses AMX tile instructions on CPUs that
-    # advertise them, and dies with SIGILL (tilezero) in this VM; build for x86-64-v3
-    # (AVX2/FMA/F16C), which every machine of this project has.
-    export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
     "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
-    "$VENV/bin/python" -m pip install -q -e '.[test]'
+    mkdir -p "$WHEELHOUSE"
+    if ! ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; then
+        say "compiling llama.cpp (llama-cpp-python $LLAMA_CPP_VERSION) once into $WHEELHOUSE: several minutes"
+        # llama.cpp's default -march=native build uses AMX tile instructions on CPUs that
+        # advertise them, and dies with SIGILL (tilezero) in this VM; build for x86-64-v3
+        # (AVX2/FMA/F16C), which every machine of this project has.
+        CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}" \
+        CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+            "$VENV/bin/python" -m pip wheel -q --no-deps "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELHOUSE"
+    fi
+    say "installing kassist and its dependencies into $VENV"
+    local constraints="$VENV/kassist-constraints.txt"
+    echo "llama-cpp-python==$LLAMA_CPP_VERSION" > "$constraints"
+    "$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" -c "$constraints" -e '.[test]'
     echo "$want" > "$STAMP"
 }
 
