@@ -59,9 +59,7 @@ def _info(a: Analysis) -> list[str]:
         out.append(f"modules   {len(a.modules)}")
         for m in a.modules:
             debug = "" if m.debug_info else "  (no debug info)"
-            out.append(
-                f"  {m.name:<24} 0x{m.address:x} {m.size:>8} {m.state:<8} {m.taints}{debug}"
-            )
+            out.append(f"  {m.name:<24} 0x{m.address:x} {m.size:>8} {m.state:<8} {m.taints}{debug}")
     if a.sysctl is not None:
         out.append("sysctl at crash time")
         out += [f"  {s.key} = {s.value}" for s in a.sysctl]
@@ -115,10 +113,9 @@ def _mem(a: Analysis) -> list[str]:
         f" (reclaimable {_mib(m.slab_reclaimable)}, unreclaimable {_mib(m.slab_unreclaimable)})",
         f"top slab caches        {'bytes':>12} {'active':>8} {'total':>8} {'size':>6}",
     ]
-    out += [
-        f"  {c.name:<20} {c.bytes:>12} {c.active_objects:>8} {c.total_objects:>8} {c.object_size:>6}"
-        for c in m.top_slab_caches
-    ]
+    for c in m.top_slab_caches:
+        counts = f"{c.active_objects:>8} {c.total_objects:>8} {c.object_size:>6}"
+        out.append(f"  {c.name:<20} {c.bytes:>12} {counts}")
     return out
 
 
