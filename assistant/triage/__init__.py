@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from assistant.errors import InputError
+from assistant.triage.engine import triage_lines
 from assistant.triage.model import TRIAGE_SCHEMA, Crash, Event, Frame, TriageResult
-from assistant.triage.simple import triage_lines
 from probes.errors import ProbeError
 from probes.logs import ReadStats, iter_log_lines
 

@@ -40,13 +40,15 @@ class KernelInfo:
     """The kernel that crashed, as the report names it.
 
     :param release: ``uname -r`` of the kernel, e.g. ``6.1.0-21-amd64``.
-    :param tainted: the taint letters, e.g. ``"G        W  O"`` → decoded list.
+    :param tainted: the taint letters set, e.g. ``"G        W  O"`` → ``["W", "O"]``.
     :param hardware: the ``Hardware name:`` line's value.
     """
 
     release: str | None = None
     tainted: list[str] = field(default_factory=list)
     hardware: str | None = None
+    #: the taint letters explained, e.g. ``"W: kernel issued warning"``
+    taint_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass

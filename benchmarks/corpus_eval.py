@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Measure kassist's crash triage against syzkaller's answers on real console logs.
+
+Runs ``kassist triage --format jsonl`` (the real CLI, in one subprocess) over the
+logs of a syzkaller-format corpus written to temporary files, and compares the
+first crash of each log with the expected title, alternative titles, type and
+corruption flag; then the guilty file on the ``...guilty...`` corpus. Prints the
+figures and the misses.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/corpus_eval.py \\
+        [--corpus ../shared/corpus/syzkaller-linux-reports.dev.jsonl] \\
+        [--guilty ../shared/corpus/syzkaller-linux-guilty.dev.jsonl] [--misses N]
+
+The corpus files are JSON lines with at least ``id``, ``log``, ``expect_crash``,
+``title``, ``alt_titles``, ``type`` and ``corrupted`` (guilty: ``guilty_file``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """Read a JSON-lines corpus."""
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_cli(rows: list[dict[str, Any]], workdir: Path) -> list[dict[str, Any]]:
+    """Write each log to a file and triage them all in one ``kassist triage`` run."""
+    paths = []
+    for i, row in enumerate(rows):
+        p = workdir / f"{i:05d}.log"
+        p.write_text(row["log"], encoding="utf-8", errors="surrogateescape")
+        paths.append(str(p))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "assistant", "triage", "--format", "jsonl", *paths],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    docs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    by_source = {d["source"]: d for d in docs}
+    if proc.returncode not in (0, 1) or not docs:
+        sys.exit(f"corpus_eval: kassist failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
+    empty: dict[str, Any] = {"crashes": [], "events": []}
+    return [by_source.get(p, empty) for p in paths]
+
+
+def pct(n: int, d: int) -> str:
+    """Format a ratio as ``n/d = x.y%``."""
+    return f"{n}/{d} = {100.0 * n / d:.1f}%" if d else "n/a"
+
+
+def evaluate_reports(rows: list[dict[str, Any]], docs: list[dict[str, Any]], misses: int) -> None:
+    """Print recall, true negatives, title, type and corruption agreement."""
+    pos = [(r, d) for r, d in zip(rows, docs, strict=True) if r["expect_crash"]]
+    neg = [(r, d) for r, d in zip(rows, docs, strict=True) if not r["expect_crash"]]
+    found = exact = either = typ = corr = 0
+    wrong: list[str] = []
+    for r, d in pos:
+        if not d["crashes"]:
+            wrong.append(f"  {r['id']}: missed; expected {r['title']!r}")
+            continue
+        found += 1
+        c = d["crashes"][0]
+        if c["title"] == r["title"]:
+            exact += 1
+        else:
+            wrong.append(f"  {r['id']}: title {c['title']!r}, expected {r['title']!r}")
+        titles = {c["title"], *c["alt_titles"]}
+        if titles & {r["title"], *(r.get("alt_titles") or [])}:
+            either += 1
+        want_type = r["type"] or "UNKNOWN"
+        if c["type"] == want_type:
+            typ += 1
+        else:
+            wrong.append(f"  {r['id']}: type {c['type']}, expected {want_type}")
+        if bool(c["corrupted"]) == bool(r["corrupted"]):
+            corr += 1
+        else:
+            wrong.append(
+                f"  {r['id']}: corrupted={c['corrupted']} ({c['corrupted_reason']}),"
+                f" expected {r['corrupted']}"
+            )
+    tn = sum(1 for _, d in neg if not d["crashes"])
+    for r, d in neg:
+        if d["crashes"]:
+            wrong.append(f"  {r['id']}: false positive {d['crashes'][0]['title']!r}")
+    n = len(pos)
+    print(f"logs                    {len(rows)} ({n} with a crash, {len(neg)} without)")
+    print(f"crash recall            {pct(found, n)}")
+    print(f"true negatives          {pct(tn, len(neg))}   (target >= 95%)")
+    print(f"exact title             {pct(exact, n)}   (target >= 90%)")
+    print(f"title or alt title      {pct(either, n)}")
+    print(f"type agreement          {pct(typ, n)}")
+    print(f"corrupted agreement     {pct(corr, n)}   (target >= 90%)")
+    if wrong and misses:
+        print(f"misses (first {misses}):")
+        for w in wrong[:misses]:
+            print(w)
+
+
+def evaluate_guilty(rows: list[dict[str, Any]], docs: list[dict[str, Any]], misses: int) -> None:
+    """Print the guilty-file accuracy."""
+    right = 0
+    wrong = []
+    for r, d in zip(rows, docs, strict=True):
+        got = d["crashes"][0]["guilty_file"] if d["crashes"] else None
+        if got == r["guilty_file"]:
+            right += 1
+        else:
+            wrong.append(f"  {r['id']}: guilty {got!r}, expected {r['guilty_file']!r}")
+    print(f"guilty file             {pct(right, len(rows))}   (target >= 90%)")
+    for w in wrong[:misses]:
+        print(w)
+
+
+def main() -> None:
+    """Parse arguments, run the CLI over the corpora and print the figures."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, default=CORPUS / "syzkaller-linux-reports.dev.jsonl")
+    ap.add_argument("--guilty", type=Path, default=CORPUS / "syzkaller-linux-guilty.dev.jsonl")
+    ap.add_argument("--misses", type=int, default=40, help="how many misses to list")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kassist-corpus-") as tmp:
+        work = Path(tmp)
+        if args.corpus and args.corpus.exists():
+            rows = load(args.corpus)
+            t0 = time.monotonic()
+            (work / "r").mkdir()
+            docs = run_cli(rows, work / "r")
+            print(f"corpus {args.corpus.name}: triaged in {time.monotonic() - t0:.1f} s")
+            evaluate_reports(rows, docs, args.misses)
+        if args.guilty and args.guilty.exists():
+            rows = load(args.guilty)
+            (work / "g").mkdir()
+            docs = run_cli(rows, work / "g")
+            print(f"corpus {args.guilty.name}:")
+            evaluate_guilty(rows, docs, args.misses)
+
+
+if __name__ == "__main__":
+    main()
