@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from assistant.errors import InputError, NotAvailable
 from assistant.triage import TriageResult, triage_lines
@@ -116,3 +117,62 @@ def triage_vmcore(
     """
     target = open_target(path, vmlinux, debug_dir, extra, quiet)
     return triage_analysis(analyse_target(target))
+
+
+def _frame_text(f: dict[str, Any]) -> str:
+    where = f["function"] or f"0x{f['pc']:x}"
+    if f.get("offset") is not None and f["function"]:
+        where += f"+0x{f['offset']:x}"
+    if f.get("module"):
+        where += f" [{f['module']}]"
+    if f.get("file"):
+        where += f" {f['file']}" + (f":{f['line']}" if f.get("line") else "")
+    return where
+
+
+def vmcore_text(vmcore: dict[str, Any]) -> str:
+    """Return the few lines ``kassist triage`` prints about a vmcore's drgn analyses.
+
+    :param vmcore: ``TriageResult.vmcore``.
+    """
+    lines = ["  vmcore:"]
+    crash = vmcore.get("crash") or {}
+    if crash:
+        task = crash.get("task") or {}
+        lines.append(
+            f"    panic: {crash.get('panic_message') or '?'} · task {task.get('comm', '?')}"
+            f" pid {task.get('pid', '?')} · cpu {crash.get('cpu')}"
+            f" · tainted {crash.get('tainted', '').strip() or 'no'}"
+        )
+    stack = vmcore.get("stack")
+    if stack and stack.get("guilty") is not None:
+        frame = stack["frames"][stack["guilty"]]
+        known = [v for v in frame["locals"] if v["value"] is not None]
+        locals_ = ", ".join(f"{v['name']}={v['value']}" for v in known)
+        lines.append(f"    faulted in {_frame_text(frame)}" + (f" ({locals_})" if locals_ else ""))
+    blocked = vmcore.get("blocked") or []
+    lines.append(f"    tasks in D state: {len(blocked)}")
+    for b in blocked[:5]:
+        inner = next(
+            (f for f in b["frames"] if not str(f["function"] or "").startswith(_SCHED_PREFIXES)),
+            None,
+        )
+        where = _frame_text(inner) if inner else "?"
+        lines.append(f"      {b['task']['comm']} pid {b['task']['pid']} in {where}")
+    return "\n".join(lines)
+
+
+# Scheduler frames at the top of every sleeping task's stack: skipped to show where it waits.
+_SCHED_PREFIXES = (
+    "context_switch",
+    "__schedule",
+    "schedule",
+    "io_schedule",
+    "do_wait_for_common",
+    "__wait_for_common",
+    "wait_for_common",
+    "__mutex_lock",
+    "mutex_lock",
+    "rwsem_down",
+    "down_",
+)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 
 import click
 
@@ -38,24 +40,39 @@ def _text(result: TriageResult) -> str:
     help="json: one object; jsonl: one object per input, in input order.",
 )
 @click.option("--no-llm", is_flag=True, help="Accepted for symmetry: triage never uses a model.")
-def triage(inputs: tuple[str, ...], fmt: str, no_llm: bool) -> None:
+@click.option("--vmcore", type=click.Path(), help="Also triage a vmcore (drgn analyses added).")
+@click.option("--vmlinux", type=click.Path(), help="The vmcore's vmlinux with debug info.")
+@click.option("--debug-dir", type=click.Path(), help="A /usr/lib/debug tree for the vmcore.")
+def triage(
+    inputs: tuple[str, ...],
+    fmt: str,
+    no_llm: bool,
+    vmcore: str | None = None,
+    vmlinux: str | None = None,
+    debug_dir: str | None = None,
+) -> None:
     """Find kernel crash reports in console logs, dmesg output or kdump directories.
 
     Each FILE may be a plain or compressed (gzip, xz, zstd) log, a kdump directory,
     or - for standard input.
     """
-    if not inputs:
+    jobs: list[Callable[[], TriageResult]] = [partial(triage_path, p) for p in inputs]
+    if vmcore:
+        from assistant.vmcore import triage_vmcore
+
+        jobs.append(partial(triage_vmcore, vmcore, vmlinux, debug_dir))
+    if not jobs:
         raise KassistError(
             "no input given", "name a log file, a kdump directory, or - for stdin", 2
         )
-    if fmt == "json" and len(inputs) > 1:
+    if fmt == "json" and len(jobs) > 1:
         raise KassistError("--format json takes one input", "use --format jsonl for several", 2)
     failed = 0
-    for path in inputs:
+    for run in jobs:
         try:
-            result = triage_path(path)
+            result = run()
         except KassistError as exc:
-            if len(inputs) == 1:
+            if len(jobs) == 1:
                 raise
             notice(exc.one_line())
             failed += 1
@@ -64,6 +81,10 @@ def triage(inputs: tuple[str, ...], fmt: str, no_llm: bool) -> None:
             notice(f"{result.source}: {warning}")
         if fmt == "text":
             click.echo(_text(result))
+            if result.vmcore is not None:
+                from assistant.vmcore import vmcore_text
+
+                click.echo(vmcore_text(result.vmcore))
         else:
             click.echo(json.dumps(result.to_dict(), indent=2 if fmt == "json" else None))
     if failed:
