@@ -77,6 +77,7 @@ class AgentConfig:
     :param state_dir: where the journal lives.
     :param policy: a policy TOML file; empty: the built-in default policy.
     :param audit_log: the JSON-lines audit log.
+    :param sysctl_conf: where changes applied with ``--persist`` are written for the next boot.
     """
 
     socket: str = "/run/kassist/agent.sock"
@@ -84,6 +85,7 @@ class AgentConfig:
     state_dir: str = "/var/lib/kassist"
     policy: str = ""
     audit_log: str = "/var/log/kassist/audit.jsonl"
+    sysctl_conf: str = "/etc/sysctl.d/90-kassist.conf"
 
 
 @dataclass(frozen=True)

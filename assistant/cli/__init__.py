@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("assistant.cli.pending:tune", "Draft tuning recommendations."),
     "docs": ("assistant.cli.pending:docs", "Draft documentation from evidence."),
     "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),
-    "agent": ("assistant.cli.pending:agent", "Talk to (or run) the kernel agent."),
+    "agent": ("assistant.cli.agent:agent", "Talk to (or run) the kernel agent."),
     "watch": ("assistant.cli.pending:watch", "Follow the kernel log and triage as it goes."),
     "vmcore": ("assistant.cli.vmcore:vmcore", "Analyse a vmcore with drgn."),
     "chat": ("assistant.cli.pending:chat", "Open the chat (terminal UI)."),

@@ -11,7 +11,6 @@ PENDING: dict[str, str] = {
     "crashes": "the crash store (triage engine issue)",
     "tune": "the tuning drafter",
     "docs": "the documentation drafter",
-    "agent": "the kernel agent issue",
     "watch": "the log watcher",
     "chat": "the terminal UI",
     "prompts": "the LLM runtime issue",
@@ -34,7 +33,6 @@ def _pending(name: str) -> click.Command:
 crashes = _pending("crashes")
 tune = _pending("tune")
 docs = _pending("docs")
-agent = _pending("agent")
 watch = _pending("watch")
 chat = _pending("chat")
 prompts = _pending("prompts")

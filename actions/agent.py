@@ -1,0 +1,539 @@
+"""The agent's core: validate, apply, verify, journal, roll back, yield to the admin.
+
+:class:`Agent` is what the daemon calls for each submission; it is also usable
+in-process. Every operation returns a *result* ``{ok, verdict, errors, changeset,
+notices}`` (the completion, less ``user_data``). Mutating operations hold one
+lock: changesets apply one at a time.
+
+Test-only fault injection: ``KASSIST_AGENT_FAULT=<step>`` makes the agent SIGKILL
+itself when it reaches ``step`` (``validated``, ``applying``, ``write:<i>``,
+``applied``, ``verified``, ``rolling_back``, ``undo:<i>``), so tests can check that
+a restarted agent leaves every key consistent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actions.audit import Audit
+from actions.errors import Rejected
+from actions.journal import UNFINISHED, Journal
+from actions.knobs import Knob, Roots, resolve
+from actions.model import RISKS, Change, Changeset, parse_recommendations
+from actions.persist import write_sysctl_conf
+from actions.policy import Policy
+from actions.validate import Planned, validate, values_equal
+
+FAULT_ENV = "KASSIST_AGENT_FAULT"
+Result = dict[str, Any]
+
+
+def result(
+    ok: bool,
+    verdict: str,
+    errors: Sequence[Rejected] = (),
+    changeset: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Result:
+    """Build an operation's result (a completion without its ``user_data``)."""
+    return {
+        "ok": ok,
+        "verdict": verdict,
+        "errors": [e.to_dict() for e in errors],
+        "changeset": changeset,
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the agent keeps its state.
+
+    :param journal: the SQLite journal.
+    :param audit: the JSON-lines audit log.
+    :param sysctl_conf: the file persisted changes go to.
+    """
+
+    journal: Path
+    audit: Path
+    sysctl_conf: Path
+
+
+class Agent:
+    """The kernel agent.
+
+    :param policy: the loaded policy.
+    :param paths: journal, audit log and sysctl.d file.
+    :param roots: where /proc/sys and /sys are (tests point them at a fake tree).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        paths: Paths,
+        roots: Roots | None = None,
+        journald: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.paths = paths
+        self.roots = roots or Roots()
+        self.journal = Journal(paths.journal)
+        self.audit = Audit(paths.audit, journald) if journald else Audit(paths.audit)
+        self.started = time.time()
+        self._lock = threading.RLock()
+        self._notices: list[str] = []
+        self._fault = os.environ.get(FAULT_ENV, "")
+
+    def close(self) -> None:
+        """Close the journal and the audit log."""
+        self.journal.close()
+        self.audit.close()
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _step(self, step: str, cs_id: int) -> None:
+        if self._fault and step == self._fault:
+            self.audit.record("fault-injection", changeset=cs_id, step=step)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _knob(self, change: Change) -> Knob:
+        return resolve(change.kind, change.target, self.roots)
+
+    def _parse(self, doc: object) -> tuple[list[Planned], list[Rejected]]:
+        recs, errors = parse_recommendations(
+            doc, limit=max(64, self.policy.max_changes_per_changeset)
+        )
+        if errors:
+            return [], errors
+        return validate(recs, self.policy, self.roots, self.journal.recent_changes)
+
+    def _auto_approvable(self, planned: Sequence[Planned]) -> bool:
+        if self.policy.auto_approve == "none":
+            return False
+        limit = RISKS.index(self.policy.auto_approve)
+        return all(RISKS.index(p.risk) <= limit for p in planned)
+
+    def _take_notices(self) -> list[str]:
+        out, self._notices = self._notices, []
+        return out
+
+    # --- validate ---------------------------------------------------------------------
+
+    def validate(self, doc: object, who: dict[str, Any]) -> Result:
+        """Validate a recommendation (or a list) and return the dry-run diff; write nothing."""
+        self.audit.record("submission", op="validate", who=who)
+        planned, errors = self._parse(doc)
+        verdict = "rejected" if errors else "valid"
+        self.audit.record(
+            "verdict",
+            op="validate",
+            who=who,
+            verdict=verdict,
+            errors=[str(e) for e in errors],
+            targets=[p.knob.key for p in planned],
+        )
+        diff = {
+            "id": 0,
+            "state": "validated" if not errors else "rejected",
+            "changes": [p.diff() for p in planned],
+        }
+        return result(
+            not errors,
+            verdict,
+            errors,
+            diff if not errors else None,
+            auto_approve=not errors and self._auto_approvable(planned),
+        )
+
+    # --- apply ------------------------------------------------------------------------
+
+    def apply(self, doc: object, who: dict[str, Any], persist: bool = False) -> Result:
+        """Validate, then apply all-or-nothing: snapshot, write, read back, commit or undo."""
+        with self._lock:
+            self.audit.record("submission", op="apply", who=who, persist=persist)
+            self.check_overrides()
+            planned, errors = self._parse(doc)
+            if errors:
+                self.audit.record(
+                    "verdict",
+                    op="apply",
+                    who=who,
+                    verdict="rejected",
+                    errors=[str(e) for e in errors],
+                )
+                return result(False, "rejected", errors, notices=self._take_notices())
+            return self._apply(planned, who, persist)
+
+    def _apply(self, planned: Sequence[Planned], who: dict[str, Any], persist: bool) -> Result:
+        changes = [
+            Change(
+                kind=p.knob.kind,
+                target=p.knob.key,
+                old=p.old,
+                new=p.new,
+                risk=p.risk,
+                rec_id=p.rec.id,
+                rationale=p.rec.rationale,
+                evidence=list(p.rec.evidence),
+                expected_effect=p.rec.expected_effect,
+                source=p.rec.source,
+            )
+            for p in planned
+        ]
+        cs_id = self.journal.create(changes, who, persist)
+        self.audit.record("verdict", op="apply", who=who, verdict="valid", changeset=cs_id)
+        self._step("validated", cs_id)
+        self.journal.set_state(cs_id, "applying")
+        self._step("applying", cs_id)
+        failure: Rejected | None = None
+        for i, p in enumerate(planned):
+            try:
+                p.knob.write(p.new)
+            except OSError as exc:
+                failure = Rejected(
+                    "write",
+                    p.knob.key,
+                    f"the kernel refused {p.new!r} "
+                    f"({exc.strerror or exc}); the changeset was rolled back",
+                )
+                self.audit.record(
+                    "write",
+                    changeset=cs_id,
+                    target=p.knob.key,
+                    value=p.new,
+                    ok=False,
+                    error=str(exc),
+                )
+                break
+            self.journal.set_change_state(cs_id, i, "written")
+            self.audit.record(
+                "write", changeset=cs_id, target=p.knob.key, old=p.old, new=p.new, ok=True
+            )
+            self._step(f"write:{i}", cs_id)
+        if failure is None:
+            self.journal.set_state(cs_id, "applied")
+            self._step("applied", cs_id)
+            failure = self._verify(cs_id, planned)
+        if failure is not None:
+            self.journal.set_state(cs_id, "failed", error=str(failure))
+            undo_errors = self._undo(cs_id, changes)
+            if not undo_errors:
+                self.journal.set_state(cs_id, "rolled_back", change_state="rolled_back")
+            self.audit.record(
+                "verdict",
+                op="apply",
+                changeset=cs_id,
+                verdict="failed",
+                errors=[str(failure), *undo_errors],
+            )
+            return result(
+                False,
+                "failed",
+                [failure],
+                self._cs(cs_id),
+                notices=self._take_notices() + undo_errors,
+            )
+        self.journal.set_state(cs_id, "verified", change_state="verified")
+        for c in changes:
+            self.journal.supersede(c.kind, c.target, cs_id)
+        self._step("verified", cs_id)
+        notices = self._take_notices()
+        if persist:
+            notices += self._persist(cs_id)
+        self.audit.record("verdict", op="apply", changeset=cs_id, verdict="verified")
+        return result(True, "verified", (), self._cs(cs_id), notices=notices)
+
+    def _verify(self, cs_id: int, planned: Sequence[Planned]) -> Rejected | None:
+        for p in planned:
+            try:
+                got = p.knob.read()
+            except OSError as exc:
+                got = f"<unreadable: {exc.strerror}>"
+            same = values_equal(got, p.new)
+            self.audit.record(
+                "readback", changeset=cs_id, target=p.knob.key, expected=p.new, got=got, ok=same
+            )
+            if not same:
+                return Rejected(
+                    "verify",
+                    p.knob.key,
+                    f"wrote {p.new} but the kernel reads back "
+                    f"{got} (clamped or refused); the changeset was rolled back",
+                )
+        return None
+
+    def _undo(self, cs_id: int, changes: Sequence[Change]) -> list[str]:
+        # Restore every key of a failed or interrupted changeset to its snapshot, last first.
+        errors: list[str] = []
+        for c in reversed(changes):
+            try:
+                knob = self._knob(c)
+                if not values_equal(knob.read(), c.old):
+                    knob.write(c.old)
+                got = knob.read()
+            except (OSError, Rejected) as exc:
+                errors.append(f"{c.target}: could not restore {c.old} ({exc})")
+                continue
+            ok = values_equal(got, c.old)
+            self.audit.record(
+                "restore", changeset=cs_id, target=c.target, value=c.old, got=got, ok=ok
+            )
+            if not ok:
+                errors.append(f"{c.target}: restored {c.old} but reads back {got}")
+        return errors
+
+    def _persist(self, cs_id: int) -> list[str]:
+        try:
+            exists = write_sysctl_conf(self.paths.sysctl_conf, self.journal.persisted())
+        except OSError as exc:
+            msg = f"could not write {self.paths.sysctl_conf}: {exc.strerror}"
+            self.journal.event(cs_id, "persist-failed", {"error": msg})
+            return [msg]
+        self.journal.event(cs_id, "persisted", {"file": str(self.paths.sysctl_conf)})
+        self.audit.record(
+            "persist", changeset=cs_id, file=str(self.paths.sysctl_conf), exists=exists
+        )
+        return []
+
+    def _cs(self, cs_id: int) -> dict[str, Any] | None:
+        cs = self.journal.get(cs_id)
+        return None if cs is None else cs.to_dict()
+
+    # --- rollback ---------------------------------------------------------------------
+
+    def rollback(
+        self, who: dict[str, Any], cs_id: int | None = None, since: float | None = None
+    ) -> Result:
+        """Roll back one changeset by id, or every changeset since a time (newest first)."""
+        with self._lock:
+            self.audit.record("submission", op="rollback", who=who, changeset=cs_id, since=since)
+            self.check_overrides()
+            if cs_id is None and since is None:
+                return result(
+                    False,
+                    "refused",
+                    [Rejected("rollback", "", "name a changeset id or a time (since)")],
+                )
+            if cs_id is not None:
+                return self._rollback_one(cs_id, who)
+            assert since is not None
+            done: list[dict[str, Any]] = []
+            for one in self.journal.ids_since(since):
+                cs = self.journal.get(one, with_events=False)
+                if cs is None or cs.state != "verified":
+                    continue
+                res = self._rollback_one(one, who)
+                if not res["ok"]:
+                    res["changesets"] = done
+                    return res
+                done.append(res["changeset"])
+            return result(
+                True, "rolled_back", (), None, changesets=done, notices=self._take_notices()
+            )
+
+    def _rollback_one(self, cs_id: int, who: dict[str, Any]) -> Result:
+        cs = self.journal.get(cs_id, with_events=False)
+        if cs is None:
+            return result(False, "refused", [Rejected("rollback", "", f"no changeset {cs_id}")])
+        if cs.state != "verified":
+            why = {
+                "rolled_back": "it is already rolled back",
+                "failed": "it failed and was undone",
+            }.get(cs.state, f"it is {cs.state}")
+            return result(
+                False,
+                "refused",
+                [Rejected("rollback", "", f"changeset {cs_id}: {why}")],
+                cs.to_dict(),
+            )
+        for c in cs.changes:
+            later = self.journal.later_change(c.kind, c.target, cs_id)
+            if c.state == "verified" and later is not None:
+                return result(
+                    False,
+                    "refused",
+                    [
+                        Rejected(
+                            "rollback",
+                            c.target,
+                            f"changeset {later} changed it later; roll back "
+                            f"{later} first, or everything since a time",
+                        )
+                    ],
+                    cs.to_dict(),
+                )
+        self.journal.set_state(cs_id, "rolling_back")
+        self.journal.event(cs_id, "rollback-requested", {"who": who})
+        self._step("rolling_back", cs_id)
+        errors = self._restore(cs)
+        if errors:
+            self.journal.set_state(cs_id, "rolling_back", error="; ".join(errors))
+            return result(
+                False,
+                "failed",
+                [Rejected("rollback", "", e) for e in errors],
+                self._cs(cs_id),
+                notices=self._take_notices(),
+            )
+        self.journal.set_state(cs_id, "rolled_back")
+        if cs.persist:
+            self._persist(cs_id)
+        self.audit.record("rollback", changeset=cs_id, who=who, ok=True)
+        return result(True, "rolled_back", (), self._cs(cs_id), notices=self._take_notices())
+
+    def _restore(self, cs: Changeset) -> list[str]:
+        # Undo a verified changeset, key by key, yielding to the admin on keys they changed.
+        errors: list[str] = []
+        for seq in reversed(range(len(cs.changes))):
+            c = cs.changes[seq]
+            if c.state in ("overridden", "rolled_back", "superseded"):
+                continue
+            try:
+                knob = self._knob(c)
+                current = knob.read()
+                if values_equal(current, c.old):
+                    pass  # already restored (a rollback interrupted after this key)
+                elif not values_equal(current, c.new):
+                    self._overridden(cs.id, seq, c, current)
+                    continue
+                else:
+                    knob.write(c.old)
+                    self._step(f"undo:{len(cs.changes) - 1 - seq}", cs.id)
+                got = knob.read()
+            except (OSError, Rejected) as exc:
+                errors.append(f"{c.target}: could not restore {c.old} ({exc})")
+                continue
+            ok = values_equal(got, c.old)
+            self.audit.record(
+                "restore", changeset=cs.id, target=c.target, value=c.old, got=got, ok=ok
+            )
+            if not ok:
+                errors.append(f"{c.target}: restored {c.old} but the kernel reads back {got}")
+                continue
+            self.journal.set_change_state(cs.id, seq, "rolled_back")
+            self.journal.unsupersede(c.kind, c.target, cs.id)
+        return errors
+
+    # --- yield to the admin -----------------------------------------------------------
+
+    def _overridden(self, cs_id: int, seq: int, c: Change, current: str) -> None:
+        self.journal.set_change_state(cs_id, seq, "overridden")
+        self.journal.event(
+            cs_id, "overridden", {"target": c.target, "set": c.new, "found": current}
+        )
+        self.audit.record("override", changeset=cs_id, target=c.target, set=c.new, found=current)
+        self._notices.append(
+            f"{c.target} was changed to {current} by someone else after changeset {cs_id} set "
+            f"{c.new}; kassist no longer manages it"
+        )
+
+    def check_overrides(self) -> list[str]:
+        """Find managed keys someone else changed; mark them ``overridden`` and stop managing.
+
+        :return: the notices raised by this check (also delivered with the next result).
+        """
+        with self._lock:
+            before = len(self._notices)
+            persisted_changed = False
+            for cs_id, seq, c in self.journal.managed():
+                try:
+                    current = self._knob(c).read()
+                except (OSError, Rejected):
+                    current = "<gone>"
+                if not values_equal(current, c.new):
+                    self._overridden(cs_id, seq, c, current)
+                    persisted_changed = persisted_changed or c.kind == "sysctl"
+            if persisted_changed and self.paths.sysctl_conf.exists():
+                write_sysctl_conf(self.paths.sysctl_conf, self.journal.persisted())
+            return self._notices[before:]
+
+    # --- recovery ---------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Finish or undo every changeset a crash left in flight; return what was done.
+
+        ``validated``/``applying``/``failed``: every key back to its snapshot, then
+        ``rolled_back``. ``applied``: read back; all new values -> ``verified``, else undo.
+        ``rolling_back``: finish the rollback.
+        """
+        done: list[str] = []
+        with self._lock:
+            for cs in self.journal.in_states((*UNFINISHED, "failed")):
+                who = {"agent": "recovery"}
+                if cs.state == "rolling_back":
+                    errors = self._restore(cs)
+                    state = "rolling_back" if errors else "rolled_back"
+                elif cs.state == "applied" and all(self._reads(c, c.new) for c in cs.changes):
+                    self.journal.set_state(cs.id, "verified", change_state="verified")
+                    for c in cs.changes:
+                        self.journal.supersede(c.kind, c.target, cs.id)
+                    if cs.persist:
+                        self._persist(cs.id)
+                    state, errors = "verified", []
+                else:
+                    if cs.state != "failed":
+                        self.journal.set_state(cs.id, "failed", error="interrupted: agent stopped")
+                    errors = self._undo(cs.id, cs.changes)
+                    state = "failed" if errors else "rolled_back"
+                    if not errors:
+                        self.journal.set_state(cs.id, "rolled_back", change_state="rolled_back")
+                if state == "rolled_back" and cs.state == "rolling_back":
+                    self.journal.set_state(cs.id, "rolled_back")
+                self.journal.event(
+                    cs.id, "recovered", {"from": cs.state, "to": state, "errors": errors}
+                )
+                self.audit.record(
+                    "recovery", changeset=cs.id, who=who, was=cs.state, now=state, errors=errors
+                )
+                done.append(f"changeset {cs.id}: {cs.state} -> {state}")
+        return done
+
+    def _reads(self, c: Change, value: str) -> bool:
+        try:
+            return values_equal(self._knob(c).read(), value)
+        except (OSError, Rejected):
+            return False
+
+    # --- status and history -----------------------------------------------------------
+
+    def status(self) -> Result:
+        """Return what the agent manages, what was overridden, and its journal's counts."""
+        self.check_overrides()
+        managed = [
+            {"changeset": cs_id, "kind": c.kind, "target": c.target, "value": c.new}
+            for cs_id, _, c in self.journal.managed()
+        ]
+        overridden = [
+            {"changeset": cs_id, "kind": c.kind, "target": c.target, "set": c.new}
+            for cs_id, c in self.journal.overridden()
+        ]
+        status = {
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 3),
+            "policy": self.policy.source,
+            "journal": str(self.paths.journal),
+            "audit": str(self.paths.audit),
+            "changesets": self.journal.counts(),
+            "managed": managed,
+            "overridden": overridden,
+        }
+        return result(True, "ok", (), None, status=status, notices=self._take_notices())
+
+    def history(self, cs_id: int | None = None, limit: int = 50, since: float = 0.0) -> Result:
+        """Return one changeset with its events, or the latest ones (newest first)."""
+        if cs_id is not None:
+            cs = self.journal.get(cs_id)
+            if cs is None:
+                return result(
+                    False, "not_found", [Rejected("history", "", f"no changeset {cs_id}")]
+                )
+            return result(True, "ok", (), cs.to_dict())
+        items = [cs.to_dict() for cs in self.journal.history(limit, since)]
+        return result(True, "ok", (), None, changesets=items)

@@ -1,0 +1,58 @@
+"""Persistence on request: ``/etc/sysctl.d/90-kassist.conf``, rewritten whole each time.
+
+Only sysctl changes persist (sysfs has no standard boot-time file); the header
+names the changesets the file holds. When nothing is left to persist the file
+is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from actions.model import Change
+
+SYSCTL_CONF = Path("/etc/sysctl.d/90-kassist.conf")
+
+
+def render_sysctl_conf(changes: Sequence[tuple[int, Change]], now: float | None = None) -> str:
+    """Return the file's text for the given ``(changeset id, change)`` pairs.
+
+    A later changeset's value for a key wins.
+    """
+    latest: dict[str, tuple[int, str]] = {}
+    for cs_id, c in changes:
+        latest[c.target] = (cs_id, c.new)
+    ids = sorted({cs_id for cs_id, _ in latest.values()})
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    lines = [
+        "# Written by the kassist agent; do not edit: roll back with `kassist agent rollback`.",
+        f"# Changesets: {', '.join(str(i) for i in ids)}",
+        f"# Updated: {stamp}",
+    ]
+    lines += [f"{key} = {value}" for key, (_, value) in sorted(latest.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_sysctl_conf(path: Path, changes: Sequence[tuple[int, Change]]) -> bool:
+    """Rewrite ``path`` atomically, or remove it when there is nothing to persist.
+
+    :return: whether the file now exists.
+    :raises OSError: the directory is not writable.
+    """
+    if not changes:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(render_sysctl_conf(changes))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return True

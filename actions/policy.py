@@ -1,0 +1,233 @@
+"""The agent's policy: a TOML file of plain data (see ``default_policy.toml``).
+
+A key may be changed when it matches an ``allow`` glob and no ``deny`` glob. Its
+range is the intersection of the built-in table (:mod:`actions.limits`) and the
+policy's ``[keys."glob"]`` entry. Security-baseline keys are never lowered
+unless listed in ``[baseline] override``. :meth:`Policy.table` gives the whole
+policy as the plain data a BPF map would hold.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from actions.errors import ActionError
+from actions.knobs import glob_match
+from actions.limits import (
+    SECURITY_BASELINE,
+    Machine,
+    Spec,
+    builtin_entry,
+    machine,
+    resolve_spec,
+)
+from actions.model import RISKS
+
+_TOP = {
+    "version",
+    "max_step",
+    "max_changes_per_hour",
+    "max_changes_per_changeset",
+    "auto_approve",
+    "allow",
+    "deny",
+    "baseline",
+    "keys",
+}
+_KEY_FIELDS = {"type", "min", "max", "length", "values", "risk", "max_step"}
+_TYPES = {"int", "ints", "choice"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A loaded policy.
+
+    :param max_step: the factor one change may move a numeric value by (x and /).
+    :param max_changes_per_hour: changes per key per hour.
+    :param auto_approve: the highest risk applied without a person's confirmation, or "none".
+    """
+
+    allow: tuple[str, ...]
+    deny: tuple[str, ...]
+    baseline: tuple[str, ...]
+    baseline_override: tuple[str, ...] = ()
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_step: float = 4.0
+    max_changes_per_hour: int = 3
+    max_changes_per_changeset: int = 16
+    auto_approve: str = "none"
+    source: str = "built-in default policy"
+    machine: Machine = field(default_factory=machine)
+
+    def denied_by(self, key: str, sep: str) -> str | None:
+        """Return the deny glob that matches ``key``, if any."""
+        return next((g for g in self.deny if glob_match(g, key, sep)), None)
+
+    def allowed_by(self, key: str, sep: str) -> str | None:
+        """Return the allow glob that matches ``key``, if any."""
+        return next((g for g in self.allow if glob_match(g, key, sep)), None)
+
+    def in_baseline(self, key: str, sep: str) -> bool:
+        """Tell whether ``key`` is a security-baseline key."""
+        return any(glob_match(g, key, sep) for g in self.baseline)
+
+    def may_lower_baseline(self, key: str, sep: str) -> bool:
+        """Tell whether the policy explicitly lets ``key`` be lowered."""
+        return any(glob_match(g, key, sep) for g in self.baseline_override)
+
+    def spec(self, key: str, sep: str) -> Spec | None:
+        """Return the effective spec of ``key``: built-in limits narrowed by the policy.
+
+        :return: ``None`` when neither the built-in table nor the policy knows the key.
+        """
+        found = builtin_entry(key, sep)
+        spec = None
+        if found is not None:
+            spec = resolve_spec(found[1], self.machine, "kassist's table of known limits")
+        entry = next((e for g, e in self.keys.items() if glob_match(g, key, sep)), None)
+        if entry is None:
+            return spec
+        if spec is None:
+            if "type" not in entry:
+                return None
+            return resolve_spec(entry, self.machine, f"the policy ({self.source})")
+        return _narrow(spec, entry, self.source)
+
+    def table(self) -> list[dict[str, Any]]:
+        """Return the policy as plain data: one row per allow glob, deny glob and baseline key.
+
+        This is what a BPF map for a ``BPF_PROG_TYPE_CGROUP_SYSCTL`` program would hold.
+        """
+        rows: list[dict[str, Any]] = []
+        for g in self.deny:
+            rows.append({"pattern": g, "action": "deny"})
+        for g in self.baseline:
+            override = self.may_lower_baseline(g, "/" if "/" in g else ".")
+            rows.append({"pattern": g, "action": "baseline", "override": override})
+        for g in self.allow:
+            sep = "/" if "/" in g else "."
+            spec = self.spec(g, sep)
+            row: dict[str, Any] = {"pattern": g, "action": "allow"}
+            if spec is not None:
+                row.update(spec.to_dict())
+            rows.append(row)
+        return rows
+
+
+def _narrow(spec: Spec, entry: dict[str, Any], source: str) -> Spec:
+    lo, hi = spec.min, spec.max
+    src = spec.source
+    if "min" in entry and (lo is None or entry["min"] > lo):
+        lo, src = int(entry["min"]), f"the policy ({source})"
+    if "max" in entry and (hi is None or entry["max"] < hi):
+        hi, src = int(entry["max"]), f"the policy ({source})"
+    values = spec.values
+    if "values" in entry:
+        allowed = set(entry["values"])
+        values = tuple(v for v in spec.values if v in allowed) if spec.values else tuple(allowed)
+    step = float(entry["max_step"]) if "max_step" in entry else spec.max_step
+    return replace(
+        spec,
+        min=lo,
+        max=hi,
+        values=values,
+        risk=str(entry.get("risk", spec.risk)),
+        max_step=step,
+        source=src,
+    )
+
+
+def _strings(doc: dict[str, Any], name: str, where: str) -> tuple[str, ...]:
+    value = doc.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ActionError(f"{where}: {name} must be a list of strings", "fix the policy file")
+    return tuple(value)
+
+
+def _check_keys(keys: object, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(keys, dict):
+        raise ActionError(f"{where}: [keys] must be a table", 'write [keys."net.core.somaxconn"]')
+    out: dict[str, dict[str, Any]] = {}
+    for pattern, entry in keys.items():
+        if not isinstance(entry, dict):
+            raise ActionError(f"{where}: keys.{pattern} must be a table", "fix the policy file")
+        unknown = set(entry) - _KEY_FIELDS
+        if unknown:
+            raise ActionError(
+                f"{where}: keys.{pattern}: unknown field {sorted(unknown)[0]!r}",
+                f"known fields: {', '.join(sorted(_KEY_FIELDS))}",
+            )
+        if "type" in entry and entry["type"] not in _TYPES:
+            raise ActionError(f"{where}: keys.{pattern}.type must be int, ints or choice", "")
+        if "risk" in entry and entry["risk"] not in RISKS:
+            raise ActionError(f"{where}: keys.{pattern}.risk must be low, medium or high", "")
+        for num in ("min", "max", "length"):
+            if num in entry and (not isinstance(entry[num], int) or isinstance(entry[num], bool)):
+                raise ActionError(f"{where}: keys.{pattern}.{num} must be an integer", "")
+        out[pattern] = entry
+    return out
+
+
+def policy_from_dict(doc: dict[str, Any], source: str, m: Machine | None = None) -> Policy:
+    """Build a :class:`Policy` from decoded TOML.
+
+    :raises ActionError: an unknown field or a mistyped value, named in one line.
+    """
+    unknown = set(doc) - _TOP
+    if unknown:
+        raise ActionError(
+            f"{source}: unknown policy field {sorted(unknown)[0]!r}",
+            f"known fields: {', '.join(sorted(_TOP))}",
+        )
+    if doc.get("version", 1) != 1:
+        raise ActionError(f"{source}: policy version {doc.get('version')!r}", "this agent reads 1")
+    baseline = doc.get("baseline", {})
+    if not isinstance(baseline, dict):
+        raise ActionError(f"{source}: [baseline] must be a table", "fix the policy file")
+    auto = doc.get("auto_approve", "none")
+    if auto not in ("none", *RISKS):
+        raise ActionError(f"{source}: auto_approve must be none, low, medium or high", "")
+    step = doc.get("max_step", 4.0)
+    if not isinstance(step, int | float) or step < 1:
+        raise ActionError(f"{source}: max_step must be a number >= 1", "the default is 4")
+    per_hour = doc.get("max_changes_per_hour", 3)
+    per_set = doc.get("max_changes_per_changeset", 16)
+    for name, val in (("max_changes_per_hour", per_hour), ("max_changes_per_changeset", per_set)):
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ActionError(f"{source}: {name} must be a positive integer", "")
+    return Policy(
+        allow=_strings(doc, "allow", source),
+        deny=_strings(doc, "deny", source),
+        baseline=_strings(baseline, "keys", source) if "keys" in baseline else SECURITY_BASELINE,
+        baseline_override=_strings(baseline, "override", source),
+        keys=_check_keys(doc.get("keys", {}), source),
+        max_step=float(step),
+        max_changes_per_hour=per_hour,
+        max_changes_per_changeset=per_set,
+        auto_approve=str(auto),
+        source=source,
+        machine=m or machine(),
+    )
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load a policy file, or the built-in default policy when ``path`` is empty.
+
+    :raises ActionError: a file that cannot be read, is not TOML, or breaks the schema.
+    """
+    if not path:
+        text = resources.files("actions").joinpath("default_policy.toml").read_text()
+        return policy_from_dict(tomllib.loads(text), "built-in default policy")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ActionError(f"cannot read policy {path}: {exc.strerror}", "check the path") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ActionError(f"{path}: not valid TOML ({exc})", "fix the policy file") from None
+    return policy_from_dict(doc, str(path))

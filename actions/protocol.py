@@ -1,0 +1,63 @@
+"""The queue protocol: newline-delimited JSON over a Unix stream socket.
+
+A submission entry is ``{"op", "user_data", ...}``; the agent answers each with
+exactly one completion ``{"user_data", "ok", "verdict", "errors", "changeset", ...}``.
+Many submissions may be in flight on one connection and completions may come
+back in another order: match them by ``user_data``.
+
+=========  ===========================================  ============================
+op         fields                                       verdicts
+=========  ===========================================  ============================
+validate   ``recommendations``: object or list          valid, rejected
+apply      ``recommendations``, ``persist`` (bool)      verified, rejected, failed
+rollback   ``id`` (int) or ``since`` (epoch seconds)    rolled_back, refused, failed
+status     —                                            ok
+history    ``id`` (int), ``limit`` (int), ``since``     ok, not_found
+=========  ===========================================  ============================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_SOCKET = "/run/kassist/agent.sock"
+#: The largest submission entry, newline included (bytes); larger closes the connection.
+MAX_ENTRY = 64 * 1024
+
+#: The fields each op accepts besides ``op`` and ``user_data``.
+OPS: dict[str, frozenset[str]] = {
+    "validate": frozenset({"recommendations"}),
+    "apply": frozenset({"recommendations", "persist"}),
+    "rollback": frozenset({"id", "since"}),
+    "status": frozenset(),
+    "history": frozenset({"id", "limit", "since"}),
+}
+
+
+class Malformed(Exception):
+    """An entry that is not a submission at all: the connection is closed after it."""
+
+
+def decode_entry(line: bytes) -> dict[str, Any]:
+    """Decode one submission line and check its envelope.
+
+    :raises Malformed: not UTF-8 JSON, not an object, or no usable ``user_data``.
+    """
+    try:
+        doc = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Malformed(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise Malformed("a submission must be a JSON object")
+    user_data = doc.get("user_data")
+    if isinstance(user_data, bool) or not isinstance(user_data, str | int):
+        raise Malformed("user_data (a string or an integer) is required")
+    if isinstance(user_data, str) and len(user_data) > 128:
+        raise Malformed("user_data longer than 128 characters")
+    return doc
+
+
+def encode(entry: dict[str, Any]) -> bytes:
+    """Encode one completion (or submission) as a line."""
+    return json.dumps(entry, separators=(",", ":"), default=str).encode() + b"\n"

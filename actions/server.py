@@ -1,0 +1,353 @@
+"""``kassist agent serve``: the agent daemon on a Unix stream socket.
+
+Peers are authenticated with SO_PEERCRED (root, or a member of the configured
+group); anyone else gets one refusal completion, an audit line, and a closed
+connection. Validation and history run on the event loop; apply, rollback and
+status run one at a time on a single worker thread, so a quick ``validate``
+can complete before an ``apply`` submitted earlier. Malformed, oversized
+(> 64 KiB) or slow-loris input closes that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import signal
+import socket
+import struct
+import sys
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actions.agent import Agent, Result, result
+from actions.errors import ActionError, Rejected
+from actions.protocol import MAX_ENTRY, OPS, Malformed, decode_entry, encode
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection (from SO_PEERCRED).
+
+    :param pid: the peer's process id (``pid_t``).
+    :param uid: its effective user id (``uid_t``).
+    :param gid: its effective group id (``gid_t``).
+    """
+
+    pid: int
+    uid: int
+    gid: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the peer as the journal's ``who``."""
+        import pwd
+
+        try:
+            user = pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            user = str(self.uid)
+        return {"uid": self.uid, "gid": self.gid, "pid": self.pid, "user": user}
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    """Read a Unix socket peer's credentials (``struct ucred``: pid, uid, gid)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+def _supplementary_groups(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
+
+
+def authorized(peer: Peer, group_gid: int | None) -> bool:
+    """Tell whether a peer may talk to the agent: root, or a member of the group."""
+    if peer.uid == 0:
+        return True
+    if group_gid is None:
+        return False
+    return peer.gid == group_gid or group_gid in _supplementary_groups(peer.pid)
+
+
+@dataclass
+class ServerSettings:
+    """How the daemon listens.
+
+    :param socket_path: the socket file.
+    :param group: the group allowed besides root (``None``/missing: root only).
+    :param mode: the socket file's mode.
+    :param idle_timeout: seconds an idle connection may stay open.
+    :param entry_timeout: seconds a started entry has to reach its newline (slow loris).
+    :param override_interval: seconds between checks for keys changed by someone else.
+    """
+
+    socket_path: Path
+    group: str | None = "kassist"
+    mode: int = 0o660
+    idle_timeout: float = 600.0
+    entry_timeout: float = 5.0
+    override_interval: float = 5.0
+    max_inflight: int = 64
+
+
+class AgentServer:
+    """Serve an :class:`Agent` on a Unix stream socket."""
+
+    def __init__(
+        self, agent: Agent, settings: ServerSettings, log: Callable[[str], None] | None = None
+    ) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.log = log or (lambda msg: print(f"kassist agent: {msg}", file=sys.stderr))
+        self.group_gid = self._group_gid()
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kassist-apply")
+        self._server: asyncio.AbstractServer | None = None
+
+    def _group_gid(self) -> int | None:
+        if not self.settings.group:
+            return None
+        try:
+            return grp.getgrnam(self.settings.group).gr_gid
+        except KeyError:
+            self.log(
+                f"group {self.settings.group!r} does not exist: only root may connect "
+                f"(create it: groupadd --system {self.settings.group})"
+            )
+            return None
+
+    # --- socket -----------------------------------------------------------------------
+
+    def _bind(self) -> socket.socket:
+        path = self.settings.socket_path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if path.exists() or path.is_symlink():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # a stale socket from an agent that died
+            else:
+                raise ActionError(f"an agent already listens on {path}", "stop it first")
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        if self.group_gid is not None:
+            os.chown(path, 0 if os.geteuid() == 0 else -1, self.group_gid)
+        os.chmod(path, self.settings.mode)
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+
+    async def serve(self) -> None:
+        """Recover, listen, and serve until SIGTERM or SIGINT."""
+        for line in self.agent.recover():
+            self.log(f"recovered {line}")
+        for notice in self.agent.check_overrides():
+            self.log(notice)
+        sock = self._bind()
+        self._server = await asyncio.start_unix_server(
+            self._connection, sock=sock, limit=MAX_ENTRY + 1
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        watcher = asyncio.create_task(self._watch_overrides())
+        self.agent.audit.record(
+            "start", pid=os.getpid(), socket=str(self.settings.socket_path),
+            policy=self.agent.policy.source,
+        )  # fmt: skip
+        self.log(f"listening on {self.settings.socket_path} (policy: {self.agent.policy.source})")
+        try:
+            await stop.wait()
+        finally:
+            watcher.cancel()
+            self._server.close()
+            with contextlib.suppress(OSError):
+                self.settings.socket_path.unlink()
+            self._writer_thread.shutdown(wait=True)
+            self.agent.audit.record("stop", pid=os.getpid())
+            self.log("stopped (nothing rolled back: rollback is explicit)")
+
+    async def _watch_overrides(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.override_interval)
+            for notice in await loop.run_in_executor(
+                self._writer_thread, self.agent.check_overrides
+            ):
+                self.log(notice)
+
+    # --- connections ------------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        peer = peer_credentials(sock)
+        who = peer.to_dict()
+        if not authorized(peer, self.group_gid):
+            self.agent.audit.record("refused", who=who, reason="not root nor in the group")
+            refusal = result(False, "refused", [Rejected(
+                "auth", "", f"uid {peer.uid} is neither root nor a member of group "
+                f"{self.settings.group!r}")])  # fmt: skip
+            writer.write(encode({"user_data": None, **refusal}))
+            await self._close(writer)
+            return
+        inflight = asyncio.Semaphore(self.settings.max_inflight)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async for line in self._lines(reader):
+                doc = decode_entry(line)
+                await inflight.acquire()
+                task = asyncio.create_task(self._submission(doc, who, writer, inflight))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        except Malformed as exc:
+            self.agent.audit.record("malformed", who=who, reason=str(exc))
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            bad = result(False, "malformed", [Rejected("protocol", "", f"{exc}; closing")])
+            with contextlib.suppress(ConnectionError):
+                writer.write(encode({"user_data": None, **bad}))
+        finally:
+            await self._close(writer)
+
+    async def _lines(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+        # Yield complete lines; a partial entry must reach its newline within entry_timeout
+        # (slow loris), an idle connection may wait idle_timeout, and no entry may pass
+        # MAX_ENTRY bytes.
+        buf = b""
+        started = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            if buf:
+                timeout = started + self.settings.entry_timeout - loop.time()
+                if timeout <= 0:
+                    raise Malformed(f"entry not finished within {self.settings.entry_timeout:g} s")
+            else:
+                timeout = self.settings.idle_timeout
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            except TimeoutError:
+                if buf:
+                    raise Malformed(
+                        f"entry not finished within {self.settings.entry_timeout:g} s"
+                    ) from None
+                return
+            except ConnectionError:
+                return
+            if not chunk:
+                if buf:
+                    raise Malformed("connection closed in the middle of an entry")
+                return
+            if not buf:
+                started = loop.time()
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if len(line) + 1 > MAX_ENTRY:
+                    raise Malformed(f"entry larger than {MAX_ENTRY} bytes")
+                if line.strip():
+                    yield line
+                started = loop.time()
+            if len(buf) > MAX_ENTRY:
+                raise Malformed(f"entry larger than {MAX_ENTRY} bytes")
+
+    async def _submission(
+        self,
+        doc: dict[str, Any],
+        who: dict[str, Any],
+        writer: asyncio.StreamWriter,
+        inflight: asyncio.Semaphore,
+    ) -> None:
+        try:
+            res = await self._dispatch(doc, who)
+        except Exception as exc:  # the agent must answer every submission
+            self.agent.audit.record("internal-error", who=who, error=repr(exc))
+            res = result(False, "error", [Rejected("internal", "", f"{type(exc).__name__}: {exc}")])
+        finally:
+            inflight.release()
+        if not writer.is_closing():
+            writer.write(encode({"user_data": doc["user_data"], **res}))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    async def _dispatch(self, doc: dict[str, Any], who: dict[str, Any]) -> Result:
+        op = doc.get("op")
+        if op not in OPS:
+            return result(False, "malformed", [Rejected("protocol", "", f"unknown op {op!r}; "
+                          f"ops: {', '.join(OPS)}")])  # fmt: skip
+        extra = set(doc) - {"op", "user_data"} - OPS[op]
+        if extra:
+            return result(False, "malformed", [Rejected("protocol", "", f"{op}: unknown field "
+                          f"{sorted(extra)[0]!r}")])  # fmt: skip
+        loop = asyncio.get_running_loop()
+        if op == "validate":
+            return self.agent.validate(doc.get("recommendations"), who)
+        if op == "history":
+            cs_id, limit, since = doc.get("id"), doc.get("limit", 50), doc.get("since", 0)
+            if not _int_or_none(cs_id) or not _int_or_none(limit) or not _number(since):
+                return result(False, "malformed", [Rejected("protocol", "", "history: id and "
+                              "limit must be integers, since a number")])  # fmt: skip
+            return self.agent.history(cs_id, max(1, min(int(limit), 1000)), float(since))
+        if op == "status":
+            return await loop.run_in_executor(self._writer_thread, self.agent.status)
+        if op == "apply":
+            persist = doc.get("persist", False)
+            if not isinstance(persist, bool):
+                return result(False, "malformed", [Rejected("protocol", "", "persist must be "
+                              "true or false")])  # fmt: skip
+            recs = doc.get("recommendations")
+            return await loop.run_in_executor(
+                self._writer_thread, lambda: self.agent.apply(recs, who, persist)
+            )
+        cs_id, since = doc.get("id"), doc.get("since")
+        if not _int_or_none(cs_id) or (since is not None and not _number(since)):
+            return result(False, "malformed", [Rejected("protocol", "", "rollback: id must be an "
+                          "integer, since a number")])  # fmt: skip
+        return await loop.run_in_executor(
+            self._writer_thread,
+            lambda: self.agent.rollback(who, cs_id, None if since is None else float(since)),
+        )
+
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+
+def _int_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def serve(agent: Agent, settings: ServerSettings) -> None:
+    """Run the daemon in this process until SIGTERM or SIGINT."""
+    server = AgentServer(agent, settings)
+    try:
+        asyncio.run(server.serve())
+    finally:
+        agent.close()

@@ -1,0 +1,437 @@
+"""The validator: every rule a recommendation must pass before anything is written.
+
+Each rule raises :class:`~actions.errors.Rejected` naming itself (``name``,
+``exists``, ``writable``, ``catalogue``, ``value``, ``type``, ``range``,
+``baseline``, ``policy``, ``noop``, ``stale``, ``step``, ``rate``, ``evidence``,
+``rationale``, ``text``, ``duplicate``, ``size``, ``invariant``) with one line a
+person understands. Rules read the kernel (current values) but never write.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from actions.errors import Rejected
+from actions.knobs import (
+    KINDS,
+    Knob,
+    Roots,
+    bracket_options,
+    check_chars,
+    parse_kernel_text,
+    read_file,
+    resolve,
+)
+from actions.limits import INVARIANTS, Spec
+from actions.model import RISKS, Recommendation
+from actions.policy import Policy
+
+#: Counts a key's changes in the last hour: (kind, key) -> count.
+RecentChanges = Callable[[str, str], int]
+
+_INT = re.compile(r"^-?[0-9]{1,19}$")
+_WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
+_MIN_RATIONALE = 10
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A recommendation that passed every rule: the knob, and its old and new value.
+
+    :param old: the kernel's current value, canonical text.
+    :param new: the value to write, canonical text.
+    """
+
+    rec: Recommendation
+    knob: Knob
+    spec: Spec
+    old: str
+    new: str
+
+    @property
+    def risk(self) -> str:
+        """The higher of the recommendation's own risk and the policy's risk for the key."""
+        return max(self.rec.risk, self.spec.risk, key=RISKS.index)
+
+    def diff(self) -> dict[str, Any]:
+        """Return the dry-run line: kind, target, old -> new, risk."""
+        return {
+            "kind": self.knob.kind,
+            "target": self.knob.key,
+            "old": self.old,
+            "new": self.new,
+            "risk": self.risk,
+            "rec_id": self.rec.id,
+        }
+
+
+# --- text fields ----------------------------------------------------------------------
+
+
+def _strings(value: object) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _bad_char(text: str) -> str | None:
+    # Control characters (terminal escapes) and bidi/format characters (text that reads
+    # differently from what it says) have no place in prose a person approves.
+    for c in text:
+        if c in "\n\t":
+            continue
+        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co"):
+            return c
+    return None
+
+
+def check_text(rec: Recommendation) -> None:
+    """Refuse control and format characters in the prose fields.
+
+    :raises Rejected: rule ``text``.
+    """
+    fields = {
+        "rationale": rec.rationale,
+        "expected_effect": rec.expected_effect,
+        "evidence": rec.evidence,
+    }
+    for name, value in fields.items():
+        for text in _strings(value):
+            bad = _bad_char(text)
+            if bad is not None:
+                raise Rejected(
+                    "text",
+                    rec.target[:80],
+                    f"{name} contains the control character U+{ord(bad):04X}; send plain text",
+                )
+
+
+def check_evidence(rec: Recommendation) -> None:
+    """Require evidence and a rationale.
+
+    :raises Rejected: rules ``evidence`` and ``rationale``.
+    """
+    target = rec.target[:80]
+    if not rec.evidence:
+        raise Rejected("evidence", target, "no evidence given; a recommendation must cite it")
+    for i, item in enumerate(rec.evidence):
+        if not any(s.strip() for s in _strings(item)):
+            raise Rejected("evidence", target, f"evidence item {i} is empty")
+    if len(rec.rationale.strip()) < _MIN_RATIONALE:
+        raise Rejected("rationale", target, "no rationale given; say why the change helps")
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+def canonical_value(raw: object, target: str) -> str:
+    """Turn a recommendation's value (int, list of ints, or text) into canonical text.
+
+    :raises Rejected: rule ``value`` for hostile characters or an unusable shape.
+    """
+    if isinstance(raw, bool):
+        raise Rejected("value", target, "a boolean is not a kernel value; use 0 or 1")
+    if isinstance(raw, int):
+        return str(raw)
+    if isinstance(raw, list):
+        if not raw or len(raw) > 8:
+            raise Rejected("value", target, "a vector value must hold 1 to 8 integers")
+        return " ".join(str(v) for v in raw)
+    if not isinstance(raw, str):
+        raise Rejected("value", target, "the value must be an integer, a list of them, or a word")
+    if len(raw) > 128:
+        raise Rejected("value", target, "value longer than 128 characters")
+    check_chars("value", raw, target)
+    words = raw.split()
+    if not words:
+        raise Rejected("value", target, "the value is empty")
+    return " ".join(words)
+
+
+def parse_ints(text: str) -> tuple[int, ...] | None:
+    """Parse canonical text as integers, or return ``None`` when it is not all integers."""
+    words = text.split()
+    if not words or not all(_INT.match(w) for w in words):
+        return None
+    return tuple(int(w) for w in words)
+
+
+def check_type(new: str, spec: Spec, target: str) -> None:
+    """Check that a value parses for the key's type.
+
+    :raises Rejected: rule ``type``.
+    """
+    if spec.type == "choice":
+        if not _WORD.match(new):
+            raise Rejected("type", target, f"{new!r} is not a single word")
+        return
+    ints = parse_ints(new)
+    want = spec.length if spec.type == "ints" else 1
+    if ints is None:
+        raise Rejected("type", target, f"{new!r} is not {_ints_phrase(want)}")
+    if len(ints) != want:
+        raise Rejected("type", target, f"expects {_ints_phrase(want)}, got {len(ints)}")
+
+
+def _ints_phrase(n: int) -> str:
+    return "an integer" if n == 1 else f"{n} integers"
+
+
+def check_range(new: str, spec: Spec, target: str, offered: Sequence[str]) -> None:
+    """Check a value against the spec's range or set of words, and what the kernel offers.
+
+    :param offered: the choices the kernel itself lists for this knob (may be empty).
+    :raises Rejected: rule ``range``.
+    """
+    if spec.type == "choice":
+        if spec.values and new not in spec.values:
+            raise Rejected(
+                "range", target, f"{new!r} is not one of {', '.join(spec.values)} ({spec.source})"
+            )
+        if offered and new not in offered:
+            raise Rejected(
+                "range", target, f"this kernel does not offer {new!r} (it has {', '.join(offered)})"
+            )
+        return
+    for v in parse_ints(new) or ():
+        if spec.min is not None and v < spec.min:
+            raise Rejected("range", target, f"{v} is below the floor {spec.min} ({spec.source})")
+        if spec.max is not None and v > spec.max:
+            raise Rejected("range", target, f"{v} is above the limit {spec.max} ({spec.source})")
+
+
+def check_step(old: str, new: str, spec: Spec, policy: Policy, target: str) -> None:
+    """Bound how far one change may move a numeric value (default x4 / /4).
+
+    Zero counts as one, so a 0/1 switch may flip; negative values are not bounded.
+
+    :raises Rejected: rule ``step``.
+    """
+    factor = policy.max_step if spec.max_step is None else spec.max_step
+    if spec.type == "choice" or factor == 0:
+        return
+    before, after = parse_ints(old), parse_ints(new)
+    if before is None or after is None or len(before) != len(after):
+        return
+    for a, b in zip(before, after, strict=True):
+        if a < 0 or b < 0:
+            continue
+        lo, hi = sorted((max(a, 1), max(b, 1)))
+        if hi / lo > factor:
+            direction = "up" if b > a else "down"
+            raise Rejected(
+                "step",
+                target,
+                f"{a} -> {b} moves {direction} by x{hi / lo:.4g}; one change may "
+                f"move at most x{factor:g} (max_step); change it in steps",
+            )
+
+
+def offered_choices(knob: Knob) -> tuple[str, ...]:
+    """Return the choices the kernel lists for a knob (bracketed list or an ``available_`` file)."""
+    raw = knob.read_raw()
+    options = bracket_options(raw)
+    if options:
+        return options
+    sibling = {
+        "scaling_governor": "scaling_available_governors",
+        "tcp_congestion_control": "tcp_available_congestion_control",
+    }.get(knob.path.name)
+    if sibling is None:
+        return ()
+    try:
+        return tuple(read_file(knob.path.with_name(sibling)).split())
+    except OSError:
+        return ()
+
+
+# --- one recommendation ---------------------------------------------------------------
+
+
+def check_baseline(knob: Knob, old: str, new: str, policy: Policy) -> None:
+    """Refuse to lower a security-baseline key unless the policy overrides it.
+
+    :raises Rejected: rule ``baseline``.
+    """
+    sep = KINDS[knob.kind].sep
+    if not policy.in_baseline(knob.key, sep) or policy.may_lower_baseline(knob.key, sep):
+        return
+    before, after = parse_ints(old), parse_ints(new)
+    if before is None or after is None:
+        return
+    if after[0] < before[0]:
+        raise Rejected(
+            "baseline",
+            knob.key,
+            f"lowers the security baseline ({old} -> {new}); only an "
+            "explicit policy override ([baseline] override) allows that",
+        )
+
+
+def check_policy(knob: Knob, policy: Policy) -> None:
+    """Check the allow and deny globs (deny wins).
+
+    :raises Rejected: rule ``policy``.
+    """
+    sep = KINDS[knob.kind].sep
+    denied = policy.denied_by(knob.key, sep)
+    if denied:
+        raise Rejected("policy", knob.key, f"denied by the policy (deny {denied!r})")
+    if policy.allowed_by(knob.key, sep) is None:
+        raise Rejected("policy", knob.key, "not in the policy's allow list")
+
+
+def plan_one(
+    rec: Recommendation, policy: Policy, roots: Roots, recent: RecentChanges | None
+) -> Planned:
+    """Run every per-recommendation rule, in order, and return the planned change.
+
+    :raises Rejected: the first rule the recommendation breaks.
+    """
+    check_text(rec)
+    check_evidence(rec)
+    knob = resolve(rec.kind, rec.target, roots)
+    new = canonical_value(rec.value, knob.key)
+    try:
+        old = knob.read()
+    except OSError as exc:
+        raise Rejected("exists", knob.key, f"cannot be read ({exc.strerror})") from None
+    check_baseline(knob, old, new, policy)
+    check_policy(knob, policy)
+    spec = policy.spec(knob.key, KINDS[knob.kind].sep)
+    if spec is None:
+        raise Rejected(
+            "type",
+            knob.key,
+            "kassist knows no type or range for this key; "
+            f'give one in the policy ([keys."{knob.key}"])',
+        )
+    check_type(new, spec, knob.key)
+    check_range(new, spec, knob.key, offered_choices(knob) if spec.type == "choice" else ())
+    if _same(old, new):
+        raise Rejected("noop", knob.key, f"already {old}; nothing to change")
+    if rec.current is not None:
+        said = canonical_value(rec.current, knob.key)
+        if not _same(said, old):
+            raise Rejected(
+                "stale",
+                knob.key,
+                f"drafted for the value {said} but the kernel has {old}; draft it again",
+            )
+    check_step(old, new, spec, policy, knob.key)
+    if recent is not None:
+        count = recent(knob.kind, knob.key)
+        if count >= policy.max_changes_per_hour:
+            raise Rejected(
+                "rate",
+                knob.key,
+                f"changed {count} times in the last hour; at most "
+                f"{policy.max_changes_per_hour} (max_changes_per_hour)",
+            )
+    return Planned(rec, knob, spec, old, new)
+
+
+def _same(a: str, b: str) -> bool:
+    ia, ib = parse_ints(a), parse_ints(b)
+    if ia is not None and ib is not None:
+        return ia == ib
+    return a.split() == b.split()
+
+
+def values_equal(a: str, b: str) -> bool:
+    """Tell whether two canonical values are the same value (``"01"`` equals ``"1"``)."""
+    return _same(a, b)
+
+
+# --- the changeset --------------------------------------------------------------------
+
+
+def _current_ints(key: str, roots: Roots) -> tuple[int, ...] | None:
+    try:
+        knob = resolve("sysctl", key, roots)
+        return parse_ints(parse_kernel_text(knob.read_raw()))
+    except (Rejected, OSError):
+        return None
+
+
+def check_invariants(planned: Sequence[Planned], roots: Roots) -> list[Rejected]:
+    """Check cross-key invariants on the state the changeset would leave.
+
+    An invariant is checked when the changeset touches one of its keys; it must hold
+    afterwards, or at least not move further from holding than it already was.
+    """
+    proposed = {p.knob.key: parse_ints(p.new) for p in planned if p.knob.kind == "sysctl"}
+    errors: list[Rejected] = []
+    for keys, check in INVARIANTS:
+        if not any(k in proposed for k in keys):
+            continue
+        before: dict[str, tuple[int, ...]] = {}
+        for k in keys:
+            value = _current_ints(k, roots)
+            if value is None:
+                break
+            before[k] = value
+        else:
+            after = {k: proposed.get(k) or before[k] for k in keys}
+            try:
+                was, _ = check(before)
+                now, message = check(after)
+            except (ValueError, IndexError):
+                continue
+            if now > 0 and now > was:
+                touched = next(k for k in keys if k in proposed)
+                errors.append(Rejected("invariant", touched, f"{message} after this changeset"))
+    return errors
+
+
+def validate(
+    recs: Sequence[Recommendation],
+    policy: Policy,
+    roots: Roots,
+    recent: RecentChanges | None = None,
+) -> tuple[list[Planned], list[Rejected]]:
+    """Validate a changeset: every recommendation, then the changeset as a whole.
+
+    :param recent: counts a key's changes in the last hour (the journal); ``None`` skips
+        the rate rule.
+    :return: the planned changes (meaningful only when there are no rejections) and the
+        rejections, one line each.
+    """
+    errors: list[Rejected] = []
+    if len(recs) > policy.max_changes_per_changeset:
+        errors.append(
+            Rejected(
+                "size",
+                "",
+                f"{len(recs)} changes in one changeset; at most "
+                f"{policy.max_changes_per_changeset} (max_changes_per_changeset)",
+            )
+        )
+        return [], errors
+    planned: list[Planned] = []
+    seen: set[tuple[str, str]] = set()
+    for rec in recs:
+        try:
+            p = plan_one(rec, policy, roots, recent)
+        except Rejected as exc:
+            errors.append(exc)
+            continue
+        ident = (p.knob.kind, p.knob.key)
+        if ident in seen:
+            errors.append(Rejected("duplicate", p.knob.key, "appears twice in one changeset"))
+            continue
+        seen.add(ident)
+        planned.append(p)
+    if not errors:
+        errors.extend(check_invariants(planned, roots))
+    return planned, errors
