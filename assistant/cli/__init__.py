@@ -23,7 +23,7 @@ from probes.errors import ProbeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "triage": ("assistant.cli.triage:triage", "Find and describe kernel crashes in logs."),
     "report": ("assistant.cli.report:report", "Draft a bug report for a crash."),
-    "crashes": ("assistant.cli.pending:crashes", "Browse the crash store."),
+    "crashes": ("assistant.cli.crashes:crashes", "Browse the crash store."),
     "tune": ("assistant.cli.pending:tune", "Draft tuning recommendations."),
     "docs": ("assistant.cli.pending:docs", "Draft documentation from evidence."),
     "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),

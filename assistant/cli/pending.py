@@ -8,7 +8,6 @@ from assistant.errors import NotAvailable
 
 # command → the work it waits for.
 PENDING: dict[str, str] = {
-    "crashes": "the crash store (triage engine issue)",
     "tune": "the tuning drafter",
     "docs": "the documentation drafter",
     "watch": "the log watcher",
@@ -30,7 +29,6 @@ def _pending(name: str) -> click.Command:
     return command
 
 
-crashes = _pending("crashes")
 tune = _pending("tune")
 docs = _pending("docs")
 watch = _pending("watch")

@@ -29,6 +29,14 @@ def _text(result: TriageResult) -> str:
     return "\n".join(lines)
 
 
+def _record(result: TriageResult) -> None:
+    from assistant.triage.store import CrashStore
+
+    with CrashStore() as db:
+        new = db.record(result.crashes, result.source)
+    notice(f"{result.source}: {new} new crash report(s) recorded in {db.path}")
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, metavar="FILE|-...")
 @click.option(
@@ -40,6 +48,11 @@ def _text(result: TriageResult) -> str:
     help="json: one object; jsonl: one object per input, in input order.",
 )
 @click.option("--no-llm", is_flag=True, help="Accepted for symmetry: triage never uses a model.")
+@click.option(
+    "--store",
+    is_flag=True,
+    help="Record the crashes found in the crash store (see `kassist crashes`).",
+)
 @click.option("--vmcore", type=click.Path(), help="Also triage a vmcore (drgn analyses added).")
 @click.option("--vmlinux", type=click.Path(), help="The vmcore's vmlinux with debug info.")
 @click.option("--debug-dir", type=click.Path(), help="A /usr/lib/debug tree for the vmcore.")
@@ -47,6 +60,7 @@ def triage(
     inputs: tuple[str, ...],
     fmt: str,
     no_llm: bool,
+    store: bool = False,
     vmcore: str | None = None,
     vmlinux: str | None = None,
     debug_dir: str | None = None,
@@ -79,6 +93,8 @@ def triage(
             continue
         for warning in result.warnings:
             notice(f"{result.source}: {warning}")
+        if store and result.crashes:
+            _record(result)
         if fmt == "text":
             click.echo(_text(result))
             if result.vmcore is not None:

@@ -1,0 +1,273 @@
+"""The crash store: every crash kassist has triaged, grouped by signature, in SQLite.
+
+``$XDG_STATE_HOME/kassist/crashes.db`` (``/var/lib/kassist/crashes.db`` for root
+without ``XDG_STATE_HOME``; see :func:`assistant.config.user_state_dir`). One row
+per signature holds its title, type, first and last seen, and hit count; each
+hit keeps the host, kernel release, source and the raw report. The schema is
+built by numbered migrations recorded in ``PRAGMA user_version``; each runs in
+its own transaction and is safe to re-run.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.config import user_state_dir
+from assistant.errors import KassistError
+from assistant.triage.model import Crash
+
+#: Most bytes of one raw report kept in the store.
+MAX_REPORT_BYTES = 256 * 1024
+
+#: Numbered migrations: (version, statements). Never edit one that has shipped.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE IF NOT EXISTS crashes (
+                signature  TEXT PRIMARY KEY,
+                title      TEXT NOT NULL,
+                type       TEXT NOT NULL,
+                frame      TEXT,
+                guilty_file TEXT,
+                first_seen REAL NOT NULL,
+                last_seen  REAL NOT NULL,
+                count      INTEGER NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE IF NOT EXISTS hits (
+                id        INTEGER PRIMARY KEY AUTOINCREMENT,
+                signature TEXT NOT NULL REFERENCES crashes(signature),
+                seen      REAL NOT NULL,
+                host      TEXT NOT NULL,
+                release   TEXT,
+                source    TEXT NOT NULL,
+                corrupted INTEGER NOT NULL DEFAULT 0,
+                report    TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS hits_by_signature ON hits(signature, seen)",
+        ),
+    ),
+    (
+        2,
+        (
+            # A log triaged twice must not count its crashes twice.
+            "CREATE UNIQUE INDEX IF NOT EXISTS hits_once ON hits(signature, host, source, report)",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def default_path() -> Path:
+    """Return the store's default path."""
+    return user_state_dir() / "crashes.db"
+
+
+@dataclass
+class StoredCrash:
+    """One signature's summary row, with the hosts and releases of its hits."""
+
+    signature: str
+    title: str
+    type: str
+    frame: str | None
+    guilty_file: str | None
+    first_seen: float
+    last_seen: float
+    count: int
+    hosts: list[str]
+    releases: list[str]
+
+
+@dataclass
+class Hit:
+    """One sighting of a crash."""
+
+    seen: float
+    host: str
+    release: str | None
+    source: str
+    corrupted: bool
+    report: str
+
+
+class CrashStore:
+    """An open crash store. Use as a context manager, or call :meth:`close`.
+
+    :param path: the database file; created (with its directory) if missing.
+    :raises KassistError: the file cannot be opened or is not a kassist store.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            migrate(self._db)
+        except (OSError, sqlite3.Error) as exc:
+            raise KassistError(
+                f"cannot open the crash store {self.path}: {exc}",
+                "check its permissions, or set XDG_STATE_HOME to a writable directory",
+            ) from None
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> CrashStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def record(
+        self, crashes: list[Crash], source: str, host: str | None = None, now: float | None = None
+    ) -> int:
+        """Record the crashes of one triaged input; return how many hits were new.
+
+        A report already recorded for the same host and source is not counted again.
+        """
+        host = host or socket.gethostname()
+        now = time.time() if now is None else now
+        new = 0
+        with self._transaction() as db:
+            for c in crashes:
+                report = c.report.encode("utf-8", "replace")[:MAX_REPORT_BYTES].decode(
+                    "utf-8", "ignore"
+                )
+                db.execute(
+                    "INSERT INTO crashes(signature, title, type, frame, guilty_file, first_seen,"
+                    " last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+                    " ON CONFLICT(signature) DO NOTHING",
+                    (c.signature, c.title, c.type, c.frame, c.guilty_file, now, now),
+                )
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO hits(signature, seen, host, release, source, corrupted,"
+                    " report) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (c.signature, now, host, c.kernel.release, source, int(c.corrupted), report),
+                )
+                if cur.rowcount:
+                    new += 1
+                    db.execute(
+                        "UPDATE crashes SET count = count + 1, last_seen = max(last_seen, ?),"
+                        " first_seen = min(first_seen, ?) WHERE signature = ?",
+                        (now, now, c.signature),
+                    )
+        return new
+
+    def signatures(self) -> list[StoredCrash]:
+        """Return every signature, most recently seen first."""
+        rows = self._db.execute(
+            "SELECT signature, title, type, frame, guilty_file, first_seen, last_seen, count"
+            " FROM crashes WHERE count > 0 ORDER BY last_seen DESC, signature"
+        ).fetchall()
+        return [self._summary(r) for r in rows]
+
+    def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
+        """Return one signature (a unique prefix is enough) and its hits, newest first.
+
+        :raises KassistError: no signature, or several, start with ``prefix``.
+        """
+        rows = self._db.execute(
+            "SELECT signature, title, type, frame, guilty_file, first_seen, last_seen, count"
+            " FROM crashes WHERE signature LIKE ? || '%' AND count > 0 LIMIT 2",
+            (prefix.lower(),),
+        ).fetchall()
+        if not rows:
+            raise KassistError(f"no crash {prefix!r} in the store", "see `kassist crashes list`")
+        if len(rows) > 1:
+            raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
+        summary = self._summary(rows[0])
+        hits = [
+            Hit(seen, host, release, source, bool(corrupted), report)
+            for seen, host, release, source, corrupted, report in self._db.execute(
+                "SELECT seen, host, release, source, corrupted, report FROM hits"
+                " WHERE signature = ? ORDER BY seen DESC, id DESC",
+                (summary.signature,),
+            )
+        ]
+        return summary, hits
+
+    def _summary(self, row: tuple[object, ...]) -> StoredCrash:
+        sig = str(row[0])
+        hosts = [
+            h
+            for (h,) in self._db.execute("SELECT DISTINCT host FROM hits WHERE signature=?", (sig,))
+        ]
+        releases = [
+            r
+            for (r,) in self._db.execute(
+                "SELECT DISTINCT release FROM hits WHERE signature=? AND release IS NOT NULL",
+                (sig,),
+            )
+        ]
+        return StoredCrash(
+            signature=sig,
+            title=str(row[1]),
+            type=str(row[2]),
+            frame=None if row[3] is None else str(row[3]),
+            guilty_file=None if row[4] is None else str(row[4]),
+            first_seen=float(str(row[5])),
+            last_seen=float(str(row[6])),
+            count=int(str(row[7])),
+            hosts=sorted(hosts),
+            releases=sorted(releases),
+        )
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring a database to :data:`SCHEMA_VERSION`; return the version it was at.
+
+    Each migration runs in one transaction with the version bump, so a crash
+    half-way leaves the previous version intact; its statements are idempotent.
+
+    :raises KassistError: the database is newer than this kassist.
+    """
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise KassistError(
+            f"the crash store is at schema {version}, newer than this kassist ({SCHEMA_VERSION})",
+            "upgrade kassist",
+        )
+    start = version
+    for number, statements in MIGRATIONS:
+        if number <= version:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in statements:
+                db.execute(sql)
+            db.execute(f"PRAGMA user_version = {number:d}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        version = number
+    return start
+
+
+def open_readonly_check(path: Path) -> bool:
+    """Tell whether a store exists at ``path`` (without creating it)."""
+    if not path.exists():
+        return False
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+    return int(version) > 0
