@@ -119,7 +119,8 @@ def triage_vmcore(
     return triage_analysis(analyse_target(target))
 
 
-def _frame_text(f: dict[str, Any]) -> str:
+def frame_text(f: dict[str, Any]) -> str:
+    """Return a frame (``probes.drgn.Frame`` as a dict) as ``func+0x36 [mod] file:line``."""
     where = f["function"] or f"0x{f['pc']:x}"
     if f.get("offset") is not None and f["function"]:
         where += f"+0x{f['offset']:x}"
@@ -127,6 +128,8 @@ def _frame_text(f: dict[str, Any]) -> str:
         where += f" [{f['module']}]"
     if f.get("file"):
         where += f" {f['file']}" + (f":{f['line']}" if f.get("line") else "")
+    if f.get("inline"):
+        where += " (inlined)"
     return where
 
 
@@ -149,7 +152,7 @@ def vmcore_text(vmcore: dict[str, Any]) -> str:
         frame = stack["frames"][stack["guilty"]]
         known = [v for v in frame["locals"] if v["value"] is not None]
         locals_ = ", ".join(f"{v['name']}={v['value']}" for v in known)
-        lines.append(f"    faulted in {_frame_text(frame)}" + (f" ({locals_})" if locals_ else ""))
+        lines.append(f"    faulted in {frame_text(frame)}" + (f" ({locals_})" if locals_ else ""))
     blocked = vmcore.get("blocked") or []
     lines.append(f"    tasks in D state: {len(blocked)}")
     for b in blocked[:5]:
@@ -157,7 +160,7 @@ def vmcore_text(vmcore: dict[str, Any]) -> str:
             (f for f in b["frames"] if not str(f["function"] or "").startswith(_SCHED_PREFIXES)),
             None,
         )
-        where = _frame_text(inner) if inner else "?"
+        where = frame_text(inner) if inner else "?"
         lines.append(f"      {b['task']['comm']} pid {b['task']['pid']} in {where}")
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ from assistant.triage import triage_path
 
 
 @click.command()
-@click.argument("path", metavar="FILE|-")
+@click.argument("path", metavar="[FILE|-]", required=False)
 @click.option(
     "--index",
     type=click.IntRange(1),
@@ -33,21 +33,36 @@ from assistant.triage import triage_path
     type=click.Path(dir_okay=False, writable=True),
     help="Write the report here too.",
 )
+@click.option("--vmcore", type=click.Path(), help="A vmcore: its stack, locals, blocked tasks.")
+@click.option("--vmlinux", type=click.Path(), help="The vmcore's vmlinux with debug info.")
+@click.option("--debug-dir", type=click.Path(), help="A /usr/lib/debug tree for the vmcore.")
 @llm_options
 def report(
-    path: str,
+    path: str | None,
     index: int,
     output: str | None,
     model: str | None,
     backend: str | None,
     max_tokens: int | None,
     no_llm: bool,
+    vmcore: str | None = None,
+    vmlinux: str | None = None,
+    debug_dir: str | None = None,
 ) -> None:
     """Draft a bug report: facts from triage, a summary from the local model.
 
     Tokens stream to the terminal as the model writes them.
     """
-    result = triage_path(path)
+    if path is None and vmcore is None:
+        raise KassistError("no input given", "name a log file, or give --vmcore FILE", 2)
+    dump = None
+    if vmcore is not None:
+        from assistant.vmcore import triage_vmcore
+
+        dump = triage_vmcore(vmcore, vmlinux, debug_dir)
+    result = triage_path(path) if path is not None else dump
+    assert result is not None
+    path = path or vmcore
     if len(result.crashes) < index:
         found = len(result.crashes)
         raise KassistError(
@@ -68,7 +83,7 @@ def report(
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-    drafted = draft_report(crash, llm, cfg.llm.max_tokens, write)
+    drafted = draft_report(crash, llm, cfg.llm.max_tokens, write, dump.vmcore if dump else None)
     if not streaming:
         sys.stdout.write(drafted.markdown)
     if output:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 
 import click
 
-from assistant.vmcore import analyse_target, open_target
+from assistant.vmcore import analyse_target, frame_text, open_target
 from probes.drgn import Analysis, BlockedTask, Frame, TaskRef
 
 #: view → the analyses it needs.
@@ -30,18 +31,8 @@ def _task(t: TaskRef | None) -> str:
     return f"{t.comm} pid {t.pid} cpu {t.cpu if t.cpu is not None else '?'} state {t.state}"
 
 
-def frame_text(f: Frame) -> str:
-    """Return one frame as ``#10 func+0x36 [module] at file:line``."""
-    where = f.function or f"0x{f.pc:x}"
-    if f.offset is not None and f.function:
-        where += f"+0x{f.offset:x}"
-    if f.module:
-        where += f" [{f.module}]"
-    if f.file:
-        where += f" at {f.file}:{f.line}" if f.line else f" at {f.file}"
-    if f.inline:
-        where += " (inlined)"
-    return f"#{f.index:<2} {where}"
+def _frame(f: Frame) -> str:
+    return f"#{f.index:<2} {frame_text(asdict(f))}"
 
 
 def _info(a: Analysis) -> list[str]:
@@ -72,7 +63,7 @@ def _bt(a: Analysis) -> list[str]:
         return ["no crashed thread (a live kernel, or the dump holds none)"]
     out = [f"crashed task: {_task(s.task)}"]
     for f in s.frames:
-        out.append(frame_text(f) + ("   <== faulted here" if f.index == s.guilty else ""))
+        out.append(_frame(f) + ("   <== faulted here" if f.index == s.guilty else ""))
         for var in f.locals:
             value = var.value if var.value is not None else "<optimized out>"
             out.append(f"      {var.name} = {value}  ({var.type})")
@@ -81,7 +72,7 @@ def _bt(a: Analysis) -> list[str]:
 
 def _blocked(b: BlockedTask) -> list[str]:
     since = f", {b.blocked_ns / 1e9:.1f} s since it last ran" if b.blocked_ns is not None else ""
-    return [f"{_task(b.task)}{since}"] + ["    " + frame_text(f) for f in b.frames]
+    return [f"{_task(b.task)}{since}"] + ["    " + _frame(f) for f in b.frames]
 
 
 def _tasks(a: Analysis) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from assistant.llm.base import Backend, GenerationStats
 from assistant.llm.prompts import load_prompt
@@ -88,6 +89,53 @@ def skeleton_tail(crash: Crash) -> str:
     )
 
 
+def skeleton_vmcore(vmcore: dict[str, Any]) -> str:
+    """Return the report's vmcore section: the crashed stack with locals, the blocked tasks.
+
+    :param vmcore: ``TriageResult.vmcore`` (drgn's analyses of the dump).
+    """
+    from assistant.vmcore import frame_text  # only with a vmcore: it loads drgn
+
+    out = ["\n## From the vmcore (drgn)\n"]
+    crash = vmcore.get("crash") or {}
+    if crash:
+        task = crash.get("task") or {}
+        out.append(
+            f"Panic: `{_md_inline(crash.get('panic_message') or '?')}` · task "
+            f"`{_md_inline(str(task.get('comm')))}` pid {task.get('pid')} · CPU {crash.get('cpu')}"
+            f" · tainted `{(crash.get('tainted') or '').strip() or 'no'}`\n"
+        )
+    stack = vmcore.get("stack")
+    if stack:
+        lines = []
+        for f in stack["frames"]:
+            mark = "   <== faulted here" if f["index"] == stack.get("guilty") else ""
+            lines.append(f"#{f['index']:<2} {frame_text(f)}{mark}")
+            for v in f["locals"]:
+                value = v["value"] if v["value"] is not None else "<optimized out>"
+                lines.append(f"      {v['name']} = {value}  ({v['type']})")
+        body = "\n".join(lines).replace("```", "'''")
+        out.append(f"### Stack of the crashed task, with locals\n\n```\n{body}\n```\n")
+    blocked = vmcore.get("blocked")
+    if blocked is not None:
+        lines = []
+        for b in blocked:
+            lines.append(f"{b['task']['comm']} pid {b['task']['pid']} (D)")
+            lines += [f"    #{f['index']:<2} {frame_text(f)}" for f in b["frames"]]
+        body = "\n".join(lines).replace("```", "'''") or "(none)"
+        out.append(f"### Tasks blocked in D state ({len(blocked)})\n\n```\n{body}\n```\n")
+    modules = vmcore.get("modules")
+    if modules:
+        rows = "\n".join(
+            f"| `{_md_inline(m['name'])}` | 0x{m['address']:x} | {m['size']}"
+            f" | {m['taints'] or '-'} |"
+            for m in modules
+        )
+        head = "| module | address | size | taints |\n|---|---|---|---|"
+        out.append(f"### Loaded modules\n\n{head}\n{rows}\n")
+    return "\n".join(out)
+
+
 def unsupported_symbols(summary: str, crash: Crash) -> list[str]:
     """Return the kernel-looking symbols a summary names that the crash does not contain."""
     evidence = crash.report + " " + crash.title
@@ -113,6 +161,7 @@ def draft_report(
     backend: Backend | None,
     max_tokens: int,
     write: Callable[[str], None] | None = None,
+    vmcore: dict[str, Any] | None = None,
 ) -> DraftedReport:
     """Draft the report, writing each piece through ``write`` as soon as it exists.
 
@@ -120,6 +169,7 @@ def draft_report(
     :param backend: the LLM backend, or ``None`` for the skeleton alone.
     :param max_tokens: the most tokens the summary may take.
     :param write: called with each piece of Markdown, model tokens included, in order.
+    :param vmcore: drgn's analyses of the crash's vmcore (``TriageResult.vmcore``), if any.
     """
     emit = write or (lambda _s: None)
     head = skeleton_head(crash)
@@ -142,11 +192,16 @@ def draft_report(
             + ", which the crash report does not contain.\n"
         )
         emit(note)
+    from_vmcore = skeleton_vmcore(vmcore) if vmcore else ""
+    emit(from_vmcore)
     tail = skeleton_tail(crash)
     emit(tail)
     middle = (
         f"\n## Summary (drafted by the local model; check it)\n\n{summary}\n" if backend else ""
     )
     return DraftedReport(
-        markdown=head + middle + note + tail, summary=summary, unsupported=unsupported, stats=stats
+        markdown=head + middle + note + from_vmcore + tail,
+        summary=summary,
+        unsupported=unsupported,
+        stats=stats,
     )
