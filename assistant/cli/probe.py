@@ -141,7 +141,7 @@ def _render_snapshot(snap: Snapshot) -> str:
             f"memory     total {_gib(mi.get('MemTotal', 0))}  available "
             f"{_gib(mi.get('MemAvailable', 0))}  swap free {_gib(mi.get('SwapFree', 0))}"
         )
-    lines.append(f"pressure   (avg10 some/full) {_psi(snap)}")
+    lines.append(f"pressure   avg10 some/full: {_psi(snap)}")
     if "snmp" in p:
         tcp = p["snmp"].get("Tcp", {})
         lines.append(
@@ -181,7 +181,7 @@ def _render_snapshot(snap: Snapshot) -> str:
         lines.append(_cut(f"cgroup     {snap.cgroup['path']}: {', '.join(sorted(files))}", 80))
     lines.append(_cut(f"cmdline    {snap.cmdline}", 80))
     lines.append(f"(snapshot took {snap.duration_ms:.1f} ms)")
-    return "\n".join(lines)
+    return "\n".join(_cut(line, 80) for line in lines)
 
 
 #: Rates shown first in text output, when they moved: dotted name → label.

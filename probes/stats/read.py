@@ -40,6 +40,28 @@ def read_text(path: str) -> str | None:
         os.close(fd)
 
 
+def _read_sysctl(path: str) -> str | None:
+    # A /proc/sys handler hands over the whole value in one read when the buffer is big
+    # enough, so a short read is the end; the kernel allocates a buffer the size of the
+    # read, so reads stay small (one page) instead of read_text's 64 KiB.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 4096)
+            chunks.append(chunk)
+            if len(chunk) < 4096:
+                break
+        return b"".join(chunks).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class Sysctl:
     """One /proc/sys entry.
@@ -101,7 +123,7 @@ def read_sysctls(root: str = "/proc/sys") -> dict[str, Sysctl]:
             if not mode & 0o444:
                 out[name] = Sysctl(name, None, writable, "write-only")
                 continue
-            text = read_text(entry.path)
+            text = _read_sysctl(entry.path)
             if text is None:
                 out[name] = Sysctl(name, None, writable, "unreadable")
             else:

@@ -1,0 +1,155 @@
+"""Kernel statistics: parsers on inline text, and real snapshots and rates of this kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from probes.errors import ProbeError
+from probes.stats import decode_taint, rates, read_sysctls, take_snapshot, typed_value
+from probes.stats.parse import (
+    parse_diskstats,
+    parse_kconfig,
+    parse_pressure,
+    parse_snmp,
+    parse_stat,
+)
+from probes.stats.read import cgroup2_mount, resolve_cgroup
+from tests.conftest import require, run_kassist
+
+
+def test_typed_values() -> None:
+    assert typed_value("4096\t131072\t6291456\n") == [4096, 131072, 6291456]
+    assert typed_value("-1\n") == -1
+    assert typed_value("reno cubic\n") == "reno cubic"
+    assert typed_value("\n") == ""
+
+
+def test_parsers_on_real_formats() -> None:
+    stat = parse_stat(
+        "cpu  10 0 5 100 1 0 2 0 0 0\ncpu0 5 0 2 50 0 0 1 0 0 0\nctxt 99\nintr 7 1 2\n"
+    )
+    assert stat["cpu"] == {
+        "user": 10, "nice": 0, "system": 5, "idle": 100, "iowait": 1,
+        "irq": 0, "softirq": 2, "steal": 0, "guest": 0, "guest_nice": 0,
+    }  # fmt: skip
+    assert (stat["ctxt"], stat["intr"]) == (99, 7)
+    psi = parse_pressure(
+        "some avg10=0.50 avg60=0.10 avg300=0.00 total=1234\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=5\n"
+    )
+    assert psi["some"]["total"] == 1234 and psi["full"]["avg10"] == 0.0
+    snmp = parse_snmp("Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RetransSegs\nTcp: 12\n")
+    assert snmp == {"Ip": {"Forwarding": 1, "DefaultTTL": 64}, "Tcp": {"RetransSegs": 12}}
+    disks = parse_diskstats(" 254       0 vda 100 2 800 30 50 1 400 20 0 40 50 0 0 0 0 3 1\n")
+    assert disks["vda"]["reads_completed"] == 100 and disks["vda"]["flushes_completed"] == 3
+    assert disks["vda"]["major"] == 254
+    cfg = parse_kconfig('CONFIG_HZ=250\nCONFIG_A="x y"\n# CONFIG_B is not set\nCONFIG_C=m\n')
+    assert cfg == {"CONFIG_HZ": 250, "CONFIG_A": "x y", "CONFIG_B": False, "CONFIG_C": "m"}
+
+
+def test_taint_decoding() -> None:
+    assert decode_taint(0) == []
+    flags = decode_taint((1 << 0) | (1 << 9) | (1 << 12) | (1 << 30))
+    assert [f["letter"] for f in flags] == ["P", "W", "O", "?"]
+    assert "warning" in str(flags[1]["meaning"])
+
+
+def test_sysctl_tree_is_typed_with_writability() -> None:
+    sysctls = read_sysctls()
+    assert len(sysctls) > 500
+    pid_max = sysctls["kernel.pid_max"]
+    assert pid_max.value == int(Path("/proc/sys/kernel/pid_max").read_text())
+    assert sysctls["kernel.ostype"].value == "Linux"
+    rmem = sysctls["net.ipv4.tcp_rmem"].value
+    assert isinstance(rmem, list) and len(rmem) == 3
+    assert sysctls["kernel.ostype"].writable is False  # 0444
+    if os.geteuid() == 0:
+        assert sysctls["vm.swappiness"].writable is True
+    drop = sysctls["vm.drop_caches"]
+    assert drop.value is None and drop.error == "write-only"  # never read: 0200
+
+
+def test_snapshot_of_this_kernel() -> None:
+    snap = take_snapshot()
+    for section in (
+        "meminfo",
+        "vmstat",
+        "loadavg",
+        "stat",
+        "snmp",
+        "netstat",
+        "sockstat",
+        "diskstats",
+    ):
+        assert section in snap.proc, section
+    assert snap.proc["meminfo"]["MemTotal"] > 1 << 20
+    if Path("/proc/pressure/cpu").exists():
+        assert "some" in snap.proc["psi_cpu"]
+    assert snap.cmdline == Path("/proc/cmdline").read_text().strip()
+    assert snap.sysctls["kernel.osrelease"].value == os.uname().release
+    if snap.kconfig_source is not None:
+        assert snap.kconfig.get("CONFIG_BPF") == "y"
+    assert snap.taint["mask"] == int(Path("/proc/sys/kernel/tainted").read_text())
+    for dev, queue in snap.block_queues.items():
+        assert isinstance(queue.get("logical_block_size"), int), dev
+    json.dumps(snap.to_dict())  # all of it is JSON-ready
+
+
+def test_rates_between_two_snapshots() -> None:
+    before = take_snapshot(sysctls=False, kconfig=False)
+    for _ in range(40):
+        subprocess.run(["true"], check=True)
+    after = take_snapshot(sysctls=False, kconfig=False)
+    per_second = rates(before, after)
+    seconds = after.taken - before.taken
+    assert per_second["stat.processes"] * seconds >= 40
+    assert per_second["stat.ctxt"] > 0
+    assert all(v >= 0 for v in per_second.values())
+    assert not any(k.startswith("vmstat.nr_") for k in per_second)  # gauges have no rate
+    with pytest.raises(ValueError, match="after the first"):
+        rates(after, before)
+
+
+def test_cgroup_statistics() -> None:
+    mount = cgroup2_mount()
+    require(mount is not None, "no cgroup v2 hierarchy is mounted")
+    assert mount is not None
+    snap = take_snapshot("/", sysctls=False, kconfig=False)
+    assert snap.cgroup["path"] == mount
+    assert "cpu.stat" in snap.cgroup["files"]
+    assert snap.cgroup["files"]["cpu.stat"]["usage_usec"] > 0
+    with pytest.raises(ProbeError, match="no such cgroup"):
+        resolve_cgroup("kassist-no-such-cgroup")
+
+
+def test_cli_stats_json_and_rates() -> None:
+    proc = run_kassist(["probe", "stats", "--format", "json"])
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["schema"] == "kassist.stats/1"
+    assert data["sysctls"]["kernel.ostype"]["value"] == "Linux"
+    proc = run_kassist(["probe", "stats", "--interval", "0.3", "--format", "json"])
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["schema"] == "kassist.rates/1" and data["interval_s"] >= 0.3
+    assert data["rates"]["stat.ctxt"] > 0
+    text = run_kassist(["probe", "stats"])
+    assert text.returncode == 0 and "sysctls" in text.stdout
+    assert max(len(line) for line in text.stdout.splitlines()) <= 80
+    bad = run_kassist(["probe", "stats", "--cgroup", "kassist-no-such-cgroup"])
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no such cgroup" in bad.stderr
+
+
+def test_snapshot_is_fast_enough() -> None:
+    # The figure is the benchmark's job (benchmarks/stats_snapshot.py); this only catches a
+    # tenfold regression, with room for a loaded CI machine.
+    take_snapshot()
+    start = time.perf_counter()
+    take_snapshot()
+    assert time.perf_counter() - start < 1.0
