@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from assistant.errors import InputError
-from assistant.triage.engine import triage_lines
+from assistant.triage.engine import triage_blocks, triage_lines
+from assistant.triage.reader import iter_log_blocks
 from assistant.triage.model import TRIAGE_SCHEMA, Crash, Event, Frame, TriageResult
 from probes.errors import ProbeError
-from probes.logs import ReadStats, iter_log_lines
+from probes.logs import ReadStats
 
 
 def triage_path(path: str) -> TriageResult:
@@ -16,7 +17,7 @@ def triage_path(path: str) -> TriageResult:
     """
     stats = ReadStats()
     try:
-        result = triage_lines(iter_log_lines(path, stats), source=path)
+        result = triage_blocks(iter_log_blocks(path, stats), source=path)
     except ProbeError as exc:
         raise InputError(exc.message, exc.hint) from None
     result.warnings.extend(stats.warnings())

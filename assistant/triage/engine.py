@@ -47,7 +47,46 @@ NEEDLES: tuple[str, ...] = tuple(
         + (rules.CONSOLE_HANGUP, rules.REPLAY_MARKER)
     )
 )
+#: Short substrings, one of which is in every needle: scanned for over whole blocks.
+ANCHORS: tuple[str, ...] = (
+    "BUG",  # BUG:, kernel BUG, Kernel BUG, BUG kmalloc-
+    "WARNING:",
+    "INFO:",
+    "anic",  # Kernel panic, panic:, trusty: panic, rust_kernel: panicked
+    "PANIC",
+    "rror",  # divide error:, Internal error:, fatal error:, I/O error, -fs error, Hardware Error
+    "fault",  # general protection, double, Unhandled, segfault
+    "Unable to handle",
+    "stack segment",
+    "opcode",
+    "UBSAN",
+    "Booting",
+    "unregister_netdevice",
+    "VFS: ",
+    "Alignment trap",
+    "SYZF",
+    "SIGBUS",
+    "Kill",  # Killed process, Kill process
+    "lowmemorykiller",
+    "smashing",
+    "timing out",
+    "timeout",
+    "failed command",
+    "XFS (",
+    "BTRFS",
+    "NETDEV",
+    "EDAC",
+    "AER:",
+    "temperature",
+    "LOCKUP",
+    "lockup",
+    "oom-kill",
+    "serialport",
+    "replaying",
+)
 _END_MARKERS = ("---[ end trace", "---[ end Kernel panic")
+#: A new boot: no report goes on past it.
+_BOOT_MARKERS = ("] Linux version ", "Booting Linux on physical CPU")
 _RULE = "=" * 40
 
 _FRAME = re.compile(
@@ -113,7 +152,7 @@ class TriageEngine:
         """Process a block of whole lines joined by ``\\n`` (no trailing newline needed)."""
         if not block:
             return
-        if not self._windows and not any(n in block for n in NEEDLES):
+        if not self._windows and not any(n in block for n in ANCHORS):
             count = block.count("\n") + 1
             self.lines += count
             tail = block.rsplit("\n", PREFIX_LINES)
@@ -140,7 +179,7 @@ class TriageEngine:
     def _candidates(block: str) -> list[int]:
         """Return the indices of the lines of ``block`` that hold a needle, in order."""
         hits: set[int] = set()
-        for needle in NEEDLES:
+        for needle in ANCHORS:
             pos = block.find(needle)
             while pos != -1:
                 start = block.rfind("\n", 0, pos) + 1
@@ -175,7 +214,11 @@ class TriageEngine:
             if is_cand:
                 self._candidate(raw, base + i, lines, i)
             elif self._windows:
-                self._feed_windows(normalise_line(raw), None)
+                if any(m in raw for m in _BOOT_MARKERS):
+                    for w in list(self._windows):
+                        self._close(w)
+                else:
+                    self._feed_windows(normalise_line(raw), None)
             i += 1
         self.lines = base + n
         self._tail = (self._tail + lines[-PREFIX_LINES:])[-PREFIX_LINES:]

@@ -73,8 +73,13 @@ def match_oops(line: str, oops: Oops) -> bool:
     return not any(s.search(line) for s in oops.suppressions)
 
 
+_ANY_HEADER = re.compile("|".join(re.escape(o.header) for o in rules.OOPSES))
+
+
 def first_oops(line: str) -> Oops | None:
     """Return the first oops family (in table order) whose header this line is."""
+    if _ANY_HEADER.search(line) is None:
+        return None
     for oops in rules.OOPSES:
         if match_oops(line, oops):
             return oops
