@@ -8,7 +8,8 @@ lock: changesets apply one at a time.
 Test-only fault injection: ``KASSIST_AGENT_FAULT=<step>`` makes the agent SIGKILL
 itself when it reaches ``step`` (``validated``, ``applying``, ``write:<i>``,
 ``applied``, ``verified``, ``rolling_back``, ``undo:<i>``), so tests can check that
-a restarted agent leaves every key consistent.
+a restarted agent leaves every key consistent; ``pause:<step>`` sleeps there instead
+(``KASSIST_AGENT_PAUSE`` seconds, default 1).
 """
 
 from __future__ import annotations
@@ -99,9 +100,13 @@ class Agent:
     # --- helpers ----------------------------------------------------------------------
 
     def _step(self, step: str, cs_id: int) -> None:
-        if self._fault and step == self._fault:
+        if not self._fault:
+            return
+        if step == self._fault:
             self.audit.record("fault-injection", changeset=cs_id, step=step)
             os.kill(os.getpid(), signal.SIGKILL)
+        elif self._fault == f"pause:{step}":
+            time.sleep(float(os.environ.get("KASSIST_AGENT_PAUSE", "1")))
 
     def _knob(self, change: Change) -> Knob:
         return resolve(change.kind, change.target, self.roots)
@@ -355,7 +360,7 @@ class Agent:
             )
         for c in cs.changes:
             later = self.journal.later_change(c.kind, c.target, cs_id)
-            if c.state == "verified" and later is not None:
+            if c.state in ("verified", "superseded") and later is not None:
                 return result(
                     False,
                     "refused",

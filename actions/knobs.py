@@ -162,7 +162,9 @@ def _inside(path: Path, root: Path) -> bool:
     return real == real_root or real.startswith(real_root.rstrip("/") + "/")
 
 
-def _existing_writable(path: Path, root: Path, key: str, root_name: str) -> None:
+def _existing_writable(
+    path: Path, root: Path, key: str, root_name: str, writable: bool = True
+) -> None:
     if not _inside(path, root):
         raise Rejected("name", key, f"resolves outside {root_name} (a symlink escape)")
     try:
@@ -173,7 +175,7 @@ def _existing_writable(path: Path, root: Path, key: str, root_name: str) -> None
         raise Rejected("exists", key, f"cannot be inspected ({exc.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
         raise Rejected("exists", key, "is a directory, not a key")
-    if not st.st_mode & stat.S_IWUSR:
+    if writable and not st.st_mode & stat.S_IWUSR:
         raise Rejected("writable", key, "is read-only in this kernel")
 
 
@@ -190,8 +192,10 @@ class Kind(ABC):
     sep: str
 
     @abstractmethod
-    def resolve(self, target: str, roots: Roots) -> Knob:
+    def resolve(self, target: str, roots: Roots, writable: bool = True) -> Knob:
         """Return the knob a target names.
+
+        :param writable: whether the knob must be writable (``False``: only read it).
 
         :raises Rejected: ``name`` (not canonical, or escapes the tree), ``exists``,
             ``writable`` or ``catalogue``.
@@ -204,7 +208,7 @@ class SysctlKind(Kind):
     name = "sysctl"
     sep = "."
 
-    def resolve(self, target: str, roots: Roots) -> Knob:
+    def resolve(self, target: str, roots: Roots, writable: bool = True) -> Knob:
         _check_name(target)
         if "/" in target:
             raise Rejected("name", target, "sysctl keys are written with dots, not '/'")
@@ -215,7 +219,7 @@ class SysctlKind(Kind):
         if bad:
             raise Rejected("name", target, f"component {bad[0]!r} is not a plain name")
         path = roots.proc_sys.joinpath(*parts)
-        _existing_writable(path, roots.proc_sys, target, "/proc/sys")
+        _existing_writable(path, roots.proc_sys, target, "/proc/sys", writable)
         return Knob(self.name, target, path, target)
 
 
@@ -236,7 +240,7 @@ class SysfsKind(Kind):
     name = "sysfs"
     sep = "/"
 
-    def resolve(self, target: str, roots: Roots) -> Knob:
+    def resolve(self, target: str, roots: Roots, writable: bool = True) -> Knob:
         _check_name(target)
         if target.startswith("/"):
             raise Rejected("name", target, "name it relative to /sys (no leading '/')")
@@ -252,7 +256,7 @@ class SysfsKind(Kind):
                 "catalogue", target, "not a sysfs knob the agent manages (see its catalogue)"
             )
         path = roots.sys.joinpath(*parts)
-        _existing_writable(path, roots.sys, target, "/sys")
+        _existing_writable(path, roots.sys, target, "/sys", writable)
         return Knob(self.name, target, path, pattern)
 
 
@@ -260,7 +264,7 @@ class SysfsKind(Kind):
 KINDS: dict[str, Kind] = {k.name: k for k in (SysctlKind(), SysfsKind())}
 
 
-def resolve(kind: str, target: str, roots: Roots) -> Knob:
+def resolve(kind: str, target: str, roots: Roots, writable: bool = True) -> Knob:
     """Resolve a target of the given kind (see :meth:`Kind.resolve`).
 
     :raises Rejected: an unknown kind, or the kind's own refusals.
@@ -268,4 +272,4 @@ def resolve(kind: str, target: str, roots: Roots) -> Knob:
     handler = KINDS.get(kind)
     if handler is None:
         raise Rejected("schema", target, f"unknown kind {kind!r}")
-    return handler.resolve(target, roots)
+    return handler.resolve(target, roots, writable)

@@ -219,6 +219,8 @@ class AgentServer:
                 task.add_done_callback(tasks.discard)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            return  # the agent is stopping; the finally clause closes the connection
         except Malformed as exc:
             self.agent.audit.record("malformed", who=who, reason=str(exc))
             if tasks:

@@ -358,7 +358,7 @@ def values_equal(a: str, b: str) -> bool:
 
 def _current_ints(key: str, roots: Roots) -> tuple[int, ...] | None:
     try:
-        knob = resolve("sysctl", key, roots)
+        knob = resolve("sysctl", key, roots, writable=False)
         return parse_ints(parse_kernel_text(knob.read_raw()))
     except (Rejected, OSError):
         return None

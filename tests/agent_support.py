@@ -1,0 +1,315 @@
+"""Helpers for the kernel agent's tests: a private network namespace, a real agent in it,
+and fake /proc/sys and /sys trees.
+
+Real sysctl writes happen only inside a network namespace held by a ``sleep`` process
+(``unshare -n``): the agent runs in it through ``nsenter``, so it can be SIGKILLed and
+restarted in the same namespace, and tests read the kernel's value there. Only ``net.*``
+keys are per namespace, so the tests write nothing else for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ROOT, require
+
+EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
+
+
+def rec(target: str, value: Any, kind: str = "sysctl", **fields: Any) -> dict[str, Any]:
+    """Return a well-formed recommendation for ``target`` (fields override the defaults)."""
+    base: dict[str, Any] = {
+        "id": fields.pop("id", "r1"),
+        "kind": kind,
+        "target": target,
+        "value": value,
+        "rationale": "Listen queue overflows show the backlog is too short.",
+        "evidence": list(EVIDENCE),
+        "expected_effect": "fewer dropped connections",
+        "risk": "low",
+        "source": "rules",
+    }
+    base.update(fields)
+    return base
+
+
+def require_netns() -> None:
+    """Require root and unshare(1)/nsenter(1), which the real sysctl tests need."""
+    require(os.geteuid() == 0, "needs root to create a network namespace")
+    require(
+        shutil.which("unshare") is not None and shutil.which("nsenter") is not None,
+        "needs unshare and nsenter (util-linux)",
+    )
+
+
+class NetNS:
+    """A private network namespace kept alive by a ``sleep`` process."""
+
+    def __init__(self) -> None:
+        self.holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"])
+        deadline = time.monotonic() + 5
+        mine = os.readlink("/proc/self/ns/net")
+        while time.monotonic() < deadline:
+            try:
+                if os.readlink(f"/proc/{self.holder.pid}/ns/net") != mine:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        else:
+            self.close()
+            raise RuntimeError("unshare -n did not create a network namespace")
+        self.path = f"/proc/{self.holder.pid}/ns/net"
+        self.ident = os.readlink(self.path)
+
+    def run(self, *argv: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace."""
+        return subprocess.run(
+            ["nsenter", f"--net={self.path}", *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+            **kwargs,
+        )
+
+    def read(self, key: str) -> str:
+        """Return a sysctl's value in the namespace, whitespace-normalised."""
+        path = "/proc/sys/" + key.replace(".", "/")
+        return " ".join(self.run("cat", path).stdout.split())
+
+    def write(self, key: str, value: str) -> None:
+        """Write a sysctl in the namespace (the admin's hand, for override tests)."""
+        path = "/proc/sys/" + key.replace(".", "/")
+        self.run("sh", "-c", f"echo '{value}' > {path}")
+
+    def close(self) -> None:
+        """End the holder (and with it the namespace)."""
+        self.holder.kill()
+        self.holder.wait()
+
+
+class AgentProcess:
+    """``kassist agent serve`` running for real, in a namespace, on a temporary socket."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        netns: NetNS | None,
+        policy: Path | None = None,
+        args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.tmp = tmp
+        self.netns = netns
+        self.socket = tmp / "agent.sock"
+        self.audit = tmp / "audit.jsonl"
+        self.state = tmp / "state"
+        self.conf = tmp / "90-kassist.conf"
+        self.policy = policy
+        self.args = args
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "agent.log"
+
+    def command(self) -> list[str]:
+        """The agent's command line (prefixed with nsenter when in a namespace)."""
+        cmd = [
+            sys.executable,
+            "-m",
+            "assistant",
+            "agent",
+            "serve",
+            "--socket",
+            str(self.socket),
+            "--state-dir",
+            str(self.state),
+            "--audit-log",
+            str(self.audit),
+            "--sysctl-conf",
+            str(self.conf),
+            "--override-interval",
+            "0.2",
+            *self.args,
+        ]
+        if self.policy is not None:
+            cmd += ["--policy", str(self.policy)]
+        if self.netns is not None:
+            cmd = ["nsenter", f"--net={self.netns.path}", *cmd]
+        return cmd
+
+    def start(self, env: Mapping[str, str] | None = None) -> AgentProcess:
+        """Start the agent and wait until its socket accepts connections."""
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(), env={**self.env, **(env or {})}, stdout=log, stderr=log, cwd=ROOT
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(self.socket))
+                break
+            except OSError:
+                time.sleep(0.02)
+        else:
+            raise RuntimeError(f"agent did not listen: {self.log.read_text()}")
+        if self.netns is not None:
+            # The safety check: the agent must be in the private namespace, never the host's.
+            assert os.readlink(f"/proc/{self.proc.pid}/ns/net") == self.netns.ident
+        return self
+
+    def wait_dead(self, timeout: float = 10) -> int:
+        """Wait for the agent to exit and return its status."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGTERM the agent (nothing is rolled back on exit) and wait for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Return the audit log's records."""
+        if not self.audit.exists():
+            return []
+        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+
+class RawConnection:
+    """A raw protocol connection: send lines, read completions."""
+
+    def __init__(self, path: Path, timeout: float = 10) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.buf = b""
+
+    def send(self, entry: dict[str, Any] | bytes) -> None:
+        data = entry if isinstance(entry, bytes) else json.dumps(entry).encode() + b"\n"
+        self.sock.sendall(data)
+
+    def read(self) -> dict[str, Any] | None:
+        """Return the next completion, or ``None`` when the agent closed the connection."""
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        doc: dict[str, Any] = json.loads(line)
+        return doc
+
+    def closed(self) -> bool:
+        """Tell whether the agent has closed the connection (after any pending completions)."""
+        while True:
+            entry = self.read()
+            if entry is None:
+                return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- fake kernel trees ----------------------------------------------------------------
+
+FAKE_SYSCTL: dict[str, str] = {
+    "net/core/somaxconn": "4096",
+    "net/core/rmem_max": "212992",
+    "net/core/wmem_max": "212992",
+    "net/core/rmem_default": "212992",
+    "net/core/wmem_default": "212992",
+    "net/ipv4/tcp_rmem": "4096\t131072\t6291456",
+    "net/ipv4/tcp_wmem": "4096\t16384\t4194304",
+    "net/ipv4/ip_local_port_range": "32768\t60999",
+    "net/ipv4/tcp_fin_timeout": "60",
+    "net/ipv4/tcp_keepalive_time": "7200",
+    "net/ipv4/tcp_syncookies": "1",
+    "net/ipv4/tcp_congestion_control": "cubic",
+    "net/ipv4/ip_default_ttl": "64",
+    "net/ipv4/conf/all/rp_filter": "2",
+    "vm/swappiness": "60",
+    "vm/dirty_ratio": "20",
+    "vm/dirty_background_ratio": "10",
+    "vm/min_free_kbytes": "67584",
+    "vm/drop_caches": "0",
+    "vm/overcommit_memory": "0",
+    "kernel/kptr_restrict": "1",
+    "kernel/dmesg_restrict": "1",
+    "kernel/randomize_va_space": "2",
+    "kernel/yama/ptrace_scope": "1",
+    "kernel/unprivileged_bpf_disabled": "2",
+    "kernel/modules_disabled": "0",
+    "kernel/kexec_load_disabled": "0",
+    "kernel/perf_event_paranoid": "2",
+    "fs/protected_symlinks": "1",
+    "fs/protected_hardlinks": "1",
+    "fs/protected_regular": "2",
+    "fs/inotify/max_user_watches": "8192",
+}
+FAKE_SYSCTL_READONLY = {
+    "kernel/osrelease": "6.18.0-kassist",
+    "net/ipv4/tcp_available_congestion_control": "reno cubic",
+}
+FAKE_SYSFS: dict[str, str] = {
+    "block/vda/queue/scheduler": "none [mq-deadline] kyber bfq",
+    "block/vda/queue/read_ahead_kb": "128",
+    "block/vda/queue/nr_requests": "256",
+    "block/vda/queue/rotational": "0",
+    "kernel/mm/transparent_hugepage/enabled": "always [madvise] never",
+    "kernel/mm/transparent_hugepage/defrag": "always defer defer+madvise [madvise] never",
+    "devices/system/cpu/cpu0/cpufreq/scaling_governor": "schedutil",
+}
+FAKE_SYSFS_READONLY = {
+    "devices/system/cpu/cpu0/cpufreq/scaling_available_governors": "performance schedutil",
+}
+
+
+def _populate(root: Path, files: Mapping[str, str], mode: int) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+        path.chmod(mode)
+
+
+def fake_roots(tmp: Path) -> tuple[Path, Path]:
+    """Build fake /proc/sys and /sys trees under ``tmp``; return (proc_sys, sys)."""
+    proc_sys, sys_root = tmp / "proc_sys", tmp / "sys"
+    _populate(proc_sys, FAKE_SYSCTL, 0o644)
+    _populate(proc_sys, FAKE_SYSCTL_READONLY, 0o444)
+    _populate(sys_root, FAKE_SYSFS, 0o644)
+    _populate(sys_root, FAKE_SYSFS_READONLY, 0o444)
+    secret = tmp / "outside-secret"
+    secret.write_text("42\n")
+    (proc_sys / "net" / "core" / "escape").symlink_to(secret)
+    (sys_root / "block" / "vdb").symlink_to(tmp)  # a device whose path leaves /sys
+    (tmp / "queue").mkdir()
+    (tmp / "queue" / "scheduler").write_text("none [mq-deadline]\n")
+    return proc_sys, sys_root
+
+
+def iter_keys(root: Path) -> Iterator[tuple[str, str]]:
+    """Yield (relative path, text) of every file of a fake tree."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            yield str(path.relative_to(root)), path.read_text()
