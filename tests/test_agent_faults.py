@@ -1,0 +1,112 @@
+"""Fault injection: SIGKILL the agent at every step of a three-key changeset, restart it,
+and check that every key is consistent (all old, or all new) in the real kernel.
+
+The agent runs in a private network namespace held by another process, so it can die
+and come back in the same namespace; ``KASSIST_AGENT_FAULT`` names the step at which it
+kills itself with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actions.client import AgentClient
+from actions.errors import AgentUnavailable
+from tests.agent_support import AgentProcess, NetNS, rec, require_netns
+
+KEYS = ("net.core.somaxconn", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_time")
+
+
+@pytest.fixture
+def netns() -> Iterator[NetNS]:
+    require_netns()
+    ns = NetNS()
+    yield ns
+    ns.close()
+
+
+def _changeset(netns: NetNS) -> tuple[dict[str, str], dict[str, str], list[dict[str, object]]]:
+    before = {k: netns.read(k) for k in KEYS}
+    new = {
+        KEYS[0]: str(int(before[KEYS[0]]) * 2),
+        KEYS[1]: str(int(before[KEYS[1]]) // 2),
+        KEYS[2]: str(int(before[KEYS[2]]) // 2),
+    }
+    recs = [rec(k, int(v), id=f"r{i}") for i, (k, v) in enumerate(new.items())]
+    return before, new, recs
+
+
+def _killed(agent: AgentProcess, call: object) -> None:
+    with pytest.raises(AgentUnavailable), AgentClient(agent.socket, timeout=20) as client:
+        call(client)  # type: ignore[operator]
+    assert agent.wait_dead() == -signal.SIGKILL
+
+
+APPLY_STEPS = {
+    # step -> what a restarted agent must leave: the old values or the new ones.
+    "validated": "old",
+    "applying": "old",
+    "write:0": "old",
+    "write:1": "old",
+    "write:2": "old",
+    "applied": "new",
+    "verified": "new",
+}
+
+
+@pytest.mark.parametrize("step", list(APPLY_STEPS))
+def test_sigkill_during_apply_leaves_every_key_consistent(
+    netns: NetNS, tmp_path: Path, step: str
+) -> None:
+    before, new, recs = _changeset(netns)
+    agent = AgentProcess(tmp_path, netns).start(env={"KASSIST_AGENT_FAULT": step})
+    _killed(agent, lambda c: c.apply(recs))
+    assert any(e["event"] == "fault-injection" and e["step"] == step for e in agent.audit_events())
+    if step.startswith("write:"):
+        # Really half-applied: the keys up to the fault are new, the rest still old.
+        done = int(step.split(":")[1]) + 1
+        half = {k: (new if i < done else before)[k] for i, k in enumerate(KEYS)}
+        assert {k: netns.read(k) for k in KEYS} == half
+
+    agent.start()  # no fault this time: it recovers before it listens
+    try:
+        now = {k: netns.read(k) for k in KEYS}
+        expected = before if APPLY_STEPS[step] == "old" else new
+        assert now == expected, f"after SIGKILL at {step}: {now}"
+        with AgentClient(agent.socket) as client:
+            cs = client.history(1)["changeset"]
+            assert cs["state"] == ("rolled_back" if APPLY_STEPS[step] == "old" else "verified")
+            if step != "verified":
+                assert any(e["event"] == "recovered" for e in cs["events"])
+            if APPLY_STEPS[step] == "new":
+                assert client.rollback(1)["ok"]
+                assert {k: netns.read(k) for k in KEYS} == before
+    finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize("step", ["rolling_back", "undo:0", "undo:1", "undo:2"])
+def test_sigkill_during_rollback_is_finished_on_restart(
+    netns: NetNS, tmp_path: Path, step: str
+) -> None:
+    before, new, recs = _changeset(netns)
+    agent = AgentProcess(tmp_path, netns).start()
+    with AgentClient(agent.socket) as client:
+        assert client.apply(recs)["ok"]
+    agent.stop()
+    assert {k: netns.read(k) for k in KEYS} == new  # stopping the agent rolls nothing back
+
+    agent.start(env={"KASSIST_AGENT_FAULT": step})
+    _killed(agent, lambda c: c.rollback(1))
+    agent.start()
+    try:
+        assert {k: netns.read(k) for k in KEYS} == before
+        with AgentClient(agent.socket) as client:
+            assert client.history(1)["changeset"]["state"] == "rolled_back"
+            assert client.status()["status"]["managed"] == []
+    finally:
+        agent.stop()
