@@ -66,9 +66,12 @@ def _cut(text: str, width: int) -> str:
 def run_cmd(name: str, duration: float, fmt: str) -> None:
     """Run the eBPF probe NAME (see `kassist probe list`) and print what it saw."""
     spec = find_probe(name)
-    if fmt == "text":
-        click.echo(f"Tracing with {spec.name} for {duration:g} s (Ctrl-C ends early)...", err=True)
-    result = run_probe(name, duration)
+
+    def attached() -> None:
+        if fmt == "text":
+            click.echo(f"Tracing with {spec.name} for {duration:g} s; Ctrl-C ends early.", err=True)
+
+    result = run_probe(name, duration, on_attach=attached)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -6,7 +6,13 @@ Each program is a small self-describing file in the bcc/bpftrace tradition; its
 
 from probes.bpf.library import ProbeSpec, find_probe, list_probes, unavailable_reason
 from probes.bpf.render import render_result
-from probes.bpf.runner import MapResult, ProbeResult, programs_left_by, run_probe
+from probes.bpf.runner import (
+    MapResult,
+    ProbeResult,
+    programs_of,
+    programs_still_loaded,
+    run_probe,
+)
 
 __all__ = [
     "MapResult",
@@ -14,7 +20,8 @@ __all__ = [
     "ProbeSpec",
     "find_probe",
     "list_probes",
-    "programs_left_by",
+    "programs_of",
+    "programs_still_loaded",
     "render_result",
     "run_probe",
     "unavailable_reason",

@@ -21,6 +21,7 @@ BPF_DIR = Path(__file__).resolve().parent
 _FIELD = re.compile(r"^(name|summary|usage|needs|overhead|caveats):\s*(.*)$")
 _MAP = re.compile(r"^map\s+(@\w+)\s*(?:\[([^\]]*)\])?\s*:\s*(.*)$")
 _EVENT = re.compile(r"^event\s+(\w+)\s*\[([^\]]*)\]\s*:\s*(.*)$")
+_BEGIN_PRINTF = re.compile(r"^\s*BEGIN\s*\{[^}]*\bprintf\(", re.MULTILINE)
 _TRACEPOINT = re.compile(r"\btracepoint:(\w+):(\w+)")
 
 
@@ -48,6 +49,8 @@ class ProbeSpec:
 
     :param path: the ``.bt`` file.
     :param tracepoints: ``(category, name)`` of every tracepoint the program attaches to.
+    :param has_begin: the program prints from a BEGIN probe (BEGIN runs once every probe is
+        attached, so the runner takes that first printf as the sign that tracing has begun).
     """
 
     name: str
@@ -60,6 +63,7 @@ class ProbeSpec:
     maps: dict[str, MapSpec] = field(default_factory=dict)
     events: dict[str, EventSpec] = field(default_factory=dict)
     tracepoints: list[tuple[str, str]] = field(default_factory=list)
+    has_begin: bool = False
 
 
 def parse_header(source: str, path: Path) -> ProbeSpec:
@@ -87,6 +91,7 @@ def parse_header(source: str, path: Path) -> ProbeSpec:
         else:
             last = None
     spec.tracepoints = list(dict.fromkeys(_TRACEPOINT.findall(source)))
+    spec.has_begin = _BEGIN_PRINTF.search(source) is not None
     return spec
 
 

@@ -11,7 +11,9 @@ and detaches; if it does not exit it is terminated, then killed.
 from __future__ import annotations
 
 import json
+import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -88,6 +90,9 @@ class ProbeResult:
     :param lost_events: events bpftrace reported lost (perf buffer full).
     :param interrupted: the run was cut short by Ctrl-C.
     :param pid: bpftrace's process id (gone by the time the result is returned).
+    :param prog_ids: ids of the BPF programs bpftrace had loaded once attached.
+    :param leaked_prog_ids: those still loaded after bpftrace exited (``None``: not checked,
+        bpftool is missing).
     """
 
     name: str
@@ -100,6 +105,8 @@ class ProbeResult:
     interrupted: bool = False
     pid: int = 0
     exit_code: int | None = None
+    prog_ids: list[int] = field(default_factory=list)
+    leaked_prog_ids: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-ready data (schema ``kassist.probe/1``)."""
@@ -180,7 +187,7 @@ def _printf(text: str, spec: ProbeSpec, result: ProbeResult) -> None:
         word, tab, rest = line.partition("\t")
         event = spec.events.get(word) if tab else None
         if event is None:
-            if line.strip():
+            if line.strip() and not line.endswith("Hit Ctrl-C to end."):
                 result.messages.append(line)
             continue
         values = rest.split("\t", max(len(event.fields) - 1, 0))
@@ -250,6 +257,16 @@ def _stop(proc: subprocess.Popen[bytes], result: ProbeResult) -> None:
             continue
 
 
+def _command(bpftrace: str, script: str) -> list[str]:
+    # If kassist is killed outright, bpftrace (in its own session) must not trace on forever:
+    # setpriv sets PR_SET_PDEATHSIG, so the kernel sends it SIGINT when we die, then execs it.
+    # (A preexec_fn could do the same, but is unsafe in a process with threads.)
+    command = [bpftrace, "-f", "json", script]
+    if shutil.which("setpriv") is not None:
+        return ["setpriv", "--pdeathsig", "INT", "--", *command]
+    return command
+
+
 def run_probe(
     name: str,
     duration: float = 5.0,
@@ -275,9 +292,11 @@ def run_probe(
     spec = find_probe(name)
     if check and (why := unavailable_reason(spec, bpftrace)) is not None:
         raise ProbeError(f"{spec.name}: not available: {why}", "see `kassist probe list`")
+    if shutil.which(bpftrace) is None:
+        raise ProbeError(f"{spec.name}: cannot start {bpftrace}: not found", "install bpftrace")
     try:
         proc = subprocess.Popen(
-            [bpftrace, "-f", "json", str(spec.path)],
+            _command(bpftrace, str(spec.path)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -297,6 +316,7 @@ def run_probe(
         t.start()
     garbage: list[str] = []
     attached_at: float | None = None
+    seen_attach = False
     try:
         deadline = time.monotonic() + startup_timeout
         while attached_at is None:
@@ -309,8 +329,16 @@ def run_probe(
                 ) from None
             if line is None:
                 break
-            if handle_line(line, spec, result, garbage) == "attached_probes":
+            kind = handle_line(line, spec, result, garbage)
+            # bpftrace prints attached_probes before attaching; BEGIN runs once all are
+            # attached, so a probe with a BEGIN printf is ready when that line arrives.
+            if kind == "attached_probes":
+                seen_attach = True
+            ready = kind == "attached_probes" and not spec.has_begin
+            ready = ready or (seen_attach and kind == "printf" and spec.has_begin)
+            if ready:
                 attached_at = time.monotonic()
+                result.prog_ids = programs_of(proc.pid)
                 if on_attach is not None:
                     on_attach()
         if attached_at is None:
@@ -340,6 +368,11 @@ def run_probe(
     for t in threads:
         t.join(2)
     result.exit_code = proc.returncode
+    if result.prog_ids:
+        result.leaked_prog_ids = programs_still_loaded(result.prog_ids)
+        if result.leaked_prog_ids:
+            ids = " ".join(map(str, result.leaked_prog_ids))
+            result.warnings.append(f"BPF programs still loaded after bpftrace exited: {ids}")
     _finish_warnings(result, garbage, err_lines)
     return result
 
@@ -363,32 +396,42 @@ def _finish_warnings(result: ProbeResult, garbage: list[str], err_lines: list[st
         result.warnings.append(f"bpftrace exited with status {result.exit_code}")
 
 
-def bpf_program_owners() -> dict[int, list[int]] | None:
-    """Return BPF program id → owning pids, from ``bpftool prog show``; ``None`` without bpftool.
+def programs_of(pid: int) -> list[int]:
+    """Return the ids of the BPF programs process ``pid`` holds open (from its fdinfo)."""
+    ids: list[int] = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return ids
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="utf-8") as fh:
+                for line in fh:
+                    if line.startswith("prog_id:"):
+                        ids.append(int(line.split()[1]))
+        except (OSError, ValueError):
+            continue
+    return sorted(set(ids))
 
-    Used to check that a finished probe left no program behind.
-    """
+
+def loaded_programs() -> set[int] | None:
+    """Return the ids of every BPF program loaded in the kernel, or ``None`` without bpftool."""
     try:
         proc = subprocess.run(
             ["bpftool", "--json", "prog", "show"], capture_output=True, check=False, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0:
-        return None
     try:
-        progs = json.loads(proc.stdout or b"[]")
+        progs = json.loads(proc.stdout or b"[]") if proc.returncode == 0 else None
     except ValueError:
         return None
-    return {int(p["id"]): [int(o["pid"]) for o in p.get("pids", [])] for p in progs if "id" in p}
+    if not isinstance(progs, list):
+        return None
+    return {int(p["id"]) for p in progs if isinstance(p, dict) and "id" in p}
 
 
-def programs_left_by(pid: int) -> list[int]:
-    """Return the ids of BPF programs still owned by process ``pid`` (empty: nothing leaked).
-
-    :raises ProbeError: bpftool is not installed, so the check cannot be made.
-    """
-    owners = bpf_program_owners()
-    if owners is None:
-        raise ProbeError("cannot list BPF programs", "install bpftool (apt-get install bpftool)")
-    return [prog for prog, pids in owners.items() if pid in pids]
+def programs_still_loaded(prog_ids: list[int]) -> list[int] | None:
+    """Return which of ``prog_ids`` are still loaded (empty: none leaked; ``None``: no bpftool)."""
+    loaded = loaded_programs()
+    return None if loaded is None else sorted(set(prog_ids) & loaded)
