@@ -252,6 +252,12 @@ class Agent:
         notices = self._take_notices()
         if persist:
             notices += self._persist(cs_id)
+            notices += [
+                f"{c.target}: sysfs changes are not persisted (no standard boot-time "
+                "file); this one lasts until reboot"
+                for c in changes
+                if c.kind == "sysfs"
+            ]
         self.audit.record("verdict", op="apply", changeset=cs_id, verdict="verified")
         return result(True, "verified", (), self._cs(cs_id), notices=notices)
 
