@@ -25,7 +25,7 @@ WHEELHOUSE="${XDG_CACHE_HOME:-$HOME/.cache}/kassist/wheels"
 # QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture.
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential cmake git pkg-config
-    bpftrace bpftool iproute2 util-linux procps kmod
+    bpftrace bpftool nftables iproute2 util-linux procps kmod
     qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils
 )
 
