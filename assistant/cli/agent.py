@@ -62,10 +62,13 @@ def _finish(completion: dict[str, Any], fmt: str, text: Callable[[dict[str, Any]
         for line in completion.get("notices", []):
             notice(line)
     if not completion.get("ok"):
+        # The last line becomes the error the CLI prints (and exits 1 with).
+        lines = [e["message"] for e in completion.get("errors", [])] or [completion["verdict"]]
         if fmt == "text":
-            for err in completion.get("errors", []):
-                click.echo(f"kassist: {err['message']}", err=True)
-        raise click.exceptions.Exit(1)
+            for line in lines[:-1]:
+                click.echo(f"kassist: {line}", err=True)
+            raise KassistError(lines[-1])
+        raise KassistError(f"{completion['verdict']}: {lines[0]}")
 
 
 def _when(ts: float) -> str:
