@@ -33,8 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("assistant.cli.pending:chat", "Open the chat (terminal UI)."),
     "doctor": ("assistant.cli.doctor:doctor", "Check what this machine lets kassist do."),
     "models": ("assistant.cli.models:models", "List LLM backends and models."),
-    "prompts": ("assistant.cli.pending:prompts", "List or show prompt templates."),
-    "logs": ("assistant.cli.pending:logs", "Browse the LLM prompt/response log."),
+    "prompts": ("assistant.cli.prompts:prompts", "List or show prompt templates."),
+    "logs": ("assistant.cli.logs:logs", "Browse the LLM prompt/response log."),
 }
 
 

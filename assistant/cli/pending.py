@@ -12,8 +12,6 @@ PENDING: dict[str, str] = {
     "docs": "the documentation drafter",
     "watch": "the log watcher",
     "chat": "the terminal UI",
-    "prompts": "the LLM runtime issue",
-    "logs": "the LLM runtime issue",
 }
 
 
@@ -33,5 +31,3 @@ tune = _pending("tune")
 docs = _pending("docs")
 watch = _pending("watch")
 chat = _pending("chat")
-prompts = _pending("prompts")
-logs = _pending("logs")

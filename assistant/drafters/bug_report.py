@@ -152,8 +152,38 @@ def summary_stream(
 ) -> Iterator[str]:
     """Yield the model's summary of a crash as it is generated."""
     prompt = load_prompt(PROMPT_NAME)
+    stats.prompt_name = prompt.label
     messages = prompt.render(crash=crash, frames=crash.call_trace[:PROMPT_FRAMES])
     return backend.stream(messages, max_tokens=max_tokens, stats=stats)
+
+
+def assessment_markdown(crash: Crash, backend: Backend) -> str:
+    """Return the report's "Assessment" section: the ``crash_assessment`` structured step.
+
+    The step's answer is a validated object or nothing: a refusal becomes one line.
+    """
+    from assistant.errors import KassistError
+    from assistant.llm.steps import assess_crash
+
+    n_ctx = int(getattr(getattr(backend, "cfg", None), "n_ctx", 2048))
+    try:
+        v = assess_crash(crash, backend, n_ctx).value
+    except KassistError as exc:
+        return f"\n## Assessment\n\n_No assessment: {_md_inline(exc.message)}._\n"
+    steps = "\n".join(f"- {_md_inline(s)}" for s in v.next_steps)
+    text = (
+        "\n## Assessment (structured, by the local model; check it)\n\n| | |\n|---|---|\n"
+        f"| Subsystem | {v.subsystem} |\n| Severity | {v.severity} |\n"
+        f"| Likely cause | {_md_inline(v.likely_cause)} |\n\nNext steps:\n\n{steps}\n"
+    )
+    unsupported = unsupported_symbols(" ".join([v.likely_cause, *v.next_steps]), crash)
+    if unsupported:
+        text += (
+            "\n> **Check:** the assessment names "
+            + ", ".join(f"`{s}`" for s in unsupported)
+            + ", which the crash report does not contain.\n"
+        )
+    return text
 
 
 def draft_report(
@@ -192,6 +222,8 @@ def draft_report(
             + ", which the crash report does not contain.\n"
         )
         emit(note)
+    assessment = assessment_markdown(crash, backend) if backend is not None else ""
+    emit(assessment)
     from_vmcore = skeleton_vmcore(vmcore) if vmcore else ""
     emit(from_vmcore)
     tail = skeleton_tail(crash)
@@ -200,7 +232,7 @@ def draft_report(
         f"\n## Summary (drafted by the local model; check it)\n\n{summary}\n" if backend else ""
     )
     return DraftedReport(
-        markdown=head + middle + note + from_vmcore + tail,
+        markdown=head + middle + note + assessment + from_vmcore + tail,
         summary=summary,
         unsupported=unsupported,
         stats=stats,

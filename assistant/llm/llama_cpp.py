@@ -1,4 +1,11 @@
-"""The default backend: llama.cpp through llama-cpp-python, on any GGUF file."""
+"""The default backend: llama.cpp through llama-cpp-python, on any GGUF file.
+
+One ``Llama`` instance lives as long as the backend, and every turn is fed to it as
+tokens: llama-cpp-python keeps the KV cache of the previous call and only reads the
+tokens after the longest common prefix. A follow-up question in a conversation
+therefore reads only the new turn, not the whole context again
+(``benchmarks/llm_followup.py`` measures it).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from assistant.config import LLMConfig
-from assistant.llm.base import GenerationStats, Message
-from assistant.llm.errors import LLMUnavailable
+from assistant.errors import KassistError
+from assistant.llm.base import Constraint, GenerationStats, Message
+from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
+from assistant.llm.grammar import schema_to_gbnf
 from assistant.llm.models import ModelFile, is_gguf, resolve_gguf
+
+#: GGUF metadata key of the model's own chat template.
+CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 
 
 def _load_llama(model: ModelFile, cfg: LLMConfig) -> Any:
@@ -38,13 +50,33 @@ def _load_llama(model: ModelFile, cfg: LLMConfig) -> Any:
             ) from None
 
 
+def _chat_formatter(llama: Any) -> Any:
+    # The model's own template from its GGUF metadata, rendered the way llama-cpp-python
+    # and transformers render it (sandboxed Jinja2).
+    from llama_cpp import llama_chat_format
+
+    template = llama.metadata.get(CHAT_TEMPLATE_KEY)
+    if not template:
+        return None
+    eos_id, bos_id = llama.token_eos(), llama.token_bos()
+    model = llama._model  # the only way to the special tokens' text
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
+        bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
+        stop_token_ids=[eos_id],
+    )
+
+
 class LlamaCppBackend:
     """Generate with llama.cpp from a GGUF file (default: the bundled SmolLM2-135M-Instruct).
 
-    The chat template comes from the GGUF's metadata. The model loads on first use.
+    The chat template comes from the GGUF's metadata. The model loads on first use and
+    stays loaded, so that consecutive turns reuse the KV cache.
     """
 
     name = "llama_cpp"
+    constraint: Constraint = "gbnf"
 
     def __init__(self, cfg: LLMConfig) -> None:
         self.cfg = cfg
@@ -65,6 +97,8 @@ class LlamaCppBackend:
         self.model = model
         self.model_name = model.path.name
         self._llama: Any = None
+        self._formatter: Any = None
+        self._grammars: dict[str, Any] = {}
         self.load_seconds = 0.0
 
     def load(self) -> Any:
@@ -72,30 +106,112 @@ class LlamaCppBackend:
         if self._llama is None:
             t0 = time.perf_counter()
             self._llama = _load_llama(self.model, self.cfg)
+            self._formatter = _chat_formatter(self._llama)
             self.load_seconds = time.perf_counter() - t0
         return self._llama
 
-    def stream(
-        self, messages: list[Message], max_tokens: int, stats: GenerationStats | None = None
-    ) -> Iterator[str]:
-        """Yield the answer's text pieces as llama.cpp generates them."""
+    def count_tokens(self, text: str) -> int:
+        """Return the number of tokens of ``text`` with the model's tokenizer (no BOS)."""
         llama = self.load()
+        return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def prompt_tokens(self, messages: list[Message]) -> tuple[list[int], list[str], Any]:
+        """Render the chat template and tokenize it.
+
+        :return: the prompt tokens, the stop strings, and a stopping criterion (or ``None``).
+        """
+        llama = self.load()
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        if self._formatter is None:
+            raise LLMUnavailable(
+                f"{self.model_name} has no chat template in its GGUF metadata",
+                "use an instruct (chat) model",
+            )
+        result = self._formatter(messages=chat)
+        tokens = llama.tokenize(
+            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+        )
+        stop = result.stop if isinstance(result.stop, list) else [result.stop]
+        return list(tokens), [s for s in stop if s], result.stopping_criteria
+
+    def grammar(self, json_schema: dict[str, Any]) -> Any:
+        """Return the ``LlamaGrammar`` for a schema, checked by llama.cpp's own parser.
+
+        :raises SchemaNotSupported: the schema cannot become a grammar that llama.cpp accepts.
+        """
+        import json
+
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        key = json.dumps(json_schema, sort_keys=True)
+        cached = self._grammars.get(key)
+        if cached is not None:
+            return cached
+        text = schema_to_gbnf(json_schema)
+        llama = self.load()
+        # A grammar llama.cpp cannot parse gives a NULL sampler, which the sampler chain
+        # would dereference; check it here and refuse instead.
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            llama._model.vocab, text.encode("utf-8"), b"root"
+        )
+        if not sampler:
+            raise SchemaNotSupported(
+                "llama.cpp rejected the grammar built from the schema", "simplify the schema"
+            )
+        llama_cpp.llama_sampler_free(sampler)
+        grammar = LlamaGrammar.from_string(text, verbose=False)
+        self._grammars[key] = grammar
+        return grammar
+
+    def stream(
+        self,
+        messages: list[Message],
+        max_tokens: int,
+        stats: GenerationStats | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer's text pieces as llama.cpp generates them.
+
+        :raises KassistError: the prompt alone does not fit the context window.
+        """
+        from llama_cpp import Llama
+
+        llama = self.load()
+        grammar = self.grammar(json_schema) if json_schema is not None else None
         t0 = time.perf_counter()
-        chunks = llama.create_chat_completion(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
-            max_tokens=max_tokens,
+        tokens, stop, stopping = self.prompt_tokens(messages)
+        room = llama.n_ctx() - len(tokens)
+        if room < 1:
+            raise KassistError(
+                f"the prompt takes {len(tokens)} tokens, more than the context window "
+                f"({llama.n_ctx()})",
+                "raise llm.n_ctx or give less evidence",
+            )
+        cached = Llama.longest_token_prefix(llama._input_ids[: llama.n_tokens], tokens)
+        if stats is not None:
+            stats.prompt_tokens = len(tokens)
+            stats.cached_tokens = cached
+            stats.constraint = "gbnf" if grammar is not None else ""
+        chunks = llama.create_completion(
+            prompt=tokens,
+            max_tokens=min(max_tokens, room),
             temperature=self.cfg.temperature,
+            stop=stop,
+            stopping_criteria=stopping,
+            grammar=grammar,
             stream=True,
         )
         count = 0
-        for chunk in chunks:
-            delta = chunk["choices"][0].get("delta", {})
-            text = delta.get("content")
-            if text:
-                if count == 0 and stats is not None:
-                    stats.first_token_s = time.perf_counter() - t0
+        try:
+            for chunk in chunks:
+                text = chunk["choices"][0]["text"]
                 count += 1
-                yield text
-        if stats is not None:
-            stats.completion_tokens = count
-            stats.total_s = time.perf_counter() - t0
+                if count == 1 and stats is not None:
+                    stats.first_token_s = time.perf_counter() - t0
+                if text:
+                    yield text
+        finally:
+            if stats is not None:
+                stats.completion_tokens = count
+                stats.total_s = time.perf_counter() - t0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from assistant.config import LLMConfig
-from assistant.llm.base import GenerationStats, Message
+from assistant.llm.base import Constraint, GenerationStats, Message, approx_tokens
 
 
 class NoneBackend:
@@ -13,12 +14,21 @@ class NoneBackend:
 
     name = "none"
     model_name = "none"
+    constraint: Constraint = "none"
 
     def __init__(self, cfg: LLMConfig) -> None:
         self.cfg = cfg
 
+    def count_tokens(self, text: str) -> int:
+        """Estimate tokens (there is no tokenizer without a model)."""
+        return approx_tokens(text)
+
     def stream(
-        self, messages: list[Message], max_tokens: int, stats: GenerationStats | None = None
+        self,
+        messages: list[Message],
+        max_tokens: int,
+        stats: GenerationStats | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> Iterator[str]:
         """Yield nothing: the caller uses its deterministic text instead."""
         return iter(())

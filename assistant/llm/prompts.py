@@ -1,7 +1,9 @@
 """Load prompt templates from the ``prompts`` package (or a user override directory).
 
 A prompt file is a Jinja2 template under a TOML front matter fenced by ``+++``
-lines. Its ``system`` and ``user`` blocks become the two chat messages.
+lines. Its ``system`` and ``user`` blocks become the two chat messages; a
+structured step also has a ``retry`` block, sent back with the validation error
+when an answer does not fit the step's schema.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from assistant.errors import KassistError
 from assistant.llm.base import Message
 
 FENCE = "+++"
+SUFFIX = ".j2"
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Prompt:
     """A prompt template and its front matter.
 
     :param name: the prompt's name (its file name without ``.j2``).
-    :param meta: the front matter (name, version, purpose, kind, evidence, schema...).
+    :param meta: the front matter (name, version, purpose, kind, evidence, output schema...).
     :param body: the Jinja2 template text.
     :param origin: where it was loaded from.
     """
@@ -41,17 +44,47 @@ class Prompt:
         """Return the prompt's version number from its front matter."""
         return int(self.meta.get("version", 0))
 
+    @property
+    def label(self) -> str:
+        """Return ``name@version``, the form the LLM log records."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def structured(self) -> bool:
+        """Tell whether this prompt is a structured step (its answer is a JSON object)."""
+        return self.meta.get("kind") == "structured"
+
+    def _template(self) -> jinja2.Template:
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        try:
+            return env.from_string(self.body)
+        except jinja2.TemplateSyntaxError as exc:
+            raise KassistError(
+                f"prompt {self.origin}: line {exc.lineno}: {exc.message}", "fix the template"
+            ) from None
+
+    def render_block(self, block_name: str, **context: Any) -> str:
+        """Render one block of the template (``system``, ``user``, ``retry``...).
+
+        :raises KassistError: the template has no such block, or uses an undefined name.
+        """
+        template = self._template()
+        block = template.blocks.get(block_name)
+        if block is None:
+            raise KassistError(f"prompt {self.origin} has no {block_name!r} block", "add it")
+        try:
+            return "".join(block(template.new_context(context))).strip()
+        except jinja2.UndefinedError as exc:
+            raise KassistError(f"prompt {self.origin}: {exc.message}", "fix the template") from None
+
     def render(self, **context: Any) -> list[Message]:
         """Render the template's ``system`` and ``user`` blocks into chat messages."""
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-        template = env.from_string(self.body)
-        ctx = template.new_context(context)
-        messages: list[Message] = []
-        for role in ("system", "user"):
-            block = template.blocks.get(role)
-            if block is not None:
-                messages.append(Message(role=role, content="".join(block(ctx)).strip()))
-        return messages
+        blocks = self._template().blocks
+        return [
+            Message(role=role, content=self.render_block(role, **context))
+            for role in ("system", "user")
+            if role in blocks
+        ]
 
 
 def parse_prompt(text: str, name: str, origin: str) -> Prompt:
@@ -78,15 +111,33 @@ def override_dir() -> Path:
     return user_config_dir() / "prompts"
 
 
+def shipped_names() -> list[str]:
+    """Return the names of the prompts shipped in the ``prompts`` package, sorted."""
+    return sorted(
+        entry.name[: -len(SUFFIX)]
+        for entry in resources.files("prompts").iterdir()
+        if entry.name.endswith(SUFFIX) and entry.is_file()
+    )
+
+
+def prompt_names() -> list[str]:
+    """Return every prompt name: shipped ones and the user's own, sorted."""
+    names = set(shipped_names())
+    user = override_dir()
+    if user.is_dir():
+        names.update(p.name[: -len(SUFFIX)] for p in user.glob(f"*{SUFFIX}") if p.is_file())
+    return sorted(names)
+
+
 def load_prompt(name: str) -> Prompt:
     """Load a prompt by name: the user's override if there is one, else the shipped file.
 
     :raises KassistError: no prompt of that name.
     """
-    user_file = override_dir() / f"{name}.j2"
+    user_file = override_dir() / f"{name}{SUFFIX}"
     if user_file.is_file():
         return parse_prompt(user_file.read_text(encoding="utf-8"), name, str(user_file))
-    shipped = resources.files("prompts").joinpath(f"{name}.j2")
-    if not shipped.is_file():
+    shipped = resources.files("prompts").joinpath(f"{name}{SUFFIX}")
+    if "/" in name or not shipped.is_file():
         raise KassistError(f"no prompt named {name!r}", "see `kassist prompts list`")
-    return parse_prompt(shipped.read_text(encoding="utf-8"), name, f"prompts/{name}.j2")
+    return parse_prompt(shipped.read_text(encoding="utf-8"), name, f"prompts/{name}{SUFFIX}")

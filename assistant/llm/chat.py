@@ -1,0 +1,158 @@
+"""LangChain's chat-model interface over kassist's own backends.
+
+LangChain is the orchestration layer (chat history, prompt composition, tools
+described for the chat); generation itself goes straight to our backends, because
+LangChain's local integrations (``ChatLlamaCpp``) break for small local models,
+notably tool calling with several tools bound. Structured output goes through
+:mod:`assistant.llm.structured` (grammar, pydantic, bounded retries, refusal), not
+through LangChain's tool-calling path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.chat_history import InMemoryChatMessageHistory
+from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict
+
+from assistant.errors import KassistError
+from assistant.llm.base import Backend, GenerationStats, Message, Role
+
+_ROLES: dict[str, Role] = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
+
+
+def to_messages(messages: list[BaseMessage]) -> list[Message]:
+    """Turn LangChain messages into ours (a tool's result becomes a user turn).
+
+    :raises KassistError: a message type the backends cannot take.
+    """
+    out: list[Message] = []
+    for m in messages:
+        role = _ROLES.get(m.type)
+        if role is None:
+            raise KassistError(f"cannot send a {m.type!r} message to the model", "use chat turns")
+        text = str(m.text)
+        if isinstance(m, ToolMessage):
+            text = f"Result of {m.name or 'the tool'}:\n{text}"
+        out.append(Message(role, text))
+    return out
+
+
+def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    for s in stop or []:
+        at = text.find(s)
+        if at != -1:
+            return text[:at], True
+    return text, False
+
+
+class KassistChatModel(BaseChatModel):
+    """A LangChain chat model whose generations come from a kassist backend.
+
+    >>> chat = KassistChatModel(backend=make_backend(cfg.llm), max_tokens=64)
+    >>> chat.invoke("Which subsystem is tcp_close in?").content
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    backend: Any
+    max_tokens: int = 160
+
+    @property
+    def _llm_type(self) -> str:
+        return f"kassist-{self.backend.name}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"backend": self.backend.name, "model": self.backend.model_name}
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        backend: Backend = self.backend
+        stats = GenerationStats(prompt_name=str(kwargs.get("prompt_name", "")))
+        max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
+        said = ""
+        pieces = backend.stream(to_messages(messages), max_tokens, stats)
+        for piece in pieces:
+            text, stopped = _cut_at_stop(said + piece, stop)
+            new = text[len(said) :]
+            said = text
+            if new:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=new))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(new, chunk=chunk)
+                yield chunk
+            if stopped:
+                close = getattr(pieces, "close", None)
+                if callable(close):
+                    close()
+                break
+        usage = {
+            "input_tokens": stats.prompt_tokens,
+            "output_tokens": stats.completion_tokens,
+            "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+            "input_token_details": {"cache_read": stats.cached_tokens},
+        }
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=usage,
+                response_metadata={
+                    "model_name": backend.model_name,
+                    "first_token_s": stats.first_token_s,
+                    "total_s": stats.total_s,
+                    "log_id": stats.log_id,
+                },
+            )
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+
+class Conversation:
+    """A chat with history, kept in LangChain's message history.
+
+    Each turn sends the whole history; the ``llama_cpp`` backend reuses the KV cache of
+    the previous turns, so only the new turn is read.
+    """
+
+    def __init__(self, chat: KassistChatModel, system: str) -> None:
+        self.chat = chat
+        self.history = InMemoryChatMessageHistory()
+        self.history.add_message(SystemMessage(system))
+
+    def ask(self, question: str, **kwargs: Any) -> AIMessage:
+        """Ask one question, remember it and the answer, and return the answer."""
+        self.history.add_message(HumanMessage(question))
+        answer = self.chat.invoke(self.history.messages, **kwargs)
+        reply = AIMessage(
+            content=answer.content,
+            usage_metadata=answer.usage_metadata,
+            response_metadata=answer.response_metadata,
+        )
+        self.history.add_message(reply)
+        return reply

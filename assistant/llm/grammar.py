@@ -1,0 +1,87 @@
+"""JSON schema → llama.cpp grammar, failing closed.
+
+llama-cpp-python's ``response_format={"type": "json_object", "schema": ...}`` path
+turns the schema into a GBNF grammar and, when that fails, silently falls back to a
+grammar for *any* JSON value. kassist builds the grammar itself and refuses instead:
+a schema that cannot become a grammar raises :class:`SchemaNotSupported`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from assistant.llm.errors import SchemaNotSupported
+
+_SCALARS = {"string", "integer", "number", "boolean"}
+
+
+def _field_kind(name: str, prop: dict[str, Any]) -> str:
+    if "enum" in prop or "const" in prop:
+        return "enum"
+    kind = prop.get("type")
+    if kind in _SCALARS:
+        return str(kind)
+    if kind == "array":
+        items = prop.get("items", {})
+        if isinstance(items, dict) and (items.get("type") in _SCALARS or "enum" in items):
+            return "array"
+    raise SchemaNotSupported(
+        f"schema field {name!r} is not flat (type {kind!r})",
+        "keep step schemas flat: scalars, enums and lists of scalars",
+    )
+
+
+def check_flat(schema: dict[str, Any]) -> None:
+    """Check that a step schema is one flat object: scalars, enums, lists of scalars.
+
+    Flat schemas are what small models follow reliably and what every backend's
+    converter handles.
+
+    :raises SchemaNotSupported: nested objects, references, unions, or no properties.
+    """
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
+        raise SchemaNotSupported(
+            "a step schema must be an object with properties", "fix the step's schema"
+        )
+    if "$defs" in schema or "$ref" in json.dumps(schema):
+        raise SchemaNotSupported(
+            "a step schema must not use $ref/$defs", "inline enums (use Literal in pydantic)"
+        )
+    for name, prop in schema["properties"].items():
+        if not isinstance(prop, dict):
+            raise SchemaNotSupported(f"schema field {name!r} is not an object", "fix the schema")
+        _field_kind(name, prop)
+
+
+def schema_to_gbnf(schema: dict[str, Any]) -> str:
+    """Return the llama.cpp GBNF grammar that admits exactly the objects of ``schema``.
+
+    :param schema: a flat JSON schema (see :func:`check_flat`).
+    :return: the grammar text (root rule ``root``).
+    :raises SchemaNotSupported: the schema is not flat, the converter fails, or it would
+        only give the generic "any JSON" grammar.
+    """
+    check_flat(schema)
+    try:
+        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+    except ImportError:
+        raise SchemaNotSupported(
+            "llama-cpp-python is not installed: no grammar for structured output",
+            "run the README's set-up command",
+        ) from None
+    try:
+        grammar = json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # the converter raises bare Exceptions and KeyErrors
+        raise SchemaNotSupported(
+            f"cannot turn the schema into a grammar ({type(exc).__name__}: {exc})",
+            "simplify the step's schema",
+        ) from None
+    if not isinstance(grammar, str) or "root ::=" not in grammar:
+        raise SchemaNotSupported("the grammar converter gave no root rule", "simplify the schema")
+    if grammar.strip() == str(JSON_GBNF).strip():
+        raise SchemaNotSupported(
+            "the schema only gives the generic JSON grammar (no constraint)",
+            "give the schema its properties",
+        )
+    return grammar

