@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from probes.bpf.runner import Bucket, MapEntry, MapResult, ProbeResult
 
 WIDTH = 80
@@ -86,13 +88,14 @@ def render_result(result: ProbeResult) -> str:
     if result.interrupted:
         out.append("(interrupted)")
     for ev in result.events:
-        out.append(_cut("  ".join(f"{k}={v}" for k, v in ev.items()), WIDTH))
+        words = [f"{k}={v}" for k, v in ev.items()]
+        out.extend(textwrap.wrap("  ".join(words), WIDTH, subsequent_indent="    "))
     for line in result.messages:
         out.append(_cut(line, WIDTH))
     for m in result.maps.values():
         out.append("")
         if m.description:
-            out.append(_cut(f"{m.name}: {m.description}", WIDTH))
+            out.extend(textwrap.wrap(f"{m.name}: {m.description}", WIDTH, subsequent_indent="  "))
         if not m.entries:
             out.append("(empty)")
         elif m.kind == "hist":
