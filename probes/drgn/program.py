@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -292,6 +293,43 @@ def open_live(
     return target
 
 
+#: Seconds to wait for QEMU's QMP greeting before giving up.
+QMP_GREETING_TIMEOUT = 5.0
+
+
+def check_qmp(address: str, timeout: float = QMP_GREETING_TIMEOUT) -> None:
+    """Check that QEMU answers on a QMP address (drgn itself would wait forever).
+
+    QEMU serves one QMP client at a time: a second one is accepted by the
+    kernel but never greeted.
+
+    :param address: a Unix socket path, or ``host:port``.
+    :raises ProbeError: nothing listens there, or QEMU does not greet within ``timeout``.
+    """
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and not os.path.exists(address):
+        family, where = socket.AF_INET, (host, int(port))
+    else:
+        family, where = socket.AF_UNIX, address  # type: ignore[assignment]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(where)
+            greeting = sock.recv(4096)
+        except TimeoutError:
+            raise ProbeError(
+                f"QEMU at {address} does not answer within {timeout:.0f} s",
+                "another QMP client may be connected (QEMU serves one at a time)",
+            ) from None
+        except OSError as exc:
+            raise ProbeError(
+                f"cannot connect to QEMU at {address}: {exc.strerror or exc}",
+                "give QEMU's -qmp unix:PATH,server=on,wait=off socket",
+            ) from None
+    if b'"QMP"' not in greeting:
+        raise ProbeError(f"{address} is not a QMP socket", "give QEMU's -qmp socket")
+
+
 def open_qmp(
     address: str,
     vmlinux: str | None = None,
@@ -307,6 +345,7 @@ def open_qmp(
     :param address: QEMU's QMP Unix socket path, or ``host:port``.
     :raises ProbeError: QEMU cannot be reached, the guest's kernel is not found, or no debug info.
     """
+    check_qmp(address)
     prog = drgn.Program(X86_64)
     with _drgn_warnings() as messages:
         try:
