@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import uuid
 import zlib
@@ -277,3 +278,25 @@ def test_journal_says_not_available_in_one_line_or_reads() -> None:
             list(iter_records("journal"))
         assert "not available" in info.value.one_line()
         assert "\n" not in info.value.one_line()
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_logs_prints_kmsg_records_and_refuses_bad_sources(tmp_path: Path) -> None:
+    from tests.conftest import run_kassist
+
+    require(_kmsg_usable(), "needs root to write and read /dev/kmsg")
+    tag = uuid.uuid4().hex
+    _write_kmsg([f"<3>kassist-cli {tag}\n", f"<7>kassist-cli-debug {tag}\n"])
+    proc = run_kassist(["probe", "logs", "kmsg", "--level", "3", "--format", "jsonl"])
+    assert proc.returncode == 0, proc.stderr
+    mine = [json.loads(line) for line in proc.stdout.splitlines() if tag in line]
+    assert [(r["text"], r["level"], r["source"]) for r in mine] == [
+        (f"kassist-cli {tag}", 3, "kmsg")
+    ]  # the debug line is filtered out by --level 3
+    text = run_kassist(["probe", "logs", "kmsg"])
+    assert any(line.startswith("<3>[") and tag in line for line in text.stdout.splitlines())
+    bad = run_kassist(["probe", "logs", f"pstore:{tmp_path}"])
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert "not available: no dmesg-* files" in bad.stderr
