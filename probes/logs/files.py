@@ -102,8 +102,11 @@ def looks_binary(sample: bytes) -> bool:
     return text_bytes < 0.7 * len(sample)
 
 
-def _decompressing(raw: IO[bytes], kind: str | None) -> IO[bytes]:
-    # Every decompressor is wrapped in a BufferedReader so that callers can peek().
+def decompressing(raw: IO[bytes], kind: str | None) -> IO[bytes]:
+    """Return a stream of ``raw`` decompressed as ``kind`` (see :func:`compression_of`).
+
+    Every decompressor is wrapped in a BufferedReader so that callers can ``peek()``.
+    """
     inner: Any
     if kind == "gzip":
         inner = gzip.GzipFile(fileobj=raw)
@@ -215,7 +218,7 @@ def _sniffed(raw: BinaryIO, name: str) -> IO[bytes]:
     buffered = io.BufferedReader(raw, buffer_size=CHUNK_BYTES)  # type: ignore[type-var]
     head = buffered.peek(SNIFF_BYTES)[:SNIFF_BYTES]
     kind = compression_of(head)
-    stream = _decompressing(buffered, kind)
+    stream = decompressing(buffered, kind)
     if kind is not None:
         try:
             head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.errors import ProbeError
-from probes.logs.files import _decompressing, compression_of, looks_binary
+from probes.logs.files import compression_of, decompressing, looks_binary
 from probes.logs.records import LogRecord, parse_console_line
 
 PSTORE_DIR = "/sys/fs/pstore"
@@ -63,7 +63,7 @@ def inflate_part(data: bytes) -> tuple[bytes, bool]:
     """
     kind = compression_of(data[:8])
     if kind is not None:
-        stream = _decompressing(io.BytesIO(data), kind)
+        stream = decompressing(io.BytesIO(data), kind)
         chunks: list[bytes] = []
         try:
             while chunk := stream.read(1 << 16):

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from probes.errors import ProbeError
 from probes.logs.files import ReadStats, iter_log_lines, kdump_dmesg_files
 from probes.logs.journal import iter_journal
 from probes.logs.kmsg import KmsgStats, iter_kmsg
@@ -73,7 +74,12 @@ def iter_records(
         stats.files.append("/dev/kmsg")
         yield from iter_kmsg(follow=follow, stats=stats.kmsg)
     elif source == "journal" or source.startswith("journal:"):
-        boot = int(source.partition(":")[2] or "0")
+        boot_text = source.partition(":")[2] or "0"
+        if not boot_text.lstrip("-").isdigit():
+            raise ProbeError(
+                f"{source}: not a boot number", "use journal (this boot) or journal:-1 (previous)"
+            )
+        boot = int(boot_text)
         stats.files.append(f"journal (boot {boot})")
         yield from iter_journal(boot)
     elif source == "pstore" or source.startswith("pstore:"):
