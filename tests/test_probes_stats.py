@@ -13,10 +13,13 @@ import pytest
 from probes.errors import ProbeError
 from probes.stats import decode_taint, rates, read_sysctls, take_snapshot, typed_value
 from probes.stats.parse import (
+    parse_cgroup_io_stat,
     parse_diskstats,
     parse_kconfig,
+    parse_modules,
     parse_pressure,
     parse_snmp,
+    parse_sockstat,
     parse_stat,
 )
 from probes.stats.read import cgroup2_mount, resolve_cgroup
@@ -51,6 +54,25 @@ def test_parsers_on_real_formats() -> None:
     assert disks["vda"]["major"] == 254
     cfg = parse_kconfig('CONFIG_HZ=250\nCONFIG_A="x y"\n# CONFIG_B is not set\nCONFIG_C=m\n')
     assert cfg == {"CONFIG_HZ": 250, "CONFIG_A": "x y", "CONFIG_B": False, "CONFIG_C": "m"}
+
+
+def test_modules_sockstat_and_cgroup_io_parsers() -> None:
+    mods = parse_modules(
+        "nf_tables 323584 12 nft_chain_nat,nft_ct, Live 0xffffffffc0a00000\n"
+        "vboxdrv 696320 2 - Live 0x0000000000000000 (OE)\n"
+    )
+    assert mods[0] == {
+        "name": "nf_tables", "size": 323584, "refcount": 12,
+        "users": ["nft_chain_nat", "nft_ct"], "state": "Live", "taint": "",
+    }  # fmt: skip
+    assert mods[1]["users"] == [] and mods[1]["taint"] == "OE"
+    sock = parse_sockstat("sockets: used 120\nTCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1\n")
+    assert sock["TCP"] == {"inuse": 5, "orphan": 0, "tw": 2, "alloc": 7, "mem": 1}
+    assert sock["sockets"] == {"used": 120}
+    io = parse_cgroup_io_stat("254:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
+    assert io == {
+        "254:0": {"rbytes": 4096, "wbytes": 0, "rios": 1, "wios": 0, "dbytes": 0, "dios": 0}
+    }
 
 
 def test_taint_decoding() -> None:
