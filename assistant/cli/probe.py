@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from typing import Any
 
@@ -43,10 +44,12 @@ def list_cmd(fmt: str) -> None:
         click.echo(json.dumps({"schema": "kassist.probes/1", "probes": data}, indent=2))
         return
     width = max(len(s.name) for s, _ in rows)
+    indent = " " * (width + 2)
     for spec, why in rows:
-        click.echo(f"{spec.name:<{width}}  {_cut(spec.summary, 78 - width)}")
         status = "available" if why is None else f"not available: {why}"
-        click.echo(f"{'':<{width}}  {_cut(status, 78 - width)}")
+        for i, text in enumerate((spec.summary, status)):
+            first = f"{spec.name:<{width}}  " if i == 0 else indent
+            click.echo(textwrap.fill(text, 80, initial_indent=first, subsequent_indent=indent))
 
 
 def _cut(text: str, width: int) -> str:
