@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from actions.policy import Policy
 from actions.validate import Planned, validate, values_equal
 
 FAULT_ENV = "KASSIST_AGENT_FAULT"
+#: The window of the rate rule (``max_changes_per_hour``), in seconds.
+RATE_WINDOW = 3600.0
 Result = dict[str, Any]
 
 
@@ -91,6 +94,10 @@ class Agent:
         self._lock = threading.RLock()
         self._notices: list[str] = []
         self._fault = os.environ.get(FAULT_ENV, "")
+        self._recent_lock = threading.Lock()
+        self._recent: dict[tuple[str, str], deque[float]] = {}
+        for kind, key, when in self.journal.recent_times(RATE_WINDOW):
+            self._recent.setdefault((kind, key), deque()).append(when)
 
     def close(self) -> None:
         """Close the journal and the audit log."""
@@ -117,7 +124,20 @@ class Agent:
         )
         if errors:
             return [], errors
-        return validate(recs, self.policy, self.roots, self.journal.recent_changes)
+        return validate(recs, self.policy, self.roots, self._recent_count)
+
+    def _recent_count(self, kind: str, key: str) -> int:
+        # The rate rule's counter, kept in memory (the agent is the journal's only writer).
+        cutoff = time.time() - RATE_WINDOW
+        with self._recent_lock:
+            times = self._recent.get((kind, key))
+            while times and times[0] < cutoff:
+                times.popleft()
+            return len(times) if times else 0
+
+    def _count_change(self, kind: str, key: str) -> None:
+        with self._recent_lock:
+            self._recent.setdefault((kind, key), deque()).append(time.time())
 
     def _auto_approvable(self, planned: Sequence[Planned]) -> bool:
         if self.policy.auto_approve == "none":
@@ -133,7 +153,7 @@ class Agent:
 
     def validate(self, doc: object, who: dict[str, Any]) -> Result:
         """Validate a recommendation (or a list) and return the dry-run diff; write nothing."""
-        self.audit.record("submission", op="validate", who=who)
+        # One line records both the submission and its verdict (nothing is written).
         planned, errors = self._parse(doc)
         verdict = "rejected" if errors else "valid"
         self.audit.record(
@@ -192,7 +212,10 @@ class Agent:
             )
             for p in planned
         ]
-        cs_id = self.journal.create(changes, who, persist)
+        created = time.time()
+        cs_id = self.journal.create(changes, who, persist, created)
+        for c in changes:
+            self._count_change(c.kind, c.target)
         self.audit.record("verdict", op="apply", who=who, verdict="valid", changeset=cs_id)
         self._step("validated", cs_id)
         self.journal.set_state(cs_id, "applying")
@@ -217,13 +240,12 @@ class Agent:
                     error=str(exc),
                 )
                 break
-            self.journal.set_change_state(cs_id, i, "written")
             self.audit.record(
                 "write", changeset=cs_id, target=p.knob.key, old=p.old, new=p.new, ok=True
             )
             self._step(f"write:{i}", cs_id)
         if failure is None:
-            self.journal.set_state(cs_id, "applied")
+            self.journal.set_state(cs_id, "applied", change_state="written")
             self._step("applied", cs_id)
             failure = self._verify(cs_id, planned)
         if failure is not None:
@@ -245,9 +267,7 @@ class Agent:
                 self._cs(cs_id),
                 notices=self._take_notices() + undo_errors,
             )
-        self.journal.set_state(cs_id, "verified", change_state="verified")
-        for c in changes:
-            self.journal.supersede(c.kind, c.target, cs_id)
+        self.journal.verified(cs_id)
         self._step("verified", cs_id)
         notices = self._take_notices()
         if persist:
@@ -259,7 +279,12 @@ class Agent:
                 if c.kind == "sysfs"
             ]
         self.audit.record("verdict", op="apply", changeset=cs_id, verdict="verified")
-        return result(True, "verified", (), self._cs(cs_id), notices=notices)
+        # Built from what is known rather than read back: `history ID` shows the events.
+        for c in changes:
+            c.state = "verified"
+        now = time.time()
+        done = Changeset(cs_id, "verified", created, changes, who, persist, now)
+        return result(True, "verified", (), done.to_dict(), notices=notices)
 
     def _verify(self, cs_id: int, planned: Sequence[Planned]) -> Rejected | None:
         for p in planned:
@@ -482,9 +507,7 @@ class Agent:
                     errors = self._restore(cs)
                     state = "rolling_back" if errors else "rolled_back"
                 elif cs.state == "applied" and all(self._reads(c, c.new) for c in cs.changes):
-                    self.journal.set_state(cs.id, "verified", change_state="verified")
-                    for c in cs.changes:
-                        self.journal.supersede(c.kind, c.target, cs.id)
+                    self.journal.verified(cs.id)
                     if cs.persist:
                         self._persist(cs.id)
                     state, errors = "verified", []

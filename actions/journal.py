@@ -75,6 +75,7 @@ class Journal:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._local = threading.local()
+        self._commits = 0
         self._migrate()
 
     def _conn(self) -> sqlite3.Connection:
@@ -84,6 +85,8 @@ class Journal:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints (the only fsyncs) run from checkpoint(), off the apply path.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
         return conn
@@ -98,6 +101,10 @@ class Journal:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        # A safety net when nobody calls checkpoint(): never let the WAL grow without bound.
+        self._commits += 1
+        if self._commits % 2000 == 0:
+            self.checkpoint()
 
     def _migrate(self) -> None:
         with self._tx() as conn:
@@ -106,6 +113,10 @@ class Journal:
                 for statement in filter(str.strip, script.split(";")):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={i}")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file (a passive checkpoint: never blocks writers)."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -116,12 +127,19 @@ class Journal:
 
     # --- writing ----------------------------------------------------------------------
 
-    def create(self, changes: Sequence[Change], who: dict[str, Any], persist: bool) -> int:
+    def create(
+        self,
+        changes: Sequence[Change],
+        who: dict[str, Any],
+        persist: bool,
+        now: float | None = None,
+    ) -> int:
         """Journal a validated changeset with its old and new values.
 
+        :param now: its creation time (seconds since the epoch; default: now).
         :return: the changeset's id.
         """
-        now = time.time()
+        now = time.time() if now is None else now
         with self._tx() as conn:
             cur = conn.execute(
                 "INSERT INTO changesets (created, updated, state, who, persist)"
@@ -175,14 +193,21 @@ class Journal:
                 (state, cs_id, seq),
             )
 
-    def supersede(self, kind: str, target: str, before_id: int) -> None:
-        """Mark earlier verified changes of a key as superseded by changeset ``before_id``."""
+    def verified(self, cs_id: int) -> None:
+        """Mark a changeset and its changes verified; earlier changes of its keys superseded."""
         with self._tx() as conn:
             conn.execute(
-                "UPDATE changes SET state = 'superseded' WHERE kind = ? AND target = ? "
-                "AND state = 'verified' AND changeset_id < ?",
-                (kind, target, before_id),
+                "UPDATE changesets SET state = 'verified', updated = ? WHERE id = ?",
+                (time.time(), cs_id),
             )
+            conn.execute(
+                "UPDATE changes SET state = 'superseded' WHERE state = 'verified' AND "
+                "changeset_id < ? AND (kind, target) IN "
+                "(SELECT kind, target FROM changes WHERE changeset_id = ?)",
+                (cs_id, cs_id),
+            )
+            conn.execute("UPDATE changes SET state = 'verified' WHERE changeset_id = ?", (cs_id,))
+            self._event(conn, cs_id, "verified", {})
 
     def unsupersede(self, kind: str, target: str, after_id: int) -> None:
         """Hand a key back to the latest earlier changeset that managed it (after a rollback)."""
@@ -291,20 +316,19 @@ class Journal:
         )
         return None if row is None else int(row[0])
 
-    def recent_changes(self, kind: str, target: str, within: float = 3600.0) -> int:
-        """Count the changes of one key applied (or attempted) in the last ``within`` seconds."""
-        row = (
-            self._conn()
-            .execute(
-                "SELECT COUNT(*) FROM changes"
-                " JOIN changesets ON changesets.id = changes.changeset_id"
-                " WHERE kind = ? AND target = ? AND changesets.created >= ?"
-                " AND changesets.state != 'validated'",
-                (kind, target, time.time() - within),
-            )
-            .fetchone()
+    def recent_times(self, within: float = 3600.0) -> list[tuple[str, str, float]]:
+        """Return ``(kind, target, created)`` of every change attempted in the last ``within`` s.
+
+        Changesets never journaled past ``validated`` are not counted; oldest first.
+        """
+        rows = self._conn().execute(
+            "SELECT kind, target, changesets.created FROM changes"
+            " JOIN changesets ON changesets.id = changes.changeset_id"
+            " WHERE changesets.created >= ? AND changesets.state != 'validated'"
+            " ORDER BY changesets.created",
+            (time.time() - within,),
         )
-        return int(row[0])
+        return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     def managed(self) -> list[tuple[int, int, Change]]:
         """Return the keys the agent manages: ``(changeset id, seq, change)`` in state verified."""

@@ -18,6 +18,7 @@ import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from pathlib import Path
 
 from actions.errors import Rejected
@@ -51,6 +52,15 @@ def glob_match(pattern: str, name: str, sep: str) -> bool:
     :param sep: the component separator (``.`` for sysctl, ``/`` for sysfs).
     """
     return _match_parts(pattern.split(sep), name.split(sep))
+
+
+@lru_cache(maxsize=16384)
+def first_match(patterns: tuple[str, ...], name: str, sep: str) -> str | None:
+    """Return the first of ``patterns`` that matches ``name`` (see :func:`glob_match`).
+
+    Cached: the agent asks the same few questions about the same few keys all day.
+    """
+    return next((p for p in patterns if glob_match(p, name, sep)), None)
 
 
 def _match_parts(pat: list[str], parts: list[str]) -> bool:
@@ -250,7 +260,7 @@ class SysfsKind(Kind):
         bad = [p for p in parts if not _WORD.match(p)]
         if bad:
             raise Rejected("name", target, f"component {bad[0]!r} is not a plain name")
-        pattern = next((p for p in SYSFS_CATALOGUE if glob_match(p, target, "/")), None)
+        pattern = first_match(SYSFS_CATALOGUE, target, "/")
         if pattern is None:
             raise Rejected(
                 "catalogue", target, "not a sysfs knob the agent manages (see its catalogue)"
@@ -264,8 +274,12 @@ class SysfsKind(Kind):
 KINDS: dict[str, Kind] = {k.name: k for k in (SysctlKind(), SysfsKind())}
 
 
+@lru_cache(maxsize=4096)
 def resolve(kind: str, target: str, roots: Roots, writable: bool = True) -> Knob:
     """Resolve a target of the given kind (see :meth:`Kind.resolve`).
+
+    Successful resolutions are cached (refusals are not): the trees change rarely, and
+    a knob that disappears later fails its read or write, which the agent handles.
 
     :raises Rejected: an unknown kind, or the kind's own refusals.
     """

@@ -9,7 +9,7 @@ the kernel, the built-in limits and the policy.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
@@ -103,7 +103,7 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the change as JSON-ready data."""
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -129,6 +129,6 @@ class Changeset:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the changeset as JSON-ready data."""
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["changes"] = [c.to_dict() for c in self.changes]
         return out

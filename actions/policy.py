@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.errors import ActionError
-from actions.knobs import glob_match
+from actions.knobs import first_match, glob_match
 from actions.limits import (
     SECURITY_BASELINE,
     Machine,
@@ -62,28 +62,36 @@ class Policy:
     auto_approve: str = "none"
     source: str = "built-in default policy"
     machine: Machine = field(default_factory=machine)
+    _specs: dict[tuple[str, str], Spec | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def denied_by(self, key: str, sep: str) -> str | None:
         """Return the deny glob that matches ``key``, if any."""
-        return next((g for g in self.deny if glob_match(g, key, sep)), None)
+        return first_match(self.deny, key, sep)
 
     def allowed_by(self, key: str, sep: str) -> str | None:
         """Return the allow glob that matches ``key``, if any."""
-        return next((g for g in self.allow if glob_match(g, key, sep)), None)
+        return first_match(self.allow, key, sep)
 
     def in_baseline(self, key: str, sep: str) -> bool:
         """Tell whether ``key`` is a security-baseline key."""
-        return any(glob_match(g, key, sep) for g in self.baseline)
+        return first_match(self.baseline, key, sep) is not None
 
     def may_lower_baseline(self, key: str, sep: str) -> bool:
         """Tell whether the policy explicitly lets ``key`` be lowered."""
-        return any(glob_match(g, key, sep) for g in self.baseline_override)
+        return first_match(self.baseline_override, key, sep) is not None
 
     def spec(self, key: str, sep: str) -> Spec | None:
         """Return the effective spec of ``key``: built-in limits narrowed by the policy.
 
         :return: ``None`` when neither the built-in table nor the policy knows the key.
         """
+        if (key, sep) not in self._specs:
+            self._specs[(key, sep)] = self._spec(key, sep)
+        return self._specs[(key, sep)]
+
+    def _spec(self, key: str, sep: str) -> Spec | None:
         found = builtin_entry(key, sep)
         spec = None
         if found is not None:

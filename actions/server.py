@@ -193,6 +193,7 @@ class AgentServer:
                 self._writer_thread, self.agent.check_overrides
             ):
                 self.log(notice)
+            await loop.run_in_executor(self._writer_thread, self.agent.journal.checkpoint)
 
     # --- connections ------------------------------------------------------------------
 
@@ -210,18 +211,30 @@ class AgentServer:
             return
         inflight = asyncio.Semaphore(self.settings.max_inflight)
         tasks: set[asyncio.Task[None]] = set()
+        out: list[bytes] = []  # quick completions, written once per chunk read
         try:
-            async for line in self._lines(reader):
-                doc = decode_entry(line)
-                await inflight.acquire()
-                task = asyncio.create_task(self._submission(doc, who, writer, inflight))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            async for batch in self._batches(reader):
+                for line in batch:
+                    doc = decode_entry(line)
+                    quick = self._quick(doc, who)
+                    if quick is not None:
+                        # Answered on the spot: validation and history only read.
+                        out.append(encode({"user_data": doc["user_data"], **quick}))
+                        continue
+                    self._flush(writer, out)
+                    await inflight.acquire()
+                    task = asyncio.create_task(self._submission(doc, who, writer, inflight))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                self._flush(writer, out)
+                if writer.transport.get_write_buffer_size() > 1 << 18:
+                    await writer.drain()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         except asyncio.CancelledError:
             return  # the agent is stopping; the finally clause closes the connection
         except Malformed as exc:
+            self._flush(writer, out)
             self.agent.audit.record("malformed", who=who, reason=str(exc))
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -231,27 +244,33 @@ class AgentServer:
         finally:
             await self._close(writer)
 
-    async def _lines(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-        # Yield complete lines; a partial entry must reach its newline within entry_timeout
-        # (slow loris), an idle connection may wait idle_timeout, and no entry may pass
-        # MAX_ENTRY bytes.
+    @staticmethod
+    def _flush(writer: asyncio.StreamWriter, out: list[bytes]) -> None:
+        if out and not writer.is_closing():
+            writer.write(b"".join(out))
+        out.clear()
+
+    async def _batches(self, reader: asyncio.StreamReader) -> AsyncIterator[list[bytes]]:
+        # Yield the complete lines of each chunk read; a partial entry must reach its
+        # newline within entry_timeout (slow loris), an idle connection may wait
+        # idle_timeout, and no entry may pass MAX_ENTRY bytes. Lines before a bad one
+        # are still yielded (and answered) before the connection is closed.
         buf = b""
         started = 0.0
         loop = asyncio.get_running_loop()
+        late = f"entry not finished within {self.settings.entry_timeout:g} s"
         while True:
             if buf:
                 timeout = started + self.settings.entry_timeout - loop.time()
                 if timeout <= 0:
-                    raise Malformed(f"entry not finished within {self.settings.entry_timeout:g} s")
+                    raise Malformed(late)
             else:
                 timeout = self.settings.idle_timeout
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), timeout)
             except TimeoutError:
                 if buf:
-                    raise Malformed(
-                        f"entry not finished within {self.settings.entry_timeout:g} s"
-                    ) from None
+                    raise Malformed(late) from None
                 return
             except ConnectionError:
                 return
@@ -262,15 +281,26 @@ class AgentServer:
             if not buf:
                 started = loop.time()
             buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if len(line) + 1 > MAX_ENTRY:
+            if b"\n" not in chunk:
+                if len(buf) > MAX_ENTRY:
                     raise Malformed(f"entry larger than {MAX_ENTRY} bytes")
+                continue
+            *lines, buf = buf.split(b"\n")
+            started = loop.time()
+            good: list[bytes] = []
+            error: Malformed | None = None
+            for line in lines:
+                if len(line) + 1 > MAX_ENTRY:
+                    error = Malformed(f"entry larger than {MAX_ENTRY} bytes")
+                    break
                 if line.strip():
-                    yield line
-                started = loop.time()
-            if len(buf) > MAX_ENTRY:
-                raise Malformed(f"entry larger than {MAX_ENTRY} bytes")
+                    good.append(line)
+            if error is None and len(buf) > MAX_ENTRY:
+                error = Malformed(f"entry larger than {MAX_ENTRY} bytes")
+            if good:
+                yield good
+            if error is not None:
+                raise error
 
     async def _submission(
         self,
@@ -291,39 +321,70 @@ class AgentServer:
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
 
-    async def _dispatch(self, doc: dict[str, Any], who: dict[str, Any]) -> Result:
+    def _quick(self, doc: dict[str, Any], who: dict[str, Any]) -> Result | None:
+        # The checks and the read-only ops, answered on the event loop; None: the op
+        # mutates (or reads the kernel for overrides) and goes to the worker thread.
         op = doc.get("op")
-        if op not in OPS:
-            return result(False, "malformed", [Rejected("protocol", "", f"unknown op {op!r}; "
-                          f"ops: {', '.join(OPS)}")])  # fmt: skip
-        extra = set(doc) - {"op", "user_data"} - OPS[op]
-        if extra:
-            return result(False, "malformed", [Rejected("protocol", "", f"{op}: unknown field "
-                          f"{sorted(extra)[0]!r}")])  # fmt: skip
+        try:
+            if op not in OPS:
+                return result(
+                    False,
+                    "malformed",
+                    [Rejected("protocol", "", f"unknown op {op!r}; ops: {', '.join(OPS)}")],
+                )
+            extra = set(doc) - {"op", "user_data"} - OPS[op]
+            if extra:
+                return result(
+                    False,
+                    "malformed",
+                    [Rejected("protocol", "", f"{op}: unknown field {sorted(extra)[0]!r}")],
+                )
+            if op == "validate":
+                return self.agent.validate(doc.get("recommendations"), who)
+            if op == "history":
+                cs_id, limit, since = doc.get("id"), doc.get("limit", 50), doc.get("since", 0)
+                if not _int_or_none(cs_id) or not _int_or_none(limit) or not _number(since):
+                    return result(
+                        False,
+                        "malformed",
+                        [
+                            Rejected(
+                                "protocol",
+                                "",
+                                "history: id and limit must be integers, since a number",
+                            )
+                        ],
+                    )
+                return self.agent.history(cs_id, max(1, min(int(limit or 50), 1000)), float(since))
+        except Exception as exc:  # the agent must answer every submission
+            self.agent.audit.record("internal-error", who=who, error=repr(exc))
+            return result(
+                False, "error", [Rejected("internal", "", f"{type(exc).__name__}: {exc}")]
+            )
+        return None
+
+    async def _dispatch(self, doc: dict[str, Any], who: dict[str, Any]) -> Result:
+        op = doc["op"]
         loop = asyncio.get_running_loop()
-        if op == "validate":
-            return self.agent.validate(doc.get("recommendations"), who)
-        if op == "history":
-            cs_id, limit, since = doc.get("id"), doc.get("limit", 50), doc.get("since", 0)
-            if not _int_or_none(cs_id) or not _int_or_none(limit) or not _number(since):
-                return result(False, "malformed", [Rejected("protocol", "", "history: id and "
-                              "limit must be integers, since a number")])  # fmt: skip
-            return self.agent.history(cs_id, max(1, min(int(limit), 1000)), float(since))
         if op == "status":
             return await loop.run_in_executor(self._writer_thread, self.agent.status)
         if op == "apply":
             persist = doc.get("persist", False)
             if not isinstance(persist, bool):
-                return result(False, "malformed", [Rejected("protocol", "", "persist must be "
-                              "true or false")])  # fmt: skip
+                return result(
+                    False, "malformed", [Rejected("protocol", "", "persist must be true or false")]
+                )
             recs = doc.get("recommendations")
             return await loop.run_in_executor(
                 self._writer_thread, lambda: self.agent.apply(recs, who, persist)
             )
         cs_id, since = doc.get("id"), doc.get("since")
         if not _int_or_none(cs_id) or (since is not None and not _number(since)):
-            return result(False, "malformed", [Rejected("protocol", "", "rollback: id must be an "
-                          "integer, since a number")])  # fmt: skip
+            return result(
+                False,
+                "malformed",
+                [Rejected("protocol", "", "rollback: id must be an integer, since a number")],
+            )
         return await loop.run_in_executor(
             self._writer_thread,
             lambda: self.agent.rollback(who, cs_id, None if since is None else float(since)),

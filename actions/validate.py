@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from actions.errors import Rejected
@@ -84,9 +85,15 @@ def _strings(value: object) -> Iterable[str]:
             yield from _strings(v)
 
 
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _bad_char(text: str) -> str | None:
     # Control characters (terminal escapes) and bidi/format characters (text that reads
     # differently from what it says) have no place in prose a person approves.
+    if text.isascii():
+        m = _ASCII_CONTROL.search(text)
+        return m.group() if m else None
     for c in text:
         if c in "\n\t":
             continue
@@ -158,6 +165,7 @@ def canonical_value(raw: object, target: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=4096)
 def parse_ints(text: str) -> tuple[int, ...] | None:
     """Parse canonical text as integers, or return ``None`` when it is not all integers."""
     words = text.split()
@@ -364,12 +372,17 @@ def _current_ints(key: str, roots: Roots) -> tuple[int, ...] | None:
         return None
 
 
+_INVARIANT_KEYS = frozenset(k for keys, _ in INVARIANTS for k in keys)
+
+
 def check_invariants(planned: Sequence[Planned], roots: Roots) -> list[Rejected]:
     """Check cross-key invariants on the state the changeset would leave.
 
     An invariant is checked when the changeset touches one of its keys; it must hold
     afterwards, or at least not move further from holding than it already was.
     """
+    if not any(p.knob.key in _INVARIANT_KEYS for p in planned):
+        return []
     proposed = {p.knob.key: parse_ints(p.new) for p in planned if p.knob.kind == "sysctl"}
     errors: list[Rejected] = []
     for keys, check in INVARIANTS:

@@ -94,6 +94,12 @@ def test_the_rate_limit_counts_the_journal(tmp_path: Path) -> None:
         assert _read(agent, "sysctl", "net.core.somaxconn") == "5000"
     finally:
         agent.close()
+    restarted = Agent(agent.policy, agent.paths, agent.roots, journald="/nonexistent")
+    try:  # a restart does not reset the count: it is read back from the journal
+        again = restarted.apply(rec("net.core.somaxconn", 7000), WHO)
+        assert again["errors"][0]["rule"] == "rate"
+    finally:
+        restarted.close()
 
 
 def test_overrides_are_detected_and_never_fought(agent: Agent) -> None:

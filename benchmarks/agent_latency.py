@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Kernel agent latency and throughput through its Unix socket, in a private network namespace.
+
+Prints submission-to-completion latency (p50, p99) for ``validate`` and for
+``apply`` + verify of one key (``net.core.somaxconn``, alternating between two
+values), and validation throughput with many submissions in flight on one
+connection. Baselines measured in the same run: the same validation called
+in-process (no socket, no audit), and a socket round trip of ``history`` with
+``limit`` 1 (the protocol's floor). Targets: p99 <= 5 ms for apply + verify,
+>= 5,000 validations/s.
+
+Run as root: ``.venv/bin/python benchmarks/agent_latency.py [--n 2000]``. The agent
+runs in a namespace created by ``unshare -n``, so the host's sysctls never move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+POLICY = """
+version = 1
+max_changes_per_hour = 1000000
+allow = ["net.core.somaxconn", "net.ipv4.tcp_fin_timeout"]
+"""
+
+
+def rec(value: int) -> dict[str, object]:
+    return {
+        "id": "bench",
+        "kind": "sysctl",
+        "target": "net.core.somaxconn",
+        "value": value,
+        "rationale": "benchmark: listen queue overflows",
+        "evidence": ["nstat: ListenOverflows 1"],
+        "risk": "low",
+        "source": "rules",
+    }
+
+
+class Conn:
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(str(path))
+        self.buf = b""
+
+    def send(self, entry: dict[str, object]) -> None:
+        self.sock.sendall(json.dumps(entry).encode() + b"\n")
+
+    def read(self) -> dict[str, object]:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise RuntimeError("agent closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        doc: dict[str, object] = json.loads(line)
+        return doc
+
+    def call(self, entry: dict[str, object]) -> tuple[float, dict[str, object]]:
+        t0 = time.perf_counter()
+        self.send(entry)
+        reply = self.read()
+        return time.perf_counter() - t0, reply
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+def line(name: str, samples: list[float]) -> str:
+    return (
+        f"{name:<34} n={len(samples):<6} p50 {pct(samples, 50):7.3f} ms   "
+        f"p99 {pct(samples, 99):7.3f} ms   mean {statistics.fmean(samples) * 1000:7.3f} ms"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000, help="validate submissions timed one by one")
+    ap.add_argument("--applies", type=int, default=300, help="apply + verify submissions")
+    ap.add_argument("--burst", type=int, default=10000, help="validations in flight for throughput")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("agent_latency: needs root (to create a network namespace)", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="kassist-bench-"))
+    (tmp / "policy.toml").write_text(POLICY)
+    holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"])
+    time.sleep(0.1)
+    ns = f"/proc/{holder.pid}/ns/net"
+    assert os.readlink(ns) != os.readlink("/proc/self/ns/net")
+    sock = tmp / "agent.sock"
+    agent = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net={ns}",
+            sys.executable,
+            "-m",
+            "assistant",
+            "agent",
+            "serve",
+            "--socket",
+            str(sock),
+            "--state-dir",
+            str(tmp / "state"),
+            "--policy",
+            str(tmp / "policy.toml"),
+            "--audit-log",
+            str(tmp / "audit.jsonl"),
+            "--sysctl-conf",
+            str(tmp / "90-kassist.conf"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(500):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert os.readlink(f"/proc/{agent.pid}/ns/net") == os.readlink(ns)
+        conn = Conn(sock)
+        load = os.getloadavg()
+        print(
+            f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs"
+        )
+
+        floor = [conn.call({"op": "history", "user_data": i, "limit": 1})[0] for i in range(args.n)]
+        print(line("baseline: history round trip", floor))
+
+        cpu0 = cpu_seconds(agent.pid)
+        good = [
+            conn.call({"op": "validate", "user_data": i, "recommendations": rec(8192)})
+            for i in range(args.n)
+        ]
+        assert all(r["ok"] for _, r in good), good[0]
+        validate_lat = [t for t, _ in good]
+        validate_cpu = (cpu_seconds(agent.pid) - cpu0) / args.n
+        print(
+            line("validate (socket)", validate_lat) + f"   agent CPU {validate_cpu * 1000:.3f} ms"
+        )
+
+        from actions.knobs import Roots
+        from actions.model import parse_recommendations
+        from actions.policy import load_policy
+        from actions.validate import validate
+
+        policy = load_policy(tmp / "policy.toml")
+        inproc = []
+        # In-process, in this (host) namespace: reads only, nothing is written.
+        for _ in range(args.n):
+            t0 = time.perf_counter()
+            recs, _ = parse_recommendations(rec(8192))
+            validate(recs, policy, Roots())
+            inproc.append(time.perf_counter() - t0)
+        print(line("baseline: validate in-process", inproc))
+
+        applies = []
+        values = (8192, 4096)
+        cpu0 = cpu_seconds(agent.pid)
+        for i in range(args.applies):
+            t, reply = conn.call(
+                {"op": "apply", "user_data": i, "recommendations": rec(values[i % 2])}
+            )
+            assert reply["verdict"] == "verified", reply
+            applies.append(t)
+        apply_cpu = (cpu_seconds(agent.pid) - cpu0) / args.applies
+        print(
+            line("apply + verify, one key (socket)", applies)
+            + f"   agent CPU {apply_cpu * 1000:.3f} ms"
+        )
+
+        t0 = time.perf_counter()
+        cpu0 = cpu_seconds(agent.pid)
+        window = 256
+        sent = done = 0
+        while done < args.burst:
+            while sent < args.burst and sent - done < window:
+                conn.send({"op": "validate", "user_data": sent, "recommendations": rec(8192)})
+                sent += 1
+            reply = conn.read()
+            assert reply["ok"], reply
+            done += 1
+        elapsed = time.perf_counter() - t0
+        rate = args.burst / elapsed
+        burst_cpu = cpu_seconds(agent.pid) - cpu0
+        print(
+            f"{'validation throughput (pipelined)':<34} n={args.burst:<6} {rate:9.0f} /s   "
+            f"({window} in flight; in-process baseline {1 / statistics.fmean(inproc):9.0f} /s)"
+        )
+
+        p99_apply = pct(applies, 99)
+        print()
+        inproc_ms = statistics.fmean(inproc) * 1000
+        print(
+            f"validate p50 / in-process mean: x{pct(validate_lat, 50) / inproc_ms:.1f}; "
+            f"validate p50 / history p50: x{pct(validate_lat, 50) / pct(floor, 50):.2f}"
+        )
+        print(
+            f"target apply+verify p99 <= 5 ms: {p99_apply:.3f} ms "
+            f"({'met' if p99_apply <= 5 else 'NOT met'})"
+        )
+        print(
+            f"target >= 5,000 validations/s: {rate:.0f}/s ({'met' if rate >= 5000 else 'NOT met'})"
+        )
+        print(
+            f"agent CPU per validation in the burst: {burst_cpu / args.burst * 1000:.3f} ms, i.e. "
+            f"{args.burst / burst_cpu:.0f} validations per agent CPU-second"
+        )
+        load = os.getloadavg()
+        print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(10)
+        holder.kill()
+        holder.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
