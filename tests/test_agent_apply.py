@@ -147,3 +147,26 @@ def test_a_new_agent_reads_the_same_journal(tmp_path: Path) -> None:
         assert (first.roots.proc_sys / "net/core/somaxconn").read_text().strip() == "4096"
     finally:
         second.close()
+
+
+def test_audit_lines_also_go_to_journald_when_it_listens(tmp_path: Path) -> None:
+    import socket
+
+    from actions.audit import Audit
+
+    journal = tmp_path / "journal.socket"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(journal))
+    server.settimeout(5)
+    audit = Audit(tmp_path / "audit.jsonl", journald=str(journal))
+    try:
+        audit.record("write", target="net.core.somaxconn", new="8192")
+        fields = dict(line.split("=", 1) for line in server.recv(65536).decode().splitlines())
+    finally:
+        audit.close()
+        server.close()
+    assert fields["SYSLOG_IDENTIFIER"] == "kassist-agent"
+    assert fields["KASSIST_EVENT"] == "write"
+    assert json.loads(fields["MESSAGE"])["target"] == "net.core.somaxconn"
+    line = json.loads((tmp_path / "audit.jsonl").read_text())
+    assert line["event"] == "write" and line["new"] == "8192"

@@ -7,6 +7,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actions.errors import ActionError, Rejected
 from actions.knobs import Roots, bracket_options, glob_match, parse_kernel_text, resolve
@@ -246,3 +248,31 @@ def test_every_rejection_names_its_rule_in_one_line(roots: Roots) -> None:
     assert [e.rule for e in errors] == ["range", "policy", "baseline"]
     assert all(str(e).count("\n") == 0 and str(e).startswith(e.rule + ": ") for e in errors)
     assert all(e.to_dict()["message"] == str(e) for e in errors)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    target=st.text(alphabet=st.sampled_from("abc./\\-_ \n\x00;$`*[]~é"), max_size=40),
+    value=st.one_of(
+        st.integers(-(2**63), 2**63),
+        st.text(max_size=40),
+        st.lists(st.integers(-(2**40), 2**40), max_size=9),
+    ),
+    kind=st.sampled_from(["sysctl", "sysfs"]),
+)
+def test_arbitrary_names_and_values_never_slip_through(
+    roots: Roots, target: str, value: object, kind: str
+) -> None:
+    recs, errors = parse_recommendations(rec(target, value, kind=kind))
+    if errors:
+        return
+    planned, errors = validate(recs, load_policy(), roots)
+    for p in planned if not errors else []:
+        # Whatever passes is a real, allowed key under the tree with a clean value.
+        assert p.knob.path.is_relative_to(roots.proc_sys if kind == "sysctl" else roots.sys)
+        assert not set(p.new) & set("\n\x00;$`*[]~")
+        assert load_policy().allowed_by(p.knob.key, "." if kind == "sysctl" else "/")
+    for e in errors:
+        assert "\n" not in str(e) and "\x00" not in str(e)
