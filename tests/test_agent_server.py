@@ -347,13 +347,12 @@ print(buf.decode().strip() or json.dumps({"closed": True}))
 """
 
 
-def _as_nobody(sock: Path) -> dict[str, object]:
+def _as_nobody(sock: Path, groups: tuple[str, ...]) -> dict[str, object]:
     proc = subprocess.run(
         [
             "setpriv",
             "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
+            *groups,
             "/usr/bin/python3",
             "-c",
             _AS_NOBODY,
@@ -368,25 +367,32 @@ def _as_nobody(sock: Path) -> dict[str, object]:
     return doc
 
 
+NOGROUP = ("--regid=nogroup", "--clear-groups")
+SUPPLEMENTARY = ("--regid=daemon", "--groups=nogroup")  # a member only by a supplementary group
+OUTSIDER = ("--regid=daemon", "--clear-groups")
+
+
 @pytest.mark.parametrize(
-    ("mode", "group", "expect"),
+    ("mode", "group", "groups", "expect"),
     [
-        ("0666", "kassist-no-such-group", "refused"),
-        ("0660", "kassist-no-such-group", "EACCES"),
-        ("0660", "nogroup", "ok"),
+        ("0666", "kassist-no-such-group", NOGROUP, "refused"),
+        ("0660", "kassist-no-such-group", NOGROUP, "EACCES"),
+        ("0660", "nogroup", NOGROUP, "ok"),
+        ("0666", "nogroup", SUPPLEMENTARY, "ok"),
+        ("0666", "nogroup", OUTSIDER, "refused"),
     ],
 )
 def test_peer_credentials_decide_who_may_talk(
-    netns: NetNS, tmp_path: Path, mode: str, group: str, expect: str
+    netns: NetNS, tmp_path: Path, mode: str, group: str, groups: tuple[str, ...], expect: str
 ) -> None:
-    # A directory nobody can reach (pytest's own is 0700), so only the socket's mode decides.
+    # A directory nobody may enter (pytest's own is 0700), so only the socket's mode decides.
     reachable = Path(tempfile.mkdtemp(prefix="kassist-peer-"))
     reachable.chmod(0o755)
     proc = AgentProcess(tmp_path, netns, args=("--socket-mode", mode, "--group", group))
     proc.socket = reachable / "agent.sock"
     proc.start()
     try:
-        reply = _as_nobody(proc.socket)
+        reply = _as_nobody(proc.socket, groups)
         if expect == "EACCES":
             assert reply == {"connect": "EACCES"}
         elif expect == "refused":
