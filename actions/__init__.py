@@ -3,4 +3,16 @@
 It validates recommendations against policy, ranges and invariants, applies
 them with snapshot, read-back verify, journal and rollback, and audits
 everything. It imports nothing else of kassist's.
+
+=============  ==============================================================
+``model``      the Recommendation contract, changes and changesets
+``knobs``      the action catalogue: sysctl and sysfs kinds, read/parse/write
+``limits``     built-in limits (plain data), machine caps, cross-key invariants
+``policy``     the TOML policy (allow/deny globs, baseline, per-key ranges)
+``validate``   every rule, each rejection naming itself in one line
+``agent``      apply all-or-nothing, verify, roll back, recover, yield
+``journal``    the SQLite WAL journal;  ``audit``: the JSON-lines audit log
+``persist``    ``/etc/sysctl.d/90-kassist.conf`` on request
+``protocol``   the queue protocol;  ``server``: the daemon;  ``client``: its client
+=============  ==============================================================
 """
