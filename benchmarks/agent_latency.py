@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -237,6 +238,7 @@ def main() -> int:
         agent.wait(10)
         holder.kill()
         holder.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
