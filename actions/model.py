@@ -40,9 +40,20 @@ class Recommendation(BaseModel):
     source: str = Field(pattern=r"^(rules|llm:[A-Za-z0-9_.:/@+-]{1,128})$")
 
 
+#: What a field must be, said plainly (pydantic's own words for unions and patterns are not).
+_FIELD_RULES = {
+    "id": "letters, digits and _ . : - only, at most 64",
+    "value": "an integer, a list of integers, or a word",
+    "current": "an integer, a list of integers, or a word",
+    "source": "'rules' or 'llm:<model>'",
+    "evidence": "a list of at most 64 strings or objects",
+}
+
+
 def _schema_error(index: int, raw: object, exc: ValidationError) -> Rejected:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "entry"
+    field = str(first["loc"][0]) if first["loc"] else "entry"
+    where = field if field in _FIELD_RULES else ".".join(str(p) for p in first["loc"]) or "entry"
     rec_id = raw.get("id") if isinstance(raw, Mapping) else None
     label = rec_id if isinstance(rec_id, str) and rec_id.isprintable() else f"#{index}"
     msg = first["msg"]
@@ -50,6 +61,8 @@ def _schema_error(index: int, raw: object, exc: ValidationError) -> Rejected:
         msg = "this field is required"
     elif first["type"] == "extra_forbidden":
         msg = "unknown field (a recommendation is data: only the contract's fields are accepted)"
+    elif field in _FIELD_RULES:
+        msg = f"must be {_FIELD_RULES[field]}"
     return Rejected("schema", label[:64], f"field {where}: {msg}")
 
 
