@@ -112,6 +112,7 @@ class AgentServer:
         self.log = log or (lambda msg: print(f"kassist agent: {msg}", file=sys.stderr))
         self.group_gid = self._group_gid()
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kassist-apply")
+        self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="kassist-checkpoint")
         self._server: asyncio.AbstractServer | None = None
 
     def _group_gid(self) -> int | None:
@@ -182,6 +183,7 @@ class AgentServer:
             with contextlib.suppress(OSError):
                 self.settings.socket_path.unlink()
             self._writer_thread.shutdown(wait=True)
+            self._maintenance.shutdown(wait=True)
             self.agent.audit.record("stop", pid=os.getpid())
             self.log("stopped (nothing rolled back: rollback is explicit)")
 
@@ -193,7 +195,9 @@ class AgentServer:
                 self._writer_thread, self.agent.check_overrides
             ):
                 self.log(notice)
-            await loop.run_in_executor(self._writer_thread, self.agent.journal.checkpoint)
+            # On its own thread and connection: a passive checkpoint (the journal's only
+            # fsync) never holds up an apply queued on the writer thread.
+            await loop.run_in_executor(self._maintenance, self.agent.journal.checkpoint)
 
     # --- connections ------------------------------------------------------------------
 
