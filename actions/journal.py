@@ -62,6 +62,10 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_by_changeset ON events(changeset_id);
     """,
+    # The keys the agent manages, found without scanning the whole history.
+    """
+    CREATE INDEX changes_managed ON changes(kind, target, changeset_id) WHERE state = 'verified';
+    """,
 )
 
 
@@ -200,12 +204,15 @@ class Journal:
                 "UPDATE changesets SET state = 'verified', updated = ? WHERE id = ?",
                 (time.time(), cs_id),
             )
-            conn.execute(
-                "UPDATE changes SET state = 'superseded' WHERE state = 'verified' AND "
-                "changeset_id < ? AND (kind, target) IN "
-                "(SELECT kind, target FROM changes WHERE changeset_id = ?)",
-                (cs_id, cs_id),
-            )
+            keys = conn.execute(
+                "SELECT kind, target FROM changes WHERE changeset_id = ?", (cs_id,)
+            ).fetchall()
+            for kind, target in keys:
+                conn.execute(
+                    "UPDATE changes SET state = 'superseded' WHERE kind = ? AND target = ? "
+                    "AND state = 'verified' AND changeset_id < ?",
+                    (kind, target, cs_id),
+                )
             conn.execute("UPDATE changes SET state = 'verified' WHERE changeset_id = ?", (cs_id,))
             self._event(conn, cs_id, "verified", {})
 
