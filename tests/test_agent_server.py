@@ -412,3 +412,16 @@ def test_peer_credentials_decide_who_may_talk(
 def test_a_client_without_an_agent_gets_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AgentUnavailable, match="no agent socket"):
         AgentClient(tmp_path / "nothing.sock").connect()
+
+
+def test_the_client_pipelines_and_matches_completions(agent: AgentProcess) -> None:
+    with AgentClient(agent.socket) as client:
+        entries = [
+            {"op": "validate", "recommendations": rec("net.core.somaxconn", v)}
+            for v in (100000, 64, 8192)
+        ] + [{"op": "history", "limit": 1}, {"op": "status"}]
+        done = client.many(entries)
+    assert [d["verdict"] for d in done] == ["rejected", "rejected", "valid", "ok", "ok"]
+    assert [d["errors"][0]["rule"] for d in done[:2]] == ["range", "range"]
+    assert "above the limit" in done[0]["errors"][0]["message"]
+    assert "below the floor" in done[1]["errors"][0]["message"]
