@@ -3,7 +3,12 @@
 A submission entry is ``{"op", "user_data", ...}``; the agent answers each with
 exactly one completion ``{"user_data", "ok", "verdict", "errors", "changeset", ...}``.
 Many submissions may be in flight on one connection and completions may come
-back in another order: match them by ``user_data``.
+back in another order: match them by ``user_data``. ``errors`` is a list of
+``{rule, target, message}``; a completion may also carry ``notices`` (lines for
+the user, e.g. a key someone else overrode), ``auto_approve`` (validate),
+``status`` (status) and ``changesets`` (history, rollback since). A line that
+is not a submission at all gets one completion with ``user_data: null`` and
+verdict ``malformed``, then the connection is closed.
 
 =========  ===========================================  ============================
 op         fields                                       verdicts
