@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from assistant.triage import triage_path
 from assistant.vmcore import analyse_target, open_target, triage_analysis
-from probes.drgn import Analysis, Frame, dmesg_lines, open_vmcore
+from probes.drgn import Analysis, DumpFormat, Frame, dmesg_lines, open_vmcore
 from tests.conftest import run_kassist
-from tests.vmcore_fixture import VmcoreFixture, source_line, vmcore_fixture
+from tests.vmcore_fixture import (
+    VmcoreFixture,
+    reassemble_flattened,
+    source_line,
+    vmcore_fixture,
+)
 
 __all__ = ["vmcore_fixture"]
 
@@ -195,6 +201,20 @@ def test_explicit_vmlinux_and_ko(vmcore_fixture: VmcoreFixture) -> None:
     # Without the helper modules' debug files, drgn says which are missing.
     assert "pvpanic" in target.missing_debug_info
     assert "kassist_crash" not in target.missing_debug_info
+
+
+def test_kdump_compressed_gives_the_same_analysis(
+    analysis: Analysis, vmcore_fixture: VmcoreFixture, tmp_path: Path
+) -> None:
+    # QEMU 7.2 writes the flattened form; makedumpfile -R would give this file.
+    kdump = tmp_path / "vmcore.kdump"
+    reassemble_flattened(vmcore_fixture.vmcore, kdump)
+    target = open_vmcore(str(kdump), debug_dir=str(vmcore_fixture.debug_dir))
+    assert target.format is DumpFormat.KDUMP and target.warnings == []
+    again = analyse_target(target, ["crash", "stack", "blocked"])
+    assert again.crash == analysis.crash
+    assert again.stack == analysis.stack
+    assert again.blocked == analysis.blocked
 
 
 def test_debug_info_found_by_build_id(vmcore_fixture: VmcoreFixture, tmp_path) -> None:  # type: ignore[no-untyped-def]

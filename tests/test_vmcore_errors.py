@@ -10,10 +10,11 @@ import pytest
 
 from probes.drgn import DumpFormat, dump_format, open_live, open_vmcore
 from probes.drgn.elf import build_id
+from probes.drgn.kdump import FLAT_HEADER_SIZE, flattened_shortfall
 from probes.drgn.program import check_elf_core
 from probes.errors import ProbeError
 from tests.conftest import run_kassist
-from tests.vmcore_fixture import VmcoreFixture, vmcore_fixture
+from tests.vmcore_fixture import VmcoreFixture, reassemble_flattened, vmcore_fixture
 
 __all__ = ["vmcore_fixture"]
 
@@ -74,7 +75,31 @@ def test_truncated_vmcore(vmcore_fixture: VmcoreFixture, tmp_path: Path) -> None
     proc = run_kassist(["vmcore", "info", str(cut), "--debug-dir", str(vmcore_fixture.debug_dir)])
     assert proc.returncode == 1
     line = _one_line_error(proc.stderr)
-    assert "truncated or damaged" in line and str(cut) in line
+    assert f"{cut} is truncated: the flattened dump stops at byte" in line
+
+
+def test_truncated_kdump_compressed(vmcore_fixture: VmcoreFixture, tmp_path: Path) -> None:
+    whole, cut = tmp_path / "vmcore.kdump", tmp_path / "cut.kdump"
+    reassemble_flattened(vmcore_fixture.vmcore, whole)
+    with open(whole, "rb") as src:
+        cut.write_bytes(src.read(whole.stat().st_size - 4096))
+    assert dump_format(str(cut)) is DumpFormat.KDUMP
+    with pytest.raises(
+        ProbeError, match=rf"truncated: \d+ bytes, its pages need {whole.stat().st_size}$"
+    ):
+        open_vmcore(str(cut), debug_dir=str(vmcore_fixture.debug_dir))
+
+
+def test_flattened_records_are_walked(tmp_path: Path) -> None:
+    header = b"makedumpfile".ljust(FLAT_HEADER_SIZE, b"\0")
+    record = struct.pack(">qq", 8192, 5) + b"hello"
+    end = struct.pack(">qq", -1, -1)
+    (tmp_path / "ok").write_bytes(header + record + end)
+    assert flattened_shortfall(str(tmp_path / "ok")) is None
+    (tmp_path / "cut").write_bytes(header + record[:-2])
+    assert flattened_shortfall(str(tmp_path / "cut")) == len(header) + len(record) - 2
+    (tmp_path / "noend").write_bytes(header + record)
+    assert flattened_shortfall(str(tmp_path / "noend")) == len(header) + len(record)
 
 
 def test_wrong_vmlinux(vmcore_fixture: VmcoreFixture) -> None:

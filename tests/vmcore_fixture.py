@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,3 +116,26 @@ def source_line(needle: str) -> int:
         if needle in line:
             return number
     raise AssertionError(f"{needle!r} not in {MODULE_SOURCE}")
+
+
+def reassemble_flattened(src: Path, dst: Path) -> None:
+    """Turn a makedumpfile-flattened dump into the kdump-compressed file it describes.
+
+    What ``makedumpfile -R dst < src`` does, so the tests can open the same
+    crash as a plain kdump-compressed file.
+    """
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        if not fin.read(4096).startswith(b"makedumpfile"):
+            raise ValueError(f"{src} is not a flattened dump")
+        while True:
+            header = fin.read(16)
+            if len(header) < 16:
+                raise ValueError(f"{src} ends without the end record")
+            offset, size = struct.unpack(">qq", header)
+            if offset == -1:
+                return
+            data = fin.read(size)
+            if len(data) < size:
+                raise ValueError(f"{src} is truncated")
+            fout.seek(offset)
+            fout.write(data)

@@ -18,6 +18,7 @@ from enum import Enum
 import drgn
 
 from probes.drgn.elf import ET_CORE, PT_LOAD, build_id, read_elf_header
+from probes.drgn.kdump import flattened_shortfall, kdump_shortfall
 from probes.errors import ProbeError
 
 #: drgn's own guess of the platform fails for QEMU's kdump files
@@ -134,10 +135,31 @@ def check_elf_core(path: str) -> None:
         )
     end = max((s.offset + s.filesz for s in header.segments if s.type == PT_LOAD), default=0)
     if end > size:
-        raise ProbeError(
-            f"{path} is truncated: {size} bytes, its segments need {end}",
-            "copy the whole dump again (check free space where it was written)",
-        )
+        raise ProbeError(f"{path} is truncated: {size} bytes, its segments need {end}", _RECOPY)
+
+
+_RECOPY = "copy the whole dump again (check free space where it was written)"
+
+
+def check_kdump(path: str, fmt: DumpFormat) -> None:
+    """Check that a kdump-compressed or flattened file is as long as its own tables say.
+
+    :raises ProbeError: the file is truncated.
+    """
+    if fmt is DumpFormat.KDUMP:
+        short = kdump_shortfall(path)
+        if short is not None:
+            raise ProbeError(
+                f"{path} is truncated: {short[0]} bytes, its pages need {short[1]}", _RECOPY
+            )
+    elif fmt is DumpFormat.FLATTENED:
+        size = flattened_shortfall(path)
+        if size is not None:
+            raise ProbeError(
+                f"{path} is truncated: the flattened dump stops at byte {size} "
+                "without its end record",
+                _RECOPY,
+            )
 
 
 def _check_vmlinux(prog: drgn.Program, vmlinux: str) -> None:
@@ -248,6 +270,8 @@ def open_vmcore(
     fmt = dump_format(path)
     if fmt is DumpFormat.ELF:
         check_elf_core(path)
+    else:
+        check_kdump(path, fmt)
     prog = drgn.Program(X86_64)
     with _drgn_warnings() as messages:
         try:
