@@ -158,3 +158,17 @@ def test_serve_refuses_a_bad_policy_in_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith("allow must be a list of strings: fix the policy file")
+
+
+def test_policy_shows_the_effective_table(tmp_path: Path) -> None:
+    proc = run_kassist(["agent", "policy"])
+    assert proc.returncode == 0, proc.stderr
+    assert "deny     kernel.**" in proc.stdout
+    assert "net.ipv4.ip_local_port_range" in proc.stdout and "no step bound" in proc.stdout
+    custom = tmp_path / "policy.toml"
+    custom.write_text('allow = ["net.core.somaxconn"]\n[keys."net.core.somaxconn"]\nmax = 8192\n')
+    proc = run_kassist(["agent", "policy", "--policy", str(custom), "--format", "json"])
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rules"]
+    (allow,) = [r for r in rows if r["action"] == "allow"]
+    assert (allow["pattern"], allow["min"], allow["max"]) == ("net.core.somaxconn", 128, 8192)

@@ -371,3 +371,53 @@ def apply(file: str, yes: bool, persist: bool, socket_path: str | None, fmt: str
     except ActionError as exc:
         raise KassistError(exc.message, exc.hint) from None
     _finish(done, fmt, _apply_text)
+
+
+def _step_text(max_step: float | None) -> str:
+    if max_step is None:
+        return ""
+    return ", no step bound" if max_step == 0 else f", step x{max_step:g}"
+
+
+def _policy_text(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        detail = ""
+        if row["action"] == "allow" and "type" in row:
+            lo = "" if row["min"] is None else row["min"]
+            hi = "" if row["max"] is None else row["max"]
+            shape = ", ".join(row["values"]) if row["type"] == "choice" else f"{lo}..{hi}"
+            step = _step_text(row["max_step"])
+            detail = f"{row['type']} {shape}, risk {row['risk']}{step}"
+        elif row["action"] == "allow":
+            detail = "no known type or range: refused until the policy gives one"
+        elif row["action"] == "baseline":
+            detail = "may be lowered (override)" if row["override"] else "never lowered"
+        lines.append(f"{row['action']:<8} {row['pattern']:<50} {detail}".rstrip())
+    return "\n".join(lines)
+
+
+@agent.command()
+@click.option("--policy", default=None, metavar="FILE", help="Policy TOML (default: built-in).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def policy(policy: str | None, fmt: str) -> None:
+    """Show the effective policy as plain data: pattern -> type, range, values, risk.
+
+    This is the table a BPF_PROG_TYPE_CGROUP_SYSCTL program would enforce; caps
+    relative to RAM and CPUs are resolved for this machine.
+    """
+    from actions.policy import load_policy
+
+    cfg = load_config({"agent": {"policy": policy}})
+    try:
+        loaded = load_policy(cfg.agent.policy)
+    except ActionError as exc:
+        raise KassistError(exc.message, exc.hint) from None
+    rows = loaded.table()
+    if fmt == "json":
+        click.echo(json.dumps({"source": loaded.source, "rules": rows}, indent=2))
+    else:
+        click.echo(f"policy: {loaded.source}")
+        click.echo(_policy_text(rows))
