@@ -7,6 +7,7 @@ modules (the D-state thread included) and stays up instead of crashing.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import shutil
 import subprocess
 import time
@@ -18,7 +19,7 @@ import pytest
 from assistant.vmcore import analyse_target, open_target
 from probes.drgn import Analysis
 from tests.conftest import require, run_kassist
-from tests.vmcore_fixture import VmcoreFixture, vmcore_fixture
+from tests.vmcore_fixture import BUILD_SCRIPT, VmcoreFixture, vmcore_fixture
 
 __all__ = ["vmcore_fixture"]
 
@@ -57,6 +58,28 @@ def guest(
     finally:
         qemu.kill()
         qemu.wait()
+
+
+def _qmp_client() -> type:
+    # The fixture's own stdlib QMP client (tests/fixtures/vmcore/qmp_dump.py).
+    spec = importlib.util.spec_from_file_location("qmp_dump", BUILD_SCRIPT.parent / "qmp_dump.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    client: type = module.QMP
+    return client
+
+
+@pytest.fixture(scope="module")
+def elf_dump(guest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ELF vmcore of the running guest (QMP dump-guest-memory, format elf)."""
+    path = tmp_path_factory.mktemp("elf") / "vmcore.elf"
+    qmp = _qmp_client()(str(guest), connect_timeout=30)
+    try:
+        qmp.command("dump-guest-memory", paging=False, protocol=f"file:{path}")
+    finally:
+        qmp.sock.close()
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +140,25 @@ def test_busy_qmp_socket_is_one_clear_error(guest: Path) -> None:
         holder.recv(4096)  # the greeting: this client now owns QMP
         with pytest.raises(InputError, match="does not answer within"):
             open_target(f"qmp:{guest}", quiet=True)
+
+
+def test_elf_dump_of_the_running_guest(elf_dump: Path, vmcore_fixture: VmcoreFixture) -> None:
+    target = open_target(str(elf_dump), debug_dir=str(vmcore_fixture.debug_dir), quiet=True)
+    assert target.format is not None and target.format.value == "elf"
+    a = analyse_target(target, ["crash", "stack", "blocked", "dmesg", "modules"])
+    assert a.errors == []
+    assert a.crash is not None and a.crash.release == vmcore_fixture.abi
+    # It did not crash: no panic message, no crashed task, no crashed stack.
+    assert a.crash.panic_message is None and a.crash.task is None and a.stack is None
+    assert a.blocked is not None and "kassist_blocker" in [b.task.comm for b in a.blocked]
+    assert a.modules is not None and "kassist_crash" in [m.name for m in a.modules]
+
+
+def test_truncated_elf_dump(elf_dump: Path, tmp_path: Path) -> None:
+    from assistant.errors import InputError
+
+    cut = tmp_path / "vmcore.elf"
+    with open(elf_dump, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(elf_dump.stat().st_size // 2))
+    with pytest.raises(InputError, match=r"is truncated: \d+ bytes, its segments need \d+"):
+        open_target(str(cut), quiet=True)

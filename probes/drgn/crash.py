@@ -107,7 +107,7 @@ def crash_context(prog: drgn.Program) -> CrashContext:
     message = panic_message(prog)
     try:
         task: TaskRef | None = task_ref(prog.crashed_thread().object)
-    except ValueError:  # a live kernel has no crashed thread
+    except (ValueError, LookupError):  # live, or a dump of a kernel that did not panic
         task = None
     return CrashContext(
         release=_text(name.release.string_()),
@@ -124,11 +124,11 @@ def crash_context(prog: drgn.Program) -> CrashContext:
 def crashed_stack(prog: drgn.Program, with_locals: bool = True) -> CrashedStack | None:
     """Return the crashed thread's stack with source lines and locals.
 
-    :return: the stack, or ``None`` for a live kernel (nothing crashed).
+    :return: the stack, or ``None`` for a live kernel or a dump of one (nothing crashed).
     """
     try:
         thread = prog.crashed_thread()
-    except ValueError:
+    except (ValueError, LookupError):  # drgn: "panic_cpu is not set" in a dump of a live kernel
         return None
     frames = stack_frames(prog, thread.stack_trace(), with_locals)
     return CrashedStack(task_ref(thread.object), frames, guilty_index(frames))
