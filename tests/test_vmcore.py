@@ -284,3 +284,19 @@ def test_cli_report_has_stack_locals_and_blocked_tasks(vmcore_fixture: VmcoreFix
     assert f"magic = {0xDEADBEEF}" in stack
     blocked = md.split("### Tasks blocked in D state (1)", 1)[1]
     assert "kassist_blocker" in blocked and "kassist_blocker_fn" in blocked
+
+
+def test_cli_dmesg_and_info_json(vmcore_fixture: VmcoreFixture) -> None:
+    debug = ["--debug-dir", str(vmcore_fixture.debug_dir), "-q"]
+    dmesg = run_kassist(["vmcore", "dmesg", str(vmcore_fixture.vmcore), *debug])
+    assert dmesg.returncode == 0, dmesg.stderr
+    assert dmesg.stderr == ""  # -q: no progress, and the flattened-format warning is kept quiet
+    lines = dmesg.stdout.splitlines()
+    assert lines[-1].endswith("Kernel panic - not syncing: Fatal exception")
+    assert set(lines) >= {ln for ln in _console(vmcore_fixture).splitlines() if "] Oops:" in ln}
+    info = run_kassist(["vmcore", "info", str(vmcore_fixture.vmcore), *debug, "--format", "json"])
+    assert info.returncode == 0, info.stderr
+    data = json.loads(info.stdout)
+    assert data["crash"]["task"]["comm"] == "kassist-crash"
+    assert {s["key"]: s["value"] for s in data["sysctl"]}["vm.swappiness"] == "42"
+    assert "stack" not in data and "memory" not in data  # info reads only what it shows

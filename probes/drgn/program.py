@@ -240,7 +240,11 @@ def load_debug_info(
     except LookupError:
         main = None
     if main is None or main.debug_file_status != drgn.ModuleFileStatus.HAVE:
-        raise ProbeError(f"no debug info found for kernel {_release(prog)}", _DEBUG_HINT)
+        release = _release(prog)
+        raise ProbeError(
+            f"no debug info found for kernel {release}",
+            f"{_DEBUG_HINT}; on Debian: apt-get install linux-image-{release}-dbg",
+        )
     target.missing_debug_info = sorted(
         m.name
         for m in prog.modules()
