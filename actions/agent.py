@@ -313,17 +313,19 @@ class Agent:
                 knob = self._knob(c)
                 if not values_equal(knob.read(), c.old):
                     knob.write(c.old)
-                got = knob.read()
+                error = self._read_back_old(cs_id, c, knob)
             except (OSError, Rejected) as exc:
-                errors.append(f"{c.target}: could not restore {c.old} ({exc})")
-                continue
-            ok = values_equal(got, c.old)
-            self.audit.record(
-                "restore", changeset=cs_id, target=c.target, value=c.old, got=got, ok=ok
-            )
-            if not ok:
-                errors.append(f"{c.target}: restored {c.old} but reads back {got}")
+                error = f"{c.target}: could not restore {c.old} ({exc})"
+            if error:
+                errors.append(error)
         return errors
+
+    def _read_back_old(self, cs_id: int, c: Change, knob: Knob) -> str | None:
+        # Read a restored key back and audit it; return the error, if it is not the old value.
+        got = knob.read()
+        ok = values_equal(got, c.old)
+        self.audit.record("restore", changeset=cs_id, target=c.target, value=c.old, got=got, ok=ok)
+        return None if ok else f"{c.target}: restored {c.old} but the kernel reads back {got}"
 
     def _persist(self, cs_id: int) -> list[str]:
         try:
@@ -442,16 +444,11 @@ class Agent:
                 else:
                     knob.write(c.old)
                     self._step(f"undo:{len(cs.changes) - 1 - seq}", cs.id)
-                got = knob.read()
+                error = self._read_back_old(cs.id, c, knob)
             except (OSError, Rejected) as exc:
-                errors.append(f"{c.target}: could not restore {c.old} ({exc})")
-                continue
-            ok = values_equal(got, c.old)
-            self.audit.record(
-                "restore", changeset=cs.id, target=c.target, value=c.old, got=got, ok=ok
-            )
-            if not ok:
-                errors.append(f"{c.target}: restored {c.old} but the kernel reads back {got}")
+                error = f"{c.target}: could not restore {c.old} ({exc})"
+            if error:
+                errors.append(error)
                 continue
             self.journal.set_change_state(cs.id, seq, "rolled_back")
             self.journal.unsupersede(c.kind, c.target, cs.id)
