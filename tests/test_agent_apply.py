@@ -170,3 +170,23 @@ def test_audit_lines_also_go_to_journald_when_it_listens(tmp_path: Path) -> None
     assert json.loads(fields["MESSAGE"])["target"] == "net.core.somaxconn"
     line = json.loads((tmp_path / "audit.jsonl").read_text())
     assert line["event"] == "write" and line["new"] == "8192"
+
+
+def test_the_shipped_unit_is_hardened_and_can_do_its_job() -> None:
+    from importlib import resources
+
+    text = resources.files("actions").joinpath("data/kassist-agent.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert settings["NoNewPrivileges"] == "yes"
+    assert settings["ProtectSystem"] == "strict"
+    assert set(settings["CapabilityBoundingSet"].split()) == {
+        "CAP_SYS_ADMIN",
+        "CAP_NET_ADMIN",
+        "CAP_CHOWN",
+    }
+    assert "kassist agent serve" in settings["ExecStart"]
+    # It must write the host's /proc/sys: no private network, no read-only tunables.
+    assert settings.get("PrivateNetwork", "no") == "no"
+    assert settings.get("ProtectKernelTunables", "no") == "no"
