@@ -89,6 +89,7 @@ def test_every_probe_is_self_describing() -> None:
         assert spec.summary and spec.usage and spec.needs and spec.overhead and spec.caveats, name
         assert spec.maps or spec.events, name
         assert spec.tracepoints, name
+        assert spec.default in ("yes", "no"), name
         example = spec.path.with_name(f"{name}_example.txt")
         assert example.is_file(), f"{example.name} is missing"
 

@@ -37,6 +37,7 @@ def list_cmd(fmt: str) -> None:
                 "why_not": why,
                 "needs": s.needs,
                 "overhead": s.overhead,
+                "default": s.default == "yes",
                 "path": str(s.path),
             }
             for s, why in rows
@@ -47,6 +48,8 @@ def list_cmd(fmt: str) -> None:
     indent = " " * (width + 2)
     for spec, why in rows:
         status = "available" if why is None else f"not available: {why}"
+        if spec.default != "yes":
+            status += " (on demand only: costly, see its overhead line)"
         for i, text in enumerate((spec.summary, status)):
             first = f"{spec.name:<{width}}  " if i == 0 else indent
             click.echo(textwrap.fill(text, 80, initial_indent=first, subsequent_indent=indent))

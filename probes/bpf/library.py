@@ -1,7 +1,7 @@
 """The library of bpftrace probes shipped here: their headers and whether they can run here.
 
 Each ``*.bt`` file starts with a comment header of ``key: value`` lines (name,
-summary, usage, needs, overhead, caveats) and one ``map @name [key ...]: what``
+summary, usage, needs, overhead, caveats, default) and one ``map @name [key ...]: what``
 line per map it prints, or ``event NAME [field ...]: what`` per printf event;
 the key names pick decoders (see decode.py) and label the output columns.
 """
@@ -18,7 +18,7 @@ from probes.bpf.decode import tracefs_dir
 from probes.errors import ProbeError
 
 BPF_DIR = Path(__file__).resolve().parent
-_FIELD = re.compile(r"^(name|summary|usage|needs|overhead|caveats):\s*(.*)$")
+_FIELD = re.compile(r"^(name|summary|usage|needs|overhead|caveats|default):\s*(.*)$")
 _MAP = re.compile(r"^map\s+(@\w+)\s*(?:\[([^\]]*)\])?\s*:\s*(.*)$")
 _EVENT = re.compile(r"^event\s+(\w+)\s*\[([^\]]*)\]\s*:\s*(.*)$")
 _BEGIN_PRINTF = re.compile(r"^\s*BEGIN\s*\{[^}]*\bprintf\(", re.MULTILINE)
@@ -48,6 +48,8 @@ class ProbeSpec:
     """One bpftrace probe of the library, as its header describes it.
 
     :param path: the ``.bt`` file.
+    :param default: ``yes`` if the probe is cheap enough to run routinely (its overhead is
+        within the 5 % target of benchmarks/probe_overhead.py), ``no`` if only on demand.
     :param tracepoints: ``(category, name)`` of every tracepoint the program attaches to.
     :param has_begin: the program prints from a BEGIN probe (BEGIN runs once every probe is
         attached, so the runner takes that first printf as the sign that tracing has begun).
@@ -60,6 +62,7 @@ class ProbeSpec:
     needs: str = ""
     overhead: str = ""
     caveats: str = ""
+    default: str = "yes"
     maps: dict[str, MapSpec] = field(default_factory=dict)
     events: dict[str, EventSpec] = field(default_factory=dict)
     tracepoints: list[tuple[str, str]] = field(default_factory=list)
