@@ -185,3 +185,11 @@ def test_a_real_log_with_a_few_invalid_bytes_still_triages(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert "invalid UTF-8" in proc.stderr
     assert json.loads(proc.stdout)["crashes"][0]["frame"] == "ip6_send_skb"
+
+
+def test_one_bad_input_among_several_fails_the_run_but_keeps_the_rest(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.log"
+    proc = run_kassist(["triage", "--format", "jsonl", str(CRASH_LOG), str(missing)])
+    assert proc.returncode == 1
+    assert [json.loads(x)["source"] for x in proc.stdout.splitlines()] == [str(CRASH_LOG)]
+    assert f"{missing}: no such file" in proc.stderr

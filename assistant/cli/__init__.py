@@ -84,7 +84,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     try:
-        cli.main(args=args, prog_name="kassist", standalone_mode=False)
+        # Without standalone mode, click returns (not raises) the code of ctx.exit(n)
+        # and click.exceptions.Exit(n); a command's own return value is not a status.
+        status = cli.main(args=args, prog_name="kassist", standalone_mode=False)
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
