@@ -30,6 +30,10 @@ from probes.errors import ProbeError
 STARTUP_TIMEOUT = 60.0
 #: Seconds to wait for bpftrace to print its maps and exit after SIGINT.
 STOP_TIMEOUT = 15.0
+#: Least time between the start of tracing and SIGINT: bpftrace 0.17 can miss a signal
+#: that arrives in the instant after its BEGIN output (seen here in about one of four
+#: immediate kills), and would then trace on until the SIGTERM fallback.
+MIN_RUN_S = 0.2
 #: stderr lines bpftrace prints that do not mean anything went wrong.
 BENIGN_STDERR = ("couldn't set RLIMIT_MEMLOCK", "Attaching ", "Lost ")
 #: Most garbage (non-JSON) lines kept in a result's warnings.
@@ -352,7 +356,7 @@ def run_probe(
             )
             raise ProbeError(f"{spec.name}: bpftrace failed before attaching: {why}", "")
         try:
-            end = attached_at + duration
+            end = attached_at + max(duration, MIN_RUN_S)
             while (left := end - time.monotonic()) > 0 and proc.poll() is None:
                 time.sleep(min(left, 0.1))
         except KeyboardInterrupt:
