@@ -33,7 +33,7 @@ STOP_TIMEOUT = 15.0
 #: Least time between the start of tracing and SIGINT: bpftrace 0.17 can miss a signal
 #: that arrives in the instant after its BEGIN output (seen here in about one of four
 #: immediate kills), and would then trace on until the SIGTERM fallback.
-MIN_RUN_S = 0.2
+MIN_RUN_S = 0.5
 #: stderr lines bpftrace prints that do not mean anything went wrong.
 BENIGN_STDERR = ("couldn't set RLIMIT_MEMLOCK", "Attaching ", "Lost ")
 #: Most garbage (non-JSON) lines kept in a result's warnings.
