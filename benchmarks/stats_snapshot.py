@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from probes.stats import read_sysctls, take_snapshot
+from probes.stats.parse import parse_kconfig
 from probes.stats.read import read_block_queues, read_kconfig_text
 
 
@@ -42,6 +43,12 @@ def _python_walk() -> None:
                 pass
 
 
+def _kconfig() -> None:
+    found = read_kconfig_text()
+    if found is not None:
+        parse_kconfig(found[0])
+
+
 def _sysctl_a() -> None:
     subprocess.run(
         ["sysctl", "-a"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
@@ -56,7 +63,7 @@ def main() -> None:
         ("full snapshot (take_snapshot)", take_snapshot),
         ("  without /proc/sys, kconfig", lambda: take_snapshot(sysctls=False, kconfig=False)),
         ("  /proc/sys alone (read_sysctls)", read_sysctls),
-        ("  kernel config alone", read_kconfig_text),
+        ("  kernel config alone (read + parse)", _kconfig),
         ("  /sys/block/*/queue alone", read_block_queues),
         ("baseline: python os.walk of /proc/sys", _python_walk),
     ]
