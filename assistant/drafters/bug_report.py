@@ -40,7 +40,7 @@ class DraftedReport:
 
 def _md_inline(text: str) -> str:
     # Attacker-influenced text (comm, titles) must not break out of the Markdown.
-    return text.replace("`", "'").replace("\n", " ")
+    return text.replace("`", "'").replace("|", "\\|").replace("\n", " ")
 
 
 def _frame_line(f: Frame) -> str:
