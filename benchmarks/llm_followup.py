@@ -45,7 +45,7 @@ def main() -> None:
     prompt = load_prompt("bug_report_summary")
     # the crash-report prompt, its evidence trimmed to about --prompt-tokens tokens
     assess = load_prompt("crash_assessment")
-    ctx = {"crash": crash, "frames": crash.call_trace[:10], "schema": "{}"}
+    ctx = {"crash": crash, "frames": crash.call_trace[:10], "schema": "{}", "subsystems": ""}
     msgs, ev = fit_evidence(
         assess, ctx, classify(crash.report), inner.count_tokens, args.prompt_tokens
     )
@@ -99,7 +99,7 @@ def main() -> None:
 
 def chat_first(convo: Conversation, index: int) -> float:
     # time to first token of the index-th message of the history (an AI answer)
-    msg = convo.history.messages[index]
+    msg = convo.history[index]
     return float(msg.response_metadata.get("first_token_s", 0.0))
 
 

@@ -91,7 +91,12 @@ def test_classify_drops_registers_and_repeated_frames_first() -> None:
 def test_budget_trims_by_priority_not_by_cutting_the_end() -> None:
     crash = triage_path(str(KASAN)).crashes[0]
     prompt = load_prompt("crash_assessment")
-    context = {"crash": crash, "frames": crash.call_trace[:10], "schema": "{}"}
+    context = {
+        "crash": crash,
+        "frames": crash.call_trace[:10],
+        "schema": "{}",
+        "subsystems": "networking, other",
+    }
     lines = classify(crash.report)
     _full, ev_full = fit_evidence(prompt, context, lines, approx_tokens, budget=100_000)
     assert ev_full.dropped == 0

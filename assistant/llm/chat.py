@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.chat_history import InMemoryChatMessageHistory
 from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
 from langchain_core.messages import (
     AIMessage,
@@ -134,7 +133,7 @@ class KassistChatModel(BaseChatModel):
 
 
 class Conversation:
-    """A chat with history, kept in LangChain's message history.
+    """A chat with history, kept as LangChain messages.
 
     Each turn sends the whole history; the ``llama_cpp`` backend reuses the KV cache of
     the previous turns, so only the new turn is read.
@@ -142,17 +141,16 @@ class Conversation:
 
     def __init__(self, chat: KassistChatModel, system: str) -> None:
         self.chat = chat
-        self.history = InMemoryChatMessageHistory()
-        self.history.add_message(SystemMessage(system))
+        self.history: list[BaseMessage] = [SystemMessage(system)]
 
     def ask(self, question: str, **kwargs: Any) -> AIMessage:
         """Ask one question, remember it and the answer, and return the answer."""
-        self.history.add_message(HumanMessage(question))
-        answer = self.chat.invoke(self.history.messages, **kwargs)
+        self.history.append(HumanMessage(question))
+        answer = self.chat.invoke(self.history, **kwargs)
         reply = AIMessage(
             content=answer.content,
             usage_metadata=answer.usage_metadata,
             response_metadata=answer.response_metadata,
         )
-        self.history.add_message(reply)
+        self.history.append(reply)
         return reply

@@ -3,8 +3,8 @@ structured result, in SQLite (``$XDG_STATE_HOME/kassist/llm.db``).
 
 The schema evolves through numbered migrations recorded in ``_migrations``; each
 runs once, in a transaction, so opening the log any number of times is safe.
-``kassist logs list|show`` reads it; ``llm.log = false`` (``KASSIST_LLM_LOG=0``,
-``--no-log``) turns it off.
+``kassist logs list|show`` reads it; ``llm.log = false`` (``KASSIST_LLM_LOG=0``)
+turns it off, and so does ``make_backend(cfg, log=False)`` (what a ``--no-log`` flag sets).
 """
 
 from __future__ import annotations

@@ -43,6 +43,20 @@ def _retryable(exc: Exception) -> bool:
     return isinstance(exc, httpx.TransportError)
 
 
+class _DialectRefused(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _refuses_dialect(resp: httpx.Response) -> bool:
+    # 400/422 (vLLM, OpenAI) or, from llama-cpp-python's server, a 500 whose body is the
+    # request's validation error naming response_format.
+    if resp.status_code in DIALECT_STATUSES:
+        return True
+    return resp.status_code == 500 and "response_format" in resp.text
+
+
 def _formats(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"type": "json_schema", "json_schema": {"name": "step", "schema": schema, "strict": True}},
@@ -159,16 +173,16 @@ class OpenAIBackend:
                 if resp.status_code >= 400:
                     resp.read()
                     resp.close()
+                    if schema is not None and _refuses_dialect(resp):
+                        raise _DialectRefused(resp)
                 resp.raise_for_status()
                 return resp
 
             try:
                 return self._with_retries(attempt)  # type: ignore[no-any-return]
-            except httpx.HTTPStatusError as exc:
-                last_dialect = self._format_index + 1 >= len(_formats({}))
-                if schema is None or exc.response.status_code not in DIALECT_STATUSES:
-                    raise
-                if last_dialect:
+            except _DialectRefused as refused:
+                if schema is None or self._format_index + 1 >= len(_formats(schema)):
+                    refused.response.raise_for_status()
                     raise
                 self._format_index += 1
                 body["response_format"] = _formats(schema)[self._format_index]

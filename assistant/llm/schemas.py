@@ -142,7 +142,9 @@ def step_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     schema.pop("title", None)
     schema.pop("description", None)
+    # Titles, defaults and descriptions are for people; a small model copies them into
+    # its answer ("likely_cause": "one sentence: the likely cause"), so they stay out.
     for prop in schema.get("properties", {}).values():
-        prop.pop("title", None)
-        prop.pop("default", None)
+        for key in ("title", "default", "description"):
+            prop.pop(key, None)
     return schema

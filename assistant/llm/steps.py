@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 from assistant.llm.base import Backend, approx_tokens
 from assistant.llm.budget import classify, fit_evidence
 from assistant.llm.prompts import load_prompt
-from assistant.llm.schemas import output_model, step_schema
+from assistant.llm.schemas import Subsystem, output_model, step_schema
 from assistant.llm.structured import StepResult, run_step
 from assistant.triage.model import Crash
 
@@ -43,6 +43,7 @@ def assess_crash(
         "crash": crash,
         "frames": crash.call_trace[:ASSESSMENT_FRAMES],
         "schema": schema,
+        "subsystems": ", ".join(get_args(Subsystem)),
     }
     messages, _evidence = fit_evidence(
         prompt,
