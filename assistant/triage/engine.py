@@ -28,7 +28,7 @@ PREFIX_LINES = 50
 #: Most lines of one report window.
 WINDOW_LINES = 1000
 #: Longest line kept inside a report window, in characters.
-MAX_REPORT_LINE = 4096
+MAX_REPORT_LINE = 2048
 #: Most report windows open at once (interleaved reports of different tasks).
 MAX_OPEN_WINDOWS = 8
 #: Lines after an end marker during which a panic line still joins the report.
@@ -232,7 +232,8 @@ class TriageEngine:
     # -- one interesting line ----------------------------------------------
 
     def _candidate(self, raw: str, lineno: int, lines: list[str], i: int) -> None:
-        line = normalise_line(raw)
+        # printk lines are at most 1 KiB: the tail of a longer one is not a kernel message.
+        line = normalise_line(raw[: MAX_REPORT_LINE + 64])[:MAX_REPORT_LINE]
         if rules.REPLAY_MARKER in line:
             self._replayed(lineno)
             self._feed_windows(line, None)
