@@ -14,28 +14,8 @@ from assistant.triage import triage_lines, triage_path
 from assistant.triage.store import SCHEMA_VERSION, CrashStore, migrate
 from tests.conftest import DATA, run_kassist
 
-# Lines in the kernel's own printk formats (see assistant/triage/events.py for the sources).
-PRODUCTION_LOG = """\
-[ 1200.100001] postgres invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0, oom_score_adj=0
-[ 1200.100002] CPU: 3 PID: 4121 Comm: postgres Not tainted 6.1.0-21-amd64 #1  Debian 6.1.90-1
-[ 1200.100100] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/system.slice/postgresql.service,task_memcg=/system.slice/postgresql.service,task=postgres,pid=4121,uid=107
-[ 1200.100101] Memory cgroup out of memory: Killed process 4121 (postgres) total-vm:8645520kB, anon-rss:4194304kB, file-rss:1024kB, shmem-rss:0kB, UID:107 pgtables:8452kB oom_score_adj:0
-[ 1300.000001] sd 2:0:0:0: [sdb] tag#17 timing out command, waited 180s
-[ 1300.000002] I/O error, dev sdb, sector 123456 op 0x0:(READ) flags 0x80700 phys_seg 1 prio class 2
-[ 1300.000003] I/O error, dev sdb, sector 123464 op 0x0:(READ) flags 0x80700 phys_seg 1 prio class 2
-[ 1300.000004] Buffer I/O error on dev sdb1, logical block 15432, async page read
-[ 1300.500000] EXT4-fs error (device sdb1): ext4_find_entry:1658: inode #2: comm ls: reading directory lblock 0
-[ 1301.000000] XFS (dm-2): Metadata corruption detected at xfs_dinode_verify+0x1a2/0x5c0 [xfs], inode 0x84 dinode
-[ 1302.000000] BTRFS error (device nvme0n1p3): bdev /dev/nvme0n1p3 errs: wr 0, rd 1, flush 0, corrupt 0, gen 0
-[ 1303.000000] nvme nvme0: I/O 841 QID 5 timeout, aborting
-[ 1400.000000] NETDEV WATCHDOG: eth0 (e1000e): transmit queue 0 timed out 5120 ms
-[ 1500.000000] nginx[9981]: segfault at 0 ip 000055d4c1e2a1b3 sp 00007ffd9b1f0a40 error 4 in nginx[55d4c1e00000+f1000] likely on CPU 2 (core 2, socket 0)
-[ 1600.000000] mce: [Hardware Error]: Machine check events logged
-[ 1600.000001] EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0 (channel:1 slot:0 page:0x4a2b3 offset:0x0 grain:32 syndrome:0x0)
-[ 1600.000002] pcieport 0000:00:1c.0: AER: Corrected error received: 0000:03:00.0
-[ 1700.000000] CPU2: Package temperature above threshold, cpu clock throttled (total events = 1)
-[ 1800.000000] watchdog: BUG: soft lockup - CPU#1 stuck for 23s! [kworker/1:2:231]
-"""
+#: Lines in the kernel's own printk formats (see assistant/triage/events.py for the sources).
+PRODUCTION_LOG = (DATA / "production-events.log").read_text()
 
 
 def test_production_events_are_found_with_their_details() -> None:
@@ -138,8 +118,8 @@ def test_mutated_real_logs_never_raise(
     which: int, cuts: list[tuple[int, int]], junk: str, raw: bytes
 ) -> None:
     text = _REAL_LOGS[which]
-    for pos, length in cuts:  # delete, duplicate and splice pieces of a real log
-        pos %= max(1, len(text))
+    for at, length in cuts:  # delete, duplicate and splice pieces of a real log
+        pos = at % max(1, len(text))
         if length % 3 == 0:
             text = text[:pos] + text[pos + length :]
         elif length % 3 == 1:
