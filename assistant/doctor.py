@@ -112,6 +112,16 @@ def check_bpftrace(cfg: Config) -> Check:
     return Check("bpftrace", "ok", f"{version or path}, attaches")
 
 
+def check_tracefs(cfg: Config) -> Check:
+    """Check that tracefs is mounted (bpftrace's tracepoint probes need its event list)."""
+    for path in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if os.path.exists(os.path.join(path, "available_events")):
+            return Check("tracefs", "ok", f"mounted at {path}")
+    return Check(
+        "tracefs", "missing", "not mounted", "as root: mount -t tracefs nodev /sys/kernel/tracing"
+    )
+
+
 def check_drgn(cfg: Config) -> Check:
     """Check that drgn can be imported."""
     try:
@@ -201,6 +211,7 @@ CHECKS: list[Callable[[Config], Check]] = [
     check_root,
     check_kmsg,
     check_bpftrace,
+    check_tracefs,
     check_drgn,
     check_kcore,
     check_btf,

@@ -11,6 +11,7 @@ EXPECTED = {
     "root",
     "/dev/kmsg",
     "bpftrace",
+    "tracefs",
     "drgn",
     "/proc/kcore",
     "BTF",
