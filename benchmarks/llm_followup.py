@@ -67,8 +67,8 @@ def main() -> None:
                 llama.reset()  # drop the cache: the follow-up reads everything again
             a2 = convo.ask(FOLLOW_UP)
             meta2 = a2.usage_metadata or {}
-            t1 = chat_first(convo, 1)
-            t2 = chat_first(convo, 3)
+            t1 = chat_first(convo, 2)
+            t2 = chat_first(convo, 4)
             (warm if mode == "warm" else cold).append(t2)
             first.append(t1)
             sizes.append(

@@ -53,9 +53,11 @@ def run_raw(
     t0 = time.perf_counter()
     first = 0.0
     n = 0
-    for _chunk in llama.create_completion(  # type: ignore[attr-defined]
+    for chunk in llama.create_completion(  # type: ignore[attr-defined]
         prompt=tokens, max_tokens=max_tokens, temperature=0.0, stop=stop, stream=True
     ):
+        if chunk["choices"][0]["finish_reason"] is not None and not chunk["choices"][0]["text"]:
+            break  # the closing chunk carries no token
         n += 1
         if n == 1:
             first = time.perf_counter() - t0
@@ -77,7 +79,7 @@ def main() -> None:
     tokens, stop, _ = inner.prompt_tokens(messages)
     print(
         f"model {inner.model_name}, prompt {len(tokens)} tokens, max_tokens {args.max_tokens}, "
-        f"threads {cfg.n_threads or os.cpu_count()}"
+        f"threads {inner.threads}"
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     run_raw(llama, tokens, stop, 8)  # warm-up

@@ -179,7 +179,10 @@ def main() -> None:
             for name in order:
                 run_one(backends[name], crash, tallies[name])
             if (i + 1) % 10 == 0:
-                print(f"  {i + 1}/{len(todo)} done", flush=True)
+                print(f"  {i + 1}/{len(todo)} done; load average {os.getloadavg()[0]:.2f}")
+                for name, tally in tallies.items():
+                    report(f"  {name} so far", tally)
+                sys.stdout.flush()
     finally:
         if server is not None:
             server.terminate()
