@@ -33,6 +33,8 @@ MAX_REPORT_LINE = 2048
 MAX_OPEN_WINDOWS = 8
 #: Lines after an end marker during which a panic line still joins the report.
 GRACE_LINES = 12
+#: Most crashes described per input; past it headers are only counted (a header storm).
+MAX_CRASHES = 10_000
 #: Characters per block when lines are fed one by one.
 BLOCK_CHARS = 1 << 20
 
@@ -57,7 +59,7 @@ ANCHORS: tuple[str, ...] = (
     "rror",  # divide error:, Internal error:, fatal error:, I/O error, -fs error, Hardware Error
     "fault",  # general protection, double, Unhandled, segfault
     "Unable to handle",
-    "stack segment",
+    "stack s",  # stack segment:, stack smashing detected
     "opcode",
     "UBSAN",
     "Booting",
@@ -66,9 +68,7 @@ ANCHORS: tuple[str, ...] = (
     "Alignment trap",
     "SYZF",
     "SIGBUS",
-    "Kill",  # Killed process, Kill process
-    "lowmemorykiller",
-    "smashing",
+    "Kill",  # Killed process, Kill process, lowmemorykiller: Killing
     "timing out",
     "timeout",
     "failed command",
@@ -84,6 +84,7 @@ ANCHORS: tuple[str, ...] = (
     "serialport",
     "replaying",
 )
+_NEEDLE_RE = re.compile("|".join(re.escape(n) for n in NEEDLES))
 _END_MARKERS = ("---[ end trace", "---[ end Kernel panic")
 #: A new boot: no report goes on past it.
 _BOOT_MARKERS = ("] Linux version ", "Booting Linux on physical CPU")
@@ -145,6 +146,7 @@ class TriageEngine:
         self._suppressed = False
         self._hangup = False
         self._last_panic = -1
+        self._undescribed = 0
 
     # -- input --------------------------------------------------------------
 
@@ -208,9 +210,11 @@ class TriageEngine:
                     break
                 i = cands[ci]
             is_cand = ci < len(cands) and cands[ci] == i
+            raw = lines[i]
             if is_cand:
                 ci += 1
-            raw = lines[i]
+                # An anchor is a short substring: does the line hold a whole needle?
+                is_cand = _NEEDLE_RE.search(raw) is not None
             if is_cand:
                 self._candidate(raw, base + i, lines, i)
             elif self._windows:
@@ -256,6 +260,10 @@ class TriageEngine:
         if ignorable and same:
             for w in same:  # a panic after the report's end marker still belongs to it
                 w.end_mark = None
+            self._feed_windows(line, context)
+            return
+        if len(self._crashes) + len(self._windows) >= MAX_CRASHES:
+            self._undescribed += 1
             self._feed_windows(line, context)
             return
         # The report before goes on being read (its trace may come after the next
@@ -319,9 +327,15 @@ class TriageEngine:
             if self._hangup and not c.corrupted:
                 c.corrupted = True
                 c.corrupted_reason = "console hung up (serialport: VM disconnected.)"
-        return TriageResult(
+        result = TriageResult(
             source=self.source, crashes=crashes, events=self._events.events, lines=self.lines
         )
+        if self._undescribed:
+            result.warnings.append(
+                f"{self._undescribed} more crash header(s) after the first {MAX_CRASHES}"
+                " were counted but not described"
+            )
+        return result
 
 
 def parse_frames(report: Iterable[str]) -> list[Frame]:

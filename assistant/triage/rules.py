@@ -1016,7 +1016,7 @@ SUPPRESSION_NEEDLES = (
     "SYZFAIL: SIGBUS",
     "Out of memory: Kill process",
     "Killed process",
-    "lowmemorykiller",
+    "lowmemorykiller: Killing",
     "INIT: PANIC",
     "stack smashing detected",
 )
