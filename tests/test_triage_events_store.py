@@ -133,3 +133,42 @@ def test_mutated_real_logs_never_raise(
         assert c.title and len(c.title) <= 120
         assert 1 <= c.start_line <= c.end_line
         json.dumps(c.to_dict())
+
+
+def test_vmlinux_symbolises_frames_with_elfutils(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from tests.conftest import require
+
+    require(bool(shutil.which("gcc") and shutil.which("eu-addr2line")), "gcc or elfutils missing")
+    src = tmp_path / "net" / "ipv4" / "demo.c"
+    src.parent.mkdir(parents=True)
+    src.write_text(
+        "static inline int helper(int x) { return x * 3 + 1; }\n"
+        "int tcp_close_demo(int a) {\n"
+        "    int b = helper(a);\n"
+        "    if (b > 10)\n"
+        "        b -= 2;\n"
+        "    return b;\n"
+        "}\n"
+        "int main(void) { return tcp_close_demo(4); }\n"
+    )
+    binary = tmp_path / "vmlinux"
+    subprocess.run(["gcc", "-g", "-O1", "-o", str(binary), str(src)], check=True)
+    log = tmp_path / "oops.log"
+    log.write_text(
+        "[   10.000000] WARNING: CPU: 0 PID: 1 at net/ipv4/demo.c:5 tcp_close_demo+0x8/0x20\n"
+        "[   10.000001] Call Trace:\n"
+        "[   10.000002]  tcp_close_demo+0x8/0x20\n"
+        "[   10.000003]  main+0x5/0x10\n"
+        "[   10.000004] ---[ end trace 0000000000000000 ]---\n"
+    )
+    proc = run_kassist(["triage", "--format", "json", "--vmlinux", str(binary), str(log)])
+    assert proc.returncode == 0, proc.stderr
+    (crash,) = json.loads(proc.stdout)["crashes"]
+    assert crash["title"] == "WARNING in tcp_close_demo"
+    files = {f["function"]: f for f in crash["call_trace"]}
+    assert files["tcp_close_demo"]["file"] == "net/ipv4/demo.c"
+    assert files["main"]["file"] == "net/ipv4/demo.c" and files["main"]["line"] == 8
+    assert crash["guilty_file"] == "net/ipv4/demo.c"

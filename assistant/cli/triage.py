@@ -91,6 +91,11 @@ def triage(
             notice(exc.one_line())
             failed += 1
             continue
+        if vmlinux and result.vmcore is None and result.crashes:
+            # A log's traces are symbolised with the same vmlinux (and --debug-dir modules).
+            from assistant.triage.symbolize import symbolize_result
+
+            symbolize_result(result, vmlinux, debug_dir)
         for warning in result.warnings:
             notice(f"{result.source}: {warning}")
         if store and result.crashes:
