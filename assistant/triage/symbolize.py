@@ -44,7 +44,10 @@ def _module_file(module: str, debug_dir: Path | None) -> Path | None:
     return None
 
 
-def _addr2line(binary: Path, queries: list[str]) -> list[list[tuple[str, str | None, int | None]]]:
+_Located = tuple[str, str | None, int | None]
+
+
+def _addr2line(binary: Path, queries: list[str]) -> list[list[_Located]]:
     """Resolve ``symbol+0xoff`` queries; for each, the (function, file, line) frames, inner first."""
     tool = shutil.which("eu-addr2line")
     if tool is None:
@@ -56,7 +59,7 @@ def _addr2line(binary: Path, queries: list[str]) -> list[list[tuple[str, str | N
         timeout=TIMEOUT_S,
         check=False,
     )
-    results: list[list[tuple[str, str | None, int | None]]] = []
+    results: list[list[_Located]] = []
     lines = proc.stdout.splitlines()
     i = 0
     while i < len(lines):
@@ -64,7 +67,7 @@ def _addr2line(binary: Path, queries: list[str]) -> list[list[tuple[str, str | N
             i += 1
             continue
         i += 1
-        frames: list[tuple[str, str | None, int | None]] = []
+        frames: list[_Located] = []
         while i < len(lines) and not lines[i].startswith("0x"):
             func = lines[i]
             loc = lines[i + 1] if i + 1 < len(lines) else "??:0"
