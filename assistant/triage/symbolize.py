@@ -48,7 +48,7 @@ _Located = tuple[str, str | None, int | None]
 
 
 def _addr2line(binary: Path, queries: list[str]) -> list[list[_Located]]:
-    """Resolve ``symbol+0xoff`` queries; for each, the (function, file, line) frames, inner first."""
+    """Resolve ``symbol+0xoff`` queries: for each, its (function, file, line), inner first."""
     tool = shutil.which("eu-addr2line")
     if tool is None:
         raise NotAvailable("eu-addr2line is not installed", "install elfutils")
