@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from assistant.triage import triage_lines, triage_path
-from assistant.triage.engine import ANCHORS, NEEDLES
+from assistant.triage.engine import ANCHORS, MAX_CRASHES, NEEDLES
 from assistant.triage.taint import decode_taint
 from tests.conftest import CORPUS_DIR, DATA, require
 
@@ -148,9 +148,10 @@ def test_every_needle_is_covered_by_an_anchor() -> None:
 
 def test_hostile_input_ends_quickly_and_cleanly() -> None:
     t0 = time.monotonic()
-    headers = ["[   1.000000] BUG: KASAN: use-after-free in foo+0x1/0x2"] * 5000
+    headers = ["[   1.000000] BUG: KASAN: use-after-free in foo+0x1/0x2"] * (MAX_CRASHES + 500)
     result = triage_lines(headers, source="headers")
-    assert len(result.crashes) == 5000
+    assert len(result.crashes) == MAX_CRASHES
+    assert any("500 more crash header(s)" in w for w in result.warnings)
     assert all(c.title == "KASAN: use-after-free in foo" and c.corrupted for c in result.crashes)
     huge = ["WARNING: " + "x" * (1 << 20), "general protection fault: " + "\x00\ufffd" * 50000]
     result = triage_lines(huge + ["Call Trace:"] * 5000, source="huge")

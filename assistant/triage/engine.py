@@ -34,7 +34,7 @@ MAX_OPEN_WINDOWS = 8
 #: Lines after an end marker during which a panic line still joins the report.
 GRACE_LINES = 12
 #: Most crashes described per input; past it headers are only counted (a header storm).
-MAX_CRASHES = 10_000
+MAX_CRASHES = 1000
 #: Characters per block when lines are fed one by one.
 BLOCK_CHARS = 1 << 20
 
@@ -103,6 +103,8 @@ _CPU_LINE = re.compile(
 )
 _TASK_PID = re.compile(r"by task (\S+?)/(\d+)|INFO: task (\S+?):(\d+) blocked", re.ASCII)
 _HARDWARE = re.compile(r"Hardware name: (.+)")
+#: The release on its own line (hung-task reports): "      Not tainted 6.1.0-21-amd64 #1".
+_TAINT_LINE = re.compile(r"^\s*(Not tainted|Tainted: ([A-Z ]+?))\s+(\S+) #", re.ASCII)
 
 
 def normalise_line(line: str) -> str:
@@ -248,6 +250,12 @@ class TriageEngine:
             self._last_panic = lineno
         if not self._suppressed and any(n in line for n in rules.SUPPRESSION_NEEDLES):
             self._suppressed = any(s.search(line) for s in rules.SUPPRESSIONS)
+        if not self._windows and len(self._crashes) >= MAX_CRASHES:
+            # A header storm past the cap: count, keep the events, describe no more.
+            self._events.feed(line, lineno + 1)
+            if parse.first_oops(line) is not None:
+                self._undescribed += 1
+            return
         context = parse.extract_context(line)
         text, _ = parse.strip_line_prefix(line, context)
         self._events.feed(text, lineno + 1)
@@ -378,6 +386,14 @@ def _kernel_and_task(report: list[str]) -> tuple[KernelInfo, TaskInfo]:
             h = _HARDWARE.search(text)
             if h:
                 kernel.hardware = h.group(1).strip()
+    if kernel.release is None:
+        for text in report[:12]:
+            m = _TAINT_LINE.match(text)
+            if m:
+                kernel.release = m.group(3)
+                kernel.tainted = decode_taint(m.group(2) or "")
+                kernel.taint_reasons = describe_taint(kernel.tainted)
+                break
     if task.comm is None:
         for text in report[:8]:
             m = _TASK_PID.search(text)
