@@ -157,3 +157,21 @@ def test_hostile_input_ends_quickly_and_cleanly() -> None:
     result = triage_lines(huge + ["Call Trace:"] * 5000, source="huge")
     assert result.crashes and all(len(c.title) <= 120 for c in result.crashes)
     assert time.monotonic() - t0 < 60
+
+
+def test_the_two_core_scan_finds_what_the_one_core_scan_finds(tmp_path: Path) -> None:
+    from assistant.triage.engine import triage_blocks
+    from assistant.triage.reader import iter_log_blocks
+
+    clean = (DATA / "clean-boot.log").read_text()
+    crash = (DATA / "gpf-sg_remove_request.log").read_text()
+    events = (DATA / "production-events.log").read_text()
+    path = tmp_path / "big.log"
+    path.write_text(clean * 80 + crash + clean * 80 + events + clean * 30)
+    assert path.stat().st_size > 4 << 20
+    two = triage_blocks(iter_log_blocks(str(path)), "big", parallel=True)
+    one = triage_blocks(iter_log_blocks(str(path)), "big", parallel=False)
+    assert [c.to_dict() for c in two.crashes] == [c.to_dict() for c in one.crashes]
+    assert [e.to_dict() for e in two.events] == [e.to_dict() for e in one.events]
+    assert any(c.title == "general protection fault in sg_remove_request" for c in two.crashes)
+    assert any(e.type == "OOM-KILL" for e in two.events)

@@ -12,8 +12,11 @@ period, or when full; so memory stays bounded whatever the size of the log.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from assistant.triage import parse, rules
@@ -35,6 +38,8 @@ MAX_OPEN_WINDOWS = 8
 GRACE_LINES = 12
 #: Most crashes described per input; past it headers are only counted (a header storm).
 MAX_CRASHES = 1000
+#: Blocks at least this big are scanned on two cores (when parallel).
+PARALLEL_BLOCK_CHARS = 1 << 20
 #: Characters per block when lines are fed one by one.
 BLOCK_CHARS = 1 << 20
 
@@ -107,6 +112,20 @@ _HARDWARE = re.compile(r"Hardware name: (.+)")
 _TAINT_LINE = re.compile(r"^\s*(Not tainted|Tainted: ([A-Z ]+?))\s+(\S+) #", re.ASCII)
 
 
+def anchor_hits(block: str, anchors: Iterable[str]) -> list[int]:
+    """Return the start offsets of the lines of ``block`` holding one of ``anchors``, sorted."""
+    hits: set[int] = set()
+    for needle in anchors:
+        pos = block.find(needle)
+        while pos != -1:
+            hits.add(block.rfind("\n", 0, pos) + 1)
+            end = block.find("\n", pos)
+            if end == -1:
+                break
+            pos = block.find(needle, end)
+    return sorted(hits)
+
+
 def normalise_line(line: str) -> str:
     """Strip what is not printk's: a trailing ``\\r``, syslog/journal prefixes, NULs."""
     if line.endswith("\r"):
@@ -138,8 +157,11 @@ class _Window:
 class TriageEngine:
     """Feed it blocks of lines, then :meth:`finish` for the result."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, parallel: bool = False) -> None:
         self.source = source
+        #: scan big blocks for anchors on two cores (a helper process)
+        self._parallel = parallel and (os.cpu_count() or 1) > 1
+        self._pool: ProcessPoolExecutor | None = None
         self.lines = 0  # lines seen so far
         self._tail: list[str] = []  # last PREFIX_LINES lines before the current block
         self._windows: list[_Window] = []
@@ -179,23 +201,22 @@ class TriageEngine:
         if batch:
             self.feed_block("\n".join(batch))
 
-    @staticmethod
-    def _candidates(block: str) -> list[int]:
-        """Return the indices of the lines of ``block`` that hold a needle, in order."""
-        hits: set[int] = set()
-        for needle in ANCHORS:
-            pos = block.find(needle)
-            while pos != -1:
-                start = block.rfind("\n", 0, pos) + 1
-                hits.add(start)
-                end = block.find("\n", pos)
-                if end == -1:
-                    break
-                pos = block.find(needle, end)
+    def _candidates(self, block: str) -> list[int]:
+        """Return the indices of the lines of ``block`` that hold an anchor, in order."""
+        if self._pool is None and self._parallel and len(block) >= PARALLEL_BLOCK_CHARS:
+            ctx = multiprocessing.get_context("fork")
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+        if self._pool is not None and len(block) >= PARALLEL_BLOCK_CHARS:
+            # Half the anchors are scanned in a helper process, on the other core.
+            future = self._pool.submit(anchor_hits, block, ANCHORS[1::2])
+            hits = anchor_hits(block, ANCHORS[0::2])
+            starts = sorted(set(hits).union(future.result()))
+        else:
+            starts = anchor_hits(block, ANCHORS)
         out = []
         line = 0
         last = 0
-        for start in sorted(hits):
+        for start in starts:
             line += block.count("\n", last, start)
             last = start
             out.append(line)
@@ -326,6 +347,9 @@ class TriageEngine:
 
     def finish(self) -> TriageResult:
         """Close the open reports and return everything found."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         for w in list(self._windows):
             self._close(w)
         crashes = sorted(self._crashes, key=lambda c: c.start_line)
@@ -445,11 +469,18 @@ def build_crash(
     return crash
 
 
-def triage_blocks(blocks: Iterable[str], source: str) -> TriageResult:
-    """Triage a log given as blocks of whole lines."""
-    engine = TriageEngine(source)
-    for block in blocks:
-        engine.feed_block(block)
+def triage_blocks(blocks: Iterable[str], source: str, parallel: bool = True) -> TriageResult:
+    """Triage a log given as blocks of whole lines.
+
+    :param parallel: scan big blocks on two cores when the machine has them.
+    """
+    engine = TriageEngine(source, parallel=parallel)
+    try:
+        for block in blocks:
+            engine.feed_block(block)
+    except BaseException:
+        engine.finish()
+        raise
     return engine.finish()
 
 
