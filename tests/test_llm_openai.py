@@ -111,7 +111,7 @@ def test_structured_step_over_http_is_valid_or_refused(
     b = make_backend(LLMConfig(backend="openai", base_url=server_url, temperature=0.0))
     crash = triage_path(str(DATA / "kasan-uaf-ip6_send_skb.log")).crashes[0]
     try:
-        result = assess_crash(crash, b, 640)  # a small budget: the evidence is trimmed
+        result = assess_crash(crash, b, 900)  # a small budget: the evidence is trimmed
     except StructuredRefusal as exc:
         assert exc.errors
         return

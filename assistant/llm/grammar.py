@@ -54,6 +54,24 @@ def check_flat(schema: dict[str, Any]) -> None:
         _field_kind(name, prop)
 
 
+#: llama-cpp-python's converter lets a string hold raw control characters (a newline
+#: inside "likely_cause"), which JSON forbids: the model then writes text that the
+#: grammar accepts and no JSON parser does. kassist narrows the rule.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def _json_strings(grammar: str) -> str:
+    narrowed = grammar.replace(_LOOSE_CHAR, _JSON_CHAR)
+    for line in narrowed.splitlines():
+        if line.startswith("char ::=") and "\\x00-\\x1F" not in line:
+            raise SchemaNotSupported(
+                "the grammar's string rule admits control characters (not JSON)",
+                "update kassist's grammar fix for this llama-cpp-python",
+            )
+    return narrowed
+
+
 def schema_to_gbnf(schema: dict[str, Any]) -> str:
     """Return the llama.cpp GBNF grammar that admits exactly the objects of ``schema``.
 
@@ -79,6 +97,7 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
         ) from None
     if not isinstance(grammar, str) or "root ::=" not in grammar:
         raise SchemaNotSupported("the grammar converter gave no root rule", "simplify the schema")
+    grammar = _json_strings(grammar)
     if grammar.strip() == str(JSON_GBNF).strip():
         raise SchemaNotSupported(
             "the schema only gives the generic JSON grammar (no constraint)",

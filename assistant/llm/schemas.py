@@ -42,14 +42,19 @@ class StepModel(BaseModel):
 
 
 class CrashAssessment(StepModel):
-    """The model's reading of one triaged crash (the ``crash_assessment`` step)."""
+    """The model's reading of one triaged crash (the ``crash_assessment`` step).
+
+    The string limits bound the answer: even one token per character it takes at most
+    about 100 + 3 x 60 + 50 tokens, so under the grammar it always completes within the
+    prompt's ``max_tokens`` (330) instead of being cut off mid-string.
+    """
 
     subsystem: Subsystem = Field(description="the kernel subsystem the crash most likely is in")
     severity: Severity = Field(description="how bad the crash is for a production machine")
     likely_cause: str = Field(
-        min_length=8, max_length=200, description="one sentence: the likely cause"
+        min_length=8, max_length=100, description="one sentence: the likely cause"
     )
-    next_steps: list[Annotated[str, Field(min_length=3, max_length=160)]] = Field(
+    next_steps: list[Annotated[str, Field(min_length=3, max_length=60)]] = Field(
         min_length=1,
         max_length=3,
         description="what an engineer should do next, shortest first",
