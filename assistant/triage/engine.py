@@ -29,7 +29,7 @@ from assistant.triage.taint import decode_taint, describe_taint
 #: Lines kept before a header for context (syzkaller keeps 50 of the same task).
 PREFIX_LINES = 50
 #: Most lines of one report window.
-WINDOW_LINES = 1000
+WINDOW_LINES = 2000
 #: Longest line kept inside a report window, in characters.
 MAX_REPORT_LINE = 2048
 #: Most report windows open at once (interleaved reports of different tasks).
