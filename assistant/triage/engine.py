@@ -106,7 +106,10 @@ _CPU_LINE = re.compile(
     r"(Not tainted|Tainted: ([A-Z ]+?))\s+(\S+)",
     re.ASCII,
 )
-_TASK_PID = re.compile(r"by task (\S+?)/(\d+)|INFO: task (\S+?):(\d+) blocked", re.ASCII)
+_TASK_PID = re.compile(
+    r"by task (\S+?)/(\d+)|INFO: task (\S+?):(\d+) blocked|stuck for \d+s! \[(.+):(\d+)\]",
+    re.ASCII,
+)
 _HARDWARE = re.compile(r"Hardware name: (.+)")
 #: The release on its own line (hung-task reports): "      Not tainted 6.1.0-21-amd64 #1".
 _TAINT_LINE = re.compile(r"^\s*(Not tainted|Tainted: ([A-Z ]+?))\s+(\S+) #", re.ASCII)
@@ -422,8 +425,8 @@ def _kernel_and_task(report: list[str]) -> tuple[KernelInfo, TaskInfo]:
         for text in report[:8]:
             m = _TASK_PID.search(text)
             if m:
-                comm, pid = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-                task = TaskInfo(comm=comm, pid=int(pid))
+                groups = [g for g in m.groups() if g is not None]
+                task = TaskInfo(comm=groups[0], pid=int(groups[1]))
                 break
     return kernel, task
 
