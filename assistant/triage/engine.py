@@ -103,7 +103,7 @@ _FRAME = re.compile(
 _INLINE_FRAME = re.compile(r"^\s*([A-Za-z_][\w.]*)\s+(\S+\.[chS]):(\d+)\s+\[inline\]", re.ASCII)
 _CPU_LINE = re.compile(
     r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (.{1,16}?) "
-    r"(Not tainted|Tainted: ([A-Z ]+?))\s+(\S+)",
+    r"(Not tainted|Tainted: ([A-Z ]+?))\s+(\d\S*)",  # a release starts with a digit
     re.ASCII,
 )
 _TASK_PID = re.compile(
@@ -112,7 +112,14 @@ _TASK_PID = re.compile(
 )
 _HARDWARE = re.compile(r"Hardware name: (.+)")
 #: The release on its own line (hung-task reports): "      Not tainted 6.1.0-21-amd64 #1".
-_TAINT_LINE = re.compile(r"^\s*(Not tainted|Tainted: ([A-Z ]+?))\s+(\S+) #", re.ASCII)
+_TAINT_LINE = re.compile(r"^\s*(Not tainted|Tainted: ([A-Z ]+?))\s+(\d\S*) #", re.ASCII)
+#: The register dump that kernels since 4.x print again after "---[ end trace": it does not
+#: use up the grace during which a following "Kernel panic - not syncing" joins the report.
+_REGISTER_DUMP = re.compile(
+    r"(?:^|\]\s*)(?:RIP|Code|RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R\d{1,2}|FS|GS|CS|CR\d|DR\d|PKRU|"
+    r"pc|lr|sp|x\d{1,2}|EIP|EAX|ESI|DS)\s*:",
+    re.ASCII,
+)
 
 
 def anchor_hits(block: str, anchors: Iterable[str]) -> list[int]:
@@ -327,7 +334,8 @@ class TriageEngine:
         for w in list(self._windows):
             w.lines.append(line)
             if w.end_mark is not None:
-                w.grace -= 1
+                if not _REGISTER_DUMP.search(line):
+                    w.grace -= 1
                 if w.grace <= 0:
                     self._close(w)
                     continue
