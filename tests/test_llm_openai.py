@@ -118,7 +118,7 @@ def test_structured_step_over_http_is_valid_or_refused(
     assert result.stats[0].constraint == "server-schema"
     assert result.value.severity in {"low", "medium", "high", "critical"}
     # llama-cpp-python's server refuses OpenAI's json_schema dialect: the backend moved on
-    # to the json_object+schema dialect, which its server turns into a grammar
+    # to sending kassist's own grammar, which that server takes
     assert b.inner._format_index == 1  # type: ignore[attr-defined]
 
 

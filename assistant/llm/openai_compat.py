@@ -6,15 +6,17 @@ httpx. Connection failures, 429 and 5xx answers are retried with exponential bac
 before the first token arrives; once text has been yielded a failure is final, so an
 answer is never duplicated.
 
-Structured steps hand the schema to the server in the two dialects in use:
-``response_format: {"type": "json_schema", ...}`` (OpenAI, vLLM, Ollama) and, when a
-server refuses that (llama-cpp-python's server answers 422),
-``{"type": "json_object", "schema": ...}``. A server may still fall back to
-unconstrained JSON silently, so the answer is always validated by pydantic after.
+Structured steps hand the schema to the server in the dialects in use, switching when
+a server refuses one: ``response_format: {"type": "json_schema", ...}`` (OpenAI, vLLM,
+Ollama); a GBNF ``grammar`` built by kassist (llama-cpp-python's server, whose own
+schema conversion lets strings hold raw newlines, which is not JSON); and
+``response_format: {"type": "json_object", "schema": ...}``. A server may still fall
+back to unconstrained JSON silently, so the answer is always validated by pydantic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -24,8 +26,8 @@ import httpx
 
 from assistant.config import LLMConfig
 from assistant.llm.base import Constraint, GenerationStats, Message, approx_tokens
-from assistant.llm.errors import LLMUnavailable
-from assistant.llm.grammar import check_flat
+from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
+from assistant.llm.grammar import check_flat, schema_to_gbnf
 
 #: Attempts per request (the first included) before giving up.
 ATTEMPTS = 4
@@ -58,10 +60,21 @@ def _refuses_dialect(resp: httpx.Response) -> bool:
 
 
 def _formats(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"type": "json_schema", "json_schema": {"name": "step", "schema": schema, "strict": True}},
-        {"type": "json_object", "schema": schema},
+    # The request fields that constrain the answer, in the order they are tried.
+    dialects: list[dict[str, Any]] = [
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "step", "schema": schema, "strict": True},
+            }
+        }
     ]
+    # llama-cpp-python's server takes a GBNF grammar; kassist's own is stricter than
+    # the one that server builds from a schema (no control characters in strings).
+    with contextlib.suppress(SchemaNotSupported):
+        dialects.append({"grammar": schema_to_gbnf(schema)})
+    dialects.append({"response_format": {"type": "json_object", "schema": schema}})
+    return dialects
 
 
 class OpenAIBackend:
@@ -159,7 +172,7 @@ class OpenAIBackend:
         if self.cfg.model:
             body["model"] = self.cfg.model
         if json_schema is not None:
-            body["response_format"] = _formats(json_schema)[self._format_index]
+            body.update(_formats(json_schema)[self._format_index])
         return body
 
     def _open(self, body: dict[str, Any], schema: dict[str, Any] | None) -> httpx.Response:
@@ -184,8 +197,10 @@ class OpenAIBackend:
                 if schema is None or self._format_index + 1 >= len(_formats(schema)):
                     refused.response.raise_for_status()
                     raise
+                for key in _formats(schema)[self._format_index]:
+                    body.pop(key, None)
                 self._format_index += 1
-                body["response_format"] = _formats(schema)[self._format_index]
+                body.update(_formats(schema)[self._format_index])
 
     def stream(
         self,
