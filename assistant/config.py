@@ -47,7 +47,8 @@ class LLMConfig:
     :param backend: backend name (``llama_cpp``, ``openai``, ``transformers``, ``none``).
     :param model: a GGUF path, a model directory or a server model name; empty: the default.
     :param n_ctx: context window in tokens.
-    :param n_threads: CPU threads for generation; 0: one per core.
+    :param n_threads: CPU threads for generation; 0: the cores not already busy when the
+        model loads (see ``assistant.llm.llama_cpp.default_threads``).
     :param max_tokens: the most tokens one answer may generate.
     :param temperature: sampling temperature; 0 is greedy.
     :param base_url: the OpenAI-compatible server's URL (``openai`` backend).

@@ -75,6 +75,15 @@ def test_report_is_logged_and_logs_show_it(tmp_path: Path) -> None:
         json.loads(run_kassist(["logs", "list", "-n", "1000", "--format", "json"], env=env).stdout)
     )
     assert after == before
+    flagged = run_kassist(
+        ["report", "--no-log", "--max-tokens", "4", str(DATA / "kasan-uaf-ip6_send_skb.log")],
+        env=env,
+    )
+    assert flagged.returncode == 0, flagged.stderr
+    last = len(
+        json.loads(run_kassist(["logs", "list", "-n", "1000", "--format", "json"], env=env).stdout)
+    )
+    assert last == before
 
 
 def test_models_lists_backends_and_their_state(tmp_path: Path) -> None:

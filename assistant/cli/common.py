@@ -16,8 +16,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def llm_options(func: F) -> F:
-    """Add ``--model``, ``--backend``, ``--max-tokens`` and ``--no-llm`` to a command."""
+    """Add ``--model``, ``--backend``, ``--max-tokens``, ``--no-llm`` and ``--no-log``."""
     options = [
+        click.option(
+            "--no-log", is_flag=True, help="Do not record prompts and answers in the LLM log."
+        ),
         click.option(
             "--no-llm", is_flag=True, help="Do not use a language model (deterministic output)."
         ),
@@ -44,10 +47,16 @@ def llm_options(func: F) -> F:
 
 
 def config_from_flags(
-    model: str | None = None, backend: str | None = None, max_tokens: int | None = None
+    model: str | None = None,
+    backend: str | None = None,
+    max_tokens: int | None = None,
+    no_log: bool = False,
 ) -> Config:
     """Load the configuration with the command line's LLM flags on top."""
-    return load_config({"llm": {"model": model, "backend": backend, "max_tokens": max_tokens}})
+    flags: dict[str, object] = {"model": model, "backend": backend, "max_tokens": max_tokens}
+    if no_log:
+        flags["log"] = False
+    return load_config({"llm": flags})
 
 
 def notice(message: str) -> None:

@@ -45,6 +45,7 @@ def report(
     backend: str | None,
     max_tokens: int | None,
     no_llm: bool,
+    no_log: bool,
     vmcore: str | None = None,
     vmlinux: str | None = None,
     debug_dir: str | None = None,
@@ -70,7 +71,7 @@ def report(
             "give a log that holds a crash report (kassist triage shows what was found)",
         )
     crash = result.crashes[index - 1]
-    cfg = config_from_flags(model, backend, max_tokens)
+    cfg = config_from_flags(model, backend, max_tokens, no_log)
     llm = backend_or_none(cfg, no_llm)
     if llm is None and not no_llm and cfg.llm.backend != "none":
         pass  # backend_or_none already said why
