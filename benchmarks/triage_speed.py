@@ -8,7 +8,8 @@ sprinkled in at one per ``--crash-every`` MiB; then times, in the same run:
 - ``grep -c -F -f HEADERS LOG`` over the oops header strings (a lower bound on any scan),
 - ``kassist triage --format json LOG`` (the real CLI, in a subprocess): MB/s, peak RSS,
   and how many of the sprinkled crashes it found,
-- hostile inputs of ``--hostile-size`` bytes: 1 MiB lines, millions of near-header
+- hostile inputs of ``--hostile-size`` bytes: 1 MiB lines, lines made only of
+  pre-filter anchors, millions of near-header
   lines, and a log that is all crash headers: time per MB against the clean log's.
 
     PYTHONPATH=. .venv/bin/python benchmarks/triage_speed.py [--size 256M|1G] [--keep DIR]
@@ -96,6 +97,12 @@ def build_hostile(path: Path, kind: str, size: int) -> None:
                 line = rng.choice(near)
                 f.write(line)
                 written += len(line)
+        elif kind == "anchor-storm":
+            # Long lines made of nothing but pre-filter anchors: every few bytes a match.
+            line = "[   12.345678] " + "BUG" * 20000 + "\n"
+            while written < size:
+                f.write(line)
+                written += len(line)
         elif kind == "all-headers":
             i = 0
             while written < size:
@@ -166,7 +173,7 @@ def main() -> None:
         print(f"throughput ratio        {k_rate / grep_rate:.2f} x grep   (target >= 0.25)")
         print(f"peak RSS                {rss:.0f} MB   (target <= 200)")
         clean_per_mb = k_s / mb
-        for kind in ("long-lines", "near-headers", "all-headers"):
+        for kind in ("long-lines", "near-headers", "anchor-storm", "all-headers"):
             path = work / f"{kind}.log"
             build_hostile(path, kind, args.hostile_size)
             hmb = path.stat().st_size / 1e6

@@ -135,18 +135,42 @@ def _automaton(anchors: tuple[str, ...]) -> Any:
     return ahocorasick_rs.BytesAhoCorasick([a.encode() for a in anchors])
 
 
+#: Bytes handed to the automaton at once: its match list (a Python tuple per match) stays
+#: small even when every few bytes are an anchor (a header storm).
+AUTOMATON_SLICE = 64 * 1024
+
+
+def _automaton_hits(data: bytes, automaton: Any) -> list[int]:
+    # Matches come in order; the first one of a line settles the line, so the rest of
+    # that line is skipped: linear time whatever the number of anchors per line.
+    starts: list[int] = []
+    line_end = 0  # the end of the last line found
+    pos = 0
+    while pos < len(data):
+        if pos < line_end:
+            pos = line_end
+            continue
+        stop = data.find(b"\n", min(pos + AUTOMATON_SLICE, len(data)))
+        stop = len(data) if stop == -1 else stop + 1  # slices end on a line boundary
+        for _, start, _ in automaton.find_matches_as_indexes(data[pos:stop], overlapping=False):
+            at = pos + start
+            if at < line_end:
+                continue
+            starts.append(data.rfind(b"\n", 0, at) + 1)
+            end = data.find(b"\n", at)
+            line_end = len(data) if end == -1 else end + 1
+            if line_end >= stop:
+                break
+        pos = max(stop, line_end)
+    return starts
+
+
 def anchor_hits(block: str, anchors: Iterable[str]) -> list[int]:
     """Return the start offsets of the lines of ``block`` holding one of ``anchors``, sorted."""
     anchors = tuple(anchors)
     automaton = _automaton(anchors) if block.isascii() else None
     if automaton is not None:
-        # ASCII: byte offsets are character offsets.
-        data = block.encode("ascii")
-        starts = {
-            data.rfind(b"\n", 0, start) + 1
-            for _, start, _ in automaton.find_matches_as_indexes(data, overlapping=False)
-        }
-        return sorted(starts)
+        return _automaton_hits(block.encode("ascii"), automaton)  # ASCII: bytes are chars
     hits: set[int] = set()
     for needle in anchors:
         pos = block.find(needle)
@@ -271,8 +295,9 @@ class TriageEngine:
             raw = lines[i]
             if is_cand:
                 ci += 1
-                # An anchor is a short substring: does the line hold a whole needle?
-                is_cand = _NEEDLE_RE.search(raw) is not None
+                # An anchor is a short substring: does the line hold a whole needle? Only
+                # the head that _candidate keeps counts (a megabyte line is not printk's).
+                is_cand = _NEEDLE_RE.search(raw, 0, MAX_REPORT_LINE + 64) is not None
             if is_cand:
                 self._candidate(raw, base + i, lines, i)
             elif self._windows:
