@@ -32,3 +32,18 @@ def test_slices_end_on_line_boundaries(monkeypatch) -> None:  # type: ignore[no-
     monkeypatch.setattr(engine, "AUTOMATON_SLICE", 7)  # many slices, lines cut across them
     block = "ok line\n" * 5 + "a BUG: here and WARNING: there\n" + "x" * 50 + "\nfault\nend"
     assert anchor_hits(block, ANCHORS) == _by_find(block)
+
+
+_NEEDLE_PIECES = st.sampled_from([*engine.NEEDLES[:40], *ANCHORS, "x", " ", "\n", "[ 1.0] "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NEEDLE_PIECES, max_size=200).map("".join))
+def test_needle_automaton_finds_the_lines_the_needle_regex_finds(block: str) -> None:
+    lines = block.split("\n")
+    expected = [i for i, line in enumerate(lines) if engine._NEEDLE_RE.search(line)]
+    if not block.isascii():
+        return
+    found, exact = engine.TriageEngine("t")._candidates(block)
+    assert exact
+    assert found == expected

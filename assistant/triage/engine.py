@@ -258,10 +258,19 @@ class TriageEngine:
         if batch:
             self.feed_block("\n".join(batch))
 
-    def _candidates(self, block: str) -> list[int]:
-        """Return the indices of the lines of ``block`` that hold an anchor, in order."""
-        if self._parallel and _automaton(ANCHORS) is not None:
-            self._parallel = False  # one automaton pass is cheaper than a second process
+    def _candidates(self, block: str) -> tuple[list[int], bool]:
+        """Return the indices of the lines of ``block`` that may matter, in order.
+
+        :return: the line indices, and whether they are exact (each line holds a whole
+            needle) or only hold an anchor (a short substring of some needle).
+        """
+        automaton = _automaton(NEEDLES) if block.isascii() else None
+        if automaton is not None:
+            # The automaton takes every whole needle at once: no anchor step, no
+            # second process, and no regex per line afterwards.
+            self._parallel = False
+            starts = _automaton_hits(block.encode("ascii"), automaton)
+            return self._line_indices(block, starts), True
         if self._pool is None and self._parallel and len(block) >= PARALLEL_BLOCK_CHARS:
             ctx = multiprocessing.get_context("fork")
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
@@ -272,6 +281,11 @@ class TriageEngine:
             starts = sorted(set(hits).union(future.result()))
         else:
             starts = anchor_hits(block, ANCHORS)
+        return self._line_indices(block, starts), False
+
+    @staticmethod
+    def _line_indices(block: str, starts: list[int]) -> list[int]:
+        # line start offsets (sorted) -> 0-based line indices
         out = []
         line = 0
         last = 0
@@ -281,7 +295,8 @@ class TriageEngine:
             out.append(line)
         return out
 
-    def _process_lines(self, lines: list[str], cands: list[int]) -> None:
+    def _process_lines(self, lines: list[str], found: tuple[list[int], bool]) -> None:
+        cands, exact = found
         base = self.lines
         ci = 0
         i = 0
@@ -297,7 +312,8 @@ class TriageEngine:
                 ci += 1
                 # An anchor is a short substring: does the line hold a whole needle? Only
                 # the head that _candidate keeps counts (a megabyte line is not printk's).
-                is_cand = _NEEDLE_RE.search(raw, 0, MAX_REPORT_LINE + 64) is not None
+                if not exact or len(raw) > MAX_REPORT_LINE + 64:
+                    is_cand = _NEEDLE_RE.search(raw, 0, MAX_REPORT_LINE + 64) is not None
             if is_cand:
                 self._candidate(raw, base + i, lines, i)
             elif self._windows:
