@@ -92,6 +92,8 @@ ANCHORS: tuple[str, ...] = (
     "replaying",
 )
 _NEEDLE_RE = re.compile("|".join(re.escape(n) for n in NEEDLES))
+# One search instead of a substring test per suppression needle (this runs per header).
+_SUPPRESSION_NEEDLE_RE = re.compile("|".join(re.escape(n) for n in rules.SUPPRESSION_NEEDLES))
 _END_MARKERS = ("---[ end trace", "---[ end Kernel panic")
 #: A new boot: no report goes on past it.
 _BOOT_MARKERS = ("] Linux version ", "Booting Linux on physical CPU")
@@ -345,7 +347,7 @@ class TriageEngine:
             self._hangup = True
         if rules.PANICKED in line:
             self._last_panic = lineno
-        if not self._suppressed and any(n in line for n in rules.SUPPRESSION_NEEDLES):
+        if not self._suppressed and _SUPPRESSION_NEEDLE_RE.search(line):
             self._suppressed = any(s.search(line) for s in rules.SUPPRESSIONS)
         if not self._windows and len(self._crashes) >= MAX_CRASHES:
             # A header storm past the cap: count, keep the events, describe no more.

@@ -226,6 +226,10 @@ _OOM_CONTEXT = re.compile(
 _OOM_INVOKED = re.compile(r"(?P<invoker>\S+) invoked oom-killer: gfp_mask=(?P<gfp_mask>\S+)")
 #: Lines that only add context to the next OOM kill.
 OOM_CONTEXT_NEEDLES = ("oom-kill:constraint=", "invoked oom-killer")
+# One search tells whether a line can matter at all (feed runs for every header line).
+_ANY_EVENT_NEEDLE = re.compile(
+    "|".join(re.escape(n) for n in (*OOM_CONTEXT_NEEDLES, *EVENT_NEEDLES))
+)
 #: Repeats of one event within this many lines are merged into one.
 MERGE_WITHIN_LINES = 200
 
@@ -241,6 +245,8 @@ class EventTracker:
 
     def feed(self, text: str, lineno: int) -> None:
         """Look at one line (printk prefix removed); ``lineno`` is 1-based."""
+        if _ANY_EVENT_NEEDLE.search(text) is None:
+            return
         if "oom-kill:constraint=" in text:
             m = _OOM_CONTEXT.search(text)
             if m:
