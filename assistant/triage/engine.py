@@ -92,6 +92,20 @@ ANCHORS: tuple[str, ...] = (
     "replaying",
 )
 _NEEDLE_RE = re.compile("|".join(re.escape(n) for n in NEEDLES))
+# Past MAX_CRASHES, the lines that can still change the result beyond a count.
+_STORM_SPECIAL_RE = re.compile(
+    "|".join(
+        re.escape(n)
+        for n in (
+            rules.REPLAY_MARKER,
+            rules.CONSOLE_HANGUP,
+            rules.PANICKED,
+            *rules.SUPPRESSION_NEEDLES,
+            *EVENT_NEEDLES,
+            *OOM_CONTEXT_NEEDLES,
+        )
+    )
+)
 # One search instead of a substring test per suppression needle (this runs per header).
 _SUPPRESSION_NEEDLE_RE = re.compile("|".join(re.escape(n) for n in rules.SUPPRESSION_NEEDLES))
 _END_MARKERS = ("---[ end trace", "---[ end Kernel panic")
@@ -307,6 +321,9 @@ class TriageEngine:
             if not self._windows:
                 if ci >= len(cands):
                     break
+                if len(self._crashes) >= MAX_CRASHES:
+                    self._storm(lines, cands[ci:], base)
+                    break
                 i = cands[ci]
             is_cand = ci < len(cands) and cands[ci] == i
             raw = lines[i]
@@ -327,6 +344,17 @@ class TriageEngine:
             i += 1
         self.lines = base + n
         self._tail = (self._tail + lines[-PREFIX_LINES:])[-PREFIX_LINES:]
+
+    def _storm(self, lines: list[str], rest: list[int], base: int) -> None:
+        # A header storm past the cap, with no report open: each line is counted if it
+        # is a header, and only lines that can still change events or flags take the
+        # full path (_candidate's cap branch). No window opens from here.
+        for j in rest:
+            raw = lines[j]
+            if _STORM_SPECIAL_RE.search(raw, 0, MAX_REPORT_LINE + 64):
+                self._candidate(raw, base + j, lines, j)
+            elif parse.first_oops(normalise_line(raw[: MAX_REPORT_LINE + 64])[:MAX_REPORT_LINE]):
+                self._undescribed += 1
 
     def _prefix(self, lines: list[str], i: int) -> list[str]:
         before = lines[max(0, i - PREFIX_LINES) : i]

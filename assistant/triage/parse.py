@@ -76,13 +76,33 @@ def match_oops(line: str, oops: Oops) -> bool:
 _ANY_HEADER = re.compile("|".join(re.escape(o.header) for o in rules.OOPSES))
 
 
+def _one_pattern(patterns: tuple[re.Pattern[str], ...]) -> re.Pattern[str] | None:
+    # The suppressions of one family as one alternation (a line is searched once, not
+    # once per pattern); None when they cannot be joined (different flags, named groups).
+    if not patterns or len({p.flags for p in patterns}) != 1 or any(p.groupindex for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), patterns[0].flags)
+    except re.error:
+        return None
+
+
+#: (header, oops, its suppressions joined or None, its suppressions), in table order.
+_HEADER_TABLE = [(o.header, o, _one_pattern(o.suppressions), o.suppressions) for o in rules.OOPSES]
+
+
 def first_oops(line: str) -> Oops | None:
     """Return the first oops family (in table order) whose header this line is."""
     if _ANY_HEADER.search(line) is None:
         return None
-    for oops in rules.OOPSES:
+    for header, oops, joined, suppressions in _HEADER_TABLE:
         # match_oops, inlined: this runs for every line that looks like a header
-        if oops.header in line and not any(s.search(line) for s in oops.suppressions):
+        if header not in line:
+            continue
+        if joined is not None:
+            if joined.search(line) is None:
+                return oops
+        elif not any(s.search(line) for s in suppressions):
             return oops
     return None
 
