@@ -47,3 +47,22 @@ def test_needle_automaton_finds_the_lines_the_needle_regex_finds(block: str) -> 
     found, exact = engine.TriageEngine("t")._candidates(block)
     assert exact
     assert found == expected
+
+
+def test_past_the_crash_cap_events_panics_and_counts_are_kept() -> None:
+    from assistant.triage import triage_lines
+
+    header = "[{:6d}.000000] BUG: KASAN: use-after-free in foo+0x1/0x2"
+    lines = [header.format(i) for i in range(engine.MAX_CRASHES + 300)]
+    lines.insert(
+        engine.MAX_CRASHES + 100,
+        "[ 1200.100101] Memory cgroup out of memory: Killed process 4121 (postgres) "
+        "total-vm:8645520kB, anon-rss:4194304kB, file-rss:1024kB, shmem-rss:0kB, UID:107",
+    )
+    lines.append("[ 9999.000000] Kernel panic - not syncing: Fatal exception")
+    lines.append("[ 9999.000001] DEBUG: not BUG: a near-header that is not a header")
+    result = triage_lines(lines, source="storm")
+    assert len(result.crashes) == engine.MAX_CRASHES
+    assert any("300 more crash header(s)" in w for w in result.warnings), result.warnings
+    assert [e.type for e in result.events] == ["OOM-KILL"]
+    assert result.crashes[-1].panicked

@@ -92,20 +92,19 @@ ANCHORS: tuple[str, ...] = (
     "replaying",
 )
 _NEEDLE_RE = re.compile("|".join(re.escape(n) for n in NEEDLES))
+#: Distinct storm lines whose header verdict is remembered, per block.
+STORM_VERDICTS = 4096
+_PRINTK_TIME = re.compile(r"\[\s*\d+\.\d+\]\s*", re.ASCII)
 # Past MAX_CRASHES, the lines that can still change the result beyond a count.
-_STORM_SPECIAL_RE = re.compile(
-    "|".join(
-        re.escape(n)
-        for n in (
-            rules.REPLAY_MARKER,
-            rules.CONSOLE_HANGUP,
-            rules.PANICKED,
-            *rules.SUPPRESSION_NEEDLES,
-            *EVENT_NEEDLES,
-            *OOM_CONTEXT_NEEDLES,
-        )
-    )
+_STORM_SPECIAL = (
+    rules.REPLAY_MARKER,
+    rules.CONSOLE_HANGUP,
+    rules.PANICKED,
+    *rules.SUPPRESSION_NEEDLES,
+    *EVENT_NEEDLES,
+    *OOM_CONTEXT_NEEDLES,
 )
+_STORM_SPECIAL_RE = re.compile("|".join(re.escape(n) for n in _STORM_SPECIAL))
 # One search instead of a substring test per suppression needle (this runs per header).
 _SUPPRESSION_NEEDLE_RE = re.compile("|".join(re.escape(n) for n in rules.SUPPRESSION_NEEDLES))
 _END_MARKERS = ("---[ end trace", "---[ end Kernel panic")
@@ -348,13 +347,37 @@ class TriageEngine:
     def _storm(self, lines: list[str], rest: list[int], base: int) -> None:
         # A header storm past the cap, with no report open: each line is counted if it
         # is a header, and only lines that can still change events or flags take the
-        # full path (_candidate's cap branch). No window opens from here.
+        # full path (_candidate's cap branch). No window opens from here. Storms repeat
+        # one message with new timestamps: the verdict is remembered by the text after
+        # the timestamp (no header or suppression looks at the timestamp).
+        verdicts: dict[str, bool] = {}
+        special = self._storm_special(lines, rest)
         for j in rest:
             raw = lines[j]
-            if _STORM_SPECIAL_RE.search(raw, 0, MAX_REPORT_LINE + 64):
+            if j in special:
                 self._candidate(raw, base + j, lines, j)
-            elif parse.first_oops(normalise_line(raw[: MAX_REPORT_LINE + 64])[:MAX_REPORT_LINE]):
+                continue
+            line = normalise_line(raw[: MAX_REPORT_LINE + 64])[:MAX_REPORT_LINE]
+            stamp = _PRINTK_TIME.match(line)
+            key = line[stamp.end() :] if stamp else line
+            header = verdicts.get(key)
+            if header is None:
+                header = parse.first_oops(line) is not None
+                if len(verdicts) < STORM_VERDICTS:
+                    verdicts[key] = header
+            if header:
                 self._undescribed += 1
+
+    def _storm_special(self, lines: list[str], rest: list[int]) -> set[int]:
+        # Which of the storm's lines hold a special needle: one automaton pass over them
+        # all (a line flagged here only takes the full path, so flagging more is safe).
+        text = "\n".join(lines[j] for j in rest)
+        automaton = _automaton(_STORM_SPECIAL) if text.isascii() else None
+        if automaton is None:
+            limit = MAX_REPORT_LINE + 64
+            return {j for j in rest if _STORM_SPECIAL_RE.search(lines[j], 0, limit)}
+        hits = _automaton_hits(text.encode("ascii"), automaton)
+        return {rest[k] for k in self._line_indices(text, hits)}
 
     def _prefix(self, lines: list[str], i: int) -> list[str]:
         before = lines[max(0, i - PREFIX_LINES) : i]
