@@ -161,7 +161,7 @@ def test_hostile_input_ends_quickly_and_cleanly() -> None:
 
 def test_the_two_core_scan_finds_what_the_one_core_scan_finds(tmp_path: Path) -> None:
     from assistant.triage.engine import triage_blocks
-    from assistant.triage.reader import iter_log_blocks
+    from probes.logs import iter_log_blocks
 
     clean = (DATA / "clean-boot.log").read_text()
     crash = (DATA / "gpf-sg_remove_request.log").read_text()

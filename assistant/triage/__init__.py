@@ -5,9 +5,8 @@ from __future__ import annotations
 from assistant.errors import InputError
 from assistant.triage.engine import triage_blocks, triage_lines
 from assistant.triage.model import TRIAGE_SCHEMA, Crash, Event, Frame, TriageResult
-from assistant.triage.reader import iter_log_blocks
 from probes.errors import ProbeError
-from probes.logs import ReadStats
+from probes.logs import ReadStats, iter_log_blocks
 
 
 def triage_path(path: str) -> TriageResult:
