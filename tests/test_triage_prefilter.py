@@ -24,14 +24,17 @@ def _by_find(block: str) -> list[int]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_PIECES, max_size=400).map("".join))
 def test_automaton_agrees_with_substring_scan(block: str) -> None:
-    assert engine._automaton(ANCHORS) is not None  # ahocorasick-rs is a dependency
-    assert anchor_hits(block, ANCHORS) == _by_find(block)
+    automaton = engine._automaton(ANCHORS)
+    assert automaton is not None  # ahocorasick-rs is a dependency
+    assert engine._automaton_hits(block.encode("ascii"), automaton) == _by_find(block)
+    assert anchor_hits(block, ANCHORS) == _by_find(block)  # the scan without it
 
 
 def test_slices_end_on_line_boundaries(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(engine, "AUTOMATON_SLICE", 7)  # many slices, lines cut across them
     block = "ok line\n" * 5 + "a BUG: here and WARNING: there\n" + "x" * 50 + "\nfault\nend"
-    assert anchor_hits(block, ANCHORS) == _by_find(block)
+    automaton = engine._automaton(ANCHORS)
+    assert engine._automaton_hits(block.encode("ascii"), automaton) == _by_find(block)
 
 
 _NEEDLE_PIECES = st.sampled_from([*engine.NEEDLES[:40], *ANCHORS, "x", " ", "\n", "[ 1.0] "])

@@ -181,11 +181,10 @@ def _automaton_hits(data: bytes, automaton: Any) -> list[int]:
 
 
 def anchor_hits(block: str, anchors: Iterable[str]) -> list[int]:
-    """Return the start offsets of the lines of ``block`` holding one of ``anchors``, sorted."""
-    anchors = tuple(anchors)
-    automaton = _automaton(anchors) if block.isascii() else None
-    if automaton is not None:
-        return _automaton_hits(block.encode("ascii"), automaton)  # ASCII: bytes are chars
+    """Return the start offsets of the lines of ``block`` holding one of ``anchors``, sorted.
+
+    The scan without the automaton: for blocks that are not ASCII, or without ahocorasick-rs.
+    """
     hits: set[int] = set()
     for needle in anchors:
         pos = block.find(needle)
