@@ -22,11 +22,19 @@ LLAMA_CPP_VERSION=0.3.36
 WHEELHOUSE="${XDG_CACHE_HOME:-$HOME/.cache}/kassist/wheels"
 
 # System packages: a compiler and CMake for llama.cpp; bpftrace for eBPF probes;
-# QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture.
+# QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture;
+# the kernel's own documentation and sources for the knowledge base; clang and
+# libbpf for the in-kernel policy program; PostgreSQL for the fleet store; tmux
+# for the TUI's end-to-end test; FUSE and fio for the fail-slow drive tests.
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential cmake git pkg-config
     bpftrace bpftool nftables iproute2 util-linux procps kmod
     qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils
+    linux-doc-6.1 linux-source-6.1
+    clang llvm libbpf-dev
+    postgresql
+    tmux
+    fuse3 libfuse2 fio smartmontools nvme-cli
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }
