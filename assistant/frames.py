@@ -48,7 +48,7 @@ def frame_text(frame: FrameFields, pc: int | None = None) -> str:
     """Return a frame as ``func+0x1e/0x30 [mod] file.c:41 [inline]``.
 
     What the frame does not know is left out: no ``/0x30`` without a size, no
-    ``file:line`` unless symbolised.
+    ``file:line`` unless symbolised, no offset for an inlined frame.
 
     >>> from assistant.triage.model import Frame
     >>> frame_text(Frame("tcp_close", 0x1A, 0x90, None, "net/ipv4/tcp.c", 2893))
@@ -58,7 +58,8 @@ def frame_text(frame: FrameFields, pc: int | None = None) -> str:
     :param pc: the program counter, shown (as hex) when no symbol names the function.
     """
     where = frame.function or (f"0x{pc:x}" if pc is not None else "?")
-    if frame.function and frame.offset is not None:
+    # An inlined frame has no offset of its own (drgn gives the caller's): none, as syzkaller.
+    if frame.function and frame.offset is not None and not frame.inline:
         where += f"+0x{frame.offset:x}" + (f"/0x{frame.size:x}" if frame.size else "")
     if frame.module:
         where += f" [{frame.module}]"
