@@ -10,26 +10,11 @@ crash gets the same title, type, frame and signature; the drgn analyses
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from assistant.errors import InputError, NotAvailable
 from assistant.triage import TriageResult, triage_lines
-from probes.drgn import (
-    ANALYSES,
-    Analysis,
-    BlockedTask,
-    CrashContext,
-    CrashedStack,
-    KernelModule,
-    MemorySummary,
-    Progress,
-    RunQueue,
-    SysctlValue,
-    Target,
-    analyse,
-    dmesg_lines,
-)
+from probes.drgn import ANALYSES, Analysis, Findings, Progress, Target, analyse, dmesg_lines
 from probes.drgn import open_live as _open_live
 from probes.drgn import open_qmp as _open_qmp
 from probes.drgn import open_vmcore as _open_vmcore
@@ -42,57 +27,22 @@ QMP_PREFIX = "qmp:"
 
 
 @dataclass
-class VmcoreSection:
+class VmcoreSection(Findings):
     """drgn's findings about a dump: the ``vmcore`` section of ``kassist triage --vmcore``.
 
-    An :class:`~probes.drgn.Analysis` without its printk buffer (which the triage
-    result already holds as its crashes), in the same JSON shape; an analysis that
-    was not run or failed is ``None`` (and named in :attr:`errors`).
+    The :class:`~probes.drgn.Findings` of an analysis (its printk buffer is the
+    triage result's input, so only counted here), in the JSON shape the README
+    documents.
 
-    :param source: the dump's path, ``/proc/kcore`` or ``qmp:SOCKET``.
-    :param live: a running kernel, not a dump.
-    :param format: the dump's format (``kdump``, ``flattened``, ``elf``), ``None`` when live.
     :param dmesg_records: how many printk records the buffer held.
     """
 
-    source: str
-    live: bool
-    format: str | None = None
-    crash: CrashContext | None = None
-    stack: CrashedStack | None = None
-    blocked: list[BlockedTask] | None = None
-    runqueues: list[RunQueue] | None = None
-    memory: MemorySummary | None = None
-    modules: list[KernelModule] | None = None
-    sysctl: list[SysctlValue] | None = None
-    warnings: list[str] = field(default_factory=list)
-    missing_debug_info: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
     dmesg_records: int = 0
 
     @classmethod
     def from_analysis(cls, a: Analysis) -> VmcoreSection:
-        """Return the section for an analysis (its printk buffer only counted)."""
-        return cls(
-            source=a.source,
-            live=a.live,
-            format=a.format,
-            crash=a.crash,
-            stack=a.stack,
-            blocked=a.blocked,
-            runqueues=a.runqueues,
-            memory=a.memory,
-            modules=a.modules,
-            sysctl=a.sysctl,
-            warnings=list(a.warnings),
-            missing_debug_info=list(a.missing_debug_info),
-            errors=list(a.errors),
-            dmesg_records=len(a.dmesg or []),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the section as the JSON object of the ``vmcore`` key."""
-        return asdict(self)
+        """Return the section for an analysis."""
+        return cls(**a.findings(), dmesg_records=len(a.dmesg or []))
 
 
 def open_target(

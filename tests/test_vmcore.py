@@ -170,6 +170,20 @@ def test_printk_buffer_is_the_console(analysis: Analysis, vmcore_fixture: Vmcore
     assert sum(line in console for line in lines) / len(lines) > 0.95
 
 
+def test_printk_records_are_the_one_log_record_type(analysis: Analysis) -> None:
+    from probes.logs import LogRecord
+
+    assert analysis.dmesg
+    assert all(isinstance(r, LogRecord) and r.source == "vmcore" for r in analysis.dmesg)
+    seqs = [r.seq for r in analysis.dmesg]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert all(r.level is not None and 0 <= r.level <= 7 for r in analysis.dmesg)
+    stamps = [r.ts_us for r in analysis.dmesg]
+    assert all(s is not None for s in stamps) and stamps == sorted(stamps)  # type: ignore[type-var]
+    panic = next(r for r in analysis.dmesg if "Kernel panic - not syncing" in r.text)
+    assert panic.level == 0  # KERN_EMERG
+
+
 def test_triage_title_equals_the_console_logs(
     analysis: Analysis, vmcore_fixture: VmcoreFixture
 ) -> None:
@@ -257,6 +271,8 @@ def test_cli_triage_vmcore_json(vmcore_fixture: VmcoreFixture) -> None:
     assert "kassist_crash_level3" in data["crashes"][0]["title"]
     vm = data["vmcore"]
     assert vm["crash"]["task"]["comm"] == "kassist-crash"
+    assert "dmesg" not in vm and vm["dmesg_records"] > 100
+    assert vm["stack"]["frames"][vm["stack"]["guilty"]]["function"] == "kassist_crash_level3"
     assert [b["task"]["comm"] for b in vm["blocked"]] == ["kassist_blocker"]
     assert {m["name"] for m in vm["modules"]} >= {"kassist_crash"}
 

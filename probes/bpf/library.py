@@ -133,7 +133,7 @@ def unavailable_reason(spec: ProbeSpec, bpftrace: str = "bpftrace") -> str | Non
         return None
     base = tracefs_dir()
     if base is None:
-        return "tracefs is not mounted (as root: mount -t tracefs tracefs /sys/kernel/tracing)"
+        return "tracefs is not mounted (kassist probe run and kassist doctor --fix mount it)"
     for category, name in spec.tracepoints:
         if not os.path.exists(f"{base}/events/{category}/{name}/id"):
             return f"this kernel has no tracepoint {category}:{name}"

@@ -8,7 +8,7 @@ data (drgn's helper style); :func:`analyse` runs them all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
 import drgn
@@ -39,9 +39,16 @@ ANALYSES = ("crash", "stack", "dmesg", "blocked", "runqueues", "memory", "module
 
 
 @dataclass
-class Analysis:
-    """Everything read from one target. An analysis that was not asked for is ``None``.
+class Findings:
+    """What drgn read from one target, apart from its printk buffer.
 
+    An analysis that was not asked for (or failed) is ``None``.
+
+    :param source: the dump's path, ``/proc/kcore`` or ``qmp:SOCKET``.
+    :param live: a running kernel, not a dump.
+    :param format: the dump's :class:`DumpFormat` value, ``None`` when live.
+    :param warnings: what opening the target said.
+    :param missing_debug_info: modules drgn found no debug info for.
     :param errors: analyses that failed, as ``name: reason`` lines.
     """
 
@@ -50,7 +57,6 @@ class Analysis:
     format: str | None = None
     crash: CrashContext | None = None
     stack: CrashedStack | None = None
-    dmesg: list[LogRecord] | None = None
     blocked: list[BlockedTask] | None = None
     runqueues: list[RunQueue] | None = None
     memory: MemorySummary | None = None
@@ -60,9 +66,23 @@ class Analysis:
     missing_debug_info: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def findings(self) -> dict[str, Any]:
+        """Return the fields of :class:`Findings` (shallow), to build another kind of it."""
+        return {f.name: getattr(self, f.name) for f in fields(Findings)}
+
     def to_dict(self) -> dict[str, Any]:
-        """Return the analysis as JSON-ready data."""
+        """Return it as JSON-ready data."""
         return asdict(self)
+
+
+@dataclass
+class Analysis(Findings):
+    """Everything read from one target: the :class:`Findings` and the printk buffer.
+
+    :param dmesg: the printk records, oldest first, or ``None`` when not read.
+    """
+
+    dmesg: list[LogRecord] | None = None
 
 
 def _guarded(errors: list[str], name: str, read: Callable[[], T]) -> T | None:
@@ -130,6 +150,7 @@ __all__ = [
     "CrashContext",
     "CrashedStack",
     "DumpFormat",
+    "Findings",
     "Frame",
     "KernelModule",
     "Local",
