@@ -164,3 +164,14 @@ def test_core_does_not_import_textual() -> None:
     loaded = _import_all(CORE)
     assert "assistant.cli.triage" in loaded  # every module was imported, the CLI's too
     assert sorted(m for m in loaded if _top(m) == "textual") == []
+
+
+def test_triaging_and_reporting_a_log_do_not_load_drgn() -> None:
+    # The vmcore types are imported for type checking only: drgn loads with a vmcore.
+    loaded = _run(
+        "import sys\n"
+        "import assistant.cli.triage, assistant.cli.report, assistant.drafters.bug_report\n"
+        "import assistant.triage.model\n"
+        "print(','.join(m for m in sys.modules if m.split('.')[0] in ('drgn', '_drgn')))\n"
+    )
+    assert loaded == ""

@@ -58,6 +58,6 @@ def doctor(fmt: str, model: str | None, backend: str | None, fix: bool = False) 
         if cfg.sources:
             click.echo(f"config: {', '.join(cfg.sources)}")
     if fix and not fixes:
-        notice("nothing to fix that doctor knows how to")
+        notice("--fix: nothing here that doctor can fix safely")
     if any(c.status == "error" for c in checks) or any(not f.done for f in fixes):
         raise click.exceptions.Exit(1)
