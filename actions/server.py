@@ -20,11 +20,13 @@ import struct
 import sys
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from actions.agent import Agent, Result, result
+from actions.enforce.enforcer import Enforcer
+from actions.enforce.service import EnforceSettings, start_for_agent, stop_for_agent
 from actions.errors import ActionError, Rejected
 from actions.protocol import MAX_ENTRY, OPS, Malformed, decode_entry, encode
 
@@ -99,6 +101,7 @@ class ServerSettings:
     entry_timeout: float = 5.0
     override_interval: float = 5.0
     max_inflight: int = 64
+    enforce: EnforceSettings = field(default_factory=EnforceSettings)  # actions/enforce
 
 
 class AgentServer:
@@ -114,6 +117,7 @@ class AgentServer:
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kassist-apply")
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="kassist-checkpoint")
         self._server: asyncio.AbstractServer | None = None
+        self.enforcer: Enforcer | None = None  # when --enforce-lockdown/--enforce-guard
 
     def _group_gid(self) -> int | None:
         if not self.settings.group:
@@ -162,6 +166,9 @@ class AgentServer:
         for notice in self.agent.check_overrides():
             self.log(notice)
         sock = self._bind()
+        self.enforcer = start_for_agent(
+            self.agent.policy.table(), self.agent.audit, self.settings.enforce, self.log
+        )
         self._server = await asyncio.start_unix_server(
             self._connection, sock=sock, limit=MAX_ENTRY + 1
         )
@@ -184,6 +191,7 @@ class AgentServer:
                 self.settings.socket_path.unlink()
             self._writer_thread.shutdown(wait=True)
             self._maintenance.shutdown(wait=True)
+            stop_for_agent(self.agent.audit, self.enforcer)
             self.agent.audit.record("stop", pid=os.getpid())
             self.log("stopped (nothing rolled back: rollback is explicit)")
 
@@ -371,7 +379,7 @@ class AgentServer:
         op = doc["op"]
         loop = asyncio.get_running_loop()
         if op == "status":
-            return await loop.run_in_executor(self._writer_thread, self.agent.status)
+            return await loop.run_in_executor(self._writer_thread, self._status)
         if op == "apply":
             persist = doc.get("persist", False)
             if not isinstance(persist, bool):
@@ -393,6 +401,12 @@ class AgentServer:
             self._writer_thread,
             lambda: self.agent.rollback(who, cs_id, None if since is None else float(since)),
         )
+
+    def _status(self) -> Result:
+        res = self.agent.status()
+        if self.enforcer is not None:
+            res["status"]["enforce"] = self.enforcer.status()
+        return res
 
     @staticmethod
     async def _close(writer: asyncio.StreamWriter) -> None:
