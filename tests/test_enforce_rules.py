@@ -1,0 +1,113 @@
+"""The policy table compiled into the guard map's rules (pure: no kernel needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actions.enforce.capability import parse_mounts
+from actions.enforce.maps import (
+    INT64_MAX,
+    INT64_MIN,
+    RefusalEvent,
+    Rule,
+    compile_rules,
+    decode,
+)
+from actions.errors import ActionError
+from actions.policy import load_policy, policy_from_dict
+
+CURRENT = {"kernel.kptr_restrict": "1\n", "net.ipv4.tcp_syncookies": "1\n", "fs.suid_dumpable": "0"}
+
+
+def _current(key: str) -> str | None:
+    return CURRENT.get(key)
+
+
+def _no_keys() -> list[str]:
+    return []
+
+
+def test_default_policy_compiles_to_ranges_vectors_and_words() -> None:
+    compiled = compile_rules(load_policy().table(), _current, _no_keys)
+    rules = compiled.rules
+    assert rules["net.core.somaxconn"] == Rule(
+        "net.core.somaxconn", "int", 1, 128, 65535, source="allow net.core.somaxconn"
+    )
+    rmem = rules["net.ipv4.tcp_rmem"]
+    assert (rmem.type, rmem.length, rmem.min) == ("ints", 3, 4096)
+    assert rmem.max is not None and 4096 < rmem.max <= 1 << 30  # capped by this machine's RAM
+    assert rules["net.ipv4.tcp_congestion_control"].words == ("cubic", "reno", "bbr")
+    assert rules["vm.swappiness"].min == 1  # the policy narrows the built-in 0
+    assert rules["net.ipv4.tcp_congestion_control"].name == "net/ipv4/tcp_congestion_control"
+
+
+def test_deny_rows_and_sysfs_patterns_are_not_kernel_rules() -> None:
+    compiled = compile_rules(load_policy().table(), _current, _no_keys)
+    assert not [k for k in compiled.rules if k.startswith(("kernel.sched", "vm.drop", "dev."))]
+    skipped = dict(compiled.skipped)
+    assert "sysfs" in skipped["block/*/queue/scheduler"]
+    assert all("/" not in k for k in compiled.rules)
+
+
+def test_baseline_keys_get_a_floor_at_their_current_value_unless_overridden() -> None:
+    doc = {
+        "allow": ["net.ipv4.tcp_syncookies"],
+        "keys": {"net.ipv4.tcp_syncookies": {"type": "int", "min": 0, "max": 2}},
+        "baseline": {
+            "keys": ["kernel.kptr_restrict", "net.ipv4.tcp_syncookies", "fs.suid_dumpable"],
+            "override": ["fs.suid_dumpable"],
+        },
+    }
+    rules = compile_rules(policy_from_dict(doc, "t").table(), _current, _no_keys).rules
+    assert (rules["kernel.kptr_restrict"].min, rules["kernel.kptr_restrict"].max) == (1, None)
+    assert (rules["net.ipv4.tcp_syncookies"].min, rules["net.ipv4.tcp_syncookies"].max) == (1, 2)
+    assert "fs.suid_dumpable" not in rules  # overridden: the policy lets it be lowered
+
+
+def test_globs_expand_over_the_kernels_keys() -> None:
+    doc = {
+        "allow": ["net.ipv4.tcp_keepalive_*"],
+        "keys": {"net.ipv4.tcp_keepalive_*": {"type": "int", "min": 1, "max": 9}},
+        "baseline": {"keys": []},
+    }
+    keys = ["net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_sack"]
+    rules = compile_rules(policy_from_dict(doc, "t").table(), _current, lambda: keys).rules
+    assert sorted(rules) == ["net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_keepalive_time"]
+
+
+def test_rules_the_map_cannot_hold_are_refused_in_one_line() -> None:
+    words = [f"w{i}" for i in range(9)]
+    table = [{"pattern": "net.core.default_qdisc", "action": "allow", "type": "choice",
+              "values": words}]  # fmt: skip
+    with pytest.raises(ActionError, match="1 to 8 words"):
+        compile_rules(table, _current, _no_keys)
+    long_key = "net." + "x" * 70
+    table = [{"pattern": long_key, "action": "allow", "type": "int", "min": 0, "max": 1}]
+    compiled = compile_rules(table, _current, _no_keys)
+    assert not compiled.rules and "longer than 63" in dict(compiled.skipped)[long_key]
+
+
+def test_encode_and_decode_are_inverse_with_open_bounds() -> None:
+    rule = Rule("net.ipv4.tcp_rmem", "ints", 3, None, 1 << 40)
+    key, value = rule.encode(7)
+    assert key.name == b"net/ipv4/tcp_rmem" and value.min == INT64_MIN and value.generation == 7
+    back, generation = decode(key, value)
+    assert (back.key, back.min, back.max, back.length) == (rule.key, None, 1 << 40, 3)
+    assert generation == 7
+    word, wv = Rule("net.core.default_qdisc", "choice", words=("fq", "fq_codel")).encode(1)
+    assert decode(word, wv)[0].words == ("fq", "fq_codel") and wv.max == INT64_MAX
+    assert RefusalEvent().comm == b""
+
+
+def test_parse_mounts_finds_cgroup2_beside_v1() -> None:
+    text = (
+        "24 1 0:22 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"
+        "25 24 0:23 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"
+        "30 24 0:26 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+        "31 1 0:27 / /sys/fs/bpf rw - bpf bpf rw\n"
+    )
+    assert parse_mounts(text, "cgroup2") == [Path("/sys/fs/cgroup/unified")]
+    assert parse_mounts(text, "bpf") == [Path("/sys/fs/bpf")]
+    assert parse_mounts(text, "cgroup")[0] == Path("/sys/fs/cgroup/cpu")
