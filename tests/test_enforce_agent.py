@@ -91,6 +91,9 @@ def test_serve_with_enforce_guard_makes_the_kernel_refuse_and_audits(
             ("guard", str(cgroup), True)
         ]
         assert enforce["refusals"][0]["pid"] == doc["pid"]
+        text = run_kassist(["agent", "status", "--socket", str(agent.socket)])
+        assert f"in-kernel enforcement: guard {cgroup}; " in text.stdout
+        assert f"pid {doc['pid']} python net.core.somaxconn='99999'" in text.stdout
 
         shown = run_kassist(["agent", "enforce", "status", "--pin-root", str(pin_root),
                              "--state", str(state)])  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,25 @@ def test_parse_mounts_finds_cgroup2_beside_v1() -> None:
     assert parse_mounts(text, "cgroup2") == [Path("/sys/fs/cgroup/unified")]
     assert parse_mounts(text, "bpf") == [Path("/sys/fs/bpf")]
     assert parse_mounts(text, "cgroup")[0] == Path("/sys/fs/cgroup/cpu")
+
+
+def test_a_flood_of_refusals_is_audited_up_to_a_rate_then_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actions.audit import Audit
+    from actions.enforce import Refusal, service
+
+    clock = [100.0]
+    monkeypatch.setattr(service.time, "monotonic", lambda: clock[0])
+    audit = Audit(tmp_path / "audit.jsonl", journald=None)
+    record = service.audit_refusal(audit, per_second=3)
+    refusal = Refusal(42, "sh", "/x", "net.core.somaxconn", "99999", 0.0, "guard", "r", 0, 1)
+    for _ in range(5):
+        record(refusal)
+    clock[0] += 1.5
+    record(refusal)
+    audit.close()
+    events = [json.loads(line)["event"] for line in (tmp_path / "audit.jsonl").open()]
+    assert events == ["enforce-refusal"] * 3 + ["enforce-refusals-suppressed", "enforce-refusal"]
+    last = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[3])
+    assert last["count"] == 2

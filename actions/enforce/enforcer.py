@@ -57,6 +57,7 @@ DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/kassist")
 DEFAULT_STATE = Path("/run/kassist/enforce.json")
 PROGRAMS = {"lockdown": b"kassist_lockdown", "guard": b"kassist_guard"}
 _POLL_MS = 200
+_STATE_EVERY_S = 0.5
 
 
 class EnforceUnavailable(ActionError):
@@ -125,6 +126,7 @@ class _Loaded:
     prog_fds: dict[str, int]
     rules_fd: int
     ring_fd: int
+    lost_fd: int
     run_dir: Path
     inner_fd: int = -1
     links: list[tuple[Attachment, int]] = field(default_factory=list)
@@ -212,6 +214,8 @@ class Enforcer:
         self._cgroup_names: dict[int, str] = {}
         self._mount: Path | None = None
         self.dropped = 0
+        self._state_dirty = False
+        self._state_at = 0.0
 
     # --- start / stop -----------------------------------------------------------------
 
@@ -279,7 +283,7 @@ class Enforcer:
                 prog = libbpf.check_ptr(lib.bpf_object__find_program_by_name(obj, name), "prog")
                 progs[mode] = libbpf.check(lib.bpf_program__fd(prog), "prog fd")
             fds = {}
-            for name in (b"rules", b"refusals"):
+            for name in (b"rules", b"refusals", b"lost"):
                 m = libbpf.check_ptr(lib.bpf_object__find_map_by_name(obj, name), "map")
                 fds[name] = libbpf.check(lib.bpf_map__fd(m), "map fd")
             run_dir = self.pin_root / f"run-{os.getpid()}-{time.time_ns()}"
@@ -289,7 +293,7 @@ class Enforcer:
         except OSError as exc:
             lib.bpf_object__close(obj)
             raise ActionError(f"cannot load the BPF enforcement: {exc.strerror}", "") from None
-        return _Loaded(obj, progs, fds[b"rules"], fds[b"refusals"], run_dir)
+        return _Loaded(obj, progs, fds[b"rules"], fds[b"refusals"], fds[b"lost"], run_dir)
 
     def _attach(self, mode: str, cg: Path) -> None:
         loaded = self._require()
@@ -406,6 +410,8 @@ class Enforcer:
             ret = lib.ring_buffer__poll(self._ring, _POLL_MS)  # ctypes drops the GIL here
             if ret < 0 and -ret != 4:  # EINTR is not an error
                 time.sleep(_POLL_MS / 1000)
+            if self._state_dirty and time.monotonic() - self._state_at > _STATE_EVERY_S:
+                self._write_state()  # at most twice a second, however fast refusals come
 
     def _on_sample(self, _ctx: int, data: int, size: int) -> int:
         # Runs on the reader thread, inside ring_buffer__poll; must not raise.
@@ -421,7 +427,7 @@ class Enforcer:
                 self._ready.notify_all()
             if self.on_refusal is not None:
                 self.on_refusal(refusal)
-            self._write_state()
+            self._state_dirty = True
         except Exception:  # a bad record, or a failing callback, must not stop the reader
             self.dropped += 1
         return 0
@@ -463,13 +469,31 @@ class Enforcer:
 
     def _cgroup_of(self, cgid: int) -> str:
         if cgid not in self._cgroup_names:
-            # A writer in a child of an attached cgroup: find it below those.
+            # A writer in a child of an attached cgroup: find it below those, once per id
+            # (a cgroup already gone is remembered as its id).
+            found = f"#{cgid}"
             for att in self.attachments():
                 for dirpath, _dirs, _files in os.walk(att.cgroup):
-                    if os.stat(dirpath).st_ino == cgid:
-                        self._cgroup_names[cgid] = self._cgroup_name(Path(dirpath))
-                        break
-        return self._cgroup_names.get(cgid, f"#{cgid}")
+                    with contextlib.suppress(OSError):
+                        if os.stat(dirpath).st_ino == cgid:
+                            found = self._cgroup_name(Path(dirpath))
+                            break
+            if len(self._cgroup_names) > 65536:
+                self._cgroup_names.clear()
+            self._cgroup_names[cgid] = found
+        return self._cgroup_names[cgid]
+
+    def lost(self) -> int:
+        """Return how many refusals found the ring buffer full (refused, not reported)."""
+        loaded = self._loaded
+        if loaded is None:
+            return 0
+        lib = libbpf.lib()
+        per_cpu = (ctypes.c_uint64 * max(1, lib.libbpf_num_possible_cpus()))()
+        slot = ctypes.c_uint32(0)
+        if lib.bpf_map_lookup_elem(loaded.lost_fd, ctypes.byref(slot), per_cpu) < 0:
+            return 0
+        return int(sum(per_cpu))
 
     # --- status -----------------------------------------------------------------------
 
@@ -507,18 +531,21 @@ class Enforcer:
             ],
             "skipped": [list(s) for s in compiled.skipped] if compiled else [],
             "refusals": [r.to_dict() for r in self.recent],
-            "dropped": self.dropped,
+            "dropped": self.dropped + self.lost(),
         }
 
     def _write_state(self) -> None:
         path = self.state_file
+        self._state_dirty, self._state_at = False, time.monotonic()
         if path is None or self._loaded is None:
             return
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
             tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
-            tmp.write_text(json.dumps(self._state(), indent=1))
-            os.chmod(tmp, 0o644)
+            # 0640 like the audit log: refusals name other users' processes and values
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(self._state(), indent=1))
             os.replace(tmp, path)
 
 

@@ -86,14 +86,29 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } refusals SEC(".maps");
 
+/* refusals the ring buffer had no room for (user space lagging): counted, never silent */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
 static __always_inline void report(struct bpf_sysctl *ctx, __u32 mode, __u32 reason,
 				   __u32 generation)
 {
 	struct refusal *r = bpf_ringbuf_reserve(&refusals, sizeof(*r), 0);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
-	if (!r)
-		return; /* the ring is full: the write is still refused */
+	if (!r) {
+		/* the ring is full: the write is still refused, and counted */
+		__u32 slot = 0;
+		__u64 *n = bpf_map_lookup_elem(&lost, &slot);
+
+		if (n)
+			*n += 1;
+		return;
+	}
 	r->boot_ns = bpf_ktime_get_boot_ns();
 	r->cgroup_id = bpf_get_current_cgroup_id();
 	r->pid = pid_tgid >> 32;

@@ -41,6 +41,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "libbpf_probe_bpf_prog_type": (_c_int, [_c_int, _c_void_p]),
     "libbpf_probe_bpf_helper": (_c_int, [_c_int, _c_int, _c_void_p]),
     "libbpf_set_print": (_c_void_p, [_c_void_p]),
+    "libbpf_num_possible_cpus": (_c_int, []),
     "bpf_object__open_file": (_c_void_p, [_c_char_p, _c_void_p]),
     "bpf_object__load": (_c_int, [_c_void_p]),
     "bpf_object__close": (None, [_c_void_p]),

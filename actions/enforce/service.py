@@ -6,6 +6,7 @@ exit; everything else stays here, so the daemon's own code gains three lines.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +47,29 @@ class EnforceSettings:
         return bool(self.lockdown or self.guard)
 
 
-def audit_refusal(audit: Audit) -> Callable[[Refusal], None]:
-    """Return a callback that audits a refusal like the agent's own decisions."""
+#: At most this many refusals a second become audit lines; the rest are counted.
+AUDIT_PER_SECOND = 200
+
+
+def audit_refusal(audit: Audit, per_second: int = AUDIT_PER_SECOND) -> Callable[[Refusal], None]:
+    """Return a callback that audits a refusal like the agent's own decisions.
+
+    A process looping on refused writes must not fill the disk: past ``per_second``
+    refusals in one second, the rest of that second is one ``enforce-refusals-suppressed``
+    line with their count (the kernel refuses them all the same).
+    """
+    window = {"start": 0.0, "count": 0, "suppressed": 0}
 
     def record(refusal: Refusal) -> None:
+        now = time.monotonic()
+        if now - window["start"] >= 1.0:
+            if window["suppressed"]:
+                audit.record("enforce-refusals-suppressed", count=window["suppressed"])
+            window.update(start=now, count=0, suppressed=0)
+        window["count"] += 1
+        if window["count"] > per_second:
+            window["suppressed"] += 1
+            return
         audit.record("enforce-refusal", **refusal.to_dict())
 
     return record

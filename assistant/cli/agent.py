@@ -215,7 +215,21 @@ def _status_text(c: dict[str, Any]) -> str:
         lines.append("overridden by someone else (no longer managed):")
         lines += [f"  [{m['changeset']}] {m['target']} (kassist set {m['set']})"
                   for m in s["overridden"]]  # fmt: skip
+    if "enforce" in s:
+        lines += _enforce_summary(s["enforce"])
     return "\n".join(lines)
+
+
+def _enforce_summary(e: dict[str, Any]) -> list[str]:
+    where = ", ".join(f"{a['mode']} {a['cgroup']}" for a in e["attachments"]) or "nothing"
+    lines = [f"in-kernel enforcement: {where}; {len(e['rules'])} rules "
+             f"(generation {e['kernel_generation']})"]  # fmt: skip
+    refusals = e["refusals"]
+    if refusals:
+        lines.append(f"recent refusals ({len(refusals)}, {e['dropped']} dropped):")
+        lines += [f"  {_when(r['time'])}  pid {r['pid']} {r['comm']} {r['key']}={r['value']!r}"
+                  f" ({r['reason']})" for r in refusals[-5:]]  # fmt: skip
+    return lines
 
 
 @agent.command()
