@@ -95,9 +95,14 @@ def test_serve_with_enforce_guard_makes_the_kernel_refuse_and_audits(
         assert f"in-kernel enforcement: guard {cgroup}; " in text.stdout
         assert f"pid {doc['pid']} python net.core.somaxconn='99999'" in text.stdout
 
-        shown = run_kassist(["agent", "enforce", "status", "--pin-root", str(pin_root),
-                             "--state", str(state)])  # fmt: skip
-        assert shown.returncode == 0, shown.stderr
+        deadline = time.monotonic() + 10
+        while True:  # the state file follows refusals within a second (written at most 2/s)
+            shown = run_kassist(["agent", "enforce", "status", "--pin-root", str(pin_root),
+                                 "--state", str(state)])  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            if f"pid {doc['pid']}" in shown.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert f"guard    {cgroup}" in shown.stdout and "attached" in shown.stdout
         assert "net.core.somaxconn" in shown.stdout and "128..65535" in shown.stdout
         assert f"pid {doc['pid']}" in shown.stdout and "'99999'" in shown.stdout

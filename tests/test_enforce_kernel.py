@@ -336,3 +336,57 @@ def test_missing_capabilities_are_one_line_each_and_the_agent_runs_on(
     with pytest.raises(ActionError, match="holds the agent itself"):
         Enforcer(pin_root, bpf_cache, state_file=None).start([], lockdown=[cgroup2_mount()])
     assert not pin_root.exists()
+
+
+AGENT_IN_GUARD = r"""
+import json, os, sys
+from pathlib import Path
+guarded, tmp, recs, pin_root, cache = sys.argv[1:6]
+(Path(guarded) / "agent" / "cgroup.procs").write_text(str(os.getpid()))
+from actions.agent import Agent, Paths
+from actions.enforce import Enforcer
+from actions.policy import load_policy
+policy, t = load_policy(), Path(tmp)
+e = Enforcer(Path(pin_root), Path(cache), state_file=None)
+e.start(policy.table(), guard=[Path(guarded)])
+a = Agent(policy, Paths(t / "j.db", t / "a.jsonl", t / "c.conf"))
+key = "/proc/sys/net/core/somaxconn"
+applied = a.apply(json.loads(recs), {"agent": "test"})
+after_apply = open(key).read().strip()
+rolled = a.rollback({"agent": "test"}, applied["changeset"]["id"], None)
+print(json.dumps({"applied": applied, "after_apply": after_apply, "rolled": rolled,
+                  "after_rollback": open(key).read().strip(), "agent_cgroup": e.agent_cgroup}),
+      flush=True)
+sys.stdin.readline()  # the test checks a sibling writer while the guard is still attached
+e.stop()
+"""
+
+
+def test_the_agent_in_its_own_cgroup_below_a_guard_may_roll_back_outside_the_policy(
+    cgroup: Path, tmp_path: Path, pin_root: Path, bpf_cache: Path
+) -> None:
+    (cgroup / "agent").mkdir()
+    netns = NetNS()
+    try:
+        netns.write("net.core.somaxconn", "100")  # below the policy's 128: from before kassist
+        recs = json.dumps([rec("net.core.somaxconn", "200")])
+        agent = subprocess.Popen(
+            ["nsenter", f"--net={netns.path}", sys.executable, "-c", AGENT_IN_GUARD, str(cgroup),
+             str(tmp_path), recs, str(pin_root), str(bpf_cache)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert agent.stdout is not None and agent.stdin is not None
+        res = json.loads(agent.stdout.readline())
+        assert res["agent_cgroup"] == str(cgroup / "agent")
+        assert res["applied"]["ok"] and res["after_apply"] == "200"
+        assert res["rolled"]["ok"], res["rolled"]
+        assert res["after_rollback"] == "100"  # the kernel let the agent's restore through
+        # ...but nobody else in the guarded cgroup may write that value
+        bad = ("write", "net.core.somaxconn", "100")
+        assert by_key_value(run_writer(cgroup, [bad], netns.path))[bad[1:]] == EPERM
+        agent.stdin.close()
+        assert agent.wait(30) == 0
+    finally:
+        netns.close()
+        remove_cgroup(cgroup / "agent")
+    assert not pin_root.exists()

@@ -127,6 +127,7 @@ class _Loaded:
     rules_fd: int
     ring_fd: int
     lost_fd: int
+    agent_fd: int
     run_dir: Path
     inner_fd: int = -1
     links: list[tuple[Attachment, int]] = field(default_factory=list)
@@ -214,6 +215,10 @@ class Enforcer:
         self._cgroup_names: dict[int, str] = {}
         self._mount: Path | None = None
         self.dropped = 0
+        #: One line each: what the operator should know about how enforcement runs.
+        self.notices: list[str] = []
+        #: The agent's cgroup whose writes the guard passes (``None``: none is).
+        self.agent_cgroup: str | None = None
         self._state_dirty = False
         self._state_at = 0.0
 
@@ -245,6 +250,7 @@ class Enforcer:
         self._loaded = loaded
         try:
             self._publish(compiled)
+            self._exempt_agent([Path(g) for g in guard])
             stale = [d for d in self.pin_root.iterdir() if d != loaded.run_dir and d.is_dir()]
             for mode, cgroups in (("lockdown", lockdown), ("guard", guard)):
                 for cg in cgroups:
@@ -272,6 +278,38 @@ class Enforcer:
                     "lock down the assistant's cgroup; the agent must be able to write",
                 )
 
+    def _exempt_agent(self, guard: Sequence[Path]) -> None:
+        # Let the guard pass the agent's own writes (rollbacks to pre-policy values) when
+        # the agent has a cgroup of its own: not a guarded one, and no other process in it.
+        loaded = self._require()
+        mine = _self_cgroup(self._mount) if self._mount is not None else None
+        if mine is None or not guard:
+            return
+        real = mine.resolve()
+        why = ""
+        if any(g.resolve() == real for g in guard):
+            why = f"the agent is itself in the guarded cgroup {mine}"
+        else:
+            try:
+                others = set((real / "cgroup.procs").read_text().split()) - {str(os.getpid())}
+            except OSError:
+                others = {"?"}
+            if others:
+                why = f"the agent's cgroup {mine} holds other processes too"
+        if why:
+            self.notices.append(
+                f"{why}: its own writes are checked like anyone's (a rollback to a value "
+                "outside the policy will be refused); run it in a cgroup of its own"
+            )
+            return
+        lib = libbpf.lib()
+        slot, cgid = ctypes.c_uint32(0), ctypes.c_uint64(cgroup_id(real))
+        libbpf.check(
+            lib.bpf_map_update_elem(loaded.agent_fd, ctypes.byref(slot), ctypes.byref(cgid), 0),
+            "set the agent's cgroup",
+        )
+        self.agent_cgroup = str(mine)
+
     def _load(self) -> _Loaded:
         lib = libbpf.lib()
         path = object_path(self.cache_dir)
@@ -283,7 +321,7 @@ class Enforcer:
                 prog = libbpf.check_ptr(lib.bpf_object__find_program_by_name(obj, name), "prog")
                 progs[mode] = libbpf.check(lib.bpf_program__fd(prog), "prog fd")
             fds = {}
-            for name in (b"rules", b"refusals", b"lost"):
+            for name in (b"rules", b"refusals", b"lost", b"agent_cgroup"):
                 m = libbpf.check_ptr(lib.bpf_object__find_map_by_name(obj, name), "map")
                 fds[name] = libbpf.check(lib.bpf_map__fd(m), "map fd")
             run_dir = self.pin_root / f"run-{os.getpid()}-{time.time_ns()}"
@@ -293,7 +331,8 @@ class Enforcer:
         except OSError as exc:
             lib.bpf_object__close(obj)
             raise ActionError(f"cannot load the BPF enforcement: {exc.strerror}", "") from None
-        return _Loaded(obj, progs, fds[b"rules"], fds[b"refusals"], fds[b"lost"], run_dir)
+        return _Loaded(obj, progs, fds[b"rules"], fds[b"refusals"], fds[b"lost"],
+                       fds[b"agent_cgroup"], run_dir)  # fmt: skip
 
     def _attach(self, mode: str, cg: Path) -> None:
         loaded = self._require()
@@ -525,6 +564,7 @@ class Enforcer:
             "pid": os.getpid(),
             "pin": str(loaded.run_dir) if loaded else None,
             "generation": self.generation,
+            "agent_cgroup": self.agent_cgroup,
             "attachments": [
                 {**asdict(a), "cgroup": str(a.cgroup), "pin": str(a.pin)}
                 for a in self.attachments()

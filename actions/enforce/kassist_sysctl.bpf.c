@@ -6,7 +6,8 @@
  *   kassist_lockdown  refuses every sysctl write by a task of its cgroup (reads pass);
  *   kassist_guard     refuses a write to a key the policy manages unless the new value
  *                     has the rule's shape (int, vector of ints, or one allowed word)
- *                     and range; keys the policy does not manage pass untouched.
+ *                     and range; keys the policy does not manage pass untouched, and
+ *                     so do the writes of the agent's own cgroup (agent_cgroup).
  * Every refusal is reported through the ring buffer `refusals` (the RFC's completion
  * queue). Rules live in an inner hash map (name "net/core/somaxconn" -> struct rule)
  * reached through the one-slot map-in-map `rules`: user space builds a new inner map,
@@ -85,6 +86,19 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } refusals SEC(".maps");
+
+/*
+ * The agent's own cgroup (its id; 0: none), whose writes the guard lets through: the
+ * agent validates them itself, and must be able to roll a key back to a value from
+ * before it managed it, even one outside the policy. Set only when the agent runs in
+ * a cgroup of its own (never the guarded cgroup itself).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} agent_cgroup SEC(".maps");
 
 /* refusals the ring buffer had no room for (user space lagging): counted, never silent */
 struct {
@@ -248,10 +262,14 @@ int kassist_guard(struct bpf_sysctl *ctx)
 	struct rule *rule;
 	struct scan *s;
 	__u32 slot = 0, reason;
+	__u64 *agent;
 	void *inner;
 	long len;
 
 	if (!ctx->write)
+		return 1;
+	agent = bpf_map_lookup_elem(&agent_cgroup, &slot);
+	if (agent && *agent && *agent == bpf_get_current_cgroup_id())
 		return 1;
 	inner = bpf_map_lookup_elem(&rules, &slot);
 	if (!inner) {

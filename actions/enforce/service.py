@@ -109,7 +109,10 @@ def start_for_agent(
     audit.record(
         "enforce-start", lockdown=lockdown, guard=guard, rules=len(compiled.rules),
         generation=enforcer.generation, pin=str(enforcer.status().get("pin")),
+        agent_cgroup=enforcer.agent_cgroup, notices=enforcer.notices,
     )  # fmt: skip
+    for notice in enforcer.notices:
+        log(f"in-kernel enforcement: {notice}")
     log(
         f"enforcing in the kernel: lockdown {', '.join(lockdown) or '-'}; "
         f"guard {', '.join(guard) or '-'} ({len(compiled.rules)} rules)"
