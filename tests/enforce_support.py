@@ -139,3 +139,14 @@ def all_gone(kind: str, ids: Sequence[int], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def remove_pins(pin_root: Path) -> None:
+    """Detach and unpin whatever a failed test left under its own pin root (ours only)."""
+    if not pin_root.exists():
+        return
+    from actions.enforce.enforcer import detach_run
+
+    for run in pin_root.iterdir():
+        detach_run(run)
+    pin_root.rmdir()

@@ -26,6 +26,7 @@ from tests.enforce_support import (
     cgroup_programs,
     make_cgroup,
     remove_cgroup,
+    remove_pins,
     require_enforcement,
     run_writer,
 )
@@ -41,12 +42,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[NetNS, Path, Path]]:
         yield netns, cgroup, pin_root
     finally:
         netns.close()
-        if pin_root.exists():
-            from actions.enforce.enforcer import detach_run
-
-            for run in pin_root.iterdir():
-                detach_run(run)
-            pin_root.rmdir()
+        remove_pins(pin_root)
         remove_cgroup(cgroup)
 
 

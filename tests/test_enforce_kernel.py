@@ -35,6 +35,7 @@ from tests.enforce_support import (
     cgroup_programs,
     make_cgroup,
     remove_cgroup,
+    remove_pins,
     require_enforcement,
     run_writer,
 )
@@ -53,12 +54,7 @@ def bpf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pin_root() -> Iterator[Path]:
     path = Path(f"/sys/fs/bpf/kassist-enforce-test-{os.getpid()}")
     yield path
-    if path.exists():  # a failed test: detach what it left (ours only)
-        from actions.enforce.enforcer import detach_run
-
-        for run in path.iterdir():
-            detach_run(run)
-        path.rmdir()
+    remove_pins(path)
 
 
 @pytest.fixture
