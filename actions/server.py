@@ -26,7 +26,12 @@ from typing import Any
 
 from actions.agent import Agent, Result, result
 from actions.enforce.enforcer import Enforcer
-from actions.enforce.service import EnforceSettings, start_for_agent, stop_for_agent
+from actions.enforce.service import (
+    EnforceSettings,
+    reload_policy,
+    start_for_agent,
+    stop_for_agent,
+)
 from actions.errors import ActionError, Rejected
 from actions.protocol import MAX_ENTRY, OPS, Malformed, decode_entry, encode
 
@@ -176,6 +181,7 @@ class AgentServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
         watcher = asyncio.create_task(self._watch_overrides())
         self.agent.audit.record(
             "start", pid=os.getpid(), socket=str(self.settings.socket_path),
@@ -194,6 +200,15 @@ class AgentServer:
             stop_for_agent(self.agent.audit, self.enforcer)
             self.agent.audit.record("stop", pid=os.getpid())
             self.log("stopped (nothing rolled back: rollback is explicit)")
+
+    def _reload_policy(self) -> None:
+        # SIGHUP: read the policy file again; the kernel's rules (if enforced) follow whole.
+        try:
+            self.agent.policy = reload_policy(self.agent.policy, self.agent.audit, self.enforcer)
+        except ActionError as exc:
+            self.log(f"policy not reloaded (the old one stays): {exc.one_line()}")
+            return
+        self.log(f"policy reloaded: {self.agent.policy.source}")
 
     async def _watch_overrides(self) -> None:
         loop = asyncio.get_running_loop()

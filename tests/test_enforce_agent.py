@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.agent_support import AgentProcess, NetNS
-from tests.conftest import run_kassist
+from tests.conftest import ROOT, run_kassist
 from tests.enforce_support import (
     all_gone,
     by_key_value,
@@ -132,3 +133,38 @@ def test_serve_runs_on_without_enforcement_when_the_cgroup_is_wrong(
         f"cgroup v2 hierarchy at {cgroup2_mount()}"
     ]
     assert not pin_root.exists()
+
+
+def test_sighup_reloads_the_policy_and_the_kernel_follows(
+    setup: tuple[NetNS, Path, Path], tmp_path: Path
+) -> None:
+    netns, cgroup, pin_root = setup
+    policy = tmp_path / "policy.toml"
+    default = (ROOT / "actions" / "default_policy.toml").read_text()
+    policy.write_text(default)
+    args = ("--enforce-guard", str(cgroup), "--enforce-pin-root", str(pin_root),
+            "--enforce-state", str(tmp_path / "enforce.json"))  # fmt: skip
+    agent = AgentProcess(tmp_path, netns, policy=policy, args=args).start()
+    write = ("write", "net.core.somaxconn", "3000")
+    try:
+        _wait_for(agent, "enforce-start")
+        assert by_key_value(run_writer(cgroup, [write], netns.path))[write[1:]] == 0
+        policy.write_text(default + '\n[keys."net.core.somaxconn"]\nmax = 2000\n')
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        [reload] = _wait_for(agent, "policy-reload")
+        assert reload["generation"] == 2
+        doc = run_writer(cgroup, [write], netns.path)
+        assert by_key_value(doc)[write[1:]] == errno.EPERM
+        [refusal] = _wait_for(agent, "enforce-refusal")
+        assert (refusal["pid"], refusal["generation"]) == (doc["pid"], 2)
+        policy.write_text("not toml [")  # a broken file: the old policy stays, everywhere
+        agent.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "policy not reloaded" not in agent.log.read_text():
+            assert time.monotonic() < deadline, agent.log.read_text()
+            time.sleep(0.05)
+        assert by_key_value(run_writer(cgroup, [write], netns.path))[write[1:]] == errno.EPERM
+        assert agent.proc.poll() is None
+    finally:
+        agent.stop()

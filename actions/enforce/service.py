@@ -1,7 +1,8 @@
 """The agent daemon's use of enforcement: start it beside the server, audit each refusal.
 
-The server calls :func:`start_for_agent` once before it listens and ``stop()`` on
-exit; everything else stays here, so the daemon's own code gains three lines.
+The server calls :func:`start_for_agent` once before it listens, :func:`reload_policy`
+on SIGHUP, and :func:`stop_for_agent` on exit; everything else stays here, so the
+daemon's own code gains a few lines.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from actions.enforce.enforcer import (
     Refusal,
 )
 from actions.errors import ActionError
+from actions.policy import Policy, load_policy
 
 
 @dataclass(frozen=True)
@@ -126,3 +128,20 @@ def stop_for_agent(audit: Audit, enforcer: Enforcer | None) -> None:
         return
     enforcer.stop()
     audit.record("enforce-stop", refusals=len(enforcer.recent), dropped=enforcer.dropped)
+
+
+def reload_policy(old: Policy, audit: Audit, enforcer: Enforcer | None) -> Policy:
+    """Read the agent's policy file again and swap the kernel's rules to it, whole.
+
+    The kernel's map is swapped first: when the new policy cannot be compiled, neither
+    the agent nor the kernel changes (the old policy stays everywhere).
+
+    :raises ActionError: the file no longer reads or no longer compiles, in one line.
+    """
+    new = load_policy(None if old.source == Policy.source else old.source)
+    generation = None
+    if enforcer is not None:
+        enforcer.reload(new.table())
+        generation = enforcer.generation
+    audit.record("policy-reload", policy=new.source, generation=generation)
+    return new
