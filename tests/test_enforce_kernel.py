@@ -109,6 +109,7 @@ def test_guard_refuses_out_of_policy_writes_and_audits_them(
 ) -> None:
     compiled = enforcer.start(load_policy().table(), guard=[cgroup])
     assert "net.core.somaxconn" in compiled.rules
+    assert enforcer.notices == [] and enforcer.agent_cgroup is None  # we are outside it
     doc = run_writer(cgroup, [*REFUSED, *ALLOWED])
     result = by_key_value(doc)
     for _op, key, value in REFUSED:
@@ -386,3 +387,31 @@ def test_the_agent_in_its_own_cgroup_below_a_guard_may_roll_back_outside_the_pol
         netns.close()
         remove_cgroup(cgroup / "agent")
     assert not pin_root.exists()
+
+
+IN_GUARDED = r"""
+import json, os, sys
+from pathlib import Path
+(Path(sys.argv[1]) / "cgroup.procs").write_text(str(os.getpid()))
+from actions.enforce import Enforcer
+e = Enforcer(Path(sys.argv[2]), Path(sys.argv[3]), state_file=None)
+e.start([], guard=[Path(sys.argv[1])])
+print(json.dumps({"notices": e.notices, "agent_cgroup": e.agent_cgroup}))
+e.stop()
+"""
+
+
+def test_an_agent_inside_the_guarded_cgroup_is_told_its_writes_are_checked(
+    cgroup: Path, pin_root: Path, bpf_cache: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IN_GUARDED, str(cgroup), str(pin_root), str(bpf_cache)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    res = json.loads(done.stdout)
+    assert res["agent_cgroup"] is None
+    assert res["notices"] == [
+        f"the agent is itself in the guarded cgroup {cgroup}: its own writes are checked like "
+        "anyone's (a rollback to a value outside the policy will be refused); run it in a "
+        "cgroup of its own"
+    ]

@@ -155,7 +155,7 @@ def _boot_to_epoch(boot_ns: int) -> float:
 def read_rules(rules_fd: int) -> tuple[list[Rule], int]:
     """Read back the rules the kernel holds now, through the outer map's fd.
 
-    :return: the rules sorted by key, and their generation (0: none published).
+    :return: the rules sorted by key, and their generation (0: none published, or none).
     """
     lib = libbpf.lib()
     slot, inner_id = ctypes.c_uint32(0), ctypes.c_uint32(0)
@@ -283,9 +283,11 @@ class Enforcer:
         # the agent has a cgroup of its own: not a guarded one, and no other process in it.
         loaded = self._require()
         mine = _self_cgroup(self._mount) if self._mount is not None else None
-        if mine is None or not guard:
+        if mine is None:
             return
         real = mine.resolve()
+        if not any(g.resolve() == real or g.resolve() in real.parents for g in guard):
+            return  # the agent is outside every guarded cgroup: nothing checks its writes
         why = ""
         if any(g.resolve() == real for g in guard):
             why = f"the agent is itself in the guarded cgroup {mine}"
