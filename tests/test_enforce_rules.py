@@ -134,3 +134,26 @@ def test_a_flood_of_refusals_is_audited_up_to_a_rate_then_counted(
     assert events == ["enforce-refusal"] * 3 + ["enforce-refusals-suppressed", "enforce-refusal"]
     last = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[3])
     assert last["count"] == 2
+
+
+def test_the_object_is_built_once_per_source_and_never_loaded_from_an_open_cache(
+    tmp_path: Path,
+) -> None:
+    import os
+    import shutil
+
+    from actions.enforce.build import object_path
+    from tests.conftest import require
+
+    require(shutil.which("clang") is not None, "needs clang (./setup.sh)")
+    cache = tmp_path / "cache"
+    first = object_path(cache)
+    assert first.read_bytes()[:4] == b"\x7fELF" and oct(cache.stat().st_mode)[-3:] == "700"
+    built = first.stat().st_mtime_ns
+    assert object_path(cache) == first and first.stat().st_mtime_ns == built  # cached
+    os.chmod(first, 0o666)  # someone else could have written it: build it again
+    again = object_path(cache)
+    assert again == first and oct(again.stat().st_mode)[-3:] != "666"
+    os.chmod(cache, 0o777)
+    with pytest.raises(ActionError, match="writable by someone else"):
+        object_path(cache)

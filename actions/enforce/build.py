@@ -55,8 +55,14 @@ def object_path(cache: Path = DEFAULT_CACHE, source: Path = SOURCE) -> Path:
     digest = hashlib.sha256(text + b"\0" + flags).hexdigest()[:16]
     _safe_dir(cache)
     out = cache / f"kassist_sysctl-{digest}.o"
-    if out.exists():
-        return out
+    try:
+        st = out.lstat()
+    except FileNotFoundError:
+        pass
+    else:
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o022 and out.is_file():
+            return out
+        out.unlink()  # not ours alone: build it again rather than load it
     if shutil.which("clang") is None:
         raise ActionError("clang is not installed", "run ./setup.sh (apt-get install clang)")
     tmp = cache / f".{out.name}.{os.getpid()}.tmp"
