@@ -411,13 +411,7 @@ class Enforcer:
                 "create the rules map",
             )  # fmt: skip
             try:
-                for rule in compiled.rules.values():
-                    key, value = rule.encode(generation)
-                    libbpf.check(
-                        lib.bpf_map_update_elem(inner, ctypes.byref(key), ctypes.byref(value),
-                                                libbpf.BPF_NOEXIST),
-                        f"store the rule for {rule.key}",
-                    )  # fmt: skip
+                _fill(inner, [rule.encode(generation) for rule in compiled.rules.values()])
                 slot, fd = ctypes.c_uint32(0), ctypes.c_uint32(inner)
                 libbpf.check(
                     lib.bpf_map_update_elem(loaded.rules_fd, ctypes.byref(slot), ctypes.byref(fd),
@@ -589,6 +583,25 @@ class Enforcer:
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(self._state(), indent=1))
             os.replace(tmp, path)
+
+
+def _fill(fd: int, entries: Sequence[tuple[RuleKey, RuleValue]]) -> None:
+    # One BPF_MAP_UPDATE_BATCH call for the whole map (hash maps have it since Linux
+    # 5.6); element by element where the kernel lacks it.
+    lib = libbpf.lib()
+    if not entries:
+        return
+    keys = (RuleKey * len(entries))(*(k for k, _v in entries))
+    values = (RuleValue * len(entries))(*(v for _k, v in entries))
+    count = ctypes.c_uint32(len(entries))
+    ret = lib.bpf_map_update_batch(fd, keys, values, ctypes.byref(count), None)
+    if ret == 0 and count.value == len(entries):
+        return
+    for key, value in entries:
+        libbpf.check(
+            lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), libbpf.BPF_ANY),
+            f"store the rule for {key.name.decode()}",
+        )
 
 
 def detach_run(run_dir: Path) -> None:
