@@ -21,6 +21,7 @@ import pytest
 
 from actions.audit import Audit
 from actions.enforce import Enforcer, Refusal, problems
+from actions.enforce.enforcer import printable
 from actions.enforce.libbpf import map_id
 from actions.enforce.service import EnforceSettings, audit_refusal, start_for_agent
 from actions.errors import ActionError
@@ -94,6 +95,7 @@ REFUSED = [
     ("write", "net.ipv4.tcp_congestion_control", "htcp"),  # not cubic, reno or bbr
     ("write", "net.ipv4.tcp_rmem", "4096 87380"),  # two ints where three are due
     ("write", "net.ipv4.ip_local_port_range", "80 60999"),  # 80 < 1024
+    ("write", "net.ipv4.tcp_congestion_control", "reno\x1b[2J"),  # a terminal escape too
 ]
 ALLOWED = [
     ("write", "net.core.somaxconn", "4096"),
@@ -121,7 +123,8 @@ def test_guard_refuses_out_of_policy_writes_and_audits_them(
     assert reads[("net.ipv4.tcp_rmem", "4096 87380 6291456")] == "4096 87380 6291456"
 
     got = _refusals(enforcer, len(REFUSED))
-    assert [(r.key, r.value) for r in got] == [(k, v) for _o, k, v in REFUSED]
+    assert [(r.key, r.value) for r in got] == [(k, printable(v.encode())) for _o, k, v in REFUSED]
+    assert got[-1].value == "reno\\x1b[2J"  # escaped: it is shown on an admin's terminal
     assert {r.pid for r in got} == {doc["pid"]}
     assert {r.mode for r in got} == {"guard"}
     assert {r.cgroup for r in got} == {"/" + cgroup.name}
@@ -129,7 +132,7 @@ def test_guard_refuses_out_of_policy_writes_and_audits_them(
     assert abs(got[0].time - time.time()) < 60
     audited = [e for e in _audit(tmp_path) if e["event"] == "enforce-refusal"]
     assert [(e["pid"], e["key"], e["value"]) for e in audited] == [
-        (doc["pid"], k, v) for _o, k, v in REFUSED
+        (doc["pid"], r.key, r.value) for r in got
     ]
 
 

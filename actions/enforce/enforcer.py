@@ -148,6 +148,17 @@ def _self_cgroup(mount: Path) -> Path | None:
     return None
 
 
+def printable(raw: bytes) -> str:
+    r"""Return attacker-chosen bytes (a comm, a value) as printable ASCII, escaping the rest.
+
+    A refused value is shown on an admin's terminal: no control sequence may pass.
+
+    >>> printable(b"99999\x1b[2J")
+    '99999\\x1b[2J'
+    """
+    return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in raw)
+
+
 def _boot_to_epoch(boot_ns: int) -> float:
     return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME) + boot_ns / 1e9
 
@@ -470,10 +481,10 @@ class Enforcer:
     def _refusal(self, ev: RefusalEvent) -> Refusal:
         return Refusal(
             pid=ev.pid,
-            comm=ev.comm.decode(errors="replace"),
+            comm=printable(ev.comm),
             cgroup=self._cgroup_of(ev.cgroup_id),
-            key=ev.name.decode(errors="replace").replace("/", "."),
-            value=ev.value.decode(errors="replace").rstrip("\n"),
+            key=printable(ev.name).replace("/", "."),
+            value=printable(ev.value.rstrip(b"\n")),
             time=round(_boot_to_epoch(ev.boot_ns), 6),
             mode=MODES.get(ev.mode, str(ev.mode)),
             reason=REASONS.get(ev.reason, str(ev.reason)),
@@ -499,8 +510,9 @@ class Enforcer:
         mount = self._mount
         if mount is None:
             return str(path)
-        rel = path.resolve().relative_to(mount)
-        return "/" + str(rel) if str(rel) != "." else "/"
+        rel = str(path.resolve().relative_to(mount))
+        # a delegated cgroup's name is chosen by its owner: escaped like a value
+        return printable(("/" + rel if rel != "." else "/").encode())
 
     def _cgroup_of(self, cgid: int) -> str:
         if cgid not in self._cgroup_names:
@@ -566,7 +578,7 @@ class Enforcer:
                 for a in self.attachments()
             ],
             "skipped": [list(s) for s in compiled.skipped] if compiled else [],
-            "refusals": [r.to_dict() for r in self.recent],
+            "refusals": [r.to_dict() for r in list(self.recent)],  # one atomic copy
             "dropped": self.dropped + self.lost(),
         }
 
