@@ -19,7 +19,7 @@ from actions.enforce.maps import (
 from actions.errors import ActionError
 from actions.policy import load_policy, policy_from_dict
 
-CURRENT = {"kernel.kptr_restrict": "1\n", "net.ipv4.tcp_syncookies": "1\n", "fs.suid_dumpable": "0"}
+CURRENT = {"kernel/kptr_restrict": "1\n", "net/ipv4/tcp_syncookies": "1\n", "fs/suid_dumpable": "0"}
 
 
 def _current(key: str) -> str | None:
@@ -34,7 +34,13 @@ def test_default_policy_compiles_to_ranges_vectors_and_words() -> None:
     compiled = compile_rules(load_policy().table(), _current, _no_keys)
     rules = compiled.rules
     assert rules["net.core.somaxconn"] == Rule(
-        "net.core.somaxconn", "int", 1, 128, 65535, source="allow net.core.somaxconn"
+        "net.core.somaxconn",
+        "int",
+        1,
+        128,
+        65535,
+        source="allow net.core.somaxconn",
+        kernel_name="net/core/somaxconn",
     )
     rmem = rules["net.ipv4.tcp_rmem"]
     assert (rmem.type, rmem.length, rmem.min) == ("ints", 3, 4096)
@@ -69,13 +75,33 @@ def test_baseline_keys_get_a_floor_at_their_current_value_unless_overridden() ->
 
 def test_globs_expand_over_the_kernels_keys() -> None:
     doc = {
-        "allow": ["net.ipv4.tcp_keepalive_*"],
-        "keys": {"net.ipv4.tcp_keepalive_*": {"type": "int", "min": 1, "max": 9}},
+        "allow": ["net.ipv4.tcp_keepalive_*", "net.ipv4.conf.*.forwarding"],
+        "keys": {
+            "net.ipv4.tcp_keepalive_*": {"type": "int", "min": 1, "max": 9},
+            "net.ipv4.conf.*.forwarding": {"type": "int", "min": 0, "max": 0},
+        },
         "baseline": {"keys": []},
     }
-    keys = ["net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_sack"]
+    keys = ["net/ipv4/tcp_keepalive_time", "net/ipv4/tcp_keepalive_probes", "net/ipv4/tcp_sack",
+            "net/ipv4/conf/eth0/forwarding", "net/ipv4/conf/eth0.5/forwarding"]  # fmt: skip
     rules = compile_rules(policy_from_dict(doc, "t").table(), _current, lambda: keys).rules
-    assert sorted(rules) == ["net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_keepalive_time"]
+    assert sorted(rules) == [
+        "net.ipv4.conf.eth0.forwarding",
+        "net.ipv4.tcp_keepalive_probes",
+        "net.ipv4.tcp_keepalive_time",
+    ]
+    assert rules["net.ipv4.conf.eth0.forwarding"].name == "net/ipv4/conf/eth0/forwarding"
+
+
+def test_a_dot_inside_a_component_keeps_the_kernels_name() -> None:
+    doc = {
+        "allow": ["net.ipv4.conf.**"],
+        "keys": {"net.ipv4.conf.**": {"type": "int", "min": 0, "max": 1}},
+        "baseline": {"keys": []},
+    }
+    keys = ["net/ipv4/conf/eth0.5/forwarding"]
+    rules = compile_rules(policy_from_dict(doc, "t").table(), _current, lambda: keys).rules
+    assert [r.name for r in rules.values()] == ["net/ipv4/conf/eth0.5/forwarding"]
 
 
 def test_rules_the_map_cannot_hold_are_refused_in_one_line() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ class Rule:
     :param max: the highest each int may be (``None``: no ceiling).
     :param words: the words a ``choice`` may take.
     :param source: the policy row it comes from (``allow net.core.*``, ``baseline ...``).
+    :param kernel_name: the path under /proc/sys when a component holds a dot.
     """
 
     key: str
@@ -115,11 +116,12 @@ class Rule:
     max: int | None = None
     words: tuple[str, ...] = ()
     source: str = ""
+    kernel_name: str = ""
 
     @property
     def name(self) -> str:
         """The name the kernel gives the program: ``net/core/somaxconn``."""
-        return self.key.replace(".", "/")
+        return self.kernel_name or self.key.replace(".", "/")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the rule as plain data (for status and JSON output)."""
@@ -131,6 +133,7 @@ class Rule:
             "max": self.max,
             "words": list(self.words),
             "source": self.source,
+            "name": self.name,
         }
 
     def encode(self, generation: int) -> tuple[RuleKey, RuleValue]:
@@ -165,25 +168,28 @@ def decode(key: RuleKey, value: RuleValue) -> tuple[Rule, int]:
 
 # --- the compiler ---------------------------------------------------------------------
 
-#: Read a sysctl's current text by dotted key, or ``None`` when it does not exist.
+#: Read a sysctl's current text by its path under /proc/sys, or ``None`` when it cannot.
 ReadCurrent = Callable[[str], str | None]
-#: List the dotted keys the kernel has now.
+#: List the sysctls the kernel has now, as paths under /proc/sys (``net/ipv4/conf/eth0.5/...``).
 ListKeys = Callable[[], Iterable[str]]
 
 
 def proc_sys_keys(root: Path = Path("/proc/sys")) -> Iterator[str]:
-    """Yield every sysctl under ``root`` as a dotted key (for glob expansion)."""
+    """Yield every sysctl under ``root`` as its path there (for glob expansion).
+
+    Paths, not dotted keys: a component may hold a dot (``conf/eth0.5/rp_filter``).
+    """
     for dirpath, _dirs, files in os.walk(root):
         rel = os.path.relpath(dirpath, root)
-        prefix = "" if rel == "." else rel.replace("/", ".") + "."
+        prefix = "" if rel == "." else rel + "/"
         for f in files:
             yield prefix + f
 
 
-def read_proc_sys(key: str, root: Path = Path("/proc/sys")) -> str | None:
-    """Read a sysctl's text by dotted key; ``None`` when it cannot be read."""
+def read_proc_sys(path: str, root: Path = Path("/proc/sys")) -> str | None:
+    """Read a sysctl's text by its path under ``root``; ``None`` when it cannot be read."""
     try:
-        return (root / key.replace(".", "/")).read_text()
+        return (root / path).read_text()
     except OSError:
         return None
 
@@ -204,12 +210,14 @@ def _is_sysctl(pattern: str) -> bool:
     return "/" not in pattern
 
 
-def _expand(pattern: str, list_keys: ListKeys, cache: list[str]) -> list[str]:
+def _expand(pattern: str, list_keys: ListKeys, cache: list[str]) -> list[tuple[str, str]]:
+    # (dotted key, the name the kernel gives the program) for each key the pattern names
     if not any(c in pattern for c in "*?["):
-        return [pattern]
+        return [(pattern, pattern.replace(".", "/"))]
     if not cache:
         cache.extend(list_keys())
-    return [k for k in cache if glob_match(pattern, k, ".")]
+    found = [(path.replace("/", "."), path) for path in cache]
+    return [(key, path) for key, path in found if glob_match(pattern, key, ".")]
 
 
 def _allow_rule(key: str, row: Mapping[str, Any]) -> Rule:
@@ -233,18 +241,18 @@ def _allow_rule(key: str, row: Mapping[str, Any]) -> Rule:
     return Rule(key, kind, length, row.get("min"), row.get("max"), source=f"allow {row['pattern']}")
 
 
-def _floor(rule: Rule | None, key: str, current: str | None) -> Rule | None:
+def _floor(rule: Rule | None, key: str, kname: str, current: str | None) -> Rule | None:
     words = (current or "").split()
     if len(words) != 1 or not words[0].lstrip("-").isdigit():
         return rule  # not a single int now (or absent): nothing to hold it at
     now = int(words[0])
     source = f"baseline {key} (floor: its value at start)"
     if rule is None:
-        return Rule(key, "int", 1, now, None, source=source)
+        return Rule(key, "int", 1, now, None, source=source, kernel_name=kname)
     if rule.type != "int":
         return rule
     lo = now if rule.min is None else max(rule.min, now)
-    return Rule(key, "int", 1, lo, rule.max, source=f"{rule.source}; {source}")
+    return replace(rule, min=lo, source=f"{rule.source}; {source}")
 
 
 def compile_rules(
@@ -254,8 +262,8 @@ def compile_rules(
 ) -> Compiled:
     """Compile the policy table (:meth:`Policy.table` rows) into the guard map's rules.
 
-    :param read_current: reads a key's current text (baseline floors).
-    :param list_keys: lists the kernel's keys (glob expansion), called at most once.
+    :param read_current: reads a key's current text by path (baseline floors).
+    :param list_keys: lists the kernel's keys as paths (glob expansion), called at most once.
     :raises ActionError: a rule the map cannot hold (too many words, a long vector, or
         more than 4096 keys), named in one line.
     """
@@ -277,13 +285,13 @@ def compile_rules(
         keys = _expand(pattern, list_keys, keys_cache)
         if not keys:
             skipped.append((pattern, "matches no key on this kernel"))
-        for key in keys:
-            if len(key.encode()) >= NAME_LEN:
+        for key, kname in keys:
+            if len(kname.encode()) >= NAME_LEN:
                 skipped.append((key, f"name longer than {NAME_LEN - 1} bytes"))
             elif action == "allow":
-                rules[key] = _allow_rule(key, row)
+                rules[key] = replace(_allow_rule(key, row), kernel_name=kname)
             elif action == "baseline" and not row.get("override"):
-                floor = _floor(rules.get(key), key, read_current(key))
+                floor = _floor(rules.get(key), key, kname, read_current(kname))
                 if floor is not None:
                     rules[key] = floor
     if len(rules) > MAX_RULES:
