@@ -133,6 +133,13 @@ def test_serve_runs_on_without_enforcement_when_the_cgroup_is_wrong(
         f"cgroup v2 hierarchy at {cgroup2_mount()}"
     ]
     assert not pin_root.exists()
+    nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    as_nobody = run_kassist(["agent", "enforce", "status", "--pin-root", str(pin_root)],
+                            prefix=nobody)  # fmt: skip
+    assert as_nobody.returncode != 0 and as_nobody.stdout == ""
+    assert as_nobody.stderr.strip().splitlines() == [
+        "kassist: reading the pinned BPF programs needs root: run it with sudo"
+    ]
 
 
 def test_sighup_reloads_the_policy_and_the_kernel_follows(
