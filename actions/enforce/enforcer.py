@@ -264,8 +264,8 @@ class Enforcer:
             self._exempt_agent([Path(g) for g in guard])
             stale = [d for d in self.pin_root.iterdir() if d != loaded.run_dir and d.is_dir()]
             for mode, cgroups in (("lockdown", lockdown), ("guard", guard)):
-                for cg in cgroups:
-                    self._attach(mode, Path(cg))
+                for cg in dict.fromkeys(Path(c).resolve() for c in cgroups):  # once each
+                    self._attach(mode, cg)
             for old in stale:
                 detach_run(old)
             self._start_reader()
@@ -360,9 +360,14 @@ class Enforcer:
             os.close(fd)
         cgid = cgroup_id(cg)
         pin = loaded.run_dir / f"{mode}-{cgid}"
-        info = libbpf.link_info(link)
+        try:
+            info = libbpf.link_info(link)
+            libbpf.check(lib.bpf_obj_pin(link, str(pin).encode()), f"pin {pin}")
+        except OSError as exc:
+            lib.bpf_link_detach(link)  # not pinned, not recorded: undo it here
+            os.close(link)
+            raise ActionError(f"cannot pin {pin}: {exc.strerror}", "") from None
         loaded.links.append((Attachment(mode, cg, cgid, info.id, pin), link))
-        libbpf.check(lib.bpf_obj_pin(link, str(pin).encode()), f"pin {pin}")
         self._cgroup_names[cgid] = self._cgroup_name(cg)
 
     def stop(self) -> None:
