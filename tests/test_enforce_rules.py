@@ -183,3 +183,24 @@ def test_the_object_is_built_once_per_source_and_never_loaded_from_an_open_cache
     os.chmod(cache, 0o777)
     with pytest.raises(ActionError, match="writable by someone else"):
         object_path(cache)
+
+
+def test_each_missing_piece_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # What this machine has cannot be taken away for real: each probe is pointed at an
+    # absence instead (the real checks run in test_enforce_kernel.py).
+    from actions.enforce import capability
+
+    monkeypatch.setattr(capability.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(capability, "_mountinfo", lambda: "24 1 0:22 / /sys rw - sysfs sysfs rw")
+    monkeypatch.setattr(capability, "BTF", tmp_path / "no-btf")
+    monkeypatch.setattr(capability.shutil, "which", lambda name: None)
+
+    def no_libbpf() -> None:
+        raise OSError("libbpf.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(capability.libbpf, "lib", no_libbpf)
+    lines = capability.problems()
+    assert [line.split(" ", 2)[:2] for line in lines] == [
+        ["no", "cgroup"], ["no", "kernel"], ["no", "BPF"], ["no", "clang"], ["no", "libbpf:"],
+    ]  # fmt: skip
+    assert all("\n" not in line for line in lines), lines
