@@ -9,7 +9,9 @@ user space, fills it completely, then replaces the slot with one
 ``bpf_map_update_elem`` (the kernel swaps one pointer); the old inner map is
 never written again and the kernel frees it after the programs still running
 on it finish (RCU). So each program run sees one generation, whole: never a
-mix of old and new rules. Every rule carries its generation number, and each
+mix of old and new rules. The kernel also waits for that grace period before
+the swap returns (``maybe_wait_bpf_programs``, most of a reload's ~15 ms), so
+when :meth:`Enforcer.reload` returns, no program still runs on the old rules. Every rule carries its generation number, and each
 refusal reports the generation that refused it.
 
 **Pinning.** Links and the rules map are pinned under
