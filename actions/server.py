@@ -20,11 +20,18 @@ import struct
 import sys
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from actions.agent import Agent, Result, result
+from actions.enforce.enforcer import Enforcer
+from actions.enforce.service import (
+    EnforceSettings,
+    reload_policy,
+    start_for_agent,
+    stop_for_agent,
+)
 from actions.errors import ActionError, Rejected
 from actions.protocol import MAX_ENTRY, OPS, Malformed, decode_entry, encode
 
@@ -99,6 +106,7 @@ class ServerSettings:
     entry_timeout: float = 5.0
     override_interval: float = 5.0
     max_inflight: int = 64
+    enforce: EnforceSettings = field(default_factory=EnforceSettings)  # actions/enforce
 
 
 class AgentServer:
@@ -114,6 +122,7 @@ class AgentServer:
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kassist-apply")
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="kassist-checkpoint")
         self._server: asyncio.AbstractServer | None = None
+        self.enforcer: Enforcer | None = None  # when --enforce-lockdown/--enforce-guard
 
     def _group_gid(self) -> int | None:
         if not self.settings.group:
@@ -162,6 +171,9 @@ class AgentServer:
         for notice in self.agent.check_overrides():
             self.log(notice)
         sock = self._bind()
+        self.enforcer = start_for_agent(
+            self.agent.policy.table(), self.agent.audit, self.settings.enforce, self.log
+        )
         self._server = await asyncio.start_unix_server(
             self._connection, sock=sock, limit=MAX_ENTRY + 1
         )
@@ -169,6 +181,7 @@ class AgentServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_policy)
         watcher = asyncio.create_task(self._watch_overrides())
         self.agent.audit.record(
             "start", pid=os.getpid(), socket=str(self.settings.socket_path),
@@ -184,8 +197,18 @@ class AgentServer:
                 self.settings.socket_path.unlink()
             self._writer_thread.shutdown(wait=True)
             self._maintenance.shutdown(wait=True)
+            stop_for_agent(self.agent.audit, self.enforcer)
             self.agent.audit.record("stop", pid=os.getpid())
             self.log("stopped (nothing rolled back: rollback is explicit)")
+
+    def _reload_policy(self) -> None:
+        # SIGHUP: read the policy file again; the kernel's rules (if enforced) follow whole.
+        try:
+            self.agent.policy = reload_policy(self.agent.policy, self.agent.audit, self.enforcer)
+        except ActionError as exc:
+            self.log(f"policy not reloaded (the old one stays): {exc.one_line()}")
+            return
+        self.log(f"policy reloaded: {self.agent.policy.source}")
 
     async def _watch_overrides(self) -> None:
         loop = asyncio.get_running_loop()
@@ -371,7 +394,7 @@ class AgentServer:
         op = doc["op"]
         loop = asyncio.get_running_loop()
         if op == "status":
-            return await loop.run_in_executor(self._writer_thread, self.agent.status)
+            return await loop.run_in_executor(self._writer_thread, self._status)
         if op == "apply":
             persist = doc.get("persist", False)
             if not isinstance(persist, bool):
@@ -393,6 +416,12 @@ class AgentServer:
             self._writer_thread,
             lambda: self.agent.rollback(who, cs_id, None if since is None else float(since)),
         )
+
+    def _status(self) -> Result:
+        res = self.agent.status()
+        if self.enforcer is not None:
+            res["status"]["enforce"] = self.enforcer.status()
+        return res
 
     @staticmethod
     async def _close(writer: asyncio.StreamWriter) -> None:

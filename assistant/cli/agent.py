@@ -127,6 +127,20 @@ def agent() -> None:
 @click.option("--sys-root", default="/sys", hidden=True)
 @click.option("--entry-timeout", type=float, default=5.0, hidden=True)
 @click.option("--override-interval", type=float, default=5.0, hidden=True)
+@click.option(
+    "--enforce-lockdown",
+    multiple=True,
+    metavar="CGROUP",
+    help="A cgroup v2 directory whose tasks may write no sysctl (repeatable).",
+)
+@click.option(
+    "--enforce-guard",
+    multiple=True,
+    metavar="CGROUP",
+    help="A cgroup v2 directory whose tasks may write managed keys only in policy.",
+)
+@click.option("--enforce-pin-root", default="/sys/fs/bpf/kassist", hidden=True)
+@click.option("--enforce-state", default="/run/kassist/enforce.json", hidden=True)
 def serve(
     socket_path: str | None,
     state_dir: str | None,
@@ -139,9 +153,14 @@ def serve(
     sys_root: str,
     entry_timeout: float,
     override_interval: float,
+    enforce_lockdown: tuple[str, ...],
+    enforce_guard: tuple[str, ...],
+    enforce_pin_root: str,
+    enforce_state: str,
 ) -> None:
     """Run the agent daemon on its Unix socket (as root) until SIGTERM."""
     from actions.agent import Agent, Paths
+    from actions.enforce.service import EnforceSettings
     from actions.knobs import Roots
     from actions.policy import load_policy
     from actions.server import ServerSettings
@@ -163,6 +182,10 @@ def serve(
         settings = ServerSettings(
             Path(a.socket), group=a.group or None, mode=mode, entry_timeout=entry_timeout,
             override_interval=override_interval,
+            enforce=EnforceSettings(
+                tuple(map(Path, enforce_lockdown)), tuple(map(Path, enforce_guard)),
+                Path(enforce_pin_root), Path(enforce_state),
+            ),
         )  # fmt: skip
         run_server(agent_, settings)
     except ActionError as exc:
@@ -192,7 +215,21 @@ def _status_text(c: dict[str, Any]) -> str:
         lines.append("overridden by someone else (no longer managed):")
         lines += [f"  [{m['changeset']}] {m['target']} (kassist set {m['set']})"
                   for m in s["overridden"]]  # fmt: skip
+    if "enforce" in s:
+        lines += _enforce_summary(s["enforce"])
     return "\n".join(lines)
+
+
+def _enforce_summary(e: dict[str, Any]) -> list[str]:
+    where = ", ".join(f"{a['mode']} {a['cgroup']}" for a in e["attachments"]) or "nothing"
+    lines = [f"in-kernel enforcement: {where}; {len(e['rules'])} rules "
+             f"(generation {e['kernel_generation']})"]  # fmt: skip
+    refusals = e["refusals"]
+    if refusals:
+        lines.append(f"recent refusals ({len(refusals)}, {e['dropped']} dropped):")
+        lines += [f"  {_when(r['time'])}  pid {r['pid']} {r['comm']} {r['key']}={r['value']!r}"
+                  f" ({r['reason']})" for r in refusals[-5:]]  # fmt: skip
+    return lines
 
 
 @agent.command()
@@ -421,3 +458,80 @@ def policy(policy: str | None, fmt: str) -> None:
     else:
         click.echo(f"policy: {loaded.source}")
         click.echo(_policy_text(rows))
+
+
+# --- in-kernel enforcement (actions/enforce) -------------------------------------------
+
+
+@agent.group()
+def enforce() -> None:
+    """In-kernel enforcement: the BPF cgroup-sysctl programs the agent attached."""
+
+
+def _rule_text(r: dict[str, Any]) -> str:
+    if r["type"] == "choice":
+        shape = ", ".join(r["words"])
+    else:
+        lo = "" if r["min"] is None else r["min"]
+        hi = "" if r["max"] is None else r["max"]
+        shape = f"{lo}..{hi}" + (f" x{r['length']}" if r["type"] == "ints" else "")
+    return f"  {r['key']:<40} {r['type']:<6} {shape}"
+
+
+def _enforce_text(doc: dict[str, Any]) -> str:
+    runs = doc["kernel"]
+    if not runs and not doc["state"]:
+        return (
+            "in-kernel enforcement: off (start the agent with --enforce-guard/--enforce-lockdown)"
+        )
+    lines = []
+    for run in runs:
+        lines.append(f"pinned {run['pin']} (rules generation {run.get('generation', 0)})")
+        for a in run["attachments"]:
+            where = doc["cgroups"].get(str(a["cgroup_id"]), f"cgroup id {a['cgroup_id']}")
+            state = "attached" if a["attached"] else "DETACHED"
+            lines.append(
+                f"  {a['mode']:<8} {where}  link {a['link_id']} prog {a['prog_id']} {state}"
+            )
+        lines.append(f"rules ({len(run['rules'])}):")
+        lines += [_rule_text(r) for r in run["rules"]]
+    state = doc["state"]
+    if state:
+        refusals = state.get("refusals", [])
+        lines.append(f"recent refusals ({len(refusals)}, {state.get('dropped', 0)} dropped):")
+        for r in refusals[-20:]:
+            lines.append(
+                f"  {_when(r['time'])}  pid {r['pid']} {r['comm']} {r['cgroup']}  "
+                f"{r['key']}={r['value']!r}  ({r['mode']}: {r['reason']})"
+            )
+    return "\n".join(lines)
+
+
+@enforce.command("status")
+@click.option("--pin-root", default="/sys/fs/bpf/kassist", hidden=True)
+@click.option("--state", "state_path", default="/run/kassist/enforce.json", hidden=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def enforce_status(pin_root: str, state_path: str, fmt: str) -> None:
+    """Show what is attached where, the map's rules (read from the kernel), and refusals."""
+    import contextlib
+    import os
+
+    from actions.enforce import pinned_status
+
+    state: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        state = json.loads(Path(state_path).read_text())
+    if os.geteuid() != 0:
+        raise KassistError("reading the pinned BPF programs needs root", "run it with sudo")
+    try:
+        runs = pinned_status(Path(pin_root))
+    except OSError as exc:
+        raise KassistError(f"cannot read {pin_root}: {exc.strerror}", "is bpffs mounted?") from None
+    cgroups = {str(a["cgroup_id"]): a["cgroup"] for a in state.get("attachments", [])}
+    doc = {"kernel": runs, "state": state, "cgroups": cgroups}
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(_enforce_text(doc))
