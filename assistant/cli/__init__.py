@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("assistant.cli.agent:agent", "Talk to (or run) the kernel agent."),
     "watch": ("assistant.cli.pending:watch", "Follow the kernel log and triage as it goes."),
     "vmcore": ("assistant.cli.vmcore:vmcore", "Analyse a vmcore with drgn."),
-    "chat": ("assistant.cli.pending:chat", "Open the chat (terminal UI)."),
+    "chat": ("assistant.cli.chat:chat", "Open the chat (terminal UI)."),
     "ask": ("assistant.cli.ask:ask", "Ask one question (the chat without its UI)."),
     "doctor": ("assistant.cli.doctor:doctor", "Check what this machine lets kassist do."),
     "models": ("assistant.cli.models:models", "List LLM backends and models."),
