@@ -200,9 +200,15 @@ class KassistApp(App[None]):
             # App.bind has no priority flag.
             self._bindings.bind(key, action, label, priority=True)
         self.query_one("#prompt", Input).focus()
+        self.warm_model()
         self.refresh_panels()
         if self.sources.live:
             self.set_interval(PANEL_INTERVAL, self.refresh_panels)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="warm")
+    def warm_model(self) -> None:
+        """Load the model and read the fixed system prompt once, before the first question."""
+        self.session.warm()
 
     # -- the conversation ----------------------------------------------------------------
 

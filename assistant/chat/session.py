@@ -32,6 +32,7 @@ class Turn:
     :param answer: the text shown as the assistant's reply (Markdown).
     :param error: one line when the tool failed.
     :param notice: one line when the model's prose was withheld, or the turn cancelled.
+    :param draft: the model's text as it streamed, before the check (shown only if it passed).
     """
 
     question: str
@@ -42,6 +43,7 @@ class Turn:
     notice: str = ""
     started: float = field(default_factory=time.time)
     stats: GenerationStats | None = None
+    draft: str = ""
 
     @property
     def proposals(self) -> list[Proposal]:
@@ -165,13 +167,28 @@ class ChatSession:
             if on_token is not None:
                 on_token(piece)
         turn.stats = stats
-        draft = "".join(pieces).strip()
+        turn.draft = "".join(pieces)
+        draft = turn.draft.strip()
         verdict = _check(draft, facts, messages)
         if verdict is None:
             turn.answer = draft
         else:
             turn.notice = f"the model's answer was withheld ({verdict})"
             turn.answer = _facts_answer(facts)
+
+    def warm(self) -> None:
+        """Evaluate the answer prompt's fixed system part once, so its KV cache is kept.
+
+        A backend that reuses a cached prefix (llama_cpp) then reads only a question's own
+        tokens; the TUI calls this in a worker when it opens.
+        """
+        if self.backend is None:
+            return
+        from assistant.llm.prompts import load_prompt
+
+        messages = load_prompt(ANSWER_PROMPT).render(question="", facts="")
+        for _ in self.backend.stream(messages, 1):
+            break
 
     def approve(self, proposal: Proposal) -> dict[str, Any]:
         """Carry out an approved proposal through the agent, which validates it first.
