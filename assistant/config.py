@@ -90,11 +90,37 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class ChatConfig:
+    """The chat's settings: its keys (Textual key names) and whether it keeps a history.
+
+    :param key_cancel: stop the answer being generated.
+    :param key_approve: approve the selected proposed change (a dry run is shown first).
+    :param key_reject: reject the selected proposed change.
+    :param key_copy: copy the last answer (its last code block with ``key_copy_code``).
+    :param key_export: export the conversation to Markdown.
+    :param key_help: the help screen.
+    :param key_quit: leave.
+    :param history: record conversations in ``STATE/chat.db``.
+    """
+
+    key_cancel: str = "escape"
+    key_approve: str = "ctrl+o"
+    key_reject: str = "ctrl+r"
+    key_copy: str = "ctrl+y"
+    key_copy_code: str = "ctrl+k"
+    key_export: str = "ctrl+e"
+    key_help: str = "f1"
+    key_quit: str = "ctrl+q"
+    history: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """All of kassist's settings, merged from every source."""
 
     llm: LLMConfig = field(default_factory=LLMConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
     sources: tuple[str, ...] = ()
 
 
@@ -106,7 +132,7 @@ ENV_SHORTHANDS: Mapping[str, tuple[str, str]] = {
     "KASSIST_SOCKET": ("agent", "socket"),
 }
 
-_SECTIONS: Mapping[str, type[Any]] = {"llm": LLMConfig, "agent": AgentConfig}
+_SECTIONS: Mapping[str, type[Any]] = {"llm": LLMConfig, "agent": AgentConfig, "chat": ChatConfig}
 
 
 def _coerce(section: str, key: str, raw: object, where: str) -> object:

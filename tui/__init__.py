@@ -1,1 +1,1 @@
-"""The Textual front end: chat, panels, approve / reject. All logic lives in the core."""
+"""The Textual chat: a thin front end over :mod:`assistant.chat` (``kassist chat``)."""

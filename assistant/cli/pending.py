@@ -11,7 +11,6 @@ PENDING: dict[str, str] = {
     "tune": "the tuning drafter",
     "docs": "the documentation drafter",
     "watch": "the log watcher",
-    "chat": "the terminal UI",
 }
 
 
@@ -30,4 +29,3 @@ def _pending(name: str) -> click.Command:
 tune = _pending("tune")
 docs = _pending("docs")
 watch = _pending("watch")
-chat = _pending("chat")

@@ -1,0 +1,433 @@
+"""Deterministic cues in a chat message: the things a person names, and what they ask for.
+
+A 135M model cannot be trusted to pick a tool or copy an argument, so routing starts
+here: the paths, crash signatures, sysctl names, probe names, durations, changeset ids
+and log levels a message names are found by pattern, and each tool has a table of
+phrases that ask for it. :func:`route_by_cues` turns both into a decision with a
+confidence; the router asks the model only for what the cues leave open.
+
+The message is data: nothing here executes or follows it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The actions the chat can take: one per tool, and ``clarify`` (ask instead of guessing).
+CLARIFY = "clarify"
+
+# A path: absolute, ~/ or ./ relative, or a relative name with a slash or a log-ish suffix.
+_PATH = re.compile(
+    r"(?<![\w.:/-])("
+    r"(?:~|\.{1,2})?/[\w.@:+,=~%-]+(?:/[\w.@:+,=~%-]*)*"  # /abs, ./rel, ~/x
+    r"|[\w.@+-]{2,}/[\w.@:+,=~%/-]*[\w/]{2,}"  # dir/file (not "I/O")
+    r"|[\w@+-][\w.@+-]*\.(?:log|txt|gz|xz|zst|bz2|json|jsonl|out|\d{1,2})"  # name.log, messages.1
+    r")(?![\w/])"
+)
+# A crash signature (or its prefix): hex with at least one letter and one digit, 6-40 long.
+_SIGNATURE = re.compile(r"(?<![\w.-])(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)([0-9a-f]{6,40})(?![\w.-])")
+_SYSCTL_ROOTS = ("net", "vm", "kernel", "fs", "dev", "user", "abi", "debug", "crypto", "sunrpc")
+_SYSCTL = re.compile(
+    r"(?<![\w./-])((?:" + "|".join(_SYSCTL_ROOTS) + r")(?:\.[A-Za-z0-9_-]+)+)(?![\w-])"
+)
+_DURATION = re.compile(r"\b(\d{1,4})\s*(?:s|secs?|seconds?)\b", re.IGNORECASE)
+_MINUTES = re.compile(r"\b(\d{1,3})\s*(?:m|mins?|minutes?)\b", re.IGNORECASE)
+_CHANGESET = re.compile(r"(?:changesets?|change|cs|#)\s*#?\s*(\d{1,9})\b", re.IGNORECASE)
+_SET_VALUE = re.compile(r"\b(?:to|=)\s*([0-9][\w. -]*?|[a-z_]+)\s*(?:[.!?,]|$)", re.IGNORECASE)
+_REC_ID = re.compile(r"\b(?:recommendation|rec)\s+([A-Za-z][\w.-]*\d[\w.-]*|[A-Za-z][\w-]*)")
+_APPLY_ID = re.compile(r"\bapply\s+(?:the\s+)?(?:recommendation\s+)?([A-Za-z][\w.]*-?\d[\w.-]*)")
+_TRAILING_NUMBER = re.compile(r"\s(\d{1,4})\s*$")
+
+#: Log levels by the words people use for them (printk levels: 0 emerg ... 7 debug).
+LEVEL_WORDS: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"\bemerg", re.I), 0),
+    (re.compile(r"\balert", re.I), 1),
+    (re.compile(r"\bcrit", re.I), 2),
+    (re.compile(r"\berr(?:or)?s?\b", re.I), 3),
+    (re.compile(r"\bwarn", re.I), 4),
+)
+#: Log sources by the words that name them.
+SOURCE_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bpstore\b|previous boot|last boot", re.I), "pstore"),
+    (re.compile(r"\bjournal", re.I), "journal"),
+    (re.compile(r"\bkmsg\b", re.I), "kmsg"),
+)
+
+
+@dataclass
+class Cues:
+    """What a message names.
+
+    :param paths: file or directory paths, in order.
+    :param signatures: crash signatures or their hex prefixes.
+    :param sysctls: sysctl names (``net.core.somaxconn``).
+    :param probe: an eBPF probe named in the message.
+    :param duration: seconds asked for (``for 10 seconds``, ``30s``).
+    :param changeset: a changeset id (``changeset 3``, ``#3``).
+    :param value: the value after ``to``/``=`` in a request to set a key.
+    :param rec_id: a recommendation id (``apply somaxconn-1``).
+    :param level: a printk level named in words (``errors`` = 3).
+    :param source: a log source named (``pstore``, ``journal``, ``kmsg``).
+    """
+
+    paths: list[str] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)
+    sysctls: list[str] = field(default_factory=list)
+    probe: str | None = None
+    duration: int | None = None
+    changeset: int | None = None
+    value: str | None = None
+    rec_id: str | None = None
+    level: int | None = None
+    source: str | None = None
+
+
+def _strip_sentence_end(token: str) -> str:
+    return token.rstrip(".,;:!?)'\"")
+
+
+def find_cues(text: str, probe_names: Iterable[str]) -> Cues:
+    """Find the paths, signatures, sysctls, probe and numbers a message names.
+
+    :param text: the message.
+    :param probe_names: the eBPF probes the library has (``runqlat``, ...).
+    """
+    cues = Cues()
+    rest = text
+    for m in _SYSCTL.finditer(text):
+        cues.sysctls.append(_strip_sentence_end(m.group(1)))
+    for name in cues.sysctls:
+        rest = rest.replace(name, " ")
+    for m in _PATH.finditer(rest):
+        path = _strip_sentence_end(m.group(1))
+        relative = not path.startswith(("/", "./", "../", "~/"))
+        if relative and "." not in path.rsplit("/", 1)[-1] and path.count("/") < 2:
+            continue  # and/or, TCP/IP, read/write: words, not paths
+        if path.startswith("/") and len(path) == 1:
+            continue
+        if re.fullmatch(r"/[a-z_]+", path) and _slash_command(text) == path[1:]:
+            continue  # the slash command itself
+        cues.paths.append(path)
+    for path in cues.paths:
+        rest = rest.replace(path, " ")
+    cues.signatures = [m.group(1) for m in _SIGNATURE.finditer(rest.lower())]
+    names = {n.lower(): n for n in probe_names}
+    for word in re.findall(r"[A-Za-z_]+", text):
+        if word.lower() in names:
+            cues.probe = names[word.lower()]
+            break
+    seconds = _DURATION.search(rest)
+    minutes = _MINUTES.search(rest)
+    if seconds:
+        cues.duration = int(seconds.group(1))
+    elif minutes and re.search(r"\bfor\b", rest, re.I):
+        cues.duration = int(minutes.group(1)) * 60
+    elif re.search(r"\bfor (?:a|one) minute\b", rest, re.I):
+        cues.duration = 60
+    changeset = _CHANGESET.search(rest)
+    if changeset:
+        cues.changeset = int(changeset.group(1))
+    if cues.sysctls:
+        after = text.split(cues.sysctls[0], 1)[1]
+        v = _SET_VALUE.search(after)
+        if v:
+            cues.value = v.group(1).strip()
+    rec = _APPLY_ID.search(text) or _REC_ID.search(text)
+    if rec:
+        cues.rec_id = rec.group(1)
+    for pattern, level in LEVEL_WORDS:
+        if pattern.search(text):
+            cues.level = level
+            break
+    for pattern, source in SOURCE_WORDS:
+        if pattern.search(text):
+            cues.source = source
+            break
+    return cues
+
+
+def _slash_command(text: str) -> str | None:
+    m = re.match(r"\s*/([a-z_]+)\b", text)
+    return m.group(1) if m else None
+
+
+# -- what each tool is asked for with -----------------------------------------------------
+
+#: Phrases that ask for a tool, with a weight each: the strongest total wins. They name
+#: concepts (crash, trace, tune, ...), not sentences of any test set.
+PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
+    "crashes": (
+        (r"\bcrash(?:es|ed)?\b", 2.0),
+        (r"\boops(?:es)?\b", 2.0),
+        (r"\bpanick?(?:ed|s)?\b", 1.5),
+        (r"\bkasan\b|\bkfence\b|\bubsan\b|\blockdep\b", 1.0),
+        (r"\bsignatures?\b", 1.5),
+        (r"\b(?:bugs?|warnings?)\b.*\b(?:stored|recorded|seen|store)\b", 2.0),
+        (r"\b(?:recorded|stored|store)\b", 1.0),
+        (r"\b(?:new|recent|lately|latest|this week|today|any|list|how many|most often)\b", 0.5),
+    ),
+    "crash": (),
+    "report": (
+        (r"\b(?:bug )?reports?\b", 2.5),
+        (r"\bwrite(?:[- ]up)?\b|\bdraft\b|\bcompose\b|\bfile an? (?:bug|issue)\b", 2.0),
+        (r"\bemail\b|\blkml\b|\bmailing list\b|\bmaintainers?\b|\bupstream\b", 2.0),
+    ),
+    "triage": (
+        (r"\btriage\b", 3.0),
+        (r"\b(?:crash(?:es|ed)?|oops|bugs?|wrong|panic)\b", 1.0),
+        (r"\b(?:log|console|dmesg|syslog|messages)\b", 1.0),
+        (r"\b(?:check|scan|analy[sz]e|parse|look at|find|name|contain)\b", 1.0),
+    ),
+    "vmcore": (
+        (r"\bvmcore\b|\bkdump\b|\bcrash ?dump\b|\bdump\b|\bdrgn\b", 3.0),
+        (r"\bblocked tasks\b|\bbacktrace\b|\bcrashed task\b|\bat crash time\b", 1.5),
+    ),
+    "stats": (
+        (r"\bpsi\b|\bpressure\b", 2.5),
+        (r"\bmemory\b|\bram\b|\bswap(?:ping)?\b", 2.0),
+        (r"\bload(?:ed| average)?\b|\buptime\b|\bcpu\b|\bbusy\b|\butili[sz]ation\b", 2.0),
+        (r"\bcounters?\b|\bsnapshot\b|\bstats?\b|\bstatistics\b", 2.0),
+        (r"\bsockets?\b|\btime[- ]wait\b|\bconnections? (?:open|count)\b", 2.0),
+        (r"\bhow is (?:the )?(?:system|machine|host|box|server) doing\b", 3.0),
+        (r"\bstatus of (?:the |this )?(?:system|machine|host|box|server)\b", 3.0),
+        (r"\b(?:health|overview|summary)\b", 1.5),
+        (r"\bright now\b|\bcurrent(?:ly)?\b", 0.5),
+    ),
+    "probe": (
+        (r"\btrace\b|\btracing\b|\bbpftrace\b|\bebpf\b|\bprobe\b", 2.5),
+        (r"\bmeasure\b|\bwatch\b|\brecord\b|\bhistogram\b|\bprofile\b|\bcount\b", 1.5),
+        (r"\blatency\b|\bdelays?\b", 1.5),
+        (r"\bretransmi", 2.0),
+        (r"\bsyscalls?\b|\bsystem calls?\b|\berrno\b", 2.0),
+        (r"\bpage ?faults?\b", 2.5),
+        (r"\bpackets?\b.*\bdropp|\bdropp\w*\b.*\bpackets?\b|\bwhere\b.*\bdropp", 2.0),
+        (r"\boom kills?\b|\boom-kill", 2.0),
+        (r"\breclaim\b", 2.0),
+        (r"\bfailing\b|\bfail(?:ed)?\b", 0.5),
+    ),
+    "tune": (
+        (r"\btun(?:e|ing)\b|\boptimi[sz]e\b|\brecommend\w*\b|\bsuggest\w*\b", 3.0),
+        (r"\bsysctls?\b.*\b(?:change|set|should)\b|\bkernel parameters?\b", 2.0),
+        (r"\bwhy (?:are|is|do|does)\b", 1.5),
+        (r"\b(?:dropped|refus\w+|overflow\w*|exhaust\w*|running out|run out|full)\b", 2.0),
+        (r"\btoo many\b|\blimits?\b|\bmisconfigur\w*\b|\bimprove\b|\bthroughput\b", 1.5),
+        (r"\bhow (?:to|can i|do i) (?:fix|reduce|avoid|stop)\b|\bwhat to change\b", 1.5),
+        # the problems the tuning table knows
+        (
+            r"\bsyn flood\w*|conntrack|\bbacklog\b|\bephemeral\b|\binotify\b|\blisten queue\b"
+            r"|\bneighbou?r table\b|\btime wait bucket|\bopen files\b|\bfile[- ]max\b"
+            r"|\bpids?\b|\bthreads-max\b|\breceive buffer|\brcvbuf\b|\baio\b|\bdirty\b"
+            r"|\bwriteback\b|\bports?\b.*\bexhaust|\bsomaxconn\b",
+            3.0,
+        ),
+        (r"\b(?:packets?|datagrams?|udp)\b.*\blost\b", 2.0),
+        (r"\btim(?:e|es|ing) ?out\b|\blost\b|\bsettings?\b|\bhelp my\b|\bwhat to do\b", 1.5),
+        (r"\bfindings?\b|\bwhat would you\b|\bwhat should i\b", 1.5),
+    ),
+    "docs": (
+        (r"\bdocument\w*\b|\bdocs?\b", 3.0),
+        (r"\bundocumented\b|\b(?:lack|lacks|lacking|no|without|missing) (?:any )?doc", 4.0),
+    ),
+    "agent_status": (
+        (r"\bagent\b", 2.0),
+        (r"\bstatus\b|\brunning\b|\bup\b|\bstate\b", 1.5),
+        (r"\bmanage[sd]?\b|\boverrid\w*\b", 2.0),
+    ),
+    "agent_history": (
+        (r"\bhistory\b|\bchangesets\b|\bpast changes\b", 3.0),
+        (r"\bwhat (?:has|did) (?:kassist|the agent|you)\b.*\b(?:change|appl)", 3.0),
+        (r"\bchanges? (?:were |was )?made\b|\bwhen did\b|\blast changed?\b", 2.5),
+        (r"\b(?:agent|kassist)\b.*\bchang", 2.0),
+        (r"\b(?:changed|applied)\b", 1.5),
+        (r"\brolled back\b|\byesterday\b|\brecent\b", 1.0),
+        (r"\bagent\b", 0.5),
+    ),
+    "apply": (
+        (r"\bapply\b|\bgo ahead\b", 3.0),
+        (r"\b(?:set|change|increase|decrease|raise|lower)\b.*\bto\b", 2.5),
+    ),
+    "rollback": (
+        (r"\broll ?back\b|\brevert\b|\bundo\b", 4.0),
+        (r"\blast change\b|\bwhat you applied\b", 1.0),
+    ),
+    "logs": (
+        (r"\bdmesg\b|\bkernel (?:log|messages)\b|\bkmsg\b|\bpstore\b|\bjournal\b", 3.0),
+        (r"\blog\b|\bmessages\b", 1.0),
+        (r"\berrors?\b|\bwarnings?\b|\bcritical\b", 1.0),
+        (r"\bthis boot\b|\bsince boot\b|\bprevious boot\b", 1.5),
+        (r"\bshow\b|\bprint\b|\bread\b|\blast\b", 0.5),
+    ),
+    "disks": (
+        (r"\bdisks?\b|\bdrives?\b|\bnvme\b|\bssd\b|\bhdd\b|\bstorage\b", 3.0),
+        (r"\bfail[- ]slow\b|\bdying\b|\bfailing\b|\bhealth\b|\bslow\b|\bsmart\b", 1.5),
+        (r"\bdevices?\b", 0.5),
+    ),
+    "answer": (
+        (r"^\s*(?:hi|hello|hey|thanks?|thank you|good (?:morning|evening))\b", 4.0),
+        (r"\bwho are you\b|\bwhat can you do\b|^\s*help\s*[?!.]*$", 4.0),
+        # questions about the kernel in general, not about this machine
+        (r"^\s*what(?:'s| is| are) (?:a |an )\w+", 3.0),
+        (r"^\s*what(?:'s| is| are) (?:the )?[\w-]+\s*\??\s*$", 2.0),
+        (r"\bmeans?\b|\b(?:work|works)\s*\??\s*$|\bdifference between\b", 3.0),
+        (r"^\s*(?:explain|describe) (?:what|how|why)\b", 3.0),
+        (r"^\s*how (?:do i|does one|to|can i) (?!fix|reduce|avoid|stop|improve)", 3.0),
+        (r"^\s*what does \w+ do\b", 2.0),
+    ),
+}
+
+_COMPILED: dict[str, tuple[tuple[re.Pattern[str], float], ...]] = {
+    tool: tuple((re.compile(p, re.IGNORECASE), w) for p, w in rows)
+    for tool, rows in PHRASES.items()
+}
+
+
+def phrase_scores(text: str) -> dict[str, float]:
+    """Score each tool by the phrases of :data:`PHRASES` the message holds."""
+    return {
+        tool: sum(w for p, w in rows if p.search(text)) for tool, rows in _COMPILED.items() if rows
+    }
+
+
+@dataclass(frozen=True)
+class CueDecision:
+    """A tool picked from cues, with its arguments and how sure the cues are (0..1)."""
+
+    action: str
+    args: dict[str, Any]
+    confidence: float
+    alternatives: tuple[str, ...] = ()
+
+
+def _set_request(text: str) -> bool:
+    return (
+        re.search(
+            r"\b(?:set|change|increase|decrease|raise|lower|bump|apply)\b", text, re.IGNORECASE
+        )
+        is not None
+        and re.search(r"\bto\b|=", text, re.IGNORECASE) is not None
+    )
+
+
+def _path_action(text: str, path: str, scores: Mapping[str, float]) -> CueDecision:
+    if path.startswith("/dev/") and not path.startswith("/dev/kmsg"):
+        return CueDecision("disks", {}, 0.8)
+    looks_dump = re.search(r"vmcore|dump|kdump|\.kdump$|\.flat$", path, re.IGNORECASE)
+    if looks_dump or (scores.get("vmcore", 0) >= 3 and "dmesg" not in path):
+        return CueDecision("vmcore", {"path": path}, 0.9)
+    if scores.get("report", 0) >= 2:
+        return CueDecision("report", {"target": path}, 0.9)
+    return CueDecision("triage", {"path": path}, 0.85)
+
+
+def _signature_action(text: str, sig: str, scores: Mapping[str, float]) -> CueDecision:
+    if scores.get("report", 0) >= 2:
+        return CueDecision("report", {"target": sig}, 0.9)
+    return CueDecision("crash", {"signature": sig}, 0.85)
+
+
+def _sysctl_action(text: str, cues: Cues, scores: Mapping[str, float]) -> CueDecision:
+    key = cues.sysctls[0]
+    if _set_request(text) and cues.value is not None:
+        return CueDecision("apply", {"target": key, "value": cues.value}, 0.85)
+    if _TUNE_REQUEST.search(text) and scores.get("docs", 0) < 3:
+        return CueDecision("tune", {}, 0.6)
+    return CueDecision("docs", {"key": key}, 0.85)
+
+
+_TUNE_REQUEST = re.compile(r"\btun(?:e|ing)\b|\boptimi[sz]e\b|\brecommend|\bsuggest", re.I)
+
+
+def _probe_args(cues: Cues, text: str) -> dict[str, Any]:
+    args: dict[str, Any] = {"name": cues.probe}
+    duration = cues.duration
+    if duration is None:
+        m = _TRAILING_NUMBER.search(text)
+        duration = int(m.group(1)) if m else None
+    if duration is not None:
+        args["duration"] = duration
+    return args
+
+
+#: A probe for what a message describes when it names none (checked in order).
+PROBE_TOPICS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"run ?queue|schedul", re.I), "runqlat"),
+    (re.compile(r"block|disk|\bi/?o\b.*latency|\bbio\b", re.I), "biolatency"),
+    (re.compile(r"retransmi", re.I), "tcpretrans"),
+    (re.compile(r"packets?|skb|drop", re.I), "skbdrop"),
+    (re.compile(r"\boom\b", re.I), "oomkill"),
+    (re.compile(r"reclaim", re.I), "reclaimlat"),
+    (re.compile(r"syscall|system call|errno", re.I), "syserrors"),
+    (re.compile(r"page ?fault", re.I), "pagefaults"),
+)
+
+
+def _logs_args(cues: Cues) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if cues.source is not None:
+        args["source"] = cues.source
+    if cues.level is not None:
+        args["level"] = cues.level
+    return args
+
+
+def _best(scores: Mapping[str, float]) -> tuple[str, float, float, str]:
+    ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+    (top, s1), (second, s2) = ranked[0], ranked[1] if len(ranked) > 1 else ("", 0.0)
+    return top, s1, s2, second
+
+
+def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
+    """Pick a tool and its arguments from the message's cues alone.
+
+    The confidence is high when a named thing (a path, signature, sysctl, probe) settles
+    it, middling for a clear phrase, and low when phrases tie or nothing matches; the
+    router asks the model, or the person, below its floor.
+    """
+    names = list(probe_names)
+    cues = find_cues(text, names)
+    scores = phrase_scores(text)
+    if cues.changeset is not None and scores.get("rollback", 0) >= 4:
+        return CueDecision("rollback", {"changeset": cues.changeset}, 0.95)
+    if scores.get("rollback", 0) >= 4:
+        return CueDecision("rollback", {}, 0.8)
+    if cues.paths:
+        return _path_action(text, cues.paths[0], scores)
+    if cues.sysctls:
+        return _sysctl_action(text, cues, scores)
+    if cues.rec_id is not None and scores.get("apply", 0) >= 3:
+        return CueDecision("apply", {"id": cues.rec_id}, 0.9)
+    if cues.signatures:
+        return _signature_action(text, cues.signatures[0], scores)
+    if scores.get("docs", 0) >= 4:  # "undocumented"
+        return CueDecision("docs", {"key": "undocumented"}, 0.9)
+    if cues.probe is not None:
+        return CueDecision("probe", _probe_args(cues, text), 0.9)
+    # A tool that needs a thing the message does not name cannot be the answer.
+    scores = {t: v for t, v in scores.items() if t not in NEEDS_A_NAME}
+    top, s1, s2, second = _best(scores)
+    if s1 <= 0:
+        return CueDecision("answer", {}, 0.2)
+    if top == "probe":
+        for pattern, name in PROBE_TOPICS:
+            if pattern.search(text):
+                cues.probe = name
+                return CueDecision("probe", _probe_args(cues, text), _confidence(s1, s2))
+        return CueDecision(CLARIFY, {}, 0.3, ("probe",))
+    args: dict[str, Any] = _logs_args(cues) if top == "logs" else {}
+    alternatives = (second,) if s2 > 0 else ()
+    return CueDecision(top, args, _confidence(s1, s2), alternatives)
+
+
+#: Tools that need a path or a signature: phrases alone never pick them.
+NEEDS_A_NAME = frozenset({"triage", "vmcore", "report", "crash"})
+
+
+def _confidence(top: float, second: float) -> float:
+    # A clear winner by a margin is trusted; a near tie is not.
+    if top <= 0:
+        return 0.0
+    margin = (top - second) / top
+    return round(min(0.95, 0.3 + 0.1 * top + 0.4 * margin), 2)

@@ -1,0 +1,168 @@
+"""Conversations kept in SQLite: listable, and exportable to Markdown.
+
+``$XDG_STATE_HOME/kassist/chat.db`` (``/var/lib/kassist/chat.db`` as root). A row per
+conversation, a row per turn (question, routing decision, answer, notice, proposals).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.chat.session import Turn
+from assistant.config import user_state_dir
+from assistant.errors import InputError, KassistError
+
+#: Numbered migrations: (version, statements). Never edit one that has shipped.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE IF NOT EXISTS conversations (
+                id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                started REAL NOT NULL,
+                title   TEXT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS turns (
+                id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                conversation INTEGER NOT NULL REFERENCES conversations(id),
+                asked        REAL NOT NULL,
+                question     TEXT NOT NULL,
+                action       TEXT NOT NULL,
+                args         TEXT NOT NULL,
+                answer       TEXT NOT NULL,
+                notice       TEXT NOT NULL,
+                proposed     TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns(conversation, id)",
+        ),
+    ),
+)
+
+
+def default_path() -> Path:
+    """Return the chat history's default path."""
+    return user_state_dir() / "chat.db"
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    """One conversation in the list."""
+
+    id: int
+    started: float
+    title: str
+    turns: int
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    newest = MIGRATIONS[-1][0]
+    if version > newest:
+        raise KassistError(
+            f"the chat history is at schema {version}, newer than this kassist ({newest})",
+            "upgrade kassist",
+        )
+    for number, statements in MIGRATIONS:
+        if number <= version:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in statements:
+                db.execute(sql)
+            db.execute(f"PRAGMA user_version = {number:d}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+class ChatHistory:
+    """An open chat history; :meth:`start` begins a conversation, :meth:`record` adds turns.
+
+    :raises KassistError: the file cannot be opened.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            _migrate(self._db)
+        except (OSError, sqlite3.Error) as exc:
+            raise KassistError(
+                f"cannot open the chat history {self.path}: {exc}",
+                "check its permissions, or set XDG_STATE_HOME to a writable directory",
+            ) from None
+        self.conversation: int | None = None
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> ChatHistory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self, title: str) -> int:
+        """Begin a conversation and return its id."""
+        cur = self._db.execute(
+            "INSERT INTO conversations(started, title) VALUES (?, ?)", (time.time(), title[:120])
+        )
+        self.conversation = int(cur.lastrowid or 0)
+        return self.conversation
+
+    def record(self, turn: Turn) -> None:
+        """Add a turn to the current conversation (one is started on the first turn)."""
+        if self.conversation is None:
+            self.start(turn.question)
+        self._db.execute(
+            "INSERT INTO turns(conversation, asked, question, action, args, answer, notice,"
+            " proposed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.conversation,
+                turn.started,
+                turn.question,
+                turn.decision.action,
+                json.dumps(turn.decision.args),
+                turn.answer,
+                turn.notice or turn.error,
+                json.dumps([p.to_dict() for p in turn.proposals]),
+            ),
+        )
+
+    def conversations(self, limit: int = 50) -> list[ConversationRow]:
+        """Return the newest conversations first."""
+        rows = self._db.execute(
+            "SELECT c.id, c.started, c.title, COUNT(t.id) FROM conversations c"
+            " LEFT JOIN turns t ON t.conversation = c.id GROUP BY c.id ORDER BY c.id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [ConversationRow(int(r[0]), float(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def markdown(self, conversation: int) -> str:
+        """Export one conversation as Markdown.
+
+        :raises InputError: there is no such conversation.
+        """
+        head = self._db.execute(
+            "SELECT started, title FROM conversations WHERE id = ?", (conversation,)
+        ).fetchone()
+        if head is None:
+            raise InputError(f"no conversation {conversation}", "see `kassist ask --history`")
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(head[0])))
+        out = [f"# kassist chat {conversation} ({stamp})", ""]
+        for q, action, answer, notice in self._db.execute(
+            "SELECT question, action, answer, notice FROM turns WHERE conversation = ? ORDER BY id",
+            (conversation,),
+        ):
+            out += [f"**You:** {q}", "", f"**kassist** (`{action}`):", "", str(answer), ""]
+            if notice:
+                out += [f"> {notice}", ""]
+        return "\n".join(out)

@@ -1,0 +1,97 @@
+"""``kassist ask``: one turn of the chat engine, without the terminal UI."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
+
+
+def terminal_safe(text: str) -> str:
+    # MERGE: replace with the agent's one sanitiser for untrusted text.
+    return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
+
+
+def _echo_turn_text(turn: object) -> None:
+    from assistant.chat.session import Turn
+
+    assert isinstance(turn, Turn)
+    click.echo(terminal_safe(turn.answer))
+    if turn.notice:
+        notice(terminal_safe(turn.notice))
+    for p in turn.proposals:
+        click.echo(f"proposed: {terminal_safe(p.summary)} (approve with --yes)")
+
+
+@click.command()
+@click.argument("question", nargs=-1, required=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--route-only", is_flag=True, help="Print the routing decision; run nothing.")
+@click.option("--yes", is_flag=True, help="Approve a proposed change (the agent still validates).")
+@click.option("--socket", "socket_path", default=None, help="The agent's socket.")
+@click.option("--store", "store_path", type=click.Path(), default=None, help="The crash store.")
+@click.option("--no-history", is_flag=True, help="Do not record the turn in the chat history.")
+@llm_options
+def ask(
+    question: tuple[str, ...],
+    fmt: str,
+    route_only: bool,
+    yes: bool,
+    socket_path: str | None,
+    store_path: str | None,
+    no_history: bool,
+    model: str | None,
+    backend: str | None,
+    max_tokens: int | None,
+    no_llm: bool,
+    no_log: bool,
+) -> None:
+    """Ask one QUESTION (or run one /command) and print the answer."""
+    from assistant.chat.session import ChatSession
+    from assistant.chat.tools import Context
+
+    text = " ".join(question)
+    cfg = config_from_flags(model, backend, max_tokens, no_log)
+    llm = backend_or_none(cfg, no_llm)
+    ctx = Context(store=store_path, socket=socket_path or cfg.agent.socket)
+    session = ChatSession(llm, ctx)
+    if route_only:
+        decision = session.route(text)
+        out = {"schema": "kassist.ask/1", **decision.to_dict()}
+        click.echo(json.dumps(out) if fmt == "json" else f"{decision.action} {decision.args}")
+        return
+    stream = fmt == "text" and sys.stdout.isatty()
+    history = None
+    if not no_history:
+        from assistant.chat.history import ChatHistory
+
+        history = ChatHistory()
+        session.on_turn = history.record
+    try:
+        turn = session.ask(text, on_token=(lambda t: click.echo(t, nl=False)) if stream else None)
+    finally:
+        if history is not None:
+            history.close()
+    verdicts = []
+    if yes:
+        for proposal in turn.proposals:
+            verdicts.append(session.approve(proposal))
+    if fmt == "json":
+        out = turn.to_dict()
+        out["applied"] = verdicts
+        click.echo(json.dumps(out, default=str))
+    else:
+        if stream and turn.decision.action == "answer":
+            click.echo()
+        _echo_turn_text(turn)
+        for v in verdicts:
+            click.echo(f"agent: {v.get('verdict')}: {'; '.join(v.get('errors') or []) or 'ok'}")
+    if turn.error:
+        raise SystemExit(1)
+    if any(not v.get("ok") for v in verdicts):
+        raise SystemExit(3)

@@ -1,0 +1,21 @@
+"""The help screen: the keys and the slash commands."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and commands; any of escape, q or the help key closes it."""
+
+    BINDINGS = [Binding("escape,q", "dismiss", "close")]  # noqa: RUF012
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        yield Markdown(self.text, id="help")
