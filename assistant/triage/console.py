@@ -106,6 +106,7 @@ _ANY_DECORATION = re.compile(
     re.ASCII,
 )
 _KMSG_RECORD = re.compile(r"\d{1,3},\d+,\d+,[^;,]*(?:,[^;]*)?;", re.ASCII)
+_KMSG_CALLER = re.compile(r",caller=([CT][0-9]+)", re.ASCII)
 _KMSG_DICT_LINE = re.compile(r" [A-Z][A-Z0-9_]*=\S*$", re.ASCII)
 #: ``journalctl -o export`` fields other than MESSAGE (the kernel's and journald's own).
 _EXPORT_FIELD = re.compile(
@@ -133,16 +134,19 @@ def _record_line(line: str) -> str | None:
             return rec.text  # another program's message
         stamp = format_stamp(rec.ts_us) + " " if rec.ts_us is not None else SYNTHETIC_STAMP
         return stamp + rec.text
-    if _KMSG_RECORD.match(line):
+    head = _KMSG_RECORD.match(line)
+    if head is not None:
         record = parse_kmsg_record(line.encode("utf-8", "surrogateescape"))
-        if record is not None:
-            return record.as_dmesg_line()
+        if record is not None and record.ts_us is not None:
+            caller = _KMSG_CALLER.search(head.group(0))
+            who = f"[{caller.group(1):>6}]" if caller else ""
+            return f"{format_stamp(record.ts_us)}{who} {record.text}"
     return None
 
 
 def _indent(stamp: str, rest: str) -> str:
-    # Tabs for the kernel's indentation of a frame: a run with a tab is one level. The
-    # kernel's own tabs (rcu's "\t(detected by 0, ...)") stay.
+    # Tabs or spaces for the kernel's indentation of a frame: one level, one space (the
+    # kernel's); other lines keep theirs (rcu's own "\t(detected by 0, ...)").
     m = _LEADING_WS.match(rest)
     if m is None or "\t" not in m.group(0):
         return stamp + rest
@@ -216,9 +220,6 @@ def normalise_line(line: str) -> str | None:
 WRAP_COLUMNS = 80
 #: The narrowest wrap: the head and the tail's first word did not fit in this many columns.
 WRAP_MIN_COLUMNS = 72
-#: The shortest head of a wrapped line (wrapping happens at the last space before the
-#: wrap column; only a very long word makes the head shorter).
-WRAP_MIN_HEAD = 50
 #: The tail of a wrapped frame or RIP line in a log without printk stamps.
 _FRAGMENT = re.compile(
     r"(?:\S+\.[chS]:\d+(?: \[inline\])?|\[[\w-]+(?: [0-9a-f]+)?\]|\(inlined\)"
@@ -235,7 +236,7 @@ def continues(prev_raw: str, prev_stamped: bool, raw: str, line: str) -> bool:
     :param raw: this line as it came.
     :param line: this line normalised.
     """
-    if not (WRAP_MIN_HEAD <= len(prev_raw) <= WRAP_COLUMNS) or not line or line[0] in " \t":
+    if len(prev_raw) > WRAP_COLUMNS or not line or line[0] in " \t":
         return False
     if raw != line or LINE_STAMP.match(line):
         return False  # a decoration or a stamp of its own: a line of its own

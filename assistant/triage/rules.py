@@ -1070,7 +1070,7 @@ FRAME_RES = (
 
 #: Fault-injection stacks are often interleaved with reports.
 CORRUPTED_LINES = (
-    compile_re(r"^( \[\<?(?:0x)?[0-9a-f]+\>?\])? should_fail(slab)?(\.[a-z0-9.]+)?\+0x"),
+    compile_re(r"^(?: +\[\<?(?:0x)?[0-9a-f]+\>?\])? +should_fail(slab)?(\.[a-z0-9.]+)?\+0x"),
 )
 
 #: A timestamp merged into a title means interleaved output.
