@@ -319,12 +319,15 @@ def _dmesg_h(lines: list[Line], rng: random.Random) -> Decorated:
 
 
 def wrap_line(text: str, width: int, flowed: bool) -> list[str]:
-    """Wrap one line the way a mail client does: at the last single space before ``width``."""
+    """Wrap one line the way a mail client does: at the last space before ``width``.
+
+    :param flowed: keep the space at the end of the head (``format=flowed``).
+    """
     out = []
     while len(text) > width:
         cut = -1
         for pos in range(width, 0, -1):
-            if text[pos] == " " and text[pos - 1] != " " and text[pos + 1 : pos + 2] != " ":
+            if text[pos] == " " and text[pos + 1 : pos + 2] not in (" ", ""):
                 cut = pos
                 break
         if cut <= 0:
@@ -346,13 +349,15 @@ def _mail(lines: list[Line], rng: random.Random) -> Decorated:
 
 
 def _unreliable(lines: list[Line], rng: random.Random) -> Decorated:
-    # "? func+0x../0x.." frames among the frames of a trace, as unwinders print them.
+    # "? func+0x../0x.." frames among the frames of a trace, as unwinders print them:
+    # frames of the same log, so that taking one for a real frame changes the title.
+    frames = [m.group(2) for ln in lines if ln.kernel and (m := _FRAME.match(ln.message))]
     out = Decorated()
     for i, ln in enumerate(lines):
         m = _FRAME.match(ln.message) if ln.kernel else None
         if m is not None and rng.random() < 0.3:
             head = ln.text[: len(ln.text) - len(ln.message)]
-            out.add(f"{head}{m.group(1)}? {m.group(2)}", -1)
+            out.add(f"{head}{m.group(1)}? {rng.choice(frames)}", -1)
         out.add(ln.text, i)
     return out
 
@@ -371,15 +376,16 @@ def _interleaved(lines: list[Line], rng: random.Random) -> Decorated:
     # without, only between lines that are not the report's first lines.
     out = Decorated()
     callers = any(ln.caller for ln in lines)
+    stamps = any(ln.text != ln.message for ln in lines)
     for i, ln in enumerate(lines):
         out.add(ln.text, i)
-        if not ln.kernel or ln.ts_us is None or rng.random() >= 0.1:
+        if not ln.kernel or rng.random() >= 0.1:
             continue
         text = rng.choice(_OTHER_CPU)
         if callers:
             out.add(f"{_stamp(ln)}[ T9999] {text}", -1)
         elif i >= 8:
-            out.add(f"{_stamp(ln)} {text}", -1)
+            out.add(f"{_stamp(ln)} {text}" if stamps else text, -1)
     return out
 
 
@@ -391,6 +397,14 @@ LOG_FORMATS: dict[str, Callable[[list[Line], random.Random], Decorated]] = {
     "interleaved": _interleaved,
 }
 FORMATS: tuple[str, ...] = (*LINE_FORMATS, *LOG_FORMATS, "mixed")
+#: Formats that give every kernel line a time: in a log without stamps they are all or
+#: nothing (a log whose lines have times only here and there is not one log).
+GIVES_TIMES = frozenset({"kmsg", "journal-json", "journal-export", "journal-monotonic"})
+
+
+def has_stamps(log: str) -> bool:
+    """Tell whether a log has printk stamps."""
+    return any(_STAMPED.match(x) for x in log.split("\n"))
 
 
 def applies(fmt: str, log: str) -> bool:
@@ -411,6 +425,8 @@ def decorate(log: str, fmt: str, seed: int = 0) -> Decorated:
         return LOG_FORMATS[fmt](lines, rng)
     if fmt == "mixed":
         names = [n for n in LINE_FORMATS if applies(n, log) and n != "journal-export"]
+        if not has_stamps(log):
+            names = [n for n in names if n not in GIVES_TIMES]
         return mix(lines, [rng.choice(names) for _ in lines], rng)
     return mix(lines, [fmt] * len(lines), rng)
 

@@ -16,7 +16,8 @@ line back into the console line it stands for:
 
 A line that a decoration marks as the kernel's but that lost its printk stamp (the
 journal keeps the time apart) gets :data:`SYNTHETIC_STAMP`, so that it stays apart from
-other programs' lines exactly as a console log keeps them apart. Non-breaking and other
+other programs' lines exactly as a console log keeps them apart; a report with no real
+stamp in it has them taken off again (:func:`unstamp`), as its log had none. Non-breaking and other
 Unicode spaces are made spaces by :func:`plain_spaces`, for whole blocks at once.
 
 :func:`continues` tells whether a line is the tail of the line before it that a mail
@@ -30,10 +31,12 @@ from enum import Enum
 
 from probes.logs.journal import parse_journal_entry
 from probes.logs.kmsg import parse_kmsg_record
-from probes.printk_time import LINE_STAMP, PATTERN, format_stamp
+from assistant.triage import rules
+from probes.printk_time import LINE_STAMP, PATTERN, STAMP, format_stamp
 
-#: The stamp given to a kernel line whose decoration replaced its printk stamp.
-SYNTHETIC_STAMP = "[    0.000000] "
+#: The stamp given to a kernel line whose decoration replaced its printk stamp. printk
+#: prints six decimals: seven tell this one apart.
+SYNTHETIC_STAMP = "[    0.0000000] "
 
 #: Unicode spaces that web pastes and mail clients put for ASCII spaces.
 _SPACES = str.maketrans(dict.fromkeys("\u00a0\u2007\u202f\u2002\u2003\u2009\u3000", " "))
@@ -223,29 +226,59 @@ WRAP_MIN_COLUMNS = 72
 #: The tail of a wrapped frame or RIP line in a log without printk stamps.
 _FRAGMENT = re.compile(
     r"(?:\S+\.[chS]:\d+(?: \[inline\])?|\[[\w-]+(?: [0-9a-f]+)?\]|\(inlined\)"
+    r"|\([\w.$]+(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?\)"
     r"|[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \S+)*)$",
     re.ASCII,
 )
 
 
-def continues(prev_raw: str, prev_stamped: bool, raw: str, line: str) -> bool:
+def has_real_stamp(line: str) -> bool:
+    """Tell whether a normalised line carries a printk stamp of its own (not a synthetic one)."""
+    return rules.CONSOLE_OUTPUT.match(line) is not None and not line.startswith(SYNTHETIC_STAMP)
+
+
+def unstamp(line: str) -> str:
+    """Take :data:`SYNTHETIC_STAMP` off a line (for a report from a log without stamps)."""
+    return line[len(SYNTHETIC_STAMP) :] if line.startswith(SYNTHETIC_STAMP) else line
+
+
+_BREAK = re.compile(r"\S \S")
+# The tail's first word and the spaces after it (a mail client breaks at the last one).
+_WORD = re.compile(r"(\S+)( *)")
+# A line of its own in a log without stamps: a new sentence ("Read of size 8 at ...").
+_SENTENCE = re.compile(r"[A-Z][a-z]+ ")
+
+
+def unwrapped(raw: str) -> bool:
+    """Tell whether a line shows that its log was not wrapped: a mail client would have
+    broken it (it is longer than :data:`WRAP_COLUMNS` with a space to break at)."""
+    body = raw.rstrip(" ")
+    return len(body) > WRAP_COLUMNS and _BREAK.search(body, 0, WRAP_COLUMNS + 1) is not None
+
+
+def continues(prev_raw: str, prev_stamped: bool, prev_header: bool, raw: str, line: str) -> bool:
     """Tell whether ``raw`` is the tail of ``prev_raw`` that a mail client wrapped.
 
     :param prev_raw: the line before, as it came (spaces plain, ``\\r`` stripped).
     :param prev_stamped: whether that line, normalised, has a printk stamp.
+    :param prev_header: whether that line is a report header (wrapped in logs without
+        stamps too, where the tail goes on with the header's sentence).
     :param raw: this line as it came.
     :param line: this line normalised.
     """
-    if len(prev_raw) > WRAP_COLUMNS or not line or line[0] in " \t":
+    if len(prev_raw.rstrip(" ")) > WRAP_COLUMNS or not line or line[0] in " \t":
         return False
-    if raw != line or LINE_STAMP.match(line):
+    if raw != line or STAMP.match(line) or rules.CONSOLE_OUTPUT.match(line):
         return False  # a decoration or a stamp of its own: a line of its own
-    word = line.split(" ", 1)[0]
-    if len(prev_raw) + (0 if prev_raw.endswith(" ") else 1) + len(word) <= WRAP_MIN_COLUMNS:
+    word = _WORD.match(line)
+    width = len(word.group(1)) + max(0, len(word.group(2)) - 1) if word else 0
+    if len(prev_raw) + (0 if prev_raw.endswith(" ") else 1) + width <= WRAP_MIN_COLUMNS:
         return False  # the word would have fit on the line before: no wrap broke there
     if prev_stamped:
         return True
-    return _FRAGMENT.match(line) is not None
+    if _FRAGMENT.match(line):
+        return True
+    return prev_header and _SENTENCE.match(line) is None
 
 
 def join_wrapped(head: str, tail: str) -> str:

@@ -51,18 +51,20 @@ from dataclasses import dataclass, field
 
 from assistant.triage import parse, rules
 from assistant.triage.console import (
-    WRAP_COLUMNS,
     continues,
+    has_real_stamp,
     join_wrapped,
     normalise_line,
     plain_spaces,
+    unstamp,
+    unwrapped,
 )
 from assistant.triage.describe import build_crash
 from assistant.triage.events import EventTracker
 from assistant.triage.model import Crash, Event, TriageResult
 from assistant.triage.prefilter import NEEDLE_RE, Prefilter, has_anchor
 from assistant.triage.rules import Oops
-from probes.printk_time import LINE_STAMP
+from probes.printk_time import LINE_STAMP, STAMP
 
 #: Lines kept before a header for context (syzkaller keeps 50 of the same task).
 PREFIX_LINES = 50
@@ -144,6 +146,7 @@ class _Last:
     lineno: int
     raw: str
     stamped: bool
+    header: bool = False
 
 
 class TriageEngine:
@@ -303,7 +306,7 @@ class TriageEngine:
         raw = raw.rstrip("\r")
         last = self._last
         if last is not None and last.lineno == lineno - 1 and continues(
-            last.raw, last.stamped, raw, line
+            last.raw, last.stamped, last.header, raw, line
         ):
             joined = False
             for w in self._windows:
@@ -314,10 +317,10 @@ class TriageEngine:
                     w.numbers[at] = lineno
                     joined = True
             if joined:
-                self._last = _Last(lineno, raw, last.stamped)
+                self._last = _Last(lineno, raw, last.stamped, last.header)
                 return
-        self._last = _Last(lineno, raw, LINE_STAMP.match(line) is not None)
-        self._feed_windows(line, None, lineno, len(raw) > WRAP_COLUMNS)
+        self._last = _Last(lineno, raw, STAMP.search(line) is not None)
+        self._feed_windows(line, None, lineno, unwrapped(raw))
 
     def _storm(self, lines: list[str], rest: list[int], base: int) -> None:
         # A header storm past the cap, with no report open: each line is counted if it
@@ -366,8 +369,9 @@ class TriageEngine:
             return
         line = normal[:MAX_REPORT_LINE]
         raw = raw.rstrip("\r")
-        wide = len(raw) > WRAP_COLUMNS
-        self._last = _Last(lineno, raw, LINE_STAMP.match(line) is not None)
+        wide = unwrapped(raw)
+        header = parse.first_oops(line) is not None
+        self._last = _Last(lineno, raw, STAMP.search(line) is not None, header)
         if rules.REPLAY_MARKER in line:
             self._replayed(lineno)
             self._feed_windows(line, None, lineno, wide)
@@ -415,7 +419,7 @@ class TriageEngine:
         if len(self._windows) >= MAX_OPEN_WINDOWS:
             self._close(self._windows[0])
         prefix = self._prefix(lines, i)
-        wrapped = wide or any(len(x) > WRAP_COLUMNS for x in prefix)
+        wrapped = wide or any(unwrapped(x) for x in prefix)
         self._windows.append(_Window(lineno, oops, context, prefix, [line], [lineno], wide=wrapped))
 
     def _replayed(self, lineno: int) -> None:
@@ -453,6 +457,13 @@ class TriageEngine:
         self._windows.remove(w)
         if w.wide:
             w.unjoin()
+        if not any(has_real_stamp(x) for x in w.prefix) and not any(
+            has_real_stamp(x) for x in w.lines
+        ):
+            # No stamp of the kernel's own: its log had none, and the decorations that
+            # said "kernel" are no context of their own.
+            w.prefix = [unstamp(x) for x in w.prefix]
+            w.lines = [unstamp(x) for x in w.lines]
         lines, numbers = w.lines, w.numbers
         if w.end_mark is not None:
             lines, numbers = lines[: w.end_mark + 1], numbers[: w.end_mark + 1]
