@@ -94,7 +94,21 @@ install_python_packages() {
     echo "$want" > "$STAMP"
 }
 
+# bpftrace finds tracepoints through tracefs; a fresh VM may not have it mounted yet.
+mount_tracefs() {
+    local dir=/sys/kernel/tracing
+    [ "$(id -u)" = 0 ] || return 0
+    [ -d "$dir/events" ] || [ -d /sys/kernel/debug/tracing/events ] && return 0
+    [ -d "$dir" ] || return 0
+    if mount -t tracefs tracefs "$dir" 2>/dev/null; then
+        say "tracefs was not mounted: mounted it at $dir (the eBPF probes need it)"
+    else
+        say "tracefs is not mounted and mounting it at $dir failed: eBPF probes will not run"
+    fi
+}
+
 install_system_packages
+mount_tracefs
 install_python_packages
 
 case "$what" in

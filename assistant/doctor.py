@@ -2,6 +2,8 @@
 
 Each check is a small function in :data:`CHECKS`; none of them changes the
 system. A check that cannot complete reports ``error`` rather than raising.
+``kassist doctor --fix`` runs the safe fixes of :data:`FIXES` for the checks
+that came out ``missing``, each reported in one line, then checks again.
 """
 
 from __future__ import annotations
@@ -114,11 +116,16 @@ def check_bpftrace(cfg: Config) -> Check:
 
 def check_tracefs(cfg: Config) -> Check:
     """Check that tracefs is mounted (bpftrace's tracepoint probes need its event list)."""
-    for path in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        if os.path.exists(os.path.join(path, "available_events")):
-            return Check("tracefs", "ok", f"mounted at {path}")
+    from probes.bpf.decode import tracefs_dir
+
+    path = tracefs_dir()
+    if path is not None:
+        return Check("tracefs", "ok", f"mounted at {path}")
     return Check(
-        "tracefs", "missing", "not mounted", "as root: mount -t tracefs nodev /sys/kernel/tracing"
+        "tracefs",
+        "missing",
+        "not mounted",
+        "as root: kassist doctor --fix (mount -t tracefs tracefs /sys/kernel/tracing)",
     )
 
 
@@ -221,13 +228,83 @@ CHECKS: list[Callable[[Config], Check]] = [
 ]
 
 
-def run_checks(cfg: Config) -> list[Check]:
-    """Run every check; a check that raises is reported as ``error``, never propagated."""
+def run_checks(cfg: Config, checks: list[Callable[[Config], Check]] | None = None) -> list[Check]:
+    """Run every check (or those given); one that raises is reported as ``error``, never raised."""
     results = []
-    for check in CHECKS:
+    for check in CHECKS if checks is None else checks:
         name = (check.__doc__ or check.__name__).split()[1] if check.__doc__ else check.__name__
         try:
             results.append(check(cfg))
         except Exception as exc:  # a doctor must finish its round
             results.append(Check(name, "error", f"{type(exc).__name__}: {exc}", "run with --debug"))
     return results
+
+
+def fix_tracefs() -> str:
+    """Mount tracefs at /sys/kernel/tracing (as root); return what was done.
+
+    :raises ProbeError: not root, no tracefs in this kernel, or ``mount`` failed.
+    """
+    from probes.bpf.tracefs import mount_tracefs
+
+    return f"mounted tracefs at {mount_tracefs()}"
+
+
+#: Check name → its safe fix: nothing that changes a kernel setting (that is the agent's),
+#: only what makes a read-only facility reachable.
+FIXES: dict[str, Callable[[], str]] = {
+    "tracefs": fix_tracefs,
+}
+
+
+@dataclass(frozen=True)
+class Fix:
+    """What ``--fix`` did for one check.
+
+    :param name: the check's name.
+    :param done: the fix worked.
+    :param detail: what was done, or why it could not be.
+    """
+
+    name: str
+    done: bool
+    detail: str
+
+    def line(self) -> str:
+        """Return the one line a person reads about this fix."""
+        return f"{'fixed' if self.done else 'cannot fix'} {self.name}: {self.detail}"
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the fix as a JSON object."""
+        return asdict(self)
+
+
+def run_fixes(checks: list[Check]) -> list[Fix]:
+    """Run the fix of every ``missing`` check that has one in :data:`FIXES`.
+
+    :return: one :class:`Fix` per fix tried, in check order.
+    """
+    from probes.errors import ProbeError
+
+    out = []
+    for check in checks:
+        fix = FIXES.get(check.name)
+        if fix is None or check.status != "missing":
+            continue
+        try:
+            out.append(Fix(check.name, True, fix()))
+        except ProbeError as exc:
+            out.append(Fix(check.name, False, exc.one_line()))
+    return out
+
+
+def recheck(cfg: Config, checks: list[Check], names: set[str]) -> list[Check]:
+    """Run again the checks called ``names`` (after a fix); keep the others' results.
+
+    :param checks: the results of :func:`run_checks`, one per entry of :data:`CHECKS`.
+    """
+    out = list(checks)
+    for i, (check, result) in enumerate(zip(CHECKS, checks, strict=True)):
+        if result.name in names:
+            out[i] = run_checks(cfg, [check])[0]
+    return out

@@ -3,22 +3,37 @@
 A vmcore's log buffer goes through the same engine as a console log, so the
 crash gets the same title, type, frame and signature; the drgn analyses
 (crashed stack with locals, blocked tasks, memory, modules, sysctls) go into
-``TriageResult.vmcore``.
+``TriageResult.vmcore``, a :class:`VmcoreSection`. Printing is the CLI's
+(``assistant/cli/vmcore.py``) and the bug report's (``assistant/drafters/vmcore_markdown.py``).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from assistant.errors import InputError, NotAvailable
 from assistant.triage import TriageResult, triage_lines
-from probes.drgn import ANALYSES, Analysis, Target, analyse, dmesg_lines
+from probes.drgn import (
+    ANALYSES,
+    Analysis,
+    BlockedTask,
+    CrashContext,
+    CrashedStack,
+    KernelModule,
+    MemorySummary,
+    Progress,
+    RunQueue,
+    SysctlValue,
+    Target,
+    analyse,
+    dmesg_lines,
+)
 from probes.drgn import open_live as _open_live
 from probes.drgn import open_qmp as _open_qmp
 from probes.drgn import open_vmcore as _open_vmcore
-from probes.errors import ProbeError
+from probes.errors import ProbeError, ProbeUnavailable
 
 #: The ``FILE`` argument that means the running kernel.
 LIVE = "/proc/kcore"
@@ -26,9 +41,58 @@ LIVE = "/proc/kcore"
 QMP_PREFIX = "qmp:"
 
 
-def progress_to_stderr(message: str) -> None:
-    """Show the progress of a slow step on stderr (stdout may be piped JSON)."""
-    print(f"kassist: {message}", file=sys.stderr, flush=True)
+@dataclass
+class VmcoreSection:
+    """drgn's findings about a dump: the ``vmcore`` section of ``kassist triage --vmcore``.
+
+    An :class:`~probes.drgn.Analysis` without its printk buffer (which the triage
+    result already holds as its crashes), in the same JSON shape; an analysis that
+    was not run or failed is ``None`` (and named in :attr:`errors`).
+
+    :param source: the dump's path, ``/proc/kcore`` or ``qmp:SOCKET``.
+    :param live: a running kernel, not a dump.
+    :param format: the dump's format (``kdump``, ``flattened``, ``elf``), ``None`` when live.
+    :param dmesg_records: how many printk records the buffer held.
+    """
+
+    source: str
+    live: bool
+    format: str | None = None
+    crash: CrashContext | None = None
+    stack: CrashedStack | None = None
+    blocked: list[BlockedTask] | None = None
+    runqueues: list[RunQueue] | None = None
+    memory: MemorySummary | None = None
+    modules: list[KernelModule] | None = None
+    sysctl: list[SysctlValue] | None = None
+    warnings: list[str] = field(default_factory=list)
+    missing_debug_info: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dmesg_records: int = 0
+
+    @classmethod
+    def from_analysis(cls, a: Analysis) -> VmcoreSection:
+        """Return the section for an analysis (its printk buffer only counted)."""
+        return cls(
+            source=a.source,
+            live=a.live,
+            format=a.format,
+            crash=a.crash,
+            stack=a.stack,
+            blocked=a.blocked,
+            runqueues=a.runqueues,
+            memory=a.memory,
+            modules=a.modules,
+            sysctl=a.sysctl,
+            warnings=list(a.warnings),
+            missing_debug_info=list(a.missing_debug_info),
+            errors=list(a.errors),
+            dmesg_records=len(a.dmesg or []),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the section as the JSON object of the ``vmcore`` key."""
+        return asdict(self)
 
 
 def open_target(
@@ -36,7 +100,7 @@ def open_target(
     vmlinux: str | None = None,
     debug_dir: str | None = None,
     extra: Sequence[str] = (),
-    quiet: bool = False,
+    progress: Progress | None = None,
 ) -> Target:
     """Open a vmcore, ``/proc/kcore`` (the running kernel) or ``qmp:SOCKET`` (a QEMU guest).
 
@@ -44,20 +108,20 @@ def open_target(
     :param vmlinux: the kernel's ELF with DWARF (from its ``-dbg`` package).
     :param debug_dir: a ``/usr/lib/debug``-style tree.
     :param extra: module ``.ko`` files with debug info.
-    :param quiet: no progress lines on stderr.
+    :param progress: called with a line before each slow step (loading debug info takes
+        seconds); the CLI prints them on stderr.
     :raises NotAvailable: there is no ``/proc/kcore`` here.
     :raises InputError: the dump, or its debug info, cannot be used.
     """
-    progress = None if quiet else progress_to_stderr
     try:
         if path == LIVE:
             return _open_live(vmlinux, debug_dir, progress=progress)
         if path.startswith(QMP_PREFIX):
             return _open_qmp(path[len(QMP_PREFIX) :], vmlinux, debug_dir, extra, progress)
         return _open_vmcore(path, vmlinux, debug_dir, extra, progress)
+    except ProbeUnavailable as exc:
+        raise NotAvailable(exc.message, exc.hint) from None
     except ProbeError as exc:
-        if exc.message.startswith("not available here"):
-            raise NotAvailable(exc.message, exc.hint) from None
         raise InputError(exc.message, exc.hint) from None
 
 
@@ -88,10 +152,7 @@ def triage_analysis(analysis: Analysis) -> TriageResult:
             "no debug info for modules: " + ", ".join(analysis.missing_debug_info)
         )
     result.warnings.extend(analysis.errors)
-    result.vmcore = analysis.to_dict()
-    # The log is already the top-level result; keep the section about drgn's own findings.
-    result.vmcore.pop("dmesg", None)
-    result.vmcore["dmesg_records"] = len(analysis.dmesg or [])
+    result.vmcore = VmcoreSection.from_analysis(analysis)
     return result
 
 
@@ -100,7 +161,7 @@ def triage_vmcore(
     vmlinux: str | None = None,
     debug_dir: str | None = None,
     extra: Sequence[str] = (),
-    quiet: bool = False,
+    progress: Progress | None = None,
 ) -> TriageResult:
     """Open a vmcore, run every analysis, and triage its printk buffer.
 
@@ -112,70 +173,8 @@ def triage_vmcore(
     :param vmlinux: the kernel's ELF with DWARF.
     :param debug_dir: a ``/usr/lib/debug``-style tree.
     :param extra: module ``.ko`` files with debug info.
-    :param quiet: no progress lines on stderr.
+    :param progress: called with a line before each slow step.
     :raises KassistError: the dump or its debug info cannot be used.
     """
-    target = open_target(path, vmlinux, debug_dir, extra, quiet)
+    target = open_target(path, vmlinux, debug_dir, extra, progress)
     return triage_analysis(analyse_target(target))
-
-
-def frame_text(f: dict[str, Any]) -> str:
-    """Return a frame (``probes.drgn.Frame`` as a dict) as ``func+0x36 [mod] file:line``."""
-    where = f["function"] or f"0x{f['pc']:x}"
-    if f.get("offset") is not None and f["function"]:
-        where += f"+0x{f['offset']:x}"
-    if f.get("module"):
-        where += f" [{f['module']}]"
-    if f.get("file"):
-        where += f" {f['file']}" + (f":{f['line']}" if f.get("line") else "")
-    if f.get("inline"):
-        where += " (inlined)"
-    return where
-
-
-def vmcore_text(vmcore: dict[str, Any]) -> str:
-    """Return the few lines ``kassist triage`` prints about a vmcore's drgn analyses.
-
-    :param vmcore: ``TriageResult.vmcore``.
-    """
-    lines = ["  vmcore:"]
-    crash = vmcore.get("crash") or {}
-    if crash:
-        task = crash.get("task") or {}
-        lines.append(
-            f"    panic: {crash.get('panic_message') or '?'} · task {task.get('comm', '?')}"
-            f" pid {task.get('pid', '?')} · cpu {crash.get('cpu')}"
-            f" · tainted {crash.get('tainted', '').strip() or 'no'}"
-        )
-    stack = vmcore.get("stack")
-    if stack and stack.get("guilty") is not None:
-        frame = stack["frames"][stack["guilty"]]
-        known = [v for v in frame["locals"] if v["value"] is not None]
-        locals_ = ", ".join(f"{v['name']}={v['value']}" for v in known)
-        lines.append(f"    faulted in {frame_text(frame)}" + (f" ({locals_})" if locals_ else ""))
-    blocked = vmcore.get("blocked") or []
-    lines.append(f"    tasks in D state: {len(blocked)}")
-    for b in blocked[:5]:
-        inner = next(
-            (f for f in b["frames"] if not str(f["function"] or "").startswith(_SCHED_PREFIXES)),
-            None,
-        )
-        where = frame_text(inner) if inner else "?"
-        lines.append(f"      {b['task']['comm']} pid {b['task']['pid']} in {where}")
-    return "\n".join(lines)
-
-
-# Scheduler frames at the top of every sleeping task's stack: skipped to show where it waits.
-_SCHED_PREFIXES = (
-    "context_switch",
-    "__schedule",
-    "schedule",
-    "io_schedule",
-    "do_wait_for_common",
-    "__wait_for_common",
-    "wait_for_common",
-    "__mutex_lock",
-    "mutex_lock",
-    "rwsem_down",
-    "down_",
-)

@@ -18,3 +18,11 @@ class ProbeError(Exception):
     def one_line(self) -> str:
         """Return the message and hint as the one line a user sees."""
         return f"{self.message}: {self.hint}" if self.hint else self.message
+
+
+class ProbeUnavailable(ProbeError):
+    """What was asked for does not exist on this machine, for this user or in this kernel.
+
+    Not a fault of the input: no ``/proc/kcore``, no journal, no tracepoint, not root.
+    Callers tell it apart by type (``except ProbeUnavailable``), never by its message.
+    """

@@ -31,9 +31,7 @@ __all__ = ["vmcore_fixture"]
 
 @pytest.fixture(scope="module")
 def analysis(vmcore_fixture: VmcoreFixture) -> Analysis:
-    target = open_target(
-        str(vmcore_fixture.vmcore), debug_dir=str(vmcore_fixture.debug_dir), quiet=True
-    )
+    target = open_target(str(vmcore_fixture.vmcore), debug_dir=str(vmcore_fixture.debug_dir))
     return analyse_target(target)
 
 
@@ -182,11 +180,9 @@ def test_triage_title_equals_the_console_logs(
     assert a.title == b.title
     assert "kassist_crash_level3" in a.title
     assert (a.type, a.frame, a.signature) == (b.type, b.frame, b.signature)
-    assert from_vmcore.vmcore is not None
-    assert (
-        from_vmcore.vmcore["stack"]["frames"][from_vmcore.vmcore["stack"]["guilty"]]["function"]
-        == a.frame
-    )
+    stack = from_vmcore.vmcore.stack if from_vmcore.vmcore else None
+    assert stack is not None and stack.guilty is not None
+    assert stack.frames[stack.guilty].function == a.frame
 
 
 def test_explicit_vmlinux_and_ko(vmcore_fixture: VmcoreFixture) -> None:

@@ -84,7 +84,7 @@ def elf_dump(guest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def live(guest: Path, vmcore_fixture: VmcoreFixture) -> Analysis:
-    target = open_target(f"qmp:{guest}", debug_dir=str(vmcore_fixture.debug_dir), quiet=True)
+    target = open_target(f"qmp:{guest}", debug_dir=str(vmcore_fixture.debug_dir))
     assert target.live
     analysis = analyse_target(target)
     # QEMU serves one QMP client at a time: let go of the connection for the CLI test.
@@ -139,11 +139,11 @@ def test_busy_qmp_socket_is_one_clear_error(guest: Path) -> None:
         holder.connect(str(guest))
         holder.recv(4096)  # the greeting: this client now owns QMP
         with pytest.raises(InputError, match="does not answer within"):
-            open_target(f"qmp:{guest}", quiet=True)
+            open_target(f"qmp:{guest}")
 
 
 def test_elf_dump_of_the_running_guest(elf_dump: Path, vmcore_fixture: VmcoreFixture) -> None:
-    target = open_target(str(elf_dump), debug_dir=str(vmcore_fixture.debug_dir), quiet=True)
+    target = open_target(str(elf_dump), debug_dir=str(vmcore_fixture.debug_dir))
     assert target.format is not None and target.format.value == "elf"
     a = analyse_target(target, ["crash", "stack", "blocked", "dmesg", "modules"])
     assert a.errors == []
@@ -161,4 +161,4 @@ def test_truncated_elf_dump(elf_dump: Path, tmp_path: Path) -> None:
     with open(elf_dump, "rb") as src, open(cut, "wb") as dst:
         dst.write(src.read(elf_dump.stat().st_size // 2))
     with pytest.raises(InputError, match=r"is truncated: \d+ bytes, its segments need \d+"):
-        open_target(str(cut), quiet=True)
+        open_target(str(cut))

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from assistant.cli.common import config_from_flags
-from assistant.doctor import run_checks
+from assistant.cli.common import config_from_flags, notice
+from assistant.doctor import recheck, run_checks, run_fixes
 
 _MARK = {"ok": "ok", "missing": "--", "error": "!!"}
 
@@ -20,17 +20,32 @@ _MARK = {"ok": "ok", "missing": "--", "error": "!!"}
     "--model", default=None, metavar="PATH", help="Check this GGUF instead of the configured one."
 )
 @click.option("--backend", default=None, help="Check this LLM backend.")
-def doctor(fmt: str, model: str | None, backend: str | None) -> None:
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Do the safe fixes it knows (as root: mount tracefs), each said in one line.",
+)
+def doctor(fmt: str, model: str | None, backend: str | None, fix: bool = False) -> None:
     """Check root, /dev/kmsg, bpftrace, drgn, /proc/kcore, BTF, /dev/kvm, the model and the agent.
 
-    Exits 0 when everything could be inspected, whatever was found; 1 when a check itself failed.
+    Exits 0 when everything could be inspected, whatever was found; 1 when a check itself failed
+    (or, with --fix, a fix failed).
     """
     cfg = config_from_flags(model, backend)
     checks = run_checks(cfg)
+    fixes = run_fixes(checks) if fix else []
+    for f in fixes:
+        notice(f.line())
+    checks = recheck(cfg, checks, {f.name for f in fixes if f.done})
     if fmt == "json":
         click.echo(
             json.dumps(
-                {"schema": "kassist.doctor/1", "checks": [c.to_dict() for c in checks]}, indent=2
+                {
+                    "schema": "kassist.doctor/1",
+                    "checks": [c.to_dict() for c in checks],
+                    **({"fixes": [f.to_dict() for f in fixes]} if fix else {}),
+                },
+                indent=2,
             )
         )
     else:
@@ -42,5 +57,7 @@ def doctor(fmt: str, model: str | None, backend: str | None) -> None:
             click.echo(line)
         if cfg.sources:
             click.echo(f"config: {', '.join(cfg.sources)}")
-    if any(c.status == "error" for c in checks):
+    if fix and not fixes:
+        notice("nothing to fix that doctor knows how to")
+    if any(c.status == "error" for c in checks) or any(not f.done for f in fixes):
         raise click.exceptions.Exit(1)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from assistant.cli.common import notice
 from probes.bpf import find_probe, list_probes, render_result, run_probe, unavailable_reason
 from probes.logs import SourceStats, iter_records
 from probes.stats import Snapshot, rates, take_snapshot
@@ -77,7 +78,7 @@ def run_cmd(name: str, duration: float, fmt: str) -> None:
         if fmt == "text":
             click.echo(f"Tracing with {spec.name} for {duration:g} s; Ctrl-C ends early.", err=True)
 
-    result = run_probe(name, duration, on_attach=attached)
+    result = run_probe(name, duration, on_attach=attached, say=notice)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -60,7 +60,7 @@ def report(
     if vmcore is not None:
         from assistant.vmcore import triage_vmcore
 
-        dump = triage_vmcore(vmcore, vmlinux, debug_dir)
+        dump = triage_vmcore(vmcore, vmlinux, debug_dir, progress=notice)
     result = triage_path(path) if path is not None else dump
     assert result is not None
     path = path or vmcore

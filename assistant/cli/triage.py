@@ -74,7 +74,7 @@ def triage(
     if vmcore:
         from assistant.vmcore import triage_vmcore
 
-        jobs.append(partial(triage_vmcore, vmcore, vmlinux, debug_dir))
+        jobs.append(partial(triage_vmcore, vmcore, vmlinux, debug_dir, progress=notice))
     if not jobs:
         raise KassistError(
             "no input given", "name a log file, a kdump directory, or - for stdin", 2
@@ -103,7 +103,7 @@ def triage(
         if fmt == "text":
             click.echo(_text(result))
             if result.vmcore is not None:
-                from assistant.vmcore import vmcore_text
+                from assistant.cli.vmcore import vmcore_text
 
                 click.echo(vmcore_text(result.vmcore))
         else:

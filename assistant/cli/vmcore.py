@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict
 
 import click
 
-from assistant.vmcore import analyse_target, frame_text, open_target
-from probes.drgn import Analysis, BlockedTask, Frame, TaskRef
+from assistant.cli.common import notice
+from assistant.frames import frame_text
+from assistant.vmcore import VmcoreSection, analyse_target, open_target
+from probes.drgn import Analysis, BlockedTask, Frame, TaskRef, dmesg_lines
 
 #: view → the analyses it needs.
 VIEWS: dict[str, tuple[str, ...]] = {
@@ -32,7 +33,7 @@ def _task(t: TaskRef | None) -> str:
 
 
 def _frame(f: Frame) -> str:
-    return f"#{f.index:<2} {frame_text(asdict(f))}"
+    return f"#{f.index:<2} {frame_text(f, f.pc)}"
 
 
 def _info(a: Analysis) -> list[str]:
@@ -87,8 +88,6 @@ def _tasks(a: Analysis) -> list[str]:
 
 
 def _dmesg(a: Analysis) -> list[str]:
-    from probes.drgn import dmesg_lines
-
     return dmesg_lines(a.dmesg or [])
 
 
@@ -154,7 +153,7 @@ def vmcore(
     running kernel, or qmp:SOCKET for a QEMU guest (QEMU's -qmp unix:SOCKET).
     Debug info comes from --vmlinux, --debug-dir, --ko, or /usr/lib/debug.
     """
-    target = open_target(path, vmlinux, debug_dir, extra, quiet)
+    target = open_target(path, vmlinux, debug_dir, extra, None if quiet else notice)
     analysis = analyse_target(target, VIEWS[view], with_locals=view == "bt")
     if not quiet:
         for warning in [*analysis.warnings, *analysis.errors]:
@@ -164,3 +163,48 @@ def vmcore(
         click.echo(json.dumps({k: v for k, v in data.items() if v is not None}, indent=2))
     else:
         click.echo("\n".join(_RENDER[view](analysis)))
+
+
+# Scheduler frames at the top of every sleeping task's stack: skipped to show where it waits.
+_SCHED_PREFIXES = (
+    "context_switch",
+    "__schedule",
+    "schedule",
+    "io_schedule",
+    "do_wait_for_common",
+    "__wait_for_common",
+    "wait_for_common",
+    "__mutex_lock",
+    "mutex_lock",
+    "rwsem_down",
+    "down_",
+)
+
+
+def _waits_in(b: BlockedTask) -> str:
+    inner = next((f for f in b.frames if not (f.function or "").startswith(_SCHED_PREFIXES)), None)
+    return frame_text(inner, inner.pc) if inner else "?"
+
+
+def vmcore_text(vmcore: VmcoreSection) -> str:
+    """Return the few lines ``kassist triage`` prints about a vmcore's drgn analyses."""
+    lines = ["  vmcore:"]
+    crash = vmcore.crash
+    if crash:
+        task = crash.task
+        who = f"task {task.comm} pid {task.pid}" if task else "task ? pid ?"
+        lines.append(
+            f"    panic: {crash.panic_message or '?'} · {who} · cpu {crash.cpu}"
+            f" · tainted {crash.tainted.strip() or 'no'}"
+        )
+    stack = vmcore.stack
+    if stack and stack.guilty is not None:
+        frame = stack.frames[stack.guilty]
+        locals_ = ", ".join(f"{v.name}={v.value}" for v in frame.locals if v.value is not None)
+        lines.append(
+            f"    faulted in {frame_text(frame, frame.pc)}" + (f" ({locals_})" if locals_ else "")
+        )
+    blocked = vmcore.blocked or []
+    lines.append(f"    tasks in D state: {len(blocked)}")
+    lines += [f"      {b.task.comm} pid {b.task.pid} in {_waits_in(b)}" for b in blocked[:5]]
+    return "\n".join(lines)

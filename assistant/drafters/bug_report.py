@@ -10,11 +10,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
+from assistant.drafters.markdown import md_inline as _md_inline
+from assistant.drafters.vmcore_markdown import vmcore_markdown
+from assistant.frames import frame_text
 from assistant.llm.base import Backend, GenerationStats
 from assistant.llm.prompts import load_prompt
-from assistant.triage.model import Crash, Frame
+from assistant.triage.model import Crash
+
+if TYPE_CHECKING:
+    from assistant.vmcore import VmcoreSection
 
 PROMPT_NAME = "bug_report_summary"
 #: Frames handed to the model (the innermost ones carry the signal).
@@ -36,26 +42,6 @@ class DraftedReport:
     summary: str = ""
     unsupported: list[str] = field(default_factory=list)
     stats: GenerationStats = field(default_factory=GenerationStats)
-
-
-def _md_inline(text: str) -> str:
-    # Attacker-influenced text (comm, titles) must not break out of the Markdown.
-    return text.replace("`", "'").replace("|", "\\|").replace("\n", " ")
-
-
-def _frame_line(f: Frame) -> str:
-    where = (
-        f"{f.function}+0x{f.offset:x}/0x{f.size:x}"
-        if f.offset is not None and f.size
-        else f.function
-    )
-    if f.module:
-        where += f" [{f.module}]"
-    if f.file:
-        where += f" {f.file}" + (f":{f.line}" if f.line else "")
-    if f.inline:
-        where += " [inline]"
-    return where
 
 
 def skeleton_head(crash: Crash) -> str:
@@ -81,59 +67,12 @@ def skeleton_head(crash: Crash) -> str:
 
 def skeleton_tail(crash: Crash) -> str:
     """Return the report's deterministic bottom: the call trace and the raw report."""
-    trace = "\n".join(_frame_line(f) for f in crash.call_trace) or "(no call trace found)"
+    trace = "\n".join(frame_text(f) for f in crash.call_trace) or "(no call trace found)"
     report = crash.report.replace("```", "'''")
     return (
         f"\n## Call trace\n\n```\n{trace}\n```\n\n"
         f"## Report (lines {crash.start_line}-{crash.end_line} of the log)\n\n```\n{report}\n```\n"
     )
-
-
-def skeleton_vmcore(vmcore: dict[str, Any]) -> str:
-    """Return the report's vmcore section: the crashed stack with locals, the blocked tasks.
-
-    :param vmcore: ``TriageResult.vmcore`` (drgn's analyses of the dump).
-    """
-    from assistant.vmcore import frame_text  # only with a vmcore: it loads drgn
-
-    out = ["\n## From the vmcore (drgn)\n"]
-    crash = vmcore.get("crash") or {}
-    if crash:
-        task = crash.get("task") or {}
-        out.append(
-            f"Panic: `{_md_inline(crash.get('panic_message') or '?')}` · task "
-            f"`{_md_inline(str(task.get('comm')))}` pid {task.get('pid')} · CPU {crash.get('cpu')}"
-            f" · tainted `{(crash.get('tainted') or '').strip() or 'no'}`\n"
-        )
-    stack = vmcore.get("stack")
-    if stack:
-        lines = []
-        for f in stack["frames"]:
-            mark = "   <== faulted here" if f["index"] == stack.get("guilty") else ""
-            lines.append(f"#{f['index']:<2} {frame_text(f)}{mark}")
-            for v in f["locals"]:
-                value = v["value"] if v["value"] is not None else "<optimized out>"
-                lines.append(f"      {v['name']} = {value}  ({v['type']})")
-        body = "\n".join(lines).replace("```", "'''")
-        out.append(f"### Stack of the crashed task, with locals\n\n```\n{body}\n```\n")
-    blocked = vmcore.get("blocked")
-    if blocked is not None:
-        lines = []
-        for b in blocked:
-            lines.append(f"{b['task']['comm']} pid {b['task']['pid']} (D)")
-            lines += [f"    #{f['index']:<2} {frame_text(f)}" for f in b["frames"]]
-        body = "\n".join(lines).replace("```", "'''") or "(none)"
-        out.append(f"### Tasks blocked in D state ({len(blocked)})\n\n```\n{body}\n```\n")
-    modules = vmcore.get("modules")
-    if modules:
-        rows = "\n".join(
-            f"| `{_md_inline(m['name'])}` | 0x{m['address']:x} | {m['size']}"
-            f" | {m['taints'] or '-'} |"
-            for m in modules
-        )
-        head = "| module | address | size | taints |\n|---|---|---|---|"
-        out.append(f"### Loaded modules\n\n{head}\n{rows}\n")
-    return "\n".join(out)
 
 
 def unsupported_symbols(summary: str, crash: Crash) -> list[str]:
@@ -191,7 +130,7 @@ def draft_report(
     backend: Backend | None,
     max_tokens: int,
     write: Callable[[str], None] | None = None,
-    vmcore: dict[str, Any] | None = None,
+    vmcore: VmcoreSection | None = None,
 ) -> DraftedReport:
     """Draft the report, writing each piece through ``write`` as soon as it exists.
 
@@ -224,7 +163,7 @@ def draft_report(
         emit(note)
     assessment = assessment_markdown(crash, backend) if backend is not None else ""
     emit(assessment)
-    from_vmcore = skeleton_vmcore(vmcore) if vmcore else ""
+    from_vmcore = vmcore_markdown(vmcore) if vmcore else ""
     emit(from_vmcore)
     tail = skeleton_tail(crash)
     emit(tail)

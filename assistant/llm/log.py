@@ -1,8 +1,8 @@
 """The LLM log: every prompt, answer, model, parameters, token counts, timings and
 structured result, in SQLite (``$XDG_STATE_HOME/kassist/llm.db``).
 
-The schema evolves through numbered migrations recorded in ``_migrations``; each
-runs once, in a transaction, so opening the log any number of times is safe.
+The schema evolves through numbered migrations (:mod:`assistant.db`); each runs
+once, in a transaction, so opening the log any number of times is safe.
 ``kassist logs list|show`` reads it; ``llm.log = false`` (``KASSIST_LLM_LOG=0``)
 turns it off, and so does ``make_backend(cfg, log=False)`` (what a ``--no-log`` flag sets).
 """
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import LLMConfig, user_state_dir
+from assistant.db import Migration, Schema
+from assistant.db import migrate as run_migrations
 from assistant.errors import KassistError
 from assistant.llm.base import Backend, Constraint, GenerationStats, Message
 
@@ -64,42 +66,23 @@ def log_path() -> Path:
     return user_state_dir() / LOG_NAME
 
 
-def _split(script: str) -> list[str]:
+def _split(script: str) -> tuple[str, ...]:
     # SQL comments (``-- ...`` to the end of a line) first, then one statement per ``;``.
     text = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
-    return [s.strip() for s in text.split(";") if s.strip()]
+    return tuple(s.strip() for s in text.split(";") if s.strip())
+
+
+#: The log's schema, built from :data:`MIGRATIONS`.
+SCHEMA = Schema("the LLM log", tuple(Migration(n, _split(sql)) for n, sql in MIGRATIONS))
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply the migrations this database has not seen; return the schema version.
 
-    Each migration runs in its own ``BEGIN IMMEDIATE`` transaction (DDL included), and
-    re-checks what is applied inside it, so two processes opening a new log at once
-    do not apply a migration twice.
+    :raises SchemaTooNew: the log was written by a newer kassist.
     """
-    saved = conn.isolation_level
-    conn.isolation_level = None  # explicit transactions, so DDL is transactional too
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, applied_at REAL)"
-        )
-        for number, script in MIGRATIONS:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                applied = conn.execute(
-                    "SELECT 1 FROM _migrations WHERE number = ?", (number,)
-                ).fetchone()
-                if applied is None:
-                    for statement in _split(script):
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO _migrations VALUES (?, ?)", (number, time.time()))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-    finally:
-        conn.isolation_level = saved
-    return max(n for n, _ in MIGRATIONS)
+    run_migrations(conn, SCHEMA)
+    return SCHEMA.version
 
 
 def connect(path: Path | None = None, create: bool = True) -> sqlite3.Connection:
@@ -114,11 +97,18 @@ def connect(path: Path | None = None, create: bool = True) -> sqlite3.Connection
     try:
         where.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(where, timeout=10)
+    except (OSError, sqlite3.Error) as exc:
+        raise KassistError(f"cannot open the LLM log {where} ({exc})", "check the path") from None
+    try:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         migrate(conn)
     except (OSError, sqlite3.Error) as exc:
+        conn.close()
         raise KassistError(f"cannot open the LLM log {where} ({exc})", "check the path") from None
+    except KassistError:  # written by a newer kassist
+        conn.close()
+        raise
     return conn
 
 

@@ -8,7 +8,10 @@ engine stays fast; :meth:`to_dict` gives the JSON form.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # drgn is loaded only for a vmcore
+    from assistant.vmcore import VmcoreSection
 
 TRIAGE_SCHEMA = "kassist.triage/1"
 
@@ -129,8 +132,8 @@ class TriageResult:
     events: list[Event] = field(default_factory=list)
     lines: int = 0
     warnings: list[str] = field(default_factory=list)
-    #: the drgn analyses of a vmcore (``kassist triage --vmcore``), as JSON-ready data
-    vmcore: dict[str, Any] | None = None
+    #: the drgn analyses of a vmcore (``kassist triage --vmcore``)
+    vmcore: VmcoreSection | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as the ``kassist.triage/1`` JSON object."""
@@ -143,5 +146,5 @@ class TriageResult:
             "warnings": list(self.warnings),
         }
         if self.vmcore is not None:
-            out["vmcore"] = self.vmcore
+            out["vmcore"] = self.vmcore.to_dict()
         return out

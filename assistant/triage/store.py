@@ -4,8 +4,8 @@
 without ``XDG_STATE_HOME``; see :func:`assistant.config.user_state_dir`). One row
 per signature holds its title, type, first and last seen, and hit count; each
 hit keeps the host, kernel release, source and the raw report. The schema is
-built by numbered migrations recorded in ``PRAGMA user_version``; each runs in
-its own transaction and is safe to re-run.
+built by numbered migrations (:mod:`assistant.db`); each runs in its own
+transaction and is safe to re-run.
 """
 
 from __future__ import annotations
@@ -19,49 +19,55 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.config import user_state_dir
+from assistant.db import Migration, Schema
+from assistant.db import migrate as run_migrations
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
 
 #: Most bytes of one raw report kept in the store.
 MAX_REPORT_BYTES = 256 * 1024
 
-#: Numbered migrations: (version, statements). Never edit one that has shipped.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+#: The store's numbered migrations. Append only: never edit one that has shipped.
+SCHEMA = Schema(
+    "the crash store",
     (
-        1,
-        (
-            """CREATE TABLE IF NOT EXISTS crashes (
-                signature  TEXT PRIMARY KEY,
-                title      TEXT NOT NULL,
-                type       TEXT NOT NULL,
-                frame      TEXT,
-                guilty_file TEXT,
-                first_seen REAL NOT NULL,
-                last_seen  REAL NOT NULL,
-                count      INTEGER NOT NULL DEFAULT 0
-            )""",
-            """CREATE TABLE IF NOT EXISTS hits (
-                id        INTEGER PRIMARY KEY AUTOINCREMENT,
-                signature TEXT NOT NULL REFERENCES crashes(signature),
-                seen      REAL NOT NULL,
-                host      TEXT NOT NULL,
-                release   TEXT,
-                source    TEXT NOT NULL,
-                corrupted INTEGER NOT NULL DEFAULT 0,
-                report    TEXT NOT NULL
-            )""",
-            "CREATE INDEX IF NOT EXISTS hits_by_signature ON hits(signature, seen)",
+        Migration(
+            1,
+            (
+                """CREATE TABLE IF NOT EXISTS crashes (
+                    signature  TEXT PRIMARY KEY,
+                    title      TEXT NOT NULL,
+                    type       TEXT NOT NULL,
+                    frame      TEXT,
+                    guilty_file TEXT,
+                    first_seen REAL NOT NULL,
+                    last_seen  REAL NOT NULL,
+                    count      INTEGER NOT NULL DEFAULT 0
+                )""",
+                """CREATE TABLE IF NOT EXISTS hits (
+                    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+                    signature TEXT NOT NULL REFERENCES crashes(signature),
+                    seen      REAL NOT NULL,
+                    host      TEXT NOT NULL,
+                    release   TEXT,
+                    source    TEXT NOT NULL,
+                    corrupted INTEGER NOT NULL DEFAULT 0,
+                    report    TEXT NOT NULL
+                )""",
+                "CREATE INDEX IF NOT EXISTS hits_by_signature ON hits(signature, seen)",
+            ),
         ),
-    ),
-    (
-        2,
-        (
-            # A log triaged twice must not count its crashes twice.
-            "CREATE UNIQUE INDEX IF NOT EXISTS hits_once ON hits(signature, host, source, report)",
+        Migration(
+            2,
+            (
+                # A log triaged twice must not count its crashes twice.
+                "CREATE UNIQUE INDEX IF NOT EXISTS hits_once"
+                " ON hits(signature, host, source, report)",
+            ),
         ),
     ),
 )
-SCHEMA_VERSION = MIGRATIONS[-1][0]
+SCHEMA_VERSION = SCHEMA.version
 
 
 def default_path() -> Path:
@@ -109,14 +115,23 @@ class CrashStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._unusable(exc) from None
+        try:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             migrate(self._db)
-        except (OSError, sqlite3.Error) as exc:
-            raise KassistError(
-                f"cannot open the crash store {self.path}: {exc}",
-                "check its permissions, or set XDG_STATE_HOME to a writable directory",
-            ) from None
+        except (OSError, sqlite3.Error, KassistError) as exc:
+            self._db.close()
+            if isinstance(exc, KassistError):  # newer than this kassist
+                raise
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: Exception) -> KassistError:
+        return KassistError(
+            f"cannot open the crash store {self.path}: {exc}",
+            "check its permissions, or set XDG_STATE_HOME to a writable directory",
+        )
 
     def close(self) -> None:
         """Close the database."""
@@ -236,32 +251,9 @@ class CrashStore:
 def migrate(db: sqlite3.Connection) -> int:
     """Bring a database to :data:`SCHEMA_VERSION`; return the version it was at.
 
-    Each migration runs in one transaction with the version bump, so a crash
-    half-way leaves the previous version intact; its statements are idempotent.
-
-    :raises KassistError: the database is newer than this kassist.
+    :raises SchemaTooNew: the database is newer than this kassist.
     """
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise KassistError(
-            f"the crash store is at schema {version}, newer than this kassist ({SCHEMA_VERSION})",
-            "upgrade kassist",
-        )
-    start = version
-    for number, statements in MIGRATIONS:
-        if number <= version:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for sql in statements:
-                db.execute(sql)
-            db.execute(f"PRAGMA user_version = {number:d}")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        version = number
-    return start
+    return run_migrations(db, SCHEMA)
 
 
 def open_readonly_check(path: Path) -> bool:

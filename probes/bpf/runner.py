@@ -24,7 +24,8 @@ from typing import Any
 
 from probes.bpf.decode import KEY_DECODERS
 from probes.bpf.library import MapSpec, ProbeSpec, find_probe, unavailable_reason
-from probes.errors import ProbeError
+from probes.bpf.tracefs import ensure_tracefs, say_on_stderr
+from probes.errors import ProbeError, ProbeUnavailable
 
 #: Seconds to wait for bpftrace to compile and attach before giving up.
 STARTUP_TIMEOUT = 60.0
@@ -279,6 +280,7 @@ def run_probe(
     check: bool = True,
     on_attach: Callable[[], None] | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
+    say: Callable[[str], None] | None = say_on_stderr,
 ) -> ProbeResult:
     """Run a probe of the library (or a ``.bt`` file) for ``duration`` seconds.
 
@@ -291,11 +293,16 @@ def run_probe(
         point ``bpftrace`` at something else).
     :param on_attach: called once the programs are attached (e.g. to start a workload).
     :param startup_timeout: seconds allowed for compiling and attaching.
-    :raises ProbeError: the probe is unknown or not available here, or bpftrace failed.
+    :param say: told in one line about a fix made on the way (tracefs mounted, as root);
+        default: a line on stderr.
+    :raises ProbeUnavailable: the probe cannot run here (not root, no tracepoint...).
+    :raises ProbeError: the probe is unknown, or bpftrace failed.
     """
     spec = find_probe(name)
+    if check and spec.tracepoints:
+        ensure_tracefs(say)
     if check and (why := unavailable_reason(spec, bpftrace)) is not None:
-        raise ProbeError(f"{spec.name}: not available: {why}", "see `kassist probe list`")
+        raise ProbeUnavailable(f"{spec.name}: not available: {why}", "see `kassist probe list`")
     if shutil.which(bpftrace) is None:
         raise ProbeError(f"{spec.name}: cannot start {bpftrace}: not found", "install bpftrace")
     try:

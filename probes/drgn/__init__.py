@@ -135,6 +135,7 @@ __all__ = [
     "Local",
     "LogRecord",
     "MemorySummary",
+    "Progress",
     "RunQueue",
     "SlabCache",
     "SysctlValue",

@@ -1,42 +1,33 @@
-"""The kernel log buffer (printk ring buffer) of a vmcore, as records and as dmesg lines."""
+"""The kernel log buffer (printk ring buffer) of a vmcore, as :class:`LogRecord` objects.
+
+The records are the same type every other log source gives (``probes.logs``),
+with ``source="vmcore"``; :func:`dmesg_lines` formats them as the console did.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import drgn
 from drgn.helpers.linux.printk import PrintkRecord, get_printk_records
 
+from probes.logs.records import LogRecord, dmesg_lines
 
-@dataclass
-class LogRecord:
-    """One printk record.
-
-    :param seq: its sequence number.
-    :param timestamp_ns: nanoseconds since boot (``local_clock()`` at printk time).
-    :param level: the log level (0: emerg ... 7: debug).
-    :param facility: the syslog facility (0: kernel).
-    :param text: the message, without the trailing newline.
-    :param caller_tid: the thread that logged it, if from task context.
-    :param caller_cpu: the CPU that logged it, if not from task context.
-    """
-
-    seq: int
-    timestamp_ns: int
-    level: int
-    facility: int
-    text: str
-    caller_tid: int | None = None
-    caller_cpu: int | None = None
+#: :attr:`LogRecord.source` of a record read from a dump's printk buffer.
+SOURCE = "vmcore"
 
 
 def _record(r: PrintkRecord) -> LogRecord:
+    # PrintkRecord.timestamp is local_clock() in ns; LogRecord keeps µs, as /dev/kmsg does.
     return LogRecord(
+        text=r.text.decode(errors="replace"),
+        source=SOURCE,
         seq=r.seq,
-        timestamp_ns=r.timestamp,
         level=r.level,
         facility=r.facility,
-        text=r.text.decode(errors="replace"),
+        ts_us=r.timestamp // 1000,
+        continuation=r.continuation,
+        dictionary={
+            k.decode(errors="replace"): v.decode(errors="replace") for k, v in r.context.items()
+        },
         caller_tid=r.caller_tid,
         caller_cpu=r.caller_cpu,
     )
@@ -47,15 +38,4 @@ def log_records(prog: drgn.Program) -> list[LogRecord]:
     return [_record(r) for r in get_printk_records(prog)]
 
 
-def dmesg_lines(records: list[LogRecord]) -> list[str]:
-    """Format records as ``dmesg`` / the serial console does: ``[    4.531454] text``.
-
-    A record with several lines gives one output line per text line, each
-    with the record's timestamp, as the console prints them.
-    """
-    out: list[str] = []
-    for r in records:
-        sec, ns = divmod(r.timestamp_ns, 1_000_000_000)
-        prefix = f"[{sec:5d}.{ns // 1000:06d}] "
-        out.extend(prefix + part for part in r.text.split("\n"))
-    return out
+__all__ = ["SOURCE", "LogRecord", "dmesg_lines", "log_records"]

@@ -19,7 +19,7 @@ import drgn
 
 from probes.drgn.elf import ET_CORE, PT_LOAD, build_id, read_elf_header
 from probes.drgn.kdump import flattened_shortfall, kdump_shortfall
-from probes.errors import ProbeError
+from probes.errors import ProbeError, ProbeUnavailable
 
 #: drgn's own guess of the platform fails for QEMU's kdump files
 #: (libkdumpfile cannot name the architecture), so the platform is explicit.
@@ -302,10 +302,11 @@ def open_live(
     """Open the running kernel through ``/proc/kcore`` and load its debug info.
 
     :param kcore: the kcore file (``/proc/kcore``).
-    :raises ProbeError: there is no kcore here, it cannot be read, or no debug info.
+    :raises ProbeUnavailable: there is no kcore here.
+    :raises ProbeError: it cannot be read, or no debug info.
     """
     if not os.path.exists(kcore):
-        raise ProbeError(
+        raise ProbeUnavailable(
             f"not available here: no {kcore}",
             "this kernel was built without CONFIG_PROC_KCORE; analyse a vmcore instead",
         )

@@ -43,6 +43,7 @@ class Frame:
     :param function: the function's name (``None`` when no symbol covers the PC).
     :param pc: the program counter.
     :param offset: the PC's offset into its symbol in bytes, or ``None``.
+    :param size: the size of that symbol in bytes, or ``None``.
     :param module: the kernel module the PC is in, or ``None`` for vmlinux.
     :param file: the source file, or ``None``.
     :param line: the source line, or ``None``.
@@ -55,6 +56,7 @@ class Frame:
     function: str | None
     pc: int
     offset: int | None = None
+    size: int | None = None
     module: str | None = None
     file: str | None = None
     line: int | None = None
@@ -99,6 +101,7 @@ def _frame(prog: drgn.Program, index: int, frame: drgn.StackFrame, with_locals: 
     try:
         symbol = frame.symbol()
         out.offset = pc - symbol.address
+        out.size = symbol.size or None
         out.function = out.function or symbol.name
     except LookupError:
         pass

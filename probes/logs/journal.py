@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-from probes.errors import ProbeError
+from probes.errors import ProbeError, ProbeUnavailable
 from probes.logs.records import LogRecord
 
 #: Journal fields copied into :attr:`LogRecord.dictionary` (the kernel's dictionary, renamed).
@@ -78,11 +78,14 @@ def iter_journal(boot: int = 0) -> Iterator[LogRecord]:
     """Yield the kernel messages the journal holds for one boot.
 
     :param boot: 0 for the current boot, -1 for the previous one (``journalctl -b``).
-    :raises ProbeError: journalctl is missing or the journal has nothing for that boot.
+    :raises ProbeUnavailable: journalctl is missing or there is no journal here.
+    :raises ProbeError: the journal has nothing for that boot.
     """
     why = journal_available()
     if why is not None:
-        raise ProbeError(f"journal: not available: {why}", "read /dev/kmsg or a log file instead")
+        raise ProbeUnavailable(
+            f"journal: not available: {why}", "read /dev/kmsg or a log file instead"
+        )
     with subprocess.Popen(
         ["journalctl", "-k", "-b", str(boot), "-o", "json", "--no-pager", "-q"],
         stdout=subprocess.PIPE,

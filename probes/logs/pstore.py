@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes.errors import ProbeError
+from probes.errors import ProbeError, ProbeUnavailable
 from probes.logs.files import compression_of, decompressing, looks_binary
 from probes.logs.records import LogRecord, parse_console_line
 
@@ -141,7 +141,7 @@ def iter_pstore(
         )
     paths = sorted(p for p in root.glob("dmesg-*") if p.is_file())
     if not paths:
-        raise ProbeError(
+        raise ProbeUnavailable(
             f"pstore: not available: no dmesg-* files in {directory}",
             "the previous boot left no crash record (or no pstore backend is configured)",
         )

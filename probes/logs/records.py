@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,13 +20,16 @@ class LogRecord:
 
     :param text: the message (or the whole line for a plain file).
     :param source: where it came from: ``kmsg``, ``journal``, ``pstore:<file>``, ``file:<path>``,
-        ``kdump:<file>``, ``stdin``.
+        ``kdump:<file>``, ``stdin``, ``vmcore`` (a dump's printk buffer, read with drgn).
     :param seq: the printk sequence number (``u64``), when the source has one.
     :param level: the syslog level 0 (emerg) .. 7 (debug).
     :param facility: the syslog facility (0 kernel, 1 user, ...).
     :param ts_us: monotonic time since boot in microseconds (printk's ``ts_nsec / 1000``).
     :param continuation: the record continues the previous one (``c``/``+`` flag).
     :param dictionary: ``SUBSYSTEM=``, ``DEVICE=`` and other key/value lines of the record.
+    :param caller_tid: the thread that logged it, when from task context and the source
+        knows (``CONFIG_PRINTK_CALLER``; drgn reads it from a vmcore).
+    :param caller_cpu: the CPU that logged it, when not from task context.
     """
 
     text: str
@@ -36,6 +40,8 @@ class LogRecord:
     ts_us: int | None = None
     continuation: bool = False
     dictionary: dict[str, str] = field(default_factory=dict)
+    caller_tid: int | None = None
+    caller_cpu: int | None = None
 
     @property
     def level_name(self) -> str | None:
@@ -48,9 +54,30 @@ class LogRecord:
 
     def as_dmesg_line(self) -> str:
         """Return the record as ``dmesg`` prints it: ``[ seconds.micros] text``."""
-        if self.ts_us is None:
-            return self.text
-        return f"[{self.ts_us // 1_000_000:5d}.{self.ts_us % 1_000_000:06d}] {self.text}"
+        return _stamp(self.ts_us) + self.text
+
+    def as_dmesg_lines(self) -> list[str]:
+        """Return the record as the console prints it: one line per text line, each stamped.
+
+        >>> LogRecord("a\\nb", "vmcore", ts_us=4_531_454).as_dmesg_lines()
+        ['[    4.531454] a', '[    4.531454] b']
+        """
+        stamp = _stamp(self.ts_us)
+        return [stamp + part for part in self.text.split("\n")]
+
+
+def _stamp(ts_us: int | None) -> str:
+    # printk's own layout: seconds right-aligned in 5 columns, then microseconds.
+    return "" if ts_us is None else f"[{ts_us // 1_000_000:5d}.{ts_us % 1_000_000:06d}] "
+
+
+def dmesg_lines(records: Iterable[LogRecord]) -> list[str]:
+    """Format records as ``dmesg`` and the serial console do: ``[    4.531454] text``.
+
+    A record with several lines gives one output line per text line, each
+    with the record's timestamp, as the console prints them.
+    """
+    return [line for r in records for line in r.as_dmesg_lines()]
 
 
 _PREFIX = re.compile(r"^<(\d{1,3})>")
