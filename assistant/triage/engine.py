@@ -242,6 +242,24 @@ class TriageEngine:
                     self._close(w)
         return self._take()
 
+    def flush(self) -> list[Crash]:
+        """Close every open report now and return their crashes (a stream that ends or
+        pauses for good: ``watch --once``)."""
+        for w in list(self._windows):
+            self._close(w)
+        return self._take()
+
+    def oldest_needed(self) -> int | None:
+        """Return the 0-based line number of the oldest line an open report still needs
+        (its context included), or ``None`` when no report is open.
+
+        A reader that saves where it is resumes there after a restart: the open reports
+        are read again whole, and come out as they would have.
+        """
+        if not self._windows:
+            return None
+        return min(w.start - len(w.prefix) for w in self._windows)
+
     def take_events(self) -> list[Event]:
         """Hand out the events found so far and forget them (for an endless stream)."""
         return self._events.take()
