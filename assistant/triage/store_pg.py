@@ -58,6 +58,9 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: Tries of a batch the server aborted as a deadlock or a serialisation failure.
+DEADLOCK_RETRIES = 5
+_RETRYABLE = frozenset({"DeadlockDetected", "SerializationFailure"})
 #: The advisory lock that serialises migrations between processes.
 _MIGRATION_LOCK = 0x6B617373  # "kass"
 
@@ -144,6 +147,19 @@ class PgCrashStore:
         """Record crashes; return how many hits were new (see the SQLite store)."""
         host = host or socket.gethostname()
         now = time.time() if now is None else now
+        # Rows are locked in signature order, so two hosts' batches cannot deadlock; a
+        # deadlock the server still reports (another writer's order) is retried.
+        ordered = sorted(crashes, key=lambda c: c.signature)
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                return self._record(ordered, source, host, now)
+            except Exception as exc:
+                if type(exc).__name__ not in _RETRYABLE or attempt == DEADLOCK_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return 0
+
+    def _record(self, crashes: list[Crash], source: str, host: str, now: float) -> int:
         new = 0
         with self._db.transaction():
             for c in crashes:
