@@ -371,3 +371,100 @@ def test_eight_hosts_share_one_postgresql_store(tmp_path: Path) -> None:
         shown = run_kassist(["crashes", "show", hung.signature, "--store", url, "--format", "json"])
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["count"] == 1
+
+
+def test_the_unit_runs_what_watch_accepts() -> None:
+    from importlib import resources
+
+    unit = resources.files("assistant") / "watch" / "data" / "kassist-watch.service"
+    text = unit.read_text()
+    for line in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=",
+        "ProtectSystem=strict",
+    ):
+        assert line in text
+    exec_start = next(x for x in text.splitlines() if x.startswith("ExecStart="))
+    flags = [w for w in exec_start.split() if w.startswith("--")]
+    help_text = run_kassist(["watch", "--help"]).stdout
+    assert flags and all(f in help_text for f in flags)
+
+
+def test_systemd_readiness_and_watchdog_pings(tmp_path: Path) -> None:
+    import socket as sk
+
+    notify = tmp_path / "notify.sock"
+    with sk.socket(sk.AF_UNIX, sk.SOCK_DGRAM) as s:
+        s.bind(str(notify))
+        s.settimeout(60)
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "assistant",
+                "watch",
+                "--source",
+                f"kdump:{tmp_path}/crash",
+                "--db",
+                str(tmp_path / "c.db"),
+                "--state-dir",
+                str(tmp_path / "s"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            seen = [s.recv(256) for _ in range(3)]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert seen[0] == b"READY=1" and seen[1:] == [b"WATCHDOG=1", b"WATCHDOG=1"]
+    assert proc.returncode == 0
+
+
+def test_a_new_kdump_dmesg_file_is_triaged_as_it_appears(tmp_path: Path) -> None:
+    crash_dir = tmp_path / "crash"
+    crash_dir.mkdir()
+    watch_proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "assistant",
+            "watch",
+            "--source",
+            f"kdump:{crash_dir}",
+            "--db",
+            str(tmp_path / "c.db"),
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(2)
+        stamp = crash_dir / "202612012100"
+        stamp.mkdir()
+        (stamp / "dmesg.202612012100").write_text((DATA / "hung-rtnl_lock.log").read_text())
+        assert wait_for(lambda: stored_count(tmp_path / "c.db", "rtnl_lock") == 1, 30)
+    finally:
+        watch_proc.terminate()
+        watch_proc.wait(30)
+    # a restart does not triage the same file again
+    run_kassist(
+        [
+            "watch",
+            "--once",
+            "--source",
+            f"kdump:{crash_dir}",
+            "--db",
+            str(tmp_path / "c.db"),
+            "--state-dir",
+            str(tmp_path / "s"),
+        ]
+    )
+    assert stored_count(tmp_path / "c.db", "rtnl_lock") == 1
