@@ -102,7 +102,7 @@ def test_report_with_a_missing_model_falls_back_with_a_notice() -> None:
 
 
 def test_pending_commands_say_so_and_exit_2() -> None:
-    proc = run_kassist(["watch"])
+    proc = run_kassist(["docs"])
     assert proc.returncode == 2
     assert "not built yet" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from assistant.triage import triage_lines, triage_path
-from assistant.triage.engine import ANCHORS, MAX_CRASHES, NEEDLES
+from assistant.triage.engine import MAX_CRASHES
+from assistant.triage.prefilter import ANCHORS, NEEDLES
 from assistant.triage.taint import decode_taint
 from tests.conftest import CORPUS_DIR, DATA, require
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assistant.triage import engine
-from assistant.triage.engine import ANCHORS, anchor_hits
+from assistant.triage import engine, prefilter
+from assistant.triage.prefilter import ANCHORS, anchor_hits
 
 _PIECES = st.sampled_from([*ANCHORS, "x", " ", "\n", "BU", "G:", "rro", "[ 1.0] ", "\n\n"])
 
@@ -24,30 +24,30 @@ def _by_find(block: str) -> list[int]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_PIECES, max_size=400).map("".join))
 def test_automaton_agrees_with_substring_scan(block: str) -> None:
-    automaton = engine._automaton(ANCHORS)
+    automaton = prefilter.automaton(ANCHORS)
     assert automaton is not None  # ahocorasick-rs is a dependency
-    assert engine._automaton_hits(block.encode("ascii"), automaton) == _by_find(block)
+    assert prefilter.automaton_hits(block.encode("ascii"), automaton) == _by_find(block)
     assert anchor_hits(block, ANCHORS) == _by_find(block)  # the scan without it
 
 
 def test_slices_end_on_line_boundaries(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(engine, "AUTOMATON_SLICE", 7)  # many slices, lines cut across them
+    monkeypatch.setattr(prefilter, "AUTOMATON_SLICE", 7)  # many slices, lines cut across them
     block = "ok line\n" * 5 + "a BUG: here and WARNING: there\n" + "x" * 50 + "\nfault\nend"
-    automaton = engine._automaton(ANCHORS)
-    assert engine._automaton_hits(block.encode("ascii"), automaton) == _by_find(block)
+    automaton = prefilter.automaton(ANCHORS)
+    assert prefilter.automaton_hits(block.encode("ascii"), automaton) == _by_find(block)
 
 
-_NEEDLE_PIECES = st.sampled_from([*engine.NEEDLES[:40], *ANCHORS, "x", " ", "\n", "[ 1.0] "])
+_NEEDLE_PIECES = st.sampled_from([*prefilter.NEEDLES[:40], *ANCHORS, "x", " ", "\n", "[ 1.0] "])
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_NEEDLE_PIECES, max_size=200).map("".join))
 def test_needle_automaton_finds_the_lines_the_needle_regex_finds(block: str) -> None:
     lines = block.split("\n")
-    expected = [i for i, line in enumerate(lines) if engine._NEEDLE_RE.search(line)]
+    expected = [i for i, line in enumerate(lines) if prefilter.NEEDLE_RE.search(line)]
     if not block.isascii():
         return
-    found, exact = engine.TriageEngine("t")._candidates(block)
+    found, exact = prefilter.Prefilter().candidates(block)
     assert exact
     assert found == expected
 

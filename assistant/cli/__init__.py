@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "docs": ("assistant.cli.pending:docs", "Draft documentation from evidence."),
     "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),
     "agent": ("assistant.cli.agent:agent", "Talk to (or run) the kernel agent."),
-    "watch": ("assistant.cli.pending:watch", "Follow the kernel log and triage as it goes."),
+    "watch": ("assistant.cli.watch:watch", "Follow the kernel log and triage as it goes."),
     "vmcore": ("assistant.cli.vmcore:vmcore", "Analyse a vmcore with drgn."),
     "chat": ("assistant.cli.chat:chat", "Open the chat (terminal UI)."),
     "ask": ("assistant.cli.ask:ask", "Ask one question (the chat without its UI)."),

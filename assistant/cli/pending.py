@@ -10,7 +10,6 @@ from assistant.errors import NotAvailable
 PENDING: dict[str, str] = {
     "tune": "the tuning drafter",
     "docs": "the documentation drafter",
-    "watch": "the log watcher",
 }
 
 
@@ -28,4 +27,3 @@ def _pending(name: str) -> click.Command:
 
 tune = _pending("tune")
 docs = _pending("docs")
-watch = _pending("watch")

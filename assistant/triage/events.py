@@ -243,6 +243,16 @@ class EventTracker:
         self._oom_invoked: tuple[int, dict[str, str]] | None = None
         self._oom_context: dict[str, str] | None = None
 
+    def take(self) -> list[Event]:
+        """Hand out the events found so far and forget them; a repeat starts a new event."""
+        events, self.events = self.events, []
+        self._last_by_key.clear()
+        return events
+
+    def held(self) -> int:
+        """Return how many events and merge keys are held."""
+        return len(self.events) + len(self._last_by_key)
+
     def feed(self, text: str, lineno: int) -> None:
         """Look at one line (printk prefix removed); ``lineno`` is 1-based."""
         if _ANY_EVENT_NEEDLE.search(text) is None:

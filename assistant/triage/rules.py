@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from probes import printk_time
+
 # ---------------------------------------------------------------------------
 # Regex shorthands
 # ---------------------------------------------------------------------------
@@ -1036,26 +1038,14 @@ PANICKED = "Kernel panic - not syncing"
 #: ``[ time]`` and the ``[T123]``/``[C1]`` caller id (CONFIG_PRINTK_CALLER).
 CONSOLE_OUTPUT = re.compile(
     r"^(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:.* login: )?(?:\<[0-9]+\>)?"
-    r"\[ *[0-9]+\.[0-9]+\](\[ *(?:C|T)[0-9]+\])? ",
+    + printk_time.PATTERN
+    + r"(\[ *(?:C|T)[0-9]+\])? ",
     re.ASCII,
 )
 TASK_CONTEXT = re.compile(r"\[ *T[0-9]+\]")
 CPU_CONTEXT = re.compile(r"\[ *C[0-9]+\]")
 QUESTIONABLE_FRAME = re.compile(r"(\[\<[0-9a-f]+\>\])? \? ")
 EOI = "<EOI>"
-
-#: syslog, journal and ``dmesg -T``-style prefixes that hide the printk format.
-FOREIGN_PREFIX = re.compile(
-    r"^(?:"
-    # syslog: "Nov 27 04:00:00 host kernel: "
-    r"[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ kernel: "
-    # journal short-iso / rfc3339: "2026-11-27T04:00:00+0000 host kernel: "
-    r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)? \S+ kernel: "
-    # dmesg -T: "[Fri Nov 27 04:00:00 2026] "
-    r"|\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d \d{4}\] "
-    r")",
-    re.ASCII,
-)
 
 STACK_START = (
     re.compile(r"Call (?:T|t)race"),
@@ -1080,11 +1070,11 @@ FRAME_RES = (
 
 #: Fault-injection stacks are often interleaved with reports.
 CORRUPTED_LINES = (
-    compile_re(r"^( \[\<?(?:0x)?[0-9a-f]+\>?\])? should_fail(slab)?(\.[a-z0-9.]+)?\+0x"),
+    compile_re(r"^(?: +\[\<?(?:0x)?[0-9a-f]+\>?\])? +should_fail(slab)?(\.[a-z0-9.]+)?\+0x"),
 )
 
 #: A timestamp merged into a title means interleaved output.
-CORRUPTED_TITLES = (re.compile(r"\[ *[0-9]+\.[0-9]+\]"),)
+CORRUPTED_TITLES = (printk_time.STAMP,)
 
 #: Syscall-wrapper prefixes that differ between architectures; the shortest strip wins.
 STRIP_FRAME_PREFIXES = (

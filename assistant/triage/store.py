@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from assistant.config import user_state_dir
 from assistant.db import Migration, Schema
@@ -221,6 +222,18 @@ class CrashStore:
         ]
         return summary, hits
 
+    def prune(self, before: float) -> int:
+        """Drop the hits seen before ``before`` (Unix seconds) and the signatures left with
+        none; return how many hits went. Counts of the signatures that stay are kept."""
+        with self._transaction() as db:
+            gone = db.execute("DELETE FROM hits WHERE seen < ?", (before,)).rowcount
+            db.execute(
+                "DELETE FROM crashes WHERE last_seen < ? AND NOT EXISTS"
+                " (SELECT 1 FROM hits WHERE hits.signature = crashes.signature)",
+                (before,),
+            )
+        return int(gone)
+
     def _summary(self, row: tuple[object, ...]) -> StoredCrash:
         sig = str(row[0])
         hosts = [
@@ -263,3 +276,42 @@ def open_readonly_check(path: Path) -> bool:
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         (version,) = db.execute("PRAGMA user_version").fetchone()
     return int(version) > 0
+
+
+class Store(Protocol):
+    """What every crash store backend offers (SQLite here, PostgreSQL in ``store_pg``)."""
+
+    @property
+    def path(self) -> Path | str:
+        """Where the store is: a file or a URL."""
+        ...
+
+    def record(
+        self, crashes: list[Crash], source: str, host: str | None = None, now: float | None = None
+    ) -> int:
+        """Record crashes; return how many hits were new."""
+        ...
+
+    def signatures(self) -> list[StoredCrash]:
+        """Return every signature, most recently seen first."""
+        ...
+
+    def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
+        """Return one signature and its hits."""
+        ...
+
+    def close(self) -> None:
+        """Close the store."""
+        ...
+
+
+def open_store(target: str | Path | None = None) -> Store:
+    """Open the crash store named by ``target``: a PostgreSQL URL, a SQLite file, or the default.
+
+    :raises KassistError: it cannot be opened.
+    """
+    from assistant.triage.store_pg import PgCrashStore, is_url
+
+    if target is not None and is_url(str(target)):
+        return PgCrashStore(str(target))
+    return CrashStore(Path(target) if target is not None else None)

@@ -1,0 +1,287 @@
+"""The fleet crash store: the crash store's schema on PostgreSQL, for many hosts at once.
+
+Chosen by URL (``--store postgresql://...``, ``[store] url``): the same tables and columns
+as the SQLite store (:mod:`assistant.triage.store`), built by numbered migrations kept in
+``_migrations``, plus one column the SQLite store does not need: ``hits.report_sha``, the
+SHA-256 of the report, which carries the "a report is counted once" key (PostgreSQL
+cannot index a 256 KiB text). Many watch daemons upsert at once: a hit is inserted with
+``ON CONFLICT DO NOTHING`` and only an inserted hit bumps its signature's count, under
+the row lock of that ``UPDATE``, so no count is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from typing import Any
+
+from assistant.errors import KassistError
+from assistant.triage.model import Crash
+from assistant.triage.store import MAX_REPORT_BYTES, Hit, StoredCrash
+
+#: Numbered migrations: (number, statements). Append only; never edit one that shipped.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE IF NOT EXISTS crashes (
+                signature   TEXT PRIMARY KEY,
+                title       TEXT NOT NULL,
+                type        TEXT NOT NULL,
+                frame       TEXT,
+                guilty_file TEXT,
+                first_seen  DOUBLE PRECISION NOT NULL,
+                last_seen   DOUBLE PRECISION NOT NULL,
+                count       BIGINT NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE IF NOT EXISTS hits (
+                id         BIGSERIAL PRIMARY KEY,
+                signature  TEXT NOT NULL REFERENCES crashes(signature),
+                seen       DOUBLE PRECISION NOT NULL,
+                host       TEXT NOT NULL,
+                release    TEXT,
+                source     TEXT NOT NULL,
+                corrupted  INTEGER NOT NULL DEFAULT 0,
+                report     TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS hits_by_signature ON hits(signature, seen)",
+        ),
+    ),
+    (
+        2,
+        (
+            "ALTER TABLE hits ADD COLUMN IF NOT EXISTS report_sha TEXT NOT NULL DEFAULT ''",
+            "CREATE UNIQUE INDEX IF NOT EXISTS hits_once"
+            " ON hits(signature, host, source, report_sha)",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: Tries of a batch the server aborted as a deadlock or a serialisation failure.
+DEADLOCK_RETRIES = 5
+_RETRYABLE = frozenset({"DeadlockDetected", "SerializationFailure"})
+#: The advisory lock that serialises migrations between processes.
+_MIGRATION_LOCK = 0x6B617373  # "kass"
+
+
+def is_url(target: str | None) -> bool:
+    """Tell whether a store target is a PostgreSQL URL (else it is a SQLite file)."""
+    return bool(target) and str(target).startswith(("postgresql://", "postgres://"))
+
+
+def _connect(url: str) -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise KassistError(
+            "the fleet store needs psycopg", "pip install 'psycopg[binary]'"
+        ) from None
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KassistError(
+            f"cannot reach the fleet store: {first}", "check the URL and that PostgreSQL runs"
+        ) from None
+
+
+def migrate(conn: Any) -> int:
+    """Apply the migrations this database has not seen; return the version it was at.
+
+    :raises KassistError: the database's schema is newer than this kassist.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations"
+            " (number INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
+        )
+        row = conn.execute("SELECT COALESCE(MAX(number), 0) FROM _migrations").fetchone()
+        start = int(row[0])
+        if start > SCHEMA_VERSION:
+            raise KassistError(
+                f"the fleet store has schema {start}, newer than this kassist's {SCHEMA_VERSION}",
+                "upgrade kassist on this host",
+            )
+        for number, statements in MIGRATIONS:
+            if number <= start:
+                continue
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute(
+                "INSERT INTO _migrations(number, applied_at) VALUES (%s, %s)", (number, time.time())
+            )
+    return start
+
+
+class PgCrashStore:
+    """The crash store on PostgreSQL, with the methods of the SQLite store.
+
+    :param url: a libpq URL (``postgresql://user@host/db`` or ``postgresql:///db?host=/sock``).
+    :raises KassistError: the server cannot be reached, or its schema is newer.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.path = url
+        self._db = _connect(url)
+        try:
+            migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> PgCrashStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record(
+        self, crashes: list[Crash], source: str, host: str | None = None, now: float | None = None
+    ) -> int:
+        """Record crashes; return how many hits were new (see the SQLite store)."""
+        host = host or socket.gethostname()
+        now = time.time() if now is None else now
+        # Rows are locked in signature order, so two hosts' batches cannot deadlock; a
+        # deadlock the server still reports (another writer's order) is retried.
+        ordered = sorted(crashes, key=lambda c: c.signature)
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                return self._record(ordered, source, host, now)
+            except Exception as exc:
+                if type(exc).__name__ not in _RETRYABLE or attempt == DEADLOCK_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return 0
+
+    def _record(self, crashes: list[Crash], source: str, host: str, now: float) -> int:
+        new = 0
+        with self._db.transaction():
+            for c in crashes:
+                report = (
+                    c.report.encode("utf-8", "replace")[:MAX_REPORT_BYTES]
+                    .decode("utf-8", "ignore")
+                    .replace("\x00", "\ufffd")
+                )
+                sha = hashlib.sha256(report.encode("utf-8")).hexdigest()
+                self._db.execute(
+                    "INSERT INTO crashes(signature, title, type, frame, guilty_file, first_seen,"
+                    " last_seen, count) VALUES (%s, %s, %s, %s, %s, %s, %s, 0)"
+                    " ON CONFLICT (signature) DO NOTHING",
+                    (c.signature, c.title, c.type, c.frame, c.guilty_file, now, now),
+                )
+                inserted = self._db.execute(
+                    "INSERT INTO hits(signature, seen, host, release, source, corrupted, report,"
+                    " report_sha) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (signature, host, source, report_sha) DO NOTHING RETURNING id",
+                    (c.signature, now, host, c.kernel.release, source, int(c.corrupted), report,
+                     sha),
+                ).fetchone()  # fmt: skip
+                if inserted is not None:
+                    new += 1
+                    self._db.execute(
+                        "UPDATE crashes SET count = count + 1,"
+                        " last_seen = GREATEST(last_seen, %s), first_seen = LEAST(first_seen, %s)"
+                        " WHERE signature = %s",
+                        (now, now, c.signature),
+                    )
+        return new
+
+    def signatures(self) -> list[StoredCrash]:
+        """Return every signature, most recently seen first, with its hosts and releases."""
+        rows = self._db.execute(
+            "SELECT c.signature, c.title, c.type, c.frame, c.guilty_file, c.first_seen,"
+            " c.last_seen, c.count,"
+            " ARRAY(SELECT DISTINCT host FROM hits h WHERE h.signature = c.signature),"
+            " ARRAY(SELECT DISTINCT release FROM hits h WHERE h.signature = c.signature"
+            "       AND release IS NOT NULL)"
+            " FROM crashes c WHERE c.count > 0 ORDER BY c.last_seen DESC, c.signature"
+        ).fetchall()
+        return [_summary(r) for r in rows]
+
+    def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
+        """Return one signature (a unique prefix is enough) and its hits, newest first.
+
+        :raises KassistError: no signature, or several, start with ``prefix``.
+        """
+        rows = [r for r in self.signatures() if r.signature.startswith(prefix.lower())][:2]
+        if not rows:
+            raise KassistError(f"no crash {prefix!r} in the store", "see `kassist crashes list`")
+        if len(rows) > 1:
+            raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
+        hits = [
+            Hit(float(seen), str(host), release, str(src), bool(corrupted), str(report))
+            for seen, host, release, src, corrupted, report in self._db.execute(
+                "SELECT seen, host, release, source, corrupted, report FROM hits"
+                " WHERE signature = %s ORDER BY seen DESC, id DESC",
+                (rows[0].signature,),
+            )
+        ]
+        return rows[0], hits
+
+    def prune(self, before: float) -> int:
+        """Drop the hits seen before ``before`` (Unix seconds) and the signatures left with
+        none; return how many hits went. Counts of the signatures that stay are kept."""
+        with self._db.transaction():
+            gone = self._db.execute("DELETE FROM hits WHERE seen < %s", (before,)).rowcount
+            self._db.execute(
+                "DELETE FROM crashes c WHERE last_seen < %s"
+                " AND NOT EXISTS (SELECT 1 FROM hits h WHERE h.signature = c.signature)",
+                (before,),
+            )
+        return int(gone or 0)
+
+    def import_hits(self, summary: StoredCrash, hits: list[Hit]) -> int:
+        """Push one local signature's hits here (``kassist crashes sync``); return the new ones.
+
+        Each hit keeps its own time, host, release and source, and is counted once.
+        """
+        new = 0
+        with self._db.transaction():
+            first = min((h.seen for h in hits), default=summary.first_seen)
+            self._db.execute(
+                "INSERT INTO crashes(signature, title, type, frame, guilty_file, first_seen,"
+                " last_seen, count) VALUES (%s, %s, %s, %s, %s, %s, %s, 0)"
+                " ON CONFLICT (signature) DO NOTHING",
+                (summary.signature, summary.title, summary.type, summary.frame,
+                 summary.guilty_file, first, first),
+            )  # fmt: skip
+            for h in hits:
+                report = h.report.replace("\x00", "\ufffd")
+                sha = hashlib.sha256(report.encode("utf-8")).hexdigest()
+                row = self._db.execute(
+                    "INSERT INTO hits(signature, seen, host, release, source, corrupted, report,"
+                    " report_sha) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (signature, host, source, report_sha) DO NOTHING RETURNING id",
+                    (summary.signature, h.seen, h.host, h.release, h.source, int(h.corrupted),
+                     report, sha),
+                ).fetchone()  # fmt: skip
+                if row is not None:
+                    new += 1
+                    self._db.execute(
+                        "UPDATE crashes SET count = count + 1,"
+                        " last_seen = GREATEST(last_seen, %s), first_seen = LEAST(first_seen, %s)"
+                        " WHERE signature = %s",
+                        (h.seen, h.seen, summary.signature),
+                    )
+        return new
+
+
+def _summary(row: tuple[Any, ...]) -> StoredCrash:
+    return StoredCrash(
+        signature=str(row[0]),
+        title=str(row[1]),
+        type=str(row[2]),
+        frame=row[3],
+        guilty_file=row[4],
+        first_seen=float(row[5]),
+        last_seen=float(row[6]),
+        count=int(row[7]),
+        hosts=sorted(row[8]),
+        releases=sorted(row[9]),
+    )

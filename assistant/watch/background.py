@@ -1,0 +1,236 @@
+"""Work off the storing path: bug report drafts for new signatures, and hooks.
+
+Both run in their own threads behind bounded queues, so a slow model, a hung command or
+an unreachable URL never delays storing a crash. Drafts: newest first, at most
+``per_hour`` an hour, the rest dropped (and counted). Hooks: a command gets the crash's
+JSON on stdin, a URL gets it POSTed; each is retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assistant.triage.model import Crash
+from assistant.watch.metrics import Metrics
+
+#: Drafts waiting at most; older ones are dropped first (newest first).
+DRAFT_QUEUE = 32
+#: Hook deliveries waiting at most.
+HOOK_QUEUE = 256
+#: Tries of a hook before it counts as failed.
+HOOK_TRIES = 4
+#: Seconds before the first retry (doubled each time).
+HOOK_BACKOFF = 0.5
+#: Seconds a hook command may run.
+HOOK_TIMEOUT = 30.0
+
+
+class Outbox:
+    """Draft a bug report for each new signature, in a thread, into ``directory``.
+
+    :param draft: turns a crash into Markdown (the report drafter, with or without a model).
+    :param per_hour: the most drafts written in any hour.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        draft: Callable[[Crash], str],
+        metrics: Metrics,
+        per_hour: int = 12,
+    ) -> None:
+        self.directory = directory
+        self.draft = draft
+        self.metrics = metrics
+        self.per_hour = per_hour
+        self._queue: deque[Crash] = deque()
+        self._cond = threading.Condition()
+        self._written: deque[float] = deque()
+        self._stop = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="outbox")
+        directory.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def submit(self, crash: Crash) -> None:
+        """Queue a draft for a new signature (the oldest queued one goes when full)."""
+        with self._cond:
+            if len(self._queue) >= DRAFT_QUEUE:
+                self._queue.popleft()
+                self.metrics.add("kassist_watch_drafts_dropped_total")
+            self._queue.append(crash)
+            self.metrics.add("kassist_watch_drafts_queued_total")
+            self._cond.notify()
+
+    def _allowed(self, now: float) -> bool:
+        while self._written and now - self._written[0] > 3600:
+            self._written.popleft()
+        return len(self._written) < self.per_hour
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if self._stop and not self._queue:
+                    return
+                crash = self._queue.pop()  # newest first
+                if not self._allowed(time.time()):
+                    self.metrics.add("kassist_watch_drafts_dropped_total")
+                    continue
+                self._written.append(time.time())
+                self._busy = True
+            try:
+                self._write(crash)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, crash: Crash) -> None:
+        try:
+            markdown = self.draft(crash)
+        except Exception as exc:  # a drafter's failure never stops the daemon
+            markdown = f"# {crash.title}\n\n(the draft failed: {type(exc).__name__}: {exc})\n"
+        base = self.directory / crash.signature
+        Path(f"{base}.json").write_text(json.dumps(crash.to_dict(), indent=2))
+        Path(f"{base}.md").write_text(markdown)
+        self.metrics.add("kassist_watch_drafts_written_total")
+
+    def drain(self, timeout: float = 300.0) -> None:
+        """Wait until the queue is empty and the draft in hand is written."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._queue or self._busy) and time.monotonic() < deadline:
+                self._cond.wait(0.1)
+
+    def stop(self) -> None:
+        """Finish the queue and stop the thread."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class HookTargets:
+    """Where new signatures are announced: a command (JSON on stdin) and/or a URL (POST)."""
+
+    command: str | None = None
+    url: str | None = None
+
+
+class Hooks:
+    """Deliver each new signature's crash JSON to the hooks, in a thread, with retries."""
+
+    def __init__(self, targets: HookTargets, metrics: Metrics, backoff: float = HOOK_BACKOFF):
+        self.targets = targets
+        self.metrics = metrics
+        self.backoff = backoff
+        self._queue: deque[dict[str, Any]] = deque(maxlen=HOOK_QUEUE)
+        self._cond = threading.Condition()
+        self._stop = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="hooks")
+        self._thread.start()
+
+    @property
+    def enabled(self) -> bool:
+        """Tell whether any hook is configured."""
+        return bool(self.targets.command or self.targets.url)
+
+    def submit(self, doc: dict[str, Any]) -> None:
+        """Queue a delivery (the oldest waiting one goes when the queue is full)."""
+        with self._cond:
+            self._queue.append(doc)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if self._stop and not self._queue:
+                    return
+                doc = self._queue.popleft()
+                self._busy = True
+            try:
+                for deliver in self._deliveries():
+                    self._retry(deliver, json.dumps(doc).encode())
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _deliveries(self) -> list[Callable[[bytes], None]]:
+        out: list[Callable[[bytes], None]] = []
+        if self.targets.command:
+            out.append(self._run_command)
+        if self.targets.url:
+            out.append(self._post)
+        return out
+
+    def _retry(self, deliver: Callable[[bytes], None], body: bytes) -> None:
+        delay = self.backoff
+        for attempt in range(HOOK_TRIES):
+            try:
+                deliver(body)
+            except Exception:
+                if attempt == HOOK_TRIES - 1:
+                    self.metrics.add("kassist_watch_hook_failures_total")
+                    return
+                time.sleep(delay)
+                delay *= 2
+                continue
+            self.metrics.add("kassist_watch_hook_runs_total")
+            return
+
+    def _run_command(self, body: bytes) -> None:
+        assert self.targets.command is not None
+        # The command is the operator's own configuration, run without a shell; the
+        # crash (attacker-influenced text) only ever arrives as data on stdin.
+        import shlex
+
+        proc = subprocess.run(
+            shlex.split(self.targets.command),
+            input=body,
+            capture_output=True,
+            timeout=HOOK_TIMEOUT,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"hook command exited {proc.returncode}")
+
+    def _post(self, body: bytes) -> None:
+        import httpx
+
+        assert self.targets.url is not None
+        resp = httpx.post(
+            self.targets.url,
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=HOOK_TIMEOUT,
+        )
+        resp.raise_for_status()
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait until every queued delivery is done (delivered or failed)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._queue or self._busy) and time.monotonic() < deadline:
+                self._cond.wait(0.1)
+
+    def stop(self) -> None:
+        """Stop the thread after the queue."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)

@@ -1,0 +1,491 @@
+"""``kassist watch``: follow the kernel's logs, triage as lines arrive, store every crash once.
+
+Sources run in reader threads that put records on one queue; the main loop feeds each
+stream's incremental :class:`~assistant.triage.engine.TriageEngine` and stores a crash
+(and a production event) as soon as its report closes: the next header, the end marker,
+or :data:`QUIET_SECONDS` without a line. Nothing slow is on that path: bug report
+drafts and hooks run in their own threads (:mod:`assistant.watch.background`).
+
+Never missed, never twice:
+
+- /dev/kmsg is followed from the saved sequence number of the same boot. The saved point
+  is the oldest line an open report still needs, so a SIGKILL mid-report re-reads that
+  report whole after the restart; records the ring buffer overwrote before they were read
+  are counted (``records_lost``), never silently skipped.
+- The store counts a report once per host and source (its unique key), so a report read
+  again after a restart is not counted again; a crash is stored before the resume point
+  moves past it.
+- pstore files and kdump ``dmesg.*`` files are triaged once each (remembered in the state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.triage.engine import TriageEngine
+from assistant.triage.model import Crash, Event, KernelInfo
+from assistant.triage.signature import signature_of
+from assistant.triage.store import Store, open_store
+from assistant.watch.background import Hooks, HookTargets, Outbox
+from assistant.watch.metrics import Metrics
+from assistant.watch.state import WatchState, boot_id, load_state, save_state
+from probes.errors import ProbeError
+from probes.logs import KmsgStats, LogRecord, iter_kmsg, iter_log_lines, iter_pstore
+from probes.logs.files import kdump_dmesg_files
+
+#: Seconds without a line after which the open reports of a stream close.
+QUIET_SECONDS = 0.5
+#: Seconds between two writes of the resume point when nothing was stored.
+STATE_INTERVAL = 1.0
+#: Seconds the main loop waits for a record before it checks the quiet timers.
+TICK = 0.1
+#: Records waiting between the readers and the main loop at most (back-pressure).
+QUEUE_RECORDS = 100_000
+#: Line numbers -> kmsg sequence numbers kept for the resume point (an open report's span).
+SEQ_MAP = 4096
+#: Lines of a file handed to the engine at once.
+FILE_BATCH_LINES = 4096
+#: Seconds between two retention passes over the store.
+RETENTION_INTERVAL = 3600.0
+_NUMBERS = re.compile(r"\d+")
+_END = object()
+
+
+@dataclass
+class WatchOptions:
+    """How ``kassist watch`` runs.
+
+    :param store: the crash store: a SQLite path, a PostgreSQL URL, or ``None`` (default).
+    :param state_dir: where the resume point lives.
+    :param outbox: where drafts go (``None``: no drafts).
+    :param sources: ``kmsg``, ``pstore``, ``kdump:DIR``, ``file:PATH`` (in order).
+    :param once: read what is there and exit (no following).
+    :param host: the host name recorded with each crash.
+    :param retention_days: drop hits older than this (0: keep).
+    :param metrics_port: serve Prometheus metrics on this loopback port (0: off).
+    :param metrics_file: write them to this node_exporter textfile.
+    """
+
+    store: str | None = None
+    state_dir: Path = Path("/var/lib/kassist")
+    outbox: Path | None = None
+    sources: tuple[str, ...] = ("kmsg", "pstore", "kdump:/var/crash")
+    once: bool = False
+    host: str | None = None
+    drafts_per_hour: int = 12
+    hooks: HookTargets = field(default_factory=HookTargets)
+    retention_days: float = 90.0
+    metrics_port: int = 0
+    metrics_file: Path | None = None
+    quiet_seconds: float = QUIET_SECONDS
+
+
+def event_crash(event: Event, where: str) -> Crash:
+    """Describe a production event as a stored entry: one signature per kind of event.
+
+    The signature comes from the event's type and its title with the numbers taken out
+    (pids, sizes, sectors), so a thousand OOM kills of one service are one signature; the
+    stored text names where the event was read (``where``: a kmsg sequence number or a
+    line), so each occurrence counts once, also when it is read again after a restart.
+    """
+    title = event.title
+    details = json.dumps(event.details, sort_keys=True, default=str)
+    crash = Crash(
+        title=title,
+        type=event.type,
+        report=f"{title}\n{where}\n{details}",
+        start_line=event.start_line,
+        end_line=event.end_line,
+        kernel=KernelInfo(),
+    )
+    crash.signature = signature_of(_NUMBERS.sub("N", title), event.type)
+    return crash
+
+
+class _Stream:
+    """One log stream (kmsg, a pstore file, a kdump file) and its engine."""
+
+    def __init__(self, name: str, quiet: float) -> None:
+        self.name = name
+        self.engine = TriageEngine(name, retain=False, quiet_seconds=quiet)
+        self.seqs: deque[tuple[int, int]] = deque(maxlen=SEQ_MAP)  # (line, seq)
+
+    def where(self, line: int) -> str:
+        """Name a 1-based line of the stream by its kmsg sequence number, else its number."""
+        for number, seq in reversed(self.seqs):
+            if number == line - 1:
+                return f"seq {seq}"
+        return f"line {line}"
+
+    def resume_seq(self, last_seq: int | None) -> int | None:
+        """Return the kmsg sequence number to resume after (see the module doc)."""
+        oldest = self.engine.oldest_needed()
+        if oldest is None:
+            return last_seq
+        for line, seq in self.seqs:
+            if line >= oldest:
+                return seq - 1
+        return last_seq
+
+
+class _Inotify:
+    """New ``dmesg.*`` files under a kdump directory, from inotify (polling without it)."""
+
+    _MASK = 0x00000008 | 0x00000080 | 0x00000100  # IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+
+    def __init__(self, top: Path) -> None:
+        self.top = top
+        self.fd = -1
+        lib = ctypes.util.find_library("c")
+        self._libc = ctypes.CDLL(lib, use_errno=True) if lib else None
+        if self._libc is not None:
+            self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._watched: set[str] = set()
+        self.rewatch()
+
+    def rewatch(self) -> None:
+        """Watch the top directory and each crash directory in it."""
+        if self.fd < 0 or self._libc is None:
+            return
+        dirs = [self.top]
+        with contextlib.suppress(OSError):
+            dirs += [Path(e.path) for e in os.scandir(self.top) if e.is_dir(follow_symlinks=False)]
+        for d in dirs:
+            if str(d) not in self._watched:
+                wd = self._libc.inotify_add_watch(self.fd, str(d).encode(), self._MASK)
+                if wd >= 0:
+                    self._watched.add(str(d))
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for a change (or ``timeout`` seconds); tell whether one came."""
+        import select
+
+        if self.fd < 0:
+            time.sleep(timeout)
+            return True
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return False
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 65536):
+                pass
+        self.rewatch()
+        return True
+
+    def close(self) -> None:
+        """Close the inotify descriptor."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (``Type=notify``) something, when it runs us; otherwise do nothing."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(address)
+        s.sendall(message.encode())
+
+
+class Watcher:
+    """The daemon: readers, engines, the store, the outbox, hooks and metrics.
+
+    :param draft: turns a crash into a bug report's Markdown (run in the outbox thread).
+    """
+
+    def __init__(
+        self,
+        opts: WatchOptions,
+        draft: Callable[[Crash], str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.opts = opts
+        self.log = log or (lambda _m: None)
+        self.metrics = Metrics()
+        self.store: Store = open_store(opts.store)
+        opts.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = opts.state_dir / "watch.json"
+        self.state = load_state(self.state_path)
+        self.boot = boot_id()
+        if self.state.boot != self.boot:
+            self.state = WatchState(boot=self.boot, pstore_done=self.state.pstore_done,
+                                    kdump_done=self.state.kdump_done)  # fmt: skip
+        self.known = {s.signature for s in self.store.signatures()}
+        self.outbox = (
+            Outbox(opts.outbox, draft, self.metrics, opts.drafts_per_hour)
+            if opts.outbox is not None and draft is not None
+            else None
+        )
+        self.hooks = Hooks(opts.hooks, self.metrics)
+        self.queue: queue.Queue[tuple[str, Any]] = queue.Queue(QUEUE_RECORDS)
+        self.stop_event = threading.Event()
+        self.kmsg_stats = KmsgStats()
+        self._lost_reported = 0
+        self._streams: dict[str, _Stream] = {}
+        self._threads: list[threading.Thread] = []
+        self._saved_at = 0.0
+        self._last_seq: int | None = self.state.kmsg_seq
+        self._pruned_at = 0.0
+        self.stored = 0
+        if opts.metrics_port:
+            self._server = self.metrics.serve(opts.metrics_port)
+
+    # -- storing ---------------------------------------------------------------------
+
+    def _store(self, stream: _Stream, crashes: list[Crash]) -> None:
+        events = [event_crash(e, stream.where(e.start_line)) for e in stream.engine.take_events()]
+        if not crashes and not events:
+            return
+        source = stream.name
+        self.store.record(crashes + events, source, self.opts.host)
+        self.stored += len(crashes) + len(events)
+        for c in crashes + events:
+            is_event = c in events
+            counter = "kassist_watch_events_total" if is_event else "kassist_watch_crashes_total"
+            self.metrics.add(counter, kind=c.type)
+            if c.signature not in self.known:
+                self.known.add(c.signature)
+                self.metrics.add("kassist_watch_new_signatures_total")
+                self.log(f"new signature {c.signature}: {c.title}")
+                if self.outbox is not None and not is_event:
+                    self.outbox.submit(c)
+                if self.hooks.enabled:
+                    self.hooks.submit({"schema": "kassist.watch/1", "source": source,
+                                       "host": self.opts.host or socket.gethostname(),
+                                       "crash": c.to_dict()})  # fmt: skip
+
+    def _feed(self, stream: _Stream, text: str, seq: int | None, now: float) -> None:
+        if seq is not None:
+            stream.seqs.append((stream.engine.lines, seq))
+        self._store(stream, stream.engine.feed_line(text, now))
+
+    # -- sources -------------------------------------------------------------------------
+
+    def _reader(self, name: str, records: Callable[[], Iterator[LogRecord]]) -> None:
+        try:
+            for rec in records():
+                self.queue.put((name, rec))
+                if self.stop_event.is_set():
+                    break
+        except ProbeError as exc:
+            self.log(f"{name}: {exc.one_line()}")
+        finally:
+            self.queue.put((name, _END))
+
+    def _start_kmsg(self) -> None:
+        after = self.state.kmsg_seq if self.state.boot == self.boot else None
+
+        def records() -> Iterator[LogRecord]:
+            return iter_kmsg(
+                follow=not self.opts.once,
+                after_seq=after,
+                stats=self.kmsg_stats,
+                stop=self.stop_event.is_set,
+                poll_interval=TICK,
+            )
+
+        self._streams["kmsg"] = _Stream(f"kmsg:{self.boot[:8]}", self.opts.quiet_seconds)
+        self._spawn("kmsg", records)
+
+    def _spawn(self, name: str, records: Callable[[], Iterator[LogRecord]]) -> None:
+        t = threading.Thread(target=self._reader, args=(name, records), daemon=True, name=name)
+        self._threads.append(t)
+        t.start()
+
+    def _triage_file(self, path: Path, source: str) -> None:
+        # A whole file at once: the engine takes it in blocks (its fast path), and a crash
+        # is stored as soon as the block that closes it is read.
+        stream = _Stream(source, self.opts.quiet_seconds)
+        batch: list[str] = []
+        for line in iter_log_lines(str(path)):
+            batch.append(line)
+            if len(batch) >= FILE_BATCH_LINES:
+                self._store(stream, stream.engine.feed_lines(batch))
+                batch = []
+        self._store(stream, stream.engine.feed_lines(batch) + stream.engine.flush())
+
+    def _pstore(self) -> None:
+        directory = Path("/sys/fs/pstore")
+        try:
+            files = sorted(p.name for p in directory.iterdir() if p.name.startswith("dmesg"))
+        except OSError:
+            return
+        todo = [f for f in files if f not in self.state.pstore_done]
+        if not todo:
+            return
+        stream = _Stream("pstore", self.opts.quiet_seconds)
+        now = time.monotonic()
+        with contextlib.suppress(ProbeError):
+            for rec in iter_pstore(str(directory)):
+                self._feed(stream, rec.text, None, now)
+        self._store(stream, stream.engine.flush())
+        self.state.pstore_done = (self.state.pstore_done + todo)[-1000:]
+        self._save(force=True)
+
+    def _kdump_pass(self, top: Path) -> None:
+        try:
+            files = kdump_dmesg_files(top) if top.is_dir() else []
+        except OSError:
+            files = []
+        for path in files:
+            if str(path) in self.state.kdump_done:
+                continue
+            try:
+                self._triage_file(path, f"kdump:{path}")
+            except ProbeError as exc:
+                self.log(f"{path}: {exc.one_line()}")
+            self.state.kdump_done = [*self.state.kdump_done, str(path)][-1000:]
+            self._save(force=True)
+
+    def _kdump_thread(self, top: Path) -> None:
+        watch = _Inotify(top)
+        try:
+            while not self.stop_event.is_set():
+                if watch.wait(1.0):
+                    self.queue.put(("kdump", top))
+        finally:
+            watch.close()
+
+    # -- state -------------------------------------------------------------------------
+
+    def _save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._saved_at < STATE_INTERVAL:
+            return
+        kmsg = self._streams.get("kmsg")
+        if kmsg is not None:
+            self.state.kmsg_seq = kmsg.resume_seq(self._last_seq)
+        self.state.boot = self.boot
+        save_state(self.state_path, self.state)
+        self._saved_at = now
+
+    def _prune(self) -> None:
+        now = time.time()
+        if self.opts.retention_days <= 0 or now - self._pruned_at < RETENTION_INTERVAL:
+            return
+        self._pruned_at = now
+        prune = getattr(self.store, "prune", None)
+        if callable(prune):
+            prune(now - self.opts.retention_days * 86400)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped (or, with ``once``, until every source is drained).
+
+        :return: how many crashes and events were stored.
+        """
+        open_readers = 0
+        for source in self.opts.sources:
+            if source == "kmsg":
+                self._start_kmsg()
+                open_readers += 1
+            elif source == "pstore":
+                self._pstore()
+            elif source.startswith("kdump:"):
+                top = Path(source[6:])
+                self._kdump_pass(top)
+                if not self.opts.once and top.is_dir():
+                    t = threading.Thread(target=self._kdump_thread, args=(top,), daemon=True)
+                    t.start()
+            elif source.startswith("file:"):
+                self._triage_file(Path(source[5:]), source)
+        sd_notify("READY=1")
+        watchdog = _watchdog_interval()
+        last_ping = 0.0
+        try:
+            while not self.stop_event.is_set() and (open_readers or not self.opts.once):
+                try:
+                    name, item = self.queue.get(timeout=TICK)
+                except queue.Empty:
+                    name, item = "", None
+                now = time.monotonic()
+                if item is _END:
+                    open_readers -= 1
+                elif name == "kdump":
+                    self._kdump_pass(item)
+                elif item is not None:
+                    self._record(name, item, now)
+                for stream in self._streams.values():
+                    self._store(stream, stream.engine.poll(now))
+                self._report_lost()
+                self._save()
+                self._prune()
+                if watchdog and now - last_ping >= watchdog:
+                    sd_notify("WATCHDOG=1")
+                    last_ping = now
+            if self.opts.once:
+                for stream in self._streams.values():
+                    self._store(stream, stream.engine.flush())
+        finally:
+            self._save(force=True)
+            self._finish()
+        return self.stored
+
+    def _record(self, name: str, rec: LogRecord, now: float) -> None:
+        stream = self._streams[name]
+        self.metrics.add("kassist_watch_records_read_total")
+        self._feed(stream, rec.text, rec.seq, now)
+        if rec.seq is not None:
+            self._last_seq = rec.seq
+        if self.stored and self.stored != getattr(self, "_saved_stored", -1):
+            self._saved_stored = self.stored
+            self._save(force=True)  # a stored crash moves the resume point at once
+
+    def _report_lost(self) -> None:
+        lost = self.kmsg_stats.lost
+        if lost > self._lost_reported:
+            self.metrics.add("kassist_watch_records_lost_total", lost - self._lost_reported)
+            self.log(f"kmsg: {lost - self._lost_reported} record(s) overwritten before reading")
+            self._lost_reported = lost
+
+    def _finish(self) -> None:
+        self.stop_event.set()
+        if self.outbox is not None:
+            if self.opts.once:
+                self.outbox.drain()
+            self.outbox.stop()
+        if self.opts.once:
+            self.hooks.drain()
+        self.hooks.stop()
+        if self.opts.metrics_file is not None:
+            self.metrics.write_textfile(self.opts.metrics_file)
+        with contextlib.suppress(Exception):
+            self.store.close()
+
+    def stop(self) -> None:
+        """Ask the loop to stop (from a signal handler or another thread)."""
+        self.stop_event.set()
+
+
+def _watchdog_interval() -> float:
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    return int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else 0.0
+
+
+def install_signals(watcher: Watcher) -> None:
+    """Stop cleanly on SIGTERM and SIGINT (the resume point is saved on the way out)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: watcher.stop())
+
+
+__all__ = ["QUIET_SECONDS", "WatchOptions", "Watcher", "event_crash", "install_signals"]

@@ -1,0 +1,154 @@
+"""Helpers for the watch daemon's tests: real oopses for /dev/kmsg, a daemon process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.conftest import DATA, ROOT, require
+
+_STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+
+
+def oops_lines(token: str, marker: int = 0) -> list[str]:
+    """Return a real oops (the Debian 6.1 fixture's), made unique by ``token``, without stamps.
+
+    ``marker`` goes into a line of the report, so that reports of one signature differ.
+    """
+    lines = (DATA / "oops-null-deref-debian-6.1.log").read_text().splitlines()
+    start = next(i for i, x in enumerate(lines) if "BUG: kernel NULL pointer" in x)
+    end = next(i for i, x in enumerate(lines) if "---[ end trace" in x)
+    body = [_STAMP.sub("", x) for x in lines[start : end + 1]]
+    out = [x.replace("kassist_crash_level", f"kassist_w{token}_level") for x in body]
+    out.insert(1, f"kassist_watch_marker: {marker}")
+    return out
+
+
+def require_kmsg_writer() -> None:
+    """Require root and a writable /dev/kmsg."""
+    require(os.geteuid() == 0 and os.access("/dev/kmsg", os.W_OK), "needs root to write /dev/kmsg")
+
+
+@contextlib.contextmanager
+def devkmsg_on() -> Iterator[None]:
+    """Let user space write /dev/kmsg without the default rate limit (restored after)."""
+    path = Path("/proc/sys/kernel/printk_devkmsg")
+    before = path.read_text().strip()
+    path.write_text("on\n")
+    try:
+        yield
+    finally:
+        path.write_text(before + "\n")
+
+
+def kmsg_write(lines: list[str], pause: float = 0.0) -> None:
+    """Write each line as one /dev/kmsg record (level 4)."""
+    fd = os.open("/dev/kmsg", os.O_WRONLY)
+    try:
+        for line in lines:
+            os.write(fd, f"<4>{line}\n".encode())
+            if pause:
+                time.sleep(pause)
+    finally:
+        os.close(fd)
+
+
+class WatchProcess:
+    """``kassist watch`` following /dev/kmsg for real, readiness told by sd_notify."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.tmp = tmp
+        self.db = tmp / "crashes.db"
+        self.state = tmp / "state"
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "watch.log"
+
+    def start(self, timeout: float = 60) -> WatchProcess:
+        notify = self.tmp / f"notify-{time.monotonic_ns()}.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.bind(str(notify))
+            s.settimeout(timeout)
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(notify)}
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "assistant",
+                        "watch",
+                        "--source",
+                        "kmsg",
+                        "--db",
+                        str(self.db),
+                        "--state-dir",
+                        str(self.state),
+                        *self.args,
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    cwd=ROOT,
+                )
+            while True:
+                data = s.recv(4096)
+                if b"READY=1" in data:
+                    break
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL it (no chance to save anything)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        """SIGTERM it and wait."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def rss_kib(self) -> int:
+        """Return its resident memory in KiB."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+
+def stored_count(db: Path, title_part: str) -> int:
+    """Return the stored count of the crashes whose title holds ``title_part``."""
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as c:
+        try:
+            rows = c.execute(
+                "SELECT COALESCE(SUM(count), 0) FROM crashes WHERE title LIKE ?",
+                (f"%{title_part}%",),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return 0
+    return int(rows[0][0])
+
+
+def wait_for(predicate: object, timeout: float) -> bool:
+    """Poll ``predicate()`` until it is true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
