@@ -14,30 +14,34 @@ from pathlib import Path
 
 from assistant.chat.session import Turn
 from assistant.config import user_state_dir
+from assistant.db import Migration, Schema, migrate
 from assistant.errors import InputError, KassistError
 
-#: Numbered migrations: (version, statements). Never edit one that has shipped.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+#: The chat history's numbered migrations. Append only: never edit one that has shipped.
+SCHEMA = Schema(
+    "the chat history",
     (
-        1,
-        (
-            """CREATE TABLE IF NOT EXISTS conversations (
-                id      INTEGER PRIMARY KEY AUTOINCREMENT,
-                started REAL NOT NULL,
-                title   TEXT NOT NULL
-            )""",
-            """CREATE TABLE IF NOT EXISTS turns (
-                id           INTEGER PRIMARY KEY AUTOINCREMENT,
-                conversation INTEGER NOT NULL REFERENCES conversations(id),
-                asked        REAL NOT NULL,
-                question     TEXT NOT NULL,
-                action       TEXT NOT NULL,
-                args         TEXT NOT NULL,
-                answer       TEXT NOT NULL,
-                notice       TEXT NOT NULL,
-                proposed     TEXT NOT NULL
-            )""",
-            "CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns(conversation, id)",
+        Migration(
+            1,
+            (
+                """CREATE TABLE IF NOT EXISTS conversations (
+                    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                    started REAL NOT NULL,
+                    title   TEXT NOT NULL
+                )""",
+                """CREATE TABLE IF NOT EXISTS turns (
+                    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                    conversation INTEGER NOT NULL REFERENCES conversations(id),
+                    asked        REAL NOT NULL,
+                    question     TEXT NOT NULL,
+                    action       TEXT NOT NULL,
+                    args         TEXT NOT NULL,
+                    answer       TEXT NOT NULL,
+                    notice       TEXT NOT NULL,
+                    proposed     TEXT NOT NULL
+                )""",
+                "CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns(conversation, id)",
+            ),
         ),
     ),
 )
@@ -58,32 +62,10 @@ class ConversationRow:
     turns: int
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    newest = MIGRATIONS[-1][0]
-    if version > newest:
-        raise KassistError(
-            f"the chat history is at schema {version}, newer than this kassist ({newest})",
-            "upgrade kassist",
-        )
-    for number, statements in MIGRATIONS:
-        if number <= version:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for sql in statements:
-                db.execute(sql)
-            db.execute(f"PRAGMA user_version = {number:d}")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-
 class ChatHistory:
     """An open chat history; :meth:`start` begins a conversation, :meth:`record` adds turns.
 
-    :raises KassistError: the file cannot be opened.
+    :raises KassistError: the file cannot be opened, or its schema is newer than this kassist.
     """
 
     def __init__(self, path: Path | None = None) -> None:
@@ -92,7 +74,7 @@ class ChatHistory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode = WAL")
-            _migrate(self._db)
+            migrate(self._db, SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise KassistError(
                 f"cannot open the chat history {self.path}: {exc}",

@@ -411,7 +411,7 @@ def _logs(args: LogsArgs, ctx: Context) -> ToolResult:
 def _vmcore(args: PathArgs, ctx: Context) -> ToolResult:
     from assistant.vmcore import analyse_target, open_target, triage_analysis
 
-    target = open_target(os.path.expanduser(args.path), quiet=True)
+    target = open_target(os.path.expanduser(args.path))
     result = triage_analysis(analyse_target(target, with_locals=False))
     titles = [f"- `{c.title}` sig `{c.signature}`" for c in result.crashes]
     text = f"vmcore `{args.path}`: {len(result.crashes)} crash(es)\n" + "\n".join(titles)
