@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -108,8 +109,10 @@ class AgentProcess:
         policy: Path | None = None,
         args: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.tmp = tmp
+        self.nofile = nofile
         self.netns = netns
         self.socket = tmp / "agent.sock"
         self.audit = tmp / "audit.jsonl"
@@ -151,7 +154,12 @@ class AgentProcess:
         """Start the agent and wait until its socket accepts connections."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), env={**self.env, **(env or {})}, stdout=log, stderr=log, cwd=ROOT
+                self.command(),
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
+                preexec_fn=self._limits if self.nofile else None,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -169,6 +177,11 @@ class AgentProcess:
             # The safety check: the agent must be in the private namespace, never the host's.
             assert os.readlink(f"/proc/{self.proc.pid}/ns/net") == self.netns.ident
         return self
+
+    def _limits(self) -> None:
+        # The open-file limit a unit without LimitNOFILE would give, scaled down for a test.
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def wait_dead(self, timeout: float = 10) -> int:
         """Wait for the agent to exit and return its status."""
