@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,8 +49,10 @@ def write_sysctl_conf(path: Path, changes: Sequence[tuple[int, Change]]) -> bool
             path.unlink()
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    # mkstemp: O_EXCL and a fresh name, so a planted symlink is never written through.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    os.fchmod(fd, 0o644)  # sysctl.d files are world-readable, as systemd-sysctl expects
     with os.fdopen(fd, "w") as fh:
         fh.write(render_sysctl_conf(changes))
         fh.flush()

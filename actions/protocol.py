@@ -51,8 +51,10 @@ def decode_entry(line: bytes) -> dict[str, Any]:
     """
     try:
         doc = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Malformed(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise Malformed("JSON nested too deeply") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of > 4300 digits
+        raise Malformed(f"not JSON ({str(exc)[:120]})") from None
     if not isinstance(doc, dict):
         raise Malformed("a submission must be a JSON object")
     user_data = doc.get("user_data")
@@ -60,7 +62,30 @@ def decode_entry(line: bytes) -> dict[str, Any]:
         raise Malformed("user_data (a string or an integer) is required")
     if isinstance(user_data, str) and len(user_data) > 128:
         raise Malformed("user_data longer than 128 characters")
+    if isinstance(user_data, int) and not -(2**63) <= user_data < 2**63:
+        raise Malformed("user_data out of range (a 64-bit integer)")
+    if _depth(doc) > MAX_DEPTH:
+        raise Malformed(f"entry nested deeper than {MAX_DEPTH} levels")
     return doc
+
+
+#: The deepest nesting of arrays and objects an entry may have.
+MAX_DEPTH = 16
+
+
+def _depth(doc: object) -> int:
+    # Iterative, so that no depth the decoder accepted can overflow the stack here.
+    deepest = 0
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in node)
+    return deepest
 
 
 def encode(entry: dict[str, Any]) -> bytes:

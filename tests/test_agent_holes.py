@@ -177,8 +177,11 @@ def test_connections_past_the_cap_are_refused_clearly(tmp_path: Path) -> None:
             conns.append(RawConnection(agent.socket, timeout=10))
         refusals = []
         for c in conns[-20:]:
-            c.send({"op": "status", "user_data": 1})
-            refusals.append(c.read())
+            c.sock.settimeout(2)
+            try:
+                refusals.append(c.read())  # a refusal comes unasked, then the close
+            except TimeoutError:
+                refusals.append(None)
         refused = [r for r in refusals if r is not None and r["verdict"] == "refused"]
         assert refused, refusals
         assert refused[0]["errors"][0]["rule"] == "busy"
@@ -301,7 +304,8 @@ def test_a_failed_restore_ends_cleanly_and_can_be_retried(tmp_path: Path, roots:
         fin.unlink()
         fin.mkdir()  # reads and writes of the key now fail (EISDIR)
         back = _plain(agent.rollback(WHO, 1))
-        assert not back["ok"] and back["verdict"] == "failed"
+        assert not back["ok"] and back["verdict"] in ("refused", "failed"), back
+        assert "net.ipv4.tcp_fin_timeout" in json.dumps(back["errors"])
         cs = _plain(agent.history(1))["changeset"]
         assert cs["state"] != "rolling_back", cs["state"]
         assert (roots.proc_sys / "net/core/somaxconn").read_text().strip() == "8192"
@@ -410,7 +414,7 @@ def test_malformed_input_gets_its_completion_and_keeps_earlier_ones(
 def test_a_crash_before_the_persist_file_is_written_is_finished_on_restart(
     tmp_path: Path,
 ) -> None:
-    agent, proc_sys = _fake_agent(tmp_path)
+    agent, _ = _fake_agent(tmp_path)
     agent.start(env={"KASSIST_AGENT_FAULT": "verified"})
     conn = RawConnection(agent.socket, timeout=30)
     conn.send({"op": "apply", "user_data": 1, "recommendations": rec("net.core.somaxconn", 8192),
