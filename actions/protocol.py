@@ -50,7 +50,8 @@ def decode_entry(line: bytes) -> dict[str, Any]:
     :raises Malformed: not UTF-8 JSON, not an object, or no usable ``user_data``.
     """
     try:
-        doc = json.loads(line)
+        # Strictly UTF-8: json.loads(bytes) would also take UTF-16, UTF-32 and a BOM.
+        doc = json.loads(line.decode("utf-8"))
     except RecursionError:
         raise Malformed("JSON nested too deeply") from None
     except ValueError as exc:  # not UTF-8, not JSON, or an integer of > 4300 digits
