@@ -3,10 +3,11 @@ private network namespace, while the agent is SIGKILLed at random moments and re
 
 Afterwards, and after one more SIGKILL and restart: every key holds what the journal
 says (the value of the change that manages it, else the snapshot of the last changeset
-that touched it), no changeset is in flight, nothing was overridden, and every refusal
+rolled back last), no changeset is in flight, nothing was overridden, and every refusal
 a client received was audited. The killer restarts the agent lingering 20 ms at one
-step of every apply or rollback, so that kills land inside them. The counts are printed. ``KASSIST_SOAK_SECONDS`` sets
-how long the clients run (default 75 s, to keep CI within its budget).
+step of every apply or rollback, so that kills land inside them. The counts are
+printed. ``KASSIST_SOAK_SECONDS`` sets how long the clients run (default 75 s, to keep
+CI within its budget).
 """
 
 from __future__ import annotations
