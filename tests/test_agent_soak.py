@@ -2,8 +2,8 @@
 private network namespace, while the agent is SIGKILLed at random moments and restarted.
 
 Afterwards, and after one more SIGKILL and restart: every key holds what the journal
-says (the value of the change that manages it, else the snapshot of the last changeset
-rolled back last), no changeset is in flight, nothing was overridden, and every refusal
+says (the value of the change that manages it, else the snapshot of the change rolled
+back last), no changeset is in flight, nothing was overridden, and every refusal
 a client received was audited. The killer restarts the agent lingering 20 ms at one
 step of every apply or rollback, so that kills land inside them. The counts are
 printed. ``KASSIST_SOAK_SECONDS`` sets how long the clients run (default 75 s, to keep
