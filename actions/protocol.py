@@ -8,14 +8,18 @@ back in another order: match them by ``user_data``. ``errors`` is a list of
 the user, e.g. a key someone else overrode), ``auto_approve`` (validate),
 ``status`` (status) and ``changesets`` (history, rollback since). A line that
 is not a submission at all gets one completion with ``user_data: null`` and
-verdict ``malformed``, then the connection is closed.
+verdict ``malformed`` (after every earlier completion), then the connection is
+closed; so does a connection over the agent's caps, with verdict ``refused`` and rule
+``busy``. Entries are UTF-8 JSON objects nested at most :data:`MAX_DEPTH` deep.
+Completions are typed on both sides: :class:`actions.model.Completion`.
 
 =========  ===========================================  ============================
 op         fields                                       verdicts
 =========  ===========================================  ============================
 validate   ``recommendations``: object or list          valid, rejected
 apply      ``recommendations``, ``persist`` (bool)      verified, rejected, failed
-rollback   ``id`` (int) or ``since`` (epoch seconds)    rolled_back, refused, failed
+rollback   ``id`` (int) or ``since`` (epoch seconds)    rolled_back, partly_rolled_back,
+                                                        not_restored, refused, failed
 status     —                                            ok
 history    ``id`` (int), ``limit`` (int), ``since``     ok, not_found
 =========  ===========================================  ============================
