@@ -10,8 +10,10 @@ import errno
 import json
 import os
 import resource
+import shutil
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from actions.knobs import Roots
 from actions.policy import load_policy, policy_from_dict
 from actions.server import AgentServer, ServerSettings
 from tests.agent_support import AgentProcess, NetNS, RawConnection, fake_roots, rec, require_netns
-from tests.conftest import run_kassist
+from tests.conftest import require, run_kassist
 
 WHO = {"uid": 0, "gid": 0, "pid": 1, "user": "root"}
 
@@ -525,5 +527,32 @@ def test_a_socket_path_that_is_not_a_socket_is_never_deleted(tmp_path: Path, roo
         server = AgentServer(agent, ServerSettings(stale, group=None), log=lambda _: None)
         server._bind().close()
         assert stat.S_ISSOCK(os.lstat(stale).st_mode)
+    finally:
+        agent.close()
+
+
+def test_a_restore_the_kernel_refuses_puts_back_what_it_wrote(tmp_path: Path, roots: Roots) -> None:
+    # An immutable file (chattr +i) reads but refuses writes even to root: the second
+    # restore of the rollback fails after the first one was written.
+    require(shutil.which("chattr") is not None, "needs chattr (e2fsprogs)")
+    agent = _in_process(tmp_path, roots)
+    som = roots.proc_sys / "net/core/somaxconn"
+    fin = roots.proc_sys / "net/ipv4/tcp_fin_timeout"
+    try:
+        recs = [rec("net.core.somaxconn", 8192), rec("net.ipv4.tcp_fin_timeout", 30, id="r2")]
+        assert _plain(agent.apply(recs, WHO))["ok"]
+        locked = subprocess.run(["chattr", "+i", str(som)], capture_output=True, check=False)
+        require(locked.returncode == 0, f"chattr +i not supported here: {locked.stderr!r}")
+        try:
+            back = _plain(agent.rollback(WHO, 1))
+        finally:
+            subprocess.run(["chattr", "-i", str(som)], check=True)
+        assert not back["ok"] and back["verdict"] == "failed", back
+        assert "the rollback was undone" in back["errors"][0]["message"]
+        assert back["changeset"]["state"] == "verified"
+        assert (som.read_text().strip(), fin.read_text().strip()) == ("8192", "30")
+        again = _plain(agent.rollback(WHO, 1))
+        assert again["ok"] and again["verdict"] == "rolled_back", again
+        assert (som.read_text().strip(), fin.read_text().strip()) == ("4096", "60")
     finally:
         agent.close()
