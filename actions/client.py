@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import select
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ class AgentClient:
         self._buf = b""
         self._pending: dict[object, Completion] = {}
         self._ids = itertools.count(1)
+        self._inflight = 0  # submissions sent whose completion has not been read
 
     def __enter__(self) -> AgentClient:
         self.connect()
@@ -73,15 +75,35 @@ class AgentClient:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._buf = b""
+        self._inflight = 0
 
     def send(self, op: str, **fields: Any) -> object:
-        """Send one submission without waiting; return its user_data."""
+        """Send one submission without waiting; return its user_data.
+
+        A connection the agent closed while it was idle (its idle timeout) is opened
+        again first; one with submissions in flight never is.
+        """
+        if self._sock is not None and not self._pending_any() and self._closed_by_agent():
+            self.close()
         if self._sock is None:
             self.connect()
         assert self._sock is not None
         user_data = fields.pop("user_data", None) or f"c{next(self._ids)}"
         self._sock.sendall(encode({"op": op, "user_data": user_data, **fields}))
+        self._inflight += 1
         return user_data
+
+    def _pending_any(self) -> bool:
+        return bool(self._pending) or self._inflight > 0
+
+    def _closed_by_agent(self) -> bool:
+        assert self._sock is not None
+        try:
+            ready, _, _ = select.select([self._sock], [], [], 0)
+            return bool(ready) and self._sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def wait(self, user_data: object) -> Completion:
         """Wait for the completion of one submission (others are kept for later).
@@ -94,6 +116,7 @@ class AgentClient:
                 message = "; ".join(e.message for e in entry.errors)
                 raise AgentUnavailable(f"the agent refused: {message or entry.verdict}")
             self._pending[entry.user_data] = entry
+            self._inflight = max(0, self._inflight - 1)
         return self._pending.pop(user_data)
 
     def _read_entry(self) -> Completion:

@@ -8,6 +8,7 @@ is removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import time
@@ -30,7 +31,7 @@ def render_sysctl_conf(changes: Sequence[tuple[int, Change]], now: float | None 
     ids = sorted({cs_id for cs_id, _ in latest.values()})
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     lines = [
-        "# Written by the kassist agent; do not edit: roll back with `kassist agent rollback`.",
+        f"{HEADER}; do not edit: roll back with `kassist agent rollback`.",
         f"# Changesets: {', '.join(str(i) for i in ids)}",
         f"# Updated: {stamp}",
     ]
@@ -38,12 +39,34 @@ def render_sysctl_conf(changes: Sequence[tuple[int, Change]], now: float | None 
     return "\n".join(lines) + "\n"
 
 
+HEADER = "# Written by the kassist agent"
+
+
+def _ours(path: Path) -> bool:
+    # Absent, or a regular file that starts with the agent's header (never a symlink).
+    try:
+        if path.is_symlink() or not path.is_file():
+            return not path.exists() and not path.is_symlink()
+        with path.open("rb") as fh:
+            return fh.read(len(HEADER)).decode("ascii", "replace") == HEADER
+    except OSError:
+        return False
+
+
 def write_sysctl_conf(path: Path, changes: Sequence[tuple[int, Change]]) -> bool:
     """Rewrite ``path`` atomically, or remove it when there is nothing to persist.
 
+    A file there that the agent did not write (no header: an operator's own) is never
+    replaced nor removed.
+
     :return: whether the file now exists.
-    :raises OSError: the directory is not writable.
+    :raises OSError: the directory is not writable, or the file is not the agent's
+        (``EEXIST``).
     """
+    if not _ours(path):
+        raise FileExistsError(
+            errno.EEXIST, "not written by kassist (no header); refusing to replace it", str(path)
+        )
     if not changes:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

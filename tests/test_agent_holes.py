@@ -556,3 +556,34 @@ def test_a_restore_the_kernel_refuses_puts_back_what_it_wrote(tmp_path: Path, ro
         assert (som.read_text().strip(), fin.read_text().strip()) == ("4096", "60")
     finally:
         agent.close()
+
+
+def test_an_operators_own_sysctl_conf_is_never_replaced(tmp_path: Path, roots: Roots) -> None:
+    agent = _in_process(tmp_path, roots)
+    conf = tmp_path / "90-kassist.conf"
+    conf.write_text("net.core.somaxconn = 1024\n")  # the operator's, not the agent's
+    try:
+        done = _plain(agent.apply(rec("net.core.somaxconn", 8192), WHO, persist=True))
+        assert done["ok"], done
+        assert any("refusing to replace it" in n for n in done["notices"]), done["notices"]
+        assert conf.read_text() == "net.core.somaxconn = 1024\n"
+        assert _plain(agent.rollback(WHO, 1))["ok"]
+        assert conf.read_text() == "net.core.somaxconn = 1024\n"
+    finally:
+        agent.close()
+
+
+def test_the_client_reconnects_after_the_agents_idle_timeout(tmp_path: Path) -> None:
+    from actions.client import AgentClient
+
+    agent, _ = _fake_agent(tmp_path)
+    agent.args = (*agent.args, "--idle-timeout", "0.5")
+    agent.start()
+    try:
+        with AgentClient(agent.socket, timeout=10) as client:
+            assert client.status().ok
+            time.sleep(1.5)  # the agent closes the idle connection
+            assert client.status().ok
+        assert any(e["event"] == "start" for e in agent.audit_events())
+    finally:
+        agent.stop()
