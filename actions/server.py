@@ -228,15 +228,24 @@ class AgentServer:
 
     async def _watch_overrides(self) -> None:
         loop = asyncio.get_running_loop()
+        failed = ""
         while True:
             await asyncio.sleep(self.settings.override_interval)
-            for notice in await loop.run_in_executor(
-                self._writer_thread, self.agent.check_overrides
-            ):
-                self.log(notice)
-            # On its own thread and connection: a passive checkpoint (the journal's only
-            # fsync) never holds up an apply queued on the writer thread.
-            await loop.run_in_executor(self._maintenance, self.agent.journal.checkpoint)
+            try:
+                for notice in await loop.run_in_executor(
+                    self._writer_thread, self.agent.check_overrides
+                ):
+                    self.log(notice)
+                # On its own thread and connection: a passive checkpoint (the journal's
+                # only fsync) never holds up an apply queued on the writer thread.
+                await loop.run_in_executor(self._maintenance, self.agent.journal.checkpoint)
+                failed = ""
+            except Exception as exc:  # the watch goes on: a failed check is retried
+                why = f"{type(exc).__name__}: {exc}"
+                if why != failed:  # said once, not every interval
+                    self.log(f"override check failed ({why}); retrying")
+                    self.agent.audit.record("internal-error", where="override-check", error=why)
+                failed = why
 
     # --- connections ------------------------------------------------------------------
 
