@@ -1,8 +1,9 @@
 """A protocol fuzzer: hypothesis writes entries to a real agent, on one connection and across
 several at once, split into chunks at random and interleaved.
 
-Entries vary in nesting, types, sizes and encodings: well-formed envelopes with random
-ops and fields (and real recommendations, so that changes are applied and rolled back),
+Entries vary in nesting, types, sizes (up to and past the 64 KiB line limit) and
+encodings (UTF-8, invalid UTF-8, a BOM, UTF-16): well-formed envelopes with random ops
+and fields (and real recommendations, so that changes are applied and rolled back),
 and lines that are not submissions at all (not JSON, not UTF-8, a BOM, not an object, no
 usable ``user_data``, nested too deeply, integers too long to decode). The property:
 
@@ -124,6 +125,10 @@ def good_entry(draw: st.DrawFn) -> dict[str, Any]:
         entry[draw(st.sampled_from(["id", "limit", "since"]))] = draw(json_leaf)
     if draw(st.integers(0, 9)) == 0:
         entry[draw(st.text(max_size=8))] = draw(json_value)
+    if draw(st.integers(0, 14)) == 0:  # large, still under the 64 KiB line limit
+        entry["pad" if op not in ("validate", "apply") else "recommendations"] = "x" * draw(
+            st.integers(1000, 60000)
+        )
     return entry
 
 
@@ -143,6 +148,10 @@ bad_line = st.one_of(
         lambda n: b'{"op":"status","user_data":' + b"7" * n + b"}"
     ),
     st.just(b'\xef\xbb\xbf{"op":"status","user_data":1}'),
+    st.just('{"op":"status","user_data":1}'.encode("utf-16")),
+    st.integers(65536, 200000).map(
+        lambda n: b'{"op":"status","user_data":1,"x":"' + b"y" * n + b'"}'
+    ),
     st.just(b'{"op":"status","user_data":"\xff\xfe"}'),
     st.text(min_size=129, max_size=300).map(
         lambda u: json.dumps({"op": "status", "user_data": u}).encode()
