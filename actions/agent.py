@@ -506,9 +506,12 @@ class Agent:
         self._step("rolling_back", cs_id)
         return self._finish_rollback(cs, plan, who)
 
-    def _rollback_plan(self, cs: Changeset) -> dict[int, str] | list[Rejected]:
+    def _rollback_plan(
+        self, cs: Changeset, invariants: bool = True
+    ) -> dict[int, str] | list[Rejected]:
         # Read every key the rollback would restore: seq -> its current value, or the
-        # refusals (a key that cannot be read, a state that would break an invariant).
+        # refusals (a key that cannot be read, a state that would break an invariant;
+        # recovery finishes a rollback whose state was checked before the crash).
         current: dict[int, str] = {}
         errors: list[Rejected] = []
         for seq, c in enumerate(cs.changes):
@@ -524,8 +527,8 @@ class Agent:
                         f"cannot be read ({_why(exc)}); nothing was rolled back",
                     )
                 )
-        if errors:
-            return errors
+        if errors or not invariants:
+            return errors or current
         proposed = {
             c.target: parse_ints(c.old)
             for seq, c in enumerate(cs.changes)
@@ -716,7 +719,7 @@ class Agent:
                 who = {"agent": "recovery"}
                 errors: list[str] = []
                 if cs.state == "rolling_back":
-                    plan = self._rollback_plan(cs)
+                    plan = self._rollback_plan(cs, invariants=False)
                     if isinstance(plan, list):
                         errors = [str(e) for e in plan]
                         self.journal.set_state(cs.id, "verified", error="; ".join(errors))
