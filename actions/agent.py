@@ -1,15 +1,16 @@
 """The agent's core: validate, apply, verify, journal, roll back, yield to the admin.
 
 :class:`Agent` is what the daemon calls for each submission; it is also usable
-in-process. Every operation returns a *result* ``{ok, verdict, errors, changeset,
-notices}`` (the completion, less ``user_data``). Mutating operations hold one
+in-process. Every operation returns a typed *result*, a
+:class:`~actions.model.Completion` (``ok, verdict, errors, changeset, notices``, less
+``user_data``). Mutating operations hold one
 lock: changesets apply one at a time.
 
 Test-only fault injection: ``KASSIST_AGENT_FAULT=<step>`` makes the agent SIGKILL
 itself when it reaches ``step`` (``validated``, ``applying``, ``write:<i>``,
-``applied``, ``verified``, ``rolling_back``, ``undo:<i>``), so tests can check that
-a restarted agent leaves every key consistent; ``pause:<step>`` sleeps there instead
-(``KASSIST_AGENT_PAUSE`` seconds, default 1).
+``applied``, ``verified``, ``rolling_back``, ``undo:<i>``, ``rolled_back``), so tests
+can check that a restarted agent leaves every key consistent; ``pause:<step>`` sleeps
+there instead (``KASSIST_AGENT_PAUSE`` seconds, default 1).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from actions.model import (
     OverriddenKey,
     parse_recommendations,
 )
-from actions.persist import write_sysctl_conf
+from actions.persist import persisted_keys, write_sysctl_conf
 from actions.policy import Policy
 from actions.validate import (
     Planned,
@@ -608,6 +609,7 @@ class Agent:
             self.journal.set_change_state(cs.id, seq, "rolled_back")
             self.journal.unsupersede(c.kind, c.target, cs.id)
         self.journal.set_state(cs.id, "rolled_back")
+        self._step("rolled_back", cs.id)
         if cs.persist:
             self._persist(cs.id)
         verdict = "rolled_back"
@@ -750,13 +752,18 @@ class Agent:
 
     def _finish_persist(self) -> list[str]:
         # Idempotent: every verified changeset that asked to persist and has no
-        # "persisted" event is persisted now (a crash between verified and the file).
+        # "persisted" event is persisted now (a crash between verified and the file),
+        # and a file that no longer says what the journal does (a crash between a
+        # rollback and the file) is rewritten.
         pending = self.journal.unpersisted()
-        if not pending:
-            return []
         for cs_id in pending:
             self._persist(cs_id)
-        return [f"changeset {cs_id}: persisted" for cs_id in pending]
+        done = [f"changeset {cs_id}: persisted" for cs_id in pending]
+        wanted = {c.target: c.new for _, c in self.journal.persisted()}
+        stale = not pending and persisted_keys(self.paths.sysctl_conf) != wanted
+        if stale and not self._write_persisted(None):
+            done.append(f"{self.paths.sysctl_conf}: rewritten from the journal")
+        return done
 
     def _reads(self, c: Change, value: str) -> bool:
         try:

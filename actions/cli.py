@@ -56,8 +56,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--entry-timeout", type=float, default=5.0, help=argparse.SUPPRESS)
     serve.add_argument("--idle-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
     serve.add_argument("--override-interval", type=float, default=5.0, help=argparse.SUPPRESS)
-    serve.add_argument("--max-connections", type=int, default=256, help="connections open at once")
-    serve.add_argument("--max-per-peer", type=int, default=64, help="connections per user")
+    serve.add_argument(
+        "--max-connections", type=int, default=256, metavar="N", help="connections open at once"
+    )
+    serve.add_argument(
+        "--max-per-peer", type=int, default=64, metavar="N", help="connections per user (uid)"
+    )
     return top
 
 

@@ -53,6 +53,21 @@ def _ours(path: Path) -> bool:
         return False
 
 
+def persisted_keys(path: Path) -> dict[str, str]:
+    """Return the ``key = value`` lines of the file (empty when it is absent or unreadable)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
 def write_sysctl_conf(path: Path, changes: Sequence[tuple[int, Change]]) -> bool:
     """Rewrite ``path`` atomically, or remove it when there is nothing to persist.
 

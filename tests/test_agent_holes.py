@@ -587,3 +587,26 @@ def test_the_client_reconnects_after_the_agents_idle_timeout(tmp_path: Path) -> 
         assert any(e["event"] == "start" for e in agent.audit_events())
     finally:
         agent.stop()
+
+
+def test_a_crash_between_a_rollback_and_the_persist_file_is_finished_on_restart(
+    tmp_path: Path,
+) -> None:
+    agent, _ = _fake_agent(tmp_path)
+    agent.start()
+    done = _call(agent, "apply", recommendations=rec("net.core.somaxconn", 8192), persist=True)
+    assert done["ok"] and "net.core.somaxconn = 8192" in agent.conf.read_text()
+    agent.stop()
+    agent.start(env={"KASSIST_AGENT_FAULT": "rolled_back"})
+    conn = RawConnection(agent.socket, timeout=30)
+    conn.send({"op": "rollback", "user_data": 1, "id": 1})
+    assert conn.read() is None  # killed between the journal and the file
+    conn.close()
+    agent.wait_dead()
+    assert "net.core.somaxconn = 8192" in agent.conf.read_text()  # stale
+    agent.start()
+    try:
+        assert not agent.conf.exists()  # nothing is persisted any more
+        assert _call(agent, "history", id=1)["changeset"]["state"] == "rolled_back"
+    finally:
+        agent.stop()
