@@ -1,15 +1,16 @@
 """The agent's core: validate, apply, verify, journal, roll back, yield to the admin.
 
 :class:`Agent` is what the daemon calls for each submission; it is also usable
-in-process. Every operation returns a *result* ``{ok, verdict, errors, changeset,
-notices}`` (the completion, less ``user_data``). Mutating operations hold one
+in-process. Every operation returns a typed *result*, a
+:class:`~actions.model.Completion` (``ok, verdict, errors, changeset, notices``, less
+``user_data``). Mutating operations hold one
 lock: changesets apply one at a time.
 
 Test-only fault injection: ``KASSIST_AGENT_FAULT=<step>`` makes the agent SIGKILL
 itself when it reaches ``step`` (``validated``, ``applying``, ``write:<i>``,
-``applied``, ``verified``, ``rolling_back``, ``undo:<i>``), so tests can check that
-a restarted agent leaves every key consistent; ``pause:<step>`` sleeps there instead
-(``KASSIST_AGENT_PAUSE`` seconds, default 1).
+``applied``, ``verified``, ``rolling_back``, ``undo:<i>``, ``rolled_back``), so tests
+can check that a restarted agent leaves every key consistent; ``pause:<step>`` sleeps
+there instead (``KASSIST_AGENT_PAUSE`` seconds, default 1).
 """
 
 from __future__ import annotations
@@ -27,33 +28,58 @@ from typing import Any
 from actions.audit import Audit
 from actions.errors import Rejected
 from actions.journal import UNFINISHED, Journal
-from actions.knobs import Knob, Roots, resolve
-from actions.model import RISKS, Change, Changeset, parse_recommendations
-from actions.persist import write_sysctl_conf
+from actions.knobs import KINDS, Knob, Roots, resolve
+from actions.model import (
+    RISKS,
+    AgentStatus,
+    Change,
+    Changeset,
+    Completion,
+    ErrorEntry,
+    ManagedKey,
+    OverriddenKey,
+    parse_recommendations,
+)
+from actions.persist import persisted_keys, write_sysctl_conf
 from actions.policy import Policy
-from actions.validate import Planned, validate, values_equal
+from actions.validate import (
+    Planned,
+    invariant_errors,
+    order_writes,
+    parse_ints,
+    validate,
+    values_equal,
+)
 
 FAULT_ENV = "KASSIST_AGENT_FAULT"
 #: The window of the rate rule (``max_changes_per_hour``), in seconds.
 RATE_WINDOW = 3600.0
-Result = dict[str, Any]
+#: An operation's result: the completion, less its ``user_data``.
+Result = Completion
 
 
 def result(
     ok: bool,
     verdict: str,
     errors: Sequence[Rejected] = (),
-    changeset: dict[str, Any] | None = None,
+    changeset: Changeset | None = None,
     **extra: Any,
 ) -> Result:
     """Build an operation's result (a completion without its ``user_data``)."""
-    return {
-        "ok": ok,
-        "verdict": verdict,
-        "errors": [e.to_dict() for e in errors],
-        "changeset": changeset,
+    return Completion(
+        ok=ok,
+        verdict=verdict,
+        errors=[ErrorEntry(e.rule, e.target, str(e)) for e in errors],
+        changeset=changeset,
         **extra,
-    }
+    )
+
+
+def _why(exc: Exception) -> str:
+    # An OSError's own words (strerror), or a refusal's line.
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,7 @@ class Agent:
         self._fault = os.environ.get(FAULT_ENV, "")
         self._recent_lock = threading.Lock()
         self._recent: dict[tuple[str, str], deque[float]] = {}
+        self._unreadable_keys: set[str] = set()
         for kind, key, when in self.journal.recent_times(RATE_WINDOW):
             self._recent.setdefault((kind, key), deque()).append(when)
 
@@ -164,11 +191,7 @@ class Agent:
             errors=[str(e) for e in errors],
             targets=[p.knob.key for p in planned],
         )
-        diff = {
-            "id": 0,
-            "state": "validated" if not errors else "rejected",
-            "changes": [p.diff() for p in planned],
-        }
+        diff = Changeset(0, "validated", time.time(), [p.diff() for p in planned])
         return result(
             not errors,
             verdict,
@@ -217,11 +240,15 @@ class Agent:
         for c in changes:
             self._count_change(c.kind, c.target)
         self.audit.record("verdict", op="apply", who=who, verdict="valid", changeset=cs_id)
+        self._audit_baseline_overrides(cs_id, planned)
         self._step("validated", cs_id)
         self.journal.set_state(cs_id, "applying")
         self._step("applying", cs_id)
         failure: Rejected | None = None
-        for i, p in enumerate(planned):
+        order = order_writes(
+            {p.knob.key: p.old for p in planned}, [(p.knob.key, p.new) for p in planned], self.roots
+        )
+        for i, p in enumerate(planned[j] for j in order):
             try:
                 p.knob.write(p.new)
             except OSError as exc:
@@ -284,7 +311,7 @@ class Agent:
             c.state = "verified"
         now = time.time()
         done = Changeset(cs_id, "verified", created, changes, who, persist, now)
-        return result(True, "verified", (), done.to_dict(), notices=notices)
+        return result(True, "verified", (), done, notices=notices)
 
     def _verify(self, cs_id: int, planned: Sequence[Planned]) -> Rejected | None:
         for p in planned:
@@ -306,19 +333,35 @@ class Agent:
         return None
 
     def _undo(self, cs_id: int, changes: Sequence[Change]) -> list[str]:
-        # Restore every key of a failed or interrupted changeset to its snapshot, last first.
+        # Restore every key of a failed or interrupted changeset to its snapshot, in an
+        # order whose every intermediate state keeps the invariants.
         errors: list[str] = []
-        for c in reversed(changes):
+        current: dict[str, str] = {}
+        for c in changes:
+            try:
+                current[c.target] = self._knob(c).read()
+            except (OSError, Rejected) as exc:
+                current[c.target] = ""
+                errors.append(f"{c.target}: could not read it ({_why(exc)})")
+        for c in self._restore_order(current, changes):
+            if not current[c.target]:
+                continue
             try:
                 knob = self._knob(c)
-                if not values_equal(knob.read(), c.old):
+                if not values_equal(current[c.target], c.old):
                     knob.write(c.old)
                 error = self._read_back_old(cs_id, c, knob)
             except (OSError, Rejected) as exc:
-                error = f"{c.target}: could not restore {c.old} ({exc})"
+                error = f"{c.target}: could not restore {c.old} ({_why(exc)})"
             if error:
                 errors.append(error)
         return errors
+
+    def _restore_order(self, current: dict[str, str], changes: Sequence[Change]) -> list[Change]:
+        # Last first, unless an invariant wants another order (see order_writes).
+        last_first = list(reversed(changes))
+        order = order_writes(current, [(c.target, c.old) for c in last_first], self.roots)
+        return [last_first[i] for i in order]
 
     def _read_back_old(self, cs_id: int, c: Change, knob: Knob) -> str | None:
         # Read a restored key back and audit it; return the error, if it is not the old value.
@@ -328,131 +371,285 @@ class Agent:
         return None if ok else f"{c.target}: restored {c.old} but the kernel reads back {got}"
 
     def _persist(self, cs_id: int) -> list[str]:
+        msg = self._write_persisted(cs_id)
+        if msg:
+            return [msg]
+        self.journal.event(cs_id, "persisted", {"file": str(self.paths.sysctl_conf)})
+        return []
+
+    def _write_persisted(self, cs_id: int | None) -> str:
+        # Rewrite the sysctl.d file from the journal; return the error, if any.
         try:
             exists = write_sysctl_conf(self.paths.sysctl_conf, self.journal.persisted())
         except OSError as exc:
             msg = f"could not write {self.paths.sysctl_conf}: {exc.strerror}"
-            self.journal.event(cs_id, "persist-failed", {"error": msg})
-            return [msg]
-        self.journal.event(cs_id, "persisted", {"file": str(self.paths.sysctl_conf)})
+            self.audit.record(
+                "persist", changeset=cs_id, file=str(self.paths.sysctl_conf), ok=False, error=msg
+            )
+            if cs_id is not None:
+                self.journal.event(cs_id, "persist-failed", {"error": msg})
+            else:
+                self._notices.append(msg)
+            return msg
         self.audit.record(
-            "persist", changeset=cs_id, file=str(self.paths.sysctl_conf), exists=exists
+            "persist", changeset=cs_id, file=str(self.paths.sysctl_conf), exists=exists, ok=True
         )
-        return []
+        return ""
 
-    def _cs(self, cs_id: int) -> dict[str, Any] | None:
-        cs = self.journal.get(cs_id)
-        return None if cs is None else cs.to_dict()
+    def _audit_baseline_overrides(self, cs_id: int, planned: Sequence[Planned]) -> None:
+        # A baseline key lowered under an explicit [baseline] override is audited as such.
+        for p in planned:
+            sep = KINDS[p.knob.kind].sep
+            before, after = parse_ints(p.old), parse_ints(p.new)
+            if (
+                before
+                and after
+                and after[0] < before[0]
+                and self.policy.in_baseline(p.knob.key, sep)
+                and self.policy.may_lower_baseline(p.knob.key, sep)
+            ):
+                self.audit.record(
+                    "baseline-override",
+                    changeset=cs_id,
+                    target=p.knob.key,
+                    old=p.old,
+                    new=p.new,
+                    policy=self.policy.source,
+                )
+
+    def _cs(self, cs_id: int) -> Changeset | None:
+        return self.journal.get(cs_id)
 
     # --- rollback ---------------------------------------------------------------------
 
     def rollback(
         self, who: dict[str, Any], cs_id: int | None = None, since: float | None = None
     ) -> Result:
-        """Roll back one changeset by id, or every changeset since a time (newest first)."""
+        """Roll back one changeset by id, or every changeset since a time (newest first).
+
+        Verdicts: ``rolled_back`` (every key restored), ``partly_rolled_back`` or
+        ``not_restored`` (someone else had changed some or all of the keys: they are left
+        alone and named), ``refused`` (nothing written: an unknown id, a later changeset
+        manages a key, or the result would break an invariant) and ``failed`` (a write
+        failed; what was written is undone and the changeset stays ``verified``).
+        """
         with self._lock:
             self.audit.record("submission", op="rollback", who=who, changeset=cs_id, since=since)
             self.check_overrides()
             if cs_id is None and since is None:
-                return result(
-                    False,
-                    "refused",
-                    [Rejected("rollback", "", "name a changeset id or a time (since)")],
+                return self._refused(
+                    who, [Rejected("rollback", "", "name a changeset id or a time (since)")]
                 )
             if cs_id is not None:
                 return self._rollback_one(cs_id, who)
             assert since is not None
-            done: list[dict[str, Any]] = []
+            done: list[Changeset] = []
+            errors: list[Rejected] = []
             for one in self.journal.ids_since(since):
                 cs = self.journal.get(one, with_events=False)
                 if cs is None or cs.state != "verified":
                     continue
                 res = self._rollback_one(one, who)
-                if not res["ok"]:
-                    res["changesets"] = done
+                if res.verdict in ("refused", "failed"):
+                    res.changesets = done
                     return res
-                done.append(res["changeset"])
+                if res.changeset is not None:
+                    done.append(res.changeset)
+                errors += [Rejected(e.rule, e.target, e.message) for e in res.errors]
+            verdict = "rolled_back" if not errors else "partly_rolled_back"
             return result(
-                True, "rolled_back", (), None, changesets=done, notices=self._take_notices()
+                not errors, verdict, errors, None, changesets=done, notices=self._take_notices()
             )
+
+    def _refused(
+        self, who: dict[str, Any], errors: Sequence[Rejected], cs: Changeset | None = None
+    ) -> Result:
+        self.audit.record(
+            "verdict",
+            op="rollback",
+            who=who,
+            verdict="refused",
+            errors=[str(e) for e in errors],
+            changeset=cs.id if cs else None,
+        )
+        return result(False, "refused", errors, cs, notices=self._take_notices())
 
     def _rollback_one(self, cs_id: int, who: dict[str, Any]) -> Result:
         cs = self.journal.get(cs_id, with_events=False)
         if cs is None:
-            return result(False, "refused", [Rejected("rollback", "", f"no changeset {cs_id}")])
+            return self._refused(who, [Rejected("rollback", "", f"no changeset {cs_id}")])
         if cs.state != "verified":
             why = {
                 "rolled_back": "it is already rolled back",
                 "failed": "it failed and was undone",
             }.get(cs.state, f"it is {cs.state}")
-            return result(
-                False,
-                "refused",
-                [Rejected("rollback", "", f"changeset {cs_id}: {why}")],
-                cs.to_dict(),
-            )
+            return self._refused(who, [Rejected("rollback", "", f"changeset {cs_id}: {why}")], cs)
         for c in cs.changes:
             later = self.journal.later_change(c.kind, c.target, cs_id)
             if c.state in ("verified", "superseded") and later is not None:
-                return result(
-                    False,
-                    "refused",
+                return self._refused(
+                    who,
                     [
                         Rejected(
                             "rollback",
                             c.target,
-                            f"changeset {later} changed it later; roll back "
-                            f"{later} first, or everything since a time",
+                            f"changeset {later} changed it later; roll "
+                            f"back {later} first, or everything since a time",
                         )
                     ],
-                    cs.to_dict(),
+                    cs,
                 )
+        plan = self._rollback_plan(cs)
+        if isinstance(plan, list):
+            return self._refused(who, plan, cs)
         self.journal.set_state(cs_id, "rolling_back")
         self.journal.event(cs_id, "rollback-requested", {"who": who})
         self._step("rolling_back", cs_id)
-        errors = self._restore(cs)
-        if errors:
-            self.journal.set_state(cs_id, "rolling_back", error="; ".join(errors))
-            return result(
-                False,
-                "failed",
-                [Rejected("rollback", "", e) for e in errors],
-                self._cs(cs_id),
-                notices=self._take_notices(),
-            )
-        self.journal.set_state(cs_id, "rolled_back")
-        if cs.persist:
-            self._persist(cs_id)
-        self.audit.record("rollback", changeset=cs_id, who=who, ok=True)
-        return result(True, "rolled_back", (), self._cs(cs_id), notices=self._take_notices())
+        return self._finish_rollback(cs, plan, who)
 
-    def _restore(self, cs: Changeset) -> list[str]:
-        # Undo a verified changeset, key by key, yielding to the admin on keys they changed.
-        errors: list[str] = []
-        for seq in reversed(range(len(cs.changes))):
-            c = cs.changes[seq]
-            if c.state in ("overridden", "rolled_back", "superseded"):
+    def _rollback_plan(
+        self, cs: Changeset, invariants: bool = True
+    ) -> dict[int, str] | list[Rejected]:
+        # Read every key the rollback would restore: seq -> its current value, or the
+        # refusals (a key that cannot be read, a state that would break an invariant;
+        # recovery finishes a rollback whose state was checked before the crash).
+        current: dict[int, str] = {}
+        errors: list[Rejected] = []
+        for seq, c in enumerate(cs.changes):
+            if c.state != "verified":
                 continue
             try:
+                current[seq] = self._knob(c).read()
+            except (OSError, Rejected) as exc:
+                errors.append(
+                    Rejected(
+                        "rollback",
+                        c.target,
+                        f"cannot be read ({_why(exc)}); nothing was rolled back",
+                    )
+                )
+        if errors or not invariants:
+            return errors or current
+        proposed = {
+            c.target: parse_ints(c.old)
+            for seq, c in enumerate(cs.changes)
+            if seq in current and c.kind == "sysctl" and values_equal(current[seq], c.new)
+        }
+        broken = invariant_errors(proposed, self.roots, f"after rolling back changeset {cs.id}")
+        if broken:
+            return [
+                Rejected(
+                    "invariant",
+                    e.target,
+                    f"{e.why}; roll back the changesets that "
+                    "depend on it first, or everything since a time",
+                )
+                for e in broken
+            ]
+        return current
+
+    def _finish_rollback(
+        self, cs: Changeset, current: dict[int, str], who: dict[str, Any]
+    ) -> Result:
+        # Restore the keys still at the changeset's value; name those someone else changed.
+        not_restored: list[Rejected] = []
+        skipped: set[int] = set()
+        todo: list[int] = []
+        for c in cs.changes:
+            if c.state == "overridden":
+                not_restored.append(
+                    Rejected(
+                        "rollback",
+                        c.target,
+                        f"not restored: someone else changed it after changeset {cs.id} set "
+                        f"{c.new}; kassist left it alone",
+                    )
+                )
+        for seq, value in current.items():
+            c = cs.changes[seq]
+            if values_equal(value, c.old):
+                continue  # already restored (a rollback interrupted after this key)
+            if not values_equal(value, c.new):
+                self._overridden(cs.id, seq, c, value)
+                skipped.add(seq)
+                not_restored.append(
+                    Rejected(
+                        "rollback",
+                        c.target,
+                        f"not restored: someone else "
+                        f"set it to {value} after changeset {cs.id} set "
+                        f"{c.new}; kassist left it alone",
+                    )
+                )
+                continue
+            todo.append(seq)
+        last_first = sorted(todo, reverse=True)
+        order = order_writes(
+            {cs.changes[q].target: current[q] for q in todo},
+            [(cs.changes[q].target, cs.changes[q].old) for q in last_first],
+            self.roots,
+        )
+        written: list[int] = []
+        for step, i in enumerate(order):
+            seq = last_first[i]
+            c = cs.changes[seq]
+            try:
                 knob = self._knob(c)
-                current = knob.read()
-                if values_equal(current, c.old):
-                    pass  # already restored (a rollback interrupted after this key)
-                elif not values_equal(current, c.new):
-                    self._overridden(cs.id, seq, c, current)
-                    continue
-                else:
-                    knob.write(c.old)
-                    self._step(f"undo:{len(cs.changes) - 1 - seq}", cs.id)
+                knob.write(c.old)
+                written.append(seq)
+                self._step(f"undo:{step}", cs.id)
                 error = self._read_back_old(cs.id, c, knob)
             except (OSError, Rejected) as exc:
-                error = f"{c.target}: could not restore {c.old} ({exc})"
+                error = f"{c.target}: could not restore {c.old} ({_why(exc)})"
             if error:
-                errors.append(error)
-                continue
+                return self._rollback_failed(cs, written, error, who)
+        restored = [seq for seq in current if seq not in skipped]
+        for seq in restored:
+            c = cs.changes[seq]
             self.journal.set_change_state(cs.id, seq, "rolled_back")
             self.journal.unsupersede(c.kind, c.target, cs.id)
-        return errors
+        self.journal.set_state(cs.id, "rolled_back")
+        self._step("rolled_back", cs.id)
+        if cs.persist:
+            self._persist(cs.id)
+        verdict = "rolled_back"
+        if not_restored:
+            verdict = "partly_rolled_back" if restored else "not_restored"
+        self.audit.record(
+            "rollback",
+            changeset=cs.id,
+            who=who,
+            ok=not not_restored,
+            verdict=verdict,
+            not_restored=[e.target for e in not_restored],
+        )
+        return result(
+            not not_restored, verdict, not_restored, self._cs(cs.id), notices=self._take_notices()
+        )
+
+    def _rollback_failed(
+        self, cs: Changeset, written: list[int], error: str, who: dict[str, Any]
+    ) -> Result:
+        # Put back what this rollback wrote, so the changeset is whole again (verified);
+        # a key that cannot be put back is named, and its change marked for what it holds.
+        errors = [Rejected("rollback", "", f"{error}; the rollback was undone")]
+        for seq in reversed(written):
+            c = cs.changes[seq]
+            try:
+                knob = self._knob(c)
+                knob.write(c.new)
+                if values_equal(knob.read(), c.new):
+                    continue
+            except (OSError, Rejected):
+                pass
+            self.journal.set_change_state(cs.id, seq, "rolled_back")
+            errors.append(
+                Rejected("rollback", c.target, f"stays at {c.old}: could not put {c.new} back")
+            )
+        self.journal.set_state(cs.id, "verified", error=f"rollback failed: {error}")
+        self.journal.event(cs.id, "rollback-failed", {"error": error, "who": who})
+        self.audit.record("rollback", changeset=cs.id, who=who, ok=False, error=error)
+        return result(False, "failed", errors, self._cs(cs.id), notices=self._take_notices())
 
     # --- yield to the admin -----------------------------------------------------------
 
@@ -470,6 +667,9 @@ class Agent:
     def check_overrides(self) -> list[str]:
         """Find managed keys someone else changed; mark them ``overridden`` and stop managing.
 
+        A key whose file is gone (``ENOENT``) is overridden; any other error reading it
+        (``EMFILE``, ``EIO``...) is an error, reported once, and the key stays managed.
+
         :return: the notices raised by this check (also delivered with the next result).
         """
         with self._lock:
@@ -478,14 +678,32 @@ class Agent:
             for cs_id, seq, c in self.journal.managed():
                 try:
                     current = self._knob(c).read()
-                except (OSError, Rejected):
+                except FileNotFoundError:
                     current = "<gone>"
+                except Rejected as exc:
+                    if exc.rule != "exists":
+                        self._unreadable(c, exc)
+                        continue
+                    current = "<gone>"
+                except OSError as exc:
+                    self._unreadable(c, exc)
+                    continue
+                self._unreadable_keys.discard(c.target)
                 if not values_equal(current, c.new):
                     self._overridden(cs_id, seq, c, current)
                     persisted_changed = persisted_changed or c.kind == "sysctl"
             if persisted_changed and self.paths.sysctl_conf.exists():
-                write_sysctl_conf(self.paths.sysctl_conf, self.journal.persisted())
+                self._write_persisted(None)
             return self._notices[before:]
+
+    def _unreadable(self, c: Change, exc: Exception) -> None:
+        if c.target in self._unreadable_keys:
+            return
+        self._unreadable_keys.add(c.target)
+        self.audit.record("read-error", target=c.target, error=_why(exc))
+        self._notices.append(
+            f"{c.target}: cannot be read ({_why(exc)}); still managed, checked again later"
+        )
 
     # --- recovery ---------------------------------------------------------------------
 
@@ -494,20 +712,27 @@ class Agent:
 
         ``validated``/``applying``/``failed``: every key back to its snapshot, then
         ``rolled_back``. ``applied``: read back; all new values -> ``verified``, else undo.
-        ``rolling_back``: finish the rollback.
+        ``rolling_back``: finish the rollback. Then persistence is finished: the sysctl.d
+        file is rewritten from the journal when a crash left it behind.
         """
         done: list[str] = []
         with self._lock:
             for cs in self.journal.in_states((*UNFINISHED, "failed")):
                 who = {"agent": "recovery"}
+                errors: list[str] = []
                 if cs.state == "rolling_back":
-                    errors = self._restore(cs)
-                    state = "rolling_back" if errors else "rolled_back"
+                    plan = self._rollback_plan(cs, invariants=False)
+                    if isinstance(plan, list):
+                        errors = [str(e) for e in plan]
+                        self.journal.set_state(cs.id, "verified", error="; ".join(errors))
+                        state = "verified"
+                    else:
+                        res = self._finish_rollback(cs, plan, who)
+                        state = "rolled_back" if res.verdict != "failed" else "verified"
+                        errors = [e.message for e in res.errors]
                 elif cs.state == "applied" and all(self._reads(c, c.new) for c in cs.changes):
                     self.journal.verified(cs.id)
-                    if cs.persist:
-                        self._persist(cs.id)
-                    state, errors = "verified", []
+                    state = "verified"
                 else:
                     if cs.state != "failed":
                         self.journal.set_state(cs.id, "failed", error="interrupted: agent stopped")
@@ -515,8 +740,6 @@ class Agent:
                     state = "failed" if errors else "rolled_back"
                     if not errors:
                         self.journal.set_state(cs.id, "rolled_back", change_state="rolled_back")
-                if state == "rolled_back" and cs.state == "rolling_back":
-                    self.journal.set_state(cs.id, "rolled_back")
                 self.journal.event(
                     cs.id, "recovered", {"from": cs.state, "to": state, "errors": errors}
                 )
@@ -524,6 +747,22 @@ class Agent:
                     "recovery", changeset=cs.id, who=who, was=cs.state, now=state, errors=errors
                 )
                 done.append(f"changeset {cs.id}: {cs.state} -> {state}")
+            done += self._finish_persist()
+        return done
+
+    def _finish_persist(self) -> list[str]:
+        # Idempotent: every verified changeset that asked to persist and has no
+        # "persisted" event is persisted now (a crash between verified and the file),
+        # and a file that no longer says what the journal does (a crash between a
+        # rollback and the file) is rewritten.
+        pending = self.journal.unpersisted()
+        for cs_id in pending:
+            self._persist(cs_id)
+        done = [f"changeset {cs_id}: persisted" for cs_id in pending]
+        wanted = {c.target: c.new for _, c in self.journal.persisted()}
+        stale = not pending and persisted_keys(self.paths.sysctl_conf) != wanted
+        if stale and not self._write_persisted(None):
+            done.append(f"{self.paths.sysctl_conf}: rewritten from the journal")
         return done
 
     def _reads(self, c: Change, value: str) -> bool:
@@ -538,23 +777,21 @@ class Agent:
         """Return what the agent manages, what was overridden, and its journal's counts."""
         self.check_overrides()
         managed = [
-            {"changeset": cs_id, "kind": c.kind, "target": c.target, "value": c.new}
-            for cs_id, _, c in self.journal.managed()
+            ManagedKey(cs_id, c.kind, c.target, c.new) for cs_id, _, c in self.journal.managed()
         ]
         overridden = [
-            {"changeset": cs_id, "kind": c.kind, "target": c.target, "set": c.new}
-            for cs_id, c in self.journal.overridden()
+            OverriddenKey(cs_id, c.kind, c.target, c.new) for cs_id, c in self.journal.overridden()
         ]
-        status = {
-            "pid": os.getpid(),
-            "uptime": round(time.time() - self.started, 3),
-            "policy": self.policy.source,
-            "journal": str(self.paths.journal),
-            "audit": str(self.paths.audit),
-            "changesets": self.journal.counts(),
-            "managed": managed,
-            "overridden": overridden,
-        }
+        status = AgentStatus(
+            pid=os.getpid(),
+            uptime=round(time.time() - self.started, 3),
+            policy=self.policy.source,
+            journal=str(self.paths.journal),
+            audit=str(self.paths.audit),
+            changesets=self.journal.counts(),
+            managed=managed,
+            overridden=overridden,
+        )
         return result(True, "ok", (), None, status=status, notices=self._take_notices())
 
     def history(self, cs_id: int | None = None, limit: int = 50, since: float = 0.0) -> Result:
@@ -565,6 +802,5 @@ class Agent:
                 return result(
                     False, "not_found", [Rejected("history", "", f"no changeset {cs_id}")]
                 )
-            return result(True, "ok", (), cs.to_dict())
-        items = [cs.to_dict() for cs in self.journal.history(limit, since)]
-        return result(True, "ok", (), None, changesets=items)
+            return result(True, "ok", (), cs)
+        return result(True, "ok", (), None, changesets=self.journal.history(limit, since))

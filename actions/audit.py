@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from actions.files import open_private, private_dir
+
 JOURNALD_SOCKET = "/run/systemd/journal/socket"
 
 
 class Audit:
-    """Append audit records to ``path`` (mode 0640) and to journald when present.
+    """Append audit records to ``path`` (mode 0600, never through a symlink) and to journald.
 
     :param path: the JSON-lines file.
     :param journald: the journald socket path, or ``None`` to skip journald.
@@ -27,8 +29,8 @@ class Audit:
 
     def __init__(self, path: Path, journald: str | None = JOURNALD_SOCKET) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        private_dir(path.parent)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
         self._lock = threading.Lock()
         self._journal: socket.socket | None = None

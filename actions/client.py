@@ -1,15 +1,22 @@
-"""The thin client the assistant, the CLI and the TUI use to talk to the agent."""
+"""The thin client the assistant, the CLI and the TUI use to talk to the agent.
+
+Every call returns a typed :class:`~actions.model.Completion`.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
+import select
 import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from actions.errors import AgentUnavailable
+from actions.model import Completion
 from actions.protocol import DEFAULT_SOCKET, encode
 
 
@@ -25,8 +32,9 @@ class AgentClient:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buf = b""
-        self._pending: dict[object, dict[str, Any]] = {}
+        self._pending: dict[object, Completion] = {}
         self._ids = itertools.count(1)
+        self._inflight = 0  # submissions sent whose completion has not been read
 
     def __enter__(self) -> AgentClient:
         self.connect()
@@ -67,31 +75,51 @@ class AgentClient:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._buf = b""
+        self._inflight = 0
 
     def send(self, op: str, **fields: Any) -> object:
-        """Send one submission without waiting; return its user_data."""
+        """Send one submission without waiting; return its user_data.
+
+        A connection the agent closed while it was idle (its idle timeout) is opened
+        again first; one with submissions in flight never is.
+        """
+        if self._sock is not None and not self._pending_any() and self._closed_by_agent():
+            self.close()
         if self._sock is None:
             self.connect()
         assert self._sock is not None
         user_data = fields.pop("user_data", None) or f"c{next(self._ids)}"
         self._sock.sendall(encode({"op": op, "user_data": user_data, **fields}))
+        self._inflight += 1
         return user_data
 
-    def wait(self, user_data: object) -> dict[str, Any]:
+    def _pending_any(self) -> bool:
+        return bool(self._pending) or self._inflight > 0
+
+    def _closed_by_agent(self) -> bool:
+        assert self._sock is not None
+        try:
+            ready, _, _ = select.select([self._sock], [], [], 0)
+            return bool(ready) and self._sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def wait(self, user_data: object) -> Completion:
         """Wait for the completion of one submission (others are kept for later).
 
         :raises AgentUnavailable: the agent closed the connection or refused this peer.
         """
         while user_data not in self._pending:
             entry = self._read_entry()
-            key = entry.get("user_data")
-            if key is None:
-                message = "; ".join(e.get("message", "") for e in entry.get("errors", []))
-                raise AgentUnavailable(f"the agent refused: {message or entry.get('verdict')}")
-            self._pending[key] = entry
+            if entry.user_data is None:
+                message = "; ".join(e.message for e in entry.errors)
+                raise AgentUnavailable(f"the agent refused: {message or entry.verdict}")
+            self._pending[entry.user_data] = entry
+            self._inflight = max(0, self._inflight - 1)
         return self._pending.pop(user_data)
 
-    def _read_entry(self) -> dict[str, Any]:
+    def _read_entry(self) -> Completion:
         assert self._sock is not None
         while b"\n" not in self._buf:
             try:
@@ -107,40 +135,40 @@ class AgentClient:
                 raise AgentUnavailable("the agent closed the connection", "see its audit log")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        doc = json.loads(line)
-        if not isinstance(doc, dict):
-            raise AgentUnavailable("the agent sent something that is not a completion")
-        return doc
+        try:
+            return Completion.model_validate(json.loads(line))
+        except (ValueError, ValidationError):
+            raise AgentUnavailable("the agent sent something that is not a completion") from None
 
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+    def request(self, op: str, **fields: Any) -> Completion:
         """Send one submission and wait for its completion."""
         return self.wait(self.send(op, **fields))
 
-    def validate(self, recommendations: object) -> dict[str, Any]:
+    def validate(self, recommendations: object) -> Completion:
         """Validate a recommendation or a list of them (a dry run: nothing is written)."""
         return self.request("validate", recommendations=recommendations)
 
-    def apply(self, recommendations: object, persist: bool = False) -> dict[str, Any]:
+    def apply(self, recommendations: object, persist: bool = False) -> Completion:
         """Apply a changeset all-or-nothing."""
         return self.request("apply", recommendations=recommendations, persist=persist)
 
-    def rollback(self, cs_id: int | None = None, since: float | None = None) -> dict[str, Any]:
+    def rollback(self, cs_id: int | None = None, since: float | None = None) -> Completion:
         """Roll back one changeset, or every changeset since a time (epoch seconds)."""
         fields: dict[str, Any] = {"id": cs_id} if cs_id is not None else {"since": since}
         return self.request("rollback", **fields)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Completion:
         """Return the agent's status."""
         return self.request("status")
 
-    def history(self, cs_id: int | None = None, limit: int = 50) -> dict[str, Any]:
+    def history(self, cs_id: int | None = None, limit: int = 50) -> Completion:
         """Return one changeset (with its events) or the latest ones."""
         fields: dict[str, Any] = {"limit": limit}
         if cs_id is not None:
             fields["id"] = cs_id
         return self.request("history", **fields)
 
-    def many(self, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def many(self, entries: Sequence[dict[str, Any]]) -> list[Completion]:
         """Send several submissions at once and return their completions in the same order."""
         ids = [self.send(e["op"], **{k: v for k, v in e.items() if k != "op"}) for e in entries]
         return [self.wait(u) for u in ids]

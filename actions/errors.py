@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from actions.text import printable
+
 
 class ActionError(Exception):
     """An error to show as one line, with a hint: what is wrong and what to do.
@@ -33,6 +35,8 @@ class Rejected(Exception):
     """
 
     def __init__(self, rule: str, target: str, why: str) -> None:
+        # A target or a reason may echo what a recommendation said: made inert here.
+        target, why = printable(target), printable(why)
         super().__init__(f"{rule}: {target}: {why}" if target else f"{rule}: {why}")
         self.rule = rule
         self.target = target

@@ -11,6 +11,7 @@ nothing (WAL); a power cut may lose the last transactions, never corrupt.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from actions.files import no_symlink, open_private, private_dir
 from actions.model import Change, Changeset
 
 #: States in which a changeset is still in flight (the agent finishes or undoes them on start).
@@ -72,12 +74,18 @@ _MIGRATIONS: tuple[str, ...] = (
 class Journal:
     """The journal at ``path``; one SQLite connection per thread.
 
-    :param path: the database file (created, with its directory, mode 0700).
+    :param path: the database file (created mode 0600, with its directory, mode 0700;
+        never through a symlink).
+    :raises ActionError: the file or its directory is a symlink or someone else's.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
+        # SQLite gives its -wal and -shm files the database file's mode: create it 0600.
+        os.close(open_private(path, os.O_RDWR))
+        for suffix in ("-wal", "-shm", "-journal"):
+            no_symlink(path.with_name(path.name + suffix))
         self._local = threading.local()
         self._commits = 0
         self._migrate()
@@ -353,6 +361,15 @@ class Journal:
             " ORDER BY changeset_id, seq"
         )
         return [(int(r["changeset_id"]), _change(r)) for r in rows]
+
+    def unpersisted(self) -> list[int]:
+        """Return the verified changesets that asked to persist but were never persisted."""
+        rows = self._conn().execute(
+            "SELECT id FROM changesets WHERE state = 'verified' AND persist = 1 AND NOT EXISTS"
+            " (SELECT 1 FROM events WHERE events.changeset_id = changesets.id"
+            " AND events.event = 'persisted') ORDER BY id"
+        )
+        return [int(r[0]) for r in rows]
 
     def overridden(self) -> list[tuple[int, Change]]:
         """Return the changes someone else overrode (the agent no longer manages them)."""

@@ -137,6 +137,19 @@ LIMITS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 
+#: Choice keys whose words are kernel modules: key -> word -> the module that provides it
+#: (``None``: always built in). Writing a word whose module is not loaded would make the
+#: kernel load it (``request_module``), so such a word is refused until it is loaded.
+CHOICE_MODULES: dict[str, dict[str, str | None]] = {
+    "net.core.default_qdisc": {
+        "pfifo_fast": None,
+        "fq": "sch_fq",
+        "fq_codel": "sch_fq_codel",
+        "cake": "sch_cake",
+        "sfq": "sch_sfq",
+    },
+}
+
 #: Keys whose value is a security floor: never lowered without an explicit policy override.
 SECURITY_BASELINE: tuple[str, ...] = (
     "kernel.kptr_restrict",

@@ -145,3 +145,90 @@ class Changeset:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["changes"] = [c.to_dict() for c in self.changes]
         return out
+
+
+# --- completions: what the agent answers, typed on both sides of the socket -------------
+
+
+@dataclass
+class ErrorEntry:
+    """One rejection in a completion: the rule broken, the key, and one line."""
+
+    rule: str
+    target: str
+    message: str
+
+
+@dataclass
+class ManagedKey:
+    """A key the agent manages: the changeset that set it and its value."""
+
+    changeset: int
+    kind: str
+    target: str
+    value: str
+
+
+@dataclass
+class OverriddenKey:
+    """A key someone else changed after the agent set it (no longer managed)."""
+
+    changeset: int
+    kind: str
+    target: str
+    set: str
+
+
+@dataclass
+class AgentStatus:
+    """What ``status`` answers.
+
+    :param uptime: seconds since the agent started.
+    :param changesets: how many changesets are in each state.
+    """
+
+    pid: int
+    uptime: float
+    policy: str
+    journal: str
+    audit: str
+    changesets: dict[str, int]
+    managed: list[ManagedKey]
+    overridden: list[OverriddenKey]
+    #: the in-kernel enforcement's state (``actions.enforce``), when it runs
+    enforce: dict[str, Any] | None = None
+
+
+#: The keys a completion always carries on the wire, even when empty.
+_ALWAYS = frozenset({"user_data", "ok", "verdict", "errors", "changeset"})
+
+
+class Completion(BaseModel):
+    """One completion: the agent's answer to one submission (see :mod:`actions.protocol`).
+
+    :param user_data: the submission's, echoed (``None``: the entry was not a submission).
+    :param verdict: ``valid``, ``rejected``, ``verified``, ``failed``, ``rolled_back``,
+        ``partly_rolled_back``, ``not_restored``, ``refused``, ``malformed``, ``ok``,
+        ``not_found`` or ``error``.
+    :param auto_approve: (validate) the policy lets this apply without a person.
+    :param status: (status) what the agent manages.
+    :param changesets: (history, rollback since) the changesets concerned.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_data: str | int | None = None
+    ok: bool
+    verdict: str
+    errors: list[ErrorEntry] = Field(default_factory=list)
+    changeset: Changeset | None = None
+    notices: list[str] = Field(default_factory=list)
+    auto_approve: bool | None = None
+    status: AgentStatus | None = None
+    changesets: list[Changeset] | None = None
+
+    def to_wire(self, user_data: str | int | None) -> dict[str, Any]:
+        """Return the completion as the JSON object sent for ``user_data``."""
+        out = self.model_dump(mode="json")
+        out["user_data"] = user_data
+        return {k: v for k, v in out.items() if v is not None or k in _ALWAYS}

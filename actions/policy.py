@@ -3,8 +3,9 @@
 A key may be changed when it matches an ``allow`` glob and no ``deny`` glob. Its
 range is the intersection of the built-in table (:mod:`actions.limits`) and the
 policy's ``[keys."glob"]`` entry. Security-baseline keys are never lowered
-unless listed in ``[baseline] override``. :meth:`Policy.table` gives the whole
-policy as the plain data a BPF map would hold.
+unless listed in ``[baseline] override``; a policy's ``[baseline] keys`` add to the
+built-in floors (:data:`~actions.limits.SECURITY_BASELINE`), never replace them.
+:meth:`Policy.table` gives the whole policy as the plain data a BPF map would hold.
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def policy_from_dict(doc: dict[str, Any], source: str, m: Machine | None = None)
     return Policy(
         allow=_strings(doc, "allow", source),
         deny=_strings(doc, "deny", source),
-        baseline=_strings(baseline, "keys", source) if "keys" in baseline else SECURITY_BASELINE,
+        # The built-in floors always apply: a policy's own list only adds to them.
+        baseline=tuple(dict.fromkeys((*SECURITY_BASELINE, *_strings(baseline, "keys", source)))),
         baseline_override=_strings(baseline, "override", source),
         keys=_check_keys(doc.get("keys", {}), source),
         max_step=float(step),

@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import grp
 import os
+import resource
 import signal
 import socket
+import stat
 import struct
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -97,16 +99,34 @@ class ServerSettings:
     :param idle_timeout: seconds an idle connection may stay open.
     :param entry_timeout: seconds a started entry has to reach its newline (slow loris).
     :param override_interval: seconds between checks for keys changed by someone else.
+    :param max_inflight: submissions one connection may have in flight at once.
+    :param max_connections: connections open at once; never more than the open-file
+        limit (``RLIMIT_NOFILE``) leaves after :data:`FD_RESERVE`.
+    :param max_per_peer: connections one user (uid) may hold open at once.
     """
 
     socket_path: Path
     group: str | None = "kassist"
     mode: int = 0o660
-    idle_timeout: float = 600.0
+    idle_timeout: float = 30.0
     entry_timeout: float = 5.0
     override_interval: float = 5.0
     max_inflight: int = 64
     enforce: EnforceSettings = field(default_factory=EnforceSettings)  # actions/enforce
+    max_connections: int = 256
+    max_per_peer: int = 64
+
+
+#: Descriptors kept free for the agent's own work (the kernel's files, the journal).
+FD_RESERVE = 64
+
+
+def connection_cap(wanted: int) -> int:
+    """Return how many connections may be open at once: ``wanted``, within the fd limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - FD_RESERVE))
 
 
 class AgentServer:
@@ -123,6 +143,9 @@ class AgentServer:
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="kassist-checkpoint")
         self._server: asyncio.AbstractServer | None = None
         self.enforcer: Enforcer | None = None  # when --enforce-lockdown/--enforce-guard
+        self.cap = connection_cap(settings.max_connections)
+        self._open = 0
+        self._per_uid: dict[int, int] = {}
 
     def _group_gid(self) -> int | None:
         if not self.settings.group:
@@ -141,16 +164,7 @@ class AgentServer:
     def _bind(self) -> socket.socket:
         path = self.settings.socket_path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        if path.exists() or path.is_symlink():
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink()  # a stale socket from an agent that died
-            else:
-                raise ActionError(f"an agent already listens on {path}", "stop it first")
-            finally:
-                probe.close()
+        self._remove_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -163,6 +177,30 @@ class AgentServer:
         sock.listen(128)
         sock.setblocking(False)
         return sock
+
+    @staticmethod
+    def _remove_stale(path: Path) -> None:
+        # The one file the agent ever unlinks: a socket nobody listens on any more.
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise ActionError(f"{path} is a symlink: refusing to replace it", "remove it")
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ActionError(
+                f"{path} exists and is not a socket: refusing to remove it",
+                "choose another --socket path",
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # a stale socket from an agent that died
+        else:
+            raise ActionError(f"an agent already listens on {path}", "stop it first")
+        finally:
+            probe.close()
 
     async def serve(self) -> None:
         """Recover, listen, and serve until SIGTERM or SIGINT."""
@@ -194,7 +232,8 @@ class AgentServer:
             watcher.cancel()
             self._server.close()
             with contextlib.suppress(OSError):
-                self.settings.socket_path.unlink()
+                if stat.S_ISSOCK(os.lstat(self.settings.socket_path).st_mode):
+                    self.settings.socket_path.unlink()
             self._writer_thread.shutdown(wait=True)
             self._maintenance.shutdown(wait=True)
             stop_for_agent(self.agent.audit, self.enforcer)
@@ -212,15 +251,24 @@ class AgentServer:
 
     async def _watch_overrides(self) -> None:
         loop = asyncio.get_running_loop()
+        failed = ""
         while True:
             await asyncio.sleep(self.settings.override_interval)
-            for notice in await loop.run_in_executor(
-                self._writer_thread, self.agent.check_overrides
-            ):
-                self.log(notice)
-            # On its own thread and connection: a passive checkpoint (the journal's only
-            # fsync) never holds up an apply queued on the writer thread.
-            await loop.run_in_executor(self._maintenance, self.agent.journal.checkpoint)
+            try:
+                for notice in await loop.run_in_executor(
+                    self._writer_thread, self.agent.check_overrides
+                ):
+                    self.log(notice)
+                # On its own thread and connection: a passive checkpoint (the journal's
+                # only fsync) never holds up an apply queued on the writer thread.
+                await loop.run_in_executor(self._maintenance, self.agent.journal.checkpoint)
+                failed = ""
+            except Exception as exc:  # the watch goes on: a failed check is retried
+                why = f"{type(exc).__name__}: {exc}"
+                if why != failed:  # said once, not every interval
+                    self.log(f"override check failed ({why}); retrying")
+                    self.agent.audit.record("internal-error", where="override-check", error=why)
+                failed = why
 
     # --- connections ------------------------------------------------------------------
 
@@ -228,17 +276,47 @@ class AgentServer:
         sock = writer.get_extra_info("socket")
         peer = peer_credentials(sock)
         who = peer.to_dict()
-        if not authorized(peer, self.group_gid):
-            self.agent.audit.record("refused", who=who, reason="not root nor in the group")
-            refusal = result(False, "refused", [Rejected(
-                "auth", "", f"uid {peer.uid} is neither root nor a member of group "
-                f"{self.settings.group!r}")])  # fmt: skip
-            writer.write(encode({"user_data": None, **refusal}))
+        refusal = self._refusal(peer)
+        if refusal is not None:
+            rule, reason = refusal
+            self.agent.audit.record("refused", who=who, reason=f"{rule}: {reason}")
+            gone = result(False, "refused", [Rejected(rule, "", reason)])
+            with contextlib.suppress(ConnectionError):
+                writer.write(encode(gone.to_wire(None)))
             await self._close(writer)
             return
+        self._open += 1
+        self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
+        try:
+            await self._serve_connection(reader, writer, who)
+        finally:
+            self._open -= 1
+            self._per_uid[peer.uid] -= 1
+            if not self._per_uid[peer.uid]:
+                del self._per_uid[peer.uid]
+
+    def _refusal(self, peer: Peer) -> tuple[str, str] | None:
+        # Who may not be served on this connection: (rule, reason), or None.
+        if not authorized(peer, self.group_gid):
+            return "auth", (
+                f"uid {peer.uid} is neither root nor a member of group {self.settings.group!r}"
+            )
+        if self._open >= self.cap:
+            return "busy", f"{self.cap} connections are open (the agent's cap); try again later"
+        if self._per_uid.get(peer.uid, 0) >= self.settings.max_per_peer:
+            return "busy", (
+                f"uid {peer.uid} holds {self.settings.max_per_peer} connections (the cap per "
+                "user); close one first"
+            )
+        return None
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, who: dict[str, Any]
+    ) -> None:
         inflight = asyncio.Semaphore(self.settings.max_inflight)
         tasks: set[asyncio.Task[None]] = set()
         out: list[bytes] = []  # quick completions, written once per chunk read
+        bad: str | None = None
         try:
             async for batch in self._batches(reader):
                 for line in batch:
@@ -246,7 +324,7 @@ class AgentServer:
                     quick = self._quick(doc, who)
                     if quick is not None:
                         # Answered on the spot: validation and history only read.
-                        out.append(encode({"user_data": doc["user_data"], **quick}))
+                        out.append(encode(quick.to_wire(doc["user_data"])))
                         continue
                     self._flush(writer, out)
                     await inflight.acquire()
@@ -256,19 +334,23 @@ class AgentServer:
                 self._flush(writer, out)
                 if writer.transport.get_write_buffer_size() > 1 << 18:
                     await writer.drain()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
         except asyncio.CancelledError:
             return  # the agent is stopping; the finally clause closes the connection
         except Malformed as exc:
+            bad = str(exc)
+        except Exception as exc:  # whatever went wrong, the entry still gets its completion
+            bad = f"entry not understood ({type(exc).__name__})"
+            self.agent.audit.record("internal-error", who=who, error=repr(exc)[:500])
+        finally:
+            # Every submission that ran gets its completion before the connection closes.
             self._flush(writer, out)
-            self.agent.audit.record("malformed", who=who, reason=str(exc))
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
-            bad = result(False, "malformed", [Rejected("protocol", "", f"{exc}; closing")])
-            with contextlib.suppress(ConnectionError):
-                writer.write(encode({"user_data": None, **bad}))
-        finally:
+            if bad is not None:
+                self.agent.audit.record("malformed", who=who, reason=bad)
+                reply = result(False, "malformed", [Rejected("protocol", "", f"{bad}; closing")])
+                with contextlib.suppress(ConnectionError):
+                    writer.write(encode(reply.to_wire(None)))
             await self._close(writer)
 
     @staticmethod
@@ -344,7 +426,7 @@ class AgentServer:
         finally:
             inflight.release()
         if not writer.is_closing():
-            writer.write(encode({"user_data": doc["user_data"], **res}))
+            writer.write(encode(res.to_wire(doc["user_data"])))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
 
@@ -419,8 +501,8 @@ class AgentServer:
 
     def _status(self) -> Result:
         res = self.agent.status()
-        if self.enforcer is not None:
-            res["status"]["enforce"] = self.enforcer.status()
+        if self.enforcer is not None and res.status is not None:
+            res.status.enforce = self.enforcer.status()
         return res
 
     @staticmethod

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from actions.errors import Rejected
 from actions.knobs import (
@@ -27,8 +26,8 @@ from actions.knobs import (
     read_file,
     resolve,
 )
-from actions.limits import INVARIANTS, Spec
-from actions.model import RISKS, Recommendation
+from actions.limits import CHOICE_MODULES, INVARIANTS, Spec
+from actions.model import RISKS, Change, Recommendation
 from actions.policy import Policy
 
 #: Counts a key's changes in the last hour: (kind, key) -> count.
@@ -58,16 +57,17 @@ class Planned:
         """The higher of the recommendation's own risk and the policy's risk for the key."""
         return max(self.rec.risk, self.spec.risk, key=RISKS.index)
 
-    def diff(self) -> dict[str, Any]:
-        """Return the dry-run line: kind, target, old -> new, risk."""
-        return {
-            "kind": self.knob.kind,
-            "target": self.knob.key,
-            "old": self.old,
-            "new": self.new,
-            "risk": self.risk,
-            "rec_id": self.rec.id,
-        }
+    def diff(self) -> Change:
+        """Return the dry-run line: kind, target, old -> new, risk (no state yet)."""
+        return Change(
+            kind=self.knob.kind,
+            target=self.knob.key,
+            old=self.old,
+            new=self.new,
+            risk=self.risk,
+            state="",
+            rec_id=self.rec.id,
+        )
 
 
 # --- text fields ----------------------------------------------------------------------
@@ -162,7 +162,18 @@ def canonical_value(raw: object, target: str) -> str:
     words = raw.split()
     if not words:
         raise Rejected("value", target, "the value is empty")
-    return " ".join(words)
+    return " ".join(_decimal(w) for w in words)
+
+
+_DECIMAL = re.compile(r"^[+-]?[0-9]{1,64}$")
+
+
+def _decimal(word: str) -> str:
+    # The kernel reads integers with base 0 ("010000" is octal 4096, "0x10" is 16): a
+    # word of digits becomes canonical decimal, which is what is validated and written.
+    if not _DECIMAL.match(word):
+        return word
+    return str(int(word, 10))
 
 
 @lru_cache(maxsize=4096)
@@ -263,6 +274,29 @@ def offered_choices(knob: Knob) -> tuple[str, ...]:
         return ()
 
 
+def check_module(knob: Knob, old: str, new: str, roots: Roots) -> None:
+    """Refuse a word whose kernel module is not loaded (writing it would load the module).
+
+    A module counts as loaded when ``/sys/module/<name>`` exists; the current word is
+    always in use, so always offered.
+
+    :raises Rejected: rule ``range``.
+    """
+    modules = CHOICE_MODULES.get(knob.key)
+    if modules is None or new == old:
+        return
+    if new not in modules:
+        raise Rejected("range", knob.key, f"kassist does not know which module {new!r} needs")
+    module = modules[new]
+    if module is not None and not (roots.sys / "module" / module).is_dir():
+        raise Rejected(
+            "range",
+            knob.key,
+            f"{new!r} needs the kernel module {module}, which is not loaded (writing it "
+            f"would load it); load it first (modprobe {module}) if that is meant",
+        )
+
+
 # --- one recommendation ---------------------------------------------------------------
 
 
@@ -326,6 +360,8 @@ def plan_one(
         )
     check_type(new, spec, knob.key)
     check_range(new, spec, knob.key, offered_choices(knob) if spec.type == "choice" else ())
+    if spec.type == "choice":
+        check_module(knob, old, new, roots)
     if _same(old, new):
         raise Rejected("noop", knob.key, f"already {old}; nothing to change")
     if rec.current is not None:
@@ -375,36 +411,118 @@ def _current_ints(key: str, roots: Roots) -> tuple[int, ...] | None:
 _INVARIANT_KEYS = frozenset(k for keys, _ in INVARIANTS for k in keys)
 
 
-def check_invariants(planned: Sequence[Planned], roots: Roots) -> list[Rejected]:
-    """Check cross-key invariants on the state the changeset would leave.
+Ints = dict[str, tuple[int, ...] | None]
 
-    An invariant is checked when the changeset touches one of its keys; it must hold
-    afterwards, or at least not move further from holding than it already was.
-    """
-    if not any(p.knob.key in _INVARIANT_KEYS for p in planned):
-        return []
-    proposed = {p.knob.key: parse_ints(p.new) for p in planned if p.knob.kind == "sysctl"}
-    errors: list[Rejected] = []
-    for keys, check in INVARIANTS:
+
+def _invariant_state(proposed: Mapping[str, object], roots: Roots) -> dict[str, tuple[int, ...]]:
+    # The current value of every key an invariant touching ``proposed`` reads.
+    current: dict[str, tuple[int, ...]] = {}
+    for keys, _ in INVARIANTS:
         if not any(k in proposed for k in keys):
             continue
-        before: dict[str, tuple[int, ...]] = {}
         for k in keys:
-            value = _current_ints(k, roots)
-            if value is None:
-                break
-            before[k] = value
-        else:
-            after = {k: proposed.get(k) or before[k] for k in keys}
-            try:
-                was, _ = check(before)
-                now, message = check(after)
-            except (ValueError, IndexError):
-                continue
-            if now > 0 and now > was:
-                touched = next(k for k in keys if k in proposed)
-                errors.append(Rejected("invariant", touched, f"{message} after this changeset"))
+            if k not in current:
+                value = _current_ints(k, roots)
+                if value is None:
+                    break
+                current[k] = value
+    return current
+
+
+def _deficits(
+    state: Mapping[str, tuple[int, ...]], touched: Iterable[str]
+) -> dict[int, tuple[int, str, str]]:
+    # Invariant index -> (deficit, first touched key, message), for the invariants over
+    # ``touched`` keys whose every key has a value in ``state``.
+    keyset = set(touched)
+    out: dict[int, tuple[int, str, str]] = {}
+    for i, (keys, check) in enumerate(INVARIANTS):
+        hit = [k for k in keys if k in keyset]
+        if not hit or not all(k in state for k in keys):
+            continue
+        try:
+            deficit, message = check(state)
+        except (ValueError, IndexError):
+            continue
+        out[i] = (deficit, hit[0], message)
+    return out
+
+
+def _total(state: Mapping[str, tuple[int, ...]], touched: Iterable[str]) -> int:
+    return sum(d for d, _, _ in _deficits(state, touched).values())
+
+
+def invariant_errors(proposed: Ints, roots: Roots, when: str) -> list[Rejected]:
+    """Check cross-key invariants on the state that writing ``proposed`` would leave.
+
+    Each invariant over a proposed key must hold afterwards, or at least not move further
+    from holding than it already was.
+
+    :param proposed: key -> its new integers (``None``: not integers; skipped).
+    :param when: how the message ends (``after this changeset``, ``after this rollback``).
+    """
+    wanted = {k: v for k, v in proposed.items() if v is not None}
+    if not wanted.keys() & _INVARIANT_KEYS:
+        return []
+    before = _invariant_state(dict(wanted), roots)
+    after = {**before, **wanted}
+    was = _deficits(before, wanted)
+    errors: list[Rejected] = []
+    for i, (now, key, message) in _deficits(after, wanted).items():
+        if now > 0 and (i not in was or now > was[i][0]):
+            errors.append(Rejected("invariant", key, f"{message} {when}"))
     return errors
+
+
+def check_invariants(planned: Sequence[Planned], roots: Roots) -> list[Rejected]:
+    """Check cross-key invariants on the state the changeset would leave."""
+    proposed = {p.knob.key: parse_ints(p.new) for p in planned if p.knob.kind == "sysctl"}
+    return invariant_errors(proposed, roots, "after this changeset")
+
+
+def order_writes(
+    start: Mapping[str, str], targets: Sequence[tuple[str, str]], roots: Roots
+) -> list[int]:
+    """Order writes so that no intermediate state breaks an invariant more than needed.
+
+    The kernel itself refuses some intermediate states (``ipfrag_low_thresh`` above
+    ``ipfrag_high_thresh`` is ``EINVAL``): raising a pair writes the upper key first,
+    lowering it the lower key first. Greedy: at each step the first remaining write (in
+    the given order) that does not add to the invariants' deficit, else the one that
+    adds least.
+
+    :param start: key -> its current canonical value (every target key).
+    :param targets: ``(key, value)`` to write, in the preferred order.
+    :return: indices into ``targets``.
+    """
+    keys = [k for k, _ in targets]
+    if not set(keys) & _INVARIANT_KEYS:
+        return list(range(len(targets)))
+    state = _invariant_state(dict.fromkeys(keys), roots)
+    for k in keys:
+        ints = parse_ints(start.get(k, ""))
+        if ints is not None:
+            state[k] = ints
+    remaining = list(range(len(targets)))
+    order: list[int] = []
+    while remaining:
+        base = _total(state, keys)
+        best, best_total = remaining[0], None
+        for i in remaining:
+            ints = parse_ints(targets[i][1])
+            trial = state if ints is None else {**state, keys[i]: ints}
+            total = _total(trial, keys)
+            if total <= base:
+                best = i
+                break
+            if best_total is None or total < best_total:
+                best, best_total = i, total
+        order.append(best)
+        remaining.remove(best)
+        ints = parse_ints(targets[best][1])
+        if ints is not None:
+            state[keys[best]] = ints
+    return order
 
 
 def validate(

@@ -9,6 +9,12 @@ in-process (no socket, no audit), and a socket round trip of ``history`` with
 ``limit`` 1 (the protocol's floor). Targets: p99 <= 5 ms for apply + verify,
 >= 5,000 validations/s.
 
+Then a flood (issue 17): the agent runs with the default open-file limit (1024, as a
+unit without ``LimitNOFILE`` would give it) and ``--flood`` idle connections are opened
+(default 1,100, more than it has descriptors); the connection caps refuse what is
+over them (``busy``), and apply + verify is timed again while the flood stays open:
+its p99 against the one measured before, and the managed key must not be lost.
+
 Run as root: ``.venv/bin/python benchmarks/agent_latency.py [--n 2000]``. The agent
 runs in a namespace created by ``unshare -n``, so the host's sysctls never move.
 """
@@ -16,8 +22,10 @@ runs in a namespace created by ``unshare -n``, so the host's sysctls never move.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -95,11 +103,49 @@ def line(name: str, samples: list[float]) -> str:
     )
 
 
+def idle_flood(sock: Path, conn: Conn, n: int, applies: int) -> tuple[list[float], int, int]:
+    """Open ``n`` idle connections, time ``applies`` apply + verify on ``conn`` meanwhile.
+
+    :return: the latencies (seconds), how many connections stayed open, how many were
+        refused ``busy``.
+    """
+    flood: list[socket.socket] = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(1.0)
+        try:
+            s.connect(str(sock))
+        except OSError:
+            s.close()
+            continue
+        flood.append(s)
+    time.sleep(1.0)
+    busy = 0
+    ready, _, _ = select.select(flood, [], [], 1.0)
+    for s in ready:
+        with contextlib.suppress(OSError):
+            if b'"busy"' in s.recv(65536):
+                busy += 1
+    latencies = []
+    try:
+        for i in range(applies):
+            t, reply = conn.call(
+                {"op": "apply", "user_data": f"f{i}", "recommendations": rec((8192, 4096)[i % 2])}
+            )
+            assert reply["verdict"] == "verified", reply
+            latencies.append(t)
+    finally:
+        for s in flood:
+            s.close()
+    return latencies, len(flood) - busy, busy
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="validate submissions timed one by one")
     ap.add_argument("--applies", type=int, default=300, help="apply + verify submissions")
     ap.add_argument("--burst", type=int, default=10000, help="validations in flight for throughput")
+    ap.add_argument("--flood", type=int, default=1100, help="idle connections opened at once")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("agent_latency: needs root (to create a network namespace)", file=sys.stderr)
@@ -116,10 +162,11 @@ def main() -> int:
         [
             "nsenter",
             f"--net={ns}",
+            "prlimit",
+            "--nofile=1024:1024",
             sys.executable,
             "-m",
-            "assistant",
-            "agent",
+            "actions",
             "serve",
             "--socket",
             str(sock),
@@ -238,6 +285,21 @@ def main() -> int:
         print(
             f"agent CPU per validation in the burst: {burst_cpu / args.burst * 1000:.3f} ms, i.e. "
             f"{args.burst / burst_cpu:.0f} validations per agent CPU-second"
+        )
+        flood_apply, accepted, busy = idle_flood(sock, conn, args.flood, args.applies)
+        status = conn.call({"op": "status", "user_data": "after-flood"})[1]["status"]
+        assert isinstance(status, dict) and status["overridden"] == [], status
+        p99_flood = pct(flood_apply, 99)
+        print()
+        print(
+            f"flood of {args.flood} idle connections (agent RLIMIT_NOFILE 1024): {accepted} "
+            f"held open, {busy} refused 'busy' by the caps, {args.flood - accepted - busy} "
+            "not accepted within 1 s (listen backlog full)"
+        )
+        print(line("apply + verify during the flood", flood_apply))
+        print(
+            f"apply+verify p99 during the flood / before: x{p99_flood / p99_apply:.2f}; "
+            f"managed keys lost: {0 if status['managed'] else 1}"
         )
         load = os.getloadavg()
         print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from actions.model import Completion
 from tests.conftest import ROOT, require
 
 EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
@@ -99,7 +100,12 @@ class NetNS:
 
 
 class AgentProcess:
-    """``kassist agent serve`` running for real, in a namespace, on a temporary socket."""
+    """The agent running for real, in a namespace, on a temporary socket.
+
+    :param nofile: its open-file limit (``RLIMIT_NOFILE``), set with ``prlimit``.
+    :param via: ``actions`` (``python -m actions serve``) or ``kassist`` (``kassist agent
+        serve``, which execs the former).
+    """
 
     def __init__(
         self,
@@ -108,8 +114,12 @@ class AgentProcess:
         policy: Path | None = None,
         args: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
+        nofile: int | None = None,
+        via: str = "actions",
     ) -> None:
         self.tmp = tmp
+        self.nofile = nofile
+        self.via = via
         self.netns = netns
         self.socket = tmp / "agent.sock"
         self.audit = tmp / "audit.jsonl"
@@ -123,12 +133,11 @@ class AgentProcess:
 
     def command(self) -> list[str]:
         """The agent's command line (prefixed with nsenter when in a namespace)."""
+        entry = ["actions", "serve"] if self.via == "actions" else ["assistant", "agent", "serve"]
         cmd = [
             sys.executable,
             "-m",
-            "assistant",
-            "agent",
-            "serve",
+            *entry,
             "--socket",
             str(self.socket),
             "--state-dir",
@@ -143,6 +152,9 @@ class AgentProcess:
         ]
         if self.policy is not None:
             cmd += ["--policy", str(self.policy)]
+        if self.nofile is not None:
+            # The open-file limit a unit without LimitNOFILE gives, scaled down for a test.
+            cmd = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", *cmd]
         if self.netns is not None:
             cmd = ["nsenter", f"--net={self.netns.path}", *cmd]
         return cmd
@@ -151,7 +163,11 @@ class AgentProcess:
         """Start the agent and wait until its socket accepts connections."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), env={**self.env, **(env or {})}, stdout=log, stderr=log, cwd=ROOT
+                self.command(),
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -313,3 +329,8 @@ def iter_keys(root: Path) -> Iterator[tuple[str, str]]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink():
             yield str(path.relative_to(root)), path.read_text()
+
+
+def plain(completion: Completion) -> dict[str, Any]:
+    """Return a typed completion as the JSON object the agent sends on the wire."""
+    return completion.to_wire(completion.user_data)

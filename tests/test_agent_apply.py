@@ -14,7 +14,7 @@ import pytest
 from actions.agent import Agent, Paths
 from actions.knobs import Roots, resolve
 from actions.policy import load_policy, policy_from_dict
-from tests.agent_support import fake_roots, rec
+from tests.agent_support import fake_roots, plain, rec
 
 WHO = {"uid": 0, "gid": 0, "pid": 1, "user": "root"}
 
@@ -50,34 +50,36 @@ def test_sysfs_knobs_apply_verify_and_roll_back(agent: Agent) -> None:
     ]
     before = {r["target"]: _read(agent, "sysfs", r["target"]) for r in recs}
     assert before["block/vda/queue/scheduler"] == "mq-deadline"
-    done = agent.apply(recs, WHO, persist=True)
+    done = plain(agent.apply(recs, WHO, persist=True))
     assert done["ok"] and done["verdict"] == "verified", done
     assert {r["target"]: _read(agent, "sysfs", r["target"]) for r in recs} == {
         r["target"]: str(r["value"]) for r in recs
     }
     assert len(done["notices"]) == len(recs)  # sysfs is never persisted: it says so
     assert not agent.paths.sysctl_conf.exists()
-    back = agent.rollback(WHO, done["changeset"]["id"])
+    back = plain(agent.rollback(WHO, done["changeset"]["id"]))
     assert back["ok"], back
     assert {r["target"]: _read(agent, "sysfs", r["target"]) for r in recs} == before
 
 
 def test_vm_keys_only_in_the_fake_tree(agent: Agent) -> None:
     recs = [rec("vm.dirty_ratio", 30, id="a"), rec("vm.dirty_background_ratio", 5, id="b")]
-    done = agent.apply(recs, WHO)
+    done = plain(agent.apply(recs, WHO))
     assert done["ok"], done
     assert (agent.roots.proc_sys / "vm/dirty_ratio").read_text().strip() == "30"
-    assert agent.rollback(WHO, done["changeset"]["id"])["ok"]
+    assert plain(agent.rollback(WHO, done["changeset"]["id"]))["ok"]
     assert (agent.roots.proc_sys / "vm/dirty_ratio").read_text().strip() == "20"
     assert (agent.roots.proc_sys / "vm/dirty_background_ratio").read_text().strip() == "10"
 
 
 def test_a_rejected_changeset_writes_nothing(agent: Agent) -> None:
     recs = [rec("vm.dirty_ratio", 30, id="a"), rec("vm.swappiness", 1000, id="b")]
-    done = agent.apply(recs, WHO)
+    done = plain(agent.apply(recs, WHO))
     assert done["verdict"] == "rejected" and done["changeset"] is None
     assert (agent.roots.proc_sys / "vm/dirty_ratio").read_text().strip() == "20"
-    assert agent.history()["changesets"] == []  # rejected submissions are audited, not journaled
+    assert (
+        plain(agent.history())["changesets"] == []
+    )  # rejected submissions are audited, not journaled
     events = [json.loads(x) for x in agent.paths.audit.read_text().splitlines()]
     assert [e["verdict"] for e in events if e["event"] == "verdict"] == ["rejected"]
 
@@ -86,24 +88,24 @@ def test_the_rate_limit_counts_the_journal(tmp_path: Path) -> None:
     doc = {"allow": ["net.core.somaxconn"], "max_changes_per_hour": 2}
     agent = _agent(tmp_path, doc)
     try:
-        assert agent.apply(rec("net.core.somaxconn", 5000), WHO)["ok"]
-        assert agent.apply(rec("net.core.somaxconn", 6000), WHO)["ok"]
-        third = agent.apply(rec("net.core.somaxconn", 7000), WHO)
+        assert plain(agent.apply(rec("net.core.somaxconn", 5000), WHO))["ok"]
+        assert plain(agent.apply(rec("net.core.somaxconn", 6000), WHO))["ok"]
+        third = plain(agent.apply(rec("net.core.somaxconn", 7000), WHO))
         assert third["verdict"] == "rejected" and third["errors"][0]["rule"] == "rate"
-        assert agent.rollback(WHO, 2)["ok"]  # a rollback is never rate-limited
+        assert plain(agent.rollback(WHO, 2))["ok"]  # a rollback is never rate-limited
         assert _read(agent, "sysctl", "net.core.somaxconn") == "5000"
     finally:
         agent.close()
     restarted = Agent(agent.policy, agent.paths, agent.roots, journald="/nonexistent")
     try:  # a restart does not reset the count: it is read back from the journal
-        again = restarted.apply(rec("net.core.somaxconn", 7000), WHO)
+        again = plain(restarted.apply(rec("net.core.somaxconn", 7000), WHO))
         assert again["errors"][0]["rule"] == "rate"
     finally:
         restarted.close()
 
 
 def test_overrides_are_detected_and_never_fought(agent: Agent) -> None:
-    done = agent.apply(rec("vm.swappiness", 30), WHO)
+    done = plain(agent.apply(rec("vm.swappiness", 30), WHO))
     assert done["ok"]
     (agent.roots.proc_sys / "vm/swappiness").write_text("45\n")  # the admin's own change
     notices = agent.check_overrides()
@@ -112,16 +114,20 @@ def test_overrides_are_detected_and_never_fought(agent: Agent) -> None:
         "kassist no longer manages it"
     ]
     assert agent.check_overrides() == []  # reported once, then no longer managed
-    status = agent.status()["status"]
+    status = plain(agent.status())["status"]
     assert status["managed"] == [] and status["overridden"][0]["target"] == "vm.swappiness"
-    assert agent.rollback(WHO, 1)["ok"]
+    back = plain(agent.rollback(WHO, 1))  # it says it restored nothing (issue 17)
+    assert not back["ok"] and back["verdict"] == "not_restored", back
+    assert "vm.swappiness: not restored" in back["errors"][0]["message"]
     assert (agent.roots.proc_sys / "vm/swappiness").read_text() == "45\n"
     audit = [json.loads(x)["event"] for x in agent.paths.audit.read_text().splitlines()]
     assert "override" in audit
 
 
 def test_the_journal_is_sqlite_in_wal_mode_with_old_and_new_values(agent: Agent) -> None:
-    done = agent.apply(rec("net.core.somaxconn", 8192, rationale="queue overflows: see nstat"), WHO)
+    done = plain(
+        agent.apply(rec("net.core.somaxconn", 8192, rationale="queue overflows: see nstat"), WHO)
+    )
     assert done["ok"]
     db = sqlite3.connect(agent.paths.journal)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -136,14 +142,14 @@ def test_the_journal_is_sqlite_in_wal_mode_with_old_and_new_values(agent: Agent)
 
 def test_a_new_agent_reads_the_same_journal(tmp_path: Path) -> None:
     first = _agent(tmp_path)
-    assert first.apply(rec("net.core.somaxconn", 8192), WHO)["ok"]
+    assert plain(first.apply(rec("net.core.somaxconn", 8192), WHO))["ok"]
     first.close()
     policy = load_policy()
     second = Agent(policy, first.paths, first.roots, journald="/nonexistent")
     try:
         assert second.recover() == []  # nothing was left in flight
-        assert second.status()["status"]["managed"][0]["target"] == "net.core.somaxconn"
-        assert second.rollback(WHO, 1)["ok"]
+        assert plain(second.status())["status"]["managed"][0]["target"] == "net.core.somaxconn"
+        assert plain(second.rollback(WHO, 1))["ok"]
         assert (first.roots.proc_sys / "net/core/somaxconn").read_text().strip() == "4096"
     finally:
         second.close()
@@ -186,7 +192,8 @@ def test_the_shipped_unit_is_hardened_and_can_do_its_job() -> None:
         "CAP_NET_ADMIN",
         "CAP_CHOWN",
     }
-    assert "kassist agent serve" in settings["ExecStart"]
+    assert "kassist-agent serve" in settings["ExecStart"]
+    assert int(settings["LimitNOFILE"]) >= 1024
     # It must write the host's /proc/sys: no private network, no read-only tunables.
     assert settings.get("PrivateNetwork", "no") == "no"
     assert settings.get("ProtectKernelTunables", "no") == "no"

@@ -22,7 +22,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProc
     tmp = tmp_path_factory.mktemp("cli")
     proc_sys, sys_root = fake_roots(tmp)
     agent = AgentProcess(
-        tmp, None, args=("--proc-sys-root", str(proc_sys), "--sys-root", str(sys_root))
+        tmp,
+        None,
+        args=("--proc-sys-root", str(proc_sys), "--sys-root", str(sys_root)),
+        via="kassist",
     ).start()
     yield agent, proc_sys
     agent.stop()

@@ -16,7 +16,7 @@ import pytest
 
 from actions.client import AgentClient
 from actions.errors import AgentUnavailable
-from tests.agent_support import AgentProcess, NetNS, rec, require_netns
+from tests.agent_support import AgentProcess, NetNS, plain, rec, require_netns
 
 KEYS = ("net.core.somaxconn", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_time")
 
@@ -78,12 +78,12 @@ def test_sigkill_during_apply_leaves_every_key_consistent(
         expected = before if APPLY_STEPS[step] == "old" else new
         assert now == expected, f"after SIGKILL at {step}: {now}"
         with AgentClient(agent.socket) as client:
-            cs = client.history(1)["changeset"]
+            cs = plain(client.history(1))["changeset"]
             assert cs["state"] == ("rolled_back" if APPLY_STEPS[step] == "old" else "verified")
             if step != "verified":
                 assert any(e["event"] == "recovered" for e in cs["events"])
             if APPLY_STEPS[step] == "new":
-                assert client.rollback(1)["ok"]
+                assert plain(client.rollback(1))["ok"]
                 assert {k: netns.read(k) for k in KEYS} == before
     finally:
         agent.stop()
@@ -96,7 +96,7 @@ def test_sigkill_during_rollback_is_finished_on_restart(
     before, new, recs = _changeset(netns)
     agent = AgentProcess(tmp_path, netns).start()
     with AgentClient(agent.socket) as client:
-        assert client.apply(recs)["ok"]
+        assert plain(client.apply(recs))["ok"]
     agent.stop()
     assert {k: netns.read(k) for k in KEYS} == new  # stopping the agent rolls nothing back
 
@@ -106,7 +106,7 @@ def test_sigkill_during_rollback_is_finished_on_restart(
     try:
         assert {k: netns.read(k) for k in KEYS} == before
         with AgentClient(agent.socket) as client:
-            assert client.history(1)["changeset"]["state"] == "rolled_back"
-            assert client.status()["status"]["managed"] == []
+            assert plain(client.history(1))["changeset"]["state"] == "rolled_back"
+            assert plain(client.status())["status"]["managed"] == []
     finally:
         agent.stop()

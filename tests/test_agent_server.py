@@ -19,7 +19,7 @@ import pytest
 
 from actions.client import AgentClient
 from actions.errors import AgentUnavailable
-from tests.agent_support import AgentProcess, NetNS, RawConnection, rec, require_netns
+from tests.agent_support import AgentProcess, NetNS, RawConnection, plain, rec, require_netns
 
 TEST_POLICY = """
 version = 1
@@ -80,14 +80,14 @@ def test_apply_writes_the_kernel_and_rollback_restores_it(
     }
     recs = [rec(k, int(v), id=f"r{i}") for i, (k, v) in enumerate(new.items())]
 
-    dry = client.validate(recs)
+    dry = plain(client.validate(recs))
     assert dry["ok"] and dry["verdict"] == "valid"
     assert [(c["target"], c["old"], c["new"]) for c in dry["changeset"]["changes"]] == [
         (k, before[k], new[k]) for k in keys
     ]
     assert {k: netns.read(k) for k in keys} == before  # a dry run writes nothing
 
-    done = client.apply(recs)
+    done = plain(client.apply(recs))
     assert done["ok"] and done["verdict"] == "verified", done
     cs = done["changeset"]
     assert cs["state"] == "verified"
@@ -100,9 +100,9 @@ def test_apply_writes_the_kernel_and_rollback_restores_it(
     for wanted in ("submission", "verdict", "write", "readback"):
         assert wanted in events
 
-    history = client.history()
+    history = plain(client.history())
     assert history["changesets"][0]["id"] == cs["id"]
-    shown = client.history(cs["id"])["changeset"]
+    shown = plain(client.history(cs["id"]))["changeset"]
     assert [e["event"] for e in shown["events"]][:4] == [
         "validated",
         "applying",
@@ -110,11 +110,11 @@ def test_apply_writes_the_kernel_and_rollback_restores_it(
         "verified",
     ]
 
-    back = client.rollback(cs["id"])
+    back = plain(client.rollback(cs["id"]))
     assert back["ok"] and back["verdict"] == "rolled_back", back
     assert {k: netns.read(k) for k in keys} == before
-    assert client.history(cs["id"])["changeset"]["state"] == "rolled_back"
-    again = client.rollback(cs["id"])
+    assert plain(client.history(cs["id"]))["changeset"]["state"] == "rolled_back"
+    again = plain(client.rollback(cs["id"]))
     assert not again["ok"] and "already rolled back" in again["errors"][0]["message"]
 
 
@@ -126,7 +126,7 @@ def test_a_value_the_kernel_refuses_rolls_back_the_whole_changeset(
         rec("net.core.somaxconn", int(before[0]) * 2),
         rec("net.ipv4.ip_default_ttl", 300, id="r2"),
     ]  # the kernel max is 255
-    done = client.apply(recs)
+    done = plain(client.apply(recs))
     assert not done["ok"] and done["verdict"] == "failed"
     assert done["errors"][0]["rule"] == "write"
     assert "net.ipv4.ip_default_ttl" in done["errors"][0]["message"]
@@ -146,7 +146,7 @@ def test_a_value_the_kernel_silently_rounds_is_a_failure(netns: NetNS, client: A
         rec("net.core.somaxconn", int(somaxconn) + 100),
         rec("net.ipv4.icmp_ratelimit", 1003, id="r2"),
     ]
-    done = client.apply(recs)
+    done = plain(client.apply(recs))
     assert done["verdict"] == "failed"
     assert done["errors"][0]["rule"] == "verify"
     assert "reads back 1004" in done["errors"][0]["message"]
@@ -156,16 +156,16 @@ def test_a_value_the_kernel_silently_rounds_is_a_failure(netns: NetNS, client: A
 
 def test_the_agent_yields_to_the_admin(netns: NetNS, client: AgentClient) -> None:
     old = netns.read("net.ipv4.tcp_fin_timeout")
-    done = client.apply([rec("net.ipv4.tcp_fin_timeout", int(old) - 7)])
+    done = plain(client.apply([rec("net.ipv4.tcp_fin_timeout", int(old) - 7)]))
     assert done["ok"], done
     netns.write("net.ipv4.tcp_fin_timeout", "44")  # the admin changes it behind our back
     deadline = time.monotonic() + 10
-    status = client.status()
+    status = plain(client.status())
     while time.monotonic() < deadline:
         if any(o["changeset"] == done["changeset"]["id"] for o in status["status"]["overridden"]):
             break
         time.sleep(0.1)
-        status = client.status()
+        status = plain(client.status())
     overridden = status["status"]["overridden"]
     assert {
         "changeset": done["changeset"]["id"],
@@ -175,8 +175,8 @@ def test_the_agent_yields_to_the_admin(netns: NetNS, client: AgentClient) -> Non
     } in overridden
     managed = [m["target"] for m in status["status"]["managed"]]
     assert "net.ipv4.tcp_fin_timeout" not in managed
-    back = client.rollback(done["changeset"]["id"])
-    assert back["ok"]
+    back = plain(client.rollback(done["changeset"]["id"]))
+    assert not back["ok"] and back["verdict"] == "not_restored", back  # says so (issue 17)
     assert netns.read("net.ipv4.tcp_fin_timeout") == "44"  # never fight the admin
     netns.write("net.ipv4.tcp_fin_timeout", old)
 
@@ -186,32 +186,32 @@ def test_persistence_on_request_only(
 ) -> None:
     key = "net.ipv4.tcp_keepalive_time"
     old = int(netns.read(key))
-    plain = client.apply([rec(key, old - 60)])
-    assert plain["ok"] and not agent.conf.exists(), plain
-    kept = client.apply([rec(key, old - 120)], persist=True)
+    unpersisted = plain(client.apply([rec(key, old - 60)]))
+    assert unpersisted["ok"] and not agent.conf.exists(), unpersisted
+    kept = plain(client.apply([rec(key, old - 120)], persist=True))
     assert kept["ok"], kept
     text = agent.conf.read_text()
     assert f"# Changesets: {kept['changeset']['id']}" in text
     assert f"{key} = {old - 120}" in text.splitlines()
-    assert client.rollback(kept["changeset"]["id"])["ok"]
+    assert plain(client.rollback(kept["changeset"]["id"]))["ok"]
     assert not agent.conf.exists()
-    assert client.rollback(plain["changeset"]["id"])["ok"]
+    assert plain(client.rollback(unpersisted["changeset"]["id"]))["ok"]
     assert int(netns.read(key)) == old
 
 
 def test_rollback_since_undoes_newest_first(netns: NetNS, client: AgentClient) -> None:
     start = time.time() - 0.001
     old = int(netns.read("net.core.somaxconn"))
-    first = client.apply([rec("net.core.somaxconn", old + 1)])
-    second = client.apply([rec("net.core.somaxconn", old + 2)])
+    first = plain(client.apply([rec("net.core.somaxconn", old + 1)]))
+    second = plain(client.apply([rec("net.core.somaxconn", old + 2)]))
     assert first["ok"] and second["ok"]
-    refused = client.rollback(first["changeset"]["id"])
+    refused = plain(client.rollback(first["changeset"]["id"]))
     assert not refused["ok"] and refused["verdict"] == "refused"
     assert (
         f"changeset {second['changeset']['id']} changed it later" in refused["errors"][0]["message"]
     )
     assert int(netns.read("net.core.somaxconn")) == old + 2
-    back = client.rollback(since=start)
+    back = plain(client.rollback(since=start))
     assert back["ok"], back
     assert [c["id"] for c in back["changesets"]] == [
         second["changeset"]["id"],
@@ -225,11 +225,11 @@ def test_invariants_read_the_live_kernel(netns: NetNS, client: AgentClient) -> N
     rmem = [int(v) for v in netns.read("net.ipv4.tcp_rmem").split()]
     rmem_max = int(netns.read("net.core.rmem_max"))
     over = max(rmem[2], rmem_max) * 2
-    worse = client.validate([rec("net.ipv4.tcp_rmem", [rmem[0], rmem[1], over])])
+    worse = plain(client.validate([rec("net.ipv4.tcp_rmem", [rmem[0], rmem[1], over])]))
     assert worse["errors"][0]["rule"] == "invariant"
     assert f"net.core.rmem_max ({rmem_max})" in worse["errors"][0]["message"]
     closer = max(rmem[1], rmem_max, rmem[2] // 4)
-    better = client.validate([rec("net.ipv4.tcp_rmem", [rmem[0], rmem[1], closer])])
+    better = plain(client.validate([rec("net.ipv4.tcp_rmem", [rmem[0], rmem[1], closer])]))
     assert better["ok"], better  # moving towards the invariant is allowed
 
 
@@ -403,7 +403,7 @@ def test_peer_credentials_decide_who_may_talk(
         else:
             assert reply["ok"] is True and reply["verdict"] == "ok"
         with AgentClient(proc.socket) as root_client:  # root is always allowed
-            assert root_client.status()["ok"]
+            assert plain(root_client.status())["ok"]
     finally:
         proc.stop()
         shutil.rmtree(reachable, ignore_errors=True)
@@ -420,7 +420,7 @@ def test_the_client_pipelines_and_matches_completions(agent: AgentProcess) -> No
             {"op": "validate", "recommendations": rec("net.core.somaxconn", v)}
             for v in (100000, 64, 8192)
         ] + [{"op": "history", "limit": 1}, {"op": "status"}]
-        done = client.many(entries)
+        done = [plain(x) for x in client.many(entries)]
     assert [d["verdict"] for d in done] == ["rejected", "rejected", "valid", "ok", "ok"]
     assert [d["errors"][0]["rule"] for d in done[:2]] == ["range", "range"]
     assert "above the limit" in done[0]["errors"][0]["message"]

@@ -11,8 +11,9 @@ never written again and the kernel frees it after the programs still running
 on it finish (RCU). So each program run sees one generation, whole: never a
 mix of old and new rules. The kernel also waits for that grace period before
 the swap returns (``maybe_wait_bpf_programs``, most of a reload's ~15 ms), so
-when :meth:`Enforcer.reload` returns, no program still runs on the old rules. Every rule carries its generation number, and each
-refusal reports the generation that refused it.
+when :meth:`Enforcer.reload` returns, no program still runs on the old rules.
+Every rule carries its generation number, and each refusal reports the
+generation that refused it.
 
 **Pinning.** Links and the rules map are pinned under
 ``/sys/fs/bpf/kassist/run-<pid>-<time>/``. A pinned link stays attached when the

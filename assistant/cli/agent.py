@@ -1,14 +1,17 @@
 """``kassist agent``: run the kernel agent, or talk to it through its socket.
 
-``serve`` runs the daemon (as root; see ``actions/data/kassist-agent.service``);
-the other subcommands are clients: ``status``, ``history``, ``show ID``,
-``rollback ID|--since T``, ``validate FILE`` (a dry run) and ``apply FILE``
-(asks a person first on a terminal unless ``--yes``).
+``serve`` execs the agent's own entry point (``python -m actions serve``: the root
+daemon loads nothing of the assistant); the other subcommands are clients: ``status``,
+``history``, ``show ID``, ``rollback ID|--since T``, ``validate FILE`` (a dry run) and
+``apply FILE`` (asks a person first on a terminal unless ``--yes``). Every piece of text that came
+from a recommendation, the kernel or the agent is printed through
+:func:`actions.text.printable` (no terminal escape or forged line reaches the operator).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -21,7 +24,9 @@ import click
 
 from actions.client import AgentClient
 from actions.errors import ActionError
+from actions.model import Change, Completion
 from actions.protocol import MAX_ENTRY
+from actions.text import printable
 from assistant.cli.common import notice
 from assistant.config import Config, load_config
 from assistant.errors import InputError, KassistError
@@ -43,47 +48,49 @@ def _config(socket_path: str | None = None, **agent: Any) -> Config:
     return load_config({"agent": {"socket": socket_path, **agent}})
 
 
-def _call(socket_path: str | None, fn: Callable[[AgentClient], dict[str, Any]]) -> dict[str, Any]:
+def _call(socket_path: str | None, fn: Callable[[AgentClient], Completion]) -> Completion:
     cfg = _config(socket_path)
     try:
         with AgentClient(cfg.agent.socket) as client:
             return fn(client)
     except ActionError as exc:
-        raise KassistError(exc.message, exc.hint) from None
+        raise KassistError(printable(exc.message), printable(exc.hint)) from None
 
 
-def _finish(completion: dict[str, Any], fmt: str, text: Callable[[dict[str, Any]], str]) -> None:
+def _finish(completion: Completion, fmt: str, text: Callable[[Completion], str]) -> None:
     if fmt == "json":
-        click.echo(json.dumps(completion, indent=2))
+        # json.dumps escapes every control character: the JSON form is inert as it is.
+        click.echo(json.dumps(completion.to_wire(completion.user_data), indent=2))
     else:
         out = text(completion)
         if out:
             click.echo(out)
-        for line in completion.get("notices", []):
-            notice(line)
-    if not completion.get("ok"):
+        for line in completion.notices:
+            notice(printable(line))
+    if not completion.ok:
         # The last line becomes the error the CLI prints (and exits 1 with).
-        lines = [e["message"] for e in completion.get("errors", [])] or [completion["verdict"]]
+        lines = [printable(e.message) for e in completion.errors] or [completion.verdict]
         if fmt == "text":
             for line in lines[:-1]:
                 click.echo(f"kassist: {line}", err=True)
             raise KassistError(lines[-1])
-        raise KassistError(f"{completion['verdict']}: {lines[0]}")
+        raise KassistError(f"{printable(completion.verdict)}: {lines[0]}")
 
 
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _changes_text(changes: list[dict[str, Any]], indent: str = "  ") -> list[str]:
+def _changes_text(changes: list[Change], indent: str = "  ") -> list[str]:
     if not changes:
         return []
-    width = max(len(c["target"]) for c in changes)
+    width = max(len(printable(c.target)) for c in changes)
     lines = []
     for c in changes:
-        state = f"  [{c['state']}]" if c.get("state") else ""
+        state = f"  [{printable(c.state)}]" if c.state else ""
         lines.append(
-            f"{indent}{c['target']:<{width}}  {c['old']} -> {c['new']}  (risk {c['risk']}){state}"
+            f"{indent}{printable(c.target):<{width}}  {printable(c.old)} -> "
+            f"{printable(c.new)}  (risk {printable(c.risk)}){state}"
         )
     return lines
 
@@ -115,32 +122,14 @@ def agent() -> None:
     """Run the kernel agent, or talk to it: it validates, applies and rolls back changes."""
 
 
-@agent.command()
+@agent.command(context_settings={"ignore_unknown_options": True})
 @click.option("--socket", "socket_path", default=None, metavar="PATH", help="Socket to listen on.")
 @click.option("--state-dir", default=None, metavar="DIR", help="Where the journal lives.")
 @click.option("--policy", default=None, metavar="FILE", help="Policy TOML (default: built-in).")
 @click.option("--group", default=None, help="Group allowed to connect besides root.")
 @click.option("--audit-log", default=None, metavar="FILE", help="JSON-lines audit log.")
 @click.option("--sysctl-conf", default=None, metavar="FILE", help="File for persisted changes.")
-@click.option("--socket-mode", default="0660", hidden=True)
-@click.option("--proc-sys-root", default="/proc/sys", hidden=True)
-@click.option("--sys-root", default="/sys", hidden=True)
-@click.option("--entry-timeout", type=float, default=5.0, hidden=True)
-@click.option("--override-interval", type=float, default=5.0, hidden=True)
-@click.option(
-    "--enforce-lockdown",
-    multiple=True,
-    metavar="CGROUP",
-    help="A cgroup v2 directory whose tasks may write no sysctl (repeatable).",
-)
-@click.option(
-    "--enforce-guard",
-    multiple=True,
-    metavar="CGROUP",
-    help="A cgroup v2 directory whose tasks may write managed keys only in policy.",
-)
-@click.option("--enforce-pin-root", default="/sys/fs/bpf/kassist", hidden=True)
-@click.option("--enforce-state", default="/run/kassist/enforce.json", hidden=True)
+@click.argument("agent_args", nargs=-1, type=click.UNPROCESSED)
 def serve(
     socket_path: str | None,
     state_dir: str | None,
@@ -148,75 +137,57 @@ def serve(
     group: str | None,
     audit_log: str | None,
     sysctl_conf: str | None,
-    socket_mode: str,
-    proc_sys_root: str,
-    sys_root: str,
-    entry_timeout: float,
-    override_interval: float,
-    enforce_lockdown: tuple[str, ...],
-    enforce_guard: tuple[str, ...],
-    enforce_pin_root: str,
-    enforce_state: str,
+    agent_args: tuple[str, ...],
 ) -> None:
-    """Run the agent daemon on its Unix socket (as root) until SIGTERM."""
-    from actions.agent import Agent, Paths
-    from actions.enforce.service import EnforceSettings
-    from actions.knobs import Roots
-    from actions.policy import load_policy
-    from actions.server import ServerSettings
-    from actions.server import serve as run_server
+    """Run the agent daemon on its Unix socket (as root) until SIGTERM.
 
+    This execs ``python -m actions serve`` (the agent's own entry point, also installed
+    as ``kassist-agent``) with kassist's configured paths: the root process loads
+    nothing of the assistant. Options it does not know go to the agent as they are.
+    """
     cfg = _config(
         socket_path, state_dir=state_dir, policy=policy, group=group, audit_log=audit_log,
         sysctl_conf=sysctl_conf,
     )  # fmt: skip
     a = cfg.agent
+    argv = [
+        sys.executable, "-m", "actions", "serve", "--socket", a.socket, "--state-dir",
+        a.state_dir, "--policy", a.policy, "--group", a.group, "--audit-log", a.audit_log,
+        "--sysctl-conf", a.sysctl_conf, *agent_args,
+    ]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The agent imports from the directory kassist runs from, as this process did.
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "PYTHONPATH": f"{root}:{path}" if path else root}
     try:
-        mode = int(socket_mode, 8)
-        loaded = load_policy(a.policy)
-        agent_ = Agent(
-            loaded,
-            Paths(Path(a.state_dir) / "journal.db", Path(a.audit_log), Path(a.sysctl_conf)),
-            Roots(Path(proc_sys_root), Path(sys_root)),
-        )
-        settings = ServerSettings(
-            Path(a.socket), group=a.group or None, mode=mode, entry_timeout=entry_timeout,
-            override_interval=override_interval,
-            enforce=EnforceSettings(
-                tuple(map(Path, enforce_lockdown)), tuple(map(Path, enforce_guard)),
-                Path(enforce_pin_root), Path(enforce_state),
-            ),
-        )  # fmt: skip
-        run_server(agent_, settings)
-    except ActionError as exc:
-        raise KassistError(exc.message, exc.hint) from None
-    except ValueError:
-        raise KassistError(f"--socket-mode {socket_mode!r} is not octal", "e.g. 0660") from None
-    except PermissionError as exc:
-        raise KassistError(
-            f"permission denied: {exc.filename}", "run the agent as root (or via systemd)"
-        ) from None
+        os.execve(sys.executable, argv, env)
+    except OSError as exc:
+        raise KassistError(f"cannot start the agent: {exc.strerror}", "check the install") from None
 
 
 # --- clients --------------------------------------------------------------------------
 
 
-def _status_text(c: dict[str, Any]) -> str:
-    s = c["status"]
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(s["changesets"].items())) or "none"
+def _status_text(c: Completion) -> str:
+    s = c.status
+    if s is None:
+        return ""
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.changesets.items())) or "none"
     lines = [
-        f"agent pid {s['pid']}, up {s['uptime']:.0f} s, policy: {s['policy']}",
-        f"journal {s['journal']} · audit {s['audit']}",
-        f"changesets: {counts}",
-        f"managed keys: {len(s['managed'])}",
+        f"agent pid {s.pid}, up {s.uptime:.0f} s, policy: {printable(s.policy)}",
+        f"journal {printable(s.journal)} · audit {printable(s.audit)}",
+        f"changesets: {printable(counts)}",
+        f"managed keys: {len(s.managed)}",
     ]
-    lines += [f"  [{m['changeset']}] {m['target']} = {m['value']}" for m in s["managed"]]
-    if s["overridden"]:
+    lines += [f"  [{m.changeset}] {printable(m.target)} = {printable(m.value)}" for m in s.managed]
+    if s.overridden:
         lines.append("overridden by someone else (no longer managed):")
-        lines += [f"  [{m['changeset']}] {m['target']} (kassist set {m['set']})"
-                  for m in s["overridden"]]  # fmt: skip
-    if "enforce" in s:
-        lines += _enforce_summary(s["enforce"])
+        lines += [f"  [{m.changeset}] {printable(m.target)} (kassist set {printable(m.set)})"
+                  for m in s.overridden]  # fmt: skip
+    if s.enforce:
+        lines += _enforce_summary(s.enforce)
     return "\n".join(lines)
 
 
@@ -239,16 +210,20 @@ def status(socket_path: str | None, fmt: str) -> None:
     _finish(_call(socket_path, lambda c: c.status()), fmt, _status_text)
 
 
-def _history_text(c: dict[str, Any]) -> str:
-    rows = c.get("changesets", [])
+def _who(who: dict[str, Any]) -> str:
+    return printable(who.get("user") or who.get("agent") or "?")
+
+
+def _history_text(c: Completion) -> str:
+    rows = c.changesets or []
     if not rows:
         return "no changesets yet"
     lines = [f"{'ID':>4}  {'STATE':<12} {'CREATED':<19}  {'WHO':<10} CHANGES"]
     for cs in rows:
-        who = cs["who"].get("user") or cs["who"].get("agent") or "?"
-        targets = ", ".join(f"{ch['target']}={ch['new']}" for ch in cs["changes"])
+        targets = ", ".join(f"{printable(ch.target)}={printable(ch.new)}" for ch in cs.changes)
         lines.append(
-            f"{cs['id']:>4}  {cs['state']:<12} {_when(cs['created'])}  {who:<10} {targets}"
+            f"{cs.id:>4}  {printable(cs.state):<12} {_when(cs.created)}  {_who(cs.who):<10} "
+            f"{targets}"
         )
     return "\n".join(lines)
 
@@ -261,26 +236,30 @@ def history(limit: int, socket_path: str | None, fmt: str) -> None:
     _finish(_call(socket_path, lambda c: c.history(limit=limit)), fmt, _history_text)
 
 
-def _show_text(c: dict[str, Any]) -> str:
-    cs = c["changeset"]
-    who = cs["who"]
+def _show_text(c: Completion) -> str:
+    cs = c.changeset
+    if cs is None:
+        return ""
+    who = cs.who
     lines = [
-        f"changeset {cs['id']}: {cs['state']}" + (f" ({cs['error']})" if cs["error"] else ""),
-        f"created {_when(cs['created'])} by {who.get('user', who.get('agent', '?'))} "
-        f"(uid {who.get('uid', '?')}, pid {who.get('pid', '?')})"
-        + (" · persisted" if cs["persist"] else ""),
+        f"changeset {cs.id}: {printable(cs.state)}"
+        + (f" ({printable(cs.error)})" if cs.error else ""),
+        f"created {_when(cs.created)} by {_who(who)} (uid {printable(who.get('uid', '?'))}, "
+        f"pid {printable(who.get('pid', '?'))})" + (" · persisted" if cs.persist else ""),
         "changes:",
-        *_changes_text(cs["changes"]),
+        *_changes_text(cs.changes),
     ]
-    for ch in cs["changes"]:
-        lines.append(f"  {ch['target']}: {ch['rationale']}")
-        lines += [f"    evidence: {json.dumps(e) if not isinstance(e, str) else e}"
-                  for e in ch["evidence"]]  # fmt: skip
+    for ch in cs.changes:
+        # Rationale and evidence are a recommendation's words: one escaped line each.
+        lines.append(f"  {printable(ch.target)}: {printable(ch.rationale)}")
+        lines += [f"    evidence: {printable(e if isinstance(e, str) else json.dumps(e))}"
+                  for e in ch.evidence]  # fmt: skip
     lines.append("events:")
-    for e in cs["events"]:
+    for e in cs.events:
         detail = {k: v for k, v in e.items() if k not in ("at", "event")}
         lines.append(
-            f"  {_when(e['at'])}  {e['event']}" + (f"  {json.dumps(detail)}" if detail else "")
+            f"  {_when(e['at'])}  {printable(e['event'])}"
+            + (f"  {json.dumps(detail)}" if detail else "")
         )
     return "\n".join(lines)
 
@@ -321,15 +300,21 @@ def parse_since(text: str, now: float | None = None) -> float:
         ) from None
 
 
-def _rollback_text(c: dict[str, Any]) -> str:
-    if c.get("changeset") and c["ok"]:
-        cs = c["changeset"]
-        return "\n".join([f"changeset {cs['id']}: rolled back", *_changes_text(cs["changes"])])
-    if "changesets" in c:
-        done = c["changesets"]
-        if not done:
-            return "nothing to roll back"
-        return "\n".join(f"changeset {cs['id']}: rolled back" for cs in done)
+def _rollback_text(c: Completion) -> str:
+    # Says exactly what was restored: a key someone else changed is named in the errors.
+    if c.changeset is not None and c.verdict in ("rolled_back", "partly_rolled_back"):
+        cs = c.changeset
+        restored = [ch for ch in cs.changes if ch.state == "rolled_back"]
+        head = f"changeset {cs.id}: rolled back"
+        if c.verdict != "rolled_back":
+            head += f" {len(restored)} of {len(cs.changes)} keys"
+        return "\n".join([head, *_changes_text(restored)])
+    if c.changeset is not None and c.verdict == "not_restored":
+        return f"changeset {c.changeset.id}: nothing restored (someone else changed its keys)"
+    if c.changesets is not None:
+        if not c.changesets:
+            return "nothing to roll back" if c.ok else ""
+        return "\n".join(f"changeset {cs.id}: rolled back" for cs in c.changesets)
     return ""
 
 
@@ -349,11 +334,11 @@ def rollback(
     _finish(_call(socket_path, lambda c: c.rollback(changeset_id, when)), fmt, _rollback_text)
 
 
-def _validate_text(c: dict[str, Any]) -> str:
-    if not c["ok"]:
-        n = len(c["errors"])
+def _validate_text(c: Completion) -> str:
+    if not c.ok or c.changeset is None:
+        n = len(c.errors)
         return f"rejected: {n} problem{'s' if n != 1 else ''} (nothing applied)"
-    changes = c["changeset"]["changes"]
+    changes = c.changeset.changes
     return "\n".join(
         [f"valid: {len(changes)} change{'s' if len(changes) != 1 else ''} "
          "(a dry run: nothing was applied)", *_changes_text(changes)]
@@ -369,16 +354,16 @@ def validate(file: str, socket_path: str | None, fmt: str) -> None:
     _finish(_call(socket_path, lambda c: c.validate(doc)), fmt, _validate_text)
 
 
-def _apply_text(c: dict[str, Any]) -> str:
-    cs = c.get("changeset")
-    if c["ok"] and cs:
+def _apply_text(c: Completion) -> str:
+    cs = c.changeset
+    if c.ok and cs:
         return "\n".join(
-            [f"verified: changeset {cs['id']} applied and read back", *_changes_text(cs["changes"]),
-             f"roll it back with: kassist agent rollback {cs['id']}"]
+            [f"verified: changeset {cs.id} applied and read back", *_changes_text(cs.changes),
+             f"roll it back with: kassist agent rollback {cs.id}"]
         )  # fmt: skip
     if cs:
-        return f"failed: changeset {cs['id']} was rolled back ({cs['state']})"
-    return f"{c['verdict']}: nothing applied"
+        return f"failed: changeset {cs.id} was rolled back ({printable(cs.state)})"
+    return f"{printable(c.verdict)}: nothing applied"
 
 
 @agent.command()
@@ -393,12 +378,12 @@ def apply(file: str, yes: bool, persist: bool, socket_path: str | None, fmt: str
     try:
         with AgentClient(cfg.agent.socket) as client:
             dry = client.validate(doc)
-            if not dry["ok"]:
+            if not dry.ok:
                 _finish(dry, fmt, _validate_text)
                 return
             if fmt == "text":
                 click.echo(_validate_text(dry))
-            if not yes and not dry.get("auto_approve"):
+            if not yes and not dry.auto_approve:
                 if not sys.stdin.isatty() or file == "-":
                     raise KassistError(
                         "apply needs a person's approval", "run it on a terminal, or pass --yes", 2
@@ -406,7 +391,7 @@ def apply(file: str, yes: bool, persist: bool, socket_path: str | None, fmt: str
                 click.confirm("Apply these changes?", abort=True, err=True)
             done = client.apply(doc, persist=persist)
     except ActionError as exc:
-        raise KassistError(exc.message, exc.hint) from None
+        raise KassistError(printable(exc.message), printable(exc.hint)) from None
     _finish(done, fmt, _apply_text)
 
 

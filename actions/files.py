@@ -1,0 +1,81 @@
+"""The agent's own files, opened safely: mode 0600, never through a symlink, ours only.
+
+The agent runs as root and writes where an operator points it (``--state-dir``,
+``--audit-log``): a symlink planted there, or a file someone else owns, must not
+turn its writes into someone else's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from actions.errors import ActionError
+
+
+def _owner_ok(uid: int) -> bool:
+    return uid in (0, os.geteuid())
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0700) if missing; refuse a symlink or a directory not ours.
+
+    :raises ActionError: the directory is a symlink, not a directory, or owned by another user.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise ActionError(
+            f"{path} is a symlink: refusing to follow it", "point at a real directory"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise ActionError(f"{path} is not a directory", "point at a directory")
+    if not _owner_ok(st.st_uid):
+        raise ActionError(f"{path} belongs to uid {st.st_uid}", "use a directory root owns")
+
+
+def open_private(path: Path, flags: int) -> int:
+    """Open (creating, mode 0600) one of the agent's files without following a symlink.
+
+    An existing file must be a regular file owned by root or the agent's user; one with
+    a wider mode is narrowed to 0600.
+
+    :param flags: ``os.O_*`` access flags (``O_CREAT``, ``O_NOFOLLOW`` and ``O_CLOEXEC``
+        are added).
+    :return: the file descriptor.
+    :raises ActionError: a symlink, not a regular file, or someone else's file.
+    """
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ActionError(
+                f"{path} is a symlink: refusing to follow it",
+                "remove it; the agent creates its own",
+            ) from None
+        raise
+    st = os.fstat(fd)
+    why = ""
+    if not stat.S_ISREG(st.st_mode):
+        why = "is not a regular file"
+    elif not _owner_ok(st.st_uid):
+        why = f"belongs to uid {st.st_uid}"
+    if why:
+        os.close(fd)
+        raise ActionError(
+            f"{path} {why}: refusing to use it", "remove it; the agent creates its own"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.fchmod(fd, 0o600)
+    return fd
+
+
+def no_symlink(path: Path) -> None:
+    """Refuse ``path`` when it is a symlink (files a library creates beside ours: ``-wal``).
+
+    :raises ActionError: it is a symlink.
+    """
+    if path.is_symlink():
+        raise ActionError(f"{path} is a symlink: refusing to follow it", "remove it")
