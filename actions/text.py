@@ -41,3 +41,13 @@ def printable(text: object) -> str:
         else c
         for c in s
     )
+
+
+def printable_lines(text: object) -> str:
+    """Return ``text`` safe to print, keeping its line breaks: :func:`printable` per line.
+
+    >>> printable_lines("a\\nb\\x1b[2J")
+    'a\\nb\\\\x1b[2J'
+    """
+    s = text if isinstance(text, str) else str(text)
+    return "\n".join(printable(line) for line in s.split("\n"))

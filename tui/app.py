@@ -322,7 +322,9 @@ class KassistApp(App[None]):
         state = verdict.get("verdict", "?")
         line = f"agent: {proposal.summary}: {state}"
         if verdict.get("errors"):
-            line += " (" + "; ".join(str(e) for e in verdict["errors"])[:200] + ")"
+            line += (
+                " (" + "; ".join(str(e.get("message", e)) for e in verdict["errors"])[:200] + ")"
+            )
         await self.query_one("#conversation", VerticalScroll).mount(Notice(line))
         self.notify(line, severity="information" if verdict.get("ok") else "error")
 

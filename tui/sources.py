@@ -60,9 +60,9 @@ def agent_state(socket: str) -> str:
             answer: Any = client.status()
     except (ActionError, OSError) as exc:
         return f"not reachable ({str(exc)[:60]})"
-    status = answer.get("changeset") or answer.get("status") or {}
-    managed = status.get("managed", []) if isinstance(status, dict) else []
-    return f"up, {len(managed)} managed key(s)"
+    if answer.status is None:
+        return f"answers {answer.verdict}"
+    return f"up, {len(answer.status.managed)} managed key(s)"
 
 
 @dataclass(frozen=True)

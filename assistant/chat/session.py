@@ -207,7 +207,7 @@ class ChatSession:
                     answer = client.apply(list(proposal.recommendations))
         except ActionError as exc:
             raise NotAvailable(str(exc), "start it with `kassist agent serve`") from None
-        return dict(answer)
+        return answer.to_wire(None)
 
     def dry_run(self, proposal: Proposal) -> dict[str, Any]:
         """Ask the agent to validate a proposal without applying it (old -> new per key)."""
@@ -219,7 +219,7 @@ class ChatSession:
             return {"ok": True, "verdict": "rollback", "changeset": proposal.changeset}
         try:
             with AgentClient(self.ctx.socket, timeout=60.0) as client:
-                return dict(client.validate(list(proposal.recommendations)))
+                return client.validate(list(proposal.recommendations)).to_wire(None)
         except ActionError as exc:
             raise NotAvailable(str(exc), "start it with `kassist agent serve`") from None
 

@@ -306,39 +306,47 @@ def _agent(ctx: Context) -> Any:
 
 def _agent_status(args: NoArgs, ctx: Context) -> ToolResult:
     from actions.errors import ActionError
+    from actions.text import printable
 
     try:
         with _agent(ctx) as client:
             answer = client.status()
     except ActionError as exc:
         return ToolResult(f"The agent is not reachable: {exc}", {"reachable": False})
-    status = answer.get("changeset") or answer.get("status") or answer
-    managed = status.get("managed", []) if isinstance(status, dict) else []
-    lines = [f"The agent answers on `{ctx.socket}`; it manages {len(managed)} key(s)."]
-    for key in managed[:20]:
-        if isinstance(key, dict):
-            state = " (overridden)" if key.get("overridden") else ""
-            lines.append(f"- `{key.get('key')}` = `{key.get('value')}`{state}")
-    return ToolResult("\n".join(lines), {"reachable": True, "status": status})
+    status = answer.status
+    if status is None:
+        return ToolResult(f"The agent answered {answer.verdict}.", {"reachable": True})
+    lines = [
+        f"The agent answers on `{ctx.socket}` (pid {status.pid}); it manages "
+        f"{len(status.managed)} key(s)."
+    ]
+    lines += [f"- `{printable(m.target)}` = `{printable(m.value)}`" for m in status.managed[:20]]
+    lines += [
+        f"- `{printable(o.target)}` overridden by someone else (kassist set `{printable(o.set)}`)"
+        for o in status.overridden[:20]
+    ]
+    return ToolResult("\n".join(lines), {"reachable": True, "status": answer.to_wire(None)})
 
 
 def _agent_history(args: NoArgs, ctx: Context) -> ToolResult:
     from actions.errors import ActionError
+    from actions.text import printable
 
     try:
         with _agent(ctx) as client:
             answer = client.history(limit=20)
     except ActionError as exc:
         return ToolResult(f"The agent is not reachable: {exc}", {"reachable": False})
-    items = answer.get("changeset") or answer.get("history") or []
-    if not isinstance(items, list) or not items:
+    items = answer.changesets or []
+    if not items:
         return ToolResult("The agent has applied nothing yet.", {"history": []})
     lines = []
     for cs in items:
-        if isinstance(cs, dict):
-            keys = ", ".join(f"`{c.get('key')}`" for c in cs.get("changes", []))
-            lines.append(f"- changeset {cs.get('id')}: {cs.get('state')} {keys}")
-    return ToolResult("\n".join(lines), {"history": items})
+        keys = ", ".join(
+            f"`{printable(c.target)}` {printable(c.old)} -> {printable(c.new)}" for c in cs.changes
+        )
+        lines.append(f"- changeset {cs.id}: {cs.state} {keys}")
+    return ToolResult("\n".join(lines), {"history": [cs.to_dict() for cs in items]})
 
 
 def _apply(args: ApplyArgs, ctx: Context) -> ToolResult:

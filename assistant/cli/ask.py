@@ -7,23 +7,19 @@ import sys
 
 import click
 
+from actions.text import printable, printable_lines
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
-
-
-def terminal_safe(text: str) -> str:
-    # MERGE: replace with the agent's one sanitiser for untrusted text.
-    return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
 
 
 def _echo_turn_text(turn: object) -> None:
     from assistant.chat.session import Turn
 
     assert isinstance(turn, Turn)
-    click.echo(terminal_safe(turn.answer))
+    click.echo(printable_lines(turn.answer))
     if turn.notice:
-        notice(terminal_safe(turn.notice))
+        notice(printable(turn.notice))
     for p in turn.proposals:
-        click.echo(f"proposed: {terminal_safe(p.summary)} (approve with --yes)")
+        click.echo(f"proposed: {printable(p.summary)} (approve with --yes)")
 
 
 @click.command()
@@ -90,7 +86,8 @@ def ask(
             click.echo()
         _echo_turn_text(turn)
         for v in verdicts:
-            click.echo(f"agent: {v.get('verdict')}: {'; '.join(v.get('errors') or []) or 'ok'}")
+            errors = "; ".join(printable(e.get("message", e)) for e in v.get("errors") or [])
+            click.echo(f"agent: {v.get('verdict')}: {errors or 'ok'}")
     if turn.error:
         raise SystemExit(1)
     if any(not v.get("ok") for v in verdicts):

@@ -16,8 +16,9 @@ from assistant.triage.model import Crash
 def _log(message: str) -> None:
     # journald-friendly: one line a message on stderr, no timestamps of our own; crash
     # titles are attacker-influenced, so no control character reaches the journal.
-    safe = "".join(c if c.isprintable() else "?" for c in message)  # MERGE: the one sanitiser
-    print(f"kassist-watch: {safe}", file=sys.stderr, flush=True)
+    from actions.text import printable
+
+    print(f"kassist-watch: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _default_state() -> Path:

@@ -10,18 +10,21 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from actions.text import printable
+
 
 def dry_run_lines(summary: str, verdict: dict[str, Any]) -> list[str]:
     """Return the lines a person reads before saying yes: each key's old and new value."""
-    lines = [summary]
+    lines = [printable(summary)]
     changeset = verdict.get("changeset")
     changes = changeset.get("changes", []) if isinstance(changeset, dict) else []
     for c in changes:
         if isinstance(c, dict):
-            lines.append(f"  {c.get('key')}  {c.get('old')} -> {c.get('new')}")
+            old, new = printable(c.get("old")), printable(c.get("new"))
+            lines.append(f"  {printable(c.get('target'))}  {old} -> {new}")
     if not verdict.get("ok"):
         lines.append("the agent refuses it:")
-        lines += [f"  {e}" for e in verdict.get("errors") or []]
+        lines += [f"  {printable(e.get('message', e))}" for e in verdict.get("errors") or []]
     return lines
 
 
