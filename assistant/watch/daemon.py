@@ -33,12 +33,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from assistant.triage.engine import TriageEngine
 from assistant.triage.model import Crash, Event, KernelInfo
+from assistant.triage.parse import first_oops
 from assistant.triage.signature import signature_of
 from assistant.triage.store import Store, open_store
 from assistant.watch.background import Hooks, HookTargets, Outbox
@@ -256,6 +257,8 @@ class Watcher:
         if not crashes and not events:
             return
         source = stream.name
+        if stream.seqs:
+            crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
         self.store.record(crashes + events, source, self.opts.host)
         self.stored += len(crashes) + len(events)
         for c in crashes + events:
@@ -475,6 +478,19 @@ class Watcher:
     def stop(self) -> None:
         """Ask the loop to stop (from a signal handler or another thread)."""
         self.stop_event.set()
+
+
+def _by_sequence(crash: Crash, where: str) -> Crash:
+    """Return the crash as stored from /dev/kmsg: its report from the header on, named by
+    the header's sequence number.
+
+    The lines before the header are context the engine kept from what it had read, which
+    after a restart (resumed later in the buffer) can be fewer: without them, a report read
+    again is the same text, and the store counts it once.
+    """
+    lines = crash.report.split("\n")
+    header = next((i for i, x in enumerate(lines) if first_oops(x) is not None), 0)
+    return replace(crash, report=f"kmsg {where}\n" + "\n".join(lines[header:]))
 
 
 def _watchdog_interval() -> float:
