@@ -171,3 +171,34 @@ def test_server_errors_are_retried_before_the_first_token() -> None:
         assert _Flaky.seen == ATTEMPTS
     finally:
         httpd.shutdown()
+
+
+def test_watch_daemons_of_two_hosts_draft_through_one_shared_server(
+    server_url: str, tmp_path: Path
+) -> None:
+    # The fleet's inference: each host's watch drafts its new signatures through the one
+    # llama.cpp server (the openai backend), and its LLM log records those generations.
+    from tests.conftest import DATA, run_kassist
+
+    for host in ("host-a", "host-b"):
+        state = tmp_path / host
+        env = {
+            "XDG_STATE_HOME": str(state / "xdg"),
+            "KASSIST_BACKEND": "openai",
+            "KASSIST_LLM_BASE_URL": server_url,
+            "KASSIST_MODEL": "smollm2",
+            "KASSIST_LLM_MAX_TOKENS": "40",
+        }
+        proc = run_kassist(
+            ["watch", "--once", "--host", host, "--db", str(state / "c.db"), "--state-dir",
+             str(state / "s"), "--outbox", str(state / "outbox"), "--source",
+             f"file:{DATA / 'kasan-uaf-ip6_send_skb.log'}"],
+            env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        (draft,) = (state / "outbox").glob("*.md")
+        assert "KASAN: use-after-free Read in ip6_send_skb" in draft.read_text()
+        listing = run_kassist(["logs", "list", "--format", "json"], env=env)
+        assert listing.returncode == 0, listing.stderr
+        rows = json.loads(listing.stdout)
+        assert rows and all(r["backend"] == "openai" for r in rows), rows
