@@ -104,7 +104,9 @@ def _diff_lines(changes: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _dry_run(client: AgentClient, recs: list[Recommendation]) -> tuple[list[Recommendation], dict[str, Any]]:
+def _dry_run(
+    client: AgentClient, recs: list[Recommendation]
+) -> tuple[list[Recommendation], dict[str, Any]]:
     """Validate; when some are rejected, say why and validate the rest once more."""
     docs = [r.model_dump() for r in recs]
     done = client.validate(docs)
@@ -182,7 +184,9 @@ def _explain(ident: str, fmt: str, cfg: Any, no_llm: bool) -> None:
     else:
         click.echo(ex.text)
         if ex.model_text:
-            click.echo("\nExplanation (local model, checked against the evidence):\n" + ex.model_text)
+            click.echo(
+                "\nExplanation (local model, checked against the evidence):\n" + ex.model_text
+            )
     for line in ex.notices:
         notice(line)
 
@@ -204,23 +208,45 @@ def _one_run(
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--interval", type=click.FloatRange(0.1, 3600), default=None, metavar="S",
-              help="Rates over a window of S seconds (default: counters since boot).")
-@click.option("--count", type=click.IntRange(1, 100000), default=1, show_default=True,
-              help="Windows to observe, one after the other (needs --interval).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=None,
+    metavar="S",
+    help="Rates over a window of S seconds (default: counters since boot).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1, 100000),
+    default=1,
+    show_default=True,
+    help="Windows to observe, one after the other (needs --interval).",
+)
 @click.option("--netns", default=None, metavar="NAME|PID", help="Read this network namespace.")
 @click.option("--cgroup", default=None, metavar="PATH", help="Also read this cgroup v2.")
-@click.option("--trace", is_flag=True,
-              help="Run the syserrors eBPF probe for the window (root; EADDRNOTAVAIL, ENOSPC...).")
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Run the syserrors eBPF probe for the window (root; EADDRNOTAVAIL, ENOSPC...).",
+)
 @click.option("--submit", is_flag=True, help="Ask the agent for a dry run: old -> new per key.")
 @click.option("--apply", "do_apply", is_flag=True, help="Apply through the agent (asks first).")
 @click.option("--yes", "-y", is_flag=True, help="With --apply: do not ask.")
 @click.option("--socket", "socket_path", default=None, metavar="PATH", help="The agent's socket.")
-@click.option("--explain", "explain_id", default=None, metavar="ID",
-              help="Show the evidence and documentation behind one finding of the last run.")
+@click.option(
+    "--explain",
+    "explain_id",
+    default=None,
+    metavar="ID",
+    help="Show the evidence and documentation behind one finding of the last run.",
+)
 @click.option("--propose", is_flag=True, help="Also ask the local model for a proposal of its own.")
-@click.option("--list", "list_scenarios", is_flag=True, help="List the scenarios and their sources.")
+@click.option(
+    "--list", "list_scenarios", is_flag=True, help="List the scenarios and their sources."
+)
 @llm_options
 def tune(
     fmt: str, interval: float | None, count: int, netns: str | None, cgroup: str | None,
@@ -233,15 +259,19 @@ def tune(
     if socket_path:
         from assistant.config import load_config
 
-        cfg = load_config({"llm": {"model": model, "backend": backend}, "agent": {"socket": socket_path}})
+        cfg = load_config(
+            {"llm": {"model": model, "backend": backend}, "agent": {"socket": socket_path}}
+        )
     if list_scenarios:
         rows = scenario_rows()
         if fmt == "json":
             click.echo(json.dumps(rows, indent=2))
         else:
             for r in rows:
-                click.echo(f"{r['id']:<16} {r['title']}\n  keys: {', '.join(r['keys'])}\n"
-                           f"  sources: {'; '.join(r['sources'])}")
+                click.echo(
+                    f"{r['id']:<16} {r['title']}\n  keys: {', '.join(r['keys'])}\n"
+                    f"  sources: {'; '.join(r['sources'])}"
+                )
         return
     if explain_id is not None:
         _explain(explain_id, fmt, cfg, no_llm)

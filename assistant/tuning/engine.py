@@ -101,12 +101,14 @@ def _recommendation(s: Scenario, p: Proposal, evidence: Sequence[str]) -> Recomm
         rationale=f"{s.title}: {s.rationale}",
         evidence=list(evidence),
         expected_effect=s.effect,
-        risk=s.risk,  # type: ignore[arg-type]
+        risk=s.risk,
         source="rules",
     )
 
 
-def _status(obs: Observation, p: Proposal, managed: Mapping[str, str], taken: set[str]) -> tuple[str, str]:
+def _status(
+    obs: Observation, p: Proposal, managed: Mapping[str, str], taken: set[str]
+) -> tuple[str, str]:
     if p.key.startswith("cgroup:"):
         return "cgroup", "a cgroup limit: the agent does not manage cgroup files"
     if p.key in managed:

@@ -57,6 +57,8 @@ class Observation:
         ``syserrors`` probe; empty when it did not run).
     :param traced: the ``syserrors`` probe ran for the window.
     :param netns: the network namespace read (``None``: this process's own).
+    :param cgroup_memory: a cgroup v1 memory controller's ``usage_in_bytes`` and
+        ``limit_in_bytes`` (bytes, now) and ``failcnt`` (increase), when ``--cgroup`` is one.
     :param notices: lines for the user about sources that could not be read.
     """
 
@@ -71,6 +73,7 @@ class Observation:
     syscall_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     traced: bool = False
     netns: str | None = None
+    cgroup_memory: dict[str, int] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
 
     def count(self, name: str) -> float:
@@ -241,6 +244,22 @@ def read_inotify_usage(proc: Path = Path("/proc")) -> dict[int, tuple[int, int]]
     return {uid: (c[0], c[1]) for uid, c in usage.items()}
 
 
+#: cgroup v1 memory files read for ``--cgroup`` (v2 files come with the snapshot).
+CGROUP_V1_MEMORY = ("usage_in_bytes", "limit_in_bytes", "failcnt")
+
+
+def read_cgroup_v1_memory(directory: str | None) -> dict[str, int]:
+    """Read a cgroup v1 memory controller's usage, limit (bytes) and failcnt, if it is one."""
+    out: dict[str, int] = {}
+    if directory is None:
+        return out
+    for name in CGROUP_V1_MEMORY:
+        text = read_text(f"{directory}/memory.{name}")
+        if text is not None and text.strip().isdigit():
+            out[name] = int(text)
+    return out
+
+
 def _kmsg_lines(after_seq: int | None) -> tuple[list[str], int | None, str | None]:
     # Kernel log records after a sequence number; returns the lines, the last seq, a notice.
     from probes.logs import KmsgStats, iter_kmsg
@@ -337,7 +356,11 @@ def observe(
         nonlocal seq
         snap = take_snapshot(cgroup, kconfig=False, sysctls=False)
         before.update(
-            snap=snap, counters=snap.counters(), extras=_extras(), t=time.monotonic()
+            snap=snap,
+            counters=snap.counters(),
+            extras=_extras(),
+            t=time.monotonic(),
+            cg_memory=read_cgroup_v1_memory(snap.cgroup.get("path")),
         )
         if read_log and interval is not None:
             _, seq, _ = _kmsg_lines(None)
@@ -369,6 +392,9 @@ def observe(
             lines = []
         log = match_log(lines)
     window = None if interval is None else after.taken - before["snap"].taken
+    memory = read_cgroup_v1_memory(after.cgroup.get("path"))
+    if "failcnt" in memory and "cg_memory" in before:
+        memory["failcnt"] -= before["cg_memory"].get("failcnt", 0)
     b_soft, b_fulls = before["extras"] if before else (None, {})
     return Observation(
         window_s=window,
@@ -382,5 +408,6 @@ def observe(
         syscall_errors=errors,
         traced=traced,
         netns=netns,
+        cgroup_memory=memory,
         notices=notices,
     )

@@ -66,7 +66,7 @@ def key_docs(keys: Sequence[str]) -> tuple[list[KeyDoc], list[str]]:
     :return: the docs found, and a notice line when the knowledge base is not there.
     """
     try:
-        from assistant.knowledge import try_open  # type: ignore[attr-defined,unused-ignore]
+        from assistant.knowledge import try_open  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return [], ["no kernel knowledge base in this build: explanations cite no documentation"]
     kb = try_open()

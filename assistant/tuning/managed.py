@@ -77,7 +77,9 @@ def agent_overrides(status: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def managed_keys(status: dict[str, Any] | None, files: Iterable[Path] | None = None) -> dict[str, str]:
+def managed_keys(
+    status: dict[str, Any] | None, files: Iterable[Path] | None = None
+) -> dict[str, str]:
     """Return every key someone else manages → one line saying who."""
     owners = {k: f"set by {f}" for k, f in sysctl_d_settings(files).items()}
     if status is not None:

@@ -67,7 +67,8 @@ def to_recommendation(
     ``current`` is what the kernel has now; the evidence is the findings' evidence.
     """
     current = obs.sysctl(p.target)
-    evidence: list[str | dict[str, Any]] = [e for f in report.findings for e in f.evidence][:64]
+    evidence: list[str | dict[str, Any]] = []
+    evidence += [e for f in report.findings for e in f.evidence][:64]
     return Recommendation(
         id=f"llm:{p.target}"[:64],
         kind="sysctl",

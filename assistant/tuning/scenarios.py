@@ -31,12 +31,18 @@ class Proposal:
 
     @property
     def direction(self) -> str:
-        """``up`` or ``down`` (compared on the last element of a vector)."""
-        a = self.current[-1] if isinstance(self.current, list) else self.current
-        b = self.value[-1] if isinstance(self.value, list) else self.value
-        if isinstance(self.current, list) and isinstance(self.value, list) and a == b:
-            a, b = self.current[0], self.value[0]
-        return "up" if b > a else "down"
+        """``up`` or ``down``: a range's size, a min/default/max vector's max, or the value."""
+        return "up" if _magnitude(self.value) > _magnitude(self.current) else "down"
+
+
+def _magnitude(value: int | list[int]) -> int:
+    # A two-element vector is a range (its size counts); a longer one is min/default/max
+    # (its max counts, then its min).
+    if isinstance(value, int):
+        return value
+    if len(value) == 2:
+        return value[1] - value[0]
+    return value[-1] * (1 << 32) + value[0]
 
 
 @dataclass
@@ -125,7 +131,9 @@ def _factor(count: float, heavy: float) -> float:
 
 def _syscall_line(obs: Observation, syscalls: Sequence[str], errno: str) -> str:
     n = obs.errors(syscalls, errno)
-    return f"syserrors probe: {'/'.join(syscalls)} failed {n} times with {errno} {obs.window_text()}"
+    return (
+        f"syserrors probe: {'/'.join(syscalls)} failed {n} times with {errno} {obs.window_text()}"
+    )
 
 
 # --- the detectors ---------------------------------------------------------------------
@@ -186,9 +194,7 @@ def softnet_backlog(obs: Observation, m: Machine) -> Detection | None:
     d = Detection([])
     if dropped >= 1:
         per_cpu = ", ".join(f"cpu{i} {r[1]}" for i, r in enumerate(obs.softnet) if r[1])
-        d.evidence.append(
-            f"softnet_stat dropped +{dropped} {obs.window_text()} ({per_cpu})"
-        )
+        d.evidence.append(f"softnet_stat dropped +{dropped} {obs.window_text()} ({per_cpu})")
         d.evidence.append(_sysctl_line(obs, "net.core.netdev_max_backlog"))
         p = _grown(obs, m, "net.core.netdev_max_backlog", _factor(dropped, 1000))
         if p is not None:
@@ -263,7 +269,10 @@ def udp_receive_buffer(obs: Observation, m: Machine) -> Detection | None:
     d = Detection(lines)
     rmem_max = _int(obs, "net.core.rmem_max")
     rmem_default = _int(obs, "net.core.rmem_default")
-    d.evidence += [_sysctl_line(obs, "net.core.rmem_max"), _sysctl_line(obs, "net.core.rmem_default")]
+    d.evidence += [
+        _sysctl_line(obs, "net.core.rmem_max"),
+        _sysctl_line(obs, "net.core.rmem_default"),
+    ]
     if rmem_max is None or rmem_default is None:
         return d
     new_max = grow(rmem_max, 4, cap("net.core.rmem_max", m))
@@ -307,7 +316,11 @@ def _neigh_proposals(obs: Observation, m: Machine, family: str) -> list[Proposal
     new3 = grow(t3, 2, cap(f"net.{family}.neigh.default.gc_thresh3", m))
     new2 = max(t2, min(grow(t2, 2, new3), new3))
     new1 = min(t1, new2)
-    return [Proposal(k, a, b) for k, a, b in zip(keys, (t1, t2, t3), (new1, new2, new3), strict=True) if a != b]
+    return [
+        Proposal(k, a, b)
+        for k, a, b in zip(keys, (t1, t2, t3), (new1, new2, new3), strict=True)
+        if a != b
+    ]
 
 
 def neighbour_overflow(obs: Observation, m: Machine) -> Detection | None:
@@ -371,8 +384,10 @@ def ephemeral_ports(obs: Observation, m: Machine) -> Detection | None:
     high = min(65535, ports[1] + max(0, size - (ports[0] - low)))
     if [low, high] != ports:
         d.proposals.append(Proposal("net.ipv4.ip_local_port_range", ports, [low, high]))
-    d.notes.append("ports below the new low end that services listen on must be reserved "
-                   "(net.ipv4.ip_local_reserved_ports)")
+    d.notes.append(
+        "ports below the new low end that services listen on must be reserved "
+        "(net.ipv4.ip_local_reserved_ports)"
+    )
     return d
 
 
@@ -446,14 +461,18 @@ def pid_exhaustion(obs: Observation, m: Machine) -> Detection | None:
     d = Detection([])
     if eagain:
         d.evidence.append(_syscall_line(obs, CLONE, "EAGAIN"))
-    d.evidence.append(f"loadavg: {tasks} tasks; kernel.pid_max = {pid_max}, "
-                      f"kernel.threads-max = {threads_max}")
+    d.evidence.append(
+        f"loadavg: {tasks} tasks; kernel.pid_max = {pid_max}, kernel.threads-max = {threads_max}"
+    )
     if in_cgroup:
-        d.evidence.append(f"cgroup {obs.after.cgroup.get('path')}: pids.current = {current} "
-                          f"of pids.max = {limit}")
-        d.proposals.append(Proposal("cgroup:pids.max", int(limit), int(limit) * 2))  # type: ignore[arg-type]
-        d.notes.append("the cgroup's pids.max is the limit, not a sysctl: raise it where the "
-                       "cgroup is managed (systemd TasksMax=, the container runtime)")
+        d.evidence.append(
+            f"cgroup {obs.after.cgroup.get('path')}: pids.current = {current} of pids.max = {limit}"
+        )
+        d.proposals.append(Proposal("cgroup:pids.max", int(limit), int(limit) * 2))
+        d.notes.append(
+            "the cgroup's pids.max is the limit, not a sysctl: raise it where the "
+            "cgroup is managed (systemd TasksMax=, the container runtime)"
+        )
     if near_pid:
         p = _grown(obs, m, "kernel.pid_max", 2)
         if p is not None:
@@ -463,8 +482,10 @@ def pid_exhaustion(obs: Observation, m: Machine) -> Detection | None:
         if p is not None:
             d.proposals.append(p)
     if eagain and not (in_cgroup or near_pid or near_threads):
-        d.notes.append("no system limit is near: EAGAIN from clone is then RLIMIT_NPROC "
-                       "or a cgroup's pids.max (give --cgroup)")
+        d.notes.append(
+            "no system limit is near: EAGAIN from clone is then RLIMIT_NPROC "
+            "or a cgroup's pids.max (give --cgroup)"
+        )
     return d
 
 
@@ -481,16 +502,35 @@ def _psi_share(obs: Observation, name: str) -> float | None:
 
 
 def reclaim_stalls(obs: Observation, m: Machine) -> Detection | None:
-    """Tasks stalled in direct reclaim, or memory pressure (PSI) stalled them."""
+    """Tasks stalled in direct reclaim, or memory pressure (PSI) stalled them.
+
+    A cgroup (``--cgroup``) near its own memory limit while memory stalls explains the
+    stalls by that limit: then the cgroup's limit is reported, not a global watermark.
+    """
     stalls = sum(obs.count(n) for n in ALLOCSTALL)
     share = _psi_share(obs, "psi_memory.some.total")
     cg_share = _psi_share(obs, "cgroup.memory.pressure.some.total")
     failures = _log_lines(obs, "alloc_failure") if obs.netns is None else []
+    limit = _cgroup_memory_limit(obs)
+    pressed = any(x is not None and x >= 0.05 for x in (share, cg_share))
     d = Detection([])
-    if stalls >= 50 or (share is not None and share >= 0.05) or failures:
+    if limit is not None and (pressed or obs.cgroup_memory.get("failcnt", 0) > 0):
+        name, usage, value = limit
+        d.evidence.append(
+            f"cgroup {obs.after.cgroup.get('path')}: {name} = {value}, "
+            f"usage {usage} ({usage / value:.0%})"
+        )
+        if "failcnt" in obs.cgroup_memory:
+            d.evidence.append(
+                f"cgroup memory.failcnt +{obs.cgroup_memory['failcnt']} {obs.window_text()}"
+            )
+        d.proposals.append(Proposal(f"cgroup:{name}", value, value * 2))
+        d.notes.append(
+            f"the cgroup's {name} is what reclaims it, not a global watermark: "
+            "raise it where the cgroup is managed (systemd MemoryHigh=/MemoryMax=)"
+        )
+    if stalls >= 50 or failures or (pressed and limit is None):
         d.evidence.append(f"vmstat allocstall_* +{stalls:g} {obs.window_text()}")
-        if share is not None:
-            d.evidence.append(f"PSI memory some: stalled {share:.1%} of the window")
         d.evidence += failures
         d.evidence.append(_sysctl_line(obs, "vm.watermark_scale_factor"))
         p = _grown(obs, m, "vm.watermark_scale_factor", 2)
@@ -501,25 +541,31 @@ def reclaim_stalls(obs: Observation, m: Machine) -> Detection | None:
             q = _grown(obs, m, "vm.min_free_kbytes", 1.5)
             if q is not None:
                 d.proposals.append(q)
-    if cg_share is not None and cg_share >= 0.05:
-        d.evidence.append(f"cgroup {obs.after.cgroup.get('path')} memory.pressure some: "
-                          f"stalled {cg_share:.1%} of the window")
-        _cgroup_memory_limit(obs, d)
+    if d.evidence:
+        for label, x in (("PSI memory some", share), ("cgroup memory.pressure some", cg_share)):
+            if x is not None and x > 0:
+                d.evidence.append(f"{label}: stalled {x:.1%} of the window")
     return d if d.evidence else None
 
 
-def _cgroup_memory_limit(obs: Observation, d: Detection) -> None:
-    events = obs.cgroup_file("memory.events") or {}
-    for name in ("memory.high", "memory.max"):
-        limit = obs.cgroup_file(name)
-        if isinstance(limit, int):
-            d.evidence.append(f"cgroup {name} = {limit}; memory.current = "
-                              f"{obs.cgroup_file('memory.current')}; memory.events "
-                              f"{name.split('.')[1]} = {events.get(name.split('.')[1], 0)}")
-            d.proposals.append(Proposal(f"cgroup:{name}", limit, limit * 2))
-            d.notes.append(f"the cgroup's {name} is what reclaims it, not a global watermark: "
-                           "raise it where the cgroup is managed (systemd MemoryHigh=/MemoryMax=)")
-            return
+def _cgroup_memory_limit(obs: Observation) -> tuple[str, int, int] | None:
+    # (limit file, usage, limit) of the cgroup asked for, when its usage is near the limit:
+    # cgroup v2 memory.high / memory.max, or v1 memory.limit_in_bytes.
+    usage = obs.cgroup_file("memory.current")
+    candidates = [
+        ("memory.high", obs.cgroup_file("memory.high")),
+        ("memory.max", obs.cgroup_file("memory.max")),
+    ]
+    if not isinstance(usage, int):
+        usage = obs.cgroup_memory.get("usage_in_bytes")
+        candidates = [("memory.limit_in_bytes", obs.cgroup_memory.get("limit_in_bytes"))]
+    if not isinstance(usage, int):
+        return None
+    for name, limit in candidates:
+        # v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX pages).
+        if isinstance(limit, int) and 0 < limit < (1 << 60) and usage >= 0.9 * limit:
+            return name, usage, limit
+    return None
 
 
 def dirty_writeback(obs: Observation, m: Machine) -> Detection | None:
@@ -529,11 +575,16 @@ def dirty_writeback(obs: Observation, m: Machine) -> Detection | None:
     threshold = obs.gauge("vmstat", "nr_dirty_threshold") or 0
     if share is None or share < 0.10 or threshold <= 0 or dirty < 0.8 * threshold:
         return None
-    d = Detection([
-        f"PSI io some: stalled {share:.1%} of the window",
-        f"vmstat nr_dirty + nr_writeback = {dirty} pages of nr_dirty_threshold = {threshold}",
-    ])
-    dirty_bytes, background_bytes = _int(obs, "vm.dirty_bytes"), _int(obs, "vm.dirty_background_bytes")
+    d = Detection(
+        [
+            f"PSI io some: stalled {share:.1%} of the window",
+            f"vmstat nr_dirty + nr_writeback = {dirty} pages of nr_dirty_threshold = {threshold}",
+        ]
+    )
+    dirty_bytes, background_bytes = (
+        _int(obs, "vm.dirty_bytes"),
+        _int(obs, "vm.dirty_background_bytes"),
+    )
     if dirty_bytes and background_bytes:
         keys = ("vm.dirty_bytes", "vm.dirty_background_bytes")
         floors = (64 * 1024 * 1024, 16 * 1024 * 1024)
@@ -549,8 +600,10 @@ def dirty_writeback(obs: Observation, m: Machine) -> Detection | None:
     for key, old, new in zip(keys, olds, (new_dirty, new_background), strict=True):
         if old and new != old:
             d.proposals.append(Proposal(key, old, new))
-    d.notes.append("a lower threshold starts writeback sooner, in smaller batches, so a "
-                   "writer waits less at a time")
+    d.notes.append(
+        "a lower threshold starts writeback sooner, in smaller batches, so a "
+        "writer waits less at a time"
+    )
     return d
 
 
