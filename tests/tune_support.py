@@ -19,10 +19,12 @@ from tests.agent_support import NetNS
 from tests.conftest import run_kassist
 
 #: A server whose accept queue fills: listen(4096) (capped by somaxconn), never accept
-#: during the hold, while N clients connect at once.
+#: during the hold, while N clients connect at once (and, with a third argument, that
+#: many more every 0.1 s of the hold).
 LISTEN_FLOOD = r"""
 import socket, sys, time
 n, hold = int(sys.argv[1]), float(sys.argv[2])
+more = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
 srv.listen(4096)
@@ -37,7 +39,17 @@ for _ in range(n):
     except BlockingIOError:
         pass
     clients.append(c)
-time.sleep(hold)
+end = time.monotonic() + hold
+while time.monotonic() < end:
+    time.sleep(0.1)
+    for _ in range(more):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        clients.append(c)
 """
 
 #: A UDP sink with a 4 KiB receive buffer that never reads, and a sender that blasts it.
@@ -124,6 +136,48 @@ for k in kids:
     os.waitpid(k, 0)
 """
 
+#: Datagrams to ever new addresses of an on-link /16 nobody answers ARP for: each one
+#: leaves an INCOMPLETE neighbour entry, until the (global) table reaches gc_thresh3.
+NEIGH_FLOOD = r"""
+import socket, sys, time
+hold, rate = float(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+# Unresolved datagrams wait in the neighbour queue, charged to the socket: as root, take
+# a send buffer big enough that the sender never blocks on them (SO_SNDBUFFORCE).
+s.setsockopt(socket.SOL_SOCKET, 32, 64 << 20)
+s.setblocking(False)
+end = time.monotonic() + hold
+i = 0
+while time.monotonic() < end:
+    for _ in range(rate // 10):
+        i += 1
+        try:
+            s.sendto(b"x", (f"10.77.{(i >> 8) & 255}.{i & 255}", 9))
+        except OSError:
+            pass
+    time.sleep(0.1)
+"""
+
+#: One-way UDP flows to every port from several sockets: each is a new conntrack entry
+#: (30 s timeout) until the namespace's table holds nf_conntrack_max of them.
+CONNTRACK_FLOOD = r"""
+import socket, sys
+flows = int(sys.argv[1])
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows // 60000 + 1)]
+sent = 0
+for s in socks:
+    s.setblocking(False)
+    for port in range(1024, 61024):
+        try:
+            s.sendto(b"", ("127.0.0.1", port))
+        except OSError:
+            pass
+        sent += 1
+        if sent >= flows:
+            break
+print(sent, flush=True)
+"""
+
 #: Reads a file bigger than its memory cgroup's limit, over and over (page-cache thrash).
 THRASH = r"""
 import os, sys, time
@@ -131,6 +185,8 @@ path, hold = sys.argv[1], float(sys.argv[2])
 end = time.monotonic() + hold
 while time.monotonic() < end:
     with open(path, "rb", buffering=0) as f:
+        # Drop what is cached (it may be charged to another cgroup), then read it back.
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         while f.read(1 << 20):
             pass
 """

@@ -187,7 +187,7 @@ def softnet_deltas(
 
 def syscall_errors_of(result: Any) -> dict[tuple[str, str], int]:
     """Turn the ``syserrors`` probe's ``@errors`` map into ``(syscall, errno)`` → count."""
-    errors = result.maps.get("errors")
+    errors = result.maps.get("@errors") or result.maps.get("errors")
     out: dict[tuple[str, str], int] = {}
     if errors is None:
         return out

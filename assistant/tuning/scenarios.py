@@ -338,7 +338,10 @@ def neighbour_overflow(obs: Observation, m: Machine) -> Detection | None:
     for family in wanted:
         d.evidence.append(_sysctl_line(obs, f"net.{family}.neigh.default.gc_thresh3"))
         d.proposals += _neigh_proposals(obs, m, family)
-    d.notes.append("gc_thresh1 <= gc_thresh2 <= gc_thresh3 is kept")
+    d.notes.append(
+        "gc_thresh1 <= gc_thresh2 <= gc_thresh3 is kept; the thresholds are global: one "
+        "table serves every network namespace"
+    )
     return d
 
 
@@ -514,7 +517,7 @@ def reclaim_stalls(obs: Observation, m: Machine) -> Detection | None:
     limit = _cgroup_memory_limit(obs)
     pressed = any(x is not None and x >= 0.05 for x in (share, cg_share))
     d = Detection([])
-    if limit is not None and (pressed or obs.cgroup_memory.get("failcnt", 0) > 0):
+    if limit is not None and pressed:
         name, usage, value = limit
         d.evidence.append(
             f"cgroup {obs.after.cgroup.get('path')}: {name} = {value}, "
