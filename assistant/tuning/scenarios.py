@@ -363,7 +363,8 @@ def time_wait_overflow(obs: Observation, m: Machine) -> Detection | None:
 
 
 CONNECT = ("connect",)
-PORT_RANGE_FLOOR = 1024
+#: The lowest low end tune proposes: below it sit many services' well-known ports.
+PORT_RANGE_FLOOR = 10000
 
 
 def ephemeral_ports(obs: Observation, m: Machine) -> Detection | None:
@@ -382,8 +383,9 @@ def ephemeral_ports(obs: Observation, m: Machine) -> Detection | None:
         d.evidence.append(_syscall_line(obs, CONNECT, "EADDRNOTAVAIL"))
     d.evidence.append(f"sockstat TCP tw = {tw} of {size} local ports")
     d.evidence.append(_sysctl_line(obs, "net.ipv4.ip_local_port_range"))
-    # Double the range: take room below the low end first, never under 1024.
-    low = max(PORT_RANGE_FLOOR, ports[0] - size)
+    # Double the range: take room below the low end first (never under the floor, nor
+    # under a low end already below it), then above the high end.
+    low = max(min(PORT_RANGE_FLOOR, ports[0]), ports[0] - size)
     high = min(65535, ports[1] + max(0, size - (ports[0] - low)))
     if [low, high] != ports:
         d.proposals.append(Proposal("net.ipv4.ip_local_port_range", ports, [low, high]))
