@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,9 @@ def assert_agent_accepts(doc: dict[str, Any], agent: AgentProcess) -> dict[str, 
     return done
 
 
-def _tune_during(ns: TuneNetNS | None, workload: subprocess.Popen[str], *args: str) -> dict[str, Any]:
+def _tune_during(
+    ns: TuneNetNS | None, workload: subprocess.Popen[str], *args: str
+) -> dict[str, Any]:
     wait_started()
     where = ["--netns", str(ns.holder.pid)] if ns is not None else []
     code, doc, _ = tune(*where, "--interval", "2", *args)
@@ -194,7 +195,7 @@ def test_ephemeral_ports_seen_by_the_syscall_error_probe(netns: TuneNetNS, state
     netns.write("net.ipv4.ip_local_port_range", "40000 40099")
     workload = netns.spawn(SHORT_CONNECTIONS, "12")
     wait_started()
-    code, doc, err = tune("--netns", str(netns.holder.pid), "--interval", "3", "--trace")
+    _, doc, err = tune("--netns", str(netns.holder.pid), "--interval", "3", "--trace")
     finish(workload)
     finding = next(f for f in doc["findings"] if f["id"] == "ephemeral-ports")
     assert any("EADDRNOTAVAIL" in e for e in finding["evidence"]), (finding, err)
@@ -218,7 +219,9 @@ def test_inotify_instances_exhausted_by_a_user(state: Path) -> None:
 
 @pytest.fixture
 def pids_cgroup() -> Iterator[Path]:
-    require(os.geteuid() == 0 and Path("/sys/fs/cgroup/pids").is_dir(), "needs root and a pids cgroup")
+    require(
+        os.geteuid() == 0 and Path("/sys/fs/cgroup/pids").is_dir(), "needs root and a pids cgroup"
+    )
     path = make_cgroup("pids", f"kassist-tune-pids-{os.getpid()}")
     (path / "pids.max").write_text("20\n")
     try:
@@ -267,7 +270,17 @@ def test_neighbour_table_overflow_from_a_netns(netns: TuneNetNS, state: Path) ->
     # The neighbour table is one for every namespace, and its gc_thresh keys live in the
     # host's: the flood runs in the netns, tune reads the host. Keep the flood short and
     # end it (deleting the veth pair flushes its entries) as soon as tune has seen it.
-    veth = ["ip", "link", "add", "kassist-tune-v0", "type", "veth", "peer", "name", "kassist-tune-v1"]
+    veth = [
+        "ip",
+        "link",
+        "add",
+        "kassist-tune-v0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kassist-tune-v1",
+    ]
     netns.run(*veth)
     netns.run("ip", "addr", "add", "10.77.0.1/16", "dev", "kassist-tune-v0")
     netns.run("ip", "link", "set", "kassist-tune-v0", "up")
@@ -303,6 +316,6 @@ def test_conntrack_table_fills_in_a_netns(netns: TuneNetNS, state: Path) -> None
     netns.run("nft", "add rule inet kassist-tune out ct state new counter")
     limit = _host_sysctl("net.netfilter.nf_conntrack_max")
     finish(netns.spawn(CONNTRACK_FLOOD, str(int(limit * 1.05))), timeout=90)
-    code, doc, _ = tune("--netns", str(netns.holder.pid), "--interval", "0.5")
+    _, doc, _ = tune("--netns", str(netns.holder.pid), "--interval", "0.5")
     ct = proposals(doc, "conntrack-full")["net.netfilter.nf_conntrack_max"]
     assert (ct["current"], ct["direction"], ct["status"]) == (limit, "up", "read-only")

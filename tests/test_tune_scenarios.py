@@ -81,7 +81,9 @@ def _listen(o: Observation) -> None:
 
 def _syn(o: Observation) -> None:
     o.counters["netstat.TcpExt.TCPReqQFullDrop"] = 80
-    o.log["syn_flood"] = ["TCP: request_sock_TCP: Possible SYN flooding on port 0.0.0.0:443. Dropping request."]
+    o.log["syn_flood"] = [
+        "TCP: request_sock_TCP: Possible SYN flooding on port 0.0.0.0:443. Dropping request."
+    ]
     _set(o, "net.ipv4.tcp_syncookies", 0)
 
 
@@ -141,12 +143,16 @@ def _pids(o: Observation) -> None:
 def _reclaim(o: Observation) -> None:
     o.counters.update({"vmstat.allocstall_normal": 4200, "vmstat.allocstall_movable": 900,
                        "psi_memory.some.total": 2_300_000})  # fmt: skip
-    o.log["alloc_failure"] = ["kworker/u4:2: page allocation failure: order:2, mode:0x820(GFP_ATOMIC)"]
+    o.log["alloc_failure"] = [
+        "kworker/u4:2: page allocation failure: order:2, mode:0x820(GFP_ATOMIC)"
+    ]
 
 
 def _dirty(o: Observation) -> None:
     o.counters["psi_io.some.total"] = 3_500_000
-    o.after.proc["vmstat"].update(nr_dirty=900_000, nr_writeback=80_000, nr_dirty_threshold=1_000_000)
+    o.after.proc["vmstat"].update(
+        nr_dirty=900_000, nr_writeback=80_000, nr_dirty_threshold=1_000_000
+    )
 
 
 def _aio(o: Observation) -> None:
@@ -217,7 +223,12 @@ def test_vectors_keep_their_order_and_the_agents_invariants(base_snapshot: Snaps
     obs = observation(base_snapshot)
     _neigh(obs)
     recs = {r.target: r.value for r in analyse(obs, machine=MACHINE).recommendations}
-    t = [recs.get(f"net.ipv4.neigh.default.gc_thresh{i}", STOCK[f"net.ipv4.neigh.default.gc_thresh{i}"]) for i in (1, 2, 3)]
+    t = [
+        recs.get(
+            f"net.ipv4.neigh.default.gc_thresh{i}", STOCK[f"net.ipv4.neigh.default.gc_thresh{i}"]
+        )
+        for i in (1, 2, 3)
+    ]
     assert t == sorted(t)
 
 
@@ -267,7 +278,9 @@ def _fake_tree(root: Path, obs: Observation) -> None:
             continue
         path = root.joinpath(*key.split("."))
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(("\t".join(map(str, value)) if isinstance(value, list) else str(value)) + "\n")
+        path.write_text(
+            ("\t".join(map(str, value)) if isinstance(value, list) else str(value)) + "\n"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +309,9 @@ def test_the_agent_accepts_every_scenarios_recommendations(
     report = analyse(obs, machine=MACHINE)
     path = tmp_path / "recs.json"
     path.write_text(json.dumps([r.model_dump() for r in report.recommendations]))
-    proc = run_kassist(["agent", "validate", str(path), "--socket", str(agent.socket), "--format", "json"])
+    proc = run_kassist(
+        ["agent", "validate", str(path), "--socket", str(agent.socket), "--format", "json"]
+    )
     done = json.loads(proc.stdout)
     assert done["ok"], done["errors"]
     diff = {c["target"]: c for c in done["changeset"]["changes"]}

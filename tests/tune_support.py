@@ -7,6 +7,7 @@ the namespace); everything it creates is named ``kassist-tune-...`` and removed 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -221,7 +222,9 @@ class TuneNetNS(NetNS):
         raise KeyError(name)
 
 
-def spawn(script: str, *args: str, user: str | None = None, cgroup: Path | None = None) -> subprocess.Popen[str]:
+def spawn(
+    script: str, *args: str, user: str | None = None, cgroup: Path | None = None
+) -> subprocess.Popen[str]:
     """Start a Python workload in this namespace, optionally as a user or in a cgroup."""
     prefix: list[str] = []
     if user is not None:
@@ -277,9 +280,7 @@ def remove_cgroup(path: Path) -> None:
         if not pids:
             break
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
         time.sleep(0.05)
     path.rmdir()

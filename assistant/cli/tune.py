@@ -77,8 +77,8 @@ def _finding_text(f: Finding) -> list[str]:
 
 def report_text(report: TuneReport) -> str:
     """Render a run as text: one block per finding."""
-    where = report.netns and f"; netns {report.netns}" or ""
-    where += report.cgroup and f"; cgroup {report.cgroup}" or ""
+    where = f"; netns {report.netns}" if report.netns else ""
+    where += f"; cgroup {report.cgroup}" if report.cgroup else ""
     window = "since boot" if report.window_s is None else f"window {report.window_s:.3g} s"
     if not report.findings:
         return f"no findings: nothing to tune ({window}{where})"

@@ -517,9 +517,11 @@ def reclaim_stalls(obs: Observation, m: Machine) -> Detection | None:
     cg_share = _psi_share(obs, "cgroup.memory.pressure.some.total")
     failures = _log_lines(obs, "alloc_failure") if obs.netns is None else []
     limit = _cgroup_memory_limit(obs)
-    pressed = any(x is not None and x >= 0.05 for x in (share, cg_share))
+    # With a cgroup at its limit, 5 % of stalled time is its pressure; without one, the
+    # whole system's must reach 10 % (one busy container must not move a global watermark).
+    some = max(share or 0.0, cg_share or 0.0)
     d = Detection([])
-    if limit is not None and pressed:
+    if limit is not None and some >= 0.05:
         name, usage, value = limit
         d.evidence.append(
             f"cgroup {obs.after.cgroup.get('path')}: {name} = {value}, "
@@ -534,7 +536,7 @@ def reclaim_stalls(obs: Observation, m: Machine) -> Detection | None:
             f"the cgroup's {name} is what reclaims it, not a global watermark: "
             "raise it where the cgroup is managed (systemd MemoryHigh=/MemoryMax=)"
         )
-    if stalls >= 50 or failures or (pressed and limit is None):
+    if stalls >= 50 or failures or (limit is None and (share or 0.0) >= 0.10):
         d.evidence.append(f"vmstat allocstall_* +{stalls:g} {obs.window_text()}")
         d.evidence += failures
         d.evidence.append(_sysctl_line(obs, "vm.watermark_scale_factor"))
@@ -687,7 +689,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "tw-overflow", "TIME-WAIT bucket table overflow",
-        ("/proc/net/netstat TcpExt TCPTimeWaitOverflow", "kernel log: time wait bucket table overflow"),
+        ("/proc/net/netstat TcpExt TCPTimeWaitOverflow",
+         "kernel log: time wait bucket table overflow"),
         ("net.ipv4.tcp_max_tw_buckets",), time_wait_overflow,
         "TIME-WAIT sockets were destroyed early because the bucket table was full.",
         "TCPTimeWaitOverflow stops rising", "medium",
