@@ -13,10 +13,10 @@ import pytest
 
 from actions.model import Recommendation
 from assistant.errors import KassistError
+from assistant.llm.models import bundled_gguf
 from assistant.llm.prompts import load_prompt
 from assistant.tuning.engine import TuneReport
 from assistant.tuning.proposals import PROPOSABLE_KEYS, ModelProposal, parse_proposal, source_label
-from assistant.llm.models import bundled_gguf
 from tests.agent_support import AgentProcess, require_netns
 from tests.conftest import require, run_kassist
 from tests.tune_support import TuneNetNS
@@ -53,7 +53,9 @@ def agent_in_netns(tmp_path: Path) -> Iterator[tuple[TuneNetNS, AgentProcess]]:
 def _llm_rec(target: str, value: int, current: int) -> Recommendation:
     return Recommendation(
         id=f"llm:{target}", kind="sysctl", target=target, value=value, current=current,
-        rationale="the model says this helps a lot", evidence=["netstat TcpExt.ListenOverflows +813"],
+        rationale="the model says this helps a lot",
+        evidence=["netstat TcpExt.ListenOverflows +813"],
+        evidence=["netstat TcpExt.ListenOverflows +813"],
         expected_effect="as the model's rationale says (check it)", risk="medium",
         source=source_label("SmolLM2-135M-Instruct.Q4_1.gguf"),
     )  # fmt: skip

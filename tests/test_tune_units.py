@@ -43,9 +43,11 @@ ARP = (
 )
 FDINFO = (
     "pos:\t0\nflags:\t00\nmnt_id:\t15\nino:\t1057\n"
-    "inotify wd:2 ino:1 sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:0100000000000000\n"
-    "inotify wd:1 ino:2 sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:0200000000000000\n"
-)  # fmt: skip
+    "inotify wd:2 ino:1 sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 "
+    "f_handle:0100000000000000\n"
+    "inotify wd:1 ino:2 sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 "
+    "f_handle:0200000000000000\n"
+)
 
 
 def test_softnet_stat_is_hex_processed_dropped_squeezed() -> None:
@@ -119,11 +121,21 @@ def test_agent_overrides_become_managed_keys() -> None:
 
 
 def _finding() -> Finding:
+    row = ProposalRow(
+        "net.core.somaxconn",
+        128,
+        512,
+        "up",
+        "recommended",
+        "",
+        "listen-overflow:net.core.somaxconn",
+    )
     return Finding(
         "listen-overflow", "listen-overflow", "Listen queue overflow",
-        ["netstat TcpExt.ListenOverflows +813 in 2.01 s (404/s)", "sysctl net.core.somaxconn = 128"],
-        [ProposalRow("net.core.somaxconn", 128, 512, "up", "recommended", "", "listen-overflow:net.core.somaxconn")],
-        ["the accept queue is min(backlog, somaxconn)"], ["/proc/net/netstat TcpExt ListenOverflows"],
+        ["netstat TcpExt.ListenOverflows +813 in 2.01 s (404/s)",
+         "sysctl net.core.somaxconn = 128"],
+        [row], ["the accept queue is min(backlog, somaxconn)"],
+        ["/proc/net/netstat TcpExt ListenOverflows"],
     )  # fmt: skip
 
 
@@ -154,7 +166,7 @@ def test_a_finding_is_found_by_its_id_or_a_recommendation_id() -> None:
 )
 def test_bad_usage_is_one_line(args: list[str], needle: str) -> None:
     proc = run_kassist(["tune", *args])
-    assert proc.returncode != 0 and proc.returncode != 3
+    assert proc.returncode not in {0, 3}
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
 
