@@ -55,7 +55,6 @@ def _llm_rec(target: str, value: int, current: int) -> Recommendation:
         id=f"llm:{target}", kind="sysctl", target=target, value=value, current=current,
         rationale="the model says this helps a lot",
         evidence=["netstat TcpExt.ListenOverflows +813"],
-        evidence=["netstat TcpExt.ListenOverflows +813"],
         expected_effect="as the model's rationale says (check it)", risk="medium",
         source=source_label("SmolLM2-135M-Instruct.Q4_1.gguf"),
     )  # fmt: skip
