@@ -22,8 +22,9 @@ from typing import Any
 
 from assistant.errors import InputError, NotAvailable
 from probes.errors import ProbeError
-from probes.stats import Snapshot, take_snapshot
+from probes.stats import Snapshot, Sysctl, resolve_cgroup, typed_value
 from probes.stats.read import read_text
+from probes.stats.snapshot import CGROUP_FILES, PROC_FILES
 
 #: Kernel log lines a scenario quotes, by name: a regex over the record's text.
 LOG_PATTERNS: dict[str, re.Pattern[str]] = {
@@ -200,6 +201,61 @@ def syscall_errors_of(result: Any) -> dict[tuple[str, str], int]:
 
 # --- reading ---------------------------------------------------------------------------
 
+#: The procfs sections of probes' snapshot that the scenarios read (the rest — diskstats,
+#: modules, block queues, the whole /proc/sys — is left out, so watching stays cheap).
+SECTIONS = ("meminfo", "vmstat", "loadavg", "psi_cpu", "psi_memory", "psi_io", "snmp",
+            "netstat", "sockstat")  # fmt: skip
+#: /proc/sys values read besides the keys the scenarios may propose.
+GAUGE_SYSCTLS = ("net.netfilter.nf_conntrack_count", "fs.file-nr", "fs.aio-nr")
+
+
+def read_sysctl_keys(keys: Iterable[str], root: str = "/proc/sys") -> dict[str, Sysctl]:
+    """Read some /proc/sys keys as typed values with their writability (absent ones left out).
+
+    :param keys: dotted names (``net.core.somaxconn``).
+    """
+    out: dict[str, Sysctl] = {}
+    is_root = os.geteuid() == 0
+    for key in keys:
+        path = os.path.join(root, *key.split("."))
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        text = read_text(path)
+        if text is None:
+            continue
+        writable = bool(mode & 0o200) if is_root else os.access(path, os.W_OK)
+        out[key] = Sysctl(key, typed_value(text), writable)
+    return out
+
+
+def light_snapshot(cgroup: str | None = None, sysctls: Iterable[str] = ()) -> Snapshot:
+    """Take the part of probes' snapshot the scenarios read, with its own parsers.
+
+    :param cgroup: a cgroup (v2 files; a v1 directory's files of the same names too).
+    :param sysctls: the /proc/sys keys to read.
+    :raises ProbeError: the cgroup does not exist.
+    """
+    start = time.monotonic()
+    snap = Snapshot(taken=start)
+    for section in SECTIONS:
+        path, parser = PROC_FILES[section]
+        text = read_text(path)
+        if text is not None:
+            snap.proc[section] = parser(text)
+    if cgroup is not None:
+        directory = resolve_cgroup(cgroup)
+        files = {}
+        for name, parser in CGROUP_FILES.items():
+            text = read_text(str(directory / name))
+            if text is not None:
+                files[name] = parser(text)
+        snap.cgroup = {"path": str(directory), "files": files}
+    snap.sysctls = read_sysctl_keys(sysctls)
+    snap.duration_ms = (time.monotonic() - start) * 1000
+    return snap
+
 
 def read_softnet() -> list[tuple[int, int, int]]:
     """Read /proc/net/softnet_stat (empty when it cannot be read)."""
@@ -260,16 +316,21 @@ def read_cgroup_v1_memory(directory: str | None) -> dict[str, int]:
     return out
 
 
-def _kmsg_lines(after_seq: int | None) -> tuple[list[str], int | None, str | None]:
-    # Kernel log records after a sequence number; returns the lines, the last seq, a notice.
-    from probes.logs import KmsgStats, iter_kmsg
+def _kmsg_lines(since_s: float | None) -> tuple[list[str], str | None]:
+    # Kernel log lines stamped at or after a CLOCK_MONOTONIC time (None: all of the buffer);
+    # printk stamps with local_clock(), which runs with CLOCK_MONOTONIC closely enough.
+    from probes.logs import iter_kmsg
 
-    stats = KmsgStats()
+    since_us = None if since_s is None else int(since_s * 1e6)
     try:
-        lines = [r.text for r in iter_kmsg(after_seq=after_seq, stats=stats)]
+        lines = [
+            r.text
+            for r in iter_kmsg()
+            if since_us is None or r.ts_us is None or r.ts_us >= since_us
+        ]
     except ProbeError as exc:
-        return [], None, f"kernel log not read: {exc.one_line()}"
-    return lines, stats.last_seq, None
+        return [], f"kernel log not read: {exc.one_line()}"
+    return lines, None
 
 
 def _uptime() -> float:
@@ -342,28 +403,24 @@ def observe(
 ) -> Observation:
     """Observe the kernel: counters over ``interval`` seconds, or since boot without one.
 
-    :param cgroup: a cgroup v2 path whose statistics (memory.pressure, pids) are read too.
+    :param cgroup: a cgroup path whose statistics (memory pressure, limits, pids) are read too.
     :param netns: the namespace read (the caller has entered it; recorded for the output).
     :param trace: run the ``syserrors`` eBPF probe for the window (root, bpftrace; about
         10 % overhead on syscall-heavy work while it runs).
-    :param read_log: read kernel log lines from /dev/kmsg.
+    :param read_log: read kernel log lines from /dev/kmsg (those of the window only).
+    :raises ProbeError: the cgroup does not exist.
     """
+    from assistant.tuning.scenarios import KNOWN_KEYS
+
     notices: list[str] = []
     before: dict[str, Any] = {}
-    seq: int | None = None
 
     def first() -> None:
-        nonlocal seq
-        snap = take_snapshot(cgroup, kconfig=False, sysctls=False)
+        snap = light_snapshot(cgroup)
         before.update(
-            snap=snap,
-            counters=snap.counters(),
-            extras=_extras(),
-            t=time.monotonic(),
+            snap=snap, counters=snap.counters(), extras=_extras(),
             cg_memory=read_cgroup_v1_memory(snap.cgroup.get("path")),
-        )
-        if read_log and interval is not None:
-            _, seq, _ = _kmsg_lines(None)
+        )  # fmt: skip
 
     errors: dict[tuple[str, str], int] = {}
     traced = False
@@ -381,15 +438,13 @@ def observe(
     else:
         first()
         time.sleep(interval)
-    after = take_snapshot(cgroup, kconfig=False)
+    after = light_snapshot(cgroup, (*KNOWN_KEYS, *GAUGE_SYSCTLS))
     softnet, fulls = _extras()
     log: dict[str, list[str]] = {}
     if read_log:
-        lines, _, why = _kmsg_lines(seq if interval is not None else None)
+        lines, why = _kmsg_lines(before["snap"].taken if before else None)
         if why:
             notices.append(why)
-        elif interval is not None and seq is None:
-            lines = []
         log = match_log(lines)
     window = None if interval is None else after.taken - before["snap"].taken
     memory = read_cgroup_v1_memory(after.cgroup.get("path"))
