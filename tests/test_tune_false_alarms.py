@@ -65,13 +65,22 @@ def _windows(ns: TuneNetNS, interval: float, count: int) -> list[dict[str, objec
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
-def test_idle_namespace_finds_nothing(
-    netns: TuneNetNS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_idle_named_namespace_finds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    require_netns()
+    require(shutil.which("ip") is not None, "needs ip (iproute2)")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    proc = run_kassist(["tune", "--netns", str(netns.holder.pid), "--interval", "2"])
+    name = f"kassist-tune-idle-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        proc = run_kassist(["tune", "--netns", name, "--interval", "2"])
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("no findings: nothing to tune")
+    assert f"netns {name}" in proc.stdout
 
 
 def test_ordinary_load_finds_nothing(

@@ -77,7 +77,11 @@ def test_a_model_proposal_never_bypasses_the_validator(
     good = bad.model_copy(update={"id": "rules:fin", "target": "net.ipv4.tcp_fin_timeout",
                                   "value": 30, "current": int(ns.read("net.ipv4.tcp_fin_timeout")),
                                   "source": "rules"})  # fmt: skip
-    assert _act(TuneReport([], [good, bad], 2.0), str(agent.socket), True, True, "text") == 0
+    done = _act(TuneReport([], [good, bad], 2.0), str(agent.socket), True, True, "text")
+    assert done["applied"]["ok"]
+    assert [c["target"] for c in done["applied"]["changeset"]["changes"]] == [
+        "net.ipv4.tcp_fin_timeout"
+    ]
     assert ns.read("net.ipv4.tcp_fin_timeout") == "30"
     assert ns.read("net.core.somaxconn") == before
     verdicts = [e for e in agent.audit_events() if e.get("event") == "verdict"]

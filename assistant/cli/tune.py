@@ -122,11 +122,16 @@ def _dry_run(
     return (rest, again) if again["ok"] else ([], again)
 
 
-def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str) -> int:
+def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str) -> dict[str, Any]:
+    """Submit the run's recommendations to the agent: a dry run, then (``apply``) the change.
+
+    :return: ``{"dry_run": completion}`` and, when applied, ``{"applied": completion}``.
+    :raises KassistError: the agent is not there, rejects everything, or the apply failed.
+    """
     if not report.recommendations:
         if fmt == "text":
             click.echo("nothing to submit")
-        return 0
+        return {}
     try:
         with AgentClient(socket_path) as client:
             recs, dry = _dry_run(client, list(report.recommendations))
@@ -137,9 +142,7 @@ def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str)
                 click.echo(f"valid: {len(changes)} change(s) (a dry run: nothing was applied)")
                 click.echo("\n".join(_diff_lines(changes)))
             if not apply:
-                if fmt == "json":
-                    click.echo(json.dumps({"dry_run": dry}, indent=2))
-                return 0
+                return {"dry_run": dry}
             if not yes and not dry.get("auto_approve"):
                 if not sys.stdin.isatty():
                     raise KassistError(
@@ -150,8 +153,6 @@ def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str)
     except ActionError as exc:
         raise KassistError(exc.message, exc.hint) from None
     cs = done.get("changeset") or {}
-    if fmt == "json":
-        click.echo(json.dumps({"applied": done}, indent=2))
     if not done.get("ok"):
         msg = "; ".join(e["message"] for e in done.get("errors", [])) or done.get("verdict", "")
         raise KassistError(f"not applied: {msg}", "see kassist agent history")
@@ -159,7 +160,7 @@ def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str)
         click.echo(f"verified: changeset {cs.get('id')} applied and read back")
         click.echo("\n".join(_diff_lines(cs.get("changes", []))))
         click.echo(f"roll it back with: kassist agent rollback {cs.get('id')}")
-    return 0
+    return {"dry_run": dry, "applied": done}
 
 
 def _explain(ident: str, fmt: str, cfg: Any, no_llm: bool) -> None:
@@ -283,17 +284,22 @@ def tune(
     if netns is not None:
         enter_netns(netns)
     propose_backend = backend_or_none(cfg, no_llm) if propose else None
+    acting = submit or do_apply
     recommended = False
     for _ in range(count):
         report, _obs = _one_run(interval, cgroup, netns, trace, cfg.agent.socket, propose_backend)
         _save(report)
-        if fmt == "json":
-            click.echo(json.dumps(report.to_dict(), indent=2 if count == 1 else None))
-        else:
+        if fmt == "text":
             click.echo(report_text(report))
+        elif not acting:
+            click.echo(json.dumps(report.to_dict(), indent=2 if count == 1 else None))
         for line in report.notices:
             notice(line)
         recommended = recommended or bool(report.recommendations)
-    if submit or do_apply:
-        sys.exit(_act(report, cfg.agent.socket, do_apply, yes, fmt))
+    if acting:
+        # With --format json, one object: the run, its dry run and what was applied.
+        done = _act(report, cfg.agent.socket, do_apply, yes, fmt)
+        if fmt == "json":
+            click.echo(json.dumps({**report.to_dict(), **done}, indent=2))
+        sys.exit(0)
     sys.exit(EXIT_RECOMMENDED if recommended else 0)
