@@ -19,7 +19,7 @@ import pytest
 
 from tests.agent_support import require_netns
 from tests.conftest import require, run_kassist
-from tests.tune_support import TuneNetNS
+from tests.tune_support import TuneNetNS, private_netns
 
 SOAK = float(os.environ.get("KASSIST_TUNE_SOAK", "10"))
 
@@ -49,12 +49,8 @@ C_PROGRAM = (
 
 @pytest.fixture
 def netns() -> Iterator[TuneNetNS]:
-    require_netns()
-    ns = TuneNetNS()
-    try:
+    with private_netns() as ns:
         yield ns
-    finally:
-        ns.close()
 
 
 def _windows(ns: TuneNetNS, interval: float, count: int) -> list[dict[str, object]]:

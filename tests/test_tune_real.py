@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.agent_support import AgentProcess, require_netns
+from tests.agent_support import AgentProcess
 from tests.conftest import ROOT, require, run_kassist
 from tests.tune_support import (
     CONNTRACK_FLOOD,
@@ -30,6 +30,7 @@ from tests.tune_support import (
     TuneNetNS,
     finish,
     make_cgroup,
+    private_netns,
     proposals,
     remove_cgroup,
     spawn,
@@ -42,12 +43,8 @@ TUNE_POLICY = ROOT / "assistant" / "tuning" / "agent_policy.toml"
 
 @pytest.fixture
 def netns() -> Iterator[TuneNetNS]:
-    require_netns()
-    ns = TuneNetNS()
-    try:
+    with private_netns() as ns:
         yield ns
-    finally:
-        ns.close()
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.agent_support import NetNS
+from tests.agent_support import NetNS, require_netns
 from tests.conftest import run_kassist
 
 #: A server whose accept queue fills: listen(4096) (capped by somaxconn), never accept
@@ -200,17 +201,9 @@ class TuneNetNS(NetNS):
         super().__init__()
         self.run("ip", "link", "set", "lo", "up")
 
-    def spawn(self, script: str, *args: str, user: str | None = None) -> subprocess.Popen[str]:
+    def spawn(self, script: str, *args: str) -> subprocess.Popen[str]:
         """Start a Python workload inside the namespace."""
-        prefix = ["nsenter", f"--net={self.path}"]
-        if user is not None:
-            prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
-        return subprocess.Popen(
-            [*prefix, sys.executable, "-c", script, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        return spawn(script, *args, prefix=("nsenter", f"--net={self.path}"))
 
     def netstat(self, name: str) -> int:
         """Return a TcpExt counter of /proc/net/netstat inside the namespace."""
@@ -223,17 +216,32 @@ class TuneNetNS(NetNS):
 
 
 def spawn(
-    script: str, *args: str, user: str | None = None, cgroup: Path | None = None
+    script: str,
+    *args: str,
+    user: str | None = None,
+    cgroup: Path | None = None,
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
-    """Start a Python workload in this namespace, optionally as a user or in a cgroup."""
-    prefix: list[str] = []
+    """Start a Python workload, optionally as a user, in a cgroup, or under a prefix command."""
+    argv = [*prefix]
     if user is not None:
-        prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
-    argv = [*prefix, sys.executable, "-c", script, *args]
+        argv += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    argv += [sys.executable, "-c", script, *args]
     if cgroup is not None:
         # Join the cgroup before exec, so every child is born in it.
         argv = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *argv]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def private_netns() -> Iterator[TuneNetNS]:
+    """A private network namespace with loopback up, for the length of a test (root only)."""
+    require_netns()
+    ns = TuneNetNS()
+    try:
+        yield ns
+    finally:
+        ns.close()
 
 
 def tune(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:

@@ -22,9 +22,9 @@ from typing import Any
 
 from assistant.errors import InputError, NotAvailable
 from probes.errors import ProbeError
-from probes.stats import Snapshot, Sysctl, resolve_cgroup, typed_value
+from probes.stats import Snapshot, Sysctl, take_snapshot, typed_value
 from probes.stats.read import read_text
-from probes.stats.snapshot import CGROUP_FILES, PROC_FILES
+from probes.stats.snapshot import PROC_FILES
 
 #: Kernel log lines a scenario quotes, by name: a regex over the record's text.
 LOG_PATTERNS: dict[str, re.Pattern[str]] = {
@@ -238,20 +238,16 @@ def light_snapshot(cgroup: str | None = None, sysctls: Iterable[str] = ()) -> Sn
     :raises ProbeError: the cgroup does not exist.
     """
     start = time.monotonic()
-    snap = Snapshot(taken=start)
-    for section in SECTIONS:
-        path, parser = PROC_FILES[section]
-        text = read_text(path)
-        if text is not None:
-            snap.proc[section] = parser(text)
     if cgroup is not None:
-        directory = resolve_cgroup(cgroup)
-        files = {}
-        for name, parser in CGROUP_FILES.items():
-            text = read_text(str(directory / name))
+        # probes' own snapshot reads the cgroup; /proc/sys comes from the keys below.
+        snap = take_snapshot(cgroup, sysctls=False, kconfig=False)
+    else:
+        snap = Snapshot(taken=start)
+        for section in SECTIONS:
+            path, parser = PROC_FILES[section]
+            text = read_text(path)
             if text is not None:
-                files[name] = parser(text)
-        snap.cgroup = {"path": str(directory), "files": files}
+                snap.proc[section] = parser(text)
     snap.sysctls = read_sysctl_keys(sysctls)
     snap.duration_ms = (time.monotonic() - start) * 1000
     return snap
