@@ -106,4 +106,7 @@ def test_ordinary_load_finds_nothing(
     requests = int(loads[0].stdout.read() if loads[0].stdout else 0)
     assert requests > 50, "the HTTP loop did not run"
     for w in windows:
-        assert w["findings"] == [] and w["recommendations"] == [], w
+        # No recommendation. (A finding without a proposal may report pressure that others
+        # on a shared machine cause; the network ones cannot: the namespace is private.)
+        assert w["recommendations"] == [], w
+        assert all(not f["proposals"] for f in w["findings"]), w

@@ -536,7 +536,8 @@ def reclaim_stalls(obs: Observation, m: Machine) -> Detection | None:
             f"the cgroup's {name} is what reclaims it, not a global watermark: "
             "raise it where the cgroup is managed (systemd MemoryHigh=/MemoryMax=)"
         )
-    if stalls >= 50 or failures or (limit is None and (share or 0.0) >= 0.10):
+    if stalls >= 50 or failures:
+        # Watermarks matter only where allocations reclaim directly (allocstall) or fail.
         d.evidence.append(f"vmstat allocstall_* +{stalls:g} {obs.window_text()}")
         d.evidence += failures
         d.evidence.append(_sysctl_line(obs, "vm.watermark_scale_factor"))
@@ -548,6 +549,12 @@ def reclaim_stalls(obs: Observation, m: Machine) -> Detection | None:
             q = _grown(obs, m, "vm.min_free_kbytes", 1.5)
             if q is not None:
                 d.proposals.append(q)
+    elif limit is None and (share or 0.0) >= 0.10:
+        d.evidence.append(f"vmstat allocstall_* +{stalls:g} {obs.window_text()}")
+        d.notes.append(
+            "memory stalls without global direct reclaim: a cgroup's limit (give --cgroup) "
+            "or a working set larger than RAM; no global watermark change helps"
+        )
     if d.evidence:
         for label, x in (("PSI memory some", share), ("cgroup memory.pressure some", cg_share)):
             if x is not None and x > 0:
