@@ -72,8 +72,9 @@ def test_log_lines_are_grouped_by_pattern_and_capped() -> None:
         "TCP: request_sock_TCP: Possible SYN flooding on port 0.0.0.0:80. Sending cookies.",
         "an ordinary line",
     ]
-    found = match_log(lines)
-    assert len(found["neigh_overflow"]) == 5 and len(found["syn_flood"]) == 1
+    found, counts = match_log(lines)
+    assert found["neigh_overflow"] == [lines[0]] and counts["neigh_overflow"] == 9
+    assert len(found["syn_flood"]) == 1
     assert set(found) == {"neigh_overflow", "syn_flood"}
 
 

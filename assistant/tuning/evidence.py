@@ -53,7 +53,8 @@ class Observation:
     :param softnet: per-CPU ``(processed, dropped, time_squeeze)`` increases.
     :param neigh_table_fulls: neighbour table → ``table_fulls`` increase (arp_cache, ndisc_cache).
     :param inotify: uid → ``(instances, watches)`` held now.
-    :param log: pattern name → matching kernel log lines in the window.
+    :param log: pattern name → the distinct matching kernel log lines in the window.
+    :param log_counts: pattern name → how many lines matched.
     :param syscall_errors: ``(syscall, errno)`` → failed calls in the window (from the
         ``syserrors`` probe; empty when it did not run).
     :param traced: the ``syserrors`` probe ran for the window.
@@ -71,6 +72,7 @@ class Observation:
     neigh_table_fulls: dict[str, int] = field(default_factory=dict)
     inotify: dict[int, tuple[int, int]] = field(default_factory=dict)
     log: dict[str, list[str]] = field(default_factory=dict)
+    log_counts: dict[str, int] = field(default_factory=dict)
     syscall_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     traced: bool = False
     netns: str | None = None
@@ -153,16 +155,22 @@ def parse_fdinfo_watches(text: str) -> int:
     return sum(1 for line in text.splitlines() if line.startswith("inotify wd:"))
 
 
-def match_log(lines: Iterable[str]) -> dict[str, list[str]]:
-    """Group kernel log lines by the :data:`LOG_PATTERNS` they match (first ones kept)."""
+def match_log(lines: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Group kernel log lines by the :data:`LOG_PATTERNS` they match.
+
+    :return: pattern name → the first distinct matching lines, and → how many lines matched.
+    """
     found: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
     for line in lines:
         for name, pattern in LOG_PATTERNS.items():
             if pattern.search(line):
+                counts[name] = counts.get(name, 0) + 1
                 kept = found.setdefault(name, [])
-                if len(kept) < MAX_LOG_LINES:
-                    kept.append(line.strip())
-    return found
+                text = line.strip()
+                if len(kept) < MAX_LOG_LINES and text not in kept:
+                    kept.append(text)
+    return found, counts
 
 
 def counter_deltas(
@@ -437,11 +445,12 @@ def observe(
     after = light_snapshot(cgroup, (*KNOWN_KEYS, *GAUGE_SYSCTLS))
     softnet, fulls = _extras()
     log: dict[str, list[str]] = {}
+    log_counts: dict[str, int] = {}
     if read_log:
         lines, why = _kmsg_lines(before["snap"].taken if before else None)
         if why:
             notices.append(why)
-        log = match_log(lines)
+        log, log_counts = match_log(lines)
     window = None if interval is None else after.taken - before["snap"].taken
     memory = read_cgroup_v1_memory(after.cgroup.get("path"))
     if "failcnt" in memory and "cg_memory" in before:
@@ -456,6 +465,7 @@ def observe(
         neigh_table_fulls={k: v - b_fulls.get(k, 0) for k, v in fulls.items()},
         inotify=read_inotify_usage(),
         log=log,
+        log_counts=log_counts,
         syscall_errors=errors,
         traced=traced,
         netns=netns,

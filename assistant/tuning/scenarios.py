@@ -95,7 +95,10 @@ def _fired(obs: Observation, names: Sequence[str], minimum: float) -> list[str]:
 
 
 def _log_lines(obs: Observation, pattern: str) -> list[str]:
-    return [f"kernel log: {line}" for line in obs.log.get(pattern, [])]
+    lines = obs.log.get(pattern, [])
+    n = obs.log_counts.get(pattern, len(lines))
+    head = f"kernel log, {n} lines {obs.window_text()}" if n > len(lines) else "kernel log"
+    return [f"{head}: {line}" for line in lines]
 
 
 def _int(obs: Observation, key: str) -> int | None:
