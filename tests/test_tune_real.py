@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -316,3 +317,29 @@ def test_conntrack_table_fills_in_a_netns(netns: TuneNetNS, state: Path) -> None
     _, doc, _ = tune("--netns", str(netns.holder.pid), "--interval", "0.5")
     ct = proposals(doc, "conntrack-full")["net.netfilter.nf_conntrack_max"]
     assert (ct["current"], ct["direction"], ct["status"]) == (limit, "up", "read-only")
+
+
+def test_a_key_an_admin_overrode_is_reported_not_recommended(netns: TuneNetNS, state: Path) -> None:
+    netns.write("net.core.somaxconn", "128")
+    agent = _agent(state, netns, policy=None)
+    sock = ["--socket", str(agent.socket)]
+    try:
+        flood = netns.spawn(LISTEN_FLOOD, "400", "3")
+        wait_started()
+        where = ["--netns", str(netns.holder.pid), "--interval", "2"]
+        applied = run_kassist(["tune", *where, "--apply", "--yes", *sock])
+        finish(flood)
+        assert applied.returncode == 0, applied.stderr
+        netns.write("net.core.somaxconn", "200")  # the admin's own hand
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = json.loads(run_kassist(["agent", "status", *sock, "--format", "json"]).stdout)
+            if status["status"]["overridden"]:
+                break
+            time.sleep(0.2)
+        doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "400", "3"), *sock)
+        row = proposals(doc, "listen-overflow")["net.core.somaxconn"]
+        assert row["status"] == "managed" and "overridden" in row["why"], row
+        assert not any(r["target"] == "net.core.somaxconn" for r in doc["recommendations"])
+    finally:
+        agent.stop()
