@@ -102,9 +102,16 @@ def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
         assert somaxconn["direction"] == "up" and somaxconn["status"] == "recommended"
         assert somaxconn["current"] == 128 and somaxconn["value"] == 512
         assert_agent_accepts(doc, agent)
-        # Apply through the agent (tune observes again, under the same workload).
-        flood = netns.spawn(LISTEN_FLOOD, "400", "3")
+        # Apply through the agent (tune observes again, under the same workload): without a
+        # terminal and without --yes it refuses; with --yes it applies.
+        flood = netns.spawn(LISTEN_FLOOD, "300", "6", "5")  # new clients all along
         wait_started()
+        asked = run_kassist(
+            ["tune", "--netns", str(netns.holder.pid), "--interval", "1.5", "--apply",
+             "--socket", str(agent.socket)]
+        )  # fmt: skip
+        assert asked.returncode == 2 and "needs a person's approval" in asked.stderr
+        assert netns.read("net.core.somaxconn") == "128"
         proc = run_kassist(
             ["tune", "--netns", str(netns.holder.pid), "--interval", "2", "--apply", "--yes",
              "--socket", str(agent.socket)]
