@@ -232,6 +232,18 @@ def test_vectors_keep_their_order_and_the_agents_invariants(base_snapshot: Snaps
     assert t == sorted(t)
 
 
+def test_a_listen_backlog_below_somaxconn_is_the_programs_limit(base_snapshot: Snapshot) -> None:
+    obs = observation(base_snapshot)
+    _listen(obs)
+    obs.listeners = [("0.0.0.0:8080", 129, 128)]  # listen(128) under somaxconn 4096
+    report = analyse(obs, machine=MACHINE)
+    assert report.findings[0].id == "listen-overflow" and report.recommendations == []
+    assert any("listen() backlog is the limit" in n for n in report.findings[0].notes)
+    obs.listeners = [("0.0.0.0:8080", 4097, 4096)]  # bound by somaxconn itself
+    report = analyse(obs, machine=MACHINE)
+    assert "net.core.somaxconn" in [r.target for r in report.recommendations]
+
+
 def test_caps_stop_growth(base_snapshot: Snapshot) -> None:
     # At the cap, tune proposes nothing more (no runaway growth).
     obs = observation(base_snapshot, net__core__somaxconn=65535)

@@ -15,6 +15,7 @@ from assistant.tuning.evidence import (
     parse_fdinfo_watches,
     parse_neigh_stat,
     parse_softnet,
+    parse_ss_listeners,
     softnet_deltas,
 )
 from assistant.tuning.explain import deterministic_text, explain
@@ -65,6 +66,11 @@ def test_neighbour_table_fulls_are_summed_over_cpus() -> None:
 
 def test_inotify_watches_are_counted_from_fdinfo() -> None:
     assert parse_fdinfo_watches(FDINFO) == 2
+
+
+def test_ss_listeners_give_queue_and_limit() -> None:
+    text = "LISTEN 129    128    127.0.0.1:41235 0.0.0.0:*\nLISTEN 0 4096 [::]:22 [::]:*\n"
+    assert parse_ss_listeners(text) == [("127.0.0.1:41235", 129, 128), ("[::]:22", 0, 4096)]
 
 
 def test_log_lines_are_grouped_by_pattern_and_capped() -> None:

@@ -55,6 +55,8 @@ class Observation:
     :param inotify: uid → ``(instances, watches)`` held now.
     :param log: pattern name → the distinct matching kernel log lines in the window.
     :param log_counts: pattern name → how many lines matched.
+    :param listeners: listening TCP sockets ``(address, accept queue, its limit)``, read
+        only when listen overflows were counted.
     :param syscall_errors: ``(syscall, errno)`` → failed calls in the window (from the
         ``syserrors`` probe; empty when it did not run).
     :param traced: the ``syserrors`` probe ran for the window.
@@ -73,6 +75,7 @@ class Observation:
     inotify: dict[int, tuple[int, int]] = field(default_factory=dict)
     log: dict[str, list[str]] = field(default_factory=dict)
     log_counts: dict[str, int] = field(default_factory=dict)
+    listeners: list[tuple[str, int, int]] = field(default_factory=list)
     syscall_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     traced: bool = False
     netns: str | None = None
@@ -153,6 +156,20 @@ def parse_neigh_stat(text: str) -> int:
 def parse_fdinfo_watches(text: str) -> int:
     """Count the watches of one inotify file descriptor (``inotify wd:`` lines of its fdinfo)."""
     return sum(1 for line in text.splitlines() if line.startswith("inotify wd:"))
+
+
+def parse_ss_listeners(text: str) -> list[tuple[str, int, int]]:
+    """Parse ``ss -ltnH``: per listening socket, its address, accept-queue length and limit.
+
+    For a listener ss shows Recv-Q = the accept queue now (``sk_ack_backlog``) and
+    Send-Q = its limit (``sk_max_ack_backlog``: min(listen()'s backlog, somaxconn)).
+    """
+    out = []
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) >= 4 and cols[0] == "LISTEN" and cols[1].isdigit() and cols[2].isdigit():
+            out.append((cols[3], int(cols[1]), int(cols[2])))
+    return out
 
 
 def match_log(lines: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, int]]:
@@ -337,6 +354,19 @@ def _kmsg_lines(since_s: float | None) -> tuple[list[str], str | None]:
     return lines, None
 
 
+def read_listeners() -> list[tuple[str, int, int]]:
+    """Run ``ss -ltnH`` (iproute2) in this network namespace; empty when it cannot run."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["ss", "-ltnH"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return parse_ss_listeners(proc.stdout) if proc.returncode == 0 else []
+
+
 def _uptime() -> float:
     text = read_text("/proc/uptime") or "0"
     return float(text.split()[0])
@@ -456,16 +486,20 @@ def observe(
     if "failcnt" in memory and "cg_memory" in before:
         memory["failcnt"] -= before["cg_memory"].get("failcnt", 0)
     b_soft, b_fulls = before["extras"] if before else (None, {})
+    counters = counter_deltas(before.get("counters"), after.counters())
+    # A counter says that queues overflowed, not whose limit bound them: ask ss then.
+    overflowed = counters.get("netstat.TcpExt.ListenOverflows", 0) > 0
     return Observation(
         window_s=window,
         uptime_s=_uptime(),
-        counters=counter_deltas(before.get("counters"), after.counters()),
+        counters=counters,
         after=after,
         softnet=softnet_deltas(b_soft, softnet),
         neigh_table_fulls={k: v - b_fulls.get(k, 0) for k, v in fulls.items()},
         inotify=read_inotify_usage(),
         log=log,
         log_counts=log_counts,
+        listeners=read_listeners() if overflowed else [],
         syscall_errors=errors,
         traced=traced,
         netns=netns,

@@ -150,6 +150,16 @@ def listen_overflow(obs: Observation, m: Machine) -> Detection | None:
     if not lines:
         return None
     d = Detection([*lines, _sysctl_line(obs, "net.core.somaxconn")])
+    somaxconn_now = _int(obs, "net.core.somaxconn") or 0
+    full = [(a, q, limit) for a, q, limit in obs.listeners if q >= limit]
+    d.evidence += [f"ss: {a} accept queue {q} of {limit} (full)" for a, q, limit in full]
+    if full and all(limit < somaxconn_now for _, _, limit in full):
+        # Every full queue is bound by its program's listen() backlog, not by somaxconn.
+        d.notes.append(
+            "every full accept queue is below somaxconn: the program's listen() backlog is "
+            "the limit (it is fixed at listen(); restart the program after raising it)"
+        )
+        return d
     factor = _factor(obs.count(LISTEN[0]), 100)
     somaxconn = _grown(obs, m, "net.core.somaxconn", factor)
     if somaxconn is not None:
