@@ -172,7 +172,14 @@ def test_time_wait_bucket_overflow(netns: TuneNetNS, state: Path) -> None:
     netns.write("net.ipv4.tcp_max_tw_buckets", "4096")
     agent = _agent(state, netns)
     try:
-        doc = _tune_during(netns, netns.spawn(SHORT_CONNECTIONS, "4"))
+        workload = netns.spawn(SHORT_CONNECTIONS, "20")
+        # Start the window once the bucket table is full (however loaded the machine is).
+        deadline = time.monotonic() + 15
+        while netns.sockstat_tw() < 4096 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _, doc, _ = tune("--netns", str(netns.holder.pid), "--interval", "2")
+        workload.kill()
+        finish(workload)
         tw = proposals(doc, "tw-overflow")["net.ipv4.tcp_max_tw_buckets"]
         assert (tw["current"], tw["value"], tw["status"]) == (4096, 8192, "recommended")
         assert_agent_accepts(doc, agent)

@@ -205,6 +205,11 @@ class TuneNetNS(NetNS):
         """Start a Python workload inside the namespace."""
         return spawn(script, *args, prefix=("nsenter", f"--net={self.path}"))
 
+    def sockstat_tw(self) -> int:
+        """Return how many TCP sockets are in TIME-WAIT inside the namespace."""
+        words = self.run("cat", "/proc/net/sockstat").stdout.split()
+        return int(words[words.index("tw") + 1]) if "tw" in words else 0
+
     def netstat(self, name: str) -> int:
         """Return a TcpExt counter of /proc/net/netstat inside the namespace."""
         lines = self.run("cat", "/proc/net/netstat").stdout.splitlines()
