@@ -92,6 +92,8 @@ def report_text(report: TuneReport) -> str:
     llm = [rec for rec in report.recommendations if rec.source != "rules"]
     for rec in llm:
         lines += ["", f"[{rec.id}] proposed by {rec.source}: {rec.target} -> {_shown(rec.value)}"]  # type: ignore[arg-type]
+    if report.window_s is None:
+        lines += ["", "these counts are since boot: see whether they still rise with --interval 10"]
     if r:
         lines += ["", "explain one: kassist tune --explain ID;  dry run: kassist tune --submit"]
     return "\n".join(lines)
