@@ -33,18 +33,10 @@ srv.listen(4096)
 port = srv.getsockname()[1]
 print(port, flush=True)
 clients = []
-for _ in range(n):
-    c = socket.socket()
-    c.setblocking(False)
-    try:
-        c.connect(("127.0.0.1", port))
-    except BlockingIOError:
-        pass
-    clients.append(c)
-end = time.monotonic() + hold
-while time.monotonic() < end:
-    time.sleep(0.1)
-    for _ in range(more):
+
+
+def connect(count):
+    for _ in range(count):
         c = socket.socket()
         c.setblocking(False)
         try:
@@ -52,6 +44,13 @@ while time.monotonic() < end:
         except BlockingIOError:
             pass
         clients.append(c)
+
+
+connect(n)
+end = time.monotonic() + hold
+while time.monotonic() < end:
+    time.sleep(0.1)
+    connect(more)
 """
 
 #: A UDP sink with a 4 KiB receive buffer that never reads, and a sender that blasts it.
