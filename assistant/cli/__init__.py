@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "triage": ("assistant.cli.triage:triage", "Find and describe kernel crashes in logs."),
     "report": ("assistant.cli.report:report", "Draft a bug report for a crash."),
     "crashes": ("assistant.cli.crashes:crashes", "Browse the crash store."),
-    "tune": ("assistant.cli.pending:tune", "Draft tuning recommendations."),
+    "tune": ("assistant.cli.tune:tune", "Find tuning opportunities and recommend sysctl changes."),
     "docs": ("assistant.cli.pending:docs", "Draft documentation from evidence."),
     "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),
     "agent": ("assistant.cli.agent:agent", "Talk to (or run) the kernel agent."),

@@ -8,7 +8,6 @@ from assistant.errors import NotAvailable
 
 # command → the work it waits for.
 PENDING: dict[str, str] = {
-    "tune": "the tuning drafter",
     "docs": "the documentation drafter",
 }
 
@@ -25,5 +24,4 @@ def _pending(name: str) -> click.Command:
     return command
 
 
-tune = _pending("tune")
 docs = _pending("docs")

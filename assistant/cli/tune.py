@@ -1,0 +1,307 @@
+"""``kassist tune``: tuning findings and recommendations from kernel evidence.
+
+Advice mode by default (nothing changes; exit 0 with no recommendation, 3 with
+some). ``--submit`` asks the agent for a dry run (old -> new per key); ``--apply``
+applies through the agent after a person's approval on a terminal (``--yes``
+skips it). ``--explain ID`` shows the evidence and documentation behind one
+finding of the last run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from actions.client import AgentClient
+from actions.errors import ActionError
+from actions.model import Recommendation
+from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
+from assistant.config import user_state_dir
+from assistant.errors import KassistError
+from assistant.tuning.engine import Finding, TuneReport, analyse, find_finding
+from assistant.tuning.evidence import Observation, enter_netns, observe
+from assistant.tuning.managed import managed_keys
+from assistant.tuning.scenarios import scenario_rows
+
+#: Exit status of advice mode when there is something to recommend.
+EXIT_RECOMMENDED = 3
+LAST_RUN = "tune-last.json"
+
+
+def last_run_path() -> Path:
+    """Where the last run's ``kassist.tune/1`` object is kept (for ``--explain``)."""
+    return user_state_dir() / LAST_RUN
+
+
+def _save(report: TuneReport) -> None:
+    path = last_run_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report.to_dict()))
+        os.replace(tmp, path)
+    except OSError as exc:
+        notice(f"the run was not saved for --explain ({exc.strerror}: {path})")
+
+
+def _agent_status(socket_path: str) -> dict[str, Any] | None:
+    try:
+        with AgentClient(socket_path, timeout=5) as client:
+            status = client.status().get("status")
+    except (ActionError, OSError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def _shown(value: int | list[int]) -> str:
+    return " ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def _finding_text(f: Finding) -> list[str]:
+    lines = [f"[{f.id}] {f.title}"]
+    lines += [f"  evidence: {e}" for e in f.evidence]
+    for p in f.proposals:
+        change = f"{p.key} {_shown(p.current)} -> {_shown(p.value)} ({p.direction})"
+        if p.status == "recommended":
+            lines.append(f"  recommend {change}  id {p.rec_id}")
+        else:
+            lines.append(f"  report    {change}  [{p.status}: {p.why}]")
+    lines += [f"  note: {n}" for n in f.notes]
+    return lines
+
+
+def report_text(report: TuneReport) -> str:
+    """Render a run as text: one block per finding."""
+    where = f"; netns {report.netns}" if report.netns else ""
+    where += f"; cgroup {report.cgroup}" if report.cgroup else ""
+    window = "since boot" if report.window_s is None else f"window {report.window_s:.3g} s"
+    if not report.findings:
+        return f"no findings: nothing to tune ({window}{where})"
+    n, r = len(report.findings), len(report.recommendations)
+    lines = [
+        f"{n} finding{'s' if n != 1 else ''}, {r} recommendation{'s' if r != 1 else ''} "
+        f"({window}{where})"
+    ]
+    for f in report.findings:
+        lines += ["", *_finding_text(f)]
+    llm = [rec for rec in report.recommendations if rec.source != "rules"]
+    for rec in llm:
+        lines += ["", f"[{rec.id}] proposed by {rec.source}: {rec.target} -> {_shown(rec.value)}"]  # type: ignore[arg-type]
+    if report.window_s is None:
+        lines += ["", "these counts are since boot: see whether they still rise with --interval 10"]
+    if r:
+        lines += ["", "explain one: kassist tune --explain ID;  dry run: kassist tune --submit"]
+    return "\n".join(lines)
+
+
+def _diff_lines(changes: list[dict[str, Any]]) -> list[str]:
+    width = max((len(c["target"]) for c in changes), default=0)
+    return [
+        f"  {c['target']:<{width}}  {c['old']} -> {c['new']}  (risk {c['risk']})" for c in changes
+    ]
+
+
+def _dry_run(
+    client: AgentClient, recs: list[Recommendation]
+) -> tuple[list[Recommendation], dict[str, Any]]:
+    """Validate; when some are rejected, say why and validate the rest once more."""
+    docs = [r.model_dump() for r in recs]
+    done = client.validate(docs)
+    if done["ok"]:
+        return recs, done
+    for e in done.get("errors", []):
+        click.echo(f"rejected by the agent: {e['message']}", err=True)
+    bad = {e.get("target") for e in done.get("errors", [])}
+    rest = [r for r in recs if r.target not in bad]
+    if not rest or len(rest) == len(recs):
+        return [], done
+    again = client.validate([r.model_dump() for r in rest])
+    return (rest, again) if again["ok"] else ([], again)
+
+
+def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str) -> dict[str, Any]:
+    """Submit the run's recommendations to the agent: a dry run, then (``apply``) the change.
+
+    :return: ``{"dry_run": completion}`` and, when applied, ``{"applied": completion}``.
+    :raises KassistError: the agent is not there, rejects everything, or the apply failed.
+    """
+    if not report.recommendations:
+        if fmt == "text":
+            click.echo("nothing to submit")
+        return {}
+    try:
+        with AgentClient(socket_path) as client:
+            recs, dry = _dry_run(client, list(report.recommendations))
+            if not recs:
+                raise KassistError("the agent rejected every recommendation", "see the lines above")
+            changes = dry["changeset"]["changes"]
+            if fmt == "text":
+                click.echo(f"valid: {len(changes)} change(s) (a dry run: nothing was applied)")
+                click.echo("\n".join(_diff_lines(changes)))
+            if not apply:
+                return {"dry_run": dry}
+            if not yes and not dry.get("auto_approve"):
+                if not sys.stdin.isatty():
+                    raise KassistError(
+                        "apply needs a person's approval", "run it on a terminal, or pass --yes", 2
+                    )
+                click.confirm("Apply these changes?", abort=True, err=True)
+            done = client.apply([r.model_dump() for r in recs])
+    except ActionError as exc:
+        raise KassistError(exc.message, exc.hint) from None
+    cs = done.get("changeset") or {}
+    if not done.get("ok"):
+        msg = "; ".join(e["message"] for e in done.get("errors", [])) or done.get("verdict", "")
+        raise KassistError(f"not applied: {msg}", "see kassist agent history")
+    if fmt == "text":
+        click.echo(f"verified: changeset {cs.get('id')} applied and read back")
+        click.echo("\n".join(_diff_lines(cs.get("changes", []))))
+        click.echo(f"roll it back with: kassist agent rollback {cs.get('id')}")
+    return {"dry_run": dry, "applied": done}
+
+
+def _explain(ident: str, fmt: str, cfg: Any, no_llm: bool) -> None:
+    from assistant.tuning.explain import checked, explain, model_stream
+
+    path = last_run_path()
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise KassistError(f"no saved tune run at {path}", "run `kassist tune` first") from None
+    finding = find_finding(doc, ident)
+    if finding is None:
+        ids = ", ".join(f["id"] for f in doc.get("findings", [])) or "none"
+        raise KassistError(f"no finding {ident!r} in the last run", f"its findings: {ids}")
+    ex = explain(finding)
+    backend = backend_or_none(cfg, no_llm)
+    if backend is not None:
+        text = "".join(model_stream(ex, backend, cfg.llm.max_tokens or 160))
+        ex = checked(ex, text)
+    if fmt == "json":
+        click.echo(json.dumps(ex.to_dict(), indent=2))
+    else:
+        click.echo(ex.text)
+        if ex.model_text:
+            click.echo(
+                "\nExplanation (local model, checked against the evidence):\n" + ex.model_text
+            )
+    for line in ex.notices:
+        notice(line)
+
+
+def _one_run(
+    interval: float | None, cgroup: str | None, netns: str | None, trace: bool,
+    socket_path: str, propose_backend: Any,
+) -> tuple[TuneReport, Observation]:  # fmt: skip
+    obs = observe(interval, cgroup=cgroup, netns=netns, trace=trace)
+    report = analyse(obs, managed_keys(_agent_status(socket_path)))
+    if propose_backend is not None:
+        from assistant.tuning.proposals import propose
+
+        rec, line = propose(propose_backend, obs, report)
+        report.notices.append(line)
+        if rec is not None and rec.target not in {r.target for r in report.recommendations}:
+            report.recommendations.append(rec)
+    return report, obs
+
+
+@click.command()
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=None,
+    metavar="S",
+    help="Rates over a window of S seconds (default: counters since boot).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1, 100000),
+    default=1,
+    show_default=True,
+    help="Windows to observe, one after the other (needs --interval).",
+)
+@click.option("--netns", default=None, metavar="NAME|PID", help="Read this network namespace.")
+@click.option("--cgroup", default=None, metavar="PATH", help="Also read this cgroup v2.")
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Run the syserrors eBPF probe for the window (root; EADDRNOTAVAIL, ENOSPC...).",
+)
+@click.option("--submit", is_flag=True, help="Ask the agent for a dry run: old -> new per key.")
+@click.option("--apply", "do_apply", is_flag=True, help="Apply through the agent (asks first).")
+@click.option("--yes", "-y", is_flag=True, help="With --apply: do not ask.")
+@click.option("--socket", "socket_path", default=None, metavar="PATH", help="The agent's socket.")
+@click.option(
+    "--explain",
+    "explain_id",
+    default=None,
+    metavar="ID",
+    help="Show the evidence and documentation behind one finding of the last run.",
+)
+@click.option("--propose", is_flag=True, help="Also ask the local model for a proposal of its own.")
+@click.option(
+    "--list", "list_scenarios", is_flag=True, help="List the scenarios and their sources."
+)
+@llm_options
+def tune(
+    fmt: str, interval: float | None, count: int, netns: str | None, cgroup: str | None,
+    trace: bool, submit: bool, do_apply: bool, yes: bool, socket_path: str | None,
+    explain_id: str | None, propose: bool, list_scenarios: bool, model: str | None,
+    backend: str | None, max_tokens: int | None, no_llm: bool, no_log: bool,
+) -> None:  # fmt: skip
+    """Find tuning opportunities in kernel evidence and recommend sysctl changes."""
+    cfg = config_from_flags(model, backend, max_tokens, no_log)
+    if socket_path:
+        from assistant.config import load_config
+
+        cfg = load_config(
+            {"llm": {"model": model, "backend": backend}, "agent": {"socket": socket_path}}
+        )
+    if list_scenarios:
+        rows = scenario_rows()
+        if fmt == "json":
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                click.echo(
+                    f"{r['id']:<16} {r['title']}\n  keys: {', '.join(r['keys'])}\n"
+                    f"  sources: {'; '.join(r['sources'])}"
+                )
+        return
+    if explain_id is not None:
+        _explain(explain_id, fmt, cfg, no_llm)
+        return
+    if count > 1 and interval is None:
+        raise KassistError("--count needs --interval", "e.g. --interval 10 --count 6", 2)
+    if count > 1 and (submit or do_apply):
+        raise KassistError("--submit and --apply act on one window", "drop --count", 2)
+    if netns is not None:
+        enter_netns(netns)
+    propose_backend = backend_or_none(cfg, no_llm) if propose else None
+    acting = submit or do_apply
+    recommended = False
+    for _ in range(count):
+        report, _obs = _one_run(interval, cgroup, netns, trace, cfg.agent.socket, propose_backend)
+        _save(report)
+        if fmt == "text":
+            click.echo(report_text(report))
+        elif not acting:
+            click.echo(json.dumps(report.to_dict(), indent=2 if count == 1 else None))
+        for line in report.notices:
+            notice(line)
+        recommended = recommended or bool(report.recommendations)
+    if acting:
+        # With --format json, one object: the run, its dry run and what was applied.
+        done = _act(report, cfg.agent.socket, do_apply, yes, fmt)
+        if fmt == "json":
+            click.echo(json.dumps({**report.to_dict(), **done}, indent=2))
+        sys.exit(0)
+    sys.exit(EXIT_RECOMMENDED if recommended else 0)
