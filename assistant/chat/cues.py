@@ -38,7 +38,9 @@ _MINUTES = re.compile(r"\b(\d{1,3})\s*(?:m|mins?|minutes?)\b", re.IGNORECASE)
 _CHANGESET = re.compile(r"(?:changesets?|change|cs|#)\s*#?\s*(\d{1,9})\b", re.IGNORECASE)
 _SET_VALUE = re.compile(r"\b(?:to|=)\s*([0-9][\w. -]*?|[a-z_]+)\s*(?:[.!?,]|$)", re.IGNORECASE)
 _REC_ID = re.compile(r"\b(?:recommendation|rec)\s+([A-Za-z][\w.-]*\d[\w.-]*|[A-Za-z][\w-]*)")
-_APPLY_ID = re.compile(r"\bapply\s+(?:the\s+)?(?:recommendation\s+)?([A-Za-z][\w.]*-?\d[\w.-]*)")
+_APPLY_ID = re.compile(
+    r"\bapply\s+(?:the\s+)?(?:recommendation\s+)?([A-Za-z][\w.]*-?\d[\w.-]*|[a-z]+-[\w-]+:[\w.-]+)"
+)
 _TRAILING_NUMBER = re.compile(r"\s(\d{1,4})\s*$")
 
 #: Log levels by the words people use for them (printk levels: 0 emerg ... 7 debug).
@@ -395,6 +397,8 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
         return CueDecision("rollback", {}, 0.8)
     if cues.paths:
         return _path_action(text, cues.paths[0], scores)
+    if cues.rec_id is not None and ":" in cues.rec_id and scores.get("apply", 0) >= 3:
+        return CueDecision("apply", {"id": cues.rec_id}, 0.9)  # a tune id: scenario:key
     if cues.sysctls:
         return _sysctl_action(text, cues, scores)
     if cues.rec_id is not None and scores.get("apply", 0) >= 3:

@@ -378,16 +378,51 @@ def _apply(args: ApplyArgs, ctx: Context) -> ToolResult:
     )
 
 
+#: The recommendations of the last ``tune`` run in this process, by id (what ``apply`` takes).
+_LAST_TUNE: dict[str, dict[str, Any]] = {}
+
+
 def _pending_recommendation(rec_id: str) -> dict[str, Any] | None:
+    if rec_id not in _LAST_TUNE:
+        _tune(NoArgs(), Context())
+    return _LAST_TUNE.get(rec_id)
+
+
+def _agent_status_wire(socket: str) -> dict[str, Any] | None:
+    from actions.client import AgentClient
+    from actions.errors import ActionError
+
     try:
-        from assistant.tuning import recommend  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+        with AgentClient(socket, timeout=5.0) as client:
+            status = client.status().to_wire(None).get("status")
+    except (ActionError, OSError):
         return None
-    for rec in recommend().recommendations:
-        data: dict[str, Any] = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
-        if data.get("id") == rec_id:
-            return data
-    return None
+    return status if isinstance(status, dict) else None
+
+
+def _tune(args: NoArgs, ctx: Context) -> ToolResult:
+    from actions.text import printable
+    from assistant.tuning import analyse, observe
+    from assistant.tuning.managed import managed_keys
+
+    report = analyse(observe(None), managed_keys(_agent_status_wire(ctx.socket)))
+    _LAST_TUNE.clear()
+    _LAST_TUNE.update({r.id: r.model_dump() for r in report.recommendations})
+    if not report.findings:
+        return ToolResult("No findings: nothing to tune (counts since boot).", report.to_dict())
+    lines = [f"**{len(report.findings)} finding(s)**, counts since boot:"]
+    for f in report.findings:
+        lines.append(f"- **{printable(f.title)}**")
+        lines += [f"  - evidence: `{printable(e)}`" for e in f.evidence[:4]]
+        for p in f.proposals:
+            change = f"`{p.key}` {p.current} -> {p.value} ({p.direction})"
+            if p.status == "recommended":
+                lines.append(f"  - recommend {change}: `/apply {p.rec_id}`")
+            else:
+                lines.append(
+                    f"  - {change} not recommended: {printable(p.status)} ({printable(p.why)})"
+                )
+    return ToolResult("\n".join(lines), report.to_dict(), evidence="\n".join(lines))
 
 
 def _rollback(args: RollbackArgs, ctx: Context) -> ToolResult:
@@ -445,7 +480,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool("report", "draft a bug report for a signature or a log file", ReportArgs, _report),
     Tool("stats", "summarise load, memory, pressure (PSI) and sockets now", NoArgs, _stats),
     Tool("probe", "run an eBPF probe for some seconds", ProbeArgs, _probe),
-    Tool("tune", "find problems and recommend sysctl changes", NoArgs, _unbuilt("tune")),
+    Tool("tune", "find problems and recommend sysctl changes", NoArgs, _tune),
     Tool("docs", "document a sysctl, or list undocumented ones", DocsArgs, _unbuilt("docs")),
     Tool("disks", "find failing or fail-slow drives", NoArgs, _unbuilt("disks")),
     Tool("agent_status", "the kernel agent's state and managed keys", NoArgs, _agent_status),
