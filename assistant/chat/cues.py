@@ -35,7 +35,9 @@ _SYSCTL = re.compile(
 )
 _DURATION = re.compile(r"\b(\d{1,4})\s*(?:s|secs?|seconds?)\b", re.IGNORECASE)
 _MINUTES = re.compile(r"\b(\d{1,3})\s*(?:m|mins?|minutes?)\b", re.IGNORECASE)
-_CHANGESET = re.compile(r"(?:changesets?|change|cs|#)\s*#?\s*(\d{1,9})\b", re.IGNORECASE)
+_CHANGESET = re.compile(
+    r"(?:changesets?|change|cs|#|roll ?back|revert|undo)\s*#?\s*(\d{1,9})\b", re.IGNORECASE
+)
 _SET_VALUE = re.compile(r"\b(?:to|=)\s*([0-9][\w. -]*?|[a-z_]+)\s*(?:[.!?,]|$)", re.IGNORECASE)
 _REC_ID = re.compile(r"\b(?:recommendation|rec)\s+([A-Za-z][\w.-]*\d[\w.-]*|[A-Za-z][\w-]*)")
 _APPLY_ID = re.compile(
@@ -192,7 +194,8 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"\bmemory\b|\bram\b|\bswap(?:ping)?\b", 2.0),
         (r"\bload(?:ed| average)?\b|\buptime\b|\bcpu\b|\bbusy\b|\butili[sz]ation\b", 2.0),
         (r"\bcounters?\b|\bsnapshot\b|\bstats?\b|\bstatistics\b", 2.0),
-        (r"\bsockets?\b|\btime[- ]wait\b|\bconnections? (?:open|count)\b", 2.0),
+        (r"\bsockets?\b|\btime[- ]wait\b|\bconnections? (?:open|count)\b|\bestablished\b", 2.0),
+        (r"\bhow busy\b|\bi/?o\b", 1.5),
         (r"\bhow is (?:the )?(?:system|machine|host|box|server) doing\b", 3.0),
         (r"\bstatus of (?:the |this )?(?:system|machine|host|box|server)\b", 3.0),
         (r"\b(?:health|overview|summary)\b", 1.5),
@@ -205,7 +208,7 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"\bretransmi", 2.0),
         (r"\bsyscalls?\b|\bsystem calls?\b|\berrno\b", 2.0),
         (r"\bpage ?faults?\b", 2.5),
-        (r"\bpackets?\b.*\bdropp|\bdropp\w*\b.*\bpackets?\b|\bwhere\b.*\bdropp", 2.0),
+        (r"\bpackets?\b.*\bdrop|\bdrop\w*\b.*\bpackets?\b|\bwhere\b.*\bdropp", 2.0),
         (r"\boom kills?\b|\boom-kill", 2.0),
         (r"\breclaim\b", 2.0),
         (r"\bfailing\b|\bfail(?:ed)?\b", 0.5),
@@ -214,7 +217,10 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"\btun(?:e|ing)\b|\boptimi[sz]e\b|\brecommend\w*\b|\bsuggest\w*\b", 3.0),
         (r"\bsysctls?\b.*\b(?:change|set|should)\b|\bkernel parameters?\b", 2.0),
         (r"\bwhy (?:are|is|do|does)\b", 1.5),
-        (r"\b(?:dropped|refus\w+|overflow\w*|exhaust\w*|running out|run out|full)\b", 2.0),
+        (
+            r"\b(?:drop(?:s|ped|ping)?|refus\w+|overflow\w*|exhaust\w*|running out|run out|full)\b",
+            2.0,
+        ),
         (r"\btoo many\b|\blimits?\b|\bmisconfigur\w*\b|\bimprove\b|\bthroughput\b", 1.5),
         (r"\bhow (?:to|can i|do i) (?:fix|reduce|avoid|stop)\b|\bwhat to change\b", 1.5),
         # the problems the tuning table knows
@@ -226,12 +232,23 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
             3.0,
         ),
         (r"\b(?:packets?|datagrams?|udp)\b.*\blost\b", 2.0),
+        (r"\bsyns?\b", 2.0),
+        (r"\bany fix\b|\bhow (?:do i|to|can i) fix\b|\bfix (?:it|this)\b", 1.5),
+        (
+            r"\b(?:cannot|can't|unable to|fails? to|failing to)"
+            r" (?:create|open|allocate|fork|add|start)\b",
+            2.5,
+        ),
         (r"\btim(?:e|es|ing) ?out\b|\blost\b|\bsettings?\b|\bhelp my\b|\bwhat to do\b", 1.5),
         (r"\bfindings?\b|\bwhat would you\b|\bwhat should i\b", 1.5),
     ),
     "docs": (
         (r"\bdocument\w*\b|\bdocs?\b", 3.0),
-        (r"\bundocumented\b|\b(?:lack|lacks|lacking|no|without|missing) (?:any )?doc", 4.0),
+        (
+            r"\bundocumented\b|\b(?:lack|lacks|lacking|no|without|missing) (?:any )?doc"
+            r"|\b(?:nobody|no one|not) documented\b",
+            4.0,
+        ),
     ),
     "agent_status": (
         (r"\bagent\b", 2.0),
@@ -242,7 +259,7 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"\bhistory\b|\bchangesets\b|\bpast changes\b", 3.0),
         (r"\bwhat (?:has|did) (?:kassist|the agent|you)\b.*\b(?:change|appl)", 3.0),
         (r"\bchanges? (?:were |was )?made\b|\bwhen did\b|\blast changed?\b", 2.5),
-        (r"\b(?:agent|kassist)\b.*\bchang", 2.0),
+        (r"\b(?:agent|kassist)\b.*\b(?:chang|modif|alter|touch)", 2.0),
         (r"\b(?:changed|applied)\b", 1.5),
         (r"\brolled back\b|\byesterday\b|\brecent\b", 1.0),
         (r"\bagent\b", 0.5),
@@ -277,6 +294,7 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"^\s*(?:explain|describe) (?:what|how|why)\b", 3.0),
         (r"^\s*how (?:do i|does one|to|can i) (?!fix|reduce|avoid|stop|improve)", 3.0),
         (r"^\s*what does \w+ do\b", 2.0),
+        (r"^\s*why (?:does|do) (?:the |a )?kernel \w+(?: itself)?\s*\??\s*$", 2.5),
     ),
 }
 
