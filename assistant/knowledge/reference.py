@@ -1,0 +1,103 @@
+"""The kernel's own scripts, run on the same source tree, to check the knowledge base against.
+
+``scripts/get_maintainer.pl`` needs a directory that looks like the top of a
+kernel tree; :func:`extract_tree` makes one from the tarball with every
+directory (the script tests ``-d`` on ``F:`` patterns), the top-level files it
+checks for, MAINTAINERS, ``.mailmap``, the scripts, and the files asked for.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from assistant.knowledge.model import KnowledgeUnavailable
+
+#: What get_maintainer.pl's top_of_kernel_tree() and its configuration read.
+TOP_FILES = frozenset(
+    {
+        "COPYING",
+        "CREDITS",
+        "Kbuild",
+        "MAINTAINERS",
+        "Makefile",
+        "README",
+        ".mailmap",
+        ".get_maintainer.ignore",
+    }
+)
+SCRIPTS = frozenset({"scripts/get_maintainer.pl", "scripts/check-sysctl-docs"})
+
+
+def extract_tree(tarball: Path, dest: Path, wanted: Callable[[str], bool]) -> set[str]:
+    """Extract every directory, the script's top files and the wanted files into ``dest``.
+
+    :param wanted: which other tree paths (``net/ipv4/tcp.c``) to extract.
+    :return: the tree paths of the files extracted.
+    """
+    extracted: set[str] = set()
+    with tarfile.open(tarball, mode="r|xz") as tar:
+        for member in tar:
+            path = member.name.split("/", 1)[1] if "/" in member.name else ""
+            if not path:
+                continue
+            target = dest / path
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isfile() and (path in TOP_FILES or path in SCRIPTS or wanted(path)):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                handle = tar.extractfile(member)
+                target.write_bytes(handle.read() if handle else b"")
+                extracted.add(path)
+    return extracted
+
+
+def get_maintainer(tree: Path, path: str) -> list[str]:
+    """Run ``scripts/get_maintainer.pl --no-git --no-rolestats -f PATH`` in ``tree``; its lines.
+
+    A file the tree lacks is created empty first (the script refuses missing files;
+    an empty file matches by path only, as the knowledge base does for it).
+
+    :raises KnowledgeUnavailable: without perl.
+    """
+    perl = shutil.which("perl")
+    if perl is None:
+        raise KnowledgeUnavailable("perl is not installed", "install perl to run get_maintainer.pl")
+    target = tree / path
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    result = subprocess.run(
+        [perl, "scripts/get_maintainer.pl", "--no-git", "--no-rolestats", "-f", path],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tree), "LC_ALL": "C"},
+    )
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def agreement(
+    tree: Path, paths: Iterable[str], ours: Callable[[str], list[str]]
+) -> tuple[int, int, list[tuple[str, list[str], list[str]]]]:
+    """Compare our lines with the script's for each path, as sets (the script's order is random).
+
+    :return: (paths that agree, paths compared, the disagreements as (path, script, ours)).
+    """
+    same = 0
+    total = 0
+    differ = []
+    for path in paths:
+        script = get_maintainer(tree, path)
+        mine = ours(path)
+        total += 1
+        if set(script) == set(mine):
+            same += 1
+        else:
+            differ.append((path, script, mine))
+    return same, total, differ
