@@ -94,8 +94,24 @@ install_python_packages() {
     echo "$want" > "$STAMP"
 }
 
+# The offline kernel knowledge base (documentation, MAINTAINERS, sysctls) is built
+# once, as root, into /var/cache/kassist/kb/, keyed by the linux-source-6.1 version
+# and the builder's schema, so fresh clones and CI reuse it. About a minute.
+build_knowledge_base() {
+    if [ "$(id -u)" != 0 ]; then
+        say "not root: skipping the shared knowledge base (\`kassist kb build\` builds one in your cache)"
+        return
+    fi
+    if [ ! -f /usr/src/linux-source-6.1.tar.xz ] || [ ! -d /usr/share/doc/linux-doc-6.1/Documentation ]; then
+        say "linux-source-6.1 or linux-doc-6.1 missing: skipping the knowledge base"
+        return
+    fi
+    "$VENV/bin/kassist" kb build
+}
+
 install_system_packages
 install_python_packages
+build_knowledge_base
 
 case "$what" in
     setup) say "ready: $VENV/bin/kassist --help" ;;

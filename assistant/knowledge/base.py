@@ -179,8 +179,29 @@ class KnowledgeBase:
     def _mailmap(self) -> mnt.Mailmap:
         return mnt.mailmap_from_rows(self._conn.execute("SELECT kind, key, value FROM mailmap"))
 
-    def _matched(self, path: str) -> list[mnt.Section]:
+    def tree_path(self, path: str) -> str:
+        """Return a crash report's file path as a path of the tree, where one fits.
+
+        ``./net/ipv4/tcp.c`` loses its ``./``; an absolute build path
+        (``/home/u/linux/net/ipv4/tcp.c``) becomes its longest suffix that is a
+        file of the tree; any other path is returned stripped.
+        """
         path = _tree_path(path)
+        if self._has_file(path):
+            return path
+        parts = path.strip("/").split("/")
+        for start in range(1, len(parts)):
+            candidate = "/".join(parts[start:])
+            if self._has_file(candidate):
+                return candidate
+        return path
+
+    def _has_file(self, path: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM tree_files WHERE path = ?", (path,)).fetchone()
+        return row is not None
+
+    def _matched(self, path: str) -> list[mnt.Section]:
+        path = self.tree_path(path)
         row = self._conn.execute(
             "SELECT keyword_sections FROM tree_files WHERE path = ?", (path,)
         ).fetchone()
@@ -197,8 +218,8 @@ class KnowledgeBase:
     def maintainers(self, path: str) -> list[Subsystem]:
         """Return the MAINTAINERS sections covering a file of the tree, most specific first.
 
-        :param path: relative to the tree's top (``net/ipv4/tcp.c``); a leading ``./``
-            or ``linux/`` style prefix is not guessed away.
+        :param path: a file of the tree (``net/ipv4/tcp.c``), or a path a crash report
+            gives for one (see :meth:`tree_path`).
         """
         return [section.subsystem() for section in self._matched(path)]
 
@@ -211,10 +232,7 @@ class KnowledgeBase:
 
     def in_tree(self, path: str) -> bool:
         """Return whether the file exists in the source tree the knowledge base was built from."""
-        row = self._conn.execute(
-            "SELECT 1 FROM tree_files WHERE path = ?", (_tree_path(path),)
-        ).fetchone()
-        return row is not None
+        return self._has_file(self.tree_path(path))
 
     # ------------------------------------------------------------ sysctls
 

@@ -114,9 +114,7 @@ def _index_docs(
     # Returns sysctl name → [(sysctl_docs id, entry)].
     progress(f"reading the documentation under {sources.doc_root}")
     by_name: dict[str, list[tuple[int, rst.SysctlEntry]]] = {}
-    for path, text in doc_files(sources.doc_root):
-        if not keep(path):
-            continue
+    for path, text in doc_files(sources.doc_root, keep):
         stats.doc_files += 1
         found = (
             rst.abi_entries(text) if path.startswith("Documentation/ABI/") else rst.sections(text)

@@ -267,7 +267,7 @@ def initialisers(text: str) -> dict[str, str]:
     found: dict[str, str] = {}
     pattern = re.compile(
         r"^(?:static\s+|const\s+|unsigned\s+|signed\s+)*(?:[a-z_]\w*\s+){1,3}"
-        r"(?:__\w+\s+)*\*?(\w+)\s*(?:\[[^\]]*\])?\s*(?:__\w+(?:\([^)]*\))?\s*)*=\s*([^;{]+);",
+        r"(?:__\w+\s+)*\*?(?!__)(\w+)\s*(?:\[[^\]]*\])?\s*(?:__\w+(?:\([^)]*\))?\s*)*=\s*([^;{]+);",
         re.M,
     )
     for match in pattern.finditer(text):

@@ -101,3 +101,29 @@ def agreement(
         else:
             differ.append((path, script, mine))
     return same, total, differ
+
+
+def corpus_guilty_files(guilty_jsonl: Path, reports_jsonl: Path | None) -> list[str]:
+    """Return the guilty files of a crash corpus, as the crash reports name them, sorted.
+
+    :param guilty_jsonl: rows with a ``guilty_file`` (syzkaller's guilty test data).
+    :param reports_jsonl: rows with a console ``log``; the guilty files kassist's
+        triage finds in them are added (paths as the logs give them: ``./x``,
+        absolute build paths).
+    """
+    import json
+
+    from assistant.triage.engine import triage_lines
+
+    found: set[str] = set()
+    with guilty_jsonl.open(encoding="utf-8") as rows:
+        for line in rows:
+            if guilty := json.loads(line).get("guilty_file"):
+                found.add(guilty)
+    if reports_jsonl is not None:
+        with reports_jsonl.open(encoding="utf-8") as rows:
+            for line in rows:
+                row = json.loads(line)
+                result = triage_lines(row["log"].splitlines(), f"corpus:{row['id']}")
+                found.update(c.guilty_file for c in result.crashes if c.guilty_file)
+    return sorted(found)

@@ -73,11 +73,12 @@ def installed_sources() -> Sources:
     return sources
 
 
-def doc_files(doc_root: Path) -> Iterator[tuple[str, str]]:
+def doc_files(doc_root: Path, keep: Callable[[str], bool]) -> Iterator[tuple[str, str]]:
     """Yield ``(Documentation/relative/path.rst, text)`` for each rst or txt file, sorted.
 
     :param doc_root: the directory holding ``Documentation/``; ``.gz`` files are read
         through gzip and named without the suffix.
+    :param keep: which of those paths to read.
     """
     base = doc_root / "Documentation"
     for path in sorted(base.rglob("*")):
@@ -86,7 +87,7 @@ def doc_files(doc_root: Path) -> Iterator[tuple[str, str]]:
         name = path.name[:-3] if path.name.endswith(".gz") else path.name
         relative = "Documentation/" + str(path.relative_to(base).parent / name).removeprefix("./")
         is_abi = relative.startswith("Documentation/ABI/")
-        if not (name.endswith(DOC_SUFFIXES) or is_abi):
+        if not (name.endswith(DOC_SUFFIXES) or is_abi) or not keep(relative):
             continue
         data = (
             gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
