@@ -25,7 +25,8 @@ WHEELHOUSE="${XDG_CACHE_HOME:-$HOME/.cache}/kassist/wheels"
 # QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture;
 # the kernel's own documentation and sources for the knowledge base; clang and
 # libbpf for the in-kernel policy program; PostgreSQL for the fleet store; tmux
-# for the TUI's end-to-end test; FUSE and fio for the fail-slow drive tests.
+# for the TUI's end-to-end test; FUSE and fio for the fail-slow drive tests; gawk
+# for the kernel's scripts/check-sysctl-docs.
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential cmake git pkg-config
     bpftrace bpftool nftables iproute2 util-linux procps kmod
@@ -35,6 +36,7 @@ APT_PACKAGES=(
     postgresql
     tmux
     fuse3 libfuse2 fio smartmontools nvme-cli
+    gawk
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

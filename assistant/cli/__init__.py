@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("assistant.cli.report:report", "Draft a bug report for a crash."),
     "crashes": ("assistant.cli.crashes:crashes", "Browse the crash store."),
     "tune": ("assistant.cli.pending:tune", "Draft tuning recommendations."),
-    "docs": ("assistant.cli.pending:docs", "Draft documentation from evidence."),
+    "docs": ("assistant.cli.docs:docs", "Draft documentation from the kernel's own sources."),
     "kb": ("assistant.cli.kb:kb", "Build, inspect or search the offline kernel knowledge base."),
     "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),
     "agent": ("assistant.cli.agent:agent", "Talk to (or run) the kernel agent."),

@@ -9,7 +9,6 @@ from assistant.errors import NotAvailable
 # command → the work it waits for.
 PENDING: dict[str, str] = {
     "tune": "the tuning drafter",
-    "docs": "the documentation drafter",
     "watch": "the log watcher",
     "chat": "the terminal UI",
 }
@@ -28,6 +27,5 @@ def _pending(name: str) -> click.Command:
 
 
 tune = _pending("tune")
-docs = _pending("docs")
 watch = _pending("watch")
 chat = _pending("chat")

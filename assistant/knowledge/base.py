@@ -200,6 +200,12 @@ class KnowledgeBase:
         row = self._conn.execute("SELECT 1 FROM tree_files WHERE path = ?", (path,)).fetchone()
         return row is not None
 
+    def _file_emails(self, path: str) -> list[str]:
+        row = self._conn.execute(
+            "SELECT file_emails FROM tree_files WHERE path = ?", (self.tree_path(path),)
+        ).fetchone()
+        return row[0].splitlines() if row and row[0] else []
+
     def _matched(self, path: str) -> list[mnt.Section]:
         path = self.tree_path(path)
         row = self._conn.execute(
@@ -228,7 +234,7 @@ class KnowledgeBase:
 
         The lines ``get_maintainer.pl --no-git --no-rolestats -f FILE`` prints.
         """
-        return mnt.recipients(self._matched(path), self._mailmap)
+        return mnt.recipients(self._matched(path), self._mailmap, self._file_emails(path))
 
     def in_tree(self, path: str) -> bool:
         """Return whether the file exists in the source tree the knowledge base was built from."""
@@ -266,6 +272,14 @@ class KnowledgeBase:
             yield SysctlDef(
                 name, table, source, line, handler, low, high, dflt, maxlen, mode, data, doc=doc
             )
+
+    def documented_in(self, path: str) -> set[str]:
+        """Return the sysctl file names one documentation file describes."""
+        rows = self._conn.execute(
+            "SELECT sd.name FROM sysctl_docs sd JOIN docs d ON d.id = sd.doc WHERE d.path = ?",
+            (path,),
+        )
+        return {r[0] for r in rows}
 
     def documented_names(self) -> list[tuple[str, str, DocHit]]:
         """Return every sysctl the documentation names: (directory, file name, section)."""

@@ -49,6 +49,7 @@ class _Tree:
     # What the tarball stream keeps.
     dirs: set[str] = field(default_factory=set)
     files: dict[str, str] = field(default_factory=dict)
+    file_emails: dict[str, str] = field(default_factory=dict)
     pending: list[tuple[str, str]] = field(default_factory=list)
     keywords: list[maintainers.Keyword] | None = None
     maintainers_text: str = ""
@@ -177,6 +178,8 @@ def _stream_tree(sources: Sources, keep: Callable[[str], bool], progress: Progre
         else:
             tree.files[path] = _keyword_text(tree.keywords, text)
         _collect_constants(tree, path, text)
+        if path.endswith(".yaml"):
+            tree.file_emails[path] = "\n".join(maintainers.file_emails(text))
     if tree.keywords is None:
         _parse_maintainers_now(tree)
     return tree
@@ -253,7 +256,8 @@ def _store_tree(conn: sqlite3.Connection, tree: _Tree, stats: BuildStats) -> Non
         + [("address", k, v) for k, v in mailmap.addresses.items()],
     )
     conn.executemany(
-        "INSERT INTO tree_files(path, keyword_sections) VALUES (?, ?)", sorted(tree.files.items())
+        "INSERT INTO tree_files(path, keyword_sections, file_emails) VALUES (?, ?, ?)",
+        ((p, k, tree.file_emails.get(p, "")) for p, k in sorted(tree.files.items())),
     )
     conn.executemany("INSERT INTO tree_dirs(path) VALUES (?)", ((d,) for d in sorted(tree.dirs)))
     stats.maintainer_sections = len(sections)

@@ -342,11 +342,16 @@ def parse_mailmap(text: str) -> Mailmap:
     return mailmap
 
 
-def recipients(sections: Sequence[Section], mailmap: Mailmap) -> tuple[list[str], list[str]]:
+def recipients(
+    sections: Sequence[Section], mailmap: Mailmap, file_emails: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
     """Return (To: maintainers and reviewers, Cc: lists) for matched sections, in order.
 
     The same lines, in the same order up to Perl's random order among equally
     specific sections, as ``get_maintainer.pl --no-git --no-rolestats``.
+
+    :param file_emails: the addresses the file itself names (a devicetree binding's
+        ``maintainers:``; see :func:`file_emails`), added after the sections'.
     """
     people: list[str] = []
     names: set[str] = set()
@@ -377,7 +382,62 @@ def recipients(sections: Sequence[Section], mailmap: Mailmap) -> tuple[list[str]
     lists = [dedup(e) for e in lists]
     chiefs = [re.compile(re.escape(c) if _perl_regex(c) is None else c) for c in PENGUIN_CHIEFS]
     people = [p for p in people if not any(c.search(p) for c in chiefs)]
+    for email in file_emails:
+        name, address = parse_email(mailmap.map(email))
+        if not address or (name and name.lower() in names) or address.lower() in addresses:
+            continue
+        people.append(format_email(name, address))
+        if name:
+            names.add(name.lower())
+        addresses.add(address.lower())
     return _unique(people), _unique(e for e in lists if e not in people)
+
+
+# The script's pattern for addresses in a file. Its "À-ÿ" is UTF-8 in a byte
+# string: the bytes 0xC3, 0x80-0xC3 and 0xBF, here Latin-1 characters.
+_HIGH = "\x80-\xc3\xbf"
+_FILE_EMAIL = re.compile(
+    rf"[A-Za-z{_HIGH}\"' ,.+-]*\s*[,]*\s*[(<{{]?"
+    r"[A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9]+[)>}]?"
+)
+_BARE_ADDRESS = re.compile(r"[(<{]?([A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+)[)>}]?")
+
+
+def file_emails(text: str) -> list[str]:
+    """Return the addresses a file names, cleaned as the script's ``clean_file_emails`` does.
+
+    The script reads them from ``.yaml`` files only (devicetree bindings).
+
+    :param text: the file's bytes decoded as Latin-1.
+    """
+    return _unique(_clean_file_email(m.group(0)) for m in _FILE_EMAIL.finditer(text))
+
+
+def _clean_file_email(found: str) -> str:
+    name, address = parse_email(_BARE_ADDRESS.sub(r"<\1>", found))
+    if name == '"[,\\.]"':
+        name = ""
+    words = re.split(rf"[^A-Za-z{_HIGH}',.+-]", name)
+    while words and not words[-1]:
+        words.pop()  # Perl's split drops trailing empty fields
+    if len(words) > 2:
+        first, middle, last = words[-3:]
+        initial = (len(first) == 1 and first.isascii() and first.isalpha()) or (
+            len(first) == 2 and first.endswith(".")
+        )
+        if initial or len(middle) == 1 or (len(middle) == 2 and middle.endswith(".")):
+            name = f"{first} {middle} {last}"
+        else:
+            name = f"{middle} {last}"
+    if name[-1:] in (",", "."):
+        name = name[:-1]
+    elif re.fullmatch(r'[,.]"', name[-2:]):
+        name = name[:-2] + '"'
+    if name[:1] in (",", "."):
+        name = name[1:]
+    elif re.fullmatch(r'"[,.]', name[:2]):
+        name = '"' + name[2:]
+    return format_email(name, address)
 
 
 class _Deduplicator:

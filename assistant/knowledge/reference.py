@@ -8,6 +8,7 @@ checks for, MAINTAINERS, ``.mailmap``, the scripts, and the files asked for.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tarfile
@@ -32,10 +33,16 @@ TOP_FILES = frozenset(
 SCRIPTS = frozenset({"scripts/get_maintainer.pl", "scripts/check-sysctl-docs"})
 
 
-def extract_tree(tarball: Path, dest: Path, wanted: Callable[[str], bool]) -> set[str]:
+def extract_tree(
+    tarball: Path,
+    dest: Path,
+    wanted: Callable[[str], bool],
+    wanted_text: Callable[[str, bytes], bool] | None = None,
+) -> set[str]:
     """Extract every directory, the script's top files and the wanted files into ``dest``.
 
     :param wanted: which other tree paths (``net/ipv4/tcp.c``) to extract.
+    :param wanted_text: which others to extract, judged by path and content.
     :return: the tree paths of the files extracted.
     """
     extracted: set[str] = set()
@@ -47,11 +54,16 @@ def extract_tree(tarball: Path, dest: Path, wanted: Callable[[str], bool]) -> se
             target = dest / path
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
-            elif member.isfile() and (path in TOP_FILES or path in SCRIPTS or wanted(path)):
-                target.parent.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                take = path in TOP_FILES or path in SCRIPTS or wanted(path)
+                if not take and wanted_text is None:
+                    continue
                 handle = tar.extractfile(member)
-                target.write_bytes(handle.read() if handle else b"")
-                extracted.add(path)
+                data = handle.read() if handle else b""
+                if take or (wanted_text is not None and wanted_text(path, data)):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                    extracted.add(path)
     return extracted
 
 
@@ -127,3 +139,42 @@ def corpus_guilty_files(guilty_jsonl: Path, reports_jsonl: Path | None) -> list[
                 result = triage_lines(row["log"].splitlines(), f"corpus:{row['id']}")
                 found.update(c.guilty_file for c in result.crashes if c.guilty_file)
     return sorted(found)
+
+
+_CSD_ENTRY = re.compile(r"^\* (\S+) from (\S+)( \(documented\))?$")
+_CSD_MISSING = re.compile(r"^No implementation for (\S+)$")
+
+
+def check_sysctl_docs(
+    tree: Path, table: str, doc: Path, sources: Iterable[str]
+) -> tuple[dict[str, bool], set[str]]:
+    """Run the kernel's ``scripts/check-sysctl-docs -vtable=TABLE DOC SOURCES...`` in ``tree``.
+
+    :param doc: the table's documentation file (``kernel.rst``), plain text.
+    :param sources: C files of the tree (the script's example: every file that
+        calls a ``register_sysctl_`` function).
+    :return: (the entries it lists → whether it calls them documented, the
+        documented names it finds no implementation for).
+    :raises KnowledgeUnavailable: without gawk.
+    """
+    gawk = shutil.which("gawk")
+    if gawk is None:
+        raise KnowledgeUnavailable(
+            "gawk is not installed", "install gawk (./setup.sh as root does)"
+        )
+    result = subprocess.run(
+        [gawk, "-f", "scripts/check-sysctl-docs", f"-vtable={table}", str(doc), *sources],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    entries: dict[str, bool] = {}
+    missing: set[str] = set()
+    for line in result.stdout.splitlines():
+        if m := _CSD_ENTRY.match(line):
+            entries[m.group(1)] = entries.get(m.group(1), False) or bool(m.group(3))
+        elif m := _CSD_MISSING.match(line):
+            missing.add(m.group(1))
+    return entries, missing

@@ -211,7 +211,7 @@ def sysctl_entries(path: str, text: str) -> Iterator[SysctlEntry]:
                     if name != "and":
                         yield SysctlEntry(name, directory, section, title, body)
         elif not proc and section.level > 1:
-            for name in title_names(section.title):
+            for name in (n.rstrip(":") for n in title_names(section.title)):
                 if re.fullmatch(r"[a-z0-9_\-]+", name):
                     yield SysctlEntry(name, directory, section, section.title, section.text)
 

@@ -38,7 +38,12 @@ _STATEMENTS = (
     )""",
     "CREATE TABLE mailmap (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL)",
     # Every file of the tree, with the sections whose K: keywords its text contains.
-    "CREATE TABLE tree_files (path TEXT PRIMARY KEY, keyword_sections TEXT NOT NULL) WITHOUT ROWID",
+    # file_emails: the addresses a .yaml file names, one a line (get_maintainer.pl adds them).
+    """CREATE TABLE tree_files (
+        path             TEXT PRIMARY KEY,
+        keyword_sections TEXT NOT NULL,
+        file_emails      TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID""",
     "CREATE TABLE tree_dirs (path TEXT PRIMARY KEY) WITHOUT ROWID",
     # The sysctls the documentation describes (section titles and definition-list terms).
     """CREATE TABLE sysctl_docs (
