@@ -9,6 +9,7 @@ the same tarball.
 
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from assistant.knowledge.base import running_release, same_series
 from assistant.knowledge.build import build
 from assistant.knowledge.reference import (
     agreement,
+    check_sysctl_docs,
     corpus_guilty_files,
     extract_tree,
 )
@@ -80,7 +82,13 @@ def reference_tree(
     wanted = {real_kb.tree_path(p) for p in corpus_files}
     wanted |= {s.source for s in real_kb.sysctls()}
     wanted |= {"include/linux/socket.h"}
-    extract_tree(SOURCE_TARBALL, tree, wanted.__contains__)
+    # ... and, for scripts/check-sysctl-docs, every C file that registers a sysctl table.
+    extract_tree(
+        SOURCE_TARBALL,
+        tree,
+        wanted.__contains__,
+        lambda p, data: p.endswith(".c") and b"register_sysctl_" in data,
+    )
     return tree
 
 
@@ -216,3 +224,27 @@ def test_missing_knowledge_base_is_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert proc.stderr.count("\n") == 1 and "kassist kb build" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_documented_verdicts_agree_with_check_sysctl_docs(
+    real_kb: KnowledgeBase, reference_tree: Path
+) -> None:
+    require(shutil.which("gawk") is not None, "gawk is not installed (scripts/check-sysctl-docs)")
+    sources = sorted(
+        str(p.relative_to(reference_tree))
+        for p in reference_tree.rglob("*.c")
+        if b"register_sysctl_" in p.read_bytes()
+    )
+    same = listed = 0
+    for table in ("kernel", "vm", "fs"):
+        doc_path = f"Documentation/admin-guide/sysctl/{table}.rst"
+        doc = reference_tree / f"{table}.rst"
+        doc.write_bytes(gzip.decompress((DOC_ROOT / f"{doc_path}.gz").read_bytes()))
+        entries, missing = check_sysctl_docs(reference_tree, table, doc, sources)
+        ours = real_kb.documented_in(doc_path)
+        # Every name the script counts as documented, the knowledge base does too.
+        assert missing <= ours
+        same += sum(1 for name, documented in entries.items() if (name in ours) == documented)
+        listed += len(entries)
+    assert listed >= 10
+    assert same / listed >= 0.95

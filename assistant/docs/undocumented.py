@@ -2,7 +2,8 @@
 
 "Described" is decided as the kernel's ``scripts/check-sysctl-docs`` decides it: a
 section title (or, in the networking files, a definition-list term) of the
-documentation file for the sysctl's directory names it. Per-device keys
+documentation file for the sysctl's directory names it; or the knowledge base
+links its ctl_table entry to a section filed elsewhere. Per-device keys
 (``net.ipv4.conf.eth0.forwarding``) count once, as ``net.ipv4.conf.*.forwarding``.
 """
 
@@ -80,6 +81,8 @@ def undocumented(kb: KnowledgeBase, names: Iterable[str]) -> list[Undocumented]:
         if name in found or docs.describes(name):
             continue
         definition = kb.sysctl(raw) or kb.sysctl(name.replace(".*.", ".default."))
+        if definition is not None and definition.doc is not None:
+            continue  # described under another directory (see the builder's _doc_for)
         found[name] = Undocumented(name, name.rsplit(".", 1)[0], definition)
     return sorted(found.values(), key=lambda u: (u.group, u.name))
 

@@ -287,8 +287,9 @@ def _store_sysctls(
     progress: Progress,
 ) -> None:
     net_defaults = {k: v for k, v in tree.net_defaults.items() if v is not None}
-    for path, text in tree.sysctl_sources:
-        found, unresolved = ctl_table.sysctls(text)
+    parsed = [(path, text, *ctl_table.sysctls(text)) for path, text in tree.sysctl_sources]
+    defined = {(s.directory, s.entry.procname) for _p, _t, found, _u in parsed for s in found}
+    for path, text, found, unresolved in parsed:
         stats.sysctls_unresolved += unresolved
         local_init = ctl_table.initialisers(text)
         local_defines = ctl_table.defines(text)
@@ -326,7 +327,7 @@ def _store_sysctls(
                     fields.get("data", ""),
                     extra1,
                     extra2,
-                    _doc_for(sysctl, docs),
+                    _doc_for(sysctl, docs, defined),
                 ),
             )
     stats.sysctls = conn.execute("SELECT count(DISTINCT name) FROM sysctls").fetchone()[0]
@@ -337,12 +338,18 @@ def _store_sysctls(
 
 
 def _doc_for(
-    sysctl: ctl_table.Sysctl, docs: dict[str, list[tuple[int, rst.SysctlEntry]]]
+    sysctl: ctl_table.Sysctl,
+    docs: dict[str, list[tuple[int, rst.SysctlEntry]]],
+    defined: set[tuple[str, str]],
 ) -> int | None:
     # The documentation entry with the same file name whose directory agrees best.
+    # One filed under another directory (ip-sysctl.rst lists net.core.somaxconn
+    # among the TCP variables) counts only when no sysctl of that name lives there.
     best: tuple[int, int] | None = None
     for doc_id, entry in docs.get(sysctl.entry.procname, []):
         score = _directory_agreement(sysctl.directory, entry.directory)
+        if score < 10 and (entry.directory, entry.name) in defined:
+            continue
         if score and (best is None or score > best[0]):
             best = (score, doc_id)
     return best[1] if best else None
@@ -357,8 +364,8 @@ def _directory_agreement(code: str, doc: str) -> int:
             score += 1
         else:
             break
-    if code == doc:
-        score += 10
+    if score == len(code.split("/")) == len(doc.split("/")):
+        score += 10  # the same directory, up to a device wildcard
     return score
 
 
