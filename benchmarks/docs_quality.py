@@ -53,6 +53,10 @@ def evidence(facts: facts_mod.SysctlFacts) -> str:
         parts.append(facts.value)
     parts += [f"{s.cite} {s.value}" for s in facts.settings]
     parts += [str(facts.rule or ""), facts.rule_source]
+    parts += [
+        f"{c.changeset} {c.state} {c.old} {c.new} {c.cite} {pages._utc(c.created)}"
+        for c in facts.changes or []
+    ]
     parts += ["/etc/sysctl.d, /run/sysctl.d, /usr/lib/sysctl.d, /etc/sysctl.conf"]
     return "\n".join(parts)
 
@@ -83,9 +87,10 @@ def pages_figures(kb: KnowledgeBase, n: int, seed: int) -> None:
     slowest = first = 0.0
     total = 0.0
     ungrounded: list[str] = []
+    changes, _why = facts_mod.agent_changes()
     for name in chosen:
         t0 = time.monotonic()
-        facts = facts_mod.gather(kb, name, release)
+        facts = facts_mod.gather(kb, name, release, changes)
         pages.markdown(facts)
         elapsed = time.monotonic() - t0
         total += elapsed

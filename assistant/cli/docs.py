@@ -58,7 +58,10 @@ def sysctl(keys: tuple[str, ...], fmt: str) -> None:
     """One page per sysctl KEY: what it does, type and bounds, value here, who sets it, the rule."""
     kb = _kb_or_notice()
     release = running_release()
-    rendered = [pages.RENDERERS[fmt](facts_mod.gather(kb, key, release)) for key in keys]
+    changes, why = facts_mod.agent_changes()
+    if changes is None:
+        notice(f"no history of kassist's changes: {why}")
+    rendered = [pages.RENDERERS[fmt](facts_mod.gather(kb, key, release, changes)) for key in keys]
     if fmt == "json":
         click.echo("[" + ",\n".join(rendered) + "]")
     else:
@@ -112,6 +115,9 @@ def host(show_all: bool) -> None:
     kb = open_default()
     release = running_release()
     files = facts_mod.sysctl_d_files()
+    changes, why = facts_mod.agent_changes()
+    if changes is None:
+        notice(f"kassist changesets not consulted: {why}")
     click.echo(f"# Host note: {release}\n")
     click.echo(
         "Sysctls whose value differs from the constant their ctl_table variable starts with"
@@ -126,9 +132,15 @@ def host(show_all: bool) -> None:
         if value is None or value == definition.default:
             continue
         settings = facts_mod.settings_of(definition.name, files)
-        if not settings and not show_all:
+        changed = (changes or {}).get(definition.name, [])
+        if not settings and not changed and not show_all:
             continue
-        who = settings[-1].cite if settings else "unknown (no sysctl.d file sets it)"
+        if changed:
+            who = f"kassist changeset {changed[0].changeset} ({changed[0].state})"
+        elif settings:
+            who = settings[-1].cite
+        else:
+            who = "unknown (no sysctl.d file sets it)"
         doc = definition.doc.cite if definition.doc else "not documented upstream"
         click.echo(f"## {definition.name}\n")
         click.echo(f"Value {value}, default {definition.default}; set by {who}.\n")

@@ -75,7 +75,8 @@ class SysctlFacts:
     rule: dict[str, object] | None = None
     rule_source: str = ""
     settings: list[Setting] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
+    #: The agent's journaled changes to it (None: the journal could not be asked).
+    changes: list[Change] | None = None
 
     @property
     def proc_path(self) -> str:
@@ -167,7 +168,60 @@ def agent_rule(name: str) -> tuple[dict[str, object] | None, str]:
     return rule, f"{policy.source}; {spec.source}"
 
 
-def gather(kb: KnowledgeBase | None, name: str, running_release: str) -> SysctlFacts:
+@dataclass(frozen=True)
+class Change:
+    """One change the kernel agent journaled to a key.
+
+    :param changeset: its changeset id; :param state: ``verified``, ``rolled_back``, ...
+    :param created: when, seconds since the epoch.
+    """
+
+    changeset: int
+    state: str
+    created: float
+    old: str
+    new: str
+
+    @property
+    def cite(self) -> str:
+        """Return where it is recorded (``kassist agent show ID``)."""
+        return (
+            f"the agent's journal, changeset {self.changeset} (kassist agent show {self.changeset})"
+        )
+
+
+def agent_changes(limit: int = 200) -> tuple[dict[str, list[Change]] | None, str]:
+    """Return the agent's journaled changes by key, newest first, or (None, why not)."""
+    from actions.client import AgentClient
+    from actions.errors import ActionError
+    from assistant.config import load_config
+
+    try:
+        with AgentClient(load_config().agent.socket, timeout=10) as client:
+            completion = client.history(limit=limit)
+    except (ActionError, OSError) as exc:
+        return None, getattr(exc, "message", str(exc))
+    found: dict[str, list[Change]] = {}
+    for cs in completion.get("changesets", []):
+        for change in cs.get("changes", []):
+            found.setdefault(str(change.get("target")), []).append(
+                Change(
+                    int(cs.get("id", 0)),
+                    str(cs.get("state", "?")),
+                    float(cs.get("created", 0.0)),
+                    str(change.get("old")),
+                    str(change.get("new")),
+                )
+            )
+    return found, "the agent's journal"
+
+
+def gather(
+    kb: KnowledgeBase | None,
+    name: str,
+    running_release: str,
+    changes: dict[str, list[Change]] | None = None,
+) -> SysctlFacts:
     """Collect the facts of one sysctl (``kb`` None: the knowledge base is not built)."""
     name = normalise(name)
     facts = SysctlFacts(name, kb.kernel_version if kb else None, running_release)
@@ -182,6 +236,7 @@ def gather(kb: KnowledgeBase | None, name: str, running_release: str) -> SysctlF
     ) or name.startswith("net.")
     facts.rule, facts.rule_source = agent_rule(name)
     facts.settings = settings_of(name, sysctl_d_files())
+    facts.changes = None if changes is None else changes.get(name, [])
     return facts
 
 

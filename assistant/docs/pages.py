@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -105,6 +106,15 @@ def paragraphs(facts: SysctlFacts) -> list[tuple[str, str, str]]:
             "/etc/sysctl.d, /run/sysctl.d, /usr/lib/sysctl.d, /etc/sysctl.conf",
         ))  # fmt: skip
     parts.append(("The agent's rule", _rule_text(facts), facts.rule_source or "the agent's policy"))
+    if facts.changes:
+        lines = [
+            f"changeset {c.changeset} ({c.state}, {_utc(c.created)}): {c.old} -> {c.new}"
+            for c in facts.changes
+        ]
+        parts.append(("Changed by kassist", "; ".join(lines) + ".", facts.changes[0].cite))
+    elif facts.changes is not None:
+        parts.append(("Changed by kassist", "The agent's journal has no change to it.",
+                      "the agent's journal (kassist agent history)"))  # fmt: skip
     if note := _version_note(facts):
         parts.append(
             (
@@ -114,6 +124,10 @@ def paragraphs(facts: SysctlFacts) -> list[tuple[str, str, str]]:
             )
         )
     return parts
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def _rule_text(facts: SysctlFacts) -> str:
