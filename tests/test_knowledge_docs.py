@@ -135,3 +135,21 @@ def test_docs_without_a_knowledge_base_degrade_to_one_notice(tmp_path: Path) -> 
     assert "## On this machine" in proc.stdout and "Traceback" not in proc.stderr
     proc = run_kassist(["docs", "undocumented"], env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_cli_docs_crash_note(real_kb: KnowledgeBase, tmp_path: Path) -> None:
+    env = {"KASSIST_KB": str(real_kb.path), "XDG_STATE_HOME": str(tmp_path)}
+    log = Path(__file__).parent / "data" / "kasan-uaf-ip6_send_skb.log"
+    stored = run_kassist(["triage", "--store", str(log)], env=env)
+    assert stored.returncode == 0, stored.stderr
+    listed = run_kassist(["crashes", "list", "--format", "json"], env=env)
+    signature = json.loads(listed.stdout)[0]["signature"]
+    proc = run_kassist(["docs", "crash", signature[:8]], env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("# Incident: KASAN: use-after-free Read in ip6_send_skb\n")
+    assert "kernels 4.12.0-rc3+" in out and f"signature {signature}" in out
+    to, cc = real_kb.recipients("net/ipv6/ip6_output.c")
+    assert f"To: {', '.join(to)}" in out and f"Cc: {', '.join(cc)}" in out
+    assert re.search(r"^- .+: Documentation/\S+#\S+$", out, re.M)
+    assert out.count("*Source: ") >= 3

@@ -187,6 +187,25 @@ def crash(signature: str, db: str | None) -> None:
         click.echo(f"## Maintainers\n\nSubsystems: {names}.\n\nTo: {', '.join(to) or '(none)'}\n"
                    f"Cc: {', '.join(cc) or '(none)'}\n")  # fmt: skip
         click.echo(f"*Source: MAINTAINERS of linux {kb.kernel_version} (as get_maintainer.pl)*\n")
+    changes, why = facts_mod.agent_changes()
+    if changes is None:
+        notice(f"kassist's changes around the crash not shown: {why}")
+    else:
+        day = 86400.0
+        near = sorted(
+            {
+                (c.changeset, key, c.old, c.new, c.state)
+                for key, items in changes.items()
+                for c in items
+                if summary.first_seen - day <= c.created <= summary.last_seen + day
+            }
+        )
+        click.echo("## kassist's changes within a day of it\n")
+        for cs, key, old, new, state in near:
+            click.echo(f"- changeset {cs} ({state}): {key} {old} -> {new}")
+        if not near:
+            click.echo("None.")
+        click.echo("\n*Source: the agent's journal (kassist agent history)*\n")
     if kb is not None:
         hits_doc = kb.search(f"{summary.type.replace('-', ' ')} {summary.frame or ''}", limit=3)
         if hits_doc:
@@ -194,3 +213,7 @@ def crash(signature: str, db: str | None) -> None:
             for h in hits_doc:
                 click.echo(f"- {h.title}: {h.cite}")
             click.echo(f"\n*Source: the documentation of linux {kb.kernel_version}*\n")
+    click.echo(
+        f"## Bug report\n\nDraft it with `kassist report` on the stored report"
+        f" (`kassist crashes show {summary.signature} --reports 1` prints it).\n"
+    )
