@@ -380,7 +380,8 @@ def recipients(
     dedup = _Deduplicator(mailmap)
     people = [dedup(e) for e in people]
     lists = [dedup(e) for e in lists]
-    chiefs = [re.compile(re.escape(c) if _perl_regex(c) is None else c) for c in PENGUIN_CHIEFS]
+    # The script drops To: lines matching a chief's address used as a regex.
+    chiefs = [re.compile(c) for c in PENGUIN_CHIEFS]
     people = [p for p in people if not any(c.search(p) for c in chiefs)]
     for email in file_emails:
         name, address = parse_email(mailmap.map(email))
