@@ -19,6 +19,9 @@ _TERM = re.compile(
     r"^([a-z][a-z0-9_]*(?:\s*(?:,|and|/)\s*[a-z][a-z0-9_]*)*)\s*(?:-\s+\S.*|:|\s*\(.*\))?\s*$"
 )
 _TERM_NAME = re.compile(r"[a-z][a-z0-9_]*")
+#: A title word that can be a sysctl: lower case, or mixed case with an underscore
+#: (``numa_balancing_promote_rate_limit_MBps``), not an ordinary capitalised word.
+_SYSCTL_NAME = re.compile(r"[a-z0-9_\-]+|[A-Za-z0-9\-]*_[A-Za-z0-9_\-]*")
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def sysctl_entries(path: str, text: str) -> Iterator[SysctlEntry]:
                         yield SysctlEntry(name, directory, section, title, body)
         elif not proc and section.level > 1:
             for name in (n.rstrip(":") for n in title_names(section.title)):
-                if re.fullmatch(r"[a-z0-9_\-]+", name):
+                if _SYSCTL_NAME.fullmatch(name):
                     yield SysctlEntry(name, directory, section, section.title, section.text)
 
 
