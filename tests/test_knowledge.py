@@ -127,6 +127,16 @@ def test_sysctl_entries_from_section_titles() -> None:
     assert entries[1].section.anchor == "bootloader-type-x86-only"
 
 
+def test_mixed_case_sysctl_title_counts_but_capitalised_words_do_not() -> None:
+    text = (
+        "=====\nTitle\n=====\n\nnuma_balancing_promote_rate_limit_MBps\n"
+        "======================================\n\ntext\n\nSome Notes\n==========\n\nx\n"
+    )
+    path = "Documentation/admin-guide/sysctl/kernel.rst"
+    names = [e.name for e in rst.sysctl_entries(path, text)]
+    assert names == ["numa_balancing_promote_rate_limit_MBps", "notes"]
+
+
 def test_sysctl_entries_from_definition_lists_follow_proc_sys_headings() -> None:
     path = "Documentation/networking/ip-sysctl.rst"
     entries = {e.name: e for e in rst.sysctl_entries(path, IP_SYSCTL_RST)}
