@@ -134,7 +134,7 @@ def test_mixed_case_sysctl_title_counts_but_capitalised_words_do_not() -> None:
     )
     path = "Documentation/admin-guide/sysctl/kernel.rst"
     names = [e.name for e in rst.sysctl_entries(path, text)]
-    assert names == ["numa_balancing_promote_rate_limit_MBps", "notes"]
+    assert names == ["numa_balancing_promote_rate_limit_MBps"]
 
 
 def test_sysctl_entries_from_definition_lists_follow_proc_sys_headings() -> None:
