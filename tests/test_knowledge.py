@@ -446,6 +446,19 @@ def test_bounds_and_defaults_from_constants() -> None:
     assert ctl_table.default("&init_net.core.other", names, net) is None
 
 
+def test_ifdef_alternatives_are_no_default() -> None:
+    text = (
+        "#ifdef CONFIG_SECURITY_PERF_EVENTS_RESTRICT\n"
+        "int sysctl_perf_event_paranoid __read_mostly = 3;\n#else\n"
+        "int sysctl_perf_event_paranoid __read_mostly = 2;\n#endif\n"
+        "#ifdef A\n#define LIMIT 4\n#else\n#define LIMIT 8\n#endif\nint once = 5;\n"
+    )
+    assert ctl_table.initialisers(text) == {"once": "5"}
+    assert "LIMIT" not in ctl_table.defines(text)
+    assert ctl_table.plain_handler("proc_dointvec_minmax")
+    assert not ctl_table.plain_handler("proc_tcp_fastopen_key")
+
+
 def test_evaluate_refuses_what_is_not_a_constant() -> None:
     assert ctl_table.evaluate("(1UL << 20) / 4", lambda _: None) == 262144
     assert ctl_table.evaluate("0644", lambda _: None) == 0o644

@@ -321,7 +321,9 @@ def _store_sysctls(
                     fields.get("proc_handler", ""),
                     ctl_table.bound(extra1, names),
                     ctl_table.bound(extra2, names),
-                    ctl_table.default(fields.get("data", ""), names, net_defaults),
+                    ctl_table.default(fields.get("data", ""), names, net_defaults)
+                    if ctl_table.plain_handler(fields.get("proc_handler", ""))
+                    else None,
                     fields.get("maxlen", ""),
                     fields.get("mode", ""),
                     fields.get("data", ""),

@@ -258,21 +258,31 @@ def sysctls(text: str) -> tuple[list[Sysctl], int]:
 
 
 def defines(text: str) -> dict[str, str]:
-    """Return the object-like ``#define NAME value`` lines of a file (one-line values only)."""
-    return {m.group(1): m.group(2).strip() for m in _DEFINE.finditer(text) if "(" not in m.group(1)}
+    """Return the object-like ``#define NAME value`` lines of a file (one-line values only).
+
+    A name defined twice with different values (``#ifdef`` alternatives) is left out.
+    """
+    return _unambiguous((m.group(1), m.group(2).strip()) for m in _DEFINE.finditer(text))
+
+
+def _unambiguous(pairs: Iterator[tuple[str, str]]) -> dict[str, str]:
+    found: dict[str, str | None] = {}
+    for name, value in pairs:
+        found[name] = value if found.get(name, value) == value else None
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def initialisers(text: str) -> dict[str, str]:
-    """Return file-scope ``TYPE name [= value];`` initialisers of a C file, name → value."""
-    found: dict[str, str] = {}
+    """Return file-scope ``TYPE name = value;`` initialisers of a C file, name → value.
+
+    A name initialised twice with different values (``#ifdef`` alternatives) is left out.
+    """
     pattern = re.compile(
         r"^(?:static\s+|const\s+|unsigned\s+|signed\s+)*(?:[a-z_]\w*\s+){1,3}"
         r"(?:__\w+\s+)*\*?(?!__)(\w+)\s*(?:\[[^\]]*\])?\s*(?:__\w+(?:\([^)]*\))?\s*)*=\s*([^;{]+);",
         re.M,
     )
-    for match in pattern.finditer(text):
-        found.setdefault(match.group(1), " ".join(match.group(2).split()))
-    return found
+    return _unambiguous((m.group(1), " ".join(m.group(2).split())) for m in pattern.finditer(text))
 
 
 _OPS: dict[type, Callable[..., int]] = {
@@ -354,6 +364,16 @@ def bound(value: str, names: Callable[[str], str | None]) -> int | None:
         init = names(value[1:])
         return evaluate(init, names) if init is not None else None
     return None
+
+
+#: Handlers that read and write ``.data`` as it is, so its initialiser is the default;
+#: another handler (``proc_tcp_fastopen_key``) may show something else entirely.
+_PLAIN_HANDLER = re.compile(r"proc_(?:dointvec|douintvec|dou8vec|doulongvec|dobool|dostring)\w*")
+
+
+def plain_handler(handler: str) -> bool:
+    """Return whether a handler shows its ``.data`` as it is (``proc_dointvec_minmax``)."""
+    return _PLAIN_HANDLER.fullmatch(handler.strip()) is not None
 
 
 def default(
