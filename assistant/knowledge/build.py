@@ -75,6 +75,7 @@ def build(
     """
     started = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
     stats = BuildStats()
@@ -100,6 +101,14 @@ def build(
         partial.unlink(missing_ok=True)
     progress(f"done in {stats.seconds:.0f} s: {target}")
     return stats
+
+
+def _remove_stale_partials(target: Path) -> None:
+    # A build that was killed leaves its partial file; its process is gone.
+    for stale in target.parent.glob(f".{target.name}.*.partial"):
+        pid = stale.name.removeprefix(f".{target.name}.").removesuffix(".partial")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            stale.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- documentation
