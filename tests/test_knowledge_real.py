@@ -242,8 +242,12 @@ def test_documented_verdicts_agree_with_check_sysctl_docs(
         doc.write_bytes(gzip.decompress((DOC_ROOT / f"{doc_path}.gz").read_bytes()))
         entries, missing = check_sysctl_docs(reference_tree, table, doc, sources)
         ours = real_kb.documented_in(doc_path)
-        # Every name the script counts as documented, the knowledge base does too.
-        assert missing <= ours
+        # Every name the script counts as documented, the knowledge base does too (vm.rst
+        # writes some titles "max_map_count:", which the script keeps with the colon).
+        # fs.rst underlines its entries with "-", which the script does not read: what
+        # it counts there are the words of the chapter titles ("/proc/sys/fs", "1.").
+        if table != "fs":
+            assert {name.rstrip(":") for name in missing} <= ours
         same += sum(1 for name, documented in entries.items() if (name in ours) == documented)
         listed += len(entries)
     assert listed >= 10
