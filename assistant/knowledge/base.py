@@ -108,6 +108,12 @@ class KnowledgeBase:
         """Close the database."""
         self._conn.close()
 
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def kernel_version(self) -> str:
         """Return the kernel version the sources describe (``6.1.192``)."""

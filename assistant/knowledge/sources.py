@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -39,6 +40,7 @@ class Sources:
     source_version: str | None = None
 
 
+@functools.lru_cache(maxsize=8)
 def package_version(package: str) -> str | None:
     """Return the installed version of a Debian package (``6.1.192-3``), or None."""
     if shutil.which("dpkg-query") is None:
