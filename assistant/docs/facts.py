@@ -240,16 +240,32 @@ def gather(
     return facts
 
 
+def device_free(directory: str) -> str:
+    """Return a directory with its network device as ``*`` (``net/ipv4/conf/eth0`` → ``.../*``).
+
+    The documentation writes ``interface``, ``<interface>`` or ``*`` there.
+    """
+    directory = directory.rstrip("/")
+    return re.sub(r"^(net/ipv[46]/(?:conf|neigh))/[^/]+$", r"\1/*", directory)
+
+
 def _doc_by_name(kb: KnowledgeBase, name: str) -> DocHit | None:
-    # A sysctl the sources do not define at a resolved path may still be documented.
+    # A sysctl the sources do not define at a resolved path (per-device tables are
+    # built by macros) may still be documented: the entry with its file name whose
+    # directory agrees, components from the top, the most (two at least).
     directory, _, leaf = name.replace(".", "/").rpartition("/")
-    best = None
-    top = directory.split("/")[0]
+    wanted = device_free(directory).split("/")
+    best: tuple[int, DocHit] | None = None
     for doc_dir, doc_name, hit in kb.documented_names():
-        if doc_name != leaf or doc_dir.split("/")[0] != top:
+        if doc_name != leaf:
             continue
-        if doc_dir == directory or best is None:
-            best = hit
-            if doc_dir == directory:
+        have = device_free(doc_dir).split("/")
+        score = 0
+        for a, b in zip(wanted, have, strict=False):
+            if a != b:
                 break
-    return best
+            score += 1
+        exact = score == len(wanted) == len(have)
+        if (exact or score >= 2) and (best is None or score + 10 * exact > best[0]):
+            best = (score + 10 * exact, hit)
+    return best[1] if best else None

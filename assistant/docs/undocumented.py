@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from assistant.docs.facts import HANDLER_TYPES, proc_value
+from assistant.docs.facts import HANDLER_TYPES, device_free, proc_value
 from assistant.knowledge import KnowledgeBase, SysctlDef
 from probes.stats.read import SYSCTL_SKIP, sysctl_name
 
@@ -58,18 +58,13 @@ class Documentation:
     def __init__(self, kb: KnowledgeBase) -> None:
         self.described: set[tuple[str, str]] = set()
         for directory, name, _hit in kb.documented_names():
-            self.described.add((_device_free(directory), name))
+            self.described.add((device_free(directory), name))
 
     def describes(self, name: str) -> bool:
         """Return whether a section describes the (canonical) dotted ``name``."""
         directory, _, leaf = name.replace(".", "/").rpartition("/")
-        directory = _device_free(directory)
+        directory = device_free(directory)
         return (directory, leaf) in self.described
-
-
-def _device_free(directory: str) -> str:
-    # "net/ipv4/conf/interface", "net/ipv4/conf/*" and "net/ipv4/conf/eth0" are one.
-    return re.sub(r"^(net/ipv[46]/(?:conf|neigh))/[^/]+$", r"\1/*", directory.rstrip("/"))
 
 
 def undocumented(kb: KnowledgeBase, names: Iterable[str]) -> list[Undocumented]:
