@@ -153,3 +153,13 @@ def test_cli_docs_crash_note(real_kb: KnowledgeBase, tmp_path: Path) -> None:
     assert f"To: {', '.join(to)}" in out and f"Cc: {', '.join(cc)}" in out
     assert re.search(r"^- .+: Documentation/\S+#\S+$", out, re.M)
     assert out.count("*Source: ") >= 3
+
+
+def test_per_device_keys_find_their_documentation(real_kb: KnowledgeBase) -> None:
+    assert facts_mod.device_free("net/ipv4/conf/eth0") == "net/ipv4/conf/*"
+    assert facts_mod.device_free("net/ipv4/conf/interface/") == "net/ipv4/conf/*"
+    facts = facts_mod.gather(real_kb, "net.ipv4.conf.lo.rp_filter", running_release())
+    assert facts.doc is not None and facts.doc.path == "Documentation/networking/ip-sysctl.rst"
+    assert "rp_filter" in facts.doc.text
+    facts = facts_mod.gather(real_kb, "net.ipv6.conf.lo.forwarding", running_release())
+    assert facts.doc is not None and "ipv6" in facts.doc.anchor
