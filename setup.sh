@@ -25,7 +25,8 @@ WHEELHOUSE="${XDG_CACHE_HOME:-$HOME/.cache}/kassist/wheels"
 # QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture;
 # the kernel's own documentation and sources for the knowledge base; clang and
 # libbpf for the in-kernel policy program; PostgreSQL for the fleet store; tmux
-# for the TUI's end-to-end test; FUSE and fio for the fail-slow drive tests.
+# for the TUI's end-to-end test; FUSE and fio for the fail-slow drive tests; gawk
+# for the kernel's scripts/check-sysctl-docs.
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential cmake git pkg-config
     bpftrace bpftool nftables iproute2 util-linux procps kmod
@@ -35,6 +36,7 @@ APT_PACKAGES=(
     postgresql
     tmux
     fuse3 libfuse2 fio smartmontools nvme-cli
+    gawk
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -107,9 +109,25 @@ mount_tracefs() {
     fi
 }
 
+# The offline kernel knowledge base (documentation, MAINTAINERS, sysctls) is built
+# once, as root, into /var/cache/kassist/kb/, keyed by the linux-source-6.1 version
+# and the builder's schema, so fresh clones and CI reuse it. About a minute.
+build_knowledge_base() {
+    if [ "$(id -u)" != 0 ]; then
+        say "not root: skipping the shared knowledge base (\`kassist kb build\` builds one in your cache)"
+        return
+    fi
+    if [ ! -f /usr/src/linux-source-6.1.tar.xz ] || [ ! -d /usr/share/doc/linux-doc-6.1/Documentation ]; then
+        say "linux-source-6.1 or linux-doc-6.1 missing: skipping the knowledge base"
+        return
+    fi
+    "$VENV/bin/kassist" kb build
+}
+
 install_system_packages
 mount_tracefs
 install_python_packages
+build_knowledge_base
 
 case "$what" in
     setup) say "ready: $VENV/bin/kassist --help" ;;

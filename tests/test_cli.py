@@ -101,13 +101,6 @@ def test_report_with_a_missing_model_falls_back_with_a_notice() -> None:
     assert "## Call trace" in proc.stdout
 
 
-def test_pending_commands_say_so_and_exit_2() -> None:
-    proc = run_kassist(["docs"])
-    assert proc.returncode == 2
-    assert "not built yet" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 def test_help_lists_every_subcommand() -> None:
     proc = run_kassist(["--help"])
     assert proc.returncode == 0

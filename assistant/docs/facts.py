@@ -1,0 +1,271 @@
+"""The facts a documentation page is built from, each with the source it comes from.
+
+Nothing here is written by a model: the kernel's documentation and ``ctl_table``
+(from the knowledge base), the value on this machine (``/proc/sys``), the files
+under ``sysctl.d`` that set it, and the kernel agent's rule for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.knowledge import DocHit, KnowledgeBase, SysctlDef
+from probes.stats.read import read_text
+
+#: ``/proc/sys`` handler → (type, unit) of the value it reads and writes.
+HANDLER_TYPES: dict[str, tuple[str, str]] = {
+    "proc_dointvec": ("integer (int)", ""),
+    "proc_dointvec_minmax": ("integer (int), bounded", ""),
+    "proc_douintvec": ("unsigned integer (unsigned int)", ""),
+    "proc_douintvec_minmax": ("unsigned integer (unsigned int), bounded", ""),
+    "proc_dou8vec_minmax": ("small unsigned integer (u8), bounded", ""),
+    "proc_doulongvec_minmax": ("unsigned long", ""),
+    "proc_doulongvec_ms_jiffies_minmax": ("unsigned long", "milliseconds"),
+    "proc_dointvec_jiffies": ("integer (int)", "seconds (kept in jiffies)"),
+    "proc_dointvec_userhz_jiffies": ("integer (int)", "USER_HZ ticks (kept in jiffies)"),
+    "proc_dointvec_ms_jiffies": ("integer (int)", "milliseconds (kept in jiffies)"),
+    "proc_dobool": ("boolean (0 or 1)", ""),
+    "proc_dostring": ("string", ""),
+    "proc_do_large_bitmap": ("bitmap (a list of ranges)", ""),
+    "proc_do_static_key": ("boolean (0 or 1), a static key", ""),
+    "proc_dointvec_minmax_coredump": ("integer (int), bounded", ""),
+    "proc_dostring_coredump": ("string", ""),
+    "proc_do_uts_string": ("string", ""),
+    "proc_doulongvec_minmax_sysadmin": ("unsigned long", ""),
+}
+
+#: Where sysctl.d files are read from, in systemd-sysctl's order of precedence.
+SYSCTL_D_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d")
+SYSCTL_CONF = "/etc/sysctl.conf"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One line of a sysctl.d file that sets a key.
+
+    :param path: the file; :param line: its 1-based line; :param value: as written.
+    :param effective: whether this is the line that wins at boot.
+    """
+
+    path: str
+    line: int
+    value: str
+    effective: bool = False
+
+    @property
+    def cite(self) -> str:
+        """Return ``path:line``."""
+        return f"{self.path}:{self.line}"
+
+
+@dataclass
+class SysctlFacts:
+    """Everything known about one sysctl, each part with its source."""
+
+    name: str
+    kernel_version: str | None
+    running_release: str
+    definition: SysctlDef | None = None
+    doc: DocHit | None = None
+    value: str | None = None
+    namespaced: bool = False
+    rule: dict[str, object] | None = None
+    rule_source: str = ""
+    settings: list[Setting] = field(default_factory=list)
+    #: The agent's journaled changes to it (None: the journal could not be asked).
+    changes: list[Change] | None = None
+
+    @property
+    def proc_path(self) -> str:
+        """Return the key's file under ``/proc/sys``."""
+        return "/proc/sys/" + self.name.replace(".", "/")
+
+    @property
+    def type_and_unit(self) -> tuple[str, str] | None:
+        """Return the (type, unit) its handler implies, or None for a handler not in the table."""
+        if self.definition is None:
+            return None
+        return HANDLER_TYPES.get(self.definition.handler)
+
+
+def normalise(name: str) -> str:
+    """Return a sysctl name in dotted form (``net/core/somaxconn`` → ``net.core.somaxconn``)."""
+    name = name.strip().strip("/")
+    return name.removeprefix("proc/sys/").replace("/", ".")
+
+
+def proc_value(name: str, root: str = "/proc/sys") -> str | None:
+    """Return the value of a sysctl on this machine (whitespace collapsed), or None."""
+    text = read_text(os.path.join(root, *name.split(".")))
+    return " ".join(text.split()) if text is not None else None
+
+
+def sysctl_d_files() -> list[Path]:
+    """Return the sysctl.d files in the order systemd-sysctl applies them.
+
+    Files sort by name across the directories; a name in an earlier directory hides
+    the same name in a later one; ``/etc/sysctl.conf`` comes last.
+    """
+    chosen: dict[str, Path] = {}
+    for directory in SYSCTL_D_DIRS:
+        base = Path(directory)
+        if not base.is_dir():
+            continue
+        for path in base.glob("*.conf"):
+            chosen.setdefault(path.name, path)
+    ordered = [chosen[name] for name in sorted(chosen)]
+    if Path(SYSCTL_CONF).is_file():
+        ordered.append(Path(SYSCTL_CONF))
+    return ordered
+
+
+_ASSIGNMENT = re.compile(r"^\s*-?\s*([A-Za-z0-9_.*/-]+)\s*=\s*(.*?)\s*$")
+
+
+def settings_of(name: str, files: list[Path]) -> list[Setting]:
+    """Return every sysctl.d line that sets ``name``, the one that wins marked effective."""
+    found = []
+    for path in files:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            if line.lstrip().startswith(("#", ";")):
+                continue
+            match = _ASSIGNMENT.match(line)
+            if match and normalise(match.group(1)) == name:
+                found.append(Setting(str(path), number, match.group(2)))
+    if found:
+        last = found[-1]
+        found[-1] = Setting(last.path, last.line, last.value, effective=True)
+    return found
+
+
+def agent_rule(name: str) -> tuple[dict[str, object] | None, str]:
+    """Return the kernel agent's effective rule for a key (type, range, risk) and its source.
+
+    :return: (None, why) when the policy cannot be loaded or does not know the key.
+    """
+    from actions.errors import ActionError
+    from actions.policy import load_policy
+    from assistant.config import load_config
+
+    try:
+        policy = load_policy(load_config().agent.policy)
+    except ActionError as exc:
+        return None, f"the agent's policy cannot be read: {exc.message}"
+    if policy.denied_by(name, "."):
+        return {"denied": True, "by": policy.denied_by(name, ".")}, policy.source
+    spec = policy.spec(name, ".")
+    if spec is None or policy.allowed_by(name, ".") is None:
+        return None, f"the agent does not manage {name} ({policy.source})"
+    rule: dict[str, object] = spec.to_dict()
+    rule["baseline"] = policy.in_baseline(name, ".")
+    return rule, f"{policy.source}; {spec.source}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change the kernel agent journaled to a key.
+
+    :param changeset: its changeset id; :param state: ``verified``, ``rolled_back``, ...
+    :param created: when, seconds since the epoch.
+    """
+
+    changeset: int
+    state: str
+    created: float
+    old: str
+    new: str
+
+    @property
+    def cite(self) -> str:
+        """Return where it is recorded (``kassist agent show ID``)."""
+        return (
+            f"the agent's journal, changeset {self.changeset} (kassist agent show {self.changeset})"
+        )
+
+
+def agent_changes(limit: int = 200) -> tuple[dict[str, list[Change]] | None, str]:
+    """Return the agent's journaled changes by key, newest first, or (None, why not)."""
+    from actions.client import AgentClient
+    from actions.errors import ActionError
+    from assistant.config import load_config
+
+    try:
+        with AgentClient(load_config().agent.socket, timeout=10) as client:
+            completion = client.history(limit=limit)
+    except (ActionError, OSError) as exc:
+        return None, getattr(exc, "message", str(exc))
+    found: dict[str, list[Change]] = {}
+    for cs in completion.get("changesets", []):
+        for change in cs.get("changes", []):
+            found.setdefault(str(change.get("target")), []).append(
+                Change(
+                    int(cs.get("id", 0)),
+                    str(cs.get("state", "?")),
+                    float(cs.get("created", 0.0)),
+                    str(change.get("old")),
+                    str(change.get("new")),
+                )
+            )
+    return found, "the agent's journal"
+
+
+def gather(
+    kb: KnowledgeBase | None,
+    name: str,
+    running_release: str,
+    changes: dict[str, list[Change]] | None = None,
+) -> SysctlFacts:
+    """Collect the facts of one sysctl (``kb`` None: the knowledge base is not built)."""
+    name = normalise(name)
+    facts = SysctlFacts(name, kb.kernel_version if kb else None, running_release)
+    if kb is not None:
+        facts.definition = kb.sysctl(name)
+        facts.doc = facts.definition.doc if facts.definition else _doc_by_name(kb, name)
+    facts.value = proc_value(name)
+    definition = facts.definition
+    facts.namespaced = bool(
+        definition
+        and (definition.data.startswith("&init_net.") or definition.source.startswith("net/"))
+    ) or name.startswith("net.")
+    facts.rule, facts.rule_source = agent_rule(name)
+    facts.settings = settings_of(name, sysctl_d_files())
+    facts.changes = None if changes is None else changes.get(name, [])
+    return facts
+
+
+def device_free(directory: str) -> str:
+    """Return a directory with its network device as ``*`` (``net/ipv4/conf/eth0`` → ``.../*``).
+
+    The documentation writes ``interface``, ``<interface>`` or ``*`` there.
+    """
+    directory = directory.rstrip("/")
+    return re.sub(r"^(net/ipv[46]/(?:conf|neigh))/[^/]+$", r"\1/*", directory)
+
+
+def _doc_by_name(kb: KnowledgeBase, name: str) -> DocHit | None:
+    # A sysctl the sources do not define at a resolved path (per-device tables are
+    # built by macros) may still be documented: the entry with its file name whose
+    # directory agrees, components from the top, the most (two at least).
+    directory, _, leaf = name.replace(".", "/").rpartition("/")
+    wanted = device_free(directory).split("/")
+    best: tuple[int, DocHit] | None = None
+    for doc_dir, doc_name, hit in kb.documented_names():
+        if doc_name != leaf:
+            continue
+        have = device_free(doc_dir).split("/")
+        score = 0
+        for a, b in zip(wanted, have, strict=False):
+            if a != b:
+                break
+            score += 1
+        exact = score == len(wanted) == len(have)
+        if (exact or score >= 2) and (best is None or score + 10 * exact > best[0]):
+            best = (score + 10 * exact, hit)
+    return best[1] if best else None

@@ -1,0 +1,191 @@
+"""Documentation pages built from facts: Markdown, reStructuredText (kernel.rst style), JSON.
+
+Every paragraph ends with the source it was built from. Text quoted from the
+kernel's documentation is quoted, never reworded; a paragraph kassist writes
+itself from a ``ctl_table`` definition says so.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from assistant.docs.facts import SysctlFacts
+from assistant.knowledge import DocHit
+
+#: The longest documentation text quoted on a page, characters.
+MAX_QUOTE = 1500
+
+
+def _bounds(facts: SysctlFacts) -> str:
+    d = facts.definition
+    if d is None:
+        return ""
+    low = "no lower bound" if d.minimum is None else f"minimum {d.minimum}"
+    high = "no upper bound" if d.maximum is None else f"maximum {d.maximum}"
+    if d.handler.endswith("minmax") or d.minimum is not None or d.maximum is not None:
+        return f"{low}, {high}"
+    return "no bounds checked by its handler"
+
+
+def _source_cite(facts: SysctlFacts) -> str:
+    d = facts.definition
+    assert d is not None
+    return f"{d.source}:{d.line} in linux {facts.kernel_version}"
+
+
+def _quote(doc: DocHit) -> str:
+    text = textwrap.dedent(doc.text.expandtabs(8)).strip()
+    return text if len(text) <= MAX_QUOTE else text[:MAX_QUOTE].rsplit("\n", 1)[0] + "\n[...]"
+
+
+def _version_note(facts: SysctlFacts) -> str | None:
+    if facts.kernel_version is None:
+        return None
+    if facts.running_release.split(".")[:2] == facts.kernel_version.split(".")[:2]:
+        return None
+    return (
+        f"The sources and documentation are linux {facts.kernel_version}'s; this machine runs "
+        f"{facts.running_release}, whose definition may differ."
+    )
+
+
+def paragraphs(facts: SysctlFacts) -> list[tuple[str, str, str]]:
+    """Return the page's parts as (heading, text, source), in order."""
+    parts: list[tuple[str, str, str]] = []
+    if facts.doc is not None:
+        parts.append(("What it does", _quote(facts.doc), facts.doc.cite))
+    elif facts.kernel_version is not None:
+        parts.append((
+            "What it does",
+            f"Not documented upstream: no section of linux {facts.kernel_version}'s documentation"
+            f" describes {facts.name}.",
+            f"the knowledge base of linux {facts.kernel_version}",
+        ))  # fmt: skip
+    d = facts.definition
+    if d is not None:
+        kind = facts.type_and_unit
+        lines = [f"Handler `{d.handler}`" + (f": {kind[0]}" if kind else "") + "."]
+        if kind and kind[1]:
+            lines.append(f"Unit: {kind[1]}.")
+        lines.append(f"Bounds: {_bounds(facts)}.")
+        if d.default is not None:
+            lines.append(f"Default: {d.default} (the constant its variable starts with).")
+        lines.append(f"Table `{d.table}`, data `{d.data or '?'}`, mode {d.mode or '?'}.")
+        parts.append(("Type, unit and bounds", " ".join(lines), _source_cite(facts)))
+    elif facts.kernel_version is not None:
+        parts.append((
+            "Type, unit and bounds",
+            f"No ctl_table entry of linux {facts.kernel_version} defines {facts.name} at a path"
+            " kassist resolves.",
+            f"the knowledge base of linux {facts.kernel_version}",
+        ))  # fmt: skip
+    if facts.value is not None:
+        where = " in the host's (initial) network namespace" if facts.namespaced else ""
+        text = f"Value{where}: {facts.value}."
+        if facts.namespaced:
+            text += " Each network namespace has its own copy."
+        parts.append(("On this machine", text, f"{facts.proc_path} on this host"))
+    else:
+        parts.append(("On this machine", f"{facts.proc_path} does not exist or cannot be read.",
+                      f"{facts.proc_path} on this host"))  # fmt: skip
+    if facts.settings:
+        lines = [
+            f"{s.cite} sets {s.value}" + (" (applied last, so it wins)" if s.effective else "")
+            for s in facts.settings
+        ]
+        parts.append(("Set at boot by", "; ".join(lines) + ".", facts.settings[-1].cite))
+    else:
+        parts.append((
+            "Set at boot by",
+            "No sysctl.d file sets it.",
+            "/etc/sysctl.d, /run/sysctl.d, /usr/lib/sysctl.d, /etc/sysctl.conf",
+        ))  # fmt: skip
+    parts.append(("The agent's rule", _rule_text(facts), facts.rule_source or "the agent's policy"))
+    if facts.changes:
+        lines = [
+            f"changeset {c.changeset} ({c.state}, {_utc(c.created)}): {c.old} -> {c.new}"
+            for c in facts.changes
+        ]
+        parts.append(("Changed by kassist", "; ".join(lines) + ".", facts.changes[0].cite))
+    elif facts.changes is not None:
+        parts.append(("Changed by kassist", "The agent's journal has no change to it.",
+                      "the agent's journal (kassist agent history)"))  # fmt: skip
+    if note := _version_note(facts):
+        parts.append(
+            (
+                "Kernel version",
+                note,
+                f"uname -r; the knowledge base of linux {facts.kernel_version}",
+            )
+        )
+    return parts
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def _rule_text(facts: SysctlFacts) -> str:
+    rule = facts.rule
+    if rule is None:
+        return (
+            f"kassist's agent will not change {facts.name}: "
+            + (facts.rule_source or "no rule")
+            + "."
+        )
+    if rule.get("denied"):
+        return f"Denied by the policy (pattern {rule.get('by')}): the agent never changes it."
+    text = f"Type {rule.get('type')}"
+    if rule.get("min") is not None or rule.get("max") is not None:
+        text += f", range {rule.get('min')} .. {rule.get('max')}"
+    if rule.get("values"):
+        text += ", values " + ", ".join(map(str, rule["values"]))  # type: ignore[call-overload]
+    text += f", risk {rule.get('risk')}"
+    if rule.get("baseline"):
+        text += ", a security-baseline key (never lowered without an explicit override)"
+    return text + "."
+
+
+def markdown(facts: SysctlFacts) -> str:
+    """Return the page as Markdown."""
+    out = [f"# {facts.name}", ""]
+    for heading, text, source in paragraphs(facts):
+        out += [f"## {heading}", ""]
+        body = "\n".join("> " + line if heading == "What it does" and facts.doc else line
+                         for line in text.splitlines())  # fmt: skip
+        out += [body, "", f"*Source: {source}*", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def rst(facts: SysctlFacts) -> str:
+    """Return the page in the style of ``Documentation/admin-guide/sysctl/kernel.rst``."""
+    leaf = facts.name.rsplit(".", 1)[-1]
+    out = [leaf, "=" * len(leaf), ""]
+    for heading, text, source in paragraphs(facts):
+        if heading == "What it does" and facts.doc:
+            out += [text, ""]
+        else:
+            out += [f"{heading}: " + text, ""]
+        out += [f".. source: {source}", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def as_json(facts: SysctlFacts) -> str:
+    """Return the facts and the page's parts as JSON."""
+    doc: dict[str, Any] = asdict(facts)
+    doc["proc_path"] = facts.proc_path
+    doc["doc_cite"] = facts.doc.cite if facts.doc else None
+    doc["paragraphs"] = [{"heading": h, "text": t, "source": s} for h, t, s in paragraphs(facts)]
+    return json.dumps(doc, indent=2, default=str)
+
+
+RENDERERS: dict[str, Callable[[SysctlFacts], str]] = {
+    "markdown": markdown,
+    "rst": rst,
+    "json": as_json,
+}

@@ -1,0 +1,165 @@
+"""``kassist docs``: facts with sources, pages, undocumented sysctls and draft stubs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from assistant.docs import facts as facts_mod
+from assistant.docs import pages
+from assistant.docs.undocumented import (
+    Documentation,
+    Undocumented,
+    canonical,
+    draft_stub,
+    machine_sysctls,
+    undocumented,
+)
+from assistant.knowledge import KnowledgeBase, SysctlDef, try_open
+from assistant.knowledge.base import running_release
+from tests.conftest import require, run_kassist
+
+
+@pytest.fixture(scope="module")
+def real_kb() -> KnowledgeBase:
+    kb = try_open()
+    require(kb is not None, "the knowledge base is not built (./setup.sh as root builds it)")
+    assert kb is not None
+    return kb
+
+
+def test_sysctl_d_precedence(tmp_path: Path) -> None:
+    early = tmp_path / "10-a.conf"
+    late = tmp_path / "99-b.conf"
+    early.write_text("# net.core.somaxconn = 1\nnet.core.somaxconn = 1024\n")
+    late.write_text("; comment\n-net/core/somaxconn=2048\nvm.swappiness = 10\n")
+    found = facts_mod.settings_of("net.core.somaxconn", [early, late])
+    assert [(s.line, s.value, s.effective) for s in found] == [
+        (2, "1024", False),
+        (2, "2048", True),
+    ]
+    assert found[-1].cite == f"{late}:2"
+    assert facts_mod.settings_of("kernel.panic", [early, late]) == []
+
+
+def test_normalise_and_canonical_names() -> None:
+    assert facts_mod.normalise("/proc/sys/net/core/somaxconn") == "net.core.somaxconn"
+    assert canonical("net.ipv4.conf.eth0.forwarding") == "net.ipv4.conf.*.forwarding"
+    assert canonical("net.ipv6.neigh.lo.retrans_time") == "net.ipv6.neigh.*.retrans_time"
+    assert canonical("net.ipv4.tcp_rmem") == "net.ipv4.tcp_rmem"
+
+
+def test_machine_sysctls_are_the_proc_sys_files() -> None:
+    names = machine_sysctls()
+    require(bool(names), "/proc/sys is not readable")
+    assert "kernel.ostype" in names
+    assert "vm.stat_refresh" not in names  # reading it does work in the kernel
+    for name in names[:: max(len(names) // 50, 1)]:
+        assert Path("/proc/sys", *(c.replace("/", ".") for c in name.split("."))).exists(), name
+
+
+def test_draft_stub_is_marked_and_cites_its_definition(real_kb: KnowledgeBase) -> None:
+    definition = real_kb.sysctl("kernel.watchdog_thresh")
+    assert isinstance(definition, SysctlDef)
+    stub = draft_stub(Undocumented("kernel.watchdog_thresh", "kernel", definition), real_kb, "x")
+    assert stub.startswith("watchdog_thresh\n===============\n")
+    assert "DRAFT by kassist" in stub and "not upstream text" in stub
+    assert f"{definition.source}:{definition.line}" in stub
+    assert "Range: 0 to 60." in stub
+    missing = draft_stub(Undocumented("kernel.nope", "kernel", None), real_kb, "6.18")
+    assert "No ctl_table entry" in missing and "TODO" not in missing
+
+
+def test_somaxconn_page_every_part_sourced_and_grounded(real_kb: KnowledgeBase) -> None:
+    facts = facts_mod.gather(real_kb, "net.core.somaxconn", running_release())
+    parts = pages.paragraphs(facts)
+    assert all(source.strip() for _h, _t, source in parts)
+    evidence = "\n".join([
+        facts.doc.text if facts.doc else "",
+        str(facts.definition),
+        facts.value or "",
+        str(facts.rule),
+        facts.running_release,
+        facts.kernel_version or "",
+        facts.proc_path,
+    ])  # fmt: skip
+    for _heading, text, _source in parts:
+        for number in re.findall(r"\b\d+\b", text):
+            assert number in evidence, (number, text)
+    page = pages.markdown(facts)
+    assert "*Source: Documentation/networking/ip-sysctl.rst#" in page
+    assert "*Source: net/core/sysctl_net_core.c:" in page
+    value = Path("/proc/sys/net/core/somaxconn").read_text().strip()
+    assert f": {value}." in page
+    assert "Each network namespace has its own copy." in page
+    rst = pages.rst(facts)
+    assert (
+        rst.startswith("somaxconn\n=========\n") and ".. source: net/core/sysctl_net_core.c:" in rst
+    )
+
+
+def test_undocumented_agrees_with_the_documentation(real_kb: KnowledgeBase) -> None:
+    names = machine_sysctls()
+    items = undocumented(real_kb, names)
+    docs = Documentation(real_kb)
+    assert items and all(not docs.describes(u.name) for u in items)
+    listed = {u.name for u in items}
+    assert "kernel.panic" not in listed  # kernel.rst has a "panic" section
+    assert "net.core.somaxconn" not in listed
+    groups = [u.group for u in items]
+    assert groups == sorted(groups)
+
+
+def test_cli_docs_sysctl_json_and_notice(real_kb: KnowledgeBase) -> None:
+    env = {"KASSIST_KB": str(real_kb.path)}
+    proc = run_kassist(["docs", "sysctl", "vm.swappiness", "--format", "json"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    [doc] = json.loads(proc.stdout)
+    assert doc["doc_cite"] == "Documentation/admin-guide/sysctl/vm.rst#swappiness"
+    assert doc["definition"]["maximum"] == 200
+    assert all(p["source"] for p in doc["paragraphs"])
+    # Notices only, one line each: the missing model paragraph (and the agent's journal
+    # when no agent runs).
+    assert all(line.startswith("kassist: ") for line in proc.stderr.splitlines())
+    assert "no model paragraph" in proc.stderr
+
+
+def test_docs_without_a_knowledge_base_degrade_to_one_notice(tmp_path: Path) -> None:
+    env = {"KASSIST_KB": str(tmp_path / "none.sqlite")}
+    proc = run_kassist(["docs", "sysctl", "net.core.somaxconn"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "kernel knowledge base not built" in proc.stderr
+    assert "## On this machine" in proc.stdout and "Traceback" not in proc.stderr
+    proc = run_kassist(["docs", "undocumented"], env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_cli_docs_crash_note(real_kb: KnowledgeBase, tmp_path: Path) -> None:
+    env = {"KASSIST_KB": str(real_kb.path), "XDG_STATE_HOME": str(tmp_path)}
+    log = Path(__file__).parent / "data" / "kasan-uaf-ip6_send_skb.log"
+    stored = run_kassist(["triage", "--store", str(log)], env=env)
+    assert stored.returncode == 0, stored.stderr
+    listed = run_kassist(["crashes", "list", "--format", "json"], env=env)
+    signature = json.loads(listed.stdout)[0]["signature"]
+    proc = run_kassist(["docs", "crash", signature[:8]], env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("# Incident: KASAN: use-after-free Read in ip6_send_skb\n")
+    assert "kernels 4.12.0-rc3+" in out and f"signature {signature}" in out
+    to, cc = real_kb.recipients("net/ipv6/ip6_output.c")
+    assert f"To: {', '.join(to)}" in out and f"Cc: {', '.join(cc)}" in out
+    assert re.search(r"^- .+: Documentation/\S+#\S+$", out, re.M)
+    assert out.count("*Source: ") >= 3
+
+
+def test_per_device_keys_find_their_documentation(real_kb: KnowledgeBase) -> None:
+    assert facts_mod.device_free("net/ipv4/conf/eth0") == "net/ipv4/conf/*"
+    assert facts_mod.device_free("net/ipv4/conf/interface/") == "net/ipv4/conf/*"
+    facts = facts_mod.gather(real_kb, "net.ipv4.conf.lo.rp_filter", running_release())
+    assert facts.doc is not None and facts.doc.path == "Documentation/networking/ip-sysctl.rst"
+    assert "rp_filter" in facts.doc.text
+    facts = facts_mod.gather(real_kb, "net.ipv6.conf.lo.forwarding", running_release())
+    assert facts.doc is not None and "ipv6" in facts.doc.anchor
