@@ -202,16 +202,10 @@ def agent_changes(limit: int = 200) -> tuple[dict[str, list[Change]] | None, str
     except (ActionError, OSError) as exc:
         return None, getattr(exc, "message", str(exc))
     found: dict[str, list[Change]] = {}
-    for cs in completion.get("changesets", []):
-        for change in cs.get("changes", []):
-            found.setdefault(str(change.get("target")), []).append(
-                Change(
-                    int(cs.get("id", 0)),
-                    str(cs.get("state", "?")),
-                    float(cs.get("created", 0.0)),
-                    str(change.get("old")),
-                    str(change.get("new")),
-                )
+    for cs in completion.changesets or []:
+        for change in cs.changes:
+            found.setdefault(change.target, []).append(
+                Change(cs.id, cs.state, cs.created, change.old, change.new)
             )
     return found, "the agent's journal"
 
