@@ -227,7 +227,7 @@ class ChatSession:
 def _knowledge_facts(question: str) -> str:
     # Documentation sections from the kernel's own sources, cited; "" without a knowledge base.
     try:
-        from assistant.knowledge import try_open  # type: ignore[import-not-found,unused-ignore]
+        from assistant.knowledge import try_open
     except ImportError:
         return ""
     kb = try_open()
@@ -247,7 +247,7 @@ def _check(draft: str, facts: str, messages: list[Message]) -> str | None:
     if not draft:
         return "empty"
     try:
-        from assistant.drafters.checker import Evidence, check_draft  # type: ignore[import-not-found,unused-ignore]
+        from assistant.drafters.checker import Evidence, check_draft
     except ImportError:
         return "no checker in this build"
     verdict = check_draft(draft, Evidence(text=facts, prompt_lines=[m.content for m in messages]))

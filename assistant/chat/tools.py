@@ -461,6 +461,39 @@ def _vmcore(args: PathArgs, ctx: Context) -> ToolResult:
     return ToolResult(text, result.to_dict(), evidence="\n".join(c.title for c in result.crashes))
 
 
+def _docs(args: DocsArgs, ctx: Context) -> ToolResult:
+    from assistant.docs import facts as facts_mod
+    from assistant.docs import pages
+    from assistant.knowledge import try_open
+    from assistant.knowledge.base import running_release
+
+    kb = try_open()
+    if args.key == "undocumented":
+        if kb is None:
+            raise NotAvailable("no knowledge base", "build it with `kassist kb build`")
+        from assistant.docs.undocumented import machine_sysctls, undocumented
+
+        items = undocumented(kb, machine_sysctls())
+        rows = [f"- `{u.name}`" for u in items[:40]]
+        more = (
+            f"\n\n(and {len(items) - 40} more: `kassist docs undocumented`)"
+            if len(items) > 40
+            else ""
+        )
+        head = (
+            f"**{len(items)} sysctls** of this machine that no section of linux"
+            f" {kb.kernel_version}'s documentation describes:"
+        )
+        return ToolResult(
+            "\n".join([head, *rows]) + more, {"undocumented": [u.name for u in items]}
+        )
+    changes, _why = facts_mod.agent_changes()
+    facts = facts_mod.gather(kb, args.key, running_release(), changes)
+    page = pages.markdown(facts)
+    note = "" if kb is not None else "\n\n(no knowledge base: `kassist kb build` adds the docs)"
+    return ToolResult(page + note, {"key": args.key}, evidence=page)
+
+
 def _unbuilt(feature: str) -> Callable[[Any, Context], ToolResult]:
     def run(args: Any, ctx: Context) -> ToolResult:
         raise NotAvailable(f"{feature} is not available in this build", f"try `kassist {feature}`")
@@ -481,7 +514,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool("stats", "summarise load, memory, pressure (PSI) and sockets now", NoArgs, _stats),
     Tool("probe", "run an eBPF probe for some seconds", ProbeArgs, _probe),
     Tool("tune", "find problems and recommend sysctl changes", NoArgs, _tune),
-    Tool("docs", "document a sysctl, or list undocumented ones", DocsArgs, _unbuilt("docs")),
+    Tool("docs", "document a sysctl, or list undocumented ones", DocsArgs, _docs),
     Tool("disks", "find failing or fail-slow drives", NoArgs, _unbuilt("disks")),
     Tool("agent_status", "the kernel agent's state and managed keys", NoArgs, _agent_status),
     Tool("agent_history", "the changesets the agent applied", NoArgs, _agent_history),
