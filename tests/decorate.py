@@ -187,24 +187,24 @@ def journal_json(ln: Line, rng: random.Random) -> list[str]:
 
 
 def journal_export(ln: Line, rng: random.Random) -> list[str]:
-    """``journalctl -o export``: ``KEY=value`` fields, a blank line after each record."""
+    """``journalctl -k -o export``: ``KEY=value`` fields, a blank line after each record
+    (the kernel's records only)."""
+    if not ln.kernel:
+        return []
     fields = [
         f"__CURSOR=s=0f1e;i={rng.randrange(1 << 20):x}",
         f"__REALTIME_TIMESTAMP={int(_wall(ln).timestamp() * 1_000_000)}",
         f"__MONOTONIC_TIMESTAMP={ln.ts_us or 0}",
         "_BOOT_ID=6c1b3c1e0f4a4f0e9b8c1d2e3f405162",
     ]
-    if ln.kernel:
-        fields += [
-            f"_SOURCE_MONOTONIC_TIMESTAMP={ln.ts_us or 0}",
-            "_TRANSPORT=kernel",
-            f"PRIORITY={ln.level}",
-            "SYSLOG_FACILITY=0",
-            "SYSLOG_IDENTIFIER=kernel",
-            f"MESSAGE={ln.message}",
-        ]
-    else:
-        fields += ["_TRANSPORT=stdout", "SYSLOG_FACILITY=3", f"MESSAGE={ln.text}"]
+    fields += [
+        f"_SOURCE_MONOTONIC_TIMESTAMP={ln.ts_us or 0}",
+        "_TRANSPORT=kernel",
+        f"PRIORITY={ln.level}",
+        "SYSLOG_FACILITY=0",
+        "SYSLOG_IDENTIFIER=kernel",
+        f"MESSAGE={ln.message}",
+    ]
     return [*fields, f"_HOSTNAME={_HOST}", ""]
 
 

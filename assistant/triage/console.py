@@ -10,8 +10,8 @@ line back into the console line it stands for:
   rsyslog's ``<pri>`` and RFC 5424 forms);
 - ``dmesg -T``/``-H``/``-d``/``-x``/``-r`` and ``--time-format iso`` prefixes;
 - raw ``/dev/kmsg`` records (``6,1234,5678,-;text``; their `` KEY=value`` lines are
-  dropped), ``journalctl -o json`` lines and ``-o export`` fields (``MESSAGE=`` is the
-  text, the other fields are dropped);
+  dropped), ``journalctl -o json`` lines and ``-k -o export`` fields (``MESSAGE=`` is the
+  kernel's text, the other fields and the blank line after a record are dropped);
 - tabs for the kernel's indentation, and the space ``dmesg`` puts before a caller id.
 
 A line that a decoration marks as the kernel's but that lost its printk stamp (the
@@ -127,23 +127,24 @@ _FRAME_START = re.compile(
 _CALLER = re.compile(r"\[ *[CT][0-9]+\] ", re.ASCII)
 
 
-def _record_line(line: str) -> str | None:
-    # A kernel line as a record of /dev/kmsg or the journal; None when it is no record.
+def _record_line(line: str) -> tuple[str, bool] | None:
+    # A record of /dev/kmsg or the journal: its console line, and whether another program
+    # wrote it; None when it is no record.
     if line.startswith("{"):
         rec = parse_journal_entry(line)
         if rec is None:
             return None
         if rec.facility not in (0, None):
-            return rec.text  # another program's message
+            return rec.text, True
         stamp = format_stamp(rec.ts_us) + " " if rec.ts_us is not None else SYNTHETIC_STAMP
-        return stamp + rec.text
+        return stamp + rec.text, False
     head = _KMSG_RECORD.match(line)
     if head is not None:
         record = parse_kmsg_record(line.encode("utf-8", "surrogateescape"))
         if record is not None and record.ts_us is not None:
             caller = _KMSG_CALLER.search(head.group(0))
             who = f"[{caller.group(1):>6}]" if caller else ""
-            return f"{format_stamp(record.ts_us)}{who} {record.text}"
+            return f"{format_stamp(record.ts_us)}{who} {record.text}", False
     return None
 
 
@@ -167,6 +168,12 @@ def normalise_line(line: str) -> str | None:
     :return: the console line (``[  12.345678] text`` or ``text``), or ``None`` when the
         line is no message of its own (a ``KEY=value`` line of a kmsg or export record).
     """
+    return decode_line(line)[0]
+
+
+def decode_line(line: str) -> tuple[str | None, bool]:
+    """Return what :func:`normalise_line` does, and whether a decoration named another
+    program than the kernel (``host sshd[12]: ...``) as the line's author."""
     if line.endswith("\r"):
         line = line[:-1]
     if "\r" in line:
@@ -176,11 +183,13 @@ def normalise_line(line: str) -> str | None:
     if line[:1] in "{0123456789":
         record = _record_line(line)
         if record is not None:
-            line = record
+            line, other = record
+            if other:
+                return line, True
     elif line.startswith(" ") and _KMSG_DICT_LINE.match(line):
-        return None
+        return None, False
     elif line[:1] in "_PSCMET" and _EXPORT_FIELD.match(line):
-        return None
+        return None, False
     if line.startswith(_EXPORT_MESSAGE):
         line = SYNTHETIC_STAMP + line[len(_EXPORT_MESSAGE) :]
     kind: Kind | None = None
@@ -216,7 +225,7 @@ def normalise_line(line: str) -> str | None:
             line = line[caller.end() :]
         else:
             stamp = SYNTHETIC_STAMP
-    return _indent(stamp, line)
+    return _indent(stamp, line), kind is Kind.OTHER
 
 
 #: Columns at which mail clients wrap: a wrapped line's head is at most this long.
@@ -245,8 +254,9 @@ def unstamp(line: str) -> str:
 _BREAK = re.compile(r"\S \S")
 # The tail's first word and the spaces after it (a mail client breaks at the last one).
 _WORD = re.compile(r"(\S+)( *)")
-# A line of its own in a log without stamps: a new sentence ("Read of size 8 at ...").
-_SENTENCE = re.compile(r"[A-Z][a-z]+ ")
+# A line of its own in a log without stamps: a new sentence ("Read of size 8 at ...",
+# "IP: ..."); the tail of a wrapped header goes on in lower case, an address, a path.
+_SENTENCE = re.compile(r"[A-Z]")
 
 
 def unwrapped(raw: str) -> bool:

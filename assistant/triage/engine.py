@@ -54,6 +54,7 @@ from assistant.triage.console import (
     continues,
     has_real_stamp,
     join_wrapped,
+    decode_line,
     normalise_line,
     plain_spaces,
     unstamp,
@@ -113,6 +114,7 @@ class _Window:
     grace: int = 0
     cut: int | None = None  # index in lines of the next report's header
     wide: bool = False  # a line longer than a mail client's wrap: nothing was wrapped
+    others: bool = False  # a line a decoration gave to another program than the kernel
     # lines put back together: index in lines -> the parts (text, line number) as they came
     parts: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
 
@@ -182,6 +184,7 @@ class TriageEngine:
         self._undescribed = 0
         self._last: _Last | None = None
         self._last_time: float | None = None
+        self._after_field = False  # the last line was a field of a journal export record
 
     # -- input --------------------------------------------------------------
 
@@ -295,9 +298,16 @@ class TriageEngine:
 
     def _window_line(self, raw: str, lineno: int) -> None:
         # A line that is no candidate, while a report is open.
-        line = normalise_line(raw[:_LINE_LIMIT])
+        if not raw and self._after_field:
+            self._after_field = False  # the blank line that ends a journal export record
+            return
+        line, other = decode_line(raw[:_LINE_LIMIT])
+        self._after_field = line is None
         if line is None:
             return
+        if other:
+            for w in self._windows:
+                w.others = True
         line = line[:MAX_REPORT_LINE]
         if any(m in line for m in _BOOT_MARKERS):
             for w in list(self._windows):
@@ -349,24 +359,34 @@ class TriageEngine:
             if header:
                 self._undescribed += 1
 
-    def _prefix(self, lines: list[str], i: int) -> list[str]:
+    def _prefix(self, lines: list[str], i: int) -> tuple[list[str], bool]:
         before = lines[max(0, i - PREFIX_LINES) : i]
         if len(before) < PREFIX_LINES:
             before = self._tail[len(self._tail) - (PREFIX_LINES - len(before)) :] + before
         out = []
+        others = after_field = False
         for x in before:
-            line = normalise_line(x[:_LINE_LIMIT])
+            if not x and after_field:
+                after_field = False
+                continue
+            line, other = decode_line(x[:_LINE_LIMIT])
+            after_field = line is None
             if line is not None:
                 out.append(line[:MAX_REPORT_LINE])
-        return out
+                others = others or other
+        return out, others
 
     # -- one interesting line ----------------------------------------------
 
     def _candidate(self, raw: str, lineno: int, lines: list[str], i: int) -> None:
         # printk lines are at most 1 KiB: the tail of a longer one is not a kernel message.
-        normal = normalise_line(raw[:_LINE_LIMIT])
+        normal, other = decode_line(raw[:_LINE_LIMIT])
+        self._after_field = False
         if normal is None:
             return
+        if other:
+            for w in self._windows:
+                w.others = True
         line = normal[:MAX_REPORT_LINE]
         raw = raw.rstrip("\r")
         wide = unwrapped(raw)
@@ -418,9 +438,11 @@ class TriageEngine:
             self._close(w)
         if len(self._windows) >= MAX_OPEN_WINDOWS:
             self._close(self._windows[0])
-        prefix = self._prefix(lines, i)
+        prefix, others = self._prefix(lines, i)
         wrapped = wide or any(unwrapped(x) for x in prefix)
-        self._windows.append(_Window(lineno, oops, context, prefix, [line], [lineno], wide=wrapped))
+        window = _Window(lineno, oops, context, prefix, [line], [lineno], wide=wrapped)
+        window.others = others or other
+        self._windows.append(window)
 
     def _replayed(self, lineno: int) -> None:
         # The line before the marker was cut short and is printed again next.
@@ -457,11 +479,9 @@ class TriageEngine:
         self._windows.remove(w)
         if w.wide:
             w.unjoin()
-        if not any(has_real_stamp(x) for x in w.prefix) and not any(
-            has_real_stamp(x) for x in w.lines
-        ):
-            # No stamp of the kernel's own: its log had none, and the decorations that
-            # said "kernel" are no context of their own.
+        if not (w.others or any(map(has_real_stamp, w.prefix)) or any(map(has_real_stamp, w.lines))):
+            # No stamp of the kernel's own and no other program's lines: its log had no
+            # stamps, and the decorations that said "kernel" are no context of their own.
             w.prefix = [unstamp(x) for x in w.prefix]
             w.lines = [unstamp(x) for x in w.lines]
         lines, numbers = w.lines, w.numbers
