@@ -23,7 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-_STAMPED = re.compile(r"^(?:<(\d+)>)?\[ *(\d+)\.(\d+)\](?:\[ *([CT]\d+)\])? ?", re.ASCII)
+# A kernel line on a console: after a console's "** N printk messages dropped **" or a
+# login prompt that the line cut short, the level, the stamp and the caller id.
+_STAMPED = re.compile(
+    r"^(?:\*\* \d+ printk messages dropped \*\* )?(?:.* login: )?"
+    r"(?:<(\d+)>)?\[ *(\d+)\.(\d+)\](?:\[ *([CT]\d+)\])? ?",
+    re.ASCII,
+)
 _CALLER = re.compile(r"\]\[ *[CT]\d+\]", re.ASCII)
 _BOOT = datetime(2026, 11, 2, 12, 0, 0, tzinfo=UTC)
 _HOST = "pve-node3"
@@ -220,9 +226,9 @@ def kmsg(ln: Line, rng: random.Random) -> list[str]:
 
 
 def dmesg_t(ln: Line, rng: random.Random) -> list[str]:
-    """``dmesg -T``: ``[Mon Nov  2 12:00:01 2026] text``."""
+    """``dmesg -T``: ``[Mon Nov  2 12:00:01 2026] text`` (dmesg shows the kernel's lines only)."""
     if not ln.kernel or ln.ts_us is None:
-        return [ln.text]
+        return []
     t = _wall(ln)
     return [f"[{t:%a %b} {t.day:2d} {t:%H:%M:%S %Y}]{_caller(ln, ' ')} {ln.message}"]
 
@@ -304,8 +310,7 @@ def _dmesg_h(lines: list[Line], rng: random.Random) -> Decorated:
     prev_us = 0
     for i, ln in enumerate(lines):
         if not ln.kernel or ln.ts_us is None:
-            out.add(ln.text, i)
-            continue
+            continue  # dmesg shows the kernel's lines only
         t = _wall(ln)
         caller = _caller(ln, " ")
         if (t.hour, t.minute) != minute:
@@ -362,7 +367,7 @@ def _unreliable(lines: list[Line], rng: random.Random) -> Decorated:
     return out
 
 
-_OTHER_CPU = (
+OTHER_CPU = (
     "IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready",
     "audit: type=1400 audit(1764676801.123:42): avc:  denied  { read } for  pid=812",
     "usb 1-1: new high-speed USB device number 2 using xhci_hcd",
@@ -381,7 +386,7 @@ def _interleaved(lines: list[Line], rng: random.Random) -> Decorated:
         out.add(ln.text, i)
         if not ln.kernel or rng.random() >= 0.1:
             continue
-        text = rng.choice(_OTHER_CPU)
+        text = rng.choice(OTHER_CPU)
         if callers:
             out.add(f"{_stamp(ln)}[ T9999] {text}", -1)
         elif i >= 8:

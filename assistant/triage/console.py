@@ -72,8 +72,9 @@ _LEVELS = "emerg|alert|crit|err|warn|notice|info|debug"
 DECORATIONS: tuple[tuple[re.Pattern[str], Kind], ...] = tuple(
     (re.compile(pattern, re.ASCII), kind)
     for pattern, kind in (
-        # rsyslog and dmesg -r: "<4>" (then syslog, RFC 5424 or the console line)
-        (r"<\d{1,3}>", Kind.STRIP),
+        # dmesg -r and rsyslog: a kernel level "<4>", or "<30>" before syslog, RFC 5424
+        # or the console line (the two hex digits of "<48>" in a Code: line are none)
+        (r"<[0-7]>|<\d{1,3}>(?=\[ *\d|" + _MON + r" |1 \d{4}-|\d{4}-)", Kind.STRIP),
         # RFC 5424: "1 2026-11-02T12:00:01.123+00:00 host kernel - - - "
         (r"1 " + _ISO + r" \S+ (?P<tag>\S+) \S+ \S+ (?:-|\[[^\]]*\]) ", Kind.KERNEL),
         # syslog and journalctl short/short-precise: "Nov  2 12:00:01 host kernel: "
