@@ -362,7 +362,7 @@ class TriageEngine:
     def _prefix(self, lines: list[str], i: int) -> tuple[list[str], bool]:
         before = lines[max(0, i - PREFIX_LINES) : i]
         if len(before) < PREFIX_LINES:
-            before = self._tail[len(self._tail) - (PREFIX_LINES - len(before)) :] + before
+            before = self._tail[max(0, len(self._tail) - (PREFIX_LINES - len(before))) :] + before
         out = []
         others = after_field = False
         for x in before:
