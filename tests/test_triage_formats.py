@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,18 @@ from hypothesis import strategies as st
 
 from assistant.triage import Crash, parse, triage_lines
 from tests.conftest import CORPUS_DIR, DATA, require
-from tests.decorate import FORMATS, LINE_FORMATS, GIVES_TIMES, Decorated, applies, decorate
-from tests.decorate import OTHER_CPU, has_stamps, mix, read_lines
+from tests.decorate import (
+    FORMATS,
+    GIVES_TIMES,
+    LINE_FORMATS,
+    OTHER_CPU,
+    Decorated,
+    applies,
+    decorate,
+    has_stamps,
+    mix,
+    read_lines,
+)
 
 FORMATS_DIR = DATA / "formats"
 ORIGINALS = FORMATS_DIR / "originals"
@@ -158,8 +167,10 @@ def test_the_dev_corpus_mixed_line_by_line_keeps_its_titles() -> None:
         (" SUBSYSTEM=pci", None),
         ("_TRANSPORT=kernel", None),
         ("MESSAGE=BUG: x", "[    0.0000000] BUG: x"),
-        ('{"MESSAGE": "BUG: x", "SYSLOG_FACILITY": "0", "__MONOTONIC_TIMESTAMP": "1"}',
-         "[    0.000001] BUG: x"),
+        (
+            '{"MESSAGE": "BUG: x", "SYSLOG_FACILITY": "0", "__MONOTONIC_TIMESTAMP": "1"}',
+            "[    0.000001] BUG: x",
+        ),
         ("[  12.500000]\tdump_stack+0x1/0x2", "[  12.500000]  dump_stack+0x1/0x2"),
         ("\tdump_stack+0x1/0x2", " dump_stack+0x1/0x2"),
         ("rcu: \t(detected by 0, t=1)", "rcu: \t(detected by 0, t=1)"),

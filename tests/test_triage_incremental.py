@@ -23,7 +23,9 @@ def _key(c: Crash) -> tuple[Any, ...]:
 
 def _logs() -> list[str]:
     out = [p.read_text(encoding="utf-8") for p in sorted(DATA.glob("*.log"))]
-    out += [json.loads(x)["log"] for x in (DATA / "syzkaller-sample.jsonl").read_text().splitlines()]
+    out += [
+        json.loads(x)["log"] for x in (DATA / "syzkaller-sample.jsonl").read_text().splitlines()
+    ]
     return out
 
 
@@ -96,7 +98,11 @@ def _endless(reports: list[list[str]], clean: list[str]) -> Iterator[str]:
 def test_memory_stays_bounded_on_an_endless_stream() -> None:
     reports = [
         (DATA / name).read_text(encoding="utf-8").rstrip("\n").split("\n")
-        for name in ("kasan-uaf-strp_check_rcv.log", "hung-rtnl_lock.log", "gpf-sg_remove_request.log")
+        for name in (
+            "kasan-uaf-strp_check_rcv.log",
+            "hung-rtnl_lock.log",
+            "gpf-sg_remove_request.log",
+        )
     ]
     clean = (DATA / "clean-boot.log").read_text(encoding="utf-8").rstrip("\n").split("\n")
     engine = TriageEngine("endless", retain=False)

@@ -51,7 +51,9 @@ def test_first_oops_takes_the_table_order_and_the_suppressions() -> None:
     # a suppressed form of a header is no header of that family
     assert parse.first_oops("INFO: lockdep is turned off.") is None
     warning = next(o for o in rules.OOPSES if o.header == "WARNING:")
-    assert not parse.match_oops("WARNING: /etc/ssh/moduli does not exist, using fixed modulus", warning)
+    assert not parse.match_oops(
+        "WARNING: /etc/ssh/moduli does not exist, using fixed modulus", warning
+    )
     assert parse.match_oops("WARNING: CPU: 0 PID: 1 at net/core/dev.c:1 foo+0x1/0x2", warning)
 
 
@@ -79,7 +81,7 @@ def test_extract_description_names_the_guilty_frame() -> None:
         "Read of size 8 at addr ffff88004fab1858 by task syz-executor0/30168\n"
         "Call Trace:\n dump_stack+0x292/0x395\n ip6_send_skb+0x2f5/0x330\n"
     )
-    oops = parse.first_oops(text.split("\n")[0])
+    oops = parse.first_oops(text.split("\n", maxsplit=1)[0])
     assert oops is not None
     desc = parse.extract_description(text, oops)
     assert desc.title == "KASAN: use-after-free Read in ip6_send_skb"
@@ -119,7 +121,9 @@ def test_printk_stamp_helpers() -> None:
 
 def test_mail_wrap_helpers() -> None:
     head = "[   95.152992] BUG: KASAN: use-after-free in "
-    assert continues(head, True, True, "snd_seq_queue_alloc+0x670/0x690", "snd_seq_queue_alloc+0x670/0x690")
+    assert continues(
+        head, True, True, "snd_seq_queue_alloc+0x670/0x690", "snd_seq_queue_alloc+0x670/0x690"
+    )
     assert join_wrapped(head, "x+0x1/0x2") == head + "x+0x1/0x2"
     assert join_wrapped(head.rstrip(), "x") == head.rstrip() + " x"
     # the tail's word would have fit before the wrap column: no wrap broke there

@@ -29,9 +29,9 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+from assistant.triage import rules
 from probes.logs.journal import parse_journal_entry
 from probes.logs.kmsg import parse_kmsg_record
-from assistant.triage import rules
 from probes.printk_time import LINE_STAMP, PATTERN, STAMP, format_stamp
 
 #: The stamp given to a kernel line whose decoration replaced its printk stamp. printk
@@ -122,7 +122,8 @@ _CALLER_SPACE = re.compile(r"^(" + PATTERN + r") (\[ *[CT][0-9]+\] )", re.ASCII)
 _LEADING_WS = re.compile(r"[ \t]+")
 #: What follows the indentation of a call-trace line.
 _FRAME_START = re.compile(
-    r"(?:\? )?(?:\[<?[0-9a-f]+>?\] ){0,2}(?:[\w.$]+\+0x|[\w.$]+ \S+\.[chS]:\d+|<(?:IRQ|EOI|NMI|TASK)>)",
+    r"(?:\? )?(?:\[<?[0-9a-f]+>?\] ){0,2}"
+    r"(?:[\w.$]+\+0x|[\w.$]+ \S+\.[chS]:\d+|<(?:IRQ|EOI|NMI|TASK)>)",
     re.ASCII,
 )
 _CALLER = re.compile(r"\[ *[CT][0-9]+\] ", re.ASCII)
@@ -162,6 +163,37 @@ def _indent(stamp: str, rest: str) -> str:
     return " " + rest[m.end() :]
 
 
+def _record_field(line: str) -> bool:
+    # A " KEY=value" line of a kmsg record or a field of a journal export record.
+    if line.startswith(" "):
+        return _KMSG_DICT_LINE.match(line) is not None
+    return line[:1] in "_PSCMET" and _EXPORT_FIELD.match(line) is not None
+
+
+def _strip_decorations(line: str) -> tuple[str, Kind | None]:
+    # Strip the decorations at the start of a line (a few may stack: "<4>" then syslog,
+    # "kernel:" then dmesg -T); return the rest and what the last one said.
+    kind: Kind | None = None
+    for _ in range(4 if _ANY_DECORATION.match(line) else 0):
+        for regex, what in DECORATIONS:
+            m = regex.match(line)
+            if m is None:
+                continue
+            line = line[m.end() :]
+            tag = m.groupdict().get("tag")
+            said = what
+            if what is Kind.KERNEL and tag is not None and tag not in ("kernel", "kern"):
+                said = Kind.OTHER
+            if said is not Kind.STRIP:
+                kind = said
+            break
+        else:
+            break
+        if kind is not None and kind is not Kind.KERNEL:
+            break
+    return line, kind
+
+
 def normalise_line(line: str) -> str | None:
     """Return the kernel console line that ``line`` stands for.
 
@@ -187,29 +219,11 @@ def decode_line(line: str) -> tuple[str | None, bool]:
             line, other = record
             if other:
                 return line, True
-    elif line.startswith(" ") and _KMSG_DICT_LINE.match(line):
-        return None, False
-    elif line[:1] in "_PSCMET" and _EXPORT_FIELD.match(line):
+    elif _record_field(line):
         return None, False
     if line.startswith(_EXPORT_MESSAGE):
         line = SYNTHETIC_STAMP + line[len(_EXPORT_MESSAGE) :]
-    kind: Kind | None = None
-    for _ in range(4 if _ANY_DECORATION.match(line) else 0):
-        for regex, what in DECORATIONS:
-            m = regex.match(line)
-            if m is None:
-                continue
-            line = line[m.end() :]
-            tag = m.groupdict().get("tag")
-            if what is Kind.KERNEL and tag is not None and tag not in ("kernel", "kern"):
-                what = Kind.OTHER
-            if what is not Kind.STRIP:
-                kind = what
-            break
-        else:
-            break
-        if kind is not None and kind is not Kind.KERNEL:
-            break
+    line, kind = _strip_decorations(line)
     stamp = ""
     m2 = LINE_STAMP.match(line)
     if m2 is not None:

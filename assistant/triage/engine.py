@@ -52,9 +52,9 @@ from dataclasses import dataclass, field
 from assistant.triage import parse, rules
 from assistant.triage.console import (
     continues,
+    decode_line,
     has_real_stamp,
     join_wrapped,
-    decode_line,
     normalise_line,
     plain_spaces,
     unstamp,
@@ -198,7 +198,7 @@ class TriageEngine:
         line = plain_spaces(line.replace("\n", " "))
         if not self._windows and not has_anchor(line):
             self.lines += 1
-            self._tail = (self._tail + [line])[-PREFIX_LINES:]
+            self._tail = [*self._tail, line][-PREFIX_LINES:]
         else:
             self._process_lines([line], self._prefilter.candidates(line))
         return self._take()
@@ -239,10 +239,10 @@ class TriageEngine:
 
         :param now: the time, on the clock of the ``now`` given to :meth:`feed_line`.
         """
-        if self._windows and self._last_time is not None:
-            if now - self._last_time >= self.quiet_seconds:
-                for w in list(self._windows):
-                    self._close(w)
+        last = self._last_time
+        if self._windows and last is not None and now - last >= self.quiet_seconds:
+            for w in list(self._windows):
+                self._close(w)
         return self._take()
 
     def take_events(self) -> list[Event]:
@@ -315,8 +315,10 @@ class TriageEngine:
             return
         raw = raw.rstrip("\r")
         last = self._last
-        if last is not None and last.lineno == lineno - 1 and continues(
-            last.raw, last.stamped, last.header, raw, line
+        if (
+            last is not None
+            and last.lineno == lineno - 1
+            and continues(last.raw, last.stamped, last.header, raw, line)
         ):
             joined = False
             for w in self._windows:
@@ -479,7 +481,9 @@ class TriageEngine:
         self._windows.remove(w)
         if w.wide:
             w.unjoin()
-        if not (w.others or any(map(has_real_stamp, w.prefix)) or any(map(has_real_stamp, w.lines))):
+        if not (
+            w.others or any(map(has_real_stamp, w.prefix)) or any(map(has_real_stamp, w.lines))
+        ):
             # No stamp of the kernel's own and no other program's lines: its log had no
             # stamps, and the decorations that said "kernel" are no context of their own.
             w.prefix = [unstamp(x) for x in w.prefix]
