@@ -176,6 +176,9 @@ def test_the_dev_corpus_mixed_line_by_line_keeps_its_titles() -> None:
         ("rcu: \t(detected by 0, t=1)", "rcu: \t(detected by 0, t=1)"),
         ("[  12.500000] BUG: x\r", "[  12.500000] BUG: x"),
         ("RAX=0000000000000000 RBX=0000000000000001", "RAX=0000000000000000 RBX=0000000000000001"),
+        ("> > [  12.500000] BUG: x", "[  12.500000] BUG: x"),
+        (">ffff888012345678: fb fb fb", ">ffff888012345678: fb fb fb"),  # KASAN's marked row
+        ("\x1b[33m[  12.500000] \x1b[0mBUG: x", "[  12.500000] BUG: x"),
     ],
 )
 def test_normalise_line_undoes_one_decoration(line: str, expected: str | None) -> None:

@@ -12,7 +12,8 @@ line back into the console line it stands for:
 - raw ``/dev/kmsg`` records (``6,1234,5678,-;text``; their `` KEY=value`` lines are
   dropped), ``journalctl -o json`` lines and ``-k -o export`` fields (``MESSAGE=`` is the
   kernel's text, the other fields and the blank line after a record are dropped);
-- tabs for the kernel's indentation, and the space ``dmesg`` puts before a caller id.
+- tabs for the kernel's indentation, the space ``dmesg`` puts before a caller id,
+  ``dmesg --color`` escapes and a mail reply's ``> `` quoting.
 
 A line that a decoration marks as the kernel's but that lost its printk stamp (the
 journal keeps the time apart) gets :data:`SYNTHETIC_STAMP`, so that it stays apart from
@@ -72,6 +73,8 @@ _LEVELS = "emerg|alert|crit|err|warn|notice|info|debug"
 DECORATIONS: tuple[tuple[re.Pattern[str], Kind], ...] = tuple(
     (re.compile(pattern, re.ASCII), kind)
     for pattern, kind in (
+        # a mail reply's quoting: "> " (as often as it was quoted)
+        (r"(?:> ?)*> ", Kind.STRIP),
         # dmesg -r and rsyslog: a kernel level "<4>", or "<30>" before syslog, RFC 5424
         # or the console line (the two hex digits of "<48>" in a Code: line are none)
         (r"<[0-7]>|<\d{1,3}>(?=\[ *\d|" + _MON + r" |1 \d{4}-|\d{4}-)", Kind.STRIP),
@@ -127,6 +130,7 @@ _FRAME_START = re.compile(
     re.ASCII,
 )
 _CALLER = re.compile(r"\[ *[CT][0-9]+\] ", re.ASCII)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]", re.ASCII)
 
 
 def _record_line(line: str) -> tuple[str, bool] | None:
@@ -213,6 +217,8 @@ def decode_line(line: str) -> tuple[str | None, bool]:
         line = line.rsplit("\r", 1)[-1]
     if line.startswith("\x1e"):  # journalctl -o json-seq
         line = line[1:]
+    if "\x1b[" in line:  # dmesg --color=always
+        line = _ANSI.sub("", line)
     if line[:1] in "{0123456789":
         record = _record_line(line)
         if record is not None:

@@ -392,8 +392,8 @@ class TriageEngine:
         line = normal[:MAX_REPORT_LINE]
         raw = raw.rstrip("\r")
         wide = unwrapped(raw)
-        header = parse.first_oops(line) is not None
-        self._last = _Last(lineno, raw, STAMP.search(line) is not None, header)
+        oops = parse.first_oops(line)
+        self._last = _Last(lineno, raw, STAMP.search(line) is not None, oops is not None)
         if rules.REPLAY_MARKER in line:
             self._replayed(lineno)
             self._feed_windows(line, None, lineno, wide)
@@ -408,13 +408,12 @@ class TriageEngine:
         if not self._windows and capped:
             # A header storm past the cap: count, keep the events, describe no more.
             self._events.feed(line, lineno + 1)
-            if parse.first_oops(line) is not None:
+            if oops is not None:
                 self._undescribed += 1
             return
         context = parse.extract_context(line)
         text, _ = parse.strip_line_prefix(line, context)
         self._events.feed(text, lineno + 1)
-        oops = parse.first_oops(line)
         if oops is None:
             self._feed_windows(line, context, lineno, wide)
             return
