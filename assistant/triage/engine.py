@@ -296,19 +296,26 @@ class TriageEngine:
         self.lines = base + n
         self._tail = (self._tail + lines[-PREFIX_LINES:])[-PREFIX_LINES:]
 
+    def _decode(self, raw: str) -> tuple[str | None, bool]:
+        # The console line of a raw one (printk lines are at most 1 KiB: the tail of a
+        # longer one is not a kernel message), and whether another program wrote it,
+        # which marks the open reports.
+        line, other = decode_line(raw[:_LINE_LIMIT])
+        if other:
+            for w in self._windows:
+                w.others = True
+        return (None if line is None else line[:MAX_REPORT_LINE]), other
+
     def _window_line(self, raw: str, lineno: int) -> None:
         # A line that is no candidate, while a report is open.
         if not raw and self._after_field:
             self._after_field = False  # the blank line that ends a journal export record
             return
-        line, other = decode_line(raw[:_LINE_LIMIT])
-        self._after_field = line is None
-        if line is None:
+        decoded, _ = self._decode(raw)
+        self._after_field = decoded is None
+        if decoded is None:
             return
-        if other:
-            for w in self._windows:
-                w.others = True
-        line = line[:MAX_REPORT_LINE]
+        line = decoded
         if any(m in line for m in _BOOT_MARKERS):
             for w in list(self._windows):
                 self._close(w)
@@ -381,15 +388,11 @@ class TriageEngine:
     # -- one interesting line ----------------------------------------------
 
     def _candidate(self, raw: str, lineno: int, lines: list[str], i: int) -> None:
-        # printk lines are at most 1 KiB: the tail of a longer one is not a kernel message.
-        normal, other = decode_line(raw[:_LINE_LIMIT])
         self._after_field = False
-        if normal is None:
+        decoded, other = self._decode(raw)
+        if decoded is None:
             return
-        if other:
-            for w in self._windows:
-                w.others = True
-        line = normal[:MAX_REPORT_LINE]
+        line = decoded
         raw = raw.rstrip("\r")
         wide = unwrapped(raw)
         oops = parse.first_oops(line)
