@@ -271,6 +271,16 @@ def nbsp(ln: Line, rng: random.Random) -> list[str]:
     return ["".join("\u00a0" if c == " " and rng.random() < 0.5 else c for c in ln.text)]
 
 
+def quoted(ln: Line, rng: random.Random) -> list[str]:
+    """A mail reply's quoting: ``> `` before every line."""
+    return [f"> {ln.text}"]
+
+
+def indented(ln: Line, rng: random.Random) -> list[str]:
+    """A paste indented as a whole (a mail body, a forum's code block): four spaces."""
+    return [f"    {ln.text}" if ln.text.startswith(("[", "<")) else ln.text]
+
+
 def crlf(ln: Line, rng: random.Random) -> list[str]:
     """A ``\\r`` at the end of each line."""
     return [ln.text + "\r"]
@@ -295,6 +305,8 @@ LINE_FORMATS: dict[str, LineFormat] = {
     "spaces": spaces,
     "nbsp": nbsp,
     "crlf": crlf,
+    "quoted": quoted,
+    "indented": indented,
 }
 #: Formats that lose the printk caller id (journald does not keep it): only for logs
 #: without one, where nothing is lost.

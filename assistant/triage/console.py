@@ -13,7 +13,8 @@ line back into the console line it stands for:
   dropped), ``journalctl -o json`` lines and ``-k -o export`` fields (``MESSAGE=`` is the
   kernel's text, the other fields and the blank line after a record are dropped);
 - tabs for the kernel's indentation, the space ``dmesg`` puts before a caller id,
-  ``dmesg --color`` escapes and a mail reply's ``> `` quoting.
+  ``dmesg --color`` escapes, a mail reply's ``> `` quoting and a paste indented as a
+  whole.
 
 A line that a decoration marks as the kernel's but that lost its printk stamp (the
 journal keeps the time apart) gets :data:`SYNTHETIC_STAMP`, so that it stays apart from
@@ -75,6 +76,8 @@ DECORATIONS: tuple[tuple[re.Pattern[str], Kind], ...] = tuple(
     for pattern, kind in (
         # a mail reply's quoting: "> " (as often as it was quoted)
         (r"(?:> ?)*> ", Kind.STRIP),
+        # a paste indented as a whole (a mail body, a forum's code block): before a stamp
+        (r"[ \t]+(?=(?:<\d{1,3}>)?\[ *\d+\.\d+\])", Kind.STRIP),
         # dmesg -r and rsyslog: a kernel level "<4>", or "<30>" before syslog, RFC 5424
         # or the console line (the two hex digits of "<48>" in a Code: line are none)
         (r"<[0-7]>|<\d{1,3}>(?=\[ *\d|" + _MON + r" |1 \d{4}-|\d{4}-)", Kind.STRIP),
