@@ -177,6 +177,8 @@ def test_the_dev_corpus_mixed_line_by_line_keeps_its_titles() -> None:
         ("[  12.500000] BUG: x\r", "[  12.500000] BUG: x"),
         ("RAX=0000000000000000 RBX=0000000000000001", "RAX=0000000000000000 RBX=0000000000000001"),
         ("> > [  12.500000] BUG: x", "[  12.500000] BUG: x"),
+        (" kernel:[ 1234.567890] watchdog: BUG: x", "[ 1234.567890] watchdog: BUG: x"),
+        ("    [  12.500000] BUG: x", "[  12.500000] BUG: x"),
         (">ffff888012345678: fb fb fb", ">ffff888012345678: fb fb fb"),  # KASAN's marked row
         ("\x1b[33m[  12.500000] \x1b[0mBUG: x", "[  12.500000] BUG: x"),
     ],

@@ -94,8 +94,10 @@ DECORATIONS: tuple[tuple[re.Pattern[str], Kind], ...] = tuple(
         # journalctl short-monotonic/short-delta: "[  772.918915] host kernel: "
         (_STAMPISH + r" (?:[^\s:\[]+ )?(?P<tag>kernel): ", Kind.RESTAMP),
         (_STAMPISH + r" [^\s:\[]+ (?P<tag>[^\s:\[]+)\[\d+\]: ", Kind.KERNEL),
-        # a bare "kernel: " (syslog lines cut at the tag)
+        # a bare "kernel: " (syslog lines cut at the tag), and syslogd's wall message
+        # " kernel:[ 1234.567890] ..." (after "Message from syslogd@host at ...")
         (r"(?P<tag>kernel): ", Kind.KERNEL),
+        (r" ?(?P<tag>kernel):(?=\[ *\d)", Kind.KERNEL),
         # dmesg -x: "kern  :warn  : "
         (r"(?P<tag>" + _FACILITIES + r") *:(?:" + _LEVELS + r") *: ", Kind.KERNEL),
         # dmesg -T / --time-format ctime: "[Mon Nov  2 12:00:01 2026] "
