@@ -178,6 +178,10 @@ def test_the_dev_corpus_mixed_line_by_line_keeps_its_titles() -> None:
         ("RAX=0000000000000000 RBX=0000000000000001", "RAX=0000000000000000 RBX=0000000000000001"),
         ("> > [  12.500000] BUG: x", "[  12.500000] BUG: x"),
         (" kernel:[ 1234.567890] watchdog: BUG: x", "[ 1234.567890] watchdog: BUG: x"),
+        ("Mar  1 12:00:00 nas kern.warn kernel: [  12.500000] BUG: x", "[  12.500000] BUG: x"),
+        ("Fri Mar  1 12:00:00 2024 kern.warn kernel: [  12.500000] BUG: x", "[  12.500000] BUG: x"),
+        ("    _TRANSPORT=kernel", None),
+        ("    MESSAGE=BUG: x", "[    0.0000000] BUG: x"),
         ("    [  12.500000] BUG: x", "[  12.500000] BUG: x"),
         (">ffff888012345678: fb fb fb", ">ffff888012345678: fb fb fb"),  # KASAN's marked row
         ("\x1b[33m[  12.500000] \x1b[0mBUG: x", "[  12.500000] BUG: x"),

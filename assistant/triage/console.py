@@ -6,12 +6,14 @@ operators paste come through other hands. :func:`normalise_line` turns one such
 line back into the console line it stands for:
 
 - journald and syslog prefixes (``Nov  2 12:00:01 host kernel: ``, without the host,
+  busybox's and OpenWrt's ``kern.warn kernel: ``,
   a bare ``kernel: ``, ISO-8601, ``short-precise``/``-full``/``-unix``/``-monotonic``,
   rsyslog's ``<pri>`` and RFC 5424 forms);
 - ``dmesg -T``/``-H``/``-d``/``-x``/``-r`` and ``--time-format iso`` prefixes;
 - raw ``/dev/kmsg`` records (``6,1234,5678,-;text``; their `` KEY=value`` lines are
   dropped), ``journalctl -o json`` lines and ``-k -o export`` fields (``MESSAGE=`` is the
-  kernel's text, the other fields and the blank line after a record are dropped);
+  kernel's text, the other fields and the blank line after a record are dropped), and
+  ``-o verbose`` fields;
 - tabs for the kernel's indentation, the space ``dmesg`` puts before a caller id,
   ``dmesg --color`` escapes, a mail reply's ``> `` quoting and a paste indented as a
   whole.
@@ -61,8 +63,9 @@ class Kind(Enum):
 _MON = r"[A-Z][a-z]{2}"
 _CLOCK = r"\d\d:\d\d:\d\d(?:[.,]\d+)?"
 _ISO = r"\d{4}-\d\d-\d\d[T ]" + _CLOCK + r"(?:Z|[+-]\d\d:?\d\d)?"
-# "host tag[pid]: " or "tag: " after a syslog/journal time; the tag is group "tag".
-_TAGGED = r" (?:[^\s:\[]+ )?(?P<tag>[^\s:\[]+)(?:\[\d+\])?: "
+# "host tag[pid]: " or "tag: " after a syslog/journal time, busybox's and OpenWrt's
+# "kern.warn " before the tag; the tag is group "tag".
+_TAGGED = r" (?:[^\s:\[]+ )?(?:[a-z]+\.[a-z]+ )?(?P<tag>[^\s:\[]+)(?:\[\d+\])?: "
 _STAMPISH = r"\[ *\d+\.\d+(?: <\s*\d+\.\d+>)?\]"
 _FACILITIES = (
     "kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|res[0-9]|local[0-7]"
@@ -85,6 +88,8 @@ DECORATIONS: tuple[tuple[re.Pattern[str], Kind], ...] = tuple(
         (r"1 " + _ISO + r" \S+ (?P<tag>\S+) \S+ \S+ (?:-|\[[^\]]*\]) ", Kind.KERNEL),
         # syslog and journalctl short/short-precise: "Nov  2 12:00:01 host kernel: "
         (_MON + r" [ \d]\d " + _CLOCK + _TAGGED, Kind.KERNEL),
+        # OpenWrt's logread: "Mon Nov  2 12:00:01 2026 kern.warn kernel: "
+        (_MON + " " + _MON + r" [ \d]\d " + _CLOCK + r" \d{4}" + _TAGGED, Kind.KERNEL),
         # journalctl short-full: "Mon 2026-11-02 12:00:01 UTC host kernel: "
         (_MON + r" \d{4}-\d\d-\d\d " + _CLOCK + r" [A-Z]{2,5}" + _TAGGED, Kind.KERNEL),
         # journalctl short-iso(-precise), rsyslog's RFC 3339 files
@@ -126,6 +131,7 @@ _EXPORT_FIELD = re.compile(
     re.ASCII,
 )
 _EXPORT_MESSAGE = "MESSAGE="
+_VERBOSE_MESSAGE = "    MESSAGE="
 _CALLER_SPACE = re.compile(r"^(" + PATTERN + r") (\[ *[CT][0-9]+\] )", re.ASCII)
 _LEADING_WS = re.compile(r"[ \t]+")
 #: What follows the indentation of a call-trace line.
@@ -173,7 +179,10 @@ def _indent(stamp: str, rest: str) -> str:
 
 
 def _record_field(line: str) -> bool:
-    # A " KEY=value" line of a kmsg record or a field of a journal export record.
+    # A " KEY=value" line of a kmsg record, a field of a journal export record, or one of
+    # journalctl -o verbose (four spaces before it).
+    if line.startswith("    "):
+        return _EXPORT_FIELD.match(line, 4) is not None
     if line.startswith(" "):
         return _KMSG_DICT_LINE.match(line) is not None
     return line[:1] in "_PSCMET" and _EXPORT_FIELD.match(line) is not None
@@ -234,6 +243,8 @@ def decode_line(line: str) -> tuple[str | None, bool]:
         return None, False
     if line.startswith(_EXPORT_MESSAGE):
         line = SYNTHETIC_STAMP + line[len(_EXPORT_MESSAGE) :]
+    elif line.startswith(_VERBOSE_MESSAGE):
+        line = SYNTHETIC_STAMP + line[len(_VERBOSE_MESSAGE) :]
     line, kind = _strip_decorations(line)
     stamp = ""
     m2 = LINE_STAMP.match(line)
