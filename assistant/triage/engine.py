@@ -345,7 +345,7 @@ class TriageEngine:
         # A header storm past the cap, with no report open: each line is counted if it
         # is a header, and only lines that can still change events or flags take the
         # full path (_candidate's cap branch). No window opens from here. Storms repeat
-        # one message with new timestamps: the verdict is remembered by the text after
+        # one message with new timestamps: the verdict is remembered by the raw text after
         # the timestamp (no header or suppression looks at the timestamp).
         verdicts: dict[str, bool] = {}
         special = self._prefilter.storm_special(lines, rest, _LINE_LIMIT)
@@ -354,15 +354,12 @@ class TriageEngine:
             if j in special:
                 self._candidate(raw, base + j, lines, j)
                 continue
-            line = normalise_line(raw[:_LINE_LIMIT])
-            if line is None:
-                continue
-            line = line[:MAX_REPORT_LINE]
-            stamp = LINE_STAMP.match(line)
-            key = line[stamp.end() :] if stamp else line
+            stamp = LINE_STAMP.match(raw)
+            key = raw[stamp.end() : _LINE_LIMIT] if stamp else raw[:_LINE_LIMIT]
             header = verdicts.get(key)
             if header is None:
-                header = parse.first_oops(line) is not None
+                line = normalise_line(raw[:_LINE_LIMIT])
+                header = line is not None and parse.first_oops(line[:MAX_REPORT_LINE]) is not None
                 if len(verdicts) < STORM_VERDICTS:
                     verdicts[key] = header
             if header:
