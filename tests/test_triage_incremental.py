@@ -126,3 +126,12 @@ def test_memory_stays_bounded_on_an_endless_stream() -> None:
     per_round = len(clean) + sum(len(r) for r in reports) / len(reports)
     assert crashes >= 0.9 * total / per_round  # every report came out on the way
     assert engine.retained() <= bound
+
+
+def test_decorated_samples_fed_line_by_line_are_triaged_as_whole_files() -> None:
+    samples = sorted((DATA / "formats").glob("*/*.log"))
+    assert len(samples) > 200
+    for path in samples:
+        log = path.read_bytes().decode("utf-8")
+        whole = triage_lines(log.split("\n"), source="t").crashes
+        assert [_key(c) for c in _line_by_line(log)] == [_key(c) for c in whole], path
