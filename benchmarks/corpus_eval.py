@@ -9,7 +9,15 @@ figures and the misses.
 
     PYTHONPATH=. .venv/bin/python benchmarks/corpus_eval.py \\
         [--corpus ../shared/corpus/syzkaller-linux-reports.dev.jsonl] \\
-        [--guilty ../shared/corpus/syzkaller-linux-guilty.dev.jsonl] [--misses N]
+        [--guilty ../shared/corpus/syzkaller-linux-guilty.dev.jsonl] [--misses N] \\
+        [--decorate [FORMAT ...]]
+
+``--decorate`` runs the whole corpus again under each production decoration of
+``tests/decorate.py`` (syslog, journald, rsyslog, dmesg flags, kmsg records, journal
+JSON/export, tabs, U+00A0, CRLF, mail wrapping, unreliable frames, another CPU's lines,
+all of them mixed line by line) and prints a table: per format, the logs it applies to,
+the exact titles against syzkaller's, and the titles and frames unchanged from the
+undecorated run.
 
 The corpus files are JSON lines with at least ``id``, ``log``, ``expect_crash``,
 ``title``, ``alt_titles``, ``type`` and ``corrupted`` (guilty: ``guilty_file``).
@@ -130,13 +138,55 @@ def evaluate_guilty(rows: list[dict[str, Any]], docs: list[dict[str, Any]], miss
         print(w)
 
 
+def decorated_table(rows: list[dict[str, Any]], work: Path, formats: list[str]) -> None:
+    """Print, per decoration, exact titles and answers unchanged from the plain run."""
+    sys.path.insert(0, str(ROOT))
+    from tests.decorate import applies, decorate
+
+    pos = [r for r in rows if r["expect_crash"]]
+    (work / "plain").mkdir()
+    plain = run_cli(pos, work / "plain")
+    print(f"{'format':18} {'logs':>5} {'exact title':>12} {'unchanged':>10}")
+    for fmt in formats:
+        cases = [(r, p) for r, p in zip(pos, plain, strict=True) if applies(fmt, r["log"])]
+        seeded = [
+            {**r, "log": decorate(r["log"], fmt, int(r["id"]) if r["id"].isdigit() else 0).text}
+            for r, _ in cases
+        ]
+        (work / fmt).mkdir()
+        docs = run_cli(seeded, work / fmt)
+        exact = same = 0
+        for (r, p), d in zip(cases, docs, strict=True):
+            got = d["crashes"][0] if d["crashes"] else None
+            want = p["crashes"][0] if p["crashes"] else None
+            exact += bool(got and got["title"] == r["title"])
+            same += bool(
+                got and want and (got["title"], got["frame"]) == (want["title"], want["frame"])
+            )
+        n = len(cases)
+        print(f"{fmt:18} {n:5} {100.0 * exact / n:11.1f}% {100.0 * same / n:9.1f}%")
+
+
 def main() -> None:
     """Parse arguments, run the CLI over the corpora and print the figures."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=CORPUS / "syzkaller-linux-reports.dev.jsonl")
     ap.add_argument("--guilty", type=Path, default=CORPUS / "syzkaller-linux-guilty.dev.jsonl")
     ap.add_argument("--misses", type=int, default=40, help="how many misses to list")
+    ap.add_argument(
+        "--decorate",
+        nargs="*",
+        metavar="FORMAT",
+        help="re-run the corpus under each decoration (all when none is named)",
+    )
     args = ap.parse_args()
+    if args.decorate is not None:
+        sys.path.insert(0, str(ROOT))
+        from tests.decorate import FORMATS
+
+        with tempfile.TemporaryDirectory(prefix="kassist-corpus-") as tmp:
+            decorated_table(load(args.corpus), Path(tmp), args.decorate or list(FORMATS))
+        return
     with tempfile.TemporaryDirectory(prefix="kassist-corpus-") as tmp:
         work = Path(tmp)
         if args.corpus and args.corpus.exists():

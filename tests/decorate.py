@@ -23,7 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-_STAMPED = re.compile(r"^(?:<(\d+)>)?\[ *(\d+)\.(\d+)\](?:\[ *([CT]\d+)\])? ?", re.ASCII)
+# A kernel line on a console: after a console's "** N printk messages dropped **" or a
+# login prompt that the line cut short, the level, the stamp and the caller id.
+_STAMPED = re.compile(
+    r"^(?:\*\* \d+ printk messages dropped \*\* )?(?:.* login: )?"
+    r"(?:<(\d+)>)?\[ *(\d+)\.(\d+)\](?:\[ *([CT]\d+)\])? ?",
+    re.ASCII,
+)
 _CALLER = re.compile(r"\]\[ *[CT]\d+\]", re.ASCII)
 _BOOT = datetime(2026, 11, 2, 12, 0, 0, tzinfo=UTC)
 _HOST = "pve-node3"
@@ -187,24 +193,24 @@ def journal_json(ln: Line, rng: random.Random) -> list[str]:
 
 
 def journal_export(ln: Line, rng: random.Random) -> list[str]:
-    """``journalctl -o export``: ``KEY=value`` fields, a blank line after each record."""
+    """``journalctl -k -o export``: ``KEY=value`` fields, a blank line after each record
+    (the kernel's records only)."""
+    if not ln.kernel:
+        return []
     fields = [
         f"__CURSOR=s=0f1e;i={rng.randrange(1 << 20):x}",
         f"__REALTIME_TIMESTAMP={int(_wall(ln).timestamp() * 1_000_000)}",
         f"__MONOTONIC_TIMESTAMP={ln.ts_us or 0}",
         "_BOOT_ID=6c1b3c1e0f4a4f0e9b8c1d2e3f405162",
     ]
-    if ln.kernel:
-        fields += [
-            f"_SOURCE_MONOTONIC_TIMESTAMP={ln.ts_us or 0}",
-            "_TRANSPORT=kernel",
-            f"PRIORITY={ln.level}",
-            "SYSLOG_FACILITY=0",
-            "SYSLOG_IDENTIFIER=kernel",
-            f"MESSAGE={ln.message}",
-        ]
-    else:
-        fields += ["_TRANSPORT=stdout", "SYSLOG_FACILITY=3", f"MESSAGE={ln.text}"]
+    fields += [
+        f"_SOURCE_MONOTONIC_TIMESTAMP={ln.ts_us or 0}",
+        "_TRANSPORT=kernel",
+        f"PRIORITY={ln.level}",
+        "SYSLOG_FACILITY=0",
+        "SYSLOG_IDENTIFIER=kernel",
+        f"MESSAGE={ln.message}",
+    ]
     return [*fields, f"_HOSTNAME={_HOST}", ""]
 
 
@@ -220,9 +226,9 @@ def kmsg(ln: Line, rng: random.Random) -> list[str]:
 
 
 def dmesg_t(ln: Line, rng: random.Random) -> list[str]:
-    """``dmesg -T``: ``[Mon Nov  2 12:00:01 2026] text``."""
+    """``dmesg -T``: ``[Mon Nov  2 12:00:01 2026] text`` (dmesg shows the kernel's lines only)."""
     if not ln.kernel or ln.ts_us is None:
-        return [ln.text]
+        return []
     t = _wall(ln)
     return [f"[{t:%a %b} {t.day:2d} {t:%H:%M:%S %Y}]{_caller(ln, ' ')} {ln.message}"]
 
@@ -265,6 +271,16 @@ def nbsp(ln: Line, rng: random.Random) -> list[str]:
     return ["".join("\u00a0" if c == " " and rng.random() < 0.5 else c for c in ln.text)]
 
 
+def quoted(ln: Line, rng: random.Random) -> list[str]:
+    """A mail reply's quoting: ``> `` before every line."""
+    return [f"> {ln.text}"]
+
+
+def indented(ln: Line, rng: random.Random) -> list[str]:
+    """A paste indented as a whole (a mail body, a forum's code block): four spaces."""
+    return [f"    {ln.text}" if ln.text.startswith(("[", "<")) else ln.text]
+
+
 def crlf(ln: Line, rng: random.Random) -> list[str]:
     """A ``\\r`` at the end of each line."""
     return [ln.text + "\r"]
@@ -289,6 +305,8 @@ LINE_FORMATS: dict[str, LineFormat] = {
     "spaces": spaces,
     "nbsp": nbsp,
     "crlf": crlf,
+    "quoted": quoted,
+    "indented": indented,
 }
 #: Formats that lose the printk caller id (journald does not keep it): only for logs
 #: without one, where nothing is lost.
@@ -304,8 +322,7 @@ def _dmesg_h(lines: list[Line], rng: random.Random) -> Decorated:
     prev_us = 0
     for i, ln in enumerate(lines):
         if not ln.kernel or ln.ts_us is None:
-            out.add(ln.text, i)
-            continue
+            continue  # dmesg shows the kernel's lines only
         t = _wall(ln)
         caller = _caller(ln, " ")
         if (t.hour, t.minute) != minute:
@@ -362,7 +379,7 @@ def _unreliable(lines: list[Line], rng: random.Random) -> Decorated:
     return out
 
 
-_OTHER_CPU = (
+OTHER_CPU = (
     "IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready",
     "audit: type=1400 audit(1764676801.123:42): avc:  denied  { read } for  pid=812",
     "usb 1-1: new high-speed USB device number 2 using xhci_hcd",
@@ -381,7 +398,7 @@ def _interleaved(lines: list[Line], rng: random.Random) -> Decorated:
         out.add(ln.text, i)
         if not ln.kernel or rng.random() >= 0.1:
             continue
-        text = rng.choice(_OTHER_CPU)
+        text = rng.choice(OTHER_CPU)
         if callers:
             out.add(f"{_stamp(ln)}[ T9999] {text}", -1)
         elif i >= 8:

@@ -6,13 +6,17 @@ operators paste come through other hands. :func:`normalise_line` turns one such
 line back into the console line it stands for:
 
 - journald and syslog prefixes (``Nov  2 12:00:01 host kernel: ``, without the host,
+  busybox's and OpenWrt's ``kern.warn kernel: ``,
   a bare ``kernel: ``, ISO-8601, ``short-precise``/``-full``/``-unix``/``-monotonic``,
   rsyslog's ``<pri>`` and RFC 5424 forms);
 - ``dmesg -T``/``-H``/``-d``/``-x``/``-r`` and ``--time-format iso`` prefixes;
 - raw ``/dev/kmsg`` records (``6,1234,5678,-;text``; their `` KEY=value`` lines are
-  dropped), ``journalctl -o json`` lines and ``-o export`` fields (``MESSAGE=`` is the
-  text, the other fields are dropped);
-- tabs for the kernel's indentation, and the space ``dmesg`` puts before a caller id.
+  dropped), ``journalctl -o json`` lines and ``-k -o export`` fields (``MESSAGE=`` is the
+  kernel's text, the other fields and the blank line after a record are dropped), and
+  ``-o verbose`` fields;
+- tabs for the kernel's indentation, the space ``dmesg`` puts before a caller id,
+  ``dmesg --color`` escapes, a mail reply's ``> `` quoting and a paste indented as a
+  whole.
 
 A line that a decoration marks as the kernel's but that lost its printk stamp (the
 journal keeps the time apart) gets :data:`SYNTHETIC_STAMP`, so that it stays apart from
@@ -29,9 +33,9 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+from assistant.triage import rules
 from probes.logs.journal import parse_journal_entry
 from probes.logs.kmsg import parse_kmsg_record
-from assistant.triage import rules
 from probes.printk_time import LINE_STAMP, PATTERN, STAMP, format_stamp
 
 #: The stamp given to a kernel line whose decoration replaced its printk stamp. printk
@@ -59,8 +63,9 @@ class Kind(Enum):
 _MON = r"[A-Z][a-z]{2}"
 _CLOCK = r"\d\d:\d\d:\d\d(?:[.,]\d+)?"
 _ISO = r"\d{4}-\d\d-\d\d[T ]" + _CLOCK + r"(?:Z|[+-]\d\d:?\d\d)?"
-# "host tag[pid]: " or "tag: " after a syslog/journal time; the tag is group "tag".
-_TAGGED = r" (?:[^\s:\[]+ )?(?P<tag>[^\s:\[]+)(?:\[\d+\])?: "
+# "host tag[pid]: " or "tag: " after a syslog/journal time, busybox's and OpenWrt's
+# "kern.warn " before the tag; the tag is group "tag".
+_TAGGED = r" (?:[^\s:\[]+ )?(?:[a-z]+\.[a-z]+ )?(?P<tag>[^\s:\[]+)(?:\[\d+\])?: "
 _STAMPISH = r"\[ *\d+\.\d+(?: <\s*\d+\.\d+>)?\]"
 _FACILITIES = (
     "kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|res[0-9]|local[0-7]"
@@ -72,12 +77,19 @@ _LEVELS = "emerg|alert|crit|err|warn|notice|info|debug"
 DECORATIONS: tuple[tuple[re.Pattern[str], Kind], ...] = tuple(
     (re.compile(pattern, re.ASCII), kind)
     for pattern, kind in (
-        # rsyslog and dmesg -r: "<4>" (then syslog, RFC 5424 or the console line)
-        (r"<\d{1,3}>", Kind.STRIP),
+        # a mail reply's quoting: "> " (as often as it was quoted)
+        (r"(?:> ?)*> ", Kind.STRIP),
+        # a paste indented as a whole (a mail body, a forum's code block): before a stamp
+        (r"[ \t]+(?=(?:<\d{1,3}>)?\[ *\d+\.\d+\])", Kind.STRIP),
+        # dmesg -r and rsyslog: a kernel level "<4>", or "<30>" before syslog, RFC 5424
+        # or the console line (the two hex digits of "<48>" in a Code: line are none)
+        (r"<[0-7]>|<\d{1,3}>(?=\[ *\d|" + _MON + r" |1 \d{4}-|\d{4}-)", Kind.STRIP),
         # RFC 5424: "1 2026-11-02T12:00:01.123+00:00 host kernel - - - "
         (r"1 " + _ISO + r" \S+ (?P<tag>\S+) \S+ \S+ (?:-|\[[^\]]*\]) ", Kind.KERNEL),
         # syslog and journalctl short/short-precise: "Nov  2 12:00:01 host kernel: "
         (_MON + r" [ \d]\d " + _CLOCK + _TAGGED, Kind.KERNEL),
+        # OpenWrt's logread: "Mon Nov  2 12:00:01 2026 kern.warn kernel: "
+        (_MON + " " + _MON + r" [ \d]\d " + _CLOCK + r" \d{4}" + _TAGGED, Kind.KERNEL),
         # journalctl short-full: "Mon 2026-11-02 12:00:01 UTC host kernel: "
         (_MON + r" \d{4}-\d\d-\d\d " + _CLOCK + r" [A-Z]{2,5}" + _TAGGED, Kind.KERNEL),
         # journalctl short-iso(-precise), rsyslog's RFC 3339 files
@@ -87,8 +99,10 @@ DECORATIONS: tuple[tuple[re.Pattern[str], Kind], ...] = tuple(
         # journalctl short-monotonic/short-delta: "[  772.918915] host kernel: "
         (_STAMPISH + r" (?:[^\s:\[]+ )?(?P<tag>kernel): ", Kind.RESTAMP),
         (_STAMPISH + r" [^\s:\[]+ (?P<tag>[^\s:\[]+)\[\d+\]: ", Kind.KERNEL),
-        # a bare "kernel: " (syslog lines cut at the tag)
+        # a bare "kernel: " (syslog lines cut at the tag), and syslogd's wall message
+        # " kernel:[ 1234.567890] ..." (after "Message from syslogd@host at ...")
         (r"(?P<tag>kernel): ", Kind.KERNEL),
+        (r" ?(?P<tag>kernel):(?=\[ *\d)", Kind.KERNEL),
         # dmesg -x: "kern  :warn  : "
         (r"(?P<tag>" + _FACILITIES + r") *:(?:" + _LEVELS + r") *: ", Kind.KERNEL),
         # dmesg -T / --time-format ctime: "[Mon Nov  2 12:00:01 2026] "
@@ -117,33 +131,37 @@ _EXPORT_FIELD = re.compile(
     re.ASCII,
 )
 _EXPORT_MESSAGE = "MESSAGE="
+_VERBOSE_MESSAGE = "    MESSAGE="
 _CALLER_SPACE = re.compile(r"^(" + PATTERN + r") (\[ *[CT][0-9]+\] )", re.ASCII)
 _LEADING_WS = re.compile(r"[ \t]+")
 #: What follows the indentation of a call-trace line.
 _FRAME_START = re.compile(
-    r"(?:\? )?(?:\[<?[0-9a-f]+>?\] ){0,2}(?:[\w.$]+\+0x|[\w.$]+ \S+\.[chS]:\d+|<(?:IRQ|EOI|NMI|TASK)>)",
+    r"(?:\? )?(?:\[<?[0-9a-f]+>?\] ){0,2}"
+    r"(?:[\w.$]+\+0x|[\w.$]+ \S+\.[chS]:\d+|<(?:IRQ|EOI|NMI|TASK)>)",
     re.ASCII,
 )
 _CALLER = re.compile(r"\[ *[CT][0-9]+\] ", re.ASCII)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]", re.ASCII)
 
 
-def _record_line(line: str) -> str | None:
-    # A kernel line as a record of /dev/kmsg or the journal; None when it is no record.
+def _record_line(line: str) -> tuple[str, bool] | None:
+    # A record of /dev/kmsg or the journal: its console line, and whether another program
+    # wrote it; None when it is no record.
     if line.startswith("{"):
         rec = parse_journal_entry(line)
         if rec is None:
             return None
         if rec.facility not in (0, None):
-            return rec.text  # another program's message
+            return rec.text, True
         stamp = format_stamp(rec.ts_us) + " " if rec.ts_us is not None else SYNTHETIC_STAMP
-        return stamp + rec.text
+        return stamp + rec.text, False
     head = _KMSG_RECORD.match(line)
     if head is not None:
         record = parse_kmsg_record(line.encode("utf-8", "surrogateescape"))
         if record is not None and record.ts_us is not None:
             caller = _KMSG_CALLER.search(head.group(0))
             who = f"[{caller.group(1):>6}]" if caller else ""
-            return f"{format_stamp(record.ts_us)}{who} {record.text}"
+            return f"{format_stamp(record.ts_us)}{who} {record.text}", False
     return None
 
 
@@ -160,29 +178,19 @@ def _indent(stamp: str, rest: str) -> str:
     return " " + rest[m.end() :]
 
 
-def normalise_line(line: str) -> str | None:
-    """Return the kernel console line that ``line`` stands for.
+def _record_field(line: str) -> bool:
+    # A " KEY=value" line of a kmsg record, a field of a journal export record, or one of
+    # journalctl -o verbose (four spaces before it).
+    if line.startswith("    "):
+        return _EXPORT_FIELD.match(line, 4) is not None
+    if line.startswith(" "):
+        return _KMSG_DICT_LINE.match(line) is not None
+    return line[:1] in "_PSCMET" and _EXPORT_FIELD.match(line) is not None
 
-    :param line: one line of a log, without its newline (Unicode spaces already plain).
-    :return: the console line (``[  12.345678] text`` or ``text``), or ``None`` when the
-        line is no message of its own (a ``KEY=value`` line of a kmsg or export record).
-    """
-    if line.endswith("\r"):
-        line = line[:-1]
-    if "\r" in line:
-        line = line.rsplit("\r", 1)[-1]
-    if line.startswith("\x1e"):  # journalctl -o json-seq
-        line = line[1:]
-    if line[:1] in "{0123456789":
-        record = _record_line(line)
-        if record is not None:
-            line = record
-    elif line.startswith(" ") and _KMSG_DICT_LINE.match(line):
-        return None
-    elif line[:1] in "_PSCMET" and _EXPORT_FIELD.match(line):
-        return None
-    if line.startswith(_EXPORT_MESSAGE):
-        line = SYNTHETIC_STAMP + line[len(_EXPORT_MESSAGE) :]
+
+def _strip_decorations(line: str) -> tuple[str, Kind | None]:
+    # Strip the decorations at the start of a line (a few may stack: "<4>" then syslog,
+    # "kernel:" then dmesg -T); return the rest and what the last one said.
     kind: Kind | None = None
     for _ in range(4 if _ANY_DECORATION.match(line) else 0):
         for regex, what in DECORATIONS:
@@ -191,15 +199,53 @@ def normalise_line(line: str) -> str | None:
                 continue
             line = line[m.end() :]
             tag = m.groupdict().get("tag")
+            said = what
             if what is Kind.KERNEL and tag is not None and tag not in ("kernel", "kern"):
-                what = Kind.OTHER
-            if what is not Kind.STRIP:
-                kind = what
+                said = Kind.OTHER
+            if said is not Kind.STRIP:
+                kind = said
             break
         else:
             break
         if kind is not None and kind is not Kind.KERNEL:
             break
+    return line, kind
+
+
+def normalise_line(line: str) -> str | None:
+    """Return the kernel console line that ``line`` stands for.
+
+    :param line: one line of a log, without its newline (Unicode spaces already plain).
+    :return: the console line (``[  12.345678] text`` or ``text``), or ``None`` when the
+        line is no message of its own (a ``KEY=value`` line of a kmsg or export record).
+    """
+    return decode_line(line)[0]
+
+
+def decode_line(line: str) -> tuple[str | None, bool]:
+    """Return what :func:`normalise_line` does, and whether a decoration named another
+    program than the kernel (``host sshd[12]: ...``) as the line's author."""
+    if line.endswith("\r"):
+        line = line[:-1]
+    if "\r" in line:
+        line = line.rsplit("\r", 1)[-1]
+    if line.startswith("\x1e"):  # journalctl -o json-seq
+        line = line[1:]
+    if "\x1b[" in line:  # dmesg --color=always
+        line = _ANSI.sub("", line)
+    if line[:1] in "{0123456789":
+        record = _record_line(line)
+        if record is not None:
+            line, other = record
+            if other:
+                return line, True
+    elif _record_field(line):
+        return None, False
+    if line.startswith(_EXPORT_MESSAGE):
+        line = SYNTHETIC_STAMP + line[len(_EXPORT_MESSAGE) :]
+    elif line.startswith(_VERBOSE_MESSAGE):
+        line = SYNTHETIC_STAMP + line[len(_VERBOSE_MESSAGE) :]
+    line, kind = _strip_decorations(line)
     stamp = ""
     m2 = LINE_STAMP.match(line)
     if m2 is not None:
@@ -216,7 +262,7 @@ def normalise_line(line: str) -> str | None:
             line = line[caller.end() :]
         else:
             stamp = SYNTHETIC_STAMP
-    return _indent(stamp, line)
+    return _indent(stamp, line), kind is Kind.OTHER
 
 
 #: Columns at which mail clients wrap: a wrapped line's head is at most this long.
@@ -245,8 +291,9 @@ def unstamp(line: str) -> str:
 _BREAK = re.compile(r"\S \S")
 # The tail's first word and the spaces after it (a mail client breaks at the last one).
 _WORD = re.compile(r"(\S+)( *)")
-# A line of its own in a log without stamps: a new sentence ("Read of size 8 at ...").
-_SENTENCE = re.compile(r"[A-Z][a-z]+ ")
+# A line of its own in a log without stamps: a new sentence ("Read of size 8 at ...",
+# "IP: ..."); the tail of a wrapped header goes on in lower case, an address, a path.
+_SENTENCE = re.compile(r"[A-Z]")
 
 
 def unwrapped(raw: str) -> bool:

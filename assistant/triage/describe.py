@@ -37,6 +37,7 @@ _TAINT_LINE = re.compile(r"^\s*(Not tainted|Tainted: ([A-Z ]+?))\s+(\d\S*) #", r
 #: The register dump that kernels since 4.x print again after "---[ end trace": it does not
 #: use up the grace during which a following "Kernel panic - not syncing" joins the report.
 
+
 def parse_frames(report: Iterable[str]) -> list[Frame]:
     """Parse the call-trace frames of report lines (questionable frames already left out)."""
     frames: list[Frame] = []

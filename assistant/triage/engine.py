@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from assistant.triage import parse, rules
 from assistant.triage.console import (
     continues,
+    decode_line,
     has_real_stamp,
     join_wrapped,
     normalise_line,
@@ -113,6 +114,7 @@ class _Window:
     grace: int = 0
     cut: int | None = None  # index in lines of the next report's header
     wide: bool = False  # a line longer than a mail client's wrap: nothing was wrapped
+    others: bool = False  # a line a decoration gave to another program than the kernel
     # lines put back together: index in lines -> the parts (text, line number) as they came
     parts: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
 
@@ -182,6 +184,7 @@ class TriageEngine:
         self._undescribed = 0
         self._last: _Last | None = None
         self._last_time: float | None = None
+        self._after_field = False  # the last line was a field of a journal export record
 
     # -- input --------------------------------------------------------------
 
@@ -195,7 +198,7 @@ class TriageEngine:
         line = plain_spaces(line.replace("\n", " "))
         if not self._windows and not has_anchor(line):
             self.lines += 1
-            self._tail = (self._tail + [line])[-PREFIX_LINES:]
+            self._tail = [*self._tail, line][-PREFIX_LINES:]
         else:
             self._process_lines([line], self._prefilter.candidates(line))
         return self._take()
@@ -236,10 +239,10 @@ class TriageEngine:
 
         :param now: the time, on the clock of the ``now`` given to :meth:`feed_line`.
         """
-        if self._windows and self._last_time is not None:
-            if now - self._last_time >= self.quiet_seconds:
-                for w in list(self._windows):
-                    self._close(w)
+        last = self._last_time
+        if self._windows and last is not None and now - last >= self.quiet_seconds:
+            for w in list(self._windows):
+                self._close(w)
         return self._take()
 
     def flush(self) -> list[Crash]:
@@ -311,20 +314,36 @@ class TriageEngine:
         self.lines = base + n
         self._tail = (self._tail + lines[-PREFIX_LINES:])[-PREFIX_LINES:]
 
+    def _decode(self, raw: str) -> tuple[str | None, bool]:
+        # The console line of a raw one (printk lines are at most 1 KiB: the tail of a
+        # longer one is not a kernel message), and whether another program wrote it,
+        # which marks the open reports.
+        line, other = decode_line(raw[:_LINE_LIMIT])
+        if other:
+            for w in self._windows:
+                w.others = True
+        return (None if line is None else line[:MAX_REPORT_LINE]), other
+
     def _window_line(self, raw: str, lineno: int) -> None:
         # A line that is no candidate, while a report is open.
-        line = normalise_line(raw[:_LINE_LIMIT])
-        if line is None:
+        if not raw and self._after_field:
+            self._after_field = False  # the blank line that ends a journal export record
             return
-        line = line[:MAX_REPORT_LINE]
+        decoded, _ = self._decode(raw)
+        self._after_field = decoded is None
+        if decoded is None:
+            return
+        line = decoded
         if any(m in line for m in _BOOT_MARKERS):
             for w in list(self._windows):
                 self._close(w)
             return
         raw = raw.rstrip("\r")
         last = self._last
-        if last is not None and last.lineno == lineno - 1 and continues(
-            last.raw, last.stamped, last.header, raw, line
+        if (
+            last is not None
+            and last.lineno == lineno - 1
+            and continues(last.raw, last.stamped, last.header, raw, line)
         ):
             joined = False
             for w in self._windows:
@@ -344,7 +363,7 @@ class TriageEngine:
         # A header storm past the cap, with no report open: each line is counted if it
         # is a header, and only lines that can still change events or flags take the
         # full path (_candidate's cap branch). No window opens from here. Storms repeat
-        # one message with new timestamps: the verdict is remembered by the text after
+        # one message with new timestamps: the verdict is remembered by the raw text after
         # the timestamp (no header or suppression looks at the timestamp).
         verdicts: dict[str, bool] = {}
         special = self._prefilter.storm_special(lines, rest, _LINE_LIMIT)
@@ -353,43 +372,46 @@ class TriageEngine:
             if j in special:
                 self._candidate(raw, base + j, lines, j)
                 continue
-            line = normalise_line(raw[:_LINE_LIMIT])
-            if line is None:
-                continue
-            line = line[:MAX_REPORT_LINE]
-            stamp = LINE_STAMP.match(line)
-            key = line[stamp.end() :] if stamp else line
+            stamp = LINE_STAMP.match(raw)
+            key = raw[stamp.end() : _LINE_LIMIT] if stamp else raw[:_LINE_LIMIT]
             header = verdicts.get(key)
             if header is None:
-                header = parse.first_oops(line) is not None
+                line = normalise_line(raw[:_LINE_LIMIT])
+                header = line is not None and parse.first_oops(line[:MAX_REPORT_LINE]) is not None
                 if len(verdicts) < STORM_VERDICTS:
                     verdicts[key] = header
             if header:
                 self._undescribed += 1
 
-    def _prefix(self, lines: list[str], i: int) -> list[str]:
+    def _prefix(self, lines: list[str], i: int) -> tuple[list[str], bool]:
         before = lines[max(0, i - PREFIX_LINES) : i]
         if len(before) < PREFIX_LINES:
-            before = self._tail[len(self._tail) - (PREFIX_LINES - len(before)) :] + before
+            before = self._tail[max(0, len(self._tail) - (PREFIX_LINES - len(before))) :] + before
         out = []
+        others = after_field = False
         for x in before:
-            line = normalise_line(x[:_LINE_LIMIT])
+            if not x and after_field:
+                after_field = False
+                continue
+            line, other = decode_line(x[:_LINE_LIMIT])
+            after_field = line is None
             if line is not None:
                 out.append(line[:MAX_REPORT_LINE])
-        return out
+                others = others or other
+        return out, others
 
     # -- one interesting line ----------------------------------------------
 
     def _candidate(self, raw: str, lineno: int, lines: list[str], i: int) -> None:
-        # printk lines are at most 1 KiB: the tail of a longer one is not a kernel message.
-        normal = normalise_line(raw[:_LINE_LIMIT])
-        if normal is None:
+        self._after_field = False
+        decoded, other = self._decode(raw)
+        if decoded is None:
             return
-        line = normal[:MAX_REPORT_LINE]
+        line = decoded
         raw = raw.rstrip("\r")
         wide = unwrapped(raw)
-        header = parse.first_oops(line) is not None
-        self._last = _Last(lineno, raw, STAMP.search(line) is not None, header)
+        oops = parse.first_oops(line)
+        self._last = _Last(lineno, raw, STAMP.search(line) is not None, oops is not None)
         if rules.REPLAY_MARKER in line:
             self._replayed(lineno)
             self._feed_windows(line, None, lineno, wide)
@@ -404,13 +426,12 @@ class TriageEngine:
         if not self._windows and capped:
             # A header storm past the cap: count, keep the events, describe no more.
             self._events.feed(line, lineno + 1)
-            if parse.first_oops(line) is not None:
+            if oops is not None:
                 self._undescribed += 1
             return
         context = parse.extract_context(line)
         text, _ = parse.strip_line_prefix(line, context)
         self._events.feed(text, lineno + 1)
-        oops = parse.first_oops(line)
         if oops is None:
             self._feed_windows(line, context, lineno, wide)
             return
@@ -436,9 +457,11 @@ class TriageEngine:
             self._close(w)
         if len(self._windows) >= MAX_OPEN_WINDOWS:
             self._close(self._windows[0])
-        prefix = self._prefix(lines, i)
+        prefix, others = self._prefix(lines, i)
         wrapped = wide or any(unwrapped(x) for x in prefix)
-        self._windows.append(_Window(lineno, oops, context, prefix, [line], [lineno], wide=wrapped))
+        window = _Window(lineno, oops, context, prefix, [line], [lineno], wide=wrapped)
+        window.others = others or other
+        self._windows.append(window)
 
     def _replayed(self, lineno: int) -> None:
         # The line before the marker was cut short and is printed again next.
@@ -475,11 +498,11 @@ class TriageEngine:
         self._windows.remove(w)
         if w.wide:
             w.unjoin()
-        if not any(has_real_stamp(x) for x in w.prefix) and not any(
-            has_real_stamp(x) for x in w.lines
+        if not (
+            w.others or any(map(has_real_stamp, w.prefix)) or any(map(has_real_stamp, w.lines))
         ):
-            # No stamp of the kernel's own: its log had none, and the decorations that
-            # said "kernel" are no context of their own.
+            # No stamp of the kernel's own and no other program's lines: its log had no
+            # stamps, and the decorations that said "kernel" are no context of their own.
             w.prefix = [unstamp(x) for x in w.prefix]
             w.lines = [unstamp(x) for x in w.lines]
         lines, numbers = w.lines, w.numbers

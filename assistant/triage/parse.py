@@ -115,9 +115,23 @@ def extract_context(line: str) -> str:
     return m.group(1) or CONSOLE
 
 
+#: A questionable frame in a log without printk stamps: `` ? func+0x..`` at the start.
+_BARE_QUESTIONABLE = re.compile(r"^ *(?:\[<?[0-9a-fx]+>?\] *)?\? [\w.$]+\+0x", re.ASCII)
+
+
 def strip_line_prefix(line: str, context: str) -> tuple[str, bool]:
-    """Remove the printk prefix; tell whether the line is a questionable (``?``) frame."""
+    """Remove the printk prefix; tell whether the line is a questionable (``?``) frame.
+
+    >>> strip_line_prefix("[   1.000000]  ? foo+0x1/0x2", "console")
+    (' foo+0x1/0x2', True)
+    >>> strip_line_prefix(" ? foo+0x1/0x2", "")
+    (' foo+0x1/0x2', True)
+    """
     if context == "":
+        # syzkaller keeps these; a log whose stamps a tool took away must not differ
+        m = _BARE_QUESTIONABLE.match(line)
+        if m is not None:
+            return " " + line[line.find("? ") + 2 :], True
         return line, False
     line = line[line.find("] ") + 2 :]
     if rules.EOI not in line:
