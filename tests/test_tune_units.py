@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from actions.model import AgentStatus, OverriddenKey
 from assistant.tuning.engine import Finding, ProposalRow, find_finding
 from assistant.tuning.evidence import (
     counter_deltas,
@@ -121,10 +122,14 @@ def test_sysctl_d_files_name_who_sets_a_key(tmp_path: Path) -> None:
 
 
 def test_agent_overrides_become_managed_keys() -> None:
-    status = {"overridden": [{"changeset": 4, "kind": "sysctl", "target": "net.core.somaxconn",
-                              "set": "8192"}]}  # fmt: skip
+    status = AgentStatus(
+        pid=1, uptime=1.0, policy="", journal="", audit="", changesets={}, managed=[],
+        overridden=[OverriddenKey(4, "sysctl", "net.core.somaxconn", "8192"),
+                    OverriddenKey(5, "sysfs", "block/sda/queue/nr_requests", "64")],
+    )  # fmt: skip
     why = agent_overrides(status)["net.core.somaxconn"]
     assert "changeset 4" in why and "8192" in why
+    assert list(agent_overrides(status)) == ["net.core.somaxconn"]  # sysfs keys are not sysctls
 
 
 def _finding() -> Finding:
