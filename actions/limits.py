@@ -94,18 +94,13 @@ LIMITS: dict[str, dict[str, Any]] = {
     "net.ipv4.ipfrag_high_thresh": {"type": "int", "min": 262144, "max": 64 * MiB},
     "net.ipv4.ipfrag_low_thresh": {"type": "int", "min": 196608, "max": 64 * MiB},
     # Neighbour tables (global: one for every namespace). An entry is ~0.5 KiB: at most
-    # one per 4 KiB of RAM; 1 <= 2 <= 3 is an invariant below.
-    "net.*.neigh.default.gc_thresh1": {
-        "type": "int", "min": 0, "max": 1 << 20, "ram_div": 4 * KiB, "unit": "bytes",
-        "risk": "medium",
-    },
-    "net.*.neigh.default.gc_thresh2": {
-        "type": "int", "min": 128, "max": 1 << 20, "ram_div": 4 * KiB, "unit": "bytes",
-        "risk": "medium",
-    },
-    "net.*.neigh.default.gc_thresh3": {
-        "type": "int", "min": 256, "max": 1 << 20, "ram_div": 4 * KiB, "unit": "bytes",
-        "risk": "medium",
+    # one per 4 KiB of RAM; 1 <= 2 <= 3 is an invariant below. Floors: 0 / 128 / 256.
+    **{
+        f"net.*.neigh.default.gc_thresh{i}": {
+            "type": "int", "min": floor, "max": 1 << 20, "ram_div": 4 * KiB, "unit": "bytes",
+            "risk": "medium",
+        }
+        for i, floor in ((1, 0), (2, 128), (3, 256))
     },
     # Connection tracking: an entry is ~320 bytes plus its hash bucket; at most one per
     # 2 KiB of RAM (~1/6 of it). The floor is the kernel's smallest default (1024).
