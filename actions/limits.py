@@ -30,6 +30,9 @@ LIMITS: dict[str, dict[str, Any]] = {
     "net.core.somaxconn": {"type": "int", "min": 128, "max": 65535, "risk": "low"},
     "net.core.netdev_max_backlog": {"type": "int", "min": 1000, "max": 65536, "risk": "low"},
     "net.core.netdev_budget": {"type": "int", "min": 300, "max": 3000, "risk": "medium"},
+    # Microseconds one NET_RX softirq round may run; the kernel's floor is 2 ticks
+    # (2000 at HZ=1000, 8000 at HZ=250), the ceiling 20 ms of softirq at a time.
+    "net.core.netdev_budget_usecs": {"type": "int", "min": 2000, "max": 20000, "risk": "medium"},
     "net.core.rps_sock_flow_entries": {"type": "int", "min": 0, "max": 1 << 20, "per_cpu": 32768},
     "net.core.rmem_max": {"type": "int", "min": 4096, "max": GiB, "ram_div": 64, "unit": "bytes"},
     "net.core.wmem_max": {"type": "int", "min": 4096, "max": GiB, "ram_div": 64, "unit": "bytes"},
@@ -48,6 +51,7 @@ LIMITS: dict[str, dict[str, Any]] = {
         "type": "ints", "length": 3, "min": 4096, "max": GiB, "ram_div": 64, "unit": "bytes",
         "risk": "low",
     },
+    # Pages all TCP sockets may use: at most 1/4 of RAM.
     "net.ipv4.tcp_mem": {
         "type": "ints", "length": 3, "min": 1024, "max": 1 << 40, "ram_div": 4, "unit": "pages",
     },
@@ -66,7 +70,12 @@ LIMITS: dict[str, dict[str, Any]] = {
     "net.ipv4.tcp_keepalive_intvl": {"type": "int", "min": 5, "max": 300, "risk": "low"},
     "net.ipv4.tcp_keepalive_probes": {"type": "int", "min": 1, "max": 20, "risk": "low"},
     "net.ipv4.tcp_max_syn_backlog": {"type": "int", "min": 128, "max": 262144, "risk": "low"},
-    "net.ipv4.tcp_max_tw_buckets": {"type": "int", "min": 4096, "max": 4 * 1024 * 1024},
+    # A TIME-WAIT socket is ~200 bytes: at most one per 4 KiB of RAM (< 5 % of it).
+    "net.ipv4.tcp_max_tw_buckets": {
+        "type": "int", "min": 4096, "max": 4 * 1024 * 1024, "ram_div": 4 * KiB, "unit": "bytes",
+    },
+    # A baseline key too (never lowered); the default policy narrows it to 1..2 (on).
+    "net.ipv4.tcp_syncookies": {"type": "int", "min": 0, "max": 2, "risk": "low"},
     "net.ipv4.tcp_slow_start_after_idle": {"type": "int", "min": 0, "max": 1, "risk": "low"},
     "net.ipv4.tcp_tw_reuse": {"type": "int", "min": 0, "max": 2, "risk": "low"},
     "net.ipv4.tcp_mtu_probing": {"type": "int", "min": 0, "max": 2, "risk": "low"},
@@ -84,18 +93,40 @@ LIMITS: dict[str, dict[str, Any]] = {
     "net.ipv4.icmp_ratelimit": {"type": "int", "min": 0, "max": 10000},
     "net.ipv4.ipfrag_high_thresh": {"type": "int", "min": 262144, "max": 64 * MiB},
     "net.ipv4.ipfrag_low_thresh": {"type": "int", "min": 196608, "max": 64 * MiB},
+    # Neighbour tables (global: one for every namespace). An entry is ~0.5 KiB: at most
+    # one per 4 KiB of RAM; 1 <= 2 <= 3 is an invariant below. Floors: 0 / 128 / 256.
+    **{
+        f"net.*.neigh.default.gc_thresh{i}": {
+            "type": "int", "min": floor, "max": 1 << 20, "ram_div": 4 * KiB, "unit": "bytes",
+            "risk": "medium",
+        }
+        for i, floor in ((1, 0), (2, 128), (3, 256))
+    },
+    # Connection tracking: an entry is ~320 bytes plus its hash bucket; at most one per
+    # 2 KiB of RAM (~1/6 of it). The floor is the kernel's smallest default (1024).
+    "net.netfilter.nf_conntrack_max": {
+        "type": "int", "min": 1024, "max": 1 << 24, "ram_div": 2 * KiB, "unit": "bytes",
+        "risk": "medium",
+    },
     # Memory management (global: tests validate these, never write them for real).
     "vm.swappiness": {"type": "int", "min": 0, "max": 100, "risk": "low"},
     "vm.dirty_ratio": {"type": "int", "min": 5, "max": 80, "risk": "medium"},
     "vm.dirty_background_ratio": {"type": "int", "min": 1, "max": 50, "risk": "medium"},
-    "vm.dirty_bytes": {"type": "int", "min": 0, "max": 1 << 40, "ram_div": 2, "unit": "bytes"},
+    # *_bytes = 0 means "the ratio is in use", and 0 cannot be written back (the kernel's
+    # floor is 2 pages, and writing the bytes zeroes the ratio): the floors keep the
+    # switch ratio -> bytes (a step from 0, counted as 1) for a person, never a changeset.
+    "vm.dirty_bytes": {
+        "type": "int", "min": 4 * MiB, "max": 1 << 40, "ram_div": 2, "unit": "bytes",
+    },
     "vm.dirty_background_bytes": {
-        "type": "int", "min": 0, "max": 1 << 40, "ram_div": 4, "unit": "bytes",
+        "type": "int", "min": MiB, "max": 1 << 40, "ram_div": 4, "unit": "bytes",
     },
     "vm.dirty_expire_centisecs": {"type": "int", "min": 100, "max": 60000},
     "vm.dirty_writeback_centisecs": {"type": "int", "min": 100, "max": 6000},
     "vm.vfs_cache_pressure": {"type": "int", "min": 10, "max": 1000},
+    # Reserve at most 5 % of RAM (higher starves allocations and invites the OOM killer).
     "vm.min_free_kbytes": {"type": "int", "min": 1024, "max": 1 << 40, "ram_div": 20, "unit": "kB"},
+    # Units of 0.01 % of RAM between watermarks: the kernel takes 1..3000; at most 10 %.
     "vm.watermark_scale_factor": {"type": "int", "min": 10, "max": 1000},
     "vm.max_map_count": {"type": "int", "min": 65530, "max": 16 * 1024 * 1024},
     "vm.overcommit_memory": {"type": "int", "min": 0, "max": 2, "risk": "high"},
@@ -103,6 +134,7 @@ LIMITS: dict[str, dict[str, Any]] = {
     "vm.zone_reclaim_mode": {"type": "int", "min": 0, "max": 1},
     "vm.stat_interval": {"type": "int", "min": 1, "max": 10},
     # Files and the scheduler.
+    # The kernel's default is ~10 % of RAM at 1 KiB per file: at most 10x that.
     "fs.file-max": {"type": "int", "min": 8192, "max": 1 << 40, "ram_div": 1024, "unit": "bytes"},
     "fs.nr_open": {"type": "int", "min": 1024, "max": 1 << 24},
     "fs.aio-max-nr": {"type": "int", "min": 65536, "max": 1 << 24},
@@ -112,9 +144,12 @@ LIMITS: dict[str, dict[str, Any]] = {
     "fs.inotify.max_user_instances": {"type": "int", "min": 128, "max": 8192},
     "kernel.numa_balancing": {"type": "int", "min": 0, "max": 1},
     "kernel.sched_autogroup_enabled": {"type": "int", "min": 0, "max": 1},
+    # The kernel's default is RAM / (8 * THREAD_SIZE) = RAM / 128 KiB (x86-64), so that
+    # thread structures take at most 1/8 of RAM; the cap is twice that (1/4 of RAM).
     "kernel.threads-max": {
-        "type": "int", "min": 4096, "max": 1 << 22, "ram_div": 256 * KiB, "unit": "bytes",
+        "type": "int", "min": 4096, "max": 1 << 22, "ram_div": 64 * KiB, "unit": "bytes",
     },
+    # PID_MAX_LIMIT (4M on 64-bit), and at most 1M per CPU.
     "kernel.pid_max": {"type": "int", "min": 32768, "max": 4194304, "per_cpu": 1 << 20},
     # sysfs knobs of the catalogue.
     "block/*/queue/scheduler": {
@@ -343,4 +378,10 @@ INVARIANTS: tuple[tuple[tuple[str, ...], Check], ...] = (
         _nonzero_less("vm.dirty_background_bytes", "vm.dirty_bytes"),
     ),
     _pair("net.ipv4.ipfrag_low_thresh", "net.ipv4.ipfrag_high_thresh", strict=True),
-)
+    *(
+        _pair(f"net.{family}.neigh.default.gc_thresh{i}",
+              f"net.{family}.neigh.default.gc_thresh{i + 1}", strict=False)
+        for family in ("ipv4", "ipv6")
+        for i in (1, 2)
+    ),
+)  # fmt: skip

@@ -1,6 +1,8 @@
 """The agent's policy: a TOML file of plain data (see ``default_policy.toml``).
 
-A key may be changed when it matches an ``allow`` glob and no ``deny`` glob. Its
+A key may be changed when it matches an ``allow`` glob and no ``deny`` glob (a key named
+exactly in ``deny_except`` is not covered by the deny globs: ``kernel.pid_max`` under
+``kernel.**``; such a name may not be a glob nor a security-baseline key). Its
 range is the intersection of the built-in table (:mod:`actions.limits`) and the
 policy's ``[keys."glob"]`` entry. Security-baseline keys are never lowered
 unless listed in ``[baseline] override``; a policy's ``[baseline] keys`` add to the
@@ -36,6 +38,7 @@ _TOP = {
     "auto_approve",
     "allow",
     "deny",
+    "deny_except",
     "baseline",
     "keys",
 }
@@ -56,6 +59,8 @@ class Policy:
     deny: tuple[str, ...]
     baseline: tuple[str, ...]
     baseline_override: tuple[str, ...] = ()
+    #: exact key names the deny globs do not cover (they still need an allow glob)
+    deny_except: tuple[str, ...] = ()
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_step: float = 4.0
     max_changes_per_hour: int = 3
@@ -68,7 +73,9 @@ class Policy:
     )
 
     def denied_by(self, key: str, sep: str) -> str | None:
-        """Return the deny glob that matches ``key``, if any."""
+        """Return the deny glob that matches ``key``, if any (none for a ``deny_except`` key)."""
+        if key in self.deny_except:
+            return None
         return first_match(self.deny, key, sep)
 
     def allowed_by(self, key: str, sep: str) -> str | None:
@@ -114,6 +121,8 @@ class Policy:
         rows: list[dict[str, Any]] = []
         for g in self.deny:
             rows.append({"pattern": g, "action": "deny"})
+        for k in self.deny_except:
+            rows.append({"pattern": k, "action": "except"})
         for g in self.baseline:
             override = self.may_lower_baseline(g, "/" if "/" in g else ".")
             rows.append({"pattern": g, "action": "baseline", "override": override})
@@ -181,6 +190,19 @@ def _check_keys(keys: object, where: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _deny_except(doc: dict[str, Any], baseline: tuple[str, ...], where: str) -> tuple[str, ...]:
+    names = _strings(doc, "deny_except", where)
+    for name in names:
+        if "*" in name:
+            raise ActionError(f"{where}: deny_except {name!r} is a glob", "name each key exactly")
+        if first_match(baseline, name, "/" if "/" in name else ".") is not None:
+            raise ActionError(
+                f"{where}: deny_except {name!r} is a security-baseline key",
+                "the baseline is never exempted from deny",
+            )
+    return names
+
+
 def policy_from_dict(doc: dict[str, Any], source: str, m: Machine | None = None) -> Policy:
     """Build a :class:`Policy` from decoded TOML.
 
@@ -208,11 +230,13 @@ def policy_from_dict(doc: dict[str, Any], source: str, m: Machine | None = None)
     for name, val in (("max_changes_per_hour", per_hour), ("max_changes_per_changeset", per_set)):
         if not isinstance(val, int) or isinstance(val, bool) or val < 1:
             raise ActionError(f"{source}: {name} must be a positive integer", "")
+    # The built-in floors always apply: a policy's own list only adds to them.
+    floors = tuple(dict.fromkeys((*SECURITY_BASELINE, *_strings(baseline, "keys", source))))
     return Policy(
         allow=_strings(doc, "allow", source),
         deny=_strings(doc, "deny", source),
-        # The built-in floors always apply: a policy's own list only adds to them.
-        baseline=tuple(dict.fromkeys((*SECURITY_BASELINE, *_strings(baseline, "keys", source)))),
+        deny_except=_deny_except(doc, floors, source),
+        baseline=floors,
         baseline_override=_strings(baseline, "override", source),
         keys=_check_keys(doc.get("keys", {}), source),
         max_step=float(step),

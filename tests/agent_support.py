@@ -267,6 +267,7 @@ FAKE_SYSCTL: dict[str, str] = {
     "vm/dirty_ratio": "20",
     "vm/dirty_background_ratio": "10",
     "vm/min_free_kbytes": "67584",
+    "vm/zone_reclaim_mode": "0",
     "vm/drop_caches": "0",
     "vm/overcommit_memory": "0",
     "kernel/kptr_restrict": "1",

@@ -128,7 +128,7 @@ CORPUS: list[tuple[str, Any]] = [
     ("policy", rec("vm.overcommit_memory", 1)),
     ("policy", rec("net.ipv4.conf.all.rp_filter", 0)),
     ("policy", rec("net.ipv4.ip_default_ttl", 128)),
-    ("policy", rec("vm.min_free_kbytes", 65536)),
+    ("policy", rec("vm.zone_reclaim_mode", 1)),  # a known range, not in the allow list
     # --- noop, stale, step ---------------------------------------------------------------
     ("noop", rec("net.core.somaxconn", 4096)),
     ("stale", rec("net.core.somaxconn", 8192, current=1024)),

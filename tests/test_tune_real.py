@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.agent_support import AgentProcess
-from tests.conftest import ROOT, require, run_kassist
+from tests.conftest import require, run_kassist
 from tests.tune_support import (
     CONNTRACK_FLOOD,
     FORK_UNTIL_EAGAIN,
@@ -39,8 +39,6 @@ from tests.tune_support import (
     wait_started,
 )
 
-TUNE_POLICY = ROOT / "assistant" / "tuning" / "agent_policy.toml"
-
 
 @pytest.fixture
 def netns() -> Iterator[TuneNetNS]:
@@ -55,7 +53,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _agent(tmp: Path, ns: TuneNetNS | None, policy: Path | None = TUNE_POLICY) -> AgentProcess:
+def _agent(tmp: Path, ns: TuneNetNS | None, policy: Path | None = None) -> AgentProcess:
     (tmp / "agent").mkdir(exist_ok=True)
     return AgentProcess(tmp / "agent", ns, policy=policy).start()
 
@@ -94,7 +92,7 @@ def _overflows(ns: TuneNetNS, clients: int = 400) -> int:
 
 def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
     netns.write("net.core.somaxconn", "128")
-    agent = _agent(state, netns, policy=None)  # the built-in default policy
+    agent = _agent(state, netns)  # the built-in default policy
     try:
         before = _overflows(netns)
         doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "400", "3"))
@@ -335,7 +333,7 @@ def test_conntrack_table_fills_in_a_netns(netns: TuneNetNS, state: Path) -> None
 
 def test_a_key_an_admin_overrode_is_reported_not_recommended(netns: TuneNetNS, state: Path) -> None:
     netns.write("net.core.somaxconn", "128")
-    agent = _agent(state, netns, policy=None)
+    agent = _agent(state, netns)
     sock = ["--socket", str(agent.socket)]
     try:
         flood = netns.spawn(LISTEN_FLOOD, "400", "3")

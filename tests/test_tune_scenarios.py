@@ -23,9 +23,8 @@ from assistant.tuning.scenarios import KNOWN_KEYS, SCENARIOS
 from assistant.tuning.values import Machine
 from probes.stats import Snapshot, Sysctl, take_snapshot
 from tests.agent_support import AgentProcess
-from tests.conftest import ROOT, run_kassist
+from tests.conftest import run_kassist
 
-TUNE_POLICY = ROOT / "assistant" / "tuning" / "agent_policy.toml"
 MACHINE = Machine(ram=24 << 30, cpus=2, page_size=4096)
 #: Keys the agent's invariants read besides the ones tune proposes.
 INVARIANT_KEYS = ("net.core.rmem_max", "net.core.rmem_default", "net.ipv4.tcp_rmem",
@@ -300,7 +299,7 @@ def fake_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Agent
     tmp = tmp_path_factory.mktemp("tune-agent")
     proc_sys = tmp / "proc_sys"
     proc_sys.mkdir()
-    agent = AgentProcess(tmp, None, policy=TUNE_POLICY, args=("--proc-sys-root", str(proc_sys)))
+    agent = AgentProcess(tmp, None, policy=None, args=("--proc-sys-root", str(proc_sys)))
     agent.start()
     try:
         yield agent, proc_sys

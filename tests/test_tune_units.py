@@ -4,10 +4,14 @@ one-line errors, the JSON contract and the deterministic explanation."""
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from actions.limits import Machine as LimitsMachine
+from actions.model import AgentStatus, OverriddenKey
+from actions.policy import load_policy, policy_from_dict
 from assistant.tuning.engine import Finding, ProposalRow, find_finding
 from assistant.tuning.evidence import (
     counter_deltas,
@@ -25,8 +29,17 @@ from assistant.tuning.managed import (
     sysctl_d_settings,
     sysctl_files,
 )
-from assistant.tuning.values import Machine, cap, grow, keep_at_most, ordered_growth, shrink
-from tests.conftest import run_kassist
+from assistant.tuning.scenarios import KNOWN_KEYS
+from assistant.tuning.values import (
+    CAPS,
+    Machine,
+    cap,
+    grow,
+    keep_at_most,
+    ordered_growth,
+    shrink,
+)
+from tests.conftest import ROOT, run_kassist
 
 SOFTNET = (
     "0000a3f1 00000002 0000001e 00000000 00000000 00000000 00000000 00000000 00000000 "
@@ -121,10 +134,14 @@ def test_sysctl_d_files_name_who_sets_a_key(tmp_path: Path) -> None:
 
 
 def test_agent_overrides_become_managed_keys() -> None:
-    status = {"overridden": [{"changeset": 4, "kind": "sysctl", "target": "net.core.somaxconn",
-                              "set": "8192"}]}  # fmt: skip
+    status = AgentStatus(
+        pid=1, uptime=1.0, policy="", journal="", audit="", changesets={}, managed=[],
+        overridden=[OverriddenKey(4, "sysctl", "net.core.somaxconn", "8192"),
+                    OverriddenKey(5, "sysfs", "block/sda/queue/nr_requests", "64")],
+    )  # fmt: skip
     why = agent_overrides(status)["net.core.somaxconn"]
     assert "changeset 4" in why and "8192" in why
+    assert list(agent_overrides(status)) == ["net.core.somaxconn"]  # sysfs keys are not sysctls
 
 
 def _finding() -> Finding:
@@ -196,3 +213,33 @@ def test_json_contract_and_the_scenario_list(tmp_path: Path) -> None:
     assert (tmp_path / "kassist" / "tune-last.json").exists()
     rows = json.loads(run_kassist(["tune", "--list", "--format", "json"]).stdout)
     assert len(rows) >= 15 and all(r["sources"] and r["keys"] for r in rows)
+
+
+# --- one policy: the agent's default policy takes every key tune may recommend ---------
+
+MACHINES = (
+    Machine(ram=1 << 30, cpus=1, page_size=4096),
+    Machine(ram=24 << 30, cpus=2, page_size=4096),
+    Machine(ram=512 << 30, cpus=128, page_size=4096),
+)
+
+
+def test_the_agents_default_policy_allows_every_key_tune_recommends() -> None:
+    policy = load_policy()
+    assert policy.source == "built-in default policy"
+    refused = [
+        k
+        for k in KNOWN_KEYS
+        if policy.denied_by(k, ".") or not policy.allowed_by(k, ".") or not policy.spec(k, ".")
+    ]
+    assert refused == []
+
+
+@pytest.mark.parametrize("m", MACHINES, ids=lambda m: f"{m.ram >> 30}G-{m.cpus}cpu")
+def test_tunes_caps_never_exceed_the_agents(m: Machine) -> None:
+    doc = tomllib.loads((ROOT / "actions" / "default_policy.toml").read_text())
+    policy = policy_from_dict(doc, "default", LimitsMachine(m.ram, m.cpus, m.page_size))
+    for key in CAPS:
+        spec = policy.spec(key, ".")
+        assert spec is not None and spec.max is not None, key
+        assert cap(key, m) <= spec.max, (key, cap(key, m), spec.max)

@@ -277,7 +277,7 @@ def compile_rules(
         if not _is_sysctl(pattern):
             skipped.append((pattern, "sysfs: a cgroup-sysctl program sees /proc/sys only"))
             continue
-        if action == "deny":
+        if action in ("deny", "except"):
             continue  # the agent never writes these; the kernel leaves them to the admin
         if action == "allow" and "type" not in row:
             skipped.append((pattern, "no known type or range"))

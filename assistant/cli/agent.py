@@ -415,6 +415,8 @@ def _policy_text(rows: list[dict[str, Any]]) -> str:
             detail = "no known type or range: refused until the policy gives one"
         elif row["action"] == "baseline":
             detail = "may be lowered (override)" if row["override"] else "never lowered"
+        elif row["action"] == "except":
+            detail = "named exactly: the deny globs do not cover it (deny_except)"
         lines.append(f"{row['action']:<8} {row['pattern']:<50} {detail}".rstrip())
     return "\n".join(lines)
 

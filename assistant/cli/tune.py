@@ -19,7 +19,8 @@ import click
 
 from actions.client import AgentClient
 from actions.errors import ActionError
-from actions.model import Recommendation
+from actions.model import AgentStatus, Change, Completion, Recommendation
+from actions.text import printable
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
 from assistant.config import user_state_dir
 from assistant.errors import KassistError
@@ -49,13 +50,12 @@ def _save(report: TuneReport) -> None:
         notice(f"the run was not saved for --explain ({exc.strerror}: {path})")
 
 
-def _agent_status(socket_path: str) -> dict[str, Any] | None:
+def _agent_status(socket_path: str) -> AgentStatus | None:
     try:
         with AgentClient(socket_path, timeout=5) as client:
-            status = client.status().get("status")
+            return client.status().status
     except (ActionError, OSError):
         return None
-    return status if isinstance(status, dict) else None
 
 
 def _shown(value: int | list[int]) -> str:
@@ -99,29 +99,35 @@ def report_text(report: TuneReport) -> str:
     return "\n".join(lines)
 
 
-def _diff_lines(changes: list[dict[str, Any]]) -> list[str]:
-    width = max((len(c["target"]) for c in changes), default=0)
+def _diff_lines(changes: list[Change]) -> list[str]:
+    width = max((len(c.target) for c in changes), default=0)
     return [
-        f"  {c['target']:<{width}}  {c['old']} -> {c['new']}  (risk {c['risk']})" for c in changes
+        f"  {printable(c.target):<{width}}  {printable(c.old)} -> {printable(c.new)}  "
+        f"(risk {printable(c.risk)})"
+        for c in changes
     ]
+
+
+def _wire(done: Completion) -> dict[str, Any]:
+    return done.to_wire(done.user_data)
 
 
 def _dry_run(
     client: AgentClient, recs: list[Recommendation]
-) -> tuple[list[Recommendation], dict[str, Any]]:
+) -> tuple[list[Recommendation], Completion]:
     """Validate; when some are rejected, say why and validate the rest once more."""
     docs = [r.model_dump() for r in recs]
     done = client.validate(docs)
-    if done["ok"]:
+    if done.ok:
         return recs, done
-    for e in done.get("errors", []):
-        click.echo(f"rejected by the agent: {e['message']}", err=True)
-    bad = {e.get("target") for e in done.get("errors", [])}
+    for e in done.errors:
+        click.echo(f"rejected by the agent: {printable(e.message)}", err=True)
+    bad = {e.target for e in done.errors}
     rest = [r for r in recs if r.target not in bad]
     if not rest or len(rest) == len(recs):
         return [], done
     again = client.validate([r.model_dump() for r in rest])
-    return (rest, again) if again["ok"] else ([], again)
+    return (rest, again) if again.ok else ([], again)
 
 
 def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str) -> dict[str, Any]:
@@ -139,13 +145,13 @@ def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str)
             recs, dry = _dry_run(client, list(report.recommendations))
             if not recs:
                 raise KassistError("the agent rejected every recommendation", "see the lines above")
-            changes = dry["changeset"]["changes"]
+            changes = dry.changeset.changes if dry.changeset is not None else []
             if fmt == "text":
                 click.echo(f"valid: {len(changes)} change(s) (a dry run: nothing was applied)")
                 click.echo("\n".join(_diff_lines(changes)))
             if not apply:
-                return {"dry_run": dry}
-            if not yes and not dry.get("auto_approve"):
+                return {"dry_run": _wire(dry)}
+            if not yes and not dry.auto_approve:
                 if not sys.stdin.isatty():
                     raise KassistError(
                         "apply needs a person's approval", "run it on a terminal, or pass --yes", 2
@@ -154,15 +160,15 @@ def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str)
             done = client.apply([r.model_dump() for r in recs])
     except ActionError as exc:
         raise KassistError(exc.message, exc.hint) from None
-    cs = done.get("changeset") or {}
-    if not done.get("ok"):
-        msg = "; ".join(e["message"] for e in done.get("errors", [])) or done.get("verdict", "")
-        raise KassistError(f"not applied: {msg}", "see kassist agent history")
+    cs = done.changeset
+    if not done.ok or cs is None:
+        msg = "; ".join(e.message for e in done.errors) or done.verdict
+        raise KassistError(f"not applied: {printable(msg)}", "see kassist agent history")
     if fmt == "text":
-        click.echo(f"verified: changeset {cs.get('id')} applied and read back")
-        click.echo("\n".join(_diff_lines(cs.get("changes", []))))
-        click.echo(f"roll it back with: kassist agent rollback {cs.get('id')}")
-    return {"dry_run": dry, "applied": done}
+        click.echo(f"verified: changeset {cs.id} applied and read back")
+        click.echo("\n".join(_diff_lines(cs.changes)))
+        click.echo(f"roll it back with: kassist agent rollback {cs.id}")
+    return {"dry_run": _wire(dry), "applied": _wire(done)}
 
 
 def _explain(ident: str, fmt: str, cfg: Any, no_llm: bool) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+
+from actions.model import AgentStatus
 
 #: Where systemd-sysctl and procps read settings, in their order.
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
@@ -65,21 +66,18 @@ def sysctl_d_settings(files: Iterable[Path] | None = None) -> dict[str, str]:
     return owners
 
 
-def agent_overrides(status: dict[str, Any]) -> dict[str, str]:
+def agent_overrides(status: AgentStatus) -> dict[str, str]:
     """Return key → why, for keys the agent's status lists as overridden by someone else."""
-    out: dict[str, str] = {}
-    for entry in status.get("overridden", []):
-        if entry.get("kind") == "sysctl":
-            out[str(entry["target"])] = (
-                f"overridden by someone else after kassist changeset {entry.get('changeset')} "
-                f"set {entry.get('set')}"
-            )
-    return out
+    return {
+        entry.target: (
+            f"overridden by someone else after kassist changeset {entry.changeset} set {entry.set}"
+        )
+        for entry in status.overridden
+        if entry.kind == "sysctl"
+    }
 
 
-def managed_keys(
-    status: dict[str, Any] | None, files: Iterable[Path] | None = None
-) -> dict[str, str]:
+def managed_keys(status: AgentStatus | None, files: Iterable[Path] | None = None) -> dict[str, str]:
     """Return every key someone else manages → one line saying who."""
     owners = {k: f"set by {f}" for k, f in sysctl_d_settings(files).items()}
     if status is not None:

@@ -37,7 +37,8 @@ def machine_of(snap: Snapshot) -> Machine:
 
 
 #: Caps per key: (absolute ceiling, RAM divisor in the key's unit or 0, per-CPU multiple or 0,
-#: unit: "bytes", "kB", "pages" or "" for counts). Stricter than or equal to the agent's table.
+#: unit: "bytes", "kB", "pages" or "" for counts). Stricter than or equal to the agent's table
+#: (``actions/limits.py``, the default policy): ``tests/test_tune_units.py`` checks each.
 CAPS: dict[str, tuple[int, int, int, str]] = {
     "net.core.somaxconn": (65535, 0, 0, ""),
     "net.ipv4.tcp_max_syn_backlog": (262144, 0, 0, ""),
@@ -49,14 +50,15 @@ CAPS: dict[str, tuple[int, int, int, str]] = {
     "net.ipv4.tcp_rmem": (256 * MiB, 128, 0, "bytes"),
     "net.ipv4.tcp_mem": (1 << 40, 8, 0, "pages"),
     "net.netfilter.nf_conntrack_max": (1 << 24, 4 * KiB, 0, "bytes"),
-    "net.ipv4.neigh.default.gc_thresh3": (1 << 20, 0, 0, ""),
-    "net.ipv6.neigh.default.gc_thresh3": (1 << 20, 0, 0, ""),
+    "net.ipv4.neigh.default.gc_thresh3": (1 << 20, 8 * KiB, 0, "bytes"),
+    "net.ipv6.neigh.default.gc_thresh3": (1 << 20, 8 * KiB, 0, "bytes"),
     "net.ipv4.tcp_max_tw_buckets": (4 * 1024 * 1024, 16 * KiB, 0, "bytes"),
     "fs.inotify.max_user_watches": (1 << 24, 20 * KiB, 0, "bytes"),
     "fs.inotify.max_user_instances": (8192, 0, 0, ""),
     "fs.file-max": (1 << 40, 2048, 0, "bytes"),
     "kernel.pid_max": (4194304, 0, 1 << 20, ""),
-    "kernel.threads-max": (1 << 22, 512 * KiB, 0, "bytes"),
+    # The kernel's default is RAM / 128 KiB; tune may double it (the agent's cap).
+    "kernel.threads-max": (1 << 22, 64 * KiB, 0, "bytes"),
     "vm.watermark_scale_factor": (1000, 0, 0, ""),
     "vm.min_free_kbytes": (1 << 40, 40, 0, "kB"),
     "fs.aio-max-nr": (1 << 22, 0, 0, ""),
