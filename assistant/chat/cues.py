@@ -447,6 +447,18 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
 NEEDS_A_NAME = frozenset({"triage", "vmcore", "report", "crash"})
 
 
+_SMALL_TALK = re.compile(
+    r"^\s*(?:hi|hello|hey|thanks?|thank you|good (?:morning|evening|afternoon)|bye|ok(?:ay)?"
+    r"|who are you|what can you do|help)\b[\w\s,!.?']{0,30}$",
+    re.IGNORECASE,
+)
+
+
+def is_small_talk(text: str) -> bool:
+    """Tell whether a message is a greeting, thanks or a request for help (no lookup)."""
+    return _SMALL_TALK.match(text) is not None
+
+
 def _confidence(top: float, second: float) -> float:
     # A clear winner by a margin is trusted; a near tie is not.
     if top <= 0:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistant.chat.cues import is_small_talk
 from assistant.chat.router import Decision, route
 from assistant.chat.tools import TOOLS, Context, Proposal, ToolResult, run_tool
 from assistant.errors import KassistError
@@ -147,7 +148,7 @@ class ChatSession:
     def _answer(
         self, turn: Turn, on_token: Callable[[str], None] | None, cancel: threading.Event | None
     ) -> None:
-        facts = _knowledge_facts(turn.question)
+        facts = "" if is_small_talk(turn.question) else _knowledge_facts(turn.question)
         if self.backend is None or not facts:
             turn.answer = (facts and _facts_answer(facts)) or _help_text()
             if not facts and self.backend is not None:
