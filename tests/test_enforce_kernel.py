@@ -262,7 +262,7 @@ def test_agent_writes_outside_the_guarded_cgroups_still_apply_and_verify(
             "from actions.agent import Agent, Paths\nfrom actions.policy import load_policy\n"
             "t = Path(sys.argv[1])\n"
             "a = Agent(load_policy(), Paths(t / 'j.db', t / 'a.jsonl', t / 'c.conf'))\n"
-            "print(json.dumps(a.apply(json.loads(sys.argv[2]), {'agent': 'test'})))\n"
+            "print(json.dumps(a.apply(json.loads(sys.argv[2]), {'agent': 'test'}).to_wire(None)))\n"
         )
         recs = json.dumps([rec("net.core.somaxconn", new)])
         done = netns.run(sys.executable, "-c", script, str(tmp_path), recs, cwd=ROOT)
@@ -351,9 +351,9 @@ e = Enforcer(Path(pin_root), Path(cache), state_file=None)
 e.start(policy.table(), guard=[Path(guarded)])
 a = Agent(policy, Paths(t / "j.db", t / "a.jsonl", t / "c.conf"))
 key = "/proc/sys/net/core/somaxconn"
-applied = a.apply(json.loads(recs), {"agent": "test"})
+applied = a.apply(json.loads(recs), {"agent": "test"}).to_wire(None)
 after_apply = open(key).read().strip()
-rolled = a.rollback({"agent": "test"}, applied["changeset"]["id"], None)
+rolled = a.rollback({"agent": "test"}, applied["changeset"]["id"], None).to_wire(None)
 print(json.dumps({"applied": applied, "after_apply": after_apply, "rolled": rolled,
                   "after_rollback": open(key).read().strip(), "agent_cgroup": e.agent_cgroup}),
       flush=True)
