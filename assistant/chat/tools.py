@@ -388,16 +388,16 @@ def _pending_recommendation(rec_id: str) -> dict[str, Any] | None:
     return _LAST_TUNE.get(rec_id)
 
 
-def _agent_status_wire(socket: str) -> dict[str, Any] | None:
+def _agent_status_typed(socket: str) -> Any:
+    # The agent's status (an actions.model.AgentStatus), or None when it is not reachable.
     from actions.client import AgentClient
     from actions.errors import ActionError
 
     try:
         with AgentClient(socket, timeout=5.0) as client:
-            status = client.status().to_wire(None).get("status")
+            return client.status().status
     except (ActionError, OSError):
         return None
-    return status if isinstance(status, dict) else None
 
 
 def _tune(args: NoArgs, ctx: Context) -> ToolResult:
@@ -405,7 +405,7 @@ def _tune(args: NoArgs, ctx: Context) -> ToolResult:
     from assistant.tuning import analyse, observe
     from assistant.tuning.managed import managed_keys
 
-    report = analyse(observe(None), managed_keys(_agent_status_wire(ctx.socket)))
+    report = analyse(observe(None), managed_keys(_agent_status_typed(ctx.socket)))
     _LAST_TUNE.clear()
     _LAST_TUNE.update({r.id: r.model_dump() for r in report.recommendations})
     if not report.findings:
