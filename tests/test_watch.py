@@ -15,6 +15,7 @@ from pathlib import Path
 from assistant.triage import triage_lines
 from tests.conftest import DATA, ROOT, run_kassist
 from tests.pg_support import postgres
+from tests.vmcore_fixture import VmcoreFixture, vmcore_fixture
 from tests.watch_support import (
     WatchProcess,
     devkmsg_on,
@@ -24,6 +25,8 @@ from tests.watch_support import (
     stored_count,
     wait_for,
 )
+
+__all__ = ["vmcore_fixture"]  # the fixture, used by name
 
 
 def _token() -> str:
@@ -468,3 +471,22 @@ def test_a_new_kdump_dmesg_file_is_triaged_as_it_appears(tmp_path: Path) -> None
         ]
     )
     assert stored_count(tmp_path / "c.db", "rtnl_lock") == 1
+
+
+def test_a_kdump_vmcore_without_dmesg_is_triaged_with_drgn(
+    tmp_path: Path, vmcore_fixture: VmcoreFixture
+) -> None:
+    import shutil
+
+    fx = vmcore_fixture
+    crash_dir = tmp_path / "crash" / "202612012200"
+    crash_dir.mkdir(parents=True)
+    shutil.copy(fx.vmcore, crash_dir / "dump.202612012200")
+    proc = run_kassist(
+        ["watch", "--once", "--source", f"kdump:{tmp_path / 'crash'}", "--db",
+         str(tmp_path / "c.db"), "--state-dir", str(tmp_path / "s"), "--debug-dir",
+         str(fx.debug_dir)]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (expected,) = triage_lines(fx.console_log.read_text().splitlines(), "x").crashes
+    assert stored_count(tmp_path / "c.db", expected.title) == 1

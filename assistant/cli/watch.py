@@ -48,6 +48,8 @@ def _default_state() -> Path:
               help="Serve Prometheus metrics on 127.0.0.1:PORT.")  # fmt: skip
 @click.option("--metrics-file", type=click.Path(path_type=Path), default=None,
               help="Write Prometheus metrics to this textfile (node_exporter).")  # fmt: skip
+@click.option("--debug-dir", type=click.Path(), default=None,
+              help="A /usr/lib/debug tree for the kdump vmcores drgn reads.")  # fmt: skip
 @llm_options
 def watch(
     db_path: str | None,
@@ -63,6 +65,7 @@ def watch(
     retention_days: float,
     metrics_port: int,
     metrics_file: Path | None,
+    debug_dir: str | None,
     model: str | None,
     backend: str | None,
     max_tokens: int | None,
@@ -86,6 +89,7 @@ def watch(
         retention_days=retention_days,
         metrics_port=metrics_port,
         metrics_file=metrics_file,
+        debug_dir=debug_dir,
     )
     draft = _drafter(cfg, no_llm) if outbox is not None else None
     watcher = Watcher(opts, draft=draft, log=_log)

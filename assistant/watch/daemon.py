@@ -80,6 +80,7 @@ class WatchOptions:
     :param retention_days: drop hits older than this (0: keep).
     :param metrics_port: serve Prometheus metrics on this loopback port (0: off).
     :param metrics_file: write them to this node_exporter textfile.
+    :param debug_dir: a ``/usr/lib/debug``-style tree for the dumps drgn reads.
     """
 
     store: str | None = None
@@ -94,6 +95,7 @@ class WatchOptions:
     metrics_port: int = 0
     metrics_file: Path | None = None
     quiet_seconds: float = QUIET_SECONDS
+    debug_dir: str | None = None
 
 
 def event_crash(event: Event, where: str) -> Crash:
@@ -193,6 +195,22 @@ class _Inotify:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+#: Names kdump-tools and makedumpfile give a dump in a crash directory.
+VMCORE_GLOBS = ("vmcore", "vmcore.*", "dump.*")
+
+
+def vmcore_files(top: Path) -> list[Path]:
+    """Return the dumps under a kdump directory (``top`` and its crash directories)."""
+    found: list[Path] = []
+    with contextlib.suppress(OSError):
+        for d in [top, *sorted(p for p in top.iterdir() if p.is_dir())]:
+            for pattern in VMCORE_GLOBS:
+                found += sorted(
+                    p for p in d.glob(pattern) if p.is_file() and not p.name.endswith(".incomplete")
+                )
+    return list(dict.fromkeys(found))
 
 
 def sd_notify(message: str) -> None:
@@ -356,8 +374,30 @@ class Watcher:
                 self._triage_file(path, f"kdump:{path}")
             except ProbeError as exc:
                 self.log(f"{path}: {exc.one_line()}")
-            self.state.kdump_done = [*self.state.kdump_done, str(path)][-1000:]
-            self._save(force=True)
+            self._done(path)
+        with_dmesg = {p.parent for p in files}
+        for dump in vmcore_files(top):
+            if str(dump) not in self.state.kdump_done and dump.parent not in with_dmesg:
+                self._triage_vmcore(dump)
+                self._done(dump)
+
+    def _done(self, path: Path) -> None:
+        self.state.kdump_done = [*self.state.kdump_done, str(path)][-1000:]
+        self._save(force=True)
+
+    def _triage_vmcore(self, dump: Path) -> None:
+        # A crash directory with a dump and no dmesg file: drgn reads the dump's printk
+        # buffer (the same triage as a console log), when the debug info is there.
+        from assistant.errors import KassistError
+        from assistant.vmcore import triage_vmcore
+
+        try:
+            result = triage_vmcore(str(dump), debug_dir=self.opts.debug_dir)
+        except KassistError as exc:
+            self.log(f"{dump}: {exc.one_line()}")
+            return
+        stream = _Stream(f"vmcore:{dump}", self.opts.quiet_seconds)
+        self._store(stream, result.crashes)
 
     def _kdump_thread(self, top: Path) -> None:
         watch = _Inotify(top)
