@@ -1,15 +1,14 @@
-"""The knowledge base's SQLite schema (one function, so a migration runner can take it over).
+"""The knowledge base's SQLite schema, built by the assistant's one migration runner.
 
-The database is a build artefact: a new :data:`SCHEMA_VERSION` means a new file
-(the cache key includes it), never an in-place migration.
+The database is a build artefact: a new migration means a new file (the cache key
+includes :data:`SCHEMA_VERSION`), never an in-place upgrade of a cached one.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-#: Bump when the tables or what the builder puts in them change.
-SCHEMA_VERSION = 1
+from assistant.db import Migration, Schema, migrate
 
 _STATEMENTS = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -79,9 +78,12 @@ _STATEMENTS = (
 )
 
 
+#: The knowledge base's migrations: add a step when the tables or what the builder puts in
+#: them change (that is a new cache file).
+SCHEMA = Schema("the knowledge base", (Migration(1, _STATEMENTS),))
+SCHEMA_VERSION = SCHEMA.version
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create every table of an empty knowledge base."""
-    with conn:
-        for statement in _STATEMENTS:
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+    migrate(conn, SCHEMA)
