@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from probes.printk_time import STAMP, format_stamp
+
 #: syslog level names, indexed by the level of ``<N>`` prefixes (include/linux/kern_levels.h).
 LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 
@@ -67,8 +69,7 @@ class LogRecord:
 
 
 def _stamp(ts_us: int | None) -> str:
-    # printk's own layout: seconds right-aligned in 5 columns, then microseconds.
-    return "" if ts_us is None else f"[{ts_us // 1_000_000:5d}.{ts_us % 1_000_000:06d}] "
+    return "" if ts_us is None else format_stamp(ts_us) + " "
 
 
 def dmesg_lines(records: Iterable[LogRecord]) -> list[str]:
@@ -81,7 +82,6 @@ def dmesg_lines(records: Iterable[LogRecord]) -> list[str]:
 
 
 _PREFIX = re.compile(r"^<(\d{1,3})>")
-_TIMESTAMP = re.compile(r"^\[\s*(\d+)\.(\d{1,9})\]\s?")
 
 
 def parse_console_line(line: str, source: str) -> LogRecord:
@@ -100,9 +100,10 @@ def parse_console_line(line: str, source: str) -> LogRecord:
         value = int(m.group(1))
         level, facility = value & 7, value >> 3
         rest = rest[m.end() :]
-    t = _TIMESTAMP.match(rest)
+    t = STAMP.match(rest)
     if t:
         frac = t.group(2).ljust(6, "0")[:6]
         ts_us = int(t.group(1)) * 1_000_000 + int(frac)
         rest = rest[t.end() :]
+        rest = rest[1:] if rest.startswith(" ") else rest
     return LogRecord(text=rest, source=source, level=level, facility=facility, ts_us=ts_us)
