@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from assistant.config import LLMConfig
+from assistant.drafters.steps import CrashAssessment, assess_crash, route_message
 from assistant.llm import make_backend
 from assistant.llm.base import GenerationStats, Message
 from assistant.llm.chat import Conversation, KassistChatModel
@@ -20,8 +21,6 @@ from assistant.llm.llama_cpp import LlamaCppBackend
 from assistant.llm.log import connect, get_entry
 from assistant.llm.models import bundled_gguf
 from assistant.llm.prompts import load_prompt
-from assistant.llm.schemas import CrashAssessment
-from assistant.llm.steps import assess_crash, route_message
 from assistant.llm.structured import run_step
 from assistant.triage import triage_path
 from tests.conftest import DATA, require

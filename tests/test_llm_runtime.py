@@ -11,15 +11,17 @@ import pytest
 from pydantic import ValidationError
 
 from assistant.config import LLMConfig
+from assistant.drafters.crash_lines import GUILTY, HEAD, NOISE, classify
+from assistant.drafters.steps import CrashAssessment
 from assistant.errors import KassistError
 from assistant.llm import backend_factories, make_backend
 from assistant.llm.base import GenerationStats, Message, approx_tokens
-from assistant.llm.budget import GUILTY, HEAD, NOISE, classify, fit_evidence
+from assistant.llm.budget import fit_evidence
 from assistant.llm.errors import SchemaNotSupported
 from assistant.llm.grammar import check_flat
 from assistant.llm.log import MIGRATIONS, LogEntry, connect, get_entry, record, record_outcome
 from assistant.llm.prompts import load_prompt, override_dir, prompt_names
-from assistant.llm.schemas import CrashAssessment, model_from_schema, output_model, step_schema
+from assistant.llm.schemas import model_from_schema, output_model, step_schema
 from assistant.llm.structured import parse_answer
 from assistant.triage import triage_path
 from tests.conftest import DATA

@@ -17,7 +17,7 @@ from typing import Any
 
 from assistant.config import LLMConfig
 from assistant.errors import KassistError
-from assistant.llm.base import Constraint, GenerationStats, Message
+from assistant.llm.base import BackendDefaults, Constraint, GenerationStats, Message, Sampling
 from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
 from assistant.llm.grammar import schema_to_gbnf
 from assistant.llm.models import ModelFile, is_gguf, resolve_gguf
@@ -84,7 +84,7 @@ def _chat_formatter(llama: Any) -> Any:
     )
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(BackendDefaults):
     """Generate with llama.cpp from a GGUF file (default: the bundled SmolLM2-135M-Instruct).
 
     The chat template comes from the GGUF's metadata. The model loads on first use and
@@ -112,6 +112,7 @@ class LlamaCppBackend:
             )
         self.model = model
         self.model_name = model.path.name
+        self.location = str(model.path)
         self._llama: Any = None
         self.threads = 0
         self._formatter: Any = None
@@ -188,6 +189,7 @@ class LlamaCppBackend:
         max_tokens: int,
         stats: GenerationStats | None = None,
         json_schema: dict[str, Any] | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[str]:
         """Yield the answer's text pieces as llama.cpp generates them.
 
@@ -211,11 +213,15 @@ class LlamaCppBackend:
             stats.prompt_tokens = len(tokens)
             stats.cached_tokens = cached
             stats.constraint = "gbnf" if grammar is not None else ""
+        how = sampling or Sampling()
         chunks = llama.create_completion(
             prompt=tokens,
             max_tokens=min(max_tokens, room),
-            temperature=self.cfg.temperature,
-            stop=stop,
+            temperature=self.cfg.temperature if how.temperature is None else how.temperature,
+            repeat_penalty=how.repeat_penalty,
+            min_p=how.min_p,
+            top_p=how.top_p,
+            stop=[*stop, *how.stop],
             stopping_criteria=stopping,
             grammar=grammar,
             stream=True,

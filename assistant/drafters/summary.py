@@ -1,0 +1,181 @@
+"""The summary paragraph of a bug report: the model's draft, checked, or the facts' own.
+
+The model gets the facts as labelled lines (``prompts/bug_report_summary.j2``), is
+stopped at a blank line or a new label, and its answer is cut at its last sentence
+end; then :func:`assistant.drafters.checker.check_draft` decides. A refused draft is
+kept for the record (the LLM log, the benchmark) but never shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.drafters.assessment import DocRef, Rating
+from assistant.drafters.checker import Evidence, Verdict, check_draft, cut_to_sentence
+from assistant.llm.base import Backend, GenerationStats, Message, Sampling
+from assistant.llm.prompts import Prompt, load_prompt
+from assistant.triage.facts import CrashFacts
+from assistant.triage.model import Crash
+
+PROMPT_NAME = "bug_report_summary"
+#: Callers of the guilty frame named in the facts.
+CALLERS = 3
+#: Characters of a documentation section quoted to the model as background.
+BACKGROUND_CHARS = 300
+#: A summary's length bounds in words.
+MIN_WORDS, MAX_WORDS = 8, 80
+
+
+@dataclass
+class SummaryDraft:
+    """The model's summary and the checker's verdict on it.
+
+    :param raw: what the model generated, before the sentence cut.
+    :param text: the draft as checked.
+    :param verdict: the checker's verdict.
+    :param stats: the generation's cost.
+    """
+
+    raw: str
+    text: str
+    verdict: Verdict
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+def _kind(crash: Crash, facts: CrashFacts) -> str:
+    what = crash.title.split(" in ")[0] if " in " in crash.title else crash.title
+    if facts.access_size:
+        what += f" of {facts.access_size} bytes"
+    return what
+
+
+def _callers(crash: Crash) -> list[str]:
+    names = [f.function for f in crash.call_trace]
+    if crash.frame in names:
+        names = names[names.index(crash.frame) + 1 :]
+    return list(dict.fromkeys(names))[:CALLERS]
+
+
+def fact_lines(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
+    """Return the facts handed to the model, as (label, value) pairs."""
+    facts = crash.crash_facts()
+    rows: list[tuple[str, str]] = [("Crash", crash.title), ("Kind", _kind(crash, facts))]
+    if crash.frame:
+        rows.append(
+            ("Function", crash.frame + (f" ({crash.guilty_file})" if crash.guilty_file else ""))
+        )
+    callers = _callers(crash)
+    if callers:
+        rows.append(("Called from", " < ".join(callers)))
+    if crash.task.comm:
+        rows.append(("Task", crash.task.comm))
+    if crash.kernel.release:
+        rows.append(("Kernel", crash.kernel.release))
+    if facts.object_cache:
+        rows.append(("Object", f"in cache {facts.object_cache} of size {facts.object_size}"))
+    if facts.freed_by and facts.freed_by.frames:
+        rows.append(("Freed by", " < ".join(facts.freed_by.frames[:CALLERS])))
+    if len(facts.locks) == 2:
+        rows.append(("Locks", f"acquiring {facts.locks[0]} while holding {facts.locks[1]}"))
+    if facts.hung_seconds and facts.family == "hang":
+        rows.append(("Blocked for", f"more than {facts.hung_seconds} seconds"))
+    if facts.warning_location:
+        rows.append(("Warning at", facts.warning_location))
+    rows.append(("Severity", rating.severity))
+    return rows
+
+
+def fallback_summary(crash: Crash, rating: Rating) -> str:
+    """Return the summary built from the facts alone (no model, or a withheld draft)."""
+    facts = crash.crash_facts()
+    where = f" in `{crash.frame}`" if crash.frame else ""
+    if crash.guilty_file:
+        where += f" ({crash.guilty_file})"
+    callers = _callers(crash)
+    via = f", called from `{callers[0]}`" if callers else ""
+    task = f" in task `{crash.task.comm}`" if crash.task.comm else ""
+    kernel = f" on kernel {crash.kernel.release}" if crash.kernel.release else ""
+    text = f"The kernel reported {_kind(crash, facts)}{where}{via}{task}{kernel}."
+    if facts.freed_by and facts.freed_by.frames:
+        text += (
+            f" The object was freed earlier by task {facts.freed_by.pid} in "
+            f"`{facts.freed_by.frames[0]}`."
+        )
+    elif len(facts.locks) == 2:
+        text += f" The task acquired `{facts.locks[0]}` while holding `{facts.locks[1]}`."
+    elif facts.warning_location:
+        text += f" The warning is at {facts.warning_location}."
+    return text
+
+
+def background(docs: list[DocRef]) -> str:
+    """Return the first sentences of the first cited documentation section."""
+    if not docs:
+        return ""
+    text = " ".join(docs[0].text.split())[:BACKGROUND_CHARS]
+    return cut_to_sentence(text) if "." in text else ""
+
+
+def summary_evidence(
+    crash: Crash, rating: Rating, messages: list[Message], extra: str = ""
+) -> Evidence:
+    """Return what a summary may say: the report, the facts as given, the prompt's lines."""
+    prompt_lines = [line for m in messages for line in m.content.splitlines() if line.strip()]
+    user = messages[-1].content if messages else ""
+    return Evidence(
+        text="\n".join([crash.title, crash.report, user, rating.reason, extra]),
+        severity=rating.severity,
+        kind=crash.title,
+        function=crash.frame,
+        kernel=crash.kernel.release,
+        prompt_lines=prompt_lines,
+        min_words=MIN_WORDS,
+        max_words=MAX_WORDS,
+    )
+
+
+def sampling_of(prompt: Prompt) -> Sampling:
+    """Return the ``[sampling]`` table of a prompt's front matter as :class:`Sampling`."""
+    table: dict[str, Any] = dict(prompt.meta.get("sampling", {}))
+    if "stop" in table:
+        table["stop"] = tuple(table["stop"])
+    return Sampling(**table)
+
+
+def summary_messages(
+    crash: Crash, rating: Rating, docs: list[DocRef], prompt: Prompt | None = None
+) -> list[Message]:
+    """Render the summary prompt for a crash."""
+    prompt = prompt or load_prompt(PROMPT_NAME)
+    return prompt.render(facts=fact_lines(crash, rating), background=background(docs))
+
+
+def draft_summary(
+    crash: Crash,
+    rating: Rating,
+    backend: Backend,
+    docs: list[DocRef] | None = None,
+    max_tokens: int | None = None,
+    sampling: Sampling | None = None,
+    prompt: Prompt | None = None,
+) -> SummaryDraft:
+    """Ask the model for the summary and check it.
+
+    :param docs: documentation sections; the first one's opening is given as background.
+    :param max_tokens: the answer's budget (default: the prompt's ``max_tokens``).
+    :param sampling: override the prompt's ``[sampling]`` table (the benchmark does).
+    """
+    prompt = prompt or load_prompt(PROMPT_NAME)
+    messages = summary_messages(crash, rating, docs or [], prompt)
+    stats = GenerationStats(prompt_name=prompt.label)
+    budget = max_tokens or int(prompt.meta.get("max_tokens", 80))
+    raw = "".join(backend.stream(messages, budget, stats, sampling=sampling or sampling_of(prompt)))
+    text = cut_to_sentence(raw)
+    verdict = check_draft(text, summary_evidence(crash, rating, messages))
+    backend.record_outcome(
+        stats,
+        {"summary": text} if verdict.ok else None,
+        None if verdict.ok else "; ".join(verdict.problems),
+    )
+    return SummaryDraft(raw=raw, text=text, verdict=verdict, stats=stats)
