@@ -38,7 +38,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "uninit": ("uninit-value", "uninitialized", "uninitialised", "uninit"),
     "info-leak": ("infoleak", "info-leak", "information leak"),
     "deadlock": ("deadlock", "circular locking", "lock inversion", "lock order"),
-    "hang": ("hung task", "task hung", "blocked for more than", "hang"),
+    "hang": ("hung task", "task hung", "blocked for more than", "hang", "hung"),
     "rcu-stall": ("rcu stall", "rcu detected stall", "stall"),
     "soft-lockup": ("soft lockup", "soft-lockup", "lockup"),
     "leak": ("memory leak",),
@@ -49,9 +49,16 @@ KINDS: dict[str, tuple[str, ...]] = {
     "warning": ("warning", "warn_on"),
     "bug": ("kernel bug", "bug()"),
     "sleep-atomic": ("sleeping function", "scheduling while atomic", "invalid context"),
+    # the detectors: KMSAN's report is not KASAN's
+    "kasan": ("kasan",),
+    "kmsan": ("kmsan",),
+    "kfence": ("kfence",),
+    "kcsan": ("kcsan",),
+    "ubsan": ("ubsan",),
+    "lockdep": ("lockdep",),
 }
 #: Kinds that may be named whatever the fact is (a use-after-free is also a warning's cause).
-_ANY_KIND = {"warning", "bug"}
+_ANY_KIND = {"bug"}
 #: Kinds close enough that naming one for the other does not mislead.
 _KIN = ({"hang", "rcu-stall", "soft-lockup"},)
 
@@ -69,7 +76,9 @@ _SEVERITY_RANK = {
 _SEVERITY = re.compile(
     r"\b(low|medium|moderate|high|critical|minor|severe|serious)(?:[- ](?:severity|priority|"
     r"impact|risk))\b|\bseverity\b\W+(?:\w+\W+){0,2}?(low|medium|moderate|high|critical|minor)\b"
-    r"|\b(?:is|as)\s+(low|medium|moderate|critical|minor)\b(?!\s+section)",
+    r"|\b(?:is|as)\s+(low|medium|moderate|critical|minor)\b(?!\s+section)"
+    r"|\b(low|medium|moderate|high|critical|minor|severe|serious)[- ](?:\w+[- ])?"
+    r"(?:error|bug|issue|problem|crash|failure|flaw|vulnerability|fault)s?\b",
     re.IGNORECASE,
 )
 _BENIGN = re.compile(
@@ -87,13 +96,18 @@ _VERSION = re.compile(
     r"\b(?:kernel|linux|version|release|v)\s*(?:version\s*)?(\d+\.\d+(?:\.\d+)?(?:-[\w.+-]*\w)?\+?)",
     re.IGNORECASE,
 )
-# "crashed in X", "fault in X", "in function X", "X crashed": X named as the crashing one.
+# "crashed in X", "an error in X", "in function X", "X crashed": X named as the crashing one.
 _CRASHED_IN = re.compile(
     rf"\b(?:crash(?:ed|es)?|fault(?:ed|s)?|oops(?:ed)?|failed|panicked|occurred|happened|"
-    rf"triggered|hit)\s+(?:\w+\s+){{0,2}}?in\s+(?:the\s+)?(?:function\s+)?`?({_IDENT})`?"
+    rf"triggered|hit|error|bug|problem|issue|failure|encountered|detected|found|reported|"
+    rf"fired|hung|stalled|stuck|use-after-free|out-of-bounds|access(?:ed)?|read|write)"
+    rf"\s+(?:\w+\s+){{0,2}}?in\s+(?:the\s+)?(?:function\s+)?`?({_IDENT})`?"
     rf"|\bguilty function(?: is| was|:)?\s+`?({_IDENT})`?"
     rf"|`?({_IDENT})`?(?:\(\))?\s+(?:crashed|faulted|oopsed|panicked)\b",
     re.IGNORECASE,
+)
+_CALLED_FROM = re.compile(
+    rf"\bcalled (?:from|by)\s+(?:the\s+)?(?:function\s+)?`?({_IDENT}[\w.]*)`?"
 )
 _WORD = re.compile(r"[a-z0-9_]+(?:[-'][a-z0-9_]+)*")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]`]*$")
@@ -116,9 +130,16 @@ class Evidence:
         Read in f``, ``KASAN-USE-AFTER-FREE-READ``); the kinds named in it are allowed.
     :param function: the crashing (guilty) function.
     :param kernel: the kernel release (``6.1.0-21-amd64``).
+    :param functions: the call trace's functions: a function named as a caller
+        (``called from X``) must be one of them (empty: not checked).
     :param prompt_lines: the prompt's own lines, which a draft must not echo back.
     :param min_words: the fewest words a draft may have.
     :param max_words: the most.
+    :param allow_causes: whether the draft may give causes (``because``, ``caused by``,
+        ``due to``); a summary of facts may not, an explanation of a tuning step may.
+    :param max_sentences: the most sentences (``None``: no limit).
+    :param plain_words: the only words a draft may use besides the evidence's, e.g.
+        :data:`SUMMARY_WORDS` for a summary that restates facts (``None``: any word).
     """
 
     text: str
@@ -126,9 +147,37 @@ class Evidence:
     kind: str | None = None
     function: str | None = None
     kernel: str | None = None
+    functions: Sequence[str] = ()
     prompt_lines: Sequence[str] = ()
     min_words: int = MIN_WORDS
     max_words: int = MAX_WORDS
+    allow_causes: bool = True
+    max_sentences: int | None = None
+    plain_words: frozenset[str] | None = None
+
+
+#: The words a summary of facts may use besides the evidence's own: how a kernel
+#: engineer restates a report, and nothing that claims more than it says.
+SUMMARY_WORDS = frozenset(
+    """a an the this that it its in on at of to from by for with while when during after
+    before and or as is was were be been has had have did does not no into through via
+    which who whose where called calling caller function functions task tasks process
+    thread kernel linux version release cpu cpus detected reported reports report found
+    hit triggered fired fault faulted crashed crash crashes oops oopsed bug warning warned
+    read reads write writes wrote access accessed accessing memory object objects freed
+    free byte bytes size address invalid bad out bounds out-of-bounds use-after-free
+    double-free null pointer dereference null-pointer uninit-value uninitialised
+    uninitialized value values slab cache page paging request unable handle handling
+    hung hang hangs blocked waiting waited wait more than seconds second stall stalled
+    rcu self-detected lockup soft hard stuck lock locks locking lockdep possible
+    deadlock circular dependency holding held acquire acquiring acquired inconsistent
+    state scheduling atomic context sleeping sleep preemptible code leak leaked
+    data race data-race general protection divide error invalid opcode stack guard
+    kasan kmsan kfence kcsan ubsan kmemleak wild-memory-access global-out-of-bounds
+    slab-out-of-bounds stack-out-of-bounds vmalloc-out-of-bounds use user space
+    program syscall system call interrupt softirq timer workqueue worker running ran
+    executing executed killed kill warn warns""".split()  # noqa: SIM905 (a word list reads better as text)
+)
 
 
 @dataclass
@@ -186,9 +235,11 @@ def _echo(draft: str, prompt_lines: Sequence[str]) -> list[str]:
     for line in prompt_lines:
         if m := _LABEL.match(line):
             labels.add(m.group(1).lower())
-        words = line.lower().split()
-        if len(words) >= ECHO_WORDS and " ".join(words) in flat:
-            return [f'echoes the prompt ("{line.strip()[:60]}")']
+        # A whole line, or one sentence of it, found in the draft.
+        for part in [line, *_SENTENCE_BREAK.split(line)]:
+            words = part.lower().split()
+            if len(words) >= ECHO_WORDS and " ".join(words) in flat:
+                return [f'echoes the prompt ("{part.strip()[:60]}")']
     for line in draft.splitlines():
         if (m := _LABEL.match(line)) and m.group(1).lower() in labels:
             return [f'echoes the prompt\'s "{m.group(1)}:" line']
@@ -205,6 +256,21 @@ def _length(draft: str, evidence: Evidence) -> list[str]:
         return [f"too short ({n} words, at least {evidence.min_words})"]
     if n > evidence.max_words:
         return [f"too long ({n} words, at most {evidence.max_words})"]
+    sentences = len(_SENTENCE_BREAK.findall(draft))
+    if evidence.max_sentences is not None and sentences > evidence.max_sentences:
+        return [f"too long ({sentences} sentences, at most {evidence.max_sentences})"]
+    return []
+
+
+def _beyond(draft: str, evidence: Evidence) -> list[str]:
+    # Words that are neither the evidence's nor the plain words a restatement needs.
+    if evidence.plain_words is None:
+        return []
+    known = set(_words(evidence.text)) | evidence.plain_words
+    # Names (with digits, underscores) are the grounding check's; this one reads words.
+    extra = [w for w in dict.fromkeys(_words(draft)) if w not in known and w.isalpha()]
+    if extra:
+        return [f"says more than the facts ({', '.join(extra[:4])})"]
     return []
 
 
@@ -221,8 +287,15 @@ def kinds_named(text: str) -> set[str]:
     return found
 
 
+_CAUSE = re.compile(
+    r"\b(?:because|caused by|due to|as a result of|results? from|the (?:root )?cause)\b", re.I
+)
+
+
 def _contradictions(draft: str, evidence: Evidence) -> list[str]:
     problems = []
+    if not evidence.allow_causes and (m := _CAUSE.search(draft)):
+        problems.append(f'guesses a cause ("{m.group(0)}"), the facts give none')
     if evidence.severity:
         fact = _SEVERITY_RANK.get(evidence.severity.lower())
         for m in _SEVERITY.finditer(draft):
@@ -240,13 +313,17 @@ def _contradictions(draft: str, evidence: Evidence) -> list[str]:
         other = sorted(kinds_named(draft) - allowed)
         if allowed - _ANY_KIND and other:
             problems.append(f"names another kind of crash ({', '.join(other)})")
-    if evidence.function:
-        for m in _CRASHED_IN.finditer(draft):
-            name = next((g for g in m.groups() if g), "")
-            if _looks_like_symbol(name) and name != evidence.function:
-                problems.append(
-                    f"names `{name}` as the crashing function, not `{evidence.function}`"
-                )
+    for m in _CRASHED_IN.finditer(draft):
+        name = next((g for g in m.groups() if g), "")
+        if _looks_like_symbol(name) and name != evidence.function:
+            fact = f"not `{evidence.function}`" if evidence.function else "the report names none"
+            problems.append(f"names `{name}` as the crashing function, {fact}")
+            break
+    if evidence.functions:
+        for m in _CALLED_FROM.finditer(draft):
+            caller = m.group(1).rstrip(".")
+            if caller not in evidence.functions:
+                problems.append(f"names `{caller}` as a caller, the trace does not")
                 break
     if evidence.kernel:
         for m in _VERSION.finditer(draft):
@@ -269,6 +346,7 @@ def unsupported_names(draft: str, evidence_text: str) -> list[str]:
     ['net/ipv4/tcp.c']
     """
     idents = set(re.findall(r"[A-Za-z0-9_][\w.+-]*", evidence_text))
+    idents |= set(re.findall(r"\w+", evidence_text))
     numbers = set(_NUMBER.findall(evidence_text))
     low = evidence_text.lower()
     found: list[str] = []
@@ -313,6 +391,7 @@ def check_draft(text: str, evidence: Evidence) -> Verdict:
         *_repetition(draft),
         *_echo(draft, evidence.prompt_lines),
         *_contradictions(draft, evidence),
+        *_beyond(draft, evidence),
     ]
     unsupported = unsupported_names(draft, evidence.text)
     if unsupported:

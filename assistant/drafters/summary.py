@@ -8,12 +8,20 @@ kept for the record (the LLM log, the benchmark) but never shown.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from assistant.drafters.assessment import DocRef, Rating
-from assistant.drafters.checker import Evidence, Verdict, check_draft, cut_to_sentence
+from assistant.drafters.checker import (
+    SUMMARY_WORDS,
+    Evidence,
+    Verdict,
+    check_draft,
+    cut_to_sentence,
+)
 from assistant.llm.base import Backend, GenerationStats, Message, Sampling
+from assistant.llm.grammar import prose_gbnf
 from assistant.llm.prompts import Prompt, load_prompt
 from assistant.triage.facts import CrashFacts
 from assistant.triage.model import Crash
@@ -23,8 +31,8 @@ PROMPT_NAME = "bug_report_summary"
 CALLERS = 3
 #: Characters of a documentation section quoted to the model as background.
 BACKGROUND_CHARS = 300
-#: A summary's length bounds in words.
-MIN_WORDS, MAX_WORDS = 8, 80
+#: A summary's length bounds in words and sentences.
+MIN_WORDS, MAX_WORDS, MAX_SENTENCES = 8, 50, 2
 
 
 @dataclass
@@ -43,6 +51,17 @@ class SummaryDraft:
     stats: GenerationStats = field(default_factory=GenerationStats)
 
 
+def kind_phrase(title: str) -> str:
+    """Return what went wrong, in a title's words: ``KASAN: use-after-free Read in f`` →
+    ``use-after-free read``, ``INFO: task hung in f`` → ``task hung``."""
+    head = title.split(" in ", maxsplit=1)[0] if " in " in title else title
+    head = head.split(": ", 1)[1] if head.startswith(_DETECTOR_PREFIXES) else head
+    return head.lower()
+
+
+_DETECTOR_PREFIXES = ("KASAN: ", "KFENCE: ", "KMSAN: ", "KCSAN: ", "UBSAN: ", "INFO: ", "BUG: ")
+
+
 def _kind(crash: Crash, facts: CrashFacts) -> str:
     what = crash.title.split(" in ")[0] if " in " in crash.title else crash.title
     if facts.access_size:
@@ -58,31 +77,19 @@ def _callers(crash: Crash) -> list[str]:
 
 
 def fact_lines(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
-    """Return the facts handed to the model, as (label, value) pairs."""
-    facts = crash.crash_facts()
-    rows: list[tuple[str, str]] = [("Crash", crash.title), ("Kind", _kind(crash, facts))]
+    """Return the facts handed to the model, as (label, value) pairs.
+
+    Few on purpose: a small model copies what it is given, so it gets the facts one
+    sentence needs; the report shows the rest itself.
+    """
+    rows: list[tuple[str, str]] = [("Crash", crash.title), ("Kind", kind_phrase(crash.title))]
     if crash.frame:
-        rows.append(
-            ("Function", crash.frame + (f" ({crash.guilty_file})" if crash.guilty_file else ""))
-        )
+        rows.append(("Function", crash.frame))
     callers = _callers(crash)
     if callers:
-        rows.append(("Called from", " < ".join(callers)))
+        rows.append(("Called from", callers[0]))
     if crash.task.comm:
         rows.append(("Task", crash.task.comm))
-    if crash.kernel.release:
-        rows.append(("Kernel", crash.kernel.release))
-    if facts.object_cache:
-        rows.append(("Object", f"in cache {facts.object_cache} of size {facts.object_size}"))
-    if facts.freed_by and facts.freed_by.frames:
-        rows.append(("Freed by", " < ".join(facts.freed_by.frames[:CALLERS])))
-    if len(facts.locks) == 2:
-        rows.append(("Locks", f"acquiring {facts.locks[0]} while holding {facts.locks[1]}"))
-    if facts.hung_seconds and facts.family == "hang":
-        rows.append(("Blocked for", f"more than {facts.hung_seconds} seconds"))
-    if facts.warning_location:
-        rows.append(("Warning at", facts.warning_location))
-    rows.append(("Severity", rating.severity))
     return rows
 
 
@@ -129,18 +136,45 @@ def summary_evidence(
         kind=crash.title,
         function=crash.frame,
         kernel=crash.kernel.release,
+        functions=[f.function for f in crash.call_trace],
         prompt_lines=prompt_lines,
         min_words=MIN_WORDS,
         max_words=MAX_WORDS,
+        allow_causes=False,
+        max_sentences=MAX_SENTENCES,
+        plain_words=SUMMARY_WORDS,
     )
 
 
-def sampling_of(prompt: Prompt) -> Sampling:
-    """Return the ``[sampling]`` table of a prompt's front matter as :class:`Sampling`."""
+# A token that is a name, not a word: it holds a digit, an underscore, a slash or a dot.
+_NAME_TOKEN = re.compile(r"[^\s,;()<>]*[\d_/.+][^\s,;()<>]*")
+
+
+def names_of(facts: list[tuple[str, str]]) -> list[str]:
+    """Return the names in the facts' values that prose may use (see ``prose_gbnf``)."""
+    found: list[str] = []
+    for _, value in facts:
+        for raw in _NAME_TOKEN.findall(value):
+            token = raw.strip(".:'\"")
+            if token and token not in found:
+                found.append(token)
+    return found
+
+
+def sampling_of(prompt: Prompt, facts: list[tuple[str, str]] | None = None) -> Sampling:
+    """Return the ``[sampling]`` table of a prompt's front matter as :class:`Sampling`.
+
+    With ``names_grammar = true`` in the table and ``facts`` given, the answer is
+    constrained to prose whose only names are the facts' (:func:`names_of`).
+    """
     table: dict[str, Any] = dict(prompt.meta.get("sampling", {}))
     if "stop" in table:
         table["stop"] = tuple(table["stop"])
-    return Sampling(**table)
+    names_grammar = bool(table.pop("names_grammar", False))
+    sampling = Sampling(**table)
+    if names_grammar and facts is not None:
+        sampling = replace(sampling, grammar=prose_gbnf(names_of(facts)))
+    return sampling
 
 
 def summary_messages(
@@ -148,7 +182,11 @@ def summary_messages(
 ) -> list[Message]:
     """Render the summary prompt for a crash."""
     prompt = prompt or load_prompt(PROMPT_NAME)
-    return prompt.render(facts=fact_lines(crash, rating), background=background(docs))
+    return prompt.render(
+        facts=fact_lines(crash, rating),
+        family=crash.crash_facts().family,
+        background=background(docs),
+    )
 
 
 def draft_summary(
@@ -170,7 +208,8 @@ def draft_summary(
     messages = summary_messages(crash, rating, docs or [], prompt)
     stats = GenerationStats(prompt_name=prompt.label)
     budget = max_tokens or int(prompt.meta.get("max_tokens", 80))
-    raw = "".join(backend.stream(messages, budget, stats, sampling=sampling or sampling_of(prompt)))
+    how = sampling or sampling_of(prompt, fact_lines(crash, rating))
+    raw = "".join(backend.stream(messages, budget, stats, sampling=how))
     text = cut_to_sentence(raw)
     verdict = check_draft(text, summary_evidence(crash, rating, messages))
     backend.record_outcome(

@@ -69,6 +69,9 @@ class Sampling:
         token's (0.0: off).
     :param top_p: nucleus sampling's cumulative probability (1.0: off).
     :param temperature: overrides ``llm.temperature`` when set.
+    :param grammar: a GBNF grammar the answer must match (e.g.
+        :func:`assistant.llm.grammar.prose_gbnf`); llama.cpp and llama.cpp's server apply
+        it, other backends ignore it (what they generate is checked all the same).
     """
 
     stop: tuple[str, ...] = ()
@@ -76,6 +79,7 @@ class Sampling:
     min_p: float = 0.0
     top_p: float = 1.0
     temperature: float | None = None
+    grammar: str | None = None
 
 
 @runtime_checkable

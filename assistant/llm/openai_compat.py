@@ -191,6 +191,8 @@ class OpenAIBackend(BackendDefaults):
             body["repeat_penalty"] = how.repeat_penalty
         if how.min_p > 0.0:
             body["min_p"] = how.min_p
+        if how.grammar is not None and json_schema is None:
+            body["grammar"] = how.grammar  # llama.cpp's server; others ignore it
         if self.cfg.model:
             body["model"] = self.cfg.model
         if json_schema is not None:

@@ -27,6 +27,8 @@ MESSAGE_BLOCKS: tuple[tuple[str, Role], ...] = (
     ("system", "system"),
     ("example_user", "user"),
     ("example_assistant", "assistant"),
+    ("example2_user", "user"),
+    ("example2_assistant", "assistant"),
     ("user", "user"),
 )
 SUFFIX = ".j2"
