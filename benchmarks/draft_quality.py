@@ -34,22 +34,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.config import LLMConfig  # noqa: E402
+from assistant.config import LLMConfig
 from assistant.drafters.assessment import SEVERITY, crash_knowledge, open_knowledge, severity_of
-from assistant.drafters.bug_report import draft_report  # noqa: E402
-from assistant.drafters.checker import check_draft  # noqa: E402
-from assistant.drafters.summary import (  # noqa: E402
+from assistant.drafters.bug_report import draft_report
+from assistant.drafters.checker import check_draft
+from assistant.drafters.summary import (
     PROMPT_NAME,
     draft_summary,
     sampling_of,
     summary_evidence,
     summary_messages,
 )
-from assistant.llm import make_backend  # noqa: E402
-from assistant.llm.base import Sampling  # noqa: E402
-from assistant.llm.prompts import Prompt, load_prompt  # noqa: E402
-from assistant.triage.engine import triage_lines  # noqa: E402
-from assistant.triage.model import Crash  # noqa: E402
+from assistant.llm import make_backend
+from assistant.llm.base import Sampling
+from assistant.llm.prompts import Prompt, load_prompt
+from assistant.triage.engine import triage_lines
+from assistant.triage.model import Crash
 
 CORPUS = Path("/work/wt/shared/corpus")
 _EXAMPLE = re.compile(r"{% block example2?_(?:user|assistant) %}.*?{% endblock %}\n?", re.S)

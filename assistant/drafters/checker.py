@@ -316,8 +316,8 @@ def _contradictions(draft: str, evidence: Evidence) -> list[str]:
     for m in _CRASHED_IN.finditer(draft):
         name = next((g for g in m.groups() if g), "")
         if _looks_like_symbol(name) and name != evidence.function:
-            fact = f"not `{evidence.function}`" if evidence.function else "the report names none"
-            problems.append(f"names `{name}` as the crashing function, {fact}")
+            said = f"not `{evidence.function}`" if evidence.function else "the report names none"
+            problems.append(f"names `{name}` as the crashing function, {said}")
             break
     if evidence.functions:
         for m in _CALLED_FROM.finditer(draft):

@@ -223,13 +223,17 @@ class LlamaCppBackend(BackendDefaults):
             stats.prompt_tokens = len(tokens)
             stats.cached_tokens = cached
             stats.constraint = "gbnf" if grammar is not None else ""
+        # Without a Sampling, llama-cpp-python's own defaults (top-p, min-p) apply.
+        tuned: dict[str, float] = (
+            {"repeat_penalty": how.repeat_penalty, "min_p": how.min_p, "top_p": how.top_p}
+            if sampling is not None
+            else {}
+        )
         chunks = llama.create_completion(
             prompt=tokens,
             max_tokens=min(max_tokens, room),
             temperature=self.cfg.temperature if how.temperature is None else how.temperature,
-            repeat_penalty=how.repeat_penalty,
-            min_p=how.min_p,
-            top_p=how.top_p,
+            **tuned,
             stop=[*stop, *how.stop],
             stopping_criteria=stopping,
             grammar=grammar,
