@@ -64,7 +64,7 @@ _KMSAN_BYTES = re.compile(
     r"^Bytes (?P<first>\d+)-(?P<last>\d+) of (?P<total>\d+) are uninitialized"
 )
 _LOCK_CLASS = re.compile(r"\((?P<cls>.+?)\)\{[^}]*\}")
-_LOCKDEP_TRYING = re.compile(r"^(?P<task>\S+)/(?P<pid>\d+)(?: \[[^\]]*\])? is trying to acquire")
+_LOCKDEP_TRYING = re.compile(r"^(?P<task>\S+)/(?P<pid>\d+)(?: \[.*\])? is trying to acquire")
 _CHAIN_LINK = re.compile(r"^-> #\d+ \((?P<cls>.+?)\)\{[^}]*\}")
 _HUNG = re.compile(
     r"^INFO: task (?P<task>.+?):(?P<pid>\d+) blocked for more than (?P<secs>\d+) seconds"
