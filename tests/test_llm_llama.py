@@ -192,3 +192,24 @@ def test_make_backend_logs_by_default(isolated_home: Path) -> None:
     assert row["completion_tokens"] == stats.completion_tokens and row["prompt_name"] == "test@1"
     unlogged = make_backend(LLMConfig(n_ctx=512, log=False))
     assert not hasattr(unlogged, "inner")
+
+
+def test_prose_grammar_keeps_generated_names_to_the_given_ones(backend: LlamaCppBackend) -> None:
+    from assistant.drafters.checker import unsupported_names
+    from assistant.llm.base import Sampling
+    from assistant.llm.grammar import prose_gbnf
+
+    names = ["ip6_send_skb", "syz-executor0", "4.12.0-rc3+"]
+    sampling = Sampling(temperature=0.0, repeat_penalty=1.15, grammar=prose_gbnf(names, 1))
+    messages = [
+        Message("system", "You are a Linux kernel engineer."),
+        Message(
+            "user", "Name the function tcp_v4_rcv, the file net/ipv4/tcp.c and commit 1a2b3c4d."
+        ),
+    ]
+    stats = GenerationStats()
+    text = "".join(backend.stream(messages, 40, stats, sampling=sampling))
+    assert stats.constraint == "gbnf" and stats.completion_tokens > 0
+    assert text.strip()
+    assert unsupported_names(text, " ".join(names)) == []  # only the given names can appear
+    assert "tcp_v4_rcv" not in text and "net/ipv4/tcp.c" not in text
