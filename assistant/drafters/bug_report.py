@@ -235,8 +235,8 @@ def knowledge_markdown(crash: Crash, knowledge: Knowledge) -> str:
     if knowledge.docs:
         rows = "\n".join(f"- `{d.cite}` ({_md_inline(d.title)})" for d in knowledge.docs)
         out.append(f"\n## Documentation\n\n{rows}\n")
-    if knowledge.notice:
-        out.append(f"\n_{_md_inline(knowledge.notice)}._\n")
+    if knowledge.notice:  # kassist's own words, not the log's
+        out.append(f"\n_{knowledge.notice}._\n")
     return "".join(out)
 
 

@@ -130,8 +130,8 @@ class Evidence:
         Read in f``, ``KASAN-USE-AFTER-FREE-READ``); the kinds named in it are allowed.
     :param function: the crashing (guilty) function.
     :param kernel: the kernel release (``6.1.0-21-amd64``).
-    :param functions: the call trace's functions: a function named as a caller
-        (``called from X``) must be one of them (empty: not checked).
+    :param functions: the crashing function's callers in the call trace: a function
+        named as a caller (``called from X``) must be one of them (empty: not checked).
     :param prompt_lines: the prompt's own lines, which a draft must not echo back.
     :param min_words: the fewest words a draft may have.
     :param max_words: the most.
@@ -279,7 +279,8 @@ def kinds_named(text: str) -> set[str]:
     low = text.lower().replace("_", "-")
     found = set()
     for kind, words in KINDS.items():
-        if any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", low) for w in words):
+        # "slab-out-of-bounds" names out-of-bounds: a hyphen may come before, not after.
+        if any(re.search(rf"(?<![a-z0-9]){re.escape(w)}(?![\w-])", low) for w in words):
             found.add(kind)
     # "use-after-free" holds "free"-words of its own; a stall is not a soft lockup.
     if "use-after-free" in found:

@@ -56,24 +56,51 @@ def kind_phrase(title: str) -> str:
     ``use-after-free read``, ``INFO: task hung in f`` → ``task hung``."""
     head = title.split(" in ", maxsplit=1)[0] if " in " in title else title
     head = head.split(": ", 1)[1] if head.startswith(_DETECTOR_PREFIXES) else head
-    return head.lower()
+    return head.removeprefix("unable to handle kernel ").lower()
 
 
 _DETECTOR_PREFIXES = ("KASAN: ", "KFENCE: ", "KMSAN: ", "KCSAN: ", "UBSAN: ", "INFO: ", "BUG: ")
 
 
+def article(phrase: str) -> str:
+    """Return ``a`` or ``an`` for a phrase (``a use-after-free``, ``an uninit-value``)."""
+    return "an" if phrase[:1] in "aeiou" and not phrase.startswith("use") else "a"
+
+
+def _reporter(title: str) -> str:
+    detector = title.split(":", 1)[0]
+    return detector if detector in _DETECTORS else "The kernel"
+
+
+_DETECTORS = ("KASAN", "KFENCE", "KMSAN", "KCSAN", "UBSAN")
+
+
 def _kind(crash: Crash, facts: CrashFacts) -> str:
-    what = crash.title.split(" in ")[0] if " in " in crash.title else crash.title
+    phrase = kind_phrase(crash.title)
+    what = f"{article(phrase)} {phrase}"
     if facts.access_size:
         what += f" of {facts.access_size} bytes"
     return what
 
 
-def _callers(crash: Crash) -> list[str]:
+# Frames of the reporting machinery (a WARNING's, a BUG's), above the interrupted code
+# when the guilty function itself is not in the trace.
+_REPORTING = re.compile(
+    r"^(?:(?:__)?dump_stack(?:_lvl)?|show_stack|panic|__warn(?:\.cold)?|warn_slowpath_\w+|"
+    r"report_bug|fixup_bug|handle_bug|do_error_trap|do_invalid_op|invalid_op|"
+    r"exc_invalid_op|asm_exc_invalid_op|do_trap|die|oops_end|print_address_description)"
+    r"(?:\.\w+)*$"
+)
+
+
+def _callers(crash: Crash, most: int = CALLERS) -> list[str]:
+    # The frames after the guilty one (its callers), innermost first.
     names = [f.function for f in crash.call_trace]
     if crash.frame in names:
         names = names[names.index(crash.frame) + 1 :]
-    return list(dict.fromkeys(names))[:CALLERS]
+    else:
+        names = [n for n in names if not _REPORTING.match(n)]
+    return list(dict.fromkeys(names))[:most]
 
 
 def fact_lines(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
@@ -103,7 +130,7 @@ def fallback_summary(crash: Crash, rating: Rating) -> str:
     via = f", called from `{callers[0]}`" if callers else ""
     task = f" in task `{crash.task.comm}`" if crash.task.comm else ""
     kernel = f" on kernel {crash.kernel.release}" if crash.kernel.release else ""
-    text = f"The kernel reported {_kind(crash, facts)}{where}{via}{task}{kernel}."
+    text = f"{_reporter(crash.title)} reported {_kind(crash, facts)}{where}{via}{task}{kernel}."
     if facts.freed_by and facts.freed_by.frames:
         text += (
             f" The object was freed earlier by task {facts.freed_by.pid} in "
@@ -136,7 +163,7 @@ def summary_evidence(
         kind=crash.title,
         function=crash.frame,
         kernel=crash.kernel.release,
-        functions=[f.function for f in crash.call_trace],
+        functions=_callers(crash, len(crash.call_trace)),
         prompt_lines=prompt_lines,
         min_words=MIN_WORDS,
         max_words=MAX_WORDS,
@@ -182,9 +209,13 @@ def summary_messages(
 ) -> list[Message]:
     """Render the summary prompt for a crash."""
     prompt = prompt or load_prompt(PROMPT_NAME)
+    kind = kind_phrase(crash.title)
     return prompt.render(
         facts=fact_lines(crash, rating),
         family=crash.crash_facts().family,
+        kind=kind,
+        a_kind=f"{article(kind)} {kind}",
+        crash_prefix=crash.title.split(" in ")[0],
         background=background(docs),
     )
 
