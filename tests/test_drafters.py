@@ -228,3 +228,20 @@ def test_summary_prompt_has_a_few_shot_example_and_stops_at_the_line() -> None:
     assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
     assert "Function: ip6_send_skb" in messages[-1].content
     assert "\n" in prompt.meta["sampling"]["stop"]
+
+
+def test_report_names_maintainers_and_cites_docs_from_the_knowledge_base() -> None:
+    from assistant.drafters.assessment import open_knowledge
+
+    kb = open_knowledge()
+    require(kb is not None, "no knowledge base (assistant.knowledge, built by setup.sh)")
+    crash = triage_path(str(DATA / "kasan-uaf-ip6_send_skb.log")).crashes[0]
+    drafted = draft_report(crash, None, None, kb=kb)
+    knowledge = drafted.knowledge
+    assert knowledge.to and knowledge.subsystems  # net/ipv6/ip6_output.c has maintainers
+    assert any("netdev@vger.kernel.org" in cc for cc in knowledge.cc)
+    assert 1 <= len(knowledge.docs) <= 3
+    assert all(re.match(r"^Documentation/\S+\.(?:rst|txt)", d.cite) for d in knowledge.docs)
+    md = drafted.markdown
+    assert "## Recipients" in md and "To: " in md and "## Documentation" in md
+    assert "no knowledge base" not in md

@@ -227,6 +227,11 @@ def knowledge_markdown(crash: Crash, knowledge: Knowledge) -> str:
         version = (
             f"; MAINTAINERS of Linux {knowledge.kernel_version}" if knowledge.kernel_version else ""
         )
+        release = crash.kernel.release or ""
+        if knowledge.kernel_version and not release.startswith(knowledge.kernel_version):
+            version += (
+                f", not the crashed {_md_inline(release) or 'kernel'}'s: files may have moved"
+            )
         text = "\n".join(block).replace("```", "'''")
         out.append(
             f"\n## Recipients\n\nMaintainers and lists{where} ({_md_inline(subsystems)}{version}):"
