@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from assistant.triage.facts import PRINTK_PREFIX
+
 #: Priority classes, from the last dropped to the first dropped.
 HEAD, GUILTY, BODY, TRACE_TAIL, NOISE = range(5)
 #: How many first lines of the report are kept the longest.
@@ -17,9 +19,6 @@ HEAD_LINES = 8
 #: How many distinct call-trace frames count as "guilty" (innermost first).
 GUILTY_FRAMES = 8
 
-# TODO(lead): use the one printk-timestamp regex the triage engineer puts in probes/
-# (issue 10 part 3, "one printk-timestamp regex") once it is merged.
-_TIMESTAMP = re.compile(r"^\s*\[\s*\d+\.\d+\]\s?(?:\[\s*[CT]\d+\])?\s?")
 _REGISTERS = re.compile(
     r"^\s*(?:RIP|RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R\d{1,2}|FS|GS|CS|DS|ES|CR[0-4]|DR[0-7]|"
     r"EFLAGS|pc|lr|sp|x\d+|Code|Stack|PGD|PUD|PMD|PTE|ORIG_RAX)\s*:?\s*[0-9a-fA-F<]"
@@ -36,7 +35,7 @@ def classify(report: str) -> list[tuple[int, str]]:
     seen: set[str] = set()
     frames = 0
     for i, raw in enumerate(report.splitlines()):
-        line = _TIMESTAMP.sub("", raw).rstrip()
+        line = PRINTK_PREFIX.sub("", raw, count=1).rstrip()
         if not line:
             continue
         frame = _FRAME.match(line)
