@@ -57,7 +57,8 @@ def test_report_is_logged_and_logs_show_it(tmp_path: Path) -> None:
     shown = run_kassist(["logs", "show", str(summary["id"]), "--format", "json"], env=env)
     entry = json.loads(shown.stdout)
     assert entry["messages"][0]["role"] == "system" and entry["params"]["max_tokens"] == 16
-    assert entry["params"]["repeat_penalty"] > 1.0 and entry["params"]["stop"] == ["\n"]
+    assert entry["params"]["stop"] == ["\n"] and entry["params"]["temperature"] == 0.0
+    assert entry["constraint_kind"] == "gbnf"  # the names grammar
     # the checker's verdict is logged with the answer; the report shows it only if accepted
     assert entry["response"].strip()
     if entry["refusal"] is None:
