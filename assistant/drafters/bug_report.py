@@ -25,7 +25,7 @@ from assistant.drafters.assessment import (
 )
 from assistant.drafters.summary import SummaryDraft, draft_summary, fallback_summary
 from assistant.llm.base import Backend
-from assistant.triage.facts import CrashFacts
+from assistant.triage.facts import AllocStack, CrashFacts
 from assistant.triage.model import Crash, Frame
 
 
@@ -149,12 +149,12 @@ def _code(text: str) -> str:
     return f"`{_md_inline(text)}`"
 
 
-def _stack_text(label: str, stack: Any) -> str:
+def _stack_text(label: str, stack: AllocStack) -> str:
     who = f"task {stack.pid}" + (f" ({_md_inline(stack.comm)})" if stack.comm else "")
     return f"- {label} by {who}: " + " < ".join(_code(f) for f in stack.frames)
 
 
-#: Facts rendered one bullet each: (field, label, how), for the fields that are plain.
+#: Facts rendered one bullet each, as (field, label), for the fields that are plain values.
 _PLAIN_FACTS: tuple[tuple[str, str], ...] = (
     ("address", "Address"),
     ("uninit_bytes", "Uninitialised bytes"),
