@@ -375,6 +375,10 @@ def open_knowledge() -> KnowledgeBase | None:
     return kb
 
 
+def _translation(cite: str) -> bool:
+    return "/translations/" in f"/{cite}"
+
+
 def _cite(cite: str) -> str:
     return cite if cite.startswith("Documentation/") else f"Documentation/{cite}"
 
@@ -394,6 +398,7 @@ def crash_knowledge(crash: Crash, kb: KnowledgeBase | None) -> Knowledge:
         out.notice = "no guilty file in the report: no maintainers to name"
     family = crash.crash_facts().family
     query = DOC_QUERIES.get(family, DOC_QUERIES["other"])
-    hits = kb.search(query, limit=DOC_HITS)
+    # Translations repeat the English sections: cite the originals.
+    hits = [h for h in kb.search(query, limit=3 * DOC_HITS) if not _translation(h.cite)]
     out.docs = [DocRef(_cite(h.cite), h.title, h.text) for h in hits[:DOC_HITS]]
     return out
