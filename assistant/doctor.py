@@ -182,15 +182,12 @@ def check_model(cfg: Config) -> Check:
         return Check("model", "ok", "backend 'none': templates only")
     try:
         backend = make_backend(cfg.llm)
-        load = getattr(backend, "load", None)
         t0 = time.perf_counter()
-        if callable(load):
-            load()
+        backend.load()
         took = time.perf_counter() - t0
     except LLMUnavailable as exc:
         return Check("model", "missing", exc.message, exc.hint)
-    where = getattr(getattr(backend, "model", None), "path", backend.model_name)
-    return Check("model", "ok", f"{cfg.llm.backend}: {where}, loaded in {took:.2f} s")
+    return Check("model", "ok", f"{cfg.llm.backend}: {backend.location}, loaded in {took:.2f} s")
 
 
 def check_agent_socket(cfg: Config) -> Check:

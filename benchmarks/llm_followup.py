@@ -21,8 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.config import LLMConfig
+from assistant.drafters.crash_lines import classify
 from assistant.llm import make_backend
-from assistant.llm.budget import classify, fit_evidence
+from assistant.llm.budget import fit_evidence
 from assistant.llm.chat import Conversation, KassistChatModel
 from assistant.llm.prompts import load_prompt
 from assistant.triage import triage_path

@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.config import LLMConfig
-from assistant.drafters.bug_report import PROMPT_FRAMES, PROMPT_NAME
+from assistant.drafters.assessment import severity_of
+from assistant.drafters.summary import summary_messages
 from assistant.llm import make_backend
 from assistant.llm.base import GenerationStats
 from assistant.llm.llama_cpp import LlamaCppBackend
-from assistant.llm.prompts import load_prompt
 from assistant.triage import triage_path
 
 CRASH_LOG = Path(__file__).resolve().parent.parent / "tests" / "data" / "kasan-uaf-ip6_send_skb.log"
@@ -75,7 +75,7 @@ def main() -> None:
     inner: LlamaCppBackend = backend.inner if hasattr(backend, "inner") else backend  # type: ignore[assignment]
     llama = inner.load()
     crash = triage_path(str(CRASH_LOG)).crashes[0]
-    messages = load_prompt(PROMPT_NAME).render(crash=crash, frames=crash.call_trace[:PROMPT_FRAMES])
+    messages = summary_messages(crash, severity_of(crash.type), [])
     tokens, stop, _ = inner.prompt_tokens(messages)
     print(
         f"model {inner.model_name}, prompt {len(tokens)} tokens, max_tokens {args.max_tokens}, "

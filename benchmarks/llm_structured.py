@@ -27,10 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.config import LLMConfig
+from assistant.drafters.steps import assess_crash
 from assistant.llm import make_backend
 from assistant.llm.errors import StructuredRefusal
 from assistant.llm.models import bundled_gguf
-from assistant.llm.steps import assess_crash
 from assistant.triage import triage_path
 
 ROOT = Path(__file__).resolve().parent.parent

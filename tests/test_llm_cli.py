@@ -48,18 +48,23 @@ def test_report_is_logged_and_logs_show_it(tmp_path: Path) -> None:
         ["report", "--max-tokens", "16", str(DATA / "kasan-uaf-ip6_send_skb.log")], env=env
     )
     assert report.returncode == 0, report.stderr
-    assert "## Assessment" in report.stdout
     listed = run_kassist(["logs", "list", "--format", "json"], env=env)
     rows = json.loads(listed.stdout)
     prompts = [r["prompt_name"] for r in rows]
-    assert "bug_report_summary@1" in prompts
-    assert any(p.startswith("crash_assessment@1#") for p in prompts)
-    summary = next(r for r in rows if r["prompt_name"] == "bug_report_summary@1")
+    assert "bug_report_summary@2" in prompts
+    summary = next(r for r in rows if r["prompt_name"] == "bug_report_summary@2")
     assert 1 <= summary["completion_tokens"] <= 16
     shown = run_kassist(["logs", "show", str(summary["id"]), "--format", "json"], env=env)
     entry = json.loads(shown.stdout)
     assert entry["messages"][0]["role"] == "system" and entry["params"]["max_tokens"] == 16
-    assert entry["response"].strip() and entry["response"].strip() in report.stdout
+    assert entry["params"]["stop"] == ["\n"] and entry["params"]["temperature"] == 0.0
+    assert entry["constraint_kind"] == "gbnf"  # the names grammar
+    # the checker's verdict is logged with the answer; the report shows it only if accepted
+    assert entry["response"].strip()
+    if entry["refusal"] is None:
+        assert entry["structured"]["summary"] in report.stdout
+    else:
+        assert "withheld" in report.stdout and "## What happened" in report.stdout
     text = run_kassist(["logs", "show", str(summary["id"])], env=env)
     assert "--- answer ---" in text.stdout
     # logging off: nothing new is written

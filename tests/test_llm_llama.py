@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from assistant.config import LLMConfig
+from assistant.drafters.steps import CrashAssessment, assess_crash
 from assistant.llm import make_backend
 from assistant.llm.base import GenerationStats, Message
 from assistant.llm.chat import Conversation, KassistChatModel
@@ -20,8 +21,6 @@ from assistant.llm.llama_cpp import LlamaCppBackend
 from assistant.llm.log import connect, get_entry
 from assistant.llm.models import bundled_gguf
 from assistant.llm.prompts import load_prompt
-from assistant.llm.schemas import CrashAssessment
-from assistant.llm.steps import assess_crash, route_message
 from assistant.llm.structured import run_step
 from assistant.triage import triage_path
 from tests.conftest import DATA, require
@@ -163,13 +162,12 @@ def test_a_cut_off_answer_is_refused_not_passed_on(logged: object) -> None:
     assert len(refused) == 2 and all(r["refusal"] and r["structured"] is None for r in refused)
 
 
-def test_router_step_picks_an_action_from_the_enum(backend: LlamaCppBackend) -> None:
-    try:
-        result = route_message(backend, "Please write a bug report for the crash in dmesg.")
-    except StructuredRefusal as exc:
-        assert exc.errors
-        return
-    assert result.value.action in {"triage", "report", "explain", "tune", "answer"}
+def test_router_step_picks_a_tool_from_the_enum(backend: LlamaCppBackend) -> None:
+    from assistant.chat.router import model_choice
+    from assistant.chat.tools import TOOL_NAMES
+
+    choice = model_choice(backend, "Please write a bug report for the crash in dmesg.")
+    assert choice is None or choice in TOOL_NAMES
 
 
 def test_langchain_chat_model_over_the_backend(backend: LlamaCppBackend) -> None:
@@ -193,3 +191,24 @@ def test_make_backend_logs_by_default(isolated_home: Path) -> None:
     assert row["completion_tokens"] == stats.completion_tokens and row["prompt_name"] == "test@1"
     unlogged = make_backend(LLMConfig(n_ctx=512, log=False))
     assert not hasattr(unlogged, "inner")
+
+
+def test_prose_grammar_keeps_generated_names_to_the_given_ones(backend: LlamaCppBackend) -> None:
+    from assistant.drafters.checker import unsupported_names
+    from assistant.llm.base import Sampling
+    from assistant.llm.grammar import prose_gbnf
+
+    names = ["ip6_send_skb", "syz-executor0", "4.12.0-rc3+"]
+    sampling = Sampling(temperature=0.0, repeat_penalty=1.15, grammar=prose_gbnf(names, 1))
+    messages = [
+        Message("system", "You are a Linux kernel engineer."),
+        Message(
+            "user", "Name the function tcp_v4_rcv, the file net/ipv4/tcp.c and commit 1a2b3c4d."
+        ),
+    ]
+    stats = GenerationStats()
+    text = "".join(backend.stream(messages, 40, stats, sampling=sampling))
+    assert stats.constraint == "gbnf" and stats.completion_tokens > 0
+    assert text.strip()
+    assert unsupported_names(text, " ".join(names)) == []  # only the given names can appear
+    assert "tcp_v4_rcv" not in text and "net/ipv4/tcp.c" not in text

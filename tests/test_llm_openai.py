@@ -19,12 +19,12 @@ import httpx
 import pytest
 
 from assistant.config import LLMConfig
+from assistant.drafters.steps import assess_crash
 from assistant.llm import make_backend
 from assistant.llm.base import GenerationStats, Message
 from assistant.llm.errors import LLMUnavailable, StructuredRefusal
 from assistant.llm.models import bundled_gguf
 from assistant.llm.openai_compat import ATTEMPTS, OpenAIBackend
-from assistant.llm.steps import assess_crash
 from assistant.triage import triage_path
 from tests.conftest import DATA, require
 

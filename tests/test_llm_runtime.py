@@ -11,15 +11,17 @@ import pytest
 from pydantic import ValidationError
 
 from assistant.config import LLMConfig
+from assistant.drafters.crash_lines import GUILTY, HEAD, NOISE, classify
+from assistant.drafters.steps import CrashAssessment
 from assistant.errors import KassistError
 from assistant.llm import backend_factories, make_backend
 from assistant.llm.base import GenerationStats, Message, approx_tokens
-from assistant.llm.budget import GUILTY, HEAD, NOISE, classify, fit_evidence
+from assistant.llm.budget import fit_evidence
 from assistant.llm.errors import SchemaNotSupported
 from assistant.llm.grammar import check_flat
 from assistant.llm.log import MIGRATIONS, LogEntry, connect, get_entry, record, record_outcome
 from assistant.llm.prompts import load_prompt, override_dir, prompt_names
-from assistant.llm.schemas import CrashAssessment, model_from_schema, output_model, step_schema
+from assistant.llm.schemas import model_from_schema, output_model, step_schema
 from assistant.llm.structured import parse_answer
 from assistant.triage import triage_path
 from tests.conftest import DATA
@@ -205,3 +207,72 @@ def test_a_failed_migration_leaves_nothing_half_applied(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 0
     assert [r[1] for r in conn.execute("PRAGMA table_info(responses)")] == ["id"]
+
+
+def test_the_llm_runtime_knows_nothing_of_crashes() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "assistant" / "llm"
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                assert not name.startswith(("assistant.triage", "assistant.drafters")), (
+                    path.name,
+                    name,
+                )
+
+
+def test_every_builtin_backend_has_the_whole_protocol(tmp_path: Path) -> None:
+    import importlib
+
+    from assistant.llm import BUILTIN_BACKENDS
+    from assistant.llm.base import Backend
+    from assistant.llm.log import LoggedBackend
+    from assistant.llm.none import NoneBackend
+
+    members = ["load", "context_size", "stream", "count_tokens", "record_outcome"]
+    for spec in BUILTIN_BACKENDS.values():
+        module, attr = spec.split(":")
+        cls = getattr(importlib.import_module(module), attr)
+        assert all(callable(getattr(cls, m, None)) for m in members), spec
+    inner = NoneBackend(LLMConfig(backend="none", n_ctx=777))
+    logged = LoggedBackend(inner, inner.cfg, tmp_path / "llm.db")
+    for backend in (inner, logged):
+        assert isinstance(backend, Backend)
+        assert backend.context_size() == 777 and backend.location == "none"
+        backend.load()
+
+
+def test_logged_backend_records_sampling_and_outcomes(tmp_path: Path) -> None:
+    from assistant.llm.base import Sampling
+    from assistant.llm.log import LoggedBackend
+    from assistant.llm.none import NoneBackend
+
+    inner = NoneBackend(LLMConfig(backend="none"))
+    logged = LoggedBackend(inner, inner.cfg, tmp_path / "llm.db")
+    stats = GenerationStats(prompt_name="t@1")
+    sampling = Sampling(stop=("\n",), repeat_penalty=1.2, min_p=0.1, temperature=0.0)
+    assert list(logged.stream([Message("user", "hi")], 8, stats, sampling=sampling)) == []
+    assert stats.log_id is not None
+    logged.record_outcome(stats, None, "does not end a sentence")
+    row = get_entry(logged.connection(), stats.log_id)
+    params = json.loads(row["params"])
+    assert params["repeat_penalty"] == 1.2 and params["stop"] == ["\n"]
+    assert params["temperature"] == 0.0 and row["refusal"] == "does not end a sentence"
+
+
+def test_prose_grammar_allows_only_the_given_names() -> None:
+    from assistant.llm.grammar import prose_gbnf
+
+    gbnf = prose_gbnf(["ip6_send_skb", "4.12.0-rc3+", 'a"b'], sentences=1)
+    assert 'name ::= "ip6_send_skb" | "4.12.0-rc3+" | "a\\"b"' in gbnf
+    assert gbnf.startswith("root ::= sentence\n")
+    assert '(" " sentence)?' in prose_gbnf([], sentences=2) and "name ::=" not in prose_gbnf([])

@@ -120,7 +120,11 @@ def parse_slash(text: str) -> Decision | None:
     return Decision(tool, to_args(words[1:]), 1.0, "slash")
 
 
-def _model_choice(backend: Backend, text: str) -> str | None:
+def model_choice(backend: Backend, text: str) -> str | None:
+    """Ask the model (under the grammar of a tool-name enum) which tool a message wants.
+
+    :return: the tool's name, or ``None`` when its answer stayed invalid.
+    """
     from assistant.llm.errors import StructuredRefusal
     from assistant.llm.prompts import load_prompt
     from assistant.llm.structured import run_step
@@ -153,7 +157,7 @@ def route(text: str, probe_names: Iterable[str], backend: Backend | None = None)
     if cue.action != CLARIFY and cue.confidence >= CUE_FLOOR:
         return Decision(cue.action, cue.args, cue.confidence, "cues", cue.alternatives)
     if backend is not None:
-        choice = _model_choice(backend, text)
+        choice = model_choice(backend, text)
         admitted = _admitted(text, names, cue.action, cue.alternatives)
         if choice is not None and choice in admitted:
             args = cue.args if choice == cue.action else {}

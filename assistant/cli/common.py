@@ -74,9 +74,7 @@ def backend_or_none(cfg: Config, no_llm: bool) -> Backend | None:
         return None
     try:
         backend = make_backend(cfg.llm)
-        load = getattr(backend, "load", None)
-        if callable(load):
-            load()
+        backend.load()
     except LLMUnavailable as exc:
         notice(f"{exc.one_line()}; continuing without a model")
         return None

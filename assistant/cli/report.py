@@ -50,9 +50,11 @@ def report(
     vmlinux: str | None = None,
     debug_dir: str | None = None,
 ) -> None:
-    """Draft a bug report: facts from triage, a summary from the local model.
+    """Draft a bug report: the crash's facts, severity, next steps, maintainers and
+    documentation, and a one-sentence summary from the local model, shown only when the
+    checker accepts it.
 
-    Tokens stream to the terminal as the model writes them.
+    On a terminal each section appears as soon as it is ready.
     """
     if path is None and vmcore is None:
         raise KassistError("no input given", "name a log file, or give --vmcore FILE", 2)
@@ -76,7 +78,7 @@ def report(
     if llm is None and not no_llm and cfg.llm.backend != "none":
         pass  # backend_or_none already said why
     elif llm is None:
-        notice("no model used (--no-llm): the report has no summary")
+        notice("no model used (--no-llm): the summary is built from the facts")
     streaming = stdout_is_tty()
 
     def write(piece: str) -> None:
@@ -84,7 +86,8 @@ def report(
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-    drafted = draft_report(crash, llm, cfg.llm.max_tokens, write, dump.vmcore if dump else None)
+    # The summary prompt sets its own budget; --max-tokens overrides it.
+    drafted = draft_report(crash, llm, max_tokens, write, dump.vmcore if dump else None)
     if not streaming:
         sys.stdout.write(drafted.markdown)
     if output:

@@ -1,15 +1,14 @@
-"""A context budget: fit a crash report's evidence into the model's window by priority.
+"""A context budget: fit a prompt's evidence lines into the model's window by priority.
 
-The prompt is measured with the model's own tokenizer. When it does not fit, lines
-are dropped in this order, last ones first within each class: register dumps and
-repeated frames, then the rest of the report, then the call trace beyond the guilty
-frames, and the report's first lines last. The crash title, type and guilty frame
-are template fields of their own and are never dropped.
+The prompt is measured with the model's own tokenizer. Each evidence line comes with
+a priority class (a small integer; the caller's classifier gives them, e.g.
+:func:`assistant.drafters.crash_lines.classify` for a crash report). When the prompt
+does not fit, lines are dropped highest class first, and later lines first within a
+class, until it does. What a template gives as fields of its own is never dropped.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,24 +17,8 @@ from assistant.errors import KassistError
 from assistant.llm.base import Message
 from assistant.llm.prompts import Prompt
 
-#: Priority classes, from the last dropped to the first dropped.
-HEAD, GUILTY, BODY, TRACE_TAIL, NOISE = range(5)
-#: How many first lines of the report are kept the longest.
-HEAD_LINES = 8
-#: How many distinct call-trace frames count as "guilty" (innermost first).
-GUILTY_FRAMES = 8
 #: Tokens the chat template adds around each message (role markers), a safe upper bound.
 PER_MESSAGE_OVERHEAD = 8
-
-_TIMESTAMP = re.compile(r"^\s*\[\s*\d+\.\d+\]\s?(?:\[\s*[CT]\d+\])?\s?")
-_REGISTERS = re.compile(
-    r"^\s*(?:RIP|RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R\d{1,2}|FS|GS|CS|DS|ES|CR[0-4]|DR[0-7]|"
-    r"EFLAGS|pc|lr|sp|x\d+|Code|Stack|PGD|PUD|PMD|PTE|ORIG_RAX)\s*:?\s*[0-9a-fA-F<]"
-)
-_HEX_DUMP = re.compile(r"^\s*(?:[0-9a-f]{8,16}\s+){3,}")
-_FRAME = re.compile(
-    r"^\s*(?:\?\s*)?(?:\[<[0-9a-f]+>\]\s*)?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+"
-)
 
 
 @dataclass(frozen=True)
@@ -52,34 +35,6 @@ class Evidence:
     kept: int
     dropped: int
     tokens: int
-
-
-def classify(report: str) -> list[tuple[int, str]]:
-    """Give each line of a crash report its priority class (see the module docstring)."""
-    out: list[tuple[int, str]] = []
-    seen: set[str] = set()
-    frames = 0
-    for i, raw in enumerate(report.splitlines()):
-        line = _TIMESTAMP.sub("", raw).rstrip()
-        if not line:
-            continue
-        frame = _FRAME.match(line)
-        if _REGISTERS.match(line) or _HEX_DUMP.match(line):
-            prio = NOISE
-        elif frame:
-            name = frame.group(1)
-            if name in seen:
-                prio = NOISE
-            else:
-                seen.add(name)
-                frames += 1
-                prio = GUILTY if frames <= GUILTY_FRAMES else TRACE_TAIL
-        elif i < HEAD_LINES:
-            prio = HEAD
-        else:
-            prio = BODY
-        out.append((prio, line))
-    return out
 
 
 def messages_tokens(messages: list[Message], count: Callable[[str], int]) -> int:
@@ -99,7 +54,7 @@ def fit_evidence(
 
     :param context: the template's other variables; ``context[key]`` is set here to an
         :class:`Evidence`.
-    :param lines: (priority, line) pairs from :func:`classify`.
+    :param lines: (priority, line) pairs; a higher priority number is dropped first.
     :param count: the model's token counter.
     :param budget: the most tokens the prompt may take (the context window less the answer).
     :return: the messages and the evidence they hold.

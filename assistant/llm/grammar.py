@@ -104,3 +104,34 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
             "give the schema its properties",
         )
     return grammar
+
+
+def _gbnf_literal(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid GBNF literal (\\ \" \n escapes)
+
+
+def prose_gbnf(names: list[str], sentences: int = 2) -> str:
+    """Return a grammar for plain prose whose only names are ``names``.
+
+    Words are letters (with hyphens: ``use-after-free``); anything with a digit, an
+    underscore, a slash or a dot (a symbol, a file, a number, a version) can only be
+    one of ``names``, written as given. The answer is one to ``sentences`` sentences,
+    each ending with a full stop, so it cannot invent a name nor stop mid-sentence
+    unless cut by the token budget.
+
+    :param names: the names the prose may use (from its evidence).
+    :param sentences: the most sentences.
+    """
+    alternatives = " | ".join(_gbnf_literal(n) for n in dict.fromkeys(names) if n)
+    more = ' (" " sentence)?' * (sentences - 1)
+    rules = [
+        f"root ::= sentence{more}",
+        'sentence ::= word (sep word)* "."',
+        'sep ::= " " | ", " | "; "',
+        'word ::= plain | "(" inner ")" | inner',
+        "inner ::= plain | name" if alternatives else "inner ::= plain",
+        'plain ::= [A-Za-z]+ ("-" [A-Za-z]+)* ("\'s")?',
+    ]
+    if alternatives:
+        rules.append(f"name ::= {alternatives}")
+    return "\n".join(rules) + "\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import LLMConfig
-from assistant.llm.base import Constraint, GenerationStats, Message
+from assistant.llm.base import BackendDefaults, Constraint, GenerationStats, Message, Sampling
 from assistant.llm.errors import LLMUnavailable
 
 
@@ -31,7 +31,7 @@ def _import_transformers() -> tuple[Any, Any]:
     return torch, transformers
 
 
-class TransformersBackend:
+class TransformersBackend(BackendDefaults):
     """Generate with a local transformers model (CPU by default, CUDA when present)."""
 
     name = "transformers"
@@ -47,6 +47,7 @@ class TransformersBackend:
             )
         self.path = path
         self.model_name = path.name
+        self.location = str(path)
         self.device = ""
         self._model: Any = None
         self._tokenizer: Any = None
@@ -102,6 +103,7 @@ class TransformersBackend:
         max_tokens: int,
         stats: GenerationStats | None = None,
         json_schema: dict[str, Any] | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[str]:
         """Yield the answer's text as the model generates it (generation runs in a thread)."""
         torch, transformers = _import_transformers()
@@ -114,17 +116,26 @@ class TransformersBackend:
         streamer = transformers.TextIteratorStreamer(
             self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.cfg.timeout
         )
-        sampling = self.cfg.temperature > 0
+        how = sampling or Sampling()
+        temperature = self.cfg.temperature if how.temperature is None else how.temperature
         kwargs: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": torch.ones_like(ids),
             "max_new_tokens": max_tokens,
-            "do_sample": sampling,
+            "do_sample": temperature > 0,
+            "repetition_penalty": how.repeat_penalty,
             "streamer": streamer,
             "pad_token_id": self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
         }
-        if sampling:
-            kwargs["temperature"] = self.cfg.temperature
+        if how.stop:
+            kwargs["stop_strings"] = list(how.stop)
+            kwargs["tokenizer"] = self._tokenizer
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+            if how.min_p > 0.0:
+                kwargs["min_p"] = how.min_p
+            if how.top_p < 1.0:
+                kwargs["top_p"] = how.top_p
         result: dict[str, Any] = {}
 
         def run() -> None:

@@ -17,11 +17,13 @@ from typing import Any
 
 from assistant.config import LLMConfig
 from assistant.errors import KassistError
-from assistant.llm.base import Constraint, GenerationStats, Message
+from assistant.llm.base import BackendDefaults, Constraint, GenerationStats, Message, Sampling
 from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
 from assistant.llm.grammar import schema_to_gbnf
 from assistant.llm.models import ModelFile, is_gguf, resolve_gguf
 
+#: Grammars kept compiled (JSON schemas' and free text's), at most.
+GRAMMAR_CACHE = 32
 #: GGUF metadata key of the model's own chat template.
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 
@@ -84,7 +86,7 @@ def _chat_formatter(llama: Any) -> Any:
     )
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(BackendDefaults):
     """Generate with llama.cpp from a GGUF file (default: the bundled SmolLM2-135M-Instruct).
 
     The chat template comes from the GGUF's metadata. The model loads on first use and
@@ -112,6 +114,7 @@ class LlamaCppBackend:
             )
         self.model = model
         self.model_name = model.path.name
+        self.location = str(model.path)
         self._llama: Any = None
         self.threads = 0
         self._formatter: Any = None
@@ -157,29 +160,34 @@ class LlamaCppBackend:
 
         :raises SchemaNotSupported: the schema cannot become a grammar that llama.cpp accepts.
         """
-        import json
+        return self.gbnf(schema_to_gbnf(json_schema))
 
+    def gbnf(self, text: str) -> Any:
+        """Return the ``LlamaGrammar`` of a GBNF text, checked by llama.cpp's own parser.
+
+        :raises SchemaNotSupported: llama.cpp cannot parse the grammar.
+        """
         import llama_cpp
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        key = json.dumps(json_schema, sort_keys=True)
-        cached = self._grammars.get(key)
+        cached = self._grammars.get(text)
         if cached is not None:
             return cached
-        text = schema_to_gbnf(json_schema)
         llama = self.load()
-        # A grammar llama.cpp cannot parse gives a NULL sampler, which the sampler chain
-        # would dereference; check it here and refuse instead.
         sampler = llama_cpp.llama_sampler_init_grammar(
             llama._model.vocab, text.encode("utf-8"), b"root"
         )
+        # A grammar llama.cpp cannot parse gives a NULL sampler, which the sampler chain
+        # would dereference; check it here and refuse instead.
         if not sampler:
             raise SchemaNotSupported(
                 "llama.cpp rejected the grammar built from the schema", "simplify the schema"
             )
         llama_cpp.llama_sampler_free(sampler)
         grammar = LlamaGrammar.from_string(text, verbose=False)
-        self._grammars[key] = grammar
+        if len(self._grammars) > GRAMMAR_CACHE:
+            self._grammars.clear()
+        self._grammars[text] = grammar
         return grammar
 
     def stream(
@@ -188,6 +196,7 @@ class LlamaCppBackend:
         max_tokens: int,
         stats: GenerationStats | None = None,
         json_schema: dict[str, Any] | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[str]:
         """Yield the answer's text pieces as llama.cpp generates them.
 
@@ -196,7 +205,10 @@ class LlamaCppBackend:
         from llama_cpp import Llama
 
         llama = self.load()
+        how = sampling or Sampling()
         grammar = self.grammar(json_schema) if json_schema is not None else None
+        if grammar is None and how.grammar is not None:
+            grammar = self.gbnf(how.grammar)
         t0 = time.perf_counter()
         tokens, stop, stopping = self.prompt_tokens(messages)
         room = llama.n_ctx() - len(tokens)
@@ -211,11 +223,18 @@ class LlamaCppBackend:
             stats.prompt_tokens = len(tokens)
             stats.cached_tokens = cached
             stats.constraint = "gbnf" if grammar is not None else ""
+        # Without a Sampling, llama-cpp-python's own defaults (top-p, min-p) apply.
+        tuned: dict[str, float] = (
+            {"repeat_penalty": how.repeat_penalty, "min_p": how.min_p, "top_p": how.top_p}
+            if sampling is not None
+            else {}
+        )
         chunks = llama.create_completion(
             prompt=tokens,
             max_tokens=min(max_tokens, room),
-            temperature=self.cfg.temperature,
-            stop=stop,
+            temperature=self.cfg.temperature if how.temperature is None else how.temperature,
+            **tuned,
+            stop=[*stop, *how.stop],
             stopping_criteria=stopping,
             grammar=grammar,
             stream=True,

@@ -9,6 +9,7 @@ turns it off, and so does ``make_backend(cfg, log=False)`` (what a ``--no-log`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -21,7 +22,7 @@ from assistant.config import LLMConfig, user_state_dir
 from assistant.db import Migration, Schema
 from assistant.db import migrate as run_migrations
 from assistant.errors import KassistError
-from assistant.llm.base import Backend, Constraint, GenerationStats, Message
+from assistant.llm.base import Backend, Constraint, GenerationStats, Message, Sampling
 
 LOG_NAME = "llm.db"
 
@@ -171,7 +172,7 @@ def record_outcome(
 class LoggedBackend:
     """A backend that records every generation in the LLM log, then passes it on.
 
-    Everything else (``load``, ``model``, ``count_tokens``...) goes to the wrapped backend.
+    Loading, counting and the context size are the wrapped backend's.
     """
 
     def __init__(self, inner: Backend, cfg: LLMConfig, path: Path | None = None) -> None:
@@ -179,12 +180,25 @@ class LoggedBackend:
         self.cfg = cfg
         self.name = inner.name
         self.model_name = inner.model_name
+        self.location = inner.location
         self.constraint: Constraint = inner.constraint
         self.path = path or log_path()
         self._conn: sqlite3.Connection | None = None
 
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.inner, attr)
+    def load(self) -> object:
+        """Load the wrapped backend's model."""
+        return self.inner.load()
+
+    def context_size(self) -> int:
+        """Return the wrapped backend's context window in tokens."""
+        return self.inner.context_size()
+
+    def record_outcome(self, stats: GenerationStats, structured: Any, refusal: str | None) -> None:
+        """Attach a structured step's outcome to its generation's row (never raises)."""
+        if stats.log_id is None:
+            return
+        with contextlib.suppress(KassistError, sqlite3.Error):  # the log never decides
+            record_outcome(self.connection(), stats.log_id, structured, refusal)
 
     def connection(self) -> sqlite3.Connection:
         """Return the open log, opening (and migrating) it on first use."""
@@ -202,6 +216,7 @@ class LoggedBackend:
         max_tokens: int,
         stats: GenerationStats | None = None,
         json_schema: dict[str, Any] | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[str]:
         """Stream from the wrapped backend, then log what was generated (even if cut short)."""
         stats = stats if stats is not None else GenerationStats()
@@ -209,19 +224,28 @@ class LoggedBackend:
         pieces: list[str] = []
         error: str | None = None
         try:
-            for piece in self.inner.stream(messages, max_tokens, stats, json_schema):
+            for piece in self.inner.stream(messages, max_tokens, stats, json_schema, sampling):
                 pieces.append(piece)
                 yield piece
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            params = {
+            params: dict[str, object] = {
                 "max_tokens": max_tokens,
                 "temperature": self.cfg.temperature,
                 "n_ctx": self.cfg.n_ctx,
                 "n_threads": self.cfg.n_threads,
             }
+            if sampling is not None:
+                params.update(
+                    stop=list(sampling.stop),
+                    repeat_penalty=sampling.repeat_penalty,
+                    min_p=sampling.min_p,
+                    top_p=sampling.top_p,
+                )
+                if sampling.temperature is not None:
+                    params["temperature"] = sampling.temperature
             entry = LogEntry(
                 backend=self.inner.name,
                 model=self.inner.model_name,

@@ -25,7 +25,14 @@ from typing import Any
 import httpx
 
 from assistant.config import LLMConfig
-from assistant.llm.base import Constraint, GenerationStats, Message, approx_tokens
+from assistant.llm.base import (
+    BackendDefaults,
+    Constraint,
+    GenerationStats,
+    Message,
+    Sampling,
+    approx_tokens,
+)
 from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
 from assistant.llm.grammar import check_flat, schema_to_gbnf
 
@@ -77,7 +84,7 @@ def _formats(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return dialects
 
 
-class OpenAIBackend:
+class OpenAIBackend(BackendDefaults):
     """Stream chat completions from an OpenAI-compatible server.
 
     ``llm.base_url`` (e.g. ``http://127.0.0.1:8080/v1``), ``llm.model`` (the server's model
@@ -97,6 +104,7 @@ class OpenAIBackend:
                 "set llm.base_url, e.g. http://127.0.0.1:8080/v1",
             )
         self.model_name = cfg.model or "default"
+        self.location = self.base_url
         headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
         self.client = httpx.Client(
             headers=headers,
@@ -160,15 +168,31 @@ class OpenAIBackend:
         return approx_tokens(text)
 
     def _body(
-        self, messages: list[Message], max_tokens: int, json_schema: dict[str, Any] | None
+        self,
+        messages: list[Message],
+        max_tokens: int,
+        json_schema: dict[str, Any] | None,
+        sampling: Sampling | None = None,
     ) -> dict[str, Any]:
+        how = sampling or Sampling()
         body: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "max_tokens": max_tokens,
-            "temperature": self.cfg.temperature,
+            "temperature": self.cfg.temperature if how.temperature is None else how.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if how.stop:
+            body["stop"] = list(how.stop)
+        if how.top_p < 1.0:
+            body["top_p"] = how.top_p
+        # llama.cpp's and vLLM's servers take these; OpenAI's ignores unknown fields.
+        if how.repeat_penalty != 1.0:
+            body["repeat_penalty"] = how.repeat_penalty
+        if how.min_p > 0.0:
+            body["min_p"] = how.min_p
+        if how.grammar is not None and json_schema is None:
+            body["grammar"] = how.grammar  # llama.cpp's server; others ignore it
         if self.cfg.model:
             body["model"] = self.cfg.model
         if json_schema is not None:
@@ -208,6 +232,7 @@ class OpenAIBackend:
         max_tokens: int,
         stats: GenerationStats | None = None,
         json_schema: dict[str, Any] | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[str]:
         """Yield the answer's text as the server streams it.
 
@@ -216,7 +241,7 @@ class OpenAIBackend:
         if json_schema is not None:
             check_flat(json_schema)
         t0 = time.perf_counter()
-        body = self._body(messages, max_tokens, json_schema)
+        body = self._body(messages, max_tokens, json_schema, sampling)
         try:
             resp = self._open(body, json_schema)
         except httpx.HTTPError as exc:

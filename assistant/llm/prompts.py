@@ -1,7 +1,8 @@
 """Load prompt templates from the ``prompts`` package (or a user override directory).
 
 A prompt file is a Jinja2 template under a TOML front matter fenced by ``+++``
-lines. Its ``system`` and ``user`` blocks become the two chat messages; a
+lines. Its ``system`` and ``user`` blocks become the chat messages, with an optional
+few-shot example between them (``example_user``, ``example_assistant``); a
 structured step also has a ``retry`` block, sent back with the validation error
 when an answer does not fit the step's schema.
 """
@@ -18,9 +19,18 @@ import jinja2
 
 from assistant.config import user_config_dir
 from assistant.errors import KassistError
-from assistant.llm.base import Message
+from assistant.llm.base import Message, Role
 
 FENCE = "+++"
+#: Template blocks that become chat messages, in order, with their roles.
+MESSAGE_BLOCKS: tuple[tuple[str, Role], ...] = (
+    ("system", "system"),
+    ("example_user", "user"),
+    ("example_assistant", "assistant"),
+    ("example2_user", "user"),
+    ("example2_assistant", "assistant"),
+    ("user", "user"),
+)
 SUFFIX = ".j2"
 
 
@@ -78,12 +88,14 @@ class Prompt:
             raise KassistError(f"prompt {self.origin}: {exc.message}", "fix the template") from None
 
     def render(self, **context: Any) -> list[Message]:
-        """Render the template's ``system`` and ``user`` blocks into chat messages."""
+        """Render the template's blocks into chat messages: ``system``, then a few-shot
+        example (``example_user`` and ``example_assistant``) where the template has one,
+        then ``user``."""
         blocks = self._template().blocks
         return [
-            Message(role=role, content=self.render_block(role, **context))
-            for role in ("system", "user")
-            if role in blocks
+            Message(role=role, content=self.render_block(block, **context))
+            for block, role in MESSAGE_BLOCKS
+            if block in blocks
         ]
 
 

@@ -1,38 +1,21 @@
 """The pydantic models of the structured steps, by the name a prompt's front matter uses.
 
 Each step has one flat schema (scalars, enums, lists of scalars): small models follow
-those, and every backend's converter handles them. A prompt names its model with
-``output_model = "Name"``, or gives a flat JSON schema inline (``[output_schema]``),
-which :func:`model_from_schema` turns into a pydantic model.
+those, and every backend's converter handles them. A prompt names its model by import
+path, ``output_model = "package.module:Name"`` (the product's steps live in
+``assistant.drafters.steps``; the runtime knows none of them), or gives a flat JSON
+schema inline (``[output_schema]``), which :func:`model_from_schema` turns into a
+pydantic model.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import importlib
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from assistant.errors import KassistError
-
-Subsystem = Literal[
-    "networking",
-    "filesystems",
-    "memory-management",
-    "block",
-    "drivers",
-    "usb",
-    "sound",
-    "graphics",
-    "scheduler",
-    "locking",
-    "bpf",
-    "security",
-    "virtualization",
-    "crypto",
-    "io_uring",
-    "other",
-]
-Severity = Literal["low", "medium", "high", "critical"]
 
 
 class StepModel(BaseModel):
@@ -40,42 +23,6 @@ class StepModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-
-class CrashAssessment(StepModel):
-    """The model's reading of one triaged crash (the ``crash_assessment`` step).
-
-    The string limits bound the answer: even one token per character it takes at most
-    about 100 + 3 x 60 + 50 tokens, so under the grammar it always completes within the
-    prompt's ``max_tokens`` (330) instead of being cut off mid-string.
-    """
-
-    subsystem: Subsystem = Field(description="the kernel subsystem the crash most likely is in")
-    severity: Severity = Field(description="how bad the crash is for a production machine")
-    likely_cause: str = Field(
-        min_length=8, max_length=100, description="one sentence: the likely cause"
-    )
-    next_steps: list[Annotated[str, Field(min_length=3, max_length=60)]] = Field(
-        min_length=1,
-        max_length=3,
-        description="what an engineer should do next, shortest first",
-    )
-
-
-ChatAction = Literal["triage", "report", "explain", "tune", "answer"]
-
-
-class RouterDecision(StepModel):
-    """Which action the chat takes for a user's message (the ``chat_router`` step)."""
-
-    action: ChatAction = Field(description="the one action to take")
-    reason: str = Field(min_length=3, max_length=120, description="why, in a few words")
-
-
-#: step models by the name prompts use in ``output_model``
-STEP_MODELS: dict[str, type[StepModel]] = {
-    "CrashAssessment": CrashAssessment,
-    "RouterDecision": RouterDecision,
-}
 
 _JSON_TYPES: dict[str, type[Any]] = {
     "string": str,
@@ -119,20 +66,29 @@ def model_from_schema(name: str, schema: dict[str, Any]) -> type[StepModel]:
     return create_model(name, __base__=StepModel, **fields)
 
 
+def _import_model(spec: str, prompt_name: str) -> type[StepModel]:
+    module, _, attr = spec.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attr) if attr else None
+    except (ImportError, AttributeError):
+        found = None
+    if not (isinstance(found, type) and issubclass(found, StepModel)):
+        raise KassistError(
+            f"prompt {prompt_name}: output_model {spec!r} is not a step model",
+            "name one as package.module:Class, a subclass of StepModel",
+        )
+    return found
+
+
 def output_model(meta: dict[str, Any], prompt_name: str) -> type[StepModel]:
     """Return the pydantic model a structured prompt's front matter names or gives.
 
-    :raises KassistError: neither ``output_model`` nor ``output_schema``, or an unknown name.
+    :raises KassistError: neither ``output_model`` nor ``output_schema``, or a name that
+        does not import as a :class:`StepModel`.
     """
     name = meta.get("output_model")
     if isinstance(name, str):
-        model = STEP_MODELS.get(name)
-        if model is None:
-            raise KassistError(
-                f"prompt {prompt_name}: unknown output_model {name!r}",
-                f"known: {', '.join(sorted(STEP_MODELS))}",
-            )
-        return model
+        return _import_model(name, prompt_name)
     schema = meta.get("output_schema")
     if isinstance(schema, dict):
         return model_from_schema(prompt_name.title().replace("_", ""), schema)

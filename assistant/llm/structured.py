@@ -9,7 +9,6 @@ the step raises :class:`StructuredRefusal`. Invalid data is never returned.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -78,16 +77,6 @@ def parse_answer(text: str, model: type[T]) -> T:
     return model.model_validate_json(text.strip())
 
 
-def _log_outcome(backend: Backend, stats: GenerationStats, value: Any, refusal: str | None) -> None:
-    record = getattr(backend, "connection", None)
-    if stats.log_id is None or not callable(record):
-        return
-    from assistant.llm.log import record_outcome
-
-    with contextlib.suppress(Exception):  # the log never decides an answer
-        record_outcome(record(), stats.log_id, value, refusal)
-
-
 def run_step(
     backend: Backend,
     prompt: Prompt,
@@ -124,11 +113,11 @@ def run_step(
             error = _short_error(exc)
             errors.append(error)
             kinds.append(failure_kind(text))
-            _log_outcome(backend, stats, None, error)
+            backend.record_outcome(stats, None, error)
             retry = prompt.render_block("retry", **context, error=error)
             convo = [*convo, Message("assistant", text), Message("user", retry)]
             continue
-        _log_outcome(backend, stats, value.model_dump(), None)
+        backend.record_outcome(stats, value.model_dump(), None)
         kinds.append("valid")
         return StepResult(
             value=value, attempts=attempt, errors=errors, stats=all_stats, kinds=kinds

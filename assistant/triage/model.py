@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # drgn is loaded only for a vmcore
     from assistant.vmcore import VmcoreSection
 
+from assistant.triage.facts import CrashFacts, extract_facts
+
 TRIAGE_SCHEMA = "kassist.triage/1"
 
 
@@ -91,9 +93,19 @@ class Crash:
     kernel: KernelInfo = field(default_factory=KernelInfo)
     task: TaskInfo = field(default_factory=TaskInfo)
     call_trace: list[Frame] = field(default_factory=list)
+    #: what the report says about its own family (see :mod:`assistant.triage.facts`);
+    #: extracted from ``report`` on first use by :meth:`crash_facts`
+    facts: CrashFacts | None = None
+
+    def crash_facts(self) -> CrashFacts:
+        """Return the report's own facts, extracting them once."""
+        if self.facts is None:
+            self.facts = extract_facts(self.title, self.report)
+        return self.facts
 
     def to_dict(self) -> dict[str, Any]:
         """Return the crash as the JSON object of the triage contract."""
+        self.crash_facts()
         return asdict(self)
 
 

@@ -129,15 +129,14 @@ def checked(ex: Explanation, text: str) -> Explanation:
     Fails closed: no checker in this build withholds the text too.
     """
     try:
-        from assistant.drafters.checker import (  # type: ignore[import-not-found,unused-ignore]
-            Evidence,
-            check_draft,
-        )
+        from assistant.drafters.checker import Evidence, check_draft
     except ImportError:
         ex.notices.append("the model's explanation is withheld: no draft checker in this build")
         return ex
     try:
-        verdict = check_draft(text, Evidence(evidence_lines(ex)))
+        # An explanation of a tuning step may give causes; every name and number in it
+        # must be in the evidence and the key's documentation.
+        verdict = check_draft(text, Evidence("\n".join(evidence_lines(ex)), allow_causes=True))
     except (TypeError, ValueError) as exc:
         ex.notices.append(f"the model's explanation is withheld: the checker failed ({exc})")
         return ex

