@@ -36,3 +36,12 @@ def stamp_us(line: str) -> int | None:
 def format_stamp(ts_us: int) -> str:
     """Print a time since boot (microseconds) the way printk does: ``[%5lu.%06lu]``."""
     return f"[{ts_us // 1_000_000:5d}.{ts_us % 1_000_000:06d}]"
+
+
+def without_stamp(line: str) -> str:
+    """Return ``line`` without its leading printk stamp (and caller id), if it has one.
+
+    >>> without_stamp("  [   12.500000][ T42] BUG: x")
+    'BUG: x'
+    """
+    return LINE_STAMP.sub("", line.lstrip(), count=1)

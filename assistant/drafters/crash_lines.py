@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from assistant.triage.facts import PRINTK_PREFIX
+from probes.printk_time import without_stamp
 
 #: Priority classes, from the last dropped to the first dropped.
 HEAD, GUILTY, BODY, TRACE_TAIL, NOISE = range(5)
@@ -35,7 +35,7 @@ def classify(report: str) -> list[tuple[int, str]]:
     seen: set[str] = set()
     frames = 0
     for i, raw in enumerate(report.splitlines()):
-        line = PRINTK_PREFIX.sub("", raw, count=1).rstrip()
+        line = without_stamp(raw).rstrip()
         if not line:
             continue
         frame = _FRAME.match(line)

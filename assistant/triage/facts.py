@@ -32,14 +32,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from probes.printk_time import without_stamp
+
 #: The most frames kept of an allocation or free stack (innermost first).
 STACK_FRAMES = 6
 #: The most lock holders, chain links and OOM consumers kept.
 MAX_ITEMS = 8
 
 #: A printk prefix: the timestamp and the caller id (``[ 12.345678][ T123] ``).
-#: TODO(lead): the one printk-timestamp regex of probes/ (issue 10) replaces this one.
-PRINTK_PREFIX = re.compile(r"^\s*(?:\[\s*\d+\.\d+\]\s?)?(?:\[\s*[CT]\d+\])?\s?", re.ASCII)
 _FUNC = r"[A-Za-z_][\w.]*"
 _FRAME = re.compile(
     rf"^\s*(?:\[<[0-9a-f]+>\]\s*)?(?:\?\s*)?({_FUNC})(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?"
@@ -199,7 +199,7 @@ def family_of(title: str) -> str:
 
 
 def _clean_lines(report: str) -> list[str]:
-    return [PRINTK_PREFIX.sub("", line, count=1).strip() for line in report.splitlines()]
+    return [without_stamp(line).strip() for line in report.splitlines()]
 
 
 # Frames of the allocator and the sanitizer's own stack saving, left out of a stack.
