@@ -121,10 +121,50 @@ def test_cli_docs_sysctl_json_and_notice(real_kb: KnowledgeBase) -> None:
     assert doc["doc_cite"] == "Documentation/admin-guide/sysctl/vm.rst#swappiness"
     assert doc["definition"]["maximum"] == 200
     assert all(p["source"] for p in doc["paragraphs"])
-    # Notices only, one line each: the missing model paragraph (and the agent's journal
-    # when no agent runs).
+    # Notices only, one line each (a withheld model paragraph, the agent's journal when no
+    # agent runs); the bundled model's paragraph is shown only when the checker passed it.
     assert all(line.startswith("kassist: ") for line in proc.stderr.splitlines())
-    assert "no model paragraph" in proc.stderr
+    model = doc["model_paragraph"]
+    assert model is not None and model["source"] == doc["doc_cite"]
+    shown = [p for p in doc["paragraphs"] if p["heading"].startswith("In short")]
+    if model["shown"]:
+        assert shown and shown[0]["text"] == model["text"]
+    else:
+        assert not shown and "vm.swappiness: the model's paragraph was withheld" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("draft", "caught"),
+    [
+        # a wrong default (the documentation says 60)
+        ("vm.swappiness sets the relative IO cost of swapping. The default value is 30.", "30"),
+        # an invented key
+        ("vm.swappiness and vm.swap_boost set the relative IO cost of swapping.", "swap_boost"),
+        # a wrong unit
+        ("vm.swappiness sets the relative IO cost of swapping in milliseconds.", "milliseconds"),
+        # a sentence of the model's own, in the documentation's words
+        (
+            "vm.swappiness sets the relative IO cost of swapping. Swap IO is cheaper at 100.",
+            "does not say",
+        ),
+    ],
+)
+def test_the_docs_checker_catches_planted_false_facts(
+    real_kb: KnowledgeBase, draft: str, caught: str
+) -> None:
+    from assistant.docs.explain import paragraph_problems
+
+    facts = facts_mod.gather(real_kb, "vm.swappiness", running_release())
+    problems = paragraph_problems(draft, facts, [])
+    assert problems and caught in "; ".join(problems)
+
+
+def test_a_faithful_condensation_passes(real_kb: KnowledgeBase) -> None:
+    from assistant.docs.explain import paragraph_problems
+
+    facts = facts_mod.gather(real_kb, "vm.swappiness", running_release())
+    good = "vm.swappiness defines the rough relative IO cost of swapping and filesystem paging."
+    assert paragraph_problems(good, facts, []) == []
 
 
 def test_docs_without_a_knowledge_base_degrade_to_one_notice(tmp_path: Path) -> None:

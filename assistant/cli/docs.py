@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from assistant.cli.common import notice
+from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
 from assistant.docs import facts as facts_mod
 from assistant.docs import pages
 from assistant.docs.undocumented import draft_stub, machine_sysctls, undocumented
@@ -34,17 +34,6 @@ def _kb_or_notice() -> KnowledgeBase | None:
     return kb
 
 
-def _model_notice() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("assistant.drafters.checker") is None:
-        notice(
-            "no model paragraph: the shared draft checker is not in this build, so none is shown"
-        )
-        return
-    notice("no model paragraph: pages are deterministic in this build")
-
-
 @click.group()
 def docs() -> None:
     """Documentation drafts grounded in the kernel's own sources, each paragraph cited."""
@@ -54,19 +43,42 @@ def docs() -> None:
 @click.argument("keys", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(sorted(pages.RENDERERS)), default="markdown",
               show_default=True)  # fmt: skip
-def sysctl(keys: tuple[str, ...], fmt: str) -> None:
-    """One page per sysctl KEY: what it does, type and bounds, value here, who sets it, the rule."""
+@llm_options
+def sysctl(
+    keys: tuple[str, ...],
+    fmt: str,
+    model: str | None,
+    backend: str | None,
+    max_tokens: int | None,
+    no_llm: bool,
+    no_log: bool,
+) -> None:
+    """One page per sysctl KEY: what it does, type and bounds, value here, who sets it, the rule.
+
+    With a model, a paragraph condensing the key's documentation comes first, shown only
+    when the shared checker accepts it (else one notice line says it was withheld).
+    """
     kb = _kb_or_notice()
     release = running_release()
     changes, why = facts_mod.agent_changes()
     if changes is None:
         notice(f"no history of kassist's changes: {why}")
-    rendered = [pages.RENDERERS[fmt](facts_mod.gather(kb, key, release, changes)) for key in keys]
+    llm = backend_or_none(config_from_flags(model, backend, max_tokens, no_log), no_llm)
+    rendered = []
+    for key in keys:
+        facts = facts_mod.gather(kb, key, release, changes)
+        paragraph = None
+        if llm is not None:
+            from assistant.docs.explain import model_paragraph
+
+            paragraph = model_paragraph(facts, llm)
+            if paragraph.notice:
+                notice(f"{key}: {paragraph.notice}")
+        rendered.append(pages.RENDERERS[fmt](facts, paragraph))
     if fmt == "json":
         click.echo("[" + ",\n".join(rendered) + "]")
     else:
         click.echo("\n".join(rendered), nl=False)
-    _model_notice()
 
 
 @docs.command(name="undocumented")

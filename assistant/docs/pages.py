@@ -12,10 +12,13 @@ import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.docs.facts import SysctlFacts
 from assistant.knowledge import DocHit
+
+if TYPE_CHECKING:
+    from assistant.docs.explain import ModelParagraph
 
 #: The longest documentation text quoted on a page, characters.
 MAX_QUOTE = 1500
@@ -54,9 +57,20 @@ def _version_note(facts: SysctlFacts) -> str | None:
     )
 
 
-def paragraphs(facts: SysctlFacts) -> list[tuple[str, str, str]]:
-    """Return the page's parts as (heading, text, source), in order."""
+#: The heading of the model's paragraph (shown only when the checker accepted it).
+MODEL_HEADING = "In short (drafted by the local model, checked against the documentation)"
+
+
+def paragraphs(
+    facts: SysctlFacts, model: ModelParagraph | None = None
+) -> list[tuple[str, str, str]]:
+    """Return the page's parts as (heading, text, source), in order.
+
+    :param model: the model's paragraph; shown first when the checker accepted it.
+    """
     parts: list[tuple[str, str, str]] = []
+    if model is not None and model.shown:
+        parts.append((MODEL_HEADING, model.text, f"the local model, condensing {model.source}"))
     if facts.doc is not None:
         parts.append(("What it does", _quote(facts.doc), facts.doc.cite))
     elif facts.kernel_version is not None:
@@ -151,10 +165,10 @@ def _rule_text(facts: SysctlFacts) -> str:
     return text + "."
 
 
-def markdown(facts: SysctlFacts) -> str:
+def markdown(facts: SysctlFacts, model: ModelParagraph | None = None) -> str:
     """Return the page as Markdown."""
     out = [f"# {facts.name}", ""]
-    for heading, text, source in paragraphs(facts):
+    for heading, text, source in paragraphs(facts, model):
         out += [f"## {heading}", ""]
         body = "\n".join("> " + line if heading == "What it does" and facts.doc else line
                          for line in text.splitlines())  # fmt: skip
@@ -162,11 +176,11 @@ def markdown(facts: SysctlFacts) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def rst(facts: SysctlFacts) -> str:
+def rst(facts: SysctlFacts, model: ModelParagraph | None = None) -> str:
     """Return the page in the style of ``Documentation/admin-guide/sysctl/kernel.rst``."""
     leaf = facts.name.rsplit(".", 1)[-1]
     out = [leaf, "=" * len(leaf), ""]
-    for heading, text, source in paragraphs(facts):
+    for heading, text, source in paragraphs(facts, model):
         if heading == "What it does" and facts.doc:
             out += [text, ""]
         else:
@@ -175,16 +189,19 @@ def rst(facts: SysctlFacts) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def as_json(facts: SysctlFacts) -> str:
-    """Return the facts and the page's parts as JSON."""
+def as_json(facts: SysctlFacts, model: ModelParagraph | None = None) -> str:
+    """Return the facts and the page's parts as JSON (the model's paragraph, shown or not)."""
     doc: dict[str, Any] = asdict(facts)
     doc["proc_path"] = facts.proc_path
     doc["doc_cite"] = facts.doc.cite if facts.doc else None
-    doc["paragraphs"] = [{"heading": h, "text": t, "source": s} for h, t, s in paragraphs(facts)]
+    doc["paragraphs"] = [
+        {"heading": h, "text": t, "source": s} for h, t, s in paragraphs(facts, model)
+    ]
+    doc["model_paragraph"] = asdict(model) if model is not None else None
     return json.dumps(doc, indent=2, default=str)
 
 
-RENDERERS: dict[str, Callable[[SysctlFacts], str]] = {
+RENDERERS: dict[str, Callable[[SysctlFacts, ModelParagraph | None], str]] = {
     "markdown": markdown,
     "rst": rst,
     "json": as_json,

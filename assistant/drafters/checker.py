@@ -268,7 +268,15 @@ def _beyond(draft: str, evidence: Evidence) -> list[str]:
         return []
     known = set(_words(evidence.text)) | evidence.plain_words
     # Names (with digits, underscores) are the grounding check's; this one reads words.
-    extra = [w for w in dict.fromkeys(_words(draft)) if w not in known and w.isalpha()]
+    # A hyphenated word unknown as a whole is read part by part: an invented "SYN-DORSEL"
+    # is refused, a known "use-after-free" is not.
+    extra = [
+        w
+        for w in dict.fromkeys(_words(draft))
+        if w not in known
+        and all(p.isalpha() for p in w.split("-") if p)
+        and any(p not in known for p in w.split("-") if p)
+    ]
     if extra:
         return [f"says more than the facts ({', '.join(extra[:4])})"]
     return []

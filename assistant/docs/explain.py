@@ -1,0 +1,124 @@
+"""The model's paragraph on a sysctl page: the documentation condensed, then checked.
+
+The model sees only the key's own documentation section; what it writes goes through
+the shared checker (:mod:`assistant.drafters.checker`) with that section and the page's
+facts as the evidence: a sysctl, number, unit or function the evidence does not hold, a
+repetition, an echo of the prompt or a cut sentence withholds it, and the page says so
+in one line. The page's facts never depend on it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from assistant.docs.facts import SysctlFacts
+from assistant.docs.pages import paragraphs
+from assistant.drafters.checker import Evidence, check_draft, cut_to_sentence
+from assistant.drafters.summary import sampling_of
+from assistant.llm.base import Backend, GenerationStats
+from assistant.llm.prompts import load_prompt
+
+PROMPT_NAME = "docs_sysctl_summary"
+#: Characters of the documentation section handed to the model.
+DOC_CHARS = 900
+#: The only words the paragraph may use besides the documentation's and the page's: it
+#: condenses, so what it says must be said there (a 135M model otherwise makes things up).
+DOC_WORDS = frozenset(
+    """a an the this that these those it its in on at of to from by for with while when if
+    after before and or but as is are was were be been being has have not no into which who
+    where how how many much long what sets set controls control limits limit gives give
+    determines determine defines define tells tell enables enable disables disable turns
+    value values number maximum minimum default setting settings sysctl kernel linux
+    can may will each per any all more less than only also so such used uses""".split()  # noqa: SIM905
+)
+
+
+@dataclass(frozen=True)
+class ModelParagraph:
+    """What the model wrote for a page, and whether it may be shown.
+
+    :param text: the paragraph (cut at its last sentence), or ``""``.
+    :param shown: the checker accepted it.
+    :param notice: one line for a withheld paragraph (or why there is none).
+    :param source: what it condenses (a ``Documentation/...#anchor`` citation).
+    """
+
+    text: str
+    shown: bool
+    notice: str = ""
+    source: str = ""
+
+
+_WORD = re.compile(r"[a-z0-9_]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def unfaithful_sentences(paragraph: str, documentation: str) -> list[str]:
+    """Return the sentences that share no run of three words with the documentation.
+
+    The paragraph condenses the documentation: a sentence with no phrase of it is the
+    model's own, and a small model's own sentences are where it goes wrong.
+
+    >>> unfaithful_sentences("It wraps back to zero. It is fast.", "the value wraps back to 300")
+    ['It is fast.']
+    """
+    known = _trigrams(documentation)
+    return [s for s in _SENTENCE.split(paragraph.strip()) if s and not _trigrams(s) & known]
+
+
+def paragraph_problems(text: str, facts: SysctlFacts, prompt_lines: list[str]) -> list[str]:
+    """Return why a paragraph on ``facts`` may not be shown (empty: it may).
+
+    The evidence is the key's documentation section and the page's own facts: every
+    sysctl, number, unit and function named must be there (the shared checker), its
+    words must be the documentation's or plain ones, and each sentence must say
+    something the documentation says.
+    """
+    documentation = facts.doc.text[:DOC_CHARS] if facts.doc is not None else ""
+    evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
+    verdict = check_draft(
+        text,
+        Evidence(
+            evidence_text,
+            allow_causes=True,
+            max_sentences=3,
+            prompt_lines=prompt_lines,
+            plain_words=DOC_WORDS,
+        ),
+    )
+    problems = list(verdict.problems)
+    unfaithful = unfaithful_sentences(text, documentation)
+    if unfaithful:
+        problems.append(f"a sentence the documentation does not say ({unfaithful[0][:60]!r})")
+    return problems
+
+
+def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
+    """Ask the model to condense the key's documentation; check it before it is shown."""
+    if facts.doc is None:
+        return ModelParagraph("", False, "no model paragraph: nothing upstream to condense")
+    prompt = load_prompt(PROMPT_NAME)
+    documentation = facts.doc.text[:DOC_CHARS]
+    messages = prompt.render(name=facts.name, documentation=documentation)
+    sampling = sampling_of(prompt, [("sysctl", facts.name), ("documentation", documentation)])
+    stats = GenerationStats(prompt_name=prompt.label)
+    raw = "".join(
+        backend.stream(messages, int(prompt.meta.get("max_tokens", 60)), stats, sampling=sampling)
+    )
+    text = cut_to_sentence(raw)
+    problems = paragraph_problems(text, facts, [m.content for m in messages])
+    backend.record_outcome(
+        stats, None if problems else {"paragraph": text}, "; ".join(problems) or None
+    )
+    if not problems:
+        return ModelParagraph(text, True, source=facts.doc.cite)
+    why = "; ".join(problems)[:160]
+    return ModelParagraph(
+        text, False, f"the model's paragraph was withheld ({why})", facts.doc.cite
+    )
