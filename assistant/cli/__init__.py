@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crashes": ("assistant.cli.crashes:crashes", "Browse the crash store."),
     "tune": ("assistant.cli.pending:tune", "Draft tuning recommendations."),
     "docs": ("assistant.cli.pending:docs", "Draft documentation from evidence."),
+    "disks": ("assistant.cli.disks:disks", "Find fail-slow and failing drives (advice only)."),
     "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),
     "agent": ("assistant.cli.agent:agent", "Talk to (or run) the kernel agent."),
     "watch": ("assistant.cli.pending:watch", "Follow the kernel log and triage as it goes."),
