@@ -1,0 +1,127 @@
+"""Fail-slow detection on real block devices: loop devices over a latency-injecting FUSE fs.
+
+Four loop devices (``losetup --direct-io=on``) over files on one slowfs mount, all the
+same kind, driven by fio (4 KiB O_DIRECT random reads); one of them is made slow while
+the monitor samples every second. Needs root, fio, FUSE and fusepy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from assistant.disks import DetectorConfig, DiskMonitor, Finding
+from tests.conftest import require, run_kassist
+from tests.fixtures.slowfs.rig import Rig, missing_tools
+
+#: Seconds a steady slowdown may take to be found (the model needs 5 one-second windows).
+DETECT_WITHIN_S = 25.0
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    why = missing_tools()
+    require(why is None, f"fail-slow rig: {why}")
+    with Rig(4) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def base_ms(rig: Rig) -> float:
+    rig.set_delays({})
+    with rig.workload(seconds=8):
+        return rig.base_latency_ms(3.0)
+
+
+def _watch(rig: Rig, seconds: float, until: str | None = None) -> tuple[list[Finding], float]:
+    # Sample every second; stop early once a finding of pattern `until` appears.
+    with DiskMonitor(DetectorConfig(), only=rig.loops, smart=False) as monitor:
+        start = time.monotonic()
+        findings: list[Finding] = []
+        while time.monotonic() - start < seconds:
+            time.sleep(1.0)
+            findings = monitor.sample()
+            if until and any(f.pattern == until for f in findings):
+                break
+        return findings, time.monotonic() - start
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_equal_devices_give_no_finding(rig: Rig) -> None:
+    rig.set_delays({})
+    with rig.workload(seconds=45):
+        findings, _ = _watch(rig, 40.0)
+    assert findings == [], [f.summary for f in findings]
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_a_steadily_slow_device_is_found_with_its_figures(rig: Rig, base_ms: float) -> None:
+    rig.set_delays({2: {"delay_ms": 4 * base_ms}})  # x5 its peers
+    with rig.workload(seconds=DETECT_WITHIN_S + 5):
+        findings, took = _watch(rig, DETECT_WITHIN_S, until="steady")
+    slow = rig.loops[2]
+    assert [(f.device, f.kind, f.pattern) for f in findings] == [(slow, "fail-slow", "steady")]
+    f = findings[0]
+    assert took < DETECT_WITHIN_S
+    assert f.baseline == "peers" and sorted(f.peers) == sorted(set(rig.loops) - {slow})
+    assert f.peer_group.startswith("ssd/loop/")
+    assert 2.0 < f.figures["slowdown"] < 15.0, f.figures
+    assert f"{f.figures['slowdown']:.1f}x" in f.summary
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_spikes_on_ten_percent_of_requests_are_intermittent(rig: Rig) -> None:
+    rig.set_delays({1: {"spike_p": 0.10, "spike_ms": 30.0}})
+    with rig.workload(seconds=DETECT_WITHIN_S + 5):
+        findings, _ = _watch(rig, DETECT_WITHIN_S, until="intermittent")
+    assert [(f.device, f.pattern) for f in findings] == [(rig.loops[1], "intermittent")]
+    f = findings[0]
+    if "p50_us" in f.figures:  # with the eBPF histograms: the median is like the peers'
+        assert f.figures["tail_only"] is True
+        assert f.figures["slow_request_share"] > 0.05
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_growing_io_errors_predict_failure(rig: Rig) -> None:
+    # slowfs returns EIO: the kernel itself logs "I/O error, dev loopN, sector ..." lines.
+    with DiskMonitor(DetectorConfig(), only=rig.loops, smart=False, bpf=False) as monitor:
+        rig.set_delays({})
+        with rig.workload(seconds=30):
+            for _ in range(6):
+                time.sleep(1.0)
+                monitor.sample()
+            rig.set_delays({3: {"error_p": 0.02}})
+            findings: list[Finding] = []
+            for _ in range(15):
+                time.sleep(1.0)
+                findings = [f for f in monitor.sample() if f.kind == "failing"]
+                if findings:
+                    break
+    rig.set_delays({})
+    assert [(f.device, f.pattern) for f in findings] == [(rig.loops[3], "error-trend")]
+    assert findings[0].figures["recent_errors"] >= 3
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_cli_names_the_slow_device_in_json(rig: Rig, base_ms: float) -> None:
+    rig.set_delays({0: {"delay_ms": 9 * base_ms}})  # x10
+    args = ["disks", "--interval", "1", "--count", "10", "--format", "json", "--no-smart"]
+    for loop in rig.loops:
+        args += ["--device", loop]
+    with rig.workload(seconds=20):
+        done = run_kassist(args, timeout=60)
+    rig.set_delays({})
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["schema"] == "kassist.disks/1"
+    assert [(f["device"], f["pattern"]) for f in doc["findings"]] == [(rig.loops[0], "steady")]
+    assert doc["findings"][0]["key"].endswith(f":{rig.loops[0]}")
+    assert {row["device"] for row in doc["devices"]} == set(rig.loops)
