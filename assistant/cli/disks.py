@@ -18,6 +18,7 @@ SCHEMA = "kassist.disks/1"
 
 def _device_rows(monitor: Any) -> list[dict[str, Any]]:
     rows = []
+    before = monitor.log.before if monitor.log is not None else {}
     for name, dev in sorted(monitor.detector.devices.items()):
         w = monitor.windows.get(name)
         if w is None or dev.size_bytes == 0:
@@ -39,6 +40,8 @@ def _device_rows(monitor: Any) -> list[dict[str, Any]]:
                 "p99_us": None if w.p99_us is None else round(w.p99_us),
                 "errors": w.errors,
                 "timeouts": w.timeouts,
+                "errors_before": before.get(name, {}).get("errors", 0),
+                "timeouts_before": before.get(name, {}).get("timeouts", 0),
             }
         )
     return rows
@@ -55,6 +58,25 @@ def _document(monitor: Any, findings: list[Any], windows: int, interval: float) 
         "findings": [f.to_dict() for f in findings],
         "notices": list(monitor.notices),
     }
+
+
+def _cell(value: Any, spec: str) -> str:
+    width = int(spec.split(".", maxsplit=1)[0].rstrip("df") or 0)
+    return "-".rjust(width) if value is None else format(value, spec)
+
+
+def _print_devices(rows: list[dict[str, Any]]) -> None:
+    # The last window of each device, 80 columns: what the kernel counted for it.
+    click.echo(
+        f"{'device':10} {'peer group':18} {'IO/s':>8} {'await ms':>9} {'util':>5} "
+        f"{'p50 µs':>7} {'p99 µs':>7} {'errors':>6}"
+    )
+    for r in rows:
+        click.echo(
+            f"{r['device']:10} {r['peer_group']:18} {r['iops']:8.1f} {_cell(r['await_ms'], '9.3f')} "
+            f"{r['util'] * 100:4.0f}% {_cell(r['p50_us'], '7d')} {_cell(r['p99_us'], '7d')} "
+            f"{r['errors'] + r['timeouts']:6d}"
+        )
 
 
 def _print_finding(finding: Any, explanation: str | None) -> None:
@@ -148,6 +170,7 @@ def disks(
     if fmt == "json":
         click.echo(json.dumps(_document(monitor, findings, count, interval), indent=2))
     elif fmt == "text":
+        _print_devices(_device_rows(monitor))
         watched = sum(len(m) for m in monitor.detector.groups().values())
         groups = len(monitor.detector.groups())
         still = f"{len(findings)} finding(s) hold" if findings else "no finding"

@@ -48,11 +48,16 @@ def parent_device(name: str, sys_class_block: str = "/sys/class/block") -> str:
 
 @dataclass
 class LogErrors:
-    """Reads the kernel log's I/O errors and timeouts per device since the last call."""
+    """Reads the kernel log's I/O errors and timeouts per device since the last call.
+
+    :param before: what the ring buffer held when monitoring began, per device (evidence,
+        but not counted in any window).
+    """
 
     last_seq: int | None = None
     notices: list[str] = field(default_factory=list)
     broken: bool = False
+    before: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def read(self, devices: Collection[str]) -> dict[str, dict[str, int]]:
         """Return ``{device: {"errors": n, "timeouts": n}}`` for records new since last time."""
@@ -87,8 +92,6 @@ class LogErrors:
             self.before = out
             return {}
         return out
-
-    before: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _devices_named(raw: str, devices: Collection[str]) -> list[str]:
@@ -148,7 +151,7 @@ class DiskMonitor:
         self.notices: list[str] = []
         self.windows: dict[str, Window] = {}
         self.errors: dict[str, ErrorHistory] = {}
-        self._log = LogErrors(notices=self.notices) if kernel_log else None
+        self.log = LogErrors(notices=self.notices) if kernel_log else None
         self._latency: LatencyStream | None = None
         if bpf:
             try:
@@ -176,8 +179,8 @@ class DiskMonitor:
         self._devices = {n: d for n, d in read_block_devices().items() if self._wanted(n)}
         self._prev = self._diskstats()
         self._prev_at = time.monotonic()
-        if self._log is not None:
-            self._log.read(self._devices)
+        if self.log is not None:
+            self.log.read(self._devices)
         if self._latency is not None:
             self._latency.read()
 
@@ -200,7 +203,7 @@ class DiskMonitor:
         }
         self._prev, self._prev_at = current, now
         histograms = self._latency.read() if self._latency is not None else {}
-        logged = self._log.read(self._devices) if self._log is not None else {}
+        logged = self.log.read(self._devices) if self.log is not None else {}
         for name, window in windows.items():
             window.histogram = histograms.get(name, [])
             counts = logged.get(name, {})
