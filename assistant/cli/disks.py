@@ -74,7 +74,8 @@ def _print_devices(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         click.echo(
             f"{r['device']:10} {r['peer_group']:18} {r['iops']:8.1f} "
-            f"{_cell(r['await_ms'], '9.3f')} {r['util'] * 100:4.0f}% {_cell(r['p50_us'], '7d')} {_cell(r['p99_us'], '7d')} "
+            f"{_cell(r['await_ms'], '9.3f')} {r['util'] * 100:4.0f}% "
+            f"{_cell(r['p50_us'], '7d')} {_cell(r['p99_us'], '7d')} "
             f"{r['errors'] + r['timeouts']:6d}"
         )
 
