@@ -9,6 +9,7 @@ in whatever unit the caller uses (the detector passes natural logarithms).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,14 @@ def mad_sigma(values: Sequence[float]) -> float:
         return 0.0
     centre = median(values)
     return MAD_TO_SIGMA * median([abs(v - centre) for v in values])
+
+
+def upper_quantile(values: Sequence[float], q: float) -> float:
+    """Return the ``q`` (0..1) empirical quantile of ``values`` (nearest rank; 0 if empty)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def _pairs(n: int) -> list[tuple[int, int]]:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from assistant.disks.evidence import Window, share_above
-from assistant.disks.fit import Line, mad_sigma, median, theil_sen
+from assistant.disks.fit import Line, mad_sigma, median, theil_sen, upper_quantile
 from probes.stats.blockdev import BlockDevice
 
 #: Devices that cannot be slow in the way this model means (no medium behind them).
@@ -54,8 +54,12 @@ class DetectorConfig:
     :param fit_windows: windows of peer points the fit uses.
     :param min_ios: fewest requests in a window for it to be judged.
     :param z: width of the upper band in robust standard deviations.
+    :param band_quantile: the band is also never below this quantile of the peers' own
+        deviations (noise with heavy tails, as on a busy machine, widens it).
     :param min_slowdown: smallest slowdown (x times peers) that can be a finding.
     :param recur_min: outlier windows in the history that make recurring slowness.
+    :param recur_share: share of its judged windows a device must be above the band in for
+        recurring slowness, and ``recur_over_peers`` times its peers' share at least.
     :param baseline_min: windows of its own history a lone device needs to be judged.
     :param error_min: errors + timeouts in the recent windows for an error-trend finding.
     """
@@ -63,11 +67,14 @@ class DetectorConfig:
     persistence: int = 5
     persist_share: float = 0.8
     history: int = 60
-    fit_windows: int = 12
+    fit_windows: int = 20
     min_ios: int = 20
     z: float = 3.0
+    band_quantile: float = 0.95
     min_slowdown: float = 1.5
     recur_min: int = 4
+    recur_share: float = 0.2
+    recur_over_peers: float = 3.0
     baseline_min: int = 6
     error_min: int = 3
 
@@ -257,7 +264,7 @@ class Detector:
         offset = median(current) if current else median(all_residuals)
         others = [now[p] for p in peers if _usable(now.get(p), cfg)]
         p50s = [v for w in others if (v := w.p50_us) is not None]
-        return self._judge(device, line, offset, mad_sigma(deviations), others, p50s)
+        return self._judge(device, line, offset, deviations, others, p50s)
 
     def _against_history(self, device: str) -> Judgment | None:
         cfg = self.cfg
@@ -272,7 +279,9 @@ class Detector:
         line = theil_sen([x for x, _ in points], [y for _, y in points])
         residuals = [y - line.at(x) for x, y in points]
         p50s = [v for w in baseline if (v := w.p50_us) is not None]
-        return self._judge(device, line, median(residuals), mad_sigma(residuals), baseline, p50s)
+        centre = median(residuals)
+        deviations = [r - centre for r in residuals]
+        return self._judge(device, line, centre, deviations, baseline, p50s)
 
     @staticmethod
     def _residual(line: Line, w: Window) -> float:
@@ -285,14 +294,18 @@ class Detector:
         device: str,
         line: Line,
         offset: float,
-        sigma: float,
+        deviations: Sequence[float],
         others: Sequence[Window],
         p50s: Sequence[float],
     ) -> Judgment:
         own = self.samples[-1][device]
         x, y = _point(own) or (0.0, 0.0)
         excess = y - line.at(x) - offset
-        band = max(self.cfg.z * sigma, math.log(self.cfg.min_slowdown))
+        band = max(
+            self.cfg.z * mad_sigma(deviations),
+            upper_quantile(deviations, self.cfg.band_quantile),
+            math.log(self.cfg.min_slowdown),
+        )
         judgment = Judgment(
             device=device,
             end=own.end,
@@ -330,7 +343,11 @@ class Detector:
         persistent = len(recent) >= cfg.persistence and len(recent_out) >= math.ceil(
             cfg.persist_share * cfg.persistence
         )
-        recurring = len(outliers) >= cfg.recur_min and len(outliers) >= 0.1 * len(history)
+        recurring = (
+            len(outliers) >= cfg.recur_min
+            and len(outliers) >= cfg.recur_share * len(history)
+            and len(outliers) / len(history) >= cfg.recur_over_peers * self._peer_share(peers)
+        )
         if not (persistent or recurring) or (latest_end is None and not persistent):
             return None
         basis = recent_out if persistent else outliers
@@ -350,6 +367,12 @@ class Detector:
             summary=slow_summary(device, pattern, baseline, group, figures, len(peers)),
             advice=SLOW_ADVICE[pattern],
         )
+
+    def _peer_share(self, peers: list[str]) -> float:
+        # The median share of windows the peers themselves were above the band in: noise
+        # that makes every device an outlier now and then is not recurring slowness.
+        shares = [sum(j.outlier for j in q) / len(q) for p in peers if (q := self.judgments.get(p))]
+        return median(shares) if shares else 0.0
 
     def _recent_start(self) -> float:
         ends = [w.end for s in list(self.samples)[-self.cfg.persistence :] for w in s.values()]
