@@ -125,3 +125,37 @@ def test_cli_names_the_slow_device_in_json(rig: Rig, base_ms: float) -> None:
     assert [(f["device"], f["pattern"]) for f in doc["findings"]] == [(rig.loops[0], "steady")]
     assert doc["findings"][0]["key"].endswith(f":{rig.loops[0]}")
     assert {row["device"] for row in doc["devices"]} == set(rig.loops)
+
+
+@pytest.mark.real
+def test_the_rigs_devices_are_read_as_one_kind(rig: Rig) -> None:
+    from assistant.disks.model import peer_group
+    from probes.stats.blockdev import read_block_devices
+
+    devices = read_block_devices()
+    kinds = {peer_group(devices[loop]) for loop in rig.loops}
+    assert kinds == {"ssd/loop/64M"}
+    for loop in rig.loops:
+        dev = devices[loop]
+        assert dev.major == 7 and dev.direct_io and dev.size_bytes == 48 << 20
+        assert dev.backing_file.startswith(str(rig.mount))
+
+
+@pytest.mark.real
+def test_the_latency_stream_hands_over_histograms_and_detaches(rig: Rig) -> None:
+    from probes.bpf import ProbeStream, programs_still_loaded, unavailable_reason
+    from probes.bpf.library import find_probe
+
+    why = unavailable_reason(find_probe("biolatency_interval"))
+    require(why is None, f"biolatency_interval: {why}")
+    rig.set_delays({})
+    with rig.workload(seconds=8), ProbeStream("biolatency_interval") as stream:
+        time.sleep(3.5)
+        maps = stream.poll()
+        prog_ids = list(stream.result.prog_ids)
+    assert len(maps) >= 2  # one print a second
+    seen = {e.labels[0]: e.total for m in maps for e in m.entries}
+    assert set(rig.loops) <= set(seen)
+    assert all(seen[loop] > 50 for loop in rig.loops)  # ~150 requests a second each
+    assert not stream.running
+    assert prog_ids and programs_still_loaded(prog_ids) in ([], None)

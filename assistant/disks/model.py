@@ -198,8 +198,8 @@ def _histogram_figures(
 class Detector:
     """Keeps each device's recent windows and judges them against their peers.
 
-    Feed it one sample of windows (every device, one interval) with :meth:`step`; it
-    returns the findings that hold after that sample.
+    Feed it one sample of windows (every device, one interval) with :meth:`step`;
+    :meth:`slow_findings` then returns the fail-slow findings that hold after it.
     """
 
     def __init__(self, cfg: DetectorConfig | None = None) -> None:
