@@ -251,3 +251,23 @@ def test_cli_json_contract_on_this_machine() -> None:
     assert set(doc) >= {"groups", "devices", "findings", "notices", "persistence_windows"}
     for row in doc["devices"]:
         assert row["peer_group"].count("/") == 2 and row["iops"] >= 0
+
+
+def test_the_onset_of_a_steady_slowdown_is_never_called_intermittent() -> None:
+    # A short healthy history with one noisy window, then a steady x5 from window 8: at
+    # every step the device is either not (yet) a finding or a steady one.
+    rng = random.Random(7)
+    det = Detector(DetectorConfig())
+    devs = {f"loop{i}": _dev(f"loop{i}") for i in range(4)}
+    patterns = []
+    for t in range(20):
+        windows = {}
+        for name in devs:
+            factor = 1.0
+            if name == "loop2" and (t == 3 or t >= 8):
+                factor = 5.0
+            base = 0.3 * (0.9 + 0.2 * rng.random())
+            windows[name] = _window(name, float(t), base * factor, hist=_hist(base * factor * 1e3))
+        det.step(windows, devs)
+        patterns += [f.pattern for f in det.slow_findings() if f.device == "loop2"]
+    assert patterns and set(patterns) == {"steady"}

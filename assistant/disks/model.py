@@ -58,6 +58,8 @@ class DetectorConfig:
         deviations (noise with heavy tails, as on a busy machine, widens it).
     :param min_slowdown: smallest slowdown (x times peers) that can be a finding.
     :param recur_min: outlier windows in the history that make recurring slowness.
+    :param recur_episodes: separate runs of outlier windows recurring slowness needs (the
+        onset of a steady slowdown after one noisy window is not a recurrence).
     :param recur_share: share of its judged windows a device must be above the band in for
         recurring slowness, and ``recur_over_peers`` times its peers' share at least.
     :param baseline_min: windows of its own history a lone device needs to be judged.
@@ -74,6 +76,7 @@ class DetectorConfig:
     min_slowdown: float = 1.5
     recur_min: int = 4
     recur_share: float = 0.2
+    recur_episodes: int = 3
     recur_over_peers: float = 3.0
     baseline_min: int = 6
     error_min: int = 3
@@ -344,7 +347,8 @@ class Detector:
             cfg.persist_share * cfg.persistence
         )
         recurring = (
-            len(outliers) >= cfg.recur_min
+            _episodes(history) >= cfg.recur_episodes
+            and len(outliers) >= cfg.recur_min
             and len(outliers) >= cfg.recur_share * len(history)
             and len(outliers) / len(history) >= cfg.recur_over_peers * self._peer_share(peers)
         )
@@ -419,6 +423,13 @@ def _slow_figures(
         figures["peer_slow_request_share"] = round(median(peer_shares), 4) if peer_shares else None
     figures["tail_only"] = tail_only
     return figures
+
+
+def _episodes(history: list[Judgment]) -> int:
+    # Runs of consecutive outlier windows.
+    return sum(
+        1 for i, j in enumerate(history) if j.outlier and (i == 0 or not history[i - 1].outlier)
+    )
 
 
 def _current_run(history: list[Judgment]) -> float:
