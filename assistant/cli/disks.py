@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from typing import Any
 
@@ -82,10 +83,9 @@ def _print_devices(rows: list[dict[str, Any]]) -> None:
 
 def _print_finding(finding: Any, explanation: str | None) -> None:
     click.echo(f"{finding.device}: {finding.kind} ({finding.pattern})  [{finding.key}]")
-    click.echo(f"  {finding.summary}")
-    if explanation:
-        click.echo(f"  {explanation}")
-    click.echo(f"  advice: {finding.advice}")
+    for text in (finding.summary, explanation, f"advice: {finding.advice}"):
+        if text:
+            click.echo(textwrap.fill(text, 80, initial_indent="  ", subsequent_indent="  "))
 
 
 @click.command()
