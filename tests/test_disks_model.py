@@ -271,3 +271,12 @@ def test_the_onset_of_a_steady_slowdown_is_never_called_intermittent() -> None:
         det.step(windows, devs)
         patterns += [f.pattern for f in det.slow_findings() if f.device == "loop2"]
     assert patterns and set(patterns) == {"steady"}
+
+
+def test_log_devices_map_to_whole_disks() -> None:
+    from assistant.disks.monitor import _devices_named
+
+    disks = ["nvme0n1", "nvme0n2", "nvme1n1", "sda", "loop3"]
+    assert _devices_named("nvme0", disks) == ["nvme0n1", "nvme0n2"]  # a controller's timeout
+    assert _devices_named("loop3", disks) == ["loop3"]
+    assert _devices_named("sdz", disks) == []

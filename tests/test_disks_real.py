@@ -164,3 +164,33 @@ def test_the_latency_stream_hands_over_histograms_and_detaches(rig: Rig) -> None
     assert all(seen[loop] > 150 for loop in rig.loops), seen  # ~150 requests a second each
     assert not stream.running
     assert prog_ids and programs_still_loaded(prog_ids) in ([], None)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_a_lone_device_is_judged_against_its_own_history(rig: Rig, base_ms: float) -> None:
+    # The monitor sees one device only: no peers, so its own earlier windows are the baseline.
+    lone = rig.loops[3]
+    rig.set_delays({})
+    with (
+        DiskMonitor(DetectorConfig(), only=[lone], smart=False) as monitor,
+        rig.workload(seconds=70),
+    ):
+        # The baseline: 6 windows older than the persistence window. No finding is asserted
+        # here: without peers, a machine-wide slowdown (other tests' load) is not cancelled
+        # out, which the equal-peers test covers for the peer model.
+        for _ in range(12):
+            time.sleep(WINDOW_S)
+            monitor.sample()
+        rig.set_delays({3: {"delay_ms": 9 * base_ms}})  # x10 its own past
+        findings: list[Finding] = []
+        for _ in range(int(DETECT_WITHIN_S / WINDOW_S)):
+            time.sleep(WINDOW_S)
+            findings = monitor.sample()
+            if any(f.pattern == "steady" for f in findings):
+                break
+    rig.set_delays({})
+    assert [(f.device, f.pattern, f.baseline) for f in findings] == [
+        (lone, "steady", "own history")
+    ]
+    assert findings[0].peers == [] and "its own history" in findings[0].summary
