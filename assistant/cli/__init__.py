@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("assistant.cli.tune:tune", "Find tuning opportunities and recommend sysctl changes."),
     "docs": ("assistant.cli.docs:docs", "Draft documentation from the kernel's own sources."),
     "kb": ("assistant.cli.kb:kb", "Build, inspect or search the offline kernel knowledge base."),
+    "disks": ("assistant.cli.disks:disks", "Find fail-slow and failing drives (advice only)."),
     "probe": ("assistant.cli.probe:probe", "Read kernel statistics and logs, run eBPF probes."),
     "agent": ("assistant.cli.agent:agent", "Talk to (or run) the kernel agent."),
     "watch": ("assistant.cli.watch:watch", "Follow the kernel log and triage as it goes."),

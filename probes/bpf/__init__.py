@@ -9,6 +9,7 @@ from probes.bpf.render import render_result
 from probes.bpf.runner import (
     MapResult,
     ProbeResult,
+    ProbeStream,
     programs_of,
     programs_still_loaded,
     run_probe,
@@ -18,6 +19,7 @@ __all__ = [
     "MapResult",
     "ProbeResult",
     "ProbeSpec",
+    "ProbeStream",
     "find_probe",
     "list_probes",
     "programs_of",

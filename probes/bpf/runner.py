@@ -446,3 +446,89 @@ def programs_still_loaded(prog_ids: list[int]) -> list[int] | None:
     """Return which of ``prog_ids`` are still loaded (empty: none leaked; ``None``: no bpftool)."""
     loaded = loaded_programs()
     return None if loaded is None else sorted(set(prog_ids) & loaded)
+
+
+class ProbeStream:
+    """A probe that runs for as long as its reader wants, handing over each map it prints.
+
+    For probes that ``print()`` their maps on an ``interval`` (``biolatency_interval``):
+    :meth:`poll` returns the maps printed since the last call, without blocking. Use it
+    as a context manager, or call :meth:`close` (SIGINT, then SIGTERM, SIGKILL).
+
+    :param name: a probe name or a ``.bt`` path.
+    :raises ProbeError: the probe is not available here, or bpftrace did not attach.
+    """
+
+    def __init__(
+        self, name: str, *, bpftrace: str = "bpftrace", startup_timeout: float = STARTUP_TIMEOUT
+    ) -> None:
+        self.spec = find_probe(name)
+        if (why := unavailable_reason(self.spec, bpftrace)) is not None:
+            raise ProbeError(f"{self.spec.name}: not available: {why}", "see `kassist probe list`")
+        try:
+            self._proc = subprocess.Popen(
+                _command(bpftrace, str(self.spec.path)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ProbeError(f"{self.spec.name}: cannot start {bpftrace}: {exc.strerror}") from None
+        assert self._proc.stdout is not None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True).start()
+        self.result = ProbeResult(name=self.spec.name, duration_s=0.0, pid=self._proc.pid)
+        self._garbage: list[str] = []
+        self._wait_attached(startup_timeout)
+
+    def _wait_attached(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        seen_attach = False
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.close()
+                raise ProbeError(
+                    f"{self.spec.name}: bpftrace did not attach within {timeout:.0f} s", "try again"
+                )
+            kind = handle_line(line, self.spec, self.result, self._garbage)
+            seen_attach = seen_attach or kind == "attached_probes"
+            if (kind == "attached_probes" and not self.spec.has_begin) or (
+                seen_attach and kind == "printf"
+            ):
+                self.result.prog_ids = programs_of(self._proc.pid)
+                return
+
+    def poll(self) -> list[MapResult]:
+        """Return the maps printed since the last call (oldest first), without waiting."""
+        out: list[MapResult] = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return out
+            if line is None:
+                return out
+            self.result.maps.clear()
+            if handle_line(line, self.spec, self.result, self._garbage) in ("map", "hist"):
+                out.extend(self.result.maps.values())
+
+    @property
+    def running(self) -> bool:
+        """Tell whether bpftrace is still tracing."""
+        return self._proc.poll() is None
+
+    def close(self) -> None:
+        """Stop bpftrace (its BPF programs are detached when it exits)."""
+        _stop(self._proc, self.result)
+        self.result.exit_code = self._proc.returncode
+
+    def __enter__(self) -> ProbeStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
