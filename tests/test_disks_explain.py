@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
 import importlib.util
-from typing import Any
 
 import pytest
 
@@ -44,30 +42,25 @@ def test_the_prompt_carries_the_finding_as_data() -> None:
     user = messages[-1].content
     assert "loop2" in user and "5.1x" in user and "loop0, loop1, loop3" in user
     evidence = finding_evidence(_finding(), [])
-    assert "loop2" in evidence["text"] and evidence["facts"]["pattern"] == "steady"
+    assert "loop2" in evidence.text and "steady" in evidence.text
 
 
-def test_without_the_checker_nothing_of_the_model_is_shown(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_import = builtins.__import__
+@pytest.mark.parametrize(
+    "draft",
+    [
+        "loop2 is slow because its power supply is failing.",  # a guessed cause
+        "loop9 serves requests 5.1x slower than its peers.",  # another device
+        "loop2 serves requests 12x slower than its peers.",  # another figure
+    ],
+)
+def test_planted_faults_in_an_explanation_are_withheld(draft: str) -> None:
+    from assistant.drafters.checker import check_draft
 
-    def no_checker(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "assistant.drafters.checker":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_checker)
-    explainer = Explainer(backend)
-    assert explainer(_finding()) is None
-    assert explainer.notices == ["explanation withheld: the draft checker is not available here"]
+    assert not check_draft(draft, finding_evidence(_finding(), [])).ok
 
 
 def test_a_shown_explanation_passed_the_checker(backend: Backend) -> None:
-    checker = importlib.util.find_spec("assistant.drafters.checker")
-    if checker is None:  # another engineer's module, merged separately: not a real component
-        pytest.skip("the shared draft checker (assistant.drafters.checker) is not merged yet")
-    from assistant.drafters.checker import Evidence, check_draft  # type: ignore[attr-defined]
+    from assistant.drafters.checker import check_draft
 
     explainer = Explainer(backend)
     text = explainer(_finding())
@@ -77,4 +70,4 @@ def test_a_shown_explanation_passed_the_checker(backend: Backend) -> None:
     body = text.removeprefix("model: ")
     messages = load_prompt("disks_finding").render(finding=_finding())
     lines = [line for m in messages for line in m.content.splitlines()]
-    assert check_draft(body, Evidence(**finding_evidence(_finding(), lines))).ok
+    assert check_draft(body, finding_evidence(_finding(), lines)).ok

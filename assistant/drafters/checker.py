@@ -89,7 +89,10 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 # Words that look like kernel symbols: snake_case with an underscore, or name().
 _SYMBOL = re.compile(rf"\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b|\b({_IDENT})\(\)")
 _FILE = re.compile(r"\b((?:[\w.-]+/)+[\w.-]+\.(?:c|h|rs|S|rst|txt))\b|\b([\w-]+\.(?:c|h|rs|S))\b")
-_NUMBER = re.compile(r"(?<![\w.])(0x[0-9a-fA-F]+|\d+(?:\.\d+)*)(?![\w])")
+# A number, with a short unit stuck to it (5.1x, 10ms, 4k, 95%): the number must be there.
+_NUMBER = re.compile(r"(?<![\w.])(0x[0-9a-fA-F]+|\d+(?:\.\d+)*)(?:[a-zA-Z]{1,3}|%)?(?![\w])")
+# A device, interface or CPU name: letters then digits (sda1, loop9, nvme0n1, eth0).
+_DEVICE = re.compile(r"(?<![\w./-])([a-z]{2,}\d+(?:[a-z]+\d+)*)(?![\w-])")
 _SYSCTL = re.compile(r"\b((?:net|vm|kernel|fs|dev|abi|debug|user|sunrpc|crypto)\.[\w.-]*\w)\b")
 _COMMIT = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)([0-9a-f]{7,40})\b")
 _VERSION = re.compile(
@@ -348,8 +351,8 @@ def _looks_like_symbol(word: str) -> bool:
 
 
 def unsupported_names(draft: str, evidence_text: str) -> list[str]:
-    """Return the symbols, files, numbers, sysctls and commits a draft names that the
-    evidence text does not hold, in order of appearance.
+    """Return the symbols, files, numbers, sysctls, commits and device names a draft names
+    that the evidence text does not hold, in order of appearance.
 
     >>> unsupported_names("It fails in tcp_close() at net/ipv4/tcp.c.", "tcp_close+0x1/0x2")
     ['net/ipv4/tcp.c']
@@ -377,6 +380,9 @@ def unsupported_names(draft: str, evidence_text: str) -> list[str]:
             add(name)
     for m in _COMMIT.finditer(draft):
         if m.group(1).lower() not in low:
+            add(m.group(1))
+    for m in _DEVICE.finditer(draft):
+        if m.group(1) not in idents:
             add(m.group(1))
     stripped = _FILE.sub(" ", _SYSCTL.sub(" ", draft))
     for m in _NUMBER.finditer(stripped):
