@@ -494,11 +494,40 @@ def _docs(args: DocsArgs, ctx: Context) -> ToolResult:
     return ToolResult(page + note, {"key": args.key}, evidence=page)
 
 
-def _unbuilt(feature: str) -> Callable[[Any, Context], ToolResult]:
-    def run(args: Any, ctx: Context) -> ToolResult:
-        raise NotAvailable(f"{feature} is not available in this build", f"try `kassist {feature}`")
+#: Windows (of a second each) the chat's ``disks`` tool watches the devices for.
+DISK_WINDOWS = 5
 
-    return run
+
+def _disks(args: NoArgs, ctx: Context) -> ToolResult:
+    from actions.text import printable
+    from assistant.disks.monitor import DiskMonitor
+
+    monitor = DiskMonitor(bpf=False)
+    findings: list[Any] = []
+    try:
+        for _ in range(DISK_WINDOWS):
+            time.sleep(1.0)
+            findings = monitor.sample()
+    finally:
+        monitor.close()
+    groups = monitor.detector.groups()
+    watched = sum(len(m) for m in groups.values())
+    head = (
+        f"{watched} device(s) in {len(groups)} peer group(s) watched for {DISK_WINDOWS} s "
+        "(`kassist disks --interval 10 --count 6` watches longer)"
+    )
+    if not findings:
+        return ToolResult(f"No fail-slow or failing drive found. {head}.", {"findings": []})
+    lines = [f"**{len(findings)} finding(s)**; {head}:"]
+    for f in findings:
+        lines += [
+            f"- `{printable(f.device)}`: {printable(f.summary)}",
+            f"  - {printable(f.advice)}",
+        ]
+    data = {
+        "findings": [{"device": f.device, "kind": f.kind, "summary": f.summary} for f in findings]
+    }
+    return ToolResult("\n".join(lines), data, evidence="\n".join(lines))
 
 
 def _answer(args: AnswerArgs, ctx: Context) -> ToolResult:
@@ -515,7 +544,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool("probe", "run an eBPF probe for some seconds", ProbeArgs, _probe),
     Tool("tune", "find problems and recommend sysctl changes", NoArgs, _tune),
     Tool("docs", "document a sysctl, or list undocumented ones", DocsArgs, _docs),
-    Tool("disks", "find failing or fail-slow drives", NoArgs, _unbuilt("disks")),
+    Tool("disks", "find failing or fail-slow drives", NoArgs, _disks),
     Tool("agent_status", "the kernel agent's state and managed keys", NoArgs, _agent_status),
     Tool("agent_history", "the changesets the agent applied", NoArgs, _agent_history),
     Tool("apply", "propose applying a recommendation (needs approval)", ApplyArgs, _apply, True),
