@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,40 @@ def test_a_lone_device_is_judged_against_its_own_history(rig: Rig, base_ms: floa
         (lone, "steady", "own history")
     ]
     assert findings[0].peers == [] and "its own history" in findings[0].summary
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_watch_stores_a_new_finding_once(rig: Rig, base_ms: float, tmp_path: Path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    rig.set_delays({1: {"delay_ms": 9 * base_ms}})  # x10
+    db = tmp_path / "c.db"
+    cmd = [sys.executable, "-m", "assistant", "watch", "--source", f"disks:{WINDOW_S}",
+           "--db", str(db), "--state-dir", str(tmp_path / "s")]  # fmt: skip
+    with rig.workload(seconds=DETECT_WITHIN_S + 5):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + DETECT_WITHIN_S + 5
+            rows: list[tuple[str, str, int]] = []
+            while time.monotonic() < deadline and not rows:
+                time.sleep(1.0)
+                if db.exists():
+                    with sqlite3.connect(db) as c:
+                        rows = c.execute(
+                            "SELECT title, type, count FROM crashes WHERE type LIKE 'DISK-%'"
+                        ).fetchall()
+            time.sleep(3 * WINDOW_S)  # the finding lasts: it is not stored again
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    rig.set_delays({})
+    with sqlite3.connect(db) as c:
+        rows = c.execute(
+            "SELECT title, type, count FROM crashes WHERE type LIKE 'DISK-%'"
+        ).fetchall()
+    assert rows == [(f"fail-slow drive {rig.loops[1]}: steady", "DISK-FAIL-SLOW", 1)]

@@ -59,6 +59,8 @@ TICK = 0.1
 QUEUE_RECORDS = 100_000
 #: Line numbers -> kmsg sequence numbers kept for the resume point (an open report's span).
 SEQ_MAP = 4096
+#: Seconds between two samples of the drive detector (``--source disks``).
+DISK_INTERVAL = 10.0
 #: Lines of a file handed to the engine at once.
 FILE_BATCH_LINES = 4096
 #: Seconds between two retention passes over the store.
@@ -408,6 +410,48 @@ class Watcher:
         finally:
             watch.close()
 
+    def _disks_thread(self, interval: float) -> None:
+        # The fail-slow and failing-drive detector (assistant.disks) samples every device
+        # each window; new findings go to the main loop, which stores them as events.
+        from assistant.disks.monitor import DiskMonitor, new_findings
+
+        monitor = DiskMonitor(bpf=False)
+        seen: set[str] = set()
+        try:
+            while not self.stop_event.wait(interval):
+                fresh = new_findings(monitor.sample(), seen)
+                if fresh:
+                    self.queue.put(("disks", fresh))
+        finally:
+            monitor.close()
+
+    def _store_disk_findings(self, findings: list[Any]) -> None:
+        # One signature per device and kind of finding (its dedup key), like crashes.
+        crashes = []
+        for f in findings:
+            crash = Crash(
+                title=f"{f.kind} drive {f.device}: {f.pattern}",
+                type="DISK-FAILING" if f.kind == "failing" else "DISK-FAIL-SLOW",
+                report=f"{f.summary}\n{f.advice}\n{json.dumps(f.figures, sort_keys=True)}",
+                start_line=0,
+                end_line=0,
+                kernel=KernelInfo(),
+            )
+            crash.signature = signature_of(f.key, crash.type)
+            crashes.append(crash)
+        self.store.record(crashes, "disks", self.opts.host)
+        self.stored += len(crashes)
+        for c in crashes:
+            self.metrics.add("kassist_watch_events_total", kind=c.type)
+            if c.signature not in self.known:
+                self.known.add(c.signature)
+                self.metrics.add("kassist_watch_new_signatures_total")
+                self.log(f"new signature {c.signature}: {c.title}")
+                if self.hooks.enabled:
+                    self.hooks.submit({"schema": "kassist.watch/1", "source": "disks",
+                                       "host": self.opts.host or socket.gethostname(),
+                                       "crash": c.to_dict()})  # fmt: skip
+
     # -- state -------------------------------------------------------------------------
 
     def _save(self, force: bool = False) -> None:
@@ -452,6 +496,10 @@ class Watcher:
                     t.start()
             elif source.startswith("file:"):
                 self._triage_file(Path(source[5:]), source)
+            elif source == "disks" or source.startswith("disks:"):
+                interval = float(source[6:] or DISK_INTERVAL)
+                t = threading.Thread(target=self._disks_thread, args=(interval,), daemon=True)
+                t.start()
         sd_notify("READY=1")
         watchdog = _watchdog_interval()
         last_ping = 0.0
@@ -466,6 +514,8 @@ class Watcher:
                     open_readers -= 1
                 elif name == "kdump":
                     self._kdump_pass(item)
+                elif name == "disks":
+                    self._store_disk_findings(item)
                 elif item is not None:
                     self._record(name, item, now)
                 for stream in self._streams.values():
