@@ -16,10 +16,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from assistant.triage.model import Crash
 from assistant.watch.metrics import Metrics
+
+T = TypeVar("T")
 
 #: Drafts waiting at most; older ones are dropped first (newest first).
 DRAFT_QUEUE = 32
@@ -33,7 +35,63 @@ HOOK_BACKOFF = 0.5
 HOOK_TIMEOUT = 30.0
 
 
-class Outbox:
+class _Worker(Generic[T]):
+    """One thread working off a bounded queue; the subclass says which item goes next and
+    what is done with it."""
+
+    def __init__(self, name: str, maxlen: int | None = None) -> None:
+        self._queue: deque[T] = deque(maxlen=maxlen)
+        self._cond = threading.Condition()
+        self._stop = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+
+    def _put(self, item: T) -> None:
+        with self._cond:
+            self._queue.append(item)
+            self._cond.notify()
+
+    def _next(self) -> T | None:
+        """Take the next item off the queue (called with the lock held); ``None``: skip."""
+        return self._queue.popleft()
+
+    def _handle(self, item: T) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if self._stop and not self._queue:
+                    return
+                item = self._next()
+                if item is None:
+                    continue
+                self._busy = True
+            try:
+                self._handle(item)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def drain(self, timeout: float) -> None:
+        """Wait until the queue is empty and the item in hand is done."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._queue or self._busy) and time.monotonic() < deadline:
+                self._cond.wait(0.1)
+
+    def stop(self) -> None:
+        """Finish the queue and stop the thread."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+
+class Outbox(_Worker[Crash]):
     """Draft a bug report for each new signature, in a thread, into ``directory``.
 
     :param draft: turns a crash into Markdown (the report drafter, with or without a model).
@@ -47,16 +105,12 @@ class Outbox:
         metrics: Metrics,
         per_hour: int = 12,
     ) -> None:
+        super().__init__("outbox")
         self.directory = directory
         self.draft = draft
         self.metrics = metrics
         self.per_hour = per_hour
-        self._queue: deque[Crash] = deque()
-        self._cond = threading.Condition()
         self._written: deque[float] = deque()
-        self._stop = False
-        self._busy = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name="outbox")
         directory.mkdir(parents=True, exist_ok=True)
         self._thread.start()
 
@@ -75,27 +129,15 @@ class Outbox:
             self._written.popleft()
         return len(self._written) < self.per_hour
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._stop:
-                    self._cond.wait()
-                if self._stop and not self._queue:
-                    return
-                crash = self._queue.pop()  # newest first
-                if not self._allowed(time.time()):
-                    self.metrics.add("kassist_watch_drafts_dropped_total")
-                    continue
-                self._written.append(time.time())
-                self._busy = True
-            try:
-                self._write(crash)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+    def _next(self) -> Crash | None:
+        crash = self._queue.pop()  # newest first
+        if not self._allowed(time.time()):
+            self.metrics.add("kassist_watch_drafts_dropped_total")
+            return None
+        self._written.append(time.time())
+        return crash
 
-    def _write(self, crash: Crash) -> None:
+    def _handle(self, crash: Crash) -> None:
         try:
             markdown = self.draft(crash)
         except Exception as exc:  # a drafter's failure never stops the daemon
@@ -107,17 +149,7 @@ class Outbox:
 
     def drain(self, timeout: float = 300.0) -> None:
         """Wait until the queue is empty and the draft in hand is written."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while (self._queue or self._busy) and time.monotonic() < deadline:
-                self._cond.wait(0.1)
-
-    def stop(self) -> None:
-        """Finish the queue and stop the thread."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout=5)
+        super().drain(timeout)
 
 
 @dataclass(frozen=True)
@@ -128,18 +160,14 @@ class HookTargets:
     url: str | None = None
 
 
-class Hooks:
+class Hooks(_Worker[dict[str, Any]]):
     """Deliver each new signature's crash JSON to the hooks, in a thread, with retries."""
 
     def __init__(self, targets: HookTargets, metrics: Metrics, backoff: float = HOOK_BACKOFF):
+        super().__init__("hooks", maxlen=HOOK_QUEUE)
         self.targets = targets
         self.metrics = metrics
         self.backoff = backoff
-        self._queue: deque[dict[str, Any]] = deque(maxlen=HOOK_QUEUE)
-        self._cond = threading.Condition()
-        self._stop = False
-        self._busy = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name="hooks")
         self._thread.start()
 
     @property
@@ -149,26 +177,11 @@ class Hooks:
 
     def submit(self, doc: dict[str, Any]) -> None:
         """Queue a delivery (the oldest waiting one goes when the queue is full)."""
-        with self._cond:
-            self._queue.append(doc)
-            self._cond.notify()
+        self._put(doc)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._stop:
-                    self._cond.wait()
-                if self._stop and not self._queue:
-                    return
-                doc = self._queue.popleft()
-                self._busy = True
-            try:
-                for deliver in self._deliveries():
-                    self._retry(deliver, json.dumps(doc).encode())
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+    def _handle(self, doc: dict[str, Any]) -> None:
+        for deliver in self._deliveries():
+            self._retry(deliver, json.dumps(doc).encode())
 
     def _deliveries(self) -> list[Callable[[bytes], None]]:
         out: list[Callable[[bytes], None]] = []
@@ -223,14 +236,4 @@ class Hooks:
 
     def drain(self, timeout: float = 60.0) -> None:
         """Wait until every queued delivery is done (delivered or failed)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while (self._queue or self._busy) and time.monotonic() < deadline:
-                self._cond.wait(0.1)
-
-    def stop(self) -> None:
-        """Stop the thread after the queue."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout=5)
+        super().drain(timeout)
