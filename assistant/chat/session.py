@@ -227,10 +227,8 @@ class ChatSession:
 
 def _knowledge_facts(question: str) -> str:
     # Documentation sections from the kernel's own sources, cited; "" without a knowledge base.
-    try:
-        from assistant.knowledge import try_open
-    except ImportError:
-        return ""
+    from assistant.knowledge import try_open
+
     kb = try_open()
     if kb is None:
         return ""
@@ -245,11 +243,9 @@ def _facts_answer(facts: str) -> str:
 
 def _check(draft: str, facts: str, messages: list[Message]) -> str | None:
     # The shared meaning-and-grounding checker; None when the draft may be shown.
+    from assistant.drafters.checker import Evidence, check_draft
+
     if not draft:
         return "empty"
-    try:
-        from assistant.drafters.checker import Evidence, check_draft
-    except ImportError:
-        return "no checker in this build"
     verdict = check_draft(draft, Evidence(text=facts, prompt_lines=[m.content for m in messages]))
     return None if verdict.ok else "; ".join(verdict.problems)[:200]
