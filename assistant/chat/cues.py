@@ -36,7 +36,8 @@ _SYSCTL = re.compile(
 _DURATION = re.compile(r"\b(\d{1,4})\s*(?:s|secs?|seconds?)\b", re.IGNORECASE)
 _MINUTES = re.compile(r"\b(\d{1,3})\s*(?:m|mins?|minutes?)\b", re.IGNORECASE)
 _CHANGESET = re.compile(
-    r"(?:changesets?|change|cs|#|roll ?back|revert|undo)\s*#?\s*(\d{1,9})\b", re.IGNORECASE
+    r"(?:changesets?|change|cs|#|roll ?back|revert|undo)\s*(?:number|no\.?|id)?\s*#?\s*(\d{1,9})\b",
+    re.IGNORECASE,
 )
 _SET_VALUE = re.compile(r"\b(?:to|=)\s*([0-9][\w. -]*?|[a-z_]+)\s*(?:[.!?,]|$)", re.IGNORECASE)
 _REC_ID = re.compile(r"\b(?:recommendation|rec)\s+([A-Za-z][\w.-]*\d[\w.-]*|[A-Za-z][\w-]*)")
@@ -196,6 +197,7 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"\bcounters?\b|\bsnapshot\b|\bstats?\b|\bstatistics\b", 2.0),
         (r"\bsockets?\b|\btime[- ]wait\b|\bconnections? (?:open|count)\b|\bestablished\b", 2.0),
         (r"\bhow busy\b|\bi/?o\b", 1.5),
+        (r"\boverload\w*\b", 2.0),
         (r"\bhow is (?:the )?(?:system|machine|host|box|server) doing\b", 3.0),
         (r"\bstatus of (?:the |this )?(?:system|machine|host|box|server)\b", 3.0),
         (r"\b(?:health|overview|summary)\b", 1.5),
@@ -228,7 +230,8 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
             r"\bsyn flood\w*|conntrack|\bbacklog\b|\bephemeral\b|\binotify\b|\blisten queue\b"
             r"|\bneighbou?r table\b|\btime wait bucket|\bopen files\b|\bfile[- ]max\b"
             r"|\bpids?\b|\bthreads-max\b|\breceive buffer|\brcvbuf\b|\baio\b|\bdirty\b"
-            r"|\bwriteback\b|\bports?\b.*\bexhaust|\bsomaxconn\b",
+            r"|\bwriteback\b|\bports?\b.*\bexhaust|\bsomaxconn\b|\bfile descriptors?\b"
+            r"|\bout of (?:file|pids?|ports|inotify|threads|handles)",
             3.0,
         ),
         (r"\b(?:packets?|datagrams?|udp)\b.*\blost\b", 2.0),
@@ -294,6 +297,7 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"^\s*(?:explain|describe) (?:what|how|why)\b", 3.0),
         (r"^\s*how (?:do i|does one|to|can i) (?!fix|reduce|avoid|stop|improve)", 3.0),
         (r"^\s*what does \w+ do\b", 2.0),
+        (r"^\s*how (?:does|do) \w+ (?:find|detect|catch|decide|pick|choose|know)\b", 3.0),
         (r"^\s*why (?:does|do) (?:the |a )?kernel \w+(?: itself)?\s*\??\s*$", 2.5),
     ),
 }
@@ -373,7 +377,7 @@ def _probe_args(cues: Cues, text: str) -> dict[str, Any]:
 
 #: A probe for what a message describes when it names none (checked in order).
 PROBE_TOPICS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"run ?queue|schedul", re.I), "runqlat"),
+    (re.compile(r"run ?queue|schedul|wait\w* for (?:a )?cpu", re.I), "runqlat"),
     (re.compile(r"block|disk|\bi/?o\b.*latency|\bbio\b", re.I), "biolatency"),
     (re.compile(r"retransmi", re.I), "tcpretrans"),
     (re.compile(r"packets?|skb|drop", re.I), "skbdrop"),

@@ -159,6 +159,8 @@ def route(text: str, probe_names: Iterable[str], backend: Backend | None = None)
     if backend is not None:
         choice = model_choice(backend, text)
         admitted = _admitted(text, names, cue.action, cue.alternatives)
+        if choice == "answer" and cue.action not in (CLARIFY, "answer"):
+            choice = None  # plain talk does not overrule a tool some cue points at
         if choice is not None and choice in admitted:
             args = cue.args if choice == cue.action else {}
             return Decision(choice, args, max(cue.confidence, CUE_FLOOR), "model")
