@@ -33,7 +33,7 @@ APT_PACKAGES=(
     qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils
     linux-doc-6.1 linux-source-6.1
     clang llvm libbpf-dev
-    postgresql
+    postgresql systemd-journal-remote
     tmux
     fuse3 libfuse2 fio smartmontools nvme-cli
     gawk

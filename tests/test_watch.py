@@ -490,3 +490,34 @@ def test_a_kdump_vmcore_without_dmesg_is_triaged_with_drgn(
     assert proc.returncode == 0, proc.stderr
     (expected,) = triage_lines(fx.console_log.read_text().splitlines(), "x").crashes
     assert stored_count(tmp_path / "c.db", expected.title) == 1
+
+
+def test_the_journal_is_resumed_by_cursor_and_a_bad_cursor_rescans(tmp_path: Path) -> None:
+    from tests.watch_support import journal_file
+
+    token = _token()
+    title = _title(token)
+    journal = tmp_path / "kernel.journal"
+    journal_file(journal, oops_lines(token, marker=1), start_us=5_000_000)
+    args = ["watch", "--once", "--source", f"journal:{journal}", "--db", str(tmp_path / "c.db"),
+            "--state-dir", str(tmp_path / "s")]  # fmt: skip
+    assert run_kassist(args).returncode == 0
+    assert stored_count(tmp_path / "c.db", title) == 1
+    state = json.loads((tmp_path / "s" / "watch.json").read_text())
+    assert state["journal_cursor"]
+    # the next run reads only what came after the saved cursor
+    second = oops_lines(token, marker=2)
+    journal_file(journal, second, start_us=6_000_000)
+    metrics = tmp_path / "m.prom"
+    proc = run_kassist([*args, "--metrics-file", str(metrics)])
+    assert proc.returncode == 0, proc.stderr
+    assert stored_count(tmp_path / "c.db", title) == 2
+    assert f"kassist_watch_records_read_total {len(second)}\n" in metrics.read_text()
+    # a cursor the journal does not know: the boot is read again, and nothing counts twice
+    state = json.loads((tmp_path / "s" / "watch.json").read_text())
+    state["journal_cursor"] = "s=0123;i=99;b=0;m=0;t=0;x=0"
+    (tmp_path / "s" / "watch.json").write_text(json.dumps(state))
+    proc = run_kassist(args)
+    assert proc.returncode == 0, proc.stderr
+    assert "reading this boot's kernel messages again" in proc.stderr
+    assert stored_count(tmp_path / "c.db", title) == 2

@@ -152,3 +152,25 @@ def wait_for(predicate: object, timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def journal_file(path: Path, lines: list[str], start_us: int) -> None:
+    """Append kernel messages of this boot to a real journal file (systemd-journal-remote).
+
+    :param start_us: the kernel timestamp of the first line, microseconds since boot.
+    """
+    remote = Path("/lib/systemd/systemd-journal-remote")
+    require(remote.exists(), "needs systemd-journal-remote (Debian package of that name)")
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    now = int(time.time() * 1e6)
+    entries = []
+    for i, line in enumerate(lines):
+        entries.append(
+            f"__REALTIME_TIMESTAMP={now + i}\n__MONOTONIC_TIMESTAMP={start_us + i}\n"
+            f"_SOURCE_MONOTONIC_TIMESTAMP={start_us + i}\n_BOOT_ID={boot}\n_TRANSPORT=kernel\n"
+            f"SYSLOG_IDENTIFIER=kernel\nPRIORITY=4\nMESSAGE={line}\n"
+        )
+    export = path.with_suffix(".export")
+    export.write_text("\n".join(entries) + "\n")
+    subprocess.run([str(remote), f"--output={path}", str(export)], check=True,
+                   capture_output=True, timeout=60)  # fmt: skip

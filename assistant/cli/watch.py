@@ -36,8 +36,9 @@ def _default_state() -> Path:
 @click.option("--outbox", type=click.Path(path_type=Path), default=None,
               help="Draft a report for each new signature here (SIG.md, SIG.json).")  # fmt: skip
 @click.option("--source", "sources", multiple=True, metavar="SRC",
-              help="kmsg, pstore, kdump:DIR, file:PATH or disks[:SECONDS] (fail-slow and failing "
-              "drives); repeat (default: kmsg, pstore, kdump:/var/crash).")  # fmt: skip
+              help="kmsg, journal[:FILE], pstore, kdump:DIR, file:PATH or disks[:SECONDS]"
+              " (fail-slow and failing drives); repeat (default: kmsg, journal, pstore,"
+              " kdump:/var/crash).")  # fmt: skip
 @click.option("--once", is_flag=True, help="Read what is there, store it, and exit.")
 @click.option("--host", default=None, help="The host name recorded (default: this host's).")
 @click.option("--drafts-per-hour", type=click.IntRange(0), default=12, show_default=True)

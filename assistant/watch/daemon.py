@@ -48,6 +48,7 @@ from assistant.watch.state import WatchState, boot_id, load_state, save_state
 from probes.errors import ProbeError
 from probes.logs import KmsgStats, LogRecord, iter_kmsg, iter_log_lines, iter_pstore
 from probes.logs.files import kdump_dmesg_files
+from probes.logs.journal import InvalidCursor, follow_journal, journal_available
 
 #: Seconds without a line after which the open reports of a stream close.
 QUIET_SECONDS = 0.5
@@ -76,7 +77,8 @@ class WatchOptions:
     :param store: the crash store: a SQLite path, a PostgreSQL URL, or ``None`` (default).
     :param state_dir: where the resume point lives.
     :param outbox: where drafts go (``None``: no drafts).
-    :param sources: ``kmsg``, ``pstore``, ``kdump:DIR``, ``file:PATH`` (in order).
+    :param sources: ``kmsg``, ``journal[:FILE]``, ``pstore``, ``kdump:DIR``, ``file:PATH``,
+        ``disks[:SECONDS]`` (in order).
     :param once: read what is there and exit (no following).
     :param host: the host name recorded with each crash.
     :param retention_days: drop hits older than this (0: keep).
@@ -88,7 +90,7 @@ class WatchOptions:
     store: str | None = None
     state_dir: Path = Path("/var/lib/kassist")
     outbox: Path | None = None
-    sources: tuple[str, ...] = ("kmsg", "pstore", "kdump:/var/crash")
+    sources: tuple[str, ...] = ("kmsg", "journal", "pstore", "kdump:/var/crash")
     once: bool = False
     host: str | None = None
     drafts_per_hour: int = 12
@@ -123,29 +125,42 @@ def event_crash(event: Event, where: str) -> Crash:
 
 
 class _Stream:
-    """One log stream (kmsg, a pstore file, a kdump file) and its engine."""
+    """One log stream (kmsg, the journal, a pstore file, a kdump file) and its engine.
+
+    A followed stream marks each line with where it is (``seq N`` for /dev/kmsg, ``ts
+    T`` for the journal: names that survive a re-read) and with the token a reader
+    resumes *after* to read that line again (the sequence number before it, the
+    journal cursor before it).
+    """
 
     def __init__(self, name: str, quiet: float) -> None:
         self.name = name
         self.engine = TriageEngine(name, retain=False, quiet_seconds=quiet)
-        self.seqs: deque[tuple[int, int]] = deque(maxlen=SEQ_MAP)  # (line, seq)
+        self.marks: deque[tuple[int, str, object]] = deque(maxlen=SEQ_MAP)
+        self.last: object = None  # the token that resumes after the last line
+
+    def mark(self, where: str, before: object, after: object) -> None:
+        """Mark the next line: where it is, the token before it and the one after it."""
+        self.marks.append((self.engine.lines, where, before))
+        self.last = after
 
     def where(self, line: int) -> str:
-        """Name a 1-based line of the stream by its kmsg sequence number, else its number."""
-        for number, seq in reversed(self.seqs):
+        """Name a 1-based line of the stream by its mark, else by its number."""
+        for number, where, _ in reversed(self.marks):
             if number == line - 1:
-                return f"seq {seq}"
+                return where
         return f"line {line}"
 
-    def resume_seq(self, last_seq: int | None) -> int | None:
-        """Return the kmsg sequence number to resume after (see the module doc)."""
+    def resume(self) -> object:
+        """Return the token to resume after: the oldest line an open report still needs
+        is read again (see the module doc); the last line's when no report is open."""
         oldest = self.engine.oldest_needed()
         if oldest is None:
-            return last_seq
-        for line, seq in self.seqs:
+            return self.last
+        for line, _, before in self.marks:
             if line >= oldest:
-                return seq - 1
-        return last_seq
+                return before
+        return self.last
 
 
 class _Inotify:
@@ -264,7 +279,6 @@ class Watcher:
         self._streams: dict[str, _Stream] = {}
         self._threads: list[threading.Thread] = []
         self._saved_at = 0.0
-        self._last_seq: int | None = self.state.kmsg_seq
         self._pruned_at = 0.0
         self.stored = 0
         if opts.metrics_port:
@@ -277,7 +291,7 @@ class Watcher:
         if not crashes and not events:
             return
         source = stream.name
-        if stream.seqs:
+        if stream.marks:
             crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
         self.store.record(crashes + events, source, self.opts.host)
         self.stored += len(crashes) + len(events)
@@ -296,14 +310,12 @@ class Watcher:
                                        "host": self.opts.host or socket.gethostname(),
                                        "crash": c.to_dict()})  # fmt: skip
 
-    def _feed(self, stream: _Stream, text: str, seq: int | None, now: float) -> None:
-        if seq is not None:
-            stream.seqs.append((stream.engine.lines, seq))
+    def _feed(self, stream: _Stream, text: str, now: float) -> None:
         self._store(stream, stream.engine.feed_line(text, now))
 
     # -- sources -------------------------------------------------------------------------
 
-    def _reader(self, name: str, records: Callable[[], Iterator[LogRecord]]) -> None:
+    def _reader(self, name: str, records: Callable[[], Iterator[Any]]) -> None:
         try:
             for rec in records():
                 self.queue.put((name, rec))
@@ -326,10 +338,45 @@ class Watcher:
                 poll_interval=TICK,
             )
 
-        self._streams["kmsg"] = _Stream(f"kmsg:{self.boot[:8]}", self.opts.quiet_seconds)
+        self._streams["kmsg"] = _Stream(self._kernel_source(), self.opts.quiet_seconds)
         self._spawn("kmsg", records)
 
-    def _spawn(self, name: str, records: Callable[[], Iterator[LogRecord]]) -> None:
+    def _kernel_source(self) -> str:
+        # /dev/kmsg and the journal hold the same kernel messages: one source name for
+        # both (and reports named by the kernel's own timestamp), so that a report read
+        # from each is counted once.
+        return f"kernel:{self.boot[:8]}"
+
+    def _start_journal(self, file: str | None) -> None:
+        saved = self.state.journal_cursor if self.state.boot == self.boot else None
+
+        def records() -> Iterator[tuple[LogRecord, str | None, str]]:
+            before = saved
+            try:
+                for rec, cursor in self._journal(saved, file):
+                    yield rec, before, cursor
+                    before = cursor
+            except InvalidCursor as exc:
+                # ABRT jumped to the end here and lost oopses; read the boot again instead
+                # and let the store count each report once.
+                self.log(f"{exc.message}: reading this boot's kernel messages again")
+                for rec, cursor in self._journal(None, file):
+                    yield rec, before, cursor
+                    before = cursor
+
+        self._streams["journal"] = _Stream(self._kernel_source(), self.opts.quiet_seconds)
+        self._spawn("journal", records)
+
+    def _journal(self, cursor: str | None, file: str | None) -> Iterator[tuple[LogRecord, str]]:
+        return follow_journal(
+            after_cursor=cursor,
+            file=file,
+            follow=not self.opts.once,
+            stop=self.stop_event.is_set,
+            poll_interval=TICK,
+        )
+
+    def _spawn(self, name: str, records: Callable[[], Iterator[Any]]) -> None:
         t = threading.Thread(target=self._reader, args=(name, records), daemon=True, name=name)
         self._threads.append(t)
         t.start()
@@ -359,7 +406,7 @@ class Watcher:
         now = time.monotonic()
         with contextlib.suppress(ProbeError):
             for rec in iter_pstore(str(directory)):
-                self._feed(stream, rec.text, None, now)
+                self._feed(stream, rec.text, now)
         self._store(stream, stream.engine.flush())
         self.state.pstore_done = (self.state.pstore_done + todo)[-1000:]
         self._save(force=True)
@@ -460,7 +507,12 @@ class Watcher:
             return
         kmsg = self._streams.get("kmsg")
         if kmsg is not None:
-            self.state.kmsg_seq = kmsg.resume_seq(self._last_seq)
+            seq = kmsg.resume()
+            self.state.kmsg_seq = seq if isinstance(seq, int) else self.state.kmsg_seq
+        journal = self._streams.get("journal")
+        if journal is not None:
+            cursor = journal.resume()
+            self.state.journal_cursor = cursor if isinstance(cursor, str) else None
         self.state.boot = self.boot
         save_state(self.state_path, self.state)
         self._saved_at = now
@@ -485,6 +537,13 @@ class Watcher:
         for source in self.opts.sources:
             if source == "kmsg":
                 self._start_kmsg()
+                open_readers += 1
+            elif source == "journal" or source.startswith("journal:"):
+                why = None if source[8:] else journal_available()
+                if why is not None:
+                    self.log(f"journal: not followed: {why}")
+                    continue
+                self._start_journal(source[8:] or None)
                 open_readers += 1
             elif source == "pstore":
                 self._pstore()
@@ -534,12 +593,17 @@ class Watcher:
             self._finish()
         return self.stored
 
-    def _record(self, name: str, rec: LogRecord, now: float) -> None:
+    def _record(self, name: str, item: Any, now: float) -> None:
         stream = self._streams[name]
         self.metrics.add("kassist_watch_records_read_total")
-        self._feed(stream, rec.text, rec.seq, now)
-        if rec.seq is not None:
-            self._last_seq = rec.seq
+        if name == "journal":
+            rec, before, cursor = item
+            stream.mark(f"ts {rec.ts_us}", before, cursor)
+        else:
+            rec = item
+            if rec.seq is not None:
+                stream.mark(f"ts {rec.ts_us}", rec.seq - 1, rec.seq)
+        self._feed(stream, rec.text, now)
         if self.stored and self.stored != getattr(self, "_saved_stored", -1):
             self._saved_stored = self.stored
             self._save(force=True)  # a stored crash moves the resume point at once
@@ -571,8 +635,8 @@ class Watcher:
 
 
 def _by_sequence(crash: Crash, where: str) -> Crash:
-    """Return the crash as stored from /dev/kmsg: its report from the header on, named by
-    the header's sequence number.
+    """Return the crash as stored from /dev/kmsg or the journal: its report from the header
+    on, named by the header's kernel timestamp.
 
     The lines before the header are context the engine kept from what it had read, which
     after a restart (resumed later in the buffer) can be fewer: without them, a report read
@@ -580,7 +644,7 @@ def _by_sequence(crash: Crash, where: str) -> Crash:
     """
     lines = crash.report.split("\n")
     header = next((i for i, x in enumerate(lines) if first_oops(x) is not None), 0)
-    return replace(crash, report=f"kmsg {where}\n" + "\n".join(lines[header:]))
+    return replace(crash, report=f"kernel {where}\n" + "\n".join(lines[header:]))
 
 
 def _watchdog_interval() -> float:

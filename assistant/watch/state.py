@@ -29,12 +29,14 @@ class WatchState:
 
     :param boot: the boot the sequence numbers belong to.
     :param kmsg_seq: resume /dev/kmsg after this sequence number (``u64``), same boot only.
+    :param journal_cursor: resume the journal after this ``__CURSOR``, same boot only.
     :param pstore_done: the pstore files already triaged (names).
     :param kdump_done: the kdump dmesg files already triaged (paths).
     """
 
     boot: str = ""
     kmsg_seq: int | None = None
+    journal_cursor: str | None = None
     pstore_done: list[str] = field(default_factory=list)
     kdump_done: list[str] = field(default_factory=list)
 
@@ -51,6 +53,7 @@ def load_state(path: Path) -> WatchState:
     return WatchState(
         boot=str(doc.get("boot", "")),
         kmsg_seq=seq if isinstance(seq, int) and seq >= 0 else None,
+        journal_cursor=cursor if isinstance(cursor := doc.get("journal_cursor"), str) else None,
         pstore_done=[str(x) for x in doc.get("pstore_done", [])][-MAX_SEEN_FILES:],
         kdump_done=[str(x) for x in doc.get("kdump_done", [])][-MAX_SEEN_FILES:],
     )

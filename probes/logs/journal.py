@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from probes.errors import ProbeError, ProbeUnavailable
@@ -103,3 +104,69 @@ def iter_journal(boot: int = 0) -> Iterator[LogRecord]:
             f"journal: boot {boot}: {why}",
             "list the boots the journal knows with `journalctl --list-boots`",
         )
+
+
+class InvalidCursor(ProbeError):
+    """journalctl refused a saved cursor (another journal, or one that was rotated away)."""
+
+
+def follow_journal(
+    *,
+    after_cursor: str | None = None,
+    file: str | None = None,
+    follow: bool = False,
+    stop: Callable[[], bool] | None = None,
+    poll_interval: float = 0.25,
+) -> Iterator[tuple[LogRecord, str]]:
+    """Yield this boot's kernel messages from the journal with each one's cursor.
+
+    :param after_cursor: resume after this ``__CURSOR``.
+    :param file: read this journal file instead of the system's (``journalctl --file``).
+    :param follow: keep waiting for new messages (``journalctl -f``).
+    :param stop: called every ``poll_interval`` seconds while following; ``True`` ends it.
+    :raises InvalidCursor: the cursor does not point into this journal.
+    :raises ProbeError: journalctl is missing or failed.
+    """
+    if shutil.which("journalctl") is None:
+        raise ProbeUnavailable("journal: journalctl is not installed", "use the kmsg source")
+    argv = ["journalctl", "-k", "-o", "json", "--no-pager", "-q"]
+    argv += ["--file", file] if file else []
+    argv += ["--after-cursor", after_cursor] if after_cursor else []
+    argv += ["-f"] if follow else []
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = threading.Event()
+
+    def stopper() -> None:
+        while not done.wait(poll_interval):
+            if stop is not None and stop():
+                proc.terminate()
+                return
+
+    threading.Thread(target=stopper, daemon=True).start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            cursor = _cursor(line)
+            record = parse_journal_entry(line)
+            if record is not None and cursor:
+                yield record, cursor
+    finally:
+        done.set()
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)
+    error = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
+    if proc.returncode not in (0, -15) and "cursor" in error.lower():
+        raise InvalidCursor(f"journal: {error.splitlines()[0]}", "the boot is read again")
+    if proc.returncode not in (0, -15):
+        first = error.splitlines()[0] if error else f"journalctl exited {proc.returncode}"
+        raise ProbeError(f"journal: {first}", "check `journalctl -k`")
+
+
+def _cursor(line: bytes) -> str | None:
+    try:
+        entry = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = entry.get("__CURSOR") if isinstance(entry, dict) else None
+    return value if isinstance(value, str) else None
