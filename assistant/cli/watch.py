@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,10 @@ def _log(message: str) -> None:
     from actions.text import printable
 
     print(f"kassist-watch: {printable(message)}", file=sys.stderr, flush=True)
+
+
+#: The sources ``--source`` takes.
+_SOURCE = re.compile(r"kmsg|pstore|journal(?::.+)?|kdump:.+|file:.+|disks(?::\d+(?:\.\d+)?)?")
 
 
 def _default_state() -> Path:
@@ -74,9 +79,16 @@ def watch(
     no_log: bool,
 ) -> None:
     """Follow the kernel's logs and store every crash once, as its report closes."""
+    from assistant.errors import InputError
     from assistant.watch.background import HookTargets
     from assistant.watch.daemon import Watcher, WatchOptions, install_signals
 
+    for source in sources:
+        if not _SOURCE.fullmatch(source):
+            raise InputError(
+                f"watch: unknown source {source!r}",
+                "use kmsg, journal[:FILE], pstore, kdump:DIR, file:PATH or disks[:SECONDS]",
+            )
     cfg = config_from_flags(model, backend, max_tokens, no_log)
     opts = WatchOptions(
         store=store_url or db_path,
