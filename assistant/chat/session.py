@@ -24,6 +24,8 @@ from assistant.llm.base import Backend, GenerationStats, Message
 ANSWER_PROMPT = "chat_answer"
 #: Characters of a tool's evidence handed to the model.
 EVIDENCE_CHARS = 2400
+#: Characters of a documentation section handed to the model for a plain answer.
+FACT_CHARS = 500
 
 
 @dataclass
@@ -232,8 +234,10 @@ def _knowledge_facts(question: str) -> str:
     kb = try_open()
     if kb is None:
         return ""
-    hits = kb.search(question, limit=2)
-    return "\n\n".join(f"[{h.cite}] {h.title}: {h.text[:1000]}" for h in hits)
+    # One section, its opening only: a short prompt keeps a follow-up's first token near a
+    # second with the bundled model (the whole section is cited, not quoted).
+    hits = kb.search(question, limit=1)
+    return "\n\n".join(f"[{h.cite}] {h.title}: {h.text[:FACT_CHARS]}" for h in hits)
 
 
 def _facts_answer(facts: str) -> str:
