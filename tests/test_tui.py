@@ -93,7 +93,7 @@ def test_the_bundled_model_streams_every_token(store: Path) -> None:
         async def run() -> None:
             app = KassistApp(session, sources=FIXED)
             async with app.run_test(size=(140, 45)) as pilot:
-                await _ask(app, pilot, "what is swapping?")
+                await _ask(app, pilot, "what is a page cache?")
                 assert app.tokens_streamed > 0
                 assert app.tokens_shown == app.tokens_streamed
                 reply = list(app.query(AssistantMessage))[-1]
