@@ -248,3 +248,14 @@ def test_history_is_kept_and_exported(tmp_path: Path) -> None:
         md = history.markdown(conv[0].id)
     assert "**You:** hello" in md and "(`stats`)" in md
     assert ROOT.exists()
+
+
+def test_the_tools_are_langchain_tools_over_the_same_functions() -> None:
+    from assistant.chat.tools import langchain_tools
+
+    tools = {t.name: t for t in langchain_tools(Context())}
+    assert set(tools) == set(TOOL_NAMES)
+    assert "memory:" in tools["stats"].invoke({})
+    # a tool that changes the system only proposes through LangChain too
+    out = tools["apply"].invoke({"target": "net.core.somaxconn", "value": "8192"})
+    assert out.startswith("Proposed:")
