@@ -140,7 +140,7 @@ case "$what" in
         say "ruff"
         ruff check .
         ruff format --check .
-        say "mypy (strict on assistant, probes, actions)"
+        say "mypy (strict on assistant, probes, actions, tui)"
         mypy
         say "pytest"
         exec pytest -q
