@@ -1,6 +1,6 @@
 """How good are the bundled model's report summaries, and what does each prompt change do?
 
-Over crashes of the dev corpus (``/work/wt/shared/corpus`` or ``--corpus DIR``), each
+Over crashes of the dev corpus (``../shared/corpus`` beside the checkout, or ``--corpus DIR``), each
 variant below drafts every crash's summary with the bundled model; the shared checker
 decides what is shown. Printed per variant: the share of drafts the checker accepts,
 the share of reports that show misleading model text, invented names shown and in raw
@@ -53,7 +53,8 @@ from assistant.llm.prompts import Prompt, load_prompt
 from assistant.triage.engine import triage_lines
 from assistant.triage.model import Crash
 
-CORPUS = Path("/work/wt/shared/corpus")
+#: The dev corpus: ``shared/corpus`` beside the checkout.
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 _EXAMPLE = re.compile(r"{% block example2?_(?:user|assistant) %}.*?{% endblock %}\n?", re.S)
 
 
