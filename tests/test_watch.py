@@ -34,6 +34,11 @@ def _token() -> str:
     return "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(10))
 
 
+def _once(tmp: Path, db: str = "c.db", state: str = "s") -> list[str]:
+    """Return the start of a ``kassist watch --once`` command on a store and state in ``tmp``."""
+    return ["watch", "--once", "--no-llm", "--db", str(tmp / db), "--state-dir", str(tmp / state)]
+
+
 def _title(token: str) -> str:
     (crash,) = triage_lines(oops_lines(token), "expected").crashes
     return crash.title
@@ -47,13 +52,7 @@ def test_once_over_files_stores_crashes_events_and_drafts(tmp_path: Path) -> Non
     metrics = tmp_path / "m.prom"
     logs = [DATA / "kasan-uaf-ip6_send_skb.log", DATA / "production-events.log"]
     args = [
-        "watch",
-        "--once",
-        "--no-llm",
-        "--db",
-        str(tmp_path / "c.db"),
-        "--state-dir",
-        str(tmp_path / "s"),
+        *_once(tmp_path),
         "--outbox",
         str(outbox),
         "--metrics-file",
@@ -86,13 +85,7 @@ def test_a_storm_of_identical_oopses_is_one_signature_and_one_draft(tmp_path: Pa
     outbox = tmp_path / "outbox"
     proc = run_kassist(
         [
-            "watch",
-            "--once",
-            "--no-llm",
-            "--db",
-            str(tmp_path / "c.db"),
-            "--state-dir",
-            str(tmp_path / "s"),
+            *_once(tmp_path),
             "--outbox",
             str(outbox),
             "--source",
@@ -105,13 +98,7 @@ def test_a_storm_of_identical_oopses_is_one_signature_and_one_draft(tmp_path: Pa
     # the same file again: nothing counted twice
     run_kassist(
         [
-            "watch",
-            "--once",
-            "--no-llm",
-            "--db",
-            str(tmp_path / "c.db"),
-            "--state-dir",
-            str(tmp_path / "s"),
+            *_once(tmp_path),
             "--source",
             f"file:{log}",
         ]
@@ -130,13 +117,7 @@ def test_hostile_records_are_data(tmp_path: Path) -> None:
     log.write_bytes(("\n".join(evil + oops) + "\n").encode() + b"\xff\xfe broken utf-8\n")
     proc = run_kassist(
         [
-            "watch",
-            "--once",
-            "--no-llm",
-            "--db",
-            str(tmp_path / "c.db"),
-            "--state-dir",
-            str(tmp_path / "s"),
+            *_once(tmp_path),
             "--source",
             f"file:{log}",
         ]
@@ -167,13 +148,7 @@ def test_hooks_get_each_new_signature_and_failures_do_not_block(tmp_path: Path) 
     try:
         proc = run_kassist(
             [
-                "watch",
-                "--once",
-                "--no-llm",
-                "--db",
-                str(tmp_path / "c.db"),
-                "--state-dir",
-                str(tmp_path / "s"),
+                *_once(tmp_path),
                 "--hook-cmd",
                 hook,
                 "--hook-url",
@@ -191,13 +166,7 @@ def test_hooks_get_each_new_signature_and_failures_do_not_block(tmp_path: Path) 
     start = time.monotonic()
     proc = run_kassist(
         [
-            "watch",
-            "--once",
-            "--no-llm",
-            "--db",
-            str(tmp_path / "d.db"),
-            "--state-dir",
-            str(tmp_path / "s2"),
+            *_once(tmp_path, db="d.db", state="s2"),
             "--hook-cmd",
             "false",
             "--metrics-file",
