@@ -63,7 +63,7 @@ def ask(
         return
     stream = fmt == "text" and sys.stdout.isatty()
     history = None
-    if not no_history:
+    if cfg.chat.history and not no_history:
         from assistant.chat.history import ChatHistory
 
         history = ChatHistory()
