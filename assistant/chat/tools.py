@@ -366,7 +366,7 @@ def _apply(args: ApplyArgs, ctx: Context) -> ToolResult:
             {"proposed": [rec]},
             [Proposal("apply", summary, (rec,))],
         )
-    found = _pending_recommendation(args.id) if args.id else None
+    found = _pending_recommendation(args.id, ctx) if args.id else None
     if found is None:
         return ToolResult(
             f"No pending recommendation `{args.id or '?'}`: run `/tune` to see them.", {}
@@ -382,19 +382,18 @@ def _apply(args: ApplyArgs, ctx: Context) -> ToolResult:
 _LAST_TUNE: dict[str, dict[str, Any]] = {}
 
 
-def _pending_recommendation(rec_id: str) -> dict[str, Any] | None:
+def _pending_recommendation(rec_id: str, ctx: Context) -> dict[str, Any] | None:
     if rec_id not in _LAST_TUNE:
-        _tune(NoArgs(), Context())
+        _tune(NoArgs(), ctx)
     return _LAST_TUNE.get(rec_id)
 
 
-def _agent_status_typed(socket: str) -> Any:
+def _agent_status_typed(ctx: Context) -> Any:
     # The agent's status (an actions.model.AgentStatus), or None when it is not reachable.
-    from actions.client import AgentClient
     from actions.errors import ActionError
 
     try:
-        with AgentClient(socket, timeout=5.0) as client:
+        with _agent(ctx) as client:
             return client.status().status
     except (ActionError, OSError):
         return None
@@ -405,7 +404,7 @@ def _tune(args: NoArgs, ctx: Context) -> ToolResult:
     from assistant.tuning import analyse, observe
     from assistant.tuning.managed import managed_keys
 
-    report = analyse(observe(None), managed_keys(_agent_status_typed(ctx.socket)))
+    report = analyse(observe(None), managed_keys(_agent_status_typed(ctx)))
     _LAST_TUNE.clear()
     _LAST_TUNE.update({r.id: r.model_dump() for r in report.recommendations})
     if not report.findings:

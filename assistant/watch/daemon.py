@@ -281,6 +281,7 @@ class Watcher:
         self._saved_at = 0.0
         self._pruned_at = 0.0
         self.stored = 0
+        self._saved_stored = 0  # ``stored`` when the resume point was last saved
         if opts.metrics_port:
             self._server = self.metrics.serve(opts.metrics_port)
 
@@ -293,22 +294,29 @@ class Watcher:
         source = stream.name
         if stream.marks:
             crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
+        self._keep(crashes, events, source)
+
+    def _keep(self, crashes: list[Crash], events: list[Crash], source: str) -> None:
+        # Store crashes and events, count them, and announce each new signature: a draft
+        # for a new crash (never for an event) and the hooks for both.
         self.store.record(crashes + events, source, self.opts.host)
         self.stored += len(crashes) + len(events)
-        for c in crashes + events:
-            is_event = c in events
-            counter = "kassist_watch_events_total" if is_event else "kassist_watch_crashes_total"
-            self.metrics.add(counter, kind=c.type)
-            if c.signature not in self.known:
-                self.known.add(c.signature)
-                self.metrics.add("kassist_watch_new_signatures_total")
-                self.log(f"new signature {c.signature}: {c.title}")
-                if self.outbox is not None and not is_event:
-                    self.outbox.submit(c)
-                if self.hooks.enabled:
-                    self.hooks.submit({"schema": "kassist.watch/1", "source": source,
-                                       "host": self.opts.host or socket.gethostname(),
-                                       "crash": c.to_dict()})  # fmt: skip
+        for c in crashes:
+            self.metrics.add("kassist_watch_crashes_total", kind=c.type)
+        for c in events:
+            self.metrics.add("kassist_watch_events_total", kind=c.type)
+        for c, is_event in [*((c, False) for c in crashes), *((c, True) for c in events)]:
+            if c.signature in self.known:
+                continue
+            self.known.add(c.signature)
+            self.metrics.add("kassist_watch_new_signatures_total")
+            self.log(f"new signature {c.signature}: {c.title}")
+            if self.outbox is not None and not is_event:
+                self.outbox.submit(c)
+            if self.hooks.enabled:
+                self.hooks.submit({"schema": "kassist.watch/1", "source": source,
+                                   "host": self.opts.host or socket.gethostname(),
+                                   "crash": c.to_dict()})  # fmt: skip
 
     def _feed(self, stream: _Stream, text: str, now: float) -> None:
         self._store(stream, stream.engine.feed_line(text, now))
@@ -486,18 +494,7 @@ class Watcher:
             )
             crash.signature = signature_of(f.key, crash.type)
             crashes.append(crash)
-        self.store.record(crashes, "disks", self.opts.host)
-        self.stored += len(crashes)
-        for c in crashes:
-            self.metrics.add("kassist_watch_events_total", kind=c.type)
-            if c.signature not in self.known:
-                self.known.add(c.signature)
-                self.metrics.add("kassist_watch_new_signatures_total")
-                self.log(f"new signature {c.signature}: {c.title}")
-                if self.hooks.enabled:
-                    self.hooks.submit({"schema": "kassist.watch/1", "source": "disks",
-                                       "host": self.opts.host or socket.gethostname(),
-                                       "crash": c.to_dict()})  # fmt: skip
+        self._keep([], crashes, "disks")
 
     # -- state -------------------------------------------------------------------------
 
@@ -604,7 +601,7 @@ class Watcher:
             if rec.seq is not None:
                 stream.mark(f"ts {rec.ts_us}", rec.seq - 1, rec.seq)
         self._feed(stream, rec.text, now)
-        if self.stored and self.stored != getattr(self, "_saved_stored", -1):
+        if self.stored != self._saved_stored:
             self._saved_stored = self.stored
             self._save(force=True)  # a stored crash moves the resume point at once
 
