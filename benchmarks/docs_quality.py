@@ -33,10 +33,10 @@ from pathlib import Path
 
 from assistant.docs import facts as facts_mod
 from assistant.docs import pages
-from assistant.docs.undocumented import machine_sysctls
 from assistant.knowledge import KnowledgeBase, open_default
 from assistant.knowledge.base import running_release
 from assistant.knowledge.reference import check_sysctl_docs, extract_tree
+from probes.stats import sysctl_names
 
 _CLAIM = re.compile(r"[A-Za-z0-9_./&-]*\d[A-Za-z0-9_./&-]*|\b[a-z0-9_]+(?:\.[a-z0-9_*-]+){2,}\b")
 
@@ -81,7 +81,7 @@ def grounding(facts: facts_mod.SysctlFacts) -> tuple[int, int, list[str]]:
 
 def pages_figures(kb: KnowledgeBase, n: int, seed: int) -> None:
     release = running_release()
-    names = machine_sysctls()
+    names = sysctl_names()
     chosen = random.Random(seed).sample(names, min(n, len(names)))
     found = shown = cited = paragraphs = 0
     slowest = first = 0.0

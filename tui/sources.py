@@ -20,20 +20,21 @@ class Pressure:
 
 
 def read_pressure() -> Pressure:
-    """Read the load average and PSI from /proc (a few small files)."""
-    with open("/proc/loadavg", encoding="ascii") as fh:
-        load1 = float(fh.read().split()[0])
+    """Read the load average and PSI through probes.stats (a few small files).
+
+    :raises OSError: /proc/loadavg cannot be read.
+    """
+    from probes.stats import read_section
+
+    loadavg = read_section("loadavg")
+    if loadavg is None:
+        raise OSError("/proc/loadavg cannot be read")
     psi: dict[str, float] = {}
     for res in ("cpu", "memory", "io"):
-        try:
-            with open(f"/proc/pressure/{res}", encoding="ascii") as fh:
-                first = fh.readline().split()
-        except OSError:
-            continue
-        for part in first[1:]:
-            if part.startswith("avg10="):
-                psi[res] = float(part[6:])
-    return Pressure(load1, psi)
+        parsed = read_section(f"psi_{res}")  # probes.stats.parse_pressure's result
+        if parsed is not None and "avg10" in parsed.get("some", {}):
+            psi[res] = float(parsed["some"]["avg10"])
+    return Pressure(float(loadavg["load1"]), psi)
 
 
 def recent_crashes(store: str | None, limit: int = 8) -> list[tuple[str, str, int]]:

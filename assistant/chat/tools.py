@@ -401,10 +401,10 @@ def _agent_status_typed(ctx: Context) -> Any:
 
 def _tune(args: NoArgs, ctx: Context) -> ToolResult:
     from actions.text import printable
-    from assistant.tuning import analyse, observe
+    from assistant.tuning import READ_KEYS, analyse, observe
     from assistant.tuning.managed import managed_keys
 
-    report = analyse(observe(None), managed_keys(_agent_status_typed(ctx)))
+    report = analyse(observe(None, sysctls=READ_KEYS), managed_keys(_agent_status_typed(ctx)))
     _LAST_TUNE.clear()
     _LAST_TUNE.update({r.id: r.model_dump() for r in report.recommendations})
     if not report.findings:
@@ -470,9 +470,10 @@ def _docs(args: DocsArgs, ctx: Context) -> ToolResult:
     if args.key == "undocumented":
         if kb is None:
             raise NotAvailable("no knowledge base", "build it with `kassist kb build`")
-        from assistant.docs.undocumented import machine_sysctls, undocumented
+        from assistant.docs.undocumented import undocumented
+        from probes.stats import sysctl_names
 
-        items = undocumented(kb, machine_sysctls())
+        items = undocumented(kb, sysctl_names())
         rows = [f"- `{u.name}`" for u in items[:40]]
         more = (
             f"\n\n(and {len(items) - 40} more: `kassist docs undocumented`)"

@@ -182,6 +182,7 @@ def disks(
 
 
 def _explainer() -> Any:
+    from assistant.cli.common import backend_or_none, config_from_flags
     from assistant.disks.explain import Explainer
 
-    return Explainer.from_config()
+    return Explainer(backend_or_none(config_from_flags(), no_llm=False), notify=notice)

@@ -46,7 +46,7 @@ from assistant.watch.background import Hooks, HookTargets, Outbox
 from assistant.watch.metrics import Metrics
 from assistant.watch.state import WatchState, boot_id, load_state, save_state
 from probes.errors import ProbeError
-from probes.logs import KmsgStats, LogRecord, iter_kmsg, iter_log_lines, iter_pstore
+from probes.logs import KmsgStats, LogRecord, iter_kmsg, iter_log_lines, iter_pstore, pstore_files
 from probes.logs.files import kdump_dmesg_files
 from probes.logs.journal import InvalidCursor, follow_journal, journal_available
 
@@ -402,18 +402,14 @@ class Watcher:
         self._store(stream, stream.engine.feed_lines(batch) + stream.engine.flush())
 
     def _pstore(self) -> None:
-        directory = Path("/sys/fs/pstore")
-        try:
-            files = sorted(p.name for p in directory.iterdir() if p.name.startswith("dmesg"))
-        except OSError:
-            return
+        files = pstore_files()
         todo = [f for f in files if f not in self.state.pstore_done]
         if not todo:
             return
         stream = _Stream("pstore", self.opts.quiet_seconds)
         now = time.monotonic()
         with contextlib.suppress(ProbeError):
-            for rec in iter_pstore(str(directory)):
+            for rec in iter_pstore():
                 self._feed(stream, rec.text, now)
         self._store(stream, stream.engine.flush())
         self.state.pstore_done = (self.state.pstore_done + todo)[-1000:]
