@@ -84,6 +84,12 @@ def _tune_during(
 # --- the closed loop ---------------------------------------------------------------------
 
 
+def _apply(ns: TuneNetNS, agent: AgentProcess, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``kassist tune --apply`` over a 2-second window of the namespace."""
+    where = ["--netns", str(ns.holder.pid), "--interval", "2", "--socket", str(agent.socket)]
+    return run_kassist(["tune", *where, "--apply", *extra])
+
+
 def _overflows(ns: TuneNetNS, clients: int = 400) -> int:
     before = ns.netstat("ListenOverflows")
     finish(ns.spawn(LISTEN_FLOOD, str(clients), "3"))
@@ -95,7 +101,9 @@ def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
     agent = _agent(state, netns)  # the built-in default policy
     try:
         before = _overflows(netns)
-        doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "400", "3"))
+        # New clients all along, so that the window sees overflows however long tune
+        # takes to start on a loaded machine.
+        doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "400", "10", "5"))
         somaxconn = proposals(doc, "listen-overflow")["net.core.somaxconn"]
         assert somaxconn["direction"] == "up" and somaxconn["status"] == "recommended"
         assert somaxconn["current"] == 128 and somaxconn["value"] == 512
@@ -104,16 +112,10 @@ def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
         # terminal and without --yes it refuses; with --yes it applies.
         flood = netns.spawn(LISTEN_FLOOD, "300", "6", "5")  # new clients all along
         wait_started()
-        asked = run_kassist(
-            ["tune", "--netns", str(netns.holder.pid), "--interval", "1.5", "--apply",
-             "--socket", str(agent.socket)]
-        )  # fmt: skip
+        asked = _apply(netns, agent)
         assert asked.returncode == 2 and "needs a person's approval" in asked.stderr
         assert netns.read("net.core.somaxconn") == "128"
-        proc = run_kassist(
-            ["tune", "--netns", str(netns.holder.pid), "--interval", "2", "--apply", "--yes",
-             "--socket", str(agent.socket)]
-        )  # fmt: skip
+        proc = _apply(netns, agent, "--yes")
         finish(flood)
         assert proc.returncode == 0, proc.stderr
         assert "verified: changeset" in proc.stdout
@@ -127,6 +129,26 @@ def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
         last = json.loads(cs.stdout)["changesets"][0]["id"]
         back = run_kassist(["agent", "rollback", str(last), "--socket", str(agent.socket)])
         assert back.returncode == 0, back.stderr
+        assert netns.read("net.core.somaxconn") == "128"
+    finally:
+        agent.stop()
+
+
+def test_closed_loop_from_below_the_agents_floor(netns: TuneNetNS, state: Path) -> None:
+    # somaxconn 16 and a listener of backlog 1024 under a connect flood: x4 would be 64,
+    # below the default policy's floor; tune proposes the floor, says so, and the agent
+    # applies and verifies it (a move up to the floor is one change, whatever max_step).
+    netns.write("net.core.somaxconn", "16")
+    agent = _agent(state, netns)
+    try:
+        flood = netns.spawn(LISTEN_FLOOD, "300", "6", "5", "1024")
+        wait_started()
+        proc = _apply(netns, agent, "--yes")
+        finish(flood)
+        assert proc.returncode == 0, proc.stderr
+        assert "net.core.somaxconn 16 -> 128" in proc.stdout
+        assert "64 is below the agent's floor 128" in proc.stdout
+        assert "verified: changeset" in proc.stdout
         assert netns.read("net.core.somaxconn") == "128"
     finally:
         agent.stop()
