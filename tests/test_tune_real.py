@@ -71,11 +71,15 @@ def assert_agent_accepts(doc: dict[str, Any], agent: AgentProcess) -> dict[str, 
 
 
 def _tune_during(
-    ns: TuneNetNS | None, workload: subprocess.Popen[str], *args: str
+    ns: TuneNetNS | None, workload: subprocess.Popen[str], *args: str, stop: bool = False
 ) -> dict[str, Any]:
+    # stop: the workload holds for longer than tune may take to start on a loaded machine,
+    # and is ended once tune has seen it.
     wait_started()
     where = ["--netns", str(ns.holder.pid)] if ns is not None else []
     code, doc, _ = tune(*where, "--interval", "2", *args)
+    if stop:
+        workload.terminate()
     finish(workload)
     assert code == (3 if doc["recommendations"] else 0)
     return doc
@@ -236,8 +240,9 @@ def test_ephemeral_ports_seen_by_the_syscall_error_probe(netns: TuneNetNS, state
 def test_inotify_instances_exhausted_by_a_user(state: Path) -> None:
     require(os.geteuid() == 0, "needs root to run a workload as another user")
     limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-    workload = spawn(INOTIFY_INSTANCES, str(limit + 10), "4", user="65534")
-    doc = _tune_during(None, workload)
+    workload = spawn(INOTIFY_INSTANCES, str(limit + 10), "120", user="65534")
+    assert workload.stdout is not None and workload.stdout.readline()  # it holds them now
+    doc = _tune_during(None, workload, stop=True)
     inotify = proposals(doc, "inotify")["fs.inotify.max_user_instances"]
     assert inotify["direction"] == "up" and inotify["current"] == limit
     finding = next(f for f in doc["findings"] if f["id"] == "inotify")
@@ -288,8 +293,8 @@ def memory_cgroup(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_memory_cgroup_under_pressure(memory_cgroup: tuple[Path, Path], state: Path) -> None:
     path, data = memory_cgroup
-    workload = spawn(THRASH, str(data), "4", cgroup=path)
-    doc = _tune_during(None, workload, "--cgroup", str(path))
+    workload = spawn(THRASH, str(data), "120", cgroup=path)
+    doc = _tune_during(None, workload, "--cgroup", str(path), stop=True)
     limit = proposals(doc, "reclaim-stalls")["cgroup:memory.limit_in_bytes"]
     assert (limit["current"], limit["direction"]) == (16 << 20, "up")
 
