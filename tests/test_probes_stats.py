@@ -16,15 +16,9 @@ from probes.stats import (
     decode_taint,
     rates,
     read_section,
-    read_sysctl,
-    read_sysctl_keys,
-    read_sysctls,
-    sysctl_name,
-    sysctl_names,
-    sysctl_path,
+    sysctl,
     take_partial_snapshot,
     take_snapshot,
-    typed_value,
 )
 from probes.stats.netns import netns_path
 from probes.stats.parse import (
@@ -36,9 +30,9 @@ from probes.stats.parse import (
     parse_snmp,
     parse_sockstat,
     parse_stat,
+    typed_value,
 )
 from probes.stats.read import cgroup2_mount, resolve_cgroup
-from probes.stats.sysctl import sysctl_relative
 from tests.agent_support import NetNS, require_netns
 from tests.conftest import ROOT, require, run_kassist
 
@@ -100,7 +94,7 @@ def test_taint_decoding() -> None:
 
 
 def test_sysctl_tree_is_typed_with_writability() -> None:
-    sysctls = read_sysctls()
+    sysctls = sysctl.read_sysctls()
     assert len(sysctls) > 500
     pid_max = sysctls["kernel.pid_max"]
     assert pid_max.value == int(Path("/proc/sys/kernel/pid_max").read_text())
@@ -203,12 +197,15 @@ def test_sysctl_names_and_paths_swap_dots_and_slashes() -> None:
         ("net.ipv4.conf.eth0/10.rp_filter", "net/ipv4/conf/eth0.10/rp_filter"),
         ("net.ipv6.neigh.br0/100.retrans_time", "net/ipv6/neigh/br0.100/retrans_time"),
     ]:
-        assert sysctl_relative(name) == rel and sysctl_name(rel) == name
-        assert sysctl_path(name, "/x/") == f"/x/{rel}"
-    assert sysctl_relative("net/ipv4/conf/eth0.10/rp_filter") == "net/ipv4/conf/eth0.10/rp_filter"
+        assert sysctl.sysctl_relative(name) == rel and sysctl.sysctl_name(rel) == name
+        assert sysctl.sysctl_path(name, "/x/") == f"/x/{rel}"
+    assert (
+        sysctl.sysctl_relative("net/ipv4/conf/eth0.10/rp_filter")
+        == "net/ipv4/conf/eth0.10/rp_filter"
+    )
     for bad in ("", "net..core", "net.core.", "net/../../etc/passwd", "."):
         with pytest.raises(ValueError):
-            sysctl_relative(bad)
+            sysctl.sysctl_relative(bad)
 
 
 def test_the_walk_and_the_readers_on_a_tree(tmp_path: Path) -> None:
@@ -217,14 +214,17 @@ def test_the_walk_and_the_readers_on_a_tree(tmp_path: Path) -> None:
     (tmp_path / "net/ipv4/tcp_rmem").write_text("4096\t131072\t6291456\n")
     (tmp_path / "vm").mkdir()
     (tmp_path / "vm/stat_refresh").write_text("")  # never read: reading it does work
-    assert sysctl_names(str(tmp_path)) == ["net.ipv4.conf.eth0/10.rp_filter", "net.ipv4.tcp_rmem"]
-    found = read_sysctl("net.ipv4.conf.eth0/10.rp_filter", str(tmp_path))
+    assert sysctl.sysctl_names(str(tmp_path)) == [
+        "net.ipv4.conf.eth0/10.rp_filter",
+        "net.ipv4.tcp_rmem",
+    ]
+    found = sysctl.read_sysctl("net.ipv4.conf.eth0/10.rp_filter", str(tmp_path))
     assert found is not None and found.value == 2
-    keys = read_sysctl_keys(["net.ipv4.tcp_rmem", "net.ipv4.absent"], str(tmp_path))
+    keys = sysctl.read_sysctl_keys(["net.ipv4.tcp_rmem", "net.ipv4.absent"], str(tmp_path))
     assert list(keys) == ["net.ipv4.tcp_rmem"] and keys["net.ipv4.tcp_rmem"].value[2] == 6291456  # type: ignore[index]
-    assert read_sysctl("net.ipv4.conf", str(tmp_path)) is None  # a directory
-    assert read_sysctl("net..x", str(tmp_path)) is None
-    assert set(read_sysctls(str(tmp_path))) == set(sysctl_names(str(tmp_path)))
+    assert sysctl.read_sysctl("net.ipv4.conf", str(tmp_path)) is None  # a directory
+    assert sysctl.read_sysctl("net..x", str(tmp_path)) is None
+    assert set(sysctl.read_sysctls(str(tmp_path))) == set(sysctl.sysctl_names(str(tmp_path)))
 
 
 def test_a_device_with_a_dot_in_its_name_is_read_by_its_sysctl_name() -> None:
