@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from assistant.docs.facts import SysctlFacts
 from assistant.docs.pages import paragraphs
-from assistant.drafters.checker import Evidence, check_draft, cut_to_sentence
+from assistant.drafters.checker import Evidence, check_draft, cut_to_sentence, stated_defaults
 from assistant.drafters.summary import sampling_of
 from assistant.llm.base import Backend, GenerationStats
 from assistant.llm.prompts import load_prompt
@@ -76,12 +76,17 @@ def paragraph_problems(text: str, facts: SysctlFacts, prompt_lines: list[str]) -
     """Return why a paragraph on ``facts`` may not be shown (empty: it may).
 
     The evidence is the key's documentation section and the page's own facts: every
-    sysctl, number, unit and function named must be there (the shared checker), its
-    words must be the documentation's or plain ones, and each sentence must say
-    something the documentation says.
+    sysctl, number, unit and function named must be there (the shared checker), a
+    default it gives must be the documented or compiled-in one (not any number of the
+    page: the value here, a boot setting, the kernel's release), its words must be the
+    documentation's or plain ones, and each sentence must say something the
+    documentation says.
     """
     documentation = facts.doc.text[:DOC_CHARS] if facts.doc is not None else ""
     evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
+    defaults = stated_defaults(documentation)
+    if facts.definition is not None and facts.definition.default is not None:
+        defaults.append(facts.definition.default)
     verdict = check_draft(
         text,
         Evidence(
@@ -90,6 +95,7 @@ def paragraph_problems(text: str, facts: SysctlFacts, prompt_lines: list[str]) -
             max_sentences=3,
             prompt_lines=prompt_lines,
             plain_words=DOC_WORDS,
+            defaults=defaults,
         ),
     )
     problems = list(verdict.problems)

@@ -6,7 +6,7 @@ refused when it
 - repeats itself (a repeated run of words) or echoes the prompt's own lines;
 - does not end a sentence, or is out of its length bounds;
 - contradicts a fact: another severity word, another kind of crash, another function
-  named as the crashing one, another kernel version;
+  named as the crashing one, another kernel version, another default value;
 - names a kernel symbol, source file, number, sysctl or commit that the evidence does
   not hold.
 
@@ -117,6 +117,13 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]`]*$")
 # A sentence end inside a text: the mark, closers, then a space or the end.
 _SENTENCE_BREAK = re.compile(r"[.!?][\"')\]`]*(?=\s|$)")
 _ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e|etc|vs|cf|approx|no)\.$", re.IGNORECASE)
+# A sentence about a default ("the default value is 60", "defaults to 60", "60 by default"):
+# its number is checked against the default, not against any number of the evidence.
+_DEFAULT_CLAIM = re.compile(
+    r"\bdefaults?\b(?:\s+(?:value|setting))?(?:\s*[=:]|\s+(?:is|of|to|was))+\s*`?(-?\d+|0x[0-9a-f]+)\b"
+    r"|(?<![\w.])(-?\d+|0x[0-9a-f]+)`?\s+by\s+default\b",
+    re.IGNORECASE,
+)
 # A label at the start of a line ("Crash: ...", "Kernel: ..."), as prompts write facts.
 _LABEL = re.compile(r"^\s*([A-Z][\w ()/-]{1,30}):\s")
 
@@ -143,6 +150,8 @@ class Evidence:
     :param max_sentences: the most sentences (``None``: no limit).
     :param plain_words: the only words a draft may use besides the evidence's, e.g.
         :data:`SUMMARY_WORDS` for a summary that restates facts (``None``: any word).
+    :param defaults: the values a sentence about the default may give, as written (``60``);
+        empty: such sentences are checked like any number.
     """
 
     text: str
@@ -157,6 +166,7 @@ class Evidence:
     allow_causes: bool = True
     max_sentences: int | None = None
     plain_words: frozenset[str] | None = None
+    defaults: Sequence[str] = ()
 
 
 #: The words a summary of facts may use besides the evidence's own: how a kernel
@@ -337,6 +347,12 @@ def _contradictions(draft: str, evidence: Evidence) -> list[str]:
             if caller not in evidence.functions:
                 problems.append(f"names `{caller}` as a caller, the trace does not")
                 break
+    if evidence.defaults:
+        for value in stated_defaults(draft):
+            if value not in evidence.defaults:
+                known = " or ".join(evidence.defaults)
+                problems.append(f"gives the default as {value}, the default is {known}")
+                break
     if evidence.kernel:
         for m in _VERSION.finditer(draft):
             version = m.group(1)
@@ -344,6 +360,15 @@ def _contradictions(draft: str, evidence: Evidence) -> list[str]:
                 problems.append(f"names kernel {version}, the kernel is {evidence.kernel}")
                 break
     return problems
+
+
+def stated_defaults(text: str) -> list[str]:
+    """Return the values a text gives as a default, in order.
+
+    >>> stated_defaults("The default value is 60. It defaults to 0x10; 5 by default.")
+    ['60', '0x10', '5']
+    """
+    return [m.group(1) or m.group(2) for m in _DEFAULT_CLAIM.finditer(text)]
 
 
 def _looks_like_symbol(word: str) -> bool:
