@@ -14,6 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No timed assertions, Hypothesis' own included: no per-example deadline, no failure
+# because generating data was slow on a loaded machine. A test's own @settings keeps
+# these unless it names them.
+settings.register_profile("kassist", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kassist")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

@@ -251,7 +251,9 @@ def test_every_rejection_names_its_rule_in_one_line(roots: Roots) -> None:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     target=st.text(alphabet=st.sampled_from("abc./\\-_ \n\x00;$`*[]~é"), max_size=40),

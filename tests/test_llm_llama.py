@@ -79,8 +79,7 @@ def test_follow_up_reuses_the_kv_cache(backend: LlamaCppBackend) -> None:
     "".join(backend.stream(follow, 8, s2))
     # everything up to the first answer is reused; only the new turn is read
     assert s2.cached_tokens >= s1.prompt_tokens - 1
-    assert s2.prompt_tokens - s2.cached_tokens < 40
-    assert s2.first_token_s < s1.first_token_s
+    assert s2.prompt_tokens - s2.cached_tokens < 40  # what that saves: benchmarks/llm_followup.py
 
 
 def test_prompt_larger_than_the_window_is_refused(backend: LlamaCppBackend) -> None:
