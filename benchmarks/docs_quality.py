@@ -18,6 +18,9 @@ implementation for" that the knowledge base does find in a ctl_table (the 6.1
 script does not read ``register_sysctl_init``/``register_sysctl`` calls).
 
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/docs_quality.py [--n 100] [--seed 13]
+
+``--quick`` (CI): 10 pages, without the check-sysctl-docs comparison (it streams the
+whole source tarball, about a minute).
 """
 
 from __future__ import annotations
@@ -166,7 +169,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--no-agreement", action="store_true", help="skip check-sysctl-docs")
+    ap.add_argument("--quick", action="store_true", help="CI: --n 10 --no-agreement")
     args = ap.parse_args()
+    if args.quick:
+        args.n, args.no_agreement = 10, True
     kb = open_default()
     print(f"knowledge base         linux {kb.kernel_version}; this machine {running_release()}")
     pages_figures(kb, args.n, args.seed)

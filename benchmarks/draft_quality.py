@@ -20,6 +20,8 @@ not shipped: it lowers acceptance) and ``ship+docs`` (the opening of the first
 documentation hit as background; only with a knowledge base).
 
     nice -n 10 .venv/bin/python benchmarks/draft_quality.py --crashes 50
+
+``--quick`` (CI): the shipped variant over 4 crashes of the reports corpus, 2 whole reports.
 """
 
 from __future__ import annotations
@@ -58,11 +60,14 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 _EXAMPLE = re.compile(r"{% block example2?_(?:user|assistant) %}.*?{% endblock %}\n?", re.S)
 
 
-def corpus_crashes(corpus: Path) -> list[Crash]:
-    """Return the first crash of every corpus log that has one, in file order."""
+def corpus_crashes(corpus: Path, limit: int | None = None) -> list[Crash]:
+    """Return the first crash of every corpus log that has one, in file order.
+
+    :param limit: read only the first this many logs of each corpus file.
+    """
     out = []
     for name in ("syzkaller-linux-reports.dev.jsonl", "syzkaller-linux-guilty.dev.jsonl"):
-        for line in (corpus / name).read_text(encoding="utf-8").splitlines():
+        for line in (corpus / name).read_text(encoding="utf-8").splitlines()[:limit]:
             row = json.loads(line)
             crashes = triage_lines(row["log"].splitlines(), f"{name}:{row['id']}").crashes
             if crashes:
@@ -111,9 +116,12 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--only", help="run only the variant of this name")
     ap.add_argument("--show", action="store_true", help="print every draft and verdict")
+    ap.add_argument("--quick", action="store_true", help="CI: the shipped variant, 4 crashes")
     args = ap.parse_args()
+    if args.quick:
+        args.crashes, args.only = 4, "+grammar (ship)"
 
-    everything = corpus_crashes(args.corpus)
+    everything = corpus_crashes(args.corpus, 60 if args.quick else None)
     types = collections.Counter(c.type for c in everything)
     covered = sum(n for t, n in types.items() if t in SEVERITY)
     crashes = spread(everything, args.crashes)
@@ -178,7 +186,7 @@ def main() -> None:
         )
         top = ", ".join(f"{r} {c}" for r, c in reasons.most_common(5))
         print(f"{'':<16} refused for: {top or '-'}")
-    sample = crashes[: min(10, len(crashes))]
+    sample = crashes[: min(2 if args.quick else 10, len(crashes))]
     t0 = time.perf_counter()
     for crash in sample:
         draft_report(crash, backend, None, kb=kb, use_kb=kb is not None)

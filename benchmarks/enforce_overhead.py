@@ -132,7 +132,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--n", type=int, default=20000, help="calls per op per round")
     ap.add_argument("--reloads", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="CI: --rounds 3 --n 2000 --reloads 3")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.n, args.reloads = 3, 2000, 3
     missing = problems()
     mount = cgroup2_mount()
     if missing or mount is None:

@@ -6,7 +6,7 @@ answer, a new question) through LangChain's chat interface
 cache between turns, so only the new tokens are read. For comparison the same
 follow-up is also timed with the cache dropped first. Rounds alternate.
 
-    .venv/bin/python benchmarks/llm_followup.py [--rounds 4] [--prompt-tokens 500]
+    .venv/bin/python benchmarks/llm_followup.py [--rounds 4] [--prompt-tokens 500] [--quick]
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.config import LLMConfig
+from assistant.drafters.assessment import severity_of
 from assistant.drafters.crash_lines import classify
+from assistant.drafters.summary import summary_messages
 from assistant.llm import make_backend
 from assistant.llm.budget import fit_evidence
 from assistant.llm.chat import Conversation, KassistChatModel
@@ -37,20 +39,25 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--prompt-tokens", type=int, default=500)
     ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument(
+        "--quick", action="store_true", help="CI: 2 rounds of 8 tokens, a ~300-token prompt"
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.max_tokens, args.prompt_tokens = 2, 8, 300
     os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kassist-bench-"))
     backend = make_backend(LLMConfig(n_ctx=2048, temperature=0.0))
     inner = backend.inner if hasattr(backend, "inner") else backend  # type: ignore[attr-defined]
     llama = inner.load()
     crash = triage_path(str(CRASH_LOG)).crashes[0]
-    prompt = load_prompt("bug_report_summary")
     # the crash-report prompt, its evidence trimmed to about --prompt-tokens tokens
     assess = load_prompt("crash_assessment")
     ctx = {"crash": crash, "frames": crash.call_trace[:10], "schema": "{}", "subsystems": ""}
     msgs, ev = fit_evidence(
         assess, ctx, classify(crash.report), inner.count_tokens, args.prompt_tokens
     )
-    system = prompt.render(crash=crash, frames=crash.call_trace[:12])[0].content
+    # the report summary's own system message, rendered as the drafter renders it
+    system = summary_messages(crash, severity_of(crash.type), [])[0].content
     question = msgs[1].content.replace("Assess this crash as JSON.", "Summarise this crash.")
     chat = KassistChatModel(backend=backend, max_tokens=args.max_tokens)
     print(

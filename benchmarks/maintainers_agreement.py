@@ -36,10 +36,16 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=100, help="random files of the tree to add")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--show", type=int, default=10, help="disagreements to print")
+    ap.add_argument(
+        "--quick", action="store_true", help="CI: 10 corpus files, --sample 10 --show 3"
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.sample, args.show = 10, 3
 
     kb = open_default()
     corpus = [kb.tree_path(p) for p in corpus_guilty_files(args.guilty, args.reports)]
+    corpus = corpus[:10] if args.quick else corpus
     all_files = [r[0] for r in kb._conn.execute("SELECT path FROM tree_files ORDER BY path")]
     sample = random.Random(args.seed).sample(all_files, min(args.sample, len(all_files)))
     groups = {"corpus guilty files": sorted(set(corpus)), "random tree files": sample}
