@@ -26,7 +26,8 @@ def _import_transformers() -> tuple[Any, Any]:
     except ImportError:
         raise LLMUnavailable(
             "the transformers backend needs torch and transformers",
-            "pip install torch transformers, or use the llama_cpp backend",
+            "install kassist's hf extra (./setup.sh test does; torch from"
+            " https://download.pytorch.org/whl/cpu), or use the llama_cpp backend",
         ) from None
     return torch, transformers
 
