@@ -40,11 +40,11 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=500)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument(
-        "--quick", action="store_true", help="CI: 2 rounds of 8 tokens, a ~300-token prompt"
+        "--quick", action="store_true", help="CI: 1 round of 8 tokens, a ~400-token prompt"
     )
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.max_tokens, args.prompt_tokens = 2, 8, 300
+        args.rounds, args.max_tokens, args.prompt_tokens = 1, 8, 400
     os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kassist-bench-"))
     backend = make_backend(LLMConfig(n_ctx=2048, temperature=0.0))
     inner = backend.inner if hasattr(backend, "inner") else backend  # type: ignore[attr-defined]

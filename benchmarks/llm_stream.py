@@ -68,10 +68,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--quick", action="store_true", help="CI: --rounds 2 --max-tokens 24")
+    ap.add_argument("--quick", action="store_true", help="CI: --rounds 1 --max-tokens 16")
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.max_tokens = 2, 24
+        args.rounds, args.max_tokens = 1, 16
     os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kassist-bench-"))
     cfg = LLMConfig(n_ctx=2048, temperature=0.0, max_tokens=args.max_tokens)
     backend = make_backend(cfg)  # the product path, logging included

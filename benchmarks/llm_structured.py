@@ -149,10 +149,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--backends", default="llama_cpp,openai")
-    ap.add_argument("--quick", action="store_true", help="CI: --n 2")
+    ap.add_argument("--quick", action="store_true", help="CI: --n 1")
     args = ap.parse_args()
     if args.quick:
-        args.n = 2
+        args.n = 1
     os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kassist-bench-"))
     names = args.backends.split(",")
     todo = crashes(args.n)

@@ -210,15 +210,13 @@ def measure(runnable: list[str], rounds: int, bpf_share: bool = True) -> None:
     for name in runnable:
         c = statistics.median(cpu[name])
         w = statistics.median(wall[name])
-        share = shares[name][2] / shares[name][1] * 100 if name in shares else float("nan")
+        share = f"{shares[name][2] / shares[name][1] * 100:.2f}%" if name in shares else "-"
         on_demand = defaults[name] != "yes"
         if c > TARGET and not on_demand:
             over.append(name)
         verdict = "ok" if c <= TARGET else "EXCEEDS"
         verdict += " (on demand only)" if on_demand else ""
-        print(
-            f"{name:<12} {(c - 1) * 100:>+7.1f}% {(w - 1) * 100:>+7.1f}% {share:>9.2f}%  {verdict}"
-        )
+        print(f"{name:<12} {(c - 1) * 100:>+7.1f}% {(w - 1) * 100:>+7.1f}% {share:>10}  {verdict}")
     print("default probes over the 5 % target: " + (", ".join(over) if over else "none"))
     if noise > (TARGET - 1) * 100:
         print(
