@@ -117,7 +117,9 @@ class Event:
     :param title: one line for a person.
     :param start_line: first line, 1-based.
     :param end_line: last line, inclusive.
-    :param details: the event's own fields (victim, device, ...).
+    :param details: the event's own fields (victim, device, ...); ``count`` is how many
+        times it happened (repeats merged into it).
+    :param signature: one per kind of event (:func:`assistant.triage.events.event_signature`).
     """
 
     type: str
@@ -125,6 +127,7 @@ class Event:
     start_line: int
     end_line: int
     details: dict[str, Any] = field(default_factory=dict)
+    signature: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as a JSON object."""
