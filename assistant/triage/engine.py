@@ -203,8 +203,13 @@ class TriageEngine:
             self._process_lines([line], self._prefilter.candidates(line))
         return self._take()
 
-    def feed_block(self, block: str) -> list[Crash]:
-        """Take a block of whole lines joined by ``\\n``; return the crashes it completed."""
+    def feed_block(self, block: str, now: float | None = None) -> list[Crash]:
+        """Take a block of whole lines joined by ``\\n``; return the crashes it completed.
+
+        :param now: when it arrived, as for :meth:`feed_line`.
+        """
+        if now is not None:
+            self._last_time = now
         if not block:
             return []
         block = plain_spaces(block)
@@ -219,8 +224,13 @@ class TriageEngine:
             self._process_lines(block.split("\n"), self._prefilter.candidates(block))
         return self._take()
 
-    def feed_lines(self, lines: Iterable[str]) -> list[Crash]:
-        """Take lines (without newlines), in blocks; return the crashes they completed."""
+    def feed_lines(self, lines: Iterable[str], now: float | None = None) -> list[Crash]:
+        """Take lines (without newlines), in blocks; return the crashes they completed.
+
+        :param now: when they arrived, as for :meth:`feed_line`.
+        """
+        if now is not None:
+            self._last_time = now
         out: list[Crash] = []
         batch: list[str] = []
         size = 0

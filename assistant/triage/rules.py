@@ -1126,7 +1126,8 @@ USER_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     for pattern, kind in (
         (
             r"(?P<comm>.{0,15}?)\[(?P<pid>\d+)\]: segfault at (?P<address>[0-9a-f]+) ip "
-            r"(?P<ip>[0-9a-f]+) sp [0-9a-f]+ error (?P<error>[0-9a-f]+)(?: in (?P<object>[^\[ ]+))?",
+            r"(?P<ip>[0-9a-f]+) sp [0-9a-f]+ error (?P<error>[0-9a-f]+)"
+            r"(?: in (?P<object>[^\[ ]+))?",
             "segfault",
         ),
         (
