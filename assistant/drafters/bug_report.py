@@ -32,7 +32,7 @@ from assistant.triage.model import Crash
 
 if TYPE_CHECKING:
     from assistant.knowledge import KnowledgeBase
-    from assistant.vmcore import VmcoreSection
+    from probes.drgn import Findings
 
 
 @dataclass
@@ -212,7 +212,7 @@ def draft_report(
     backend: Backend | None,
     max_tokens: int | None,
     write: Callable[[str], None] | None = None,
-    vmcore: VmcoreSection | None = None,
+    vmcore: Findings | None = None,
     kb: KnowledgeBase | None = None,
     use_kb: bool = True,
 ) -> DraftedReport:
