@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.model import Completion
+from tests.agent_entry import FAULT_ENV
 from tests.conftest import ROOT, require
 
 EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
@@ -104,7 +105,9 @@ class AgentProcess:
 
     :param nofile: its open-file limit (``RLIMIT_NOFILE``), set with ``prlimit``.
     :param via: ``actions`` (``python -m actions serve``) or ``kassist`` (``kassist agent
-        serve``, which execs the former).
+        serve``, which execs the former). Started with ``KASSIST_AGENT_FAULT`` in its
+        environment, it runs the test entry point instead (``tests/agent_entry.py``),
+        which installs the fault-injection step hook.
     """
 
     def __init__(
@@ -131,9 +134,14 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "agent.log"
 
-    def command(self) -> list[str]:
-        """The agent's command line (prefixed with nsenter when in a namespace)."""
+    def command(self, faults: bool = False) -> list[str]:
+        """The agent's command line (prefixed with nsenter when in a namespace).
+
+        :param faults: run the test entry point with the fault-injection hook.
+        """
         entry = ["actions", "serve"] if self.via == "actions" else ["assistant", "agent", "serve"]
+        if faults:
+            entry = ["tests.agent_entry", "serve"]
         cmd = [
             sys.executable,
             "-m",
@@ -161,10 +169,11 @@ class AgentProcess:
 
     def start(self, env: Mapping[str, str] | None = None) -> AgentProcess:
         """Start the agent and wait until its socket accepts connections."""
+        env = {**self.env, **(env or {})}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command(),
-                env={**self.env, **(env or {})},
+                self.command(faults=bool(env.get(FAULT_ENV))),
+                env=env,
                 stdout=log,
                 stderr=log,
                 cwd=ROOT,
@@ -206,6 +215,35 @@ class AgentProcess:
         if not self.audit.exists():
             return []
         return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+    def wait_audited(self, event: str, n: int, key: str = "", timeout: float = 10) -> int:
+        """Wait until ``n`` records of ``event`` are audited (see :func:`audited`).
+
+        Bounded records past the rate limit are counted in a ``suppressed`` line written
+        within a second or two; this waits for it (and returns the count at the deadline).
+        """
+        deadline = time.monotonic() + timeout
+        while (got := audited(self.audit_events(), event, key)) < n:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return got
+
+
+def audited(events: list[dict[str, Any]], event: str, key: str = "") -> int:
+    """Count the records of ``event``: one line each, or counted in a ``suppressed`` line.
+
+    :param key: count only suppressed ones whose key starts so (``validate``, ``auth``...);
+        lines are counted when their ``op`` or ``reason`` starts so, or ``key`` is empty.
+    """
+    n = 0
+    for e in events:
+        if e["event"] == event:
+            about = str(e.get("op") or e.get("reason") or "")
+            n += about.startswith(key)
+        elif e["event"] == "suppressed":
+            n += sum(c for k, c in e["counts"].get(event, {}).items() if k.startswith(key))
+    return n
 
 
 class RawConnection:
