@@ -35,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from actions.files import Reserve, open_private, private_dir
+from actions.files import RESERVE, Reserve, open_private, private_dir
 
 JOURNALD_SOCKET = "/run/systemd/journal/socket"
 #: Bounded records written per second, in all, and per key.
@@ -43,8 +43,6 @@ PER_SECOND = 200
 PER_KEY = 20
 #: The size past which bounded records are only counted (bytes).
 MAX_BYTES = 64 << 20
-#: Bytes held back for the records of one operation (a changeset of 64 keys needs ~60 KiB).
-RESERVE = 128 << 10
 #: Seconds between the summaries of bounded records counted but not written.
 QUIET_SUMMARY = 3600.0
 #: Records kept in memory at most while the file system is full (then they are counted).
@@ -216,7 +214,10 @@ class Audit:
         if self._suppressed:
             counts = self._suppressed
             self._suppressed = Counter()
-            self._summary("suppressed", counts, "over the rate limit")
+            if self._has_room(now):
+                self._summary("suppressed", counts, "over the rate limit")
+            else:
+                self._quiet.update(counts)
         # What was only counted: said once the disk has room again, and at most once an
         # hour while the log stays over its size cap.
         over_cap = self._size >= self.max_bytes

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from actions.audit import MAX_BYTES
 from actions.errors import ActionError
+from actions.files import RESERVE
 from actions.persist import SYSCTL_CONF
 from actions.protocol import DEFAULT_SOCKET
 
@@ -92,8 +93,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="audit log size past which refusals and dry runs are only counted",
     )
-    # Tests only: no space held back, so that a full disk meets every record at once.
-    serve.add_argument("--no-reserve", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--disk-reserve",
+        type=int,
+        default=RESERVE >> 10,
+        metavar="KIB",
+        help="space held back beside the journal and the audit log, so that an operation "
+        "under way when the disk fills still records its end (0: none)",
+    )
     serve.add_argument("--enforce-pin-root", default="/sys/fs/bpf/kassist", help=argparse.SUPPRESS)
     serve.add_argument(
         "--enforce-state", default="/run/kassist/enforce.json", help=argparse.SUPPRESS
@@ -114,9 +121,7 @@ def serve(args: argparse.Namespace, prepare: Prepare | None = None) -> None:
         load_policy(args.policy),
         Paths(Path(args.state_dir) / "journal.db", Path(args.audit_log), Path(args.sysctl_conf)),
         Roots(Path(args.proc_sys_root), Path(args.sys_root)),
-        storage=Storage(0, 0, args.audit_max_bytes)
-        if args.no_reserve
-        else Storage(audit_max_bytes=args.audit_max_bytes),
+        storage=Storage(args.disk_reserve << 10, args.audit_max_bytes),
     )
     if prepare is not None:
         prepare(agent)

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from actions.audit import MAX_BYTES, Audit
-from actions.audit import RESERVE as AUDIT_RESERVE
 from actions.errors import Rejected, StorageError
-from actions.journal import RESERVE as JOURNAL_RESERVE
+from actions.files import RESERVE
 from actions.journal import Journal
 from actions.knobs import Knob, Roots, resolve
 from actions.model import Change, Changeset, Completion, ErrorEntry
@@ -87,13 +86,11 @@ class Paths:
 class Storage:
     """How the agent's files may grow.
 
-    :param journal_reserve: bytes held back beside the journal (0: none).
-    :param audit_reserve: bytes held back beside the audit log (0: none).
+    :param reserve: bytes held back beside the journal, and beside the audit log (0: none).
     :param audit_max_bytes: the audit log's size past which bounded records are counted.
     """
 
-    journal_reserve: int = JOURNAL_RESERVE
-    audit_reserve: int = AUDIT_RESERVE
+    reserve: int = RESERVE
     audit_max_bytes: int = MAX_BYTES
 
 
@@ -119,12 +116,12 @@ class AgentCore:
         self.policy = policy
         self.paths = paths
         self.roots = roots or Roots()
-        self.journal = Journal(paths.journal, storage.journal_reserve)
+        self.journal = Journal(paths.journal, storage.reserve)
         audit_args: dict[str, Any] = {"journald": journald} if journald else {}
         self.audit = Audit(
             paths.audit,
             max_bytes=storage.audit_max_bytes,
-            reserve=storage.audit_reserve,
+            reserve=storage.reserve,
             **audit_args,
         )
         self.started = time.time()

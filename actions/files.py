@@ -81,6 +81,11 @@ def no_symlink(path: Path) -> None:
         raise ActionError(f"{path} is a symlink: refusing to follow it", "remove it")
 
 
+#: Bytes held back beside the journal and beside the audit log: the records of one
+#: operation (an apply of a few keys adds ~60 KiB of WAL frames and ~2 KiB of audit lines).
+RESERVE = 256 << 10
+
+
 def is_full(exc: OSError) -> bool:
     """Tell whether an error says the file system is full (``ENOSPC``, or ``EDQUOT``)."""
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from actions.errors import StorageError, StorageFull
-from actions.files import Reserve, no_symlink, open_private, private_dir
+from actions.files import RESERVE, Reserve, no_symlink, open_private, private_dir
 from actions.model import Change, Changeset
 
 T = TypeVar("T")
-#: Bytes held back beside the journal: the WAL frames of one apply (~25 pages) and more.
-RESERVE = 512 << 10
 
 #: States in which a changeset is still in flight (the agent finishes or undoes them on start).
 UNFINISHED = ("validated", "applying", "applied", "rolling_back")
@@ -113,6 +111,8 @@ class Journal:
             conn.execute("PRAGMA synchronous=NORMAL")
             # Checkpoints (the only fsyncs) run from checkpoint(), off the apply path.
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # A checkpoint cuts the WAL back to this (bytes): a burst does not keep its space.
+            conn.execute(f"PRAGMA journal_size_limit={4 << 20}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
         return conn

@@ -38,6 +38,8 @@ from actions.validate import invariant_errors, order_writes, values_equal
 
 #: Who recovery acts as, in the journal and the audit log.
 RECOVERY = {"agent": "recovery"}
+#: The states of a change that may still hold its value in the kernel.
+_LIVE = ("pending", "written", "verified")
 
 
 class Rollbacks(AgentCore):
@@ -418,7 +420,8 @@ class Rollbacks(AgentCore):
     # --- recovery ---------------------------------------------------------------------
 
     def recover(self) -> list[str]:
-        """Finish or undo every changeset an interruption left in flight; return what was done.
+        """Finish or undo every changeset an interruption left in flight; return what was done
+        (one line each, and the notices of keys left alone).
 
         See the module's docstring for what each state becomes. Then persistence is
         finished: the sysctl.d file is rewritten from the journal when a crash left it
@@ -428,8 +431,11 @@ class Rollbacks(AgentCore):
         """
         done: list[str] = []
         with self._lock:
+            before = len(self._notices)
             self.audit.flush()
             for cs in reversed(self.journal.in_states((*UNFINISHED, "failed"))):
+                if cs.state == "failed" and not any(c.state in _LIVE for c in cs.changes):
+                    continue  # closed: nothing of it is left in the kernel
                 state, errors = self._recover_one(cs)
                 self.journal.event(
                     cs.id, "recovered", {"from": cs.state, "to": state, "errors": errors}
@@ -438,8 +444,9 @@ class Rollbacks(AgentCore):
                     "recovery", changeset=cs.id, who=RECOVERY, was=cs.state, now=state,
                     errors=errors,
                 )  # fmt: skip
-                done.append(f"changeset {cs.id}: {cs.state} -> {state}")
+                done.append(f"recovered changeset {cs.id}: {cs.state} -> {state}")
             done += self._finish_persist()
+            done += self._notices[before:]  # keys left alone (also with the next result)
             self.unsettled = self.audit.behind
         return done
 
@@ -508,7 +515,12 @@ class Rollbacks(AgentCore):
         errors += undo_errors
         if not undo_errors:
             states.update(dict.fromkeys(restore, "rolled_back"))
-        wrote = bool(restore) or cs.state != "applying" or "overridden" in states.values()
+        wrote = (
+            bool(restore)
+            or cs.state == "applied"
+            or any(c.state == "written" for c in cs.changes)
+            or "overridden" in states.values()
+        )
         if errors:
             state = "failed"  # retried on the next start
         elif wrote:
@@ -526,9 +538,9 @@ class Rollbacks(AgentCore):
         pending = self.journal.unpersisted()
         for cs_id in pending:
             self._persist(cs_id)
-        done = [f"changeset {cs_id}: persisted" for cs_id in pending]
+        done = [f"recovered changeset {cs_id}: persisted" for cs_id in pending]
         wanted = {c.target: c.new for _, c in self.journal.persisted()}
         stale = not pending and persisted_keys(self.paths.sysctl_conf) != wanted
         if stale and not self._write_persisted(None):
-            done.append(f"{self.paths.sysctl_conf}: rewritten from the journal")
+            done.append(f"recovered {self.paths.sysctl_conf}: rewritten from the journal")
         return done

@@ -228,7 +228,7 @@ class AgentServer:
     async def serve(self) -> None:
         """Recover, listen, and serve until SIGTERM or SIGINT."""
         for line in self.agent.recover():
-            self.log(f"recovered {line}")
+            self.log(line)
         for notice in self.agent.check_overrides():
             self.log(notice)
         sock = self._bind()
@@ -295,10 +295,10 @@ class AgentServer:
     def _maintain(self) -> list[str]:
         # Between operations: finish what a full disk left, find overrides, write the
         # audit log's pending summaries.
-        self.agent.settle()
-        notices = self.agent.check_overrides()
+        lines = self.agent.settle()
+        lines += self.agent.check_overrides()
         self.agent.audit.flush()
-        return notices
+        return lines
 
     # --- connections ------------------------------------------------------------------
 

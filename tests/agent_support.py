@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.model import Completion
-from tests.agent_entry import FAULT_ENV
+from tests.agent_entry import FAULT_ENV, FILL_NAME, fill
 from tests.conftest import ROOT, require
 
 EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
@@ -52,6 +52,15 @@ def require_netns() -> None:
         shutil.which("unshare") is not None and shutil.which("nsenter") is not None,
         "needs unshare and nsenter (util-linux)",
     )
+
+
+def netns_held() -> Iterator[NetNS]:
+    """Yield a private network namespace, closed after (a pytest fixture's body:
+    ``netns = pytest.fixture(netns_held, name="netns")``)."""
+    require_netns()
+    ns = NetNS()
+    yield ns
+    ns.close()
 
 
 class NetNS:
@@ -105,9 +114,9 @@ class AgentProcess:
 
     :param nofile: its open-file limit (``RLIMIT_NOFILE``), set with ``prlimit``.
     :param via: ``actions`` (``python -m actions serve``) or ``kassist`` (``kassist agent
-        serve``, which execs the former). Started with ``KASSIST_AGENT_FAULT`` in its
-        environment, it runs the test entry point instead (``tests/agent_entry.py``),
-        which installs the fault-injection step hook.
+        serve``, which execs the former). Started with ``KASSIST_AGENT_FAULT`` in the
+        ``env`` of :meth:`start`, it runs the test entry point instead
+        (``tests/agent_entry.py``), which installs the fault-injection step hook.
     """
 
     def __init__(
@@ -169,11 +178,11 @@ class AgentProcess:
 
     def start(self, env: Mapping[str, str] | None = None) -> AgentProcess:
         """Start the agent and wait until its socket accepts connections."""
-        env = {**self.env, **(env or {})}
+        faults = bool((env or {}).get(FAULT_ENV))
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command(faults=bool(env.get(FAULT_ENV))),
-                env=env,
+                self.command(faults=faults),
+                env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=log,
                 cwd=ROOT,
@@ -244,6 +253,36 @@ def audited(events: list[dict[str, Any]], event: str, key: str = "") -> int:
         elif e["event"] == "suppressed":
             n += sum(c for k, c in e["counts"].get(event, {}).items() if k.startswith(key))
     return n
+
+
+class Tmpfs:
+    """A small tmpfs mounted for one test: a file system that really fills (``ENOSPC``).
+
+    :param path: the mount point (created; unique to the test).
+    :param size: its size (``mount -o size=``, e.g. ``1m``).
+    """
+
+    def __init__(self, path: Path, size: str) -> None:
+        require(os.geteuid() == 0 and shutil.which("mount") is not None, "needs root and mount")
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "kassist-test", str(path)],
+            check=True,
+            capture_output=True,
+        )
+        self.path = path
+
+    def fill(self) -> int:
+        """Fill it (a file ``.fill``) until the kernel says ``ENOSPC``; return the bytes."""
+        return fill(self.path)
+
+    def free(self) -> None:
+        """Remove what :meth:`fill` wrote (and what the agent's own hook filled)."""
+        (self.path / FILL_NAME).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Unmount it (lazily, should a process still hold a file there)."""
+        subprocess.run(["umount", "-l", str(self.path)], check=False, capture_output=True)
 
 
 class RawConnection:

@@ -9,24 +9,18 @@ kills itself with SIGKILL.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from actions.client import AgentClient
 from actions.errors import AgentUnavailable
-from tests.agent_support import AgentProcess, NetNS, plain, rec, require_netns
+from tests.agent_support import AgentProcess, NetNS, netns_held, plain, rec
 
 KEYS = ("net.core.somaxconn", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_time")
 
 
-@pytest.fixture
-def netns() -> Iterator[NetNS]:
-    require_netns()
-    ns = NetNS()
-    yield ns
-    ns.close()
+netns = pytest.fixture(netns_held, name="netns")
 
 
 def _changeset(netns: NetNS) -> tuple[dict[str, str], dict[str, str], list[dict[str, object]]]:
