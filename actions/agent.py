@@ -265,9 +265,7 @@ class Agent(Rollbacks):
                 self._close(cs_id, "rolled_back", "", "rolled_back")
             verdict = "failed"
         if self.audit.behind:
-            undo_errors.append(
-                "the audit log cannot record: its records wait in memory until space is back"
-            )
+            undo_errors.append(f"{self.audit.behind_why()}: its records wait in memory until then")
         self.audit.record("verdict", op="apply", changeset=cs_id, verdict=verdict,
                           errors=[str(failure), *undo_errors])  # fmt: skip
         return result(

@@ -148,6 +148,10 @@ class Audit:
         """Tell whether kept records wait in memory for space (the file system is full)."""
         return bool(self._backlog)
 
+    def behind_why(self) -> str:
+        """Say in one line why the log is behind (what the kernel said)."""
+        return f"the audit log {self.path} cannot be written ({self._why}); free space there"
+
     def ready(self) -> str | None:
         """Write what waits, and hold the reserve; return why not, or ``None`` when ready.
 
@@ -157,10 +161,7 @@ class Audit:
         with self._lock:
             self._catch_up()
             if self._backlog:
-                return (
-                    f"the audit log {self.path} cannot be written ({self._why}); "
-                    "free space on its file system"
-                )
+                return self.behind_why()
             try:
                 held = self.reserve.ensure()
             except OSError as exc:

@@ -132,6 +132,8 @@ class AgentCore:
         #: a storage failure left the journal or the audit log behind the kernel
         self.unsettled = True
         self._unreadable_keys: set[str] = set()
+        #: rollbacks undone while the journal could not record it: id -> (error, lost keys)
+        self._abandoned: dict[int, tuple[str, dict[int, str]]] = {}
         self._recent_lock = threading.Lock()
         self._recent: dict[tuple[str, str], deque[float]] = {}
         for kind, key, when in self.journal.recent_times(RATE_WINDOW):

@@ -248,8 +248,6 @@ class Rollbacks(AgentCore):
                 error = self._read_back_old(cs.id, c, knob)
             except (OSError, Rejected) as exc:
                 error = f"{c.target}: could not restore {c.old} ({why(exc)})"
-            if error is None and self.audit.behind:
-                error = f"the audit log cannot record the restore of {c.target}"
             if error:
                 return self._rollback_failed(cs, written, error, who)
         restored = [seq for seq in current if seq not in skipped]
@@ -264,6 +262,10 @@ class Rollbacks(AgentCore):
         self._step("rolled_back", cs.id)
         if cs.persist and not notices:
             self._persist(cs.id)
+        if self.audit.behind:
+            # Past the point of no return (the journal says rolling_back): finished, and
+            # its records kept in memory until the audit log has room.
+            notices.append(f"{self.audit.behind_why()}: its records wait in memory until then")
         verdict = "rolled_back"
         if not_restored:
             verdict = "partly_rolled_back" if restored else "not_restored"
@@ -309,19 +311,30 @@ class Rollbacks(AgentCore):
                 Rejected("rollback", c.target, f"stays at {c.old}: could not put {c.new} back")
             )
         try:
-            self.journal.set_state(
-                cs.id,
-                "verified",
-                error=f"rollback failed: {error}",
-                changes=lost,
-                detail={"who": who, "rollback_failed": error},
-            )
+            self._abandon(cs.id, f"rollback failed: {error}", lost, {"who": who})
         except StorageError:
-            self.unsettled = True  # still rolling_back: recovery finishes the rollback
+            # Still rolling_back in the journal: settle() makes it verified once it can;
+            # a restart before then finishes the rollback, as the journal says.
+            self._abandoned[cs.id] = (f"rollback failed: {error}", lost)
+            self.unsettled = True
         self.audit.record("rollback", changeset=cs.id, who=who, ok=False, error=error)
         return result(False, "failed", errors, self._cs(cs.id), notices=self._take_notices())
 
     # --- the undo of a failed apply -----------------------------------------------------
+
+    def _abandon(
+        self, cs_id: int, error: str, lost: dict[int, str], detail: dict[str, Any]
+    ) -> None:
+        # A rollback undone: the changeset is verified again (keys that could not be put
+        # back are marked for what they hold).
+        self.journal.set_state(
+            cs_id,
+            "verified",
+            error=error,
+            changes=lost,
+            detail={**detail, "rollback_failed": error},
+        )
+        self._abandoned.pop(cs_id, None)
 
     def _undo(self, cs_id: int, changes: Sequence[Change], seqs: Sequence[int]) -> list[str]:
         # Put the keys this apply wrote (seqs) back to their snapshots, right after the
@@ -466,6 +479,10 @@ class Rollbacks(AgentCore):
 
     def _recover_one(self, cs: Changeset) -> tuple[str, list[str]]:
         # One changeset left in flight: its new state and the errors met.
+        if cs.state == "rolling_back" and cs.id in self._abandoned:
+            error, lost = self._abandoned[cs.id]
+            self._abandon(cs.id, error, lost, RECOVERY)
+            return "verified", [error]
         if cs.state == "rolling_back":
             plan = self._rollback_plan(cs, invariants=False)
             if isinstance(plan, list):

@@ -50,6 +50,22 @@ def fill(directory: Path) -> int:
     return done
 
 
+def align_audit(agent: Agent, page: int = 4096) -> None:
+    """Pad the audit log to a page boundary with ``fault-pad`` lines.
+
+    A file system is full when no page is left, but a file's last page keeps room for
+    a few more lines: aligned, the log's very next line meets ``ENOSPC``.
+    """
+    for _ in range(8):
+        gap = -agent.audit.path.stat().st_size % page
+        if not gap:
+            return
+        base = len('{"ts": 1796625608.265904, "event": "fault-pad", "pad": ""}\n')
+        agent.audit.record(
+            "fault-pad", pad="x" * (gap - base if gap >= base + 8 else gap + page - base)
+        )
+
+
 def fault_hook(agent: Agent, fault: str, dirs: list[Path], pause: float) -> StepHook:
     """Return the step hook that does ``fault`` (see the module's docstring)."""
     what, step = ("", fault)
@@ -66,6 +82,8 @@ def fault_hook(agent: Agent, fault: str, dirs: list[Path], pause: float) -> Step
             where = [str(d) for d in dirs]
             agent.audit.record("fault-injection", changeset=cs_id, step=at, fill=where)
             filled.append(at)
+            if agent.audit.path.parent in dirs:
+                align_audit(agent)
             for d in dirs:
                 fill(d)
         elif not what:
