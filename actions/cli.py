@@ -76,6 +76,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="CGROUP",
         help="a cgroup v2 directory whose tasks may write managed keys only in policy",
     )
+    serve.add_argument(
+        "--enforce-best-effort",
+        action="store_true",
+        help="serve even when some of the enforcement asked for cannot run (status lists it)",
+    )
     serve.add_argument("--enforce-pin-root", default="/sys/fs/bpf/kassist", help=argparse.SUPPRESS)
     serve.add_argument(
         "--enforce-state", default="/run/kassist/enforce.json", help=argparse.SUPPRESS
@@ -111,6 +116,7 @@ def serve(args: argparse.Namespace) -> None:
             tuple(map(Path, args.enforce_guard)),
             Path(args.enforce_pin_root),
             Path(args.enforce_state),
+            best_effort=args.enforce_best_effort,
         ),
     )
     run_server(agent, settings)
