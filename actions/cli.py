@@ -101,6 +101,11 @@ def parser() -> argparse.ArgumentParser:
         help="space held back beside the journal and the audit log, so that an operation "
         "under way when the disk fills still records its end (0: none)",
     )
+    serve.add_argument(
+        "--enforce-best-effort",
+        action="store_true",
+        help="serve even when some of the enforcement asked for cannot run (status lists it)",
+    )
     serve.add_argument("--enforce-pin-root", default="/sys/fs/bpf/kassist", help=argparse.SUPPRESS)
     serve.add_argument(
         "--enforce-state", default="/run/kassist/enforce.json", help=argparse.SUPPRESS
@@ -139,6 +144,7 @@ def serve(args: argparse.Namespace, prepare: Prepare | None = None) -> None:
             tuple(map(Path, args.enforce_guard)),
             Path(args.enforce_pin_root),
             Path(args.enforce_state),
+            best_effort=args.enforce_best_effort,
         ),
     )
     run_server(agent, settings)

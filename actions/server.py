@@ -231,10 +231,11 @@ class AgentServer:
             self.log(line)
         for notice in self.agent.check_overrides():
             self.log(notice)
-        sock = self._bind()
+        # before the socket: enforcement asked for and not running stops the agent here
         self.enforcer = start_for_agent(
-            self.agent.policy.table(), self.agent.audit, self.settings.enforce, self.log
+            self.agent.policy, self.agent.audit, self.settings.enforce, self.log
         )
+        sock = self._bind()
         self._server = await asyncio.start_unix_server(
             self._connection, sock=sock, limit=MAX_ENTRY + 1
         )
