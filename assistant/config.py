@@ -32,6 +32,12 @@ def user_config_dir() -> Path:
     return Path(base) / "kassist"
 
 
+def user_cache_dir() -> Path:
+    """Return ``$XDG_CACHE_HOME/kassist`` (default ``~/.cache/kassist``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kassist"
+
+
 def user_state_dir() -> Path:
     """Return where kassist keeps its state: ``/var/lib/kassist`` as root, else XDG state."""
     if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):

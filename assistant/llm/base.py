@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from assistant.config import LLMConfig
 
-Role = Literal["system", "user", "assistant"]
+#: ``tool`` is a tool's result, sent back to a model that called it (native tool use).
+Role = Literal["system", "user", "assistant", "tool"]
 
 #: How a backend constrains structured output: a llama.cpp grammar compiled here,
 #: a JSON schema handed to a server, or nothing (pydantic alone decides).
@@ -20,7 +21,7 @@ Constraint = Literal["gbnf", "server-schema", "none"]
 class Message:
     """One chat message.
 
-    :param role: ``system``, ``user`` or ``assistant``.
+    :param role: ``system``, ``user``, ``assistant`` or ``tool`` (a tool's result).
     :param content: the text.
     """
 
