@@ -214,6 +214,25 @@ def cut_to_sentence(text: str) -> str:
     return text[:last].strip() if last else text
 
 
+def split_sentences(text: str) -> list[str]:
+    """Split a text into its sentences (an abbreviation's dot does not end one).
+
+    >>> split_sentences("It hung, e.g. in f(). Then it panicked.")
+    ['It hung, e.g. in f().', 'Then it panicked.']
+    """
+    text = " ".join(text.split())
+    out: list[str] = []
+    start = 0
+    for m in _SENTENCE_BREAK.finditer(text):
+        if _ABBREVIATION.search(text[: m.end()]):
+            continue
+        out.append(text[start : m.end()].strip())
+        start = m.end()
+    if text[start:].strip():
+        out.append(text[start:].strip())
+    return [s for s in out if s]
+
+
 def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 

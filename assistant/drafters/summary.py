@@ -9,10 +9,10 @@ kept for the record (the LLM log, the benchmark) but never shown.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
 
 from assistant.drafters.assessment import DocRef, Rating
+from assistant.drafters.pipeline import names_of, sampling_of
 from assistant.drafters.checker import (
     SUMMARY_WORDS,
     Evidence,
@@ -21,7 +21,6 @@ from assistant.drafters.checker import (
     cut_to_sentence,
 )
 from assistant.llm.base import Backend, GenerationStats, Message, Sampling
-from assistant.llm.grammar import prose_gbnf
 from assistant.llm.prompts import Prompt, load_prompt
 from assistant.triage.facts import CrashFacts
 from assistant.triage.model import Crash
@@ -171,37 +170,6 @@ def summary_evidence(
         max_sentences=MAX_SENTENCES,
         plain_words=SUMMARY_WORDS,
     )
-
-
-# A token that is a name, not a word: it holds a digit, an underscore, a slash or a dot.
-_NAME_TOKEN = re.compile(r"[^\s,;()<>]*[\d_/.+][^\s,;()<>]*")
-
-
-def names_of(facts: list[tuple[str, str]]) -> list[str]:
-    """Return the names in the facts' values that prose may use (see ``prose_gbnf``)."""
-    found: list[str] = []
-    for _, value in facts:
-        for raw in _NAME_TOKEN.findall(value):
-            token = raw.strip(".:'\"")
-            if token and token not in found:
-                found.append(token)
-    return found
-
-
-def sampling_of(prompt: Prompt, facts: list[tuple[str, str]] | None = None) -> Sampling:
-    """Return the ``[sampling]`` table of a prompt's front matter as :class:`Sampling`.
-
-    With ``names_grammar = true`` in the table and ``facts`` given, the answer is
-    constrained to prose whose only names are the facts' (:func:`names_of`).
-    """
-    table: dict[str, Any] = dict(prompt.meta.get("sampling", {}))
-    if "stop" in table:
-        table["stop"] = tuple(table["stop"])
-    names_grammar = bool(table.pop("names_grammar", False))
-    sampling = Sampling(**table)
-    if names_grammar and facts is not None:
-        sampling = replace(sampling, grammar=prose_gbnf(names_of(facts)))
-    return sampling
 
 
 def summary_messages(
