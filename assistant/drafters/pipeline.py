@@ -111,20 +111,22 @@ def sampling_of(prompt: Prompt, facts: Sequence[tuple[str, str]] | None = None) 
     """Return the ``[sampling]`` table of a prompt's front matter as :class:`Sampling`.
 
     With ``names_grammar = true`` in the table and ``facts`` given, the answer is
-    constrained to prose whose only names are the facts' (:func:`names_of`).
+    constrained to prose whose only names are the facts' (:func:`names_of`), in at most
+    ``sentences`` sentences (default 2).
     """
     table: dict[str, Any] = dict(prompt.meta.get("sampling", {}))
     if "stop" in table:
         table["stop"] = tuple(table["stop"])
     names_grammar = bool(table.pop("names_grammar", False))
+    sentences = int(table.pop("sentences", 2))
     sampling = Sampling(**table)
     if names_grammar and facts is not None:
-        sampling = replace(sampling, grammar=prose_gbnf(names_of(facts)))
+        sampling = replace(sampling, grammar=prose_gbnf(names_of(facts), sentences))
     return sampling
 
 
 def draft_prompt(
-    name: str, facts: Sequence[tuple[str, str]] | None = None, **context: Any
+    prompt_name: str, facts: Sequence[tuple[str, str]] | None = None, **context: Any
 ) -> DraftPrompt:
     """Load and render a prompt of ``prompts/`` with its budget and ``[sampling]`` table.
 
@@ -132,7 +134,7 @@ def draft_prompt(
         names the answer may use are theirs. They are also passed to the template as
         ``facts``.
     """
-    prompt = load_prompt(name)
+    prompt = load_prompt(prompt_name)
     if facts is not None:
         context["facts"] = list(facts)
     return DraftPrompt(
