@@ -26,14 +26,13 @@ from assistant.drafters.summary import (
     number_claims,
     stack_claims,
 )
-from assistant.llm.models import CATALOGUE, DEFAULT_MODEL, cached_path
 from assistant.triage import triage_path
 from assistant.triage.engine import triage_lines
 from assistant.triage.events import EVENT_RULES
 from assistant.triage.facts import FAMILIES, extract_facts
 from assistant.triage.model import Crash
 from assistant.triage.rules import TITLE_TO_TYPE, UNKNOWN_TYPE
-from tests.conftest import CORPUS_DIR, DATA, require
+from tests.conftest import CORPUS_DIR, DATA, require, require_default_model
 
 REPORTS = CORPUS_DIR / "syzkaller-linux-reports.dev.jsonl"
 
@@ -226,7 +225,7 @@ def test_a_sentence_about_a_stack_the_report_lacks_or_a_misbound_number_is_dropp
 @pytest.mark.parametrize("log", ["kasan-uaf-ip6_send_skb.log", "warning-xfrm_state_fini.log"])
 def test_report_with_the_default_model_shows_only_checked_sentences(log: str) -> None:
     require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
-    require(cached_path(CATALOGUE[DEFAULT_MODEL]) is not None, "the default model is not installed")
+    require_default_model()
     from assistant.llm import make_backend
 
     backend = make_backend(LLMConfig(n_ctx=4096, temperature=0.0), log=False)
