@@ -107,6 +107,8 @@ class ChatConfig:
     :param key_help: the help screen.
     :param key_quit: leave.
     :param history: record conversations in ``STATE/chat.db``.
+    :param native_tools: let a model with tool calls (the Qwen family) call the chat's
+        tools itself, the deterministic router as its fallback.
     """
 
     key_cancel: str = "escape"
@@ -118,6 +120,7 @@ class ChatConfig:
     key_help: str = "f1"
     key_quit: str = "ctrl+q"
     history: bool = True
+    native_tools: bool = False
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,9 @@ class Sampling:
     :param grammar: a GBNF grammar the answer must match (e.g.
         :func:`assistant.llm.grammar.prose_gbnf`); llama.cpp and llama.cpp's server apply
         it, other backends ignore it (what they generate is checked all the same).
+    :param tools: OpenAI-style tool descriptions the model may call natively; its calls
+        come back in the text as ``<tool_call>`` blocks
+        (:func:`assistant.llm.tool_calls.parse_tool_calls`).
     """
 
     stop: tuple[str, ...] = ()
@@ -81,6 +84,7 @@ class Sampling:
     top_p: float = 1.0
     temperature: float | None = None
     grammar: str | None = None
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @runtime_checkable

@@ -92,7 +92,13 @@ def chatml(messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) ->
     return "".join(text for text, _ in chatml_segments(messages, tools))
 
 
-def tool_call_text(name: str, arguments: dict[str, Any]) -> str:
-    """Return how an assistant turn that called a tool reads in ChatML."""
-    call = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
-    return f"{TOOL_CALL_OPEN}\n{call}\n{TOOL_CALL_CLOSE}"
+def plain_messages(messages: Sequence[Message]) -> list[Message]:
+    """Return the conversation with each tool result as a user turn in ``<tool_response>``
+    tags (what Qwen's template renders), for backends and servers that take only
+    ``system``, ``user`` and ``assistant`` messages."""
+    return [
+        Message("user", f"<tool_response>\n{m.content}\n</tool_response>")
+        if m.role == "tool"
+        else m
+        for m in messages
+    ]

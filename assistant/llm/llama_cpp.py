@@ -12,13 +12,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from assistant.config import LLMConfig
 from assistant.errors import KassistError
 from assistant.llm.base import BackendDefaults, Constraint, GenerationStats, Message, Sampling
-from assistant.llm.chat_template import CHATML_FAMILIES, CHATML_STOP, chatml_segments
+from assistant.llm.chat_template import (
+    CHATML_FAMILIES,
+    CHATML_STOP,
+    chatml_segments,
+    plain_messages,
+)
 from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
 from assistant.llm.grammar import schema_to_gbnf
 from assistant.llm.models import (
@@ -164,24 +169,27 @@ class LlamaCppBackend(BackendDefaults):
         llama = self.load()
         return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def prompt_tokens(self, messages: list[Message]) -> tuple[list[int], list[str], Any]:
+    def prompt_tokens(
+        self, messages: list[Message], tools: Sequence[dict[str, Any]] = ()
+    ) -> tuple[list[int], list[str], Any]:
         """Render the chat template and tokenize it.
 
+        :param tools: tool descriptions the model may call (in the system turn).
         :return: the prompt tokens, the stop strings, and a stopping criterion (or ``None``).
         """
         llama = self.load()
         if self.family in CHATML_FAMILIES:
             tokens: list[int] = []
-            for text, special in chatml_segments(messages):
+            for text, special in chatml_segments(messages, tools):
                 tokens += llama.tokenize(text.encode("utf-8"), add_bos=False, special=special)
             return tokens, list(CHATML_STOP), None
-        chat = [{"role": m.role, "content": m.content} for m in messages]
+        chat = [{"role": m.role, "content": m.content} for m in plain_messages(messages)]
         if self._formatter is None:
             raise LLMUnavailable(
                 f"{self.model_name} has no chat template in its GGUF metadata",
-                "use an instruct (chat) model",
+                "use an instruct (chat) model, or --backend none",
             )
-        result = self._formatter(messages=chat)
+        result = self._formatter(messages=chat, tools=list(tools) or None)
         tokens = llama.tokenize(
             result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
         )
@@ -243,7 +251,7 @@ class LlamaCppBackend(BackendDefaults):
         if grammar is None and how.grammar is not None:
             grammar = self.gbnf(how.grammar)
         t0 = time.perf_counter()
-        tokens, stop, stopping = self.prompt_tokens(messages)
+        tokens, stop, stopping = self.prompt_tokens(messages, how.tools)
         room = llama.n_ctx() - len(tokens)
         if room < 1:
             raise KassistError(
