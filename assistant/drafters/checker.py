@@ -345,12 +345,15 @@ def _contradictions(draft: str, evidence: Evidence) -> list[str]:
         other = sorted(kinds_named(draft) - allowed)
         if allowed - _ANY_KIND and other:
             problems.append(f"names another kind of crash ({', '.join(other)})")
-    for m in _CRASHED_IN.finditer(draft):
+    # Matches may overlap ("the kernel crashed in f": "kernel crashed", "crashed in f").
+    pos = 0
+    while m := _CRASHED_IN.search(draft, pos):
         name = next((g for g in m.groups() if g), "")
         if _looks_like_symbol(name) and name != evidence.function:
             said = f"not `{evidence.function}`" if evidence.function else "the report names none"
             problems.append(f"names `{name}` as the crashing function, {said}")
             break
+        pos = m.start() + 1
     if evidence.functions:
         for m in _CALLED_FROM.finditer(draft):
             caller = m.group(1).rstrip(".")
@@ -366,7 +369,13 @@ def _contradictions(draft: str, evidence: Evidence) -> list[str]:
     return problems
 
 
+#: Plain nouns that follow "in the" without naming a function ("crashes in the store").
+_PLACES = frozenset({"store", "log", "logs", "system", "machine", "queue", "list", "table"})
+
+
 def _looks_like_symbol(word: str) -> bool:
+    if word in SUMMARY_WORDS or word in _PLACES:
+        return False
     return "_" in word or any(c.isdigit() for c in word) or (word.islower() and len(word) > 3)
 
 

@@ -22,6 +22,9 @@ _CALL = re.compile(
 )
 
 
+_BARE_CALL = re.compile(r'^\{\s*"name"\s*:.*\}$')
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """One call the model asked for.
@@ -80,15 +83,23 @@ def parse_tool_calls(text: str) -> ParsedAnswer:
     >>> parsed = parse_tool_calls('<tool_call>{"name": "crashes", "arguments": {}}</tool_call>')
     >>> parsed.calls[0].name, parsed.calls[0].args, parsed.content
     ('crashes', {}, '')
+    >>> parse_tool_calls('{"name": "stats", "arguments": {}}').calls[0].name
+    'stats'
     >>> parse_tool_calls("<tool_call>{oops</tool_call>").invalid[0].error
     'not JSON (Expecting property name enclosed in double quotes)'
     """
     calls: list[ToolCall] = []
     invalid: list[InvalidCall] = []
-    for n, m in enumerate(_CALL.finditer(text)):
-        found = _one(m.group(1), f"call_{n}")
-        (calls if isinstance(found, ToolCall) else invalid).append(found)  # type: ignore[arg-type]
+    blocks = [m.group(1) for m in _CALL.finditer(text)]
     content = _CALL.sub("", text).strip()
+    if not blocks:
+        # Qwen's <tool_call> tags are special tokens, which a backend's detokenizer may
+        # drop: a line that is a JSON object naming a tool is then the call itself.
+        blocks = [ln.strip() for ln in text.splitlines() if _BARE_CALL.match(ln.strip())]
+        content = "\n".join(ln for ln in text.splitlines() if ln.strip() not in blocks).strip()
+    for n, block in enumerate(blocks):
+        found = _one(block, f"call_{n}")
+        (calls if isinstance(found, ToolCall) else invalid).append(found)  # type: ignore[arg-type]
     return ParsedAnswer(content, calls, invalid)
 
 
