@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from assistant.chat.native import MAX_CALLS, Fallback, native_turn
@@ -28,6 +24,7 @@ from assistant.llm.base import BackendDefaults, GenerationStats, Message, Sampli
 from assistant.llm.chat_template import chatml
 from assistant.llm.tool_calls import call_text, parse_tool_calls
 from tests.conftest import require_default_model
+from tests.llm_support import llama_server
 
 
 class ScriptedModel(BackendDefaults):
@@ -200,39 +197,12 @@ def test_the_default_model_calls_a_tool_in_process(ctx: Context) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_default_model()
     from assistant.llm.models import resolve_gguf
-    from tests.test_llm_openai import _free_port
 
     model = resolve_gguf("")
     assert model is not None
-    port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model.path),
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
-             "--model_alias", "qwen"],
-            stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama_cpp.server did not answer within 180 s")
+    with llama_server(model.path, "qwen", 4096, log) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_the_default_model_calls_a_tool_through_llama_cpp_server(ctx: Context, server: str) -> None:

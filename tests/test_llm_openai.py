@@ -6,16 +6,10 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from assistant.config import LLMConfig
@@ -27,12 +21,7 @@ from assistant.llm.models import resolve_gguf
 from assistant.llm.openai_compat import ATTEMPTS, OpenAIBackend
 from assistant.triage import triage_path
 from tests.conftest import DATA, require, require_default_model
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.llm_support import free_port, llama_server
 
 
 @pytest.fixture(scope="module")
@@ -45,50 +34,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_default_model()
     gguf = resolve_gguf("")
     assert gguf is not None
-    port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    # the server's load log goes to a file: a pipe nobody reads would fill and block it
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf.path),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "1024",
-                "--model_alias",
-                "qwen",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama_cpp.server did not answer within 120 s")
+    with llama_server(gguf.path, "qwen", 1024, log) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _backend(url: str, **kw: object) -> OpenAIBackend:
@@ -122,7 +70,7 @@ def test_structured_step_over_http_at_temperature_0_is_valid(
 
 
 def test_unreachable_server_retries_with_backoff_then_one_clear_error() -> None:
-    b = _backend(f"http://127.0.0.1:{_free_port()}/v1", timeout=2.0)
+    b = _backend(f"http://127.0.0.1:{free_port()}/v1", timeout=2.0)
     slept: list[float] = []
     b.sleep = slept.append
     with pytest.raises(LLMUnavailable, match="failed") as info:

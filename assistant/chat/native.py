@@ -87,7 +87,9 @@ def native_turn(backend: Any, question: str, ctx: Context) -> NativeTurn | Fallb
     closing = ""
     try:
         while True:
-            ai = model.invoke(messages, temperature=0.0)
+            # The first step must call a tool (under a grammar where the backend has one):
+            # without a tool's result there is no evidence to answer from.
+            ai = model.invoke(messages, temperature=0.0, must_call=not turn.calls)
             if ai.invalid_tool_calls:
                 bad = ai.invalid_tool_calls[0]
                 return Fallback(f"the model's tool call was invalid ({bad.get('error')})")

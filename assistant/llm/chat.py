@@ -10,7 +10,9 @@ through LangChain's tool-calling path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -30,6 +32,8 @@ from pydantic import ConfigDict
 
 from assistant.errors import KassistError
 from assistant.llm.base import Backend, GenerationStats, Message, Role, Sampling
+from assistant.llm.errors import SchemaNotSupported
+from assistant.llm.grammar import tool_call_gbnf
 from assistant.llm.tool_calls import call_text, parse_tool_calls
 
 _ROLES: dict[str, Role] = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
@@ -133,7 +137,8 @@ class KassistChatModel(BaseChatModel):
         """Let the model call ``tools`` (LangChain tools, or OpenAI-style descriptions)
         natively: their descriptions go into the prompt (the Qwen family's tool-call
         template, or the server's), and each answer's calls come back as the
-        ``AIMessage``'s ``tool_calls``; a malformed one as ``invalid_tool_calls``."""
+        ``AIMessage``'s ``tool_calls``; a malformed one as ``invalid_tool_calls``.
+        Invoked with ``must_call=True``, the answer is one call under a grammar."""
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
     def _generate(
@@ -154,6 +159,11 @@ class KassistChatModel(BaseChatModel):
         stats = GenerationStats(prompt_name=str(kwargs.get("prompt_name", "tools")))
         max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
         how = Sampling(temperature=kwargs.get("temperature"), tools=tools)
+        if kwargs.get("must_call"):
+            # One valid call of one of the tools, nothing else (a grammar, where the
+            # backend applies one; otherwise the call is checked after the fact).
+            with contextlib.suppress(SchemaNotSupported):
+                how = replace(how, grammar=tool_call_gbnf(list(tools)))
         text = "".join(backend.stream(to_messages(messages), max_tokens, stats, sampling=how))
         parsed = parse_tool_calls(text)
         message = AIMessage(
