@@ -142,12 +142,23 @@ def test_a_bad_call_gives_the_turn_to_the_router_with_one_line(
 
 
 def test_a_tool_loop_stops_at_the_limit_and_still_answers(ctx: Context) -> None:
-    model = ScriptedModel([call_text("crashes", {})])  # calls again, and again
-    turn = native_turn(model, "any crashes?", ctx)
+    # a new call each time (another changeset to propose rolling back), again and again
+    answers = [call_text("rollback", {"changeset": n}) for n in range(1, 10)]
+    turn = native_turn(ScriptedModel([call_text("crashes", {}), *answers]), "any crashes?", ctx)
     assert not isinstance(turn, Fallback)
     assert len(turn.calls) == MAX_CALLS
-    assert turn.notice == f"the model asked for more than {MAX_CALLS} tool calls; stopped"
+    assert turn.notice.startswith(f"the model asked for more than {MAX_CALLS} tool calls")
     assert turn.answer.startswith("No crashes in the store.")
+    # proposals only: nothing reached an agent (its socket does not exist)
+    assert all(p.op == "rollback" for c in turn.calls for p in c.result.proposals)
+    assert not Path(ctx.socket).exists()
+
+
+def test_the_same_call_again_is_not_run_twice(ctx: Context) -> None:
+    turn = native_turn(ScriptedModel([call_text("crashes", {})]), "any crashes?", ctx)
+    assert not isinstance(turn, Fallback)
+    assert [c.name for c in turn.calls] == ["crashes"]
+    assert turn.answer == "No crashes in the store." and turn.notice == ""
 
 
 def test_apply_through_a_native_call_only_proposes(ctx: Context) -> None:

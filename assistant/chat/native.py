@@ -99,6 +99,9 @@ def native_turn(backend: Any, question: str, ctx: Context) -> NativeTurn | Fallb
             if len(turn.calls) + len(ai.tool_calls) > MAX_CALLS:
                 turn.notice = f"the model asked for more than {MAX_CALLS} tool calls; stopped"
                 break
+            made = [(c.name, c.args) for c in turn.calls]
+            if all((c["name"], c["args"]) in made for c in ai.tool_calls):
+                break  # the same calls again: their results are already here
             messages.append(ai)
             for call in ai.tool_calls:
                 if call["name"] not in TOOL_NAMES or call["name"] == "answer":
@@ -123,7 +126,7 @@ def _answer(turn: NativeTurn, closing: str) -> tuple[str, str]:
     from assistant.drafters.checker import Evidence
     from assistant.drafters.pipeline import check_sentences
 
-    results = "\n\n".join(c.result.text for c in turn.calls if c.result.text)
+    results = "\n\n".join(dict.fromkeys(c.result.text for c in turn.calls if c.result.text))
     if not closing.strip():
         return results, ""
     evidence = "\n".join(
@@ -134,5 +137,8 @@ def _answer(turn: NativeTurn, closing: str) -> tuple[str, str]:
     )
     draft = check_sentences(closing, Evidence(evidence, allow_causes=False, min_words=4))
     if draft.text is None:
-        return results, f"the model's answer was {draft.why}"
+        return (
+            results,
+            "" if not draft.kept and not draft.dropped else f"the model's answer was {draft.why}",
+        )
     return f"{results}\n\n{draft.text}".strip(), draft.why
