@@ -159,6 +159,11 @@ class LlamaCppBackend(BackendDefaults):
             self.family = family_of(self.model, llama.metadata)
             if self.family not in CHATML_FAMILIES:
                 self._formatter = _chat_formatter(llama)
+                if self._formatter is None:
+                    raise LLMUnavailable(
+                        f"{self.model_name} has no chat template in its GGUF metadata",
+                        "use an instruct (chat) model, or --backend none",
+                    )
             self._llama = llama
             self.threads = int(self._llama.context_params.n_threads)
             self.load_seconds = time.perf_counter() - t0
@@ -184,11 +189,6 @@ class LlamaCppBackend(BackendDefaults):
                 tokens += llama.tokenize(text.encode("utf-8"), add_bos=False, special=special)
             return tokens, list(CHATML_STOP), None
         chat = [{"role": m.role, "content": m.content} for m in plain_messages(messages)]
-        if self._formatter is None:
-            raise LLMUnavailable(
-                f"{self.model_name} has no chat template in its GGUF metadata",
-                "use an instruct (chat) model, or --backend none",
-            )
         result = self._formatter(messages=chat, tools=list(tools) or None)
         tokens = llama.tokenize(
             result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
