@@ -162,7 +162,7 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
     if crash.frame and not crash.corrupted:
         where = f" ({crash.guilty_file})" if crash.guilty_file else ""
         rows.append(("Crashing function", f"{crash.frame}{where}"))
-    path = path_into_bug(crash)
+    path = [] if crash.corrupted else path_into_bug(crash)
     if len(path) > 1:
         rows.append(("Path into the bug", " -> ".join(path)))
     if facts.allocated_by:
@@ -173,12 +173,16 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
         rows.append(("Uninitialised value created in", " <- ".join(facts.uninit_origin[:3])))
     if len(facts.locks) == 2:
         rows += [("Acquiring lock", facts.locks[0]), ("While holding lock", facts.locks[1])]
+    if facts.hung_task:
+        rows.append(("Hung task", facts.hung_task))
     if facts.hung_seconds:
         rows.append(("Blocked for", f"more than {facts.hung_seconds} seconds"))
     if facts.held_locks:
         rows.append(("Locks held", "; ".join(facts.held_locks[:3])))
     if facts.stall_cpus:
         rows.append(("Stalled CPUs", ", ".join(map(str, facts.stall_cpus))))
+    if facts.stall_tasks:
+        rows.append(("Tasks blocking the grace period", ", ".join(map(str, facts.stall_tasks))))
     if facts.warning_location:
         rows.append(("Warning at", facts.warning_location))
     if facts.oom_victim:
@@ -244,6 +248,8 @@ def _bound_values(crash: Crash, facts: CrashFacts) -> dict[str, set[int]]:
     # What each kind of bound number may be, from the facts.
     pids = {crash.task.pid, *facts.stall_tasks}
     pids |= {s.pid for s in (facts.allocated_by, facts.freed_by) if s is not None}
+    if facts.hung_task and facts.hung_task.rpartition(":")[2].isdigit():
+        pids.add(int(facts.hung_task.rpartition(":")[2]))
     return {
         "cpu": {crash.task.cpu, *facts.stall_cpus} - {None},  # type: ignore[dict-item]
         "pid": pids - {None},  # type: ignore[dict-item]
