@@ -223,7 +223,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--no-agreement", action="store_true", help="skip check-sysctl-docs")
     ap.add_argument(
-        "--quick", action="store_true", help="CI: --n 10 --no-agreement, 3 paragraphs, default model"
+        "--quick", action="store_true", help="CI: 10 pages, 3 paragraphs, the default model"
     )
     ap.add_argument(
         "--models",
