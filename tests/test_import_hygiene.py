@@ -22,8 +22,6 @@ import sys
 from collections.abc import Container, Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 
 #: What ``assistant`` may import from the agent's package (every module it imports today).
@@ -239,15 +237,6 @@ def test_the_core_never_imports_the_cli() -> None:
 
 # --- no import cycle among our modules -------------------------------------------------
 
-#: The triage engineer's modules: the cycles among them (``triage/model.py`` <->
-#: ``vmcore.py``, which pulls in the ``assistant.triage`` package, and ``triage/store.py``
-#: <-> ``store_pg.py``) are that branch's to break (issue 23 item 4).
-TRIAGE_MODULES = ("assistant.triage", "assistant.vmcore")
-
-
-def _triage_only(cycle: frozenset[str]) -> bool:
-    return all(any(m == p or m.startswith(p + ".") for p in TRIAGE_MODULES) for m in cycle)
-
 
 def _graph() -> dict[str, set[str]]:
     # Module -> the modules of ours it imports (at the top or in a function).
@@ -303,19 +292,7 @@ def test_the_cycle_finder_finds_lazy_and_long_cycles() -> None:
 
 
 def test_no_import_cycle_among_our_modules() -> None:
-    cycles = _cycles(_graph())
-    new = sorted(sorted(c) for c in cycles if not _triage_only(c))
-    assert not new, f"import cycles: {new}"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="triage/model.py <-> vmcore.py and triage/store.py <-> store_pg.py are the triage "
-    "branch's to break (issue 23 item 4): once it has merged this passes, and the strict "
-    "xfail fails: then remove the mark and TRIAGE_MODULES",
-)
-def test_no_import_cycle_among_the_triage_modules() -> None:
-    cycles = sorted(sorted(c) for c in _cycles(_graph()) if _triage_only(c))
+    cycles = sorted(sorted(c) for c in _cycles(_graph()))
     assert not cycles, f"import cycles: {cycles}"
 
 

@@ -147,3 +147,15 @@ def read_cgroup_v1_memory(directory: str | None) -> dict[str, int]:
         if text is not None and text.strip().isdigit():
             out[name] = int(text)
     return out
+
+
+def boot_time(stat: str = "/proc/stat") -> float | None:
+    """Return when this machine booted, in seconds since the epoch (``btime`` of /proc/stat).
+
+    :return: ``None`` when /proc/stat cannot be read or has no ``btime`` line.
+    """
+    for line in (read_text(stat) or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "btime" and value.strip().isdigit():
+            return float(value)
+    return None
