@@ -18,10 +18,10 @@ write to the kernel goes unrecorded:
   dry runs, rejected submissions, malformed entries). At most :data:`PER_SECOND`
   lines a second from peers other than root, and :data:`PER_KEY` per key (a peer and
   a rule); the rest of each second becomes one ``suppressed`` line with their counts
-  by key. Past the log's
-  size cap, or when its file system's free space falls below twice the reserve,
-  they are only counted, and summarised at most once every :data:`QUIET_SUMMARY`
-  seconds.
+  by key. Root's are not rate-limited (root can fill a disk anyway). Past the log's
+  size cap, or when its file system's free space falls below twice the reserve, all
+  are only counted: the counts are written once there is room again, and at most once
+  every :data:`QUIET_SUMMARY` seconds while the log stays over its cap.
 """
 
 from __future__ import annotations
