@@ -128,7 +128,7 @@ install_python_packages() {
         CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
             "$VENV/bin/python" -m pip wheel -q --no-deps "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELHOUSE"
     fi
-    phase_done "llama.cpp wheel"
+    phase_done "pip and the llama.cpp wheel"
     case ",$EXTRAS," in *,hf,*) install_cpu_torch ;; esac
     say "installing kassist${EXTRAS:+ [$EXTRAS]} and its dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" -c "$CONSTRAINTS" -e ".${EXTRAS:+[$EXTRAS]}"
