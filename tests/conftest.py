@@ -37,6 +37,20 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_default_model() -> None:
+    """Skip (or fail, under KASSIST_REQUIRE_REAL=1) unless llama-cpp-python and the default
+    model (Qwen2.5-Coder-0.5B-Instruct, which ``./setup.sh`` installs) are here."""
+    import importlib.util
+
+    from assistant.llm.models import CATALOGUE, DEFAULT_MODEL, cached_path
+
+    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
+    require(
+        cached_path(CATALOGUE[DEFAULT_MODEL]) is not None,
+        f"the default model {DEFAULT_MODEL} is not installed (./setup.sh installs it)",
+    )
+
+
 def run_kassist(
     args: Sequence[str],
     *,

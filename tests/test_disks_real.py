@@ -7,6 +7,7 @@ the monitor samples every second. Needs root, fio, FUSE and fusepy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -221,7 +222,8 @@ def test_watch_stores_a_new_finding_once(rig: Rig, base_ms: float, tmp_path: Pat
             while time.monotonic() < deadline and not rows:
                 time.sleep(1.0)
                 if db.exists():
-                    with sqlite3.connect(db) as c:
+                    # the schema may not be made yet
+                    with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(db) as c:
                         rows = c.execute(
                             "SELECT title, type, count FROM crashes WHERE type LIKE 'DISK-%'"
                         ).fetchall()

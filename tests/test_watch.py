@@ -470,7 +470,7 @@ def test_the_journal_is_resumed_by_cursor_and_a_bad_cursor_rescans(tmp_path: Pat
     assert run_kassist(args).returncode == 0
     assert stored_count(tmp_path / "c.db", title) == 1
     state = json.loads((tmp_path / "s" / "watch.json").read_text())
-    assert state["journal_cursor"]
+    assert state["resume"]["journal"]
     # the next run reads only what came after the saved cursor
     second = oops_lines(token, marker=2)
     journal_file(journal, second, start_us=6_000_000)
@@ -481,7 +481,7 @@ def test_the_journal_is_resumed_by_cursor_and_a_bad_cursor_rescans(tmp_path: Pat
     assert f"kassist_watch_records_read_total {len(second)}\n" in metrics.read_text()
     # a cursor the journal does not know: the boot is read again, and nothing counts twice
     state = json.loads((tmp_path / "s" / "watch.json").read_text())
-    state["journal_cursor"] = "s=0123;i=99;b=0;m=0;t=0;x=0"
+    state["resume"]["journal"] = "s=0123;i=99;b=0;m=0;t=0;x=0"
     (tmp_path / "s" / "watch.json").write_text(json.dumps(state))
     proc = run_kassist(args)
     assert proc.returncode == 0, proc.stderr
