@@ -169,7 +169,7 @@ mount_bpffs() {
     [ "$(id -u)" = 0 ] || return 0
     grep -q ' - bpf ' /proc/self/mountinfo && return 0
     [ -d "$dir" ] || return 0
-    if mount -t bpf bpf "$dir" 2>/dev/null; then
+    if mount -t bpf -o mode=0700 bpf "$dir" 2>/dev/null; then
         say "bpffs was not mounted: mounted it at $dir (the agent's enforcement pins to it)"
     else
         say "bpffs is not mounted and mounting it at $dir failed: in-kernel enforcement will not run"
