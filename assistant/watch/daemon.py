@@ -565,7 +565,7 @@ class Watcher:
         stream = _Stream("pstore", self.opts.quiet_seconds)
         with contextlib.suppress(ProbeError):
             for rec in iter_pstore(str(directory)):
-                self._closed(stream, stream.engine.feed_line(rec.text))
+                self._closed(stream, stream.engine.feed_line(rec.as_dmesg_line()))
         self._closed(stream, stream.engine.flush(), done_pstore=todo)
 
     def _start_kdump(self, top: Path) -> None:
