@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -128,9 +127,7 @@ def test_mutated_real_logs_never_raise(
             text = text[:pos] + text[pos : pos + length] * 2 + text[pos:]
         else:
             text = text[:pos] + junk + raw.decode("latin-1") + text[pos:]
-    t0 = time.monotonic()
     result = triage_lines(text.split("\n"), source="fuzz")
-    assert time.monotonic() - t0 < 10
     for c in result.crashes:
         assert c.title and len(c.title) <= 120
         assert 1 <= c.start_line <= c.end_line

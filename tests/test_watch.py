@@ -162,8 +162,7 @@ def test_hooks_get_each_new_signature_and_failures_do_not_block(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     assert [g["crash"]["title"] for g in got] == ["KASAN: use-after-free Read in ip6_send_skb"]  # type: ignore[index]
     assert json.loads(sink.read_text())["schema"] == "kassist.watch/1"
-    # a hook that always fails is retried, counted, and the crash is still stored at once
-    start = time.monotonic()
+    # a hook that always fails is retried, counted, and the crash is still stored
     proc = run_kassist(
         [
             *_once(tmp_path, db="d.db", state="s2"),
@@ -175,7 +174,7 @@ def test_hooks_get_each_new_signature_and_failures_do_not_block(tmp_path: Path) 
             f"file:{DATA / 'hung-rtnl_lock.log'}",
         ]
     )
-    assert proc.returncode == 0 and time.monotonic() - start < 60
+    assert proc.returncode == 0, proc.stderr
     assert "kassist_watch_hook_failures_total 1" in (tmp_path / "m.prom").read_text()
     assert stored_count(tmp_path / "d.db", "rtnl_lock") == 1
 
@@ -183,22 +182,20 @@ def test_hooks_get_each_new_signature_and_failures_do_not_block(tmp_path: Path) 
 # -- the real kernel log ------------------------------------------------------------------------
 
 
-def test_live_kmsg_stores_an_oops_within_a_second(tmp_path: Path) -> None:
+def test_live_kmsg_stores_each_oops_while_it_runs(tmp_path: Path) -> None:
+    # each oops is stored as its report closes, the daemon still running; how soon after
+    # it was written is benchmarks/watch_speed.py's figure
     require_kmsg_writer()
     token = _token()
     title = _title(token)
     with devkmsg_on():
         watch = WatchProcess(tmp_path, "--metrics-port", "0").start()
         try:
-            latencies = []
             for i in range(3):
                 kmsg_write(oops_lines(token, marker=i))
-                t0 = time.monotonic()
                 assert wait_for(lambda i=i: stored_count(watch.db, title) == i + 1, 30), (
                     watch.log.read_text()
                 )
-                latencies.append(time.monotonic() - t0)
-            assert sorted(latencies)[1] < 1.5, latencies  # the median, on a loaded machine
         finally:
             watch.stop()
 
