@@ -201,6 +201,46 @@ def test_probe_tool_runs_bpftrace() -> None:
     assert "runqlat: traced for" in result.text
 
 
+def test_cancelling_stops_a_probe_early() -> None:
+    import shutil
+    import threading
+
+    from assistant.chat.tools import Cancelled
+
+    require(os.geteuid() == 0 and shutil.which("bpftrace") is not None, "needs root and bpftrace")
+    cancel = threading.Event()
+    lines: list[str] = []
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if line.startswith("tracing"):  # attached: the person presses Esc now
+            cancel.set()
+
+    ctx = Context(progress=progress, cancel=cancel)
+    with pytest.raises(Cancelled):
+        run_tool("probe", {"name": "runqlat", "duration": 60}, ctx)
+    assert lines[0].startswith("compiling") and any(x.startswith("tracing") for x in lines)
+    # the runner itself stops at once and says so: it traced far less than it was asked
+    from probes.bpf import run_probe
+
+    stop = threading.Event()
+    result = run_probe("runqlat", 60.0, on_attach=stop.set, stop=stop.is_set, say=None)
+    assert result.interrupted and result.duration_s < 60.0
+
+
+def test_tune_text_is_the_cli_s_for_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.tuning import analyse, observe
+    from assistant.tuning.render import report_text
+
+    report = analyse(observe(None))  # one real run, rendered by both
+    monkeypatch.setattr("assistant.tuning.analyse", lambda *a, **k: report)
+    chat = run_tool("tune", {}, Context(socket="/nonexistent/agent.sock")).text
+    shown = [line for line in chat.splitlines() if not line.startswith("```")]
+    cli = report_text(report).splitlines()
+    assert shown[: len(cli) - 1] == cli[:-1] or shown == cli  # only the next steps differ
+    assert shown[0] == cli[0]
+
+
 def test_answer_without_a_model_still_answers() -> None:
     turn = ChatSession(None).ask("hello")
     assert turn.decision.action == "answer" and "/tune" in turn.answer
