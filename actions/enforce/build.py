@@ -50,11 +50,12 @@ def object_path(cache: Path = DEFAULT_CACHE, source: Path = SOURCE) -> Path:
 
     :raises ActionError: clang is missing or refuses the source (its first error line).
     """
-    text = source.read_bytes()
+    # the source, the headers beside it (kassist_policy.h) and the flags name the object
+    text = b"\0".join(f.read_bytes() for f in [source, *sorted(source.parent.glob("*.h"))])
     flags = " ".join(clang_command(Path("SRC"), Path("OUT"))).encode()
     digest = hashlib.sha256(text + b"\0" + flags).hexdigest()[:16]
     _safe_dir(cache)
-    out = cache / f"kassist_sysctl-{digest}.o"
+    out = cache / f"{source.name.removesuffix('.bpf.c')}-{digest}.o"
     try:
         st = out.lstat()
     except FileNotFoundError:

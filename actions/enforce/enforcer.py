@@ -16,13 +16,31 @@ Every rule carries its generation number, and each refusal reports the
 generation that refused it.
 
 **Pinning.** Links and the rules map are pinned under
-``/sys/fs/bpf/kassist/run-<pid>-<time>/``. A pinned link stays attached when the
-agent dies, so the kernel keeps refusing with the last rules it was given
-(failing safe) until the next agent starts: that one attaches its own programs
-first, then detaches and unpins the old run (make before break: no moment
-without enforcement). A clean ``stop()`` (SIGTERM, enforcement turned off)
-detaches and unpins everything it made, and closes every fd, so no program or
-map remains. Only runs under this enforcer's own pin root are ever touched.
+``/sys/fs/bpf/kassist/run-<pid>-<start>-<time>/`` (``start``: the agent's start time
+in clock ticks, from ``/proc/<pid>/stat``, so that a reused pid is not taken for a
+live agent). A pinned link stays attached when the agent dies, so the kernel keeps
+refusing with the last rules it was given (failing safe) until the next agent
+starts: that one attaches its own programs first, then detaches and unpins the old
+run (make before break: no moment without enforcement) and says so in one line; an
+agent started *without* enforcement removes such a run, in one line, so that nothing
+enforces that ``status`` does not show (:func:`remove_stale_runs`). A run of an agent
+that is still alive is never touched: a second agent on the same pin root refuses to
+start. A clean ``stop()`` (SIGTERM, enforcement turned off) detaches and unpins
+everything it made, and closes every fd, so no program or map remains.
+
+**The agent's own writes.** The guard lets the agent's process through (it validates
+its own writes, and a rollback may restore a value from before the policy). The
+process is named in the kernel by the program ``kassist_enroll``, which the agent
+runs with ``BPF_PROG_RUN`` at start and on every reload: it records the caller's
+thread-group id, its group leader's start time and its cgroup. Another process that
+joins the agent's cgroup is not the agent; a process that gets a dead agent's pid
+has another start time.
+
+**Fail closed.** Enforcement that was asked for and cannot run is an error
+(:class:`EnforceUnavailable`, :class:`ActionError`): a cgroup that is not one, a
+lockdown over the agent itself, a policy row the map cannot hold. With
+``best_effort`` the enforcer runs with what it can and lists in :attr:`unguarded`
+every cgroup it does not guard and in ``status()['unfit']`` every row it left out.
 """
 
 from __future__ import annotations
@@ -47,18 +65,23 @@ from actions.enforce.maps import (
     NAME_LEN,
     REASONS,
     Compiled,
+    ListKeys,
     RefusalEvent,
     Rule,
     RuleKey,
     RuleValue,
+    SpecOf,
     compile_rules,
     decode,
+    proc_sys_keys,
 )
 from actions.errors import ActionError
+from actions.text import printable
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/kassist")
 DEFAULT_STATE = Path("/run/kassist/enforce.json")
 PROGRAMS = {"lockdown": b"kassist_lockdown", "guard": b"kassist_guard"}
+ENROLL = b"kassist_enroll"
 _POLL_MS = 200
 _STATE_EVERY_S = 0.5
 
@@ -67,11 +90,26 @@ class EnforceUnavailable(ActionError):
     """In-kernel enforcement cannot run here; :attr:`problems` says why, one line each."""
 
     def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__(
-            "in-kernel enforcement unavailable: " + "; ".join(problems),
-            "the agent runs without it (its own checks still apply)",
-        )
+        super().__init__("in-kernel enforcement unavailable: " + "; ".join(problems), "")
         self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class Unguarded:
+    """A cgroup enforcement was asked for and does not cover (best effort only).
+
+    :param mode: ``lockdown`` or ``guard``.
+    :param cgroup: the path as it was given.
+    :param why: one line.
+    """
+
+    mode: str
+    cgroup: str
+    why: str
+
+    def line(self) -> str:
+        """Return it as the one line the agent logs."""
+        return f"--enforce-{self.mode} {self.cgroup} is NOT enforced: {self.why}"
 
 
 @dataclass(frozen=True)
@@ -131,9 +169,20 @@ class _Loaded:
     ring_fd: int
     lost_fd: int
     agent_fd: int
+    enroll_fd: int
     run_dir: Path
     inner_fd: int = -1
     links: list[tuple[Attachment, int]] = field(default_factory=list)
+
+
+class _AgentId(ctypes.Structure):
+    # struct agent_id in kassist_sysctl.bpf.c
+    _fields_ = [
+        ("start_time", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("tgid", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
 
 
 def cgroup_id(path: Path) -> int:
@@ -151,15 +200,35 @@ def _self_cgroup(mount: Path) -> Path | None:
     return None
 
 
-def printable(raw: bytes) -> str:
-    r"""Return attacker-chosen bytes (a comm, a value) as printable ASCII, escaping the rest.
+def _text(raw: bytes) -> str:
+    # Attacker-chosen bytes (a comm, a value, a cgroup name) shown on an admin's
+    # terminal: bytes that are not UTF-8 become \xNN, then the one sanitiser escapes
+    # every control character.
+    return printable(raw.decode("utf-8", "backslashreplace"))
 
-    A refused value is shown on an admin's terminal: no control sequence may pass.
 
-    >>> printable(b"99999\x1b[2J")
-    '99999\\x1b[2J'
-    """
-    return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in raw)
+def _start_ticks(pid: int) -> int | None:
+    # /proc/<pid>/stat field 22: the process's start time in clock ticks since boot
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def _run_name(pid: int) -> str:
+    return f"run-{pid}-{_start_ticks(pid) or 0}-{time.time_ns()}"
+
+
+def _run_owner(run: Path) -> tuple[int, bool]:
+    # (pid, alive): alive when that pid runs now and started when the run says it did
+    parts = run.name.split("-")
+    try:
+        pid = int(parts[1])
+        start = int(parts[2]) if len(parts) == 4 else None
+    except (IndexError, ValueError):
+        return 0, False
+    return pid, start is not None and start != 0 and _start_ticks(pid) == start
 
 
 def _boot_to_epoch(boot_ns: int) -> float:
@@ -186,7 +255,8 @@ def read_rules(rules_fd: int) -> tuple[list[Rule], int]:
             ctypes.memmove(ctypes.byref(key), ctypes.byref(nxt), ctypes.sizeof(key))
             if lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)) == 0:
                 rule, generation = decode(key, value)
-                out.append(rule)
+                if rule is not None:
+                    out.append(rule)
             prev = RuleKey.from_buffer_copy(key)
     finally:
         os.close(fd)
@@ -201,6 +271,9 @@ class Enforcer:
     :param on_refusal: called on the reader thread for each refusal (e.g. to audit it).
     :param state_file: a JSON file with what is attached and the recent refusals, for
         ``kassist agent enforce status`` (``None``: none).
+    :param best_effort: enforce what can be enforced and list the rest (:attr:`unguarded`,
+        the compiled policy's ``unfit`` rows) instead of refusing to start.
+    :param list_keys: lists the kernel's sysctls (glob expansion; tests give their own).
     """
 
     def __init__(
@@ -210,11 +283,15 @@ class Enforcer:
         on_refusal: Callable[[Refusal], None] | None = None,
         state_file: Path | None = DEFAULT_STATE,
         keep_recent: int = 50,
+        best_effort: bool = False,
+        list_keys: ListKeys = proc_sys_keys,
     ) -> None:
         self.pin_root = pin_root
         self.cache_dir = cache_dir
         self.on_refusal = on_refusal
         self.state_file = state_file
+        self.best_effort = best_effort
+        self.list_keys = list_keys
         self.generation = 0
         self.compiled: Compiled | None = None
         self.recent: deque[Refusal] = deque(maxlen=keep_recent)
@@ -231,10 +308,19 @@ class Enforcer:
         self.dropped = 0
         #: One line each: what the operator should know about how enforcement runs.
         self.notices: list[str] = []
-        #: The agent's cgroup whose writes the guard passes (``None``: none is).
+        #: What was asked for and is not enforced (best effort only; empty otherwise).
+        self.unguarded: list[Unguarded] = []
+        #: The agent's cgroup when it enrolled (its writes pass the guard), or ``None``.
         self.agent_cgroup: str | None = None
+        #: The agent's identity as the kernel holds it: tgid, start_time, cgroup_id.
+        self.agent: dict[str, int] = {}
         self._state_dirty = False
         self._state_at = 0.0
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the programs are loaded (and attached where they could be)."""
+        return self._loaded is not None
 
     # --- start / stop -----------------------------------------------------------------
 
@@ -243,34 +329,52 @@ class Enforcer:
         table: Sequence[Mapping[str, Any]],
         lockdown: Sequence[Path] = (),
         guard: Sequence[Path] = (),
+        spec_of: SpecOf | None = None,
     ) -> Compiled:
         """Compile the policy, load the programs, attach them, and start reading refusals.
+
+        As root, the BPF file system is mounted at /sys/fs/bpf when it is missing (a line
+        in :attr:`notices` says so).
 
         :param table: :meth:`actions.policy.Policy.table` rows.
         :param lockdown: cgroups where every sysctl write is refused.
         :param guard: cgroups where writes to managed keys must stay in policy.
+        :param spec_of: the validator's spec of a key (see :func:`compile_rules`).
         :raises EnforceUnavailable: what this machine lacks, one line each.
-        :raises ActionError: a bad cgroup, a rule the map cannot hold, a load failure.
+        :raises ActionError: a bad cgroup, a lockdown over the agent, a rule the map cannot
+            hold (unless best effort), a live agent on the same pin root, a load failure.
         """
         if self._loaded is not None:
             raise ActionError("enforcement is already started", "call reload() instead")
-        missing = capability.problems([*lockdown, *guard])
+        mounted = capability.ensure_bpffs(self.pin_root)
+        if mounted:
+            self.notices.append(mounted)
+        missing = capability.problems((), self.pin_root)
         if missing:
             raise EnforceUnavailable(missing)
         self._mount = capability.cgroup2_mount()
-        self._check_not_self(lockdown)
-        compiled = compile_rules(table)  # before loading anything: a bad policy loads nothing
+        wanted = [("lockdown", Path(c)) for c in lockdown] + [("guard", Path(c)) for c in guard]
+        self.unguarded = self._refused(wanted)
+        if self.unguarded and not self.best_effort:
+            first = self.unguarded[0]
+            raise ActionError(
+                f"--enforce-{first.mode} {first.cgroup}: {first.why}",
+                "fix the path, or serve with --enforce-best-effort to run without it",
+            )
+        compiled = self._compile(table, spec_of)
+        stale = self._stale_runs()
         loaded = self._load()
         self._loaded = loaded
         try:
             self._publish(compiled)
-            self._exempt_agent([Path(g) for g in guard])
-            stale = [d for d in self.pin_root.iterdir() if d != loaded.run_dir and d.is_dir()]
-            for mode, cgroups in (("lockdown", lockdown), ("guard", guard)):
-                for cg in dict.fromkeys(Path(c).resolve() for c in cgroups):  # once each
-                    self._attach(mode, cg)
+            skip = {(u.mode, u.cgroup) for u in self.unguarded}
+            for mode, cg in dict.fromkeys((m, c.resolve()) for m, c in wanted
+                                          if (m, str(c)) not in skip):  # fmt: skip
+                self._attach(mode, cg)  # once each
             for old in stale:
+                what = self._describe_run(old)
                 detach_run(old)
+                self.notices.append(f"replaced the pinned enforcement of an earlier agent ({what})")
             self._start_reader()
         except BaseException:
             self.stop()
@@ -278,53 +382,68 @@ class Enforcer:
         self._write_state()
         return compiled
 
-    def _check_not_self(self, lockdown: Sequence[Path]) -> None:
-        mount = self._mount
-        mine = _self_cgroup(mount) if mount is not None else None
-        if mine is None:
-            return
-        mine = mine.resolve()
-        for cg in lockdown:
-            real = Path(cg).resolve()
-            if real == mine or real in mine.parents:
-                raise ActionError(
-                    f"--enforce-lockdown {cg} holds the agent itself (its cgroup is {mine})",
-                    "lock down the assistant's cgroup; the agent must be able to write",
-                )
+    def _compile(self, table: Sequence[Mapping[str, Any]], spec_of: SpecOf | None) -> Compiled:
+        compiled = compile_rules(table, self.list_keys, spec_of)
+        return compiled if self.best_effort else compiled.require_fit()
 
-    def _exempt_agent(self, guard: Sequence[Path]) -> None:
-        # Let the guard pass the agent's own writes (rollbacks to pre-policy values) when
-        # the agent has a cgroup of its own: not a guarded one, and no other process in it.
-        loaded = self._require()
+    def _refused(self, wanted: Sequence[tuple[str, Path]]) -> list[Unguarded]:
+        # What cannot be attached: paths that are not cgroup v2 directories, and a lockdown
+        # over the agent's own cgroup (it would refuse the agent's own writes).
+        out = [
+            Unguarded(mode, str(cg), why.removeprefix(f"{cg} "))
+            for mode, cg in wanted
+            for _bad, why in capability.cgroup_problems([cg], self._mount)
+        ]
+        bad = {(u.mode, u.cgroup) for u in out}
         mine = _self_cgroup(self._mount) if self._mount is not None else None
-        if mine is None:
-            return
-        real = mine.resolve()
-        if not any(g.resolve() == real or g.resolve() in real.parents for g in guard):
-            return  # the agent is outside every guarded cgroup: nothing checks its writes
-        why = ""
-        if any(g.resolve() == real for g in guard):
-            why = f"the agent is itself in the guarded cgroup {mine}"
-        else:
-            try:
-                others = set((real / "cgroup.procs").read_text().split()) - {str(os.getpid())}
-            except OSError:
-                others = {"?"}
-            if others:
-                why = f"the agent's cgroup {mine} holds other processes too"
-        if why:
-            self.notices.append(
-                f"{why}: its own writes are checked like anyone's (a rollback to a value "
-                "outside the policy will be refused); run it in a cgroup of its own"
-            )
-            return
-        lib = libbpf.lib()
-        slot, cgid = ctypes.c_uint32(0), ctypes.c_uint64(cgroup_id(real))
-        libbpf.check(
-            lib.bpf_map_update_elem(loaded.agent_fd, ctypes.byref(slot), ctypes.byref(cgid), 0),
-            "set the agent's cgroup",
+        if mine is not None:
+            mine = mine.resolve()
+            for mode, cg in wanted:
+                real = cg.resolve()
+                if (
+                    mode == "lockdown"
+                    and (mode, str(cg)) not in bad
+                    and (real == mine or real in mine.parents)
+                ):
+                    why = (f"holds the agent itself (its cgroup is {mine}): lock down the "
+                           "assistant's cgroup instead")  # fmt: skip
+                    out.append(Unguarded(mode, str(cg), why))
+        return out
+
+    def _stale_runs(self) -> list[Path]:
+        # Runs left pinned by earlier agents (replaced after our own attach); a live agent's
+        # run is never taken over.
+        runs = (
+            [d for d in sorted(self.pin_root.iterdir()) if d.is_dir()]
+            if self.pin_root.is_dir()
+            else []
         )
-        self.agent_cgroup = str(mine)
+        for run in runs:
+            pid, alive = _run_owner(run)
+            if alive and pid != os.getpid():
+                raise ActionError(
+                    f"{run} belongs to a running agent (pid {pid}): one agent per pin root",
+                    "stop that agent first",
+                )
+        return runs
+
+    def _describe_run(self, run: Path) -> str:
+        pid, _alive = _run_owner(run)
+        where = ", ".join(
+            f"{a['mode']} {self._cgroup_by_id(a['cgroup_id'])}"
+            for r in pinned_status_of(run)
+            for a in r["attachments"]
+        )
+        return f"pid {pid}, {run.name}: {where or 'nothing attached'}"
+
+    def _cgroup_by_id(self, cgid: int) -> str:
+        mount = self._mount or capability.cgroup2_mount()
+        if mount is not None:
+            for dirpath, _dirs, _files in os.walk(mount):
+                with contextlib.suppress(OSError):
+                    if os.stat(dirpath).st_ino == cgid:
+                        return printable(dirpath)
+        return f"cgroup id {cgid}"
 
     def _load(self) -> _Loaded:
         lib = libbpf.lib()
@@ -333,22 +452,46 @@ class Enforcer:
         try:
             libbpf.check(lib.bpf_object__load(obj), "the kernel refused the BPF program")
             progs = {}
-            for mode, name in PROGRAMS.items():
+            for mode, name in [*PROGRAMS.items(), ("enroll", ENROLL)]:
                 prog = libbpf.check_ptr(lib.bpf_object__find_program_by_name(obj, name), "prog")
                 progs[mode] = libbpf.check(lib.bpf_program__fd(prog), "prog fd")
             fds = {}
-            for name in (b"rules", b"refusals", b"lost", b"agent_cgroup"):
+            for name in (b"rules", b"refusals", b"lost", b"agent"):
                 m = libbpf.check_ptr(lib.bpf_object__find_map_by_name(obj, name), "map")
                 fds[name] = libbpf.check(lib.bpf_map__fd(m), "map fd")
-            run_dir = self.pin_root / f"run-{os.getpid()}-{time.time_ns()}"
+            run_dir = self.pin_root / _run_name(os.getpid())
             self.pin_root.mkdir(mode=0o700, exist_ok=True)
             run_dir.mkdir(mode=0o700)
             libbpf.check(lib.bpf_obj_pin(fds[b"rules"], str(run_dir / "rules").encode()), "pin")
         except OSError as exc:
             lib.bpf_object__close(obj)
             raise ActionError(f"cannot load the BPF enforcement: {exc.strerror}", "") from None
+        enroll = progs.pop("enroll")
         return _Loaded(obj, progs, fds[b"rules"], fds[b"refusals"], fds[b"lost"],
-                       fds[b"agent_cgroup"], run_dir)  # fmt: skip
+                       fds[b"agent"], enroll, run_dir)  # fmt: skip
+
+    def _enroll(self) -> None:
+        # "This process is the agent": the kernel records the caller's identity (see the
+        # module's docstring). Run at start and on every reload.
+        loaded = self._require()
+        ret = libbpf.run_program(loaded.enroll_fd)
+        if ret != 0:
+            raise OSError(-ret if ret < 0 else 5, "enroll the agent")
+        ident = _AgentId()
+        slot = ctypes.c_uint32(0)
+        libbpf.check(
+            libbpf.lib().bpf_map_lookup_elem(
+                loaded.agent_fd, ctypes.byref(slot), ctypes.byref(ident)
+            ),
+            "read the agent's identity",
+        )
+        self.agent = {
+            "tgid": ident.tgid,
+            "start_time": ident.start_time,
+            "cgroup_id": ident.cgroup_id,
+        }
+        mine = _self_cgroup(self._mount) if self._mount is not None else None
+        self.agent_cgroup = str(mine) if mine is not None else None
 
     def _attach(self, mode: str, cg: Path) -> None:
         loaded = self._require()
@@ -409,12 +552,14 @@ class Enforcer:
 
     # --- rules ------------------------------------------------------------------------
 
-    def reload(self, table: Sequence[Mapping[str, Any]]) -> Compiled:
+    def reload(self, table: Sequence[Mapping[str, Any]], spec_of: SpecOf | None = None) -> Compiled:
         """Compile a changed policy and swap it in whole (see the module's docstring).
+
+        The agent's identity is enrolled again.
 
         :raises ActionError: the policy cannot be compiled (the old rules stay).
         """
-        compiled = compile_rules(table)
+        compiled = self._compile(table, spec_of)
         self._publish(compiled)
         self._write_state()
         return compiled
@@ -430,13 +575,14 @@ class Enforcer:
                 "create the rules map",
             )  # fmt: skip
             try:
-                _fill(inner, [rule.encode(generation) for rule in compiled.rules.values()])
+                _fill(inner, compiled.entries(generation))
                 slot, fd = ctypes.c_uint32(0), ctypes.c_uint32(inner)
                 libbpf.check(
                     lib.bpf_map_update_elem(loaded.rules_fd, ctypes.byref(slot), ctypes.byref(fd),
                                             libbpf.BPF_ANY),
                     "swap the rules in",
                 )  # fmt: skip
+                self._enroll()
             except OSError as exc:
                 os.close(inner)
                 raise ActionError(f"cannot publish the rules: {exc.strerror}", "") from None
@@ -489,10 +635,10 @@ class Enforcer:
     def _refusal(self, ev: RefusalEvent) -> Refusal:
         return Refusal(
             pid=ev.pid,
-            comm=printable(ev.comm),
+            comm=_text(ev.comm),
             cgroup=self._cgroup_of(ev.cgroup_id),
-            key=printable(ev.name).replace("/", "."),
-            value=printable(ev.value.rstrip(b"\n")),
+            key=_text(ev.name).replace("/", "."),
+            value=_text(ev.value.rstrip(b"\n")),
             time=round(_boot_to_epoch(ev.boot_ns), 6),
             mode=MODES.get(ev.mode, str(ev.mode)),
             reason=REASONS.get(ev.reason, str(ev.reason)),
@@ -520,7 +666,7 @@ class Enforcer:
             return str(path)
         rel = str(path.resolve().relative_to(mount))
         # a delegated cgroup's name is chosen by its owner: escaped like a value
-        return printable(("/" + rel if rel != "." else "/").encode())
+        return printable("/" + rel if rel != "." else "/")
 
     def _cgroup_of(self, cgid: int) -> str:
         if cgid not in self._cgroup_names:
@@ -558,10 +704,19 @@ class Enforcer:
         return [att for att, _fd in loaded.links] if loaded else []
 
     def status(self) -> dict[str, Any]:
-        """Return what is attached where, the rules read back from the kernel, and refusals."""
+        """Return what is attached where, the rules read back from the kernel, and refusals.
+
+        ``unguarded`` lists every cgroup asked for and not enforced (best effort), and
+        ``unfit`` every policy row the kernel map does not hold.
+        """
         loaded = self._loaded
         if loaded is None:
-            return {"enabled": False}
+            return {
+                "enabled": False,
+                "best_effort": self.best_effort,
+                "unguarded": [asdict(u) for u in self.unguarded],
+                "notices": list(self.notices),
+            }
         rules, generation = read_rules(loaded.rules_fd)
         out = self._state()
         out["kernel_generation"] = generation
@@ -580,7 +735,13 @@ class Enforcer:
             "pid": os.getpid(),
             "pin": str(loaded.run_dir) if loaded else None,
             "generation": self.generation,
+            "best_effort": self.best_effort,
             "agent_cgroup": self.agent_cgroup,
+            "agent": dict(self.agent),
+            "unguarded": [asdict(u) for u in self.unguarded],
+            "unfit": [list(u) for u in compiled.unfit] if compiled else [],
+            "globs": [g.pattern for g in compiled.globs] if compiled else [],
+            "notices": list(self.notices),
             "attachments": [
                 {**asdict(a), "cgroup": str(a.cgroup), "pin": str(a.pin)}
                 for a in self.attachments()
@@ -638,31 +799,63 @@ def detach_run(run_dir: Path) -> None:
         run_dir.rmdir()
 
 
+def pinned_status_of(run: Path) -> list[dict[str, Any]]:
+    """Read one pinned run from the kernel: its links and rules (``[]``: not a run)."""
+    lib = libbpf.lib()
+    entry: dict[str, Any] = {"pin": str(run), "attachments": [], "rules": []}
+    if not run.is_dir():
+        return []
+    for pin in sorted(run.iterdir()):
+        fd = lib.bpf_obj_get(str(pin).encode())
+        if fd < 0:
+            continue
+        try:
+            if pin.name == "rules":
+                rules, entry["generation"] = read_rules(fd)
+                entry["rules"] = [r.to_dict() for r in rules]
+            else:
+                info = libbpf.link_info(fd)
+                mode = pin.name.split("-", 1)[0]
+                entry["attachments"].append(
+                    {"mode": mode, "cgroup_id": info.cgroup_id, "link_id": info.id,
+                     "prog_id": info.prog_id, "attached": info.cgroup_id != 0}
+                )  # fmt: skip
+        finally:
+            os.close(fd)
+    return [entry]
+
+
 def pinned_status(pin_root: Path = DEFAULT_PIN_ROOT) -> list[dict[str, Any]]:
     """Read what is pinned under ``pin_root`` from the kernel: links and rules, per run.
 
     For ``kassist agent enforce status`` (as root): it needs no running agent.
     """
-    lib = libbpf.lib()
-    runs = []
-    for run in sorted(pin_root.iterdir()) if pin_root.is_dir() else []:
-        entry: dict[str, Any] = {"pin": str(run), "attachments": [], "rules": []}
-        for pin in sorted(run.iterdir()):
-            fd = lib.bpf_obj_get(str(pin).encode())
-            if fd < 0:
-                continue
-            try:
-                if pin.name == "rules":
-                    rules, entry["generation"] = read_rules(fd)
-                    entry["rules"] = [r.to_dict() for r in rules]
-                else:
-                    info = libbpf.link_info(fd)
-                    mode = pin.name.split("-", 1)[0]
-                    entry["attachments"].append(
-                        {"mode": mode, "cgroup_id": info.cgroup_id, "link_id": info.id,
-                         "prog_id": info.prog_id, "attached": info.cgroup_id != 0}
-                    )  # fmt: skip
-            finally:
-                os.close(fd)
-        runs.append(entry)
-    return runs
+    runs = sorted(pin_root.iterdir()) if pin_root.is_dir() else []
+    return [entry for run in runs for entry in pinned_status_of(run)]
+
+
+def remove_stale_runs(pin_root: Path = DEFAULT_PIN_ROOT) -> list[str]:
+    """Detach and unpin the runs earlier agents left under ``pin_root``; one line each.
+
+    For an agent started without enforcement: a run pinned by an earlier one would go
+    on enforcing while ``status`` says there is none. A live agent's run is left alone
+    (and named: enforcement goes on there, by that agent's choice).
+    """
+    if not capability.parse_mounts(capability._mountinfo(), "bpf") or not pin_root.is_dir():
+        return []
+    lines = []
+    probe = Enforcer(pin_root, state_file=None)
+    for run in sorted(d for d in pin_root.iterdir() if d.is_dir()):
+        pid, alive = _run_owner(run)
+        what = probe._describe_run(run)
+        if alive and pid != os.getpid():
+            lines.append(f"pinned enforcement of a running agent left in place ({what})")
+            continue
+        detach_run(run)
+        lines.append(
+            f"removed the pinned enforcement of an earlier agent ({what}): "
+            "enforcement was not requested"
+        )
+    with contextlib.suppress(OSError):
+        pin_root.rmdir()
+    return lines

@@ -24,9 +24,15 @@ from functools import lru_cache
 
 #: From ``<linux/bpf.h>``.
 BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_RINGBUF = 27
+BPF_MAP_TYPE_USER_RINGBUF = 31
+BPF_MAP_TYPE_ARENA = 33
 BPF_PROG_TYPE_CGROUP_SYSCTL = 23
+BPF_PROG_TYPE_SYSCALL = 31
 BPF_CGROUP_SYSCTL = 18
+BPF_FUNC_GET_CURRENT_TASK_BTF = 158
 BPF_FUNC_LOOP = 181
+BPF_FUNC_USER_RINGBUF_DRAIN = 209
 BPF_ANY = 0
 BPF_NOEXIST = 1
 
@@ -66,6 +72,15 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "ring_buffer__new": (_c_void_p, [_c_int, SampleFn, _c_void_p, _c_void_p]),
     "ring_buffer__poll": (_c_int, [_c_void_p, _c_int]),
     "ring_buffer__free": (None, [_c_void_p]),
+    "ring_buffer__consume": (_c_int, [_c_void_p]),
+    "ring_buffer__epoll_fd": (_c_int, [_c_void_p]),
+    "bpf_prog_test_run_opts": (_c_int, [_c_int, _c_void_p]),
+    "libbpf_probe_bpf_map_type": (_c_int, [_c_int, _c_void_p]),
+    "user_ring_buffer__new": (_c_void_p, [_c_int, _c_void_p]),
+    "user_ring_buffer__reserve": (_c_void_p, [_c_void_p, _c_uint]),
+    "user_ring_buffer__submit": (None, [_c_void_p, _c_void_p]),
+    "user_ring_buffer__discard": (None, [_c_void_p, _c_void_p]),
+    "user_ring_buffer__free": (None, [_c_void_p]),
 }
 
 
@@ -81,6 +96,43 @@ class LinkInfo(ctypes.Structure):
         ("attach_type", ctypes.c_uint32),
         ("_rest", ctypes.c_uint8 * 36),  # the union's other members are larger
     ]
+
+
+class TestRunOpts(ctypes.Structure):
+    """``struct bpf_test_run_opts`` (libbpf 1.x): how ``BPF_PROG_RUN`` runs a program."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", _c_void_p),
+        ("data_out", _c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", _c_void_p),
+        ("ctx_out", _c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+def run_program(prog_fd: int, ctx: ctypes.Structure | None = None) -> int:
+    """Run a ``BPF_PROG_TYPE_SYSCALL`` program once (``BPF_PROG_RUN``) in this task.
+
+    :param ctx: the program's context, copied in (and back out: the program may write it).
+    :return: the program's return value (an ``int``).
+    :raises OSError: the kernel refused to run it.
+    """
+    opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts))
+    if ctx is not None:
+        opts.ctx_in = opts.ctx_out = ctypes.addressof(ctx)
+        opts.ctx_size_in = opts.ctx_size_out = ctypes.sizeof(ctx)
+    check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "run the BPF program")
+    return ctypes.c_int32(opts.retval).value
 
 
 @lru_cache(maxsize=1)

@@ -16,12 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.chat.markdown import markdown_safe
 from assistant.chat.memory import Outcome
 from assistant.chat.session import Turn
 from assistant.config import user_state_dir
 from assistant.db import Migration, Schema, migrate
 from assistant.errors import InputError, KassistError
+from assistant.markdown import markdown_safe
 
 #: The chat history's numbered migrations. Append only: never edit one that has shipped.
 SCHEMA = Schema(

@@ -2,22 +2,22 @@
 
 The crash store holds what ``kassist watch`` (or ``triage --store``) recorded; on a fresh
 install, or when watch does not run, it knows nothing of this boot. The chat then reads
-/dev/kmsg as it is (non-blocking: the records since boot still in the buffer) and triages
-the kernel's own records. Records that user space wrote to /dev/kmsg carry another syslog
-facility (the kernel gives them LOG_USER): they are counted, never taken for kernel crashes.
+/dev/kmsg as it is (:func:`probes.logs.kmsg.read_ring_buffer`: the records still in the
+buffer, without waiting) and triages the kernel's own records, rendered by the triage
+feature's renderer. Records that user space wrote to /dev/kmsg (another syslog facility:
+the kernel gives them LOG_USER) are counted, never taken for kernel crashes.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from assistant.triage import TriageResult, triage_lines
-from probes.logs import KmsgStats, iter_kmsg
-from probes.logs.records import LogRecord, dmesg_lines
+from assistant.triage.render import triage_text
+from probes.logs import KmsgStats
+from probes.logs.kmsg import read_ring_buffer
+from probes.logs.records import dmesg_lines
 
-#: The syslog facility of the kernel's own records (``LOG_KERN``).
-KERNEL_FACILITY = 0
 #: What the source of such a reading is called.
 SOURCE = "/dev/kmsg"
 
@@ -37,11 +37,6 @@ class KernelLog:
     user_records: int = 0
     user_reports: int = 0
     lost: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def _kernel_own(record: LogRecord) -> bool:
-    return record.facility in (None, KERNEL_FACILITY)
 
 
 def read_kernel_log() -> KernelLog:
@@ -50,49 +45,35 @@ def read_kernel_log() -> KernelLog:
     :raises probes.errors.ProbeError: /dev/kmsg cannot be read (not root, dmesg_restrict).
     """
     stats = KmsgStats()
-    kernel: list[LogRecord] = []
-    user: list[LogRecord] = []
-    for record in iter_kmsg(stats=stats):
-        (kernel if _kernel_own(record) else user).append(record)
+    records = read_ring_buffer(stats)
+    kernel = [r for r in records if r.from_kernel]
+    user = [r for r in records if not r.from_kernel]
     result = triage_lines(dmesg_lines(kernel), "kmsg")
     forged = triage_lines(dmesg_lines(user), "kmsg (user space)") if user else None
     return KernelLog(
-        result,
-        len(kernel) + len(user),
-        len(user),
-        len(forged.crashes) if forged else 0,
-        stats.lost,
+        result, len(records), len(user), len(forged.crashes) if forged else 0, stats.lost
     )
 
 
 def headline(log: KernelLog) -> str:
     """Return one line: crashes and events in the kernel log since boot, and where from."""
     n = len(log.result.crashes)
-    events = len(log.result.events)
-    line = (
-        f"kernel log {n} crash{'es' if n != 1 else ''}, {events} event(s) since boot "
-        f"(read now from {SOURCE}: {log.records} records)"
+    return (
+        f"kernel log {n} crash{'es' if n != 1 else ''}, {len(log.result.events)} event(s)"
+        f" since boot (read now from {SOURCE}: {log.records} records)"
     )
-    return line
 
 
 def detail_lines(log: KernelLog, most: int | None = None) -> list[str]:
-    """Return the crashes (one line per signature, with how often) and the events (one line
-    per kind and title), then what was left out.
+    """Return the triage renderer's lines for the crashes and events (repeats grouped),
+    then what was left out.
 
-    :param most: show at most this many crash and event lines (the rest is counted).
+    :param most: show at most this many lines of the renderer's (the rest is counted).
     """
-    crashes = Counter((c.signature, c.title, c.type) for c in log.result.crashes)
-    events = Counter((e.type, e.title) for e in log.result.events)
-    rows = [
-        f"  {n}x {title}  [{kind}]  sig {sig[:12]}" for (sig, title, kind), n in crashes.items()
-    ]
-    rows += [f"  {n}x event: {title}  [{kind}]" for (kind, title), n in events.items()]
-    lines = (
-        rows
-        if most is None or len(rows) <= most
-        else [*rows[:most], f"  ... and {len(rows) - most} more (`/triage` shows them all)"]
-    )
+    rows = triage_text(log.result).splitlines()[1:]  # its first line: the headline's counts
+    lines = rows if most is None or len(rows) <= most else [
+        *rows[:most], f"  ... and {len(rows) - most} more lines (`/triage` shows them all)"
+    ]  # fmt: skip
     if log.user_reports:
         lines.append(
             f"  {log.user_reports} crash-like report(s) written to /dev/kmsg by user space "

@@ -179,6 +179,15 @@ def route(text: str, probe_names: Iterable[str], backend: Backend | None = None)
     return decision
 
 
+def is_request(text: str) -> bool:
+    """Tell whether a message may ask for a change: a slash command, or an imperative.
+
+    A question, a hypothetical or a negation never is, whoever picks the tool (the cues,
+    the router's model, or a model calling tools natively).
+    """
+    return parse_slash(text) is not None or mood(text) == "imperative"
+
+
 def _route_words(text: str, probe_names: Iterable[str], backend: Backend | None) -> Decision:
     names = list(probe_names)
     cue = route_by_cues(text, names)

@@ -25,7 +25,7 @@ from actions.model import Changeset, Completion, ErrorEntry
 from assistant.chat.answer import Answerer, DocsAnswerer
 from assistant.chat.cues import is_small_talk
 from assistant.chat.memory import Memory, Outcome, Proposal
-from assistant.chat.router import Decision, route
+from assistant.chat.router import Decision, is_request, route
 from assistant.chat.tools import TOOLS, Cancelled, Context, ToolResult, help_text, run_tool
 from assistant.errors import KassistError, NotAvailable
 from assistant.llm.base import Backend, GenerationStats
@@ -102,6 +102,7 @@ class ChatSession:
         on_turn: Callable[[Turn], None] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
         answerer: Answerer | None = None,
+        native_tools: bool = False,
     ) -> None:
         self.backend = backend
         self.memory = Memory()
@@ -110,6 +111,8 @@ class ChatSession:
         self.on_turn = on_turn
         self.on_outcome = on_outcome
         self.answerer: Answerer = answerer or DocsAnswerer(backend, fallback=_greeting)
+        #: let the model call the tools itself (assistant.chat.native), router as fallback
+        self.native_tools = native_tools
         self._probe_names: list[str] | None = None
         self._proposal_ids = 0
 
@@ -144,22 +147,48 @@ class ChatSession:
             next token); the turn keeps what came so far.
         :param on_progress: told, one line at a time, what a slow tool is doing.
         """
-        decision = self.route(text)
-        turn = Turn(text, decision)
-        ctx = replace(self.ctx, progress=on_progress, cancel=cancel)
-        try:
-            self._run(turn, ctx, on_token, cancel)
-        except Cancelled:
-            turn.notice = "cancelled: nothing was changed"
-            turn.answer = turn.answer or f"**{decision.action}** was cancelled."
-        except KassistError as exc:
-            turn.error = exc.one_line()
-            turn.answer = f"**{decision.action}** failed: {turn.error}"
+        ctx = replace(self.ctx, progress=on_progress, cancel=cancel, imperative=is_request(text))
+        native = self._native(text, ctx) if self.native_tools else None
+        if isinstance(native, Turn):
+            turn = native
+        else:
+            decision = self.route(text)
+            turn = Turn(text, decision, notice=native or "")
+            try:
+                self._run(turn, ctx, on_token, cancel)
+            except Cancelled:
+                turn.notice = "cancelled: nothing was changed"
+                turn.answer = turn.answer or f"**{decision.action}** was cancelled."
+            except KassistError as exc:
+                turn.error = exc.one_line()
+                turn.answer = f"**{decision.action}** failed: {turn.error}"
         self._number_proposals(turn)
         self.turns.append(turn)
         if self.on_turn is not None:
             self.on_turn(turn)
         return turn
+
+    def _native(self, text: str, ctx: Context) -> Turn | str | None:
+        # The model calls the tools itself; a str is why the router takes the turn instead.
+        from assistant.chat.native import Fallback, native_turn
+
+        if self.backend is None or text.lstrip().startswith("/"):
+            return None
+        outcome = native_turn(self.backend, text, ctx)
+        if isinstance(outcome, Fallback):
+            return outcome.why
+        first = outcome.calls[0]
+        result = ToolResult(
+            outcome.answer,
+            {
+                "calls": [
+                    {"tool": c.name, "args": c.args, "data": c.result.data} for c in outcome.calls
+                ]
+            },
+            [p for c in outcome.calls for p in c.result.proposals],
+        )
+        decision = Decision(first.name, first.args, via="native")
+        return Turn(text, decision, result, outcome.answer, notice=outcome.notice)
 
     def _run(
         self,

@@ -31,6 +31,8 @@ from actions.protocol import DEFAULT_SOCKET
 from actions.text import printable_lines
 from assistant.chat.memory import Memory, Proposal
 from assistant.errors import InputError, KassistError, NotAvailable
+from assistant.markdown import md_code_block
+from assistant.triage.render import crash_markdown, crashes_markdown, triage_markdown, when
 from probes.errors import ProbeError
 
 #: The most records the ``logs`` tool shows.
@@ -73,9 +75,13 @@ class PathArgs(Args):
 
 
 class TriageArgs(Args):
-    """A log to triage; none (or ``/dev/kmsg``): the kernel's ring buffer, read now."""
+    """A log to triage; none (or ``/dev/kmsg``): the kernel's ring buffer, read now.
 
-    path: str | None = Field(None, min_length=1, max_length=4096, description="a log or dir")
+    (An empty string, not ``None``, is "none": a tool-call grammar then needs no optional
+    4096-character string, which llama.cpp's grammar parser refuses to spell out.)
+    """
+
+    path: str = Field("", max_length=4096, description="a log or dir; empty: the kernel log")
 
 
 class SignatureArgs(Args):
@@ -85,11 +91,9 @@ class SignatureArgs(Args):
 
 
 class ReportArgs(Args):
-    """What to draft a bug report for (none: the crash the conversation talked about last)."""
+    """What to draft a bug report for (empty: the crash the conversation talked about last)."""
 
-    target: str | None = Field(
-        None, min_length=1, max_length=4096, description="a signature or a log path"
-    )
+    target: str = Field("", max_length=4096, description="a signature or a log; empty: the last")
 
 
 class ProbeArgs(Args):
@@ -182,6 +186,8 @@ class Context:
     :param memory: the conversation's referents (one per session, never shared).
     :param progress: told what a slow tool is doing, one line at a time.
     :param cancel: set by the front end to stop the turn; tools check it while they wait.
+    :param imperative: the message may ask for a change (``is_request``); when false,
+        ``apply`` and ``rollback`` explain and dry-run, and propose nothing.
     """
 
     store: str | None = None
@@ -189,6 +195,7 @@ class Context:
     memory: Memory = field(default_factory=Memory)
     progress: Callable[[str], None] | None = None
     cancel: threading.Event | None = None
+    imperative: bool = True
 
     def say(self, line: str) -> None:
         """Report progress (nothing without a listener)."""
@@ -227,15 +234,9 @@ class Tool:
 # -- helpers shared by the adapters -----------------------------------------------------------
 
 
-def _code(text: str) -> str:
-    # Untrusted text (log lines, titles) goes into a fenced block that it cannot close.
-    fence = "````" if "```" in text else "```"
-    return f"{fence}text\n{text}\n{fence}"
-
-
 def block(lines: Iterable[str]) -> str:
     """Return a renderer's lines as a sanitised code block (no escape reaches a terminal)."""
-    return _code(printable_lines("\n".join(lines)))
+    return md_code_block(printable_lines("\n".join(lines)))
 
 
 def _open_store(ctx: Context) -> Any:
@@ -254,40 +255,9 @@ def _store_path(ctx: Context) -> Any:
     return Path(ctx.store) if ctx.store else default_path()
 
 
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
-
-
 def _remember_crash(ctx: Context, signature: str | None, source: str) -> None:
     if signature:
         ctx.memory.crash, ctx.memory.crash_source = signature, source
-
-
-def _triage_lines(result: Any) -> list[str]:
-    # What `kassist triage` prints for a result (its first line and one line per crash).
-    # TODO(triage): the triage feature's own text renderer replaces this when it lands.
-    n = len(result.crashes)
-    lines = [f"{result.source}: {n} crash{'es' if n != 1 else ''} in {result.lines} lines"]
-    for c in result.crashes:
-        flags = [f for f, on in (("corrupted", c.corrupted), ("panicked", c.panicked)) if on]
-        lines.append(f"  {c.title}  [{c.type}]" + (f"  ({', '.join(flags)})" if flags else ""))
-        lines.append(
-            f"    lines {c.start_line}-{c.end_line} · frame {c.frame or '?'}"
-            f" · kernel {c.kernel.release or '?'} · sig {c.signature}"
-        )
-    lines += [
-        f"  event: {e.title}  [{e.type}]  lines {e.start_line}-{e.end_line}" for e in result.events
-    ]
-    return lines
-
-
-def _crash_list_lines(rows: Iterable[Any]) -> list[str]:
-    # What `kassist crashes list` prints, one line per signature.
-    # TODO(triage): the crashes feature's own text renderer replaces this when it lands.
-    return [
-        f"{r.signature[:16]}  {r.count:>4}x  last {_when(r.last_seen)}  [{r.type}]  {r.title}"
-        for r in rows
-    ]
 
 
 # -- the adapters -----------------------------------------------------------------------------
@@ -355,12 +325,12 @@ def _kernel_log_result(ctx: Context) -> ToolResult:
 def _triage(args: TriageArgs, ctx: Context) -> ToolResult:
     from assistant.triage import triage_path
 
-    if args.path is None or args.path.strip().lower() in RING_BUFFER_NAMES:
+    if not args.path.strip() or args.path.strip().lower() in RING_BUFFER_NAMES:
         return _kernel_log_result(ctx)
     result = triage_path(os.path.expanduser(args.path))
     _remember_crash(ctx, result.crashes[0].signature if result.crashes else None, args.path)
     return ToolResult(
-        block(_triage_lines(result)),
+        triage_markdown(result),
         result.to_dict(),
         evidence="\n".join(c.title for c in result.crashes),
     )
@@ -380,7 +350,7 @@ def _crashes(args: NoArgs, ctx: Context) -> ToolResult:
     data: dict[str, Any] = {"store": str(path), "crashes": [_row(r) for r in rows]}
     if rows:
         head = f"Crash store `{path}`: {len(rows)} signature(s), {len(this_boot)} seen this boot."
-        parts = [head, block(_crash_list_lines(rows[:20]))]
+        parts = [head, crashes_markdown(rows)]
         _remember_crash(ctx, rows[0].signature, "store")
     else:
         parts = [f"The crash store `{path}` is empty (`kassist watch` fills it)."]
@@ -397,7 +367,8 @@ def _crashes(args: NoArgs, ctx: Context) -> ToolResult:
                 log.text,
             ]
             data["kernel_log"] = log.data
-    return ToolResult("\n\n".join(parts), data, evidence="\n".join(r.title for r in rows[:20]))
+    text = "\n\n".join(parts)
+    return ToolResult(text, data, evidence=text)
 
 
 def _row(r: Any) -> dict[str, Any]:
@@ -416,20 +387,9 @@ def _crash(args: SignatureArgs, ctx: Context) -> ToolResult:
     with _open_store(ctx) as db:
         crash, hits = db.get(args.signature)
     _remember_crash(ctx, crash.signature, "store")
-    lines = [
-        f"{crash.title}  [{crash.type}]",
-        f"  signature   {crash.signature}",
-        f"  seen        {crash.count} time(s), first {_when(crash.first_seen)},"
-        f" last {_when(crash.last_seen)}",
-        f"  hosts       {', '.join(crash.hosts) or '?'}",
-        f"  releases    {', '.join(crash.releases) or '?'}",
-        f"  frame       {crash.frame or '?'}  file {crash.guilty_file or '?'}",
-    ]
-    report = [hits[0].report[:4000]] if hits else []
     data = {"signature": crash.signature, "title": crash.title, "type": crash.type}
-    return ToolResult(
-        block([*lines, "", *report]), data, evidence=hits[0].report if hits else crash.title
-    )
+    return ToolResult(crash_markdown(crash, hits), data,
+                      evidence=hits[0].report if hits else crash.title)  # fmt: skip
 
 
 def _crash_for_report(target: str | None, ctx: Context) -> tuple[Any, str]:
@@ -462,7 +422,7 @@ def _crash_for_report(target: str | None, ctx: Context) -> tuple[Any, str]:
 def _report(args: ReportArgs, ctx: Context) -> ToolResult:
     from assistant.drafters.bug_report import draft_report
 
-    crash, where = _crash_for_report(args.target, ctx)
+    crash, where = _crash_for_report(args.target or None, ctx)
     _remember_crash(ctx, crash.signature, where)
     drafted = draft_report(crash, None, 0)
     return ToolResult(
@@ -496,8 +456,8 @@ def _probe(args: ProbeArgs, ctx: Context) -> ToolResult:
     if ctx.cancelled():
         raise Cancelled()
     text = render_result(result)
-    return ToolResult(_code(printable_lines(text)), {"probe": args.name, "duration": args.duration},
-                      evidence=text)  # fmt: skip
+    data = {"probe": args.name, "duration": args.duration}
+    return ToolResult(block(text.splitlines()), data, evidence=text)
 
 
 def _agent_status(args: NoArgs, ctx: Context) -> ToolResult:
@@ -545,7 +505,7 @@ def _agent_history(args: NoArgs, ctx: Context) -> ToolResult:
         return ToolResult("The agent has applied nothing yet.", {"history": []})
     lines = []
     for cs in reading.changesets:
-        lines.append(f"changeset {cs.id}: {cs.state}, {_when(cs.created)}")
+        lines.append(f"changeset {cs.id}: {cs.state}, {when(cs.created)}")
         lines += _change_lines(cs)
     ctx.memory.changeset = reading.changesets[0].id
     return ToolResult(block(lines), {"history": [cs.to_dict() for cs in reading.changesets]})
@@ -619,7 +579,7 @@ def _apply(args: ApplyArgs, ctx: Context) -> ToolResult:
     from actions.client import try_status
 
     rec = _recommendation(args, ctx)
-    if args.hypothetical:
+    if args.hypothetical or not ctx.imperative:
         return _what_if(rec, ctx)
     reading = try_status(ctx.socket)
     if not reading.reachable:
@@ -662,7 +622,7 @@ def _rollback(args: RollbackArgs, ctx: Context) -> ToolResult:
         return ToolResult(f"The agent's journal has {which}.", {"proposed": []})
     ctx.memory.changeset = cs.id
     plan = [
-        f"changeset {cs.id} ({cs.state}, {_when(cs.created)}) would put back:",
+        f"changeset {cs.id} ({cs.state}, {when(cs.created)}) would put back:",
         *_change_lines(cs, undo=True),
     ]
     keys = ", ".join(f"{c.target} {c.new} -> {c.old}" for c in cs.changes)
@@ -671,7 +631,7 @@ def _rollback(args: RollbackArgs, ctx: Context) -> ToolResult:
             f"Changeset {cs.id} is {cs.state}: nothing to roll back.\n\n" + block(plan),
             {"proposed": []},
         )
-    if args.hypothetical:
+    if args.hypothetical or not ctx.imperative:
         head = (
             f"**Nothing was changed**: you asked about it. To roll it back, say *roll back "
             f"changeset {cs.id}* (or `/rollback {cs.id}`) and approve it."
@@ -781,7 +741,7 @@ def _vmcore(args: PathArgs, ctx: Context) -> ToolResult:
     target = open_target(os.path.expanduser(args.path))
     result = triage_analysis(analyse_target(target, with_locals=False))
     _remember_crash(ctx, result.crashes[0].signature if result.crashes else None, args.path)
-    return ToolResult(block(_triage_lines(result)), result.to_dict(),
+    return ToolResult(triage_markdown(result), result.to_dict(),
                       evidence="\n".join(c.title for c in result.crashes))  # fmt: skip
 
 
@@ -891,8 +851,8 @@ def _argument_error(name: str, exc: Any) -> InputError:
     first = exc.errors(include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "arguments"
     if first["type"] == "missing":
-        return InputError(f"/{name} needs {where}", f"see `/help` for /{name}'s arguments")
-    return InputError(f"/{name}: {where}: {first['msg']}", "check the arguments")
+        return InputError(f"{name} needs {where}", f"see `/help` for /{name}'s arguments")
+    return InputError(f"{name}: {where}: {first['msg']}", "check the arguments")
 
 
 def run_tool(name: str, args: dict[str, Any], ctx: Context) -> ToolResult:

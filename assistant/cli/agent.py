@@ -192,10 +192,18 @@ def _status_text(c: Completion) -> str:
 
 
 def _enforce_summary(e: dict[str, Any]) -> list[str]:
-    where = ", ".join(f"{a['mode']} {a['cgroup']}" for a in e["attachments"]) or "nothing"
-    lines = [f"in-kernel enforcement: {where}; {len(e['rules'])} rules "
-             f"(generation {e['kernel_generation']})"]  # fmt: skip
-    refusals = e["refusals"]
+    if e.get("enabled"):
+        where = ", ".join(f"{a['mode']} {a['cgroup']}" for a in e["attachments"]) or "nothing"
+        lines = [f"in-kernel enforcement: {where}; {len(e['rules'])} rules "
+                 f"(generation {e['kernel_generation']})"]  # fmt: skip
+    else:
+        lines = ["in-kernel enforcement: OFF (best effort)"]
+    # best effort: every cgroup and policy row asked for and not enforced, one line each
+    lines += [f"  NOT enforced: {u['mode']} {printable(u['cgroup'])}: {printable(u['why'])}"
+              for u in e.get("unguarded", [])]  # fmt: skip
+    lines += [f"  NOT enforced: policy rule {printable(p)}: {printable(why)}"
+              for p, why in e.get("unfit", [])]  # fmt: skip
+    refusals = e.get("refusals", [])
     if refusals:
         lines.append(f"recent refusals ({len(refusals)}, {e['dropped']} dropped):")
         lines += [f"  {_when(r['time'])}  pid {r['pid']} {r['comm']} {r['key']}={r['value']!r}"

@@ -128,7 +128,7 @@ def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str)
 
 
 def _explain(ident: str, fmt: str, cfg: Any, no_llm: bool) -> None:
-    from assistant.tuning.explain import checked, explain, model_stream
+    from assistant.tuning.explain import explain, model_explanation
 
     path = last_run_path()
     try:
@@ -142,8 +142,7 @@ def _explain(ident: str, fmt: str, cfg: Any, no_llm: bool) -> None:
     ex = explain(finding)
     backend = backend_or_none(cfg, no_llm)
     if backend is not None:
-        text = "".join(model_stream(ex, backend, cfg.llm.max_tokens or 160))
-        ex = checked(ex, text)
+        ex = model_explanation(ex, backend, cfg.llm.max_tokens or 160)
     if fmt == "json":
         click.echo(json.dumps(ex.to_dict(), indent=2))
     else:

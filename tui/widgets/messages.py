@@ -10,7 +10,7 @@ from textual.await_complete import AwaitComplete
 from textual.containers import Vertical
 from textual.widgets import Collapsible, Markdown, Static
 
-from assistant.chat.markdown import markdown_safe
+from assistant.markdown import markdown_safe
 
 
 class UserMessage(Static):

@@ -1,14 +1,25 @@
-"""Markdown that shows what it says: ``<pid>`` in documentation stays ``<pid>``.
-
-A Markdown renderer with HTML enabled (Textual's, most viewers') takes ``<pid>`` in
-``/proc/<pid>/oom_score`` for a tag and drops it. :func:`markdown_safe` escapes angle
-brackets outside code (fenced blocks and inline code spans keep them as they are, where
-no renderer reads tags).
-"""
+"""Markdown helpers for every renderer: untrusted text that cannot break out of its Markdown,
+and Markdown that shows what it says (``/proc/<pid>/stat`` is not taken for an HTML tag)."""
 
 from __future__ import annotations
 
 import re
+
+
+def md_inline(text: str) -> str:
+    """Return text safe inside a Markdown table cell or inline code span.
+
+    Attacker-influenced text (comm, titles, panic messages) must not break out
+    of the Markdown: backticks, pipes and newlines are neutralised.
+    """
+    return text.replace("`", "'").replace("|", "\\|").replace("\n", " ")
+
+
+def md_code_block(body: str) -> str:
+    """Return ``body`` fenced as a code block that the body cannot close."""
+    safe = body.replace("```", "'''")
+    return f"```\n{safe}\n```\n"
+
 
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
