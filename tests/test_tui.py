@@ -325,7 +325,10 @@ def test_snapshot_main_screen(snap_compare: object, store: Path) -> None:
 
 
 def test_snapshot_help_screen(snap_compare: object, store: Path) -> None:
-    assert snap_compare(_snap_app(store), press=["f1"], terminal_size=(120, 36))  # type: ignore[operator]
+    async def before(pilot: object) -> None:
+        pilot.app.query_one("#prompt").cursor_blink = False  # type: ignore[attr-defined]
+
+    assert snap_compare(_snap_app(store), press=["f1"], terminal_size=(120, 36), run_before=before)  # type: ignore[operator]
 
 
 def test_end_to_end_in_a_real_terminal(tmp_path: Path) -> None:
