@@ -266,19 +266,17 @@ class ChatSession:
 
         :raises NotAvailable: the agent cannot be reached.
         """
-        from actions.client import READ_TIMEOUT, AgentClient, try_history
-        from actions.errors import ActionError
+        from actions.client import try_history, try_validate
 
         if proposal.op == "rollback":
             reading = try_history(self.ctx.socket, cs_id=proposal.changeset)
             if reading.changesets is None:
                 raise NotAvailable(reading.error, "start it: kassist agent serve")
             return _rollback_preview(proposal.changeset, reading.changesets)
-        try:
-            with AgentClient(self.ctx.socket, timeout=READ_TIMEOUT) as client:
-                return client.validate(list(proposal.recommendations))
-        except ActionError as exc:
-            raise NotAvailable(exc.message, exc.hint or "start it: kassist agent serve") from None
+        dry = try_validate(self.ctx.socket, list(proposal.recommendations))
+        if dry.completion is None:
+            raise NotAvailable(dry.error, "start it: kassist agent serve")
+        return dry.completion
 
     def decline(self, proposal: Proposal, refused: Completion | None = None) -> Outcome:
         """Drop a proposal without applying it: the person said no, or the agent's dry run
