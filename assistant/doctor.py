@@ -260,7 +260,7 @@ def check_agent_group(cfg: Config) -> Check:
     import grp
     import pwd
 
-    from actions.cli import DEFAULT_GROUP
+    from actions.protocol import DEFAULT_GROUP
 
     create = f"groupadd --system {DEFAULT_GROUP}"
     try:

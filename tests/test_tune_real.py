@@ -71,17 +71,27 @@ def assert_agent_accepts(doc: dict[str, Any], agent: AgentProcess) -> dict[str, 
 
 
 def _tune_during(
-    ns: TuneNetNS | None, workload: subprocess.Popen[str], *args: str
+    ns: TuneNetNS | None, workload: subprocess.Popen[str], *args: str, stop: bool = False
 ) -> dict[str, Any]:
+    # stop: the workload holds for longer than tune may take to start on a loaded machine,
+    # and is ended once tune has seen it.
     wait_started()
     where = ["--netns", str(ns.holder.pid)] if ns is not None else []
     code, doc, _ = tune(*where, "--interval", "2", *args)
+    if stop:
+        workload.terminate()
     finish(workload)
     assert code == (3 if doc["recommendations"] else 0)
     return doc
 
 
 # --- the closed loop ---------------------------------------------------------------------
+
+
+def _apply(ns: TuneNetNS, agent: AgentProcess, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``kassist tune --apply`` over a 2-second window of the namespace."""
+    where = ["--netns", str(ns.holder.pid), "--interval", "2", "--socket", str(agent.socket)]
+    return run_kassist(["tune", *where, "--apply", *extra])
 
 
 def _overflows(ns: TuneNetNS, clients: int = 400) -> int:
@@ -95,7 +105,9 @@ def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
     agent = _agent(state, netns)  # the built-in default policy
     try:
         before = _overflows(netns)
-        doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "400", "3"))
+        # New clients all along, so that the window sees overflows however long tune
+        # takes to start on a loaded machine.
+        doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "400", "10", "5"))
         somaxconn = proposals(doc, "listen-overflow")["net.core.somaxconn"]
         assert somaxconn["direction"] == "up" and somaxconn["status"] == "recommended"
         assert somaxconn["current"] == 128 and somaxconn["value"] == 512
@@ -104,16 +116,10 @@ def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
         # terminal and without --yes it refuses; with --yes it applies.
         flood = netns.spawn(LISTEN_FLOOD, "300", "6", "5")  # new clients all along
         wait_started()
-        asked = run_kassist(
-            ["tune", "--netns", str(netns.holder.pid), "--interval", "1.5", "--apply",
-             "--socket", str(agent.socket)]
-        )  # fmt: skip
+        asked = _apply(netns, agent)
         assert asked.returncode == 2 and "needs a person's approval" in asked.stderr
         assert netns.read("net.core.somaxconn") == "128"
-        proc = run_kassist(
-            ["tune", "--netns", str(netns.holder.pid), "--interval", "2", "--apply", "--yes",
-             "--socket", str(agent.socket)]
-        )  # fmt: skip
+        proc = _apply(netns, agent, "--yes")
         finish(flood)
         assert proc.returncode == 0, proc.stderr
         assert "verified: changeset" in proc.stdout
@@ -127,6 +133,26 @@ def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
         last = json.loads(cs.stdout)["changesets"][0]["id"]
         back = run_kassist(["agent", "rollback", str(last), "--socket", str(agent.socket)])
         assert back.returncode == 0, back.stderr
+        assert netns.read("net.core.somaxconn") == "128"
+    finally:
+        agent.stop()
+
+
+def test_closed_loop_from_below_the_agents_floor(netns: TuneNetNS, state: Path) -> None:
+    # somaxconn 16 and a listener of backlog 1024 under a connect flood: x4 would be 64,
+    # below the default policy's floor; tune proposes the floor, says so, and the agent
+    # applies and verifies it (a move up to the floor is one change, whatever max_step).
+    netns.write("net.core.somaxconn", "16")
+    agent = _agent(state, netns)
+    try:
+        flood = netns.spawn(LISTEN_FLOOD, "300", "6", "5", "1024")
+        wait_started()
+        proc = _apply(netns, agent, "--yes")
+        finish(flood)
+        assert proc.returncode == 0, proc.stderr
+        assert "net.core.somaxconn 16 -> 128" in proc.stdout
+        assert "64 is below the agent's floor 128" in proc.stdout
+        assert "verified: changeset" in proc.stdout
         assert netns.read("net.core.somaxconn") == "128"
     finally:
         agent.stop()
@@ -214,8 +240,9 @@ def test_ephemeral_ports_seen_by_the_syscall_error_probe(netns: TuneNetNS, state
 def test_inotify_instances_exhausted_by_a_user(state: Path) -> None:
     require(os.geteuid() == 0, "needs root to run a workload as another user")
     limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-    workload = spawn(INOTIFY_INSTANCES, str(limit + 10), "4", user="65534")
-    doc = _tune_during(None, workload)
+    workload = spawn(INOTIFY_INSTANCES, str(limit + 10), "120", user="65534")
+    assert workload.stdout is not None and workload.stdout.readline()  # it holds them now
+    doc = _tune_during(None, workload, stop=True)
     inotify = proposals(doc, "inotify")["fs.inotify.max_user_instances"]
     assert inotify["direction"] == "up" and inotify["current"] == limit
     finding = next(f for f in doc["findings"] if f["id"] == "inotify")
@@ -266,8 +293,8 @@ def memory_cgroup(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_memory_cgroup_under_pressure(memory_cgroup: tuple[Path, Path], state: Path) -> None:
     path, data = memory_cgroup
-    workload = spawn(THRASH, str(data), "4", cgroup=path)
-    doc = _tune_during(None, workload, "--cgroup", str(path))
+    workload = spawn(THRASH, str(data), "120", cgroup=path)
+    doc = _tune_during(None, workload, "--cgroup", str(path), stop=True)
     limit = proposals(doc, "reclaim-stalls")["cgroup:memory.limit_in_bytes"]
     assert (limit["current"], limit["direction"]) == (16 << 20, "up")
 

@@ -27,9 +27,10 @@ LISTEN_FLOOD = r"""
 import socket, sys, time
 n, hold = int(sys.argv[1]), float(sys.argv[2])
 more = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+backlog = int(sys.argv[4]) if len(sys.argv) > 4 else 4096
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
-srv.listen(4096)
+srv.listen(backlog)
 port = srv.getsockname()[1]
 print(port, flush=True)
 clients = []

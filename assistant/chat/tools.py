@@ -647,11 +647,11 @@ def _rollback(args: RollbackArgs, ctx: Context) -> ToolResult:
 
 def _run_tune(ctx: Context) -> Any:
     from actions.client import try_status
-    from assistant.tuning import analyse, observe
+    from assistant.tuning import READ_KEYS, analyse, observe
     from assistant.tuning.managed import managed_keys
 
     ctx.say("running the tuning scenarios over the counters since boot")
-    report = analyse(observe(None), managed_keys(try_status(ctx.socket).status))
+    report = analyse(observe(None, sysctls=READ_KEYS), managed_keys(try_status(ctx.socket).status))
     ctx.memory.tune = {r.id: r.model_dump() for r in report.recommendations}
     ctx.memory.tune_report = report
     if report.recommendations:
@@ -769,9 +769,10 @@ def _docs(args: DocsArgs, ctx: Context) -> ToolResult:
 def _undocumented(kb: Any) -> ToolResult:
     if kb is None:
         raise NotAvailable("no knowledge base", "build it with `kassist kb build`")
-    from assistant.docs.undocumented import machine_sysctls, undocumented
+    from assistant.docs.undocumented import undocumented
+    from probes.stats import sysctl_names
 
-    items = undocumented(kb, machine_sysctls())
+    items = undocumented(kb, sysctl_names())
     rows = [f"- `{u.name}`" for u in items[:40]]
     more = (
         f"\n\n(and {len(items) - 40} more: `kassist docs undocumented`)" if len(items) > 40 else ""

@@ -10,10 +10,9 @@ in one line. The page's facts never depend on it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from assistant.docs.facts import SysctlFacts
-from assistant.docs.pages import paragraphs
+from assistant.docs.pages import ModelParagraph, paragraphs
 from assistant.drafters.checker import Evidence, check_draft, stated_defaults
 from assistant.drafters.pipeline import checked_draft, draft_prompt
 from assistant.llm.base import Backend
@@ -31,23 +30,6 @@ DOC_WORDS = frozenset(
     value values number maximum minimum default setting settings sysctl kernel linux
     can may will each per any all more less than only also so such used uses""".split()  # noqa: SIM905
 )
-
-
-@dataclass(frozen=True)
-class ModelParagraph:
-    """What the model wrote for a page, and whether it may be shown.
-
-    :param text: the paragraph (cut at its last sentence), or ``""``.
-    :param shown: the checker accepted it.
-    :param notice: one line for a withheld paragraph (or why there is none).
-    :param source: what it condenses (a ``Documentation/...#anchor`` citation).
-    """
-
-    text: str
-    shown: bool
-    notice: str = ""
-    source: str = ""
-
 
 _WORD = re.compile(r"[a-z0-9_]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

@@ -296,7 +296,7 @@ def _store_sysctls(
     progress: Progress,
 ) -> None:
     net_defaults = {k: v for k, v in tree.net_defaults.items() if v is not None}
-    parsed = [(path, text, *ctl_table.sysctls(text)) for path, text in tree.sysctl_sources]
+    parsed = ctl_table.tree_sysctls(tree.sysctl_sources)
     defined = {(s.directory, s.entry.procname) for _p, _t, found, _u in parsed for s in found}
     for path, text, found, unresolved in parsed:
         stats.sysctls_unresolved += unresolved

@@ -63,7 +63,7 @@ from assistant.watch.sources import (
 )
 from assistant.watch.state import boot_id, load_state, save_state
 from probes.errors import ProbeError
-from probes.logs import KmsgStats, LogRecord, iter_log_lines, iter_pstore
+from probes.logs import KmsgStats, LogRecord, iter_log_lines, iter_pstore, pstore_files
 from probes.logs.inotify import DirectoryWatch
 from probes.logs.kdump import kdump_dmesg_files, vmcore_files
 
@@ -554,17 +554,13 @@ class Watcher:
         self._closed(stream, stream.engine.feed_lines(batch) + stream.engine.flush(), **done)
 
     def _pstore(self) -> None:
-        directory = Path("/sys/fs/pstore")
-        try:
-            files = sorted(p.name for p in directory.iterdir() if p.name.startswith("dmesg"))
-        except OSError:
-            return
+        files = pstore_files()
         todo = [f for f in files if f not in self.state.pstore_done]
         if not todo:
             return
         stream = _Stream("pstore", self.opts.quiet_seconds)
         with contextlib.suppress(ProbeError):
-            for rec in iter_pstore(str(directory)):
+            for rec in iter_pstore():
                 self._closed(stream, stream.engine.feed_line(rec.as_dmesg_line()))
         self._closed(stream, stream.engine.flush(), done_pstore=todo)
 
