@@ -1,10 +1,13 @@
-"""Where the side panels read from: the real machine, or fixed data for snapshot tests."""
+"""Where the side panels read from: the real machine, or fixed data for snapshot tests.
+
+The live readers are the features' own: the statistics summary (load, PSI) of
+``probes.stats.summary``, the crash store, and :func:`actions.client.try_status`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,21 +23,11 @@ class Pressure:
 
 
 def read_pressure() -> Pressure:
-    """Read the load average and PSI through probes.stats (a few small files).
+    """Read the load average and PSI (the statistics summary's few small files)."""
+    from probes.stats.summary import read_summary
 
-    :raises OSError: /proc/loadavg cannot be read.
-    """
-    from probes.stats import read_section
-
-    loadavg = read_section("loadavg")
-    if loadavg is None:
-        raise OSError("/proc/loadavg cannot be read")
-    psi: dict[str, float] = {}
-    for res in ("cpu", "memory", "io"):
-        parsed = read_section(f"psi_{res}")  # probes.stats.parse_pressure's result
-        if parsed is not None and "avg10" in parsed.get("some", {}):
-            psi[res] = float(parsed["some"]["avg10"])
-    return Pressure(float(loadavg["load1"]), psi)
+    s = read_summary()
+    return Pressure(s.load1 or 0.0, {res: line.some_avg10 for res, line in s.psi.items()})
 
 
 def recent_crashes(store: str | None, limit: int = 8) -> list[tuple[str, str, int]]:
@@ -52,18 +45,10 @@ def recent_crashes(store: str | None, limit: int = 8) -> list[tuple[str, str, in
 
 
 def agent_state(socket: str) -> str:
-    """Return one line on the agent: reachable and how many keys it manages, or why not."""
-    from actions.client import AgentClient
-    from actions.errors import ActionError
+    """Return one line on the agent: up and what it manages, or why it is not reachable."""
+    from actions.client import try_status
 
-    try:
-        with AgentClient(socket, timeout=2.0) as client:
-            answer: Any = client.status()
-    except (ActionError, OSError) as exc:
-        return f"not reachable ({str(exc)[:60]})"
-    if answer.status is None:
-        return f"answers {answer.verdict}"
-    return f"up, {len(answer.status.managed)} managed key(s)"
+    return try_status(socket).line()
 
 
 @dataclass(frozen=True)
