@@ -647,11 +647,10 @@ def _rollback(args: RollbackArgs, ctx: Context) -> ToolResult:
 
 def _run_tune(ctx: Context) -> Any:
     from actions.client import try_status
-    from assistant.tuning import READ_KEYS, analyse, observe
-    from assistant.tuning.managed import managed_keys
+    from assistant.tuning import tune_run
 
     ctx.say("running the tuning scenarios over the counters since boot")
-    report = analyse(observe(None, sysctls=READ_KEYS), managed_keys(try_status(ctx.socket).status))
+    report, _obs = tune_run(try_status(ctx.socket).status)
     ctx.memory.tune = {r.id: r.model_dump() for r in report.recommendations}
     ctx.memory.tune_report = report
     if report.recommendations:
