@@ -19,13 +19,7 @@ from assistant.chat.cues import is_small_talk
 from assistant.chat.router import Decision, route
 from assistant.chat.tools import TOOLS, Context, Proposal, ToolResult, run_tool
 from assistant.errors import KassistError
-from assistant.llm.base import Backend, GenerationStats, Message
-
-ANSWER_PROMPT = "chat_answer"
-#: Characters of a tool's evidence handed to the model.
-EVIDENCE_CHARS = 2400
-#: Characters of a documentation section handed to the model for a plain answer.
-FACT_CHARS = 500
+from assistant.llm.base import Backend, GenerationStats
 
 
 @dataclass
@@ -150,48 +144,34 @@ class ChatSession:
     def _answer(
         self, turn: Turn, on_token: Callable[[str], None] | None, cancel: threading.Event | None
     ) -> None:
-        facts = "" if is_small_talk(turn.question) else _knowledge_facts(turn.question)
-        if self.backend is None or not facts:
-            turn.answer = (facts and _facts_answer(facts)) or _help_text()
-            if not facts and self.backend is not None:
-                turn.notice = "no documentation matched the question; showing what I can do"
+        # The grounded answer: retrieved documentation, sentences the model selects (or
+        # quoted without one), each cited (assistant.knowledge.answer).
+        if is_small_talk(turn.question):
+            turn.answer = _help_text()
             return
-        from assistant.llm.prompts import load_prompt
+        from assistant.knowledge.answer import answer
 
-        prompt = load_prompt(ANSWER_PROMPT)
-        messages = prompt.render(question=turn.question[:600], facts=facts[:EVIDENCE_CHARS])
-        stats = GenerationStats(prompt_name=prompt.label)
-        pieces: list[str] = []
-        for piece in self.backend.stream(messages, int(prompt.meta.get("max_tokens", 120)), stats):
-            if cancel is not None and cancel.is_set():
-                turn.notice = "cancelled"
-                break
-            pieces.append(piece)
-            if on_token is not None:
-                on_token(piece)
-        turn.stats = stats
-        turn.draft = "".join(pieces)
-        draft = turn.draft.strip()
-        verdict = _check(draft, facts, messages)
-        if verdict is None:
-            turn.answer = draft
-        else:
-            turn.notice = f"the model's answer was withheld ({verdict})"
-            turn.answer = _facts_answer(facts)
+        found = answer(turn.question, self.backend)
+        if not found.sources:
+            turn.answer = _help_text()
+            turn.notice = found.notice or "no documentation matched the question"
+            return
+        turn.answer = found.text
+        turn.notice = found.notice
+        turn.stats = found.stats
+        turn.result = ToolResult(found.text, found.to_dict())
+        if on_token is not None and not (cancel is not None and cancel.is_set()):
+            on_token(found.text)
 
     def warm(self) -> None:
-        """Evaluate the answer prompt's fixed system part once, so its KV cache is kept.
+        """Load the retrieval index and evaluate the answer prompt's fixed part once.
 
         A backend that reuses a cached prefix (llama_cpp) then reads only a question's own
         tokens; the TUI calls this in a worker when it opens.
         """
-        if self.backend is None:
-            return
-        from assistant.llm.prompts import load_prompt
+        from assistant.knowledge.answer import warm
 
-        messages = load_prompt(ANSWER_PROMPT).render(question="", facts="")
-        for _ in self.backend.stream(messages, 1):
-            break
+        warm(self.backend)
 
     def approve(self, proposal: Proposal) -> dict[str, Any]:
         """Carry out an approved proposal through the agent, which validates it first.
@@ -225,31 +205,3 @@ class ChatSession:
                 return client.validate(list(proposal.recommendations)).to_wire(None)
         except ActionError as exc:
             raise NotAvailable(str(exc), "start it with `kassist agent serve`") from None
-
-
-def _knowledge_facts(question: str) -> str:
-    # Documentation sections from the kernel's own sources, cited; "" without a knowledge base.
-    from assistant.knowledge import try_open
-
-    kb = try_open()
-    if kb is None:
-        return ""
-    # One section, its opening only: a short prompt keeps a follow-up's first token near a
-    # second with the bundled model (the whole section is cited, not quoted).
-    hits = kb.search(question, limit=1)
-    return "\n\n".join(f"[{h.cite}] {h.title}: {h.text[:FACT_CHARS]}" for h in hits)
-
-
-def _facts_answer(facts: str) -> str:
-    first = facts.split("\n\n", 1)[0]
-    return "From the kernel's documentation:\n\n> " + first[:800].replace("\n", "\n> ")
-
-
-def _check(draft: str, facts: str, messages: list[Message]) -> str | None:
-    # The shared meaning-and-grounding checker; None when the draft may be shown.
-    from assistant.drafters.checker import Evidence, check_draft
-
-    if not draft:
-        return "empty"
-    verdict = check_draft(draft, Evidence(text=facts, prompt_lines=[m.content for m in messages]))
-    return None if verdict.ok else "; ".join(verdict.problems)[:200]

@@ -14,7 +14,6 @@ sentences. Every answer ends with its sources, so the citation is in its text.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,9 +35,8 @@ MAX_SENTENCES = 4
 QUOTE_CHARS = 600
 #: Most sentences of a quoted answer.
 MAX_QUOTED = 5
-#: How much better another passage's best sentence must score to be quoted instead of
-#: retrieval's first.
-SWITCH_MARGIN = 0.15
+#: What a passage's place in retrieval's order costs it when choosing the one to trust.
+RANK_COST = 0.2
 SELECT_PROMPT = "answer_select"
 WRITE_PROMPT = "answer_write"
 MODES = ("auto", "quote", "select", "write")
@@ -150,18 +148,17 @@ def _stem(word: str) -> str:
     return word[:6] if len(word) > 6 else word
 
 
-def _overlap(terms: list[str], text: str) -> float:
-    # Topic words of the question found in the sentence (by a crude stem), with the
-    # sentence's length damping it.
-    words = {_stem(w) for w in re.findall(r"[a-z0-9_]+", text.lower())}
-    found = sum(1 for t in terms if _stem(t) in words or t in text.lower())
-    return found / (1.0 + math.log1p(len(words)) / 4)
+def _found(terms: list[str], text: str) -> int:
+    # How many of the question's topic words the text has (by a crude stem).
+    low = text.lower()
+    words = {_stem(w) for w in re.findall(r"[a-z0-9_]+", low)}
+    return sum(1 for t in terms if _stem(t) in words or t in low)
 
 
 def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Candidate]:
     """Return the quotable sentences of the first :data:`READ_PASSAGES` passages, scored
-    by how well each answers ``question`` (question words found, and cosine similarity
-    when the embedding model is loaded)."""
+    by how well each answers ``question``: cosine similarity when the embedding model is
+    loaded, and the question's topic words it holds."""
     terms = query_terms(question)
     found: list[tuple[str, int, int]] = []
     for rank, hit in enumerate(hits[:READ_PASSAGES]):
@@ -171,39 +168,43 @@ def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Cand
     if encoder is not None and found:
         vectors = encoder.encode([question, *(t for t, _, _ in found)], max_tokens=96)
         cosine = [float(v) for v in vectors[1:] @ vectors[0]]
-    out = []
-    for (text, rank, i), cos in zip(found, cosine, strict=True):
-        heading = hits[rank].passage.heading
-        score = cos + 0.15 * _overlap(terms, text + " " + heading) - 0.05 * rank
-        out.append(Candidate(text, rank, i, score))
-    return out
+    return [
+        Candidate(text, rank, i, cos + 0.1 * _found(terms, text))
+        for (text, rank, i), cos in zip(found, cosine, strict=True)
+    ]
 
 
-def quote(cands: list[Candidate]) -> list[Candidate]:
-    """Return the sentences a model-free answer quotes, in the passage's order.
+def trusted(question: str, hits: list[Hit], cands: list[Candidate]) -> int:
+    """Return the rank (0-based) of the passage to answer from: the one that holds most
+    of the question's topic words and the sentence closest to it, retrieval's order
+    breaking ties (a later passage pays :data:`RANK_COST` a place)."""
+    terms = query_terms(question) or [""]
+    best, best_score = 0, -9.0
+    for rank, hit in enumerate(hits[:READ_PASSAGES]):
+        own = [c.score for c in cands if c.passage == rank]
+        if not own:
+            continue
+        text = f"{hit.passage.heading} {hit.passage.text}"
+        score = _found(terms, text) / len(terms) + max(own) - RANK_COST * rank
+        if score > best_score:
+            best, best_score = rank, score
+    return best
 
-    The passage is retrieval's first unless another's best sentence answers clearly
-    better (by :data:`SWITCH_MARGIN`); a short passage is quoted whole, a long one by its
-    first sentence and its most relevant others, up to :data:`QUOTE_CHARS`.
-    """
-    if not cands:
+
+def quote(cands: list[Candidate], passage: int) -> list[Candidate]:
+    """Return the sentences a model-free answer quotes from one passage, in its order:
+    all of a short passage, else its first sentence and its most relevant others, up to
+    :data:`QUOTE_CHARS`."""
+    own = [c for c in cands if c.passage == passage]
+    if not own:
         return []
-    best_of: dict[int, float] = {}
-    for c in cands:
-        best_of[c.passage] = max(best_of.get(c.passage, -9.0), c.score)
-    first = min(best_of)
-    best = max(best_of, key=lambda p: best_of[p] - (0 if p == first else SWITCH_MARGIN))
-    own = [c for c in cands if c.passage == best]
     if sum(len(c.text) for c in own) <= QUOTE_CHARS:
         return own[:MAX_QUOTED]
     chosen = [own[0]]
     for c in sorted(own[1:], key=lambda c: -c.score):
-        if (
-            len(chosen) >= MAX_QUOTED
-            or sum(len(x.text) for x in chosen) + len(c.text) > QUOTE_CHARS
-        ):
-            continue
-        chosen.append(c)
+        size = sum(len(x.text) for x in chosen) + len(c.text)
+        if len(chosen) < MAX_QUOTED and size <= QUOTE_CHARS:
+            chosen.append(c)
     return sorted(chosen, key=lambda c: c.index)
 
 
@@ -252,7 +253,8 @@ def answer(
     if chosen:
         result.mode = wanted
     else:
-        chosen = [Sentence(c.text, c.passage + 1) for c in quote(cands)]
+        best = trusted(question, hits, cands)
+        chosen = [Sentence(c.text, c.passage + 1) for c in quote(cands, best)]
     result.sentences = chosen
     return result
 
@@ -374,3 +376,23 @@ def check_sentence(sentence: str, evidence: str) -> str:
 
 def _join(first: str, second: str) -> str:
     return f"{first}; {second}" if first else second
+
+
+def warm(backend: Backend | None = None, kb: KnowledgeBase | None = None) -> None:
+    """Load the retrieval index and the embedding model, and with a model, evaluate the
+    selection prompt's fixed part once (a backend that keeps its KV cache then reads only a
+    question's own tokens). The chat calls it before the first question."""
+    found = retriever(kb)
+    if found is not None and found.encoder is not None:
+        found.encoder.encode(["warm"])
+    if backend is None or getattr(backend, "name", "none") == "none":
+        return
+    from assistant.llm.errors import LLMUnavailable
+    from assistant.llm.prompts import load_prompt
+
+    messages = load_prompt(SELECT_PROMPT).render(question="", sentences="", schema="")
+    try:
+        for _ in backend.stream(messages, 1):
+            break
+    except LLMUnavailable:
+        return

@@ -129,7 +129,8 @@ def _gelu(x: Matrix) -> Matrix:
     # GELU's tanh form: within 1e-3 of BERT's erf form, a quarter of its cost in numpy.
     import numpy as np
 
-    out: Matrix = 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608) * (x + 0.044715 * x**3)))
+    inner = np.float32(0.7978845608) * (x + np.float32(0.044715) * x**3)
+    out: Matrix = (np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))).astype(np.float32)
     return out
 
 

@@ -94,14 +94,21 @@ def vectors_path(kb_path: Path, digest: str, model_id: str) -> Path:
     return kb_path.with_name(f"{kb_path.stem}.passages{INDEX_VERSION}.{digest}.{model_id}.npy")
 
 
-def digest(passages_file: Path) -> str:
-    """Return the digest of a passages index's contents (from its meta table), or "".
+def built_from(kb: KnowledgeBase) -> str:
+    """Return what names one build of a knowledge base: its file name and build time."""
+    return f"{kb.path.name} built {kb.meta.get('built_at', '?')}"
 
-    Embeddings are named by it, so vectors of other passages are never read.
+
+def meta(passages_file: Path, key: str) -> str:
+    """Return one value of a passages index's meta table ("" when it has none or is not one).
+
+    ``kb``: the :func:`built_from` of the knowledge base it was cut from; ``digest``: its
+    contents' digest, which names its embeddings, so that vectors of other passages are
+    never read.
     """
     try:
         with closing(sqlite3.connect(f"file:{passages_file}?mode=ro", uri=True)) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'digest'").fetchone()
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     except sqlite3.Error:
         return ""
     return str(row[0]) if row else ""
@@ -167,7 +174,7 @@ def build_passages(kb: KnowledgeBase, target: Path, progress: Progress = lambda 
                     count += 1
                 meta = {
                     "index_version": str(INDEX_VERSION),
-                    "kb": kb.path.name,
+                    "kb": built_from(kb),
                     "digest": content.hexdigest()[:12],
                 }
                 conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
@@ -272,3 +279,26 @@ def load_vectors(path: Path) -> tuple[Any, Any]:
     if data.dtype.names != ("id", "v"):
         raise ValueError(f"{path} is not a passage embeddings file")
     return data["id"].astype(np.int64), data["v"].astype(np.float32)
+
+
+def ensure(kb: KnowledgeBase, directory: Path | None = None, progress: Progress = print) -> str:
+    """Build what is missing of ``kb``'s retrieval index (passages, then embeddings) into
+    ``directory`` (default: beside the knowledge base), and say in one line what it holds.
+
+    Without the embedding model the passages alone are built (retrieval is then BM25).
+    """
+    from assistant.knowledge.embed import EmbeddingUnavailable, default_encoder
+
+    where = directory or kb.path.parent
+    passages_file = where / passages_path(kb.path).name
+    if meta(passages_file, "kb") != built_from(kb):
+        build_passages(kb, passages_file, progress)
+    try:
+        encoder = default_encoder()
+    except EmbeddingUnavailable as exc:
+        return f"retrieval: BM25 over passages only ({exc.one_line()})"
+    target = where / vectors_path(kb.path, meta(passages_file, "digest"), encoder.model_id).name
+    if not target.is_file():
+        progress("embedding the operator documentation's passages (minutes on two cores)")
+        build_vectors(passages_file, target, encoder, progress)
+    return f"retrieval: BM25 and {encoder.model_id} embeddings ({target.name})"

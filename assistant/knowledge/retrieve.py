@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,22 +230,14 @@ def _beside_or_user(path: Path) -> Path | None:
     return None
 
 
-def _index_kb(passages_file: Path) -> str:
-    # The knowledge base file name a passages index was built from ("" when unreadable).
-    try:
-        uri = f"file:{passages_file}?mode=ro"
-        with sqlite3.connect(uri, uri=True) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'kb'").fetchone()
-    except sqlite3.Error:
-        return ""
-    return str(row[0]) if row else ""
-
-
-def open_retriever(kb: KnowledgeBase) -> Retriever:
+def open_retriever(kb: KnowledgeBase, encoder: Callable[[], Any] | None = None) -> Retriever:
     """Return the best retriever this machine has for ``kb``: hybrid, BM25, or sections.
 
     Never raises for a missing piece: the retriever's ``notice`` says in one line what is
     missing and what retrieval does instead.
+
+    :param encoder: returns the embedding model (default: the installed one, loaded once);
+        raises :class:`~assistant.knowledge.embed.EmbeddingUnavailable` when there is none.
     """
     from assistant.knowledge import index
     from assistant.knowledge.embed import EmbeddingUnavailable, default_encoder
@@ -256,29 +249,29 @@ def open_retriever(kb: KnowledgeBase) -> Retriever:
             None,
             notice=f"no passage index for {kb.path.name}: section search only; {_BUILD_HINT}",
         )
-    built_from = _index_kb(passages_file)
-    if built_from != kb.path.name:
+    cut_from = index.meta(passages_file, "kb")
+    if cut_from != index.built_from(kb):
         return Retriever(
             kb,
             None,
-            notice=f"{passages_file} belongs to another knowledge base"
-            f" ({built_from or 'unreadable'}): section search only; {_BUILD_HINT}",
+            notice=f"{passages_file} was cut from another knowledge base"
+            f" ({cut_from or 'unreadable'}): section search only; {_BUILD_HINT}",
         )
     try:
-        encoder = default_encoder()
+        model = (encoder or default_encoder)()
     except EmbeddingUnavailable as exc:
         return Retriever(kb, passages_file, notice=f"BM25 only: {exc.one_line()}")
     vectors_file = _beside_or_user(
-        index.vectors_path(kb.path, index.digest(passages_file), encoder.model_id)
+        index.vectors_path(kb.path, index.meta(passages_file, "digest"), model.model_id)
     )
     if vectors_file is None:
         return Retriever(
             kb,
             passages_file,
-            notice=f"BM25 only: no passage embeddings for {encoder.model_id}; {_BUILD_HINT}",
+            notice=f"BM25 only: no passage embeddings for {model.model_id}; {_BUILD_HINT}",
         )
     try:
         vectors = index.load_vectors(vectors_file)
     except (OSError, ValueError) as exc:
         return Retriever(kb, passages_file, notice=f"BM25 only: {vectors_file}: {exc}")
-    return Retriever(kb, passages_file, vectors, encoder)
+    return Retriever(kb, passages_file, vectors, model)
