@@ -59,21 +59,29 @@ def right(text: str, q: dict[str, Any]) -> tuple[bool, bool]:
     return facts, cited
 
 
+#: Where the model install keeps the Qwen GGUFs (named by their sha256, from issue 24).
+MODEL_CACHE = Path("/var/cache/kassist/models")
+QWEN_SHA256 = {
+    "qwen2.5-coder-0.5b": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    "qwen2.5-coder-1.5b": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+}
+
+
 def model_path(name: str) -> str | None:
     """Return the GGUF path of a model name ("" for the bundled SmolLM2), or None when it
-    is not installed here."""
+    is not installed here. ``label=/path.gguf`` names a file."""
     if "=" in name:
         return name.split("=", 1)[1]
-    if name == "smollm2":
+    if name in ("smollm2", "smollm2-135m"):
         return ""
-    try:
-        from assistant.llm import models
+    try:  # the model catalogue, where this checkout has it
+        from assistant.llm.models import CATALOGUE, cached_path  # type: ignore[attr-defined]
 
-        find = getattr(models, "installed_model_path", None)
-        found = find(name) if find is not None else None
-    except Exception:  # an older checkout without the catalogue
-        found = None
-    return str(found) if found else None
+        found = cached_path(CATALOGUE[name]) if name in CATALOGUE else None
+        return str(found) if found else None
+    except ImportError:
+        path = MODEL_CACHE / f"{QWEN_SHA256.get(name, '-')}.gguf"
+        return str(path) if path.is_file() else None
 
 
 def make(name: str) -> Any:
@@ -86,7 +94,8 @@ def make(name: str) -> Any:
     from assistant.config import load_config
     from assistant.llm import make_backend
 
-    cfg = load_config({"llm": {"backend": "llama_cpp", "model": path, "log": False}})
+    llm = {"backend": "llama_cpp", "model": path, "log": False, "n_threads": 2}
+    cfg = load_config({"llm": llm})
     backend = make_backend(cfg.llm)
     backend.load()
     return backend
@@ -108,7 +117,7 @@ def run(label: str, backend: Any, mode: str, opts: argparse.Namespace) -> None:
     print(f"\n{label}, {mode}:")
     latencies: list[float] = []
     retrievals: list[float] = []
-    for part in PARTS:
+    for part in opts.parts.split(","):
         questions = load(part)[: 4 if opts.quick else None]
         good = facts_only = 0
         misses = []
@@ -144,6 +153,7 @@ def main() -> int:
     ap.add_argument("--modes", default="quote,select,write")
     ap.add_argument("--through", choices=["answer", "ask"], default="answer")
     ap.add_argument("--misses", type=int, default=0, help="print up to N tune-part misses")
+    ap.add_argument("--parts", default=",".join(PARTS), help="tune,heldout")
     opts = ap.parse_args()
     names = ["none", DEFAULT_MODEL] if opts.quick else opts.models.split(",")
     modes = ["select"] if opts.quick else opts.modes.split(",")

@@ -25,6 +25,8 @@ from assistant.knowledge.passages import Passage
 RRF_K = 60
 #: BM25 column weights: term (heading), section title, text.
 BM25_WEIGHTS = (6.0, 3.0, 1.0)
+#: Each ranked list's weight in the fusion: BM25, embeddings, heading names.
+FUSION_WEIGHTS = (1.0, 0.5, 2.0)
 #: How many candidates each ranker hands to the fusion.
 CANDIDATES = 50
 
@@ -147,9 +149,10 @@ class Retriever:
         bm25 = self.bm25(question, CANDIDATES)
         dense = self.dense(question, CANDIDATES) if self._vectors is not None else []
         fused: dict[int, float] = {}
-        for ranked in (bm25, dense, self.named(question, CANDIDATES)):
+        lists = (bm25, dense, self.named(question, CANDIDATES))
+        for weight, ranked in zip(FUSION_WEIGHTS, lists, strict=True):
             for rank, pid in enumerate(ranked, 1):
-                fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank)
+                fused[pid] = fused.get(pid, 0.0) + weight / (RRF_K + rank)
         best = sorted(fused, key=lambda pid: -fused[pid])[:k]
         b_rank = {pid: r for r, pid in enumerate(bm25, 1)}
         d_rank = {pid: r for r, pid in enumerate(dense, 1)}
