@@ -259,7 +259,7 @@ def test_the_paragraph_prompt_shows_an_example_with_the_crashs_kinds_of_facts() 
     roles = [m.role for m in prompt.messages]
     assert roles == ["system", "user", "assistant", "user"]
     example, answer, user = (m.content for m in prompt.messages[1:])
-    assert "Crashing function: ip6_send_skb (net/ipv6/ip6_output.c)" in user
+    assert "Crashing function: ip6_send_skb, in net/ipv6/ip6_output.c" in user
     # no alloc/free stack in this report: none in the example either
     assert "Freed by" not in example and "freed it" not in answer
     assert "Bad access" in example and "wrote 2 bytes" in answer

@@ -18,7 +18,7 @@ import re
 from dataclasses import replace
 
 from assistant.drafters.assessment import Rating
-from assistant.drafters.checker import SUMMARY_WORDS, Evidence, reader_problems
+from assistant.drafters.checker import SUMMARY_WORDS, Evidence, kinds_named, reader_problems
 from assistant.drafters.pipeline import Draft, DraftPrompt, checked_draft, draft_prompt
 from assistant.llm.base import Backend
 from assistant.triage.facts import AllocStack, CrashFacts
@@ -153,14 +153,14 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
     if facts.access:
         size = f" of {facts.access_size} bytes" if facts.access_size else ""
         at = f" at address {facts.address}" if facts.address else ""
-        freed = " in freed memory" if "use-after-free" in crash.title else ""
+        freed = " in freed memory" if "use-after-free" in kinds_named(crash.title) else ""
         rows.append(("Bad access", f"{facts.access}{size}{at}{',' if freed and at else ''}{freed}"))
     if facts.object_cache:
         rows.append(
             ("Object", f"a {facts.object_size}-byte object from the {facts.object_cache} cache")
         )
     if crash.frame and not crash.corrupted:
-        where = f" ({crash.guilty_file})" if crash.guilty_file else ""
+        where = f", in {crash.guilty_file}" if crash.guilty_file else ""
         rows.append(("Crashing function", f"{crash.frame}{where}"))
     path = [] if crash.corrupted else path_into_bug(crash)
     if len(path) > 1:
@@ -188,8 +188,9 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
     if facts.oom_victim:
         rows.append(("Killed task", facts.oom_victim))
     if crash.task.comm:
-        cpu = f" on CPU {crash.task.cpu}" if crash.task.cpu is not None else ""
-        pid = f" (pid {crash.task.pid})" if crash.task.pid is not None else ""
+        # No parentheses: the prose grammar takes one word inside them.
+        cpu = f", on CPU {crash.task.cpu}" if crash.task.cpu is not None else ""
+        pid = f", pid {crash.task.pid}" if crash.task.pid is not None else ""
         rows.append(("Task", f"{crash.task.comm}{pid}{cpu}"))
     rows.append(("Taint", _taint_phrase(crash)))
     rows.append(("Panicked", "yes" if crash.panicked else "no"))
@@ -207,7 +208,9 @@ REPORT_WORDS = SUMMARY_WORDS | frozenset(
 def happened_prompt(crash: Crash, rating: Rating) -> DraftPrompt:
     """Render the paragraph's prompt for a crash (with the names grammar of its facts)."""
     facts = happened_facts(crash, rating)
-    return draft_prompt(PROMPT_NAME, facts=facts, labels={label for label, _ in facts})
+    labels = {label for label, _ in facts}
+    freed = "use-after-free" in kinds_named(crash.title)
+    return draft_prompt(PROMPT_NAME, facts=facts, labels=labels, freed=freed)
 
 
 def happened_evidence(crash: Crash, rating: Rating, prompt: DraftPrompt) -> Evidence:
@@ -220,8 +223,15 @@ def happened_evidence(crash: Crash, rating: Rating, prompt: DraftPrompt) -> Evid
         function=crash.frame,
         kernel=crash.kernel.release,
         functions=_callers(crash, len(crash.call_trace)),
-        # The crash's own facts may be restated, the worked example's may not.
-        prompt_lines=[ln for ln in prompt.lines() if ln not in facts.splitlines()],
+        # Echoes of the instructions are refused; the crash's own facts may be restated,
+        # and the worked example's names are the grounding check's (a sentence of it
+        # that is true here, "The kernel was not tainted", may be said).
+        prompt_lines=[
+            ln
+            for m in (prompt.messages[0], prompt.messages[-1])
+            for ln in m.content.splitlines()
+            if ln.strip() and ln not in facts.splitlines()
+        ],
         min_words=MIN_WORDS,
         max_words=MAX_WORDS,
         allow_causes=False,
