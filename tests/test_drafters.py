@@ -24,6 +24,7 @@ from assistant.drafters.summary import (
     happened_facts,
     happened_prompt,
     number_claims,
+    role_claims,
     stack_claims,
 )
 from assistant.triage import triage_path
@@ -220,6 +221,18 @@ def test_a_sentence_about_a_stack_the_report_lacks_or_a_misbound_number_is_dropp
         "says CPU 30168, not one of the report's"
     ]
     assert number_claims("Task 30168 read 8 bytes on CPU 0.", crash) == []
+    # a function called a task; a path out of the report's order, or repeating a frame
+    assert role_claims("It ran in task ip6_send_skb.", crash)
+    assert role_claims("The path runs from rawv6_sendmsg through inet_sendmsg.", crash)
+    assert role_claims("The path runs from ip6_send_skb into ip6_send_skb.", crash)
+    assert (
+        role_claims(
+            "The path runs from inet_sendmsg through rawv6_sendmsg into ip6_send_skb,"
+            " in task syz-executor0.",
+            crash,
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("log", ["kasan-uaf-ip6_send_skb.log", "warning-xfrm_state_fini.log"])

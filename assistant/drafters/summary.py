@@ -115,7 +115,8 @@ _PATH_BEYOND = re.compile(r"^(?:save_stack\w*|kasan_\w+|kmsan_\w+|set_track\w*|_
 # The allocator's own frames at the top of an allocation or free stack.
 _ALLOCATOR = re.compile(
     r"^(?:__?)?(?:kmalloc|kzalloc|kfree|kzfree|kvfree|vfree|kmem_cache_\w+|"
-    r"kmalloc_\w+|__kmalloc\w*|slab_\w+|kvmalloc\w*|krealloc)$"
+    r"kmalloc_\w+|__kmalloc\w*|slab_\w+|kvmalloc\w*|krealloc|_*kasan_\w+|"
+    r"kfree_\w+|__slab_\w+|___slab_\w+)(?:\.(?:constprop|part|isra|cold)(?:\.\d+)?)*$"
 )
 
 
@@ -149,7 +150,8 @@ def _taint_phrase(crash: Crash) -> str:
 def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
     """Return the facts the paragraph is written from, as (label, value) pairs."""
     facts: CrashFacts = crash.crash_facts()
-    rows: list[tuple[str, str]] = [("Title", crash.title)]
+    # syzkaller's "in corrupted" names no function: a model copies it as if it did.
+    rows: list[tuple[str, str]] = [("Title", crash.title.removesuffix(" in corrupted"))]
     if facts.access:
         size = f" of {facts.access_size} bytes" if facts.access_size else ""
         at = f" at address {facts.address}" if facts.address else ""
@@ -201,7 +203,8 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
 #: engineer tells the path and the context (none of them claims a cause).
 REPORT_WORDS = SUMMARY_WORDS | frozenset(
     """panic panicked tainted taint path runs ran went came led leads into entered entry
-    allocated allocation inside after earlier later then once so first next finally""".split()  # noqa: SIM905
+    allocated allocation inside beyond after earlier later then once so first next finally
+    took take takes taking""".split()  # noqa: SIM905
 )
 
 
@@ -286,6 +289,41 @@ def number_claims(sentence: str, crash: Crash) -> list[str]:
     return problems
 
 
+_TASK_NAMED = re.compile(r"\btask\s+([A-Za-z_][\w/.:-]*\w)")
+_PATH_WORDS = re.compile(r"\b(?:path|runs from|through)\b", re.I)
+_NAME = re.compile(r"[A-Za-z_][\w.]*\w")
+
+
+def _comms(crash: Crash, facts: CrashFacts) -> set[str]:
+    # The task names the report gives: the running task, the hung one, the stacks' tasks.
+    names = {crash.task.comm or ""}
+    if facts.hung_task:
+        names.add(facts.hung_task.rpartition(":")[0])
+    names |= {s.comm or "" for s in (facts.allocated_by, facts.freed_by) if s is not None}
+    return names - {""}
+
+
+def role_claims(sentence: str, crash: Crash) -> list[str]:
+    """Return the names a sentence puts in the wrong role: a function called a task, or a
+    call path out of the report's order (or where the report gives none)."""
+    facts = crash.crash_facts()
+    problems = []
+    comms = _comms(crash, facts)
+    for m in _TASK_NAMED.finditer(sentence):
+        name = m.group(1)
+        if name not in comms and not any(name.startswith(f"{c}:") for c in comms):
+            problems.append(f"calls `{name}` a task, the report's tasks are {sorted(comms)}")
+    if _PATH_WORDS.search(sentence):
+        path = [] if crash.corrupted else path_into_bug(crash)
+        named = [n for n in _NAME.findall(sentence) if n in path]
+        places = [path.index(n) for n in named]
+        if not path:
+            problems.append("gives a call path, the report gives none")
+        elif places != sorted(set(places)):
+            problems.append("gives the call path out of the report's order")
+    return problems
+
+
 def stack_claims(sentence: str, facts: CrashFacts) -> list[str]:
     """Return the problems of a sentence that says where the object was allocated or freed:
     the report must give that stack, and the functions named must be in it.
@@ -336,6 +374,7 @@ def draft_happened(
             *reader_problems(sentence, crash.title, table),
             *stack_claims(sentence, crash.crash_facts()),
             *number_claims(sentence, crash),
+            *role_claims(sentence, crash),
         ],
         min_sentences=MIN_SENTENCES,
     )
