@@ -116,7 +116,8 @@ _PATH_BEYOND = re.compile(r"^(?:save_stack\w*|kasan_\w+|kmsan_\w+|set_track\w*|_
 _ALLOCATOR = re.compile(
     r"^(?:__?)?(?:kmalloc|kzalloc|kfree|kzfree|kvfree|vfree|kmem_cache_\w+|"
     r"kmalloc_\w+|__kmalloc\w*|slab_\w+|kvmalloc\w*|krealloc|_*kasan_\w+|"
-    r"kfree_\w+|__slab_\w+|___slab_\w+)(?:\.(?:constprop|part|isra|cold)(?:\.\d+)?)*$"
+    r"kfree_\w+|__slab_\w+|___slab_\w+|save_stack\w*|set_track|depot_\w+|stack_trace_\w+|"
+    r"kasan_\w+)(?:\.(?:constprop|part|isra|cold)(?:\.\d+)?)*$"
 )
 
 
@@ -311,6 +312,8 @@ def role_claims(sentence: str, crash: Crash) -> list[str]:
     comms = _comms(crash, facts)
     for m in _TASK_NAMED.finditer(sentence):
         name = m.group(1)
+        if name.lower() in SUMMARY_WORDS:
+            continue  # "the hung task was ...": a word, not a name
         if name not in comms and not any(name.startswith(f"{c}:") for c in comms):
             problems.append(f"calls `{name}` a task, the report's tasks are {sorted(comms)}")
     if _PATH_WORDS.search(sentence):
