@@ -262,6 +262,11 @@ def test_report_with_the_default_model_shows_only_checked_sentences(log: str) ->
     else:
         assert "withheld" in md and MODEL_MARK not in md
         assert len([line for line in md.splitlines() if "withheld" in line]) == 1
+    if log.startswith("kasan"):
+        # ./setup.sh demo's crash: at temperature 0 the outcome is fixed, and the model's
+        # paragraph is shown, with more than the title in it (the access, the path)
+        assert draft.text is not None and len(draft.kept) >= 2, draft
+        assert "ffff88004fab1858" in draft.text or "rawv6_sendmsg" in draft.text
     # whatever happened, the paragraph ends a sentence
     assert re.search(r"[.!?]$", drafted.summary), drafted.summary
 
