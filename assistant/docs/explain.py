@@ -29,7 +29,8 @@ DOC_WORDS = frozenset(
     where how how many much long what sets set controls control limits limit gives give
     determines determine defines define tells tell enables enable disables disable turns
     value values number maximum minimum default setting settings sysctl kernel linux
-    can may will each per any all more less than only also so such used uses""".split()  # noqa: SIM905
+    can may will each per any all more less than only also so such used uses behavior
+    behaviour""".split()  # noqa: SIM905
 )
 
 
@@ -115,8 +116,16 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
         documentation=documentation,
     )
     evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
+    # Copying the documentation is condensing it, not echoing the prompt: only the
+    # instructions count as echoes.
+    instructions = [ln for ln in prompt.messages[0].content.splitlines() if ln.strip()]
     evidence = Evidence(
-        evidence_text, allow_causes=True, max_sentences=3, plain_words=DOC_WORDS, min_words=6
+        evidence_text,
+        allow_causes=True,
+        max_sentences=3,
+        plain_words=DOC_WORDS,
+        min_words=6,
+        prompt_lines=instructions,
     )
     draft = checked_draft(
         prompt,
