@@ -24,6 +24,8 @@ from tests.conftest import require
 SOURCE_TAR = Path("/usr/src/linux-source-6.1.tar.xz")
 #: arch → the prefix of its binutils (decodecode's CROSS_COMPILE).
 CROSS = {"x86_64": "", "arm64": "aarch64-linux-gnu-"}
+#: Bumped when how decodecode's output is read changes (the cached answers are then stale).
+_PARSE_VERSION = b"2"
 _INSN = re.compile(r"^\s*[0-9a-f]+:\s+(?:[0-9a-f]{2,8} )+\s*\t(?P<text>.*)$")
 
 
@@ -104,7 +106,7 @@ class Decodecode:
 
     def __init__(self) -> None:
         self.script = decodecode_script()
-        key = hashlib.sha256(self.script.read_bytes())
+        key = hashlib.sha256(self.script.read_bytes() + _PARSE_VERSION)
         for arch in CROSS:
             key.update(_binutils_version(arch).encode())
         self.path = _cache_root() / "decodecode" / f"{key.hexdigest()[:16]}.json"

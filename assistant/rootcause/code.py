@@ -187,6 +187,7 @@ def _iced() -> tuple[Any, Any, dict[int, str]]:
     fmt.show_branch_size = False
     fmt.branch_leading_zeros = False
     fmt.show_zero_displacements = True
+    fmt.rip_relative_addresses = True
     names = {
         getattr(iced_x86.Register, n): n
         for n in dir(iced_x86.Register)
@@ -230,7 +231,11 @@ def _x86_text(fmt: object, insn: object) -> tuple[str, str]:
     if _STRING_OPS.match(mnemonic.split()[-1] if mnemonic else ""):
         for pattern, repl in _STRING_SEGMENTS:
             operands = pattern.sub(repl, operands)
-    return objdump_layout(mnemonic, operands), mnemonic.split()[-1] if mnemonic else ""
+    text = objdump_layout(mnemonic, operands)
+    if insn.is_ip_rel_memory_operand:  # type: ignore[attr-defined]
+        # objdump's comment: the address the operand names, from the decoding's base.
+        text += f"        # 0x{insn.ip_rel_memory_address:x}"  # type: ignore[attr-defined]
+    return text, mnemonic.split()[-1] if mnemonic else ""
 
 
 def _x86_insn(data: bytes, offset: int) -> Instruction | None:
@@ -255,9 +260,13 @@ def _x86_insn(data: bytes, offset: int) -> Instruction | None:
     if mems and insn.mnemonic != iced_x86.Mnemonic.LEA:
         m = mems[0]
         base = names.get(m.base) if m.base != iced_x86.Register.NONE else None
+        if insn.is_ip_rel_memory_operand:
+            base = "RIP"  # disp is then from the next instruction: iced gives the target
         index = names.get(m.index) if m.index != iced_x86.Register.NONE else None
         segment = names.get(m.segment) if m.segment != iced_x86.Register.NONE else None
         disp = m.displacement
+        if base == "RIP":
+            disp = (insn.ip_rel_memory_address - (offset + insn.len)) & 0xFFFFFFFFFFFFFFFF
         if base is not None and disp >= 1 << 63:
             disp -= 1 << 64  # a negative displacement from a register
         memory = MemOperand(

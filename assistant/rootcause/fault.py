@@ -30,6 +30,7 @@ from assistant.rootcause.registers import (
     ValueKind,
     classify,
     fault_address,
+    other_arch,
     parse_registers,
     report_arch,
 )
@@ -152,14 +153,22 @@ def expression(mem: MemOperand) -> str:
     return text
 
 
-def effective_address(mem: MemOperand, regs: Registers) -> tuple[int | None, str | None]:
+def effective_address(
+    mem: MemOperand, regs: Registers, length: int = 0
+) -> tuple[int | None, str | None]:
     """Compute a memory operand's address from the register dump.
 
+    :param length: the instruction's length in bytes (a RIP-relative operand counts from
+        the next instruction).
     :return: the address, or ``None`` and the line that says which register is missing.
     """
     total = mem.disp
+    if mem.base == "RIP":
+        if regs.pc is None:
+            return None, "RIP-relative operand: the log does not print the faulting PC as a number"
+        total += regs.pc + length
     for name, scale in ((mem.base, 1), (mem.index, mem.scale), (mem.segment, 1)):
-        if name is None:
+        if name is None or name == "RIP":
             continue
         if name not in regs.values:
             what = f"{name}'s base" if name == mem.segment else name
@@ -217,8 +226,11 @@ def analyse_report(report: str) -> FaultAnalysis | None:
         return None
     out = FaultAnalysis(arch=arch)
     if arch is None:
+        other = other_arch(report)
         out.notes.append(
-            "no register dump of x86-64 or arm64 in the report: the Code: line is not decoded"
+            f"a {other} report: only x86-64 and arm64 Code: lines are decoded"
+            if other
+            else "no register dump of x86-64 or arm64 in the report: the Code: line is not decoded"
         )
         return out
     regs = parse_registers(report, arch)
@@ -244,7 +256,7 @@ def analyse_report(report: str) -> FaultAnalysis | None:
     if not regs.values:
         out.notes.append("no register dump in the report: the address is not computed")
         return out
-    out.address, missing = effective_address(mem, regs)
+    out.address, missing = effective_address(mem, regs, len(insn.data))
     if missing:
         out.notes.append(missing)
         return out

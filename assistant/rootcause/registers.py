@@ -48,7 +48,7 @@ _X86_PAIR = re.compile(
 )
 _X86_RIP = re.compile(r"\bRIP: (?P<cs>[0-9a-f]{4}):(?:\[<(?P<addr>[0-9a-f]+)>\])?")
 _ARM64_PAIR = re.compile(r"\b(?P<name>x\d{1,2}|sp)\s*:\s*(?P<value>[0-9a-f]{16})\b")
-_ARM64_PC = re.compile(r"^pc : ")
+_ARM64_PC = re.compile(r"^pc : (?!\[<)")
 #: The header lines that name the faulting address, by architecture, most specific first.
 _FAULT_ADDRESS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"BUG: kernel NULL pointer dereference, address: (?P<a>[0-9a-f]+)"), "page fault"),
@@ -107,14 +107,35 @@ class FaultAddress:
     source: str
 
 
+#: Register-dump lines of architectures kassist does not decode: their name.
+_OTHER_ARCH: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bpsr: [0-9a-f]{8}\b|^r10: [0-9a-f]{8} "), "32-bit ARM"),
+    (re.compile(r"^EIP: |\bEIP: \d{4}:"), "32-bit x86"),
+    (re.compile(r"^NIP: |^MSR: "), "powerpc"),
+    (re.compile(r"^epc : |^ status: "), "RISC-V"),
+    (re.compile(r"^Krnl PSW :"), "s390"),
+)
+
+
 def report_arch(report: str) -> Arch | None:
-    """Tell the architecture from a report's register dump, or ``None`` when it has none."""
+    """Tell the architecture from a report's register dump, or ``None`` when it has none
+    of x86-64 or arm64 (see :func:`other_arch`)."""
     for raw in report.splitlines():
         line = without_stamp(raw).strip()
         if _X86_RIP.search(line) or line.startswith(("RAX: ", "RSP: ")):
             return "x86_64"
-        if _ARM64_PC.match(line) or line.startswith(("x29: ", "pstate: ")):
+        if line.startswith(("x29: ", "pstate: ", "x0 : ")):
             return "arm64"
+    return None
+
+
+def other_arch(report: str) -> str | None:
+    """Name the architecture of a register dump kassist does not decode, if there is one."""
+    for raw in report.splitlines():
+        line = without_stamp(raw).strip()
+        for pattern, name in _OTHER_ARCH:
+            if pattern.search(line):
+                return name
     return None
 
 
