@@ -10,6 +10,7 @@ in :attr:`FaultAnalysis.notes`, never a guess.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,6 +195,10 @@ def _relation(fault: FaultAddress, address: int, expr: str, size: int) -> str:
     )
 
 
+#: General-purpose registers: the ones whose values are data or pointers.
+_GENERAL = re.compile(r"^(R[A-D]X|R[SD]I|RBP|RSP|R(?:[89]|1[0-5])|X\d{1,2}|SP)$")
+
+
 def _register_notes(regs: Registers, arch: Arch, mem: MemOperand | None) -> list[RegisterNote]:
     roles = {}
     if mem is not None:
@@ -205,7 +210,7 @@ def _register_notes(regs: Registers, arch: Arch, mem: MemOperand | None) -> list
                 RegisterNote(name, regs.values[name], classify(regs.values[name], arch), role)
             )
     for name, value in regs.values.items():
-        if name in roles or name in ("CR2", "FS", "GS", "ORIG_RAX"):
+        if name in roles or not _GENERAL.match(name):
             continue
         kind = classify(value, arch)
         if kind.kind == "poison":
@@ -246,6 +251,17 @@ def analyse_report(report: str) -> FaultAnalysis | None:
         out.notes.append(f"Code: line not decoded: {exc}")
         out.registers = _register_notes(regs, arch, None)
         return out
+    return relate(out)
+
+
+def relate(out: FaultAnalysis) -> FaultAnalysis:
+    """Fill in what the decoded instruction says with the registers and the fault address.
+
+    :param out: an analysis with ``decoded``, ``regs`` and ``fault`` set (a log's, or a
+        dump's registers and code bytes).
+    """
+    assert out.decoded is not None and out.regs is not None and out.arch is not None
+    arch, regs = out.arch, out.regs
     insn = out.decoded.faulting
     out.trap = TRAPS.get((arch, insn.mnemonic))
     mem = insn.memory
