@@ -67,10 +67,10 @@ def crashes(logs: Iterator[tuple[str, str]]) -> Iterator[tuple[str, Crash]]:
             yield where, crash
 
 
-def code_cases(extra: Iterator[tuple[str, str]] = iter(())) -> list[CodeCase]:
+def code_cases(extra: Iterator[tuple[str, str]] | None = None) -> list[CodeCase]:
     """Every distinct ``Code:`` line of the corpora (first place seen)."""
     seen: dict[tuple[Arch | None, str], CodeCase] = {}
-    for where, crash in crashes(_chain(_logs(), extra)):
+    for where, crash in crashes(_chain(_logs(), extra or iter(()))):
         text = code_line(crash.report)
         if text is None:
             continue

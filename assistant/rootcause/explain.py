@@ -289,6 +289,9 @@ def readable(path: str, fmt: str | None) -> dict[str, Any]:
     return out
 
 
+#: Families whose "faulting" frame is where a timer interrupted a loop, not a fault.
+_STALLS = ("soft-lockup", "hang", "rcu-stall")
+
 # --- putting it together ---------------------------------------------------------------
 
 
@@ -421,10 +424,12 @@ def explain_target(target: Target, crash: Crash | None, log_report: str | None) 
             analysis.notes.append(f"the dump's code bytes at the PC: {exc}")
     out.fault = analysis
     insn = analysis.instruction
+    stalled = crash is not None and crash.crash_facts().family in _STALLS
     if insn is not None:
         out.facts.append(
             Fact(
-                f"faulting instruction at {frame.function}+0x{frame.offset or 0:x}: `{insn.text}`",
+                f"{'interrupted' if stalled else 'faulting'} instruction at "
+                f"{frame.function}+0x{frame.offset or 0:x}: `{insn.text}`",
                 "dump memory",
             )
         )
