@@ -147,7 +147,8 @@ def vmcores(quick: bool) -> None:
             named += 1
             right += bool(e.member and (e.member.pointer, e.member.member) == (pointer, member))
     print(f"member named right on the fixtures: {right}/{named}")
-    print(f"time per vmcore (open with DWARF + explain): median {statistics.median(seconds):.2f} s, "
+    median = statistics.median(seconds)
+    print(f"time per vmcore (open with DWARF + explain): median {median:.2f} s, "
           f"max {max(seconds):.2f} s over {len(seconds)} dumps; target <= 5 s")  # fmt: skip
 
 

@@ -144,7 +144,9 @@ def actionable(
     specific = [s for s in sections if s != "THE REST"]
     if not specific:
         return Verdict("no", [*reasons, f"{crash.guilty_file} is in no MAINTAINERS section"])
-    return Verdict("yes", [*reasons, f"{crash.guilty_file}: MAINTAINERS section {specific[0]}"])
+    return Verdict(
+        "yes", [*reasons, f"{crash.guilty_file or crash.frame}: MAINTAINERS section {specific[0]}"]
+    )
 
 
 # --- trigger surface ----------------------------------------------------------------
