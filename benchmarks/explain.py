@@ -75,6 +75,10 @@ def agreement(quick: bool) -> None:
             disagree += 1
     dd.save()
     total = agree + explained + disagree
+    if not total:
+        print(f"decodecode agreement: not measured ({skipped} lines, none cached yet: "
+              "tests/test_rootcause_decode.py caches decodecode's answers)")  # fmt: skip
+        return
     print(f"decodecode agreement: {agree}/{total} = {100 * agree / max(total, 1):.1f}% "
           f"({explained} explained: objdump zero elision or no marker; {disagree} other; "
           f"{skipped} not cached, skipped in --quick)")  # fmt: skip
