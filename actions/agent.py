@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from actions.audit import Audit
 from actions.errors import Rejected
@@ -38,6 +38,7 @@ from actions.model import (
     ErrorEntry,
     ManagedKey,
     OverriddenKey,
+    Recommendation,
     parse_recommendations,
 )
 from actions.persist import persisted_keys, write_sysctl_conf
@@ -96,6 +97,18 @@ class Paths:
     sysctl_conf: Path
 
 
+class KernelValidator(Protocol):
+    """What the agent asks of the kernel's validator (``actions.enforce.queues.KernelCheck``)."""
+
+    def check(
+        self, recs: Sequence[Recommendation], errors: Sequence[Rejected], who: dict[str, Any]
+    ) -> list[Rejected]:
+        """Return ``errors`` and the kernel's own refusals of ``recs``."""
+
+    def applied(self, who: dict[str, Any], count: int) -> None:
+        """Count ``count`` changes of ``who``'s applied and verified."""
+
+
 class Agent:
     """The kernel agent.
 
@@ -123,6 +136,8 @@ class Agent:
         self._recent_lock = threading.Lock()
         self._recent: dict[tuple[str, str], deque[float]] = {}
         self._unreadable_keys: set[str] = set()
+        #: The validator of record in the kernel (actions/enforce/queues.py), when it runs.
+        self.kernel: KernelValidator | None = None
         for kind, key, when in self.journal.recent_times(RATE_WINDOW):
             self._recent.setdefault((kind, key), deque()).append(when)
 
@@ -145,13 +160,16 @@ class Agent:
     def _knob(self, change: Change) -> Knob:
         return resolve(change.kind, change.target, self.roots)
 
-    def _parse(self, doc: object) -> tuple[list[Planned], list[Rejected]]:
+    def _parse(self, doc: object, who: dict[str, Any]) -> tuple[list[Planned], list[Rejected]]:
         recs, errors = parse_recommendations(
             doc, limit=max(64, self.policy.max_changes_per_changeset)
         )
         if errors:
             return [], errors
-        return validate(recs, self.policy, self.roots, self._recent_count)
+        planned, errors = validate(recs, self.policy, self.roots, self._recent_count)
+        if self.kernel is not None:  # the validator of record in the kernel has its say too
+            errors = self.kernel.check(recs, errors, who)
+        return planned, errors
 
     def _recent_count(self, kind: str, key: str) -> int:
         # The rate rule's counter, kept in memory (the agent is the journal's only writer).
@@ -181,7 +199,7 @@ class Agent:
     def validate(self, doc: object, who: dict[str, Any]) -> Result:
         """Validate a recommendation (or a list) and return the dry-run diff; write nothing."""
         # One line records both the submission and its verdict (nothing is written).
-        planned, errors = self._parse(doc)
+        planned, errors = self._parse(doc, who)
         verdict = "rejected" if errors else "valid"
         self.audit.record(
             "verdict",
@@ -207,7 +225,7 @@ class Agent:
         with self._lock:
             self.audit.record("submission", op="apply", who=who, persist=persist)
             self.check_overrides()
-            planned, errors = self._parse(doc)
+            planned, errors = self._parse(doc, who)
             if errors:
                 self.audit.record(
                     "verdict",
@@ -296,6 +314,8 @@ class Agent:
             )
         self.journal.verified(cs_id)
         self._step("verified", cs_id)
+        if self.kernel is not None:
+            self.kernel.applied(who, len(changes))
         notices = self._take_notices()
         if persist:
             notices += self._persist(cs_id)

@@ -102,6 +102,14 @@ struct rules_inner {
 	__uint(value_size, sizeof(struct rule));
 };
 
+/* The policy: one slot, holding the inner map of the current generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct rules_inner);
+} rules SEC(".maps");
+
 /* One value read token by token (blank separated): the ints, and the first token as a word. */
 struct scan {
 	char value[VALUE_LEN];
@@ -212,6 +220,23 @@ static long name_byte(__u32 i, struct work_ctx *ctx)
 		n->slashes |= 1ULL << (i & 63);
 	n->right[(NAME_LEN - n->len + i) & (NAME_LEN - 1)] = c;
 	return 0;
+}
+
+static long nul_byte(__u32 i, struct work_ctx *ctx)
+{
+	if (ctx->n->key.name[i & (NAME_LEN - 1)] == 0)
+		return 1;
+	ctx->n->len = i + 1;
+	return 0;
+}
+
+/* Set n->len from n->key (a name that did not come from the kernel: the queues). */
+static __always_inline void name_length(struct name_info *n)
+{
+	struct work_ctx ctx = { .n = n };
+
+	n->len = 0;
+	bpf_loop(NAME_LEN - 1, nul_byte, &ctx, 0);
 }
 
 /* Fill the right-aligned copy and the slash bitmap of n->key (n->len already set). */
