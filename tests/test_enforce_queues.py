@@ -83,9 +83,10 @@ def test_an_apply_is_judged_in_the_kernel_and_accounted_to_its_extension(
         # the kernel refused it by the same rule as user space: user space's words stand
         assert [e["rule"] for e in bad["errors"]] == ["range"]
         assert "above the limit 65535" in bad["errors"][0]["message"]
-        verdicts = _events(agent, "kernel-verdicts")
-        assert [v["seqs"] for v in verdicts] == [[1], [2]]  # one answer per entry, numbered
-        assert verdicts[1]["refused"] == {"2": "out of range"}
+        verdicts = _events(agent, "kernel-verdict")  # one answer per entry, numbered
+        assert [(v["seq"], v["accepted"], v["reason"]) for v in verdicts] == [
+            (1, True, ""), (2, False, "out of range")
+        ]  # fmt: skip
         queues = _queues_status(agent)
         [mine] = [x for x in queues["extensions"] if x["uid"] == os.getuid()]
         assert (mine["submitted"], mine["accepted"], mine["refused"], mine["applied"]) == (
@@ -150,7 +151,7 @@ def test_without_the_pieces_the_queues_say_so_in_one_line_and_user_space_validat
         ]
         done = _submit(agent, "validate", [rec("net.core.somaxconn", 999999)])
         assert [e["rule"] for e in done["errors"]] == ["range"]
-        assert _events(agent, "kernel-verdicts") == []
+        assert _events(agent, "kernel-verdict") == []
     finally:
         agent.stop()
 
@@ -215,6 +216,39 @@ def test_entries_a_killed_agent_left_are_answered_once_and_never_applied(
     finally:
         assert second.stop() == []
     assert not (pin_root / "queues").exists()
+
+
+@pytest.mark.parametrize("step", ["queued", "answered"])
+def test_an_agent_killed_inside_the_queues_loses_nothing_and_applies_nothing_twice(
+    tmp_path: Path, netns: NetNS, pin_root: Path, step: str
+) -> None:
+    # Killed with the entry in the submission queue (not run), or with its answer in the
+    # completion queue (not read): the next agent answers it, once, and applies nothing.
+    agent = _agent(tmp_path, netns, pin_root)
+    agent.start(env={"KASSIST_AGENT_FAULT": step})
+    before = netns.read("net.core.somaxconn")
+    conn = RawConnection(agent.socket, timeout=30)
+    conn.send({"op": "apply", "user_data": 1, "recommendations": [rec("net.core.somaxconn", 2048)]})
+    assert conn.read() is None  # no answer: the agent died at that step
+    conn.close()
+    assert agent.wait_dead() == -9
+    agent.start()
+    try:
+        log = agent.log.read_text()
+        assert (
+            "BPF queues: 1 entries an earlier agent left in the queues were answered and not "
+            "applied (nobody waits for them any more): seq 1" in log
+        ), log
+        [orphan] = _events(agent, "queue-orphan")
+        assert (orphan["seq"], orphan["key"], orphan["accepted"]) == (1, "net.core.somaxconn", True)
+        read = [e["seq"] for e in _events(agent, "kernel-verdict")]
+        assert read in ([1], [1, 1])  # "answered" may be read twice: before and after the kill
+        assert netns.read("net.core.somaxconn") == before  # the orphan was not applied
+        again = _submit(agent, "apply", [rec("net.core.somaxconn", 2048)])
+        assert again["verdict"] == "verified" and netns.read("net.core.somaxconn") == "2048"
+        assert [e["seq"] for e in _events(agent, "kernel-verdict")][-1] == 2  # numbering goes on
+    finally:
+        agent.stop()
 
 
 def test_the_pins_are_root_only(tmp_path: Path, pin_root: Path, bpf_cache: Path) -> None:
@@ -296,6 +330,6 @@ def test_sighup_swaps_the_queues_policy_whole(tmp_path: Path, netns: NetNS, pin_
         assert reload["generation"] == 2
         after = _submit(agent, "validate", [rec("net.core.somaxconn", 3000)])
         assert [e["rule"] for e in after["errors"]] == ["range"]
-        assert _events(agent, "kernel-verdicts")[-1]["refused"]  # the kernel said no as well
+        assert not _events(agent, "kernel-verdict")[-1]["accepted"]  # the kernel said no too
     finally:
         agent.stop()

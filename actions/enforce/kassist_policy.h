@@ -115,7 +115,7 @@ struct scan {
 	char value[VALUE_LEN];
 	__s64 ints[MAX_INTS];
 	char word[WORD_LEN];
-	__s64 acc;
+	__u64 acc;	 /* the current token's magnitude */
 	__u32 count;	 /* tokens ended so far */
 	__u32 len;	 /* bytes in the current token */
 	__u32 neg;
@@ -158,7 +158,8 @@ static long scan_byte(__u32 i, struct work_ctx *ctx)
 	if (blank) {
 		if (s->len) {
 			if (s->count < MAX_INTS)
-				s->ints[s->count & (MAX_INTS - 1)] = s->neg ? -s->acc : s->acc;
+				s->ints[s->count & (MAX_INTS - 1)] =
+					s->neg ? (__s64)(0 - s->acc) : (__s64)s->acc;
 			if (s->neg && s->len == 1)
 				s->not_int = 1; /* a lone "-" */
 			if (s->count == 0)
@@ -183,7 +184,9 @@ static long scan_byte(__u32 i, struct work_ctx *ctx)
 		s->neg = 1;
 	} else if (c >= '0' && c <= '9') {
 		__u32 digits = s->len - s->neg;
-		__s64 d = c - '0';
+		__u64 d = c - '0';
+		/* the largest magnitude: 2^63 - 1, or 2^63 for a negative int */
+		__u64 limit = 0x7fffffffffffffffULL + (s->neg ? 1 : 0);
 
 		if (digits == 0)
 			s->first_zero = c == '0';
@@ -191,7 +194,7 @@ static long scan_byte(__u32 i, struct work_ctx *ctx)
 			s->not_int = 1; /* a leading zero: the kernel would read octal */
 		if (digits >= 19)
 			s->not_int = 1; /* the validator's ints have 1 to 19 digits */
-		else if (s->acc > (0x7fffffffffffffffLL - d) / 10)
+		else if (s->acc > (limit - d) / 10)
 			s->overflow = 1;
 		else
 			s->acc = s->acc * 10 + d;

@@ -34,12 +34,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from actions.agent import FAULT_ENV
 from actions.enforce import capability, libbpf
 from actions.enforce.build import DEFAULT_CACHE, object_path
 from actions.enforce.enforcer import owned_name, owner, publish_rules
@@ -244,6 +247,17 @@ def _verdict(ev: CompletionEvent) -> Verdict:
     )
 
 
+def _fault(step: str) -> None:
+    # The agent's fault injection (KASSIST_AGENT_FAULT, actions.agent) at the queues' own
+    # steps: "queued" (entries in the submission queue, not run yet), "answered" (answers
+    # in the completion queue, not read yet); "pause:<step>" lingers there instead.
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == f"pause:{step}":
+        time.sleep(float(os.environ.get("KASSIST_AGENT_PAUSE", "1")))
+
+
 def problems() -> list[str]:
     """Return why the BPF queues cannot run here, one line each (empty: they can)."""
     if os.geteuid() != 0:
@@ -292,6 +306,10 @@ class Queues:
         ``None``: these queues hold and publish their own (:meth:`publish`).
     :param per_second: entries one extension may submit per second (0: unlimited).
     :param burst: ...and at once.
+    :param on_answer: called with each verdict as it is read from the completion queue,
+        before the queue's read position moves past it (the audit): a verdict is never
+        read without being recorded, at worst recorded twice when the agent dies between
+        the two (the second time as an orphan).
     """
 
     def __init__(
@@ -301,8 +319,10 @@ class Queues:
         rules_fd: int | None = None,
         per_second: int = 100,
         burst: int = 200,
+        on_answer: Callable[[Verdict], None] | None = None,
     ) -> None:
         self.pin_root = pin_root
+        self.on_answer = on_answer
         self.cache_dir = cache_dir
         self.rules_fd = rules_fd
         self.per_second = per_second
@@ -325,9 +345,11 @@ class Queues:
 
     # --- start / stop -----------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, compiled: Compiled | None = None) -> None:
         """Load the program, take over or create the pinned queues, answer what is left.
 
+        :param compiled: the policy, for queues that hold their own rules map: published
+            before what an earlier agent left is answered, so that it is judged by it.
         :raises ActionError: a piece is missing (one line) or the kernel refused a step.
         """
         missing = problems()
@@ -350,6 +372,8 @@ class Queues:
                 (pin_dir / m).unlink(missing_ok=True)
             self._loaded = self._load(pin_dir)
         self._set_rate()
+        if compiled is not None:
+            self.publish(compiled)
         self.orphans = self._drain_leftovers()
         if self.orphans:
             self.notices.append(
@@ -525,6 +549,7 @@ class Queues:
                     tags[self._tag] = i
                 if not tags:
                     raise OSError(28, "the submission queue is full")
+                _fault("queued")
                 for v in self._run(AGENT_QUEUE):
                     if v.user_data in tags:
                         i = tags[v.user_data]
@@ -550,6 +575,8 @@ class Queues:
                 raise OSError(-ret, f"queue {ext_id}: {os.strerror(-ret)}")
             if ctx.drained < 0:
                 raise OSError(-ctx.drained, f"drain queue {ext_id}: {os.strerror(-ctx.drained)}")
+            if ctx.done:
+                _fault("answered")
             out += self._consume()
             if ctx.done < ctx.budget or (ctx.budget == 0 and not out):
                 return out
@@ -567,7 +594,11 @@ class Queues:
         # inside ring_buffer__consume, on the calling thread
         raw = ctypes.string_at(data, min(size, ctypes.sizeof(CompletionEvent)))
         ev = CompletionEvent.from_buffer_copy(raw.ljust(ctypes.sizeof(CompletionEvent), b"\0"))
-        self._got.append(_verdict(ev))
+        verdict = _verdict(ev)
+        self._got.append(verdict)
+        if self.on_answer is not None:
+            with contextlib.suppress(Exception):  # must not raise inside libbpf's callback
+                self.on_answer(verdict)
         return 0
 
     def applied(self, uid: int, cgroup_id: int, count: int) -> None:

@@ -30,7 +30,7 @@ from actions.enforce.enforcer import (
     Unguarded,
     remove_stale_runs,
 )
-from actions.enforce.maps import SpecOf, compile_rules
+from actions.enforce.maps import Compiled, SpecOf, compile_rules
 from actions.enforce.queues import KernelCheck, Queues, Verdict
 from actions.errors import ActionError
 from actions.policy import Policy, load_policy
@@ -141,7 +141,7 @@ def start_for_agent(
         queues = start_queues(agent, settings, enforcer, log)
     else:
         queues = None
-        _answer_leftovers(agent.audit, settings, log)
+        _answer_leftovers(agent, settings, log)
     if enforcer is None and queues is None:
         return None
     return KernelSide(enforcer, queues)
@@ -155,13 +155,12 @@ def start_queues(
     audit = agent.audit
     rules_fd = enforcer.rules_fd if enforcer is not None and enforcer.running else None
     queues = Queues(
-        settings.pin_root, settings.cache_dir, rules_fd, settings.queue_rate, settings.queue_burst
-    )
+        settings.pin_root, settings.cache_dir, rules_fd, settings.queue_rate, settings.queue_burst,
+        on_answer=_audit_answer(audit),
+    )  # fmt: skip
     try:
-        queues.start()
-        if rules_fd is None:  # no guard: the queues hold the policy themselves
-            table = agent.policy.table()
-            queues.publish(compile_rules(table, spec_of=spec_lookup(agent.policy)).require_fit())
+        # without the guard, the queues hold the policy themselves
+        queues.start(None if rules_fd is not None else compile_policy(agent.policy))
     except (ActionError, OSError) as exc:
         queues.stop()
         why = exc.message if isinstance(exc, ActionError) else str(exc.strerror or exc)
@@ -181,24 +180,40 @@ def start_queues(
     return queues
 
 
-def _audit_verdicts(audit: Audit) -> Callable[[list[Verdict], list[str]], None]:
-    def record(verdicts: list[Verdict], disagree: list[str]) -> None:
-        refused = {str(v.seq): v.reason for v in verdicts if not v.accepted}
-        audit.record("kernel-verdicts", seqs=[v.seq for v in verdicts], refused=refused)
-        if disagree:
-            audit.record("kernel-disagreement", targets=disagree)
+def _audit_answer(audit: Audit) -> Callable[[Verdict], None]:
+    def record(verdict: Verdict) -> None:
+        audit.record("kernel-verdict", **verdict.to_dict())
 
     return record
 
 
-def _answer_leftovers(audit: Audit, settings: EnforceSettings, log: Callable[[str], None]) -> None:
+def _audit_verdicts(audit: Audit) -> Callable[[list[Verdict], list[str]], None]:
+    # each verdict is audited as it is read (on_answer); here, what the two sides split on
+    def record(verdicts: list[Verdict], disagree: list[str]) -> None:
+        if disagree:
+            audit.record("kernel-disagreement", targets=disagree,
+                         seqs=[v.seq for v in verdicts if not v.accepted])  # fmt: skip
+
+    return record
+
+
+def compile_policy(policy: Policy) -> Compiled:
+    """Compile a policy for the kernel map, with the validator's specs; every row must fit.
+
+    :raises ActionError: a row the map cannot hold (one line).
+    """
+    return compile_rules(policy.table(), spec_of=spec_lookup(policy)).require_fit()
+
+
+def _answer_leftovers(agent: Agent, settings: EnforceSettings, log: Callable[[str], None]) -> None:
     # Queues an earlier agent left pinned while this one runs without them: every entry
     # still there is answered (audited, never applied), then everything is unpinned.
     if not (settings.pin_root / "queues").is_dir():
         return
-    queues = Queues(settings.pin_root, settings.cache_dir)
+    audit = agent.audit
+    queues = Queues(settings.pin_root, settings.cache_dir, on_answer=_audit_answer(audit))
     try:
-        queues.start()
+        queues.start(compile_policy(agent.policy))
     except (ActionError, OSError) as exc:
         why = exc.message if isinstance(exc, ActionError) else str(exc)
         log(f"BPF queues: an earlier agent's are pinned and cannot be read: {why}")
@@ -310,7 +325,7 @@ def reload_policy(old: Policy, audit: Audit, kernel: KernelSide | None) -> Polic
         enforcer.reload(new.table(), spec_lookup(new))  # the queues read the same map
         generation = enforcer.generation
     elif queues is not None and queues.running:
-        queues.publish(compile_rules(new.table(), spec_of=spec_lookup(new)).require_fit())
+        queues.publish(compile_policy(new))
         generation = queues.generation
     audit.record("policy-reload", policy=new.source, generation=generation)
     return new

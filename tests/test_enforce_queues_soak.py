@@ -1,0 +1,127 @@
+"""The agent's soak (tests/test_agent_soak.py), now through the BPF queues.
+
+Four clients validate, apply and roll back random changesets in a private network
+namespace while the agent, started with ``--bpf-queues``, is SIGKILLed at random and
+restarted: its submission and completion queues stay pinned, and each new agent takes
+them over. Afterwards: every key holds what the journal says (0 mismatches), and
+every completion the kernel numbered was read and audited, none lost; one read twice
+only when an agent died between reading and moving on, and then the second time as an
+orphan, never applied. ``KASSIST_QUEUE_SOAK_SECONDS`` sets how long the clients run (40 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from actions.client import AgentClient
+from tests.agent_support import AgentProcess, NetNS
+from tests.enforce_support import (  # noqa: F401 (the fixture pin_root)
+    pin_root_fixture,
+    require_enforcement,
+)
+from tests.test_agent_soak import (
+    FINAL,
+    POLICY,
+    RANGES,
+    STEPS,
+    Soak,
+    _client,
+    _journal_says,
+)
+
+#: How long the clients run (the agent's own soak runs KASSIST_SOAK_SECONDS).
+SECONDS = float(os.environ.get("KASSIST_QUEUE_SOAK_SECONDS", "40"))
+#: The queues' own steps (actions/enforce/queues.py) beside the agent's.
+QUEUE_STEPS = ("queued", "answered")
+
+
+def _killer(soak: Soak, seed: int) -> None:
+    # As the agent's soak does, and half the time lingering inside the queues, so that
+    # kills land with entries in the rings.
+    rng = random.Random(seed)
+    while not soak.stop.wait(rng.uniform(1.0, 4.0)):
+        proc = soak.agent.proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        soak.count("kills")
+        step = rng.choice(QUEUE_STEPS if rng.random() < 0.5 else STEPS)
+        soak.agent.start(env={"KASSIST_AGENT_FAULT": f"pause:{step}",
+                              "KASSIST_AGENT_PAUSE": "0.02"})  # fmt: skip
+
+
+def test_soak_through_the_bpf_queues_with_random_kills(
+    tmp_path: Path, pin_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_enforcement()
+    netns = NetNS()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    args = ("--bpf-queues", "--bpf-queue-rate", "0", "--enforce-pin-root", str(pin_root),
+            "--enforce-state", str(tmp_path / "enforce.json"))  # fmt: skip
+    agent = AgentProcess(tmp_path, netns, policy=policy, args=args)
+    try:
+        agent.start()
+        before = {k: netns.read(k) for k in [*RANGES, "net.ipv4.ip_local_port_range"]}
+        soak = Soak(agent, netns)
+        threads = [threading.Thread(target=_client, args=(soak, i)) for i in range(4)]
+        killer = threading.Thread(target=_killer, args=(soak, 7))
+        for t in [*threads, killer]:
+            t.start()
+        time.sleep(SECONDS)
+        soak.stop.set()
+        for t in [*threads, killer]:
+            t.join(60)
+        assert agent.proc is not None
+        os.kill(agent.proc.pid, signal.SIGKILL)  # one more, at rest
+        agent.proc.wait(10)
+        agent.start()
+        with AgentClient(agent.socket, timeout=30) as client:
+            status = client.status().status
+        assert status is not None and status.enforce is not None
+        last = status.enforce["queues"]["sequence"]
+        extensions = status.enforce["queues"]["extensions"]
+        agent.stop()
+        says, wrong = _journal_says(agent.state / "journal.db")
+        mismatches = wrong + [
+            f"{k}: kernel {netns.read(k)}, journal {v}"
+            for k, v in says.items()
+            if " ".join(netns.read(k).split()) != " ".join(v.split())
+        ]
+        audit = [json.loads(line) for line in agent.audit.read_text().splitlines()]
+        read = Counter(e["seq"] for e in audit if e["event"] == "kernel-verdict")
+        orphans = {e["seq"] for e in audit if e["event"] == "queue-orphan"}
+        lost = sorted(set(range(1, last + 1)) - set(read))
+        doubled = sorted(s for s, n in read.items() if n > 1)
+        c = soak.counts
+        with capsys.disabled():
+            print(
+                f"\nqueue soak {SECONDS:g} s: operations {c['operations']}, applied {c['applied']},"
+                f" kills {c['kills'] + 1}, entries judged in the kernel {last}, orphans "
+                f"{len(orphans)}, read twice {len(doubled)}, lost {len(lost)}, "
+                f"mismatches {len(mismatches)}"
+            )
+        assert mismatches == [], mismatches
+        assert not set(status.changesets) - set(FINAL), status.changesets
+        assert lost == [], lost[:20]
+        assert set(doubled) <= orphans, doubled  # the second reading is an orphan's
+        assert max(read.values()) <= 2
+        submitted = sum(x["submitted"] for x in extensions)
+        assert submitted == last  # every entry the kernel took has its number
+        # applied changes are counted once each, before the reply goes out
+        applied, accepted = (sum(x[k] for x in extensions) for k in ("applied", "accepted"))
+        assert c["applied"] <= applied <= accepted
+        assert c["kills"] >= 3 and c["operations"] >= 100, c
+        assert set(says) <= set(before)
+    finally:
+        agent.stop()
+        netns.close()
