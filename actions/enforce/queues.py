@@ -38,7 +38,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +227,8 @@ class Verdict:
     user_space: bool
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the verdict as plain data (audit)."""
-        return asdict(self)
+        """Return the verdict as plain data (audit; flat, so a copy of its fields)."""
+        return dict(self.__dict__)
 
 
 def _verdict(ev: CompletionEvent) -> Verdict:
@@ -247,14 +247,19 @@ def _verdict(ev: CompletionEvent) -> Verdict:
     )
 
 
+#: The agent's fault injection (KASSIST_AGENT_FAULT, actions.agent), read once.
+_FAULT = os.environ.get(FAULT_ENV, "")
+
+
 def _fault(step: str) -> None:
-    # The agent's fault injection (KASSIST_AGENT_FAULT, actions.agent) at the queues' own
-    # steps: "queued" (entries in the submission queue, not run yet), "answered" (answers
-    # in the completion queue, not read yet); "pause:<step>" lingers there instead.
-    fault = os.environ.get(FAULT_ENV, "")
-    if fault == step:
+    # At the queues' own steps: "queued" (entries in the submission queue, not run yet),
+    # "answered" (answers in the completion queue, not read yet); "pause:<step>" lingers
+    # there instead.
+    if not _FAULT:
+        return
+    if step == _FAULT:
         os.kill(os.getpid(), signal.SIGKILL)
-    elif fault == f"pause:{step}":
+    elif f"pause:{step}" == _FAULT:
         time.sleep(float(os.environ.get("KASSIST_AGENT_PAUSE", "1")))
 
 
@@ -654,13 +659,19 @@ def _accounts(fd: int) -> Iterator[dict[str, Any]]:
 # --- the agent's use: the validator of record ------------------------------------------
 
 
-def cgroup_of(pid: int) -> int:
-    """Return a process's cgroup v2 id (its directory's inode), or 0 when it is gone."""
-    mount = capability.cgroup2_mount()
+def cgroup_of(pid: int, mount: Path | None = None) -> int:
+    """Return a process's cgroup v2 id (its directory's inode), or 0 when it is gone.
+
+    :param mount: where cgroup v2 is mounted (read from the mount table when not given).
+    """
+    mount = mount or capability.cgroup2_mount()
+    if mount is None:
+        return 0
     try:
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            if line.startswith("0::") and mount is not None:
-                return os.stat(mount / line[3:].lstrip("/")).st_ino
+        with open(f"/proc/{pid}/cgroup") as fh:  # plain strings: this runs per submission
+            for line in fh:
+                if line.startswith("0::"):
+                    return os.stat(f"{mount}/{line[3:].strip().lstrip('/')}").st_ino
     except OSError:
         pass
     return 0
@@ -689,13 +700,27 @@ class KernelCheck:
         self.queues = queues
         self.roots = roots
         self.on_verdicts = on_verdicts
+        self._mount = capability.cgroup2_mount()
+        self._cgroups: dict[int, tuple[float, int]] = {}  # pid -> (when read, cgroup id)
+
+    def _identity(self, who: Mapping[str, Any]) -> tuple[int, int]:
+        # (uid, cgroup id) of the peer, as SO_PEERCRED and /proc give them; the cgroup is
+        # read again after a second (a peer that moves is accounted to its new cgroup then)
+        pid = int(who.get("pid", 0))
+        now = time.monotonic()
+        when, cgroup = self._cgroups.get(pid, (0.0, 0))
+        if now - when > 1.0:
+            cgroup = cgroup_of(pid, self._mount) if pid else 0
+            if len(self._cgroups) > 4096:
+                self._cgroups.clear()
+            self._cgroups[pid] = (now, cgroup)
+        return int(who.get("uid", 0)), cgroup
 
     def submissions(
         self, recs: Sequence[Recommendation], who: Mapping[str, Any]
     ) -> list[Submission]:
         """Return what the kernel checks of ``recs`` (``user_data``: the index in ``recs``)."""
-        uid = int(who.get("uid", 0))
-        cgroup = cgroup_of(int(who["pid"])) if "pid" in who else 0
+        uid, cgroup = self._identity(who)
         out = []
         for i, rec in enumerate(recs):
             if rec.kind != "sysctl":
@@ -740,6 +765,6 @@ class KernelCheck:
 
     def applied(self, who: Mapping[str, Any], count: int) -> None:
         """Count ``count`` applied changes for the extension ``who`` (SO_PEERCRED)."""
-        cgroup = cgroup_of(int(who["pid"])) if "pid" in who else 0
+        uid, cgroup = self._identity(who)
         with contextlib.suppress(OSError, ActionError):
-            self.queues.applied(int(who.get("uid", 0)), cgroup, count)
+            self.queues.applied(uid, cgroup, count)
