@@ -1,4 +1,5 @@
-# The README's two commands are `./setup.sh demo` and `./setup.sh test`; these are the same.
+# The README's commands are `./setup.sh demo` and `./setup.sh test`; these are the same.
+# `make bench` runs every benchmark in its quick mode (as root: some need it), as CI does.
 .PHONY: setup demo test bench
 setup:
 	./setup.sh setup
@@ -6,3 +7,8 @@ demo:
 	./setup.sh demo
 test:
 	./setup.sh test
+bench:
+	@for b in benchmarks/*.py; do \
+		echo "== $$b --quick"; \
+		PYTHONPATH=. nice -n 10 .venv/bin/python "$$b" --quick || exit 1; \
+	done

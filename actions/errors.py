@@ -26,6 +26,15 @@ class AgentUnavailable(ActionError):
     """The agent's socket cannot be reached, or it refused this peer."""
 
 
+class StorageError(ActionError):
+    """The journal cannot record (nothing of the transaction was recorded)."""
+
+
+class StorageFull(StorageError):
+    """The journal cannot record: its file system is full (``SQLITE_FULL``), and the
+    space held back for an operation under way is used up too."""
+
+
 class Rejected(Exception):
     """A recommendation broke one of the validator's rules.
 

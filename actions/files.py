@@ -79,3 +79,65 @@ def no_symlink(path: Path) -> None:
     """
     if path.is_symlink():
         raise ActionError(f"{path} is a symlink: refusing to follow it", "remove it")
+
+
+#: Bytes held back beside the journal and beside the audit log: the records of one
+#: operation (an apply of a few keys adds ~60 KiB of WAL frames and ~2 KiB of audit lines).
+RESERVE = 256 << 10
+
+
+def is_full(exc: OSError) -> bool:
+    """Tell whether an error says the file system is full (``ENOSPC``, or ``EDQUOT``)."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class Reserve:
+    """Space held back on a file system, so that an operation under way can finish its records.
+
+    A preallocated file beside the journal or the audit log (the "ballast" of database
+    servers). Before the agent writes the kernel it makes sure the reserve is whole
+    (:meth:`ensure`); when a record then meets a full file system, the reserve is given
+    up (:meth:`release`) and the record written in the space it held, so the operation
+    ends with every record, and the next one is refused until the space is back.
+
+    :param path: the reserve file (mode 0600, never through a symlink).
+    :param size: bytes held back (0: no reserve).
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+        self._fd: int | None = None
+        self.held = 0  # bytes known to be allocated now
+
+    def ensure(self) -> bool:
+        """Allocate the reserve whole if it is not; return whether it is.
+
+        :raises OSError: an error other than a full file system.
+        """
+        if self.size <= 0 or self.held >= self.size:
+            return True
+        try:
+            if self._fd is None:
+                self._fd = open_private(self.path, os.O_RDWR)
+            os.posix_fallocate(self._fd, 0, self.size)
+        except OSError as exc:
+            if not is_full(exc):
+                raise
+            return False
+        self.held = self.size
+        return True
+
+    def release(self) -> bool:
+        """Give the reserve's space back to the file system; return whether it held any."""
+        if self._fd is None or (self.held <= 0 and os.fstat(self._fd).st_size == 0):
+            return False
+        os.ftruncate(self._fd, 0)
+        self.held = 0
+        return True
+
+    def close(self) -> None:
+        """Close the reserve file (it stays on disk, still held)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

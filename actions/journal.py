@@ -6,22 +6,30 @@ rolling_back -> rolled_back``. Every change keeps its value before and after,
 who asked, why and the evidence, so that a restarted agent can finish or undo
 whatever a crash interrupted. ``synchronous=NORMAL``: a killed process loses
 nothing (WAL); a power cut may lose the last transactions, never corrupt.
+
+A full file system (``SQLITE_FULL``) aborts a transaction whole. The journal holds
+a reserve beside its file (:class:`~actions.files.Reserve`): a transaction that meets
+a full disk gives the reserve up and runs once more, so an operation under way can
+record its end; :meth:`Journal.ready` tells the agent whether the next one may start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from actions.files import no_symlink, open_private, private_dir
+from actions.errors import StorageError, StorageFull
+from actions.files import RESERVE, Reserve, no_symlink, open_private, private_dir
 from actions.model import Change, Changeset
+
+T = TypeVar("T")
 
 #: States in which a changeset is still in flight (the agent finishes or undoes them on start).
 UNFINISHED = ("validated", "applying", "applied", "rolling_back")
@@ -76,10 +84,11 @@ class Journal:
 
     :param path: the database file (created mode 0600, with its directory, mode 0700;
         never through a symlink).
+    :param reserve: bytes held back on its file system (0: none).
     :raises ActionError: the file or its directory is a symlink or someone else's.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, reserve: int = RESERVE) -> None:
         self.path = path
         private_dir(path.parent)
         # SQLite gives its -wal and -shm files the database file's mode: create it 0600.
@@ -88,6 +97,9 @@ class Journal:
             no_symlink(path.with_name(path.name + suffix))
         self._local = threading.local()
         self._commits = 0
+        self.reserve = Reserve(path.with_name(f".{path.name}.reserve"), reserve)
+        with contextlib.suppress(OSError):  # ready() says so before the kernel is written
+            self.reserve.ensure()
         self._migrate()
 
     def _conn(self) -> sqlite3.Connection:
@@ -99,32 +111,70 @@ class Journal:
             conn.execute("PRAGMA synchronous=NORMAL")
             # Checkpoints (the only fsyncs) run from checkpoint(), off the apply path.
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # A checkpoint cuts the WAL back to this (bytes): a burst does not keep its space.
+            conn.execute(f"PRAGMA journal_size_limit={4 << 20}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
         return conn
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        # One transaction (BEGIN IMMEDIATE ... COMMIT). On a full disk SQLite aborts it
+        # whole; it runs once more in the space the reserve held.
+        for attempt in (1, 2):
+            try:
+                return self._tx(body)
+            except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                    raise StorageError(
+                        f"the journal {self.path} cannot record ({exc})", "see the agent's log"
+                    ) from exc
+                if attempt == 2 or not self.reserve.release():
+                    raise StorageFull(
+                        f"the journal {self.path} cannot record: its file system is full",
+                        "free space there",
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _tx(self, body: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
+            out = body(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         # A safety net when nobody calls checkpoint(): never let the WAL grow without bound.
         self._commits += 1
         if self._commits % 2000 == 0:
             self.checkpoint()
+        return out
+
+    def ready(self) -> str | None:
+        """Hold the reserve; return why it cannot be held, or ``None`` when ready.
+
+        A WAL grown over a full disk is cut back first (a truncating checkpoint).
+        """
+        try:
+            if self.reserve.ensure():
+                return None
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self.reserve.ensure():
+                return None
+        except (OSError, sqlite3.Error) as exc:
+            return f"the journal's reserve cannot be allocated ({exc})"
+        return f"the journal's file system ({self.path.parent}) is full: free space there"
 
     def _migrate(self) -> None:
-        with self._tx() as conn:
+        def run(conn: sqlite3.Connection) -> None:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             for i, script in enumerate(_MIGRATIONS[version:], start=version + 1):
                 for statement in filter(str.strip, script.split(";")):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={i}")
+
+        self._write(run)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file (a passive checkpoint: never blocks writers)."""
@@ -150,42 +200,48 @@ class Journal:
 
         :param now: its creation time (seconds since the epoch; default: now).
         :return: the changeset's id.
+        :raises StorageError: the journal cannot record (nothing was recorded).
         """
         now = time.time() if now is None else now
-        with self._tx() as conn:
+
+        def run(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO changesets (created, updated, state, who, persist)"
                 " VALUES (?, ?, 'validated', ?, ?)",
                 (now, now, json.dumps(who), int(persist)),
             )
             cs_id = int(cur.lastrowid or 0)
-            for seq, c in enumerate(changes):
-                conn.execute(
-                    "INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        cs_id,
-                        seq,
-                        c.kind,
-                        c.target,
-                        c.old,
-                        c.new,
-                        c.risk,
-                        c.state,
-                        c.rec_id,
-                        c.rationale,
-                        json.dumps(c.evidence),
-                        c.expected_effect,
-                        c.source,
-                    ),
-                )
+            conn.executemany(
+                "INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (cs_id, seq, c.kind, c.target, c.old, c.new, c.risk, c.state, c.rec_id,
+                     c.rationale, json.dumps(c.evidence), c.expected_effect, c.source)
+                    for seq, c in enumerate(changes)
+                ],
+            )  # fmt: skip
             self._event(conn, cs_id, "validated", {"changes": len(changes)})
-        return cs_id
+            return cs_id
+
+        return self._write(run)
 
     def set_state(
-        self, cs_id: int, state: str, error: str = "", change_state: str | None = None
+        self,
+        cs_id: int,
+        state: str,
+        error: str = "",
+        change_state: str | None = None,
+        changes: Mapping[int, str] | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
-        """Move a changeset to ``state`` (and, optionally, every change to ``change_state``)."""
-        with self._tx() as conn:
+        """Move a changeset to ``state``, in one transaction with its changes' states.
+
+        :param change_state: the state of every change (optional).
+        :param changes: seq -> the state of that change (optional; after ``change_state``).
+        :param detail: more for the state's event (optional).
+        :raises StorageError: the journal cannot record (nothing was recorded).
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE changesets SET state = ?, updated = ?, error = CASE WHEN ? = '' "
                 "THEN error ELSE ? END WHERE id = ?",
@@ -195,19 +251,29 @@ class Journal:
                 conn.execute(
                     "UPDATE changes SET state = ? WHERE changeset_id = ?", (change_state, cs_id)
                 )
-            self._event(conn, cs_id, state, {"error": error} if error else {})
+            for seq, one in (changes or {}).items():
+                conn.execute(
+                    "UPDATE changes SET state = ? WHERE changeset_id = ? AND seq = ?",
+                    (one, cs_id, seq),
+                )
+            about = {"error": error} if error else {}
+            self._event(conn, cs_id, state, {**about, **(detail or {})})
+
+        self._write(run)
 
     def set_change_state(self, cs_id: int, seq: int, state: str) -> None:
         """Move one change of a changeset to ``state``."""
-        with self._tx() as conn:
-            conn.execute(
+        self._write(
+            lambda conn: conn.execute(
                 "UPDATE changes SET state = ? WHERE changeset_id = ? AND seq = ?",
                 (state, cs_id, seq),
             )
+        )
 
     def verified(self, cs_id: int) -> None:
         """Mark a changeset and its changes verified; earlier changes of its keys superseded."""
-        with self._tx() as conn:
+
+        def run(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE changesets SET state = 'verified', updated = ? WHERE id = ?",
                 (time.time(), cs_id),
@@ -224,25 +290,47 @@ class Journal:
             conn.execute("UPDATE changes SET state = 'verified' WHERE changeset_id = ?", (cs_id,))
             self._event(conn, cs_id, "verified", {})
 
-    def unsupersede(self, kind: str, target: str, after_id: int) -> None:
-        """Hand a key back to the latest earlier changeset that managed it (after a rollback)."""
-        with self._tx() as conn:
-            row = conn.execute(
-                "SELECT changeset_id, seq FROM changes WHERE kind = ? AND target = ? "
-                "AND state = 'superseded' AND changeset_id < ? "
-                "ORDER BY changeset_id DESC LIMIT 1",
-                (kind, target, after_id),
-            ).fetchone()
-            if row is not None:
+        self._write(run)
+
+    def rolled_back(self, cs: Changeset, restored: Sequence[int]) -> None:
+        """Close a rollback in one transaction: the changeset ``rolled_back``, each restored
+        change too, and each of its keys handed back to the latest earlier verified
+        changeset that managed it (``superseded`` -> ``verified``).
+
+        :param restored: the seqs of the changes restored to their old value.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            for seq in restored:
+                c = cs.changes[seq]
                 conn.execute(
-                    "UPDATE changes SET state = 'verified' WHERE changeset_id = ? AND seq = ?",
-                    (row["changeset_id"], row["seq"]),
+                    "UPDATE changes SET state = 'rolled_back' WHERE changeset_id = ? AND seq = ?",
+                    (cs.id, seq),
                 )
+                row = conn.execute(
+                    "SELECT changes.changeset_id, changes.seq FROM changes"
+                    " JOIN changesets ON changesets.id = changes.changeset_id"
+                    " WHERE kind = ? AND target = ? AND changes.state = 'superseded'"
+                    " AND changes.changeset_id < ? AND changesets.state = 'verified'"
+                    " ORDER BY changes.changeset_id DESC LIMIT 1",
+                    (c.kind, c.target, cs.id),
+                ).fetchone()
+                if row is not None:
+                    conn.execute(
+                        "UPDATE changes SET state = 'verified' WHERE changeset_id = ? AND seq = ?",
+                        (row[0], row[1]),
+                    )
+            conn.execute(
+                "UPDATE changesets SET state = 'rolled_back', updated = ? WHERE id = ?",
+                (time.time(), cs.id),
+            )
+            self._event(conn, cs.id, "rolled_back", {})
+
+        self._write(run)
 
     def event(self, cs_id: int | None, event: str, detail: dict[str, Any]) -> None:
         """Record an event (a rollback request, an override, a recovery...)."""
-        with self._tx() as conn:
-            self._event(conn, cs_id, event, detail)
+        self._write(lambda conn: self._event(conn, cs_id, event, detail))
 
     @staticmethod
     def _event(

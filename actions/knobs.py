@@ -28,6 +28,7 @@ HOSTILE_CHARS = frozenset("\x00\n\r\t\x0b\x0c;|&$`<>(){}[]\\'\"*?!#~=")
 _COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 MAX_NAME = 200
+_INT = re.compile(r"^-?[0-9]{1,19}$")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,15 @@ def check_chars(what: str, text: str, target: str) -> None:
     if bad:
         shown = " ".join(repr(c) for c in bad[:4])
         raise Rejected(rule, target if rule == "value" else "", f"{what} contains {shown}")
+
+
+@lru_cache(maxsize=4096)
+def parse_ints(text: str) -> tuple[int, ...] | None:
+    """Parse canonical text as integers, or return ``None`` when it is not all integers."""
+    words = text.split()
+    if not words or not all(_INT.match(w) for w in words):
+        return None
+    return tuple(int(w) for w in words)
 
 
 def parse_kernel_text(raw: str) -> str:

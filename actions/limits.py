@@ -203,6 +203,14 @@ SECURITY_BASELINE: tuple[str, ...] = (
     "net.core.bpf_jit_harden",
 )
 
+#: Baseline keys whose numeric order is not their security order: key -> every value it
+#: may hold, from the least strict to the strictest. ``kernel.unprivileged_bpf_disabled``:
+#: 0 lets anyone load BPF, 2 refuses it until an admin writes 0, 1 refuses it for good
+#: (the kernel then refuses 0 and 2). Keys not named here are ordered by their number.
+SECURITY_ORDER: dict[str, tuple[int, ...]] = {
+    "kernel.unprivileged_bpf_disabled": (0, 2, 1),
+}
+
 
 @dataclass(frozen=True)
 class Machine:

@@ -7,6 +7,10 @@ range is the intersection of the built-in table (:mod:`actions.limits`) and the
 policy's ``[keys."glob"]`` entry. Security-baseline keys are never lowered
 unless listed in ``[baseline] override``; a policy's ``[baseline] keys`` add to the
 built-in floors (:data:`~actions.limits.SECURITY_BASELINE`), never replace them.
+"Lower" is the key's security order: its number, or the explicit order of
+:data:`~actions.limits.SECURITY_ORDER` and ``[baseline] order`` (least strict first;
+``kernel.unprivileged_bpf_disabled`` is ``[0, 2, 1]``), where a value outside the list
+cannot be ranked and is refused.
 :meth:`Policy.table` gives the whole policy as the plain data a BPF map would hold.
 """
 
@@ -19,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from actions.errors import ActionError
-from actions.knobs import first_match, glob_match
+from actions.knobs import first_match, glob_match, parse_ints
 from actions.limits import (
     SECURITY_BASELINE,
+    SECURITY_ORDER,
     Machine,
     Spec,
     builtin_entry,
@@ -42,6 +47,7 @@ _TOP = {
     "baseline",
     "keys",
 }
+_BASELINE_FIELDS = {"keys", "override", "order"}
 _KEY_FIELDS = {"type", "min", "max", "length", "values", "risk", "max_step"}
 _TYPES = {"int", "ints", "choice"}
 
@@ -61,6 +67,8 @@ class Policy:
     baseline_override: tuple[str, ...] = ()
     #: exact key names the deny globs do not cover (they still need an allow glob)
     deny_except: tuple[str, ...] = ()
+    #: baseline key -> its values from the least strict to the strictest (see the module)
+    baseline_order: dict[str, tuple[int, ...]] = field(default_factory=lambda: dict(SECURITY_ORDER))
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_step: float = 4.0
     max_changes_per_hour: int = 3
@@ -89,6 +97,33 @@ class Policy:
     def may_lower_baseline(self, key: str, sep: str) -> bool:
         """Tell whether the policy explicitly lets ``key`` be lowered."""
         return first_match(self.baseline_override, key, sep) is not None
+
+    def security_rank(self, key: str, value: int) -> int | None:
+        """Return where ``value`` stands in ``key``'s security order (higher: stricter).
+
+        :return: the value itself for a key ordered by number; its index in the key's
+            explicit order; ``None`` for a value outside that order (it cannot be ranked).
+        """
+        order = self.baseline_order.get(key)
+        if order is None:
+            return value
+        return order.index(value) if value in order else None
+
+    def lowers_baseline(self, key: str, sep: str, old: str, new: str) -> bool:
+        """Tell whether changing a baseline key from ``old`` to ``new`` makes it less strict.
+
+        A value that cannot be ranked counts as lowering (fail closed); a key outside the
+        baseline, or a value that is not an integer, never does.
+
+        :param old: the current value (canonical text); ``new``: the value to write.
+        """
+        if not self.in_baseline(key, sep):
+            return False
+        before, after = parse_ints(old), parse_ints(new)
+        if before is None or after is None:
+            return False
+        was, now = self.security_rank(key, before[0]), self.security_rank(key, after[0])
+        return was is None or now is None or now < was
 
     def spec(self, key: str, sep: str) -> Spec | None:
         """Return the effective spec of ``key``: built-in limits narrowed by the policy.
@@ -125,7 +160,16 @@ class Policy:
             rows.append({"pattern": k, "action": "except"})
         for g in self.baseline:
             override = self.may_lower_baseline(g, "/" if "/" in g else ".")
-            rows.append({"pattern": g, "action": "baseline", "override": override})
+            order = self.baseline_order.get(g)
+            rows.append(
+                {
+                    "pattern": g,
+                    "action": "baseline",
+                    "override": override,
+                    # least strict first; None: by number (a BPF floor compares ranks)
+                    "order": list(order) if order is not None else None,
+                }
+            )
         for g in self.allow:
             sep = "/" if "/" in g else "."
             spec = self.spec(g, sep)
@@ -190,6 +234,34 @@ def _check_keys(keys: object, where: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _orders(baseline: dict[str, Any], where: str) -> dict[str, tuple[int, ...]]:
+    # The built-in orders, and the policy's own for other keys (never a built-in's changed).
+    extra = baseline.get("order", {})
+    if not isinstance(extra, dict):
+        raise ActionError(
+            f"{where}: [baseline] order must be a table",
+            'write order = { "kernel.some_key" = [0, 2, 1] } (least strict first)',
+        )
+    orders = dict(SECURITY_ORDER)
+    for key, values in extra.items():
+        ints = isinstance(values, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        )
+        if not ints or not values or len(set(values)) != len(values):
+            raise ActionError(
+                f"{where}: [baseline] order.{key} must be a list of distinct integers",
+                "least strict first",
+            )
+        if key in SECURITY_ORDER and tuple(values) != SECURITY_ORDER[key]:
+            raise ActionError(
+                f"{where}: [baseline] order.{key}: kassist's own order is "
+                f"{list(SECURITY_ORDER[key])} and cannot be changed",
+                "remove it from the policy",
+            )
+        orders[key] = tuple(values)
+    return orders
+
+
 def _deny_except(doc: dict[str, Any], baseline: tuple[str, ...], where: str) -> tuple[str, ...]:
     names = _strings(doc, "deny_except", where)
     for name in names:
@@ -219,6 +291,12 @@ def policy_from_dict(doc: dict[str, Any], source: str, m: Machine | None = None)
     baseline = doc.get("baseline", {})
     if not isinstance(baseline, dict):
         raise ActionError(f"{source}: [baseline] must be a table", "fix the policy file")
+    unknown = set(baseline) - _BASELINE_FIELDS
+    if unknown:
+        raise ActionError(
+            f"{source}: unknown [baseline] field {sorted(unknown)[0]!r}",
+            f"known fields: {', '.join(sorted(_BASELINE_FIELDS))}",
+        )
     auto = doc.get("auto_approve", "none")
     if auto not in ("none", *RISKS):
         raise ActionError(f"{source}: auto_approve must be none, low, medium or high", "")
@@ -238,6 +316,7 @@ def policy_from_dict(doc: dict[str, Any], source: str, m: Machine | None = None)
         deny_except=_deny_except(doc, floors, source),
         baseline=floors,
         baseline_override=_strings(baseline, "override", source),
+        baseline_order=_orders(baseline, source),
         keys=_check_keys(doc.get("keys", {}), source),
         max_step=float(step),
         max_changes_per_hour=per_hour,

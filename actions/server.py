@@ -4,8 +4,12 @@ Peers are authenticated with SO_PEERCRED (root, or a member of the configured
 group); anyone else gets one refusal completion, an audit line, and a closed
 connection. Validation and history run on the event loop; apply, rollback and
 status run one at a time on a single worker thread, so a quick ``validate``
-can complete before an ``apply`` submitted earlier. Malformed, oversized
-(> 64 KiB) or slow-loris input closes that connection only.
+can complete before an ``apply`` submitted earlier (:data:`ROUTES`: one entry per
+op of :mod:`actions.protocol`). Malformed, oversized (> 64 KiB) or slow-loris input
+closes that connection only; so does a connection idle for ``idle_timeout`` (blank
+lines are not activity). Of the ``max_connections``, a reserve is kept for root.
+Refused connections and malformed entries are audited as bounded records
+(:meth:`actions.audit.Audit.bounded`): a flood cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from actions.agent import Agent, Result, result
+from actions.agent import Agent
+from actions.core import Result, result
 from actions.enforce.service import (
     EnforceSettings,
     KernelSide,
@@ -35,7 +40,21 @@ from actions.enforce.service import (
     stop_for_agent,
 )
 from actions.errors import ActionError, Rejected
-from actions.protocol import MAX_ENTRY, OPS, Malformed, decode_entry, encode
+from actions.model import Completion
+from actions.protocol import (
+    MAX_ENTRY,
+    Apply,
+    BadSubmission,
+    History,
+    Malformed,
+    Rollback,
+    Status,
+    Submission,
+    Validate,
+    decode_entry,
+    encode,
+    parse_submission,
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,7 @@ class ServerSettings:
     :param max_connections: connections open at once; never more than the open-file
         limit (``RLIMIT_NOFILE``) leaves after :data:`FD_RESERVE`.
     :param max_per_peer: connections one user (uid) may hold open at once.
+    :param root_reserve: connections of the cap only root may take (at most a quarter).
     """
 
     socket_path: Path
@@ -115,6 +135,7 @@ class ServerSettings:
     enforce: EnforceSettings = field(default_factory=EnforceSettings)  # actions/enforce
     max_connections: int = 256
     max_per_peer: int = 64
+    root_reserve: int = 16
 
 
 #: Descriptors kept free for the agent's own work (the kernel's files, the journal).
@@ -144,6 +165,8 @@ class AgentServer:
         self._server: asyncio.AbstractServer | None = None
         self.enforcer: KernelSide | None = None  # --enforce-lockdown/--enforce-guard/--bpf-queues
         self.cap = connection_cap(settings.max_connections)
+        #: connections only root may take: non-root peers share cap - reserve
+        self.root_reserve = min(settings.root_reserve, self.cap // 4)
         self._open = 0
         self._per_uid: dict[int, int] = {}
 
@@ -205,7 +228,7 @@ class AgentServer:
     async def serve(self) -> None:
         """Recover, listen, and serve until SIGTERM or SIGINT."""
         for line in self.agent.recover():
-            self.log(f"recovered {line}")
+            self.log(line)
         for notice in self.agent.check_overrides():
             self.log(notice)
         # before the socket: enforcement asked for and not running stops the agent here
@@ -254,9 +277,7 @@ class AgentServer:
         while True:
             await asyncio.sleep(self.settings.override_interval)
             try:
-                for notice in await loop.run_in_executor(
-                    self._writer_thread, self.agent.check_overrides
-                ):
+                for notice in await loop.run_in_executor(self._writer_thread, self._maintain):
                     self.log(notice)
                 # On its own thread and connection: a passive checkpoint (the journal's
                 # only fsync) never holds up an apply queued on the writer thread.
@@ -266,8 +287,17 @@ class AgentServer:
                 why = f"{type(exc).__name__}: {exc}"
                 if why != failed:  # said once, not every interval
                     self.log(f"override check failed ({why}); retrying")
-                    self.agent.audit.record("internal-error", where="override-check", error=why)
+                    self.agent.audit.bounded("internal-error", "override-check",
+                                             where="override-check", error=why)  # fmt: skip
                 failed = why
+
+    def _maintain(self) -> list[str]:
+        # Between operations: finish what a full disk left, find overrides, write the
+        # audit log's pending summaries.
+        lines = self.agent.settle()
+        lines += self.agent.check_overrides()
+        self.agent.audit.flush()
+        return lines
 
     # --- connections ------------------------------------------------------------------
 
@@ -278,7 +308,9 @@ class AgentServer:
         refusal = self._refusal(peer)
         if refusal is not None:
             rule, reason = refusal
-            self.agent.audit.record("refused", who=who, reason=f"{rule}: {reason}")
+            self.agent.audit.bounded(
+                "refused", f"{rule} uid {peer.uid}", who=who, reason=f"{rule}: {reason}"
+            )
             gone = result(False, "refused", [Rejected(rule, "", reason)])
             with contextlib.suppress(ConnectionError):
                 writer.write(encode(gone.to_wire(None)))
@@ -302,6 +334,11 @@ class AgentServer:
             )
         if self._open >= self.cap:
             return "busy", f"{self.cap} connections are open (the agent's cap); try again later"
+        if peer.uid != 0 and self._open >= self.cap - self.root_reserve:
+            return "busy", (
+                f"{self._open} connections are open and the last {self.root_reserve} of the "
+                f"agent's cap of {self.cap} are kept for root; try again later"
+            )
         if self._per_uid.get(peer.uid, 0) >= self.settings.max_per_peer:
             return "busy", (
                 f"uid {peer.uid} holds {self.settings.max_per_peer} connections (the cap per "
@@ -320,14 +357,14 @@ class AgentServer:
             async for batch in self._batches(reader):
                 for line in batch:
                     doc = decode_entry(line)
-                    quick = self._quick(doc, who)
-                    if quick is not None:
+                    answer = self._answer_now(doc, who)
+                    if isinstance(answer, Completion):
                         # Answered on the spot: validation and history only read.
-                        out.append(encode(quick.to_wire(doc["user_data"])))
+                        out.append(encode(answer.to_wire(doc["user_data"])))
                         continue
                     self._flush(writer, out)
                     await inflight.acquire()
-                    task = asyncio.create_task(self._submission(doc, who, writer, inflight))
+                    task = asyncio.create_task(self._submission(answer, who, writer, inflight))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 self._flush(writer, out)
@@ -339,14 +376,14 @@ class AgentServer:
             bad = str(exc)
         except Exception as exc:  # whatever went wrong, the entry still gets its completion
             bad = f"entry not understood ({type(exc).__name__})"
-            self.agent.audit.record("internal-error", who=who, error=repr(exc)[:500])
+            self._internal_error(who, exc)
         finally:
             # Every submission that ran gets its completion before the connection closes.
             self._flush(writer, out)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if bad is not None:
-                self.agent.audit.record("malformed", who=who, reason=bad)
+                self.agent.audit.bounded("malformed", f"uid {who['uid']}", who=who, reason=bad)
                 reply = result(False, "malformed", [Rejected("protocol", "", f"{bad}; closing")])
                 with contextlib.suppress(ConnectionError):
                     writer.write(encode(reply.to_wire(None)))
@@ -360,12 +397,14 @@ class AgentServer:
 
     async def _batches(self, reader: asyncio.StreamReader) -> AsyncIterator[list[bytes]]:
         # Yield the complete lines of each chunk read; a partial entry must reach its
-        # newline within entry_timeout (slow loris), an idle connection may wait
-        # idle_timeout, and no entry may pass MAX_ENTRY bytes. Lines before a bad one
-        # are still yielded (and answered) before the connection is closed.
+        # newline within entry_timeout (slow loris), a connection may go idle_timeout
+        # without an entry (blank lines are not entries: they do not keep it open), and
+        # no entry may pass MAX_ENTRY bytes. Lines before a bad one are still yielded
+        # (and answered) before the connection is closed.
         buf = b""
-        started = 0.0
         loop = asyncio.get_running_loop()
+        started = 0.0  # when the partial entry in buf began
+        active = loop.time()  # when the last entry came (or the connection opened)
         late = f"entry not finished within {self.settings.entry_timeout:g} s"
         while True:
             if buf:
@@ -373,7 +412,9 @@ class AgentServer:
                 if timeout <= 0:
                     raise Malformed(late)
             else:
-                timeout = self.settings.idle_timeout
+                timeout = active + self.settings.idle_timeout - loop.time()
+                if timeout <= 0:
+                    return
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), timeout)
             except TimeoutError:
@@ -389,12 +430,13 @@ class AgentServer:
             if not buf:
                 started = loop.time()
             buf += chunk
-            if b"\n" not in chunk:
-                if len(buf) > MAX_ENTRY:
-                    raise Malformed(f"entry larger than {MAX_ENTRY} bytes")
-                continue
-            *lines, buf = buf.split(b"\n")
-            started = loop.time()
+            if b"\n" in chunk:
+                *lines, buf = buf.split(b"\n")
+                started = loop.time()
+            else:
+                lines = []
+            if not buf.strip():
+                buf = b""  # blanks are no entry: the connection stays idle
             good: list[bytes] = []
             error: Malformed | None = None
             for line in lines:
@@ -406,99 +448,56 @@ class AgentServer:
             if error is None and len(buf) > MAX_ENTRY:
                 error = Malformed(f"entry larger than {MAX_ENTRY} bytes")
             if good:
+                active = loop.time()
                 yield good
             if error is not None:
                 raise error
 
     async def _submission(
         self,
-        doc: dict[str, Any],
+        sub: Submission,
         who: dict[str, Any],
         writer: asyncio.StreamWriter,
         inflight: asyncio.Semaphore,
     ) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            res = await self._dispatch(doc, who)
+            route = ROUTES[type(sub)]
+            res = await loop.run_in_executor(self._writer_thread, route.run, self, sub, who)
         except Exception as exc:  # the agent must answer every submission
-            self.agent.audit.record("internal-error", who=who, error=repr(exc))
-            res = result(False, "error", [Rejected("internal", "", f"{type(exc).__name__}: {exc}")])
+            res = self._internal_error(who, exc)
         finally:
             inflight.release()
         if not writer.is_closing():
-            writer.write(encode(res.to_wire(doc["user_data"])))
+            writer.write(encode(res.to_wire(sub.user_data)))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
 
-    def _quick(self, doc: dict[str, Any], who: dict[str, Any]) -> Result | None:
-        # The checks and the read-only ops, answered on the event loop; None: the op
-        # mutates (or reads the kernel for overrides) and goes to the worker thread.
-        op = doc.get("op")
+    def _answer_now(self, doc: dict[str, Any], who: dict[str, Any]) -> Result | Submission:
+        # Check the submission against its op's model and answer it on the event loop when
+        # it is wrong or only reads (validate, history); else return it for the worker.
         try:
-            if op not in OPS:
-                return result(
-                    False,
-                    "malformed",
-                    [Rejected("protocol", "", f"unknown op {op!r}; ops: {', '.join(OPS)}")],
-                )
-            extra = set(doc) - {"op", "user_data"} - OPS[op]
-            if extra:
-                return result(
-                    False,
-                    "malformed",
-                    [Rejected("protocol", "", f"{op}: unknown field {sorted(extra)[0]!r}")],
-                )
-            if op == "validate":
-                return self.agent.validate(doc.get("recommendations"), who)
-            if op == "history":
-                cs_id, limit, since = doc.get("id"), doc.get("limit", 50), doc.get("since", 0)
-                if not _int_or_none(cs_id) or not _int_or_none(limit) or not _number(since):
-                    return result(
-                        False,
-                        "malformed",
-                        [
-                            Rejected(
-                                "protocol",
-                                "",
-                                "history: id and limit must be integers, since a number",
-                            )
-                        ],
-                    )
-                return self.agent.history(cs_id, max(1, min(int(limit or 50), 1000)), float(since))
+            sub = parse_submission(doc)
+        except BadSubmission as exc:
+            self.agent.audit.bounded("malformed", f"uid {who['uid']}", who=who, reason=str(exc))
+            return result(False, "malformed", [Rejected("protocol", "", str(exc))])
+        route = ROUTES[type(sub)]
+        if not route.quick:
+            return sub
+        try:
+            return route.run(self, sub, who)
         except Exception as exc:  # the agent must answer every submission
-            self.agent.audit.record("internal-error", who=who, error=repr(exc))
-            return result(
-                False, "error", [Rejected("internal", "", f"{type(exc).__name__}: {exc}")]
-            )
-        return None
+            return self._internal_error(who, exc)
 
-    async def _dispatch(self, doc: dict[str, Any], who: dict[str, Any]) -> Result:
-        op = doc["op"]
-        loop = asyncio.get_running_loop()
-        if op == "status":
-            return await loop.run_in_executor(self._writer_thread, self._status)
-        if op == "apply":
-            persist = doc.get("persist", False)
-            if not isinstance(persist, bool):
-                return result(
-                    False, "malformed", [Rejected("protocol", "", "persist must be true or false")]
-                )
-            recs = doc.get("recommendations")
-            return await loop.run_in_executor(
-                self._writer_thread, lambda: self.agent.apply(recs, who, persist)
-            )
-        cs_id, since = doc.get("id"), doc.get("since")
-        if not _int_or_none(cs_id) or (since is not None and not _number(since)):
-            return result(
-                False,
-                "malformed",
-                [Rejected("protocol", "", "rollback: id must be an integer, since a number")],
-            )
-        return await loop.run_in_executor(
-            self._writer_thread,
-            lambda: self.agent.rollback(who, cs_id, None if since is None else float(since)),
-        )
+    def _internal_error(self, who: dict[str, Any], exc: Exception) -> Result:
+        # An exception where none was expected: answered, and audited within the caps
+        # (auditing it must not fail in turn: bounded records never raise).
+        self.agent.audit.bounded("internal-error", type(exc).__name__, who=who,
+                                 error=repr(exc)[:500])  # fmt: skip
+        return result(False, "error", [Rejected("internal", "", f"{type(exc).__name__}: {exc}")])
 
-    def _status(self) -> Result:
+    def status(self) -> Result:
+        """Return the agent's status, with the in-kernel enforcement's when it runs."""
         res = self.agent.status()
         if self.enforcer is not None and res.status is not None:
             res.status.enforce = self.enforcer.status()
@@ -513,12 +512,50 @@ class AgentServer:
             await writer.wait_closed()
 
 
-def _int_or_none(value: object) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+S = TypeVar("S", bound=Submission)
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+@dataclass(frozen=True)
+class Route(Generic[S]):
+    """How the server runs one op.
+
+    :param run: the call, ``(server, submission, who) -> result``.
+    :param quick: answered on the event loop (it only reads); else on the worker thread,
+        one at a time.
+    """
+
+    run: Callable[[AgentServer, S, dict[str, Any]], Result]
+    quick: bool
+
+
+def _validate(srv: AgentServer, s: Validate, who: dict[str, Any]) -> Result:
+    return srv.agent.validate(s.recommendations, who)
+
+
+def _history(srv: AgentServer, s: History, who: dict[str, Any]) -> Result:
+    return srv.agent.history(s.id, s.clamped_limit, s.since)
+
+
+def _apply(srv: AgentServer, s: Apply, who: dict[str, Any]) -> Result:
+    return srv.agent.apply(s.recommendations, who, s.persist)
+
+
+def _rollback(srv: AgentServer, s: Rollback, who: dict[str, Any]) -> Result:
+    return srv.agent.rollback(who, s.id, s.since)
+
+
+def _status(srv: AgentServer, s: Status, who: dict[str, Any]) -> Result:
+    return srv.status()
+
+
+#: One route per op of :data:`actions.protocol.OPS`.
+ROUTES: dict[type[Submission], Route[Any]] = {
+    Validate: Route(_validate, quick=True),
+    History: Route(_history, quick=True),
+    Apply: Route(_apply, quick=False),
+    Rollback: Route(_rollback, quick=False),
+    Status: Route(_status, quick=False),
+}
 
 
 def serve(agent: Agent, settings: ServerSettings) -> None:

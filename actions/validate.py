@@ -13,7 +13,6 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from actions.errors import Rejected
 from actions.knobs import (
@@ -22,6 +21,7 @@ from actions.knobs import (
     Roots,
     bracket_options,
     check_chars,
+    parse_ints,
     parse_kernel_text,
     read_file,
     resolve,
@@ -33,7 +33,6 @@ from actions.policy import Policy
 #: Counts a key's changes in the last hour: (kind, key) -> count.
 RecentChanges = Callable[[str, str], int]
 
-_INT = re.compile(r"^-?[0-9]{1,19}$")
 _WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
 _MIN_RATIONALE = 10
 
@@ -176,15 +175,6 @@ def _decimal(word: str) -> str:
     return str(int(word, 10))
 
 
-@lru_cache(maxsize=4096)
-def parse_ints(text: str) -> tuple[int, ...] | None:
-    """Parse canonical text as integers, or return ``None`` when it is not all integers."""
-    words = text.split()
-    if not words or not all(_INT.match(w) for w in words):
-        return None
-    return tuple(int(w) for w in words)
-
-
 def check_type(new: str, spec: Spec, target: str) -> None:
     """Check that a value parses for the key's type.
 
@@ -303,21 +293,32 @@ def check_module(knob: Knob, old: str, new: str, roots: Roots) -> None:
 def check_baseline(knob: Knob, old: str, new: str, policy: Policy) -> None:
     """Refuse to lower a security-baseline key unless the policy overrides it.
 
+    "Lower" follows the key's security order (:meth:`Policy.lowers_baseline`): 1 is
+    stricter than 2 for ``kernel.unprivileged_bpf_disabled``.
+
     :raises Rejected: rule ``baseline``.
     """
     sep = KINDS[knob.kind].sep
-    if not policy.in_baseline(knob.key, sep) or policy.may_lower_baseline(knob.key, sep):
+    if policy.may_lower_baseline(knob.key, sep) or not policy.lowers_baseline(
+        knob.key, sep, old, new
+    ):
         return
-    before, after = parse_ints(old), parse_ints(new)
-    if before is None or after is None:
-        return
-    if after[0] < before[0]:
+    order = policy.baseline_order.get(knob.key)
+    ranked = [parse_ints(v) for v in (old, new)]
+    if order is not None and any(v is None or v[0] not in order for v in ranked):
+        levels = ", ".join(map(str, order))
         raise Rejected(
             "baseline",
             knob.key,
-            f"lowers the security baseline ({old} -> {new}); only an "
-            "explicit policy override ([baseline] override) allows that",
+            f"{old} -> {new}: not a level kassist can rank (from the least strict to the "
+            f"strictest: {levels}); only an explicit policy override allows it",
         )
+    raise Rejected(
+        "baseline",
+        knob.key,
+        f"lowers the security baseline ({old} -> {new}); only an "
+        "explicit policy override ([baseline] override) allows that",
+    )
 
 
 def check_policy(knob: Knob, policy: Policy) -> None:

@@ -32,6 +32,12 @@ def user_config_dir() -> Path:
     return Path(base) / "kassist"
 
 
+def user_cache_dir() -> Path:
+    """Return ``$XDG_CACHE_HOME/kassist`` (default ``~/.cache/kassist``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kassist"
+
+
 def user_state_dir() -> Path:
     """Return where kassist keeps its state: ``/var/lib/kassist`` as root, else XDG state."""
     if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
@@ -101,6 +107,8 @@ class ChatConfig:
     :param key_help: the help screen.
     :param key_quit: leave.
     :param history: record conversations in ``STATE/chat.db``.
+    :param native_tools: let a model with tool calls (the Qwen family) call the chat's
+        tools itself, the deterministic router as its fallback.
     """
 
     key_cancel: str = "escape"
@@ -112,6 +120,7 @@ class ChatConfig:
     key_help: str = "f1"
     key_quit: str = "ctrl+q"
     history: bool = True
+    native_tools: bool = False
 
 
 @dataclass(frozen=True)

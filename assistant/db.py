@@ -32,7 +32,8 @@ The contract:
   in it is changed.
 - Statements should still be idempotent where SQLite allows it (``IF NOT
   EXISTS``): a file whose version was reset by hand is then repaired, not
-  broken.
+  broken. A new column is a :class:`Column` of its step, added only where it
+  is missing (SQLite has no ``ADD COLUMN IF NOT EXISTS``).
 - A database that predates ``user_version`` but recorded its steps in
   ``_migrations`` (the LLM log did) is adopted at the highest number recorded.
 """
@@ -48,15 +49,33 @@ from assistant.errors import KassistError
 
 
 @dataclass(frozen=True)
+class Column:
+    """A column a step adds to a table: ``ALTER TABLE table ADD COLUMN name decl``, run only
+    when the table lacks it (SQLite has no ``ADD COLUMN IF NOT EXISTS``), so that the step
+    stays safe to re-run.
+
+    :param table: the table.
+    :param name: the new column's name.
+    :param decl: its type and constraints (``REAL``, ``TEXT NOT NULL DEFAULT ''``).
+    """
+
+    table: str
+    name: str
+    decl: str
+
+
+@dataclass(frozen=True)
 class Migration:
     """One numbered step of a schema.
 
     :param number: its version, 1 for the first step, each next step one more.
     :param statements: the SQL statements, run in order in one transaction.
+    :param columns: columns added first, each only where it is missing.
     """
 
     number: int
     statements: tuple[str, ...]
+    columns: tuple[Column, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +184,8 @@ def _apply(conn: sqlite3.Connection, schema: Schema, step: Migration) -> None:
     try:
         # Another process may have applied it since we looked.
         if check_not_newer(conn, schema) < step.number:
+            for column in step.columns:
+                _add_column(conn, column)
             for sql in step.statements:
                 conn.execute(sql)
             conn.execute(
@@ -176,3 +197,9 @@ def _apply(conn: sqlite3.Connection, schema: Schema, step: Migration) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _add_column(conn: sqlite3.Connection, column: Column) -> None:
+    names = {row[1] for row in conn.execute(f'PRAGMA table_info("{column.table}")')}
+    if column.name not in names:
+        conn.execute(f'ALTER TABLE "{column.table}" ADD COLUMN "{column.name}" {column.decl}')

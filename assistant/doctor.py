@@ -129,6 +129,22 @@ def check_tracefs(cfg: Config) -> Check:
     )
 
 
+def check_bpffs(cfg: Config) -> Check:
+    """Check that a BPF file system is mounted (the agent pins its enforcement programs to it)."""
+    from actions.enforce.bpffs import bpffs_mounts
+    from actions.enforce.capability import BPFFS
+
+    mounts = bpffs_mounts()
+    if mounts:
+        return Check("bpffs", "ok", f"mounted at {', '.join(map(str, mounts))}")
+    return Check(
+        "bpffs",
+        "missing",
+        "not mounted",
+        f"as root: kassist doctor --fix (mount -t bpf bpf {BPFFS})",
+    )
+
+
 def check_drgn(cfg: Config) -> Check:
     """Check that drgn can be imported."""
     try:
@@ -190,6 +206,92 @@ def check_model(cfg: Config) -> Check:
     return Check("model", "ok", f"{cfg.llm.backend}: {backend.location}, loaded in {took:.2f} s")
 
 
+def check_knowledge_base(cfg: Config) -> Check:
+    """Check that the knowledge base is built, for the installed kernel sources and this schema."""
+    from assistant.knowledge import KnowledgeUnavailable
+    from assistant.knowledge.base import BUILD_HINT, open_default
+    from assistant.knowledge.sources import SOURCE_PACKAGE
+
+    try:
+        with open_default() as kb:
+            meta = kb.meta
+            return Check(
+                "knowledge base",
+                "ok",
+                f"{kb.path}: linux {kb.kernel_version}"
+                f" ({SOURCE_PACKAGE} {meta.get('source_package_version') or '?'})",
+            )
+    except KnowledgeUnavailable as exc:
+        # The right file is named by the installed sources' version and the schema: any
+        # other file in the two directories was built for other sources or another kassist.
+        others = [] if os.environ.get("KASSIST_KB") else _other_knowledge_bases()
+        if others and "schema" not in exc.message:
+            detail = f"only one built for other kernel sources or another kassist ({others[-1]})"
+            return Check("knowledge base", "missing", detail, f"rebuild it: {BUILD_HINT}")
+        return Check("knowledge base", "missing", exc.message, exc.hint)
+
+
+def _other_knowledge_bases() -> list[str]:
+    from assistant.knowledge.base import SHARED_DIR, user_dir
+    from assistant.knowledge.sources import SOURCE_PACKAGE
+
+    return sorted(
+        str(p) for d in (user_dir(), SHARED_DIR) for p in d.glob(f"{SOURCE_PACKAGE}_*.sqlite")
+    )
+
+
+def _user_in_question() -> tuple[str, int]:
+    """Return the person running kassist: under sudo the one who ran sudo, else the caller."""
+    import pwd
+
+    name = os.environ.get("SUDO_USER", "")
+    if os.geteuid() == 0 and name and name != "root":
+        try:
+            return name, pwd.getpwnam(name).pw_uid
+        except KeyError:
+            pass
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name, uid
+    except KeyError:
+        return str(uid), uid
+
+
+def check_agent_group(cfg: Config) -> Check:
+    """Check that the agent's group exists and that the user is in it (root always may talk)."""
+    import grp
+    import pwd
+
+    from actions.cli import DEFAULT_GROUP
+
+    create = f"groupadd --system {DEFAULT_GROUP}"
+    try:
+        group = grp.getgrnam(DEFAULT_GROUP)
+    except KeyError:
+        return Check(
+            "agent group",
+            "missing",
+            f"no group {DEFAULT_GROUP!r}: only root may talk to the agent",
+            f"as root: {create}, then usermod -aG {DEFAULT_GROUP} USER",
+        )
+    name, uid = _user_in_question()
+    if uid == 0:
+        detail = f"group {DEFAULT_GROUP!r} exists (root may always talk to the agent)"
+        return Check("agent group", "ok", detail)
+    try:
+        primary = pwd.getpwnam(name).pw_gid
+    except KeyError:
+        primary = -1
+    if name in group.gr_mem or primary == group.gr_gid:
+        return Check("agent group", "ok", f"{name} is in group {DEFAULT_GROUP!r}")
+    return Check(
+        "agent group",
+        "missing",
+        f"{name} is not in group {DEFAULT_GROUP!r}: the agent will refuse {name}",
+        f"as root: usermod -aG {DEFAULT_GROUP} {name}, then log in again",
+    )
+
+
 def check_agent_socket(cfg: Config) -> Check:
     """Check whether the kernel agent listens on its socket."""
     path = cfg.agent.socket
@@ -216,11 +318,14 @@ CHECKS: list[Callable[[Config], Check]] = [
     check_kmsg,
     check_bpftrace,
     check_tracefs,
+    check_bpffs,
     check_drgn,
     check_kcore,
     check_btf,
     check_kvm,
     check_model,
+    check_knowledge_base,
+    check_agent_group,
     check_agent_socket,
 ]
 
@@ -247,10 +352,21 @@ def fix_tracefs() -> str:
     return f"mounted tracefs at {mount_tracefs()}"
 
 
+def fix_bpffs() -> str:
+    """Mount a BPF file system at /sys/fs/bpf (as root); return what was done.
+
+    :raises ActionError: not root, no /sys/fs/bpf, or ``mount`` failed.
+    """
+    from actions.enforce.bpffs import mount_bpffs
+
+    return f"mounted bpffs at {mount_bpffs()}"
+
+
 #: Check name → its safe fix: nothing that changes a kernel setting (that is the agent's),
 #: only what makes a read-only facility reachable.
 FIXES: dict[str, Callable[[], str]] = {
     "tracefs": fix_tracefs,
+    "bpffs": fix_bpffs,
 }
 
 
@@ -281,6 +397,7 @@ def run_fixes(checks: list[Check]) -> list[Fix]:
 
     :return: one :class:`Fix` per fix tried, in check order.
     """
+    from actions.errors import ActionError
     from probes.errors import ProbeError
 
     out = []
@@ -290,7 +407,7 @@ def run_fixes(checks: list[Check]) -> list[Fix]:
             continue
         try:
             out.append(Fix(check.name, True, fix()))
-        except ProbeError as exc:
+        except (ProbeError, ActionError) as exc:
             out.append(Fix(check.name, False, exc.one_line()))
     return out
 

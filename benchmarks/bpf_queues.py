@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,8 +187,8 @@ def main() -> int:
         holder.kill()
         holder.wait()
     load = os.getloadavg()[0]
-    print(f"validation through the BPF queues vs the socket path "
-          f"({args.rounds} rounds x {args.n}, load {load:.1f} on {os.cpu_count()} CPUs)")  # fmt: skip
+    where = f"{args.rounds} rounds x {args.n}, load {load:.1f} on {os.cpu_count()} CPUs"
+    print(f"validation through the BPF queues vs the socket path ({where})")
     print(f"{'path':<34} {'per s':>9} {'p50 us':>8} {'p99 us':>8} {'CPU us':>8}")
     rows = [
         ("kernel: queues alone, 1 per call", one),

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/chat_latency.py [--keys 60] [--questions 6]
+    .venv/bin/python benchmarks/chat_latency.py [--keys 60] [--questions 6] [--quick]
 
 With the bundled model (SmolLM2-135M) behind the chat:
 
@@ -126,7 +126,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=60)
     ap.add_argument("--questions", type=int, default=6)
+    ap.add_argument("--quick", action="store_true", help="CI: --keys 5 --questions 2")
     opts = ap.parse_args()
+    if opts.quick:
+        opts.keys, opts.questions = 5, 2
     session_mod._knowledge_facts = _facts  # type: ignore[assignment]
     cfg = load_config({"llm": {"backend": "llama_cpp", "log": False, "max_tokens": 120}})
     backend = make_backend(cfg.llm)

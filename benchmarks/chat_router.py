@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/chat_router.py [--questions FILE.jsonl] [--backend none|llama_cpp]
-        [--misses N]
+        [--misses N] [--sample N] [--quick]
 
 Each line of the questions file is ``{"q": ..., "action": ..., "args": {...}}``; a routing
 is right when the tool is the expected one and every expected argument has the expected
@@ -46,8 +46,14 @@ def main() -> int:
     ap.add_argument("--questions", type=Path, default=DEV)
     ap.add_argument("--backend", default="both", choices=["none", "llama_cpp", "both"])
     ap.add_argument("--misses", type=int, default=10)
+    ap.add_argument("--sample", type=int, default=0, help="N questions spread over the file")
+    ap.add_argument("--quick", action="store_true", help="CI: --sample 40 --misses 3")
     opts = ap.parse_args()
+    if opts.quick:
+        opts.sample, opts.misses = 40, 3
     questions = [json.loads(x) for x in opts.questions.read_text().splitlines() if x.strip()]
+    if opts.sample:
+        questions = questions[:: max(1, len(questions) // opts.sample)][: opts.sample]
     names = [p.name for p in list_probes()]
     backends: list[tuple[str, object]] = []
     if opts.backend in ("none", "both"):

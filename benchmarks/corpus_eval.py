@@ -10,7 +10,7 @@ figures and the misses.
     PYTHONPATH=. .venv/bin/python benchmarks/corpus_eval.py \\
         [--corpus ../shared/corpus/syzkaller-linux-reports.dev.jsonl] \\
         [--guilty ../shared/corpus/syzkaller-linux-guilty.dev.jsonl] [--misses N] \\
-        [--decorate [FORMAT ...]]
+        [--decorate [FORMAT ...]] [--limit N] [--quick]
 
 ``--decorate`` runs the whole corpus again under each production decoration of
 ``tests/decorate.py`` (syslog, journald, rsyslog, dmesg flags, kmsg records, journal
@@ -179,25 +179,32 @@ def main() -> None:
         metavar="FORMAT",
         help="re-run the corpus under each decoration (all when none is named)",
     )
+    ap.add_argument("--limit", type=int, default=0, help="only the first N logs of each (0: all)")
+    ap.add_argument("--quick", action="store_true", help="CI: --limit 100 --misses 5")
     args = ap.parse_args()
+    if args.quick:
+        args.limit, args.misses = 100, 5
+    if not any(p and p.exists() for p in (args.corpus, args.guilty)):
+        raise SystemExit(f"corpus_eval: no corpus at {args.corpus} or {args.guilty}")
     if args.decorate is not None:
         sys.path.insert(0, str(ROOT))
         from tests.decorate import FORMATS
 
         with tempfile.TemporaryDirectory(prefix="kassist-corpus-") as tmp:
-            decorated_table(load(args.corpus), Path(tmp), args.decorate or list(FORMATS))
+            rows = load(args.corpus)[: args.limit or None]
+            decorated_table(rows, Path(tmp), args.decorate or list(FORMATS))
         return
     with tempfile.TemporaryDirectory(prefix="kassist-corpus-") as tmp:
         work = Path(tmp)
         if args.corpus and args.corpus.exists():
-            rows = load(args.corpus)
+            rows = load(args.corpus)[: args.limit or None]
             t0 = time.monotonic()
             (work / "r").mkdir()
             docs = run_cli(rows, work / "r")
             print(f"corpus {args.corpus.name}: triaged in {time.monotonic() - t0:.1f} s")
             evaluate_reports(rows, docs, args.misses)
         if args.guilty and args.guilty.exists():
-            rows = load(args.guilty)
+            rows = load(args.guilty)[: args.limit or None]
             (work / "g").mkdir()
             docs = run_cli(rows, work / "g")
             print(f"corpus {args.guilty.name}:")

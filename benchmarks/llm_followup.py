@@ -21,7 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.config import LLMConfig
+from assistant.drafters.assessment import severity_of
 from assistant.drafters.crash_lines import classify
+from assistant.drafters.summary import happened_prompt
 from assistant.llm import make_backend
 from assistant.llm.budget import fit_evidence
 from assistant.llm.chat import Conversation, KassistChatModel
@@ -43,14 +45,14 @@ def main() -> None:
     inner = backend.inner if hasattr(backend, "inner") else backend  # type: ignore[attr-defined]
     llama = inner.load()
     crash = triage_path(str(CRASH_LOG)).crashes[0]
-    prompt = load_prompt("bug_report_summary")
     # the crash-report prompt, its evidence trimmed to about --prompt-tokens tokens
     assess = load_prompt("crash_assessment")
     ctx = {"crash": crash, "frames": crash.call_trace[:10], "schema": "{}", "subsystems": ""}
     msgs, ev = fit_evidence(
         assess, ctx, classify(crash.report), inner.count_tokens, args.prompt_tokens
     )
-    system = prompt.render(crash=crash, frames=crash.call_trace[:12])[0].content
+    # the report paragraph's system prompt (the crash's facts go in the question)
+    system = happened_prompt(crash, severity_of(crash.type)).messages[0].content
     question = msgs[1].content.replace("Assess this crash as JSON.", "Summarise this crash.")
     chat = KassistChatModel(backend=backend, max_tokens=args.max_tokens)
     print(

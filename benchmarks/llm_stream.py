@@ -1,6 +1,6 @@
 """Streaming rate of kassist's path versus raw llama_cpp, same model, same prompt.
 
-Both generate greedily from the same prompt tokens (the ``bug_report_summary``
+Both generate greedily from the same prompt tokens (the ``what_happened``
 prompt for a real KASAN report) on one loaded model; runs alternate (kassist, raw,
 raw, kassist, ...) so that the machine's load hits both alike. The KV cache is reset
 before each run so neither reuses the other's prompt. kassist's path is the whole
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.config import LLMConfig
 from assistant.drafters.assessment import severity_of
-from assistant.drafters.summary import summary_messages
+from assistant.drafters.summary import happened_prompt
 from assistant.llm import make_backend
 from assistant.llm.base import GenerationStats
 from assistant.llm.llama_cpp import LlamaCppBackend
@@ -68,14 +68,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--quick", action="store_true", help="CI: --rounds 1 --max-tokens 16")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.max_tokens = 1, 16
     os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kassist-bench-"))
     cfg = LLMConfig(n_ctx=2048, temperature=0.0, max_tokens=args.max_tokens)
     backend = make_backend(cfg)  # the product path, logging included
     inner: LlamaCppBackend = backend.inner if hasattr(backend, "inner") else backend  # type: ignore[assignment]
     llama = inner.load()
     crash = triage_path(str(CRASH_LOG)).crashes[0]
-    messages = summary_messages(crash, severity_of(crash.type), [])
+    messages = happened_prompt(crash, severity_of(crash.type)).messages
     tokens, stop, _ = inner.prompt_tokens(messages)
     print(
         f"model {inner.model_name}, prompt {len(tokens)} tokens, max_tokens {args.max_tokens}, "

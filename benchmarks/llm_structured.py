@@ -1,7 +1,7 @@
 """The crash_assessment step over real crash reports: success rate and mean latency.
 
 For each report of the syzkaller dev corpus that kassist's triage finds a crash in,
-run the structured step with the bundled model through ``llama_cpp`` (grammar) and,
+run the structured step with the default model through ``llama_cpp`` (grammar) and,
 alternating, through the ``openai`` backend against ``llama_cpp.server`` on loopback
 (same model; the HTTP path). Per attempt it records whether the answer was complete
 JSON (the grammar held to the end) and whether pydantic accepted it; per step,
@@ -30,7 +30,7 @@ from assistant.config import LLMConfig
 from assistant.drafters.steps import assess_crash
 from assistant.llm import make_backend
 from assistant.llm.errors import StructuredRefusal
-from assistant.llm.models import bundled_gguf
+from assistant.llm.models import resolve_gguf
 from assistant.triage import triage_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +77,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def default_gguf() -> Path:
+    """Return the default model's file (the one the llama_cpp backend would load)."""
+    model = resolve_gguf("")
+    if model is None:
+        raise SystemExit("no model installed: run ./setup.sh")
+    return model.path
+
+
 def start_server(port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
@@ -84,7 +92,7 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
             "-m",
             "llama_cpp.server",
             "--model",
-            str(bundled_gguf()),
+            str(default_gguf()),
             "--host",
             "127.0.0.1",
             "--port",
@@ -149,7 +157,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--backends", default="llama_cpp,openai")
+    ap.add_argument("--quick", action="store_true", help="CI: --n 1")
     args = ap.parse_args()
+    if args.quick:
+        args.n = 1
     os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kassist-bench-"))
     names = args.backends.split(",")
     todo = crashes(args.n)

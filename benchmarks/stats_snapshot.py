@@ -5,7 +5,7 @@ kernel config), each section alone, and two baselines doing less work: ``sysctl 
 (procps, /proc/sys only, printed to /dev/null) and a plain Python walk reading every
 /proc/sys file with ``open().read()``. Target: a full snapshot in <= 100 ms.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/stats_snapshot.py [--runs N]
+    PYTHONPATH=. .venv/bin/python benchmarks/stats_snapshot.py [--runs N] [--quick]
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ def _sysctl_a() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="CI: --runs 3")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 3
     cases: list[tuple[str, Callable[[], object]]] = [
         ("full snapshot (take_snapshot)", take_snapshot),
         ("  without /proc/sys, kconfig", lambda: take_snapshot(sysctls=False, kconfig=False)),

@@ -148,7 +148,14 @@ def main() -> None:
     ap.add_argument("--crash-every", type=parse_size, default=parse_size("8M"))
     ap.add_argument("--hostile-size", type=parse_size, default=parse_size("32M"))
     ap.add_argument("--keep", type=Path, help="keep the generated logs in this directory")
+    ap.add_argument(
+        "--quick", action="store_true", help="CI: --size 16M --crash-every 2M --hostile-size 2M"
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.size, args.crash_every, args.hostile_size = (
+            parse_size("16M"), parse_size("2M"), parse_size("2M")
+        )  # fmt: skip
     sys.path.insert(0, str(ROOT))
     from assistant.triage.rules import OOPSES
 

@@ -70,7 +70,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--interval", type=float, default=10.0)
     ap.add_argument("--count", type=int, default=6)
+    ap.add_argument("--quick", action="store_true", help="CI: --runs 3 --interval 2 --count 2")
     args = ap.parse_args()
+    if args.quick:
+        args.runs, args.interval, args.count = 3, 2.0, 2
 
     print("snapshot to recommendations (no model):")
     base = _timed(lambda: take_snapshot(kconfig=False), args.runs)

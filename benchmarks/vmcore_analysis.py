@@ -70,7 +70,10 @@ def _run(argv: list[str]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each (median reported)")
+    parser.add_argument("--quick", action="store_true", help="CI: one run of each, no warm-up")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 1
     fx = find_or_build()
     python = sys.executable
     drgn = str(Path(python).with_name("drgn"))
@@ -95,7 +98,8 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     results: dict[str, tuple[float, int]] = {}
     for name, argv in commands.items():
-        _run(argv)  # warm the page cache
+        if not args.quick:
+            _run(argv)  # warm the page cache
         runs = [_run(argv) for _ in range(args.runs)]
         t = statistics.median(r[0] for r in runs)
         rss = max(r[1] for r in runs)

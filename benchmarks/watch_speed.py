@@ -168,7 +168,14 @@ def main() -> int:
     ap.add_argument("--oopses", type=int, default=20)
     ap.add_argument("--idle", type=float, default=30)
     ap.add_argument("--fleet", type=int, default=500, help="hits per writer")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI: --seconds 3 --rate 2000 --oopses 3 --idle 5 --fleet 50",
+    )
     opts = ap.parse_args()
+    if opts.quick:
+        opts.seconds, opts.rate, opts.oopses, opts.idle, opts.fleet = 3, 2000, 3, 5, 50
     if os.geteuid() != 0:
         print("watch_speed: needs root (writes /dev/kmsg)", file=sys.stderr)
         return 1

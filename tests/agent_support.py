@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.model import Completion
+from tests.agent_entry import FAULT_ENV, FILL_NAME, fill
 from tests.conftest import ROOT, require
 
 EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
@@ -51,6 +52,15 @@ def require_netns() -> None:
         shutil.which("unshare") is not None and shutil.which("nsenter") is not None,
         "needs unshare and nsenter (util-linux)",
     )
+
+
+def netns_held() -> Iterator[NetNS]:
+    """Yield a private network namespace, closed after (a pytest fixture's body:
+    ``netns = pytest.fixture(netns_held, name="netns")``)."""
+    require_netns()
+    ns = NetNS()
+    yield ns
+    ns.close()
 
 
 class NetNS:
@@ -104,7 +114,9 @@ class AgentProcess:
 
     :param nofile: its open-file limit (``RLIMIT_NOFILE``), set with ``prlimit``.
     :param via: ``actions`` (``python -m actions serve``) or ``kassist`` (``kassist agent
-        serve``, which execs the former).
+        serve``, which execs the former). Started with ``KASSIST_AGENT_FAULT`` in the
+        ``env`` of :meth:`start`, it runs the test entry point instead
+        (``tests/agent_entry.py``), which installs the fault-injection step hook.
     """
 
     def __init__(
@@ -131,9 +143,14 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "agent.log"
 
-    def command(self) -> list[str]:
-        """The agent's command line (prefixed with nsenter when in a namespace)."""
+    def command(self, faults: bool = False) -> list[str]:
+        """The agent's command line (prefixed with nsenter when in a namespace).
+
+        :param faults: run the test entry point with the fault-injection hook.
+        """
         entry = ["actions", "serve"] if self.via == "actions" else ["assistant", "agent", "serve"]
+        if faults:
+            entry = ["tests.agent_entry", "serve"]
         cmd = [
             sys.executable,
             "-m",
@@ -161,9 +178,10 @@ class AgentProcess:
 
     def start(self, env: Mapping[str, str] | None = None) -> AgentProcess:
         """Start the agent and wait until its socket accepts connections."""
+        faults = bool((env or {}).get(FAULT_ENV))
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command(),
+                self.command(faults=faults),
                 env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=log,
@@ -206,6 +224,65 @@ class AgentProcess:
         if not self.audit.exists():
             return []
         return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+    def wait_audited(self, event: str, n: int, key: str = "", timeout: float = 10) -> int:
+        """Wait until ``n`` records of ``event`` are audited (see :func:`audited`).
+
+        Bounded records past the rate limit are counted in a ``suppressed`` line written
+        within a second or two; this waits for it (and returns the count at the deadline).
+        """
+        deadline = time.monotonic() + timeout
+        while (got := audited(self.audit_events(), event, key)) < n:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return got
+
+
+def audited(events: list[dict[str, Any]], event: str, key: str = "") -> int:
+    """Count the records of ``event``: one line each, or counted in a ``suppressed`` line.
+
+    :param key: count only suppressed ones whose key starts so (``validate``, ``auth``...);
+        lines are counted when their ``op`` or ``reason`` starts so, or ``key`` is empty.
+    """
+    n = 0
+    for e in events:
+        if e["event"] == event:
+            about = str(e.get("op") or e.get("reason") or "")
+            n += about.startswith(key)
+        elif e["event"] == "suppressed":
+            n += sum(c for k, c in e["counts"].get(event, {}).items() if k.startswith(key))
+    return n
+
+
+class Tmpfs:
+    """A small tmpfs mounted for one test: a file system that really fills (``ENOSPC``).
+
+    :param path: the mount point (created; unique to the test).
+    :param size: its size (``mount -o size=``, e.g. ``1m``).
+    """
+
+    def __init__(self, path: Path, size: str) -> None:
+        require(os.geteuid() == 0 and shutil.which("mount") is not None, "needs root and mount")
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "kassist-test", str(path)],
+            check=True,
+            capture_output=True,
+        )
+        self.path = path
+
+    def fill(self) -> int:
+        """Fill it (a file ``.fill``) until the kernel says ``ENOSPC``; return the bytes."""
+        return fill(self.path)
+
+    def free(self) -> None:
+        """Remove what :meth:`fill` wrote (and what the agent's own hook filled)."""
+        (self.path / FILL_NAME).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Unmount it (lazily, should a process still hold a file there)."""
+        subprocess.run(["umount", "-l", str(self.path)], check=False, capture_output=True)
 
 
 class RawConnection:

@@ -14,6 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No timed assertions, Hypothesis' own included: no per-example deadline, no failure
+# because generating data was slow on a loaded machine. A test's own @settings keeps
+# these unless it names them.
+settings.register_profile("kassist", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kassist")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -28,6 +35,20 @@ def require(condition: bool, reason: str) -> None:
     if REQUIRE_REAL:
         pytest.fail(f"KASSIST_REQUIRE_REAL=1 but {reason}")
     pytest.skip(reason)
+
+
+def require_default_model() -> None:
+    """Skip (or fail, under KASSIST_REQUIRE_REAL=1) unless llama-cpp-python and the default
+    model (Qwen2.5-Coder-0.5B-Instruct, which ``./setup.sh`` installs) are here."""
+    import importlib.util
+
+    from assistant.llm.models import CATALOGUE, DEFAULT_MODEL, cached_path
+
+    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
+    require(
+        cached_path(CATALOGUE[DEFAULT_MODEL]) is not None,
+        f"the default model {DEFAULT_MODEL} is not installed (./setup.sh installs it)",
+    )
 
 
 def run_kassist(

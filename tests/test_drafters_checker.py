@@ -12,6 +12,7 @@ from assistant.drafters.checker import (
     check_draft,
     cut_to_sentence,
     kinds_named,
+    stated_defaults,
     unsupported_names,
 )
 from assistant.triage import triage_path
@@ -175,3 +176,24 @@ def test_kinds_are_read_from_titles_and_types() -> None:
     assert kinds_named("KASAN: use-after-free Read in f") == {"use-after-free", "kasan"}
     assert kinds_named("INFO: task hung in f") == {"hang"}
     assert "deadlock" in kinds_named("possible deadlock in f")
+
+
+def test_a_default_is_checked_against_the_default_not_any_number() -> None:
+    # the evidence holds 30 (a value set here, a release, a time), the default is 60
+    evidence = Evidence(
+        "The default value is 60. Value here: 30. Runs 6.18.30; changed at 12:30 UTC.",
+        defaults=("60",),
+        min_words=1,
+    )
+    for wrong in ("The default value is 30.", "It defaults to 30.", "It is 30 by default."):
+        verdict = check_draft(wrong, evidence)
+        assert verdict.problems == ["gives the default as 30, the default is 60"], wrong
+    assert check_draft("The default value is 60.", evidence).ok
+    assert check_draft("The value here is 30.", evidence).ok  # not about the default
+    # without known defaults, such a sentence is checked like any number
+    assert check_draft("The default value is 30.", replace(evidence, defaults=())).ok
+
+
+def test_stated_defaults_reads_each_way_of_saying_it() -> None:
+    text = "The default value is 60. It defaults to 0x10; 5 by default. Default: 7."
+    assert stated_defaults(text) == ["60", "0x10", "5", "7"]

@@ -274,7 +274,9 @@ def test_each_missing_piece_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
     from actions.enforce import capability
 
     monkeypatch.setattr(capability.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(capability, "_mountinfo", lambda: "24 1 0:22 / /sys rw - sysfs sysfs rw")
+    monkeypatch.setattr(
+        capability, "read_mountinfo", lambda: "24 1 0:22 / /sys rw - sysfs sysfs rw"
+    )
     monkeypatch.setattr(capability, "BTF", tmp_path / "no-btf")
     monkeypatch.setattr(capability.shutil, "which", lambda name: None)
 

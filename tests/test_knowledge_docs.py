@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
+import dataclasses
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -133,6 +136,28 @@ def test_cli_docs_sysctl_json_and_notice(real_kb: KnowledgeBase) -> None:
         assert not shown and "vm.swappiness: the model's paragraph was withheld" in proc.stderr
 
 
+#: The pages of vm.swappiness on machines whose facts hold other numbers, "30" among them:
+#: the checker's verdict must not depend on the machine.
+MACHINES: dict[str, Callable[[KnowledgeBase], facts_mod.SysctlFacts]] = {
+    "this machine": lambda kb: facts_mod.gather(kb, "vm.swappiness", running_release()),
+    "a kernel release holding 30": lambda kb: facts_mod.gather(
+        kb, "vm.swappiness", "6.18.30-fc-v1230"
+    ),
+    "an admin's vm.swappiness = 30": lambda kb: dataclasses.replace(
+        facts_mod.gather(kb, "vm.swappiness", running_release()),
+        value="30",
+        settings=[facts_mod.Setting("/etc/sysctl.d/99-swap.conf", 1, "30", effective=True)],
+    ),
+    "an agent's change at 12:30": lambda kb: dataclasses.replace(
+        facts_mod.gather(kb, "vm.swappiness", running_release()),
+        changes=[
+            facts_mod.Change(3, "verified", calendar.timegm((2026, 11, 30, 12, 30, 0)), "60", "61")
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
 @pytest.mark.parametrize(
     ("draft", "caught"),
     [
@@ -150,13 +175,20 @@ def test_cli_docs_sysctl_json_and_notice(real_kb: KnowledgeBase) -> None:
     ],
 )
 def test_the_docs_checker_catches_planted_false_facts(
-    real_kb: KnowledgeBase, draft: str, caught: str
+    real_kb: KnowledgeBase, draft: str, caught: str, machine: str
 ) -> None:
     from assistant.docs.explain import paragraph_problems
 
-    facts = facts_mod.gather(real_kb, "vm.swappiness", running_release())
-    problems = paragraph_problems(draft, facts, [])
+    problems = paragraph_problems(draft, MACHINES[machine](real_kb), [])
     assert problems and caught in "; ".join(problems)
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_the_true_default_passes_on_any_machine(real_kb: KnowledgeBase, machine: str) -> None:
+    from assistant.docs.explain import paragraph_problems
+
+    true = "vm.swappiness sets the rough relative IO cost of swapping. The default value is 60."
+    assert paragraph_problems(true, MACHINES[machine](real_kb), []) == []
 
 
 def test_a_faithful_condensation_passes(real_kb: KnowledgeBase) -> None:

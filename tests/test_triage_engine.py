@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +146,8 @@ def test_every_needle_is_covered_by_an_anchor() -> None:
     assert all(any(a in n for a in ANCHORS) for n in NEEDLES)
 
 
-def test_hostile_input_ends_quickly_and_cleanly() -> None:
-    t0 = time.monotonic()
+def test_hostile_input_ends_bounded_and_clean() -> None:
+    # how fast is benchmarks/triage_speed.py's (hostile inputs); pytest-timeout catches a hang
     headers = ["[   1.000000] BUG: KASAN: use-after-free in foo+0x1/0x2"] * (MAX_CRASHES + 500)
     result = triage_lines(headers, source="headers")
     assert len(result.crashes) == MAX_CRASHES
@@ -157,7 +156,6 @@ def test_hostile_input_ends_quickly_and_cleanly() -> None:
     huge = ["WARNING: " + "x" * (1 << 20), "general protection fault: " + "\x00\ufffd" * 50000]
     result = triage_lines(huge + ["Call Trace:"] * 5000, source="huge")
     assert result.crashes and all(len(c.title) <= 120 for c in result.crashes)
-    assert time.monotonic() - t0 < 60
 
 
 def test_the_two_core_scan_finds_what_the_one_core_scan_finds(tmp_path: Path) -> None:

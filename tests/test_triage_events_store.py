@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -40,9 +39,11 @@ def test_production_events_are_found_with_their_details() -> None:
     assert len(by_type["HARDWARE-ERROR"]) == 2
     assert by_type["PCIE-AER"][0]["severity"] == "Corrected"
     assert by_type["THERMAL-THROTTLE"][0]["sensor"] == "Package"
-    assert by_type["SOFT-LOCKUP"][0]["seconds"] == "23"
-    # The soft lockup is also a crash report, named as syzbot names it.
+    # The soft lockup is a crash report, named as syzbot names it, and no event too.
+    assert "SOFT-LOCKUP" not in by_type
     assert [c.title for c in result.crashes] == ["BUG: soft lockup in corrupted"]
+    # the OOM report's gfp_mask without the comma that follows it
+    assert oom["gfp_mask"] == "0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP)"
 
 
 def test_store_counts_hits_and_does_not_double_count(tmp_path: Path) -> None:
@@ -126,9 +127,7 @@ def test_mutated_real_logs_never_raise(
             text = text[:pos] + text[pos : pos + length] * 2 + text[pos:]
         else:
             text = text[:pos] + junk + raw.decode("latin-1") + text[pos:]
-    t0 = time.monotonic()
     result = triage_lines(text.split("\n"), source="fuzz")
-    assert time.monotonic() - t0 < 10
     for c in result.crashes:
         assert c.title and len(c.title) <= 120
         assert 1 <= c.start_line <= c.end_line

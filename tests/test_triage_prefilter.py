@@ -62,7 +62,8 @@ def test_past_the_crash_cap_events_panics_and_counts_are_kept() -> None:
         "[ 1200.100101] Memory cgroup out of memory: Killed process 4121 (postgres) "
         "total-vm:8645520kB, anon-rss:4194304kB, file-rss:1024kB, shmem-rss:0kB, UID:107",
     )
-    lines.append("[ 9999.000000] Kernel panic - not syncing: Fatal exception")
+    # within a second of the last report (rules.PANIC_JOIN_SECONDS): it joins that report
+    lines.append("[  1299.500000] Kernel panic - not syncing: Fatal exception")
     lines.append("[ 9999.000001] DEBUG: not BUG: a near-header that is not a header")
     result = triage_lines(lines, source="storm")
     assert len(result.crashes) == engine.MAX_CRASHES

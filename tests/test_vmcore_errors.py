@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from probes.drgn.elf import build_id
 from probes.drgn.kdump import FLAT_HEADER_SIZE, flattened_shortfall
 from probes.drgn.program import check_elf_core
 from probes.errors import ProbeError
-from tests.conftest import run_kassist
+from tests.conftest import require, run_kassist
 from tests.vmcore_fixture import VmcoreFixture, reassemble_flattened, vmcore_fixture
 
 __all__ = ["vmcore_fixture"]
@@ -126,11 +128,18 @@ def test_no_debug_info(vmcore_fixture: VmcoreFixture, tmp_path: Path) -> None:
         open_vmcore(str(vmcore_fixture.vmcore), debug_dir=str(tmp_path))
 
 
-def test_live_kernel_without_kcore() -> None:
-    if os.path.exists("/proc/kcore"):
-        pytest.skip("this machine has /proc/kcore; the message is for machines without it")
-    with pytest.raises(ProbeError, match=r"^not available here: no /proc/kcore$"):
-        open_live()
-    proc = run_kassist(["vmcore", "info", "/proc/kcore"])
-    assert proc.returncode == 2
+def test_live_kernel_without_kcore(tmp_path: Path) -> None:
+    missing = tmp_path / "kcore"
+    with pytest.raises(ProbeError, match=rf"^not available here: no {re.escape(str(missing))}$"):
+        open_live(kcore=str(missing))
+
+
+def test_cli_without_kcore_says_so_in_one_line() -> None:
+    # /proc/kcore hidden on any machine: an empty /proc in a private mount namespace (inside a
+    # user namespace, so that it needs no root)
+    require(shutil.which("unshare") is not None, "needs unshare (util-linux)")
+    hide_proc = ("unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                 'mount -t tmpfs none /proc && exec "$0" "$@"')  # fmt: skip
+    proc = run_kassist(["vmcore", "info", "/proc/kcore"], prefix=hide_proc)
+    assert proc.returncode == 2, proc.stderr
     assert _one_line_error(proc.stderr).startswith("kassist: not available here: no /proc/kcore")

@@ -62,7 +62,11 @@ def kmsg_write(lines: list[str], pause: float = 0.0) -> None:
 
 
 class WatchProcess:
-    """``kassist watch`` following /dev/kmsg for real, readiness told by sd_notify."""
+    """``kassist watch`` following /dev/kmsg for real, readiness told by sd_notify.
+
+    It runs through ``tests/watch_entry.py``: the oopses the tests write to /dev/kmsg have
+    the facility ``LOG_USER``, which the daemon otherwise leaves out.
+    """
 
     def __init__(self, tmp: Path, *args: str) -> None:
         self.tmp = tmp
@@ -83,8 +87,7 @@ class WatchProcess:
                     [
                         sys.executable,
                         "-m",
-                        "assistant",
-                        "watch",
+                        "tests.watch_entry",
                         "--source",
                         "kmsg",
                         "--db",

@@ -861,7 +861,7 @@ def remove_stale_runs(pin_root: Path = DEFAULT_PIN_ROOT) -> list[str]:
     on enforcing while ``status`` says there is none. A live agent's run is left alone
     (and named: enforcement goes on there, by that agent's choice).
     """
-    if not capability.parse_mounts(capability._mountinfo(), "bpf") or not pin_root.is_dir():
+    if not capability.parse_mounts(capability.read_mountinfo(), "bpf") or not pin_root.is_dir():
         return []
     lines = []
     probe = Enforcer(pin_root, state_file=None)

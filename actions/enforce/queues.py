@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import mmap
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,7 +42,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from actions.agent import FAULT_ENV
 from actions.enforce import capability, libbpf
 from actions.enforce.build import DEFAULT_CACHE, object_path
 from actions.enforce.enforcer import owned_name, owner, publish_rules
@@ -211,6 +210,7 @@ class Verdict:
     :param reason: why it was refused, in words ("" when accepted).
     :param rule: the validator's rule that stands for it (``range``, ``policy``, ...).
     :param seq: the completion's number (unique across agents: the counter is pinned).
+    :param target: the dotted key.
     :param user_space: accepted here, with the rules user space checks still to come.
     """
 
@@ -219,7 +219,7 @@ class Verdict:
     reason: str
     rule: str
     seq: int
-    key: str
+    target: str
     uid: int
     cgroup_id: int
     generation: int
@@ -238,29 +238,13 @@ def _verdict(ev: CompletionEvent) -> Verdict:
         reason=REASONS.get(ev.reason, str(ev.reason)) if ev.reason else "",
         rule=REASON_RULES.get(ev.reason, "kernel") if ev.reason else "",
         seq=ev.seq,
-        key=ev.name.decode("utf-8", "replace").replace("/", "."),
+        target=ev.name.decode("utf-8", "replace").replace("/", "."),
         uid=ev.uid,
         cgroup_id=ev.cgroup_id,
         generation=ev.generation,
         ext_id=ev.ext_id,
         user_space=bool(ev.flags & KQ_F_USER_SPACE_RULES),
     )
-
-
-#: The agent's fault injection (KASSIST_AGENT_FAULT, actions.agent), read once.
-_FAULT = os.environ.get(FAULT_ENV, "")
-
-
-def _fault(step: str) -> None:
-    # At the queues' own steps: "queued" (entries in the submission queue, not run yet),
-    # "answered" (answers in the completion queue, not read yet); "pause:<step>" lingers
-    # there instead.
-    if not _FAULT:
-        return
-    if step == _FAULT:
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif f"pause:{step}" == _FAULT:
-        time.sleep(float(os.environ.get("KASSIST_AGENT_PAUSE", "1")))
 
 
 def problems() -> list[str]:
@@ -328,6 +312,8 @@ class Queues:
     ) -> None:
         self.pin_root = pin_root
         self.on_answer = on_answer
+        #: called at the queues' own steps (see :meth:`_step`); ``None`` in production
+        self.on_step: Callable[[str], None] | None = None
         self.cache_dir = cache_dir
         self.rules_fd = rules_fd
         self.per_second = per_second
@@ -342,6 +328,8 @@ class Queues:
         self.notices: list[str] = []
         #: Every entry answered while nobody waited for it (after a restart): audited.
         self.orphans: list[Verdict] = []
+        #: Verdicts ``on_answer`` failed to record (shown by :meth:`status`; should stay 0).
+        self.unrecorded = 0
 
     @property
     def running(self) -> bool:
@@ -513,6 +501,13 @@ class Queues:
             raise ActionError("the BPF queues are not started", "call start() first")
         return self._loaded
 
+    def _step(self, step: str) -> None:
+        # The queues' own steps for the agent's step hook (fault-injection tests):
+        # "queued" (entries in the submission queue, not run yet) and "answered" (answers
+        # in the completion queue, not read yet). Production installs none.
+        if self.on_step is not None:
+            self.on_step(step)
+
     # --- rules ------------------------------------------------------------------------
 
     def publish(self, compiled: Compiled) -> None:
@@ -554,7 +549,7 @@ class Queues:
                     tags[self._tag] = i
                 if not tags:
                     raise OSError(28, "the submission queue is full")
-                _fault("queued")
+                self._step("queued")
                 for v in self._run(AGENT_QUEUE):
                     if v.user_data in tags:
                         i = tags[v.user_data]
@@ -581,7 +576,7 @@ class Queues:
             if ctx.drained < 0:
                 raise OSError(-ctx.drained, f"drain queue {ext_id}: {os.strerror(-ctx.drained)}")
             if ctx.done:
-                _fault("answered")
+                self._step("answered")
             out += self._consume()
             if ctx.done < ctx.budget or (ctx.budget == 0 and not out):
                 return out
@@ -602,8 +597,10 @@ class Queues:
         verdict = _verdict(ev)
         self._got.append(verdict)
         if self.on_answer is not None:
-            with contextlib.suppress(Exception):  # must not raise inside libbpf's callback
+            try:
                 self.on_answer(verdict)
+            except Exception:  # must not raise inside libbpf's callback: counted instead
+                self.unrecorded += 1
         return 0
 
     def applied(self, uid: int, cgroup_id: int, count: int) -> None:
@@ -629,6 +626,19 @@ class Queues:
                                          ctypes.byref(value))  # fmt: skip
         return int(value.value)
 
+    def positions(self) -> dict[str, dict[str, int]]:
+        """Return each ring's producer and consumer positions, in records, read from the kernel.
+
+        Positions only grow and are pinned with the rings, so they count every entry ever
+        submitted (``sq``) and every answer ever written (``cq``), and what was read of each:
+        equal counts mean nothing waits and nothing was lost.
+        """
+        loaded = self._require()
+        return {
+            "sq": _positions(loaded.sq_fd, ctypes.sizeof(Entry)),
+            "cq": _positions(loaded.maps["cq"], ctypes.sizeof(CompletionEvent)),
+        }
+
     def status(self) -> dict[str, Any]:
         """Return what the queues hold and what each extension did (for ``agent status``)."""
         loaded = self._loaded
@@ -638,12 +648,26 @@ class Queues:
             "running": True,
             "pin": str(loaded.pin_dir),
             "sequence": self.sequence(),
+            "positions": self.positions(),
             "rate": {"per_second": self.per_second, "burst": self.burst},
             "extensions": self.accounting(),
             "orphans": len(self.orphans),
+            "unrecorded": self.unrecorded,
             "kernel_rules": list(KERNEL_RULES),
             "user_space_rules": list(USER_SPACE_RULES),
         }
+
+
+def _positions(fd: int, record: int) -> dict[str, int]:
+    # A BPF ring buffer's consumer position is on its first page, the producer's on the
+    # second (both byte counts); each record takes an 8-byte header, 8-byte aligned.
+    size = 8 + (record + 7) // 8 * 8
+    page = mmap.PAGESIZE
+    out = {}
+    for name, offset in (("consumed", 0), ("produced", page)):
+        with mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=offset) as m:
+            out[name] = int.from_bytes(m[:8], "little") // size
+    return out
 
 
 def _accounts(fd: int) -> Iterator[dict[str, Any]]:

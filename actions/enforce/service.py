@@ -158,6 +158,7 @@ def start_queues(
         settings.pin_root, settings.cache_dir, rules_fd, settings.queue_rate, settings.queue_burst,
         on_answer=_audit_answer(audit),
     )  # fmt: skip
+    queues.on_step = _agent_step(agent)
     try:
         # without the guard, the queues hold the policy themselves
         queues.start(None if rules_fd is not None else compile_policy(agent.policy))
@@ -181,10 +182,20 @@ def start_queues(
 
 
 def _audit_answer(audit: Audit) -> Callable[[Verdict], None]:
+    # one line per verdict, within the audit log's caps for what a peer can cause at will
     def record(verdict: Verdict) -> None:
-        audit.record("kernel-verdict", **verdict.to_dict())
+        audit.bounded("kernel-verdict", f"kernel-verdict uid {verdict.uid}", **verdict.to_dict())
 
     return record
+
+
+def _agent_step(agent: Agent) -> Callable[[str], None]:
+    # the queues' steps go to the agent's step hook (fault-injection tests; none in production)
+    def step(at: str) -> None:
+        if agent.on_step is not None:
+            agent.on_step(at, 0)
+
+    return step
 
 
 def _audit_verdicts(audit: Audit) -> Callable[[list[Verdict], list[str]], None]:

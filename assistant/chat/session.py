@@ -92,11 +92,14 @@ class ChatSession:
         backend: Backend | None,
         ctx: Context | None = None,
         on_turn: Callable[[Turn], None] | None = None,
+        native_tools: bool = False,
     ) -> None:
         self.backend = backend
         self.ctx = ctx or Context()
         self.turns: list[Turn] = []
         self.on_turn = on_turn
+        #: let the model call the tools itself (assistant.chat.native), router as fallback
+        self.native_tools = native_tools
         self._probe_names: list[str] | None = None
 
     @property
@@ -122,17 +125,43 @@ class ChatSession:
 
         :param cancel: set it to stop a generation; the turn keeps what came so far.
         """
-        decision = self.route(text)
-        turn = Turn(text, decision)
-        try:
-            self._run(turn, on_token, cancel)
-        except KassistError as exc:
-            turn.error = exc.one_line()
-            turn.answer = f"**{decision.action}** failed: {turn.error}"
+        native = self._native(text) if self.native_tools else None
+        if isinstance(native, Turn):
+            turn = native
+        else:
+            decision = self.route(text)
+            turn = Turn(text, decision, notice=native or "")
+            try:
+                self._run(turn, on_token, cancel)
+            except KassistError as exc:
+                turn.error = exc.one_line()
+                turn.answer = f"**{decision.action}** failed: {turn.error}"
         self.turns.append(turn)
         if self.on_turn is not None:
             self.on_turn(turn)
         return turn
+
+    def _native(self, text: str) -> Turn | str | None:
+        # The model calls the tools itself; a str is why the router takes the turn instead.
+        from assistant.chat.native import Fallback, native_turn
+
+        if self.backend is None or text.lstrip().startswith("/"):
+            return None
+        outcome = native_turn(self.backend, text, self.ctx)
+        if isinstance(outcome, Fallback):
+            return outcome.why
+        first = outcome.calls[0]
+        result = ToolResult(
+            outcome.answer,
+            {
+                "calls": [
+                    {"tool": c.name, "args": c.args, "data": c.result.data} for c in outcome.calls
+                ]
+            },
+            [p for c in outcome.calls for p in c.result.proposals],
+        )
+        decision = Decision(first.name, first.args, via="native")
+        return Turn(text, decision, result, outcome.answer, notice=outcome.notice)
 
     def _run(
         self, turn: Turn, on_token: Callable[[str], None] | None, cancel: threading.Event | None

@@ -55,7 +55,7 @@ def ask(
     cfg = config_from_flags(model, backend, max_tokens, no_log)
     llm = backend_or_none(cfg, no_llm)
     ctx = Context(store=store_path, socket=socket_path or cfg.agent.socket)
-    session = ChatSession(llm, ctx)
+    session = ChatSession(llm, ctx, native_tools=cfg.chat.native_tools)
     if route_only:
         decision = session.route(text)
         out = {"schema": "kassist.ask/1", **decision.to_dict()}

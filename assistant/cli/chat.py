@@ -33,7 +33,11 @@ def chat(
 
     cfg = config_from_flags(model, backend, max_tokens, no_log)
     llm = backend_or_none(cfg, no_llm)
-    session = ChatSession(llm, Context(store=store_path, socket=socket_path or cfg.agent.socket))
+    session = ChatSession(
+        llm,
+        Context(store=store_path, socket=socket_path or cfg.agent.socket),
+        native_tools=cfg.chat.native_tools,
+    )
     history = None
     if cfg.chat.history and not no_history:
         from assistant.chat.history import ChatHistory

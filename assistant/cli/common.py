@@ -36,8 +36,8 @@ def llm_options(func: F) -> F:
         click.option(
             "--model",
             default=None,
-            metavar="PATH",
-            help="Model to use (a GGUF file for llama_cpp).",
+            metavar="NAME|PATH",
+            help="Model to use: a name from `kassist models` or a GGUF file (llama_cpp).",
         ),
     ]
     wrapped: Any = func
@@ -74,6 +74,9 @@ def backend_or_none(cfg: Config, no_llm: bool) -> Backend | None:
         return None
     try:
         backend = make_backend(cfg.llm)
+        note = getattr(backend, "note", "")
+        if note:
+            notice(note)
         backend.load()
     except LLMUnavailable as exc:
         notice(f"{exc.one_line()}; continuing without a model")

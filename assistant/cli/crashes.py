@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -12,14 +11,18 @@ from typing import Any, TypeVar
 import click
 
 from assistant.errors import KassistError
-from assistant.triage.store import Store, default_path, open_store
+from assistant.triage.render import crash_text, crashes_text
+from assistant.triage.store import default_path
+from assistant.triage.store_model import Store
+from assistant.triage.stores import open_store
 
 
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+def open_existing(db: str | None, url: str | None = None) -> Store:
+    """Open the crash store to read it: the fleet's at ``url``, else the file ``db`` (the
+    default one) when it exists.
 
-
-def _open(db: str | None, url: str | None = None) -> Store:
+    :raises KassistError: there is no store there.
+    """
     if url:
         return open_store(url)
     path = Path(db) if db else default_path()
@@ -33,7 +36,8 @@ def _open(db: str | None, url: str | None = None) -> Store:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _db(func: F) -> F:
+def store_options(func: F) -> F:
+    """Add ``--db PATH`` and ``--store URL``: which crash store to read."""
     func = click.option(
         "--store", "url", metavar="URL", default=None,
         help="The fleet store (postgresql://...) instead of --db.",
@@ -45,7 +49,7 @@ def _db(func: F) -> F:
     )(func)
 
 
-_DB = _db
+_DB = store_options
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
@@ -61,7 +65,7 @@ def crashes() -> None:
 @_FORMAT
 def list_(db: str | None, url: str | None, fmt: str) -> None:
     """List every crash signature, most recently seen first (hosts across the fleet)."""
-    store = _open(db, url)
+    store = open_existing(db, url)
     try:
         rows = store.signatures()
     finally:
@@ -69,14 +73,7 @@ def list_(db: str | None, url: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps([asdict(r) for r in rows], indent=2))
         return
-    if not rows:
-        click.echo("no crashes recorded")
-        return
-    for r in rows:
-        hosts = f"  {len(r.hosts)} host(s)" if url else ""
-        click.echo(
-            f"{r.signature}  {r.count:>4}x  last {_when(r.last_seen)}{hosts}  [{r.type}]  {r.title}"
-        )
+    click.echo(crashes_text(rows, fleet=bool(url)))
 
 
 @crashes.command()
@@ -86,8 +83,9 @@ def list_(db: str | None, url: str | None, fmt: str) -> None:
 @click.option("--reports", type=click.IntRange(0), default=1, show_default=True,
               help="How many raw reports to print (newest first).")  # fmt: skip
 def show(signature: str, db: str | None, url: str | None, fmt: str, reports: int) -> None:
-    """Show one crash SIGNATURE (a unique prefix is enough): where and when it was seen."""
-    store = _open(db, url)
+    """Show one crash SIGNATURE (a unique prefix is enough): when the kernel crashed, when
+    and where it was stored, and its newest raw reports."""
+    store = open_existing(db, url)
     try:
         summary, hits = store.get(signature)
     finally:
@@ -97,18 +95,7 @@ def show(signature: str, db: str | None, url: str | None, fmt: str, reports: int
         doc["hits"] = [asdict(h) for h in hits]
         click.echo(json.dumps(doc, indent=2))
         return
-    click.echo(f"{summary.title}  [{summary.type}]")
-    click.echo(f"  signature   {summary.signature}")
-    click.echo(f"  seen        {summary.count} time(s), first {_when(summary.first_seen)},"
-               f" last {_when(summary.last_seen)}")  # fmt: skip
-    click.echo(f"  hosts       {', '.join(summary.hosts) or '?'}")
-    click.echo(f"  releases    {', '.join(summary.releases) or '?'}")
-    if summary.frame or summary.guilty_file:
-        click.echo(f"  frame       {summary.frame or '?'}  file {summary.guilty_file or '?'}")
-    for h in hits[:reports]:
-        flag = " (corrupted)" if h.corrupted else ""
-        click.echo(f"\n--- {_when(h.seen)} {h.host} {h.release or '?'} {h.source}{flag}")
-        click.echo(h.report)
+    click.echo(crash_text(summary, hits, reports))
 
 
 @crashes.command()
@@ -122,7 +109,7 @@ def sync(db: str | None, url: str) -> None:
 
     if not is_url(url):
         raise KassistError(f"{url}: not a PostgreSQL URL", "give --store postgresql://...")
-    local = _open(db)
+    local = open_existing(db)
     new = 0
     try:
         with PgCrashStore(url) as fleet:

@@ -23,10 +23,10 @@ _MARK = {"ok": "ok", "missing": "--", "error": "!!"}
 @click.option(
     "--fix",
     is_flag=True,
-    help="Do the safe fixes it knows (as root: mount tracefs), each said in one line.",
+    help="Do the safe fixes it knows (as root: mount tracefs and bpffs), each said in one line.",
 )
 def doctor(fmt: str, model: str | None, backend: str | None, fix: bool = False) -> None:
-    """Check root, /dev/kmsg, bpftrace, drgn, /proc/kcore, BTF, /dev/kvm, the model and the agent.
+    """Check root, /dev/kmsg, eBPF, drgn, BTF, the model, the knowledge base and the agent.
 
     Exits 0 when everything could be inspected, whatever was found; 1 when a check itself failed
     (or, with --fix, a fix failed).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from typing import Any
 
 import click
 
@@ -13,6 +12,7 @@ from assistant.cli.common import notice
 from probes.bpf import find_probe, list_probes, render_result, run_probe, unavailable_reason
 from probes.logs import SourceStats, iter_records
 from probes.stats import Snapshot, rates, take_snapshot
+from probes.stats.summary import rates_lines, snapshot_summary, summary_lines
 
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
@@ -118,46 +118,12 @@ def stats_cmd(interval: float | None, cgroup: str | None, fmt: str) -> None:
             )
         )
     else:
-        click.echo(_render_rates(per_second, second.taken - first.taken))
-
-
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.1f} GiB"
-
-
-def _psi(snap: Snapshot) -> str:
-    parts = []
-    for res in ("cpu", "memory", "io"):
-        data: dict[str, Any] = snap.proc.get(f"psi_{res}", {})
-        some = data.get("some", {}).get("avg10")
-        full = data.get("full", {}).get("avg10")
-        if some is not None:
-            parts.append(f"{res} {some:.2f}%" + (f"/{full:.2f}%" if full is not None else ""))
-    return "  ".join(parts) if parts else "not available (kernel without CONFIG_PSI or psi=0)"
+        click.echo("\n".join(rates_lines(per_second, second.taken - first.taken)))
 
 
 def _render_snapshot(snap: Snapshot) -> str:
     p = snap.proc
-    lines = []
-    if "loadavg" in p:
-        la = p["loadavg"]
-        lines.append(
-            f"load       {la['load1']:.2f} {la['load5']:.2f} {la['load15']:.2f}"
-            f"   runnable {la['runnable']}/{la['tasks']}"
-        )
-    if "meminfo" in p:
-        mi = p["meminfo"]
-        lines.append(
-            f"memory     total {_gib(mi.get('MemTotal', 0))}  available "
-            f"{_gib(mi.get('MemAvailable', 0))}  swap free {_gib(mi.get('SwapFree', 0))}"
-        )
-    lines.append(f"pressure   avg10 some/full: {_psi(snap)}")
-    if "snmp" in p:
-        tcp = p["snmp"].get("Tcp", {})
-        lines.append(
-            f"tcp        established {tcp.get('CurrEstab', 0)}  segs out {tcp.get('OutSegs', 0)}"
-            f"  retrans {tcp.get('RetransSegs', 0)}"
-        )
+    lines = summary_lines(snapshot_summary(snap))
     if "diskstats" in p:
         busy = [
             n
@@ -192,38 +158,6 @@ def _render_snapshot(snap: Snapshot) -> str:
     lines.append(_cut(f"cmdline    {snap.cmdline}", 80))
     lines.append(f"(snapshot took {snap.duration_ms:.1f} ms)")
     return "\n".join(_cut(line, 80) for line in lines)
-
-
-#: Rates shown first in text output, when they moved: dotted name → label.
-HEADLINE_RATES = {
-    "stat.ctxt": "context switches",
-    "stat.intr": "interrupts",
-    "stat.processes": "forks",
-    "vmstat.pgfault": "page faults",
-    "vmstat.pgmajfault": "major page faults",
-    "vmstat.pgscan_direct": "pages scanned (direct reclaim)",
-    "vmstat.pswpout": "pages swapped out",
-    "snmp.Tcp.OutSegs": "TCP segments out",
-    "snmp.Tcp.RetransSegs": "TCP retransmits",
-    "psi_cpu.some.total": "CPU stall µs (some)",
-    "psi_memory.some.total": "memory stall µs (some)",
-    "psi_io.some.total": "I/O stall µs (some)",
-}
-
-
-def _render_rates(per_second: dict[str, float], seconds: float) -> str:
-    lines = [f"rates over {seconds:.2f} s (per second)"]
-    for key, label in HEADLINE_RATES.items():
-        if key in per_second:
-            lines.append(f"  {label:<34} {per_second[key]:>14.1f}")
-    others = sorted(
-        ((k, v) for k, v in per_second.items() if v and k not in HEADLINE_RATES),
-        key=lambda kv: -kv[1],
-    )[:20]
-    if others:
-        lines.append("busiest other counters")
-        lines.extend(f"  {_cut(k, 48):<48} {v:>14.1f}" for k, v in others)
-    return "\n".join(lines)
 
 
 @probe.command("logs")

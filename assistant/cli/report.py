@@ -1,11 +1,14 @@
-"""``kassist report``: draft a Markdown bug report for the first crash in a log."""
+"""``kassist report``: draft a Markdown bug report for a crash in a log, or a stored one."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 
 import click
 
+from actions.text import printable_lines
 from assistant.cli.common import (
     backend_or_none,
     config_from_flags,
@@ -13,13 +16,27 @@ from assistant.cli.common import (
     notice,
     stdout_is_tty,
 )
+from assistant.cli.crashes import open_existing, store_options
+from assistant.cli.triage import stdin_notice
 from assistant.drafters.bug_report import draft_report
 from assistant.errors import KassistError
-from assistant.triage import triage_path
+from assistant.triage import Crash, triage_path
+from assistant.triage.stores import stored_crash
+
+#: What names a stored crash rather than a file: a signature or a prefix of one (hex).
+_SIGNATURE = re.compile(r"[0-9a-f]{4,16}")
+
+
+def _stored(signature: str, db: str | None, url: str | None) -> Crash:
+    store = open_existing(db, url)
+    try:
+        return stored_crash(store, signature)
+    finally:
+        store.close()
 
 
 @click.command()
-@click.argument("path", metavar="[FILE|-]", required=False)
+@click.argument("path", metavar="[FILE|-|SIGNATURE]", required=False)
 @click.option(
     "--index",
     type=click.IntRange(1),
@@ -36,6 +53,7 @@ from assistant.triage import triage_path
 @click.option("--vmcore", type=click.Path(), help="A vmcore: its stack, locals, blocked tasks.")
 @click.option("--vmlinux", type=click.Path(), help="The vmcore's vmlinux with debug info.")
 @click.option("--debug-dir", type=click.Path(), help="A /usr/lib/debug tree for the vmcore.")
+@store_options
 @llm_options
 def report(
     path: str | None,
@@ -49,30 +67,42 @@ def report(
     vmcore: str | None = None,
     vmlinux: str | None = None,
     debug_dir: str | None = None,
+    db: str | None = None,
+    url: str | None = None,
 ) -> None:
     """Draft a bug report: the crash's facts, severity, next steps, maintainers and
     documentation, and a one-sentence summary from the local model, shown only when the
     checker accepts it.
 
-    On a terminal each section appears as soon as it is ready.
+    The crash is the first (or --index) of a log FILE or - (stdin), or a stored one named
+    by its SIGNATURE (a unique prefix is enough; see `kassist crashes list`). On a
+    terminal each section appears as soon as it is ready.
     """
     if path is None and vmcore is None:
-        raise KassistError("no input given", "name a log file, or give --vmcore FILE", 2)
+        raise KassistError(
+            "no input given", "name a log file, a stored crash's signature, or --vmcore FILE", 2
+        )
     dump = None
     if vmcore is not None:
         from assistant.vmcore import triage_vmcore
 
         dump = triage_vmcore(vmcore, vmlinux, debug_dir, progress=notice)
-    result = triage_path(path) if path is not None else dump
-    assert result is not None
-    path = path or vmcore
-    if len(result.crashes) < index:
-        found = len(result.crashes)
-        raise KassistError(
-            f"{path}: {'no kernel crash found' if not found else f'only {found} crash(es) found'}",
-            "give a log that holds a crash report (kassist triage shows what was found)",
-        )
-    crash = result.crashes[index - 1]
+    if path is not None and path != "-" and not os.path.exists(path) and _SIGNATURE.fullmatch(path):
+        crash = _stored(path, db, url)
+    else:
+        if path is not None:
+            stdin_notice(path)
+        result = triage_path(path) if path is not None else dump
+        assert result is not None
+        name = path or vmcore
+        if len(result.crashes) < index:
+            found = len(result.crashes)
+            what = "no kernel crash found" if not found else f"only {found} crash(es) found"
+            raise KassistError(
+                f"{name}: {what}",
+                "give a log that holds a crash report (kassist triage shows what was found)",
+            )
+        crash = result.crashes[index - 1]
     cfg = config_from_flags(model, backend, max_tokens, no_log)
     llm = backend_or_none(cfg, no_llm)
     if llm is None and not no_llm and cfg.llm.backend != "none":
@@ -81,19 +111,21 @@ def report(
         notice("no model used (--no-llm): the summary is built from the facts")
     streaming = stdout_is_tty()
 
+    # The report quotes the log: its escapes are shown (\x1b), never sent to a terminal,
+    # nor written raw to a file someone will cat.
     def write(piece: str) -> None:
         if streaming:
-            sys.stdout.write(piece)
+            sys.stdout.write(printable_lines(piece))
             sys.stdout.flush()
 
     # The summary prompt sets its own budget; --max-tokens overrides it.
     drafted = draft_report(crash, llm, max_tokens, write, dump.vmcore if dump else None)
     if not streaming:
-        sys.stdout.write(drafted.markdown)
+        sys.stdout.write(printable_lines(drafted.markdown))
     if output:
         try:
             with open(output, "w", encoding="utf-8") as fh:
-                fh.write(drafted.markdown)
+                fh.write(printable_lines(drafted.markdown))
         except OSError as exc:
             raise KassistError(
                 f"cannot write {output}: {exc.strerror}", "choose another path"

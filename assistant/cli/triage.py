@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from functools import partial
 
 import click
 
+from actions.text import printable
 from assistant.cli.common import notice
 from assistant.errors import KassistError
 from assistant.triage import TriageResult, triage_path
-
-
-def _text(result: TriageResult) -> str:
-    n = len(result.crashes)
-    lines = [f"{result.source}: {n} crash{'es' if n != 1 else ''} in {result.lines} lines"]
-    for c in result.crashes:
-        flags = [f for f, on in (("corrupted", c.corrupted), ("panicked", c.panicked)) if on]
-        lines.append(f"  {c.title}  [{c.type}]" + (f"  ({', '.join(flags)})" if flags else ""))
-        task = f"{c.task.comm} pid {c.task.pid} cpu {c.task.cpu}" if c.task.comm else "unknown task"
-        lines.append(
-            f"    lines {c.start_line}-{c.end_line} · frame {c.frame or '?'} · {task}"
-            f" · kernel {c.kernel.release or '?'} · sig {c.signature}"
-        )
-    for e in result.events:
-        lines.append(f"  event: {e.title}  [{e.type}]  lines {e.start_line}-{e.end_line}")
-    return "\n".join(lines)
+from assistant.triage.render import triage_text
 
 
 def _record(result: TriageResult) -> None:
@@ -34,7 +21,13 @@ def _record(result: TriageResult) -> None:
 
     with CrashStore() as db:
         new = db.record(result.crashes, result.source)
-    notice(f"{result.source}: {new} new crash report(s) recorded in {db.path}")
+    notice(f"{printable(result.source)}: {new} new crash report(s) recorded in {db.path}")
+
+
+def stdin_notice(path: str) -> None:
+    """Say that ``-`` reads standard input, when it is a terminal (it would wait silently)."""
+    if path == "-" and sys.stdin.isatty():
+        notice("reading the log from standard input (paste it, then Ctrl-D; Ctrl-C to quit)")
 
 
 @click.command()
@@ -68,8 +61,11 @@ def triage(
     """Find kernel crash reports in console logs, dmesg output or kdump directories.
 
     Each FILE may be a plain or compressed (gzip, xz, zstd) log, a kdump directory,
-    or - for standard input.
+    /dev/kmsg (what the ring buffer holds now), or - for standard input. Repeats are
+    grouped by signature; to follow a log as it grows, use `kassist watch`.
     """
+    for path in inputs:
+        stdin_notice(path)
     jobs: list[Callable[[], TriageResult]] = [partial(triage_path, p) for p in inputs]
     if vmcore:
         from assistant.vmcore import triage_vmcore
@@ -97,11 +93,11 @@ def triage(
 
             symbolize_result(result, vmlinux, debug_dir)
         for warning in result.warnings:
-            notice(f"{result.source}: {warning}")
+            notice(f"{printable(result.source)}: {warning}")
         if store and result.crashes:
             _record(result)
         if fmt == "text":
-            click.echo(_text(result))
+            click.echo(triage_text(result))
             if result.vmcore is not None:
                 from assistant.cli.vmcore import vmcore_text
 

@@ -17,16 +17,17 @@ from typing import Any
 
 import click
 
-from actions.client import AgentClient
+from actions.client import AgentClient, try_status
 from actions.errors import ActionError
 from actions.model import AgentStatus, Change, Completion, Recommendation
 from actions.text import printable
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
 from assistant.config import user_state_dir
 from assistant.errors import KassistError
-from assistant.tuning.engine import Finding, TuneReport, analyse, find_finding
+from assistant.tuning.engine import TuneReport, analyse, find_finding
 from assistant.tuning.evidence import Observation, enter_netns, observe
 from assistant.tuning.managed import managed_keys
+from assistant.tuning.render import report_text
 from assistant.tuning.scenarios import scenario_rows
 
 #: Exit status of advice mode when there is something to recommend.
@@ -51,52 +52,7 @@ def _save(report: TuneReport) -> None:
 
 
 def _agent_status(socket_path: str) -> AgentStatus | None:
-    try:
-        with AgentClient(socket_path, timeout=5) as client:
-            return client.status().status
-    except (ActionError, OSError):
-        return None
-
-
-def _shown(value: int | list[int]) -> str:
-    return " ".join(str(v) for v in value) if isinstance(value, list) else str(value)
-
-
-def _finding_text(f: Finding) -> list[str]:
-    lines = [f"[{f.id}] {f.title}"]
-    lines += [f"  evidence: {e}" for e in f.evidence]
-    for p in f.proposals:
-        change = f"{p.key} {_shown(p.current)} -> {_shown(p.value)} ({p.direction})"
-        if p.status == "recommended":
-            lines.append(f"  recommend {change}  id {p.rec_id}")
-        else:
-            lines.append(f"  report    {change}  [{p.status}: {p.why}]")
-    lines += [f"  note: {n}" for n in f.notes]
-    return lines
-
-
-def report_text(report: TuneReport) -> str:
-    """Render a run as text: one block per finding."""
-    where = f"; netns {report.netns}" if report.netns else ""
-    where += f"; cgroup {report.cgroup}" if report.cgroup else ""
-    window = "since boot" if report.window_s is None else f"window {report.window_s:.3g} s"
-    if not report.findings:
-        return f"no findings: nothing to tune ({window}{where})"
-    n, r = len(report.findings), len(report.recommendations)
-    lines = [
-        f"{n} finding{'s' if n != 1 else ''}, {r} recommendation{'s' if r != 1 else ''} "
-        f"({window}{where})"
-    ]
-    for f in report.findings:
-        lines += ["", *_finding_text(f)]
-    llm = [rec for rec in report.recommendations if rec.source != "rules"]
-    for rec in llm:
-        lines += ["", f"[{rec.id}] proposed by {rec.source}: {rec.target} -> {_shown(rec.value)}"]  # type: ignore[arg-type]
-    if report.window_s is None:
-        lines += ["", "these counts are since boot: see whether they still rise with --interval 10"]
-    if r:
-        lines += ["", "explain one: kassist tune --explain ID;  dry run: kassist tune --submit"]
-    return "\n".join(lines)
+    return try_status(socket_path).status
 
 
 def _diff_lines(changes: list[Change]) -> list[str]:
@@ -172,7 +128,7 @@ def _act(report: TuneReport, socket_path: str, apply: bool, yes: bool, fmt: str)
 
 
 def _explain(ident: str, fmt: str, cfg: Any, no_llm: bool) -> None:
-    from assistant.tuning.explain import checked, explain, model_stream
+    from assistant.tuning.explain import explain, model_explanation
 
     path = last_run_path()
     try:
@@ -186,8 +142,7 @@ def _explain(ident: str, fmt: str, cfg: Any, no_llm: bool) -> None:
     ex = explain(finding)
     backend = backend_or_none(cfg, no_llm)
     if backend is not None:
-        text = "".join(model_stream(ex, backend, cfg.llm.max_tokens or 160))
-        ex = checked(ex, text)
+        ex = model_explanation(ex, backend, cfg.llm.max_tokens or 160)
     if fmt == "json":
         click.echo(json.dumps(ex.to_dict(), indent=2))
     else:

@@ -9,8 +9,8 @@ import click
 
 from assistant.cli.common import notice
 from assistant.frames import frame_text
-from assistant.vmcore import VmcoreSection, analyse_target, open_target
-from probes.drgn import Analysis, BlockedTask, Frame, TaskRef, dmesg_lines
+from assistant.vmcore import analyse_target, open_target
+from probes.drgn import Analysis, BlockedTask, Findings, Frame, TaskRef, dmesg_lines
 
 #: view → the analyses it needs.
 VIEWS: dict[str, tuple[str, ...]] = {
@@ -186,7 +186,7 @@ def _waits_in(b: BlockedTask) -> str:
     return frame_text(inner, inner.pc) if inner else "?"
 
 
-def vmcore_text(vmcore: VmcoreSection) -> str:
+def vmcore_text(vmcore: Findings) -> str:
     """Return the few lines ``kassist triage`` prints about a vmcore's drgn analyses."""
     lines = ["  vmcore:"]
     crash = vmcore.crash

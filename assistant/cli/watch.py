@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +21,6 @@ def _log(message: str) -> None:
     print(f"kassist-watch: {printable(message)}", file=sys.stderr, flush=True)
 
 
-#: The sources ``--source`` takes.
-_SOURCE = re.compile(r"kmsg|pstore|journal(?::.+)?|kdump:.+|file:.+|disks(?::\d+(?:\.\d+)?)?")
-
-
 def _default_state() -> Path:
     from assistant.config import user_state_dir
 
@@ -41,7 +36,8 @@ def _default_state() -> Path:
 @click.option("--outbox", type=click.Path(path_type=Path), default=None,
               help="Draft a report for each new signature here (SIG.md, SIG.json).")  # fmt: skip
 @click.option("--source", "sources", multiple=True, metavar="SRC",
-              help="kmsg, journal[:FILE], pstore, kdump:DIR, file:PATH or disks[:SECONDS]"
+              help="kmsg, journal[:FILE], pstore, kdump:DIR (waited for if missing),"
+              " file:PATH (followed like tail -F; - for stdin) or disks[:SECONDS]"
               " (fail-slow and failing drives); repeat (default: kmsg, journal, pstore,"
               " kdump:/var/crash).")  # fmt: skip
 @click.option("--once", is_flag=True, help="Read what is there, store it, and exit.")
@@ -79,16 +75,12 @@ def watch(
     no_log: bool,
 ) -> None:
     """Follow the kernel's logs and store every crash once, as its report closes."""
-    from assistant.errors import InputError
     from assistant.watch.background import HookTargets
     from assistant.watch.daemon import Watcher, WatchOptions, install_signals
+    from assistant.watch.sources import parse_source
 
     for source in sources:
-        if not _SOURCE.fullmatch(source):
-            raise InputError(
-                f"watch: unknown source {source!r}",
-                "use kmsg, journal[:FILE], pstore, kdump:DIR, file:PATH or disks[:SECONDS]",
-            )
+        parse_source(source)  # a typo is one line before anything starts
     cfg = config_from_flags(model, backend, max_tokens, no_log)
     opts = WatchOptions(
         store=store_url or db_path,

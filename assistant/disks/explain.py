@@ -2,16 +2,19 @@
 
 The figures and the summary of a finding are deterministic; the model may only add a
 sentence or two of plain explanation, and every word of it goes through
-``assistant.drafters.checker.check_draft`` first (when it rejects the draft, nothing of
-the model's is shown and the deterministic summary stands alone, with a one-line notice).
+the checked-draft pipeline (``assistant.drafters.pipeline.checked_draft``) first: a
+sentence the checker rejects is dropped, and when nothing is left nothing of the model's
+is shown and the deterministic summary stands alone; either is said in one line.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from assistant.disks.model import Finding
-from assistant.drafters.checker import Evidence, check_draft, cut_to_sentence
-from assistant.llm.base import Backend, GenerationStats
-from assistant.llm.prompts import load_prompt
+from assistant.drafters.checker import Evidence
+from assistant.drafters.pipeline import checked_draft, draft_prompt
+from assistant.llm.base import Backend
 
 PROMPT_NAME = "disks_finding"
 #: Most tokens an explanation may take.
@@ -50,18 +53,14 @@ class Explainer:
         """Return a checked explanation, or ``None`` (the summary then stands alone)."""
         if self.backend is None:
             return None
-        prompt = load_prompt(PROMPT_NAME)
-        messages = prompt.render(finding=finding)
-        stats = GenerationStats()
-        stats.prompt_name = prompt.label
-        raw = "".join(self.backend.stream(messages, max_tokens=MAX_TOKENS, stats=stats))
-        text = cut_to_sentence(raw)
-        lines = [line for m in messages for line in m.content.splitlines()]
-        verdict = check_draft(text, finding_evidence(finding, lines))
-        if not verdict.ok:
-            self._notice("explanation withheld: " + "; ".join(verdict.problems)[:200])
+        prompt = replace(draft_prompt(PROMPT_NAME, finding=finding), max_tokens=MAX_TOKENS)
+        draft = checked_draft(prompt, finding_evidence(finding, prompt.lines()), self.backend)
+        if draft.text is None:
+            self._notice(f"explanation {draft.why}"[:200])
             return None
-        return f"model: {text}"
+        if draft.why:
+            self._notice(f"explanation: {draft.why}"[:200])
+        return f"model: {draft.text}"
 
     def _notice(self, message: str) -> None:
         from assistant.cli.common import notice

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 from assistant.docs.facts import SysctlFacts
 from assistant.docs.pages import paragraphs
-from assistant.drafters.checker import Evidence, check_draft, cut_to_sentence
-from assistant.drafters.summary import sampling_of
-from assistant.llm.base import Backend, GenerationStats
-from assistant.llm.prompts import load_prompt
+from assistant.drafters.checker import Evidence, check_draft, stated_defaults
+from assistant.drafters.pipeline import checked_draft, draft_prompt
+from assistant.llm.base import Backend
 
 PROMPT_NAME = "docs_sysctl_summary"
 #: Characters of the documentation section handed to the model.
@@ -72,13 +71,24 @@ def unfaithful_sentences(paragraph: str, documentation: str) -> list[str]:
     return [s for s in _SENTENCE.split(paragraph.strip()) if s and not _trigrams(s) & known]
 
 
+def _defaults(facts: SysctlFacts, documentation: str) -> list[str]:
+    # The defaults a sentence may state: the documented ones and the compiled-in one,
+    # never any other number of the page (the value here, a boot setting, a release).
+    defaults = stated_defaults(documentation)
+    if facts.definition is not None and facts.definition.default is not None:
+        defaults.append(facts.definition.default)
+    return defaults
+
+
 def paragraph_problems(text: str, facts: SysctlFacts, prompt_lines: list[str]) -> list[str]:
     """Return why a paragraph on ``facts`` may not be shown (empty: it may).
 
     The evidence is the key's documentation section and the page's own facts: every
-    sysctl, number, unit and function named must be there (the shared checker), its
-    words must be the documentation's or plain ones, and each sentence must say
-    something the documentation says.
+    sysctl, number, unit and function named must be there (the shared checker), a
+    default it gives must be the documented or compiled-in one (not any number of the
+    page: the value here, a boot setting, the kernel's release), its words must be the
+    documentation's or plain ones, and each sentence must say something the
+    documentation says.
     """
     documentation = facts.doc.text[:DOC_CHARS] if facts.doc is not None else ""
     evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
@@ -90,6 +100,7 @@ def paragraph_problems(text: str, facts: SysctlFacts, prompt_lines: list[str]) -
             max_sentences=3,
             prompt_lines=prompt_lines,
             plain_words=DOC_WORDS,
+            defaults=_defaults(facts, documentation),
         ),
     )
     problems = list(verdict.problems)
@@ -100,25 +111,42 @@ def paragraph_problems(text: str, facts: SysctlFacts, prompt_lines: list[str]) -
 
 
 def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
-    """Ask the model to condense the key's documentation; check it before it is shown."""
+    """Ask the model to condense the key's documentation; check it before it is shown.
+
+    Through the one checked-draft pipeline: each sentence is checked against the
+    documentation and the page's facts, and must say something the documentation says;
+    a failing sentence is dropped, a paragraph with nothing left is withheld.
+    """
     if facts.doc is None:
         return ModelParagraph("", False, "no model paragraph: nothing upstream to condense")
-    prompt = load_prompt(PROMPT_NAME)
     documentation = facts.doc.text[:DOC_CHARS]
-    messages = prompt.render(name=facts.name, documentation=documentation)
-    sampling = sampling_of(prompt, [("sysctl", facts.name), ("documentation", documentation)])
-    stats = GenerationStats(prompt_name=prompt.label)
-    raw = "".join(
-        backend.stream(messages, int(prompt.meta.get("max_tokens", 60)), stats, sampling=sampling)
+    prompt = draft_prompt(
+        PROMPT_NAME,
+        facts=[("sysctl", facts.name), ("documentation", documentation)],
+        name=facts.name,
+        documentation=documentation,
     )
-    text = cut_to_sentence(raw)
-    problems = paragraph_problems(text, facts, [m.content for m in messages])
-    backend.record_outcome(
-        stats, None if problems else {"paragraph": text}, "; ".join(problems) or None
+    evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
+    evidence = Evidence(
+        evidence_text,
+        allow_causes=True,
+        max_sentences=3,
+        plain_words=DOC_WORDS,
+        min_words=6,
+        defaults=_defaults(facts, documentation),
     )
-    if not problems:
-        return ModelParagraph(text, True, source=facts.doc.cite)
-    why = "; ".join(problems)[:160]
+    draft = checked_draft(
+        prompt,
+        evidence,
+        backend,
+        sentence_check=lambda s: [
+            f"a sentence the documentation does not say ({u[:60]!r})"
+            for u in unfaithful_sentences(s, documentation)
+        ],
+    )
+    if draft.text is not None:
+        return ModelParagraph(draft.text, True, draft.why, facts.doc.cite)
+    why = draft.why.removeprefix("withheld: ")[:160]
     return ModelParagraph(
-        text, False, f"the model's paragraph was withheld ({why})", facts.doc.cite
+        draft.raw.strip(), False, f"the model's paragraph was withheld ({why})", facts.doc.cite
     )

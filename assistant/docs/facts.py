@@ -190,19 +190,21 @@ class Change:
         )
 
 
-def agent_changes(limit: int = 200) -> tuple[dict[str, list[Change]] | None, str]:
-    """Return the agent's journaled changes by key, newest first, or (None, why not)."""
-    from actions.client import AgentClient
-    from actions.errors import ActionError
+def agent_changes(
+    socket: str | None = None, limit: int = 200
+) -> tuple[dict[str, list[Change]] | None, str]:
+    """Return the agent's journaled changes by key, newest first, or (None, why not).
+
+    :param socket: the agent's socket (default: the configured one).
+    """
+    from actions.client import try_history
     from assistant.config import load_config
 
-    try:
-        with AgentClient(load_config().agent.socket, timeout=10) as client:
-            completion = client.history(limit=limit)
-    except (ActionError, OSError) as exc:
-        return None, getattr(exc, "message", str(exc))
+    reading = try_history(socket or load_config().agent.socket, limit)
+    if reading.changesets is None:
+        return None, reading.error
     found: dict[str, list[Change]] = {}
-    for cs in completion.changesets or []:
+    for cs in reading.changesets:
         for change in cs.changes:
             found.setdefault(change.target, []).append(
                 Change(cs.id, cs.state, cs.created, change.old, change.new)

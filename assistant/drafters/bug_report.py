@@ -23,7 +23,8 @@ from assistant.drafters.assessment import (
     severity_of,
 )
 from assistant.drafters.markdown import md_inline as _md_inline
-from assistant.drafters.summary import SummaryDraft, draft_summary, fallback_summary
+from assistant.drafters.pipeline import Draft
+from assistant.drafters.summary import draft_happened, fallback_summary
 from assistant.drafters.vmcore_markdown import vmcore_markdown
 from assistant.frames import frame_text
 from assistant.llm.base import Backend
@@ -32,7 +33,7 @@ from assistant.triage.model import Crash
 
 if TYPE_CHECKING:
     from assistant.knowledge import KnowledgeBase
-    from assistant.vmcore import VmcoreSection
+    from probes.drgn import Findings
 
 
 @dataclass
@@ -40,14 +41,14 @@ class DraftedReport:
     """A drafted bug report.
 
     :param markdown: the whole report.
-    :param summary: the summary shown: the model's accepted draft, or the sentence built
-        from the facts.
-    :param draft: what the model wrote and what the checker said (``None`` without a model).
+    :param summary: the "What happened" paragraph shown: the model's checked sentences, or
+        the sentences built from the facts.
+    :param draft: what the model wrote and what the checker kept (``None`` without a model).
     """
 
     markdown: str
     summary: str = ""
-    draft: SummaryDraft | None = None
+    draft: Draft | None = None
     knowledge: Knowledge = field(default_factory=Knowledge)
 
 
@@ -184,27 +185,30 @@ def knowledge_markdown(crash: Crash, knowledge: Knowledge) -> str:
     return "".join(out)
 
 
-SUMMARY_MODEL = "\n## Summary (drafted by the local model, checked against the report)\n\n"
-SUMMARY_FACTS = "\n## What happened\n\n"
+HAPPENED = "\n## What happened\n\n"
+#: Said under a paragraph the model wrote (every sentence checked against the report).
+MODEL_MARK = "Drafted by the local model; each sentence checked against the report."
 
 
-def summary_markdown(crash: Crash, rating: Rating, draft: SummaryDraft | None) -> tuple[str, str]:
-    """Return the summary section and the summary shown in it.
+def summary_markdown(crash: Crash, rating: Rating, draft: Draft | None) -> tuple[str, str]:
+    """Return the "What happened" section and the paragraph shown in it.
 
-    An accepted draft is shown as the model's; a refused one is withheld with one line
-    saying why, and the sentence built from the facts stands instead.
+    The model's checked sentences are shown as the model's (a dropped sentence is said in
+    one line); a withheld draft is said in one line, and the sentences built from the
+    facts stand instead.
     """
-    if draft is not None and draft.verdict.ok:
-        return SUMMARY_MODEL + draft.text + "\n", draft.text
+    if draft is not None and draft.text is not None:
+        note = f" {_md_inline(draft.why)}." if draft.why else ""
+        return f"{HAPPENED}{draft.text}\n\n_{MODEL_MARK}{note}_\n", draft.text
     text = fallback_summary(crash, rating)
     note = ""
     if draft is not None:
-        why = "; ".join(draft.verdict.problems[:2])
+        why = draft.why.removeprefix("withheld: ")
         note = (
-            f"\n_The local model's draft was withheld ({_md_inline(why)}); "
+            f"\n_The local model's paragraph was withheld ({_md_inline(why)}); "
             "this one is built from the facts._\n"
         )
-    return SUMMARY_FACTS + text + "\n" + note, text
+    return HAPPENED + text + "\n" + note, text
 
 
 def draft_report(
@@ -212,7 +216,7 @@ def draft_report(
     backend: Backend | None,
     max_tokens: int | None,
     write: Callable[[str], None] | None = None,
-    vmcore: VmcoreSection | None = None,
+    vmcore: Findings | None = None,
     kb: KnowledgeBase | None = None,
     use_kb: bool = True,
 ) -> DraftedReport:
@@ -222,7 +226,7 @@ def draft_report(
 
     :param crash: the crash to report (the first one of a triage).
     :param backend: the LLM backend, or ``None`` for the facts alone.
-    :param max_tokens: the most tokens the summary may take (``None``: the prompt's).
+    :param max_tokens: the most tokens the paragraph may take (``None``: the prompt's).
     :param write: called with each piece of Markdown, in order.
     :param vmcore: drgn's analyses of the crash's vmcore (``TriageResult.vmcore``), if any.
     :param kb: the knowledge base (default: opened here when ``use_kb``).
@@ -232,9 +236,7 @@ def draft_report(
     head = skeleton_head(crash, rating)
     emit(head)
     knowledge = crash_knowledge(crash, kb if kb is not None or not use_kb else open_knowledge())
-    # The documentation is cited, not quoted to the model: with the bundled model a
-    # background paragraph cut accepted drafts from 62% to 16% (draft_quality.py).
-    draft = draft_summary(crash, rating, backend, [], max_tokens) if backend is not None else None
+    draft = draft_happened(crash, rating, backend, max_tokens) if backend is not None else None
     summary, shown = summary_markdown(crash, rating, draft)
     pieces = [
         summary,

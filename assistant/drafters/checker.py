@@ -6,7 +6,7 @@ refused when it
 - repeats itself (a repeated run of words) or echoes the prompt's own lines;
 - does not end a sentence, or is out of its length bounds;
 - contradicts a fact: another severity word, another kind of crash, another function
-  named as the crashing one, another kernel version;
+  named as the crashing one, another kernel version, another default value;
 - names a kernel symbol, source file, number, sysctl or commit that the evidence does
   not hold.
 
@@ -17,6 +17,7 @@ nobody, says so in one line and uses a sentence built from the facts instead.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,13 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]`]*$")
 # A sentence end inside a text: the mark, closers, then a space or the end.
 _SENTENCE_BREAK = re.compile(r"[.!?][\"')\]`]*(?=\s|$)")
 _ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e|etc|vs|cf|approx|no)\.$", re.IGNORECASE)
+# A sentence about a default ("the default value is 60", "defaults to 60", "60 by default"):
+# its number is checked against the default, not against any number of the evidence.
+_DEFAULT_CLAIM = re.compile(
+    r"\bdefaults?\b(?:\s+(?:value|setting))?(?:\s*[=:]|\s+(?:is|of|to|was))+\s*`?(-?\d+|0x[0-9a-f]+)\b"
+    r"|(?<![\w.])(-?\d+|0x[0-9a-f]+)`?\s+by\s+default\b",
+    re.IGNORECASE,
+)
 # A label at the start of a line ("Crash: ...", "Kernel: ..."), as prompts write facts.
 _LABEL = re.compile(r"^\s*([A-Z][\w ()/-]{1,30}):\s")
 
@@ -143,6 +151,8 @@ class Evidence:
     :param max_sentences: the most sentences (``None``: no limit).
     :param plain_words: the only words a draft may use besides the evidence's, e.g.
         :data:`SUMMARY_WORDS` for a summary that restates facts (``None``: any word).
+    :param defaults: the values a sentence about the default may give, as written (``60``);
+        empty: such sentences are checked like any number.
     """
 
     text: str
@@ -157,6 +167,7 @@ class Evidence:
     allow_causes: bool = True
     max_sentences: int | None = None
     plain_words: frozenset[str] | None = None
+    defaults: Sequence[str] = ()
 
 
 #: The words a summary of facts may use besides the evidence's own: how a kernel
@@ -212,6 +223,25 @@ def cut_to_sentence(text: str) -> str:
         if not _ABBREVIATION.search(text[: m.end()]):
             last = m.end()
     return text[:last].strip() if last else text
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a text into its sentences (an abbreviation's dot does not end one).
+
+    >>> split_sentences("It hung, e.g. in f(). Then it panicked.")
+    ['It hung, e.g. in f().', 'Then it panicked.']
+    """
+    text = " ".join(text.split())
+    out: list[str] = []
+    start = 0
+    for m in _SENTENCE_BREAK.finditer(text):
+        if _ABBREVIATION.search(text[: m.end()]):
+            continue
+        out.append(text[start : m.end()].strip())
+        start = m.end()
+    if text[start:].strip():
+        out.append(text[start:].strip())
+    return [s for s in out if s]
 
 
 def _words(text: str) -> list[str]:
@@ -325,17 +355,26 @@ def _contradictions(draft: str, evidence: Evidence) -> list[str]:
         other = sorted(kinds_named(draft) - allowed)
         if allowed - _ANY_KIND and other:
             problems.append(f"names another kind of crash ({', '.join(other)})")
-    for m in _CRASHED_IN.finditer(draft):
+    # Matches may overlap ("the kernel crashed in f": "kernel crashed", "crashed in f").
+    pos = 0
+    while m := _CRASHED_IN.search(draft, pos):
         name = next((g for g in m.groups() if g), "")
         if _looks_like_symbol(name) and name != evidence.function:
             said = f"not `{evidence.function}`" if evidence.function else "the report names none"
             problems.append(f"names `{name}` as the crashing function, {said}")
             break
+        pos = m.start() + 1
     if evidence.functions:
         for m in _CALLED_FROM.finditer(draft):
             caller = m.group(1).rstrip(".")
             if caller not in evidence.functions:
                 problems.append(f"names `{caller}` as a caller, the trace does not")
+                break
+    if evidence.defaults:
+        for value in stated_defaults(draft):
+            if value not in evidence.defaults:
+                known = " or ".join(evidence.defaults)
+                problems.append(f"gives the default as {value}, the default is {known}")
                 break
     if evidence.kernel:
         for m in _VERSION.finditer(draft):
@@ -346,7 +385,22 @@ def _contradictions(draft: str, evidence: Evidence) -> list[str]:
     return problems
 
 
+def stated_defaults(text: str) -> list[str]:
+    """Return the values a text gives as a default, in order.
+
+    >>> stated_defaults("The default value is 60. It defaults to 0x10; 5 by default.")
+    ['60', '0x10', '5']
+    """
+    return [m.group(1) or m.group(2) for m in _DEFAULT_CLAIM.finditer(text)]
+
+
+#: Plain nouns that follow "in the" without naming a function ("crashes in the store").
+_PLACES = frozenset({"store", "log", "logs", "system", "machine", "queue", "list", "table"})
+
+
 def _looks_like_symbol(word: str) -> bool:
+    if word in SUMMARY_WORDS or word in _PLACES:
+        return False
     return "_" in word or any(c.isdigit() for c in word) or (word.islower() and len(word) > 3)
 
 
@@ -413,3 +467,75 @@ def check_draft(text: str, evidence: Evidence) -> Verdict:
         names = ", ".join(f"`{n}`" for n in unsupported[:5])
         problems.append(f"names {names}, absent from the evidence")
     return Verdict(not problems, problems, unsupported)
+
+
+# --- a reader's check: does a sentence add to the title, and is it English? ---
+
+#: Words that carry no fact of their own when a sentence is compared with a title.
+_FILLER = SUMMARY_WORDS | {"there", "also", "then", "here", "now"}
+# A word (or name) twice in a row: "the the", "in in".
+_DOUBLED = re.compile(r"\b([\w/.-]+)\s+\1\b", re.IGNORECASE)
+# An article before a verb form: "a using", "a was", "the detected".
+_ARTICLE_VERB = re.compile(
+    r"\b(?:a|an|the)\s+(?:was|were|is|are|has|have|had|been|using|did|does|hit)\b", re.I
+)
+# A finite verb phrase inside a noun phrase: "hit a stack guard page was hit".
+_TWO_VERBS = re.compile(r"\b(hit|detected|reported|triggered)\b.*\bwas \1\b", re.I)
+# syzkaller's placeholder for a frame it could not find, read as a function.
+_CORRUPTED_FRAME = re.compile(r"\bin corrupted\b", re.I)
+# A run of "in X" places: "in f, in task t, in task u".
+_IN_CHAIN = re.compile(r"(?:,\s*in\s+[\w/.:-]+(?:\s+[\w/.:-]+)?){2,}", re.I)
+
+_SLIPS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (_DOUBLED, "a word doubled"),
+    (_ARTICLE_VERB, "an article before a verb"),
+    (_TWO_VERBS, "a verb repeated"),
+    (_CORRUPTED_FRAME, '"in corrupted", a placeholder read as a function'),
+    (_IN_CHAIN, 'a run of "in" places'),
+)
+
+
+def _repeated_phrase(sentence: str) -> bool:
+    # Two content words in a row, said twice: "RCU usage in f, warning RCU usage in t".
+    pairs = [
+        (a, b)
+        for a, b in itertools.pairwise(_words(sentence))
+        if a not in _FILLER and b not in _FILLER
+    ]
+    return len(pairs) != len(set(pairs))
+
+
+def grammar_slips(sentence: str) -> list[str]:
+    """Return the slips of English a reader would stop at (empty: none found).
+
+    >>> grammar_slips("The kernel hit a stack guard page was hit in corrupted.")
+    ['a verb repeated', '"in corrupted", a placeholder read as a function']
+    """
+    slips = [why for pattern, why in _SLIPS if pattern.search(sentence)]
+    if _repeated_phrase(sentence):
+        slips.append("a phrase repeated")
+    return slips
+
+
+def restates_title(sentence: str, title: str, table: Sequence[str] = ()) -> bool:
+    """Tell whether a sentence says nothing the title and the facts table do not: each of
+    its content words is one of theirs (or a filler word).
+
+    :param table: values the report's facts table shows (task, kernel release).
+
+    >>> restates_title("The kernel detected a use-after-free read in tcp_close.",
+    ...                "KASAN: use-after-free Read in tcp_close")
+    True
+    """
+    known = set(_words(" ".join([title, *table])))
+    content = [w for w in _words(sentence) if w not in _FILLER]
+    return all(w in known for w in content)
+
+
+def reader_problems(sentence: str, title: str, table: Sequence[str] = ()) -> list[str]:
+    """Return why a reader would not keep a sentence of a report's paragraph: broken
+    English, or nothing beyond the title and the facts table."""
+    problems = [f"broken English ({why})" for why in grammar_slips(sentence)]
+    if restates_title(sentence, title, table):
+        problems.append("only restates the title")
+    return problems

@@ -1,18 +1,7 @@
-"""Markdown helpers shared by the drafters."""
+"""Markdown helpers shared by the drafters: :mod:`assistant.markdown`'s, for every renderer."""
 
 from __future__ import annotations
 
+from assistant.markdown import md_code_block, md_inline
 
-def md_inline(text: str) -> str:
-    """Return text safe inside a Markdown table cell or inline code span.
-
-    Attacker-influenced text (comm, titles, panic messages) must not break out
-    of the Markdown: backticks, pipes and newlines are neutralised.
-    """
-    return text.replace("`", "'").replace("|", "\\|").replace("\n", " ")
-
-
-def md_code_block(body: str) -> str:
-    """Return ``body`` fenced as a code block that the body cannot close."""
-    safe = body.replace("```", "'''")
-    return f"```\n{safe}\n```\n"
+__all__ = ["md_code_block", "md_inline"]

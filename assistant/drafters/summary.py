@@ -1,54 +1,36 @@
-"""The summary paragraph of a bug report: the model's draft, checked, or the facts' own.
+"""A bug report's "What happened" paragraph: the model's, checked sentence by sentence,
+or the facts' own.
 
-The model gets the facts as labelled lines (``prompts/bug_report_summary.j2``), is
-stopped at a blank line or a new label, and its answer is cut at its last sentence
-end; then :func:`assistant.drafters.checker.check_draft` decides. A refused draft is
-kept for the record (the LLM log, the benchmark) but never shown.
+The model gets the crash's facts as labelled lines (``prompts/what_happened.j2``): the
+bad access or condition, the object and where it was allocated and freed, the path into
+the bug, the task, the taint and whether the kernel panicked. It writes 3 to 5
+sentences through :func:`assistant.drafters.pipeline.checked_draft`: each sentence is
+held to those facts and the report (every name and number, the kind of crash, the
+crashing function, no guessed cause), and read as a reader would
+(:func:`assistant.drafters.checker.reader_problems`: it must add to the title and be
+grammatical). A failing sentence is dropped; a paragraph with too little left is
+withheld, and the sentences built from the facts (:func:`fallback_summary`) stand.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
-from assistant.drafters.assessment import DocRef, Rating
-from assistant.drafters.checker import (
-    SUMMARY_WORDS,
-    Evidence,
-    Verdict,
-    check_draft,
-    cut_to_sentence,
-)
-from assistant.llm.base import Backend, GenerationStats, Message, Sampling
-from assistant.llm.grammar import prose_gbnf
-from assistant.llm.prompts import Prompt, load_prompt
-from assistant.triage.facts import CrashFacts
+from assistant.drafters.assessment import Rating
+from assistant.drafters.checker import SUMMARY_WORDS, Evidence, reader_problems
+from assistant.drafters.pipeline import Draft, DraftPrompt, checked_draft, draft_prompt
+from assistant.llm.base import Backend
+from assistant.triage.facts import AllocStack, CrashFacts
 from assistant.triage.model import Crash
 
-PROMPT_NAME = "bug_report_summary"
+PROMPT_NAME = "what_happened"
 #: Callers of the guilty frame named in the facts.
 CALLERS = 3
-#: Characters of a documentation section quoted to the model as background.
-BACKGROUND_CHARS = 300
-#: A summary's length bounds in words and sentences.
-MIN_WORDS, MAX_WORDS, MAX_SENTENCES = 8, 50, 2
-
-
-@dataclass
-class SummaryDraft:
-    """The model's summary and the checker's verdict on it.
-
-    :param raw: what the model generated, before the sentence cut.
-    :param text: the draft as checked.
-    :param verdict: the checker's verdict.
-    :param stats: the generation's cost.
-    """
-
-    raw: str
-    text: str
-    verdict: Verdict
-    stats: GenerationStats = field(default_factory=GenerationStats)
+#: Frames of the path into the bug given to the model, the crashing one included.
+PATH_FRAMES = 6
+#: The paragraph's bounds in words and sentences, and the fewest sentences worth showing.
+MIN_WORDS, MAX_WORDS, MAX_SENTENCES, MIN_SENTENCES = 12, 140, 5, 2
 
 
 def kind_phrase(title: str) -> str:
@@ -103,23 +85,6 @@ def _callers(crash: Crash, most: int = CALLERS) -> list[str]:
     return list(dict.fromkeys(names))[:most]
 
 
-def fact_lines(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
-    """Return the facts handed to the model, as (label, value) pairs.
-
-    Few on purpose: a small model copies what it is given, so it gets the facts one
-    sentence needs; the report shows the rest itself.
-    """
-    rows: list[tuple[str, str]] = [("Crash", crash.title), ("Kind", kind_phrase(crash.title))]
-    if crash.frame:
-        rows.append(("Function", crash.frame))
-    callers = _callers(crash)
-    if callers:
-        rows.append(("Called from", callers[0]))
-    if crash.task.comm:
-        rows.append(("Task", crash.task.comm))
-    return rows
-
-
 def fallback_summary(crash: Crash, rating: Rating) -> str:
     """Return the summary built from the facts alone (no model, or a withheld draft)."""
     facts = crash.crash_facts()
@@ -143,109 +108,224 @@ def fallback_summary(crash: Crash, rating: Rating) -> str:
     return text
 
 
-def background(docs: list[DocRef]) -> str:
-    """Return the first sentences of the first cited documentation section."""
-    if not docs:
-        return ""
-    text = " ".join(docs[0].text.split())[:BACKGROUND_CHARS]
-    return cut_to_sentence(text) if "." in text else ""
+# Where a call trace stops being the path into the bug: the entry from user space or a
+# kernel thread's start (kept), or the allocation and free stacks KASAN prints after it.
+_PATH_END = re.compile(r"^(?:entry_SYSCALL\w*|do_syscall_64|ret_from_fork\w*|kthread)$")
+_PATH_BEYOND = re.compile(r"^(?:save_stack\w*|kasan_\w+|kmsan_\w+|set_track\w*|__kasan\w*)")
+# The allocator's own frames at the top of an allocation or free stack.
+_ALLOCATOR = re.compile(
+    r"^(?:__?)?(?:kmalloc|kzalloc|kfree|kzfree|kvfree|vfree|kmem_cache_\w+|"
+    r"kmalloc_\w+|__kmalloc\w*|slab_\w+|kvmalloc\w*|krealloc)$"
+)
 
 
-def summary_evidence(
-    crash: Crash, rating: Rating, messages: list[Message], extra: str = ""
-) -> Evidence:
-    """Return what a summary may say: the report, the facts as given, the prompt's lines."""
-    prompt_lines = [line for m in messages for line in m.content.splitlines() if line.strip()]
-    user = messages[-1].content if messages else ""
+def path_into_bug(crash: Crash, most: int = PATH_FRAMES) -> list[str]:
+    """Return the call path into the crashing function, outermost first, at most ``most``
+    frames (the crashing function last)."""
+    callers: list[str] = []
+    for name in _callers(crash, len(crash.call_trace)):
+        if _PATH_BEYOND.match(name):
+            break
+        if not name.startswith(("SyS_", "SYSC_", "__x64_sys", "__do_sys", "__se_sys")):
+            callers.append(name)
+        if _PATH_END.match(name):
+            break
+    callers = [c for c in callers if not _PATH_END.match(c)][: most - 1]
+    return [*reversed(callers), *([crash.frame] if crash.frame else [])]
+
+
+def _stack_phrase(stack: AllocStack) -> str:
+    frames = [f for f in stack.frames if not _ALLOCATOR.match(f)]
+    where = f", in {frames[0]}" if frames else ""
+    via = f", called from {frames[1]}" if len(frames) > 1 else ""
+    return f"task {stack.pid}{where}{via}"
+
+
+def _taint_phrase(crash: Crash) -> str:
+    reasons = [r.split(": ", 1)[-1] for r in crash.kernel.taint_reasons]
+    return "; ".join(reasons) if reasons else "none"
+
+
+def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
+    """Return the facts the paragraph is written from, as (label, value) pairs."""
+    facts: CrashFacts = crash.crash_facts()
+    rows: list[tuple[str, str]] = [("Title", crash.title)]
+    if facts.access:
+        size = f" of {facts.access_size} bytes" if facts.access_size else ""
+        at = f" at address {facts.address}" if facts.address else ""
+        freed = " in freed memory" if "use-after-free" in crash.title else ""
+        rows.append(("Bad access", f"{facts.access}{size}{at}{',' if freed and at else ''}{freed}"))
+    if facts.object_cache:
+        rows.append(
+            ("Object", f"a {facts.object_size}-byte object from the {facts.object_cache} cache")
+        )
+    if crash.frame and not crash.corrupted:
+        where = f" ({crash.guilty_file})" if crash.guilty_file else ""
+        rows.append(("Crashing function", f"{crash.frame}{where}"))
+    path = [] if crash.corrupted else path_into_bug(crash)
+    if len(path) > 1:
+        rows.append(("Path into the bug", " -> ".join(path)))
+    if facts.allocated_by:
+        rows.append(("Allocated by", _stack_phrase(facts.allocated_by)))
+    if facts.freed_by:
+        rows.append(("Freed by", _stack_phrase(facts.freed_by)))
+    if facts.uninit_origin:
+        rows.append(("Uninitialised value created in", " <- ".join(facts.uninit_origin[:3])))
+    if len(facts.locks) == 2:
+        rows += [("Acquiring lock", facts.locks[0]), ("While holding lock", facts.locks[1])]
+    if facts.hung_task:
+        rows.append(("Hung task", facts.hung_task))
+    if facts.hung_seconds:
+        rows.append(("Blocked for", f"more than {facts.hung_seconds} seconds"))
+    if facts.held_locks:
+        rows.append(("Locks held", "; ".join(facts.held_locks[:3])))
+    if facts.stall_cpus:
+        rows.append(("Stalled CPUs", ", ".join(map(str, facts.stall_cpus))))
+    if facts.stall_tasks:
+        rows.append(("Tasks blocking the grace period", ", ".join(map(str, facts.stall_tasks))))
+    if facts.warning_location:
+        rows.append(("Warning at", facts.warning_location))
+    if facts.oom_victim:
+        rows.append(("Killed task", facts.oom_victim))
+    if crash.task.comm:
+        cpu = f" on CPU {crash.task.cpu}" if crash.task.cpu is not None else ""
+        pid = f" (pid {crash.task.pid})" if crash.task.pid is not None else ""
+        rows.append(("Task", f"{crash.task.comm}{pid}{cpu}"))
+    rows.append(("Taint", _taint_phrase(crash)))
+    rows.append(("Panicked", "yes" if crash.panicked else "no"))
+    return rows
+
+
+#: The words the paragraph may use besides the evidence's: a summary's, and how a kernel
+#: engineer tells the path and the context (none of them claims a cause).
+REPORT_WORDS = SUMMARY_WORDS | frozenset(
+    """panic panicked tainted taint path runs ran went came led leads into entered entry
+    allocated allocation inside after earlier later then once so first next finally""".split()  # noqa: SIM905
+)
+
+
+def happened_prompt(crash: Crash, rating: Rating) -> DraftPrompt:
+    """Render the paragraph's prompt for a crash (with the names grammar of its facts)."""
+    facts = happened_facts(crash, rating)
+    return draft_prompt(PROMPT_NAME, facts=facts, labels={label for label, _ in facts})
+
+
+def happened_evidence(crash: Crash, rating: Rating, prompt: DraftPrompt) -> Evidence:
+    """Return what the paragraph may say: the report and the facts as given to the model."""
+    facts = "\n".join(f"{label}: {value}" for label, value in happened_facts(crash, rating))
     return Evidence(
-        text="\n".join([crash.title, crash.report, user, rating.reason, extra]),
+        text="\n".join([crash.title, crash.report, facts, rating.reason]),
         severity=rating.severity,
         kind=crash.title,
         function=crash.frame,
         kernel=crash.kernel.release,
         functions=_callers(crash, len(crash.call_trace)),
-        prompt_lines=prompt_lines,
+        # The crash's own facts may be restated, the worked example's may not.
+        prompt_lines=[ln for ln in prompt.lines() if ln not in facts.splitlines()],
         min_words=MIN_WORDS,
         max_words=MAX_WORDS,
         allow_causes=False,
         max_sentences=MAX_SENTENCES,
-        plain_words=SUMMARY_WORDS,
+        plain_words=REPORT_WORDS,
     )
 
 
-# A token that is a name, not a word: it holds a digit, an underscore, a slash or a dot.
-_NAME_TOKEN = re.compile(r"[^\s,;()<>]*[\d_/.+][^\s,;()<>]*")
+_ALLOCATED = re.compile(r"\ballocat", re.I)
+# "freed it", "freed by task 40", "X frees the object"; not "after it had been freed".
+_FREED = re.compile(
+    r"\bfreed (?:it|the|by|in)\b|\bfrees\b|\bfree(?:s|d)? (?:it|the object)\b", re.I
+)
+# A number bound to what it counts: "CPU 1", "task 812", "pid 812", "8 bytes", "143 seconds".
+_BOUND = re.compile(
+    r"\b(?P<cpu>CPU)s?\s+(?P<n1>\d+)|\b(?P<pid>task|pid|PID)\s+(?P<n2>\d+)"
+    r"|\b(?P<n3>\d+)[- ](?P<bytes>bytes?|byte-)|\b(?P<n4>\d+)\s+(?P<secs>seconds?)",
+    re.I,
+)
+_SYMBOLISH = re.compile(r"\b[a-z_][a-z0-9_]*_[a-z0-9_]+\b")
 
 
-def names_of(facts: list[tuple[str, str]]) -> list[str]:
-    """Return the names in the facts' values that prose may use (see ``prose_gbnf``)."""
-    found: list[str] = []
-    for _, value in facts:
-        for raw in _NAME_TOKEN.findall(value):
-            token = raw.strip(".:'\"")
-            if token and token not in found:
-                found.append(token)
-    return found
+def _bound_values(crash: Crash, facts: CrashFacts) -> dict[str, set[int]]:
+    # What each kind of bound number may be, from the facts.
+    pids = {crash.task.pid, *facts.stall_tasks}
+    pids |= {s.pid for s in (facts.allocated_by, facts.freed_by) if s is not None}
+    if facts.hung_task and facts.hung_task.rpartition(":")[2].isdigit():
+        pids.add(int(facts.hung_task.rpartition(":")[2]))
+    return {
+        "cpu": {crash.task.cpu, *facts.stall_cpus} - {None},  # type: ignore[dict-item]
+        "pid": pids - {None},  # type: ignore[dict-item]
+        "bytes": {facts.access_size, facts.object_size} - {None},  # type: ignore[dict-item]
+        "secs": {facts.hung_seconds} - {None},  # type: ignore[dict-item]
+    }
 
 
-def sampling_of(prompt: Prompt, facts: list[tuple[str, str]] | None = None) -> Sampling:
-    """Return the ``[sampling]`` table of a prompt's front matter as :class:`Sampling`.
+def number_claims(sentence: str, crash: Crash) -> list[str]:
+    """Return the numbers a sentence binds to the wrong thing: a CPU that is not the
+    report's, a PID of no task in it, a size or a time it does not give.
 
-    With ``names_grammar = true`` in the table and ``facts`` given, the answer is
-    constrained to prose whose only names are the facts' (:func:`names_of`).
+    >>> number_claims("Task 812 ran on CPU 5764.", Crash(title="t"))
+    ['says task 812, not one of the report's', 'says CPU 5764, not one of the report's']
     """
-    table: dict[str, Any] = dict(prompt.meta.get("sampling", {}))
-    if "stop" in table:
-        table["stop"] = tuple(table["stop"])
-    names_grammar = bool(table.pop("names_grammar", False))
-    sampling = Sampling(**table)
-    if names_grammar and facts is not None:
-        sampling = replace(sampling, grammar=prose_gbnf(names_of(facts)))
-    return sampling
+    allowed = _bound_values(crash, crash.crash_facts())
+    problems = []
+    for m in _BOUND.finditer(sentence):
+        kind = next(k for k in ("cpu", "pid", "bytes", "secs") if m.group(k))
+        number = int(next(m.group(g) for g in ("n1", "n2", "n3", "n4") if m.group(g)))
+        if number not in allowed[kind]:
+            said = " ".join(m.group(0).split())
+            problems.append(f"says {said}, not one of the report's")
+    return problems
 
 
-def summary_messages(
-    crash: Crash, rating: Rating, docs: list[DocRef], prompt: Prompt | None = None
-) -> list[Message]:
-    """Render the summary prompt for a crash."""
-    prompt = prompt or load_prompt(PROMPT_NAME)
-    kind = kind_phrase(crash.title)
-    return prompt.render(
-        facts=fact_lines(crash, rating),
-        family=crash.crash_facts().family,
-        kind=kind,
-        a_kind=f"{article(kind)} {kind}",
-        crash_prefix=crash.title.split(" in ")[0],
-        background=background(docs),
-    )
+def stack_claims(sentence: str, facts: CrashFacts) -> list[str]:
+    """Return the problems of a sentence that says where the object was allocated or freed:
+    the report must give that stack, and the functions named must be in it.
 
-
-def draft_summary(
-    crash: Crash,
-    rating: Rating,
-    backend: Backend,
-    docs: list[DocRef] | None = None,
-    max_tokens: int | None = None,
-    sampling: Sampling | None = None,
-    prompt: Prompt | None = None,
-) -> SummaryDraft:
-    """Ask the model for the summary and check it.
-
-    :param docs: documentation sections; the first one's opening is given as background.
-    :param max_tokens: the answer's budget (default: the prompt's ``max_tokens``).
-    :param sampling: override the prompt's ``[sampling]`` table (the benchmark does).
+    >>> stack_claims("Task 7 freed it in tcp_close.", CrashFacts())
+    ['says where it was freed, the report gives no free stack']
     """
-    prompt = prompt or load_prompt(PROMPT_NAME)
-    messages = summary_messages(crash, rating, docs or [], prompt)
-    stats = GenerationStats(prompt_name=prompt.label)
-    budget = max_tokens or int(prompt.meta.get("max_tokens", 80))
-    how = sampling or sampling_of(prompt, fact_lines(crash, rating))
-    raw = "".join(backend.stream(messages, budget, stats, sampling=how))
-    text = cut_to_sentence(raw)
-    verdict = check_draft(text, summary_evidence(crash, rating, messages))
-    backend.record_outcome(
-        stats,
-        {"summary": text} if verdict.ok else None,
-        None if verdict.ok else "; ".join(verdict.problems),
+    problems: list[str] = []
+    for pattern, stack, what in (
+        (_ALLOCATED, facts.allocated_by, "allocated"),
+        (_FREED, facts.freed_by, "freed"),
+    ):
+        if not pattern.search(sentence):
+            continue
+        if stack is None:
+            problems.append(f"says where it was {what}, the report gives no {what[:-1]} stack")
+            continue
+        other = facts.freed_by if what == "allocated" else facts.allocated_by
+        if other is not None and len({_ALLOCATED.search(sentence), _FREED.search(sentence)}) == 2:
+            continue  # one sentence of both stacks: the grounding check reads the names
+        wrong = [
+            n
+            for n in _SYMBOLISH.findall(sentence)
+            if n not in stack.frames and other is not None and n in other.frames
+        ]
+        if wrong:
+            problems.append(f"says `{wrong[0]}` {what} it, the report's {what[:-1]} stack does not")
+    return problems
+
+
+def draft_happened(
+    crash: Crash, rating: Rating, backend: Backend | None, max_tokens: int | None = None
+) -> Draft:
+    """Have the model write the paragraph; every sentence is checked before it is shown.
+
+    :param max_tokens: the paragraph's budget (default: the prompt's).
+    """
+    prompt = happened_prompt(crash, rating)
+    if max_tokens is not None:
+        prompt = replace(prompt, max_tokens=max_tokens)
+    evidence = happened_evidence(crash, rating, prompt)
+    table = [crash.task.comm or "", crash.kernel.release or ""]
+    return checked_draft(
+        prompt,
+        evidence,
+        backend,
+        sentence_check=lambda sentence: [
+            *reader_problems(sentence, crash.title, table),
+            *stack_claims(sentence, crash.crash_facts()),
+            *number_claims(sentence, crash),
+        ],
+        min_sentences=MIN_SENTENCES,
     )
-    return SummaryDraft(raw=raw, text=text, verdict=verdict, stats=stats)

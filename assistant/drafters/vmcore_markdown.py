@@ -13,8 +13,7 @@ from assistant.drafters.markdown import md_code_block, md_inline
 from assistant.frames import frame_text
 
 if TYPE_CHECKING:  # drgn is loaded only when there is a vmcore
-    from assistant.vmcore import VmcoreSection
-    from probes.drgn import BlockedTask, CrashContext, CrashedStack, KernelModule
+    from probes.drgn import BlockedTask, CrashContext, CrashedStack, Findings, KernelModule
 
 #: The marker of the frame that faulted, as ``kassist vmcore bt`` prints it.
 FAULTED = "   <== faulted here"
@@ -58,7 +57,7 @@ def _modules(modules: list[KernelModule]) -> str:
     return f"### Loaded modules\n\n{head}\n{rows}\n"
 
 
-def vmcore_markdown(vmcore: VmcoreSection) -> str:
+def vmcore_markdown(vmcore: Findings) -> str:
     """Return the report's vmcore section: panic, crashed stack with locals, blocked tasks.
 
     :param vmcore: ``TriageResult.vmcore`` (drgn's analyses of the dump).

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from assistant.config import LLMConfig
 
-Role = Literal["system", "user", "assistant"]
+#: ``tool`` is a tool's result, sent back to a model that called it (native tool use).
+Role = Literal["system", "user", "assistant", "tool"]
 
 #: How a backend constrains structured output: a llama.cpp grammar compiled here,
 #: a JSON schema handed to a server, or nothing (pydantic alone decides).
@@ -20,7 +21,7 @@ Constraint = Literal["gbnf", "server-schema", "none"]
 class Message:
     """One chat message.
 
-    :param role: ``system``, ``user`` or ``assistant``.
+    :param role: ``system``, ``user``, ``assistant`` or ``tool`` (a tool's result).
     :param content: the text.
     """
 
@@ -72,6 +73,9 @@ class Sampling:
     :param grammar: a GBNF grammar the answer must match (e.g.
         :func:`assistant.llm.grammar.prose_gbnf`); llama.cpp and llama.cpp's server apply
         it, other backends ignore it (what they generate is checked all the same).
+    :param tools: OpenAI-style tool descriptions the model may call natively; its calls
+        come back in the text as ``<tool_call>`` blocks
+        (:func:`assistant.llm.tool_calls.parse_tool_calls`).
     """
 
     stop: tuple[str, ...] = ()
@@ -80,6 +84,7 @@ class Sampling:
     top_p: float = 1.0
     temperature: float | None = None
     grammar: str | None = None
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @runtime_checkable

@@ -10,10 +10,13 @@ through LangChain's tool-calling path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
 from langchain_core.messages import (
     AIMessage,
@@ -21,19 +24,24 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     SystemMessage,
-    ToolMessage,
 )
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
 from assistant.errors import KassistError
-from assistant.llm.base import Backend, GenerationStats, Message, Role
+from assistant.llm.base import Backend, GenerationStats, Message, Role, Sampling
+from assistant.llm.errors import SchemaNotSupported
+from assistant.llm.grammar import tool_call_gbnf
+from assistant.llm.tool_calls import call_text, parse_tool_calls
 
-_ROLES: dict[str, Role] = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
+_ROLES: dict[str, Role] = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 
 
 def to_messages(messages: list[BaseMessage]) -> list[Message]:
-    """Turn LangChain messages into ours (a tool's result becomes a user turn).
+    """Turn LangChain messages into ours: a model's tool calls become ``<tool_call>``
+    text in its turn, a tool's result a ``tool`` message.
 
     :raises KassistError: a message type the backends cannot take.
     """
@@ -43,8 +51,9 @@ def to_messages(messages: list[BaseMessage]) -> list[Message]:
         if role is None:
             raise KassistError(f"cannot send a {m.type!r} message to the model", "use chat turns")
         text = str(m.text)
-        if isinstance(m, ToolMessage):
-            text = f"Result of {m.name or 'the tool'}:\n{text}"
+        if isinstance(m, AIMessage) and m.tool_calls:
+            calls = [call_text(c["name"], c["args"]) for c in m.tool_calls]
+            text = "\n".join([text, *calls]).strip()
         out.append(Message(role, text))
     return out
 
@@ -122,6 +131,16 @@ class KassistChatModel(BaseChatModel):
             )
         )
 
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Let the model call ``tools`` (LangChain tools, or OpenAI-style descriptions)
+        natively: their descriptions go into the prompt (the Qwen family's tool-call
+        template, or the server's), and each answer's calls come back as the
+        ``AIMessage``'s ``tool_calls``; a malformed one as ``invalid_tool_calls``.
+        Invoked with ``must_call=True``, the answer is one call under a grammar."""
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -129,7 +148,45 @@ class KassistChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if kwargs.get("tools"):
+            return self._generate_with_tools(messages, tuple(kwargs["tools"]), kwargs)
         return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    def _generate_with_tools(
+        self, messages: list[BaseMessage], tools: tuple[dict[str, Any], ...], kwargs: Any
+    ) -> ChatResult:
+        backend: Backend = self.backend
+        stats = GenerationStats(prompt_name=str(kwargs.get("prompt_name", "tools")))
+        max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
+        how = Sampling(temperature=kwargs.get("temperature"), tools=tools)
+        if kwargs.get("must_call"):
+            # One valid call of one of the tools, nothing else (a grammar, where the
+            # backend applies one; otherwise the call is checked after the fact).
+            with contextlib.suppress(SchemaNotSupported):
+                how = replace(how, grammar=tool_call_gbnf(list(tools)))
+        text = "".join(backend.stream(to_messages(messages), max_tokens, stats, sampling=how))
+        parsed = parse_tool_calls(text)
+        message = AIMessage(
+            content=parsed.content,
+            tool_calls=[{"name": c.name, "args": c.args, "id": c.id} for c in parsed.calls],
+            invalid_tool_calls=[
+                {
+                    "name": None,
+                    "args": c.text,
+                    "id": c.id,
+                    "error": c.error,
+                    "type": "invalid_tool_call",
+                }
+                for c in parsed.invalid
+            ],
+            usage_metadata={
+                "input_tokens": stats.prompt_tokens,
+                "output_tokens": stats.completion_tokens,
+                "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+            },
+            response_metadata={"model_name": backend.model_name, "raw": text},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 class Conversation:

@@ -106,6 +106,47 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     return grammar
 
 
+_LEFT_TO_THE_TOOL = frozenset({"pattern", "maxLength", "minLength"})
+
+
+def tool_call_gbnf(tools: list[dict[str, Any]]) -> str:
+    """Return a grammar for exactly one call of one of ``tools``: a JSON object
+    ``{"name": NAME, "arguments": {...}}`` whose arguments fit that tool's parameters.
+
+    :param tools: OpenAI-style tool descriptions (``{"type": "function", "function":
+        {"name", "parameters"}}``).
+    :raises SchemaNotSupported: the converter cannot build the grammar.
+    """
+    calls = []
+    for tool in tools:
+        function = tool.get("function", {})
+        params = dict(function.get("parameters") or {"type": "object", "properties": {}})
+        params.setdefault("type", "object")
+        # Patterns and lengths are left to the tool's own validation: the converter takes
+        # few patterns, and spells a maximum length out character by character.
+        params["properties"] = {
+            k: {key: v for key, v in prop.items() if key not in _LEFT_TO_THE_TOOL}
+            for k, prop in (params.get("properties") or {}).items()
+        }
+        calls.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": function.get("name", "")}, "arguments": params},
+                "required": ["name", "arguments"],
+            }
+        )
+    try:
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        grammar = json_schema_to_gbnf(json.dumps({"anyOf": calls}))
+    except Exception as exc:  # ImportError, or the converter's bare Exceptions
+        raise SchemaNotSupported(
+            f"cannot build a tool-call grammar ({type(exc).__name__}: {exc})",
+            "the model's calls are then checked after the fact",
+        ) from None
+    return _json_strings(grammar)
+
+
 def _gbnf_literal(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid GBNF literal (\\ \" \n escapes)
 

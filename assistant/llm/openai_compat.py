@@ -33,8 +33,10 @@ from assistant.llm.base import (
     Sampling,
     approx_tokens,
 )
+from assistant.llm.chat_template import plain_messages
 from assistant.llm.errors import LLMUnavailable, SchemaNotSupported
 from assistant.llm.grammar import check_flat, schema_to_gbnf
+from assistant.llm.tool_calls import call_text
 
 #: Attempts per request (the first included) before giving up.
 ATTEMPTS = 4
@@ -82,6 +84,23 @@ def _formats(schema: dict[str, Any]) -> list[dict[str, Any]]:
         dialects.append({"grammar": schema_to_gbnf(schema)})
     dialects.append({"response_format": {"type": "json_object", "schema": schema}})
     return dialects
+
+
+def _calls_as_text(deltas: list[dict[str, Any]]) -> Iterator[str]:
+    # Streamed tool-call deltas carry an index and pieces of the name and arguments.
+    merged: dict[int, dict[str, str]] = {}
+    for d in deltas:
+        entry = merged.setdefault(int(d.get("index", 0)), {"name": "", "arguments": ""})
+        function = d.get("function") or {}
+        entry["name"] += function.get("name") or ""
+        entry["arguments"] += function.get("arguments") or ""
+    for entry in merged.values():
+        args: Any
+        try:
+            args = json.loads(entry["arguments"] or "{}")
+        except json.JSONDecodeError:
+            args = entry["arguments"]  # kept as text: the parser marks the call invalid
+        yield "\n" + call_text(entry["name"], args)
 
 
 class OpenAIBackend(BackendDefaults):
@@ -176,7 +195,7 @@ class OpenAIBackend(BackendDefaults):
     ) -> dict[str, Any]:
         how = sampling or Sampling()
         body: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [{"role": m.role, "content": m.content} for m in plain_messages(messages)],
             "max_tokens": max_tokens,
             "temperature": self.cfg.temperature if how.temperature is None else how.temperature,
             "stream": True,
@@ -193,6 +212,8 @@ class OpenAIBackend(BackendDefaults):
             body["min_p"] = how.min_p
         if how.grammar is not None and json_schema is None:
             body["grammar"] = how.grammar  # llama.cpp's server; others ignore it
+        if how.tools:
+            body["tools"] = list(how.tools)
         if self.cfg.model:
             body["model"] = self.cfg.model
         if json_schema is not None:
@@ -249,6 +270,7 @@ class OpenAIBackend(BackendDefaults):
         if stats is not None:
             stats.constraint = "server-schema" if json_schema is not None else ""
         count = 0
+        calls: list[dict[str, Any]] = []
         try:
             for data in self._events(resp):
                 usage = data.get("usage")
@@ -258,13 +280,18 @@ class OpenAIBackend(BackendDefaults):
                     details = usage.get("prompt_tokens_details") or {}
                     stats.cached_tokens = int(details.get("cached_tokens") or 0)
                 for choice in data.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
+                    delta = choice.get("delta") or {}
+                    calls.extend(delta.get("tool_calls") or [])
+                    text = delta.get("content")
                     if text:
                         if stats is not None and stats.first_token_s == 0.0:
                             stats.first_token_s = time.perf_counter() - t0
                         if not usage:
                             count += 1
                         yield text
+            # A server that parsed the model's calls streams them as structured deltas;
+            # they become the same <tool_call> text a local model writes.
+            yield from _calls_as_text(calls)
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from None
         finally:

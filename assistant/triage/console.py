@@ -294,6 +294,12 @@ _WORD = re.compile(r"(\S+)( *)")
 # A line of its own in a log without stamps: a new sentence ("Read of size 8 at ...",
 # "IP: ..."); the tail of a wrapped header goes on in lower case, an address, a path.
 _SENTENCE = re.compile(r"[A-Z]")
+# Lines that are whole as the kernel printed them, however long the line after them:
+# lockdep's held-lock line (" #0: (lock){+.+.}, at: [<addr>]": kernels printed the
+# symbol of its address with a printk of its own) and a banner closed by " ]".
+_WHOLE_HEAD = re.compile(r"\s*#\d+:\s|.*\s\]\s*$", re.ASCII)
+# Lines never the tail of another: a rule ("-----", "=====") under a banner.
+_OWN_TAIL = re.compile(r"[-=]{8,}\s*$", re.ASCII)
 
 
 def unwrapped(raw: str) -> bool:
@@ -317,6 +323,8 @@ def continues(prev_raw: str, prev_stamped: bool, prev_header: bool, raw: str, li
         return False
     if raw != line or STAMP.match(line) or rules.CONSOLE_OUTPUT.match(line):
         return False  # a decoration or a stamp of its own: a line of its own
+    if _WHOLE_HEAD.match(prev_raw) or _OWN_TAIL.match(line):
+        return False
     word = _WORD.match(line)
     width = len(word.group(1)) + max(0, len(word.group(2)) - 1) if word else 0
     if len(prev_raw) + (0 if prev_raw.endswith(" ") else 1) + width <= WRAP_MIN_COLUMNS:

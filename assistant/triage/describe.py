@@ -11,10 +11,12 @@ import re
 from collections.abc import Iterable, Sequence
 
 from assistant.triage import parse
-from assistant.triage.model import Crash, Frame, KernelInfo, TaskInfo
+from assistant.triage.console import has_real_stamp
+from assistant.triage.model import Crash, CrashTime, Frame, KernelInfo, TaskInfo
 from assistant.triage.rules import Oops
 from assistant.triage.signature import crash_signature
 from assistant.triage.taint import decode_taint, describe_taint
+from probes.printk_time import stamp_us
 
 _FRAME = re.compile(
     r"^\s*(?:\[<[0-9a-f]+>\]\s*)?(?:\d+:)?([A-Za-z_.$][\w.$]*)\+0x([0-9a-f]+)/0x([0-9a-f]+)"
@@ -141,6 +143,13 @@ def build_crash(
         kernel=kernel,
         task=task,
         call_trace=frames,
+        time=_header_time(lines[0] if lines else ""),
     )
     crash.signature = crash_signature(crash)
     return crash
+
+
+def _header_time(header: str) -> CrashTime:
+    # The printk stamp of the header line, when it has one of its own.
+    us = stamp_us(header) if has_real_stamp(header) else None
+    return CrashTime(uptime=None if us is None else us / 1e6)

@@ -65,7 +65,7 @@ from assistant.triage.events import EventTracker
 from assistant.triage.model import Crash, Event, TriageResult
 from assistant.triage.prefilter import NEEDLE_RE, Prefilter, has_anchor
 from assistant.triage.rules import Oops
-from probes.printk_time import LINE_STAMP, STAMP
+from probes.printk_time import LINE_STAMP, STAMP, stamp_us
 
 #: Lines kept before a header for context (syzkaller keeps 50 of the same task).
 PREFIX_LINES = 50
@@ -203,8 +203,13 @@ class TriageEngine:
             self._process_lines([line], self._prefilter.candidates(line))
         return self._take()
 
-    def feed_block(self, block: str) -> list[Crash]:
-        """Take a block of whole lines joined by ``\\n``; return the crashes it completed."""
+    def feed_block(self, block: str, now: float | None = None) -> list[Crash]:
+        """Take a block of whole lines joined by ``\\n``; return the crashes it completed.
+
+        :param now: when it arrived, as for :meth:`feed_line`.
+        """
+        if now is not None:
+            self._last_time = now
         if not block:
             return []
         block = plain_spaces(block)
@@ -219,8 +224,13 @@ class TriageEngine:
             self._process_lines(block.split("\n"), self._prefilter.candidates(block))
         return self._take()
 
-    def feed_lines(self, lines: Iterable[str]) -> list[Crash]:
-        """Take lines (without newlines), in blocks; return the crashes they completed."""
+    def feed_lines(self, lines: Iterable[str], now: float | None = None) -> list[Crash]:
+        """Take lines (without newlines), in blocks; return the crashes they completed.
+
+        :param now: when they arrived, as for :meth:`feed_line`.
+        """
+        if now is not None:
+            self._last_time = now
         out: list[Crash] = []
         batch: list[str] = []
         size = 0
@@ -425,19 +435,20 @@ class TriageEngine:
         capped = self.retain and len(self._crashes) >= MAX_CRASHES
         if not self._windows and capped:
             # A header storm past the cap: count, keep the events, describe no more.
-            self._events.feed(line, lineno + 1)
-            if oops is not None:
+            if oops is None:
+                self._events.feed(line, lineno + 1)
+            else:
                 self._undescribed += 1
             return
         context = parse.extract_context(line)
-        text, _ = parse.strip_line_prefix(line, context)
-        self._events.feed(text, lineno + 1)
-        if oops is None:
+        if oops is None:  # a header line is its crash, never an event too
+            text, _ = parse.strip_line_prefix(line, context)
+            self._events.feed(text, lineno + 1)
             self._feed_windows(line, context, lineno, wide)
             return
         ignorable = any(r.search(line) for r in rules.REPORT_START_IGNORES)
         same = [w for w in self._windows if w.same_context(context)]
-        if ignorable and same:
+        if ignorable and same and not self._late_panic(line, same):
             for w in same:  # a panic after the report's end marker still belongs to it
                 w.end_mark = None
             self._feed_windows(line, context, lineno, wide)
@@ -462,6 +473,20 @@ class TriageEngine:
         window = _Window(lineno, oops, context, prefix, [line], [lineno], wide=wrapped)
         window.others = others or other
         self._windows.append(window)
+
+    def _late_panic(self, line: str, same: list[_Window]) -> bool:
+        # A panic that comes a while after the open report ended (its end marker, else its
+        # last line, by printk stamps) is a crash of its own (rules.PANIC_JOIN_SECONDS).
+        if rules.PANICKED not in line:
+            return False
+        at = _real_stamp_us(line)
+        if at is None:
+            return False
+        for w in same:
+            ended = _real_stamp_us(w.lines[w.end_mark if w.end_mark is not None else -1])
+            if ended is None or at - ended < rules.PANIC_JOIN_SECONDS * 1e6:
+                return False
+        return True
 
     def _replayed(self, lineno: int) -> None:
         # The line before the marker was cut short and is printed again next.
@@ -541,6 +566,11 @@ class TriageEngine:
                 " were counted but not described"
             )
         return result
+
+
+def _real_stamp_us(line: str) -> int | None:
+    # The printk time of a console line, when it has a stamp of its own (not a synthetic one).
+    return stamp_us(line) if has_real_stamp(line) else None
 
 
 def triage_blocks(blocks: Iterable[str], source: str, parallel: bool = True) -> TriageResult:

@@ -1,11 +1,13 @@
 """Production events: what syzkaller ignores but an operator needs to see.
 
 OOM kills, hardware errors (MCE, EDAC, PCIe AER, APEI), block I/O errors and
-timeouts, filesystem errors, NETDEV watchdog timeouts, user-space segfaults,
-thermal throttling and soft lockups. Each rule is a row: a substring that must
+timeouts, filesystem errors, NETDEV watchdog timeouts, user-space faults,
+thermal throttling and hard lockups. Each rule is a row: a substring that must
 be in the line (the cheap pre-filter), a regex over the line with the printk
 prefix removed, an event type, a title template over the regex's named groups,
-and the detail fields to keep. The message formats are the kernel's own:
+and the detail fields to keep. A line that is a crash header is the crash, never
+an event too (a soft lockup is one report: ``BUG: soft lockup in ...``). The
+message formats are the kernel's own:
 
 - ``mm/oom_kill.c``: ``Out of memory: Killed process %d (%s) total-vm:%lukB, ...``,
   ``oom-kill:constraint=%s,nodemask=%s,cpuset=%s,mems_allowed=%s,oom_memcg=%s,
@@ -17,12 +19,16 @@ and the detail fields to keep. The message formats are the kernel's own:
 - ``fs/ext4/super.c``: ``EXT4-fs error (device %s): %s:%d: ...``; ``fs/xfs``:
   ``XFS (%s): ...``; ``fs/btrfs/messages.c``: ``BTRFS error (device %s): ...``;
 - ``net/sched/sch_generic.c``: ``NETDEV WATCHDOG: %s (%s): transmit queue %u timed out
-  %u ms``; ``arch/x86/mm/fault.c``: ``%s[%d]: segfault at %lx ip %px sp %px error %lx``;
+  %u ms``; user-space faults (``%s[%d]: segfault at ...``, ``traps: %s[%d] general
+  protection fault ip:...``: :data:`assistant.triage.rules.USER_FAULTS`), stored under
+  one signature whatever the task's name (any user names its tasks);
 - ``arch/x86/kernel/cpu/mce``: ``mce: [Hardware Error]: ...``; ``drivers/edac``:
   ``EDAC MC%d: %d CE|UE ...``; ``drivers/pci/pcie/aer.c``: ``AER: %s error received: %s``;
 - ``drivers/thermal/intel/therm_throt.c``: ``CPU%d: %s temperature above threshold, cpu
-  clock throttled``; ``kernel/watchdog.c``: ``watchdog: BUG: soft lockup - CPU#%d stuck
-  for %us! [%s:%d]``.
+  clock throttled``; ``kernel/watchdog_hld.c``: ``Watchdog detected hard LOCKUP on cpu %d``.
+
+Memory stays bounded whatever the log: past :data:`MAX_EVENTS` events, a repeat is counted
+on the event of its signature, and an event of a new signature is only counted.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from assistant.triage import rules
 from assistant.triage.model import Event
+from assistant.triage.signature import signature_of
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class EventRule:
     :param type: kassist's event type.
     :param title: a template over the named groups.
     :param key: the groups that tell one instance from another, for merging repeats.
+    :param group: the title its signature is made of (``None``: its own title with the
+        numbers taken out), for kinds whose titles carry untrusted names.
     """
 
     needle: str
@@ -50,6 +60,7 @@ class EventRule:
     type: str
     title: str
     key: tuple[str, ...] = ()
+    group: str | None = None
 
 
 def _r(pattern: str) -> re.Pattern[str]:
@@ -144,22 +155,6 @@ EVENT_RULES: tuple[EventRule, ...] = (
         ("device",),
     ),
     EventRule(
-        "segfault at",
-        _r(
-            r"(?P<comm>\S+)\[(?P<pid>\d+)\]: segfault at (?P<address>[0-9a-f]+)"
-            r" ip (?P<ip>[0-9a-f]+)"
-            r" sp [0-9a-f]+ error (?P<error>[0-9a-f]+)(?: in (?P<object>[^\[ ]+))?"
-        ),
-        "SEGFAULT",
-        "segfault in {comm} (pid {pid})",
-    ),
-    EventRule(
-        "general protection fault ip:",
-        _r(r"traps: (?P<comm>\S+)\[(?P<pid>\d+)\] general protection fault ip:(?P<ip>[0-9a-f]+)"),
-        "SEGFAULT",
-        "general protection fault in {comm} (pid {pid})",
-    ),
-    EventRule(
         "[Hardware Error]",
         _r(r"(?:mce: )?\[Hardware Error\]: (?P<message>.*)"),
         "HARDWARE-ERROR",
@@ -199,20 +194,30 @@ EVENT_RULES: tuple[EventRule, ...] = (
         ("zone",),
     ),
     EventRule(
-        "soft lockup - CPU#",
-        _r(
-            r"soft lockup - CPU#(?P<cpu>\d+) stuck for (?P<seconds>\d+)s! "
-            r"\[(?P<comm>.+):(?P<pid>\d+)\]"
-        ),
-        "SOFT-LOCKUP",
-        "soft lockup on CPU{cpu} in {comm}",
-    ),
-    EventRule(
         "hard LOCKUP",
         _r(r"Watchdog detected hard LOCKUP on cpu (?P<cpu>\d+)"),
         "HARD-LOCKUP",
         "hard lockup on CPU{cpu}",
     ),
+)
+
+#: The user-space faults of :data:`rules.USER_FAULTS`: a substring each holds, and a title.
+_USER_FAULT_TITLES = {
+    "segfault": ("segfault at", "segfault in {comm} (pid {pid})"),
+    "trap": ("traps: ", "{trap} in {comm} (pid {pid})"),
+    "cli": ("traps: ", "CLI/STI in {comm} (pid {pid})"),
+    "umip": ("umip: ", "UMIP violation in {comm} (pid {pid})"),
+    "exception": ("unhandled exception: ", "unhandled exception in {comm} (pid {pid})"),
+}
+EVENT_RULES += tuple(
+    EventRule(
+        _USER_FAULT_TITLES[kind][0],
+        regex,
+        "SEGFAULT",
+        _USER_FAULT_TITLES[kind][1],
+        group="user-space fault",
+    )
+    for regex, kind in rules.USER_FAULTS
 )
 
 #: The substrings that may start an event (the engine's pre-filter).
@@ -223,7 +228,10 @@ _OOM_CONTEXT = re.compile(
     r"(?:task_memcg=(?P<cgroup>[^,]*),)?task=(?P<task>[^,]*),pid=(?P<pid>\d+)",
     re.ASCII,
 )
-_OOM_INVOKED = re.compile(r"(?P<invoker>\S+) invoked oom-killer: gfp_mask=(?P<gfp_mask>\S+)")
+_OOM_INVOKED = re.compile(
+    r"(?P<invoker>\S+) invoked oom-killer: gfp_mask=(?P<gfp_mask>0x[0-9a-f]+(?:\([^)]*\))?)",
+    re.ASCII,
+)
 #: Lines that only add context to the next OOM kill.
 OOM_CONTEXT_NEEDLES = ("oom-kill:constraint=", "invoked oom-killer")
 # One search tells whether a line can matter at all (feed runs for every header line).
@@ -232,6 +240,16 @@ _ANY_EVENT_NEEDLE = re.compile(
 )
 #: Repeats of one event within this many lines are merged into one.
 MERGE_WITHIN_LINES = 200
+#: Most events held; past it a repeat is counted on the event of its signature.
+MAX_EVENTS = 1000
+_NUMBERS = re.compile(r"\d+")
+
+
+def event_signature(rule: EventRule, title: str) -> str:
+    """Return the signature of an event: its type and its group, or its title with the
+    numbers taken out (pids, sizes, sectors), so a thousand OOM kills of one service are
+    one signature."""
+    return signature_of(rule.group or _NUMBERS.sub("N", title), rule.type)
 
 
 class EventTracker:
@@ -240,18 +258,24 @@ class EventTracker:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self._last_by_key: dict[tuple[str, ...], Event] = {}
+        self._by_signature: dict[str, Event] = {}  # past MAX_EVENTS: where repeats count
         self._oom_invoked: tuple[int, dict[str, str]] | None = None
         self._oom_context: dict[str, str] | None = None
+        #: events of a new signature past :data:`MAX_EVENTS`, only counted
+        self.dropped = 0
+        #: repeats counted on an earlier event of their signature past :data:`MAX_EVENTS`
+        self.folded = 0
 
     def take(self) -> list[Event]:
         """Hand out the events found so far and forget them; a repeat starts a new event."""
         events, self.events = self.events, []
         self._last_by_key.clear()
+        self._by_signature.clear()
         return events
 
     def held(self) -> int:
         """Return how many events and merge keys are held."""
-        return len(self.events) + len(self._last_by_key)
+        return len(self.events) + len(self._last_by_key) + len(self._by_signature)
 
     def feed(self, text: str, lineno: int) -> None:
         """Look at one line (printk prefix removed); ``lineno`` is 1-based."""
@@ -295,11 +319,26 @@ class EventTracker:
                 last.end_line = lineno
                 last.details["count"] = int(last.details.get("count", 1)) + 1
                 return
-        title = rule.title.format_map(_Defaulting(details))
-        event = Event(rule.type, title[:200], start, lineno, {**details, "count": 1})
+        title = rule.title.format_map(_Defaulting(details))[:200]
+        signature = event_signature(rule, title)
+        if len(self.events) >= MAX_EVENTS:
+            self._fold(signature, lineno)
+            return
+        event = Event(rule.type, title, start, lineno, {**details, "count": 1}, signature)
         self.events.append(event)
+        self._by_signature.setdefault(signature, event)
         if rule.key:
             self._last_by_key[(rule.type, *(details.get(k, "") for k in rule.key))] = event
+
+    def _fold(self, signature: str, lineno: int) -> None:
+        # Past the cap: a repeat is counted on the first event of its signature.
+        first = self._by_signature.get(signature)
+        if first is None:
+            self.dropped += 1
+            return
+        first.end_line = max(first.end_line, lineno)
+        first.details["count"] = int(first.details.get("count", 1)) + 1
+        self.folded += 1
 
 
 class _Defaulting(dict[str, str]):

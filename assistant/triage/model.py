@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # drgn is loaded only for a vmcore
-    from assistant.vmcore import VmcoreSection
+    from probes.drgn import Findings
 
 from assistant.triage.facts import CrashFacts, extract_facts
 
@@ -71,6 +71,22 @@ class TaskInfo:
 
 
 @dataclass
+class CrashTime:
+    """When the kernel crashed, as far as the log tells (not when kassist read it).
+
+    :param uptime: seconds since boot at the report's header: its printk stamp.
+    :param wall: the same moment in Unix seconds, when a source gave a wall clock.
+    :param clock: where ``wall`` came from: ``journal`` (the journal's own stamp),
+        ``boot+printk`` (this boot's start plus the printk stamp: the live ring buffer),
+        or a network receiver's name.
+    """
+
+    uptime: float | None = None
+    wall: float | None = None
+    clock: str | None = None
+
+
+@dataclass
 class Crash:
     """One kernel crash report found in a log.
 
@@ -93,6 +109,8 @@ class Crash:
     kernel: KernelInfo = field(default_factory=KernelInfo)
     task: TaskInfo = field(default_factory=TaskInfo)
     call_trace: list[Frame] = field(default_factory=list)
+    #: when the kernel crashed (the printk stamp; a wall clock where the source has one)
+    time: CrashTime = field(default_factory=CrashTime)
     #: what the report says about its own family (see :mod:`assistant.triage.facts`);
     #: extracted from ``report`` on first use by :meth:`crash_facts`
     facts: CrashFacts | None = None
@@ -117,7 +135,9 @@ class Event:
     :param title: one line for a person.
     :param start_line: first line, 1-based.
     :param end_line: last line, inclusive.
-    :param details: the event's own fields (victim, device, ...).
+    :param details: the event's own fields (victim, device, ...); ``count`` is how many
+        times it happened (repeats merged into it).
+    :param signature: one per kind of event (:func:`assistant.triage.events.event_signature`).
     """
 
     type: str
@@ -125,6 +145,7 @@ class Event:
     start_line: int
     end_line: int
     details: dict[str, Any] = field(default_factory=dict)
+    signature: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the event as a JSON object."""
@@ -144,8 +165,9 @@ class TriageResult:
     events: list[Event] = field(default_factory=list)
     lines: int = 0
     warnings: list[str] = field(default_factory=list)
-    #: the drgn analyses of a vmcore (``kassist triage --vmcore``)
-    vmcore: VmcoreSection | None = None
+    #: the drgn analyses of a vmcore (``kassist triage --vmcore``): an
+    #: :class:`assistant.vmcore.VmcoreSection`
+    vmcore: Findings | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as the ``kassist.triage/1`` JSON object."""

@@ -91,9 +91,23 @@ def _one_pattern(patterns: tuple[re.Pattern[str], ...]) -> re.Pattern[str] | Non
 _HEADER_TABLE = [(o.header, o, _one_pattern(o.suppressions), o.suppressions) for o in rules.OOPSES]
 
 
+def user_fault(line: str) -> bool:
+    """Tell whether a console line is the kernel's note of a user-space fault
+    (:data:`rules.USER_FAULTS`): whatever the faulting task is called, it is no crash.
+
+    >>> user_fault("[   5.000000] WARNING: CPU: 0[261]: segfault at 0 ip 0 sp 0 error 4")
+    True
+    """
+    if rules.USER_FAULT_HINT.search(line) is None:
+        return False
+    text, _ = strip_line_prefix(line, extract_context(line))
+    return any(regex.match(text) for regex, _ in rules.USER_FAULTS)
+
+
 def first_oops(line: str) -> Oops | None:
-    """Return the first oops family (in table order) whose header this line is."""
-    if _ANY_HEADER.search(line) is None:
+    """Return the first oops family (in table order) whose header this line is (never a
+    user-space fault's line, whatever its task's name holds)."""
+    if _ANY_HEADER.search(line) is None or user_fault(line):
         return None
     for header, oops, joined, suppressions in _HEADER_TABLE:
         # match_oops, inlined: this runs for every line that looks like a header

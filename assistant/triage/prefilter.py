@@ -66,6 +66,11 @@ ANCHORS: tuple[str, ...] = (
     "oom-kill",
     "serialport",
     "replaying",
+    "ainted",  # SLUB's "BUG <cache> (Not tainted): " and "(Tainted: "
+    "pagealloc",
+    "traps: ",  # user-space faults
+    "umip: ",
+    "unhandled exception",
 )
 #: A whole needle: the check of a line that holds an anchor.
 NEEDLE_RE = re.compile("|".join(re.escape(n) for n in NEEDLES))

@@ -150,6 +150,46 @@ def F(  # noqa: N802 - a table constructor, read as a row
     )
 
 
+#: SLUB's own frames in the stack of a consistency-check report.
+_SLUB_INTERNALS = (
+    "slab_err",
+    "object_err",
+    "slab_bug",
+    "print_trailer",
+    "free_to_partial_list",
+    "free_debug_processing",
+    "free_consistency_checks",
+    "on_freelist",
+    "check_slab",
+    "__slab_free",
+    "do_slab_free",
+    "slab_free",
+    "kmem_cache_free",
+    "kfree",
+    "__kmem_cache_free",
+)
+#: SLUB's report line up to its reason: "BUG <cache> (<taint>): ".
+_SLUB_BUG = r"BUG \S+ \((?:Not tainted|Tainted: [^)]*)\): "
+#: The reasons of SLUB's consistency checks (mm/slub.c: slab_err, object_err,
+#: check_bytes_and_report).
+_SLUB_REASONS = (
+    r"Object already free|Freechain corrupt|Freepointer corrupt|Freelist Pointer check fails"
+    r"|Padding overwritten|(?:Object padding|Left Redzone|Right Redzone|Redzone|Alignment"
+    r" padding|Poison|End Poison) overwritten|Not a valid slab page|Wrong number of objects"
+    r"|Wrong object count|Invalid object pointer|Attempt to free object|Slab has \d+ allocated"
+    r" objects but \d+ are to be freed|Bulk free expected"
+)
+#: The page allocator's own frames in the stack of a page-poisoning report.
+_PAGE_ALLOC_INTERNALS = (
+    "unpoison_page",
+    "check_poison_mem",
+    "post_alloc_hook",
+    "prep_new_page",
+    "get_page_from_freelist",
+    "__alloc_pages",
+    "alloc_pages",
+    "__get_free_pages",
+)
 _KASAN_FREE = "BUG: KASAN: (?:double-free or invalid-free|double-free|invalid-free) in {{FUNC}}"
 _KFENCE_HEAD = compile_re("BUG: KFENCE: (?:[a-z\\- ]+) in {{FUNC}}")
 _LOCK_AT = "at: (?:{{PC}} +)?{{FUNC}}"
@@ -826,6 +866,53 @@ OOPSES: tuple[Oops, ...] = (
         "BUG kmalloc-",
         (F("BUG kmalloc-.*: Object already free", "BUG: Object already free"),),
     ),
+    # SLUB's consistency checks (slub_debug=F, mm/slub.c:slab_bug): "BUG <cache> (<taint>):
+    # <what>", for any cache; a double free is "Object already free" or, once its slab was
+    # emptied, "Slab has 0 allocated objects but 1 are to be freed".
+    *(
+        Oops(
+            header,
+            (
+                F(_SLUB_BUG + "Object already free", "BUG: Object already free"),
+                F(
+                    _SLUB_BUG + r"(?:Slab has \d+ allocated objects but \d+ are to be freed)",
+                    "BUG: slab double free in {1}",
+                    stack=StackFmt(_TRACE, skip=_SLUB_INTERNALS),
+                ),
+                F(
+                    _SLUB_BUG + "(" + _SLUB_REASONS + ")",
+                    "BUG: slab {1} in {2}",
+                    stack=StackFmt(_TRACE, skip=_SLUB_INTERNALS),
+                ),
+            ),
+            # the header is a substring of other lines too (KASAN's old "kasan: bad access
+            # detected" used slab_bug's line): only SLUB's own checks start a report
+            _c("^(?!.*" + _SLUB_BUG + "(?:" + _SLUB_REASONS + "))"),
+        )
+        for header in ("(Not tainted): ", "(Tainted: ")
+    ),
+    # Page poisoning (page_poison=1, mm/page_poison.c:check_poison_mem): a freed page was
+    # written to; the report's stack is the allocation that found it.
+    Oops(
+        "pagealloc: memory corruption",
+        (
+            F(
+                "pagealloc: memory corruption",
+                "pagealloc: memory corruption in {1}",
+                stack=StackFmt(_TRACE, skip=_PAGE_ALLOC_INTERNALS),
+            ),
+        ),
+    ),
+    Oops(
+        "pagealloc: single bit error",
+        (
+            F(
+                "pagealloc: single bit error",
+                "pagealloc: single bit error in {1}",
+                stack=StackFmt(_TRACE, skip=_PAGE_ALLOC_INTERNALS),
+            ),
+        ),
+    ),
     Oops(
         "divide error:",
         (F("divide error: ", "divide error in {1}", stack=StackFmt((RIP_FRAME,))),),
@@ -1021,6 +1108,43 @@ SUPPRESSION_NEEDLES = (
     "lowmemorykiller: Killing",
     "INIT: PANIC",
     "stack smashing detected",
+)
+
+#: A panic this long (seconds, by printk stamps) after the report before it has ended (its
+#: end marker, else its last line) is a crash of its own: panic_on_oops and panic_on_warn
+#: panic within milliseconds, while a panic a second later has another cause (a sysrq, a
+#: watchdog, init dying) that syzkaller reports apart.
+PANIC_JOIN_SECONDS = 1.0
+
+#: The kernel's lines about a *user-space* fault: the task's comm (at most 15 bytes of any
+#: text, chosen by whoever named the task) then ``[pid]``. They are events, never crash
+#: headers, whatever the comm says (a task named "WARNING: CPU: 0" that segfaults).
+#: arch/x86/mm/fault.c:show_signal_msg, arch/x86/kernel/traps.c:show_signal and the CLI/STI
+#: emulation, arch/x86/kernel/umip.c, arch/arm64/kernel/traps.c:arm64_show_signal.
+USER_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.ASCII | re.DOTALL), kind)
+    for pattern, kind in (
+        (
+            r"(?P<comm>.{0,15}?)\[(?P<pid>\d+)\]: segfault at (?P<address>[0-9a-f]+) ip "
+            r"(?P<ip>[0-9a-f]+) sp [0-9a-f]+ error (?P<error>[0-9a-f]+)"
+            r"(?: in (?P<object>[^\[ ]+))?",
+            "segfault",
+        ),
+        (
+            r"traps: (?P<comm>.{0,15}?)\[(?P<pid>\d+)\] (?P<trap>general protection fault|trap "
+            r"[\w ]+?) ip:(?P<ip>[0-9a-f]+) sp:[0-9a-f]+ error:(?P<error>[0-9a-f]+)",
+            "trap",
+        ),
+        (r"traps: (?P<comm>.{0,15}?)\[(?P<pid>\d+)\] attempts to use CLI/STI", "trap"),
+        (r"umip: (?P<comm>.{0,15}?)\[(?P<pid>\d+)\] ip:(?P<ip>[0-9a-f]+) sp:", "umip"),
+        (r"(?P<comm>.{0,15}?)\[(?P<pid>\d+)\]: unhandled exception: ", "trap"),
+    )
+)
+#: What every user-fault line holds after its ``[pid]`` (a cheap test before the table).
+USER_FAULT_HINT = re.compile(
+    r"\[\d+\](?:: segfault at |: unhandled exception: | general protection fault ip:"
+    r"| trap | attempts to use CLI| ip:)",
+    re.ASCII,
 )
 
 #: nbcon prints this after a line cut short by a console takeover, then the line again.
@@ -1594,9 +1718,15 @@ TITLE_TO_TYPE: tuple[tuple[tuple[str, ...], str], ...] = (
         "KASAN-USE-AFTER-FREE-READ",
     ),
     (
-        ("BUG: corrupted list", "BUG: unable to handle kernel paging request"),
+        (
+            "BUG: corrupted list",
+            "BUG: unable to handle kernel paging request",
+            "BUG: slab ",
+            "pagealloc: memory corruption",
+        ),
         "MEMORY_SAFETY_BUG",
     ),
+    (("pagealloc: single bit error",), "HARDWARE-ERROR"),
     (("WARNING: refcount bug",), "REFCOUNT_WARNING"),
     (("UBSAN: array-index-out-of-bounds",), "MEMORY_SAFETY_UBSAN"),
     (("KCSAN: data-race",), "KCSAN-DATARACE"),

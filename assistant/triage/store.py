@@ -3,9 +3,10 @@
 ``$XDG_STATE_HOME/kassist/crashes.db`` (``/var/lib/kassist/crashes.db`` for root
 without ``XDG_STATE_HOME``; see :func:`assistant.config.user_state_dir`). One row
 per signature holds its title, type, first and last seen, and hit count; each
-hit keeps the host, kernel release, source and the raw report. The schema is
-built by numbered migrations (:mod:`assistant.db`); each runs in its own
-transaction and is safe to re-run.
+hit keeps the host, kernel release, source, the raw report and when the kernel
+crashed (:mod:`assistant.triage.store_model`, the contract both backends keep).
+The schema is built by numbered migrations (:mod:`assistant.db`); each runs in
+its own transaction and is safe to re-run.
 """
 
 from __future__ import annotations
@@ -15,18 +16,14 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from assistant.config import user_state_dir
-from assistant.db import Migration, Schema
+from assistant.db import Column, Migration, Schema
 from assistant.db import migrate as run_migrations
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
-
-#: Most bytes of one raw report kept in the store.
-MAX_REPORT_BYTES = 256 * 1024
+from assistant.triage.store_model import Hit, StoredCrash, stored_report
 
 #: The store's numbered migrations. Append only: never edit one that has shipped.
 SCHEMA = Schema(
@@ -66,6 +63,12 @@ SCHEMA = Schema(
                 " ON hits(signature, host, source, report)",
             ),
         ),
+        Migration(
+            3,
+            (),
+            # When the kernel crashed, beside when kassist stored it (``seen``).
+            (Column("hits", "crashed_at", "REAL"), Column("hits", "uptime", "REAL")),
+        ),
     ),
 )
 SCHEMA_VERSION = SCHEMA.version
@@ -74,34 +77,6 @@ SCHEMA_VERSION = SCHEMA.version
 def default_path() -> Path:
     """Return the store's default path."""
     return user_state_dir() / "crashes.db"
-
-
-@dataclass
-class StoredCrash:
-    """One signature's summary row, with the hosts and releases of its hits."""
-
-    signature: str
-    title: str
-    type: str
-    frame: str | None
-    guilty_file: str | None
-    first_seen: float
-    last_seen: float
-    count: int
-    hosts: list[str]
-    releases: list[str]
-
-
-@dataclass
-class Hit:
-    """One sighting of a crash."""
-
-    seen: float
-    host: str
-    release: str | None
-    source: str
-    corrupted: bool
-    report: str
 
 
 class CrashStore:
@@ -166,9 +141,6 @@ class CrashStore:
         new = 0
         with self._transaction() as db:
             for c in crashes:
-                report = c.report.encode("utf-8", "replace")[:MAX_REPORT_BYTES].decode(
-                    "utf-8", "ignore"
-                )
                 db.execute(
                     "INSERT INTO crashes(signature, title, type, frame, guilty_file, first_seen,"
                     " last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
@@ -177,9 +149,10 @@ class CrashStore:
                 )
                 cur = db.execute(
                     "INSERT OR IGNORE INTO hits(signature, seen, host, release, source, corrupted,"
-                    " report) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (c.signature, now, host, c.kernel.release, source, int(c.corrupted), report),
-                )
+                    " report, crashed_at, uptime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (c.signature, now, host, c.kernel.release, source, int(c.corrupted),
+                     stored_report(c), c.time.wall, c.time.uptime),
+                )  # fmt: skip
                 if cur.rowcount:
                     new += 1
                     db.execute(
@@ -213,11 +186,13 @@ class CrashStore:
             raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
         summary = self._summary(rows[0])
         hits = [
-            Hit(seen, host, release, source, bool(corrupted), report)
-            for seen, host, release, source, corrupted, report in self._db.execute(
-                "SELECT seen, host, release, source, corrupted, report FROM hits"
-                " WHERE signature = ? ORDER BY seen DESC, id DESC",
-                (summary.signature,),
+            Hit(seen, host, release, source, bool(corrupted), report, crashed_at, uptime)
+            for seen, host, release, source, corrupted, report, crashed_at, uptime in (
+                self._db.execute(
+                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime"
+                    " FROM hits WHERE signature = ? ORDER BY seen DESC, id DESC",
+                    (summary.signature,),
+                )
             )
         ]
         return summary, hits
@@ -247,6 +222,9 @@ class CrashStore:
                 (sig,),
             )
         ]
+        first_crashed, last_crashed = self._db.execute(
+            "SELECT min(crashed_at), max(crashed_at) FROM hits WHERE signature=?", (sig,)
+        ).fetchone()
         return StoredCrash(
             signature=sig,
             title=str(row[1]),
@@ -258,6 +236,8 @@ class CrashStore:
             count=int(str(row[7])),
             hosts=sorted(hosts),
             releases=sorted(releases),
+            first_crashed=first_crashed,
+            last_crashed=last_crashed,
         )
 
 
@@ -276,42 +256,3 @@ def open_readonly_check(path: Path) -> bool:
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         (version,) = db.execute("PRAGMA user_version").fetchone()
     return int(version) > 0
-
-
-class Store(Protocol):
-    """What every crash store backend offers (SQLite here, PostgreSQL in ``store_pg``)."""
-
-    @property
-    def path(self) -> Path | str:
-        """Where the store is: a file or a URL."""
-        ...
-
-    def record(
-        self, crashes: list[Crash], source: str, host: str | None = None, now: float | None = None
-    ) -> int:
-        """Record crashes; return how many hits were new."""
-        ...
-
-    def signatures(self) -> list[StoredCrash]:
-        """Return every signature, most recently seen first."""
-        ...
-
-    def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
-        """Return one signature and its hits."""
-        ...
-
-    def close(self) -> None:
-        """Close the store."""
-        ...
-
-
-def open_store(target: str | Path | None = None) -> Store:
-    """Open the crash store named by ``target``: a PostgreSQL URL, a SQLite file, or the default.
-
-    :raises KassistError: it cannot be opened.
-    """
-    from assistant.triage.store_pg import PgCrashStore, is_url
-
-    if target is not None and is_url(str(target)):
-        return PgCrashStore(str(target))
-    return CrashStore(Path(target) if target is not None else None)

@@ -18,7 +18,7 @@ from typing import Any
 
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
-from assistant.triage.store import MAX_REPORT_BYTES, Hit, StoredCrash
+from assistant.triage.store_model import Hit, StoredCrash, stored_report
 
 #: Numbered migrations: (number, statements). Append only; never edit one that shipped.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -56,11 +56,18 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             " ON hits(signature, host, source, report_sha)",
         ),
     ),
+    (
+        3,
+        (
+            # When the kernel crashed, beside when kassist stored it (``seen``).
+            "ALTER TABLE hits ADD COLUMN IF NOT EXISTS crashed_at DOUBLE PRECISION",
+            "ALTER TABLE hits ADD COLUMN IF NOT EXISTS uptime DOUBLE PRECISION",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: Tries of a batch the server aborted as a deadlock or a serialisation failure.
 DEADLOCK_RETRIES = 5
-_RETRYABLE = frozenset({"DeadlockDetected", "SerializationFailure"})
 #: The advisory lock that serialises migrations between processes.
 _MIGRATION_LOCK = 0x6B617373  # "kass"
 
@@ -150,11 +157,12 @@ class PgCrashStore:
         # Rows are locked in signature order, so two hosts' batches cannot deadlock; a
         # deadlock the server still reports (another writer's order) is retried.
         ordered = sorted(crashes, key=lambda c: c.signature)
+        retryable = _retryable()
         for attempt in range(DEADLOCK_RETRIES):
             try:
                 return self._record(ordered, source, host, now)
-            except Exception as exc:
-                if type(exc).__name__ not in _RETRYABLE or attempt == DEADLOCK_RETRIES - 1:
+            except retryable:
+                if attempt == DEADLOCK_RETRIES - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         return 0
@@ -163,11 +171,7 @@ class PgCrashStore:
         new = 0
         with self._db.transaction():
             for c in crashes:
-                report = (
-                    c.report.encode("utf-8", "replace")[:MAX_REPORT_BYTES]
-                    .decode("utf-8", "ignore")
-                    .replace("\x00", "\ufffd")
-                )
+                report = stored_report(c)
                 sha = hashlib.sha256(report.encode("utf-8")).hexdigest()
                 self._db.execute(
                     "INSERT INTO crashes(signature, title, type, frame, guilty_file, first_seen,"
@@ -177,10 +181,11 @@ class PgCrashStore:
                 )
                 inserted = self._db.execute(
                     "INSERT INTO hits(signature, seen, host, release, source, corrupted, report,"
-                    " report_sha) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    " report_sha, crashed_at, uptime)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (signature, host, source, report_sha) DO NOTHING RETURNING id",
                     (c.signature, now, host, c.kernel.release, source, int(c.corrupted), report,
-                     sha),
+                     sha, c.time.wall, c.time.uptime),
                 ).fetchone()  # fmt: skip
                 if inserted is not None:
                     new += 1
@@ -199,7 +204,9 @@ class PgCrashStore:
             " c.last_seen, c.count,"
             " ARRAY(SELECT DISTINCT host FROM hits h WHERE h.signature = c.signature),"
             " ARRAY(SELECT DISTINCT release FROM hits h WHERE h.signature = c.signature"
-            "       AND release IS NOT NULL)"
+            "       AND release IS NOT NULL),"
+            " (SELECT min(crashed_at) FROM hits h WHERE h.signature = c.signature),"
+            " (SELECT max(crashed_at) FROM hits h WHERE h.signature = c.signature)"
             " FROM crashes c WHERE c.count > 0 ORDER BY c.last_seen DESC, c.signature"
         ).fetchall()
         return [_summary(r) for r in rows]
@@ -215,13 +222,16 @@ class PgCrashStore:
         if len(rows) > 1:
             raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
         hits = [
-            Hit(float(seen), str(host), release, str(src), bool(corrupted), str(report))
-            for seen, host, release, src, corrupted, report in self._db.execute(
-                "SELECT seen, host, release, source, corrupted, report FROM hits"
-                " WHERE signature = %s ORDER BY seen DESC, id DESC",
-                (rows[0].signature,),
+            Hit(float(seen), str(host), release, str(src), bool(corrupted), str(report),
+                crashed_at, uptime)
+            for seen, host, release, src, corrupted, report, crashed_at, uptime in (
+                self._db.execute(
+                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime"
+                    " FROM hits WHERE signature = %s ORDER BY seen DESC, id DESC",
+                    (rows[0].signature,),
+                )
             )
-        ]
+        ]  # fmt: skip
         return rows[0], hits
 
     def prune(self, before: float) -> int:
@@ -256,10 +266,11 @@ class PgCrashStore:
                 sha = hashlib.sha256(report.encode("utf-8")).hexdigest()
                 row = self._db.execute(
                     "INSERT INTO hits(signature, seen, host, release, source, corrupted, report,"
-                    " report_sha) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    " report_sha, crashed_at, uptime)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (signature, host, source, report_sha) DO NOTHING RETURNING id",
                     (summary.signature, h.seen, h.host, h.release, h.source, int(h.corrupted),
-                     report, sha),
+                     report, sha, h.crashed_at, h.uptime),
                 ).fetchone()  # fmt: skip
                 if row is not None:
                     new += 1
@@ -284,4 +295,14 @@ def _summary(row: tuple[Any, ...]) -> StoredCrash:
         count=int(row[7]),
         hosts=sorted(row[8]),
         releases=sorted(row[9]),
+        first_crashed=row[10],
+        last_crashed=row[11],
     )
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    # What the server aborts a batch with when another writer's order crossed ours: a
+    # deadlock or a serialisation failure (psycopg is loaded by now: the store is open).
+    from psycopg import errors
+
+    return (errors.DeadlockDetected, errors.SerializationFailure)

@@ -4,8 +4,8 @@ and, when asked, a model-written one that passes the shared draft checker or is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from assistant.tuning.engine import Finding, ProposalRow
@@ -114,32 +114,23 @@ def evidence_lines(ex: Explanation) -> list[str]:
     ]
 
 
-def model_stream(ex: Explanation, backend: Any, max_tokens: int) -> Iterator[str]:
-    """Yield the model's explanation of a finding (not yet checked)."""
-    from assistant.llm.prompts import load_prompt
+def model_explanation(ex: Explanation, backend: Any, max_tokens: int) -> Explanation:
+    """Have the model explain the finding through the checked-draft pipeline: a sentence
+    the evidence and the key's documentation do not hold is dropped (one notice line),
+    and a draft with nothing left is withheld."""
+    from assistant.drafters.checker import Evidence
+    from assistant.drafters.pipeline import checked_draft, draft_prompt
 
-    prompt = load_prompt(PROMPT_NAME)
-    messages = prompt.render(finding=ex.finding, lines=evidence_lines(ex))
-    return iter(backend.stream(messages, max_tokens=max_tokens))
-
-
-def checked(ex: Explanation, text: str) -> Explanation:
-    """Keep the model's text only when the shared draft checker passes it; else withhold it."""
-    from assistant.drafters.checker import Evidence, check_draft
-
-    try:
-        # An explanation of a tuning step may give causes; every name and number in it
-        # must be in the evidence and the key's documentation.
-        verdict = check_draft(text, Evidence("\n".join(evidence_lines(ex)), allow_causes=True))
-    except (TypeError, ValueError) as exc:
-        ex.notices.append(f"the model's explanation is withheld: the checker failed ({exc})")
-        return ex
-    if getattr(verdict, "ok", False):
-        ex.model_text = text.strip()
+    prompt = draft_prompt(PROMPT_NAME, finding=ex.finding, lines=evidence_lines(ex))
+    prompt = replace(prompt, max_tokens=max_tokens)
+    # An explanation of a tuning step may give causes; every name and number in it
+    # must be in the evidence and the key's documentation.
+    evidence = Evidence("\n".join(evidence_lines(ex)), allow_causes=True, max_sentences=3)
+    draft = checked_draft(prompt, evidence, backend)
+    if draft.text is not None:
+        ex.model_text = draft.text
+        if draft.why:
+            ex.notices.append(f"the model's explanation: {draft.why}")
     else:
-        why = "; ".join(str(p) for p in getattr(verdict, "problems", []) or [])[:200]
-        ex.notices.append(
-            "the model's explanation is withheld: it failed the draft checker"
-            + (f" ({why})" if why else "")
-        )
+        ex.notices.append(f"the model's explanation is {draft.why}")
     return ex

@@ -2,13 +2,19 @@
 
 Both run in their own threads behind bounded queues, so a slow model, a hung command or
 an unreachable URL never delays storing a crash. Drafts: newest first, at most
-``per_hour`` an hour, the rest dropped (and counted). Hooks: a command gets the crash's
-JSON on stdin, a URL gets it POSTed; each is retried with exponential backoff.
+``per_hour`` an hour, the rest dropped (and counted); one that cannot be written (a full
+disk) is counted and the thread goes on. Hooks: a command gets the crash's JSON on stdin,
+a URL gets it POSTed; each is retried with exponential backoff. A hook command runs in a
+process group of its own, which stopping the daemon kills whole: a hanging hook (and
+whatever it started) never outlives the daemon nor delays its exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -33,6 +39,8 @@ HOOK_TRIES = 4
 HOOK_BACKOFF = 0.5
 #: Seconds a hook command may run.
 HOOK_TIMEOUT = 30.0
+#: Seconds a hook's process group has to end after SIGTERM before SIGKILL.
+HOOK_KILL_GRACE = 1.0
 
 
 class _Worker(Generic[T]):
@@ -143,8 +151,12 @@ class Outbox(_Worker[Crash]):
         except Exception as exc:  # a drafter's failure never stops the daemon
             markdown = f"# {crash.title}\n\n(the draft failed: {type(exc).__name__}: {exc})\n"
         base = self.directory / crash.signature
-        Path(f"{base}.json").write_text(json.dumps(crash.to_dict(), indent=2))
-        Path(f"{base}.md").write_text(markdown)
+        try:
+            Path(f"{base}.json").write_text(json.dumps(crash.to_dict(), indent=2))
+            Path(f"{base}.md").write_text(markdown)
+        except OSError:  # a full disk: the crash is stored; its draft is counted as lost
+            self.metrics.add("kassist_watch_drafts_failed_total")
+            return
         self.metrics.add("kassist_watch_drafts_written_total")
 
     def drain(self, timeout: float = 300.0) -> None:
@@ -168,6 +180,7 @@ class Hooks(_Worker[dict[str, Any]]):
         self.targets = targets
         self.metrics = metrics
         self.backoff = backoff
+        self._proc: subprocess.Popen[bytes] | None = None  # the hook command running now
         self._thread.start()
 
     @property
@@ -197,30 +210,62 @@ class Hooks(_Worker[dict[str, Any]]):
             try:
                 deliver(body)
             except Exception:
-                if attempt == HOOK_TRIES - 1:
+                if attempt == HOOK_TRIES - 1 or self._stopping():
                     self.metrics.add("kassist_watch_hook_failures_total")
                     return
-                time.sleep(delay)
+                with self._cond:  # a stop ends the wait
+                    self._cond.wait_for(lambda: self._stop, timeout=delay)
                 delay *= 2
                 continue
             self.metrics.add("kassist_watch_hook_runs_total")
             return
 
+    def _stopping(self) -> bool:
+        with self._cond:
+            return self._stop
+
     def _run_command(self, body: bytes) -> None:
         assert self.targets.command is not None
         # The command is the operator's own configuration, run without a shell; the
-        # crash (attacker-influenced text) only ever arrives as data on stdin.
+        # crash (attacker-influenced text) only ever arrives as data on stdin. It gets a
+        # process group of its own, so that stop() can end it and all it started.
         import shlex
 
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             shlex.split(self.targets.command),
-            input=body,
-            capture_output=True,
-            timeout=HOOK_TIMEOUT,
-            check=False,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        with self._cond:
+            self._proc = proc
+            stopping = self._stop
+        try:
+            if stopping:
+                raise RuntimeError("the daemon is stopping")
+            proc.communicate(body, timeout=HOOK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise
+        finally:
+            with self._cond:
+                self._proc = None
+            _kill_group(proc)  # what it left behind in its group
         if proc.returncode != 0:
             raise RuntimeError(f"hook command exited {proc.returncode}")
+
+    def stop(self) -> None:
+        """Stop: the hook command running now and its whole process group are killed, and
+        nothing queued is delivered any more (with ``--once``, :meth:`drain` first)."""
+        with self._cond:
+            self._stop = True
+            self._queue.clear()
+            proc = self._proc
+            self._cond.notify_all()
+        if proc is not None:
+            _kill_group(proc)
+        self._thread.join(timeout=HOOK_KILL_GRACE + 5)
 
     def _post(self, body: bytes) -> None:
         import httpx
@@ -237,3 +282,26 @@ class Hooks(_Worker[dict[str, Any]]):
     def drain(self, timeout: float = 60.0) -> None:
         """Wait until every queued delivery is done (delivered or failed)."""
         super().drain(timeout)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    # SIGTERM to the hook's process group, SIGKILL to whatever is left after a grace.
+    if not _group_alive(proc.pid):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + HOOK_KILL_GRACE
+    while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=HOOK_KILL_GRACE)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -1,54 +1,71 @@
 """``kassist watch``: follow the kernel's logs, triage as lines arrive, store every crash once.
 
-Sources run in reader threads that put records on one queue; the main loop feeds each
-stream's incremental :class:`~assistant.triage.engine.TriageEngine` and stores a crash
-(and a production event) as soon as its report closes: the next header, the end marker,
-or :data:`QUIET_SECONDS` without a line. Nothing slow is on that path: bug report
-drafts and hooks run in their own threads (:mod:`assistant.watch.background`).
+Each stream source (:mod:`assistant.watch.sources`: /dev/kmsg, the journal, a followed
+file or pipe) is read in a thread of its own that hands its records to one queue; the
+main loop feeds each stream's incremental :class:`~assistant.triage.engine.TriageEngine`
+and stores a crash (and a production event) as soon as its report closes: the next
+header, the end marker, or :data:`QUIET_SECONDS` without a line. Nothing slow is on that
+path: bug report drafts and hooks run in their own threads
+(:mod:`assistant.watch.background`).
 
 Never missed, never twice:
 
-- /dev/kmsg is followed from the saved sequence number of the same boot. The saved point
-  is the oldest line an open report still needs, so a SIGKILL mid-report re-reads that
-  report whole after the restart; records the ring buffer overwrote before they were read
-  are counted (``records_lost``), never silently skipped.
+- /dev/kmsg is followed from the saved sequence number of the same boot (the journal from
+  its saved cursor). The saved point is the oldest line an open report still needs, so a
+  SIGKILL mid-report re-reads that report whole after the restart; records the ring
+  buffer overwrote before they were read are counted (``records_lost``), never silently
+  skipped.
 - The store counts a report once per host and source (its unique key), so a report read
   again after a restart is not counted again; a crash is stored before the resume point
-  moves past it.
-- pstore files and kdump ``dmesg.*`` files are triaged once each (remembered in the state).
+  moves past it. A store that cannot write (a full disk) keeps the crashes in memory and
+  is tried again, and meanwhile the resume point does not move.
+- pstore files and kdump ``dmesg.*`` files are triaged once each (remembered in the
+  state, once their crashes are stored).
+- Only what the kernel logged feeds the crash store: records user space wrote to
+  /dev/kmsg (another facility than the kernel's) are counted and left out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import queue
-import re
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from assistant.errors import KassistError
 from assistant.triage.engine import TriageEngine
-from assistant.triage.model import Crash, Event, KernelInfo
+from assistant.triage.model import Crash, CrashTime, Event, KernelInfo
 from assistant.triage.parse import first_oops
 from assistant.triage.signature import signature_of
-from assistant.triage.store import Store, open_store
+from assistant.triage.store_model import Store
+from assistant.triage.stores import open_store
 from assistant.watch.background import Hooks, HookTargets, Outbox
 from assistant.watch.metrics import Metrics
-from assistant.watch.state import WatchState, boot_id, load_state, save_state
+from assistant.watch.sources import (
+    SourceSpec,
+    StreamBuilder,
+    StreamContext,
+    StreamSource,
+    Token,
+    parse_source,
+    stream_builder,
+    token_of,
+)
+from assistant.watch.state import boot_id, load_state, save_state
 from probes.errors import ProbeError
-from probes.logs import KmsgStats, LogRecord, iter_kmsg, iter_log_lines, iter_pstore
-from probes.logs.files import kdump_dmesg_files
-from probes.logs.journal import InvalidCursor, follow_journal, journal_available
+from probes.logs import KmsgStats, LogRecord, iter_log_lines, iter_pstore
+from probes.logs.inotify import DirectoryWatch
+from probes.logs.kdump import kdump_dmesg_files, vmcore_files
 
 #: Seconds without a line after which the open reports of a stream close.
 QUIET_SECONDS = 0.5
@@ -56,17 +73,29 @@ QUIET_SECONDS = 0.5
 STATE_INTERVAL = 1.0
 #: Seconds the main loop waits for a record before it checks the quiet timers.
 TICK = 0.1
-#: Records waiting between the readers and the main loop at most (back-pressure).
-QUEUE_RECORDS = 100_000
+#: Batches waiting between the readers and the main loop at most (back-pressure: with
+#: :data:`BATCH_RECORDS`, about 260,000 records).
+QUEUE_BATCHES = 64
+#: Records handed from a reader to the main loop at once at most.
+BATCH_RECORDS = 4096
 #: Line numbers -> kmsg sequence numbers kept for the resume point (an open report's span).
 SEQ_MAP = 4096
 #: Seconds between two samples of the drive detector (``--source disks``).
 DISK_INTERVAL = 10.0
-#: Lines of a file handed to the engine at once.
+#: Lines of a kdump or pstore file handed to the engine at once.
 FILE_BATCH_LINES = 4096
 #: Seconds between two retention passes over the store.
 RETENTION_INTERVAL = 3600.0
-_NUMBERS = re.compile(r"\d+")
+#: Seconds before a store that failed is tried again: the first wait, and the longest.
+STORE_RETRY = (1.0, 30.0)
+#: Crashes and events kept in memory at most while the store cannot write.
+MAX_PENDING = 10_000
+#: The syslog facilities whose records feed the crash store: the kernel's (0). User space
+#: can write /dev/kmsg only with another (``LOG_USER`` at least): such a record is counted
+#: and left out, or any local root could forge crashes. (The tests of the /dev/kmsg
+#: machinery, which cannot make the kernel oops, add ``LOG_USER`` from their own entry
+#: point, ``tests/watch_entry.py``.)
+STORED_FACILITIES: frozenset[int] = frozenset({0})
 _END = object()
 
 
@@ -77,8 +106,7 @@ class WatchOptions:
     :param store: the crash store: a SQLite path, a PostgreSQL URL, or ``None`` (default).
     :param state_dir: where the resume point lives.
     :param outbox: where drafts go (``None``: no drafts).
-    :param sources: ``kmsg``, ``journal[:FILE]``, ``pstore``, ``kdump:DIR``, ``file:PATH``,
-        ``disks[:SECONDS]`` (in order).
+    :param sources: the ``--source`` forms (:mod:`assistant.watch.sources`), in order.
     :param once: read what is there and exit (no following).
     :param host: the host name recorded with each crash.
     :param retention_days: drop hits older than this (0: keep).
@@ -102,132 +130,143 @@ class WatchOptions:
     debug_dir: str | None = None
 
 
-def event_crash(event: Event, where: str) -> Crash:
-    """Describe a production event as a stored entry: one signature per kind of event.
+def event_crash(event: Event, where: str, when: CrashTime | None = None) -> Crash:
+    """Describe a production event as a stored entry, under the event's signature (one per
+    kind of event: :func:`assistant.triage.events.event_signature`).
 
-    The signature comes from the event's type and its title with the numbers taken out
-    (pids, sizes, sectors), so a thousand OOM kills of one service are one signature; the
-    stored text names where the event was read (``where``: a kmsg sequence number or a
+    The stored text names where the event was read (``where``: a kmsg timestamp or a
     line), so each occurrence counts once, also when it is read again after a restart.
     """
-    title = event.title
     details = json.dumps(event.details, sort_keys=True, default=str)
     crash = Crash(
-        title=title,
+        title=event.title,
         type=event.type,
-        report=f"{title}\n{where}\n{details}",
+        report=f"{event.title}\n{where}\n{details}",
         start_line=event.start_line,
         end_line=event.end_line,
         kernel=KernelInfo(),
+        time=when or CrashTime(),
     )
-    crash.signature = signature_of(_NUMBERS.sub("N", title), event.type)
+    crash.signature = event.signature
     return crash
 
 
-class _Stream:
-    """One log stream (kmsg, the journal, a pstore file, a kdump file) and its engine.
+@dataclass
+class _Mark:
+    line: int  # the engine's 0-based number of the record's line
+    where: str  # the record's name in a stored report ("ts 12345")
+    before: Token | None  # the token a reader resumes after to read this record again
+    ts_us: int | None
+    realtime_us: int | None
 
-    A followed stream marks each line with where it is (``seq N`` for /dev/kmsg, ``ts
-    T`` for the journal: names that survive a re-read) and with the token a reader
-    resumes *after* to read that line again (the sequence number before it, the
-    journal cursor before it).
+
+class _Stream:
+    """One stream of records (a source, a pstore or kdump file) and its triage engine.
+
+    A resumable stream marks each line with where it is (``ts T``: a name that survives a
+    re-read, the same in /dev/kmsg and the journal) and with the token a reader resumes
+    *after* to read that line again.
     """
 
-    def __init__(self, name: str, quiet: float) -> None:
-        self.name = name
-        self.engine = TriageEngine(name, retain=False, quiet_seconds=quiet)
-        self.marks: deque[tuple[int, str, object]] = deque(maxlen=SEQ_MAP)
-        self.last: object = None  # the token that resumes after the last line
+    def __init__(self, stream: str, quiet: float, source: StreamSource | None = None,
+                 last: Token | None = None) -> None:  # fmt: skip
+        self.stream = stream
+        self.source = source
+        self.engine = TriageEngine(stream, retain=False, quiet_seconds=quiet)
+        self.marks: deque[_Mark] = deque(maxlen=SEQ_MAP)
+        self.last = last  # the token that resumes after the last record read
 
-    def mark(self, where: str, before: object, after: object) -> None:
-        """Mark the next line: where it is, the token before it and the one after it."""
-        self.marks.append((self.engine.lines, where, before))
-        self.last = after
+    def feed(
+        self,
+        records: list[LogRecord],
+        now: float,
+        skipped: Callable[[], None],
+        facilities: frozenset[int] = STORED_FACILITIES,
+    ) -> list[Crash]:
+        """Feed the records of ``facilities`` (or of no known facility) to the engine,
+        ``skipped`` counting each other one; return the crashes they completed."""
+
+        def kept(rec: LogRecord) -> bool:
+            return rec.facility is None or rec.facility in facilities
+
+        if self.source is None or not self.source.resumable:
+            kernel = [r.as_dmesg_line() for r in records if kept(r)]
+            for _ in range(len(records) - len(kernel)):
+                skipped()
+            return self.engine.feed_lines(kernel, now)
+        out: list[Crash] = []
+        for rec in records:
+            token = token_of(rec)
+            if kept(rec):
+                where = f"ts {rec.ts_us}"
+                self.marks.append(_Mark(self.engine.lines, where, self.last, rec.ts_us,
+                                        rec.realtime_us))  # fmt: skip
+                out += self.engine.feed_line(rec.as_dmesg_line(), now)
+            else:
+                skipped()
+            self.last = token if token is not None else self.last
+        return out
+
+    def mark(self, line: int) -> _Mark | None:
+        """Return the mark of a 1-based line of the stream, if it has one."""
+        for m in reversed(self.marks):
+            if m.line == line - 1:
+                return m
+        return None
 
     def where(self, line: int) -> str:
         """Name a 1-based line of the stream by its mark, else by its number."""
-        for number, where, _ in reversed(self.marks):
-            if number == line - 1:
-                return where
-        return f"line {line}"
+        m = self.mark(line)
+        return m.where if m is not None else f"line {line}"
 
-    def resume(self) -> object:
+    def when(self, line: int, uptime: float | None = None) -> CrashTime:
+        """Return when the kernel wrote a 1-based line: its printk stamp and, where the
+        source has a clock, its wall time."""
+        m = self.mark(line)
+        if m is None:
+            return CrashTime(uptime=uptime)
+        clock = self.source.clock if self.source is not None else None
+        return CrashTime(
+            uptime=uptime if uptime is not None else (None if m.ts_us is None else m.ts_us / 1e6),
+            wall=None if m.realtime_us is None or clock is None else m.realtime_us / 1e6,
+            clock=clock if m.realtime_us is not None else None,
+        )
+
+    def resume(self) -> Token | None:
         """Return the token to resume after: the oldest line an open report still needs
-        is read again (see the module doc); the last line's when no report is open."""
+        is read again (see the module doc); the last record's when no report is open."""
         oldest = self.engine.oldest_needed()
         if oldest is None:
             return self.last
-        for line, _, before in self.marks:
-            if line >= oldest:
-                return before
+        for m in self.marks:
+            if m.line >= oldest:
+                return m.before
         return self.last
 
 
-class _Inotify:
-    """New ``dmesg.*`` files under a kdump directory, from inotify (polling without it)."""
+@dataclass
+class _Batch:
+    """Crashes and events of one source waiting to be stored, and what to remember once
+    they are (the kdump or pstore files they came from)."""
 
-    _MASK = 0x00000008 | 0x00000080 | 0x00000100  # IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+    crashes: list[Crash]
+    events: list[Crash]
+    source: str
+    done_kdump: list[str] = field(default_factory=list)
+    done_pstore: list[str] = field(default_factory=list)
 
-    def __init__(self, top: Path) -> None:
-        self.top = top
-        self.fd = -1
-        lib = ctypes.util.find_library("c")
-        self._libc = ctypes.CDLL(lib, use_errno=True) if lib else None
-        if self._libc is not None:
-            self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._watched: set[str] = set()
-        self.rewatch()
-
-    def rewatch(self) -> None:
-        """Watch the top directory and each crash directory in it."""
-        if self.fd < 0 or self._libc is None:
-            return
-        dirs = [self.top]
-        with contextlib.suppress(OSError):
-            dirs += [Path(e.path) for e in os.scandir(self.top) if e.is_dir(follow_symlinks=False)]
-        for d in dirs:
-            if str(d) not in self._watched:
-                wd = self._libc.inotify_add_watch(self.fd, str(d).encode(), self._MASK)
-                if wd >= 0:
-                    self._watched.add(str(d))
-
-    def wait(self, timeout: float) -> bool:
-        """Wait for a change (or ``timeout`` seconds); tell whether one came."""
-        import select
-
-        if self.fd < 0:
-            time.sleep(timeout)
-            return True
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if not ready:
-            return False
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 65536):
-                pass
-        self.rewatch()
-        return True
-
-    def close(self) -> None:
-        """Close the inotify descriptor."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+    def size(self) -> int:
+        return len(self.crashes) + len(self.events)
 
 
-#: Names kdump-tools and makedumpfile give a dump in a crash directory.
-VMCORE_GLOBS = ("vmcore", "vmcore.*", "dump.*")
+def _store_errors() -> tuple[type[BaseException], ...]:
+    # What a store raises when it cannot write now (a full disk, a lost server).
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, KassistError)
+    with contextlib.suppress(ImportError):
+        import psycopg
 
-
-def vmcore_files(top: Path) -> list[Path]:
-    """Return the dumps under a kdump directory (``top`` and its crash directories)."""
-    found: list[Path] = []
-    with contextlib.suppress(OSError):
-        for d in [top, *sorted(p for p in top.iterdir() if p.is_dir())]:
-            for pattern in VMCORE_GLOBS:
-                found += sorted(
-                    p for p in d.glob(pattern) if p.is_file() and not p.name.endswith(".incomplete")
-                )
-    return list(dict.fromkeys(found))
+        errors += (psycopg.Error,)
+    return errors
 
 
 def sd_notify(message: str) -> None:
@@ -246,6 +285,7 @@ class Watcher:
     """The daemon: readers, engines, the store, the outbox, hooks and metrics.
 
     :param draft: turns a crash into a bug report's Markdown (run in the outbox thread).
+    :raises InputError: a ``--source`` is no known form.
     """
 
     def __init__(
@@ -255,6 +295,7 @@ class Watcher:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.opts = opts
+        self.specs = [parse_source(s) for s in opts.sources]
         self.log = log or (lambda _m: None)
         self.metrics = Metrics()
         self.store: Store = open_store(opts.store)
@@ -262,9 +303,8 @@ class Watcher:
         self.state_path = opts.state_dir / "watch.json"
         self.state = load_state(self.state_path)
         self.boot = boot_id()
-        if self.state.boot != self.boot:
-            self.state = WatchState(boot=self.boot, pstore_done=self.state.pstore_done,
-                                    kdump_done=self.state.kdump_done)  # fmt: skip
+        if self.state.boot != self.boot:  # sequence numbers and cursors are per boot
+            self.state = replace(self.state, boot=self.boot, resume={})
         self.known = {s.signature for s in self.store.signatures()}
         self.outbox = (
             Outbox(opts.outbox, draft, self.metrics, opts.drafts_per_hour)
@@ -272,40 +312,218 @@ class Watcher:
             else None
         )
         self.hooks = Hooks(opts.hooks, self.metrics)
-        self.queue: queue.Queue[tuple[str, Any]] = queue.Queue(QUEUE_RECORDS)
+        self.queue: queue.Queue[tuple[str, Any]] = queue.Queue(QUEUE_BATCHES)
         self.stop_event = threading.Event()
         self.kmsg_stats = KmsgStats()
+        self.stored = 0
         self._lost_reported = 0
         self._streams: dict[str, _Stream] = {}
-        self._threads: list[threading.Thread] = []
+        self._readers = 0  # reader threads still running
+        self._scanners: list[threading.Thread] = []
+        self._pending: deque[_Batch] = deque()
+        self._retry_at = 0.0
+        self._retry_wait = STORE_RETRY[0]
         self._saved_at = 0.0
         self._pruned_at = 0.0
-        self.stored = 0
-        self._saved_stored = 0  # ``stored`` when the resume point was last saved
+        self._save_failed = False
+        self._save_now = False  # a stored crash moves the resume point at once
+        self._last_ping = 0.0
+        self._watchdog = _watchdog_interval()
         if opts.metrics_port:
             self._server = self.metrics.serve(opts.metrics_port)
 
-    # -- storing ---------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------
 
-    def _store(self, stream: _Stream, crashes: list[Crash]) -> None:
-        events = [event_crash(e, stream.where(e.start_line)) for e in stream.engine.take_events()]
-        if not crashes and not events:
+    def run(self) -> int:
+        """Run until stopped (or until every source has ended: with ``once``, every source
+        drained).
+
+        :return: how many crashes and events were stored.
+        """
+        try:
+            for spec in self.specs:
+                self._start(spec)
+            sd_notify("READY=1")
+            while self._running():
+                self._step()
+        finally:
+            self._finish()
+        return self.stored
+
+    def _running(self) -> bool:
+        if self.stop_event.is_set():
+            return False
+        return self._readers > 0 or any(t.is_alive() for t in self._scanners)
+
+    def _step(self) -> None:
+        try:
+            name, item = self.queue.get(timeout=TICK)
+        except queue.Empty:
+            name, item = "", None
+        now = time.monotonic()
+        if item is _END:
+            self._ended(name)
+        elif name == "kdump":
+            self._kdump_pass(item)
+        elif name == "disks":
+            self._store_disk_findings(item)
+        elif item is not None:
+            self._records(name, item, now)
+        self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        for stream in self._streams.values():
+            self._closed(stream, stream.engine.poll(now))
+        self._flush_pending(now)
+        self._report_lost()
+        self._save()
+        self._prune()
+        if self._watchdog and now - self._last_ping >= self._watchdog:
+            sd_notify("WATCHDOG=1")
+            self._last_ping = now
+
+    def stop(self) -> None:
+        """Ask the loop to stop (from a signal handler or another thread)."""
+        self.stop_event.set()
+
+    # -- sources ----------------------------------------------------------------------------
+
+    def _start(self, spec: SourceSpec) -> None:
+        build = stream_builder(spec)
+        if build is not None:
+            self._start_stream(spec, build)
+        elif spec.kind == "pstore":
+            self._pstore()
+        elif spec.kind == "kdump":
+            self._start_kdump(Path(spec.arg))
+        elif spec.kind == "disks":
+            self._scanner(self._disks_thread, float(spec.arg or DISK_INTERVAL))
+
+    def _start_stream(self, spec: SourceSpec, build: StreamBuilder) -> None:
+        ctx = StreamContext(
+            boot=self.boot,
+            follow=not self.opts.once,
+            resume=dict(self.state.resume),
+            kmsg_stats=self.kmsg_stats,
+            log=self.log,
+            poll_interval=TICK,
+        )
+        try:
+            source = build(spec, ctx)
+        except ProbeError as exc:
+            self.log(exc.one_line())
             return
-        source = stream.name
-        if stream.marks:
-            crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
-        self._keep(crashes, events, source)
+        saved = self.state.resume.get(source.name) if source.resumable else None
+        self._streams[source.name] = _Stream(source.stream, self.opts.quiet_seconds, source, saved)
+        self._readers += 1
+        threading.Thread(target=self._reader, args=(source,), daemon=True, name=source.name).start()
 
-    def _keep(self, crashes: list[Crash], events: list[Crash], source: str) -> None:
-        # Store crashes and events, count them, and announce each new signature: a draft
-        # for a new crash (never for an event) and the hooks for both.
-        self.store.record(crashes + events, source, self.opts.host)
-        self.stored += len(crashes) + len(events)
-        for c in crashes:
+    def _reader(self, source: StreamSource) -> None:
+        batch: list[LogRecord] = []
+
+        def hand_on() -> None:
+            if batch:
+                self.queue.put((source.name, batch.copy()))
+                batch.clear()
+
+        try:
+            for rec in source.records(self.stop_event.is_set, hand_on):
+                batch.append(rec)
+                if not source.batched or len(batch) >= BATCH_RECORDS:
+                    hand_on()
+                if self.stop_event.is_set():
+                    break
+        except ProbeError as exc:
+            self.log(f"{source.name}: {exc.one_line()}")
+        finally:
+            hand_on()
+            self.queue.put((source.name, _END))
+
+    def _records(self, name: str, records: list[LogRecord], now: float) -> None:
+        stream = self._streams[name]
+        self.metrics.add("kassist_watch_records_read_total", len(records))
+        crashes = stream.feed(records, now, self._skipped, STORED_FACILITIES)
+        self._closed(stream, crashes)
+
+    def _skipped(self) -> None:
+        self.metrics.add("kassist_watch_records_not_kernel_total")
+
+    def _ended(self, name: str) -> None:
+        # A stream that ended (stdin at its end, --once at the end of the buffer): its open
+        # reports close now.
+        self._readers -= 1
+        stream = self._streams.get(name)
+        if stream is not None:
+            self._closed(stream, stream.engine.flush())
+
+    def _scanner(self, target: Callable[..., None], *args: object) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        self._scanners.append(t)
+        t.start()
+
+    # -- storing ----------------------------------------------------------------------------
+
+    def _closed(self, stream: _Stream, crashes: list[Crash], **done: list[str]) -> None:
+        # The crashes a stream completed and its events so far, named and timed as their
+        # stream knows them, to the store.
+        events = [
+            event_crash(e, stream.where(e.start_line), stream.when(e.start_line))
+            for e in stream.engine.take_events()
+        ]
+        if not crashes and not events and not done:
+            return
+        if stream.source is not None and stream.source.resumable:
+            crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
+        crashes = [replace(c, time=stream.when(c.start_line, c.time.uptime)) for c in crashes]
+        self._keep(_Batch(crashes, events, stream.stream, **done))
+
+    def _keep(self, batch: _Batch) -> None:
+        self._pending.append(batch)
+        held = sum(b.size() for b in self._pending)
+        while held > MAX_PENDING and len(self._pending) > 1:
+            dropped = self._pending.popleft()
+            held -= dropped.size()
+            self.metrics.add("kassist_watch_store_dropped_total", dropped.size())
+            self.log(f"store: {dropped.size()} crash(es) and event(s) dropped: too many waiting")
+        self._flush_pending(time.monotonic(), retry=False)
+
+    def _flush_pending(self, now: float, retry: bool = True) -> None:
+        # Store what waits, oldest first; a failure keeps it for a later try (backing off).
+        if not self._pending or (retry and now < self._retry_at):
+            return
+        while self._pending:
+            batch = self._pending[0]
+            try:
+                self.store.record(batch.crashes + batch.events, batch.source, self.opts.host)
+            except _store_errors() as exc:
+                self.metrics.add("kassist_watch_store_failures_total")
+                if self._retry_wait == STORE_RETRY[0]:
+                    held = sum(b.size() for b in self._pending)
+                    self.log(f"store: {exc}: {held} crash(es) and event(s) wait; retrying")
+                self._retry_at = now + self._retry_wait
+                self._retry_wait = min(self._retry_wait * 2, STORE_RETRY[1])
+                return
+            self._pending.popleft()
+            if self._retry_wait != STORE_RETRY[0]:
+                self.log("store: writing again")
+            self._retry_wait = STORE_RETRY[0]
+            self._stored(batch)
+
+    def _stored(self, batch: _Batch) -> None:
+        # Count, remember the files done, and announce each new signature: a draft for a new
+        # crash (never for an event) and the hooks for both.
+        self.stored += batch.size()
+        self._save_now = True
+        self.state.kdump_done = [*self.state.kdump_done, *batch.done_kdump][-1000:]
+        self.state.pstore_done = [*self.state.pstore_done, *batch.done_pstore][-1000:]
+        for c in batch.crashes:
             self.metrics.add("kassist_watch_crashes_total", kind=c.type)
-        for c in events:
+        for c in batch.events:
             self.metrics.add("kassist_watch_events_total", kind=c.type)
-        for c, is_event in [*((c, False) for c in crashes), *((c, True) for c in events)]:
+        for c, is_event in [
+            *((c, False) for c in batch.crashes),
+            *((c, True) for c in batch.events),
+        ]:
             if c.signature in self.known:
                 continue
             self.known.add(c.signature)
@@ -314,92 +532,24 @@ class Watcher:
             if self.outbox is not None and not is_event:
                 self.outbox.submit(c)
             if self.hooks.enabled:
-                self.hooks.submit({"schema": "kassist.watch/1", "source": source,
+                self.hooks.submit({"schema": "kassist.watch/1", "source": batch.source,
                                    "host": self.opts.host or socket.gethostname(),
                                    "crash": c.to_dict()})  # fmt: skip
 
-    def _feed(self, stream: _Stream, text: str, now: float) -> None:
-        self._store(stream, stream.engine.feed_line(text, now))
+    # -- files: pstore, kdump ---------------------------------------------------------------
 
-    # -- sources -------------------------------------------------------------------------
-
-    def _reader(self, name: str, records: Callable[[], Iterator[Any]]) -> None:
-        try:
-            for rec in records():
-                self.queue.put((name, rec))
-                if self.stop_event.is_set():
-                    break
-        except ProbeError as exc:
-            self.log(f"{name}: {exc.one_line()}")
-        finally:
-            self.queue.put((name, _END))
-
-    def _start_kmsg(self) -> None:
-        after = self.state.kmsg_seq if self.state.boot == self.boot else None
-
-        def records() -> Iterator[LogRecord]:
-            return iter_kmsg(
-                follow=not self.opts.once,
-                after_seq=after,
-                stats=self.kmsg_stats,
-                stop=self.stop_event.is_set,
-                poll_interval=TICK,
-            )
-
-        self._streams["kmsg"] = _Stream(self._kernel_source(), self.opts.quiet_seconds)
-        self._spawn("kmsg", records)
-
-    def _kernel_source(self) -> str:
-        # /dev/kmsg and the journal hold the same kernel messages: one source name for
-        # both (and reports named by the kernel's own timestamp), so that a report read
-        # from each is counted once.
-        return f"kernel:{self.boot[:8]}"
-
-    def _start_journal(self, file: str | None) -> None:
-        saved = self.state.journal_cursor if self.state.boot == self.boot else None
-
-        def records() -> Iterator[tuple[LogRecord, str | None, str]]:
-            before = saved
-            try:
-                for rec, cursor in self._journal(saved, file):
-                    yield rec, before, cursor
-                    before = cursor
-            except InvalidCursor as exc:
-                # ABRT jumped to the end here and lost oopses; read the boot again instead
-                # and let the store count each report once.
-                self.log(f"{exc.message}: reading this boot's kernel messages again")
-                for rec, cursor in self._journal(None, file):
-                    yield rec, before, cursor
-                    before = cursor
-
-        self._streams["journal"] = _Stream(self._kernel_source(), self.opts.quiet_seconds)
-        self._spawn("journal", records)
-
-    def _journal(self, cursor: str | None, file: str | None) -> Iterator[tuple[LogRecord, str]]:
-        return follow_journal(
-            after_cursor=cursor,
-            file=file,
-            follow=not self.opts.once,
-            stop=self.stop_event.is_set,
-            poll_interval=TICK,
-        )
-
-    def _spawn(self, name: str, records: Callable[[], Iterator[Any]]) -> None:
-        t = threading.Thread(target=self._reader, args=(name, records), daemon=True, name=name)
-        self._threads.append(t)
-        t.start()
-
-    def _triage_file(self, path: Path, source: str) -> None:
+    def _triage_file(self, path: Path, source: str, **done: list[str]) -> None:
         # A whole file at once: the engine takes it in blocks (its fast path), and a crash
-        # is stored as soon as the block that closes it is read.
+        # is stored as soon as the block that closes it is read; the file is remembered as
+        # done once the last of its crashes is stored.
         stream = _Stream(source, self.opts.quiet_seconds)
         batch: list[str] = []
         for line in iter_log_lines(str(path)):
             batch.append(line)
             if len(batch) >= FILE_BATCH_LINES:
-                self._store(stream, stream.engine.feed_lines(batch))
+                self._closed(stream, stream.engine.feed_lines(batch))
                 batch = []
-        self._store(stream, stream.engine.feed_lines(batch) + stream.engine.flush())
+        self._closed(stream, stream.engine.feed_lines(batch) + stream.engine.flush(), **done)
 
     def _pstore(self) -> None:
         directory = Path("/sys/fs/pstore")
@@ -411,59 +561,55 @@ class Watcher:
         if not todo:
             return
         stream = _Stream("pstore", self.opts.quiet_seconds)
-        now = time.monotonic()
         with contextlib.suppress(ProbeError):
             for rec in iter_pstore(str(directory)):
-                self._feed(stream, rec.text, now)
-        self._store(stream, stream.engine.flush())
-        self.state.pstore_done = (self.state.pstore_done + todo)[-1000:]
-        self._save(force=True)
+                self._closed(stream, stream.engine.feed_line(rec.text))
+        self._closed(stream, stream.engine.flush(), done_pstore=todo)
+
+    def _start_kdump(self, top: Path) -> None:
+        self._kdump_pass(top)
+        if not self.opts.once:  # also for a directory that does not exist yet
+            self._scanner(self._kdump_thread, top)
+
+    def _kdump_thread(self, top: Path) -> None:
+        with DirectoryWatch(top) as watch:
+            while not self.stop_event.is_set():
+                if watch.wait(1.0):
+                    self.queue.put(("kdump", top))
 
     def _kdump_pass(self, top: Path) -> None:
-        try:
-            files = kdump_dmesg_files(top) if top.is_dir() else []
-        except OSError:
-            files = []
+        files = kdump_dmesg_files(top)
+        waiting = {p for b in self._pending for p in b.done_kdump}
         for path in files:
-            if str(path) in self.state.kdump_done:
+            if str(path) in self.state.kdump_done or str(path) in waiting:
                 continue
             try:
-                self._triage_file(path, f"kdump:{path}")
+                self._triage_file(path, f"kdump:{path}", done_kdump=[str(path)])
             except ProbeError as exc:
                 self.log(f"{path}: {exc.one_line()}")
-            self._done(path)
+                self._keep(_Batch([], [], f"kdump:{path}", done_kdump=[str(path)]))
         with_dmesg = {p.parent for p in files}
         for dump in vmcore_files(top):
-            if str(dump) not in self.state.kdump_done and dump.parent not in with_dmesg:
+            if str(dump) in self.state.kdump_done or str(dump) in waiting:
+                continue
+            if dump.parent not in with_dmesg:
                 self._triage_vmcore(dump)
-                self._done(dump)
-
-    def _done(self, path: Path) -> None:
-        self.state.kdump_done = [*self.state.kdump_done, str(path)][-1000:]
-        self._save(force=True)
 
     def _triage_vmcore(self, dump: Path) -> None:
         # A crash directory with a dump and no dmesg file: drgn reads the dump's printk
         # buffer (the same triage as a console log), when the debug info is there.
-        from assistant.errors import KassistError
         from assistant.vmcore import triage_vmcore
 
+        stream = _Stream(f"vmcore:{dump}", self.opts.quiet_seconds)
         try:
             result = triage_vmcore(str(dump), debug_dir=self.opts.debug_dir)
         except KassistError as exc:
             self.log(f"{dump}: {exc.one_line()}")
+            self._keep(_Batch([], [], stream.stream, done_kdump=[str(dump)]))
             return
-        stream = _Stream(f"vmcore:{dump}", self.opts.quiet_seconds)
-        self._store(stream, result.crashes)
+        self._closed(stream, result.crashes, done_kdump=[str(dump)])
 
-    def _kdump_thread(self, top: Path) -> None:
-        watch = _Inotify(top)
-        try:
-            while not self.stop_event.is_set():
-                if watch.wait(1.0):
-                    self.queue.put(("kdump", top))
-        finally:
-            watch.close()
+    # -- drives -----------------------------------------------------------------------------
 
     def _disks_thread(self, interval: float) -> None:
         # The fail-slow and failing-drive detector (assistant.disks) samples every device
@@ -482,7 +628,7 @@ class Watcher:
 
     def _store_disk_findings(self, findings: list[Any]) -> None:
         # One signature per device and kind of finding (its dedup key), like crashes.
-        crashes = []
+        events = []
         for f in findings:
             crash = Crash(
                 title=f"{f.kind} drive {f.device}: {f.pattern}",
@@ -491,119 +637,45 @@ class Watcher:
                 start_line=0,
                 end_line=0,
                 kernel=KernelInfo(),
+                time=CrashTime(wall=time.time(), clock="disks"),
             )
             crash.signature = signature_of(f.key, crash.type)
-            crashes.append(crash)
-        self._keep([], crashes, "disks")
+            events.append(crash)
+        self._keep(_Batch([], events, "disks"))
 
-    # -- state -------------------------------------------------------------------------
+    # -- state -----------------------------------------------------------------------------
 
     def _save(self, force: bool = False) -> None:
+        # The resume points, at most every STATE_INTERVAL unless a crash was just stored;
+        # never while crashes wait for the store (a restart reads them again instead).
         now = time.monotonic()
-        if not force and now - self._saved_at < STATE_INTERVAL:
+        if not (force or self._save_now) and now - self._saved_at < STATE_INTERVAL:
             return
-        kmsg = self._streams.get("kmsg")
-        if kmsg is not None:
-            seq = kmsg.resume()
-            self.state.kmsg_seq = seq if isinstance(seq, int) else self.state.kmsg_seq
-        journal = self._streams.get("journal")
-        if journal is not None:
-            cursor = journal.resume()
-            self.state.journal_cursor = cursor if isinstance(cursor, str) else None
+        if self._pending:
+            return
+        for name, stream in self._streams.items():
+            token = stream.resume()
+            if stream.source is not None and stream.source.resumable and token is not None:
+                self.state.resume[name] = token
         self.state.boot = self.boot
-        save_state(self.state_path, self.state)
+        try:
+            save_state(self.state_path, self.state)
+        except OSError as exc:
+            if not self._save_failed:
+                self.log(f"state: cannot write {self.state_path}: {exc.strerror}; retrying")
+            self._save_failed = True
+        else:
+            self._save_failed = False
         self._saved_at = now
+        self._save_now = False
 
     def _prune(self) -> None:
         now = time.time()
         if self.opts.retention_days <= 0 or now - self._pruned_at < RETENTION_INTERVAL:
             return
         self._pruned_at = now
-        prune = getattr(self.store, "prune", None)
-        if callable(prune):
-            prune(now - self.opts.retention_days * 86400)
-
-    # -- the loop ---------------------------------------------------------------------------
-
-    def run(self) -> int:
-        """Run until stopped (or, with ``once``, until every source is drained).
-
-        :return: how many crashes and events were stored.
-        """
-        open_readers = 0
-        for source in self.opts.sources:
-            if source == "kmsg":
-                self._start_kmsg()
-                open_readers += 1
-            elif source == "journal" or source.startswith("journal:"):
-                why = None if source[8:] else journal_available()
-                if why is not None:
-                    self.log(f"journal: not followed: {why}")
-                    continue
-                self._start_journal(source[8:] or None)
-                open_readers += 1
-            elif source == "pstore":
-                self._pstore()
-            elif source.startswith("kdump:"):
-                top = Path(source[6:])
-                self._kdump_pass(top)
-                if not self.opts.once and top.is_dir():
-                    t = threading.Thread(target=self._kdump_thread, args=(top,), daemon=True)
-                    t.start()
-            elif source.startswith("file:"):
-                self._triage_file(Path(source[5:]), source)
-            elif source == "disks" or source.startswith("disks:"):
-                interval = float(source[6:] or DISK_INTERVAL)
-                t = threading.Thread(target=self._disks_thread, args=(interval,), daemon=True)
-                t.start()
-        sd_notify("READY=1")
-        watchdog = _watchdog_interval()
-        last_ping = 0.0
-        try:
-            while not self.stop_event.is_set() and (open_readers or not self.opts.once):
-                try:
-                    name, item = self.queue.get(timeout=TICK)
-                except queue.Empty:
-                    name, item = "", None
-                now = time.monotonic()
-                if item is _END:
-                    open_readers -= 1
-                elif name == "kdump":
-                    self._kdump_pass(item)
-                elif name == "disks":
-                    self._store_disk_findings(item)
-                elif item is not None:
-                    self._record(name, item, now)
-                for stream in self._streams.values():
-                    self._store(stream, stream.engine.poll(now))
-                self._report_lost()
-                self._save()
-                self._prune()
-                if watchdog and now - last_ping >= watchdog:
-                    sd_notify("WATCHDOG=1")
-                    last_ping = now
-            if self.opts.once:
-                for stream in self._streams.values():
-                    self._store(stream, stream.engine.flush())
-        finally:
-            self._save(force=True)
-            self._finish()
-        return self.stored
-
-    def _record(self, name: str, item: Any, now: float) -> None:
-        stream = self._streams[name]
-        self.metrics.add("kassist_watch_records_read_total")
-        if name == "journal":
-            rec, before, cursor = item
-            stream.mark(f"ts {rec.ts_us}", before, cursor)
-        else:
-            rec = item
-            if rec.seq is not None:
-                stream.mark(f"ts {rec.ts_us}", rec.seq - 1, rec.seq)
-        self._feed(stream, rec.text, now)
-        if self.stored != self._saved_stored:
-            self._saved_stored = self.stored
-            self._save(force=True)  # a stored crash moves the resume point at once
+        with contextlib.suppress(*_store_errors()):
+            self.store.prune(now - self.opts.retention_days * 86400)
 
     def _report_lost(self) -> None:
         lost = self.kmsg_stats.lost
@@ -614,6 +686,11 @@ class Watcher:
 
     def _finish(self) -> None:
         self.stop_event.set()
+        self._flush_pending(time.monotonic(), retry=False)
+        if self._pending:
+            held = sum(b.size() for b in self._pending)
+            self.log(f"store: {held} crash(es) and event(s) not stored; the next run reads them")
+        self._save(force=True)
         if self.outbox is not None:
             if self.opts.once:
                 self.outbox.drain()
@@ -622,13 +699,10 @@ class Watcher:
             self.hooks.drain()
         self.hooks.stop()
         if self.opts.metrics_file is not None:
-            self.metrics.write_textfile(self.opts.metrics_file)
+            with contextlib.suppress(OSError):
+                self.metrics.write_textfile(self.opts.metrics_file)
         with contextlib.suppress(Exception):
             self.store.close()
-
-    def stop(self) -> None:
-        """Ask the loop to stop (from a signal handler or another thread)."""
-        self.stop_event.set()
 
 
 def _by_sequence(crash: Crash, where: str) -> Crash:

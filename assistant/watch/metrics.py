@@ -19,11 +19,18 @@ METRICS: dict[str, str] = {
     "kassist_watch_new_signatures_total": "Signatures seen for the first time.",
     "kassist_watch_records_read_total": "Kernel log records read.",
     "kassist_watch_records_lost_total": "Records overwritten in the ring buffer before reading.",
+    "kassist_watch_records_not_kernel_total": (
+        "Records user space wrote to the kernel log (a facility other than the kernel's),"
+        " kept out of the crash store."
+    ),
+    "kassist_watch_store_failures_total": "Store writes that failed (disk full...) and wait.",
+    "kassist_watch_store_dropped_total": "Crashes and events dropped: too many waiting.",
     "kassist_watch_drafts_queued_total": "Bug report drafts queued.",
     "kassist_watch_drafts_written_total": "Bug report drafts written to the outbox.",
     "kassist_watch_drafts_dropped_total": "Drafts dropped (queue full or hourly limit).",
     "kassist_watch_hook_failures_total": "Hook runs that failed after every retry.",
     "kassist_watch_hook_runs_total": "Hook runs that succeeded.",
+    "kassist_watch_drafts_failed_total": "Drafts that could not be written (disk full...).",
 }
 _LABELLED = {"kassist_watch_crashes_total", "kassist_watch_events_total"}
 

@@ -6,6 +6,7 @@ rename) so that a SIGKILL leaves either the old or the new state, never half of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -27,18 +28,31 @@ def boot_id() -> str:
 class WatchState:
     """What a restart needs.
 
-    :param boot: the boot the sequence numbers belong to.
-    :param kmsg_seq: resume /dev/kmsg after this sequence number (``u64``), same boot only.
-    :param journal_cursor: resume the journal after this ``__CURSOR``, same boot only.
+    :param boot: the boot the resume tokens belong to.
+    :param resume: where each resumable stream reads on after, by stream name: the
+        /dev/kmsg sequence number (``u64``) under ``kmsg``, the journal's ``__CURSOR`` under
+        ``journal``; this boot's only.
     :param pstore_done: the pstore files already triaged (names).
-    :param kdump_done: the kdump dmesg files already triaged (paths).
+    :param kdump_done: the kdump dmesg files and dumps already triaged (paths).
     """
 
     boot: str = ""
-    kmsg_seq: int | None = None
-    journal_cursor: str | None = None
+    resume: dict[str, int | str] = field(default_factory=dict)
     pstore_done: list[str] = field(default_factory=list)
     kdump_done: list[str] = field(default_factory=list)
+
+
+def _tokens(doc: dict[str, object]) -> dict[str, int | str]:
+    # The resume tokens of a state file, also of one written before they were a table.
+    raw = doc.get("resume")
+    table = dict(raw) if isinstance(raw, dict) else {}
+    for name, old in (("kmsg", "kmsg_seq"), ("journal", "journal_cursor")):
+        table.setdefault(name, doc.get(old))
+    return {
+        str(k): v
+        for k, v in table.items()
+        if (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or isinstance(v, str)
+    }
 
 
 def load_state(path: Path) -> WatchState:
@@ -49,24 +63,30 @@ def load_state(path: Path) -> WatchState:
         return WatchState()
     if not isinstance(doc, dict):
         return WatchState()
-    seq = doc.get("kmsg_seq")
     return WatchState(
         boot=str(doc.get("boot", "")),
-        kmsg_seq=seq if isinstance(seq, int) and seq >= 0 else None,
-        journal_cursor=cursor if isinstance(cursor := doc.get("journal_cursor"), str) else None,
+        resume=_tokens(doc),
         pstore_done=[str(x) for x in doc.get("pstore_done", [])][-MAX_SEEN_FILES:],
         kdump_done=[str(x) for x in doc.get("kdump_done", [])][-MAX_SEEN_FILES:],
     )
 
 
 def save_state(path: Path, state: WatchState) -> None:
-    """Write the state atomically (mode 0600)."""
+    """Write the state atomically (mode 0600).
+
+    :raises OSError: it cannot be written (a full disk: the previous state stays whole).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps(asdict(state)).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

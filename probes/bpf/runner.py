@@ -281,10 +281,12 @@ def run_probe(
     on_attach: Callable[[], None] | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
     say: Callable[[str], None] | None = say_on_stderr,
+    stop: Callable[[], bool] | None = None,
 ) -> ProbeResult:
     """Run a probe of the library (or a ``.bt`` file) for ``duration`` seconds.
 
-    Ctrl-C during the run stops the probe early and returns what it saw, marked interrupted.
+    Ctrl-C during the run (or ``stop`` returning true) stops the probe early and returns
+    what it saw, marked interrupted.
 
     :param name: a probe name (``syserrors``) or a path to a ``.bt`` file.
     :param duration: seconds to trace after the programs are attached.
@@ -295,6 +297,7 @@ def run_probe(
     :param startup_timeout: seconds allowed for compiling and attaching.
     :param say: told in one line about a fix made on the way (tracefs mounted, as root);
         default: a line on stderr.
+    :param stop: polled about every 0.1 s (a front end's cancel key, from another thread).
     :raises ProbeUnavailable: the probe cannot run here (not root, no tracepoint...).
     :raises ProbeError: the probe is unknown, or bpftrace failed.
     """
@@ -331,9 +334,13 @@ def run_probe(
     try:
         deadline = time.monotonic() + startup_timeout
         while attached_at is None:
+            if stop is not None and stop():
+                raise ProbeError(f"{spec.name}: stopped before it attached", "nothing was traced")
             try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                line = lines.get(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
             except queue.Empty:
+                if time.monotonic() < deadline:
+                    continue
                 raise ProbeError(
                     f"{spec.name}: bpftrace did not attach within {startup_timeout:.0f} s",
                     "the machine may be overloaded; try again",
@@ -365,6 +372,9 @@ def run_probe(
         try:
             end = attached_at + max(duration, MIN_RUN_S)
             while (left := end - time.monotonic()) > 0 and proc.poll() is None:
+                if stop is not None and stop():
+                    result.interrupted = True
+                    break
                 time.sleep(min(left, 0.1))
         except KeyboardInterrupt:
             result.interrupted = True

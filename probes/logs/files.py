@@ -2,7 +2,9 @@
 
 Reading is kept apart from parsing: this module turns bytes into lines of text
 and nothing more. Compressed files (gzip, xz, zstd) are recognised by their
-magic numbers, not by their names.
+magic numbers, not by their names. Inputs that never end are not waited on:
+/dev/kmsg gives what the ring buffer holds now, a FIFO with no writer and any
+other character device are refused in one line (``kassist watch`` follows them).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from probes.errors import ProbeError
+from probes.logs.kdump import kdump_dmesg_files, vmcore_files
+from probes.logs.kmsg import KMSG_DEVICE, KmsgStats, read_ring_buffer
+from probes.logs.records import dmesg_lines
 
 #: Bytes read per chunk when streaming a log.
 CHUNK_BYTES = 1 << 20
@@ -37,9 +42,6 @@ _MAGIC: list[tuple[bytes, str]] = [
     (b"BZh", "bzip2"),
 ]
 
-#: Names of the dmesg files that kdump-tools and makedumpfile leave in /var/crash/<stamp>/.
-KDUMP_DMESG_GLOBS = ("dmesg.*", "dmesg", "vmcore-dmesg.txt", "dmesg.txt")
-
 
 @dataclass
 class ReadStats:
@@ -50,6 +52,7 @@ class ReadStats:
     :param long_lines: lines longer than :data:`MAX_LINE_BYTES`, truncated.
     :param invalid_utf8_lines: lines with bytes that are not UTF-8 (replaced with U+FFFD).
     :param nul_bytes: NUL bytes dropped.
+    :param files: the files read, in order.
     """
 
     bytes_read: int = 0
@@ -58,6 +61,10 @@ class ReadStats:
     invalid_utf8_lines: int = 0
     nul_bytes: int = 0
     files: list[str] = field(default_factory=list)
+    #: /dev/kmsg records that user space wrote (a facility other than the kernel's), left out
+    not_kernel: int = 0
+    #: /dev/kmsg records the ring buffer overwrote before they were read
+    kmsg_lost: int = 0
 
     def warnings(self) -> list[str]:
         """Return one human line per kind of damage seen, empty when the input was clean."""
@@ -68,6 +75,10 @@ class ReadStats:
             out.append(f"{self.long_lines} line(s) longer than {MAX_LINE_BYTES} bytes truncated")
         if self.nul_bytes:
             out.append(f"{self.nul_bytes} NUL byte(s) dropped")
+        if self.not_kernel:
+            out.append(f"{self.not_kernel} record(s) written by user space left out")
+        if self.kmsg_lost:
+            out.append(f"{self.kmsg_lost} record(s) lost to ring-buffer overwrite")
         return out
 
 
@@ -137,59 +148,70 @@ def _describe_os_error(path: str, exc: OSError) -> ProbeError:
     return ProbeError(f"{path}: {exc.strerror or exc}", "check the file")
 
 
-def kdump_dmesg_files(directory: Path) -> list[Path]:
-    """Return the dmesg files of a kdump directory (``/var/crash`` or one ``<stamp>/``).
+class LineSplitter:
+    """Cut bytes into decoded lines as they arrive, in bounded memory.
 
-    :param directory: a crash directory, or the parent of several.
-    :return: the files, oldest crash first; empty if there are none.
+    NUL bytes are dropped, a line longer than :data:`MAX_LINE_BYTES` keeps its head only,
+    a trailing ``\\r`` goes, and invalid UTF-8 is replaced (each counted in ``stats``).
     """
-    found: list[Path] = []
-    candidates = [directory, *sorted(p for p in directory.iterdir() if p.is_dir())]
-    for d in candidates:
-        for pattern in KDUMP_DMESG_GLOBS:
-            found.extend(sorted(p for p in d.glob(pattern) if p.is_file()))
-    return list(dict.fromkeys(found))
 
+    def __init__(self, stats: ReadStats) -> None:
+        self.stats = stats
+        self._pending = b""
+        self._dropping = False  # inside the tail of an over-long line
 
-def _iter_stream_lines(stream: IO[bytes], stats: ReadStats) -> Iterator[str]:
-    pending = b""
-    dropping = False  # inside the tail of an over-long line
-    while True:
-        chunk = stream.read(CHUNK_BYTES)
-        if not chunk:
-            break
+    def feed(self, chunk: bytes) -> list[str]:
+        """Take the next bytes; return the lines they complete."""
+        stats = self.stats
         stats.bytes_read += len(chunk)
         if b"\x00" in chunk:
             stats.nul_bytes += chunk.count(b"\x00")
             chunk = chunk.replace(b"\x00", b"")
+        out: list[str] = []
         start = 0
         while True:
             nl = chunk.find(b"\n", start)
             if nl < 0:
-                rest = chunk[start:]
-                if dropping:
-                    break
-                pending += rest
-                if len(pending) > MAX_LINE_BYTES:
-                    yield _decode(pending[:MAX_LINE_BYTES], stats)
-                    stats.long_lines += 1
-                    pending = b""
-                    dropping = True
-                break
+                if not self._dropping:
+                    self._pending += chunk[start:]
+                    if len(self._pending) > MAX_LINE_BYTES:
+                        out.append(_decode(self._pending[:MAX_LINE_BYTES], stats))
+                        stats.long_lines += 1
+                        self._pending = b""
+                        self._dropping = True
+                return out
             piece = chunk[start:nl]
             start = nl + 1
-            if dropping:
-                dropping = False
-                pending = b""
+            if self._dropping:
+                self._dropping = False
+                self._pending = b""
                 continue
-            line = pending + piece if pending else piece
-            pending = b""
+            line = self._pending + piece if self._pending else piece
+            self._pending = b""
             if len(line) > MAX_LINE_BYTES:
                 stats.long_lines += 1
                 line = line[:MAX_LINE_BYTES]
-            yield _decode(line, stats)
-    if pending and not dropping:
-        yield _decode(pending, stats)
+            out.append(_decode(line, stats))
+
+    def end(self) -> list[str]:
+        """Return the last line when the input ended without a newline (and forget it)."""
+        pending, dropping = self._pending, self._dropping
+        self._pending, self._dropping = b"", False
+        return [_decode(pending, self.stats)] if pending and not dropping else []
+
+    def reset(self) -> None:
+        """Forget a partial line (the file it came from was truncated)."""
+        self._pending, self._dropping = b"", False
+
+
+def _iter_stream_lines(stream: IO[bytes], stats: ReadStats) -> Iterator[str]:
+    splitter = LineSplitter(stats)
+    while True:
+        chunk = stream.read(CHUNK_BYTES)
+        if not chunk:
+            break
+        yield from splitter.feed(chunk)
+    yield from splitter.end()
 
 
 def _decode(line: bytes, stats: ReadStats) -> str:
@@ -203,7 +225,69 @@ def _decode(line: bytes, stats: ReadStats) -> str:
         return line.decode("utf-8", errors="replace")
 
 
-def _open_checked(path: str) -> BinaryIO:
+class _Prefixed(io.RawIOBase):
+    # A pipe's descriptor with the bytes already read from it put back in front.
+    def __init__(self, head: bytes, fd: int) -> None:
+        super().__init__()
+        self._head = head
+        self._fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = os.read(self._fd, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def _open_fifo(path: str) -> BinaryIO:
+    # A FIFO is read to its end when a writer holds it open; one with no writer would
+    # block until one comes, so it is refused (watch follows FIFOs).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        head = os.read(fd, SNIFF_BYTES)
+    except BlockingIOError:
+        head = None  # a writer, with nothing written yet
+    except OSError:
+        os.close(fd)
+        raise
+    if head == b"":
+        os.close(fd)
+        raise ProbeError(
+            f"{path}: a FIFO with no writer",
+            f"triage reads a log to its end; to follow it run `kassist watch --source file:{path}`",
+        )
+    os.set_blocking(fd, True)
+    return _Prefixed(head or b"", fd)  # type: ignore[return-value]
+
+
+def _ring_buffer_stream(path: str, stats: ReadStats) -> BinaryIO:
+    # /dev/kmsg never ends: read what the ring buffer holds now, as dmesg prints it.
+    kstats = KmsgStats()
+    records = read_ring_buffer(kstats, path=path)
+    kernel = [r for r in records if r.from_kernel]
+    stats.not_kernel += len(records) - len(kernel)
+    stats.kmsg_lost += kstats.lost
+    text = "\n".join(dmesg_lines(kernel))
+    return io.BytesIO(text.encode("utf-8", "replace") + (b"\n" if text else b""))
+
+
+def _is_kmsg(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == KMSG_DEVICE
+
+
+def _open_checked(path: str, stats: ReadStats) -> BinaryIO:
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -211,6 +295,16 @@ def _open_checked(path: str) -> BinaryIO:
     if stat.S_ISDIR(st.st_mode):
         raise ProbeError(f"{path}: is a directory", "give a log file, or a kdump directory")
     try:
+        if _is_kmsg(st):
+            return _ring_buffer_stream(path, stats)
+        if stat.S_ISCHR(st.st_mode):
+            raise ProbeError(
+                f"{path}: a character device, not a log",
+                f"triage reads log files and /dev/kmsg; follow a console with"
+                f" `kassist watch --source file:{path}`",
+            )
+        if stat.S_ISFIFO(st.st_mode):
+            return _open_fifo(path)
         return open(path, "rb")
     except OSError as exc:
         raise _describe_os_error(path, exc) from None
@@ -250,16 +344,28 @@ def _log_streams(path: str, stats: ReadStats) -> Iterator[tuple[str, IO[bytes]]]
         yield "<stdin>", _sniffed(sys.stdin.buffer, "<stdin>")
         return
     p = Path(path)
-    names = [str(f) for f in kdump_dmesg_files(p)] if p.is_dir() else [path]
-    if not names:
-        raise ProbeError(
-            f"{path}: is a directory with no kdump dmesg files",
-            "give a log file, or a /var/crash/<stamp>/ directory holding dmesg.*",
-        )
+    names = _kdump_inputs(p) if p.is_dir() else [path]
     for name in names:
         stats.files.append(name)
-        with _open_checked(name) as raw:
+        with _open_checked(name, stats) as raw:
             yield name, _sniffed(raw, name)
+
+
+def _kdump_inputs(directory: Path) -> list[str]:
+    # The dmesg files of a kdump directory; any other directory is refused in one line.
+    files = kdump_dmesg_files(directory)
+    if files:
+        return [str(f) for f in files]
+    if vmcore_files(directory):
+        raise ProbeError(
+            f"{directory}: a kdump directory with a dump but no dmesg file",
+            f"triage the dump with `kassist triage --vmcore {vmcore_files(directory)[0]}`",
+        )
+    raise ProbeError(
+        f"{directory}: is a directory, not a kdump one (no dmesg.<stamp>, vmcore-dmesg.txt"
+        " or dump in it)",
+        "give a log file, or a /var/crash/<stamp>/ directory that kdump wrote",
+    )
 
 
 def _read(

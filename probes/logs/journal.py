@@ -72,6 +72,8 @@ def parse_journal_entry(line: bytes | str) -> LogRecord | None:
         facility=_int(entry.get("SYSLOG_FACILITY")),
         ts_us=ts,
         dictionary=dictionary,
+        realtime_us=_int(entry.get("__REALTIME_TIMESTAMP")),
+        cursor=entry["__CURSOR"] if isinstance(entry.get("__CURSOR"), str) else None,
     )
 
 
@@ -117,8 +119,9 @@ def follow_journal(
     follow: bool = False,
     stop: Callable[[], bool] | None = None,
     poll_interval: float = 0.25,
-) -> Iterator[tuple[LogRecord, str]]:
-    """Yield this boot's kernel messages from the journal with each one's cursor.
+) -> Iterator[LogRecord]:
+    """Yield this boot's kernel messages from the journal, each with its cursor
+    (:attr:`LogRecord.cursor`).
 
     :param after_cursor: resume after this ``__CURSOR``.
     :param file: read this journal file instead of the system's (``journalctl --file``).
@@ -146,10 +149,9 @@ def follow_journal(
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            cursor = _cursor(line)
             record = parse_journal_entry(line)
-            if record is not None and cursor:
-                yield record, cursor
+            if record is not None and record.cursor:
+                yield record
     finally:
         done.set()
         if proc.poll() is None:
@@ -161,12 +163,3 @@ def follow_journal(
     if proc.returncode not in (0, -15):
         first = error.splitlines()[0] if error else f"journalctl exited {proc.returncode}"
         raise ProbeError(f"journal: {first}", "check `journalctl -k`")
-
-
-def _cursor(line: bytes) -> str | None:
-    try:
-        entry = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    value = entry.get("__CURSOR") if isinstance(entry, dict) else None
-    return value if isinstance(value, str) else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from probes.errors import ProbeError
 from probes.logs.records import LogRecord
 
 KMSG_PATH = "/dev/kmsg"
+#: The (major, minor) of /dev/kmsg (drivers/char/mem.c: ``[11] = { "kmsg", ... }`` of mem).
+KMSG_DEVICE = (1, 11)
 #: One read must hold a whole record; the kernel's limit is 8 KiB (CONSOLE_EXT_LOG_MAX).
 READ_BYTES = 64 * 1024
 #: Most dictionary lines kept per record; the rest are dropped and counted.
@@ -146,6 +149,7 @@ def iter_kmsg(
     stop: Callable[[], bool] | None = None,
     poll_interval: float = 0.25,
     path: str = KMSG_PATH,
+    idle: Callable[[], None] | None = None,
 ) -> Iterator[LogRecord]:
     """Yield the records of the kernel ring buffer, oldest first.
 
@@ -157,6 +161,8 @@ def iter_kmsg(
     :param stop: called between waits in follow mode; returning ``True`` ends the iteration.
     :param poll_interval: seconds between checks of ``stop`` while waiting.
     :param path: the device to read (a test may point at another character device).
+    :param idle: in follow mode, called before each wait for new records (a caller that
+        batches records hands its batch on then).
     :raises ProbeError: /dev/kmsg cannot be opened or read.
     """
     stats = stats if stats is not None else KmsgStats()
@@ -169,6 +175,8 @@ def iter_kmsg(
             except BlockingIOError:
                 if not follow:
                     return
+                if idle is not None:
+                    idle()
                 while not (stop is not None and stop()):
                     ready, _, _ = select.select([fd], [], [], poll_interval)
                     if ready:
@@ -196,3 +204,29 @@ def iter_kmsg(
             yield record
     finally:
         os.close(fd)
+
+
+def read_ring_buffer(stats: KmsgStats | None = None, *, path: str = KMSG_PATH) -> list[LogRecord]:
+    """Return what the kernel ring buffer holds now, oldest first, without waiting.
+
+    The snapshot ``dmesg`` prints, as records: a reader that asks "any crashes recently?"
+    (``kassist triage /dev/kmsg``, the chat) gets them at once, bounded by the buffer's
+    size (``CONFIG_LOG_BUF_SHIFT``). Records that user space wrote are included: keep
+    :attr:`LogRecord.from_kernel` ones to leave them out.
+
+    :param stats: filled in with lost, malformed and repaired records.
+    :param path: the device (a test may point at another).
+    :raises ProbeError: /dev/kmsg cannot be opened or read (not root under dmesg_restrict).
+    """
+    return list(iter_kmsg(follow=False, stats=stats, path=path))
+
+
+def boot_realtime_us() -> int:
+    """Return the wall-clock time of this boot's start, in microseconds since the epoch:
+    what turns a printk stamp (``ts_us``) of this boot into a wall time.
+
+    printk stamps with ``local_clock()``, which on x86 and arm64 stays within
+    milliseconds of ``CLOCK_MONOTONIC`` (both stop during suspend); a wall clock set
+    since boot moves the answer with it.
+    """
+    return int((time.time() - time.monotonic()) * 1_000_000)

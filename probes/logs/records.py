@@ -32,6 +32,11 @@ class LogRecord:
     :param caller_tid: the thread that logged it, when from task context and the source
         knows (``CONFIG_PRINTK_CALLER``; drgn reads it from a vmcore).
     :param caller_cpu: the CPU that logged it, when not from task context.
+    :param realtime_us: when the source stamped it, in microseconds since the Unix epoch
+        (the journal's ``__REALTIME_TIMESTAMP``, a network receiver's arrival time), when
+        it has a clock of its own.
+    :param cursor: the source's token to resume *after* this record (the journal's
+        ``__CURSOR``), when it has one.
     """
 
     text: str
@@ -44,6 +49,18 @@ class LogRecord:
     dictionary: dict[str, str] = field(default_factory=dict)
     caller_tid: int | None = None
     caller_cpu: int | None = None
+    realtime_us: int | None = None
+    cursor: str | None = None
+
+    @property
+    def from_kernel(self) -> bool:
+        """Tell whether the kernel logged it (facility 0, or a source that does not say):
+        a record user space wrote to /dev/kmsg has ``LOG_USER`` (1) or its own facility.
+
+        >>> LogRecord("x", "kmsg", facility=1).from_kernel
+        False
+        """
+        return self.facility in (0, None)
 
     @property
     def level_name(self) -> str | None:

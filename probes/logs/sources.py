@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.errors import ProbeError
-from probes.logs.files import ReadStats, iter_log_lines, kdump_dmesg_files
+from probes.logs.files import ReadStats, iter_log_lines
 from probes.logs.journal import iter_journal
+from probes.logs.kdump import kdump_dmesg_files
 from probes.logs.kmsg import KmsgStats, iter_kmsg
 from probes.logs.pstore import PSTORE_DIR, PstoreStats, iter_pstore
 from probes.logs.records import LogRecord

@@ -206,3 +206,15 @@ def read_kconfig_text() -> tuple[str, str] | None:
     boot = f"/boot/config-{os.uname().release}"
     text = read_text(boot)
     return (text, boot) if text is not None else None
+
+
+def boot_time(stat: str = "/proc/stat") -> float | None:
+    """Return when this machine booted, in seconds since the epoch (``btime`` of /proc/stat).
+
+    :return: ``None`` when /proc/stat cannot be read or has no ``btime`` line.
+    """
+    for line in (read_text(stat) or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "btime" and value.strip().isdigit():
+            return float(value)
+    return None

@@ -4,8 +4,9 @@
     PYTHONPATH=. .venv/bin/python tests/data/golden/make_golden.py [--corpus DIR]
 
 One file per log: ``syzkaller-report-<id>.log`` (syzkaller's
-``pkg/report/testdata/linux/report/<id>``), ``syzkaller-guilty-<id>.log`` and
-``data-<name>.log``. The headers are kassist's answers when the file was written:
+``pkg/report/testdata/linux/report/<id>``), ``syzkaller-guilty-<id>.log``,
+``data-<name>.log`` and ``data-kernel-<name>.log`` (``tests/data/kernel``: real kernels'
+consoles). The headers are kassist's answers when the file was written:
 review the diff before committing it.
 """
 
@@ -39,6 +40,9 @@ def main() -> None:
     data = ROOT / "tests" / "data"
     for log in sorted(data.glob("*.log")):
         write(HERE / f"data-{log.stem}.log", log.read_text(encoding="utf-8"))
+        count += 1
+    for log in sorted((data / "kernel").glob("*.log")):
+        write(HERE / f"data-kernel-{log.stem}.log", log.read_text(encoding="utf-8"))
         count += 1
     for line in (data / "syzkaller-sample.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)

@@ -1,0 +1,161 @@
+"""Fault injection, full disks: the journal's or the audit log's file system (or both) fills
+up at every step of an apply and of a rollback, with the agent's disk reserve and
+without it.
+
+The journal and the audit log live on small tmpfs mounts; the fault hook of the test
+entry point (``tests/agent_entry.py``, ``fill:<step>``) fills one of them at the step,
+until the kernel says ``ENOSPC`` (the audit log padded to a page boundary first, so
+that its very next line meets it). After the operation, then after the disk is freed and
+the agent has settled, then after a SIGKILL and a restart, every check holds:
+
+- one completion for the entry, and what it says is what the kernel holds;
+- kernel = journal: every key holds what the journal says (nothing left in flight once
+  the disk has room again);
+- no key regressed: what the completion said stays true through recovery;
+- the audit log is complete: replaying its writes and restores gives the kernel's values.
+
+Real sysctl writes, in a private network namespace (``net.*`` keys only).
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agent_support import AgentProcess, NetNS, RawConnection, Tmpfs, netns_held, rec
+
+netns = pytest.fixture(netns_held, name="netns")
+
+POLICY = """
+version = 1
+max_changes_per_hour = 1000
+allow = ["net.core.somaxconn", "net.ipv4.tcp_fin_timeout"]
+"""
+KEYS = ("net.core.somaxconn", "net.ipv4.tcp_fin_timeout")
+APPLY_STEPS = ("validated", "applying", "write:0", "write:1", "applied", "verified")
+ROLLBACK_STEPS = ("rolling_back", "undo:0", "undo:1", "rolled_back")
+FINAL = ("verified", "rolled_back", "failed")
+
+
+def _one_completion(agent: AgentProcess, entry: dict[str, Any]) -> dict[str, Any]:
+    conn = RawConnection(agent.socket, timeout=30)
+    try:
+        conn.send({**entry, "user_data": "the-one"})
+        reply = conn.read()
+        assert reply is not None and reply["user_data"] == "the-one", reply
+        conn.sock.shutdown(1)
+        assert conn.read() is None  # no second completion
+        return reply
+    finally:
+        conn.close()
+
+
+def _journal_says(db: Path) -> tuple[dict[str, str], list[str]]:
+    # Key -> what the journal says it holds (the change managing it, else the snapshot of
+    # the change restored last), and the changesets still in flight.
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    rows = conn.execute(
+        "SELECT changes.target, changes.old, changes.new, changes.state, changesets.id,"
+        " changesets.state FROM changes JOIN changesets ON changesets.id = changeset_id"
+        " ORDER BY changesets.id"
+    ).fetchall()
+    conn.close()
+    says: dict[str, str] = {}
+    for target, old, _, state, _, _ in rows:
+        if state == "rolled_back":
+            says[target] = old
+    for target, _, new, state, _, _ in rows:
+        if state == "verified":
+            says[target] = new
+    inflight = sorted({f"{cs} {cs_state}" for *_, cs, cs_state in rows if cs_state not in FINAL})
+    return says, inflight
+
+
+def _replayed(agent: AgentProcess, start: dict[str, str]) -> dict[str, str]:
+    value = dict(start)
+    for e in agent.audit_events():
+        if e.get("target") not in value:
+            continue
+        if e["event"] == "write" and e.get("ok"):
+            value[e["target"]] = str(e["new"])
+        elif e["event"] == "restore":
+            value[e["target"]] = str(e["got"])
+    return value
+
+
+def _check(
+    agent: AgentProcess, netns: NetNS, expect: dict[str, str], start: dict[str, str], when: str
+) -> None:
+    kernel = {k: netns.read(k) for k in KEYS}
+    assert kernel == expect, f"{when}: the kernel holds {kernel}, the completion said {expect}"
+    says, inflight = _journal_says(agent.state / "journal.db")
+    assert inflight == [], f"{when}: still in flight: {inflight}"
+    assert {k: says.get(k, start[k]) for k in KEYS} == kernel, f"{when}: journal {says}"
+
+
+@pytest.mark.parametrize(
+    ("full", "reserve"),
+    [
+        ("journal", "reserve"),
+        ("journal", "no-reserve"),
+        ("audit", "reserve"),
+        ("audit", "no-reserve"),
+        ("both", "no-reserve"),
+    ],
+)
+@pytest.mark.parametrize("step", [*APPLY_STEPS, *ROLLBACK_STEPS])
+def test_a_disk_full_at_any_step_loses_nothing(
+    tmp_path: Path, netns: NetNS, step: str, full: str, reserve: str
+) -> None:
+    state = Tmpfs(tmp_path / "state", "2m")
+    auditfs = Tmpfs(tmp_path / "auditfs", "1m")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    args = () if reserve == "reserve" else ("--disk-reserve", "0")
+    agent = AgentProcess(tmp_path, netns, policy=policy, args=args)
+    agent.audit = auditfs.path / "audit.jsonl"
+    filled = {"journal": [state], "audit": [auditfs], "both": [state, auditfs]}[full]
+    try:
+        start = {k: netns.read(k) for k in KEYS}
+        new = {KEYS[0]: str(2 * int(start[KEYS[0]])), KEYS[1]: str(int(start[KEYS[1]]) // 2)}
+        recs = [rec(k, int(v), id=f"r{i}") for i, (k, v) in enumerate(new.items())]
+        fill = ":".join(str(fs.path) for fs in filled)
+        agent.start(env={"KASSIST_AGENT_FAULT": f"fill:{step}", "KASSIST_AGENT_FILL": fill})
+        if step in ROLLBACK_STEPS:
+            assert _one_completion(agent, {"op": "apply", "recommendations": recs})["ok"]
+            before = new
+            done = _one_completion(agent, {"op": "rollback", "id": 1})
+            said = start if done["verdict"] == "rolled_back" else new
+            assert done["verdict"] in ("rolled_back", "refused", "failed"), done
+        else:
+            before = start
+            done = _one_completion(agent, {"op": "apply", "recommendations": recs})
+            said = new if done["verdict"] == "verified" else start
+            assert done["verdict"] in ("verified", "refused", "failed"), done
+        assert any(e["event"] == "fault-injection" for e in agent.audit_events())
+        kernel = {k: netns.read(k) for k in KEYS}
+        assert kernel == said, f"the completion {done['verdict']} but the kernel holds {kernel}"
+        assert said in (before, start, new)
+        if reserve == "reserve":  # the reserve took the operation's records: all recorded
+            _check(agent, netns, said, start, f"right after a full {full} at {step}")
+        for fs in filled:
+            fs.free()
+        status = _one_completion(agent, {"op": "status"})  # the agent settles first
+        assert status["ok"], status
+        _check(agent, netns, said, start, f"settled after a full {full} at {step}")
+        assert _replayed(agent, start) == said, "a kernel write the audit log does not have"
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.wait_dead()
+        agent.start()
+        _check(agent, netns, said, start, f"restarted after a full {full} at {step}")
+        assert _replayed(agent, start) == said
+        assert "Traceback" not in agent.log.read_text()
+    finally:
+        agent.stop()
+        state.close()
+        auditfs.close()
