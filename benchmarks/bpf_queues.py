@@ -7,6 +7,9 @@ network namespace, on this run's load):
   (BPF_MAP_TYPE_USER_RINGBUF), ``kassist_validate`` run with BPF_PROG_RUN, the verdict
   read from the completion queue (BPF_MAP_TYPE_RINGBUF). One entry per call, and in
   batches of 64. CPU: this thread's (the program runs in it).
+- **in-process**: ``Agent.validate`` called in this process, without and with the
+  kernel's check (:class:`KernelCheck`): what the queues add, with no socket and no
+  second process to schedule. CPU: this thread's.
 - **socket**: the agent's ``validate`` op over its Unix socket, Python validator only
   (the path as it is without ``--bpf-queues``).
 - **socket+queues**: the same op on an agent started with ``--bpf-queues``: the Python
@@ -32,9 +35,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from actions.agent import Agent, Paths
 from actions.client import AgentClient
 from actions.enforce.capability import ensure_bpffs
-from actions.enforce.queues import Queues, Submission, problems
+from actions.enforce.queues import KernelCheck, Queues, Submission, problems
 from actions.enforce.service import compile_policy
 from actions.policy import load_policy
 
@@ -109,6 +113,37 @@ def agent(tmp: Path, netns_pid: int, *args: str) -> Iterator[tuple[Path, int]]:
         log.close()
 
 
+def in_process(agent: Agent, n: int) -> tuple[list[float], float, float]:
+    """Call ``Agent.validate`` ``n`` times in this thread; return latencies, seconds, CPU s."""
+    who = {"uid": 0, "gid": 0, "pid": os.getpid(), "user": "root"}
+    lat = []
+    cpu0, t0 = time.thread_time(), time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        done = agent.validate([REC], who)
+        lat.append(time.perf_counter() - t)
+        assert done.ok, done
+    return lat, time.perf_counter() - t0, time.thread_time() - cpu0
+
+
+def in_process_sides(tmp: Path, pins: str, cache: Path, n: int, rounds: int) -> dict[str, Any]:
+    """The agent's validate in this process, without and with the kernel's check."""
+    plain = Agent(load_policy(), Paths(tmp / "p.db", tmp / "p.jsonl", tmp / "p.conf"))
+    checked = Agent(load_policy(), Paths(tmp / "q.db", tmp / "q.jsonl", tmp / "q.conf"))
+    q = Queues(Path(f"{pins}-i"), cache, per_second=0)
+    q.start(compile_policy(checked.policy))
+    checked.kernel = KernelCheck(q, checked.roots)
+    try:
+        return _rounds(n, rounds, {
+            "in-process": lambda k: in_process(plain, k),
+            "in-process+queues": lambda k: in_process(checked, k),
+        })  # fmt: skip
+    finally:
+        q.stop()
+        plain.close()
+        checked.close()
+
+
 def through_socket(sock: Path, pid: int, n: int) -> tuple[list[float], float, float]:
     """Validate one recommendation ``n`` times; return latencies, seconds, agent CPU s."""
     lat = []
@@ -168,6 +203,7 @@ def main() -> int:
             cache.mkdir(mode=0o700)
             one = kernel_only(Path(f"{pins}-k"), cache, args.n * args.rounds, 1)
             many = kernel_only(Path(f"{pins}-k"), cache, args.n * args.rounds, 64)
+            inside = in_process_sides(Path(tmp), pins, cache, args.n, args.rounds)
             plain, queued = Path(tmp) / "plain", Path(tmp) / "queued"
             plain.mkdir()
             queued.mkdir()
@@ -193,14 +229,18 @@ def main() -> int:
     rows = [
         ("kernel: queues alone, 1 per call", one),
         ("kernel: queues alone, 64 per call", many),
+        ("in-process: Python validator", inside["in-process"]),
+        ("in-process: Python + kernel", inside["in-process+queues"]),
         ("socket: Python validator", sides["socket"]),
         ("socket+queues: Python + kernel", sides["socket+queues"]),
     ]
     for label, f in rows:
         print(f"{label:<34} {f['per_s']:>9.0f} {f['p50_us']:>8.1f} {f['p99_us']:>8.1f} "
               f"{f['cpu_us']:>8.1f}")  # fmt: skip
-    ratio = sides["socket+queues"]["p50_us"] / sides["socket"]["p50_us"]
-    print(f"socket+queues / socket, p50 latency: {ratio:.3f}")
+    for label, a, b in (("in-process", inside["in-process+queues"], inside["in-process"]),
+                        ("socket", sides["socket+queues"], sides["socket"])):  # fmt: skip
+        latency, cpu = a["p50_us"] / b["p50_us"], a["cpu_us"] / b["cpu_us"]
+        print(f"with the kernel's check / without, {label}: p50 {latency:.2f}x, CPU {cpu:.2f}x")
     return 0
 
 
