@@ -252,6 +252,58 @@ def test_an_agent_killed_inside_the_queues_loses_nothing_and_applies_nothing_twi
         agent.stop()
 
 
+#: An extension that is nobody writes entries straight into the queue it was given (fd
+#: argv[1]), with only Python's standard library and libbpf: one in policy, one out of
+#: range that claims to be root's, and one record of the wrong size.
+PRODUCER = r"""
+import ctypes, sys
+from actions.enforce.ring import SubmissionQueue, entry
+q = SubmissionQueue(int(sys.argv[1]))
+assert q.put(entry(1, "net/core/somaxconn", "2048", "4096"))
+assert q.put(entry(2, "net/core/somaxconn", "999999", "4096", uid=0, cgroup_id=1))
+assert q.put((ctypes.c_uint64 * 3)(3, 0, 0))
+q.close()
+print("written")
+"""
+
+
+def test_an_unprivileged_extension_writes_its_own_queue_and_is_accounted_as_itself(
+    pin_root: Path, bpf_cache: Path
+) -> None:
+    require_enforcement()
+    q = Queues(pin_root, bpf_cache, per_second=0)
+    try:
+        q.start(compile_rules(load_policy().table()))
+        nobody = 65534
+        mine = cgroup_of(os.getpid())
+        ext_id, fd = q.open_extension(nobody, mine)
+        try:
+            done = subprocess.run(
+                ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                 "/usr/bin/python3", "-c", PRODUCER, str(fd)],
+                capture_output=True, text=True, check=True, pass_fds=[fd], cwd=ROOT,
+                env={"PYTHONPATH": str(ROOT)}, timeout=30,
+            )  # fmt: skip
+        finally:
+            os.close(fd)  # handed over: the queue lives on in the map
+        assert done.stdout.strip() == "written", done.stderr
+        verdicts = q.kick(ext_id)
+        assert [(v.user_data, v.accepted, v.reason) for v in verdicts] == [
+            (1, True, ""), (2, False, "out of range"), (0, False, "not a valid submission entry")
+        ]  # fmt: skip
+        assert {(v.uid, v.cgroup_id, v.ext_id) for v in verdicts} == {(nobody, mine, ext_id)}
+        [acct] = q.accounting()  # the entry that claimed to be root's counts as nobody's
+        assert (acct["uid"], acct["submitted"], acct["accepted"], acct["refused"]) == (
+            nobody, 3, 1, 2,
+        )  # fmt: skip
+        assert q.kick(ext_id) == []  # each entry is judged once
+        q.close_extension(ext_id)
+        with pytest.raises(OSError):
+            q.kick(ext_id)
+    finally:
+        q.stop()
+
+
 def test_the_pins_are_root_only(tmp_path: Path, pin_root: Path, bpf_cache: Path) -> None:
     require_enforcement()
     q = Queues(pin_root, bpf_cache)

@@ -61,6 +61,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_map_create": (_c_int, [_c_int, _c_char_p, _c_uint, _c_uint, _c_uint, _c_void_p]),
     "bpf_map_update_elem": (_c_int, [_c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
     "bpf_map_lookup_elem": (_c_int, [_c_int, _c_void_p, _c_void_p]),
+    "bpf_map_delete_elem": (_c_int, [_c_int, _c_void_p]),
     "bpf_map_update_batch": (
         _c_int,
         [_c_int, _c_void_p, _c_void_p, ctypes.POINTER(ctypes.c_uint32), _c_void_p],

@@ -46,14 +46,19 @@ from actions.enforce import capability, libbpf
 from actions.enforce.build import DEFAULT_CACHE, object_path
 from actions.enforce.enforcer import owned_name, owner, publish_rules
 from actions.enforce.maps import NAME_LEN, REASONS, VALUE_LEN, Compiled
+from actions.enforce.ring import (
+    KQ_F_USER_SPACE_RULES,
+    CompletionEvent,
+    Entry,
+    SubmissionQueue,
+    entry,
+)
 from actions.errors import ActionError, Rejected
 from actions.knobs import Roots, resolve
 from actions.model import Recommendation
 from actions.validate import canonical_value
 
 SOURCE = Path(__file__).with_name("kassist_queues.bpf.c")
-KQ_VERSION = 1
-KQ_F_USER_SPACE_RULES = 1
 MAX_REASONS = 16
 #: The agent's own submission queue: it writes there what comes in through the socket.
 AGENT_QUEUE = 0
@@ -77,41 +82,6 @@ REASON_RULES = {
 KERNEL_RULES = ("policy", "baseline", "type", "range")
 USER_SPACE_RULES = ("text", "evidence", "name", "exists", "value", "module", "noop", "stale",
                     "step", "rate (per key)", "duplicate", "size", "invariant")  # fmt: skip
-
-
-class Entry(ctypes.Structure):
-    """``struct kq_entry``: one submission (fixed size, versioned)."""
-
-    _fields_ = [
-        ("version", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("user_data", ctypes.c_uint64),
-        ("cgroup_id", ctypes.c_uint64),
-        ("uid", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-        ("name", ctypes.c_char * NAME_LEN),
-        ("value", ctypes.c_char * VALUE_LEN),
-        ("current", ctypes.c_char * VALUE_LEN),
-    ]
-
-
-class CompletionEvent(ctypes.Structure):
-    """``struct kq_completion``: the kernel's verdict on one entry."""
-
-    _fields_ = [
-        ("version", ctypes.c_uint32),
-        ("verdict", ctypes.c_uint32),
-        ("reason", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("user_data", ctypes.c_uint64),
-        ("seq", ctypes.c_uint64),
-        ("cgroup_id", ctypes.c_uint64),
-        ("uid", ctypes.c_uint32),
-        ("generation", ctypes.c_uint32),
-        ("ext_id", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-        ("name", ctypes.c_char * NAME_LEN),
-    ]
 
 
 class Account(ctypes.Structure):
@@ -144,6 +114,12 @@ class Extension(ctypes.Structure):
     ]
 
 
+class QueueId(ctypes.Structure):
+    """A ``__u32``: the key of ``sqs`` and ``extensions`` (and a map id, ``sqs``' value)."""
+
+    _fields_ = [("id", ctypes.c_uint32)]
+
+
 class Limits(ctypes.Structure):
     """``struct limits``: the rate each extension may submit at (0: unlimited)."""
 
@@ -171,7 +147,6 @@ class AppliedCtx(ctypes.Structure):
     ]
 
 
-assert ctypes.sizeof(Entry) == 352 and ctypes.sizeof(CompletionEvent) == 120
 assert ctypes.sizeof(Account) == 176
 
 
@@ -196,11 +171,8 @@ class Submission:
 
     def entry(self) -> Entry:
         """Return ``struct kq_entry``."""
-        return Entry(
-            version=KQ_VERSION, user_data=self.user_data, cgroup_id=self.cgroup_id,
-            uid=self.uid, name=self.name.encode(), value=self.value.encode(),
-            current=self.current.encode(),
-        )  # fmt: skip
+        return entry(self.user_data, self.name, self.value, self.current, self.uid,
+                     self.cgroup_id)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -280,7 +252,7 @@ class _Loaded:
     maps: dict[str, int]
     pin_dir: Path
     owner_dir: Path
-    sq: int  # the agent's own user ring buffer (struct user_ring_buffer *)
+    sq: SubmissionQueue  # the agent's own
     sq_fd: int
     cq: int  # struct ring_buffer *
     inner_fd: int = -1  # the rules inner map, when these queues publish their own
@@ -423,7 +395,7 @@ class Queues:
                 )
                 progs[prog_name] = libbpf.check(lib.bpf_program__fd(prog), "prog fd")
             sq_fd = self._queue_fd(maps["sqs"], AGENT_QUEUE)
-            sq = libbpf.check_ptr(lib.user_ring_buffer__new(sq_fd, None), "the submission queue")
+            sq = SubmissionQueue(sq_fd)
             cq = libbpf.check_ptr(
                 lib.ring_buffer__new(maps["cq"], self._sample, None, None), "the completion queue"
             )
@@ -480,7 +452,7 @@ class Queues:
         lib = libbpf.lib()
         with self._lock:
             self._loaded = None
-            lib.user_ring_buffer__free(loaded.sq)
+            loaded.sq.close()
             lib.ring_buffer__free(loaded.cq)
             os.close(loaded.sq_fd)
             if loaded.inner_fd >= 0:
@@ -534,18 +506,13 @@ class Queues:
         out: dict[int, Verdict] = {}
         with self._lock:
             loaded = self._require()
-            lib = libbpf.lib()
             todo = list(enumerate(subs))
             while todo:
                 tags: dict[int, int] = {}  # the tag in the entry -> the index in subs
                 for i, sub in todo:
-                    ptr = lib.user_ring_buffer__reserve(loaded.sq, ctypes.sizeof(Entry))
-                    if not ptr:
+                    if not loaded.sq.put(replace(sub, user_data=self._tag + 1).entry()):
                         break  # the queue is full: run the program, then go on
                     self._tag += 1
-                    entry = replace(sub, user_data=self._tag).entry()
-                    ctypes.memmove(ptr, ctypes.byref(entry), ctypes.sizeof(Entry))
-                    lib.user_ring_buffer__submit(loaded.sq, ptr)
                     tags[self._tag] = i
                 if not tags:
                     raise OSError(28, "the submission queue is full")
@@ -602,6 +569,51 @@ class Queues:
             except Exception:  # must not raise inside libbpf's callback: counted instead
                 self.unrecorded += 1
         return 0
+
+    # --- queues an extension writes itself ------------------------------------------
+
+    def open_extension(self, uid: int, cgroup_id: int) -> tuple[int, int]:
+        """Make a submission queue for one extension and register who it is.
+
+        The extension writes that queue itself (:class:`~actions.enforce.ring.SubmissionQueue`
+        over the fd); the kernel accounts and rate-limits what it finds there to ``uid`` and
+        ``cgroup_id`` (from SO_PEERCRED), whatever the entries say.
+
+        :return: the queue's id (for :meth:`kick`) and its fd (the caller hands it over,
+            e.g. with SCM_RIGHTS, and closes its own copy).
+        """
+        with self._lock:
+            loaded = self._require()
+            lib = libbpf.lib()
+            queues = libbpf.map_items(loaded.maps["sqs"], QueueId, QueueId)  # value: a map id
+            taken = {k.id for k, _v in queues}
+            ext_id = next(i for i in range(1, len(taken) + 2) if i not in taken)
+            key, who = ctypes.c_uint32(ext_id), Extension(uid, 1, cgroup_id)
+            libbpf.check(
+                lib.bpf_map_update_elem(loaded.maps["extensions"], ctypes.byref(key),
+                                        ctypes.byref(who), libbpf.BPF_ANY),
+                "register the extension",
+            )  # fmt: skip
+            return ext_id, self._queue_fd(loaded.maps["sqs"], ext_id)
+
+    def kick(self, ext_id: int) -> list[Verdict]:
+        """Judge what an extension wrote into its queue; return each verdict (a dry run).
+
+        :raises OSError: no such queue, or the kernel found it corrupt (its producer's
+            doing: that queue only stops).
+        """
+        if ext_id == AGENT_QUEUE:
+            raise ActionError("the agent's own queue is not an extension's", "")
+        with self._lock:
+            return self._run(ext_id)
+
+    def close_extension(self, ext_id: int) -> None:
+        """Forget an extension's queue (its producer's mapping stays valid until unmapped)."""
+        with self._lock:
+            loaded = self._require()
+            key = ctypes.c_uint32(ext_id)
+            for name in ("sqs", "extensions"):
+                libbpf.lib().bpf_map_delete_elem(loaded.maps[name], ctypes.byref(key))
 
     def applied(self, uid: int, cgroup_id: int, count: int) -> None:
         """Count ``count`` applied (and verified) changes for an extension."""
