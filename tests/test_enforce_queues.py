@@ -160,23 +160,20 @@ def test_without_the_pieces_the_queues_say_so_in_one_line_and_user_space_validat
 #: Leave entries in a set of pinned queues as a killed agent would: some answered into
 #: the completion queue and never read, some never run at all; then wait to be killed.
 LEFTOVERS = r"""
-import ctypes, json, os, sys
+import json, os, sys
 from pathlib import Path
 from actions.enforce import libbpf
 from actions.enforce.maps import compile_rules
-from actions.enforce.queues import Entry, Queues, RunCtx, Submission
+from actions.enforce.queues import Queues, RunCtx
+from actions.enforce.ring import entry
 from actions.policy import load_policy
 q = Queues(Path(sys.argv[1]), Path(sys.argv[2]), per_second=0)
 q.start()
 q.publish(compile_rules(load_policy().table()))
 loaded = q._loaded
-lib = libbpf.lib()
 def put(n, value):
     for i in range(n):
-        ptr = lib.user_ring_buffer__reserve(loaded.sq, ctypes.sizeof(Entry))
-        entry = Submission(1000 + i, "net/core/somaxconn", value, "4096").entry()
-        ctypes.memmove(ptr, ctypes.byref(entry), ctypes.sizeof(Entry))
-        lib.user_ring_buffer__submit(loaded.sq, ptr)
+        assert loaded.sq.put(entry(1000 + i, "net/core/somaxconn", value, "4096"))
 put(3, "8192")
 libbpf.run_program(loaded.validate_fd, RunCtx(ext_id=0))  # answered, never read
 put(2, "99999")  # never run

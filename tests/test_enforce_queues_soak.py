@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,19 @@ from tests.test_agent_soak import (
 SECONDS = float(os.environ.get("KASSIST_QUEUE_SOAK_SECONDS", "40"))
 #: The queues' own steps (actions/enforce/queues.py) beside the agent's.
 QUEUE_STEPS = ("queued", "answered")
+
+
+def _closed_before_writing(db: Path) -> set[int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT id FROM changesets WHERE state = 'failed' AND error LIKE "
+            "'interrupted before any write%' AND NOT EXISTS (SELECT 1 FROM changes WHERE "
+            "changeset_id = changesets.id AND state != 'failed')"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {int(r[0]) for r in rows}
 
 
 def _killer(soak: Soak, seed: int) -> None:
@@ -92,6 +106,11 @@ def test_soak_through_the_bpf_queues_with_random_kills(
         last, rings, extensions = queues["sequence"], queues["positions"], queues["extensions"]
         agent.stop()
         says, wrong = _journal_says(agent.state / "journal.db")
+        # A changeset the agent was killed in before any write is closed "failed" by
+        # recovery (issue 22 item 1: nothing to roll back); test_agent_soak's FINAL
+        # predates that.
+        closed = _closed_before_writing(agent.state / "journal.db")
+        wrong = [w for w in wrong if w not in {f"changeset {i} left failed" for i in closed}]
         mismatches = wrong + [
             f"{k}: kernel {netns.read(k)}, journal {v}"
             for k, v in says.items()
