@@ -166,10 +166,6 @@ def remove_pins(pin_root: Path) -> None:
             path.unlink()
     pin_root.rmdir()
 
-    for run in pin_root.iterdir():
-        detach_run(run)
-    pin_root.rmdir()
-
 
 def serve_until_exit(agent: AgentProcess, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the agent's command and return once it exits (it is expected to refuse to start).

@@ -249,6 +249,52 @@ def test_an_agent_killed_inside_the_queues_loses_nothing_and_applies_nothing_twi
         agent.stop()
 
 
+#: Die half way through writing an entry (reserved in the agent's queue, never submitted).
+HALF_WRITTEN = r"""
+import ctypes, json, os, sys
+from pathlib import Path
+from actions.enforce import libbpf
+from actions.enforce.maps import compile_rules
+from actions.enforce.queues import Queues
+from actions.enforce.ring import Entry
+from actions.policy import load_policy
+q = Queues(Path(sys.argv[1]), Path(sys.argv[2]), per_second=0)
+q.start(compile_rules(load_policy().table()))
+rb = q._loaded.sq._rb
+assert libbpf.lib().user_ring_buffer__reserve(rb, ctypes.sizeof(Entry))
+print(json.dumps({"pid": os.getpid()}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_an_entry_a_killed_agent_was_writing_does_not_block_the_queue(
+    pin_root: Path, bpf_cache: Path
+) -> None:
+    require_enforcement()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HALF_WRITTEN, str(pin_root), str(bpf_cache)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    json.loads(holder.stdout.readline())
+    holder.kill()
+    holder.wait()
+    second = Queues(pin_root, bpf_cache, per_second=0)
+    try:
+        second.start(compile_rules(load_policy().table()))
+        assert second.notices == [
+            "1 entries an earlier agent died writing were discarded (never submitted: nobody "
+            "was told they were)"
+        ]
+        [v] = second.validate([Submission(1, "net/core/somaxconn", "8192", "4096")])
+        assert v.accepted and v.seq == 1
+        rings = second.positions()
+        assert rings["sq"]["produced"] == rings["sq"]["consumed"] == 2  # the discarded, then ours
+        assert second.status()["discarded"] == 1
+    finally:
+        second.stop()
+
+
 #: An extension that is nobody writes entries straight into the queue it was given (fd
 #: argv[1]), with only Python's standard library and libbpf: one in policy, one out of
 #: range that claims to be root's, and one record of the wrong size.

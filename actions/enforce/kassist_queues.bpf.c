@@ -138,9 +138,10 @@ struct {
 	__type(value, struct limits);
 } rate SEC(".maps");
 
+/* [0]: the last completion's number; [1]: half-written entries discarded (user space) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } sequence SEC(".maps");

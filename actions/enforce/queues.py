@@ -339,6 +339,12 @@ class Queues:
         self._set_rate()
         if compiled is not None:
             self.publish(compiled)
+        discarded = self._unstick()
+        if discarded:
+            self.notices.append(
+                f"{discarded} entries an earlier agent died writing were discarded (never "
+                "submitted: nobody was told they were)"
+            )
         self.orphans = self._drain_leftovers()
         if self.orphans:
             self.notices.append(
@@ -434,6 +440,25 @@ class Queues:
                                              ctypes.byref(limits), libbpf.BPF_ANY),
             "set the rate",
         )  # fmt: skip
+
+    def _unstick(self) -> int:
+        # An agent killed between reserving an entry in its queue and submitting it leaves
+        # a record whose header says "busy" for ever: the kernel stops at it, and every
+        # later entry would wait behind it. No producer is alive now (the queues are ours):
+        # mark such records discarded, which the kernel skips. Counted in sequence[1].
+        loaded = self._require()
+        found = _discard_busy(loaded.sq_fd, 256 * 1024)
+        if found:
+            slot, total = ctypes.c_uint32(1), ctypes.c_uint64(0)
+            lib = libbpf.lib()
+            fd = loaded.maps["sequence"]
+            lib.bpf_map_lookup_elem(fd, ctypes.byref(slot), ctypes.byref(total))
+            total.value += found
+            libbpf.check(
+                lib.bpf_map_update_elem(fd, ctypes.byref(slot), ctypes.byref(total), 0),
+                "count the discarded entries",
+            )
+        return found
 
     def _drain_leftovers(self) -> list[Verdict]:
         # What an earlier agent left: answers in the completion queue, entries in its
@@ -630,11 +655,12 @@ class Queues:
             return []
         return list(_accounts(loaded.maps["accounting"]))
 
-    def sequence(self) -> int:
-        """Return the last completion number the kernel gave."""
+    def sequence(self, slot: int = 0) -> int:
+        """Return the last completion number the kernel gave (``slot`` 1: how many
+        half-written entries were discarded, over every agent)."""
         loaded = self._require()
-        slot, value = ctypes.c_uint32(0), ctypes.c_uint64(0)
-        libbpf.lib().bpf_map_lookup_elem(loaded.maps["sequence"], ctypes.byref(slot),
+        key, value = ctypes.c_uint32(slot), ctypes.c_uint64(0)
+        libbpf.lib().bpf_map_lookup_elem(loaded.maps["sequence"], ctypes.byref(key),
                                          ctypes.byref(value))  # fmt: skip
         return int(value.value)
 
@@ -660,6 +686,7 @@ class Queues:
             "running": True,
             "pin": str(loaded.pin_dir),
             "sequence": self.sequence(),
+            "discarded": self.sequence(1),
             "positions": self.positions(),
             "rate": {"per_second": self.per_second, "burst": self.burst},
             "extensions": self.accounting(),
@@ -668,6 +695,31 @@ class Queues:
             "kernel_rules": list(KERNEL_RULES),
             "user_space_rules": list(USER_SPACE_RULES),
         }
+
+
+#: A ring buffer record header's flags (``BPF_RINGBUF_BUSY_BIT``, ``..._DISCARD_BIT``).
+BUSY, DISCARD = 1 << 31, 1 << 30
+
+
+def _discard_busy(fd: int, size: int) -> int:
+    # Walk a user ring buffer from the consumer to the producer; turn every record still
+    # marked busy into a discarded one. Return how many. (The producer page and the
+    # data are the producer's to write; the consumer page is read-only.)
+    page = mmap.PAGESIZE
+    with mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0) as m:
+        pos = int.from_bytes(m[:8], "little")
+    found = 0
+    with mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                   offset=page) as m:  # fmt: skip
+        end = int.from_bytes(m[:8], "little")
+        while pos < end:
+            at = page + (pos & (size - 1))
+            header = int.from_bytes(m[at : at + 4], "little")
+            if header & BUSY:
+                m[at : at + 4] = ((header & ~BUSY) | DISCARD).to_bytes(4, "little")
+                found += 1
+            pos += 8 + ((header & ~(BUSY | DISCARD)) + 7) // 8 * 8
+    return found
 
 
 def _positions(fd: int, record: int) -> dict[str, int]:
