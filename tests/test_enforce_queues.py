@@ -182,18 +182,23 @@ sys.stdin.readline()
 """
 
 
-def test_entries_a_killed_agent_left_are_answered_once_and_never_applied(
-    tmp_path: Path, pin_root: Path, bpf_cache: Path
-) -> None:
-    require_enforcement()
+def _run_then_kill(script: str, pin_root: Path, bpf_cache: Path) -> None:
+    # Run a script that leaves the queues in some state, then SIGKILL it there.
     holder = subprocess.Popen(
-        [sys.executable, "-c", LEFTOVERS, str(pin_root), str(bpf_cache)],
+        [sys.executable, "-c", script, str(pin_root), str(bpf_cache)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     assert holder.stdout is not None
     json.loads(holder.stdout.readline())
-    holder.kill()  # the rings stay pinned
+    holder.kill()
     holder.wait()
+
+
+def test_entries_a_killed_agent_left_are_answered_once_and_never_applied(
+    tmp_path: Path, pin_root: Path, bpf_cache: Path
+) -> None:
+    require_enforcement()
+    _run_then_kill(LEFTOVERS, pin_root, bpf_cache)  # the rings stay pinned
     assert (pin_root / "queues" / "cq").exists()
     second = Queues(pin_root, bpf_cache, per_second=0)
     try:
@@ -271,14 +276,7 @@ def test_an_entry_a_killed_agent_was_writing_does_not_block_the_queue(
     pin_root: Path, bpf_cache: Path
 ) -> None:
     require_enforcement()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HALF_WRITTEN, str(pin_root), str(bpf_cache)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert holder.stdout is not None
-    json.loads(holder.stdout.readline())
-    holder.kill()
-    holder.wait()
+    _run_then_kill(HALF_WRITTEN, pin_root, bpf_cache)  # the rings stay pinned
     second = Queues(pin_root, bpf_cache, per_second=0)
     try:
         second.start(compile_rules(load_policy().table()))
