@@ -128,7 +128,7 @@ install_python_packages() {
         CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
             "$VENV/bin/python" -m pip wheel -q --no-deps "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$WHEELHOUSE"
     fi
-    phase_done "llama.cpp wheel"
+    phase_done "pip and the llama.cpp wheel"
     case ",$EXTRAS," in *,hf,*) install_cpu_torch ;; esac
     say "installing kassist${EXTRAS:+ [$EXTRAS]} and its dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" -c "$CONSTRAINTS" -e ".${EXTRAS:+[$EXTRAS]}"
@@ -169,7 +169,7 @@ mount_bpffs() {
     [ "$(id -u)" = 0 ] || return 0
     grep -q ' - bpf ' /proc/self/mountinfo && return 0
     [ -d "$dir" ] || return 0
-    if mount -t bpf bpf "$dir" 2>/dev/null; then
+    if mount -t bpf -o mode=0700 bpf "$dir" 2>/dev/null; then
         say "bpffs was not mounted: mounted it at $dir (the agent's enforcement pins to it)"
     else
         say "bpffs is not mounted and mounting it at $dir failed: in-kernel enforcement will not run"

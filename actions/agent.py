@@ -68,7 +68,7 @@ class Agent(Rollbacks):
         verdict = "rejected" if errors else "valid"
         self.audit.bounded(
             "verdict",
-            f"validate {verdict} uid {who.get('uid')}",
+            f"validate {verdict}",
             op="validate",
             who=who,
             verdict=verdict,
@@ -106,7 +106,7 @@ class Agent(Rollbacks):
                 verdict = "rejected" if errors[0].rule != "storage" else "refused"
                 self.audit.bounded(
                     "verdict",
-                    f"apply {verdict} uid {who.get('uid')}",
+                    f"apply {verdict}",
                     op="apply",
                     who=who,
                     verdict=verdict,

@@ -16,11 +16,12 @@ write to the kernel goes unrecorded:
   tells the agent to start nothing that writes the kernel meanwhile.
 - :meth:`Audit.bounded`, what a peer can cause at will (refused connections,
   dry runs, rejected submissions, malformed entries). At most :data:`PER_SECOND`
-  lines a second and :data:`PER_KEY` per key (a peer and a rule); the rest of each
-  second becomes one ``suppressed`` line with their counts by key. Past the log's
-  size cap, or when its file system's free space falls below twice the reserve,
-  they are only counted, and summarised at most once every :data:`QUIET_SUMMARY`
-  seconds.
+  lines a second from peers other than root, and :data:`PER_KEY` per key (a peer and
+  a rule); the rest of each second becomes one ``suppressed`` line with their counts
+  by key. Root's are not rate-limited (root can fill a disk anyway). Past the log's
+  size cap, or when its file system's free space falls below twice the reserve, all
+  are only counted: the counts are written once there is room again, and at most once
+  every :data:`QUIET_SUMMARY` seconds while the log stays over its cap.
 """
 
 from __future__ import annotations
@@ -178,20 +179,29 @@ class Audit:
     def bounded(self, event: str, key: str, **fields: Any) -> None:
         """Write one record a peer can cause at will, within the rate and size caps.
 
-        :param key: what it is counted under when suppressed (e.g. ``auth uid 1000``).
+        The peer is ``fields["who"]`` (a dict with ``uid``), when given: its records are
+        counted under ``"<key> uid <uid>"``, and root's are not rate-limited (root can
+        fill a disk anyway; the size cap and the free-space floor still apply).
+
+        :param key: what it is counted under when suppressed (e.g. ``validate rejected``).
         """
         now = time.monotonic()
+        who = fields.get("who")
+        uid = who.get("uid") if isinstance(who, dict) else None
+        if uid is not None:
+            key = f"{key} uid {uid}"
         with self._lock:
             self._roll(now)
             if not self._has_room(now):
                 self._quiet[(event, key)] += 1
                 self.dropped += 1
                 return
-            self._in_window[""] += 1
-            self._in_window[key] += 1
-            if self._in_window[""] > PER_SECOND or self._in_window[key] > PER_KEY:
-                self._suppressed[(event, key)] += 1
-                return
+            if uid != 0:
+                self._in_window[""] += 1
+                self._in_window[key] += 1
+                if self._in_window[""] > PER_SECOND or self._in_window[key] > PER_KEY:
+                    self._suppressed[(event, key)] += 1
+                    return
             entry = {"ts": round(time.time(), 6), "event": event, **fields}
             self._try_append(event, json.dumps(entry, default=str), [(event, key)])
 

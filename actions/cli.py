@@ -17,7 +17,7 @@ from actions.audit import MAX_BYTES
 from actions.errors import ActionError
 from actions.files import RESERVE
 from actions.persist import SYSCTL_CONF
-from actions.protocol import DEFAULT_SOCKET
+from actions.protocol import DEFAULT_GROUP, DEFAULT_SOCKET
 
 if TYPE_CHECKING:
     from actions.agent import Agent
@@ -29,7 +29,6 @@ Prepare = Callable[["Agent"], None]
 #: Where the agent keeps its state unless told otherwise (the systemd unit's directories).
 DEFAULT_STATE_DIR = "/var/lib/kassist"
 DEFAULT_AUDIT_LOG = "/var/log/kassist/audit.jsonl"
-DEFAULT_GROUP = "kassist"
 
 
 def _octal(text: str) -> int:

@@ -200,8 +200,14 @@ class AgentCore:
 
     def _storage_problem(self) -> str | None:
         # Why nothing may be written to the kernel now: the journal or the audit log
-        # could not record all of it.
-        return self.journal.ready() or self.audit.ready()
+        # could not record all of it, or an earlier operation's end is not recorded yet.
+        problem = self.journal.ready() or self.audit.ready()
+        if problem is None and self.unsettled:
+            problem = (
+                "the journal cannot record the end of an earlier changeset yet (its disk "
+                "was full); free space there"
+            )
+        return problem
 
     # --- persistence ------------------------------------------------------------------
 

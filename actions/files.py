@@ -86,6 +86,10 @@ def no_symlink(path: Path) -> None:
 RESERVE = 256 << 10
 
 
+#: What posix_fallocate(3) says where it cannot allocate at all (not a full disk).
+_NO_FALLOCATE = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.EINVAL})
+
+
 def is_full(exc: OSError) -> bool:
     """Tell whether an error says the file system is full (``ENOSPC``, or ``EDQUOT``)."""
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -122,6 +126,11 @@ class Reserve:
                 self._fd = open_private(self.path, os.O_RDWR)
             os.posix_fallocate(self._fd, 0, self.size)
         except OSError as exc:
+            if exc.errno in _NO_FALLOCATE:
+                # A file system or a sandbox without fallocate: no reserve, and an
+                # operation that meets a full disk is undone instead (see actions.agent).
+                self.size = 0
+                return True
             if not is_full(exc):
                 raise
             return False

@@ -44,6 +44,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 DEFAULT_SOCKET = "/run/kassist/agent.sock"
+#: The group whose members may talk to the agent besides root (SO_PEERCRED), by default.
+DEFAULT_GROUP = "kassist"
 #: The largest submission entry, newline included (bytes); larger closes the connection.
 MAX_ENTRY = 64 * 1024
 #: The deepest nesting of arrays and objects an entry may have.

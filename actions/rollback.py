@@ -109,7 +109,7 @@ class Rollbacks(AgentCore):
     ) -> Result:
         self.audit.bounded(
             "verdict",
-            f"rollback refused uid {who.get('uid')}",
+            "rollback refused",
             op="rollback",
             who=who,
             verdict="refused",

@@ -39,7 +39,7 @@ from actions.enforce.service import (
     start_for_agent,
     stop_for_agent,
 )
-from actions.errors import ActionError, Rejected
+from actions.errors import ActionError, Rejected, StorageError
 from actions.model import Completion
 from actions.protocol import (
     MAX_ENTRY,
@@ -227,8 +227,11 @@ class AgentServer:
 
     async def serve(self) -> None:
         """Recover, listen, and serve until SIGTERM or SIGINT."""
-        for line in self.agent.recover():
-            self.log(line)
+        try:
+            for line in self.agent.recover():
+                self.log(line)
+        except StorageError as exc:  # served meanwhile; nothing is written until then
+            self.log(f"recovery waits for space: {exc.one_line()}")
         for notice in self.agent.check_overrides():
             self.log(notice)
         # before the socket: enforcement asked for and not running stops the agent here
@@ -308,9 +311,7 @@ class AgentServer:
         refusal = self._refusal(peer)
         if refusal is not None:
             rule, reason = refusal
-            self.agent.audit.bounded(
-                "refused", f"{rule} uid {peer.uid}", who=who, reason=f"{rule}: {reason}"
-            )
+            self.agent.audit.bounded("refused", rule, who=who, reason=f"{rule}: {reason}")
             gone = result(False, "refused", [Rejected(rule, "", reason)])
             with contextlib.suppress(ConnectionError):
                 writer.write(encode(gone.to_wire(None)))
@@ -320,6 +321,8 @@ class AgentServer:
         self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
         try:
             await self._serve_connection(reader, writer, who)
+        except asyncio.CancelledError:
+            pass  # the agent is stopping (Python 3.11's streams would log it as an error)
         finally:
             self._open -= 1
             self._per_uid[peer.uid] -= 1
@@ -383,7 +386,7 @@ class AgentServer:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if bad is not None:
-                self.agent.audit.bounded("malformed", f"uid {who['uid']}", who=who, reason=bad)
+                self.agent.audit.bounded("malformed", "malformed", who=who, reason=bad)
                 reply = result(False, "malformed", [Rejected("protocol", "", f"{bad}; closing")])
                 with contextlib.suppress(ConnectionError):
                     writer.write(encode(reply.to_wire(None)))
@@ -479,7 +482,7 @@ class AgentServer:
         try:
             sub = parse_submission(doc)
         except BadSubmission as exc:
-            self.agent.audit.bounded("malformed", f"uid {who['uid']}", who=who, reason=str(exc))
+            self.agent.audit.bounded("malformed", "malformed", who=who, reason=str(exc))
             return result(False, "malformed", [Rejected("protocol", "", str(exc))])
         route = ROUTES[type(sub)]
         if not route.quick:

@@ -222,7 +222,9 @@ def check_range(new: str, spec: Spec, target: str, offered: Sequence[str]) -> No
 def check_step(old: str, new: str, spec: Spec, policy: Policy, target: str) -> None:
     """Bound how far one change may move a numeric value (default x4 / /4).
 
-    Zero counts as one, so a 0/1 switch may flip; negative values are not bounded.
+    Zero counts as one, so a 0/1 switch may flip; negative values are not bounded. A
+    positive value below the range's floor (or above its ceiling) may move to that bound
+    in one change: it comes into policy, and no smaller move could.
 
     :raises Rejected: rule ``step``.
     """
@@ -233,7 +235,7 @@ def check_step(old: str, new: str, spec: Spec, policy: Policy, target: str) -> N
     if before is None or after is None or len(before) != len(after):
         return
     for a, b in zip(before, after, strict=True):
-        if a < 0 or b < 0:
+        if a < 0 or b < 0 or _to_nearest_bound(a, b, spec):
             continue
         lo, hi = sorted((max(a, 1), max(b, 1)))
         if hi / lo > factor:
@@ -244,6 +246,12 @@ def check_step(old: str, new: str, spec: Spec, policy: Policy, target: str) -> N
                 f"{a} -> {b} moves {direction} by x{hi / lo:.4g}; one change may "
                 f"move at most x{factor:g} (max_step); change it in steps",
             )
+
+
+def _to_nearest_bound(old: int, new: int, spec: Spec) -> bool:
+    # 0 is left out: it often means "off" or "the other mode" (vm.dirty_bytes).
+    below = spec.min is not None and 0 < old < spec.min and new == spec.min
+    return below or (spec.max is not None and old > spec.max and new == spec.max)
 
 
 def offered_choices(knob: Knob) -> tuple[str, ...]:

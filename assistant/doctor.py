@@ -131,12 +131,10 @@ def check_tracefs(cfg: Config) -> Check:
 
 def check_bpffs(cfg: Config) -> Check:
     """Check that a BPF file system is mounted (the agent pins its enforcement programs to it)."""
-    from actions.enforce.bpffs import bpffs_mounts
-    from actions.enforce.capability import BPFFS
+    from actions.enforce.capability import BPFFS, bpffs_problem
 
-    mounts = bpffs_mounts()
-    if mounts:
-        return Check("bpffs", "ok", f"mounted at {', '.join(map(str, mounts))}")
+    if bpffs_problem(BPFFS) is None:
+        return Check("bpffs", "ok", f"mounted at {BPFFS}")
     return Check(
         "bpffs",
         "missing",
@@ -262,7 +260,7 @@ def check_agent_group(cfg: Config) -> Check:
     import grp
     import pwd
 
-    from actions.cli import DEFAULT_GROUP
+    from actions.protocol import DEFAULT_GROUP
 
     create = f"groupadd --system {DEFAULT_GROUP}"
     try:
@@ -357,9 +355,9 @@ def fix_bpffs() -> str:
 
     :raises ActionError: not root, no /sys/fs/bpf, or ``mount`` failed.
     """
-    from actions.enforce.bpffs import mount_bpffs
+    from actions.enforce.capability import ensure_bpffs
 
-    return f"mounted bpffs at {mount_bpffs()}"
+    return ensure_bpffs() or "already mounted"
 
 
 #: Check name → its safe fix: nothing that changes a kernel setting (that is the agent's),

@@ -15,8 +15,9 @@ unit without ``LimitNOFILE`` would give it) and ``--flood`` idle connections are
 over them (``busy``), and apply + verify is timed again while the flood stays open:
 its p99 against the one measured before, and the managed key must not be lost.
 
-Run as root: ``.venv/bin/python benchmarks/agent_latency.py [--n 2000] [--quick]``. The agent
-runs in a namespace created by ``unshare -n``, so the host's sysctls never move.
+Run as root: ``.venv/bin/python benchmarks/agent_latency.py [--n 2000] [--quick]``. The
+agent runs in a namespace created by ``unshare -n``, so the host's sysctls never move.
+``--quick`` (CI) times fewer submissions (a p99 of 200 applies) and finishes in ~15 s.
 """
 
 from __future__ import annotations
@@ -147,11 +148,13 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=10000, help="validations in flight for throughput")
     ap.add_argument("--flood", type=int, default=1100, help="idle connections opened at once")
     ap.add_argument(
-        "--quick", action="store_true", help="CI: --n 100 --applies 20 --burst 500 --flood 300"
+        "--quick",
+        action="store_true",
+        help="CI mode: 300 validations, 200 applies, a burst of 2,000, a flood of 1,100",
     )
     args = ap.parse_args()
     if args.quick:
-        args.n, args.applies, args.burst, args.flood = 100, 20, 500, 300
+        args.n, args.applies, args.burst = 300, 200, 2000
     if os.geteuid() != 0:
         print("agent_latency: needs root (to create a network namespace)", file=sys.stderr)
         return 2

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assistant.chat import session as session_mod  # noqa: E402
+from assistant.chat.answer import DocsAnswerer, knowledge_facts  # noqa: E402
 from assistant.chat.router import route  # noqa: E402
 from assistant.chat.session import ChatSession  # noqa: E402
 from assistant.config import load_config  # noqa: E402
@@ -52,7 +52,7 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-_REAL_FACTS = session_mod._knowledge_facts
+_REAL_FACTS = knowledge_facts
 
 
 def _facts(question: str) -> str:
@@ -67,7 +67,7 @@ def _facts(question: str) -> str:
 
 def ttft(backend: object, n: int) -> list[float]:
     """Time to the first token of each answer, in seconds (the first one is cold)."""
-    session = ChatSession(backend)  # type: ignore[arg-type]
+    session = ChatSession(backend, answerer=DocsAnswerer(backend, facts=_facts))  # type: ignore[arg-type]
     session.warm()  # what the TUI does when it opens
     out = []
     for q in (QUESTIONS * 2)[:n]:
@@ -94,7 +94,8 @@ async def keystrokes(
     sources = Sources(
         pressure=lambda: Pressure(0.0), crashes=lambda s: [], agent=lambda s: "-", live=False
     )
-    app = KassistApp(ChatSession(backend), sources=sources)  # type: ignore[arg-type]
+    session = ChatSession(backend, answerer=DocsAnswerer(backend, facts=_facts))  # type: ignore[arg-type]
+    app = KassistApp(session, sources=sources)
     lat: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:
         prompt = app.query_one("#prompt")
@@ -130,7 +131,6 @@ def main() -> int:
     opts = ap.parse_args()
     if opts.quick:
         opts.keys, opts.questions = 5, 2
-    session_mod._knowledge_facts = _facts  # type: ignore[assignment]
     cfg = load_config({"llm": {"backend": "llama_cpp", "log": False, "max_tokens": 120}})
     backend = make_backend(cfg.llm)
     t0 = time.perf_counter()

@@ -36,10 +36,10 @@ from pathlib import Path
 
 from assistant.docs import facts as facts_mod
 from assistant.docs import pages
-from assistant.docs.undocumented import machine_sysctls
 from assistant.knowledge import KnowledgeBase, open_default
 from assistant.knowledge.base import running_release
 from assistant.knowledge.reference import check_sysctl_docs, extract_tree
+from probes.stats import sysctl_names
 
 _CLAIM = re.compile(r"[A-Za-z0-9_./&-]*\d[A-Za-z0-9_./&-]*|\b[a-z0-9_]+(?:\.[a-z0-9_*-]+){2,}\b")
 
@@ -84,7 +84,7 @@ def grounding(facts: facts_mod.SysctlFacts) -> tuple[int, int, list[str]]:
 
 def pages_figures(kb: KnowledgeBase, n: int, seed: int) -> None:
     release = running_release()
-    names = machine_sysctls()
+    names = sysctl_names()
     chosen = random.Random(seed).sample(names, min(n, len(names)))
     found = shown = cited = paragraphs = 0
     slowest = first = 0.0
@@ -137,7 +137,7 @@ def model_figures(kb: KnowledgeBase, n: int, seed: int, models: list[str]) -> No
     from assistant.llm.errors import LLMUnavailable
 
     release = running_release()
-    documented = [k for k in machine_sysctls() if facts_mod.gather(kb, k, release).doc is not None]
+    documented = [k for k in sysctl_names() if facts_mod.gather(kb, k, release).doc is not None]
     chosen = random.Random(seed).sample(documented, min(n, len(documented)))
     held = {k for k in chosen if int(hashlib.sha256(k.encode()).hexdigest(), 16) % 5 == 0}
     print(f"model paragraphs       {len(chosen)} documented sysctls ({len(held)} held out)")

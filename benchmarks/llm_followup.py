@@ -6,7 +6,7 @@ answer, a new question) through LangChain's chat interface
 cache between turns, so only the new tokens are read. For comparison the same
 follow-up is also timed with the cache dropped first. Rounds alternate.
 
-    .venv/bin/python benchmarks/llm_followup.py [--rounds 4] [--prompt-tokens 500]
+    .venv/bin/python benchmarks/llm_followup.py [--rounds 4] [--prompt-tokens 500] [--quick]
 """
 
 from __future__ import annotations
@@ -39,7 +39,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--prompt-tokens", type=int, default=500)
     ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument(
+        "--quick", action="store_true", help="CI: 1 round of 8 tokens, a ~400-token prompt"
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.max_tokens, args.prompt_tokens = 1, 8, 400
     os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kassist-bench-"))
     backend = make_backend(LLMConfig(n_ctx=2048, temperature=0.0))
     inner = backend.inner if hasattr(backend, "inner") else backend  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from assistant.tuning.engine import analyse  # noqa: E402
 from assistant.tuning.evidence import observe  # noqa: E402
+from assistant.tuning.scenarios import READ_KEYS  # noqa: E402
 from probes.stats import take_snapshot  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def _row(name: str, ms: list[float], base: float | None = None) -> str:
 
 
 def _firing_window() -> object:
-    obs = observe(None, read_log=False)
+    obs = observe(None, sysctls=READ_KEYS, read_log=False)
     obs.counters.update({"netstat.TcpExt.ListenOverflows": 5000.0, "snmp.Udp.RcvbufErrors": 900.0,
                          "netstat.TcpExt.TCPTimeWaitOverflow": 40.0})  # fmt: skip
     obs.softnet = [(100000, 300, 2000)] * (os.cpu_count() or 1)
@@ -77,7 +78,7 @@ def main() -> None:
 
     print("snapshot to recommendations (no model):")
     base = _timed(lambda: take_snapshot(kconfig=False), args.runs)
-    full = _timed(lambda: analyse(observe(None)), args.runs)
+    full = _timed(lambda: analyse(observe(None, sysctls=READ_KEYS)), args.runs)
     obs = _firing_window()
     alone = _timed(lambda: analyse(obs), args.runs)  # type: ignore[arg-type]
     print(_row("baseline: take_snapshot() alone", base))

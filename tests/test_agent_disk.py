@@ -19,14 +19,28 @@ Real sysctl writes, in a private network namespace (``net.*`` keys only).
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.agent_support import AgentProcess, NetNS, RawConnection, Tmpfs, netns_held, rec
+from actions.agent import Agent, Paths, Storage
+from actions.knobs import Roots
+from actions.policy import load_policy
+from tests.agent_support import (
+    AgentProcess,
+    NetNS,
+    RawConnection,
+    Tmpfs,
+    fake_roots,
+    netns_held,
+    rec,
+)
+from tests.conftest import require
 
 netns = pytest.fixture(netns_held, name="netns")
 
@@ -159,3 +173,41 @@ def test_a_disk_full_at_any_step_loses_nothing(
         agent.stop()
         state.close()
         auditfs.close()
+
+
+def test_a_rollback_undone_while_the_journal_is_full_stays_undone(tmp_path: Path) -> None:
+    # The kernel refuses one restore (an immutable file), so the rollback puts back what it
+    # wrote; the journal, full since the rollback began, cannot record that: once it can,
+    # the changeset is verified again, never rolled back behind the operator's back.
+    require(shutil.which("chattr") is not None, "needs chattr (e2fsprogs)")
+    proc_sys, sys_root = fake_roots(tmp_path)
+    state = Tmpfs(tmp_path / "state", "1m")
+    paths = Paths(state.path / "journal.db", tmp_path / "audit.jsonl", tmp_path / "c.conf")
+    agent = Agent(load_policy(), paths, Roots(proc_sys, sys_root), storage=Storage(reserve=0))
+    som, fin = proc_sys / "net/core/somaxconn", proc_sys / "net/ipv4/tcp_fin_timeout"
+    who = {"uid": 0, "gid": 0, "pid": 1, "user": "root"}
+    try:
+        recs = [rec("net.core.somaxconn", 8192), rec("net.ipv4.tcp_fin_timeout", 30, id="r2")]
+        assert agent.apply(recs, who).verdict == "verified"
+        agent.on_step = lambda step, _: state.fill() if step == "rolling_back" else None
+        locked = subprocess.run(["chattr", "+i", str(som)], capture_output=True, check=False)
+        require(locked.returncode == 0, f"chattr +i not supported here: {locked.stderr!r}")
+        try:
+            back = agent.rollback(who, 1)
+        finally:
+            subprocess.run(["chattr", "-i", str(som)], check=True)
+        assert back.verdict == "failed" and "the rollback was undone" in back.errors[0].message
+        assert (som.read_text().strip(), fin.read_text().strip()) == ("8192", "30")
+        _, inflight = _journal_says(paths.journal)
+        assert inflight == ["1 rolling_back"]  # the journal could not record the undo
+        state.free()
+        assert agent.status().ok  # settles: the journal can record again
+        cs = agent.history(1).changeset
+        assert cs is not None and cs.state == "verified", cs
+        agent.close()
+        agent = Agent(load_policy(), paths, Roots(proc_sys, sys_root))
+        assert agent.recover() == []  # nothing left in flight
+        assert (som.read_text().strip(), fin.read_text().strip()) == ("8192", "30")
+    finally:
+        agent.close()
+        state.close()

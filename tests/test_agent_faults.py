@@ -2,8 +2,8 @@
 and check that every key is consistent (all old, or all new) in the real kernel.
 
 The agent runs in a private network namespace held by another process, so it can die
-and come back in the same namespace; ``KASSIST_AGENT_FAULT`` names the step at which it
-kills itself with SIGKILL.
+and come back in the same namespace; ``KASSIST_AGENT_FAULT`` names the step at which the
+fault hook of the test entry point (``tests/agent_entry.py``) SIGKILLs it.
 """
 
 from __future__ import annotations

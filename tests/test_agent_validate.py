@@ -211,6 +211,14 @@ def test_policy_cannot_widen_the_built_in_limits(roots: Roots) -> None:
     assert errors[0].rule == "range" and "65535" in str(errors[0])
 
 
+def test_a_value_below_the_floor_may_move_to_the_floor_in_one_change(roots: Roots) -> None:
+    # 16 -> 128 is x8, but no smaller change could bring somaxconn into policy.
+    (roots.proc_sys / "net" / "core" / "somaxconn").write_text("16\n")
+    assert _check(rec("net.core.somaxconn", 128), roots) == []
+    assert _check(rec("net.core.somaxconn", 129), roots)[0].rule == "step"
+    assert _check(rec("net.core.somaxconn", 64), roots)[0].rule == "range"
+
+
 def test_step_factor_and_rate_come_from_the_policy(roots: Roots) -> None:
     assert _check(rec("net.core.somaxconn", 16384), roots)[0:] == []
     assert _check(rec("net.core.somaxconn", 16385), roots)[0].rule == "step"

@@ -111,8 +111,8 @@ def test_a_call_is_run_and_the_closing_answer_is_checked_against_its_result(
     assert [c.name for c in turn.calls] == ["crashes"]
     assert model.tools[0] and {t["function"]["name"] for t in model.tools[0]} >= {"crashes"}
     # the result went back to the model as a tool message, and is the only evidence:
-    assert model.seen[1][-1].role == "tool" and "No crashes" in model.seen[1][-1].content
-    assert turn.answer.startswith("No crashes in the store.")
+    assert model.seen[1][-1].role == "tool" and "is empty" in model.seen[1][-1].content
+    assert turn.answer.startswith(turn.calls[0].result.text)
     assert "42" not in turn.answer and "sentence dropped" in turn.notice
 
 
@@ -138,7 +138,7 @@ def test_a_bad_call_gives_the_turn_to_the_router_with_one_line(
     turn = session.ask("list the crashes in the crash store")
     assert turn.decision.via != "native" and turn.decision.action == "crashes"
     assert turn.notice.startswith(why) and "\n" not in turn.notice
-    assert turn.answer == "No crashes in the store."  # the router still answered
+    assert turn.answer.startswith("The crash store") and "is empty" in turn.answer  # the router
 
 
 def test_a_tool_loop_stops_at_the_limit_and_still_answers(ctx: Context) -> None:
@@ -148,7 +148,7 @@ def test_a_tool_loop_stops_at_the_limit_and_still_answers(ctx: Context) -> None:
     assert not isinstance(turn, Fallback)
     assert len(turn.calls) == MAX_CALLS
     assert turn.notice.startswith(f"the model asked for more than {MAX_CALLS} tool calls")
-    assert turn.answer.startswith("No crashes in the store.")
+    assert turn.answer.startswith(turn.calls[0].result.text)
     # proposals only: nothing reached an agent (its socket does not exist)
     assert all(p.op == "rollback" for c in turn.calls for p in c.result.proposals)
     assert not Path(ctx.socket).exists()
@@ -158,21 +158,20 @@ def test_the_same_call_again_is_not_run_twice(ctx: Context) -> None:
     turn = native_turn(ScriptedModel([call_text("crashes", {})]), "any crashes?", ctx)
     assert not isinstance(turn, Fallback)
     assert [c.name for c in turn.calls] == ["crashes"]
-    assert turn.answer == "No crashes in the store." and turn.notice == ""
+    assert turn.answer == turn.calls[0].result.text and turn.notice == ""
 
 
-def test_apply_through_a_native_call_only_proposes(ctx: Context) -> None:
+def test_apply_through_a_native_call_with_no_agent_proposes_nothing(ctx: Context) -> None:
+    # (with an agent, only a proposal: tests/test_chat_agent.py)
     model = ScriptedModel(
         [call_text("apply", {"target": "net.core.somaxconn", "value": "4096"}), "Proposed."]
     )
     session = ChatSession(model, ctx, native_tools=True)
     turn = session.ask("raise somaxconn to 4096")
     assert turn.decision.via == "native" and turn.decision.action == "apply"
-    assert [p.op for p in turn.proposals] == ["apply"]
-    assert turn.proposals[0].recommendations[0]["value"] == "4096"
+    assert turn.proposals == [] and "Not proposed" in turn.answer
     # nothing reached an agent: its socket does not even exist
     assert not Path(ctx.socket).exists()
-    assert "approve" in turn.answer
 
 
 # --- the real default model ---

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from assistant.disks import DetectorConfig, DiskMonitor, Finding
-from tests.conftest import require, run_kassist
+from tests.conftest import ROOT, require, run_kassist
 from tests.fixtures.slowfs.rig import Rig, missing_tools
 
 #: Seconds per window: 300 requests per device (1 s windows were too noisy on a busy machine).
@@ -237,3 +239,26 @@ def test_watch_stores_a_new_finding_once(rig: Rig, base_ms: float, tmp_path: Pat
             "SELECT title, type, count FROM crashes WHERE type LIKE 'DISK-%'"
         ).fetchall()
     assert rows == [(f"fail-slow drive {rig.loops[1]}: steady", "DISK-FAIL-SLOW", 1)]
+
+
+def test_the_cli_shows_progress_before_its_first_window_ends() -> None:
+    # Windows of 30 s: the lines must come while the first one is still running.
+    argv = [sys.executable, "-m", "assistant", "disks", "--interval", "30", "--count", "5",
+            "--no-bpf", "--no-smart"]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline()]
+        while "watching" not in lines[-1] and lines[-1] and len(lines) < 8:
+            lines.append(proc.stderr.readline())
+        assert proc.poll() is None, lines  # still in its first window
+        assert lines[0] == "kassist: disks: starting the kernel's counters\n"
+        assert lines[-1] == (
+            "kassist: disks: watching 5 window(s) of 30 s (about 150 s);"
+            " findings are shown as they hold\n"
+        )
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -3,7 +3,11 @@
 - ``probes/`` and ``actions/`` import nothing else of ours;
 - ``assistant/`` imports from ``actions`` only the agent's types and client
   (:data:`ASSISTANT_MAY_IMPORT_FROM_ACTIONS`), and ``tui`` only from its CLI (lazily);
-- the core (``assistant``, ``probes``, ``actions``) never imports ``textual``.
+- the core never imports the CLI (``assistant.cli`` imports the core, not the reverse);
+- no two of our modules import each other, directly or round a longer cycle;
+- the core (``assistant``, ``probes``, ``actions``) never imports ``textual``;
+- ``probes/`` is the only reader of the kernel: nothing in ``assistant/`` or ``tui/``
+  opens or lists a path under ``/proc`` or ``/sys``.
 
 The statements are read with :mod:`ast`, so an import inside a function counts
 as much as one at the top. Every module of the core must import: one that
@@ -15,6 +19,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Container, Iterator
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -29,6 +34,7 @@ ASSISTANT_MAY_IMPORT_FROM_ACTIONS = frozenset(
         "actions.policy",  # `kassist agent policy`: the policy is plain data (DESIGN.md)
         "actions.text",  # printable(): the one sanitiser for untrusted text on a terminal
         "actions.enforce",  # pinned_status(): what `kassist agent enforce status` reads back
+        "actions.limits",  # Machine: what the policy's caps are relative to (tune's bounds)
     }
 )
 #: Imports that break the rule today and that another change of issue 10 removes:
@@ -44,6 +50,33 @@ def _package(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
 
 
+def _targets(source: str, package: str, modules: Container[str]) -> set[str]:
+    """Return the modules of ``modules`` a file imports, at the top or in a function.
+
+    ``from a import b`` imports the module ``a.b`` when there is one, else ``a``; parent
+    packages do not count (importing ``a.b`` runs ``a/__init__.py`` first, and Python
+    lets a package re-export what its submodules define).
+    """
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node, package)
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+    return {m for m in found if m in modules}
+
+
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    # The module a ``from ... import`` names, relative ones resolved against the package.
+    base = node.module or ""
+    if node.level:
+        parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join([*parent, base] if base else parent)
+    return base
+
+
 def _imports(source: str, package: str) -> set[str]:
     """Return the absolute module names a file of ``package`` imports (``from a import b``
     gives ``a`` and ``a.b``)."""
@@ -53,10 +86,7 @@ def _imports(source: str, package: str) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: resolved against the file's package
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
+            base = _absolute(node, package)
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
@@ -171,3 +201,184 @@ def test_triaging_and_reporting_a_log_do_not_load_drgn() -> None:
         "print(','.join(m for m in sys.modules if m.split('.')[0] in ('drgn', '_drgn')))\n"
     )
     assert loaded == ""
+
+
+# --- the core never imports the CLI ---------------------------------------------------
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _upward() -> set[tuple[str, str]]:
+    # (file, CLI module) for every import of assistant.cli outside the CLI itself.
+    bad = set()
+    for package in CORE:
+        for path in _files(package):
+            rel = str(path.relative_to(ROOT))
+            if rel.startswith("assistant/cli/") or rel == "assistant/__main__.py":
+                continue
+            for name in _imports(path.read_text(encoding="utf-8"), _package(path)):
+                if name == "assistant.cli" or name.startswith("assistant.cli."):
+                    bad.add((rel, name))
+    return bad
+
+
+def test_the_scan_finds_an_upward_import(tmp_path: Path) -> None:
+    source = "def explain():\n    from assistant.cli.common import notice\n"
+    assert "assistant.cli.common" in _imports(source, "assistant.disks")
+
+
+def test_the_core_never_imports_the_cli() -> None:
+    found = sorted(_upward())
+    assert not found, "the core imports the CLI: " + ", ".join(f"{f}: {m}" for f, m in found)
+
+
+# --- no import cycle among our modules -------------------------------------------------
+
+
+def _graph() -> dict[str, set[str]]:
+    # Module -> the modules of ours it imports (at the top or in a function).
+    modules = {_module(p): p for top in OURS for p in _files(top)}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = _targets(path.read_text(encoding="utf-8"), _package(path), modules)
+        graph[name] = found - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
+    # Tarjan's strongly connected components of more than one module.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: set[frozenset[str]] = set()
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.add(frozenset(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_lazy_and_long_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert _cycles(graph) == {frozenset({"a", "b", "c"})}
+    lazy = "def f():\n    from assistant.tuning.scenarios import KNOWN_KEYS\n"
+    assert "assistant.tuning.scenarios" in _imports(lazy, "assistant.tuning")
+
+
+def test_no_import_cycle_among_our_modules() -> None:
+    cycles = sorted(sorted(c) for c in _cycles(_graph()))
+    assert not cycles, f"import cycles: {cycles}"
+
+
+# --- the kernel is read in probes/ only ---------------------------------------------------
+
+#: Calls that open or list a path given as their first argument.
+_OPENING_CALLS = frozenset(
+    {"open", "read_text", "read_bytes", "listdir", "scandir", "walk", "glob", "iglob", "readlink"}
+)
+#: Methods of a Path that open or list it.
+_OPENING_METHODS = frozenset({"open", "read_text", "read_bytes", "iterdir", "glob", "rglob"})
+KERNEL_TREES = ("/proc", "/sys")
+
+
+def _kernel_path(node: ast.AST | None) -> str | None:
+    # The text of a string or f-string that names a path under /proc or /sys.
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        text = node.value
+    elif isinstance(node, ast.JoinedStr) and node.values:
+        first = node.values[0]
+        text = first.value if isinstance(first, ast.Constant) else ""
+    else:
+        return None
+    if not isinstance(text, str):
+        return None
+    return text if any(text == t or text.startswith(t + "/") for t in KERNEL_TREES) else None
+
+
+def _called(node: ast.Call) -> str:
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def _kernel_reads(source: str) -> Iterator[tuple[int, str]]:
+    """Yield (line, path) of each open or listing of a /proc or /sys path in a file.
+
+    An existence check (``os.path.exists``, ``Path(...).exists()``, ``stat``) is not a read.
+    """
+    tree = ast.parse(source)
+    paths: dict[str, str] = {}  # a name bound to Path("/sys/...")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            path = _kernel_path(node.value.args[0]) if node.value.args else None
+            if path and _called(node.value) == "Path":
+                paths.update({t.id: path for t in node.targets if isinstance(t, ast.Name)})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = _called(node)
+            path = _kernel_path(node.args[0]) if node.args else None
+            if path and name in _OPENING_CALLS:
+                yield node.lineno, path
+            receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+            if name in _OPENING_METHODS and isinstance(receiver, ast.Call):
+                inner = _kernel_path(receiver.args[0]) if receiver.args else None
+                if inner and _called(receiver) == "Path":
+                    yield node.lineno, inner
+            if name in _OPENING_METHODS and isinstance(receiver, ast.Name) and receiver.id in paths:
+                yield node.lineno, paths[receiver.id]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for default in [*node.args.defaults, *node.args.kw_defaults]:
+                if (path := _kernel_path(default)) is not None:
+                    yield node.lineno, path  # a parameter that defaults to a kernel path
+
+
+def test_the_kernel_read_scan_finds_each_way_to_open() -> None:
+    source = (
+        "import os\nfrom pathlib import Path\n"
+        'def a():\n    return open("/proc/loadavg").read()\n'
+        'def b(res):\n    return read_text(f"/proc/pressure/{res}")\n'
+        'def c():\n    d = Path("/sys/fs/pstore")\n    return list(d.iterdir())\n'
+        'def d(root="/sys/class/block"):\n    return root\n'
+        'def e():\n    return Path("/proc/sys/kernel/random/boot_id").read_text()\n'
+        'def f():\n    return os.listdir("/proc")\n'
+        'def g():\n    return os.path.exists("/proc/kcore") or Path("/sys/x").exists()\n'
+        'def h():\n    return ["/proc/net/netstat TcpExt", "/procfs"]\n'
+    )
+    assert sorted(line for line, _ in _kernel_reads(source)) == [4, 6, 9, 10, 13, 15]
+
+
+def test_the_kernel_is_read_only_in_probes() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line} {kernel_path}"
+        for top in ("assistant", "tui")
+        for path in _files(top)
+        for line, kernel_path in _kernel_reads(path.read_text(encoding="utf-8"))
+    ]
+    assert not found, "kernel reads outside probes/ (use or add a reader there): " + ", ".join(
+        sorted(found)
+    )

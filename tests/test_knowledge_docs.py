@@ -13,16 +13,20 @@ import pytest
 
 from assistant.docs import facts as facts_mod
 from assistant.docs import pages
-from assistant.docs.undocumented import (
-    Documentation,
-    Undocumented,
-    canonical,
-    draft_stub,
-    machine_sysctls,
-    undocumented,
-)
+from assistant.docs.facts import canonical
+from assistant.docs.host import drifts, note, who_set
+from assistant.docs.undocumented import Documentation, Undocumented, draft_stub, undocumented
 from assistant.knowledge import KnowledgeBase, SysctlDef, try_open
 from assistant.knowledge.base import running_release
+from assistant.sysctl_d import (
+    Setting,
+    assignments_of,
+    effective,
+    read_settings,
+    same_value,
+    sysctl_d_files,
+)
+from probes.stats import sysctl_names
 from tests.conftest import require, run_kassist
 
 
@@ -39,29 +43,23 @@ def test_sysctl_d_precedence(tmp_path: Path) -> None:
     late = tmp_path / "99-b.conf"
     early.write_text("# net.core.somaxconn = 1\nnet.core.somaxconn = 1024\n")
     late.write_text("; comment\n-net/core/somaxconn=2048\nvm.swappiness = 10\n")
-    found = facts_mod.settings_of("net.core.somaxconn", [early, late])
-    assert [(s.line, s.value, s.effective) for s in found] == [
-        (2, "1024", False),
-        (2, "2048", True),
-    ]
-    assert found[-1].cite == f"{late}:2"
-    assert facts_mod.settings_of("kernel.panic", [early, late]) == []
+    found = assignments_of("net.core.somaxconn", read_settings([early, late]))
+    assert [(s.line, s.value) for s in found] == [(2, "1024"), (2, "2048")]
+    assert found[-1].cite == f"{late}:2" and found[-1].ignore_failure
+    assert assignments_of("kernel.panic", read_settings([early, late])) == []
 
 
 def test_normalise_and_canonical_names() -> None:
     assert facts_mod.normalise("/proc/sys/net/core/somaxconn") == "net.core.somaxconn"
+    assert (
+        facts_mod.normalise("net/ipv4/conf/eth0.10/rp_filter") == "net.ipv4.conf.eth0/10.rp_filter"
+    )
+    assert (
+        facts_mod.normalise("net.ipv4.conf.eth0/10.rp_filter") == "net.ipv4.conf.eth0/10.rp_filter"
+    )
     assert canonical("net.ipv4.conf.eth0.forwarding") == "net.ipv4.conf.*.forwarding"
     assert canonical("net.ipv6.neigh.lo.retrans_time") == "net.ipv6.neigh.*.retrans_time"
     assert canonical("net.ipv4.tcp_rmem") == "net.ipv4.tcp_rmem"
-
-
-def test_machine_sysctls_are_the_proc_sys_files() -> None:
-    names = machine_sysctls()
-    require(bool(names), "/proc/sys is not readable")
-    assert "kernel.ostype" in names
-    assert "vm.stat_refresh" not in names  # reading it does work in the kernel
-    for name in names[:: max(len(names) // 50, 1)]:
-        assert Path("/proc/sys", *(c.replace("/", ".") for c in name.split("."))).exists(), name
 
 
 def test_draft_stub_is_marked_and_cites_its_definition(real_kb: KnowledgeBase) -> None:
@@ -105,7 +103,7 @@ def test_somaxconn_page_every_part_sourced_and_grounded(real_kb: KnowledgeBase) 
 
 
 def test_undocumented_agrees_with_the_documentation(real_kb: KnowledgeBase) -> None:
-    names = machine_sysctls()
+    names = sysctl_names()
     items = undocumented(real_kb, names)
     docs = Documentation(real_kb)
     assert items and all(not docs.describes(u.name) for u in items)
@@ -146,7 +144,7 @@ MACHINES: dict[str, Callable[[KnowledgeBase], facts_mod.SysctlFacts]] = {
     "an admin's vm.swappiness = 30": lambda kb: dataclasses.replace(
         facts_mod.gather(kb, "vm.swappiness", running_release()),
         value="30",
-        settings=[facts_mod.Setting("/etc/sysctl.d/99-swap.conf", 1, "30", effective=True)],
+        settings=[Setting("vm.swappiness", "30", "/etc/sysctl.d/99-swap.conf", 1)],
     ),
     "an agent's change at 12:30": lambda kb: dataclasses.replace(
         facts_mod.gather(kb, "vm.swappiness", running_release()),
@@ -235,3 +233,108 @@ def test_per_device_keys_find_their_documentation(real_kb: KnowledgeBase) -> Non
     assert "rp_filter" in facts.doc.text
     facts = facts_mod.gather(real_kb, "net.ipv6.conf.lo.forwarding", running_release())
     assert facts.doc is not None and "ipv6" in facts.doc.anchor
+
+
+# --- boot configuration, as systemd-sysctl reads it, against the live values ----------------
+
+
+def test_boot_configuration_is_read_as_systemd_sysctl_reads_it(tmp_path: Path) -> None:
+    etc, run, lib = (tmp_path / d for d in ("etc", "run", "lib"))
+    for d in (etc, run, lib):
+        d.mkdir()
+    (lib / "10-a.conf").write_text("fs.protected_fifos = 1\nnet.ipv4.conf.*.rp_filter = 2\n")
+    (lib / "50-pid.conf").write_text("kernel.pid_max = 4194304\n")
+    (etc / "50-pid.conf").write_text("# masks the file of the same name in lib\n")
+    (run / "60-b.conf").write_text("fs.protected_fifos = 2\nnet/ipv4/conf/lo/rp_filter = 0\n")
+    conf = tmp_path / "sysctl.conf"
+    conf.write_text("vm.swappiness = 10\n")
+    (etc / "99-sysctl.conf").symlink_to(conf)  # Debian's link: the file is read once
+    files = sysctl_d_files([str(etc), str(run), str(lib)], str(conf))
+    assert [(p.parent.name, p.name) for p in files] == [
+        ("lib", "10-a.conf"), ("etc", "50-pid.conf"), ("run", "60-b.conf"),
+        ("etc", "99-sysctl.conf"),
+    ]  # fmt: skip
+    names = ["net.ipv4.conf.lo.rp_filter", "net.ipv4.conf.eth0/10.rp_filter", "net.ipv4.tcp_rmem"]
+    boot = effective(read_settings(files), names)
+    assert {k: s.value for k, s in boot.items()} == {
+        "fs.protected_fifos": "2",  # the last assignment wins
+        "vm.swappiness": "10",
+        "net.ipv4.conf.lo.rp_filter": "0",  # an explicit assignment beats a glob
+        "net.ipv4.conf.eth0/10.rp_filter": "2",  # '*' matches one whole component
+    }
+    assert boot["fs.protected_fifos"].cite == f"{run / '60-b.conf'}:1"
+
+
+def _protect_links(key: str, value: str, line: int) -> Setting:
+    return Setting(key, value, "/usr/lib/sysctl.d/99-protect-links.conf", line)
+
+
+def test_the_host_note_credits_a_file_only_with_the_value_it_sets() -> None:
+    boot = {
+        "fs.protected_symlinks": _protect_links("fs.protected_symlinks", "1", 10),
+        "fs.protected_hardlinks": _protect_links("fs.protected_hardlinks", "1", 9),
+        "kernel.pid_max": Setting(
+            "kernel.pid_max", "4194304", "/usr/lib/sysctl.d/50-pid-max.conf", 12
+        ),
+        "net.ipv4.tcp_rmem": Setting("net.ipv4.tcp_rmem", "4096 87380  6291456", "/etc/x.conf", 1),
+    }
+    live = {"fs.protected_symlinks": "0", "fs.protected_hardlinks": "1", "kernel.pid_max": "32768",
+            "net.ipv4.tcp_rmem": "4096 87380 6291456"}.get  # fmt: skip
+
+    def security(key: str) -> bool:
+        return key.startswith("fs.protected_")
+
+    found, held = drifts(boot, live, security)
+    assert held == 2
+    assert [(d.key, d.security) for d in found] == [
+        ("fs.protected_symlinks", True),
+        ("kernel.pid_max", False),
+    ]
+    assert who_set("fs.protected_hardlinks", "1", boot, {}) == (
+        "set by /usr/lib/sysctl.d/99-protect-links.conf:9"
+    )
+    assert who_set("fs.protected_symlinks", "0", boot, {}) == (
+        "not what boot configuration sets (1, /usr/lib/sysctl.d/99-protect-links.conf:10):"
+        " changed after boot"
+    )
+    symlinks = SysctlDef("fs.protected_symlinks", "fs_namei_sysctls", "fs/namei.c", 1040,
+                         "proc_dointvec_minmax", 0, 1, "1")  # fmt: skip
+    text = note("6.18.0", "6.1.192", boot, [symlinks], live, security, {})
+    assert (
+        "- **security-relevant** `fs.protected_symlinks`: boot configuration sets 1"
+        " (/usr/lib/sysctl.d/99-protect-links.conf:10); the value here is 0"
+    ) in text
+    assert "- `kernel.pid_max`: boot configuration sets 4194304" in text
+    assert "2 hold their value, 2 do not" in text
+    assert "set by /usr/lib/sysctl.d/99-protect-links.conf:10" not in text
+    assert "Value 0, default 1; not what boot configuration sets (1," in text
+
+
+def test_cli_host_credits_files_only_with_the_live_value(real_kb: KnowledgeBase) -> None:
+    # Whatever this machine's files and values: every file the note credits sets the live
+    # value there, and every drift it reports is one.
+    proc = run_kassist(["docs", "host"], env={"KASSIST_KB": str(real_kb.path)})
+    assert proc.returncode == 0, proc.stderr
+    credited = re.findall(r"^Value (.+?), default .+?; set by (/\S+):(\d+)\.$", proc.stdout, re.M)
+    drifted = re.findall(
+        r"^- (?:\*\*security-relevant\*\* )?`(\S+)`: boot configuration sets (.+?)"
+        r" \((/\S+):(\d+)\); (?:the value here is (.+)|no such sysctl here)$", proc.stdout, re.M,
+    )  # fmt: skip
+    settings = {(s.path, s.line): s for s in read_settings()}
+    for value, path, line in credited:
+        assert same_value(settings[(path, int(line))].value, value), (path, line, value)
+    for key, value, path, line, live in drifted:
+        assert settings[(path, int(line))].value == value
+        here = facts_mod.proc_value(key)
+        assert (here or "") == live and (here is None or not same_value(value, here)), key
+    boot = effective(read_settings(), sysctl_names())
+    assert f"{len(boot)} sysctls set by sysctl.d files" in proc.stdout
+
+
+def test_an_unknown_key_is_one_line_with_the_nearest_name() -> None:
+    proc = run_kassist(["docs", "sysctl", "vm.swapiness", "--no-llm"])
+    assert proc.returncode != 0 and proc.stdout == ""
+    lines = [ln for ln in proc.stderr.splitlines() if "knowledge base not built" not in ln]
+    assert len(lines) == 1 and lines[0].endswith("did you mean vm.swappiness?"), proc.stderr
+    bad = run_kassist(["docs", "sysctl", "net..core", "--no-llm"])
+    assert bad.returncode != 0 and "is not a sysctl name" in bad.stderr

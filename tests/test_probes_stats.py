@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from probes.errors import ProbeError
-from probes.stats import decode_taint, rates, read_sysctls, take_snapshot, typed_value
+from probes.stats import (
+    decode_taint,
+    rates,
+    read_section,
+    sysctl,
+    take_partial_snapshot,
+    take_snapshot,
+)
+from probes.stats.netns import netns_path
 from probes.stats.parse import (
     parse_cgroup_io_stat,
     parse_diskstats,
@@ -20,9 +29,11 @@ from probes.stats.parse import (
     parse_snmp,
     parse_sockstat,
     parse_stat,
+    typed_value,
 )
 from probes.stats.read import cgroup2_mount, resolve_cgroup
-from tests.conftest import require, run_kassist
+from tests.agent_support import NetNS, require_netns
+from tests.conftest import ROOT, require, run_kassist
 
 
 def test_typed_values() -> None:
@@ -82,7 +93,7 @@ def test_taint_decoding() -> None:
 
 
 def test_sysctl_tree_is_typed_with_writability() -> None:
-    sysctls = read_sysctls()
+    sysctls = sysctl.read_sysctls()
     assert len(sysctls) > 500
     pid_max = sysctls["kernel.pid_max"]
     assert pid_max.value == int(Path("/proc/sys/kernel/pid_max").read_text())
@@ -165,3 +176,81 @@ def test_cli_stats_json_and_rates() -> None:
     assert max(len(line) for line in text.stdout.splitlines()) <= 80
     bad = run_kassist(["probe", "stats", "--cgroup", "kassist-no-such-cgroup"])
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no such cgroup" in bad.stderr
+
+
+# --- /proc/sys: one name <-> path rule, one walk ------------------------------------------
+
+
+def test_sysctl_names_and_paths_swap_dots_and_slashes() -> None:
+    for name, rel in [
+        ("net.core.somaxconn", "net/core/somaxconn"),
+        ("net.ipv4.conf.eth0/10.rp_filter", "net/ipv4/conf/eth0.10/rp_filter"),
+        ("net.ipv6.neigh.br0/100.retrans_time", "net/ipv6/neigh/br0.100/retrans_time"),
+    ]:
+        assert sysctl.sysctl_relative(name) == rel and sysctl.sysctl_name(rel) == name
+        assert sysctl.sysctl_path(name, "/x/") == f"/x/{rel}"
+    assert (
+        sysctl.sysctl_relative("net/ipv4/conf/eth0.10/rp_filter")
+        == "net/ipv4/conf/eth0.10/rp_filter"
+    )
+    for bad in ("", "net..core", "net.core.", "net/../../etc/passwd", "."):
+        with pytest.raises(ValueError):
+            sysctl.sysctl_relative(bad)
+
+
+def test_the_walk_and_the_readers_on_a_tree(tmp_path: Path) -> None:
+    (tmp_path / "net/ipv4/conf/eth0.10").mkdir(parents=True)
+    (tmp_path / "net/ipv4/conf/eth0.10/rp_filter").write_text("2\n")
+    (tmp_path / "net/ipv4/tcp_rmem").write_text("4096\t131072\t6291456\n")
+    (tmp_path / "vm").mkdir()
+    (tmp_path / "vm/stat_refresh").write_text("")  # never read: reading it does work
+    assert sysctl.sysctl_names(str(tmp_path)) == [
+        "net.ipv4.conf.eth0/10.rp_filter",
+        "net.ipv4.tcp_rmem",
+    ]
+    found = sysctl.read_sysctl("net.ipv4.conf.eth0/10.rp_filter", str(tmp_path))
+    assert found is not None and found.value == 2
+    keys = sysctl.read_sysctl_keys(["net.ipv4.tcp_rmem", "net.ipv4.absent"], str(tmp_path))
+    assert list(keys) == ["net.ipv4.tcp_rmem"] and keys["net.ipv4.tcp_rmem"].value[2] == 6291456  # type: ignore[index]
+    assert sysctl.read_sysctl("net.ipv4.conf", str(tmp_path)) is None  # a directory
+    assert sysctl.read_sysctl("net..x", str(tmp_path)) is None
+    assert set(sysctl.read_sysctls(str(tmp_path))) == set(sysctl.sysctl_names(str(tmp_path)))
+
+
+def test_a_device_with_a_dot_in_its_name_is_read_by_its_sysctl_name() -> None:
+    # A VLAN-style name (eth0.10) is a component with a dot: sysctl writes it eth0/10.
+    require_netns()
+    ns = NetNS()
+    try:
+        ns.run("ip", "link", "add", "kx.10", "type", "veth", "peer", "name", "kx.11")
+        code = (
+            "from probes.stats import read_sysctl, sysctl_names\n"
+            "name = 'net.ipv4.conf.kx/10.rp_filter'\n"
+            "found = read_sysctl(name)\n"
+            "print(found.value if found else None, name in sysctl_names())\n"
+        )
+        out = ns.run(sys.executable, "-c", code, cwd=ROOT).stdout.split()
+        live = ns.run("cat", "/proc/sys/net/ipv4/conf/kx.10/rp_filter").stdout.strip()
+        assert out == [live, "True"]
+    finally:
+        ns.close()
+
+
+def test_sections_read_one_file_each() -> None:
+    loadavg = read_section("loadavg")
+    assert loadavg is not None and loadavg["tasks"] >= 1
+    psi = read_section("psi_memory")
+    require(psi is not None, "no PSI (CONFIG_PSI, psi=1)")
+    assert set(psi["some"]) == {"avg10", "avg60", "avg300", "total"}
+    with pytest.raises(KeyError):
+        read_section("no-such-section")
+    partial = take_partial_snapshot(("loadavg",), sysctls=["kernel.ostype", "kernel.nope"])
+    assert set(partial.proc) == {"loadavg"} and list(partial.sysctls) == ["kernel.ostype"]
+
+
+def test_a_network_namespace_is_found_or_refused_in_one_line() -> None:
+    with pytest.raises(ProbeError, match=r"no network namespace .*'kassist-no-such-ns'"):
+        netns_path("kassist-no-such-ns")
+    with pytest.raises(ProbeError):
+        netns_path("../../etc")
+    assert netns_path(str(os.getpid())) == f"/proc/{os.getpid()}/ns/net"

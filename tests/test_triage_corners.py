@@ -8,11 +8,9 @@ corpus, or from the kernel this test runs on.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from assistant.triage import triage_lines, triage_path
 from assistant.triage.console import SYNTHETIC_STAMP
 from tests.conftest import CORPUS_DIR, DATA, require
 from tests.decorate import wrap_line
+from tests.watch_support import segfault_as
 
 KERNEL = DATA / "kernel"
 _STAMP = re.compile(r"^\[ *\d+\.\d+\](?:\[ *[CT]\d+\])? ?")
@@ -109,22 +108,6 @@ def test_a_held_lock_line_is_not_glued_to_the_next() -> None:
     assert held.endswith("at: [<00000000cd36f0f9>]")
 
 
-def _segfault_as(comm: str) -> None:
-    # A child as nobody, named `comm`, that reads address 0: the kernel logs its fault.
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            libc = ctypes.CDLL(None)
-            libc.prctl(15, comm.encode(), 0, 0, 0)  # PR_SET_NAME
-            signal.signal(signal.SIGSEGV, signal.SIG_DFL)
-            ctypes.string_at(0)
-        finally:
-            os._exit(1)
-    os.waitpid(pid, 0)
-
-
 def _kmsg_after(marker: str, needle: str, timeout: float) -> list[str]:
     # The dmesg lines after our marker, once one holds `needle`.
     deadline = time.monotonic() + timeout
@@ -151,7 +134,7 @@ def test_a_forged_comm_that_segfaults_is_a_user_fault_not_a_crash() -> None:
     sys.stdout.flush()
     forged = ("WARNING: CPU: 0", "Kernel panic - ", "BUG: KASAN: use", "kernel BUG at x")
     for comm in forged:
-        _segfault_as(comm)
+        segfault_as(comm)
     lines = _kmsg_after(marker, f"{forged[-1]}[", 60)
     faults = [x for x in lines if ": segfault at " in x]
     require(len(faults) >= 2, "the kernel rate-limited the segfault lines (printk_ratelimit)")

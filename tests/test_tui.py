@@ -8,15 +8,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual.app import App, ComposeResult
+from textual.widgets import Static
 
 from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context
 from tests.agent_support import AgentProcess, NetNS, require_netns
 from tests.conftest import DATA, ROOT, require, require_default_model
 from tui.app import KassistApp
+from tui.screens.confirm import ConfirmChange
+from tui.screens.help import HelpScreen
 from tui.sources import Pressure, Sources
 from tui.widgets.messages import AssistantMessage, Notice, ToolCall, UserMessage
 
@@ -79,27 +84,24 @@ def test_the_bundled_model_streams_every_token(store: Path) -> None:
     backend = make_backend(
         load_config({"llm": {"backend": "llama_cpp", "log": False, "max_tokens": 40}}).llm
     )
-    session = ChatSession(backend, Context(store=str(store)))
-    # answer from given facts: the model writes, and every token it wrote reaches the screen
-    session_facts = "[Documentation/admin-guide/sysctl/vm.rst#swappiness] swappiness: ..."
-    from assistant.chat import session as session_mod
+    from assistant.chat.answer import DocsAnswerer
 
-    original = session_mod._knowledge_facts
-    session_mod._knowledge_facts = lambda q: session_facts  # no knowledge base needed here
-    try:
+    # answer from given facts (no knowledge base needed here): the model writes, and every
+    # token it wrote reaches the screen
+    facts = "[Documentation/admin-guide/sysctl/vm.rst#swappiness] swappiness: ..."
+    answerer = DocsAnswerer(backend, facts=lambda q: facts)
+    session = ChatSession(backend, Context(store=str(store)), answerer=answerer)
 
-        async def run() -> None:
-            app = KassistApp(session, sources=FIXED)
-            async with app.run_test(size=(140, 45)) as pilot:
-                await _ask(app, pilot, "what is a page cache?")
-                assert app.tokens_streamed > 0
-                assert app.tokens_shown == app.tokens_streamed
-                reply = list(app.query(AssistantMessage))[-1]
-                assert reply.source and not reply.has_class("draft")
+    async def run() -> None:
+        app = KassistApp(session, sources=FIXED)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await _ask(app, pilot, "what is a page cache?")
+            assert app.tokens_streamed > 0
+            assert app.tokens_shown == app.tokens_streamed
+            reply = list(app.query(AssistantMessage))[-1]
+            assert reply.source and not reply.has_class("draft")
 
-        asyncio.run(run())
-    finally:
-        session_mod._knowledge_facts = original
+    asyncio.run(run())
 
 
 def test_approve_and_reject_a_real_change(tmp_path: Path) -> None:
@@ -141,6 +143,174 @@ def test_approve_and_reject_a_real_change(tmp_path: Path) -> None:
         netns.close()
 
 
+async def _until(pilot: object, done: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    # Wait for a condition of the app (never a timed assertion: the bound only ends a hang).
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        await pilot.pause(0.05)  # type: ignore[attr-defined]
+
+
+def _notices(app: KassistApp) -> list[str]:
+    return [str(n.render()) for n in app.query(Notice)]
+
+
+def test_esc_cancels_a_tool_that_shows_its_progress(tmp_path: Path) -> None:
+    async def run() -> None:
+        app = KassistApp(ChatSession(None, Context(store=str(tmp_path / "c.db"))), sources=FIXED)
+        async with app.run_test(size=(140, 45)) as pilot:
+            app.query_one("#prompt").value = "/disks"  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            progress = lambda: [str(s.render()) for s in app.query(".progress")]  # noqa: E731
+            await _until(pilot, lambda: any("watching the drives" in p for p in progress()),
+                         "the disks tool's progress")  # fmt: skip
+            await pilot.press(app.cfg.key_cancel)
+            await _wait_idle(app, pilot)
+            turn = app.session.turns[-1]
+            assert turn.notice.startswith("cancelled") and "was cancelled" in turn.answer
+            assert any("cancelled" in n for n in _notices(app)) and not progress()
+
+    asyncio.run(run())
+
+
+def test_messages_typed_while_busy_are_queued_in_order(tmp_path: Path) -> None:
+    async def run() -> None:
+        app = KassistApp(ChatSession(None, Context(store=str(tmp_path / "c.db"))), sources=FIXED)
+        async with app.run_test(size=(140, 45)) as pilot:
+            prompt = app.query_one("#prompt")
+            for text in ("/top", "/help", "/stats"):
+                prompt.value = text  # type: ignore[attr-defined]
+                await pilot.press("enter")
+                assert prompt.value == ""  # type: ignore[attr-defined]
+            await _until(pilot, lambda: len(app.session.turns) == 3 and not app.busy, "3 turns")
+            assert [t.question for t in app.session.turns] == ["/top", "/help", "/stats"]
+            assert [str(m.render()) for m in app.query(UserMessage)] == ["/top", "/help", "/stats"]
+
+    asyncio.run(run())
+
+
+def test_keys_arriving_together_stay_separate_messages(tmp_path: Path) -> None:
+    # As the terminal driver posts them: a burst (a paste, a busy machine), Enter inside it.
+    from textual import events
+
+    async def run() -> None:
+        app = KassistApp(ChatSession(None, Context(store=str(tmp_path / "c.db"))), sources=FIXED)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await pilot.pause()
+            for text in ("/help", "/stats"):
+                for ch in text:
+                    app.post_message(events.Key(ch, ch))
+                app.post_message(events.Key("enter", "\r"))
+            await _until(pilot, lambda: len(app.session.turns) == 2 and not app.busy, "2 turns")
+            assert [t.question for t in app.session.turns] == ["/help", "/stats"]
+            assert app.query_one("#prompt").value == ""  # type: ignore[attr-defined]
+
+    asyncio.run(run())
+
+
+def test_help_closes_on_escape_and_its_key_does_not_stack(store: Path) -> None:
+    async def run() -> None:
+        app = _snap_app(store)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press(app.cfg.key_help)
+            assert isinstance(app.screen, HelpScreen) and len(app.screen_stack) == 2
+            await pilot.press(app.cfg.key_help)  # the same key closes it: never a second one
+            assert not isinstance(app.screen, HelpScreen) and len(app.screen_stack) == 1
+            await pilot.press(app.cfg.key_help)
+            await pilot.press("escape")
+            assert len(app.screen_stack) == 1
+
+    asyncio.run(run())
+
+
+def test_a_narrow_terminal_gives_the_conversation_the_width(store: Path) -> None:
+    async def run(width: int) -> bool:
+        async with _snap_app(store).run_test(size=(width, 30)) as pilot:
+            await pilot.pause()
+            return bool(pilot.app.query_one("#side").display)
+
+    assert asyncio.run(run(40)) is False
+    assert asyncio.run(run(120)) is True
+
+
+def test_angle_brackets_in_an_answer_are_shown() -> None:
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield AssistantMessage("read /proc/<pid>/oom_score, or `cat /proc/<pid>/stat`")
+
+    async def run() -> list[str]:
+        app = One()
+        async with app.run_test() as pilot:
+            await pilot.pause()
+            return [str(getattr(b.render(), "plain", "")) for b in app.query("MarkdownBlock")]
+
+    shown = " ".join(asyncio.run(run()))
+    assert "/proc/<pid>/oom_score" in shown and "/proc//" not in shown
+
+
+def test_approving_refusals_rollbacks_and_the_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_netns()
+    netns = NetNS()
+    agent = AgentProcess(tmp_path, netns).start()
+    monkeypatch.chdir(tmp_path)
+    try:
+        before = netns.read("net.core.somaxconn")
+        doubled = str(int(before) * 2)
+
+        async def review(app: KassistApp, pilot: object) -> ConfirmChange:
+            await pilot.press(app.cfg.key_approve)  # type: ignore[attr-defined]
+            await _until(pilot, lambda: isinstance(app.screen, ConfirmChange), "the dialog")
+            await pilot.press(app.cfg.key_approve)  # type: ignore[attr-defined]
+            await pilot.pause(0.2)  # type: ignore[attr-defined]
+            assert len(app.screen_stack) == 2  # a second ctrl+o never stacks a dialog
+            assert isinstance(app.screen, ConfirmChange)
+            return app.screen
+
+        async def run() -> None:
+            session = ChatSession(None, Context(socket=str(agent.socket)))
+            app = KassistApp(session, sources=FIXED)
+            async with app.run_test(size=(140, 45)) as pilot:
+                # refused by the agent's dry run: nothing to approve, and it leaves pending
+                await _ask(app, pilot, "set kernel.kptr_restrict to 0")
+                dialog = await review(app, pilot)
+                assert not dialog.query("#yes") and dialog.query_one("#no")
+                text = " ".join(str(s.render()) for s in dialog.query(Static))
+                assert "the agent refuses it" in text
+                await pilot.press("y")  # "yes" to a refusal does nothing but close it
+                await _until(pilot, lambda: not app.proposals, "the refusal is decided")
+                assert any("refused" in n and "kernel.kptr_restrict" in n for n in _notices(app))
+                # approved: applied, verified, and it leaves pending
+                await _ask(app, pilot, f"change net.core.somaxconn to {doubled}")
+                await review(app, pilot)
+                assert netns.read("net.core.somaxconn") == before  # nothing before "y"
+                await pilot.press("y")
+                await _until(pilot, lambda: not app.proposals, "the apply is decided")
+                assert netns.read("net.core.somaxconn") == doubled
+                assert any("verified" in n for n in _notices(app))
+                # the rollback dialog shows what each key gets back
+                await _ask(app, pilot, "roll back the last change")
+                dialog = await review(app, pilot)
+                text = " ".join(str(s.render()) for s in dialog.query(Static))
+                assert f"net.core.somaxconn  {doubled} -> {before}" in text
+                await pilot.press("y")
+                await _until(pilot, lambda: not app.proposals, "the rollback is decided")
+                assert netns.read("net.core.somaxconn") == before
+                # the export is a record of what happened
+                await pilot.press(app.cfg.key_export)
+                [exported] = list(tmp_path.glob("kassist-chat-*.md"))
+                md = exported.read_text()
+                assert md.count("**Outcome:**") == 3
+                assert "refused (rejected)" in md and ": verified (done)" in md
+                assert ": rolled_back (done)" in md
+
+        asyncio.run(run())
+    finally:
+        agent.stop()
+        netns.close()
+
+
 def _snap_app(store: Path) -> KassistApp:
     return KassistApp(ChatSession(None, Context(store=str(store))), sources=FIXED)
 
@@ -148,13 +318,17 @@ def _snap_app(store: Path) -> KassistApp:
 def test_snapshot_main_screen(snap_compare: object, store: Path) -> None:
     async def before(pilot: object) -> None:
         app = pilot.app  # type: ignore[attr-defined]
+        app.query_one("#prompt").cursor_blink = False  # a blink's phase is timing, not layout
         await _ask(app, pilot, "hello")
 
     assert snap_compare(_snap_app(store), terminal_size=(120, 36), run_before=before)  # type: ignore[operator]
 
 
 def test_snapshot_help_screen(snap_compare: object, store: Path) -> None:
-    assert snap_compare(_snap_app(store), press=["f1"], terminal_size=(120, 36))  # type: ignore[operator]
+    async def before(pilot: object) -> None:
+        pilot.app.query_one("#prompt").cursor_blink = False  # type: ignore[attr-defined]
+
+    assert snap_compare(_snap_app(store), press=["f1"], terminal_size=(120, 36), run_before=before)  # type: ignore[operator]
 
 
 def test_end_to_end_in_a_real_terminal(tmp_path: Path) -> None:
@@ -180,7 +354,7 @@ def test_end_to_end_in_a_real_terminal(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, screen()
             time.sleep(0.2)
         subprocess.run(["tmux", "send-keys", "-t", name, "/stats", "Enter"], check=True)
-        while "memory:" not in screen():
+        while "memory     total" not in screen():
             assert time.monotonic() < deadline, screen()
             time.sleep(0.2)
         subprocess.run(["tmux", "send-keys", "-t", name, "C-q"], check=True)

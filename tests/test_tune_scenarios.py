@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import copy
 import json
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from assistant.tuning.engine import analyse
+from actions.policy import policy_from_dict
+from assistant.tuning.engine import TuneReport, analyse
 from assistant.tuning.evidence import Observation
 from assistant.tuning.scenarios import KNOWN_KEYS, SCENARIOS
 from assistant.tuning.values import Machine
 from probes.stats import Snapshot, Sysctl, take_snapshot
 from tests.agent_support import AgentProcess
-from tests.conftest import run_kassist
+from tests.conftest import ROOT, run_kassist
 
 MACHINE = Machine(ram=24 << 30, cpus=2, page_size=4096)
 #: Keys the agent's invariants read besides the ones tune proposes.
@@ -241,6 +243,44 @@ def test_a_listen_backlog_below_somaxconn_is_the_programs_limit(base_snapshot: S
     obs.listeners = [("0.0.0.0:8080", 4097, 4096)]  # bound by somaxconn itself
     report = analyse(obs, machine=MACHINE)
     assert "net.core.somaxconn" in [r.target for r in report.recommendations]
+
+
+# --- proposals lie within the agent's policy -----------------------------------------------
+
+
+def _somaxconn_row(report: TuneReport) -> Any:
+    return next(p for f in report.findings for p in f.proposals if p.key == "net.core.somaxconn")
+
+
+def test_a_value_below_the_agents_floor_is_raised_to_the_floor(base_snapshot: Snapshot) -> None:
+    # somaxconn 16 and a listener of backlog 1024 under a flood: its queue is somaxconn's
+    # 16, so somaxconn is the limit; x4 would give 64, below the default policy's floor.
+    obs = observation(base_snapshot, net__core__somaxconn=16, net__ipv4__tcp_max_syn_backlog=128)
+    _listen(obs)
+    obs.listeners = [("127.0.0.1:8080", 17, 16)]
+    report = analyse(obs, machine=MACHINE)
+    row = _somaxconn_row(report)
+    assert (row.current, row.value, row.status) == (16, 128, "recommended")
+    notes = report.findings[0].notes
+    assert any("64 is below the agent's floor 128" in n and "proposing 128" in n for n in notes)
+    assert {r.target: r.value for r in report.recommendations}["net.core.somaxconn"] == 128
+
+
+def test_a_policys_ceiling_and_refusals_bound_the_proposals(base_snapshot: Snapshot) -> None:
+    doc = tomllib.loads((ROOT / "actions" / "default_policy.toml").read_text())
+    narrow = policy_from_dict({**doc, "keys": {"net.core.somaxconn": {"max": 10000}}}, "narrow")
+    obs = observation(base_snapshot)
+    _listen(obs)  # 4096 -> x4 = 16384, above this policy's ceiling
+    row = _somaxconn_row(analyse(obs, machine=MACHINE, policy=narrow))
+    assert (row.value, row.status) == (10000, "recommended")
+    tight = policy_from_dict({**doc, "keys": {"net.core.somaxconn": {"max": 4096}}}, "tight")
+    row = _somaxconn_row(analyse(obs, machine=MACHINE, policy=tight))
+    assert row.status == "policy" and row.value == 16384  # no move up is left: reported
+    denied = policy_from_dict({**doc, "deny": [*doc["deny"], "net.core.*"]}, "deny")
+    report = analyse(obs, machine=MACHINE, policy=denied)
+    row = _somaxconn_row(report)
+    assert row.status == "policy" and "net.core.*" in row.why
+    assert "net.core.somaxconn" not in [r.target for r in report.recommendations]
 
 
 def test_caps_stop_growth(base_snapshot: Snapshot) -> None:

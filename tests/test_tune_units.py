@@ -12,20 +12,12 @@ import pytest
 from actions.limits import Machine as LimitsMachine
 from actions.model import AgentStatus, OverriddenKey
 from actions.policy import load_policy, policy_from_dict
+from assistant.sysctl_d import parse_conf
 from assistant.tuning.engine import Finding, ProposalRow, find_finding
-from assistant.tuning.evidence import (
-    counter_deltas,
-    match_log,
-    parse_fdinfo_watches,
-    parse_neigh_stat,
-    parse_softnet,
-    parse_ss_listeners,
-    softnet_deltas,
-)
+from assistant.tuning.evidence import counter_deltas, match_log
 from assistant.tuning.explain import deterministic_text, explain
 from assistant.tuning.managed import (
     agent_overrides,
-    parse_sysctl_conf,
     sysctl_d_settings,
     sysctl_files,
 )
@@ -39,6 +31,8 @@ from assistant.tuning.values import (
     ordered_growth,
     shrink,
 )
+from probes.stats.inotify import parse_fdinfo_watches
+from probes.stats.net import parse_neigh_stat, parse_softnet, parse_ss_listeners, softnet_deltas
 from tests.conftest import ROOT, run_kassist
 
 SOFTNET = (
@@ -130,7 +124,9 @@ def test_sysctl_d_files_name_who_sets_a_key(tmp_path: Path) -> None:
         "net.core.somaxconn": str(etc / "60-net.conf"),
         "net.ipv4.tcp_fin_timeout": str(etc / "60-net.conf"),
     }
-    assert parse_sysctl_conf("kernel.pid_max = 4194304") == {"kernel.pid_max": "4194304"}
+    assert [(s.key, s.value) for s in parse_conf("kernel.pid_max = 4194304", "f")] == [
+        ("kernel.pid_max", "4194304")
+    ]
 
 
 def test_agent_overrides_become_managed_keys() -> None:

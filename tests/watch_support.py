@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -61,18 +63,34 @@ def kmsg_write(lines: list[str], pause: float = 0.0) -> None:
         os.close(fd)
 
 
-class WatchProcess:
-    """``kassist watch`` following /dev/kmsg for real, readiness told by sd_notify.
+#: ``kassist watch`` itself, as a user runs it (for WatchProcess's ``command``).
+REAL_WATCH = ("assistant", "watch")
 
-    It runs through ``tests/watch_entry.py``: the oopses the tests write to /dev/kmsg have
-    the facility ``LOG_USER``, which the daemon otherwise leaves out.
+
+class WatchProcess:
+    """``kassist watch`` following /dev/kmsg (or ``sources``) for real, readiness told by
+    sd_notify.
+
+    By default it runs through ``tests/watch_entry.py``: the oopses the tests write to
+    /dev/kmsg have the facility ``LOG_USER``, which the daemon otherwise leaves out;
+    ``command=REAL_WATCH`` runs ``kassist watch`` itself.
     """
 
-    def __init__(self, tmp: Path, *args: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *args: str,
+        sources: tuple[str, ...] = ("kmsg",),
+        command: tuple[str, ...] = ("tests.watch_entry",),
+        db: Path | None = None,
+        state: Path | None = None,
+    ) -> None:
         self.tmp = tmp
-        self.db = tmp / "crashes.db"
-        self.state = tmp / "state"
+        self.db = db or tmp / "crashes.db"
+        self.state = state or tmp / "state"
         self.args = args
+        self.sources = sources
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "watch.log"
 
@@ -87,9 +105,8 @@ class WatchProcess:
                     [
                         sys.executable,
                         "-m",
-                        "tests.watch_entry",
-                        "--source",
-                        "kmsg",
+                        *self.command,
+                        *(a for src in self.sources for a in ("--source", src)),
                         "--db",
                         str(self.db),
                         "--state-dir",
@@ -102,10 +119,17 @@ class WatchProcess:
                     cwd=ROOT,
                 )
             while True:
-                data = s.recv(4096)
+                try:
+                    data = s.recv(4096)
+                except TimeoutError:
+                    raise AssertionError(f"watch never got ready: {self.log.read_text()}") from None
                 if b"READY=1" in data:
                     break
         return self
+
+    def alive(self) -> bool:
+        """Tell whether it still runs."""
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
         """SIGKILL it (no chance to save anything)."""
@@ -157,15 +181,19 @@ def wait_for(predicate: object, timeout: float) -> bool:
     return False
 
 
-def journal_file(path: Path, lines: list[str], start_us: int) -> None:
+def journal_file(
+    path: Path, lines: list[str], start_us: int, realtime_us: int | None = None
+) -> None:
     """Append kernel messages of this boot to a real journal file (systemd-journal-remote).
 
     :param start_us: the kernel timestamp of the first line, microseconds since boot.
+    :param realtime_us: the journal's wall-clock stamp of the first line (default: now);
+        line ``i`` gets both plus ``i`` microseconds.
     """
     remote = Path("/lib/systemd/systemd-journal-remote")
     require(remote.exists(), "needs systemd-journal-remote (Debian package of that name)")
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
-    now = int(time.time() * 1e6)
+    now = int(time.time() * 1e6) if realtime_us is None else realtime_us
     entries = []
     for i, line in enumerate(lines):
         entries.append(
@@ -177,3 +205,21 @@ def journal_file(path: Path, lines: list[str], start_us: int) -> None:
     export.write_text("\n".join(entries) + "\n")
     subprocess.run([str(remote), f"--output={path}", str(export)], check=True,
                    capture_output=True, timeout=60)  # fmt: skip
+
+
+def segfault_as(comm: str) -> int:
+    """Fork a child as nobody, named ``comm``, that reads address 0: the kernel logs its
+    user-space fault (``comm[pid]: segfault at 0 ...``). Return the child's pid."""
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            ctypes.CDLL(None).prctl(15, comm.encode(), 0, 0, 0)  # PR_SET_NAME
+            signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+            ctypes.string_at(0)
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+    return pid

@@ -1,48 +1,67 @@
 """``kassist chat``: the Textual app over :class:`assistant.chat.session.ChatSession`.
 
 Blocking work (the model, drgn, eBPF, the agent) runs in thread workers that post typed
-messages back; the UI never waits on them. A change is applied only after
+messages back; the UI never waits on them, a slow tool shows what it is doing, and the
+cancel key (Esc) stops a tool as well as the model. Messages typed while a turn runs are
+queued, never lost or merged. A change is applied only after
 :class:`~tui.screens.confirm.ConfirmChange` (a ``ModalScreen[bool]``) showed the agent's
-dry run and the person said yes; the agent validates it again when it applies it.
+dry run and the person said yes; the agent validates it again when it applies it. Every
+decision (applied, refused, declined) is written into the conversation and its export.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Footer, Header, Input, Markdown
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Header, Input, Markdown, Static
 from textual.widgets._markdown import MarkdownStream
 from textual.worker import Worker, WorkerState
 
-from assistant.chat.history import ChatHistory
+from actions.model import Completion
+from assistant.chat.history import ChatHistory, turns_markdown
+from assistant.chat.memory import Outcome, Proposal
 from assistant.chat.router import SLASH
 from assistant.chat.session import ChatSession, Turn
-from assistant.chat.tools import TOOLS, Proposal
+from assistant.chat.tools import TOOLS
 from assistant.config import ChatConfig
+from assistant.errors import KassistError
 from tui.screens.confirm import ConfirmChange
 from tui.screens.help import HelpScreen
 from tui.sources import Sources
 from tui.widgets.messages import AssistantMessage, Notice, ToolCall, UserMessage
 from tui.widgets.panels import AgentPanel, CrashesPanel, PressurePanel, ProposalsPanel
+from tui.widgets.prompt import PromptInput
 
 #: Seconds between refreshes of the live panels.
 PANEL_INTERVAL = 2.0
+#: Below this many columns the side panels are hidden: the conversation keeps the width.
+SIDE_MIN_WIDTH = 80
 _FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.S)
 
 
 class Token(Message):
     """A piece of the answer the model is writing."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class Progress(Message):
+    """A line on what a slow tool is doing."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
@@ -76,21 +95,22 @@ class PanelsRead(Message):
 
 
 class DryRun(Message):
-    """The agent's dry run of a proposal, to show before asking yes or no."""
+    """The agent's dry run of a proposal (or why there is none), to show before yes or no."""
 
-    def __init__(self, index: int, verdict: dict[str, Any]) -> None:
+    def __init__(self, proposal: Proposal, verdict: Completion | None, error: str = "") -> None:
         super().__init__()
-        self.index = index
+        self.proposal = proposal
         self.verdict = verdict
+        self.error = error
 
 
-class Applied(Message):
-    """The agent's answer to an approved proposal."""
+class Decided(Message):
+    """What became of a proposal the person decided on."""
 
-    def __init__(self, index: int, verdict: dict[str, Any]) -> None:
+    def __init__(self, proposal: Proposal, outcome: Outcome) -> None:
         super().__init__()
-        self.index = index
-        self.verdict = verdict
+        self.proposal = proposal
+        self.outcome = outcome
 
 
 class SlashCommands(Provider):
@@ -114,13 +134,13 @@ class SlashCommands(Provider):
 def help_text(cfg: ChatConfig) -> str:
     """The help screen's Markdown: keys (as configured) and slash commands."""
     keys = [
-        (cfg.key_cancel, "stop the answer being written"),
-        (cfg.key_approve, "approve the selected pending change (shows the dry run)"),
-        (cfg.key_reject, "reject the selected pending change"),
+        (cfg.key_cancel, "stop the running tool or answer; close a dialog"),
+        (cfg.key_approve, "review the selected pending change (shows the dry run)"),
+        (cfg.key_reject, "decline the selected pending change"),
         (cfg.key_copy, "copy the last answer"),
         (cfg.key_copy_code, "copy the last code block"),
-        (cfg.key_export, "export the conversation to Markdown"),
-        (cfg.key_help, "this help"),
+        (cfg.key_export, "export the conversation (with every outcome) to Markdown"),
+        (cfg.key_help, "this help (press it again, or Esc, to close)"),
         (cfg.key_quit, "quit"),
         ("ctrl+p", "command palette"),
     ]
@@ -145,6 +165,14 @@ def help_text(cfg: ChatConfig) -> str:
     )
 
 
+@dataclass
+class _Pending:
+    # The reply being written: its widget, its stream, and its progress line.
+    reply: AssistantMessage
+    stream: MarkdownStream
+    progress: Static
+
+
 class KassistApp(App[None]):
     """The chat: a conversation, live side panels, and an input line."""
 
@@ -163,14 +191,18 @@ class KassistApp(App[None]):
         self.session = session
         self.cfg = cfg or ChatConfig()
         self.sources = sources or Sources()
-        self.history = history
-        self.proposals: dict[int, Proposal] = {}
-        self._next_proposal = 0
+        self.history = history  # written on the UI thread only (SQLite objects stay in theirs)
+        self.queued: deque[str] = deque()
         self._cancel = threading.Event()
-        self._stream: MarkdownStream | None = None
-        self._reply: AssistantMessage | None = None
+        self._pending: _Pending | None = None
+        self._reviewing: int | None = None  # the proposal whose dry run or dialog is open
         self.tokens_streamed = 0
         self.tokens_shown = 0
+
+    @property
+    def proposals(self) -> dict[int, Proposal]:
+        """Return the conversation's pending proposals by id."""
+        return self.session.memory.pending
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -181,7 +213,7 @@ class KassistApp(App[None]):
                 yield CrashesPanel()
                 yield ProposalsPanel()
                 yield AgentPanel()
-        yield Input(placeholder="Ask about this system, or /help", id="prompt")
+        yield PromptInput(placeholder="Ask about this system, or /help", id="prompt")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -205,6 +237,10 @@ class KassistApp(App[None]):
         if self.sources.live:
             self.set_interval(PANEL_INTERVAL, self.refresh_panels)
 
+    def on_resize(self, event: events.Resize) -> None:
+        # A narrow terminal gives the conversation the whole width.
+        self.query_one("#side").display = event.size.width >= SIDE_MIN_WIDTH
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="warm")
     def warm_model(self) -> None:
         """Load the model and read the fixed system prompt once, before the first question."""
@@ -214,57 +250,70 @@ class KassistApp(App[None]):
 
     @property
     def busy(self) -> bool:
-        """Tell whether a turn is being answered."""
-        return any(w.group == "turn" and w.is_running for w in self.workers)
+        """Tell whether a turn is being answered (or waits in the queue)."""
+        running = any(w.group == "turn" and w.is_running for w in self.workers)
+        return running or self._pending is not None or bool(self.queued)
 
     @on(Input.Submitted, "#prompt")
     async def submitted(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
+        text = event.value.strip()  # the line was cleared when Enter was read
         if not text:
             return
-        if self.busy:
-            self.notify("still answering: wait, or cancel", severity="warning")
+        if self._pending is not None:
+            self.queued.append(text)
+            self.notify(f"queued ({len(self.queued)} waiting): {text[:40]}")
             return
-        event.input.value = ""
+        await self._start(text)
+
+    async def _start(self, text: str) -> None:
         conversation = self.query_one("#conversation", VerticalScroll)
         await conversation.mount(UserMessage(text))
-        self._reply = AssistantMessage("")
-        self._reply.add_class("draft")
-        await conversation.mount(self._reply)
+        reply = AssistantMessage("")
+        reply.add_class("draft")
+        progress = Static("…", classes="progress", markup=False)
+        await conversation.mount(reply)
+        await conversation.mount(progress)
         conversation.anchor()
-        self._stream = Markdown.get_stream(self._reply)
+        self._pending = _Pending(reply, Markdown.get_stream(reply), progress)
         self._cancel.clear()
         self.answer(text)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="turn")
     def answer(self, text: str) -> None:
-        """Run one turn in a thread; tokens and the result come back as messages."""
+        """Run one turn in a thread; tokens, progress and the result come back as messages."""
 
         def token(piece: str) -> None:
             self.tokens_streamed += 1
             self.post_message(Token(piece))
 
-        turn = self.session.ask(text, on_token=token, cancel=self._cancel)
+        def progress(line: str) -> None:
+            self.post_message(Progress(line))
+
+        turn = self.session.ask(text, on_token=token, cancel=self._cancel, on_progress=progress)
         self.post_message(TurnDone(turn))
 
     async def on_token(self, message: Token) -> None:
-        if self._stream is not None:
+        if self._pending is not None:
             self.tokens_shown += 1
-            await self._stream.write(message.text)
+            await self._pending.stream.write(message.text)
+
+    def on_progress(self, message: Progress) -> None:
+        if self._pending is not None:
+            self._pending.progress.update(f"… {message.text} ({self.cfg.key_cancel} stops it)")
 
     async def on_turn_done(self, message: TurnDone) -> None:
         turn = message.turn
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
+        pending, self._pending = self._pending, None
         conversation = self.query_one("#conversation", VerticalScroll)
-        reply = self._reply
-        if reply is not None:
+        if pending is not None:
+            await pending.stream.stop()
+            await pending.progress.remove()
             # One full update at the end: the streamed draft is replaced by the checked
             # answer, so no block is left half-rendered and no last token is lost.
-            reply.remove_class("draft")
-            await reply.update(turn.answer)
-        if turn.decision.action not in ("answer", "clarify"):
+            pending.reply.remove_class("draft")
+            await pending.reply.update(turn.answer)
+        reply = pending.reply if pending is not None else None
+        if turn.decision.action not in ("answer", "clarify", "help"):
             await conversation.mount(
                 ToolCall(turn.decision.action, turn.decision.args, turn.answer), before=reply
             )
@@ -272,70 +321,98 @@ class KassistApp(App[None]):
             if line:
                 await conversation.mount(Notice(line))
         for proposal in turn.proposals:
-            index = self._next_proposal
-            self._next_proposal += 1
-            self.proposals[index] = proposal
-            self.query_one(ProposalsPanel).add(index, proposal.summary)
+            self.query_one(ProposalsPanel).add(proposal.id, proposal.summary)
             self.notify(f"pending: {proposal.summary} ({self.cfg.key_approve} to review)")
         if self.history is not None:
             self.history.record(turn)
+        if self.queued:
+            await self._start(self.queued.popleft())
 
     def action_cancel(self) -> None:
-        """Stop the answer being written (the turn keeps what came so far)."""
-        self._cancel.set()
+        """Close a dialog; else stop the running tool or answer, and drop the queue."""
+        if isinstance(self.screen, ModalScreen):
+            self.screen.dismiss(False if isinstance(self.screen, ConfirmChange) else None)
+            return
+        dropped = len(self.queued)
+        self.queued.clear()
+        if self._pending is not None:
+            self._cancel.set()
+            self.notify("cancelling" + (f" ({dropped} queued dropped)" if dropped else ""))
 
     # -- approving changes ------------------------------------------------------------------
 
     def action_approve(self) -> None:
-        """Show the agent's dry run of the selected proposal, then ask yes or no."""
-        index = self.query_one(ProposalsPanel).selected()
-        if index is None:
+        """Show the dry run of the selected proposal, then ask yes or no (one at a time)."""
+        if self._reviewing is not None or isinstance(self.screen, ModalScreen):
+            self.notify("a change is being reviewed: answer it first")
+            return
+        ident = self.query_one(ProposalsPanel).selected()
+        if ident is None or ident not in self.proposals:
             self.notify("no pending change")
             return
-        self.dry_run(index)
+        self._reviewing = ident
+        self.dry_run(self.proposals[ident])
 
     @work(thread=True, exit_on_error=False, group="agent")
-    def dry_run(self, index: int) -> None:
-        """Ask the agent to validate a proposal (nothing is applied)."""
-        self.post_message(DryRun(index, self.session.dry_run(self.proposals[index])))
+    def dry_run(self, proposal: Proposal) -> None:
+        """Ask what a proposal would do (nothing is applied)."""
+        try:
+            self.post_message(DryRun(proposal, self.session.dry_run(proposal)))
+        except KassistError as exc:
+            self.post_message(DryRun(proposal, None, exc.one_line()))
 
-    def on_dry_run(self, message: DryRun) -> None:
-        proposal = self.proposals[message.index]
+    async def on_dry_run(self, message: DryRun) -> None:
+        proposal, verdict = message.proposal, message.verdict
+        if verdict is None:
+            self._reviewing = None
+            await self._say(f"cannot review {proposal.summary}: {message.error}")
+            return
 
         def decided(yes: bool | None) -> None:
-            if yes:
-                self.apply(message.index)
+            if verdict.ok and yes:
+                self.apply(proposal)  # reviewed until the agent's answer arrives
+            elif not verdict.ok:
+                self.post_message(Decided(proposal, self.session.decline(proposal, verdict)))
             else:
-                self.notify(f"not applied: {proposal.summary}")
+                self.post_message(Decided(proposal, self.session.decline(proposal)))
 
-        self.push_screen(ConfirmChange(proposal.summary, message.verdict), decided)
+        self.push_screen(ConfirmChange(proposal.summary, proposal.op, verdict), decided)
 
     @work(thread=True, exit_on_error=False, group="agent")
-    def apply(self, index: int) -> None:
-        """Hand an approved proposal to the agent."""
-        self.post_message(Applied(index, self.session.approve(self.proposals[index])))
+    def apply(self, proposal: Proposal) -> None:
+        """Hand an approved proposal to the agent; the session records the outcome."""
+        with contextlib.suppress(KassistError):  # recorded as an outcome ("unavailable")
+            self.session.approve(proposal)
+        outcome = self.session.outcome_of(proposal.id)
+        if outcome is not None:
+            self.post_message(Decided(proposal, outcome))
 
-    async def on_applied(self, message: Applied) -> None:
-        verdict = message.verdict
-        proposal = self.proposals.pop(message.index)
-        self.query_one(ProposalsPanel).drop(message.index)
-        state = verdict.get("verdict", "?")
-        line = f"agent: {proposal.summary}: {state}"
-        if verdict.get("errors"):
-            line += (
-                " (" + "; ".join(str(e.get("message", e)) for e in verdict["errors"])[:200] + ")"
-            )
-        await self.query_one("#conversation", VerticalScroll).mount(Notice(line))
-        self.notify(line, severity="information" if verdict.get("ok") else "error")
+    async def on_decided(self, message: Decided) -> None:
+        self._reviewing = None
+        self.query_one(ProposalsPanel).drop(message.proposal.id)
+        outcome = message.outcome
+        if self.history is not None:
+            self.history.record_outcome(outcome)
+        await self._say(f"agent: {outcome.line()}" if outcome.verdict != "declined" else
+                        f"declined: {outcome.summary}")  # fmt: skip
+        self.notify(
+            f"{outcome.verdict}: {outcome.summary}"[:80],
+            severity="information" if outcome.ok or outcome.verdict == "declined" else "error",
+        )
+
+    async def _say(self, line: str) -> None:
+        # A line in the conversation itself: readable in full, unlike a toast.
+        conversation = self.query_one("#conversation", VerticalScroll)
+        await conversation.mount(Notice(line))
+        conversation.anchor()
 
     def action_reject(self) -> None:
-        """Drop the selected proposal; nothing changes."""
-        index = self.query_one(ProposalsPanel).selected()
-        if index is None:
+        """Decline the selected proposal; nothing changes."""
+        ident = self.query_one(ProposalsPanel).selected()
+        if ident is None or ident not in self.proposals or ident == self._reviewing:
             return
-        proposal = self.proposals.pop(index)
-        self.query_one(ProposalsPanel).drop(index)
-        self.notify(f"rejected: {proposal.summary}")
+        proposal = self.proposals[ident]
+        self.post_message(Decided(proposal, self.session.decline(proposal)))
 
     # -- panels ---------------------------------------------------------------------------
 
@@ -363,6 +440,8 @@ class KassistApp(App[None]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             error = event.worker.error
+            if event.worker.group == "agent":
+                self._reviewing = None
             self.notify(
                 f"{event.worker.group}: {type(error).__name__}: {error}"[:200], severity="error"
             )
@@ -388,15 +467,19 @@ class KassistApp(App[None]):
         self.notify("copied the last code block")
 
     def action_export(self) -> None:
-        """Write the conversation to ``kassist-chat-<time>.md`` in the current directory."""
-        out = [f"# kassist chat, {time.strftime('%Y-%m-%d %H:%M')}", ""]
-        for turn in self.session.turns:
-            out += [f"**You:** {turn.question}", "", f"**kassist** (`{turn.decision.action}`):"]
-            out += ["", turn.answer, ""]
+        """Write the conversation, with what became of every proposal, to Markdown."""
+        title = f"kassist chat, {time.strftime('%Y-%m-%d %H:%M')}"
         path = Path(f"kassist-chat-{time.strftime('%Y%m%d-%H%M%S')}.md")
-        path.write_text("\n".join(out), encoding="utf-8")
+        try:
+            path.write_text(turns_markdown(title, self.session.turns), encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"not exported: {exc.strerror}: {path}", severity="error")
+            return
         self.notify(f"exported to {path}")
 
     def action_help(self) -> None:
-        """Show the keys and commands."""
-        self.push_screen(HelpScreen(help_text(self.cfg)))
+        """Show the keys and commands; the help key again (or Esc) closes them."""
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+        elif not isinstance(self.screen, ModalScreen):
+            self.push_screen(HelpScreen(help_text(self.cfg)))

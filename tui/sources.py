@@ -1,10 +1,13 @@
-"""Where the side panels read from: the real machine, or fixed data for snapshot tests."""
+"""Where the side panels read from: the real machine, or fixed data for snapshot tests.
+
+The live readers are the features' own: the statistics summary (load, PSI) of
+``probes.stats.summary``, the crash store, and :func:`actions.client.try_status`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,20 +23,11 @@ class Pressure:
 
 
 def read_pressure() -> Pressure:
-    """Read the load average and PSI from /proc (a few small files)."""
-    with open("/proc/loadavg", encoding="ascii") as fh:
-        load1 = float(fh.read().split()[0])
-    psi: dict[str, float] = {}
-    for res in ("cpu", "memory", "io"):
-        try:
-            with open(f"/proc/pressure/{res}", encoding="ascii") as fh:
-                first = fh.readline().split()
-        except OSError:
-            continue
-        for part in first[1:]:
-            if part.startswith("avg10="):
-                psi[res] = float(part[6:])
-    return Pressure(load1, psi)
+    """Read the load average and PSI (the statistics summary's few small files)."""
+    from probes.stats.summary import read_summary
+
+    s = read_summary()
+    return Pressure(s.load1 or 0.0, {res: line.some_avg10 for res, line in s.psi.items()})
 
 
 def recent_crashes(store: str | None, limit: int = 8) -> list[tuple[str, str, int]]:
@@ -51,18 +45,10 @@ def recent_crashes(store: str | None, limit: int = 8) -> list[tuple[str, str, in
 
 
 def agent_state(socket: str) -> str:
-    """Return one line on the agent: reachable and how many keys it manages, or why not."""
-    from actions.client import AgentClient
-    from actions.errors import ActionError
+    """Return one line on the agent: up and what it manages, or why it is not reachable."""
+    from actions.client import try_status
 
-    try:
-        with AgentClient(socket, timeout=2.0) as client:
-            answer: Any = client.status()
-    except (ActionError, OSError) as exc:
-        return f"not reachable ({str(exc)[:60]})"
-    if answer.status is None:
-        return f"answers {answer.verdict}"
-    return f"up, {len(answer.status.managed)} managed key(s)"
+    return try_status(socket).line()
 
 
 @dataclass(frozen=True)

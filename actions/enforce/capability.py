@@ -120,7 +120,7 @@ def ensure_bpffs(pin_root: Path = BPFFS) -> str | None:
     if target != BPFFS and BPFFS not in target.parents:
         raise ActionError(problem, "choose a pin root on a BPF file system")
     if os.geteuid() != 0:
-        raise ActionError(problem, "run the agent as root, or mount it first")
+        raise ActionError(problem, "run as root, or mount it first")
     with _locked(BPFFS):
         if bpffs_problem(pin_root) is None:  # someone else mounted it meanwhile
             return None

@@ -4,9 +4,10 @@
 over :class:`~assistant.chat.session.ChatSession`. The core never imports textual.
 """
 
+from assistant.chat.memory import Memory, Outcome, Proposal
 from assistant.chat.router import Decision, route
 from assistant.chat.session import ChatSession, Turn
-from assistant.chat.tools import TOOL_NAMES, TOOLS, Context, Proposal, ToolResult
+from assistant.chat.tools import TOOL_NAMES, TOOLS, Context, ToolResult
 
 __all__ = [
     "TOOLS",
@@ -14,6 +15,8 @@ __all__ = [
     "ChatSession",
     "Context",
     "Decision",
+    "Memory",
+    "Outcome",
     "Proposal",
     "ToolResult",
     "Turn",

@@ -11,6 +11,7 @@ The message is data: nothing here executes or follows it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class Cues:
     :param paths: file or directory paths, in order.
     :param signatures: crash signatures or their hex prefixes.
     :param sysctls: sysctl names (``net.core.somaxconn``).
+    :param leaves: keys named by their last part only (``somaxconn``): a weaker cue.
     :param probe: an eBPF probe named in the message.
     :param duration: seconds asked for (``for 10 seconds``, ``30s``).
     :param changeset: a changeset id (``changeset 3``, ``#3``).
@@ -81,6 +83,7 @@ class Cues:
     paths: list[str] = field(default_factory=list)
     signatures: list[str] = field(default_factory=list)
     sysctls: list[str] = field(default_factory=list)
+    leaves: list[str] = field(default_factory=list)
     probe: str | None = None
     duration: int | None = None
     changeset: int | None = None
@@ -102,9 +105,16 @@ def find_cues(text: str, probe_names: Iterable[str]) -> Cues:
     """
     cues = Cues()
     rest = text
+    written: list[str] = []  # each sysctl as the message writes it (a leaf: "somaxconn")
     for m in _SYSCTL.finditer(text):
-        cues.sysctls.append(_strip_sentence_end(m.group(1)))
-    for name in cues.sysctls:
+        written.append(_strip_sentence_end(m.group(1)))
+    cues.sysctls = list(written)
+    if not cues.sysctls:
+        for leaf, key in known_leaves().items():
+            if found := _word(leaf).search(text):
+                written.append(found.group(0))
+                cues.leaves.append(key)
+    for name in written:
         rest = rest.replace(name, " ")
     for m in _PATH.finditer(rest):
         path = _strip_sentence_end(m.group(1))
@@ -135,8 +145,8 @@ def find_cues(text: str, probe_names: Iterable[str]) -> Cues:
     changeset = _CHANGESET.search(rest)
     if changeset:
         cues.changeset = int(changeset.group(1))
-    if cues.sysctls:
-        after = text.split(cues.sysctls[0], 1)[1]
+    if written:
+        after = text.split(written[0], 1)[1]
         v = _SET_VALUE.search(after)
         if v:
             cues.value = v.group(1).strip()
@@ -152,6 +162,25 @@ def find_cues(text: str, probe_names: Iterable[str]) -> Cues:
             cues.source = source
             break
     return cues
+
+
+@functools.cache
+def known_leaves() -> dict[str, str]:
+    """Return the last component of each key tuning knows → the key (``somaxconn``: one key).
+
+    Leaves that several keys share (``rmem_max``?) are left out: they name nothing.
+    """
+    from assistant.tuning.scenarios import KNOWN_KEYS
+
+    leaves: dict[str, list[str]] = {}
+    for key in KNOWN_KEYS:
+        leaves.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+    return {leaf: keys[0] for leaf, keys in leaves.items() if len(keys) == 1 and len(leaf) > 5}
+
+
+@functools.cache
+def _word(word: str) -> re.Pattern[str]:
+    return re.compile(r"(?<![\w.-])" + re.escape(word) + r"(?![\w.-])", re.IGNORECASE)
 
 
 def _slash_command(text: str) -> str | None:
@@ -198,10 +227,54 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"\bsockets?\b|\btime[- ]wait\b|\bconnections? (?:open|count)\b|\bestablished\b", 2.0),
         (r"\bhow busy\b|\bi/?o\b", 1.5),
         (r"\boverload\w*\b", 2.0),
-        (r"\bhow is (?:the )?(?:system|machine|host|box|server) doing\b", 3.0),
-        (r"\bstatus of (?:the |this )?(?:system|machine|host|box|server)\b", 3.0),
-        (r"\b(?:health|overview|summary)\b", 1.5),
+        (r"\b(?:overview|summary)\b", 1.5),
         (r"\bright now\b|\bcurrent(?:ly)?\b", 0.5),
+    ),
+    "health": (
+        (
+            r"\bhow(?:'s| is) (?:the |this |my |our )?(?:system|machine|host|box|server|computer)"
+            r"(?: doing| holding up)?\b",
+            5.0,
+        ),
+        (r"\b(?:system|machine|host|box|server|computer) health\b|\bhealth ?check\b", 5.0),
+        (r"\bstatus of (?:the |this |my )?(?:system|machine|host|box|server)\b", 5.0),
+        (
+            r"\b(?:machine|system|host|box|server|computer|everything)\b.{0,20}"
+            r"\b(?:slow|sluggish|laggy|unresponsive|hanging|struggling)\b",
+            5.0,
+        ),
+        (
+            r"\b(?:is|are) (?:the |this |my )?(?:system|machine|host|box|server) (?:ok|okay|fine|"
+            r"healthy|alright)\b",
+            5.0,
+        ),
+        (r"\bverdict\b|\boverall\b|\beverything (?:ok|okay|fine)\b", 3.0),
+    ),
+    "top": (
+        (r"\b(?:using|uses|eating|consuming|hogging|burning) (?:the )?most\b", 5.0),
+        (r"\bwhat(?:'s| is) (?:using|eating|hogging|consuming|burning)\b", 5.0),
+        (
+            r"\b(?:top|busiest|heaviest|biggest) (?:processes|process|tasks|programs|consumers)\b",
+            5.0,
+        ),
+        (
+            r"\bwhich (?:process|processes|program|programs|task|tasks)\b.{0,30}"
+            r"\b(?:using|uses|eat|hog|consum|burn|most|heav)",
+            4.0,
+        ),
+        (r"\bwho(?:'s| is) (?:using|eating|hogging)\b|\bhogs?\b", 4.0),
+    ),
+    "explain": (
+        (r"\bexplain\b.*\b(?:recommendation|finding|tuning|tune|advice|suggestion)s?\b", 5.0),
+        (r"\bwhy (?:do|does|did) (?:you|tune|kassist|it) (?:recommend|suggest|propose)\b", 5.0),
+        (r"\bwhy (?:this|that|the) (?:recommendation|finding|change)\b", 4.0),
+    ),
+    "help": (
+        (
+            r"^\s*help\s*[?!.]*$|\bwhat can you do\b|\bcan you help\b|\bhow do i use (?:you|this)\b"
+            r"|\bwhat (?:commands|tools)\b|\blist (?:the )?(?:commands|tools)\b",
+            5.0,
+        ),
     ),
     "probe": (
         (r"\btrace\b|\btracing\b|\bbpftrace\b|\bebpf\b|\bprobe\b", 2.5),
@@ -289,7 +362,7 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
     ),
     "answer": (
         (r"^\s*(?:hi|hello|hey|thanks?|thank you|good (?:morning|evening))\b", 4.0),
-        (r"\bwho are you\b|\bwhat can you do\b|^\s*help\s*[?!.]*$", 4.0),
+        (r"\bwho are you\b", 4.0),
         # questions about the kernel in general, not about this machine
         (r"^\s*what(?:'s| is| are) (?:a |an )\w+", 3.0),
         (r"^\s*what(?:'s| is| are) (?:the )?[\w-]+\s*\??\s*$", 2.0),
@@ -356,12 +429,56 @@ def _sysctl_action(text: str, cues: Cues, scores: Mapping[str, float]) -> CueDec
     key = cues.sysctls[0]
     if _set_request(text) and cues.value is not None:
         return CueDecision("apply", {"target": key, "value": cues.value}, 0.85)
+    if _ADVICE_REQUEST.search(text) and scores.get("docs", 0) < 3:
+        return CueDecision("tune", {"key": key}, 0.8)  # "should I raise somaxconn?"
     if _TUNE_REQUEST.search(text) and scores.get("docs", 0) < 3:
         return CueDecision("tune", {}, 0.6)
     return CueDecision("docs", {"key": key}, 0.85)
 
 
 _TUNE_REQUEST = re.compile(r"\btun(?:e|ing)\b|\boptimi[sz]e\b|\brecommend|\bsuggest", re.I)
+#: Asking whether a key should change: the evidence for that key answers it.
+_ADVICE_REQUEST = re.compile(
+    r"\bshould (?:i|we)\b|\bis it (?:worth|wise|a good idea|safe|necessary)\b"
+    r"|\bdo (?:i|we) need to\b|\bwould it help\b|\b(?:raise|lower|increase|decrease|bump|reduce)\b",
+    re.I,
+)
+#: The kernel's ring buffer, named in the words people use for it.
+_RING_BUFFER = re.compile(
+    r"\bdmesg\b|\bkmsg\b|\bkernel (?:log|ring buffer|messages)\b|\bring buffer\b", re.I
+)
+#: Asking for crashes to be found (not records to be shown).
+_CRASH_HUNT = re.compile(
+    r"\btriage\b|\bcrash(?:es|ed)?\b|\boops(?:es)?\b|\bpanic|\bbugs?\b|\bkasan\b|\banaly[sz]e\b",
+    re.I,
+)
+#: A thing the conversation talked about before ("that crash", "it").
+_REFERENT = re.compile(
+    r"\b(?:that|this|the last|the latest|the same|the first|the above)\s+"
+    r"(?:crash|oops|panic|bug|warning|one|report|trace)\b|\bfor it\b|\bof it\b",
+    re.I,
+)
+_WHAT_DOES_IT_DO = re.compile(
+    r"\bwhat does (?:it|that|this)(?: key| setting| sysctl| one)? (?:do|mean|control)\b", re.I
+)
+#: What a "top" question ranks by, by the words it uses (checked in order; default cpu).
+TOP_BY: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bmemory\b|\bram\b|\brss\b", re.I), "memory"),
+    (re.compile(r"\bi/?o\b|\bdisk\b|\bwrit\w*\b|\bread\w*\b", re.I), "io"),
+)
+
+
+def _leaf_names_the_key(text: str, scores: Mapping[str, float]) -> bool:
+    # "should I raise somaxconn?" is about the key; "when did the agent change somaxconn"
+    # is about the agent's history, where the key is only a detail.
+    others = max((v for t, v in scores.items() if t not in ("docs", "tune", "apply")), default=0)
+    asks = _ADVICE_REQUEST.search(text) or _set_request(text) or scores.get("docs", 0) >= 3
+    return bool(asks) and others < 3
+
+
+def _top_args(text: str) -> dict[str, Any]:
+    by = next((name for pattern, name in TOP_BY if pattern.search(text)), "cpu")
+    return {"by": by}
 
 
 def _probe_args(cues: Cues, text: str) -> dict[str, Any]:
@@ -431,6 +548,18 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
         return CueDecision("docs", {"key": "undocumented"}, 0.9)
     if cues.probe is not None:
         return CueDecision("probe", _probe_args(cues, text), 0.9)
+    if _RING_BUFFER.search(text) and _CRASH_HUNT.search(text):
+        return CueDecision("triage", {}, 0.85)  # "check dmesg for crashes": the ring buffer
+    if _REFERENT.search(text) and scores.get("report", 0) >= 2:
+        return CueDecision("report", {}, 0.85)  # "write a bug report for that crash"
+    if _WHAT_DOES_IT_DO.search(text):
+        return CueDecision("docs", {}, 0.7)  # the key the conversation talked about last
+    if cues.leaves and _leaf_names_the_key(text, scores):
+        cues.sysctls = cues.leaves
+        return _sysctl_action(text, cues, scores)
+    if scores.get("explain", 0) >= 4:
+        ident = {"id": cues.rec_id} if cues.rec_id and ":" in cues.rec_id else {}
+        return CueDecision("explain", ident, 0.85)
     # A tool that needs a thing the message does not name cannot be the answer.
     scores = {t: v for t, v in scores.items() if t not in NEEDS_A_NAME}
     top, s1, s2, second = _best(scores)
@@ -443,12 +572,54 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
                 return CueDecision("probe", _probe_args(cues, text), _confidence(s1, s2))
         return CueDecision(CLARIFY, {}, 0.3, ("probe",))
     args: dict[str, Any] = _logs_args(cues) if top == "logs" else {}
+    if top == "top":
+        args = _top_args(text)
     alternatives = (second,) if s2 > 0 else ()
     return CueDecision(top, args, _confidence(s1, s2), alternatives)
 
 
 #: Tools that need a path or a signature: phrases alone never pick them.
 NEEDS_A_NAME = frozenset({"triage", "vmcore", "report", "crash"})
+
+
+#: A message that asks rather than tells: it starts like a question, or holds a "?".
+_QUESTION = re.compile(
+    r"^\s*(?:what|how|why|when|where|which|who|whom|is|are|was|were|do|does|did|should|would"
+    r"|could|can|may|might|will|shall|if|suppose|imagine|wonder)\b|\?",
+    re.I,
+)
+#: "what would happen if", "hypothetically", "just tell me", "a dry run".
+_HYPOTHETICAL = re.compile(
+    r"\bwhat (?:would|will|if)\b|\bwould (?:happen|it|that|this)\b"
+    r"|\bif (?:i|we) (?:ever|were|was)\b|\bhypothetical\w*|\bsuppose\b|\bin theory\b"
+    r"|\b(?:just|only) (?:tell|explain|show|describe)\b|\bdry[- ]?run\b"
+    r"|\bwithout (?:applying|changing|touching)\b",
+    re.I,
+)
+#: A negated change: "do NOT set", "don't apply anything", "never roll back".
+_NEGATION = re.compile(
+    r"\b(?:don'?t|do not|doesn'?t|does not|never|not|no need to|without)\s+(?:\w+\s+){0,2}?"
+    r"(?:set|change|apply|applying|touch|modify|roll|revert|undo|write|do|make)\b"
+    r"|\b(?:apply|change|touch) nothing\b",
+    re.I,
+)
+
+
+def mood(text: str) -> str:
+    """Tell how a message speaks of a change: ``imperative``, ``question``,
+    ``hypothetical`` or ``negation``. Only an imperative may become a proposal.
+
+    >>> [mood(t) for t in ("set vm.swappiness to 10", "do NOT set it, just tell me",
+    ...                    "what would happen if I set it to 5", "can you set it to 5?")]
+    ['imperative', 'negation', 'hypothetical', 'question']
+    """
+    if _NEGATION.search(text):
+        return "negation"
+    if _HYPOTHETICAL.search(text):
+        return "hypothetical"
+    if _QUESTION.search(text):
+        return "question"
+    return "imperative"
 
 
 _SMALL_TALK = re.compile(

@@ -1,7 +1,10 @@
 """Conversations kept in SQLite: listable, and exportable to Markdown.
 
 ``$XDG_STATE_HOME/kassist/chat.db`` (``/var/lib/kassist/chat.db`` as root). A row per
-conversation, a row per turn (question, routing decision, answer, notice, proposals).
+conversation, a row per turn (question, routing decision, answer, notice, proposals),
+and a row per outcome (what became of a proposal: the agent's verdict, a refusal, the
+person's no). :func:`conversation_markdown` is the one Markdown export: of a stored
+conversation (:meth:`ChatHistory.markdown`) and of a live one (the TUI's export key).
 """
 
 from __future__ import annotations
@@ -9,13 +12,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant.chat.memory import Outcome
 from assistant.chat.session import Turn
 from assistant.config import user_state_dir
 from assistant.db import Migration, Schema, migrate
 from assistant.errors import InputError, KassistError
+from assistant.markdown import markdown_safe
 
 #: The chat history's numbered migrations. Append only: never edit one that has shipped.
 SCHEMA = Schema(
@@ -43,8 +49,63 @@ SCHEMA = Schema(
                 "CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns(conversation, id)",
             ),
         ),
+        Migration(
+            2,
+            (
+                """CREATE TABLE IF NOT EXISTS outcomes (
+                    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                    turn         INTEGER NOT NULL REFERENCES turns(id),
+                    decided      REAL NOT NULL,
+                    summary      TEXT NOT NULL,
+                    verdict      TEXT NOT NULL,
+                    ok           INTEGER NOT NULL,
+                    detail       TEXT NOT NULL
+                )""",
+                "CREATE INDEX IF NOT EXISTS outcomes_by_turn ON outcomes(turn, id)",
+            ),
+        ),
     ),
 )
+
+
+@dataclass
+class Entry:
+    """One turn as the export shows it."""
+
+    question: str
+    action: str
+    answer: str
+    notice: str = ""
+    proposed: list[str] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def conversation_markdown(title: str, entries: Iterable[Entry]) -> str:
+    """Render a conversation as Markdown: each question, answer, notice, and what became of
+    every proposal (a proposal no one decided says so)."""
+    out = [f"# {title}", ""]
+    for e in entries:
+        out += [f"**You:** {markdown_safe(e.question)}", "", f"**kassist** (`{e.action}`):", ""]
+        out += [markdown_safe(e.answer), ""]
+        if e.notice:
+            out += [f"> {markdown_safe(e.notice)}", ""]
+        decided = {o.summary for o in e.outcomes}
+        for o in e.outcomes:
+            out += [f"> **Outcome:** {markdown_safe(o.line())}", ""]
+        for summary in e.proposed:
+            if summary not in decided:
+                out += [f"> **Outcome:** {markdown_safe(summary)}: not decided (still pending)", ""]
+    return "\n".join(out)
+
+
+def turns_markdown(title: str, turns: Sequence[Turn]) -> str:
+    """Render a live conversation's turns (with their outcomes) as Markdown."""
+    entries = [
+        Entry(t.question, t.decision.action, t.answer, t.notice or t.error,
+              [p.summary for p in t.proposals], list(t.outcomes))
+        for t in turns
+    ]  # fmt: skip
+    return conversation_markdown(title, entries)
 
 
 def default_path() -> Path:
@@ -81,6 +142,7 @@ class ChatHistory:
                 "check its permissions, or set XDG_STATE_HOME to a writable directory",
             ) from None
         self.conversation: int | None = None
+        self._turn_of: dict[int, int] = {}  # proposal id -> its turn's row
 
     def close(self) -> None:
         """Close the database."""
@@ -104,7 +166,7 @@ class ChatHistory:
         """Add a turn to the current conversation (one is started on the first turn)."""
         if self.conversation is None:
             self.start(turn.question)
-        self._db.execute(
+        cur = self._db.execute(
             "INSERT INTO turns(conversation, asked, question, action, args, answer, notice,"
             " proposed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -118,6 +180,20 @@ class ChatHistory:
                 json.dumps([p.to_dict() for p in turn.proposals]),
             ),
         )
+        for p in turn.proposals:
+            self._turn_of[p.id] = int(cur.lastrowid or 0)
+
+    def record_outcome(self, outcome: Outcome) -> None:
+        """Record what became of a proposal, with the turn that proposed it."""
+        turn = self._turn_of.get(outcome.proposal)
+        if turn is None:
+            return  # proposed before this history was opened: nothing to attach it to
+        self._db.execute(
+            "INSERT INTO outcomes(turn, decided, summary, verdict, ok, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (turn, outcome.at or time.time(), outcome.summary, outcome.verdict,
+             int(outcome.ok), outcome.detail),
+        )  # fmt: skip
 
     def conversations(self, limit: int = 50) -> list[ConversationRow]:
         """Return the newest conversations first."""
@@ -139,12 +215,20 @@ class ChatHistory:
         if head is None:
             raise InputError(f"no conversation {conversation}", "see `kassist ask --history`")
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(head[0])))
-        out = [f"# kassist chat {conversation} ({stamp})", ""]
-        for q, action, answer, notice in self._db.execute(
-            "SELECT question, action, answer, notice FROM turns WHERE conversation = ? ORDER BY id",
+        entries = []
+        for row, q, action, answer, notice, proposed in self._db.execute(
+            "SELECT id, question, action, answer, notice, proposed FROM turns"
+            " WHERE conversation = ? ORDER BY id",
             (conversation,),
-        ):
-            out += [f"**You:** {q}", "", f"**kassist** (`{action}`):", "", str(answer), ""]
-            if notice:
-                out += [f"> {notice}", ""]
-        return "\n".join(out)
+        ).fetchall():
+            outcomes = [
+                Outcome(0, str(summary), str(verdict), bool(ok), str(detail), None, float(at))
+                for summary, verdict, ok, detail, at in self._db.execute(
+                    "SELECT summary, verdict, ok, detail, decided FROM outcomes"
+                    " WHERE turn = ? ORDER BY id",
+                    (row,),
+                )
+            ]
+            summaries = [str(p.get("summary", "")) for p in json.loads(proposed)]
+            entries.append(Entry(q, action, str(answer), notice, summaries, outcomes))
+        return conversation_markdown(f"kassist chat {conversation} ({stamp})", entries)

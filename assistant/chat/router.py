@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assistant.chat.cues import CLARIFY, NEEDS_A_NAME, find_cues, phrase_scores, route_by_cues
+from assistant.chat.cues import (
+    CLARIFY,
+    NEEDS_A_NAME,
+    find_cues,
+    mood,
+    phrase_scores,
+    route_by_cues,
+)
 from assistant.chat.tools import TOOL_NAMES
 from assistant.llm.base import Backend
 
@@ -84,12 +91,13 @@ def _slash_logs(words: list[str]) -> dict[str, Any]:
 #: Slash command -> (tool, how its words become arguments).
 SLASH: dict[str, tuple[str, Callable[[list[str]], dict[str, Any]]]] = {
     "triage": ("triage", lambda w: {"path": " ".join(w)} if w else {}),
+    "dmesg": ("triage", lambda w: {}),
     "crashes": ("crashes", lambda w: {}),
     "crash": ("crash", lambda w: {"signature": w[0].lower()} if w else {}),
     "report": ("report", lambda w: {"target": " ".join(w)} if w else {}),
     "stats": ("stats", lambda w: {}),
     "probe": ("probe", _slash_probe),
-    "tune": ("tune", lambda w: {}),
+    "tune": ("tune", lambda w: {"key": w[0]} if w else {}),
     "docs": ("docs", lambda w: {"key": w[0]} if w else {"key": "undocumented"}),
     "disks": ("disks", lambda w: {}),
     "status": ("agent_status", lambda w: {}),
@@ -100,7 +108,12 @@ SLASH: dict[str, tuple[str, Callable[[list[str]], dict[str, Any]]]] = {
     "rollback": ("rollback", lambda w: {"changeset": int(w[0])} if w and w[0].isdigit() else {}),
     "logs": ("logs", _slash_logs),
     "vmcore": ("vmcore", lambda w: {"path": " ".join(w)} if w else {}),
-    "help": ("answer", lambda w: {}),
+    "help": ("help", lambda w: {}),
+    "ask": ("answer", lambda w: {}),
+    "health": ("health", lambda w: {}),
+    "top": ("top", lambda w: {"by": w[0]} if w else {}),
+    "explain": ("explain", lambda w: {"id": w[0]} if w else {}),
+    "why": ("explain", lambda w: {"id": w[0]} if w else {}),
 }
 
 
@@ -143,8 +156,16 @@ def model_choice(backend: Backend, text: str) -> str | None:
     return tool if isinstance(tool, str) and tool in TOOL_NAMES else None
 
 
+#: Tools whose result is a proposed change: only an imperative message may reach them as one.
+CHANGES = frozenset({"apply", "rollback"})
+
+
 def route(text: str, probe_names: Iterable[str], backend: Backend | None = None) -> Decision:
     """Route one message.
+
+    A change asked about in a question, a hypothetical or a negation ("what would happen
+    if I set ...?", "do NOT set ...") keeps its tool but gets ``hypothetical``: the tool
+    explains and dry-runs it and proposes nothing. A slash command is an imperative.
 
     :param probe_names: the eBPF probes the library has.
     :param backend: a model for what the cues leave open, or ``None``.
@@ -152,6 +173,22 @@ def route(text: str, probe_names: Iterable[str], backend: Backend | None = None)
     slash = parse_slash(text)
     if slash is not None:
         return slash
+    decision = _route_words(text, probe_names, backend)
+    if decision.action in CHANGES and mood(text) != "imperative":
+        return replace(decision, args={**decision.args, "hypothetical": True})
+    return decision
+
+
+def is_request(text: str) -> bool:
+    """Tell whether a message may ask for a change: a slash command, or an imperative.
+
+    A question, a hypothetical or a negation never is, whoever picks the tool (the cues,
+    the router's model, or a model calling tools natively).
+    """
+    return parse_slash(text) is not None or mood(text) == "imperative"
+
+
+def _route_words(text: str, probe_names: Iterable[str], backend: Backend | None) -> Decision:
     names = list(probe_names)
     cue = route_by_cues(text, names)
     if cue.action != CLARIFY and cue.confidence >= CUE_FLOOR:

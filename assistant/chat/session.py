@@ -2,9 +2,15 @@
 
 The TUI (``tui/``) and ``kassist ask`` are two thin front ends over
 :class:`ChatSession`; nothing here imports textual. A turn routes the message, runs the
-tool, and, for plain conversation, streams the model's answer from the facts it is
-given. Changes are only ever *proposed*: :meth:`ChatSession.approve` hands a proposal to
-the kernel agent, which validates it as always, and only after a person said yes.
+tool (which may report progress and stops when the turn is cancelled), and, for a plain
+question, asks the session's one answer path (:mod:`assistant.chat.answer`). Changes are
+only ever *proposed*: :meth:`ChatSession.approve` hands a proposal to the kernel agent,
+which validates it as always, and only after a person said yes; every decision becomes an
+:class:`~assistant.chat.memory.Outcome` recorded with the turn that proposed it.
+
+The session owns the conversation's :class:`~assistant.chat.memory.Memory` (the last
+crash, key, changeset and recommendation; the proposals still pending): two sessions in
+one process never share it.
 """
 
 from __future__ import annotations
@@ -12,20 +18,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from actions.model import Changeset, Completion, ErrorEntry
+from assistant.chat.answer import Answerer, GroundedAnswerer
 from assistant.chat.cues import is_small_talk
-from assistant.chat.router import Decision, route
-from assistant.chat.tools import TOOLS, Context, Proposal, ToolResult, run_tool
-from assistant.errors import KassistError
-from assistant.llm.base import Backend, GenerationStats, Message
-
-ANSWER_PROMPT = "chat_answer"
-#: Characters of a tool's evidence handed to the model.
-EVIDENCE_CHARS = 2400
-#: Characters of a documentation section handed to the model for a plain answer.
-FACT_CHARS = 500
+from assistant.chat.memory import Memory, Outcome, Proposal
+from assistant.chat.router import Decision, is_request, route
+from assistant.chat.tools import TOOLS, Cancelled, Context, ToolResult, help_text, run_tool
+from assistant.errors import KassistError, NotAvailable
+from assistant.llm.base import Backend, GenerationStats
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Turn:
     :param error: one line when the tool failed.
     :param notice: one line when the model's prose was withheld, or the turn cancelled.
     :param draft: the model's text as it streamed, before the check (shown only if it passed).
+    :param outcomes: what became of the turn's proposals (approved, refused, declined).
     """
 
     question: str
@@ -47,6 +51,7 @@ class Turn:
     started: float = field(default_factory=time.time)
     stats: GenerationStats | None = None
     draft: str = ""
+    outcomes: list[Outcome] = field(default_factory=list)
 
     @property
     def proposals(self) -> list[Proposal]:
@@ -65,12 +70,8 @@ class Turn:
             "notice": self.notice or None,
             "data": self.result.data if self.result else {},
             "proposed": [p.to_dict() for p in self.proposals],
+            "outcomes": [o.to_dict() for o in self.outcomes],
         }
-
-
-def _help_text() -> str:
-    rows = [f"- `/{t.name}`: {t.summary}" for t in TOOLS if t.name != "answer"]
-    return "I can use these tools (or ask me in plain words):\n" + "\n".join(rows)
 
 
 def _clarify_text(decision: Decision) -> str:
@@ -79,12 +80,19 @@ def _clarify_text(decision: Decision) -> str:
     return "I am not sure what you want. Did you mean " + " or ".join(offered) + "?"
 
 
+def _greeting() -> str:
+    return "Hello. " + help_text()
+
+
 class ChatSession:
     """A conversation with the assistant.
 
     :param backend: the model for routing and prose, or ``None`` (cues and facts only).
-    :param ctx: where the tools find the store and the agent.
+    :param ctx: where the tools find the store and the agent (its memory is replaced by
+        this session's own).
     :param on_turn: called with each finished turn (a history store records it).
+    :param on_outcome: called with each decided proposal (a history store records it).
+    :param answerer: the answer path for plain questions (default: the documentation's).
     """
 
     def __init__(
@@ -92,15 +100,21 @@ class ChatSession:
         backend: Backend | None,
         ctx: Context | None = None,
         on_turn: Callable[[Turn], None] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        answerer: Answerer | None = None,
         native_tools: bool = False,
     ) -> None:
         self.backend = backend
-        self.ctx = ctx or Context()
+        self.memory = Memory()
+        self.ctx = replace(ctx or Context(), memory=self.memory)
         self.turns: list[Turn] = []
         self.on_turn = on_turn
+        self.on_outcome = on_outcome
+        self.answerer: Answerer = answerer or GroundedAnswerer(backend, fallback=_greeting)
         #: let the model call the tools itself (assistant.chat.native), router as fallback
         self.native_tools = native_tools
         self._probe_names: list[str] | None = None
+        self._proposal_ids = 0
 
     @property
     def probe_names(self) -> list[str]:
@@ -111,6 +125,11 @@ class ChatSession:
             self._probe_names = [p.name for p in list_probes()]
         return self._probe_names
 
+    @property
+    def pending(self) -> list[Proposal]:
+        """Return the proposals no one decided yet, oldest first."""
+        return list(self.memory.pending.values())
+
     def route(self, text: str) -> Decision:
         """Decide where a message goes, without running anything."""
         return route(text, self.probe_names, self.backend)
@@ -120,34 +139,42 @@ class ChatSession:
         text: str,
         on_token: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        on_progress: Callable[[str], None] | None = None,
     ) -> Turn:
         """Run one turn: route, run the tool, and stream the answer through ``on_token``.
 
-        :param cancel: set it to stop a generation; the turn keeps what came so far.
+        :param cancel: set it to stop the turn (a tool at its next check, the model at its
+            next token); the turn keeps what came so far.
+        :param on_progress: told, one line at a time, what a slow tool is doing.
         """
-        native = self._native(text) if self.native_tools else None
+        ctx = replace(self.ctx, progress=on_progress, cancel=cancel, imperative=is_request(text))
+        native = self._native(text, ctx) if self.native_tools else None
         if isinstance(native, Turn):
             turn = native
         else:
             decision = self.route(text)
             turn = Turn(text, decision, notice=native or "")
             try:
-                self._run(turn, on_token, cancel)
+                self._run(turn, ctx, on_token, cancel)
+            except Cancelled:
+                turn.notice = "cancelled: nothing was changed"
+                turn.answer = turn.answer or f"**{decision.action}** was cancelled."
             except KassistError as exc:
                 turn.error = exc.one_line()
                 turn.answer = f"**{decision.action}** failed: {turn.error}"
+        self._number_proposals(turn)
         self.turns.append(turn)
         if self.on_turn is not None:
             self.on_turn(turn)
         return turn
 
-    def _native(self, text: str) -> Turn | str | None:
+    def _native(self, text: str, ctx: Context) -> Turn | str | None:
         # The model calls the tools itself; a str is why the router takes the turn instead.
         from assistant.chat.native import Fallback, native_turn
 
         if self.backend is None or text.lstrip().startswith("/"):
             return None
-        outcome = native_turn(self.backend, text, self.ctx)
+        outcome = native_turn(self.backend, text, ctx)
         if isinstance(outcome, Fallback):
             return outcome.why
         first = outcome.calls[0]
@@ -164,121 +191,142 @@ class ChatSession:
         return Turn(text, decision, result, outcome.answer, notice=outcome.notice)
 
     def _run(
-        self, turn: Turn, on_token: Callable[[str], None] | None, cancel: threading.Event | None
+        self,
+        turn: Turn,
+        ctx: Context,
+        on_token: Callable[[str], None] | None,
+        cancel: threading.Event | None,
     ) -> None:
         decision = turn.decision
         if decision.action == "clarify":
             turn.answer = _clarify_text(decision)
             return
         if decision.action == "answer":
-            self._answer(turn, on_token, cancel)
+            question = turn.question
+            if decision.via == "slash":  # "/ask what is RCU": the question is the rest
+                question = question.strip().partition(" ")[2] or question
+            if is_small_talk(question):
+                turn.answer = _greeting()
+                return
+            answer = self.answerer(question, on_token, cancel)
+            turn.answer, turn.notice = answer.text, answer.notice
+            turn.draft, turn.stats = answer.draft, answer.stats
+            if answer.data:
+                turn.result = ToolResult(answer.text, answer.data)
             return
-        turn.result = run_tool(decision.action, decision.args, self.ctx)
+        turn.result = run_tool(decision.action, decision.args, ctx)
         turn.answer = turn.result.text
 
-    def _answer(
-        self, turn: Turn, on_token: Callable[[str], None] | None, cancel: threading.Event | None
-    ) -> None:
-        facts = "" if is_small_talk(turn.question) else _knowledge_facts(turn.question)
-        if self.backend is None or not facts:
-            turn.answer = (facts and _facts_answer(facts)) or _help_text()
-            if not facts and self.backend is not None:
-                turn.notice = "no documentation matched the question; showing what I can do"
+    def _number_proposals(self, turn: Turn) -> None:
+        if turn.result is None or not turn.result.proposals:
             return
-        from assistant.llm.prompts import load_prompt
-
-        prompt = load_prompt(ANSWER_PROMPT)
-        messages = prompt.render(question=turn.question[:600], facts=facts[:EVIDENCE_CHARS])
-        stats = GenerationStats(prompt_name=prompt.label)
-        pieces: list[str] = []
-        for piece in self.backend.stream(messages, int(prompt.meta.get("max_tokens", 120)), stats):
-            if cancel is not None and cancel.is_set():
-                turn.notice = "cancelled"
-                break
-            pieces.append(piece)
-            if on_token is not None:
-                on_token(piece)
-        turn.stats = stats
-        turn.draft = "".join(pieces)
-        draft = turn.draft.strip()
-        verdict = _check(draft, facts, messages)
-        if verdict is None:
-            turn.answer = draft
-        else:
-            turn.notice = f"the model's answer was withheld ({verdict})"
-            turn.answer = _facts_answer(facts)
+        numbered = []
+        for p in turn.result.proposals:
+            self._proposal_ids += 1
+            numbered.append(replace(p, id=self._proposal_ids))
+            self.memory.pending[self._proposal_ids] = numbered[-1]
+        turn.result.proposals = numbered
 
     def warm(self) -> None:
-        """Evaluate the answer prompt's fixed system part once, so its KV cache is kept.
+        """Prepare the answer path (the TUI calls this in a worker when it opens)."""
+        self.answerer.warm()
 
-        A backend that reuses a cached prefix (llama_cpp) then reads only a question's own
-        tokens; the TUI calls this in a worker when it opens.
-        """
-        if self.backend is None:
-            return
-        from assistant.llm.prompts import load_prompt
+    # -- decisions on proposals -------------------------------------------------------------
 
-        messages = load_prompt(ANSWER_PROMPT).render(question="", facts="")
-        for _ in self.backend.stream(messages, 1):
-            break
-
-    def approve(self, proposal: Proposal) -> dict[str, Any]:
+    def approve(self, proposal: Proposal) -> Completion:
         """Carry out an approved proposal through the agent, which validates it first.
 
-        :raises KassistError: the agent cannot be reached.
+        The outcome is recorded (and the proposal leaves the pending list) whatever the
+        agent answers.
+
+        :raises NotAvailable: the agent cannot be reached (recorded as ``unavailable``).
         """
-        from actions.client import AgentClient
+        from actions.client import CHANGE_TIMEOUT, AgentClient
         from actions.errors import ActionError
-        from assistant.errors import NotAvailable
 
         try:
-            with AgentClient(self.ctx.socket, timeout=60.0) as client:
+            with AgentClient(self.ctx.socket, timeout=CHANGE_TIMEOUT) as client:
                 if proposal.op == "rollback":
-                    answer = client.rollback(proposal.changeset)
+                    done = client.rollback(proposal.changeset)
                 else:
-                    answer = client.apply(list(proposal.recommendations))
+                    done = client.apply(list(proposal.recommendations))
         except ActionError as exc:
-            raise NotAvailable(str(exc), "start it with `kassist agent serve`") from None
-        return answer.to_wire(None)
+            self._decided(proposal, "unavailable", False, exc.one_line())
+            raise NotAvailable(exc.message, exc.hint or "start it: kassist agent serve") from None
+        cs = done.changeset
+        if done.ok and cs is not None:
+            self.memory.changeset = cs.id
+        self._decided(proposal, done.verdict, done.ok, _detail(done), cs.id if cs else None)
+        return done
 
-    def dry_run(self, proposal: Proposal) -> dict[str, Any]:
-        """Ask the agent to validate a proposal without applying it (old -> new per key)."""
-        from actions.client import AgentClient
-        from actions.errors import ActionError
-        from assistant.errors import NotAvailable
+    def dry_run(self, proposal: Proposal) -> Completion:
+        """Show what a proposal would do, changing nothing.
+
+        An apply is validated by the agent (old -> new per key). A rollback has no dry run
+        in the protocol: the changeset is read from the agent's journal and each key is
+        shown with the value it would get back (``ok`` false when it cannot be rolled back).
+
+        :raises NotAvailable: the agent cannot be reached.
+        """
+        from actions.client import try_history, try_validate
 
         if proposal.op == "rollback":
-            return {"ok": True, "verdict": "rollback", "changeset": proposal.changeset}
-        try:
-            with AgentClient(self.ctx.socket, timeout=60.0) as client:
-                return client.validate(list(proposal.recommendations)).to_wire(None)
-        except ActionError as exc:
-            raise NotAvailable(str(exc), "start it with `kassist agent serve`") from None
+            reading = try_history(self.ctx.socket, cs_id=proposal.changeset)
+            if reading.changesets is None:
+                raise NotAvailable(reading.error, "start it: kassist agent serve")
+            return _rollback_preview(proposal.changeset, reading.changesets)
+        dry = try_validate(self.ctx.socket, list(proposal.recommendations))
+        if dry.completion is None:
+            raise NotAvailable(dry.error, "start it: kassist agent serve")
+        return dry.completion
+
+    def decline(self, proposal: Proposal, refused: Completion | None = None) -> Outcome:
+        """Drop a proposal without applying it: the person said no, or the agent's dry run
+        refused it (then its errors are the outcome's detail)."""
+        if refused is not None:
+            return self._decided(proposal, f"refused ({refused.verdict})", False, _detail(refused))
+        return self._decided(proposal, "declined", False, "you said no; nothing was changed")
+
+    def outcome_of(self, proposal: int) -> Outcome | None:
+        """Return what became of a proposal, or ``None`` while it is pending."""
+        found = [o for t in self.turns for o in t.outcomes if o.proposal == proposal]
+        return found[-1] if found else None
+
+    def _decided(
+        self, proposal: Proposal, verdict: str, ok: bool, detail: str, cs: int | None = None
+    ) -> Outcome:
+        outcome = Outcome(proposal.id, proposal.summary, verdict, ok, detail, cs, time.time())
+        self.memory.pending.pop(proposal.id, None)
+        for turn in self.turns:
+            if any(p.id == proposal.id for p in turn.proposals):
+                turn.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
 
 
-def _knowledge_facts(question: str) -> str:
-    # Documentation sections from the kernel's own sources, cited; "" without a knowledge base.
-    from assistant.knowledge import try_open
-
-    kb = try_open()
-    if kb is None:
+def _detail(done: Completion) -> str:
+    # One line: the agent's errors, or the changeset and its keys.
+    if done.errors:
+        return "; ".join(e.message for e in done.errors)[:400]
+    cs = done.changeset
+    if cs is None:
         return ""
-    # One section, its opening only: a short prompt keeps a follow-up's first token near a
-    # second with the bundled model (the whole section is cited, not quoted).
-    hits = kb.search(question, limit=1)
-    return "\n\n".join(f"[{h.cite}] {h.title}: {h.text[:FACT_CHARS]}" for h in hits)
+    keys = ", ".join(f"{c.target} {c.old} -> {c.new}" for c in cs.changes)
+    return f"changeset {cs.id}: {keys}"
 
 
-def _facts_answer(facts: str) -> str:
-    first = facts.split("\n\n", 1)[0]
-    return "From the kernel's documentation:\n\n> " + first[:800].replace("\n", "\n> ")
-
-
-def _check(draft: str, facts: str, messages: list[Message]) -> str | None:
-    # The shared meaning-and-grounding checker; None when the draft may be shown.
-    from assistant.drafters.checker import Evidence, check_draft
-
-    if not draft:
-        return "empty"
-    verdict = check_draft(draft, Evidence(text=facts, prompt_lines=[m.content for m in messages]))
-    return None if verdict.ok else "; ".join(verdict.problems)[:200]
+def _rollback_preview(cs_id: int | None, found: list[Changeset]) -> Completion:
+    # What a rollback would put back, as a completion of its own (verdict "preview"): each
+    # change with old and new swapped. Nothing is asked of the agent but its journal.
+    cs = next((c for c in found if c.id == cs_id), None)
+    if cs is None:
+        error = ErrorEntry("rollback", "", f"no changeset {cs_id}")
+        return Completion(ok=False, verdict="not_found", errors=[error])
+    undo = [replace(c, old=c.new, new=c.old) for c in cs.changes]
+    preview = replace(cs, changes=undo)
+    if cs.state not in ("verified", "applied"):
+        error = ErrorEntry("rollback", "", f"changeset {cs.id} is {cs.state}: nothing to undo")
+        return Completion(ok=False, verdict="refused", errors=[error], changeset=preview)
+    notice = "from the agent's journal; the agent checks every key again when it rolls back"
+    return Completion(ok=True, verdict="preview", changeset=preview, notices=[notice])

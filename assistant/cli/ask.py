@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -9,17 +10,19 @@ import click
 
 from actions.text import printable, printable_lines
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
+from assistant.errors import KassistError
 
 
-def _echo_turn_text(turn: object) -> None:
+def _echo_turn_text(turn: object, approving: bool) -> None:
     from assistant.chat.session import Turn
 
     assert isinstance(turn, Turn)
     click.echo(printable_lines(turn.answer))
     if turn.notice:
         notice(printable(turn.notice))
-    for p in turn.proposals:
-        click.echo(f"proposed: {printable(p.summary)} (approve with --yes)")
+    if not approving:
+        for p in turn.proposals:
+            click.echo(f"proposed: {printable(p.summary)} (approve with --yes)")
 
 
 @click.command()
@@ -28,7 +31,12 @@ def _echo_turn_text(turn: object) -> None:
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option("--route-only", is_flag=True, help="Print the routing decision; run nothing.")
-@click.option("--yes", is_flag=True, help="Approve a proposed change (the agent still validates).")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Approve a change the question asks for (the agent still validates). A question, "
+    "a hypothetical or a negation is never a request: it is answered, and dry-run.",
+)
 @click.option("--socket", "socket_path", default=None, help="The agent's socket.")
 @click.option("--store", "store_path", type=click.Path(), default=None, help="The crash store.")
 @click.option("--no-history", is_flag=True, help="Do not record the turn in the chat history.")
@@ -68,27 +76,28 @@ def ask(
 
         history = ChatHistory()
         session.on_turn = history.record
+        session.on_outcome = history.record_outcome
     try:
         turn = session.ask(text, on_token=(lambda t: click.echo(t, nl=False)) if stream else None)
+        if stream and turn.decision.action == "answer":
+            click.echo()
+        if fmt == "text":
+            _echo_turn_text(turn, yes)
+        if yes:
+            for proposal in turn.proposals:
+                if fmt == "text":
+                    click.echo(f"approved: {printable(proposal.summary)}")
+                with contextlib.suppress(KassistError):  # the outcome ("unavailable") says why
+                    session.approve(proposal)
     finally:
         if history is not None:
             history.close()
-    verdicts = []
-    if yes:
-        for proposal in turn.proposals:
-            verdicts.append(session.approve(proposal))
     if fmt == "json":
-        out = turn.to_dict()
-        out["applied"] = verdicts
-        click.echo(json.dumps(out, default=str))
+        click.echo(json.dumps(turn.to_dict(), default=str))
     else:
-        if stream and turn.decision.action == "answer":
-            click.echo()
-        _echo_turn_text(turn)
-        for v in verdicts:
-            errors = "; ".join(printable(e.get("message", e)) for e in v.get("errors") or [])
-            click.echo(f"agent: {v.get('verdict')}: {errors or 'ok'}")
+        for outcome in turn.outcomes:
+            click.echo(f"agent: {printable(outcome.line())}")
     if turn.error:
         raise SystemExit(1)
-    if any(not v.get("ok") for v in verdicts):
+    if any(not o.ok for o in turn.outcomes):
         raise SystemExit(3)

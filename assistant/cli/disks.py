@@ -71,6 +71,9 @@ def disks(
     for name in devices:
         if name not in known:
             raise InputError(f"disks: no block device called {name!r}", "see `lsblk -d`")
+    starting = [what for what, on in (("the latency probe", not no_bpf), ("SMART", not no_smart))
+                if on]  # fmt: skip
+    notice("disks: starting " + " and ".join(["the kernel's counters", *starting]))
     monitor = DiskMonitor(only=devices or None, bpf=not no_bpf, smart=not no_smart)
     seen: set[str] = set()
     findings: list[Any] = []
@@ -83,10 +86,16 @@ def disks(
                 f"{count} window(s) are fewer than the {monitor.cfg.persistence} a slowdown "
                 "must last: only errors and SMART can give findings"
             )
+        notice(
+            f"disks: watching {count} window(s) of {interval:g} s "
+            f"(about {count * interval:g} s); findings are shown as they hold"
+        )
         for n in range(1, count + 1):
             time.sleep(interval)
             findings = monitor.sample()
             fresh = new_findings(findings, seen)
+            if fmt != "jsonl":
+                notice(f"disks: window {n} of {count}: {len(findings)} finding(s) hold")
             if fmt == "jsonl":
                 click.echo(json.dumps(document(monitor, findings, n, interval)))
             elif fmt == "text":
@@ -103,6 +112,7 @@ def disks(
 
 
 def _explainer() -> Any:
+    from assistant.cli.common import backend_or_none, config_from_flags
     from assistant.disks.explain import Explainer
 
-    return Explainer.from_config()
+    return Explainer(backend_or_none(config_from_flags(), no_llm=False), notify=notice)

@@ -17,10 +17,11 @@ import click
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
 from assistant.docs import facts as facts_mod
 from assistant.docs import pages
-from assistant.docs.undocumented import draft_stub, machine_sysctls, undocumented
-from assistant.errors import KassistError
+from assistant.docs.undocumented import draft_stub, undocumented
+from assistant.errors import InputError, KassistError
 from assistant.knowledge import KnowledgeBase, open_default, try_open
 from assistant.knowledge.base import BUILD_HINT, running_release
+from probes.stats import sysctl_names
 
 _NO_KB = (
     f"kernel knowledge base not built: documentation and ctl_table facts left out ({BUILD_HINT})"
@@ -61,12 +62,15 @@ def sysctl(
     kb = _kb_or_notice()
     release = running_release()
     changes, why = facts_mod.agent_changes()
+    gathered = [facts_mod.gather(kb, key, release, changes) for key in keys]
+    for facts in gathered:  # every key is checked before any page is printed
+        if (wrong := facts_mod.unknown_key(facts, kb)) is not None:
+            raise InputError(wrong)
     if changes is None:
         notice(f"no history of kassist's changes: {why}")
     llm = backend_or_none(config_from_flags(model, backend, max_tokens, no_log), no_llm)
     rendered = []
-    for key in keys:
-        facts = facts_mod.gather(kb, key, release, changes)
+    for key, facts in zip(keys, gathered, strict=True):
         paragraph = None
         if llm is not None:
             from assistant.docs.explain import model_paragraph
@@ -89,7 +93,7 @@ def undocumented_(draft: bool, fmt: str) -> None:
     """This machine's sysctls that no documentation section describes, grouped by table."""
     kb = open_default()
     release = running_release()
-    items = undocumented(kb, machine_sysctls())
+    items = undocumented(kb, sysctl_names())
     if fmt == "json":
         click.echo(json.dumps([
             {"name": u.name, "group": u.group,
@@ -123,45 +127,31 @@ def undocumented_(draft: bool, fmt: str) -> None:
 @docs.command()
 @click.option("--all", "show_all", is_flag=True, help="Also keys set by no file (who: unknown).")
 def host(show_all: bool) -> None:
-    """A host note: every sysctl that differs from the kernel's default, and who set it."""
+    """A host note: boot configuration against the live values (every drift), then every
+    sysctl that differs from the kernel's default, and who set it."""
+    from assistant.docs.host import note
+    from assistant.sysctl_d import effective, read_settings
+    from assistant.tuning.bounds import agent_policy
+
     kb = open_default()
-    release = running_release()
-    files = facts_mod.sysctl_d_files()
     changes, why = facts_mod.agent_changes()
     if changes is None:
         notice(f"kassist changesets not consulted: {why}")
-    click.echo(f"# Host note: {release}\n")
-    click.echo(
-        "Sysctls whose value differs from the constant their ctl_table variable starts with"
-        f" in linux {kb.kernel_version} (keys without such a constant are not compared)."
-        f"\n\n*Source: the knowledge base of linux {kb.kernel_version}; /proc/sys on this host*\n"
-    )
-    shown = 0
-    for definition in kb.sysctls():
-        if definition.default is None:
-            continue
-        value = facts_mod.proc_value(definition.name)
-        if value is None or value == definition.default:
-            continue
-        settings = facts_mod.settings_of(definition.name, files)
-        changed = (changes or {}).get(definition.name, [])
-        if not settings and not changed and not show_all:
-            continue
-        if changed:
-            who = f"kassist changeset {changed[0].changeset} ({changed[0].state})"
-        elif settings:
-            who = settings[-1].cite
-        else:
-            who = "unknown (no sysctl.d file sets it)"
-        doc = definition.doc.cite if definition.doc else "not documented upstream"
-        click.echo(f"## {definition.name}\n")
-        click.echo(f"Value {value}, default {definition.default}; set by {who}.\n")
-        click.echo(f"*Source: /proc/sys; {definition.source}:{definition.line}; {doc}*\n")
-        shown += 1
-    if shown == 0:
-        click.echo(
-            "No sysctl set by a sysctl.d file differs from its default (--all shows the rest)."
-        )
+    policy, why = agent_policy()
+    if policy is None:
+        notice(f"{why}: the built-in security baseline flags the drifts")
+        policy, _ = agent_policy("")
+    boot = effective(read_settings(), sysctl_names())
+    baseline = policy
+
+    def security(key: str) -> bool:
+        return baseline is not None and baseline.in_baseline(key, ".")
+
+    text = note(
+        running_release(), kb.kernel_version, boot, kb.sysctls(), facts_mod.proc_value,
+        security, changes or {}, show_all,
+    )  # fmt: skip
+    click.echo(text, nl=False)
 
 
 @docs.command()

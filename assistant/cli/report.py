@@ -71,8 +71,8 @@ def report(
     url: str | None = None,
 ) -> None:
     """Draft a bug report: the crash's facts, severity, next steps, maintainers and
-    documentation, and a one-sentence summary from the local model, shown only when the
-    checker accepts it.
+    documentation, and a "What happened" paragraph from the local model whose every
+    sentence is checked against the report (a failing one is dropped, with one line).
 
     The crash is the first (or --index) of a log FILE or - (stdin), or a stored one named
     by its SIGNATURE (a unique prefix is enough; see `kassist crashes list`). On a
@@ -108,7 +108,7 @@ def report(
     if llm is None and not no_llm and cfg.llm.backend != "none":
         pass  # backend_or_none already said why
     elif llm is None:
-        notice("no model used (--no-llm): the summary is built from the facts")
+        notice("no model used (--no-llm): 'What happened' is built from the facts")
     streaming = stdout_is_tty()
 
     # The report quotes the log: its escapes are shown (\x1b), never sent to a terminal,
@@ -118,7 +118,7 @@ def report(
             sys.stdout.write(printable_lines(piece))
             sys.stdout.flush()
 
-    # The summary prompt sets its own budget; --max-tokens overrides it.
+    # The paragraph's prompt sets its own budget; --max-tokens overrides it.
     drafted = draft_report(crash, llm, max_tokens, write, dump.vmcore if dump else None)
     if not streaming:
         sys.stdout.write(printable_lines(drafted.markdown))

@@ -23,12 +23,14 @@ from actions.model import AgentStatus, Change, Completion, Recommendation
 from actions.text import printable
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
 from assistant.config import user_state_dir
-from assistant.errors import KassistError
-from assistant.tuning.engine import TuneReport, analyse, find_finding
-from assistant.tuning.evidence import Observation, enter_netns, observe
-from assistant.tuning.managed import managed_keys
+from assistant.errors import KassistError, NotAvailable
+from assistant.tuning.engine import TuneReport, find_finding
+from assistant.tuning.evidence import Observation
 from assistant.tuning.render import report_text
+from assistant.tuning.run import tune_run
 from assistant.tuning.scenarios import scenario_rows
+from probes.errors import ProbeUnavailable
+from probes.stats.netns import enter_netns
 
 #: Exit status of advice mode when there is something to recommend.
 EXIT_RECOMMENDED = 3
@@ -159,8 +161,8 @@ def _one_run(
     interval: float | None, cgroup: str | None, netns: str | None, trace: bool,
     socket_path: str, propose_backend: Any,
 ) -> tuple[TuneReport, Observation]:  # fmt: skip
-    obs = observe(interval, cgroup=cgroup, netns=netns, trace=trace)
-    report = analyse(obs, managed_keys(_agent_status(socket_path)))
+    status = _agent_status(socket_path)
+    report, obs = tune_run(status, interval, cgroup=cgroup, netns=netns, trace=trace)
     if propose_backend is not None:
         from assistant.tuning.proposals import propose
 
@@ -245,7 +247,10 @@ def tune(
     if count > 1 and (submit or do_apply):
         raise KassistError("--submit and --apply act on one window", "drop --count", 2)
     if netns is not None:
-        enter_netns(netns)
+        try:
+            enter_netns(netns)
+        except ProbeUnavailable as exc:  # not root: exit 2, as for what this user cannot do
+            raise NotAvailable(exc.message, exc.hint) from None
     propose_backend = backend_or_none(cfg, no_llm) if propose else None
     acting = submit or do_apply
     recommended = False

@@ -11,6 +11,8 @@ import click
 
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options
 from assistant.triage.model import Crash
+from assistant.watch.daemon import WatchOptions
+from assistant.watch.sources import source_help
 
 
 def _log(message: str) -> None:
@@ -19,6 +21,9 @@ def _log(message: str) -> None:
     from actions.text import printable
 
     print(f"kassist-watch: {printable(message)}", file=sys.stderr, flush=True)
+
+
+_DEFAULT_SOURCES = ", ".join(WatchOptions.sources)
 
 
 def _default_state() -> Path:
@@ -36,10 +41,7 @@ def _default_state() -> Path:
 @click.option("--outbox", type=click.Path(path_type=Path), default=None,
               help="Draft a report for each new signature here (SIG.md, SIG.json).")  # fmt: skip
 @click.option("--source", "sources", multiple=True, metavar="SRC",
-              help="kmsg, journal[:FILE], pstore, kdump:DIR (waited for if missing),"
-              " file:PATH (followed like tail -F; - for stdin) or disks[:SECONDS]"
-              " (fail-slow and failing drives); repeat (default: kmsg, journal, pstore,"
-              " kdump:/var/crash).")  # fmt: skip
+              help=f"{source_help()}; repeat (default: {_DEFAULT_SOURCES}).")  # fmt: skip
 @click.option("--once", is_flag=True, help="Read what is there, store it, and exit.")
 @click.option("--host", default=None, help="The host name recorded (default: this host's).")
 @click.option("--drafts-per-hour", type=click.IntRange(0), default=12, show_default=True)
@@ -76,7 +78,7 @@ def watch(
 ) -> None:
     """Follow the kernel's logs and store every crash once, as its report closes."""
     from assistant.watch.background import HookTargets
-    from assistant.watch.daemon import Watcher, WatchOptions, install_signals
+    from assistant.watch.daemon import Watcher, install_signals
     from assistant.watch.sources import parse_source
 
     for source in sources:

@@ -9,6 +9,7 @@ is shown and the deterministic summary stands alone; either is said in one line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from assistant.disks.model import Finding
@@ -38,16 +39,16 @@ def finding_evidence(finding: Finding, prompt_lines: list[str]) -> Evidence:
 class Explainer:
     """Drafts and checks explanations with one backend; remembers why one was withheld."""
 
-    def __init__(self, backend: Backend | None) -> None:
+    def __init__(
+        self, backend: Backend | None, notify: Callable[[str], None] = lambda _line: None
+    ) -> None:
+        """Draft with ``backend`` (``None``: no model, no explanation).
+
+        :param notify: shows a one-line notice (the CLI prints it on stderr).
+        """
         self.backend = backend
+        self.notify = notify
         self.notices: list[str] = []
-
-    @classmethod
-    def from_config(cls) -> Explainer:
-        """Use the configured backend (or none, with a notice, when it cannot load)."""
-        from assistant.cli.common import backend_or_none, config_from_flags
-
-        return cls(backend_or_none(config_from_flags(), no_llm=False))
 
     def __call__(self, finding: Finding) -> str | None:
         """Return a checked explanation, or ``None`` (the summary then stands alone)."""
@@ -63,7 +64,5 @@ class Explainer:
         return f"model: {draft.text}"
 
     def _notice(self, message: str) -> None:
-        from assistant.cli.common import notice
-
-        notice(message)
+        self.notify(message)
         self.notices.append(message)

@@ -11,7 +11,6 @@ real drives, SMART; it returns the findings that hold now. Each finding has a st
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -25,9 +24,8 @@ from assistant.disks.model import (
     error_trend,
 )
 from probes.errors import ProbeError
-from probes.stats.blockdev import BlockDevice, read_block_devices
-from probes.stats.parse import parse_diskstats
-from probes.stats.read import read_text
+from probes.stats import read_section
+from probes.stats.blockdev import BlockDevice, parent_device, read_block_devices
 from probes.stats.smart import NO_SMART_DRIVERS, read_smart, smart_unavailable_reason
 
 #: The eBPF probe that streams per-device latency histograms.
@@ -36,14 +34,6 @@ LATENCY_PROBE = "biolatency_interval"
 ERROR_TYPES = {"IO-ERROR": "errors", "IO-TIMEOUT": "timeouts"}
 #: Seconds between SMART readings of one drive (smartctl wakes the drive).
 SMART_EVERY_S = 600.0
-
-
-def parent_device(name: str, sys_class_block: str = "/sys/class/block") -> str:
-    """Return the whole device a partition belongs to (``sda1`` → ``sda``), else ``name``."""
-    path = os.path.join(sys_class_block, name)
-    if os.path.exists(os.path.join(path, "partition")):
-        return os.path.basename(os.path.dirname(os.path.realpath(path)))
-    return name
 
 
 @dataclass
@@ -185,10 +175,10 @@ class DiskMonitor:
             self._latency.read()
 
     def _diskstats(self) -> dict[str, dict[str, int]]:
-        text = read_text("/proc/diskstats")
-        if text is None:
+        stats = read_section("diskstats")
+        if stats is None:
             raise ProbeError("/proc/diskstats: cannot be read", "is /proc mounted?")
-        return {n: s for n, s in parse_diskstats(text).items() if n in self._devices}
+        return {n: s for n, s in stats.items() if n in self._devices}
 
     def sample(self) -> list[Finding]:
         """End the current window, judge it, and return every finding that holds now."""

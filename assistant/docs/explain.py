@@ -10,10 +10,9 @@ in one line. The page's facts never depend on it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from assistant.docs.facts import SysctlFacts
-from assistant.docs.pages import paragraphs
+from assistant.docs.pages import ModelParagraph, paragraphs
 from assistant.drafters.checker import Evidence, check_draft, stated_defaults
 from assistant.drafters.pipeline import checked_draft, draft_prompt
 from assistant.llm.base import Backend
@@ -29,25 +28,9 @@ DOC_WORDS = frozenset(
     where how how many much long what sets set controls control limits limit gives give
     determines determine defines define tells tell enables enable disables disable turns
     value values number maximum minimum default setting settings sysctl kernel linux
-    can may will each per any all more less than only also so such used uses""".split()  # noqa: SIM905
+    can may will each per any all more less than only also so such used uses behavior
+    behaviour""".split()  # noqa: SIM905
 )
-
-
-@dataclass(frozen=True)
-class ModelParagraph:
-    """What the model wrote for a page, and whether it may be shown.
-
-    :param text: the paragraph (cut at its last sentence), or ``""``.
-    :param shown: the checker accepted it.
-    :param notice: one line for a withheld paragraph (or why there is none).
-    :param source: what it condenses (a ``Documentation/...#anchor`` citation).
-    """
-
-    text: str
-    shown: bool
-    notice: str = ""
-    source: str = ""
-
 
 _WORD = re.compile(r"[a-z0-9_]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -127,6 +110,9 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
         documentation=documentation,
     )
     evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
+    # Copying the documentation is condensing it, not echoing the prompt: only the
+    # instructions count as echoes.
+    instructions = [ln for ln in prompt.messages[0].content.splitlines() if ln.strip()]
     evidence = Evidence(
         evidence_text,
         allow_causes=True,
@@ -134,6 +120,7 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
         plain_words=DOC_WORDS,
         min_words=6,
         defaults=_defaults(facts, documentation),
+        prompt_lines=instructions,
     )
     draft = checked_draft(
         prompt,

@@ -7,13 +7,15 @@ under ``sysctl.d`` that set it, and the kernel agent's rule for it.
 
 from __future__ import annotations
 
-import os
+import difflib
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from assistant.errors import InputError
 from assistant.knowledge import DocHit, KnowledgeBase, SysctlDef
-from probes.stats.read import read_text
+from assistant.sysctl_d import Setting, assignments_of, read_settings, same_value
+from probes.stats import read_sysctl, sysctl_name, sysctl_names, sysctl_path
+from probes.stats.sysctl import sysctl_relative
 
 #: ``/proc/sys`` handler → (type, unit) of the value it reads and writes.
 HANDLER_TYPES: dict[str, tuple[str, str]] = {
@@ -37,29 +39,6 @@ HANDLER_TYPES: dict[str, tuple[str, str]] = {
     "proc_doulongvec_minmax_sysadmin": ("unsigned long", ""),
 }
 
-#: Where sysctl.d files are read from, in systemd-sysctl's order of precedence.
-SYSCTL_D_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d")
-SYSCTL_CONF = "/etc/sysctl.conf"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One line of a sysctl.d file that sets a key.
-
-    :param path: the file; :param line: its 1-based line; :param value: as written.
-    :param effective: whether this is the line that wins at boot.
-    """
-
-    path: str
-    line: int
-    value: str
-    effective: bool = False
-
-    @property
-    def cite(self) -> str:
-        """Return ``path:line``."""
-        return f"{self.path}:{self.line}"
-
 
 @dataclass
 class SysctlFacts:
@@ -74,6 +53,7 @@ class SysctlFacts:
     namespaced: bool = False
     rule: dict[str, object] | None = None
     rule_source: str = ""
+    #: The sysctl.d lines that set it at boot, in the order they apply (the last one wins).
     settings: list[Setting] = field(default_factory=list)
     #: The agent's journaled changes to it (None: the journal could not be asked).
     changes: list[Change] | None = None
@@ -81,7 +61,15 @@ class SysctlFacts:
     @property
     def proc_path(self) -> str:
         """Return the key's file under ``/proc/sys``."""
-        return "/proc/sys/" + self.name.replace(".", "/")
+        return sysctl_path(self.name)
+
+    @property
+    def boot_value_holds(self) -> bool | None:
+        """Tell whether the value here is what boot configuration sets (None: nothing sets it,
+        or there is no value here)."""
+        if not self.settings or self.value is None:
+            return None
+        return same_value(self.settings[-1].value, self.value)
 
     @property
     def type_and_unit(self) -> tuple[str, str] | None:
@@ -92,57 +80,67 @@ class SysctlFacts:
 
 
 def normalise(name: str) -> str:
-    """Return a sysctl name in dotted form (``net/core/somaxconn`` → ``net.core.somaxconn``)."""
-    name = name.strip().strip("/")
-    return name.removeprefix("proc/sys/").replace("/", ".")
+    """Return a sysctl name in dotted form (``net/core/somaxconn`` → ``net.core.somaxconn``).
 
+    A dotted name keeps a ``/`` of its own (``net.ipv4.conf.eth0/10.rp_filter``).
 
-def proc_value(name: str, root: str = "/proc/sys") -> str | None:
-    """Return the value of a sysctl on this machine (whitespace collapsed), or None."""
-    text = read_text(os.path.join(root, *name.split(".")))
-    return " ".join(text.split()) if text is not None else None
-
-
-def sysctl_d_files() -> list[Path]:
-    """Return the sysctl.d files in the order systemd-sysctl applies them.
-
-    Files sort by name across the directories; a name in an earlier directory hides
-    the same name in a later one; ``/etc/sysctl.conf`` comes last.
+    :raises InputError: not a sysctl name (an empty component, ``..``).
     """
-    chosen: dict[str, Path] = {}
-    for directory in SYSCTL_D_DIRS:
-        base = Path(directory)
-        if not base.is_dir():
-            continue
-        for path in base.glob("*.conf"):
-            chosen.setdefault(path.name, path)
-    ordered = [chosen[name] for name in sorted(chosen)]
-    if Path(SYSCTL_CONF).is_file():
-        ordered.append(Path(SYSCTL_CONF))
-    return ordered
+    name = name.strip().strip("/").removeprefix("proc/sys/")
+    try:
+        return sysctl_name(sysctl_relative(name))
+    except ValueError:
+        raise InputError(f"{name!r} is not a sysctl name", "e.g. net.core.somaxconn") from None
 
 
-_ASSIGNMENT = re.compile(r"^\s*-?\s*([A-Za-z0-9_.*/-]+)\s*=\s*(.*?)\s*$")
+_PER_DEVICE = re.compile(r"^(net\.(?:ipv4|ipv6)\.(?:conf|neigh))\.[^.]+\.(.+)$")
 
 
-def settings_of(name: str, files: list[Path]) -> list[Setting]:
-    """Return every sysctl.d line that sets ``name``, the one that wins marked effective."""
-    found = []
-    for path in files:
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for number, line in enumerate(lines, 1):
-            if line.lstrip().startswith(("#", ";")):
-                continue
-            match = _ASSIGNMENT.match(line)
-            if match and normalise(match.group(1)) == name:
-                found.append(Setting(str(path), number, match.group(2)))
-    if found:
-        last = found[-1]
-        found[-1] = Setting(last.path, last.line, last.value, effective=True)
-    return found
+def canonical(name: str) -> str:
+    """Return a per-device key with its device as ``*`` (``net.ipv4.conf.*.forwarding``)."""
+    match = _PER_DEVICE.match(name)
+    return f"{match.group(1)}.*.{match.group(2)}" if match else name
+
+
+def definition_of(kb: KnowledgeBase, name: str) -> SysctlDef | None:
+    """Return a sysctl's ctl_table entry: its own, else its per-device table's.
+
+    A per-device table is registered at ``conf/all``, ``conf/default`` and every
+    device's directory (``conf/*`` in the knowledge base).
+    """
+    wildcard = canonical(name)
+    for candidate in (name, wildcard, wildcard.replace(".*.", ".default.")):
+        if (found := kb.sysctl(candidate)) is not None:
+            return found
+    return None
+
+
+def unknown_key(facts: SysctlFacts, kb: KnowledgeBase | None) -> str | None:
+    """Say in one line that no such sysctl exists, with the nearest name, or return None.
+
+    A key is unknown when this machine has no such file and the knowledge base has
+    neither a ``ctl_table`` entry nor a documentation section for it.
+    """
+    if facts.value is not None or facts.definition is not None or facts.doc is not None:
+        return None
+    if read_sysctl(facts.name) is not None:  # write-only or unreadable: it exists
+        return None
+    names = set(sysctl_names())
+    if kb is not None:
+        names.update(d.name for d in kb.sysctls() if "*" not in d.name)
+    where = "on this machine" + (f" nor in linux {kb.kernel_version}" if kb else "")
+    near = difflib.get_close_matches(facts.name, sorted(names), n=1, cutoff=0.8)
+    hint = f"did you mean {near[0]}?" if near else "list them with `sysctl -a`"
+    return f"no sysctl {facts.name} {where}: {hint}"
+
+
+def proc_value(name: str) -> str | None:
+    """Return the value of a sysctl on this machine as text (one space between numbers), or None."""
+    found = read_sysctl(name)
+    if found is None or found.value is None:
+        return None
+    value = found.value
+    return " ".join(map(str, value)) if isinstance(value, list) else " ".join(str(value).split())
 
 
 def agent_rule(name: str) -> tuple[dict[str, object] | None, str]:
@@ -222,7 +220,7 @@ def gather(
     name = normalise(name)
     facts = SysctlFacts(name, kb.kernel_version if kb else None, running_release)
     if kb is not None:
-        facts.definition = kb.sysctl(name)
+        facts.definition = definition_of(kb, name)
         facts.doc = facts.definition.doc if facts.definition else _doc_by_name(kb, name)
     facts.value = proc_value(name)
     definition = facts.definition
@@ -231,7 +229,7 @@ def gather(
         and (definition.data.startswith("&init_net.") or definition.source.startswith("net/"))
     ) or name.startswith("net.")
     facts.rule, facts.rule_source = agent_rule(name)
-    facts.settings = settings_of(name, sysctl_d_files())
+    facts.settings = assignments_of(name, read_settings())
     facts.changes = None if changes is None else changes.get(name, [])
     return facts
 
@@ -249,7 +247,7 @@ def _doc_by_name(kb: KnowledgeBase, name: str) -> DocHit | None:
     # A sysctl the sources do not define at a resolved path (per-device tables are
     # built by macros) may still be documented: the entry with its file name whose
     # directory agrees, components from the top, the most (two at least).
-    directory, _, leaf = name.replace(".", "/").rpartition("/")
+    directory, _, leaf = sysctl_relative(name).rpartition("/")
     wanted = device_free(directory).split("/")
     best: tuple[int, DocHit] | None = None
     for doc_dir, doc_name, hit in kb.documented_names():

@@ -11,17 +11,33 @@ import json
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from assistant.docs.facts import SysctlFacts
 from assistant.knowledge import DocHit
-
-if TYPE_CHECKING:
-    from assistant.docs.explain import ModelParagraph
+from assistant.sysctl_d import SYSCTL_CONF, SYSCTL_D_DIRS
 
 #: The longest documentation text quoted on a page, characters.
 MAX_QUOTE = 1500
+#: What "no sysctl.d file sets it" was read from.
+BOOT_SOURCES = (*SYSCTL_D_DIRS, SYSCTL_CONF)
+
+
+@dataclass(frozen=True)
+class ModelParagraph:
+    """What the model wrote for a page, and whether it may be shown.
+
+    :param text: the paragraph (cut at its last sentence), or ``""``.
+    :param shown: the checker accepted it.
+    :param notice: one line for a withheld paragraph (or why there is none).
+    :param source: what it condenses (a ``Documentation/...#anchor`` citation).
+    """
+
+    text: str
+    shown: bool
+    notice: str = ""
+    source: str = ""
 
 
 def _bounds(facts: SysctlFacts) -> str:
@@ -108,17 +124,16 @@ def paragraphs(
         parts.append(("On this machine", f"{facts.proc_path} does not exist or cannot be read.",
                       f"{facts.proc_path} on this host"))  # fmt: skip
     if facts.settings:
+        last = len(facts.settings) - 1
         lines = [
-            f"{s.cite} sets {s.value}" + (" (applied last, so it wins)" if s.effective else "")
-            for s in facts.settings
+            f"{s.cite} sets {s.value}" + (" (applied last, so it wins)" if i == last else "")
+            for i, s in enumerate(facts.settings)
         ]
+        if facts.boot_value_holds is False:
+            lines[-1] += f", but the value here is {facts.value}: it changed after boot"
         parts.append(("Set at boot by", "; ".join(lines) + ".", facts.settings[-1].cite))
     else:
-        parts.append((
-            "Set at boot by",
-            "No sysctl.d file sets it.",
-            "/etc/sysctl.d, /run/sysctl.d, /usr/lib/sysctl.d, /etc/sysctl.conf",
-        ))  # fmt: skip
+        parts.append(("Set at boot by", "No sysctl.d file sets it.", ", ".join(BOOT_SOURCES)))
     parts.append(("The agent's rule", _rule_text(facts), facts.rule_source or "the agent's policy"))
     if facts.changes:
         lines = [

@@ -9,34 +9,12 @@ links its ctl_table entry to a section filed elsewhere. Per-device keys
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from assistant.docs.facts import HANDLER_TYPES, device_free, proc_value
+from assistant.docs.facts import HANDLER_TYPES, canonical, definition_of, device_free, proc_value
 from assistant.knowledge import KnowledgeBase, SysctlDef
-from probes.stats.read import SYSCTL_SKIP, sysctl_name
-
-_PER_DEVICE = re.compile(r"^(net\.(?:ipv4|ipv6)\.(?:conf|neigh))\.[^.]+\.(.+)$")
-
-
-def machine_sysctls(root: str = "/proc/sys") -> list[str]:
-    """Return the dotted names of every sysctl file of this machine, sorted."""
-    names = []
-    for directory, _dirs, files in os.walk(root):
-        relative_dir = os.path.relpath(directory, root)
-        for name in files:
-            relative = name if relative_dir == "." else f"{relative_dir}/{name}"
-            if relative not in SYSCTL_SKIP:
-                names.append(sysctl_name(relative))
-    return sorted(names)
-
-
-def canonical(name: str) -> str:
-    """Return a per-device key with its device as ``*`` (``net.ipv4.conf.*.forwarding``)."""
-    match = _PER_DEVICE.match(name)
-    return f"{match.group(1)}.*.{match.group(2)}" if match else name
+from probes.stats.sysctl import sysctl_relative
 
 
 @dataclass(frozen=True)
@@ -62,7 +40,7 @@ class Documentation:
 
     def describes(self, name: str) -> bool:
         """Return whether a section describes the (canonical) dotted ``name``."""
-        directory, _, leaf = name.replace(".", "/").rpartition("/")
+        directory, _, leaf = sysctl_relative(name).rpartition("/")
         directory = device_free(directory)
         return (directory, leaf) in self.described
 
@@ -75,7 +53,7 @@ def undocumented(kb: KnowledgeBase, names: Iterable[str]) -> list[Undocumented]:
         name = canonical(raw)
         if name in found or docs.describes(name):
             continue
-        definition = kb.sysctl(raw) or kb.sysctl(name.replace(".*.", ".default."))
+        definition = definition_of(kb, raw)
         if definition is not None and definition.doc is not None:
             continue  # described under another directory (see the builder's _doc_for)
         found[name] = Undocumented(name, name.rsplit(".", 1)[0], definition)

@@ -30,6 +30,7 @@ from assistant.frames import frame_text
 from assistant.llm.base import Backend
 from assistant.triage.facts import AllocStack, CrashFacts
 from assistant.triage.model import Crash
+from assistant.triage.render import task_text
 
 if TYPE_CHECKING:
     from assistant.knowledge import KnowledgeBase
@@ -63,7 +64,7 @@ def skeleton_head(crash: Crash, rating: Rating | None = None) -> str:
         ("Kernel", f"`{_md_inline(k.release)}`" if k.release else "unknown"),
         ("Tainted", ", ".join(k.tainted) if k.tainted else "no"),
         ("Hardware", _md_inline(k.hardware) if k.hardware else "unknown"),
-        ("Task", f"`{_md_inline(t.comm)}` pid {t.pid} on CPU {t.cpu}" if t.comm else "unknown"),
+        ("Task", f"`{_md_inline(task_text(t))}`" if t.comm else "unknown"),
         ("Panicked", "yes" if crash.panicked else "no"),
         ("Signature", f"`{crash.signature}`"),
     ]

@@ -3,7 +3,7 @@
 Locations, first found wins: ``$KASSIST_KB`` (a file), the user's
 ``$XDG_CACHE_HOME/kassist/kb/``, then the shared ``/var/cache/kassist/kb/`` that
 ``setup.sh`` fills as root. A file is named by the source package version and
-the schema version (``linux-source-6.1_6.1.192-3.s1.sqlite``), so a fresh
+the schema and builder versions (``linux-source-6.1_6.1.192-3.s1b2.sqlite``), so a fresh
 checkout reuses it and a new package or builder makes a new one.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from assistant.knowledge import maintainers as mnt
 from assistant.knowledge.model import DocHit, KnowledgeUnavailable, Subsystem, SysctlDef
-from assistant.knowledge.schema import SCHEMA_VERSION
+from assistant.knowledge.schema import BUILDER_VERSION, SCHEMA_VERSION
 from assistant.knowledge.sources import SOURCE_PACKAGE, package_version
 
 SHARED_DIR = Path("/var/cache/kassist/kb")
@@ -38,9 +38,9 @@ def default_dir() -> Path:
 
 
 def file_name(source_version: str | None) -> str:
-    """Return the cache file name for a source package version and this schema."""
+    """Return the cache file name for a source package version, this schema and builder."""
     version = re.sub(r"[^A-Za-z0-9.+~-]", "_", source_version or "unknown")
-    return f"{SOURCE_PACKAGE}_{version}.s{SCHEMA_VERSION}.sqlite"
+    return f"{SOURCE_PACKAGE}_{version}.s{SCHEMA_VERSION}b{BUILDER_VERSION}.sqlite"
 
 
 def candidates(source_version: str | None = None) -> list[Path]:
@@ -162,6 +162,10 @@ class KnowledgeBase:
         sql += " ORDER BY score DESC LIMIT ?"
         args.append(limit)
         return [DocHit(*row) for row in self._conn.execute(sql, args)]
+
+    def sections(self) -> Iterator[tuple[str, str, str, str]]:
+        """Yield ``(path, title, anchor, text)`` of every documentation section, in file order."""
+        yield from self._conn.execute("SELECT path, title, anchor, text FROM docs ORDER BY id")
 
     def section(self, path: str, anchor: str) -> DocHit | None:
         """Return one section by its citation parts, or None."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.knowledge import ctl_table, maintainers, rst
-from assistant.knowledge.schema import SCHEMA_VERSION, create_schema
+from assistant.knowledge.schema import BUILDER_VERSION, SCHEMA_VERSION, create_schema
 from assistant.knowledge.sources import Sources, doc_files, tree_members
 
 #: Where global constants are looked for (``#define`` in headers, initialisers in C).
@@ -296,7 +296,7 @@ def _store_sysctls(
     progress: Progress,
 ) -> None:
     net_defaults = {k: v for k, v in tree.net_defaults.items() if v is not None}
-    parsed = [(path, text, *ctl_table.sysctls(text)) for path, text in tree.sysctl_sources]
+    parsed = ctl_table.tree_sysctls(tree.sysctl_sources)
     defined = {(s.directory, s.entry.procname) for _p, _t, found, _u in parsed for s in found}
     for path, text, found, unresolved in parsed:
         stats.sysctls_unresolved += unresolved
@@ -383,6 +383,7 @@ def _directory_agreement(code: str, doc: str) -> int:
 def _store_meta(conn: sqlite3.Connection, sources: Sources, stats: BuildStats) -> None:
     meta = {
         "schema_version": str(SCHEMA_VERSION),
+        "builder_version": str(BUILDER_VERSION),
         "kernel_version": stats.kernel_version,
         "doc_package_version": sources.doc_version or "",
         "source_package_version": sources.source_version or "",

@@ -82,6 +82,10 @@ _STATEMENTS = (
 #: them change (that is a new cache file).
 SCHEMA = Schema("the knowledge base", (Migration(1, _STATEMENTS),))
 SCHEMA_VERSION = SCHEMA.version
+#: What the builder extracts into that schema; bump it when extraction changes (e.g. the
+#: per-device and per-namespace ctl_tables of version 2), so that a cached file built by
+#: an older kassist is not read as if it held the new content.
+BUILDER_VERSION = 2
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

@@ -4,8 +4,10 @@
 :class:`Finding` (its evidence, every proposal with a status) and each proposal
 that can go to the agent becomes an ``actions.model.Recommendation`` with
 ``source: "rules"``. A key proposed twice keeps the larger step once; a key someone
-else manages, a key this namespace cannot write, or a cgroup limit is reported,
-not recommended.
+else manages, a key this namespace cannot write, a key the agent's policy never
+changes, or a cgroup limit is reported, not recommended. A value outside the
+policy's range is brought to its floor or ceiling (:mod:`assistant.tuning.bounds`),
+and the finding says so.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from actions.model import Recommendation
+from actions.policy import Policy
+from assistant.tuning.bounds import agent_policy, clamp, for_machine, refusal
 from assistant.tuning.evidence import Observation
 from assistant.tuning.scenarios import SCENARIOS, Proposal, Scenario
 from assistant.tuning.values import Machine, machine_of
@@ -29,7 +33,8 @@ class ProposalRow:
 
     :param status: ``recommended``, ``managed`` (someone else sets it), ``read-only``
         (not writable here, e.g. a global key inside a network namespace), ``cgroup``
-        (a cgroup limit the agent does not manage) or ``duplicate`` (another finding
+        (a cgroup limit the agent does not manage), ``policy`` (the agent's policy never
+        changes it, or its range leaves no move) or ``duplicate`` (another finding
         recommends the key).
     """
 
@@ -107,17 +112,30 @@ def _recommendation(s: Scenario, p: Proposal, evidence: Sequence[str]) -> Recomm
 
 
 def _status(
-    obs: Observation, p: Proposal, managed: Mapping[str, str], taken: set[str]
-) -> tuple[str, str]:
+    obs: Observation, p: Proposal, managed: Mapping[str, str], taken: set[str],
+    policy: Policy | None,
+) -> tuple[str, str]:  # fmt: skip
     if p.key.startswith("cgroup:"):
         return "cgroup", "a cgroup limit: the agent does not manage cgroup files"
     if p.key in managed:
         return "managed", managed[p.key]
     if not obs.writable(p.key):
         return "read-only", "not writable here (a global key inside a network namespace?)"
+    if policy is not None and (why := refusal(policy, p.key)) is not None:
+        return "policy", why
     if p.key in taken:
         return "duplicate", "recommended by an earlier finding"
     return "recommended", ""
+
+
+def _within_policy(p: Proposal, policy: Policy | None, notes: list[str]) -> Proposal | None:
+    # The proposal brought within the policy's range (a note says so), or None (reported).
+    if policy is None or p.key.startswith("cgroup:"):
+        return p
+    clamped = clamp(policy, p)
+    if clamped.note:
+        notes.append(clamped.note)
+    return None if clamped.value is None else Proposal(p.key, p.current, clamped.value)
 
 
 def analyse(
@@ -125,15 +143,24 @@ def analyse(
     managed: Mapping[str, str] | None = None,
     machine: Machine | None = None,
     scenarios: Sequence[Scenario] = SCENARIOS,
+    policy: Policy | None = None,
 ) -> TuneReport:
     """Run every scenario over an observation.
 
     :param managed: key → who manages it (see :mod:`assistant.tuning.managed`).
     :param machine: RAM and CPUs for the caps (default: from the snapshot).
+    :param policy: the agent's policy the proposals must lie within (default: the
+        configured one, see :func:`~assistant.tuning.bounds.agent_policy`).
     """
     start = time.perf_counter()
     m = machine or machine_of(obs.after)
     owners = managed or {}
+    notices = list(obs.notices)
+    if policy is None:
+        policy, why = agent_policy()
+        if policy is None:
+            notices.append(f"{why}: proposals are not checked against it")
+    bounds = for_machine(policy, m) if policy is not None else None
     findings: list[Finding] = []
     recs: list[Recommendation] = []
     taken: set[str] = set()
@@ -142,8 +169,12 @@ def analyse(
         if d is None:
             continue
         f = Finding(s.id, s.id, s.title, d.evidence, notes=d.notes, sources=list(s.sources))
-        for p in d.proposals:
-            status, why = _status(obs, p, owners, taken)
+        for wanted in d.proposals:
+            within = _within_policy(wanted, bounds, f.notes)
+            p = within or wanted
+            status, why = _status(obs, p, owners, taken, bounds)
+            if within is None and status == "recommended":
+                status, why = "policy", "the agent's range leaves no move from its value"
             row = ProposalRow(p.key, p.current, p.value, p.direction, status, why)
             if status == "recommended":
                 rec = _recommendation(s, p, d.evidence)
@@ -153,9 +184,8 @@ def analyse(
             f.proposals.append(row)
         findings.append(f)
     report = TuneReport(
-        findings, recs, obs.window_s, obs.netns,
-        obs.after.cgroup.get("path"), list(obs.notices),
-    )  # fmt: skip
+        findings, recs, obs.window_s, obs.netns, obs.after.cgroup.get("path"), notices
+    )
     report.analysis_ms = (time.perf_counter() - start) * 1000
     return report
 

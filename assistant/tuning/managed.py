@@ -1,69 +1,38 @@
 """Keys someone else manages: set by a sysctl.d file, or overridden in the agent's journal.
 
 tune reports such a key (naming the file, or the changeset whose value an admin
-overrode) instead of recommending it again.
+overrode) instead of recommending it again. The files are read as systemd-sysctl
+reads them (:mod:`assistant.sysctl_d`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from actions.model import AgentStatus
+from assistant.sysctl_d import SYSCTL_CONF, SYSCTL_D_DIRS, effective, read_settings, sysctl_d_files
+from assistant.tuning.scenarios import KNOWN_KEYS
 
-#: Where systemd-sysctl and procps read settings, in their order.
-SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
-               "/lib/sysctl.d")  # fmt: skip
-SYSCTL_CONF = "/etc/sysctl.conf"
 #: The file the agent itself persists to (``kassist agent apply --persist``): not someone else.
 AGENT_FILE = "90-kassist.conf"
 
-_LINE = re.compile(r"^\s*-?\s*([A-Za-z0-9_./*-]+)\s*=\s*(.*?)\s*$")
+
+def sysctl_files(dirs: Iterable[str] = SYSCTL_D_DIRS, conf: str = SYSCTL_CONF) -> list[Path]:
+    """Return the sysctl.d files that apply at boot, in order, excluding the agent's own."""
+    return [p for p in sysctl_d_files(dirs, conf) if p.name != AGENT_FILE]
 
 
-def parse_sysctl_conf(text: str) -> dict[str, str]:
-    """Parse a sysctl.d file: dotted key (``/`` accepted) → value; comments are skipped."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.lstrip().startswith(("#", ";")):
-            continue
-        m = _LINE.match(line)
-        if m:
-            out[m.group(1).replace("/", ".")] = m.group(2)
-    return out
+def sysctl_d_settings(
+    files: Iterable[Path] | None = None, names: Iterable[str] = KNOWN_KEYS
+) -> dict[str, str]:
+    """Return key → the file that sets it at boot (the assignment that wins).
 
-
-def sysctl_files(dirs: Iterable[str] = SYSCTL_DIRS, conf: str = SYSCTL_CONF) -> list[Path]:
-    """Return the sysctl.d files that apply, excluding the agent's own."""
-    files: list[Path] = []
-    seen: set[str] = set()
-    for d in dirs:
-        try:
-            entries = sorted(Path(d).glob("*.conf"))
-        except OSError:
-            continue
-        for path in entries:
-            if path.name in seen or path.name == AGENT_FILE:
-                continue  # an earlier directory's file of the same name masks it
-            seen.add(path.name)
-            files.append(path)
-    if Path(conf).is_file():
-        files.append(Path(conf))
-    return files
-
-
-def sysctl_d_settings(files: Iterable[Path] | None = None) -> dict[str, str]:
-    """Return key → the file that sets it (the last one read wins, as at boot)."""
-    owners: dict[str, str] = {}
-    for path in sysctl_files() if files is None else files:
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        for key in parse_sysctl_conf(text):
-            owners[key] = str(path)
-    return owners
+    :param names: the keys a glob assignment (``net.ipv4.neigh.*.gc_thresh3``) is matched
+        against: the keys tune may propose.
+    """
+    settings = read_settings(sysctl_files() if files is None else files)
+    return {key: s.path for key, s in effective(settings, names).items()}
 
 
 def agent_overrides(status: AgentStatus) -> dict[str, str]:

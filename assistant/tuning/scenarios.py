@@ -471,7 +471,9 @@ def pid_exhaustion(obs: Observation, m: Machine) -> Detection | None:
     threads_max = _int(obs, "kernel.threads-max") or 0
     eagain = obs.errors(CLONE, "EAGAIN")
     current, limit = obs.cgroup_file("pids.current"), obs.cgroup_file("pids.max")
-    in_cgroup = isinstance(current, int) and isinstance(limit, int) and current >= 0.9 * limit
+    # pids.max reads "max" when there is no limit.
+    cg_limit = limit if isinstance(current, int) and isinstance(limit, int) else None
+    in_cgroup = cg_limit is not None and isinstance(current, int) and current >= 0.9 * cg_limit
     near_pid = pid_max > 0 and tasks >= 0.8 * pid_max
     near_threads = threads_max > 0 and tasks >= 0.8 * threads_max
     if not (eagain >= 1 or in_cgroup or near_pid or near_threads):
@@ -482,11 +484,11 @@ def pid_exhaustion(obs: Observation, m: Machine) -> Detection | None:
     d.evidence.append(
         f"loadavg: {tasks} tasks; kernel.pid_max = {pid_max}, kernel.threads-max = {threads_max}"
     )
-    if in_cgroup:
+    if in_cgroup and cg_limit is not None:
         d.evidence.append(
             f"cgroup {obs.after.cgroup.get('path')}: pids.current = {current} of pids.max = {limit}"
         )
-        d.proposals.append(Proposal("cgroup:pids.max", int(limit), int(limit) * 2))
+        d.proposals.append(Proposal("cgroup:pids.max", cg_limit, cg_limit * 2))
         d.notes.append(
             "the cgroup's pids.max is the limit, not a sysctl: raise it where the "
             "cgroup is managed (systemd TasksMax=, the container runtime)"
@@ -771,6 +773,11 @@ SCENARIOS: tuple[Scenario, ...] = (
 BY_ID: dict[str, Scenario] = {s.id: s for s in SCENARIOS}
 #: Every sysctl some scenario may propose (a model's proposal may only name one of these).
 KNOWN_KEYS: tuple[str, ...] = tuple(dict.fromkeys(k for s in SCENARIOS for k in s.keys))
+#: /proc/sys values the detectors read besides the keys they may propose (gauges).
+GAUGE_SYSCTLS = ("net.netfilter.nf_conntrack_count", "fs.file-nr", "fs.aio-nr")
+#: Every /proc/sys key the detectors read: what an observation for them must hold
+#: (``observe(interval, sysctls=READ_KEYS)``).
+READ_KEYS: tuple[str, ...] = (*KNOWN_KEYS, *GAUGE_SYSCTLS)
 
 
 def scenario_rows() -> list[dict[str, Any]]:

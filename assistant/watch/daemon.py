@@ -63,7 +63,7 @@ from assistant.watch.sources import (
 )
 from assistant.watch.state import boot_id, load_state, save_state
 from probes.errors import ProbeError
-from probes.logs import KmsgStats, LogRecord, iter_log_lines, iter_pstore
+from probes.logs import KmsgStats, LogRecord, iter_log_lines, iter_pstore, pstore_files
 from probes.logs.inotify import DirectoryWatch
 from probes.logs.kdump import kdump_dmesg_files, vmcore_files
 
@@ -80,6 +80,8 @@ QUEUE_BATCHES = 64
 BATCH_RECORDS = 4096
 #: Line numbers -> kmsg sequence numbers kept for the resume point (an open report's span).
 SEQ_MAP = 4096
+#: Seconds between two looks at a kdump directory when inotify said nothing.
+KDUMP_RESCAN = 10.0
 #: Seconds between two samples of the drive detector (``--source disks``).
 DISK_INTERVAL = 10.0
 #: Lines of a kdump or pstore file handed to the engine at once.
@@ -552,18 +554,14 @@ class Watcher:
         self._closed(stream, stream.engine.feed_lines(batch) + stream.engine.flush(), **done)
 
     def _pstore(self) -> None:
-        directory = Path("/sys/fs/pstore")
-        try:
-            files = sorted(p.name for p in directory.iterdir() if p.name.startswith("dmesg"))
-        except OSError:
-            return
+        files = pstore_files()
         todo = [f for f in files if f not in self.state.pstore_done]
         if not todo:
             return
         stream = _Stream("pstore", self.opts.quiet_seconds)
         with contextlib.suppress(ProbeError):
-            for rec in iter_pstore(str(directory)):
-                self._closed(stream, stream.engine.feed_line(rec.text))
+            for rec in iter_pstore():
+                self._closed(stream, stream.engine.feed_line(rec.as_dmesg_line()))
         self._closed(stream, stream.engine.flush(), done_pstore=todo)
 
     def _start_kdump(self, top: Path) -> None:
@@ -572,9 +570,14 @@ class Watcher:
             self._scanner(self._kdump_thread, top)
 
     def _kdump_thread(self, top: Path) -> None:
+        # A pass on each change, and every KDUMP_RESCAN seconds whatever inotify said (a
+        # file finished between two looks sends its event to no watch).
+        last = time.monotonic()
         with DirectoryWatch(top) as watch:
             while not self.stop_event.is_set():
-                if watch.wait(1.0):
+                changed = watch.wait(1.0)
+                if changed or time.monotonic() - last >= KDUMP_RESCAN:
+                    last = time.monotonic()
                     self.queue.put(("kdump", top))
 
     def _kdump_pass(self, top: Path) -> None:
@@ -583,6 +586,8 @@ class Watcher:
         for path in files:
             if str(path) in self.state.kdump_done or str(path) in waiting:
                 continue
+            if _being_written(path):
+                continue  # kdump is still writing it: the next pass reads it whole
             try:
                 self._triage_file(path, f"kdump:{path}", done_kdump=[str(path)])
             except ProbeError as exc:
@@ -716,6 +721,14 @@ def _by_sequence(crash: Crash, where: str) -> Crash:
     lines = crash.report.split("\n")
     header = next((i for i, x in enumerate(lines) if first_oops(x) is not None), 0)
     return replace(crash, report=f"kernel {where}\n" + "\n".join(lines[header:]))
+
+
+def _being_written(path: Path) -> bool:
+    # An empty dmesg file is one kdump has only just created.
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return True
 
 
 def _watchdog_interval() -> float:

@@ -203,16 +203,21 @@ SOURCE_FORMS: tuple[SourceForm, ...] = (
         "journal",
         re.compile(r"journal(?::(?P<arg>.+))?"),
         "journal[:FILE]",
-        "the journal's kernel messages (or a journal file)",
+        "the journal's kernel messages, or a journal file",
         journal_source,
     ),
-    SourceForm("pstore", re.compile(r"pstore"), "pstore", "the previous boot's panic (pstore)"),
-    SourceForm("kdump", re.compile(r"kdump:(?P<arg>.+)"), "kdump:DIR", "kdump's crash directories"),
+    SourceForm("pstore", re.compile(r"pstore"), "pstore", "the previous boot's panic"),
+    SourceForm(
+        "kdump",
+        re.compile(r"kdump:(?P<arg>.+)"),
+        "kdump:DIR",
+        "kdump's crash directories, waited for",
+    ),
     SourceForm(
         "file",
         re.compile(r"file:(?P<arg>.+)"),
         "file:PATH",
-        "a console log followed like tail -F, or - (stdin)",
+        "a console log followed like tail -F; - is stdin",
         file_source,
     ),
     SourceForm(
@@ -227,6 +232,11 @@ SOURCE_FORMS: tuple[SourceForm, ...] = (
 def source_usage() -> str:
     """Return the forms ``--source`` takes, for a message: ``kmsg, journal[:FILE], ...``."""
     return ", ".join(f.usage for f in SOURCE_FORMS)
+
+
+def source_help() -> str:
+    """Return the forms ``--source`` takes and what each reads, for ``--help``."""
+    return ", ".join(f"{f.usage} ({f.what})" for f in SOURCE_FORMS)
 
 
 def parse_source(text: str) -> SourceSpec:

@@ -12,16 +12,15 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from probes.stats import read_boot_id
+
 #: The most kdump files remembered as already triaged.
 MAX_SEEN_FILES = 1000
 
 
 def boot_id() -> str:
     """Return this boot's id (``/proc/sys/kernel/random/boot_id``), or ``""``."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
+    return read_boot_id()
 
 
 @dataclass

@@ -7,7 +7,7 @@
 
 from probes.logs.files import ReadStats, iter_log_blocks, iter_log_lines
 from probes.logs.kmsg import KmsgStats, iter_kmsg, parse_kmsg_record
-from probes.logs.pstore import PstoreStats, iter_pstore
+from probes.logs.pstore import PstoreStats, iter_pstore, pstore_files
 from probes.logs.records import LogRecord
 from probes.logs.sources import SourceStats, iter_records
 
@@ -23,4 +23,5 @@ __all__ = [
     "iter_pstore",
     "iter_records",
     "parse_kmsg_record",
+    "pstore_files",
 ]

@@ -21,6 +21,8 @@ from pathlib import Path
 _MASK = 0x00000008 | 0x00000080 | 0x00000100
 #: Bytes read from the inotify descriptor at once (events are only counted, not parsed).
 _READ_BYTES = 65536
+#: Looks at the tree at most until no new directory appeared since the last one.
+_SETTLE_ROUNDS = 8
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -63,15 +65,22 @@ class DirectoryWatch:
         return dirs
 
     def rewatch(self) -> None:
-        """Watch the directory and each directory in it (or the parent it will appear in)."""
+        """Watch the directory and each directory in it (or the parent it will appear in),
+        again until nothing new appeared meanwhile (a directory made between two looks would
+        send its events to no watch)."""
         if self.fd < 0 or self._libc is None:
             return
-        for d in self._targets():
-            if str(d) in self._watched:
-                continue
-            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(str(d)), _MASK)
-            if wd >= 0:
-                self._watched.add(str(d))
+        for _ in range(_SETTLE_ROUNDS):
+            added = False
+            for d in self._targets():
+                if str(d) in self._watched:
+                    continue
+                wd = self._libc.inotify_add_watch(self.fd, os.fsencode(str(d)), _MASK)
+                if wd >= 0:
+                    self._watched.add(str(d))
+                    added = True
+            if not added:
+                return
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a change; tell whether one came (always

@@ -120,6 +120,17 @@ def _read_part(path: Path, stats: PstoreStats) -> str | None:
         return text
 
 
+def pstore_files(directory: str = PSTORE_DIR) -> list[str]:
+    """Return the names of the kernel log parts pstore holds (``dmesg-*``), sorted.
+
+    :return: empty when the directory cannot be read (not mounted, not root).
+    """
+    try:
+        return sorted(p.name for p in Path(directory).iterdir() if p.name.startswith("dmesg"))
+    except OSError:
+        return []
+
+
 def iter_pstore(
     directory: str = PSTORE_DIR, stats: PstoreStats | None = None
 ) -> Iterator[LogRecord]:

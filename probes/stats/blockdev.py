@@ -79,6 +79,18 @@ def _driver(dev_dir: str) -> str:
     return ""
 
 
+def parent_device(name: str, sys_class_block: str = "/sys/class/block") -> str:
+    """Return the whole device a partition belongs to (``sda1`` → ``sda``), else ``name``.
+
+    A partition's directory in /sys/class/block holds a ``partition`` file and links
+    below its disk's.
+    """
+    path = os.path.join(sys_class_block, name)
+    if os.path.exists(os.path.join(path, "partition")):
+        return os.path.basename(os.path.dirname(os.path.realpath(path)))
+    return name
+
+
 def read_block_device(name: str, majors: dict[int, str], root: str = "/sys/block") -> BlockDevice:
     """Read one device's kind from sysfs.
 

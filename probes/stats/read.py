@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import gzip
 import os
-import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from probes.errors import ProbeError
 from probes.stats.parse import Value, typed_value
 
-#: Files under /proc/sys that are never read: reading them does work in the kernel
-#: (``vm.stat_refresh`` folds every CPU's counters) rather than report a value.
-SYSCTL_SKIP = frozenset({"vm/stat_refresh"})
 #: Largest file read whole; procfs and sysfs statistics files are far smaller.
 MAX_FILE_BYTES = 1 << 20
 
 
-def read_text(path: str) -> str | None:
-    """Return the text of a small procfs/sysfs file, or ``None`` if it cannot be read."""
+def read_text(path: str, chunk: int = 65536, short_read_ends: bool = False) -> str | None:
+    """Return the text of a small procfs/sysfs file, or ``None`` if it cannot be read.
+
+    :param chunk: bytes per read(2).
+    :param short_read_ends: stop at the first read shorter than ``chunk`` (a /proc/sys
+        handler hands its whole value over in one read when the buffer is big enough).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -28,107 +28,16 @@ def read_text(path: str) -> str | None:
         chunks = []
         size = 0
         while size < MAX_FILE_BYTES:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks).decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _read_sysctl(path: str) -> str | None:
-    # A /proc/sys handler hands over the whole value in one read when the buffer is big
-    # enough, so a short read is the end; the kernel allocates a buffer the size of the
-    # read, so reads stay small (one page) instead of read_text's 64 KiB.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 4096)
-            chunks.append(chunk)
-            if len(chunk) < 4096:
+            data = os.read(fd, chunk)
+            chunks.append(data)
+            size += len(data)
+            if not data or (short_read_ends and len(data) < chunk):
                 break
         return b"".join(chunks).decode("utf-8", errors="replace")
     except OSError:
         return None
     finally:
         os.close(fd)
-
-
-@dataclass
-class Sysctl:
-    """One /proc/sys entry.
-
-    :param name: the dotted name sysctl(8) uses (``net.ipv4.tcp_rmem``).
-    :param value: int, vector of ints, or string; ``None`` when reading it failed.
-    :param writable: the file has a write bit, and the caller may open it for writing.
-    :param error: why reading failed, when it did.
-    """
-
-    name: str
-    value: Value | None
-    writable: bool
-    error: str | None = None
-
-
-def sysctl_name(relative: str) -> str:
-    """Turn a path below /proc/sys into sysctl's dotted name (a dot in a component becomes ``/``).
-
-    >>> sysctl_name("net/ipv4/conf/eth0.10/forwarding")
-    'net.ipv4.conf.eth0/10.forwarding'
-    """
-    return ".".join(part.replace(".", "/") for part in relative.split("/"))
-
-
-def read_sysctls(root: str = "/proc/sys") -> dict[str, Sysctl]:
-    """Read the whole /proc/sys tree as typed values with their writability.
-
-    Write-only entries (no read bit) are listed with ``value=None`` and no read is tried.
-
-    :param root: the sysctl tree (another directory in tests).
-    :return: entries by dotted name.
-    """
-    out: dict[str, Sysctl] = {}
-    is_root = os.geteuid() == 0
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(root, rel_dir)))
-        except OSError:
-            continue
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(rel)
-                continue
-            if rel in SYSCTL_SKIP:
-                continue
-            mode = st.st_mode
-            writable = bool(mode & (0o200 if is_root else 0o222)) and (
-                is_root or os.access(entry.path, os.W_OK)
-            )
-            name = sysctl_name(rel)
-            if not mode & 0o444:
-                out[name] = Sysctl(name, None, writable, "write-only")
-                continue
-            text = _read_sysctl(entry.path)
-            if text is None:
-                out[name] = Sysctl(name, None, writable, "unreadable")
-            else:
-                out[name] = Sysctl(name, typed_value(text), writable)
-    return out
 
 
 def read_block_queues(root: str = "/sys/block") -> dict[str, dict[str, Value]]:
@@ -206,6 +115,38 @@ def read_kconfig_text() -> tuple[str, str] | None:
     boot = f"/boot/config-{os.uname().release}"
     text = read_text(boot)
     return (text, boot) if text is not None else None
+
+
+def read_uptime() -> float:
+    """Return seconds since boot (/proc/uptime's first field; 0.0 when it cannot be read)."""
+    text = read_text("/proc/uptime") or "0"
+    return float(text.split()[0])
+
+
+def read_boot_id() -> str:
+    """Return this boot's id (``/proc/sys/kernel/random/boot_id``, a UUID), or ``""``."""
+    return (read_text("/proc/sys/kernel/random/boot_id") or "").strip()
+
+
+#: cgroup v1 memory controller files (``memory.<name>``): usage and limit in bytes, and
+#: ``failcnt``, how often usage hit the limit. v2 files come with the snapshot.
+CGROUP_V1_MEMORY = ("usage_in_bytes", "limit_in_bytes", "failcnt")
+
+
+def read_cgroup_v1_memory(directory: str | None) -> dict[str, int]:
+    """Read a cgroup v1 memory controller's usage, limit (bytes) and failcnt, if it is one.
+
+    :param directory: the cgroup's directory (``None``: none asked for).
+    :return: file name (``usage_in_bytes``) → value; empty for a cgroup v2 directory.
+    """
+    out: dict[str, int] = {}
+    if directory is None:
+        return out
+    for name in CGROUP_V1_MEMORY:
+        text = read_text(f"{directory}/memory.{name}")
+        if text is not None and text.strip().isdigit():
+            out[name] = int(text)
+    return out
 
 
 def boot_time(stat: str = "/proc/stat") -> float | None:

@@ -9,9 +9,9 @@ from textual.widgets import Markdown
 
 
 class HelpScreen(ModalScreen[None]):
-    """Keys and commands; any of escape, q or the help key closes it."""
+    """Keys and commands; escape, q or the help key (the app's binding) closes it."""
 
-    BINDINGS = [Binding("escape,q", "dismiss", "close")]  # noqa: RUF012
+    BINDINGS = [Binding("escape,q", "close", "close")]  # noqa: RUF012
 
     def __init__(self, text: str) -> None:
         super().__init__()
@@ -19,3 +19,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         yield Markdown(self.text, id="help")
+
+    def action_close(self) -> None:
+        """Close the help."""
+        self.dismiss(None)

@@ -6,8 +6,11 @@ import json
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.await_complete import AwaitComplete
 from textual.containers import Vertical
 from textual.widgets import Collapsible, Markdown, Static
+
+from assistant.markdown import markdown_safe
 
 
 class UserMessage(Static):
@@ -18,10 +21,17 @@ class UserMessage(Static):
 
 
 class AssistantMessage(Markdown):
-    """The assistant's reply; streamed while the model writes, then set whole once."""
+    """The assistant's reply; streamed while the model writes, then set whole once.
+
+    Angle brackets outside code are escaped (``/proc/<pid>/...`` is not an HTML tag).
+    """
 
     def __init__(self, text: str = "") -> None:
         super().__init__(text, classes="assistant")
+
+    def update(self, markdown: str) -> AwaitComplete:
+        """Show ``markdown`` (Textual's Markdown shows its first text through this too)."""
+        return super().update(markdown_safe(markdown))
 
 
 class ToolCall(Vertical):
@@ -36,7 +46,7 @@ class ToolCall(Vertical):
     def compose(self) -> ComposeResult:
         title = f"tool {self.tool_name} {json.dumps(self.tool_args)}"
         with Collapsible(title=title, collapsed=True):
-            yield Markdown(self.result_text or "(no result)")
+            yield Markdown(markdown_safe(self.result_text) or "(no result)")
 
 
 class Notice(Static):

@@ -12,6 +12,18 @@ from textual.widgets import Label, ListItem, ListView, Sparkline, Static
 HISTORY = 60
 
 
+def scale_label(name: str, series: deque[float]) -> str:
+    """Return a gauge's label: its last reading and the range its sparkline spans.
+
+    >>> scale_label("cpu", deque([0.5, 2.0, 1.0]))
+    'cpu 1.00%  (scale 0.50-2.00%)'
+    """
+    unit = "" if name == "load" else "%"
+    low, high = min(series), max(series)
+    scale = f"  (scale {low:.2f}-{high:.2f}{unit})" if len(series) > 1 else ""
+    return f"{name} {series[-1]:.2f}{unit}{scale}"
+
+
 class PressurePanel(Vertical):
     """Load and PSI ``some avg10`` as sparklines."""
 
@@ -28,12 +40,15 @@ class PressurePanel(Vertical):
             yield Sparkline([], id=f"spark-{name}")
 
     def add(self, name: str, value: float) -> None:
-        """Add a reading and redraw its sparkline and label."""
+        """Add a reading and redraw its sparkline and label.
+
+        A sparkline spans its own lowest to highest reading, so a flat line of noise looks
+        like peaks: the label gives that scale.
+        """
         series = self.series[name]
         series.append(value)
         self.query_one(f"#spark-{name}", Sparkline).data = list(series)
-        unit = "" if name == "load" else "%"
-        self.query_one(f"#label-{name}", Static).update(f"{name} {value:.2f}{unit}")
+        self.query_one(f"#label-{name}", Static).update(scale_label(name, series))
 
 
 class CrashesPanel(Vertical):
