@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.agent_support import AgentProcess, NetNS, RawConnection, fake_roots, netns_held, rec
+from tests.agent_support import (
+    AgentProcess,
+    NetNS,
+    RawConnection,
+    call,
+    netns_held,
+    policed_agent,
+    rec,
+)
 
 netns = pytest.fixture(netns_held, name="netns")
 
@@ -28,23 +36,7 @@ allow = ["net.core.somaxconn", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepali
 
 
 def _agent(tmp: Path, netns: NetNS | None, *args: str) -> AgentProcess:
-    policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
-    if netns is None:
-        proc_sys, sys_root = fake_roots(tmp)
-        args = ("--proc-sys-root", str(proc_sys), "--sys-root", str(sys_root), *args)
-    return AgentProcess(tmp, netns, policy=policy, args=args)
-
-
-def _call(agent: AgentProcess, op: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
-    conn = RawConnection(agent.socket, timeout=timeout)
-    try:
-        conn.send({"op": op, "user_data": 1, **fields})
-        reply = conn.read()
-        assert reply is not None, f"no completion for {op}"
-        return reply
-    finally:
-        conn.close()
+    return policed_agent(tmp, netns, POLICY, *args)
 
 
 def _rss_kib(pid: int) -> int:
@@ -70,10 +62,10 @@ def test_a_peer_that_does_not_read_cannot_make_the_agent_hold_its_answers(
     agent = _agent(tmp_path, None).start()
     try:
         for i in range(20):
-            done = _call(agent, "apply", recommendations=_big(i))
+            done = call(agent, "apply", recommendations=_big(i))
             assert done["verdict"] == "verified", done
         # One history answer holds the newest changesets that fit its byte budget, and says so.
-        listed = _call(agent, "history", limit=1000)
+        listed = call(agent, "history", limit=1000)
         assert 0 < len(listed["changesets"]) < 20, len(listed["changesets"])
         assert listed["changesets"][0]["id"] > listed["changesets"][-1]["id"]
         assert any("newest" in n for n in listed["notices"]), listed["notices"]
@@ -87,7 +79,7 @@ def test_a_peer_that_does_not_read_cannot_make_the_agent_hold_its_answers(
         grown = _rss_kib(agent.proc.pid) - before
         assert grown < 48 * 1024, f"the agent grew {grown} KiB for one peer"
         # the agent still answers everyone else
-        assert _call(agent, "status")["verdict"] == "ok"
+        assert call(agent, "status")["verdict"] == "ok"
         hog.close()
     finally:
         agent.stop()
@@ -99,7 +91,7 @@ def test_a_peer_that_stops_reading_does_not_keep_its_connection(tmp_path: Path) 
     agent = _agent(tmp_path, None, "--max-per-peer", "2", "--idle-timeout", "1").start()
     try:
         for i in range(4):
-            assert _call(agent, "apply", recommendations=_big(i))["verdict"] == "verified"
+            assert call(agent, "apply", recommendations=_big(i))["verdict"] == "verified"
         line = json.dumps({"op": "history", "user_data": 0, "limit": 1000}).encode() + b"\n"
         hogs = [RawConnection(agent.socket) for _ in range(2)]
         for hog in hogs:
@@ -107,7 +99,7 @@ def test_a_peer_that_stops_reading_does_not_keep_its_connection(tmp_path: Path) 
         # Past the idle timeout the hogs are dropped: status is answered, not refused "busy"
         # (polled, however loaded the machine: on the merged agent it stayed refused).
         deadline = time.monotonic() + 60
-        while (verdict := _call(agent, "status")["verdict"]) != "ok":
+        while (verdict := call(agent, "status")["verdict"]) != "ok":
             if time.monotonic() > deadline:
                 break
             time.sleep(0.5)
