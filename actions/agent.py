@@ -348,7 +348,8 @@ class Agent(Rollbacks):
                 )
             return result(True, "ok", (), cs)
         listed = self.journal.history(limit, since)
-        kept, size = [], 0
+        kept: list[Changeset] = []
+        size = 0
         for cs in listed:  # a peer may ask for 1000 changesets of up to 64 KiB each
             size += len(json.dumps(cs.to_dict(), default=str))
             if kept and size > MAX_HISTORY_BYTES:
