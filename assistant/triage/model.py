@@ -122,9 +122,12 @@ class Crash:
         return self.facts
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the crash as the JSON object of the triage contract."""
+        """Return the crash as the JSON object of the triage contract, with its faulting
+        instruction and assessment (``fault``, ``assessment``: assistant/rootcause)."""
+        from assistant.rootcause.report import rootcause_dict  # it imports this module
+
         self.crash_facts()
-        return asdict(self)
+        return asdict(self) | rootcause_dict(self)
 
 
 @dataclass
