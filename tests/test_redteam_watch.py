@@ -96,6 +96,9 @@ QUOTING = {
     "oom-reaper": "oom_reaper: reaped process 1234 ({}), now anon-rss:0kB, file-rss:0kB",
     "split-lock": "x86/split lock detection: #AC: {}/1234 took a split_lock trap at address: 0x4",
     "exec-stack": "process '/tmp/{}/a' started with executable stack",
+    "stack-depth": "{} (1234) used greatest stack depth: 11960 bytes left",
+    "drop-caches": "{} (1234): drop_caches: 3",
+    "syslog": "{} (1234): Attempt to access syslog with CAP_SYS_ADMIN but no CAP_SYSLOG",
     "audit": 'audit: type=1701 audit(1.2:3): auid=1 uid=65534 pid=5 comm="x" exe="/tmp/{}" sig=11',
 }
 

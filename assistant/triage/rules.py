@@ -1167,13 +1167,16 @@ TASK_NAMED: tuple[re.Pattern[str], ...] = tuple(
         r"process '(?P<name>.*)' started with executable stack",
         r"audit: type=\d+ (?P<name>.*)",
         r"INFO: task (?P<name>.{0,15}?):\d+ blocked for more than",
+        # the kernel's idioms "%s (%d): ..." and "%s[%d]: ..." at a message's start (stack
+        # depth, drop_caches, deprecated calls, syslog access): whatever follows
+        r"(?:^|(?<=\] )|(?<=kernel: ))(?P<name>.{0,15}?)(?: \(\d+\)|\[\d+\]):? \w",
     )
 )
 #: What each :data:`TASK_NAMED` line holds (a cheap test before the table).
 TASK_NAMED_HINT = re.compile(
     r"\] \S.*? ip:[0-9a-f]+ cs:|\] bad frame in | took a \w+ trap at | invoked oom-killer: "
     r"|illed process \d+ \(|reaped process \d+ \(|,task=| with executable stack|audit: type="
-    r"|INFO: task .*?:\d+ blocked",
+    r"|INFO: task .*?:\d+ blocked| \(\d+\):? \w|\[\d+\]:? \w",
     re.ASCII,
 )
 
