@@ -1,5 +1,9 @@
-"""The agent's holes of the third adversarial round (after issues 22 and 27), each replayed:
-every test here failed on the agent as it was merged, and passes now.
+"""The agent's holes of the third adversarial round (after issues 22 and 27), replayed.
+
+The first test failed on the agent as it was merged (one history answer unbounded, every
+answer of a pipelined chunk held in memory); the second guards the drop of a peer that
+stops reading (without a timed assertion it cannot tell "dropped after the idle timeout"
+from "dropped later", so it is a regression guard, not a proof of that fix).
 
 Agents run on fake /proc/sys trees where no kernel write is needed, else in a private network
 namespace (``net.*`` keys only).
@@ -7,6 +11,7 @@ namespace (``net.*`` keys only).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -37,6 +42,25 @@ allow = ["net.core.somaxconn", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepali
 
 def _agent(tmp: Path, netns: NetNS | None, *args: str) -> AgentProcess:
     return policed_agent(tmp, netns, POLICY, *args)
+
+
+def _status(agent: AgentProcess) -> str:
+    # The status verdict, or "" when a 1 s idle timeout on a loaded machine dropped the call.
+    try:
+        return str(call(agent, "status")["verdict"])
+    except (AssertionError, OSError):
+        return ""
+
+
+def _apply(agent: AgentProcess, recs: dict[str, Any]) -> str:
+    # An apply, sent again when a 1 s idle timeout on a loaded machine closed the connection
+    # before the entry was read (nothing applied then).
+    for _ in range(20):
+        try:
+            return str(call(agent, "apply", recommendations=recs)["verdict"])
+        except (AssertionError, OSError):
+            time.sleep(0.5)
+    return "never answered"
 
 
 def _rss_kib(pid: int) -> int:
@@ -87,19 +111,20 @@ def test_a_peer_that_does_not_read_cannot_make_the_agent_hold_its_answers(
 
 def test_a_peer_that_stops_reading_does_not_keep_its_connection(tmp_path: Path) -> None:
     # The idle timeout counted only entries read: a peer whose answers wait in the agent's
-    # buffers (it never reads them) held its connection slots for ever.
+    # buffers (it never reads them) held its connection slots while the agent waited.
     agent = _agent(tmp_path, None, "--max-per-peer", "2", "--idle-timeout", "1").start()
     try:
         for i in range(4):
-            assert call(agent, "apply", recommendations=_big(i))["verdict"] == "verified"
+            assert _apply(agent, _big(i)) == "verified"
         line = json.dumps({"op": "history", "user_data": 0, "limit": 1000}).encode() + b"\n"
         hogs = [RawConnection(agent.socket) for _ in range(2)]
         for hog in hogs:
-            hog.send(line * 50)  # ~12 MB of answers each, never read
+            with contextlib.suppress(OSError):  # dropped already: so much the better
+                hog.send(line * 50)  # ~12 MB of answers each, never read
         # Past the idle timeout the hogs are dropped: status is answered, not refused "busy"
         # (polled, however loaded the machine: on the merged agent it stayed refused).
         deadline = time.monotonic() + 60
-        while (verdict := call(agent, "status")["verdict"]) != "ok":
+        while (verdict := _status(agent)) != "ok":
             if time.monotonic() > deadline:
                 break
             time.sleep(0.5)
