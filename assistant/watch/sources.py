@@ -33,6 +33,8 @@ from probes.logs.kmsg import boot_realtime_us
 Records = Callable[[Callable[[], bool], Callable[[], None]], Iterator[LogRecord]]
 #: A resume token: the kmsg sequence number or the journal cursor read last.
 Token = int | str
+#: A network record's (host, store source name, lane): see :attr:`StreamSource.split`.
+Split = Callable[[LogRecord], tuple[str, str, str]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,12 @@ class StreamSource:
         saved so that a restart reads on after it; names reports by ``ts_us``.
     :param clock: what its records' ``realtime_us`` come from (see
         :attr:`assistant.triage.model.CrashTime.clock`), ``None`` when they have none.
+    :param split: for a source many hosts send to (a network receiver): a record's host,
+        the store's source name of its crashes, and its *lane* (the CPU that printed it,
+        or ``""``); each host and lane gets a triage engine of its own, and its crashes
+        are stored under that host.
+    :param counters: what the source counted so far (``{"lost": 3, ...}``), exported as
+        metrics.
     """
 
     name: str
@@ -92,6 +100,8 @@ class StreamSource:
     batched: bool = False
     resumable: bool = False
     clock: str | None = None
+    split: Split | None = None
+    counters: Callable[[], dict[str, int]] | None = None
 
 
 def token_of(record: LogRecord) -> Token | None:
@@ -176,7 +186,19 @@ def file_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     return StreamSource(name, name, records, batched=True)
 
 
+def _network(name: str) -> StreamBuilder:
+    # The network receivers live in assistant.watch.network (loaded when used).
+    def build(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
+        from assistant.watch import network
+
+        builder: StreamBuilder = getattr(network, name)
+        return builder(spec, ctx)
+
+    return build
+
+
 StreamBuilder = Callable[[SourceSpec, StreamContext], StreamSource]
+_ADDR = r"(?P<arg>(?:(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?\d{1,5})"
 
 
 @dataclass(frozen=True)
@@ -219,6 +241,27 @@ SOURCE_FORMS: tuple[SourceForm, ...] = (
         "file:PATH",
         "a console log followed like tail -F; - is stdin",
         file_source,
+    ),
+    SourceForm(
+        "netconsole",
+        re.compile(rf"netconsole:{_ADDR}"),
+        "netconsole:[ADDR:]PORT",
+        "netconsole (extended or plain) from many hosts, on a UDP port",
+        _network("netconsole_source"),
+    ),
+    SourceForm(
+        "syslog",
+        re.compile(rf"syslog:{_ADDR}"),
+        "syslog:[ADDR:]PORT",
+        "syslog (RFC 5424/3164) from rsyslog or syslog-ng, on a UDP and a TCP port",
+        _network("syslog_source"),
+    ),
+    SourceForm(
+        "otlp",
+        re.compile(rf"otlp:{_ADDR}"),
+        "otlp:[ADDR:]PORT",
+        "OTLP/HTTP logs (POST /v1/logs) from a collector",
+        _network("otlp_source"),
     ),
     SourceForm(
         "disks",
