@@ -94,8 +94,8 @@ STORE_RETRY = (1.0, 30.0)
 MAX_PENDING = 10_000
 #: Streams of network hosts (a host and lane each: :attr:`StreamSource.split`) at most.
 MAX_LANES = 8192
-#: Seconds past the quiet time a lane is still polled for its open reports.
-LANE_GRACE = 2.0
+#: Seconds of quiet after which a host's reports close even while others' records wait.
+LANE_PATIENCE = 10.0
 #: Seconds a stopping daemon waits for its readers' last records.
 READER_JOIN = 3.0
 #: The syslog facilities whose records feed the crash store: the kernel's (0). User space
@@ -346,6 +346,7 @@ class Watcher:
         self._lost_reported = 0
         self._streams: dict[str, _Stream] = {}
         self._lanes: OrderedDict[tuple[str, str, str, str], _Stream] = OrderedDict()
+        self._open_lanes: set[tuple[str, str, str, str]] = set()  # fed since they closed
         self._readers = 0  # reader threads still running
         self._scanners: list[threading.Thread] = []
         self._reader_threads: list[threading.Thread] = []
@@ -403,9 +404,20 @@ class Watcher:
     def _tick(self, now: float) -> None:
         for stream in self._streams.values():
             self._closed(stream, stream.engine.poll(now))
-        for lane in self._lanes.values():
-            if now - lane.heard < self.opts.quiet_seconds + LANE_GRACE:
+        # A host's report closes on quiet once every record received is read (a backlog,
+        # a flood from others, is no quiet), or after LANE_PATIENCE quiet seconds anyway.
+        caught_up = self.queue.empty() and not any(
+            s.source.backlog() for s in self._streams.values()
+            if s.source is not None and s.source.backlog is not None
+        )  # fmt: skip
+        for key in list(self._open_lanes):
+            lane = self._lanes.get(key)
+            if lane is None:
+                self._open_lanes.discard(key)
+            elif caught_up or now - lane.heard >= LANE_PATIENCE:
                 self._closed(lane, lane.engine.poll(now))
+                if lane.engine.oldest_needed() is None:
+                    self._open_lanes.discard(key)
         self._source_counters()
         self._flush_pending(now)
         self._report_lost()
@@ -467,8 +479,8 @@ class Watcher:
                 batch.append(rec)
                 if not source.batched or len(batch) >= BATCH_RECORDS:
                     hand_on()
-                if self.stop_event.is_set():
-                    break
+                if self.stop_event.is_set() and source.split is None:
+                    break  # (a network source hands on what it received, then ends)
         except ProbeError as exc:
             self.log(f"{source.name}: {exc.one_line()}")
         finally:
@@ -489,6 +501,7 @@ class Watcher:
         for key, recs in lanes.items():
             lane = self._lane(name, key)
             self._closed(lane, lane.feed(recs, now, self._skipped, STORED_FACILITIES))
+            self._open_lanes.add((name, *key))
 
     def _lane(self, name: str, key: tuple[str, str, str]) -> _Stream:
         # The stream of one host and lane of a network source, made when first heard; past

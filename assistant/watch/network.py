@@ -33,22 +33,26 @@ _ADDRESS = re.compile(r"(?:(?P<host>\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):)
 
 def listen_address(spec: SourceSpec) -> tuple[str, int]:
     """Return the ``(address, port)`` a network ``--source`` listens on: ``PORT`` (every
-    address) or ``ADDRESS:PORT`` (``127.0.0.1:6666``, ``[::1]:6666``).
+    address) or ``ADDRESS:PORT`` (``127.0.0.1:6666``, ``[::1]:6666``); port 0 lets the
+    kernel choose one (logged).
 
-    :raises InputError: the port is not 1..65535.
+    :raises InputError: the port is not 0..65535.
     """
     m = _ADDRESS.fullmatch(spec.arg)
-    port = int(m.group("port")) if m else 0
-    if m is None or not 0 < port < 65536:
+    port = int(m.group("port")) if m else -1
+    if m is None or not 0 <= port < 65536:
         raise InputError(f"watch: {spec.text}: not [ADDRESS:]PORT", "give a port, e.g. 6666")
     host = (m.group("host") or "0.0.0.0").strip("[]")
     return host, port
 
 
-def _listen(spec: SourceSpec, open_: Callable[[str, int], Any]) -> Any:
-    host, port = listen_address(spec)
+def _listen(spec: SourceSpec, ctx: StreamContext, open_: Callable[[str, int], Any],
+            port: int | None = None) -> Any:  # fmt: skip
+    host, asked = listen_address(spec)
     try:
-        return open_(host, port)
+        sock = open_(host, asked if port is None else port)
+        ctx.log(f"{spec.text}: listening on {host}:{sock.getsockname()[1]}")
+        return sock
     except OSError as exc:
         raise ProbeUnavailable(
             f"{spec.text}: cannot listen on {host}:{port}: {exc.strerror or exc}",
@@ -99,7 +103,7 @@ def netconsole_lane(rec: LogRecord) -> tuple[str, str, str]:
 
 def netconsole_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     """Receive netconsole (extended or plain) on a UDP port."""
-    receiver = Receiver(udp=[_listen(spec, udp_listener)])
+    receiver = Receiver(udp=[_listen(spec, ctx, udp_listener)])
     decoder = NetconsoleDecoder()
 
     def decode(msg: Message) -> list[LogRecord]:
@@ -111,7 +115,7 @@ def netconsole_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     return StreamSource(
         spec.text, "netconsole", _stream(spec, ctx, receiver, decode, flush), batched=True,
         clock="netconsole", split=netconsole_lane,
-        counters=_counters(decoder.stats, receiver.stats),
+        counters=_counters(decoder.stats, receiver.stats), backlog=receiver.queue.__len__,
     )  # fmt: skip
 
 
@@ -122,9 +126,9 @@ def syslog_lane(rec: LogRecord) -> tuple[str, str, str]:
 
 def syslog_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     """Receive syslog (RFC 5424 and 3164) on a UDP and a TCP port of the same number."""
-    udp = _listen(spec, udp_listener)
-    try:
-        tcp = _listen(spec, tcp_listener)
+    udp = _listen(spec, ctx, udp_listener)
+    try:  # TCP on the UDP socket's port (the one the kernel chose, for port 0)
+        tcp = _listen(spec, ctx, tcp_listener, udp.getsockname()[1])
     except ProbeUnavailable:
         udp.close()
         raise
@@ -140,6 +144,7 @@ def syslog_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     return StreamSource(
         spec.text, "syslog", _stream(spec, ctx, receiver, decode, flush), batched=True,
         clock="syslog", split=syslog_lane, counters=_counters(decoder.stats, receiver.stats),
+        backlog=receiver.queue.__len__,
     )  # fmt: skip
 
 
@@ -150,6 +155,7 @@ def otlp_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     host, port = listen_address(spec)
     try:
         server = OtlpReceiver(host, port)
+        ctx.log(f"{spec.text}: listening on {host}:{server.port}")
     except OSError as exc:
         raise ProbeUnavailable(
             f"{spec.text}: cannot listen on {host}:{port}: {exc.strerror or exc}",
@@ -168,5 +174,5 @@ def otlp_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     return StreamSource(
         spec.text, "otlp", _stream(spec, ctx, receiver, decode, flush), batched=True,
         clock="otlp", split=lambda r: (r.host or "", "otlp", ""),
-        counters=_counters(server.stats, receiver.stats),
+        counters=_counters(server.stats, receiver.stats), backlog=receiver.queue.__len__,
     )  # fmt: skip

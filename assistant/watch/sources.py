@@ -92,6 +92,8 @@ class StreamSource:
         are stored under that host.
     :param counters: what the source counted so far (``{"lost": 3, ...}``), exported as
         metrics.
+    :param backlog: how many messages it received that wait to be read (a network
+        source): its hosts' reports do not close on quiet while others' records wait.
     """
 
     name: str
@@ -102,6 +104,7 @@ class StreamSource:
     clock: str | None = None
     split: Split | None = None
     counters: Callable[[], dict[str, int]] | None = None
+    backlog: Callable[[], int] | None = None
 
 
 def token_of(record: LogRecord) -> Token | None:

@@ -193,6 +193,7 @@ class _Sender:
     last_seq: int | None = None
     last_ts: int | None = None
     last_msgid: int | None = None
+    low_msgid: int | None = None  # the lowest msgid heard
     missing: OrderedDict[int, None] = field(default_factory=OrderedDict)
     partial: OrderedDict[int, _Partial] = field(default_factory=OrderedDict)
     held: LogRecord | None = None  # a ``c`` record waiting for its ``+`` continuation
@@ -202,6 +203,7 @@ class _Sender:
     def reset(self) -> None:
         """Start again: the sender rebooted (its records so far were handed on)."""
         self.release = self.last_seq = self.last_ts = self.last_msgid = self.held = None
+        self.low_msgid = None
         self.missing.clear()
         self.partial.clear()
         self.plain.clear()
@@ -399,10 +401,13 @@ class NetconsoleDecoder:
         msgid_text = dictionary.get("msgid", "")
         msgid = int(msgid_text) if msgid_text.isdigit() else None
         if msgid is not None:
+            before = sender.last_msgid
             if not self._count_msgid(sender, msgid):
                 return None
-            if sender.last_seq is not None and seq > sender.last_seq + 1:
-                self.stats.not_sent += seq - sender.last_seq - 1
+            if before is not None and sender.last_seq is not None and msgid > before:
+                # seq counts every record, msgid what netconsole sent: the difference is
+                # what the kernel did not print here (a level above the console's).
+                self.stats.not_sent += max(0, (seq - sender.last_seq) - (msgid - before))
         elif sender.last_seq is not None:
             if seq == sender.last_seq:
                 self.stats.duplicates += 1
@@ -430,6 +435,15 @@ class NetconsoleDecoder:
         last = sender.last_msgid
         if last is None or msgid == last + 1:
             sender.last_msgid = msgid
+            sender.low_msgid = msgid if sender.low_msgid is None else sender.low_msgid
+            return True
+        if sender.low_msgid is not None and msgid < sender.low_msgid:
+            # Older than the first one heard (reordered at the start): late, not lost.
+            for m in range(msgid + 1, sender.low_msgid):
+                sender.missing[m] = None
+            sender.low_msgid = msgid
+            self.stats.late += 1
+            self._trim(sender)
             return True
         if msgid > last + 1:
             for m in range(last + 1, min(msgid, last + 1 + REORDER_WINDOW)):

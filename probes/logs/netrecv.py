@@ -51,8 +51,10 @@ DRAIN_DATAGRAMS = 4096
 MAX_CONNECTIONS = 4096
 #: Bytes a UDP datagram can hold (IPv4's largest payload).
 MAX_DATAGRAM = 65535
-#: The receive buffer asked of the kernel for a UDP socket (it may give less).
-UDP_RCVBUF = 8 << 20
+#: The receive buffer asked of the kernel for a UDP socket: past ``net.core.rmem_max`` with
+#: ``SO_RCVBUFFORCE`` where allowed (CAP_NET_ADMIN), so that a burst waits in the kernel
+#: rather than being dropped there for every sender alike.
+UDP_RCVBUF = 32 << 20
 #: Peers remembered for their counters at most (the least recently heard is forgotten).
 MAX_PEERS = 65536
 
@@ -141,6 +143,7 @@ class FairQueue:
         self._bytes: dict[str, int] = {}
         self._total = 0
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
         self.peer_messages = peer_messages
         self.peer_bytes = peer_bytes
         self.total_bytes = total_bytes
@@ -160,16 +163,20 @@ class FairQueue:
             q.append(msg)
             self._bytes[msg.peer] = held + size
             self._total += size
+            self._ready.notify()
             return True
 
     def __len__(self) -> int:
         with self._lock:
             return sum(len(q) for q in self._queues.values())
 
-    def take_round(self, quantum: int = ROUND_QUANTUM) -> list[Message]:
-        """Take at most ``quantum`` messages from each peer in turn (one round)."""
+    def take_round(self, quantum: int = ROUND_QUANTUM, wait: float = 0.0) -> list[Message]:
+        """Take at most ``quantum`` messages from each peer in turn (one round), waiting at
+        most ``wait`` seconds for one when there is none."""
         out: list[Message] = []
         with self._lock:
+            if not self._queues and wait > 0:
+                self._ready.wait(wait)
             for peer in list(self._queues):
                 q = self._queues[peer]
                 for _ in range(min(quantum, len(q))):
@@ -212,8 +219,11 @@ def udp_listener(host: str, port: int) -> socket.socket:
     :raises OSError: it cannot be bound.
     """
     sock = _bind(socket.SOCK_DGRAM, host, port)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), UDP_RCVBUF)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
     sock.setblocking(False)
@@ -257,13 +267,18 @@ class Receiver:
         self._udp = list(udp or [])
         self._conns: OrderedDict[int, _Connection] = OrderedDict()
         self._drops_seen: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         for s in self._udp:
             self._sel.register(s, selectors.EVENT_READ, ("udp", None))
         for s, make in tcp or []:
             self._sel.register(s, selectors.EVENT_READ, ("listen", make))
 
     def close(self) -> None:
-        """Close every socket."""
+        """Stop reading and close every socket."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
         for key in list(self._sel.get_map().values()):
             with contextlib.suppress(OSError):
                 key.fileobj.close()  # type: ignore[union-attr]
@@ -277,20 +292,43 @@ class Receiver:
     ) -> Iterator[Message | None]:
         """Yield messages as they come until ``stop()``, and ``None`` when none came for
         ``poll_interval`` seconds (a caller's chance to hand on what it held back);
-        ``idle()`` is called before each wait."""
+        ``idle()`` is called after each round and before each wait.
+
+        The sockets are read by a thread of their own meanwhile, so that a consumer that
+        is slow (or blocked) never stops the reading: what a peer sends past its share
+        is dropped at its own queue, never at the kernel's socket buffer, shared by all.
+        """
+        if self._thread is None and self._sel.get_map():
+            self._thread = threading.Thread(target=self._read_loop, args=(poll_interval,),
+                                            daemon=True, name="receiver")  # fmt: skip
+            self._thread.start()
         try:
             while not stop():
-                batch = self.queue.take_round()
+                batch = self.queue.take_round(wait=poll_interval)
                 if batch:
                     self.stats.messages += len(batch)
                     yield from batch
-                    self.poll(0.0)
+                    idle()
                     continue
                 idle()
-                self.poll(poll_interval)
                 yield None
+            self._stop.set()  # stopping: what was received is still handed on
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            while batch := self.queue.take_round():
+                self.stats.messages += len(batch)
+                yield from batch
         finally:
             self.close()
+
+    def _read_loop(self, poll_interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll(poll_interval)
+            except (OSError, ValueError):  # closed under us while stopping
+                if self._stop.is_set():
+                    return
+                raise
 
     def poll(self, timeout: float) -> None:
         """Read what the sockets have (waiting at most ``timeout`` seconds for something)."""
