@@ -48,6 +48,7 @@ APT_PACKAGES=(
     clang llvm libbpf-dev
     postgresql systemd-journal-remote
     tmux
+    rsyslog libivykis0 libnet1 libwrap0 libpcre3
     fuse3 libfuse2 fio smartmontools nvme-cli
     gawk
 )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +34,8 @@ from probes.printk_time import split_stamp
 
 #: Bytes of one syslog frame at most (rsyslog's default ``maxMessageSize`` is 8 KiB).
 MAX_FRAME = 64 << 10
+#: Messages remembered (all hosts) to read one sent twice once.
+RECENT = 262_144
 
 _PRI = re.compile(rb"^<(\d{1,3})>")
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
@@ -42,7 +45,7 @@ _RFC3339 = re.compile(
 )
 _TAG = re.compile(r"^([^\s:\[]{1,48})(?:\[(\d{1,10})\])?: ?")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_.:%-]{1,255}$")
-_COUNT_AHEAD = re.compile(rb"(?:^|[\n ])(\d{1,6}) <\d{1,3}>")
+_COUNT_AHEAD = re.compile(rb"(?<!\d)(\d{1,6}) <\d{1,3}>")
 
 
 @dataclass
@@ -53,12 +56,15 @@ class SyslogStats:
     :param malformed: frames that are no syslog message (no ``<PRI>``, no header).
     :param invalid_utf8: messages whose text was not UTF-8 (replaced with U+FFFD).
     :param rfc5424: messages in RFC 5424's format; the rest were RFC 3164's.
+    :param duplicates: messages a host sent again (the same time and text: forwarded
+        twice, over two transports, or again after a reconnection), handed on once.
     """
 
     messages: int = 0
     malformed: int = 0
     invalid_utf8: int = 0
     rfc5424: int = 0
+    duplicates: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,17 @@ class SyslogDecoder:
     def __init__(self, source: str = "syslog") -> None:
         self.source = source
         self.stats = SyslogStats()
+        self._recent: OrderedDict[tuple[str, int | None, int], None] = OrderedDict()
+
+    def _seen(self, key: tuple[str, int | None, int]) -> bool:
+        # The last RECENT messages of all hosts by (host, time, text's hash): one sent
+        # twice is read once.
+        if key in self._recent:
+            return True
+        self._recent[key] = None
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        return False
 
     def feed(self, payload: bytes, peer: str, now_us: int) -> list[LogRecord]:
         """Decode one message (a datagram or a TCP frame) from ``peer``."""
@@ -218,6 +235,9 @@ class SyslogDecoder:
         self.stats.rfc5424 += payload[payload.find(b">") + 1 :].startswith(b"1 ")
         host = msg.hostname or peer
         ts_us, text = split_stamp(msg.text)
+        if self._seen((host, ts_us if ts_us is not None else msg.wall_us, hash(msg.text))):
+            self.stats.duplicates += 1
+            return []
         return [
             LogRecord(
                 text=text,
@@ -284,10 +304,10 @@ class SyslogFramer:
         if sp == -1:
             if len(self._buf) < 8 and self._buf.isdigit():
                 return None  # the count is still coming
-            return self._resync()
+            return self._resync(1)
         count_text = bytes(self._buf[:sp])
         if not count_text.isdigit() or not 0 < int(count_text) <= self.max_frame:
-            return self._resync()
+            return self._resync(sp + 1)
         count = int(count_text)
         end = sp + 1 + count
         if len(self._buf) < end:
@@ -295,15 +315,15 @@ class SyslogFramer:
         frame = bytes(self._buf[sp + 1 : end])
         nxt = self._buf[end : end + 1]
         if not frame.startswith(b"<") or (nxt and not nxt.isdigit() and nxt != b"\n"):
-            return self._resync()
+            return self._resync(sp + 1)
         del self._buf[:end]
         return frame
 
-    def _resync(self) -> bytes:
+    def _resync(self, start: int) -> bytes:
         # A bad frame: skip to the next "LEN <" (an octet count) or line start.
         self._errors += 1
-        m = _COUNT_AHEAD.search(self._buf, 1)
-        nl = self._buf.find(b"\n", 1)
+        m = _COUNT_AHEAD.search(self._buf, start)
+        nl = self._buf.find(b"\n", start)
         cut = [p for p in ((m.start(1) if m else -1), (nl + 1 if nl != -1 else -1)) if p > 0]
         if cut:
             del self._buf[: min(cut)]
