@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.watch_support import WatchProcess
+from tests.watch_support import REAL_WATCH, WatchProcess
 
 #: Seconds any condition may take on a loaded machine.
 PATIENCE = 120
@@ -54,3 +54,13 @@ def metric(watch_dir: Path, name: str) -> dict[str, float]:
             label = key[len(name) :].strip("{}")
             out[label.removeprefix('type="').removesuffix('"')] = float(value)
     return out
+
+
+def receiver(tmp: Path, source: str, *args: str) -> tuple[WatchProcess, int]:
+    """Start ``kassist watch`` on one network source (port 0: the kernel picks), metrics
+    written to ``tmp/metrics.prom`` when it stops; return it and its port."""
+    watch = WatchProcess(
+        tmp, "--metrics-file", str(tmp / "metrics.prom"), *args,
+        sources=(source,), command=REAL_WATCH,
+    ).start()  # fmt: skip
+    return watch, port_of(watch, source)

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from probes.logs.netconsole import MAX_TOTAL, NetconsoleDecoder, parse_header, unescape
-from tests.fleet_support import PATIENCE, hits, metric, port_of
+from tests.fleet_support import PATIENCE, hits, metric, receiver
 from tests.netconsole_sender import NetconsoleSender, datagrams, escape
-from tests.watch_support import REAL_WATCH, WatchProcess, oops_lines, wait_for
+from tests.watch_support import WatchProcess, oops_lines, wait_for
 
 NOW = 1_796_000_000_000_000
 
@@ -138,9 +138,7 @@ def test_the_plain_format_is_console_text_cut_anywhere() -> None:
 
 
 def _watch(tmp: Path) -> tuple[WatchProcess, int]:
-    watch = WatchProcess(tmp, "--metrics-file", str(tmp / "metrics.prom"),
-                         sources=("netconsole:127.0.0.1:0",), command=REAL_WATCH).start()  # fmt: skip
-    return watch, port_of(watch, "netconsole:127.0.0.1:0")
+    return receiver(tmp, "netconsole:127.0.0.1:0")
 
 
 def test_hosts_crashes_are_stored_once_each_under_their_host(tmp_path: Path) -> None:

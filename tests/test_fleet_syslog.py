@@ -16,10 +16,9 @@ from pathlib import Path
 from assistant.triage import triage_lines
 from probes.logs.syslog import SyslogDecoder, SyslogFramer, parse_message
 from tests.conftest import DATA
-from tests.fleet_support import PATIENCE, hits, metric, port_of
+from tests.fleet_support import PATIENCE, hits, metric, receiver
 from tests.forwarders import rsyslogd, running, syslog_ng, syslog_ng_modules
 from tests.watch_support import (
-    REAL_WATCH,
     WatchProcess,
     devkmsg_on,
     kmsg_write,
@@ -95,9 +94,7 @@ def _crashes(path: Path) -> int:
 
 
 def _watch(tmp: Path) -> tuple[WatchProcess, int]:
-    watch = WatchProcess(tmp, "--metrics-file", str(tmp / "metrics.prom"),
-                         sources=("syslog:127.0.0.1:0",), command=REAL_WATCH).start()  # fmt: skip
-    return watch, port_of(watch, "syslog:127.0.0.1:0")
+    return receiver(tmp, "syslog:127.0.0.1:0")
 
 
 def _rsyslog_conf(tmp: Path, port: int, host: str, inputs: str) -> Path:
