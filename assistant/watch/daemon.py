@@ -49,7 +49,7 @@ from assistant.triage.parse import first_oops
 from assistant.triage.signature import signature_of
 from assistant.triage.store_model import Store
 from assistant.triage.stores import open_store
-from assistant.watch.background import Hooks, HookTargets, Outbox
+from assistant.watch.background import DraftLease, Hooks, HookTargets, Outbox
 from assistant.watch.metrics import Metrics
 from assistant.watch.sources import (
     SourceSpec,
@@ -334,7 +334,7 @@ class Watcher:
             self.state = replace(self.state, boot=self.boot, resume={})
         self.known = {s.signature for s in self.store.signatures()}
         self.outbox = (
-            Outbox(opts.outbox, draft, self.metrics, opts.drafts_per_hour)
+            Outbox(opts.outbox, draft, self.metrics, opts.drafts_per_hour, DraftLease(opts.store))
             if opts.outbox is not None and draft is not None
             else None
         )
