@@ -216,6 +216,7 @@ class HookTargets:
 
     command: str | None = None
     url: str | None = None
+    otlp: str | None = None  # an OTLP/HTTP logs endpoint (assistant.watch.export)
 
 
 class Hooks(_Worker[dict[str, Any]]):
@@ -232,15 +233,20 @@ class Hooks(_Worker[dict[str, Any]]):
     @property
     def enabled(self) -> bool:
         """Tell whether any hook is configured."""
-        return bool(self.targets.command or self.targets.url)
+        return bool(self.targets.command or self.targets.url or self.targets.otlp)
 
     def submit(self, doc: dict[str, Any]) -> None:
         """Queue a delivery (the oldest waiting one goes when the queue is full)."""
         self._put(doc)
 
     def _handle(self, doc: dict[str, Any]) -> None:
+        body = json.dumps(doc, default=str).encode()
         for deliver in self._deliveries():
-            self._retry(deliver, json.dumps(doc).encode())
+            self._retry(deliver, body)
+        if self.targets.otlp:
+            from assistant.watch.export import otlp_request
+
+            self._retry(self._post_otlp, otlp_request(doc), "kassist_watch_otlp")
 
     def _deliveries(self) -> list[Callable[[bytes], None]]:
         out: list[Callable[[bytes], None]] = []
@@ -250,20 +256,25 @@ class Hooks(_Worker[dict[str, Any]]):
             out.append(self._post)
         return out
 
-    def _retry(self, deliver: Callable[[bytes], None], body: bytes) -> None:
+    def _retry(
+        self, deliver: Callable[[bytes], None], body: bytes, metric: str = "kassist_watch_hook"
+    ) -> None:
         delay = self.backoff
         for attempt in range(HOOK_TRIES):
             try:
                 deliver(body)
             except Exception:
                 if attempt == HOOK_TRIES - 1 or self._stopping():
-                    self.metrics.add("kassist_watch_hook_failures_total")
+                    self.metrics.add(f"{metric}_failures_total")
                     return
                 with self._cond:  # a stop ends the wait
                     self._cond.wait_for(lambda: self._stop, timeout=delay)
                 delay *= 2
                 continue
-            self.metrics.add("kassist_watch_hook_runs_total")
+            self.metrics.add(
+                "kassist_watch_hook_runs_total" if metric == "kassist_watch_hook"
+                else f"{metric}_exported_total"
+            )  # fmt: skip
             return
 
     def _stopping(self) -> bool:
@@ -312,6 +323,14 @@ class Hooks(_Worker[dict[str, Any]]):
         if proc is not None:
             _kill_group(proc)
         self._thread.join(timeout=HOOK_KILL_GRACE + 5)
+
+    def _post_otlp(self, body: bytes) -> None:
+        import httpx
+
+        assert self.targets.otlp is not None
+        resp = httpx.post(self.targets.otlp, content=body, timeout=HOOK_TIMEOUT,
+                          headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
+        resp.raise_for_status()
 
     def _post(self, body: bytes) -> None:
         import httpx

@@ -44,11 +44,11 @@ from typing import Any
 
 from assistant.errors import KassistError
 from assistant.triage.engine import TriageEngine
-from assistant.triage.model import Crash, CrashTime, Event, KernelInfo
+from assistant.triage.model import Crash, CrashTime, Event, KernelInfo, SameAs
 from assistant.triage.parse import first_oops
 from assistant.triage.signature import signature_of
 from assistant.triage.store_model import Store
-from assistant.triage.stores import open_store
+from assistant.triage.stores import open_store, same_as_of
 from assistant.watch.background import DraftLease, Hooks, HookTargets, Outbox
 from assistant.watch.metrics import Metrics
 from assistant.watch.sources import (
@@ -281,6 +281,7 @@ class _Batch:
     done_kdump: list[str] = field(default_factory=list)
     done_pstore: list[str] = field(default_factory=list)
     closed: float = field(default_factory=time.monotonic, init=False)  # reports closed
+    levels: dict[str, int] = field(default_factory=dict, init=False)  # header levels
 
     def size(self) -> int:
         return len(self.crashes) + len(self.events)
@@ -549,7 +550,12 @@ class Watcher:
         if stream.named():
             crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
         crashes = [replace(c, time=stream.when(c.start_line, c.time.uptime)) for c in crashes]
-        self._keep(_Batch(crashes, events, stream.stream, host=stream.host, **done))
+        batch = _Batch(crashes, events, stream.stream, host=stream.host, **done)
+        for c in crashes:  # the kernel's level of the header line, for the OTLP export
+            mark = stream.mark(c.start_line)
+            if mark is not None and mark.level is not None:
+                batch.levels[c.signature] = mark.level
+        self._keep(batch)
 
     def _keep(self, batch: _Batch) -> None:
         self._pending.append(batch)
@@ -610,9 +616,18 @@ class Watcher:
             if self.outbox is not None and not is_event:
                 self.outbox.submit(c)
             if self.hooks.enabled:
+                c.same_as = self._same_as(c.signature)
                 self.hooks.submit({"schema": "kassist.watch/1", "source": batch.source,
                                    "host": batch.host or self.opts.host or socket.gethostname(),
+                                   "level": batch.levels.get(c.signature),
                                    "crash": c.to_dict()})  # fmt: skip
+
+    def _same_as(self, signature: str) -> SameAs | None:
+        # The link the store made for a new signature (probably the same bug as...).
+        try:
+            return same_as_of(self.store, self.store.get(signature)[0])
+        except _store_errors():  # KassistError among them
+            return None
 
     # -- files: pstore, kdump ---------------------------------------------------------------
 
