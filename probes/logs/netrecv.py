@@ -261,7 +261,7 @@ class Receiver:
         tcp: list[tuple[socket.socket, Callable[[], Framer]]] | None = None,
         queue: FairQueue | None = None,
     ) -> None:
-        self.queue = queue or FairQueue()
+        self.queue = queue if queue is not None else FairQueue()
         self.stats = ReceiveStats()
         self._sel = selectors.DefaultSelector()
         self._udp = list(udp or [])

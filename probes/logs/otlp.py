@@ -156,7 +156,7 @@ class OtlpReceiver:
     """
 
     def __init__(self, host: str, port: int, queue: FairQueue | None = None) -> None:
-        self.queue = queue or FairQueue()
+        self.queue = queue if queue is not None else FairQueue()
         self.stats = OtlpStats()
         receiver = self
 
