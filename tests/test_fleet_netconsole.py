@@ -110,6 +110,19 @@ def test_losses_late_datagrams_and_skipped_records_are_told_apart() -> None:
     assert again.stats.duplicates == 1
 
 
+def test_the_first_records_of_a_sender_lost_on_the_way_are_counted() -> None:
+    sender = NetconsoleSender(("127.0.0.1", 9))
+    sender.close()
+    packets = [sender.record(f"line {i}") for i in range(10)]
+    dec = NetconsoleDecoder()
+    assert len(_feed(dec, [d for p in packets[3:] for d in p])) == 7
+    assert dec.settle() == 3
+    # one of them comes late after all: late, not lost
+    late = NetconsoleDecoder()
+    _feed(late, [d for p in packets[2:] + packets[1:2] for d in p])
+    assert late.settle() == 1 and late.stats.late == 1
+
+
 def test_a_reboot_starts_the_senders_state_again() -> None:
     sender = NetconsoleSender(("127.0.0.1", 9))
     sender.close()

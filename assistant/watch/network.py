@@ -110,7 +110,10 @@ def netconsole_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
         return decoder.feed(msg.payload, msg.peer, msg.port, msg.arrival_us)
 
     def flush(now_us: int | None) -> list[LogRecord]:
-        return decoder.flush(now_us)
+        out = decoder.flush(now_us)
+        if now_us is None:  # the end: what is still missing never came
+            decoder.settle()
+        return out
 
     return StreamSource(
         spec.text, "netconsole", _stream(spec, ctx, receiver, decode, flush), batched=True,

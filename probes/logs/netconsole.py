@@ -433,6 +433,12 @@ class NetconsoleDecoder:
         # msgid counts the messages netconsole sent: a gap is a loss, unless the missing
         # one arrives late. Returns False for a duplicate.
         last = sender.last_msgid
+        if last is None and 1 < msgid <= REORDER_WINDOW:
+            # A sender heard from (nearly) its start: msgids count from 1, so the ones
+            # before the first heard are missing too (unless they come late).
+            for m in range(1, msgid):
+                sender.missing[m] = None
+            sender.low_msgid = 1
         if last is None or msgid == last + 1:
             sender.last_msgid = msgid
             sender.low_msgid = msgid if sender.low_msgid is None else sender.low_msgid
