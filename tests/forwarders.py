@@ -1,10 +1,10 @@
 """Debian's log forwarders, started by a test with a config of its own: rsyslog, syslog-ng.
 
 rsyslog is installed by ``setup.sh`` (Debian's ``rsyslog``). Debian's ``syslog-ng-core``
-conflicts with it (both provide ``system-log-daemon``), so it is not installed: its
-package is downloaded once with ``apt-get download`` and unpacked into a cache
-(``/var/cache/kassist/syslog-ng/VERSION``, its libraries from ``setup.sh``'s packages),
-and run from there. Neither touches the machine's logging: no ``/dev/log``, no journal;
+conflicts with it (both provide ``system-log-daemon``), so it is not installed: ``setup.sh``
+downloads its package once and unpacks it into a cache
+(``/var/cache/kassist/syslog-ng/VERSION``, its libraries from ``setup.sh``'s packages);
+the tests run it from there. Neither touches the machine's logging: no ``/dev/log``, no journal;
 each reads what its config names and forwards to the receiver on loopback.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,42 +23,17 @@ from tests.conftest import require
 CACHE = Path(os.environ.get("KASSIST_SYSLOG_NG_CACHE", "/var/cache/kassist/syslog-ng"))
 
 
-def _candidate_version() -> str | None:
-    out = subprocess.run(["apt-cache", "policy", "syslog-ng-core"], capture_output=True,
-                         text=True, check=False).stdout  # fmt: skip
-    for line in out.splitlines():
-        if line.strip().startswith("Candidate:"):
-            version = line.split(":", 1)[1].strip()
-            return None if version == "(none)" else version
-    return None
-
-
 def syslog_ng() -> tuple[Path, dict[str, str]]:
-    """Return Debian's syslog-ng binary and the environment it runs with (unpacked from
-    its package into the cache the first time)."""
+    """Return Debian's syslog-ng binary and the environment it runs with: the installed
+    one, else the newest ``setup.sh`` unpacked into the cache."""
     installed = Path("/usr/sbin/syslog-ng")
     if installed.exists():
         return installed, {}
-    require(shutil.which("apt-get") is not None and os.geteuid() == 0,
-            "needs root and apt-get to fetch Debian's syslog-ng-core")  # fmt: skip
-    version = _candidate_version()
-    require(version is not None, "apt knows no syslog-ng-core (run apt-get update)")
-    assert version is not None
-    root = CACHE / version.replace(":", "_")
-    binary = root / "usr" / "sbin" / "syslog-ng"
-    if not binary.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-            got = subprocess.run(["apt-get", "download", f"syslog-ng-core={version}"],
-                                 cwd=tmp, capture_output=True, text=True, check=False)  # fmt: skip
-            debs = list(Path(tmp).glob("syslog-ng-core_*.deb"))
-            require(bool(debs), f"apt-get download syslog-ng-core failed: {got.stderr[-200:]}")
-            unpacked = Path(tmp) / "root"
-            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
-            if not binary.exists():
-                unpacked.rename(root)
-    libdir = root / "usr" / "lib" / "syslog-ng"
-    return binary, {"LD_LIBRARY_PATH": str(libdir)}
+    unpacked = sorted(CACHE.glob("*/usr/sbin/syslog-ng"))
+    require(bool(unpacked), f"needs Debian's syslog-ng-core unpacked into {CACHE} "
+                            "(./setup.sh does it, as root)")  # fmt: skip
+    root = unpacked[-1].parent.parent.parent
+    return unpacked[-1], {"LD_LIBRARY_PATH": str(root / "usr" / "lib" / "syslog-ng")}
 
 
 def syslog_ng_modules(binary: Path) -> list[str]:
