@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 CORPUS = ROOT.parent / "shared" / "corpus" / "syzkaller-linux-reports.dev.jsonl"
 BOOT_LINES = 20
 TRAIL_LINES = 5
+#: Hosts sending at the same time (each host's lines a round of them apart).
+CONCURRENT = 50
 #: Records sent between two short pauses (the senders are one process: pace it).
 BURST = 400
 #: Seconds the receivers' idle CPU use is measured before the senders start.
@@ -124,6 +127,16 @@ def _rfc3164(h: Host, k: int, line: str) -> bytes:
     return f"<4>Dec  7 06:58:{k % 60:02d} {h.name} kernel: {stamp}{line}".encode()
 
 
+def _interleaved(hosts: list[Host]) -> Iterator[tuple[int, Host]]:
+    # Hosts send at once by groups of CONCURRENT, one line a host in turn: the lines of a
+    # host's report come a group's round apart (milliseconds, as a kernel prints an
+    # oops), while the receivers see many hosts' reports interleaved.
+    for g in range(0, len(hosts), CONCURRENT):
+        group = hosts[g : g + CONCURRENT]
+        for k in range(max(len(h.lines) for h in group)):
+            yield from ((k, h) for h in group if k < len(h.lines))
+
+
 def send_all(hosts: list[Host], nc_port: int, sl_port: int, drop: float, seed: int) -> int:
     """Send every host's lines, one line a host in turn; return the records sent."""
     from tests.netconsole_sender import NetconsoleSender
@@ -145,30 +158,26 @@ def send_all(hosts: list[Host], nc_port: int, sl_port: int, drop: float, seed: i
             u.bind((h.address, 0))
             senders[h.index] = u
     sent = 0
-    longest = max(len(h.lines) for h in hosts)
-    for k in range(longest):
-        for h in hosts:
-            if k >= len(h.lines):
-                continue
-            line = h.lines[k]
-            s = senders[h.index]
-            if h.kind == "netconsole":
-                assert isinstance(s, NetconsoleSender)
-                packets = s.record(line, cpu=h.index % 4)
-                if k < BOOT_LINES and rng.random() < drop:
-                    h.dropped += 1  # lost on the way, on purpose
-                else:
-                    s.send(packets)
-            elif h.kind == "syslog-tcp":
-                assert isinstance(s, socket.socket)
-                msg = _rfc5424(h, k, line)
-                s.sendall(b"%d %s" % (len(msg), msg))
+    for k, h in _interleaved(hosts):
+        line = h.lines[k]
+        s = senders[h.index]
+        if h.kind == "netconsole":
+            assert isinstance(s, NetconsoleSender)
+            packets = s.record(line, cpu=h.index % 4)
+            if k < BOOT_LINES and rng.random() < drop:
+                h.dropped += 1  # lost on the way, on purpose
             else:
-                assert isinstance(s, socket.socket)
-                s.sendto(_rfc3164(h, k, line), ("127.0.0.1", sl_port))
-            sent += 1
-            if sent % BURST == 0:
-                time.sleep(0.01)
+                s.send(packets)
+        elif h.kind == "syslog-tcp":
+            assert isinstance(s, socket.socket)
+            msg = _rfc5424(h, k, line)
+            s.sendall(b"%d %s" % (len(msg), msg))
+        else:
+            assert isinstance(s, socket.socket)
+            s.sendto(_rfc3164(h, k, line), ("127.0.0.1", sl_port))
+        sent += 1
+        if sent % BURST == 0:
+            time.sleep(0.01)
     for each in senders.values():
         with contextlib.suppress(OSError):
             each.close()
@@ -323,6 +332,10 @@ def main() -> None:
               f"receivers into PostgreSQL: {rate / base_rate:.2f}x the baseline")  # fmt: skip
         print(f"reports stored {stored} of {expected} sent; missing {missing}")
         print(f"duplicates {duplicates} (must be 0)")
+        if duplicates or missing:  # which (host, signature): the first few each way
+            extra = sorted(k for k, n in got.items() if n > want.get(k, 0))[:3]
+            absent = sorted(k for k, n in want.items() if n > got.get(k, 0))[:3]
+            print(f"  stored beyond what was sent: {extra}; sent, not stored: {absent}")
         print(f"lost {lost:.0f}, dropped by the test {dropped} (must be equal);"
               f" dropped by the kernel {kernel_drops:.0f}")  # fmt: skip
         print(f"p99 report closed -> stored {p99 * 1000:.0f} ms")
