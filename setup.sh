@@ -39,12 +39,12 @@ esac
 # the kernel's own documentation and sources for the knowledge base; clang and
 # libbpf for the in-kernel policy program; PostgreSQL for the fleet store; tmux
 # for the TUI's end-to-end test; rsyslog and syslog-ng's libraries for the fleet's
-# forwarder tests (syslog-ng itself: fetch_syslog_ng); FUSE and fio for the fail-slow drive tests; gawk
-# for the kernel's scripts/check-sysctl-docs.
+# forwarder tests (syslog-ng itself: fetch_syslog_ng); FUSE and fio for the
+# fail-slow drive tests; gawk for the kernel's scripts/check-sysctl-docs.
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential cmake git pkg-config
     bpftrace bpftool nftables iproute2 util-linux procps kmod
-    qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils
+    qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils binutils-aarch64-linux-gnu
     linux-doc-6.1 linux-source-6.1
     clang llvm libbpf-dev
     postgresql systemd-journal-remote
@@ -260,7 +260,7 @@ case "$what" in
         phase_done "mypy"
         say "pytest"
         rc=0
-        pytest -q || rc=$?
+        pytest -q --durations=15 || rc=$?  # the slowest tests, to keep CI short
         phase_done "pytest"
         say "done in $((SECONDS - started)) s ($(phases))"
         exit "$rc"

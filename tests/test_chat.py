@@ -229,8 +229,9 @@ def test_cancelling_stops_a_probe_early() -> None:
 def test_tune_text_is_the_cli_s_for_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
     from assistant.tuning import analyse, observe
     from assistant.tuning.render import report_text
+    from assistant.tuning.scenarios import READ_KEYS
 
-    report = analyse(observe(None))  # one real run, rendered by both
+    report = analyse(observe(None, sysctls=READ_KEYS))  # one real run, rendered by both
     monkeypatch.setattr("assistant.tuning.analyse", lambda *a, **k: report)
     chat = run_tool("tune", {}, Context(socket="/nonexistent/agent.sock")).text
     shown = [line for line in chat.splitlines() if not line.startswith("```")]

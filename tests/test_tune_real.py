@@ -28,15 +28,15 @@ from tests.tune_support import (
     SHORT_CONNECTIONS,
     THRASH,
     UDP_FLOOD,
+    UNTIL_STOPPED,
     TuneNetNS,
     finish,
     make_cgroup,
     private_netns,
     proposals,
     remove_cgroup,
-    spawn,
+    running,
     tune,
-    wait_started,
 )
 
 
@@ -70,17 +70,10 @@ def assert_agent_accepts(doc: dict[str, Any], agent: AgentProcess) -> dict[str, 
     return done
 
 
-def _tune_during(
-    ns: TuneNetNS | None, workload: subprocess.Popen[str], *args: str, stop: bool = False
-) -> dict[str, Any]:
-    # stop: the workload holds for longer than tune may take to start on a loaded machine,
-    # and is ended once tune has seen it.
-    wait_started()
+def _tune(ns: TuneNetNS | None, *args: str) -> dict[str, Any]:
+    # One window of 2 s (of the namespace, when there is one), checked against its exit code.
     where = ["--netns", str(ns.holder.pid)] if ns is not None else []
     code, doc, _ = tune(*where, "--interval", "2", *args)
-    if stop:
-        workload.terminate()
-    finish(workload)
     assert code == (3 if doc["recommendations"] else 0)
     return doc
 
@@ -105,22 +98,19 @@ def test_closed_loop_listen_overflow(netns: TuneNetNS, state: Path) -> None:
     agent = _agent(state, netns)  # the built-in default policy
     try:
         before = _overflows(netns)
-        # New clients all along, so that the window sees overflows however long tune
-        # takes to start on a loaded machine.
-        doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "400", "10", "5"))
+        with running(LISTEN_FLOOD, "400", UNTIL_STOPPED, "5", ns=netns):  # new clients all along
+            doc = _tune(netns)
         somaxconn = proposals(doc, "listen-overflow")["net.core.somaxconn"]
         assert somaxconn["direction"] == "up" and somaxconn["status"] == "recommended"
         assert somaxconn["current"] == 128 and somaxconn["value"] == 512
         assert_agent_accepts(doc, agent)
         # Apply through the agent (tune observes again, under the same workload): without a
         # terminal and without --yes it refuses; with --yes it applies.
-        flood = netns.spawn(LISTEN_FLOOD, "300", "6", "5")  # new clients all along
-        wait_started()
-        asked = _apply(netns, agent)
-        assert asked.returncode == 2 and "needs a person's approval" in asked.stderr
-        assert netns.read("net.core.somaxconn") == "128"
-        proc = _apply(netns, agent, "--yes")
-        finish(flood)
+        with running(LISTEN_FLOOD, "300", UNTIL_STOPPED, "5", ns=netns):
+            asked = _apply(netns, agent)
+            assert asked.returncode == 2 and "needs a person's approval" in asked.stderr
+            assert netns.read("net.core.somaxconn") == "128"
+            proc = _apply(netns, agent, "--yes")
         assert proc.returncode == 0, proc.stderr
         assert "verified: changeset" in proc.stdout
         assert netns.read("net.core.somaxconn") == "512"
@@ -145,10 +135,8 @@ def test_closed_loop_from_below_the_agents_floor(netns: TuneNetNS, state: Path) 
     netns.write("net.core.somaxconn", "16")
     agent = _agent(state, netns)
     try:
-        flood = netns.spawn(LISTEN_FLOOD, "300", "6", "5", "1024")
-        wait_started()
-        proc = _apply(netns, agent, "--yes")
-        finish(flood)
+        with running(LISTEN_FLOOD, "300", UNTIL_STOPPED, "5", "1024", ns=netns):
+            proc = _apply(netns, agent, "--yes")
         assert proc.returncode == 0, proc.stderr
         assert "net.core.somaxconn 16 -> 128" in proc.stdout
         assert "64 is below the agent's floor 128" in proc.stdout
@@ -170,7 +158,8 @@ def test_syn_flood_half_open_connections(netns: TuneNetNS, state: Path) -> None:
     netns.run("nft", "add rule inet kassist-tune out tcp flags & (syn|ack) == ack drop")
     agent = _agent(state, netns)
     try:
-        doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "300", "3", "20"))
+        with running(LISTEN_FLOOD, "300", UNTIL_STOPPED, "20", ns=netns):
+            doc = _tune(netns)
         syn = proposals(doc, "syn-flood")
         assert syn["net.ipv4.tcp_max_syn_backlog"]["direction"] == "up"
         finding = next(f for f in doc["findings"] if f["id"] == "syn-flood")
@@ -183,7 +172,8 @@ def test_syn_flood_half_open_connections(netns: TuneNetNS, state: Path) -> None:
 
 
 def test_udp_sink_too_slow_for_its_sender(netns: TuneNetNS, state: Path) -> None:
-    doc = _tune_during(netns, netns.spawn(UDP_FLOOD, "3"))
+    with running(UDP_FLOOD, UNTIL_STOPPED, ns=netns):
+        doc = _tune(netns)
     udp = proposals(doc, "udp-rcvbuf")
     assert udp["net.core.rmem_max"]["direction"] == "up"
     assert udp["net.core.rmem_default"]["direction"] == "up"
@@ -196,14 +186,13 @@ def test_time_wait_bucket_overflow(netns: TuneNetNS, state: Path) -> None:
     netns.write("net.ipv4.tcp_max_tw_buckets", "4096")
     agent = _agent(state, netns)
     try:
-        workload = netns.spawn(SHORT_CONNECTIONS, "20")
-        # Start the window once the bucket table is full (however loaded the machine is).
-        deadline = time.monotonic() + 15
-        while netns.sockstat_tw() < 4096 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        _, doc, _ = tune("--netns", str(netns.holder.pid), "--interval", "2")
-        workload.kill()
-        finish(workload)
+        with running(SHORT_CONNECTIONS, UNTIL_STOPPED, ns=netns):
+            # Start the window once the bucket table is full (however loaded the machine is).
+            deadline = time.monotonic() + 120
+            while netns.sockstat_tw() < 4096:
+                assert time.monotonic() < deadline, "the TIME-WAIT table never filled"
+                time.sleep(0.2)
+            _, doc, _ = tune("--netns", str(netns.holder.pid), "--interval", "2")
         tw = proposals(doc, "tw-overflow")["net.ipv4.tcp_max_tw_buckets"]
         assert (tw["current"], tw["value"], tw["status"]) == (4096, 8192, "recommended")
         assert_agent_accepts(doc, agent)
@@ -215,8 +204,8 @@ def test_ephemeral_ports_run_out(netns: TuneNetNS, state: Path) -> None:
     netns.write("net.ipv4.ip_local_port_range", "40000 40099")
     agent = _agent(state, netns)
     try:
-        workload = netns.spawn(SHORT_CONNECTIONS, "3")
-        doc = _tune_during(netns, workload)
+        with running(SHORT_CONNECTIONS, UNTIL_STOPPED, ns=netns):
+            doc = _tune(netns)
         ports = proposals(doc, "ephemeral-ports")["net.ipv4.ip_local_port_range"]
         assert ports["direction"] == "up" and ports["status"] == "recommended"
         low, high = ports["value"]
@@ -229,10 +218,8 @@ def test_ephemeral_ports_run_out(netns: TuneNetNS, state: Path) -> None:
 def test_ephemeral_ports_seen_by_the_syscall_error_probe(netns: TuneNetNS, state: Path) -> None:
     require(shutil.which("bpftrace") is not None, "needs bpftrace")
     netns.write("net.ipv4.ip_local_port_range", "40000 40099")
-    workload = netns.spawn(SHORT_CONNECTIONS, "12")
-    wait_started()
-    _, doc, err = tune("--netns", str(netns.holder.pid), "--interval", "3", "--trace")
-    finish(workload)
+    with running(SHORT_CONNECTIONS, UNTIL_STOPPED, ns=netns):
+        _, doc, err = tune("--netns", str(netns.holder.pid), "--interval", "3", "--trace")
     finding = next(f for f in doc["findings"] if f["id"] == "ephemeral-ports")
     assert any("EADDRNOTAVAIL" in e for e in finding["evidence"]), (finding, err)
 
@@ -240,13 +227,15 @@ def test_ephemeral_ports_seen_by_the_syscall_error_probe(netns: TuneNetNS, state
 def test_inotify_instances_exhausted_by_a_user(state: Path) -> None:
     require(os.geteuid() == 0, "needs root to run a workload as another user")
     limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-    workload = spawn(INOTIFY_INSTANCES, str(limit + 10), "120", user="65534")
-    assert workload.stdout is not None and workload.stdout.readline()  # it holds them now
-    doc = _tune_during(None, workload, stop=True)
+    # The limit is per user: a user of this run's own, so that a concurrent run's instances
+    # are not counted with these (no passwd entry is needed for a uid).
+    uid = str(200000 + os.getpid() % 100000)
+    with running(INOTIFY_INSTANCES, str(limit + 10), UNTIL_STOPPED, user=uid):
+        doc = _tune(None)
     inotify = proposals(doc, "inotify")["fs.inotify.max_user_instances"]
     assert inotify["direction"] == "up" and inotify["current"] == limit
     finding = next(f for f in doc["findings"] if f["id"] == "inotify")
-    assert any(f"uid 65534 holds {limit} inotify instances" in e for e in finding["evidence"])
+    assert any(f"uid {uid} holds {limit} inotify instances" in e for e in finding["evidence"])
     agent = _agent(state, None)  # host namespace: validate only (a dry run writes nothing)
     try:
         assert_agent_accepts(doc, agent)
@@ -268,8 +257,8 @@ def pids_cgroup() -> Iterator[Path]:
 
 
 def test_fork_fails_in_a_cgroup_at_its_pids_max(pids_cgroup: Path, state: Path) -> None:
-    workload = spawn(FORK_UNTIL_EAGAIN, "40", "4", cgroup=pids_cgroup)
-    doc = _tune_during(None, workload, "--cgroup", str(pids_cgroup))
+    with running(FORK_UNTIL_EAGAIN, "40", UNTIL_STOPPED, cgroup=pids_cgroup):
+        doc = _tune(None, "--cgroup", str(pids_cgroup))
     pids = proposals(doc, "pid-exhaustion")["cgroup:pids.max"]
     assert (pids["current"], pids["direction"], pids["status"]) == (20, "up", "cgroup")
     # The cgroup is the limit, not the system: no kernel.pid_max recommendation.
@@ -293,8 +282,8 @@ def memory_cgroup(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_memory_cgroup_under_pressure(memory_cgroup: tuple[Path, Path], state: Path) -> None:
     path, data = memory_cgroup
-    workload = spawn(THRASH, str(data), "120", cgroup=path)
-    doc = _tune_during(None, workload, "--cgroup", str(path), stop=True)
+    with running(THRASH, str(data), UNTIL_STOPPED, cgroup=path):
+        doc = _tune(None, "--cgroup", str(path))
     limit = proposals(doc, "reclaim-stalls")["cgroup:memory.limit_in_bytes"]
     assert (limit["current"], limit["direction"]) == (16 << 20, "up")
 
@@ -323,9 +312,9 @@ def test_neighbour_table_overflow_from_a_netns(netns: TuneNetNS, state: Path) ->
     netns.run("ip", "link", "set", "kassist-tune-v0", "up")
     netns.run("ip", "link", "set", "kassist-tune-v1", "up")
     thresh3 = _host_sysctl("net.ipv4.neigh.default.gc_thresh3")
-    workload = netns.spawn(NEIGH_FLOOD, "3", str(thresh3))
     try:
-        doc = _tune_during(None, workload)
+        with running(NEIGH_FLOOD, UNTIL_STOPPED, str(thresh3), ns=netns):
+            doc = _tune(None)
     finally:
         netns.run("ip", "link", "del", "kassist-tune-v0")
     neigh = proposals(doc, "neigh-overflow")
@@ -352,8 +341,9 @@ def test_conntrack_table_fills_in_a_netns(netns: TuneNetNS, state: Path) -> None
     netns.run("nft", "add chain inet kassist-tune out { type filter hook output priority 0 ; }")
     netns.run("nft", "add rule inet kassist-tune out ct state new counter")
     limit = _host_sysctl("net.netfilter.nf_conntrack_max")
-    finish(netns.spawn(CONNTRACK_FLOOD, str(int(limit * 1.05))), timeout=90)
-    _, doc, _ = tune("--netns", str(netns.holder.pid), "--interval", "0.5")
+    # The flows are sent again until tune is done: their entries stay (30 s each otherwise).
+    with running(CONNTRACK_FLOOD, str(int(limit * 1.05)), UNTIL_STOPPED, ns=netns):
+        _, doc, _ = tune("--netns", str(netns.holder.pid), "--interval", "0.5")
     ct = proposals(doc, "conntrack-full")["net.netfilter.nf_conntrack_max"]
     assert (ct["current"], ct["direction"], ct["status"]) == (limit, "up", "read-only")
 
@@ -363,20 +353,18 @@ def test_a_key_an_admin_overrode_is_reported_not_recommended(netns: TuneNetNS, s
     agent = _agent(state, netns)
     sock = ["--socket", str(agent.socket)]
     try:
-        flood = netns.spawn(LISTEN_FLOOD, "400", "3")
-        wait_started()
-        where = ["--netns", str(netns.holder.pid), "--interval", "2"]
-        applied = run_kassist(["tune", *where, "--apply", "--yes", *sock])
-        finish(flood)
+        with running(LISTEN_FLOOD, "400", UNTIL_STOPPED, "5", ns=netns):
+            applied = _apply(netns, agent, "--yes")
         assert applied.returncode == 0, applied.stderr
         netns.write("net.core.somaxconn", "200")  # the admin's own hand
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            status = json.loads(run_kassist(["agent", "status", *sock, "--format", "json"]).stdout)
-            if status["status"]["overridden"]:
-                break
+        deadline = time.monotonic() + 120
+        while not json.loads(run_kassist(["agent", "status", *sock, "--format", "json"]).stdout)[
+            "status"
+        ]["overridden"]:
+            assert time.monotonic() < deadline, "the agent never saw the admin's change"
             time.sleep(0.2)
-        doc = _tune_during(netns, netns.spawn(LISTEN_FLOOD, "400", "3"), *sock)
+        with running(LISTEN_FLOOD, "400", UNTIL_STOPPED, "5", ns=netns):
+            doc = _tune(netns, *sock)
         row = proposals(doc, "listen-overflow")["net.core.somaxconn"]
         assert row["status"] == "managed" and "overridden" in row["why"], row
         assert not any(r["target"] == "net.core.somaxconn" for r in doc["recommendations"])

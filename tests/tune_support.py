@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -32,7 +33,6 @@ srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
 srv.listen(backlog)
 port = srv.getsockname()[1]
-print(port, flush=True)
 clients = []
 
 
@@ -48,6 +48,7 @@ def connect(count):
 
 
 connect(n)
+print(port, flush=True)  # ready: the first clients are queued
 end = time.monotonic() + hold
 while time.monotonic() < end:
     time.sleep(0.1)
@@ -64,9 +65,13 @@ sink.bind(("127.0.0.1", 0))
 out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 end = time.monotonic() + hold
 payload = b"x" * 1000
+ready = False
 while time.monotonic() < end:
     for _ in range(200):
         out.sendto(payload, sink.getsockname())
+    if not ready:
+        print("ready", flush=True)  # the sink's buffer is full: it drops from here on
+        ready = True
     time.sleep(0.001)
 """
 
@@ -82,6 +87,7 @@ srv.setblocking(False)
 addr = srv.getsockname()
 end = time.monotonic() + hold
 failed = made = 0
+print("ready", flush=True)
 while time.monotonic() < end:
     c = socket.socket()
     try:
@@ -157,27 +163,36 @@ while time.monotonic() < end:
             s.sendto(b"x", (f"10.77.{(i >> 8) & 255}.{i & 255}", 9))
         except OSError:
             pass
+    if i == rate // 10:
+        print("ready", flush=True)
     time.sleep(0.1)
 """
 
 #: One-way UDP flows to every port from several sockets: each is a new conntrack entry
 #: (30 s timeout) until the namespace's table holds nf_conntrack_max of them.
 CONNTRACK_FLOOD = r"""
-import socket, sys
-flows = int(sys.argv[1])
+import socket, sys, time
+flows, hold = int(sys.argv[1]), float(sys.argv[2])
 socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows // 60000 + 1)]
-sent = 0
 for s in socks:
     s.setblocking(False)
-    for port in range(1024, 61024):
-        try:
-            s.sendto(b"", ("127.0.0.1", port))
-        except OSError:
-            pass
-        sent += 1
-        if sent >= flows:
-            break
-print(sent, flush=True)
+end = time.monotonic() + hold
+first = True
+while first or time.monotonic() < end:
+    sent = 0
+    for s in socks:
+        for port in range(1024, 61024):
+            try:
+                s.sendto(b"", ("127.0.0.1", port))
+            except OSError:
+                pass
+            sent += 1
+            if sent >= flows:
+                break
+    if first:
+        print(sent, flush=True)  # ready: every flow has been sent once
+        first = False
+    time.sleep(10)  # again well within the entries' 30 s
 """
 
 #: Reads a file bigger than its memory cgroup's limit, over and over (page-cache thrash).
@@ -185,12 +200,16 @@ THRASH = r"""
 import os, sys, time
 path, hold = sys.argv[1], float(sys.argv[2])
 end = time.monotonic() + hold
+ready = False
 while time.monotonic() < end:
     with open(path, "rb", buffering=0) as f:
         # Drop what is cached (it may be charged to another cgroup), then read it back.
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         while f.read(1 << 20):
             pass
+    if not ready:
+        print("ready", flush=True)  # the cgroup is at its limit from the first pass on
+        ready = True
 """
 
 
@@ -274,9 +293,47 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> str:
     return out
 
 
-def wait_started(seconds: float = 0.5) -> None:
-    """Give a workload a moment to reach its steady state."""
-    time.sleep(seconds)
+#: A workload's hold when it runs until it is stopped (seconds).
+UNTIL_STOPPED = "3600"
+
+
+def wait_ready(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    """Wait for a workload's first line (it prints one when its steady state begins).
+
+    :raises AssertionError: it ended, or said nothing for ``timeout`` seconds.
+    """
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"the workload never became ready: {out!r} {err!r}")
+    return line
+
+
+@contextlib.contextmanager
+def running(
+    script: str,
+    *args: str,
+    ns: TuneNetNS | None = None,
+    user: str | None = None,
+    cgroup: Path | None = None,
+) -> Iterator[subprocess.Popen[str]]:
+    """Run a workload until stopped: from when it says it is ready until the block ends.
+
+    However long tune takes to start on a loaded machine, the workload is still there.
+    """
+    prefix = ("nsenter", f"--net={ns.path}") if ns is not None else ()
+    proc = spawn(script, *args, user=user, cgroup=cgroup, prefix=prefix)
+    try:
+        wait_ready(proc)
+        yield proc
+    finally:
+        proc.terminate()
+        if cgroup is not None:
+            kill_cgroup(cgroup)  # its children hold the output pipe too
+        finish(proc)
 
 
 def make_cgroup(controller: str, name: str) -> Path:
@@ -286,14 +343,18 @@ def make_cgroup(controller: str, name: str) -> Path:
     return path
 
 
-def remove_cgroup(path: Path) -> None:
-    """Kill what is left in a cgroup and remove it."""
-    for _ in range(50):
-        pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-        if not pids:
-            break
+def kill_cgroup(path: Path) -> None:
+    """Kill every process of a cgroup, until it holds none (new ones may still be forking)."""
+    deadline = time.monotonic() + 30
+    while pids := [int(p) for p in (path / "cgroup.procs").read_text().split()]:
+        assert time.monotonic() < deadline, f"{path} still holds {pids}"
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
         time.sleep(0.05)
+
+
+def remove_cgroup(path: Path) -> None:
+    """Kill what is left in a cgroup and remove it."""
+    kill_cgroup(path)
     path.rmdir()

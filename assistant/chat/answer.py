@@ -39,6 +39,8 @@ class Answer:
     draft: str = ""
     stats: GenerationStats | None = None
     cited: list[str] = field(default_factory=list)
+    #: machine-readable detail (``kassist ask --format json``'s ``data``).
+    data: dict[str, object] = field(default_factory=dict)
 
 
 class Answerer(Protocol):
@@ -152,3 +154,43 @@ class DocsAnswerer:
         messages = load_prompt(ANSWER_PROMPT).render(question="", facts="")
         for _ in self.backend.stream(messages, 1):
             break
+
+
+@dataclass
+class GroundedAnswerer:
+    """Answer in cited sentences retrieved from the kernel's documentation.
+
+    Retrieval and the sentences' choice live in :mod:`assistant.knowledge.answer`
+    (quoted without a model; chosen by the model and checked with one).
+
+    :param backend: the model, or ``None`` (the best passages are quoted).
+    :param fallback: what to say when no documentation matches (the chat's help).
+    """
+
+    backend: Backend | None
+    fallback: Callable[[], str] = lambda: ""
+
+    def __call__(
+        self,
+        question: str,
+        on_token: Callable[[str], None] | None,
+        cancel: threading.Event | None,
+    ) -> Answer:
+        """Answer one question; the whole answer reaches ``on_token`` once it is checked."""
+        from assistant.knowledge.answer import answer
+
+        found = answer(question, self.backend)
+        if not found.sources:
+            return Answer(self.fallback(), found.notice or "no documentation matched the question")
+        if cancel is not None and cancel.is_set():
+            return Answer("", "cancelled")
+        if on_token is not None:
+            on_token(found.text)
+        cited = [p.cite for p in found.sources]
+        return Answer(found.text, found.notice, found.text, found.stats, cited, found.to_dict())
+
+    def warm(self) -> None:
+        """Load the retrieval index (and the model's fixed prompt) before the first question."""
+        from assistant.knowledge.answer import warm
+
+        warm(self.backend)

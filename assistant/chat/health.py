@@ -172,11 +172,10 @@ def kernel_log_section(h: Health) -> list[str]:
 
 def tuning_section(h: Health, status: Any) -> list[str]:
     """Run the tuning scenarios over the counters since boot; recommendations are advice."""
-    from assistant.tuning import READ_KEYS, analyse, observe
-    from assistant.tuning.managed import managed_keys
+    from assistant.tuning import tune_run
     from assistant.tuning.render import headline as tune_headline
 
-    report = analyse(observe(None, sysctls=READ_KEYS), managed_keys(status))
+    report, _obs = tune_run(status)
     if report.recommendations:
         h.flag(ADVICE, f"{len(report.recommendations)} tuning recommendation(s)")
     h.data["tuning"] = {"findings": [f.id for f in report.findings]}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from actions.model import Changeset, Completion, ErrorEntry
-from assistant.chat.answer import Answerer, DocsAnswerer
+from assistant.chat.answer import Answerer, GroundedAnswerer
 from assistant.chat.cues import is_small_talk
 from assistant.chat.memory import Memory, Outcome, Proposal
 from assistant.chat.router import Decision, is_request, route
@@ -110,7 +110,7 @@ class ChatSession:
         self.turns: list[Turn] = []
         self.on_turn = on_turn
         self.on_outcome = on_outcome
-        self.answerer: Answerer = answerer or DocsAnswerer(backend, fallback=_greeting)
+        self.answerer: Answerer = answerer or GroundedAnswerer(backend, fallback=_greeting)
         #: let the model call the tools itself (assistant.chat.native), router as fallback
         self.native_tools = native_tools
         self._probe_names: list[str] | None = None
@@ -211,6 +211,8 @@ class ChatSession:
             answer = self.answerer(question, on_token, cancel)
             turn.answer, turn.notice = answer.text, answer.notice
             turn.draft, turn.stats = answer.draft, answer.stats
+            if answer.data:
+                turn.result = ToolResult(answer.text, answer.data)
             return
         turn.result = run_tool(decision.action, decision.args, ctx)
         turn.answer = turn.result.text

@@ -30,17 +30,24 @@ def kb() -> None:
 def build(output: Path | None, force: bool) -> None:
     """Build it from linux-doc-6.1 and linux-source-6.1 (a minute or two: 140 MB of sources)."""
     from assistant.knowledge.build import build as run_build
+    from assistant.knowledge.index import ensure
 
     sources = installed_sources()
     target = output or base.default_dir() / base.file_name(sources.source_version)
+
+    def progress(line: str) -> None:
+        click.echo(f"kb: {line}", err=True)
+
     if target.exists() and not force:
         click.echo(f"already built: {target} (--force rebuilds it)")
-        return
-    stats = run_build(target, sources, progress=lambda line: click.echo(f"kb: {line}", err=True))
-    click.echo(
-        f"built {target}: kernel {stats.kernel_version}, {stats.doc_sections} documentation"
-        f" sections, {stats.maintainer_sections} MAINTAINERS sections, {stats.sysctls} sysctls"
-    )
+    else:
+        stats = run_build(target, sources, progress=progress)
+        click.echo(
+            f"built {target}: kernel {stats.kernel_version}, {stats.doc_sections} documentation"
+            f" sections, {stats.maintainer_sections} MAINTAINERS sections, {stats.sysctls} sysctls"
+        )
+    with base.KnowledgeBase(target) as knowledge:
+        click.echo(ensure(knowledge, progress=progress))
 
 
 @kb.command()

@@ -71,8 +71,8 @@ def report(
     url: str | None = None,
 ) -> None:
     """Draft a bug report: the crash's facts, severity, next steps, maintainers and
-    documentation, and a one-sentence summary from the local model, shown only when the
-    checker accepts it.
+    documentation, and a "What happened" paragraph from the local model whose every
+    sentence is checked against the report (a failing one is dropped, with one line).
 
     The crash is the first (or --index) of a log FILE or - (stdin), or a stored one named
     by its SIGNATURE (a unique prefix is enough; see `kassist crashes list`). On a
@@ -83,10 +83,17 @@ def report(
             "no input given", "name a log file, a stored crash's signature, or --vmcore FILE", 2
         )
     dump = None
+    explained = None
     if vmcore is not None:
-        from assistant.vmcore import triage_vmcore
+        from assistant.rootcause.explain import explain_target, explanation_markdown
+        from assistant.vmcore import analyse_target, open_target, triage_analysis
 
-        dump = triage_vmcore(vmcore, vmlinux, debug_dir, progress=notice)
+        target = open_target(vmcore, vmlinux, debug_dir, progress=notice)
+        dump = triage_analysis(analyse_target(target))
+        first = dump.crashes[0] if dump.crashes else None  # rootcause: the explanation
+        explained = explanation_markdown(
+            explain_target(target, first, first.report if first else None)
+        )
     if path is not None and path != "-" and not os.path.exists(path) and _SIGNATURE.fullmatch(path):
         crash = _stored(path, db, url)
     else:
@@ -108,7 +115,7 @@ def report(
     if llm is None and not no_llm and cfg.llm.backend != "none":
         pass  # backend_or_none already said why
     elif llm is None:
-        notice("no model used (--no-llm): the summary is built from the facts")
+        notice("no model used (--no-llm): 'What happened' is built from the facts")
     streaming = stdout_is_tty()
 
     # The report quotes the log: its escapes are shown (\x1b), never sent to a terminal,
@@ -118,8 +125,10 @@ def report(
             sys.stdout.write(printable_lines(piece))
             sys.stdout.flush()
 
-    # The summary prompt sets its own budget; --max-tokens overrides it.
-    drafted = draft_report(crash, llm, max_tokens, write, dump.vmcore if dump else None)
+    # The paragraph's prompt sets its own budget; --max-tokens overrides it.
+    drafted = draft_report(
+        crash, llm, max_tokens, write, dump.vmcore if dump else None, explanation=explained
+    )
     if not streaming:
         sys.stdout.write(printable_lines(drafted.markdown))
     if output:

@@ -24,11 +24,11 @@ from actions.text import printable
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
 from assistant.config import user_state_dir
 from assistant.errors import KassistError, NotAvailable
-from assistant.tuning.engine import TuneReport, analyse, find_finding
-from assistant.tuning.evidence import Observation, observe
-from assistant.tuning.managed import managed_keys
+from assistant.tuning.engine import TuneReport, find_finding
+from assistant.tuning.evidence import Observation
 from assistant.tuning.render import report_text
-from assistant.tuning.scenarios import READ_KEYS, scenario_rows
+from assistant.tuning.run import tune_run
+from assistant.tuning.scenarios import scenario_rows
 from probes.errors import ProbeUnavailable
 from probes.stats.netns import enter_netns
 
@@ -161,8 +161,8 @@ def _one_run(
     interval: float | None, cgroup: str | None, netns: str | None, trace: bool,
     socket_path: str, propose_backend: Any,
 ) -> tuple[TuneReport, Observation]:  # fmt: skip
-    obs = observe(interval, sysctls=READ_KEYS, cgroup=cgroup, netns=netns, trace=trace)
-    report = analyse(obs, managed_keys(_agent_status(socket_path)))
+    status = _agent_status(socket_path)
+    report, obs = tune_run(status, interval, cgroup=cgroup, netns=netns, trace=trace)
     if propose_backend is not None:
         from assistant.tuning.proposals import propose
 

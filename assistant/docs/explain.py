@@ -28,7 +28,8 @@ DOC_WORDS = frozenset(
     where how how many much long what sets set controls control limits limit gives give
     determines determine defines define tells tell enables enable disables disable turns
     value values number maximum minimum default setting settings sysctl kernel linux
-    can may will each per any all more less than only also so such used uses""".split()  # noqa: SIM905
+    can may will each per any all more less than only also so such used uses behavior
+    behaviour""".split()  # noqa: SIM905
 )
 
 _WORD = re.compile(r"[a-z0-9_]+")
@@ -109,6 +110,9 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
         documentation=documentation,
     )
     evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
+    # Copying the documentation is condensing it, not echoing the prompt: only the
+    # instructions count as echoes.
+    instructions = [ln for ln in prompt.messages[0].content.splitlines() if ln.strip()]
     evidence = Evidence(
         evidence_text,
         allow_causes=True,
@@ -116,6 +120,7 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
         plain_words=DOC_WORDS,
         min_words=6,
         defaults=_defaults(facts, documentation),
+        prompt_lines=instructions,
     )
     draft = checked_draft(
         prompt,

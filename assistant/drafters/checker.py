@@ -32,7 +32,15 @@ MAX_WORDS = 120
 
 #: Kinds of crash, by the words that name them; a draft may name only the fact's kinds.
 KINDS: dict[str, tuple[str, ...]] = {
-    "use-after-free": ("use-after-free", "use after free", "freed memory", "dangling pointer"),
+    "use-after-free": (
+        "use-after-free",
+        "use after free",
+        "freed memory",
+        "dangling pointer",
+        "been freed",
+        "after it was freed",
+        "after free",
+    ),
     "out-of-bounds": ("out-of-bounds", "out of bounds", "buffer overflow", "overflow"),
     "double-free": ("double-free", "double free", "invalid-free", "invalid free"),
     "null-pointer": ("null-ptr-deref", "null pointer", "null-pointer", "null dereference"),
@@ -61,7 +69,7 @@ KINDS: dict[str, tuple[str, ...]] = {
 #: Kinds that may be named whatever the fact is (a use-after-free is also a warning's cause).
 _ANY_KIND = {"bug"}
 #: Kinds close enough that naming one for the other does not mislead.
-_KIN = ({"hang", "rcu-stall", "soft-lockup"},)
+_KIN = ({"hang", "rcu-stall", "soft-lockup"}, {"use-after-free", "double-free"})
 
 _SEVERITY_WORDS = {"low", "medium", "moderate", "high", "critical", "minor", "severe", "serious"}
 _SEVERITY_RANK = {
@@ -295,6 +303,11 @@ def _length(draft: str, evidence: Evidence) -> list[str]:
     return []
 
 
+def _known_word(word: str, known: set[str] | frozenset[str]) -> bool:
+    # A plural is its singular's word: "requests" restates "request".
+    return word in known or (word.endswith("s") and word[:-1] in known)
+
+
 def _beyond(draft: str, evidence: Evidence) -> list[str]:
     # Words that are neither the evidence's nor the plain words a restatement needs.
     if evidence.plain_words is None:
@@ -306,9 +319,9 @@ def _beyond(draft: str, evidence: Evidence) -> list[str]:
     extra = [
         w
         for w in dict.fromkeys(_words(draft))
-        if w not in known
+        if not _known_word(w, known)
         and all(p.isalpha() for p in w.split("-") if p)
-        and any(p not in known for p in w.split("-") if p)
+        and any(not _known_word(p, known) for p in w.split("-") if p)
     ]
     if extra:
         return [f"says more than the facts ({', '.join(extra[:4])})"]
@@ -486,7 +499,11 @@ _CORRUPTED_FRAME = re.compile(r"\bin corrupted\b", re.I)
 # A run of "in X" places: "in f, in task t, in task u".
 _IN_CHAIN = re.compile(r"(?:,\s*in\s+[\w/.:-]+(?:\s+[\w/.:-]+)?){2,}", re.I)
 
+# A label with its value left out: "task sshd (pid) on CPU 1".
+_EMPTY_LABEL = re.compile(r"\((?:pid|cpu|task|address|size|line)\)", re.I)
+
 _SLIPS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (_EMPTY_LABEL, "a label without its value"),
     (_DOUBLED, "a word doubled"),
     (_ARTICLE_VERB, "an article before a verb"),
     (_TWO_VERBS, "a verb repeated"),

@@ -18,7 +18,7 @@ import re
 from dataclasses import replace
 
 from assistant.drafters.assessment import Rating
-from assistant.drafters.checker import SUMMARY_WORDS, Evidence, reader_problems
+from assistant.drafters.checker import SUMMARY_WORDS, Evidence, kinds_named, reader_problems
 from assistant.drafters.pipeline import Draft, DraftPrompt, checked_draft, draft_prompt
 from assistant.llm.base import Backend
 from assistant.triage.facts import AllocStack, CrashFacts
@@ -115,7 +115,9 @@ _PATH_BEYOND = re.compile(r"^(?:save_stack\w*|kasan_\w+|kmsan_\w+|set_track\w*|_
 # The allocator's own frames at the top of an allocation or free stack.
 _ALLOCATOR = re.compile(
     r"^(?:__?)?(?:kmalloc|kzalloc|kfree|kzfree|kvfree|vfree|kmem_cache_\w+|"
-    r"kmalloc_\w+|__kmalloc\w*|slab_\w+|kvmalloc\w*|krealloc)$"
+    r"kmalloc_\w+|__kmalloc\w*|slab_\w+|kvmalloc\w*|krealloc|_*kasan_\w+|"
+    r"kfree_\w+|__slab_\w+|___slab_\w+|save_stack\w*|set_track|depot_\w+|stack_trace_\w+|"
+    r"kasan_\w+)(?:\.(?:constprop|part|isra|cold)(?:\.\d+)?)*$"
 )
 
 
@@ -149,18 +151,19 @@ def _taint_phrase(crash: Crash) -> str:
 def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
     """Return the facts the paragraph is written from, as (label, value) pairs."""
     facts: CrashFacts = crash.crash_facts()
-    rows: list[tuple[str, str]] = [("Title", crash.title)]
+    # syzkaller's "in corrupted" names no function: a model copies it as if it did.
+    rows: list[tuple[str, str]] = [("Title", crash.title.removesuffix(" in corrupted"))]
     if facts.access:
         size = f" of {facts.access_size} bytes" if facts.access_size else ""
         at = f" at address {facts.address}" if facts.address else ""
-        freed = " in freed memory" if "use-after-free" in crash.title else ""
+        freed = " in freed memory" if "use-after-free" in kinds_named(crash.title) else ""
         rows.append(("Bad access", f"{facts.access}{size}{at}{',' if freed and at else ''}{freed}"))
     if facts.object_cache:
         rows.append(
             ("Object", f"a {facts.object_size}-byte object from the {facts.object_cache} cache")
         )
     if crash.frame and not crash.corrupted:
-        where = f" ({crash.guilty_file})" if crash.guilty_file else ""
+        where = f", in {crash.guilty_file}" if crash.guilty_file else ""
         rows.append(("Crashing function", f"{crash.frame}{where}"))
     path = [] if crash.corrupted else path_into_bug(crash)
     if len(path) > 1:
@@ -188,8 +191,9 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
     if facts.oom_victim:
         rows.append(("Killed task", facts.oom_victim))
     if crash.task.comm:
-        cpu = f" on CPU {crash.task.cpu}" if crash.task.cpu is not None else ""
-        pid = f" (pid {crash.task.pid})" if crash.task.pid is not None else ""
+        # No parentheses: the prose grammar takes one word inside them.
+        cpu = f", on CPU {crash.task.cpu}" if crash.task.cpu is not None else ""
+        pid = f", pid {crash.task.pid}" if crash.task.pid is not None else ""
         rows.append(("Task", f"{crash.task.comm}{pid}{cpu}"))
     rows.append(("Taint", _taint_phrase(crash)))
     rows.append(("Panicked", "yes" if crash.panicked else "no"))
@@ -200,14 +204,17 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
 #: engineer tells the path and the context (none of them claims a cause).
 REPORT_WORDS = SUMMARY_WORDS | frozenset(
     """panic panicked tainted taint path runs ran went came led leads into entered entry
-    allocated allocation inside after earlier later then once so first next finally""".split()  # noqa: SIM905
+    allocated allocation inside beyond after earlier later then once so first next finally
+    took take takes taking""".split()  # noqa: SIM905
 )
 
 
 def happened_prompt(crash: Crash, rating: Rating) -> DraftPrompt:
     """Render the paragraph's prompt for a crash (with the names grammar of its facts)."""
     facts = happened_facts(crash, rating)
-    return draft_prompt(PROMPT_NAME, facts=facts, labels={label for label, _ in facts})
+    labels = {label for label, _ in facts}
+    freed = "use-after-free" in kinds_named(crash.title)
+    return draft_prompt(PROMPT_NAME, facts=facts, labels=labels, freed=freed)
 
 
 def happened_evidence(crash: Crash, rating: Rating, prompt: DraftPrompt) -> Evidence:
@@ -220,8 +227,15 @@ def happened_evidence(crash: Crash, rating: Rating, prompt: DraftPrompt) -> Evid
         function=crash.frame,
         kernel=crash.kernel.release,
         functions=_callers(crash, len(crash.call_trace)),
-        # The crash's own facts may be restated, the worked example's may not.
-        prompt_lines=[ln for ln in prompt.lines() if ln not in facts.splitlines()],
+        # Echoes of the instructions are refused; the crash's own facts may be restated,
+        # and the worked example's names are the grounding check's (a sentence of it
+        # that is true here, "The kernel was not tainted", may be said).
+        prompt_lines=[
+            ln
+            for m in (prompt.messages[0], prompt.messages[-1])
+            for ln in m.content.splitlines()
+            if ln.strip() and ln not in facts.splitlines()
+        ],
         min_words=MIN_WORDS,
         max_words=MAX_WORDS,
         allow_causes=False,
@@ -276,6 +290,43 @@ def number_claims(sentence: str, crash: Crash) -> list[str]:
     return problems
 
 
+_TASK_NAMED = re.compile(r"\btask\s+([A-Za-z_][\w/.:-]*\w)")
+_PATH_WORDS = re.compile(r"\b(?:path|runs from|through)\b", re.I)
+_NAME = re.compile(r"[A-Za-z_][\w.]*\w")
+
+
+def _comms(crash: Crash, facts: CrashFacts) -> set[str]:
+    # The task names the report gives: the running task, the hung one, the stacks' tasks.
+    names = {crash.task.comm or ""}
+    if facts.hung_task:
+        names.add(facts.hung_task.rpartition(":")[0])
+    names |= {s.comm or "" for s in (facts.allocated_by, facts.freed_by) if s is not None}
+    return names - {""}
+
+
+def role_claims(sentence: str, crash: Crash) -> list[str]:
+    """Return the names a sentence puts in the wrong role: a function called a task, or a
+    call path out of the report's order (or where the report gives none)."""
+    facts = crash.crash_facts()
+    problems = []
+    comms = _comms(crash, facts)
+    for m in _TASK_NAMED.finditer(sentence):
+        name = m.group(1)
+        if name.lower() in SUMMARY_WORDS:
+            continue  # "the hung task was ...": a word, not a name
+        if name not in comms and not any(name.startswith(f"{c}:") for c in comms):
+            problems.append(f"calls `{name}` a task, the report's tasks are {sorted(comms)}")
+    if _PATH_WORDS.search(sentence):
+        path = [] if crash.corrupted else path_into_bug(crash)
+        named = [n for n in _NAME.findall(sentence) if n in path]
+        places = [path.index(n) for n in named]
+        if not path:
+            problems.append("gives a call path, the report gives none")
+        elif places != sorted(set(places)):
+            problems.append("gives the call path out of the report's order")
+    return problems
+
+
 def stack_claims(sentence: str, facts: CrashFacts) -> list[str]:
     """Return the problems of a sentence that says where the object was allocated or freed:
     the report must give that stack, and the functions named must be in it.
@@ -326,6 +377,7 @@ def draft_happened(
             *reader_problems(sentence, crash.title, table),
             *stack_claims(sentence, crash.crash_facts()),
             *number_claims(sentence, crash),
+            *role_claims(sentence, crash),
         ],
         min_sentences=MIN_SENTENCES,
     )

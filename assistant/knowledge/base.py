@@ -163,6 +163,10 @@ class KnowledgeBase:
         args.append(limit)
         return [DocHit(*row) for row in self._conn.execute(sql, args)]
 
+    def sections(self) -> Iterator[tuple[str, str, str, str]]:
+        """Yield ``(path, title, anchor, text)`` of every documentation section, in file order."""
+        yield from self._conn.execute("SELECT path, title, anchor, text FROM docs ORDER BY id")
+
     def section(self, path: str, anchor: str) -> DocHit | None:
         """Return one section by its citation parts, or None."""
         row = self._conn.execute(

@@ -10,6 +10,7 @@ Recommendation objects (``kassist tune``).
 
 from assistant.tuning.engine import SCHEMA, Finding, ProposalRow, TuneReport, analyse
 from assistant.tuning.evidence import Observation, observe
+from assistant.tuning.run import tune_run
 from assistant.tuning.scenarios import KNOWN_KEYS, READ_KEYS, SCENARIOS, Scenario
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "TuneReport",
     "analyse",
     "observe",
+    "tune_run",
 ]

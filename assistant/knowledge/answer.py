@@ -1,0 +1,390 @@
+"""Grounded answers: retrieve the documentation, then answer in cited sentences from it.
+
+A small model is a better reader than writer, so the default is to let it *select*:
+the sentences of the best retrieved passages are numbered, the model names the ones
+that answer the question (best first), and the system shows them verbatim, each with
+a ``[n]`` citation to its ``Documentation/...#anchor``. With ``mode="write"`` the
+model writes its own sentences, each ending in the ``[n]`` of the passage it comes
+from, and every sentence must pass the checker against that passage (names, numbers,
+units, negations) or it is dropped. With no model (``--backend none``), or when the
+model's choice is invalid, the answer quotes the best passage's most relevant
+sentences. Every answer ends with its sources, so the citation is in its text.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from assistant.knowledge.passages import Passage, units
+from assistant.knowledge.retrieve import Hit, Retrieval, Retriever, open_retriever, query_terms
+
+if TYPE_CHECKING:
+    from assistant.knowledge.base import KnowledgeBase
+    from assistant.llm.base import Backend, GenerationStats
+
+#: Passages whose sentences an answer may use.
+READ_PASSAGES = 3
+#: Sentences offered to the model to choose from.
+OFFERED = 10
+#: Most sentences in an answer.
+MAX_SENTENCES = 4
+#: Most characters of a quoted answer (a passage this short is quoted whole).
+QUOTE_CHARS = 600
+#: Most sentences of a quoted answer.
+MAX_QUOTED = 5
+SELECT_PROMPT = "answer_select"
+WRITE_PROMPT = "answer_write"
+MODES = ("auto", "quote", "select", "write")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of an answer and the passage it comes from.
+
+    :param text: the sentence as shown (without its citation mark).
+    :param source: the 1-based number of its source in :attr:`Answer.sources`.
+    :param quoted: True when it is the passage's own sentence, False when the model
+        wrote it (and the checker confirmed it against the passage).
+    """
+
+    text: str
+    source: int
+    quoted: bool = True
+
+
+@dataclass
+class Answer:
+    """A cited answer to a question.
+
+    :param question: the question.
+    :param sentences: the answer's sentences, in order.
+    :param sources: the passages cited, ``[n]`` being ``sources[n - 1]``.
+    :param mode: how the sentences were chosen: ``quote``, ``select`` or ``write``.
+    :param retrieval: what retrieval found.
+    :param notice: one line when something degraded (no embeddings, the model's choice
+        refused, a sentence dropped by the checker), else "".
+    :param dropped: the model's sentences the checker refused, with why.
+    :param stats: the model's generation, when one ran.
+    """
+
+    question: str
+    sentences: list[Sentence] = field(default_factory=list)
+    sources: list[Passage] = field(default_factory=list)
+    mode: str = "quote"
+    retrieval: Retrieval | None = None
+    notice: str = ""
+    dropped: list[str] = field(default_factory=list)
+    stats: GenerationStats | None = None
+
+    @property
+    def text(self) -> str:
+        """Return the answer as Markdown: cited sentences, then the numbered sources."""
+        if not self.sentences:
+            return "The kernel's documentation here has nothing that answers this."
+        body = " ".join(f"{s.text} [{s.source}]" for s in self.sentences)
+        cited = sorted({s.source for s in self.sentences})
+        lines = [f"[{n}] {self.sources[n - 1].cite}" for n in cited]
+        return body + "\n\nSources:\n" + "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the answer as JSON-ready data."""
+        return {
+            "answer": self.text,
+            "mode": self.mode,
+            "sentences": [
+                {"text": s.text, "source": s.source, "quoted": s.quoted} for s in self.sentences
+            ],
+            "sources": [
+                {"cite": p.cite, "section": p.section, "heading": p.heading} for p in self.sources
+            ],
+            "retrieval": self.retrieval.mode if self.retrieval else None,
+            "notice": self.notice or None,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sentence an answer may quote: its text, its passage's rank and its relevance."""
+
+    text: str
+    passage: int
+    index: int
+    score: float
+
+
+# ---------------------------------------------------------------- retrieval, cached
+
+
+@functools.lru_cache(maxsize=2)
+def _retriever_for(path: str) -> Retriever:
+    from pathlib import Path
+
+    from assistant.knowledge.base import KnowledgeBase
+
+    return open_retriever(KnowledgeBase(Path(path)))
+
+
+def retriever(kb: KnowledgeBase | None = None) -> Retriever | None:
+    """Return the retriever for ``kb`` (default: the installed knowledge base), loaded once
+    per process; None when no knowledge base is built."""
+    if kb is None:
+        from assistant.knowledge.base import try_open
+
+        kb = try_open()
+        if kb is None:
+            return None
+    return _retriever_for(str(kb.path))
+
+
+# ---------------------------------------------------------------- choosing sentences
+
+
+def _stem(word: str) -> str:
+    return word[:6] if len(word) > 6 else word
+
+
+def _found(terms: list[str], text: str) -> int:
+    # How many of the question's topic words the text has (by a crude stem).
+    low = text.lower()
+    words = {_stem(w) for w in re.findall(r"[a-z0-9_]+", low)}
+    return sum(1 for t in terms if _stem(t) in words or t in low)
+
+
+def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Candidate]:
+    """Return the quotable sentences of the first :data:`READ_PASSAGES` passages, scored
+    by how well each answers ``question``: cosine similarity when the embedding model is
+    loaded, and the question's topic words it holds."""
+    terms = query_terms(question)
+    found: list[tuple[str, int, int]] = []
+    for rank, hit in enumerate(hits[:READ_PASSAGES]):
+        for i, text in enumerate(units(hit.passage.text, hit.passage.heading)):
+            found.append((text, rank, i))
+    cosine = [0.0] * len(found)
+    if encoder is not None and found:
+        vectors = encoder.encode([question, *(t for t, _, _ in found)], max_tokens=96)
+        cosine = [float(v) for v in vectors[1:] @ vectors[0]]
+    return [
+        Candidate(text, rank, i, cos + 0.1 * _found(terms, text))
+        for (text, rank, i), cos in zip(found, cosine, strict=True)
+    ]
+
+
+def quote(cands: list[Candidate]) -> list[Candidate]:
+    """Return the sentences a model-free answer quotes.
+
+    From retrieval's first passage: all of it when short (at most :data:`MAX_QUOTED`
+    sentences), else its first sentence and its most relevant others, up to
+    :data:`QUOTE_CHARS`, in its order; then the most relevant sentence of the other
+    passages read.
+    (Measured on the tune part: trusting another passage than retrieval's first, by
+    question words or embeddings, answered fewer questions.)
+    """
+    own = [c for c in cands if c.passage == 0]
+    chosen: list[Candidate] = []
+    if sum(len(c.text) for c in own) <= QUOTE_CHARS:
+        chosen = own[:MAX_QUOTED]
+    elif own:
+        chosen = [own[0]]
+        for c in sorted(own[1:], key=lambda c: -c.score):
+            size = sum(len(x.text) for x in chosen) + len(c.text)
+            if len(chosen) < MAX_QUOTED and size <= QUOTE_CHARS:
+                chosen.append(c)
+        chosen.sort(key=lambda c: c.index)
+    others = [c for c in cands if c.passage > 0]
+    if others:
+        chosen.append(max(others, key=lambda c: c.score))
+    return chosen
+
+
+def offered(cands: list[Candidate]) -> list[Candidate]:
+    """Return the sentences offered to the model, in passage and sentence order."""
+    top = sorted(cands, key=lambda c: -c.score)[:OFFERED]
+    return sorted(top, key=lambda c: (c.passage, c.index))
+
+
+# ---------------------------------------------------------------- the answer
+
+
+def answer(
+    question: str,
+    backend: Backend | None = None,
+    kb: KnowledgeBase | None = None,
+    mode: str = "auto",
+    k: int = 5,
+) -> Answer:
+    """Answer a question from the kernel's documentation, each sentence cited.
+
+    :param backend: the model that selects or writes sentences; None (or the ``none``
+        backend) quotes.
+    :param kb: the knowledge base (default: the installed one).
+    :param mode: ``auto`` (select with a model, quote without), ``quote``, ``select`` or
+        ``write``.
+    :param k: passages retrieved.
+    """
+    found = retriever(kb)
+    if found is None:
+        from assistant.knowledge.base import BUILD_HINT
+
+        return Answer(question, notice=f"no kernel knowledge base: {BUILD_HINT}")
+    retrieval = found.search(question, k)
+    hits = retrieval.hits
+    result = Answer(question, mode="quote", retrieval=retrieval, notice=retrieval.notice)
+    result.sources = [h.passage for h in hits[:READ_PASSAGES]]
+    # Sentences are scored by question words: embedding them too cost seconds a question
+    # on a busy machine and gained 1 of 66 tune questions.
+    cands = candidates(question, hits)
+    use_model = backend is not None and getattr(backend, "name", "none") != "none"
+    wanted = ("select" if use_model else "quote") if mode == "auto" else mode
+    chosen: list[Sentence] | None = None
+    if use_model and wanted == "select":
+        chosen = _select(question, cands, backend, result)
+    elif use_model and wanted == "write":
+        chosen = _write(question, cands, result.sources, backend, result)
+    if chosen:
+        result.mode = wanted
+    else:
+        chosen = [Sentence(c.text, c.passage + 1) for c in quote(cands)]
+    result.sentences = chosen
+    return result
+
+
+def _select(
+    question: str, cands: list[Candidate], backend: Any, result: Answer
+) -> list[Sentence] | None:
+    from assistant.llm.errors import LLMUnavailable, StructuredRefusal
+    from assistant.llm.prompts import load_prompt
+    from assistant.llm.structured import run_step
+
+    menu = offered(cands)
+    if not menu:
+        return None
+    prompt = load_prompt(SELECT_PROMPT)
+    lines = [f"{n}. {c.text}" for n, c in enumerate(menu, 1)]
+    try:
+        step = run_step(
+            backend,
+            prompt,
+            {"question": question[:600], "sentences": "\n".join(lines)},
+            int(prompt.meta.get("max_tokens", 24)),
+        )
+    except (StructuredRefusal, LLMUnavailable) as exc:
+        result.notice = _join(result.notice, f"the model's choice was refused ({exc}); quoting")
+        return None
+    result.stats = step.stats[-1] if step.stats else None
+    picked: list[int] = []
+    for n in step.value.sentences:
+        if 1 <= n <= len(menu) and n not in picked:
+            picked.append(n)
+    if not picked:
+        result.notice = _join(result.notice, "the model chose no sentence; quoting")
+        return None
+    return [Sentence(menu[n - 1].text, menu[n - 1].passage + 1) for n in picked[:MAX_SENTENCES]]
+
+
+_CITE = re.compile(r"\s*\[(\d+)\]\s*")
+
+
+def _write(
+    question: str, cands: list[Candidate], sources: list[Passage], backend: Any, result: Answer
+) -> list[Sentence] | None:
+    from assistant.llm.base import GenerationStats
+    from assistant.llm.errors import LLMUnavailable
+    from assistant.llm.prompts import load_prompt
+
+    prompt = load_prompt(WRITE_PROMPT)
+    blocks = []
+    for n, passage in enumerate(sources, 1):
+        text = " ".join(c.text for c in cands if c.passage == n - 1)
+        blocks.append(f"[{n}] {passage.heading}: {text[:700]}")
+    messages = prompt.render(question=question[:600], passages="\n\n".join(blocks))
+    stats = GenerationStats(prompt_name=prompt.label)
+    try:
+        draft = "".join(backend.stream(messages, int(prompt.meta.get("max_tokens", 160)), stats))
+    except LLMUnavailable as exc:
+        result.notice = _join(result.notice, f"no model ({exc}); quoting")
+        return None
+    result.stats = stats
+    kept = []
+    for text, source in split_cited(draft):
+        if not 1 <= source <= len(sources):
+            result.dropped.append(f"{text!r}: cites [{source}], which is not a source")
+            continue
+        evidence = " ".join(c.text for c in cands if c.passage == source - 1)
+        why = check_sentence(text, evidence)
+        if why:
+            result.dropped.append(f"{text!r}: {why}")
+            continue
+        quoted = any(text == c.text for c in cands)
+        kept.append(Sentence(text, source, quoted))
+    if result.dropped:
+        result.notice = _join(
+            result.notice, f"{len(result.dropped)} of the model's sentences failed the check"
+        )
+    return kept[:MAX_SENTENCES] or None
+
+
+def split_cited(draft: str) -> list[tuple[str, int]]:
+    """Return a written answer's (sentence, cited source number) pairs; a sentence without
+    a ``[n]`` is left out (it cites nothing).
+
+    >>> split_cited("Swappiness is 60 [1]. It ranges to 200. [2] Done.")
+    [('Swappiness is 60.', 1), ('It ranges to 200.', 2)]
+    """
+    out = []
+    pieces = re.split(r"(?<=[.!?\]])\s+", draft.strip())
+    for piece in pieces:
+        marks = [int(m) for m in re.findall(r"\[(\d+)\]", piece)]
+        text = _CITE.sub(" ", piece).strip()
+        text = re.sub(r"\s+([.!?])", r"\1", text)
+        if marks and text:
+            if not text.endswith((".", "!", "?")):
+                text += "."
+            out.append((text, marks[0]))
+    return out
+
+
+_NEGATION = re.compile(r"\b(?:not|never|no|cannot|can't|won't|don't|doesn't|isn't|without)\b")
+
+
+def check_sentence(sentence: str, evidence: str) -> str:
+    """Return why a written sentence is not supported by its passage ("" when it is).
+
+    The shared checker holds its names, numbers and units to the passage; a negation
+    the passage does not have is refused too.
+    """
+    from assistant.drafters.checker import Evidence, check_draft
+
+    verdict = check_draft(sentence, Evidence(text=evidence, min_words=3, max_words=60))
+    if not verdict.ok:
+        return "; ".join(verdict.problems)
+    said = set(_NEGATION.findall(sentence.lower()))
+    if said and not said & set(_NEGATION.findall(evidence.lower())):
+        return f"says {sorted(said)[0]!r}, the passage does not negate"
+    return ""
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second
+
+
+def warm(backend: Backend | None = None, kb: KnowledgeBase | None = None) -> None:
+    """Load the retrieval index and the embedding model, and with a model, evaluate the
+    selection prompt's fixed part once (a backend that keeps its KV cache then reads only a
+    question's own tokens). The chat calls it before the first question."""
+    found = retriever(kb)
+    if found is not None and found.encoder is not None:
+        found.encoder.encode(["warm"])
+    if backend is None or getattr(backend, "name", "none") == "none":
+        return
+    from assistant.llm.errors import LLMUnavailable
+    from assistant.llm.prompts import load_prompt
+
+    messages = load_prompt(SELECT_PROMPT).render(question="", sentences="", schema="")
+    try:
+        for _ in backend.stream(messages, 1):
+            break
+    except LLMUnavailable:
+        return

