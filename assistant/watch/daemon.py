@@ -51,17 +51,16 @@ from assistant.triage.store_model import Store
 from assistant.triage.stores import open_store, same_as_of
 from assistant.watch.background import DraftLease, Hooks, HookTargets, Outbox
 from assistant.watch.metrics import Metrics
-from assistant.watch.sources import (
+from assistant.watch.sources import parse_source, stream_builder
+from assistant.watch.state import boot_id, load_state, save_state
+from assistant.watch.stream import (
     SourceSpec,
     StreamBuilder,
     StreamContext,
     StreamSource,
     Token,
-    parse_source,
-    stream_builder,
     token_of,
 )
-from assistant.watch.state import boot_id, load_state, save_state
 from probes.errors import ProbeError
 from probes.logs import KmsgStats, LogRecord, iter_log_lines, iter_pstore, pstore_files
 from probes.logs.inotify import DirectoryWatch

@@ -1,6 +1,6 @@
 """The network sources of ``kassist watch``: netconsole, syslog and OTLP receivers.
 
-Each is a :class:`~assistant.watch.sources.StreamSource` whose records come from many
+Each is a :class:`~assistant.watch.stream.StreamSource` whose records come from many
 hosts: a :class:`~probes.logs.netrecv.Receiver` hands out messages fairly and within
 bounds, a decoder of :mod:`probes.logs` turns them into records, and the source's
 ``split`` gives the daemon each record's host (its triage engine and the host its crashes
@@ -19,7 +19,7 @@ from dataclasses import asdict
 from typing import Any
 
 from assistant.errors import InputError
-from assistant.watch.sources import SourceSpec, StreamContext, StreamSource
+from assistant.watch.stream import SourceSpec, StreamContext, StreamSource
 from probes.errors import ProbeUnavailable
 from probes.logs.netconsole import NetconsoleDecoder
 from probes.logs.netrecv import Message, Receiver, tcp_listener, udp_listener
