@@ -18,7 +18,7 @@ import psycopg
 
 from tests.fleet_support import PATIENCE, metric, receiver
 from tests.netconsole_sender import NetconsoleSender
-from tests.pg_support import postgres
+from tests.pg_support import postgres, server_down
 from tests.watch_support import WatchProcess, oops_lines, wait_for
 
 RECEIVERS = 3
@@ -100,3 +100,31 @@ def test_receivers_behind_one_address_store_each_report_once_and_draft_each_sign
         )
         assert new > len(TOKENS)
         assert elsewhere == new - len(TOKENS)
+
+
+def test_a_postgresql_server_that_goes_away_and_comes_back_loses_nothing(tmp_path: Path) -> None:
+    with postgres() as url:
+        watch, port = receiver(tmp_path, "netconsole:127.0.0.1:0", "--store", url, "--no-llm")
+        host = NetconsoleSender(("127.0.0.1", port), source=("127.0.0.40", 0))
+        try:
+            host.lines([*oops_lines("pga", marker=1), "after the report"])
+            assert wait_for(lambda: _rows(url, "SELECT count(*) FROM hits")[0][0] == 1, PATIENCE)
+            with server_down(url):
+                host.lines([*oops_lines("pgb", marker=2), "after the report"])
+                assert wait_for(lambda: "wait; retrying" in watch.log.read_text(), PATIENCE), (
+                    watch.log.read_text()
+                )
+            assert wait_for(lambda: _rows(url, "SELECT count(*) FROM hits")[0][0] >= 2, PATIENCE), (
+                watch.log.read_text()
+            )
+            time.sleep(2)  # a second copy would come now
+        finally:
+            host.close()
+            watch.stop()
+        rows = _rows(url, "SELECT h.host, c.title FROM hits h JOIN crashes c USING (signature)")
+        assert sorted(str(t).split(" in ")[-1] for _, t in rows) == [
+            "kassist_wpga_level3",
+            "kassist_wpgb_level3",
+        ]
+        assert {str(h) for h, _ in rows} == {"127.0.0.40"}
+        assert "store: writing again" in watch.log.read_text()

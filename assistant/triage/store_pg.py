@@ -156,16 +156,26 @@ class PgCrashStore:
 
     def __init__(self, url: str) -> None:
         self.path = url
-        self._db = _connect(url)
+        self._conn = _connect(url)
         try:
-            migrate(self._db)
+            migrate(self._conn)
         except BaseException:
-            self._db.close()
+            self._conn.close()
             raise
+
+    @property
+    def _db(self) -> Any:
+        # The connection; one the server dropped (a restart, a failover) is opened again
+        # here, raising KassistError while the server cannot be reached, so that a writer
+        # that keeps what failed (watch's pending crashes) writes it once the server is back.
+        if self._conn.broken:
+            self._conn.close()
+            self._conn = _connect(self.path)
+        return self._conn
 
     def close(self) -> None:
         """Close the connection."""
-        self._db.close()
+        self._conn.close()
 
     def __enter__(self) -> PgCrashStore:
         return self
