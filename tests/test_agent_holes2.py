@@ -31,6 +31,7 @@ from tests.agent_support import (
     Tmpfs,
     fake_roots,
     netns_held,
+    policed_agent,
     rec,
 )
 from tests.conftest import ROOT, require
@@ -52,12 +53,7 @@ netns = pytest.fixture(netns_held, name="netns")
 
 
 def _agent(tmp: Path, netns: NetNS | None, args: tuple[str, ...] = ()) -> AgentProcess:
-    policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
-    if netns is None:
-        proc_sys, sys_root = fake_roots(tmp)
-        args = ("--proc-sys-root", str(proc_sys), "--sys-root", str(sys_root), *args)
-    return AgentProcess(tmp, netns, policy=policy, args=args)
+    return policed_agent(tmp, netns, POLICY, *args)
 
 
 def _call(agent: AgentProcess, op: str, timeout: float = 20, **fields: Any) -> dict[str, Any]:

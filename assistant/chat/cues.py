@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -585,41 +586,73 @@ NEEDS_A_NAME = frozenset({"triage", "vmcore", "report", "crash"})
 #: A message that asks rather than tells: it starts like a question, or holds a "?".
 _QUESTION = re.compile(
     r"^\s*(?:what|how|why|when|where|which|who|whom|is|are|was|were|do|does|did|should|would"
-    r"|could|can|may|might|will|shall|if|suppose|imagine|wonder)\b|\?",
+    r"|could|can|may|might|will|shall|if|suppose|imagine|wonder)\b|\?|\bhow to\b",
     re.I,
 )
-#: "what would happen if", "hypothetically", "just tell me", "a dry run".
+#: "what would happen if", "hypothetically", "just tell me", "a dry run", a condition
+#: ("only if it is safe", "in case"), a request to explain, words reported from someone
+#: else ("the log says: set ...", "... is what my colleague suggested").
 _HYPOTHETICAL = re.compile(
     r"\bwhat (?:would|will|if)\b|\bwould (?:happen|it|that|this)\b"
-    r"|\bif (?:i|we) (?:ever|were|was)\b|\bhypothetical\w*|\bsuppose\b|\bin theory\b"
+    r"|\bif\b|\bunless\b|\bin case\b|\bhypothetical\w*|\bsuppose\b|\bin theory\b"
     r"|\b(?:just|only) (?:tell|explain|show|describe)\b|\bdry[- ]?run\b"
-    r"|\bwithout (?:applying|changing|touching)\b",
+    r"|\bwithout (?:applying|changing|touching)\b|\bexplain\w*|\bdescribe\w*|\btell me\b"
+    r"|\bcurious\b|\bwonder\w*|\bimpact\b|\beffects?\b|\bthoughts?\b|\bcompar\w+"
+    r"|\b(?:says?|said|suggests|suggested|recommends|recommended|told|according to|quoted?)\b"
+    r"|\b(?:is|was) what\b|\bkidding\b|\bjoke\b",
     re.I,
 )
-#: A negated change: "do NOT set", "don't apply anything", "never roll back".
+#: A negated change: "do NOT set", "don't apply anything", "never roll back", "I don't
+#: want you to set", "refrain from", "never mind".
 _NEGATION = re.compile(
-    r"\b(?:don'?t|do not|doesn'?t|does not|never|not|no need to|without)\s+(?:\w+\s+){0,2}?"
-    r"(?:set|change|apply|applying|touch|modify|roll|revert|undo|write|do|make)\b"
-    r"|\b(?:apply|change|touch) nothing\b",
+    r"\b(?:don'?t|do not|doesn'?t|does not|never|not|no need to|without|won'?t|shouldn'?t)"
+    r"[\s,]+(?:[\w,]+\s+){0,5}?"
+    r"(?:set|setting|change|changing|apply|applying|touch|modify|roll|revert|undo|write|do"
+    r"|make)\b|\b(?:apply|change|touch) nothing\b|\brefrain\b|\bavoid\w*\b|\bhold off\b"
+    r"|\bnever ?mind\b|\bcancel\b|\bnot\W*$",
     re.I,
 )
+#: Apostrophes and quotes as typed on other keyboards, made the one they are tested as.
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00b4": "'",
+                              "`": "'", "\u2032": "'"})  # fmt: skip
+#: What may come before the change an imperative asks for ("please", "ok", "go ahead and",
+#: "... and"), then the verb that asks for it. Anything else is no imperative.
+_LEAD_IN = (
+    r"(?:[^.?!;:]{0,80}?\band\s+)?"
+    r"(?:(?:please|pls|kindly|ok(?:ay)?|yes|sure|now|alright|then|so|go ahead)[\s,]+)*"
+)
+_CHANGE_VERBS = (
+    r"set|change|apply|raise|lower|increase|decrease|bump|reduce|drop|roll\s*back|revert|undo"
+    r"|restore|tune|adjust|make|write|put|update|enable|disable|double|halve|switch|configure"
+    r"|modify|persist"
+)
+#: The longest message that may be an imperative (a change is asked in one short line).
+MAX_REQUEST_CHARS = 1000
+_IMPERATIVE = re.compile(rf"^\s*{_LEAD_IN}(?:{_CHANGE_VERBS})\b", re.I)
 
 
 def mood(text: str) -> str:
     """Tell how a message speaks of a change: ``imperative``, ``question``,
-    ``hypothetical`` or ``negation``. Only an imperative may become a proposal.
+    ``hypothetical``, ``negation`` or ``statement``. Only an imperative may become a
+    proposal: a message that starts (after "please", "ok", "go ahead and", "... and") with
+    the verb of a change, and holds no negation, condition, question or reported speech.
+    Anything else fails closed: it is answered and dry-run.
 
     >>> [mood(t) for t in ("set vm.swappiness to 10", "do NOT set it, just tell me",
-    ...                    "what would happen if I set it to 5", "can you set it to 5?")]
-    ['imperative', 'negation', 'hypothetical', 'question']
+    ...                    "what would happen if I set it to 5", "can you set it to 5?",
+    ...                    "Don\u2019t set it to 5.", "the log: set it to 5")]
+    ['imperative', 'negation', 'hypothetical', 'question', 'negation', 'statement']
     """
+    if len(text) > MAX_REQUEST_CHARS:
+        return "statement"
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
     if _NEGATION.search(text):
         return "negation"
     if _HYPOTHETICAL.search(text):
         return "hypothetical"
     if _QUESTION.search(text):
         return "question"
-    return "imperative"
+    return "imperative" if _IMPERATIVE.match(text) else "statement"
 
 
 _SMALL_TALK = re.compile(

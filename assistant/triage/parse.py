@@ -104,10 +104,29 @@ def user_fault(line: str) -> bool:
     return any(regex.match(text) for regex, _ in rules.USER_FAULTS)
 
 
+def without_task_names(line: str) -> str:
+    """Return ``line`` with the names tasks chose (:data:`rules.TASK_NAMED`) blanked out.
+
+    >>> without_task_names("[ 5.0] Kernel panic - [26] bad frame in rt_sigreturn frame:0")
+    '[ 5.0] _______________[26] bad frame in rt_sigreturn frame:0'
+    """
+    if rules.TASK_NAMED_HINT.search(line) is None:
+        return line
+    for regex in rules.TASK_NAMED:
+        m = regex.search(line)
+        if m is not None:
+            start, end = m.span("name")
+            line = line[:start] + "_" * (end - start) + line[end:]
+    return line
+
+
 def first_oops(line: str) -> Oops | None:
     """Return the first oops family (in table order) whose header this line is (never a
-    user-space fault's line, whatever its task's name holds)."""
+    user-space fault's line, nor a header inside a name a task chose, whatever it holds)."""
     if _ANY_HEADER.search(line) is None or user_fault(line):
+        return None
+    line = without_task_names(line)
+    if _ANY_HEADER.search(line) is None:
         return None
     for header, oops, joined, suppressions in _HEADER_TABLE:
         # match_oops, inlined: this runs for every line that looks like a header
