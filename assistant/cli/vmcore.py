@@ -157,7 +157,9 @@ def vmcore(
     running kernel, or qmp:SOCKET for a QEMU guest (QEMU's -qmp unix:SOCKET).
     Debug info comes from --vmlinux, --debug-dir, --ko, or /usr/lib/debug.
     """
-    target = open_target(path, vmlinux, debug_dir, extra, None if quiet else notice)
+    # explain loads the debug info of the modules its crash involves, not of every one.
+    only = () if view == "explain" else None
+    target = open_target(path, vmlinux, debug_dir, extra, None if quiet else notice, only)
     if view == "explain":
         from assistant.rootcause.explain import explain_vmcore, explanation_markdown
 

@@ -23,7 +23,7 @@ from assistant.drafters.markdown import md_inline
 from assistant.rootcause.assess import Assessment, ObjectStacks, assess
 from assistant.rootcause.code import CodeBytes, CodeError, decode
 from assistant.rootcause.fault import FaultAnalysis, relate
-from assistant.rootcause.registers import Registers, fault_address
+from assistant.rootcause.registers import Registers, fault_address, pc_frame
 from assistant.triage import Crash
 
 if TYPE_CHECKING:
@@ -547,15 +547,35 @@ def explanation_markdown(e: Explanation) -> str:
     return "\n".join(out) + "\n"
 
 
+def crash_modules(prog: drgn.Program, crash: Crash | None) -> set[str]:
+    """Return the modules a crash involves: those its report's frames name, and those
+    holding the PCs of the crashed thread's stack as far as it unwinds without them."""
+    from probes.drgn.explain import stack_modules
+
+    names = {f.module for f in crash.call_trace if f.module} if crash else set()
+    if crash is not None:
+        pc = pc_frame(crash.report)
+        if pc is not None and pc.module:
+            names.add(pc.module)
+    return names | stack_modules(prog)
+
+
 def explain_vmcore(target: Target) -> Explanation:
     """Triage an opened dump's printk buffer and explain its first crash.
+
+    The debug info of the modules the crash involves is loaded here (the target may have
+    been opened with the kernel's alone: ``open_target(..., modules=())``).
 
     :raises InputError: nothing could be read from the dump.
     """
     from assistant.vmcore import analyse_target, triage_analysis
+    from probes.drgn.program import load_modules
 
-    result = triage_analysis(analyse_target(target, ("crash", "dmesg"), with_locals=False))
+    result = triage_analysis(analyse_target(target, ("dmesg",), with_locals=False))
     crash = result.crashes[0] if result.crashes else None
+    missing = load_modules(target, crash_modules(target.prog, crash))
     out = explain_target(target, crash, crash.report if crash else None)
+    if missing:
+        out.notes.insert(0, "no debug info for modules: " + ", ".join(missing))
     out.notes = [*result.warnings, *out.notes]
     return out

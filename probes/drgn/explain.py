@@ -5,6 +5,7 @@ The readers behind ``kassist vmcore explain`` (the explanation is
 
 - :func:`fault_frame`: the frame that faulted (below the oops machinery), its registers,
   and its inline chain (file:line of each inlined function at the PC);
+- :func:`stack_modules`: the modules the crashed thread's stack runs through;
 - :func:`code_at`: the bytes around the PC, read from the dump's memory (what the
   ``Code:`` line prints, without the log);
 - :func:`register_variables`: which DWARF variables of the faulting frame live in a
@@ -207,6 +208,27 @@ def fault_frame(prog: drgn.Program) -> tuple[drgn.StackTrace, FaultFrame] | None
         registers=registers,
         chain=chain,
     )
+
+
+def stack_modules(prog: drgn.Program) -> set[str]:
+    """Return the loaded modules (not vmlinux) holding PCs of the crashed thread's stack.
+
+    Read before the modules' debug info is loaded, the stack unwinds as far as the
+    kernel's own unwind tables go: the faulting frame at least.
+    """
+    out: set[str] = set()
+    try:
+        trace = prog.crashed_thread().stack_trace()
+    except (ValueError, LookupError, drgn.FaultError):
+        return out
+    for frame in trace:
+        try:
+            module = prog.module(frame.pc)
+        except LookupError:
+            continue
+        if not isinstance(module, drgn.MainModule):
+            out.add(module.name)
+    return out
 
 
 def code_at(prog: drgn.Program, pc: int) -> tuple[bytes, int] | None:
