@@ -121,7 +121,7 @@ def logs(quick: bool) -> None:
 
 
 def vmcores(quick: bool) -> None:
-    from assistant.rootcause.explain import explain_vmcore
+    from assistant.rootcause.dump import explain_vmcore
     from assistant.vmcore import open_target
     from tests.vmcore_fixture import _cache_root
 

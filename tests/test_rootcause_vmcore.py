@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from assistant.rootcause.explain import Explanation, explain_vmcore
+from assistant.rootcause.dump import explain_vmcore
+from assistant.rootcause.explain import Explanation
 from assistant.vmcore import open_target
 from probes.drgn.elf import build_id
 from tests.conftest import ROOT

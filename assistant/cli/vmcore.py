@@ -161,7 +161,8 @@ def vmcore(
     only = () if view == "explain" else None
     target = open_target(path, vmlinux, debug_dir, extra, None if quiet else notice, only)
     if view == "explain":
-        from assistant.rootcause.explain import explain_vmcore, explanation_markdown
+        from assistant.rootcause.dump import explain_vmcore
+        from assistant.rootcause.explain import explanation_markdown
 
         explanation = explain_vmcore(target)
         if fmt == "json":

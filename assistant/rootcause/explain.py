@@ -15,6 +15,7 @@ assessment (:mod:`assistant.rootcause.assess`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,14 +24,14 @@ from assistant.drafters.markdown import md_inline
 from assistant.rootcause.assess import Assessment, ObjectStacks, assess
 from assistant.rootcause.code import CodeBytes, CodeError, decode
 from assistant.rootcause.fault import FaultAnalysis, relate
-from assistant.rootcause.registers import Registers, fault_address, pc_frame
-from assistant.triage import Crash
+from assistant.rootcause.registers import Registers, fault_address
+from assistant.triage.model import Crash
 
 if TYPE_CHECKING:
     import drgn
 
     from probes.drgn import Target
-    from probes.drgn.explain import FaultFrame
+    from probes.drgn.explain import FaultFrame, SourcePlace
 
 EXPLAIN_SCHEMA = "kassist.explain/1"
 #: Register values worth identifying: kernel addresses (the upper half).
@@ -75,6 +76,10 @@ class MemberFinding:
         what = f"member at offset 0x{self.offset:x} of {struct}"
         return f"{what}: {self.member}" if self.member else f"{what} (no member there)"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return it as JSON-ready data, with its :meth:`text`."""
+        return asdict(self) | {"text": self.text()}
+
 
 @dataclass
 class Explanation:
@@ -107,7 +112,7 @@ class Explanation:
             "location": self.location,
             "inline_chain": self.chain,
             "fault": self.fault.to_dict() if self.fault else None,
-            "member": asdict(self.member) | {"text": self.member.text()} if self.member else None,
+            "member": self.member.to_dict() if self.member else None,
             "facts": [asdict(f) for f in self.facts],
             "identities": self.identities,
             "object_stacks": self.object_stacks,
@@ -116,6 +121,11 @@ class Explanation:
             "assessment": self.assessment.to_dict() if self.assessment else None,
             "notes": self.notes,
         }
+
+
+def chain_text(places: Sequence[SourcePlace]) -> list[str]:
+    """Return an inline chain as lines, innermost first: ``func file:line [inline]``."""
+    return [f"{p.function} {p.file}:{p.line}" + (" [inline]" if p.inline else "") for p in places]
 
 
 # --- naming the faulting access ----------------------------------------------------
@@ -401,9 +411,7 @@ def explain_target(target: Target, crash: Crash | None, log_report: str | None) 
     place = frame.chain[0] if frame.chain else None
     if place and place.file:
         out.location = f"{place.file}:{place.line}"
-    out.chain = [
-        f"{p.function} {p.file}:{p.line}" + (" [inline]" if p.inline else "") for p in frame.chain
-    ]
+    out.chain = chain_text(frame.chain)
     regs = Registers("x86_64", {k: v for k, v in frame.registers.items() if k != "RIP"}, frame.pc)
     fault = fault_address(log_report or "", regs)
     analysis = FaultAnalysis(arch="x86_64", regs=regs, fault=fault)
@@ -545,37 +553,3 @@ def explanation_markdown(e: Explanation) -> str:
         out.append("\nNot computed:\n")
         out += [f"- {md_inline(n)}" for n in e.notes]
     return "\n".join(out) + "\n"
-
-
-def crash_modules(prog: drgn.Program, crash: Crash | None) -> set[str]:
-    """Return the modules a crash involves: those its report's frames name, and those
-    holding the PCs of the crashed thread's stack as far as it unwinds without them."""
-    from probes.drgn.explain import stack_modules
-
-    names = {f.module for f in crash.call_trace if f.module} if crash else set()
-    if crash is not None:
-        pc = pc_frame(crash.report)
-        if pc is not None and pc.module:
-            names.add(pc.module)
-    return names | stack_modules(prog)
-
-
-def explain_vmcore(target: Target) -> Explanation:
-    """Triage an opened dump's printk buffer and explain its first crash.
-
-    The debug info of the modules the crash involves is loaded here (the target may have
-    been opened with the kernel's alone: ``open_target(..., modules=())``).
-
-    :raises InputError: nothing could be read from the dump.
-    """
-    from assistant.vmcore import analyse_target, triage_analysis
-    from probes.drgn.program import load_modules
-
-    result = triage_analysis(analyse_target(target, ("dmesg",), with_locals=False))
-    crash = result.crashes[0] if result.crashes else None
-    missing = load_modules(target, crash_modules(target.prog, crash))
-    out = explain_target(target, crash, crash.report if crash else None)
-    if missing:
-        out.notes.insert(0, "no debug info for modules: " + ", ".join(missing))
-    out.notes = [*result.warnings, *out.notes]
-    return out

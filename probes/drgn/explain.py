@@ -259,11 +259,21 @@ def _pt_regs(prog: drgn.Program, registers: dict[str, int]) -> drgn.Object:
     return drgn.Object(prog, "struct pt_regs", value=value)
 
 
+def registers_trace(prog: drgn.Program, registers: dict[str, int]) -> drgn.StackTrace:
+    """Return the stack trace that starts from a register dump (x86-64's ``struct pt_regs``).
+
+    Only the first frame needs no memory: it is what a log's registers give, without a dump.
+
+    :param registers: upper-case dump names (``RAX``...) and ``RIP``.
+    """
+    return prog.stack_trace(_pt_regs(prog, registers))
+
+
 def _frame_values(prog: drgn.Program, registers: dict[str, int]) -> dict[tuple[str, str], int]:
     # Every integer or pointer variable of the frames at the PC (the inline chain),
     # evaluated from these registers alone.
     out: dict[tuple[str, str], int] = {}
-    trace = prog.stack_trace(_pt_regs(prog, registers))
+    trace = registers_trace(prog, registers)
     pc = registers["RIP"]
     for frame in trace:
         if frame.pc != pc:
@@ -299,7 +309,7 @@ def register_variables(
     moved[register] = (registers[register] + _DELTA) & ((1 << 64) - 1)
     after = _frame_values(prog, moved)
     out = []
-    trace = prog.stack_trace(_pt_regs(prog, registers))
+    trace = registers_trace(prog, registers)
     types: dict[tuple[str, str], str] = {}
     for frame in trace:
         if frame.pc != registers["RIP"]:

@@ -198,7 +198,7 @@ def _release(prog: drgn.Program) -> str:
     return release.decode(errors="replace")
 
 
-def _vmlinux_candidates(directories: Sequence[str], build: bytes | None, release: str) -> list[str]:
+def vmlinux_candidates(directories: Sequence[str], build: bytes | None, release: str) -> list[str]:
     # Where a /usr/lib/debug-style tree keeps the kernel's debug file (drgn's own places).
     out = []
     for d in directories:
@@ -227,7 +227,7 @@ def _kernel_debug_file(
             return hit, None
     if vmlinux is None:
         release = _release(prog)
-        for candidate in _vmlinux_candidates(directories, build, release):
+        for candidate in vmlinux_candidates(directories, build, release):
             with suppress(OSError):
                 if os.path.isfile(candidate) and (build is None or build_id(candidate) == build):
                     vmlinux = candidate
