@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assistant.drafters.markdown import md_inline
-from assistant.errors import InputError
+from assistant.errors import InputError, NotAvailable
 from assistant.rootcause.explain import MemberFinding, chain_text, name_access
 from assistant.rootcause.fault import FaultAnalysis
 from assistant.rootcause.registers import X86_REGISTERS, pc_frame, report_arch
@@ -75,8 +75,9 @@ def open_log_debug(
     The vmlinux is ``vmlinux`` or, in ``debug_dir``, the one of the log's release; the
     ``.ko`` of each module a crash faulted in is looked for in ``debug_dir``.
 
-    :raises InputError: no vmlinux, one that cannot be read, or one of a release that
-        no crash of the log ran (one line: the vmlinux does not match the log).
+    :raises InputError: no vmlinux, or one of a release that no crash of the log ran
+        (one line: the vmlinux does not match the log).
+    :raises NotAvailable: the vmlinux cannot be read as a kernel's with debug info.
     """
     from probes.drgn.dwarf import find_module, find_vmlinux, open_debug_files
 
@@ -99,7 +100,7 @@ def open_log_debug(
     try:
         debug = open_debug_files(vmlinux, modules, arch)
     except ProbeError as exc:
-        raise InputError(exc.message, exc.hint) from None
+        raise NotAvailable(exc.message, exc.hint) from None
     if debug.release and releases and debug.release not in releases:
         raise InputError(
             f"{vmlinux} is kernel {debug.release}, the log's is {', '.join(releases)}: "

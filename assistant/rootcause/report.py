@@ -9,10 +9,13 @@ the kernel's debug files (the faulting PC's source and the member, ``fault.dwarf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assistant.drafters.markdown import md_inline
+from assistant.errors import NotAvailable
 from assistant.rootcause.assess import Assessment, assess, maintainer_sections
 from assistant.rootcause.fault import FaultAnalysis, analyse_report
 from assistant.triage.model import Crash
@@ -29,10 +32,12 @@ class RootcauseContext:
 
     :param kb: the knowledge base, or ``None``: the guilty file's MAINTAINERS sections.
     :param debug: the kernel's debug files (``--vmlinux``/``--debug-dir``), or ``None``.
+    :param notes: why what was given could not be used, one line each (for the user).
     """
 
     kb: KnowledgeBase | None = None
     debug: DebugFiles | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -47,6 +52,44 @@ class Rootcause:
     fault: FaultAnalysis | None
     assessment: Assessment
     source: SourceFinding | None = None
+
+
+def log_context(
+    crashes: Sequence[Crash],
+    vmlinux: str | None = None,
+    debug_dir: str | None = None,
+    kb: KnowledgeBase | None = None,
+    with_kb: bool = True,
+) -> RootcauseContext:
+    """Open what a log's crashes' analysis may use: the debug files, and symbolise them.
+
+    With ``vmlinux`` or ``debug_dir`` the kernel's debug files are opened
+    (:func:`assistant.rootcause.debuginfo.open_log_debug`) and the crashes' traces
+    symbolised with them (their guilty file, which MAINTAINERS is looked up by).
+
+    :param kb: the knowledge base; opened here (``None`` when not built) if a crash has
+        a guilty file and ``with_kb``.
+    :raises InputError: the debug files are missing or of another kernel (one line).
+    :raises NotAvailable: eu-addr2line is not installed. A vmlinux that is not a
+        kernel's with debug info only symbolises (:attr:`RootcauseContext.notes` says so).
+    """
+    out = RootcauseContext(kb)
+    if vmlinux is not None or debug_dir is not None:
+        from assistant.rootcause.debuginfo import open_log_debug
+        from assistant.triage.symbolize import symbolize_crash
+
+        try:
+            out.debug = open_log_debug(crashes, vmlinux, debug_dir)
+            vmlinux = out.debug.vmlinux
+        except NotAvailable as exc:  # not a kernel's: eu-addr2line still reads its lines
+            out.notes.append(f"the faulting member is not named: {exc.message}")
+        for crash in crashes:
+            symbolize_crash(crash, Path(str(vmlinux)), Path(debug_dir) if debug_dir else None)
+    if out.kb is None and with_kb and any(c.guilty_file for c in crashes):
+        from assistant.knowledge import try_open
+
+        out.kb = try_open()
+    return out
 
 
 def crash_rootcause(crash: Crash, context: RootcauseContext | None = None) -> Rootcause:
