@@ -16,9 +16,11 @@ from pathlib import Path
 from drgn.helpers.linux.mm import follow_phys
 
 from assistant.rootcause.dump import explain_vmcore
+from assistant.rootcause.explain import explanation_markdown
 from assistant.rootcause.registers import pc_frame
 from assistant.triage import triage_lines
 from assistant.vmcore import open_target
+from probes.drgn import Target
 from tests.vmcore_fixture import KindsFixture, reassemble_flattened, vmcore_kinds
 
 __all__ = ["vmcore_kinds"]
@@ -51,12 +53,16 @@ def exclude_page(dump: Path, pfn: int) -> None:
     dump.write_bytes(bytes(data))
 
 
+def _open(kinds: KindsFixture, dump: Path) -> Target:
+    base = kinds.base
+    modules = [str(m) for m in kinds.modules]
+    return open_target(str(dump), str(base.vmlinux), str(base.debug_dir), modules)
+
+
 def test_excluded_code_page_is_said_not_guessed(vmcore_kinds: KindsFixture, tmp_path: Path) -> None:
-    base = vmcore_kinds.base
     dump = tmp_path / "vmcore"
     reassemble_flattened(vmcore_kinds.vmcore("kassist-uaf"), dump)
-    modules = [str(m) for m in vmcore_kinds.modules]
-    target = open_target(str(dump), str(base.vmlinux), str(base.debug_dir), modules)
+    target = _open(vmcore_kinds, dump)
     whole = explain_vmcore(target)
     assert whole.fault is not None and whole.fault.decoded is not None  # the page is there
     crash = triage_lines(vmcore_kinds.console("kassist-uaf").splitlines(), source="t").crashes[0]
@@ -69,7 +75,7 @@ def test_excluded_code_page_is_said_not_guessed(vmcore_kinds: KindsFixture, tmp_
     del target, prog
 
     exclude_page(dump, page)
-    cut = explain_vmcore(open_target(str(dump), str(base.vmlinux), str(base.debug_dir), modules))
+    cut = explain_vmcore(_open(vmcore_kinds, dump))
     assert cut.to_dict()["readable"]["pages_present"] == before - 1
     assert cut.fault is not None and cut.fault.decoded is None  # nothing decoded from a gap
     said = " ".join(cut.fault.notes + cut.notes)
@@ -77,3 +83,27 @@ def test_excluded_code_page_is_said_not_guessed(vmcore_kinds: KindsFixture, tmp_
     assert cut.member is None  # no member named without the instruction
     # What does not need that page is still read: the source line from the DWARF.
     assert cut.location == whole.location
+
+
+def test_excluded_object_page_is_not_read_as_no_stacks(
+    vmcore_kinds: KindsFixture, tmp_path: Path
+) -> None:
+    # The freed kassist_conn's page left out: its slub_debug=U tracks are in that page,
+    # so "the cache keeps no stacks" would be false; the explanation says it cannot read them.
+    dump = tmp_path / "vmcore"
+    reassemble_flattened(vmcore_kinds.vmcore("kassist-uaf"), dump)
+    target = _open(vmcore_kinds, dump)
+    whole = explain_vmcore(target)
+    assert whole.member is not None and whole.fault is not None and whole.fault.regs is not None
+    conn = whole.fault.regs.values["RDI"]  # conn, the freed object (the member's base)
+    slab = next(i["slab"] for i in whole.identities if i["what"] == "RDI")
+    assert slab is not None and slab["stores_user"] and whole.object_stacks
+    page = int(follow_phys(target.prog["init_mm"].address_of_(), conn)) // 4096
+    del target
+
+    exclude_page(dump, page)
+    cut = explain_vmcore(_open(vmcore_kinds, dump))
+    assert not cut.object_stacks
+    said = explanation_markdown(cut)
+    assert "could not be read: the object's memory is not in the dump" in said
+    assert "keeps no alloc/free stacks" not in said

@@ -354,7 +354,12 @@ def _object_stacks(
             freed=tracks["free"].frames if "free" in tracks and slab.allocated is False else (),
             source="the dump (slub_debug tracking)",
         )
-        if not tracks:
+        if not tracks and slab.stores_user:
+            line += (
+                "; its alloc/free stacks (slub_debug=U) could not be read: the object's "
+                "memory is not in the dump (an excluded page?)"
+            )
+        elif not tracks:
             line += "; the cache keeps no alloc/free stacks (boot with slub_debug=U to get them)"
         return stacks, obj, line
     return {}, None, None
