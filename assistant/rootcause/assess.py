@@ -156,6 +156,13 @@ def actionable(
     )
 
 
+def needs_maintainers(crash: Crash) -> bool:
+    """Return whether a crash's "actionable" turns on its guilty file's MAINTAINERS
+    sections: it has a guilty file and all else syzbot's rule asks (so that the knowledge
+    base is opened only for such crashes)."""
+    return bool(crash.guilty_file) and actionable(crash, ["any section"]).verdict == "yes"
+
+
 def maintainer_sections(crash: Crash, kb: KnowledgeBase | None) -> list[str] | None:
     """Return the MAINTAINERS sections of a crash's guilty file, most specific first.
 

@@ -9,6 +9,7 @@ the kernel's debug files (the faulting PC's source and the member, ``fault.dwarf
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.drafters.markdown import md_inline
 from assistant.errors import NotAvailable
-from assistant.rootcause.assess import Assessment, assess, maintainer_sections
+from assistant.rootcause.assess import Assessment, assess, maintainer_sections, needs_maintainers
 from assistant.rootcause.fault import FaultAnalysis, analyse_report
 from assistant.triage.model import Crash
 
@@ -67,8 +68,8 @@ def log_context(
     (:func:`assistant.rootcause.debuginfo.open_log_debug`) and the crashes' traces
     symbolised with them (their guilty file, which MAINTAINERS is looked up by).
 
-    :param kb: the knowledge base; opened here (``None`` when not built) if a crash has
-        a guilty file and ``with_kb``.
+    :param kb: the knowledge base; opened here (once per process; ``None`` when not
+        built) if ``with_kb`` and a crash's "actionable" turns on its MAINTAINERS sections.
     :raises InputError: the debug files are missing or of another kernel (one line).
     :raises NotAvailable: eu-addr2line is not installed. A vmlinux that is not a
         kernel's with debug info only symbolises (:attr:`RootcauseContext.notes` says so).
@@ -85,11 +86,17 @@ def log_context(
             out.notes.append(f"the faulting member is not named: {exc.message}")
         for crash in crashes:
             symbolize_crash(crash, Path(str(vmlinux)), Path(debug_dir) if debug_dir else None)
-    if out.kb is None and with_kb and any(c.guilty_file for c in crashes):
-        from assistant.knowledge import try_open
-
-        out.kb = try_open()
+    if out.kb is None and with_kb and any(needs_maintainers(c) for c in crashes):
+        out.kb = _knowledge()
     return out
+
+
+@functools.cache
+def _knowledge() -> KnowledgeBase | None:
+    # Opened once per process: `triage --format jsonl` calls log_context per input.
+    from assistant.knowledge import try_open
+
+    return try_open()
 
 
 def crash_rootcause(crash: Crash, context: RootcauseContext | None = None) -> Rootcause:
