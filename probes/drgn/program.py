@@ -17,7 +17,7 @@ from enum import Enum
 
 import drgn
 
-from probes.drgn.debugcache import cached, uncompressed
+from probes.drgn.debugcache import uncompressed
 from probes.drgn.elf import ET_CORE, PT_LOAD, build_id, read_elf_header
 from probes.drgn.kdump import flattened_shortfall, kdump_shortfall
 from probes.errors import ProbeError, ProbeUnavailable
@@ -216,15 +216,12 @@ def _kernel_debug_file(
     prog: drgn.Program, vmlinux: str | None, directories: Sequence[str]
 ) -> tuple[str | None, str | None]:
     # The file to give drgn for the kernel, uncompressed from the debug cache where the
-    # found one's DWARF is compressed; and a line when the cache could not be used.
+    # found one's DWARF is compressed; and a line when the cache could not be used. The
+    # cache only stands in for a file found: with none given or found, there is none.
     try:
         build = prog.main_module().build_id
     except LookupError:
         build = None
-    if vmlinux is None and build is not None:
-        hit = cached(build)
-        if hit is not None:
-            return hit, None
     if vmlinux is None:
         release = _release(prog)
         for candidate in vmlinux_candidates(directories, build, release):
