@@ -8,10 +8,11 @@ import sys
 
 import click
 
-from actions.text import printable_lines
+from actions.text import printable, printable_lines
 from assistant.cli.common import (
     backend_or_none,
     config_from_flags,
+    debug_options,
     llm_options,
     notice,
     stdout_is_tty,
@@ -51,8 +52,7 @@ def _stored(signature: str, db: str | None, url: str | None) -> Crash:
     help="Write the report here too.",
 )
 @click.option("--vmcore", type=click.Path(), help="A vmcore: its stack, locals, blocked tasks.")
-@click.option("--vmlinux", type=click.Path(), help="The vmcore's vmlinux with debug info.")
-@click.option("--debug-dir", type=click.Path(), help="A /usr/lib/debug tree for the vmcore.")
+@debug_options
 @store_options
 @llm_options
 def report(
@@ -110,6 +110,15 @@ def report(
                 "give a log that holds a crash report (kassist triage shows what was found)",
             )
         crash = result.crashes[index - 1]
+    debug = None
+    if vmcore is None and (vmlinux is not None or debug_dir is not None):
+        # A log's crash with the kernel's debug files: file:line, the faulting member.
+        from assistant.rootcause.report import log_context
+
+        context = log_context([crash], vmlinux, debug_dir, with_kb=False)
+        for note in context.notes:
+            notice(printable(note))
+        debug = context.debug
     cfg = config_from_flags(model, backend, max_tokens, no_log)
     llm = backend_or_none(cfg, no_llm)
     if llm is None and not no_llm and cfg.llm.backend != "none":
@@ -127,7 +136,13 @@ def report(
 
     # The paragraph's prompt sets its own budget; --max-tokens overrides it.
     drafted = draft_report(
-        crash, llm, max_tokens, write, dump.vmcore if dump else None, explanation=explained
+        crash,
+        llm,
+        max_tokens,
+        write,
+        dump.vmcore if dump else None,
+        explanation=explained,
+        debug=debug,
     )
     if not streaming:
         sys.stdout.write(printable_lines(drafted.markdown))
