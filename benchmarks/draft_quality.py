@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -89,6 +90,44 @@ def spread(crashes: list[Crash], n: int) -> list[Crash]:
     return [crashes[int(i * step)] for i in range(n)]
 
 
+# The report's own words for the context a sentence may state (read here, apart from
+# kassist's parsed facts): the taint line, the bad access's direction, lockdep's two locks.
+_REPORT_TAINTED = re.compile(r"\bTainted: ")
+_REPORT_ACCESS = re.compile(r"^\s*(?:BUG: \w+: .*\n\s*)?(Read|Write) of size", re.M)
+_REPORT_WANTED = re.compile(r"is trying to acquire(?: lock)?:\n\s*(?:[0-9a-f]+\s+)?\((.+?)\)\{")
+_REPORT_HELD = re.compile(r"already holding lock:\n\s*(?:[0-9a-f]+\s+)?\((.+?)\)\{")
+
+
+def contradictions(sentence: str, crash: Crash) -> list[str]:
+    """Return what a sentence says against the report's text: the taint, the panic, the
+    access's direction, the roles of lockdep's two locks."""
+    out = []
+    low = sentence.lower()
+    tainted = _REPORT_TAINTED.search(crash.report) is not None
+    denies = re.search(r"\bnot tainted\b", low) is not None
+    if "tainted" in low and denies == tainted:
+        out.append("contradicts the report's taint line")
+    if "panic" in low and (re.search(r"\b(?:not|no|never)\b[^.;]*\bpanic", low) is not None) == (
+        crash.panicked
+    ):
+        out.append("contradicts whether the kernel panicked")
+    if m := _REPORT_ACCESS.search(crash.report):
+        other = r"\b(?:wrote|writes?|writing)\b" if m.group(1) == "Read" else r"\bread(?:s|ing)?\b"
+        if re.search(other, low):
+            out.append(f"says the other direction, the report says {m.group(1)}")
+    wanted = _REPORT_WANTED.search(crash.report)
+    held = _REPORT_HELD.search(crash.report)
+    if wanted and re.search(
+        r"\b(?:hold|holds|held|holding)\s+" + re.escape(wanted.group(1)), sentence
+    ):
+        out.append("says the task held the lock it was trying to take")
+    if held and re.search(
+        r"\b(?:take|took|taking|acquir\w+)\s+" + re.escape(held.group(1)), sentence
+    ):
+        out.append("says the task took the lock it already held")
+    return out
+
+
 def audit(sentence: str, crash: Crash) -> list[str]:
     """Check a shown sentence against the report's own text alone (the independent judge)."""
     rating = severity_of(crash.type, crash.panicked)
@@ -102,7 +141,7 @@ def audit(sentence: str, crash: Crash) -> list[str]:
         max_words=200,
         allow_causes=False,
     )
-    return check_draft(sentence, evidence).problems
+    return check_draft(sentence, evidence).problems + contradictions(sentence, crash)
 
 
 @dataclass
