@@ -99,12 +99,13 @@ def spread(crashes: list[Crash], n: int) -> list[Crash]:
 _REPORT_TAINTED = re.compile(r"\bTainted: ")
 _REPORT_ACCESS = re.compile(r"^\s*(?:BUG: \w+: .*\n\s*)?(Read|Write) of size", re.M)
 _REPORT_WANTED = re.compile(r"is trying to acquire(?: lock)?:\n\s*(?:[0-9a-f]+\s+)?\((.+?)\)\{")
+_REPORT_WORK = re.compile(r"^Workqueue: \S+ (\S+)", re.M)
 _REPORT_HELD = re.compile(r"already holding lock:\n\s*(?:[0-9a-f]+\s+)?\((.+?)\)\{")
 
 
 def contradictions(sentence: str, crash: Crash) -> list[str]:
     """Return what a sentence says against the report's text: the taint, the panic, the
-    access's direction, the roles of lockdep's two locks."""
+    access's direction, the roles of lockdep's two locks, a kworker's work item."""
     out = []
     low = sentence.lower()
     tainted = _REPORT_TAINTED.search(crash.report) is not None
@@ -129,6 +130,9 @@ def contradictions(sentence: str, crash: Crash) -> list[str]:
         r"\b(?:take|took|taking|acquir\w+)\s+" + re.escape(held.group(1)), sentence
     ):
         out.append("says the task took the lock it already held")
+    work = _REPORT_WORK.search(crash.report)
+    if work and "workqueue" in low and work.group(1) not in sentence:
+        out.append(f"names other work than the report's {work.group(1)}")
     return out
 
 

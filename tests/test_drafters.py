@@ -28,6 +28,7 @@ from assistant.drafters.summary import (
     number_claims,
     role_claims,
     stack_claims,
+    work_claims,
 )
 from assistant.triage import triage_path
 from assistant.triage.engine import triage_lines
@@ -215,6 +216,17 @@ def test_the_paragraphs_facts_go_beyond_the_title() -> None:
     assert facts["Crashing function"] == "ip6_send_skb, in net/ipv6/ip6_output.c"
     assert facts["Taint"] == "none" and facts["Panicked"] == "no"
     assert "Freed by" not in facts  # the report holds no free stack
+
+
+def test_a_sentence_naming_the_workers_loop_as_the_work_is_dropped() -> None:
+    crash = triage_path(str(DATA / "warning-xfrm_state_fini.log")).crashes[0]
+    facts = crash.crash_facts()
+    assert dict(happened_facts(crash, severity_of(crash.type)))["Work item"] == (
+        "cleanup_net, on the netns workqueue"
+    )
+    assert work_claims("The kworker was running process_one_work, on the netns workqueue.", facts)
+    assert work_claims("The kworker was running cleanup_net, on the netns workqueue.", facts) == []
+    assert work_claims("The call path runs through process_one_work.", facts) == []
 
 
 def test_the_paragraphs_own_checks_hold_their_examples() -> None:

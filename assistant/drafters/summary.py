@@ -624,6 +624,24 @@ def lock_claims(sentence: str, crash: Crash) -> list[str]:
     return problems
 
 
+def work_claims(sentence: str, facts: CrashFacts) -> list[str]:
+    """Return the problem of a sentence about the workqueue that does not name the work
+    item the report gives (a kworker "running process_one_work": that is the worker's
+    own loop, not the work).
+
+    >>> work_claims("The kworker was running f, on the q workqueue.", CrashFacts(workqueue="q g"))
+    ["names the q workqueue's work as another function, the report says `g`"]
+    >>> work_claims("The kworker was running g, on the q workqueue.", CrashFacts(workqueue="q g"))
+    []
+    """
+    if not facts.workqueue or not re.search(r"\bworkqueue\b", sentence, re.I):
+        return []
+    queue, _, function = facts.workqueue.partition(" ")
+    if re.search(rf"(?<![\w.]){re.escape(function)}(?![\w.])", sentence):
+        return []
+    return [f"names the {queue} workqueue's work as another function, the report says `{function}`"]
+
+
 def stack_claims(sentence: str, facts: CrashFacts) -> list[str]:
     """Return the problems of a sentence that says where the object was allocated or freed:
     the report must give that stack, and the functions named must be in it.
@@ -690,6 +708,7 @@ def happened_check(crash: Crash) -> SentenceCheck:
             *role_claims(sentence, crash),
             *context_claims(sentence, crash),
             *lock_claims(sentence, crash),
+            *work_claims(sentence, facts),
         ]
         names = set(names_of([("", sentence.rstrip("."))]))
         if names and names <= said:
