@@ -220,6 +220,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
     ap.add_argument("--reports", type=int, default=3, help="whole reports timed per model")
     ap.add_argument("--show", action="store_true", help="print every draft")
+    ap.add_argument("--parts", default="dev,held-out", help="the parts drafted (comma-separated)")
     ap.add_argument(
         "--quick", action="store_true", help="2 crashes, the default model, no whole report (CI)"
     )
@@ -253,6 +254,8 @@ def main() -> None:
         print(f"{name}:")
         misleading: list[str] = []
         for label, crashes in parts.items():
+            if label not in args.parts.split(","):
+                continue
             tally = Tally()
             for crash in crashes:
                 tally.add(crash, backend, args.show)
