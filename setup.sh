@@ -229,7 +229,7 @@ case "$what" in
         phase_done "mypy"
         say "pytest"
         rc=0
-        pytest -q || rc=$?
+        pytest -q --durations=15 || rc=$?  # the slowest tests, to keep CI short
         phase_done "pytest"
         say "done in $((SECONDS - started)) s ($(phases))"
         exit "$rc"
