@@ -18,12 +18,10 @@ import random
 import signal
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from actions.client import AgentClient
 from tests.agent_support import AgentProcess, NetNS
 from tests.enforce_support import (  # noqa: F401 (the fixture pin_root)
     pin_root_fixture,
@@ -37,6 +35,9 @@ from tests.test_agent_soak import (
     Soak,
     _client,
     _journal_says,
+    _kill_and_restart,
+    _mismatches,
+    _run,
 )
 
 #: How long the clients run (the agent's own soak runs KASSIST_SOAK_SECONDS).
@@ -91,19 +92,9 @@ def test_soak_through_the_bpf_queues_with_random_kills(
         soak = Soak(agent, netns)
         threads = [threading.Thread(target=_client, args=(soak, i)) for i in range(4)]
         killer = threading.Thread(target=_killer, args=(soak, 7))
-        for t in [*threads, killer]:
-            t.start()
-        time.sleep(SECONDS)
-        soak.stop.set()
-        for t in [*threads, killer]:
-            t.join(60)
-        assert agent.proc is not None
-        os.kill(agent.proc.pid, signal.SIGKILL)  # one more, at rest
-        agent.proc.wait(10)
-        agent.start()
-        with AgentClient(agent.socket, timeout=30) as client:
-            status = client.status().status
-        assert status is not None and status.enforce is not None
+        _run(soak, [*threads, killer], SECONDS)
+        status = _kill_and_restart(agent)  # one more, at rest
+        assert status.enforce is not None
         queues = status.enforce["queues"]
         last, rings, extensions = queues["sequence"], queues["positions"], queues["extensions"]
         agent.stop()
@@ -112,11 +103,7 @@ def test_soak_through_the_bpf_queues_with_random_kills(
         # by recovery (issue 22 item 1); test_agent_soak's FINAL predates that.
         closed = _failed_without_effect(agent.state / "journal.db")
         wrong = [w for w in wrong if w not in {f"changeset {i} left failed" for i in closed}]
-        mismatches = wrong + [
-            f"{k}: kernel {netns.read(k)}, journal {v}"
-            for k, v in says.items()
-            if " ".join(netns.read(k).split()) != " ".join(v.split())
-        ]
+        mismatches = _mismatches(netns, says, wrong)
         audit = [json.loads(line) for line in agent.audit.read_text().splitlines()]
         orphans = [e for e in audit if e["event"] == "queue-orphan"]
         c = soak.counts
