@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
@@ -13,12 +12,11 @@ from actions.text import printable, printable_lines
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
 from assistant.errors import KassistError
 
-if TYPE_CHECKING:
-    from assistant.chat.history import ChatHistory
-    from assistant.chat.session import ChatSession, Turn
 
+def _echo_turn_text(turn: object, approving: bool) -> None:
+    from assistant.chat.session import Turn
 
-def _echo_turn_text(turn: Turn, approving: bool) -> None:
+    assert isinstance(turn, Turn)
     click.echo(printable_lines(turn.answer))
     if turn.notice:
         notice(printable(turn.notice))
@@ -67,10 +65,18 @@ def ask(
     ctx = Context(store=store_path, socket=socket_path or cfg.agent.socket)
     session = ChatSession(llm, ctx, native_tools=cfg.chat.native_tools)
     if route_only:
-        _echo_route(session, text, fmt)
+        decision = session.route(text)
+        out = {"schema": "kassist.ask/1", **decision.to_dict()}
+        click.echo(json.dumps(out) if fmt == "json" else f"{decision.action} {decision.args}")
         return
     stream = fmt == "text" and sys.stdout.isatty()
-    history = _history(session) if cfg.chat.history and not no_history else None
+    history = None
+    if cfg.chat.history and not no_history:
+        from assistant.chat.history import ChatHistory
+
+        history = ChatHistory()
+        session.on_turn = history.record
+        session.on_outcome = history.record_outcome
     try:
         turn = session.ask(text, on_token=(lambda t: click.echo(t, nl=False)) if stream else None)
         if stream and turn.decision.action == "answer":
@@ -78,42 +84,14 @@ def ask(
         if fmt == "text":
             _echo_turn_text(turn, yes)
         if yes:
-            _approve_all(session, turn, fmt)
+            for proposal in turn.proposals:
+                if fmt == "text":
+                    click.echo(f"approved: {printable(proposal.summary)}")
+                with contextlib.suppress(KassistError):  # the outcome ("unavailable") says why
+                    session.approve(proposal)
     finally:
         if history is not None:
             history.close()
-    _finish(turn, fmt)
-
-
-def _echo_route(session: ChatSession, text: str, fmt: str) -> None:
-    """Print the routing decision for *text* (``--route-only``)."""
-    decision = session.route(text)
-    out = {"schema": "kassist.ask/1", **decision.to_dict()}
-    click.echo(json.dumps(out) if fmt == "json" else f"{decision.action} {decision.args}")
-
-
-def _history(session: ChatSession) -> ChatHistory:
-    """Open the chat history and record the session's turns and outcomes in it."""
-    from assistant.chat.history import ChatHistory
-
-    history = ChatHistory()
-    session.on_turn = history.record
-    session.on_outcome = history.record_outcome
-    return history
-
-
-def _approve_all(session: ChatSession, turn: Turn, fmt: str) -> None:
-    """Approve every change the turn proposed (``--yes``; the agent still validates)."""
-    for proposal in turn.proposals:
-        if fmt == "text":
-            click.echo(f"approved: {printable(proposal.summary)}")
-        with contextlib.suppress(KassistError):  # the outcome ("unavailable") says why
-            session.approve(proposal)
-
-
-def _finish(turn: Turn, fmt: str) -> None:
-    """Print the turn (JSON) or the agent's outcomes (text); exit 1 when the turn failed,
-    3 when a change it asked for failed."""
     if fmt == "json":
         click.echo(json.dumps(turn.to_dict(), default=str))
     else:

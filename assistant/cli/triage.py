@@ -87,31 +87,22 @@ def triage(
             notice(exc.one_line())
             failed += 1
             continue
-        _finish(result, vmlinux, debug_dir, store)
-        _show(result, fmt)
+        if vmlinux and result.vmcore is None and result.crashes:
+            # A log's traces are symbolised with the same vmlinux (and --debug-dir modules).
+            from assistant.triage.symbolize import symbolize_result
+
+            symbolize_result(result, vmlinux, debug_dir)
+        for warning in result.warnings:
+            notice(f"{printable(result.source)}: {warning}")
+        if store and result.crashes:
+            _record(result)
+        if fmt == "text":
+            click.echo(triage_text(result))
+            if result.vmcore is not None:
+                from assistant.cli.vmcore import vmcore_text
+
+                click.echo(vmcore_text(result.vmcore))
+        else:
+            click.echo(json.dumps(result.to_dict(), indent=2 if fmt == "json" else None))
     if failed:
         raise click.exceptions.Exit(1)
-
-
-def _finish(result: TriageResult, vmlinux: str | None, debug_dir: str | None, store: bool) -> None:
-    # Symbolise a log's traces, say its warnings, record it when asked.
-    if vmlinux and result.vmcore is None and result.crashes:
-        # A log's traces are symbolised with the same vmlinux (and --debug-dir modules).
-        from assistant.triage.symbolize import symbolize_result
-
-        symbolize_result(result, vmlinux, debug_dir)
-    for warning in result.warnings:
-        notice(f"{printable(result.source)}: {warning}")
-    if store and result.crashes:
-        _record(result)
-
-
-def _show(result: TriageResult, fmt: str) -> None:
-    if fmt != "text":
-        click.echo(json.dumps(result.to_dict(), indent=2 if fmt == "json" else None))
-        return
-    click.echo(triage_text(result))
-    if result.vmcore is not None:
-        from assistant.cli.vmcore import vmcore_text
-
-        click.echo(vmcore_text(result.vmcore))
