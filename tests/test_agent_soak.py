@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,12 @@ def _client(soak: Soak, seed: int) -> None:
             time.sleep(0.05)
 
 
-def _killer(soak: Soak, seed: int) -> None:
+def _agent_step(rng: random.Random) -> str:
+    return rng.choice(STEPS)
+
+
+def _killer(soak: Soak, seed: int, step: Callable[[random.Random], str] = _agent_step) -> None:
+    # SIGKILL the agent every 1 to 4 s and start the next one at once.
     rng = random.Random(seed)
     while not soak.stop.wait(rng.uniform(1.0, 4.0)):
         proc = soak.agent.proc
@@ -180,7 +186,7 @@ def _killer(soak: Soak, seed: int) -> None:
         soak.count("kills")
         # The next agent lingers 20 ms at one step of every apply or rollback, so that
         # the next kill often lands inside one (KASSIST_AGENT_FAULT=pause:<step>).
-        soak.agent.start(env={"KASSIST_AGENT_FAULT": f"pause:{rng.choice(STEPS)}",
+        soak.agent.start(env={"KASSIST_AGENT_FAULT": f"pause:{step(rng)}",
                               "KASSIST_AGENT_PAUSE": "0.02"})  # fmt: skip
 
 

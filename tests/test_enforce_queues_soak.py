@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -36,6 +35,7 @@ from tests.test_agent_soak import (
     _client,
     _journal_says,
     _kill_and_restart,
+    _killer,
     _mismatches,
     _run,
 )
@@ -61,19 +61,10 @@ def _failed_without_effect(db: Path) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
-def _killer(soak: Soak, seed: int) -> None:
+def _queue_or_agent_step(rng: random.Random) -> str:
     # As the agent's soak does, and half the time lingering inside the queues, so that
     # kills land with entries in the rings.
-    rng = random.Random(seed)
-    while not soak.stop.wait(rng.uniform(1.0, 4.0)):
-        proc = soak.agent.proc
-        assert proc is not None
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        soak.count("kills")
-        step = rng.choice(QUEUE_STEPS if rng.random() < 0.5 else STEPS)
-        soak.agent.start(env={"KASSIST_AGENT_FAULT": f"pause:{step}",
-                              "KASSIST_AGENT_PAUSE": "0.02"})  # fmt: skip
+    return rng.choice(QUEUE_STEPS if rng.random() < 0.5 else STEPS)
 
 
 def test_soak_through_the_bpf_queues_with_random_kills(
@@ -91,7 +82,7 @@ def test_soak_through_the_bpf_queues_with_random_kills(
         before = {k: netns.read(k) for k in [*RANGES, "net.ipv4.ip_local_port_range"]}
         soak = Soak(agent, netns)
         threads = [threading.Thread(target=_client, args=(soak, i)) for i in range(4)]
-        killer = threading.Thread(target=_killer, args=(soak, 7))
+        killer = threading.Thread(target=_killer, args=(soak, 7, _queue_or_agent_step))
         _run(soak, [*threads, killer], SECONDS)
         status = _kill_and_restart(agent)  # one more, at rest
         assert status.enforce is not None
