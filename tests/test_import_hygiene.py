@@ -313,7 +313,9 @@ def _kernel_path(node: ast.AST | None) -> str | None:
         text = node.value
     elif isinstance(node, ast.JoinedStr) and node.values:
         first = node.values[0]
-        text = first.value if isinstance(first, ast.Constant) else ""
+        text = (
+            first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else ""
+        )
     else:
         return None
     if not isinstance(text, str):

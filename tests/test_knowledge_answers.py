@@ -27,6 +27,7 @@ from assistant.knowledge.retrieve import Retriever, open_retriever, query_terms
 from assistant.knowledge.rst import sections
 from assistant.knowledge.schema import create_schema
 from assistant.knowledge.sources import DOC_ROOT, doc_files
+from assistant.llm.base import Backend
 from tests.conftest import require, run_kassist
 
 #: Real documentation files the small knowledge base of these tests holds.
@@ -264,7 +265,7 @@ def test_quoted_answer_cites_and_quotes_the_documentation(small_kb: KnowledgeBas
         assert s.text in units(source.text, source.heading)
 
 
-def _smollm2() -> object:
+def _smollm2() -> Backend:
     from assistant.config import load_config
     from assistant.llm import make_backend
     from assistant.llm.errors import LLMUnavailable
