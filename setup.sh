@@ -43,7 +43,7 @@ esac
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential cmake git pkg-config
     bpftrace bpftool nftables iproute2 util-linux procps kmod
-    qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils
+    qemu-system-x86 busybox-static cpio zstd xz-utils elfutils binutils binutils-aarch64-linux-gnu
     linux-doc-6.1 linux-source-6.1
     clang llvm libbpf-dev
     postgresql systemd-journal-remote
@@ -229,7 +229,7 @@ case "$what" in
         phase_done "mypy"
         say "pytest"
         rc=0
-        pytest -q || rc=$?
+        pytest -q --durations=15 || rc=$?  # the slowest tests, to keep CI short
         phase_done "pytest"
         say "done in $((SECONDS - started)) s ($(phases))"
         exit "$rc"

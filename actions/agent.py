@@ -41,13 +41,16 @@ class Agent(Rollbacks):
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _parse(self, doc: object) -> tuple[list[Planned], list[Rejected]]:
+    def _parse(self, doc: object, who: dict[str, Any]) -> tuple[list[Planned], list[Rejected]]:
         recs, errors = parse_recommendations(
             doc, limit=max(64, self.policy.max_changes_per_changeset)
         )
         if errors:
             return [], errors
-        return validate(recs, self.policy, self.roots, self._recent_count)
+        planned, errors = validate(recs, self.policy, self.roots, self._recent_count)
+        if self.kernel is not None:  # the validator of record in the kernel has its say too
+            errors = self.kernel.check(recs, errors, who)
+        return planned, errors
 
     def _auto_approvable(self, planned: Sequence[Planned]) -> bool:
         if self.policy.auto_approve == "none":
@@ -61,7 +64,7 @@ class Agent(Rollbacks):
         """Validate a recommendation (or a list) and return the dry-run diff; write nothing."""
         # One line records both the submission and its verdict (nothing is written); any
         # peer may send these at will, so the line is a bounded one.
-        planned, errors = self._parse(doc)
+        planned, errors = self._parse(doc, who)
         verdict = "rejected" if errors else "valid"
         self.audit.bounded(
             "verdict",
@@ -94,7 +97,7 @@ class Agent(Rollbacks):
         with self._lock:
             self.settle()
             self.check_overrides()
-            planned, errors = self._parse(doc)
+            planned, errors = self._parse(doc, who)
             if not errors:
                 problem = self._storage_problem()
                 if problem:
@@ -166,6 +169,8 @@ class Agent(Rollbacks):
             notices.append(f"{exc.message}: it records this changeset once space is back")
             persist = False  # the file follows the journal: recovery writes it
         self._step("verified", cs_id)
+        if self.kernel is not None:
+            self.kernel.applied(who, len(changes))
         if persist:
             notices += self._persist(cs_id)
             notices += [

@@ -105,6 +105,19 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve even when some of the enforcement asked for cannot run (status lists it)",
     )
+    serve.add_argument(
+        "--bpf-queues",
+        action="store_true",
+        help="validate in the kernel too, through BPF submission and completion queues",
+    )
+    serve.add_argument(
+        "--bpf-queue-rate",
+        type=int,
+        default=100,
+        metavar="N",
+        help="recommendations one extension may submit per second (0: unlimited)",
+    )
+    serve.add_argument("--bpf-queue-burst", type=int, default=200, help=argparse.SUPPRESS)
     serve.add_argument("--enforce-pin-root", default="/sys/fs/bpf/kassist", help=argparse.SUPPRESS)
     serve.add_argument(
         "--enforce-state", default="/run/kassist/enforce.json", help=argparse.SUPPRESS
@@ -144,6 +157,9 @@ def serve(args: argparse.Namespace, prepare: Prepare | None = None) -> None:
             Path(args.enforce_pin_root),
             Path(args.enforce_state),
             best_effort=args.enforce_best_effort,
+            queues=args.bpf_queues,
+            queue_rate=args.bpf_queue_rate,
+            queue_burst=args.bpf_queue_burst,
         ),
     )
     run_server(agent, settings)

@@ -22,14 +22,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from actions.audit import MAX_BYTES, Audit
 from actions.errors import Rejected, StorageError
 from actions.files import RESERVE
 from actions.journal import Journal
 from actions.knobs import Knob, Roots, resolve
-from actions.model import Change, Changeset, Completion, ErrorEntry
+from actions.model import Change, Changeset, Completion, ErrorEntry, Recommendation
 from actions.persist import write_sysctl_conf
 from actions.policy import Policy
 from actions.validate import values_equal
@@ -40,6 +40,18 @@ Result = Completion
 StepHook = Callable[[str, int], None]
 #: The window of the rate rule (``max_changes_per_hour``), in seconds.
 RATE_WINDOW = 3600.0
+
+
+class KernelValidator(Protocol):
+    """What the agent asks of the kernel's validator (``actions.enforce.queues.KernelCheck``)."""
+
+    def check(
+        self, recs: Sequence[Recommendation], errors: Sequence[Rejected], who: dict[str, Any]
+    ) -> list[Rejected]:
+        """Return ``errors`` and the kernel's own refusals of ``recs``."""
+
+    def applied(self, who: dict[str, Any], count: int) -> None:
+        """Count ``count`` changes of ``who``'s applied and verified."""
 
 
 def result(
@@ -129,6 +141,8 @@ class AgentCore:
         self._notices: list[str] = []
         #: the step hook (tests only; see the module's docstring)
         self.on_step: StepHook | None = None
+        #: the validator of record in the kernel (actions/enforce/queues.py), when it runs
+        self.kernel: KernelValidator | None = None
         #: a storage failure left the journal or the audit log behind the kernel
         self.unsettled = True
         self._unreadable_keys: set[str] = set()

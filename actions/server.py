@@ -32,9 +32,9 @@ from typing import Any, Generic, TypeVar
 
 from actions.agent import Agent
 from actions.core import Result, result
-from actions.enforce.enforcer import Enforcer
 from actions.enforce.service import (
     EnforceSettings,
+    KernelSide,
     reload_policy,
     start_for_agent,
     stop_for_agent,
@@ -163,7 +163,7 @@ class AgentServer:
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kassist-apply")
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="kassist-checkpoint")
         self._server: asyncio.AbstractServer | None = None
-        self.enforcer: Enforcer | None = None  # when --enforce-lockdown/--enforce-guard
+        self.enforcer: KernelSide | None = None  # --enforce-lockdown/--enforce-guard/--bpf-queues
         self.cap = connection_cap(settings.max_connections)
         #: connections only root may take: non-root peers share cap - reserve
         self.root_reserve = min(settings.root_reserve, self.cap // 4)
@@ -235,9 +235,7 @@ class AgentServer:
         for notice in self.agent.check_overrides():
             self.log(notice)
         # before the socket: enforcement asked for and not running stops the agent here
-        self.enforcer = start_for_agent(
-            self.agent.policy, self.agent.audit, self.settings.enforce, self.log
-        )
+        self.enforcer = start_for_agent(self.agent, self.settings.enforce, self.log)
         sock = self._bind()
         self._server = await asyncio.start_unix_server(
             self._connection, sock=sock, limit=MAX_ENTRY + 1

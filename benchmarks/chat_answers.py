@@ -15,7 +15,7 @@ phrases, case and white space ignored) *and* names one of the expected
 Prints, per model and mode, the share right on the tune part and on the held-out part
 (never tuned on; its misses are never printed), the latency of the first answer text
 (first question; median and max of the follow-ups) and the median retrieval time.
-``--quick`` runs 4 questions of each part with no model and with the default model.
+``--quick`` runs 2 questions of each part with no model and with the default model.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def run(label: str, backend: Any, mode: str, opts: argparse.Namespace) -> None:
     latencies: list[float] = []
     retrievals: list[float] = []
     for part in opts.parts.split(","):
-        questions = load(part)[: 4 if opts.quick else None]
+        questions = load(part)[: 2 if opts.quick else None]
         good = facts_only = 0
         misses = []
         for q in questions:
@@ -148,7 +148,7 @@ def run(label: str, backend: Any, mode: str, opts: argparse.Namespace) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="4 questions a part, none and default")
+    ap.add_argument("--quick", action="store_true", help="2 questions a part, none and default")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--modes", default="quote,select,write")
     ap.add_argument("--through", choices=["answer", "ask"], default="answer")

@@ -156,8 +156,14 @@ def remove_pins(pin_root: Path) -> None:
         return
     from actions.enforce.enforcer import detach_run
 
-    for run in pin_root.iterdir():
+    for run in pin_root.glob("run-*"):
         detach_run(run)
+    # the queues' pins and their owner's directory: deepest first
+    for path in sorted(pin_root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
     pin_root.rmdir()
 
 

@@ -21,7 +21,14 @@ from tests.conftest import ROOT, require
 
 BENCHMARKS = sorted((ROOT / "benchmarks").glob("*.py"))
 #: The benchmarks that need root; every other one runs as any user.
-ROOT_ONLY = {"agent_latency", "disks_detect", "enforce_overhead", "probe_overhead", "watch_speed"}
+ROOT_ONLY = {
+    "agent_latency",
+    "bpf_queues",
+    "disks_detect",
+    "enforce_overhead",
+    "probe_overhead",
+    "watch_speed",
+}
 #: A hang guard, not a speed bound: a quick run takes well under a minute.
 HANG_S = 600
 

@@ -132,10 +132,10 @@ def test_pins_where_no_bpffs_is_and_none_can_be_mounted_stop_the_agent(
 class _PrivateMounts(AgentProcess):
     """The agent in a private mount namespace where /sys/fs/bpf is not mounted."""
 
-    def command(self) -> list[str]:
+    def command(self, faults: bool = False) -> list[str]:
         unmount = 'while umount /sys/fs/bpf 2>/dev/null; do :; done; exec "$@"'
         return ["unshare", "-m", "--propagation", "private", "sh", "-c", unmount, "sh",
-                *super().command()]  # fmt: skip
+                *super().command(faults)]  # fmt: skip
 
 
 def test_the_agent_mounts_a_missing_bpffs_and_enforces(

@@ -25,8 +25,9 @@ from actions.enforce import Enforcer, Refusal, problems
 from actions.enforce.libbpf import map_id
 from actions.enforce.service import (
     EnforceSettings,
+    KernelSide,
     audit_refusal,
-    start_for_agent,
+    start_guard,
     stop_for_agent,
 )
 from actions.errors import ActionError
@@ -327,7 +328,7 @@ def test_missing_capabilities_are_one_line_each_and_stop_the_agent_unless_best_e
     settings = EnforceSettings(guard=(tmp_path,), pin_root=pin_root, cache_dir=bpf_cache,
                                state_file=tmp_path / "e.json")  # fmt: skip
     with pytest.raises(ActionError) as refused:
-        start_for_agent(load_policy(), audit, settings, lines.append)
+        start_guard(load_policy(), audit, settings, lines.append)
     assert refused.value.one_line() == (
         f"in-kernel enforcement was requested and cannot run: --enforce-guard {tmp_path}: is not "
         f"a directory of the cgroup v2 hierarchy at {cgroup2_mount()}: fix it, or serve with "
@@ -335,7 +336,7 @@ def test_missing_capabilities_are_one_line_each_and_stop_the_agent_unless_best_e
     )
     assert lines == [] and _audit(tmp_path)[-1]["event"] == "enforce-unavailable"
     best = replace(settings, best_effort=True, guard=(tmp_path, cgroup))
-    enforcer = start_for_agent(load_policy(), audit, best, lines.append)
+    enforcer = start_guard(load_policy(), audit, best, lines.append)
     try:
         assert enforcer is not None and enforcer.running
         assert lines[0] == (
@@ -345,7 +346,7 @@ def test_missing_capabilities_are_one_line_each_and_stop_the_agent_unless_best_e
         assert [u.cgroup for u in enforcer.unguarded] == [str(tmp_path)]
         assert [a.cgroup for a in enforcer.attachments()] == [cgroup]
     finally:
-        stop_for_agent(audit, enforcer)
+        stop_for_agent(audit, KernelSide(enforcer, None))
     with pytest.raises(ActionError, match="holds the agent itself"):
         Enforcer(pin_root, bpf_cache, state_file=None).start([], lockdown=[cgroup2_mount()])
     assert not pin_root.exists()

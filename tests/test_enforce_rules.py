@@ -274,7 +274,9 @@ def test_each_missing_piece_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
     from actions.enforce import capability
 
     monkeypatch.setattr(capability.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(capability, "_mountinfo", lambda: "24 1 0:22 / /sys rw - sysfs sysfs rw")
+    monkeypatch.setattr(
+        capability, "read_mountinfo", lambda: "24 1 0:22 / /sys rw - sysfs sysfs rw"
+    )
     monkeypatch.setattr(capability, "BTF", tmp_path / "no-btf")
     monkeypatch.setattr(capability.shutil, "which", lambda name: None)
 
@@ -287,3 +289,12 @@ def test_each_missing_piece_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ["no", "cgroup"], ["no", "kernel"], ["no", "BPF"], ["no", "clang"], ["no", "libbpf:"],
     ]  # fmt: skip
     assert all("\n" not in line for line in lines), lines
+
+
+def test_the_policys_security_order_for_unprivileged_bpf_reaches_the_map() -> None:
+    # 1 (disabled for good) is stricter than 2 (disabled, may be re-enabled): numeric order
+    # would refuse the stricter step 2 -> 1 (issue 22 item 11)
+    rule = compile_rules(load_policy().table(), _no_keys).rules["kernel.unprivileged_bpf_disabled"]
+    assert (rule.baseline, rule.order) == (True, (0, 2, 1))
+    value = rule.value(1)
+    assert list(value.order[: value.norder]) == [0, 2, 1]

@@ -80,7 +80,11 @@ def test_triage_of_dev_kmsg_reads_the_ring_buffer_now(tmp_path: Path) -> None:
     proc = run_kassist(["triage", "--format", "json", "/dev/kmsg"], timeout=120)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["source"] == "/dev/kmsg" and doc["lines"] > 0
+    assert doc["source"] == "/dev/kmsg"
+    # Kernel lines, unless a flood of records user space wrote overwrote them all: that
+    # buffer holds no crash and says what it left out (never "is empty").
+    left_out = [w for w in doc["warnings"] if "written by user space left out" in w]
+    assert doc["lines"] > 0 or left_out, doc
     from probes.logs.kmsg import read_ring_buffer
 
     assert read_ring_buffer()  # the function the chat calls, the same snapshot

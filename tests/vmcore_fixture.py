@@ -139,3 +139,63 @@ def reassemble_flattened(src: Path, dst: Path) -> None:
                 raise ValueError(f"{src} is truncated")
             fout.seek(offset)
             fout.write(data)
+
+
+@dataclass(frozen=True)
+class KindsFixture:
+    """The per-kind dumps of build.sh's KINDS table (same kernel as the single dump)."""
+
+    base: VmcoreFixture
+    dir: Path
+    kinds: dict[str, Path]
+    modules: tuple[Path, ...]
+    lkdtm_source: Path
+    module_source: Path
+
+    def vmcore(self, kind: str) -> Path:
+        """Return the dump of one kind."""
+        return self.kinds[kind] / "vmcore"
+
+    def console(self, kind: str) -> str:
+        """Return the serial console of that kind's boot."""
+        return (self.kinds[kind] / "console.log").read_text(errors="replace")
+
+
+def find_or_build_kinds() -> KindsFixture:
+    """Return the crash kinds' dumps, running build.sh first when they are missing."""
+    base = find_or_build()
+    meta_path = base.dir / "kinds" / "kinds.json"
+    if not meta_path.exists():
+        require(os.geteuid() == 0, "building the crash kinds needs root (apt-get, headers)")
+        proc = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=3600, check=False
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"building the crash kinds failed:\n{proc.stderr[-3000:]}")
+    meta = json.loads(meta_path.read_text())
+    d = meta_path.parent
+    return KindsFixture(
+        base=base,
+        dir=d,
+        kinds={k: d / k for k in meta["kinds"]},
+        modules=tuple(d / m for m in meta["modules"].values()),
+        lkdtm_source=d / "src" / "lkdtm",
+        module_source=d / "src" / "kassist_crash" / "kassist_crash.c",
+    )
+
+
+@pytest.fixture(scope="session")
+def vmcore_kinds() -> KindsFixture:
+    """One real vmcore per crash kind: LKDTM's and kassist_crash's (see build.sh)."""
+    return find_or_build_kinds()
+
+
+def line_of(path: Path, needle: str, after: str = "") -> int:
+    """Return the 1-based line of ``path`` that contains ``needle`` (the first one after
+    the line containing ``after``, e.g. the function's own definition)."""
+    started = not after
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        started = started or after in line
+        if started and needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not in {path}")

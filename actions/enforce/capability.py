@@ -64,7 +64,7 @@ def fstype_at(mountinfo: str, path: Path) -> str | None:
     return best[1] if best else None
 
 
-def _mountinfo() -> str:
+def read_mountinfo() -> str:
     try:
         return Path("/proc/self/mountinfo").read_text()
     except OSError:
@@ -73,14 +73,14 @@ def _mountinfo() -> str:
 
 def cgroup2_mount() -> Path | None:
     """Return where the cgroup v2 hierarchy is mounted (``None``: it is not)."""
-    mounts = parse_mounts(_mountinfo(), "cgroup2")
+    mounts = parse_mounts(read_mountinfo(), "cgroup2")
     return mounts[0] if mounts else None
 
 
 def bpffs_problem(pin_root: Path) -> str | None:
     """Return why ``pin_root`` cannot hold pins (``None``: it is on a BPF file system)."""
     resolved = _existing_parent(pin_root)
-    if fstype_at(_mountinfo(), resolved) == "bpf":
+    if fstype_at(read_mountinfo(), resolved) == "bpf":
         return None
     return f"no BPF file system to pin to at {pin_root} (mount -t bpf bpf {BPFFS})"
 

@@ -216,13 +216,21 @@ def _start_ticks(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[19])
 
 
-def _run_name(pid: int) -> str:
-    return f"run-{pid}-{_start_ticks(pid) or 0}-{time.time_ns()}"
+def owned_name(prefix: str, pid: int) -> str:
+    """Return ``<prefix>-<pid>-<start ticks>-<ns>``: a name that says which process made it."""
+    return f"{prefix}-{pid}-{_start_ticks(pid) or 0}-{time.time_ns()}"
 
 
-def _run_owner(run: Path) -> tuple[int, bool]:
-    # (pid, alive): alive when that pid runs now and started when the run says it did
-    parts = run.name.split("-")
+def _is_run(path: Path) -> bool:
+    return path.name.startswith("run-") and path.is_dir()
+
+
+def owner(path: Path) -> tuple[int, bool]:
+    """Return (pid, alive) for a name made by :func:`owned_name`.
+
+    Alive: that pid runs now and started when the name says it did (not a reused pid).
+    """
+    parts = path.name.split("-")
     try:
         pid = int(parts[1])
         start = int(parts[2]) if len(parts) == 4 else None
@@ -248,16 +256,10 @@ def read_rules(rules_fd: int) -> tuple[list[Rule], int]:
     out: list[Rule] = []
     generation = 0
     try:
-        key, nxt, value = RuleKey(), RuleKey(), RuleValue()
-        prev: RuleKey | None = None
-        while lib.bpf_map_get_next_key(fd, None if prev is None else ctypes.byref(prev),
-                                       ctypes.byref(nxt)) == 0:  # fmt: skip
-            ctypes.memmove(ctypes.byref(key), ctypes.byref(nxt), ctypes.sizeof(key))
-            if lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)) == 0:
-                rule, generation = decode(key, value)
-                if rule is not None:
-                    out.append(rule)
-            prev = RuleKey.from_buffer_copy(key)
+        for key, value in libbpf.map_items(fd, RuleKey, RuleValue):
+            rule, generation = decode(key, value)
+            if rule is not None:
+                out.append(rule)
     finally:
         os.close(fd)
     return sorted(out, key=lambda r: r.key), generation
@@ -321,6 +323,11 @@ class Enforcer:
     def running(self) -> bool:
         """Tell whether the programs are loaded (and attached where they could be)."""
         return self._loaded is not None
+
+    @property
+    def rules_fd(self) -> int:
+        """The outer rules map (the BPF queues' validator checks this same policy)."""
+        return self._require().rules_fd
 
     # --- start / stop -----------------------------------------------------------------
 
@@ -414,12 +421,12 @@ class Enforcer:
         # Runs left pinned by earlier agents (replaced after our own attach); a live agent's
         # run is never taken over.
         runs = (
-            [d for d in sorted(self.pin_root.iterdir()) if d.is_dir()]
+            [d for d in sorted(self.pin_root.iterdir()) if _is_run(d)]
             if self.pin_root.is_dir()
             else []
         )
         for run in runs:
-            pid, alive = _run_owner(run)
+            pid, alive = owner(run)
             if alive and pid != os.getpid():
                 raise ActionError(
                     f"{run} belongs to a running agent (pid {pid}): one agent per pin root",
@@ -428,7 +435,7 @@ class Enforcer:
         return runs
 
     def _describe_run(self, run: Path) -> str:
-        pid, _alive = _run_owner(run)
+        pid, _alive = owner(run)
         where = ", ".join(
             f"{a['mode']} {self._cgroup_by_id(a['cgroup_id'])}"
             for r in pinned_status_of(run)
@@ -459,7 +466,7 @@ class Enforcer:
             for name in (b"rules", b"refusals", b"lost", b"agent"):
                 m = libbpf.check_ptr(lib.bpf_object__find_map_by_name(obj, name), "map")
                 fds[name] = libbpf.check(lib.bpf_map__fd(m), "map fd")
-            run_dir = self.pin_root / _run_name(os.getpid())
+            run_dir = self.pin_root / owned_name("run", os.getpid())
             self.pin_root.mkdir(mode=0o700, exist_ok=True)
             run_dir.mkdir(mode=0o700)
             libbpf.check(lib.bpf_obj_pin(fds[b"rules"], str(run_dir / "rules").encode()), "pin")
@@ -565,27 +572,15 @@ class Enforcer:
         return compiled
 
     def _publish(self, compiled: Compiled) -> None:
-        lib = libbpf.lib()
         with self._lock:
             loaded = self._require()
             generation = self.generation + 1
-            inner = libbpf.check(
-                lib.bpf_map_create(libbpf.BPF_MAP_TYPE_HASH, b"kassist_rules", NAME_LEN,
-                                   ctypes.sizeof(RuleValue), MAX_RULES, None),
-                "create the rules map",
-            )  # fmt: skip
+            inner = publish_rules(loaded.rules_fd, compiled, generation)
             try:
-                _fill(inner, compiled.entries(generation))
-                slot, fd = ctypes.c_uint32(0), ctypes.c_uint32(inner)
-                libbpf.check(
-                    lib.bpf_map_update_elem(loaded.rules_fd, ctypes.byref(slot), ctypes.byref(fd),
-                                            libbpf.BPF_ANY),
-                    "swap the rules in",
-                )  # fmt: skip
                 self._enroll()
             except OSError as exc:
                 os.close(inner)
-                raise ActionError(f"cannot publish the rules: {exc.strerror}", "") from None
+                raise ActionError(f"cannot enroll the agent: {exc.strerror}", "") from None
             old, loaded.inner_fd = loaded.inner_fd, inner
             if old >= 0:
                 os.close(old)  # the kernel still holds it until no program runs on it
@@ -766,6 +761,31 @@ class Enforcer:
             os.replace(tmp, path)
 
 
+def publish_rules(outer_fd: int, compiled: Compiled, generation: int) -> int:
+    """Build a new inner rules map, fill it whole, and swap it into the outer map's slot.
+
+    :return: the new inner map's fd (the caller closes the one it replaces).
+    :raises ActionError: the kernel refused a step (the old rules stay).
+    """
+    lib = libbpf.lib()
+    inner = libbpf.check(
+        lib.bpf_map_create(libbpf.BPF_MAP_TYPE_HASH, b"kassist_rules", NAME_LEN,
+                           ctypes.sizeof(RuleValue), MAX_RULES, None),
+        "create the rules map",
+    )  # fmt: skip
+    try:
+        _fill(inner, compiled.entries(generation))
+        slot, fd = ctypes.c_uint32(0), ctypes.c_uint32(inner)
+        libbpf.check(
+            lib.bpf_map_update_elem(outer_fd, ctypes.byref(slot), ctypes.byref(fd), libbpf.BPF_ANY),
+            "swap the rules in",
+        )
+    except OSError as exc:
+        os.close(inner)
+        raise ActionError(f"cannot publish the rules: {exc.strerror}", "") from None
+    return inner
+
+
 def _fill(fd: int, entries: Sequence[tuple[RuleKey, RuleValue]]) -> None:
     # One BPF_MAP_UPDATE_BATCH call for the whole map (hash maps have it since Linux
     # 5.6); element by element where the kernel lacks it.
@@ -830,7 +850,7 @@ def pinned_status(pin_root: Path = DEFAULT_PIN_ROOT) -> list[dict[str, Any]]:
 
     For ``kassist agent enforce status`` (as root): it needs no running agent.
     """
-    runs = sorted(pin_root.iterdir()) if pin_root.is_dir() else []
+    runs = sorted(d for d in pin_root.iterdir() if _is_run(d)) if pin_root.is_dir() else []
     return [entry for run in runs for entry in pinned_status_of(run)]
 
 
@@ -841,12 +861,12 @@ def remove_stale_runs(pin_root: Path = DEFAULT_PIN_ROOT) -> list[str]:
     on enforcing while ``status`` says there is none. A live agent's run is left alone
     (and named: enforcement goes on there, by that agent's choice).
     """
-    if not capability.parse_mounts(capability._mountinfo(), "bpf") or not pin_root.is_dir():
+    if not capability.parse_mounts(capability.read_mountinfo(), "bpf") or not pin_root.is_dir():
         return []
     lines = []
     probe = Enforcer(pin_root, state_file=None)
-    for run in sorted(d for d in pin_root.iterdir() if d.is_dir()):
-        pid, alive = _run_owner(run)
+    for run in sorted(d for d in pin_root.iterdir() if _is_run(d)):
+        pid, alive = owner(run)
         what = probe._describe_run(run)
         if alive and pid != os.getpid():
             lines.append(f"pinned enforcement of a running agent left in place ({what})")

@@ -102,12 +102,20 @@ struct rules_inner {
 	__uint(value_size, sizeof(struct rule));
 };
 
+/* The policy: one slot, holding the inner map of the current generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct rules_inner);
+} rules SEC(".maps");
+
 /* One value read token by token (blank separated): the ints, and the first token as a word. */
 struct scan {
 	char value[VALUE_LEN];
 	__s64 ints[MAX_INTS];
 	char word[WORD_LEN];
-	__s64 acc;
+	__u64 acc;	 /* the current token's magnitude */
 	__u32 count;	 /* tokens ended so far */
 	__u32 len;	 /* bytes in the current token */
 	__u32 neg;
@@ -150,7 +158,8 @@ static long scan_byte(__u32 i, struct work_ctx *ctx)
 	if (blank) {
 		if (s->len) {
 			if (s->count < MAX_INTS)
-				s->ints[s->count & (MAX_INTS - 1)] = s->neg ? -s->acc : s->acc;
+				s->ints[s->count & (MAX_INTS - 1)] =
+					s->neg ? (__s64)(0 - s->acc) : (__s64)s->acc;
 			if (s->neg && s->len == 1)
 				s->not_int = 1; /* a lone "-" */
 			if (s->count == 0)
@@ -175,7 +184,9 @@ static long scan_byte(__u32 i, struct work_ctx *ctx)
 		s->neg = 1;
 	} else if (c >= '0' && c <= '9') {
 		__u32 digits = s->len - s->neg;
-		__s64 d = c - '0';
+		__u64 d = c - '0';
+		/* the largest magnitude: 2^63 - 1, or 2^63 for a negative int */
+		__u64 limit = 0x7fffffffffffffffULL + (s->neg ? 1 : 0);
 
 		if (digits == 0)
 			s->first_zero = c == '0';
@@ -183,7 +194,7 @@ static long scan_byte(__u32 i, struct work_ctx *ctx)
 			s->not_int = 1; /* a leading zero: the kernel would read octal */
 		if (digits >= 19)
 			s->not_int = 1; /* the validator's ints have 1 to 19 digits */
-		else if (s->acc > (0x7fffffffffffffffLL - d) / 10)
+		else if (s->acc > (limit - d) / 10)
 			s->overflow = 1;
 		else
 			s->acc = s->acc * 10 + d;
@@ -212,6 +223,23 @@ static long name_byte(__u32 i, struct work_ctx *ctx)
 		n->slashes |= 1ULL << (i & 63);
 	n->right[(NAME_LEN - n->len + i) & (NAME_LEN - 1)] = c;
 	return 0;
+}
+
+static long nul_byte(__u32 i, struct work_ctx *ctx)
+{
+	if (ctx->n->key.name[i & (NAME_LEN - 1)] == 0)
+		return 1;
+	ctx->n->len = i + 1;
+	return 0;
+}
+
+/* Set n->len from n->key (a name that did not come from the kernel: the queues). */
+static __always_inline void name_length(struct name_info *n)
+{
+	struct work_ctx ctx = { .n = n };
+
+	n->len = 0;
+	bpf_loop(NAME_LEN - 1, nul_byte, &ctx, 0);
 }
 
 /* Fill the right-aligned copy and the slash bitmap of n->key (n->len already set). */

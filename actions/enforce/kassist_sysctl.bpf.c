@@ -41,13 +41,6 @@ struct refusal {
 enum mode { MODE_LOCKDOWN = 1, MODE_GUARD = 2 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__array(values, struct rules_inner);
-} rules SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } refusals SEC(".maps");

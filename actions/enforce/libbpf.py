@@ -20,7 +20,9 @@ import ctypes
 import ctypes.util
 import errno
 import os
+from collections.abc import Iterator
 from functools import lru_cache
+from typing import TypeVar
 
 #: From ``<linux/bpf.h>``.
 BPF_MAP_TYPE_HASH = 1
@@ -53,11 +55,13 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_object__close": (None, [_c_void_p]),
     "bpf_object__find_program_by_name": (_c_void_p, [_c_void_p, _c_char_p]),
     "bpf_object__find_map_by_name": (_c_void_p, [_c_void_p, _c_char_p]),
+    "bpf_map__reuse_fd": (_c_int, [_c_void_p, _c_int]),
     "bpf_program__fd": (_c_int, [_c_void_p]),
     "bpf_map__fd": (_c_int, [_c_void_p]),
     "bpf_map_create": (_c_int, [_c_int, _c_char_p, _c_uint, _c_uint, _c_uint, _c_void_p]),
     "bpf_map_update_elem": (_c_int, [_c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
     "bpf_map_lookup_elem": (_c_int, [_c_int, _c_void_p, _c_void_p]),
+    "bpf_map_delete_elem": (_c_int, [_c_int, _c_void_p]),
     "bpf_map_update_batch": (
         _c_int,
         [_c_int, _c_void_p, _c_void_p, ctypes.POINTER(ctypes.c_uint32), _c_void_p],
@@ -123,14 +127,15 @@ class TestRunOpts(ctypes.Structure):
 def run_program(prog_fd: int, ctx: ctypes.Structure | None = None) -> int:
     """Run a ``BPF_PROG_TYPE_SYSCALL`` program once (``BPF_PROG_RUN``) in this task.
 
-    :param ctx: the program's context, copied in (and back out: the program may write it).
+    :param ctx: the program's context, copied in and back (a syscall program may write
+        it; the kernel copies it back over ``ctx_in`` and refuses a ``ctx_out``).
     :return: the program's return value (an ``int``).
     :raises OSError: the kernel refused to run it.
     """
     opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts))
     if ctx is not None:
-        opts.ctx_in = opts.ctx_out = ctypes.addressof(ctx)
-        opts.ctx_size_in = opts.ctx_size_out = ctypes.sizeof(ctx)
+        opts.ctx_in = ctypes.addressof(ctx)
+        opts.ctx_size_in = ctypes.sizeof(ctx)
     check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "run the BPF program")
     return ctypes.c_int32(opts.retval).value
 
@@ -173,6 +178,27 @@ def link_info(fd: int) -> LinkInfo:
     size = ctypes.c_uint32(ctypes.sizeof(info))
     check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "link info")
     return info
+
+
+K = TypeVar("K", bound=ctypes.Structure)
+V = TypeVar("V", bound=ctypes.Structure)
+
+
+def map_items(fd: int, key_type: type[K], value_type: type[V]) -> Iterator[tuple[K, V]]:
+    """Yield a map's entries (``BPF_MAP_GET_NEXT_KEY`` then a lookup), each a fresh copy.
+
+    An entry deleted between the two calls is skipped.
+    """
+    handle = lib()
+    key, nxt = key_type(), key_type()
+    prev: K | None = None
+    while handle.bpf_map_get_next_key(fd, None if prev is None else ctypes.byref(prev),
+                                      ctypes.byref(nxt)) == 0:  # fmt: skip
+        ctypes.memmove(ctypes.byref(key), ctypes.byref(nxt), ctypes.sizeof(key))
+        value = value_type()
+        if handle.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)) == 0:
+            yield key_type.from_buffer_copy(key), value
+        prev = key_type.from_buffer_copy(key)
 
 
 def map_id(fd: int) -> int:

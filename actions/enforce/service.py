@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actions.agent import Agent
 from actions.audit import Audit
 from actions.enforce.build import DEFAULT_CACHE
 from actions.enforce.enforcer import (
@@ -29,7 +30,8 @@ from actions.enforce.enforcer import (
     Unguarded,
     remove_stale_runs,
 )
-from actions.enforce.maps import SpecOf
+from actions.enforce.maps import Compiled, SpecOf, compile_rules
+from actions.enforce.queues import KernelCheck, Queues, Verdict
 from actions.errors import ActionError
 from actions.policy import Policy, load_policy
 
@@ -45,6 +47,10 @@ class EnforceSettings:
     :param cache_dir: where the compiled BPF object is kept.
     :param best_effort: serve even when some of the enforcement asked for cannot run
         (``--enforce-best-effort``; off by default: then the agent refuses to start).
+    :param queues: validate in the kernel, through the BPF queues (``--bpf-queues``); where
+        they cannot run, one line says so and user space validates as before.
+    :param queue_rate: entries one extension may submit per second (0: unlimited).
+    :param queue_burst: ...and at once.
     """
 
     lockdown: tuple[Path, ...] = ()
@@ -53,6 +59,9 @@ class EnforceSettings:
     state_file: Path = DEFAULT_STATE
     cache_dir: Path = DEFAULT_CACHE
     best_effort: bool = False
+    queues: bool = False
+    queue_rate: int = 100
+    queue_burst: int = 200
 
     @property
     def wanted(self) -> bool:
@@ -98,7 +107,138 @@ def spec_lookup(policy: Policy) -> SpecOf:
     return spec_of
 
 
+class KernelSide:
+    """What the agent runs in the kernel: the guard and the BPF queues (either may be off).
+
+    :param enforcer: the guard (``None``: not asked for).
+    :param queues: the BPF queues and their validator (``None``: not asked for, or off).
+    """
+
+    def __init__(self, enforcer: Enforcer | None, queues: Queues | None) -> None:
+        self.enforcer = enforcer
+        self.queues = queues
+
+    def status(self) -> dict[str, Any]:
+        """Return the guard's status, with the queues' under ``queues``."""
+        out: dict[str, Any] = {"enabled": False}
+        if self.enforcer is not None:
+            out = self.enforcer.status()
+        if self.queues is not None:
+            out["queues"] = self.queues.status()
+        return out
+
+
 def start_for_agent(
+    agent: Agent, settings: EnforceSettings, log: Callable[[str], None]
+) -> KernelSide | None:
+    """Start what the agent runs in the kernel: the guard (fail closed), the BPF queues.
+
+    :return: ``None`` when neither was asked for.
+    :raises ActionError: the guard was asked for and cannot run (one line).
+    """
+    enforcer = start_guard(agent.policy, agent.audit, settings, log)
+    if settings.queues:
+        queues = start_queues(agent, settings, enforcer, log)
+    else:
+        queues = None
+        _answer_leftovers(agent, settings, log)
+    if enforcer is None and queues is None:
+        return None
+    return KernelSide(enforcer, queues)
+
+
+def start_queues(
+    agent: Agent, settings: EnforceSettings, enforcer: Enforcer | None, log: Callable[[str], None]
+) -> Queues | None:
+    """Start the BPF queues and make them the agent's validator of record; or say in one
+    line why not (user space then validates as before) and return ``None``."""
+    audit = agent.audit
+    rules_fd = enforcer.rules_fd if enforcer is not None and enforcer.running else None
+    queues = Queues(
+        settings.pin_root, settings.cache_dir, rules_fd, settings.queue_rate, settings.queue_burst,
+        on_answer=_audit_answer(audit),
+    )  # fmt: skip
+    queues.on_step = _agent_step(agent)
+    try:
+        # without the guard, the queues hold the policy themselves
+        queues.start(None if rules_fd is not None else compile_policy(agent.policy))
+    except (ActionError, OSError) as exc:
+        queues.stop()
+        why = exc.message if isinstance(exc, ActionError) else str(exc.strerror or exc)
+        log(f"BPF queues off: {why}; validating in user space as before")
+        audit.record("queues-unavailable", problem=why)
+        return None
+    for line in queues.notices:
+        log(f"BPF queues: {line}")
+    for orphan in queues.orphans:
+        audit.record("queue-orphan", **orphan.to_dict())
+    agent.kernel = KernelCheck(queues, agent.roots, _audit_verdicts(audit))
+    audit.record("queues-start", pin=str(queues.status().get("pin")), orphans=len(queues.orphans))
+    log(
+        f"validating in the kernel through BPF queues ({'the guard' if rules_fd else 'its own'}"
+        f" policy map; {settings.queue_rate or 'no'} entries/s per extension)"
+    )
+    return queues
+
+
+def _audit_answer(audit: Audit) -> Callable[[Verdict], None]:
+    # one line per verdict, within the audit log's caps for what a peer can cause at will
+    def record(verdict: Verdict) -> None:
+        audit.bounded("kernel-verdict", f"kernel-verdict uid {verdict.uid}", **verdict.to_dict())
+
+    return record
+
+
+def _agent_step(agent: Agent) -> Callable[[str], None]:
+    # the queues' steps go to the agent's step hook (fault-injection tests; none in production)
+    def step(at: str) -> None:
+        if agent.on_step is not None:
+            agent.on_step(at, 0)
+
+    return step
+
+
+def _audit_verdicts(audit: Audit) -> Callable[[list[Verdict], list[str]], None]:
+    # each verdict is audited as it is read (on_answer); here, what the two sides split on
+    def record(verdicts: list[Verdict], disagree: list[str]) -> None:
+        if disagree:
+            audit.record("kernel-disagreement", targets=disagree,
+                         seqs=[v.seq for v in verdicts if not v.accepted])  # fmt: skip
+
+    return record
+
+
+def compile_policy(policy: Policy) -> Compiled:
+    """Compile a policy for the kernel map, with the validator's specs; every row must fit.
+
+    :raises ActionError: a row the map cannot hold (one line).
+    """
+    return compile_rules(policy.table(), spec_of=spec_lookup(policy)).require_fit()
+
+
+def _answer_leftovers(agent: Agent, settings: EnforceSettings, log: Callable[[str], None]) -> None:
+    # Queues an earlier agent left pinned while this one runs without them: every entry
+    # still there is answered (audited, never applied), then everything is unpinned.
+    if not (settings.pin_root / "queues").is_dir():
+        return
+    audit = agent.audit
+    queues = Queues(settings.pin_root, settings.cache_dir, on_answer=_audit_answer(audit))
+    try:
+        queues.start(compile_policy(agent.policy))
+    except (ActionError, OSError) as exc:
+        why = exc.message if isinstance(exc, ActionError) else str(exc)
+        log(f"BPF queues: an earlier agent's are pinned and cannot be read: {why}")
+        return
+    orphans = [*queues.orphans, *queues.stop()]
+    for orphan in orphans:
+        audit.record("queue-orphan", **orphan.to_dict())
+    log(
+        f"BPF queues: removed the queues an earlier agent left pinned ({len(orphans)} entries "
+        "answered, none applied): the queues were not requested"
+    )
+
+
+def start_guard(
     policy: Policy,
     audit: Audit,
     settings: EnforceSettings,
@@ -166,15 +306,21 @@ def start_for_agent(
     return enforcer
 
 
-def stop_for_agent(audit: Audit, enforcer: Enforcer | None) -> None:
-    """Detach and unpin everything, and audit it (no-op without enforcement)."""
+def stop_for_agent(audit: Audit, kernel: KernelSide | None) -> None:
+    """Detach and unpin everything, answer what the queues hold, and audit it."""
+    if kernel is None:
+        return
+    if kernel.queues is not None:
+        for orphan in kernel.queues.stop():
+            audit.record("queue-orphan", **orphan.to_dict())
+    enforcer = kernel.enforcer
     if enforcer is None or not enforcer.running:
         return
     enforcer.stop()
     audit.record("enforce-stop", refusals=len(enforcer.recent), dropped=enforcer.dropped)
 
 
-def reload_policy(old: Policy, audit: Audit, enforcer: Enforcer | None) -> Policy:
+def reload_policy(old: Policy, audit: Audit, kernel: KernelSide | None) -> Policy:
     """Read the agent's policy file again and swap the kernel's rules to it, whole.
 
     The kernel's map is swapped first: when the new policy cannot be compiled, neither
@@ -184,8 +330,13 @@ def reload_policy(old: Policy, audit: Audit, enforcer: Enforcer | None) -> Polic
     """
     new = load_policy(None if old.source == Policy.source else old.source)
     generation = None
+    enforcer = kernel.enforcer if kernel is not None else None
+    queues = kernel.queues if kernel is not None else None
     if enforcer is not None and enforcer.running:
-        enforcer.reload(new.table(), spec_lookup(new))
+        enforcer.reload(new.table(), spec_lookup(new))  # the queues read the same map
         generation = enforcer.generation
+    elif queues is not None and queues.running:
+        queues.publish(compile_policy(new))
+        generation = queues.generation
     audit.record("policy-reload", policy=new.source, generation=generation)
     return new

@@ -734,14 +734,20 @@ def _logs(args: LogsArgs, ctx: Context) -> ToolResult:
 
 
 def _vmcore(args: PathArgs, ctx: Context) -> ToolResult:
+    from assistant.rootcause.explain import explain_target, explanation_markdown
     from assistant.vmcore import analyse_target, open_target, triage_analysis
 
     ctx.say(f"opening {args.path} with drgn")
     target = open_target(os.path.expanduser(args.path))
     result = triage_analysis(analyse_target(target, with_locals=False))
     _remember_crash(ctx, result.crashes[0].signature if result.crashes else None, args.path)
-    return ToolResult(triage_markdown(result), result.to_dict(),
-                      evidence="\n".join(c.title for c in result.crashes))  # fmt: skip
+    text = triage_markdown(result)
+    first = result.crashes[0] if result.crashes else None  # rootcause: explain the first
+    explained = explain_target(target, first, first.report if first else None)
+    text += "\n\n" + explanation_markdown(explained)
+    data = result.to_dict() | {"explanation": explained.to_dict()}
+    evidence = "\n".join([*(c.title for c in result.crashes), *(f.text for f in explained.facts)])
+    return ToolResult(text, data, evidence=evidence)
 
 
 def _docs(args: DocsArgs, ctx: Context) -> ToolResult:

@@ -192,12 +192,14 @@ def _status_text(c: Completion) -> str:
 
 
 def _enforce_summary(e: dict[str, Any]) -> list[str]:
+    lines = []
     if e.get("enabled"):
         where = ", ".join(f"{a['mode']} {a['cgroup']}" for a in e["attachments"]) or "nothing"
         lines = [f"in-kernel enforcement: {where}; {len(e['rules'])} rules "
                  f"(generation {e['kernel_generation']})"]  # fmt: skip
-    else:
+    elif e.get("best_effort"):
         lines = ["in-kernel enforcement: OFF (best effort)"]
+    lines += _queues_summary(e.get("queues") or {})
     # best effort: every cgroup and policy row asked for and not enforced, one line each
     lines += [f"  NOT enforced: {u['mode']} {printable(u['cgroup'])}: {printable(u['why'])}"
               for u in e.get("unguarded", [])]  # fmt: skip
@@ -208,6 +210,23 @@ def _enforce_summary(e: dict[str, Any]) -> list[str]:
         lines.append(f"recent refusals ({len(refusals)}, {e['dropped']} dropped):")
         lines += [f"  {_when(r['time'])}  pid {r['pid']} {r['comm']} {r['key']}={r['value']!r}"
                   f" ({r['reason']})" for r in refusals[-5:]]  # fmt: skip
+    return lines
+
+
+def _queues_summary(q: dict[str, Any]) -> list[str]:
+    if not q.get("running"):
+        return []
+    rate = q["rate"]["per_second"] or "no limit"
+    lines = [f"BPF queues: {q['sequence']} entries validated in the kernel "
+             f"({q['orphans']} answered after a restart, not applied); "
+             f"{rate} entries/s per extension"]  # fmt: skip
+    for x in q["extensions"]:
+        why = ", ".join(f"{printable(k)} {n}" for k, n in x["refused_by_reason"].items())
+        lines.append(
+            f"  uid {x['uid']} cgroup {x['cgroup_id']}: submitted {x['submitted']}, accepted "
+            f"{x['accepted']}, refused {x['refused']}{f' ({why})' if why else ''}, "
+            f"applied {x['applied']}"
+        )
     return lines
 
 

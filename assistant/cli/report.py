@@ -83,10 +83,17 @@ def report(
             "no input given", "name a log file, a stored crash's signature, or --vmcore FILE", 2
         )
     dump = None
+    explained = None
     if vmcore is not None:
-        from assistant.vmcore import triage_vmcore
+        from assistant.rootcause.explain import explain_target, explanation_markdown
+        from assistant.vmcore import analyse_target, open_target, triage_analysis
 
-        dump = triage_vmcore(vmcore, vmlinux, debug_dir, progress=notice)
+        target = open_target(vmcore, vmlinux, debug_dir, progress=notice)
+        dump = triage_analysis(analyse_target(target))
+        first = dump.crashes[0] if dump.crashes else None  # rootcause: the explanation
+        explained = explanation_markdown(
+            explain_target(target, first, first.report if first else None)
+        )
     if path is not None and path != "-" and not os.path.exists(path) and _SIGNATURE.fullmatch(path):
         crash = _stored(path, db, url)
     else:
@@ -119,7 +126,9 @@ def report(
             sys.stdout.flush()
 
     # The paragraph's prompt sets its own budget; --max-tokens overrides it.
-    drafted = draft_report(crash, llm, max_tokens, write, dump.vmcore if dump else None)
+    drafted = draft_report(
+        crash, llm, max_tokens, write, dump.vmcore if dump else None, explanation=explained
+    )
     if not streaming:
         sys.stdout.write(printable_lines(drafted.markdown))
     if output:

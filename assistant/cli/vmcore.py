@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import click
 
+from actions.text import printable_lines
 from assistant.cli.common import notice
 from assistant.frames import frame_text
 from assistant.vmcore import analyse_target, open_target
@@ -19,6 +20,7 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "tasks": ("blocked", "runqueues"),
     "dmesg": ("dmesg",),
     "mem": ("memory",),
+    "explain": ("crash", "dmesg"),
 }
 
 
@@ -147,13 +149,24 @@ def vmcore(
     fmt: str,
     quiet: bool,
 ) -> None:
-    """Show one view of a vmcore: info, bt (stack with locals), tasks, dmesg or mem.
+    """Show one view of a vmcore: info, bt (stack with locals), tasks, dmesg, mem, or
+    explain (the verdict, then each fact behind it: faulting instruction, registers, struct
+    member, object state and stacks, trace agreement, assessment; JSON kassist.explain/1).
 
     FILE is a vmcore (kdump-compressed, flattened or ELF), /proc/kcore for the
     running kernel, or qmp:SOCKET for a QEMU guest (QEMU's -qmp unix:SOCKET).
     Debug info comes from --vmlinux, --debug-dir, --ko, or /usr/lib/debug.
     """
     target = open_target(path, vmlinux, debug_dir, extra, None if quiet else notice)
+    if view == "explain":
+        from assistant.rootcause.explain import explain_vmcore, explanation_markdown
+
+        explanation = explain_vmcore(target)
+        if fmt == "json":
+            click.echo(json.dumps(explanation.to_dict(), indent=2))
+        else:
+            click.echo(printable_lines(explanation_markdown(explanation)), nl=False)
+        return
     analysis = analyse_target(target, VIEWS[view], with_locals=view == "bt")
     if not quiet:
         for warning in [*analysis.warnings, *analysis.errors]:

@@ -28,6 +28,7 @@ from assistant.drafters.summary import draft_happened, fallback_summary
 from assistant.drafters.vmcore_markdown import vmcore_markdown
 from assistant.frames import frame_text
 from assistant.llm.base import Backend
+from assistant.rootcause.report import rootcause_markdown
 from assistant.triage.facts import AllocStack, CrashFacts
 from assistant.triage.model import Crash
 from assistant.triage.render import task_text
@@ -220,6 +221,7 @@ def draft_report(
     vmcore: Findings | None = None,
     kb: KnowledgeBase | None = None,
     use_kb: bool = True,
+    explanation: str | None = None,
 ) -> DraftedReport:
     """Draft the report, writing each piece through ``write`` as soon as it exists.
 
@@ -231,6 +233,7 @@ def draft_report(
     :param write: called with each piece of Markdown, in order.
     :param vmcore: drgn's analyses of the crash's vmcore (``TriageResult.vmcore``), if any.
     :param kb: the knowledge base (default: opened here when ``use_kb``).
+    :param explanation: ``kassist vmcore explain``'s Markdown for the crash's dump, if any.
     """
     emit = write or (lambda _s: None)
     rating = severity_of(crash.type, crash.panicked)
@@ -242,6 +245,8 @@ def draft_report(
     pieces = [
         summary,
         facts_markdown(crash.crash_facts()),
+        rootcause_markdown(crash, knowledge.subsystems or None),  # rootcause: log alone
+        explanation or "",
         steps_markdown(crash),
         knowledge_markdown(crash, knowledge),
         vmcore_markdown(vmcore) if vmcore else "",

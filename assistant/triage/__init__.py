@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from assistant.errors import InputError
+from assistant.rootcause.report import rootcause_dict
 from assistant.triage.engine import triage_blocks, triage_lines
-from assistant.triage.model import TRIAGE_SCHEMA, Crash, Event, Frame, TriageResult
+from assistant.triage.model import (
+    CRASH_SECTIONS,
+    TRIAGE_SCHEMA,
+    Crash,
+    Event,
+    Frame,
+    TriageResult,
+)
 from probes.errors import ProbeError
 from probes.logs import ReadStats, iter_log_blocks
+
+CRASH_SECTIONS.append(rootcause_dict)  # the faulting instruction and the assessment
 
 
 def triage_path(path: str) -> TriageResult:

@@ -7,6 +7,7 @@ engine stays fast; :meth:`to_dict` gives the JSON form.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,12 @@ if TYPE_CHECKING:  # drgn is loaded only for a vmcore
 from assistant.triage.facts import CrashFacts, extract_facts
 
 TRIAGE_SCHEMA = "kassist.triage/1"
+
+#: Sections other packages add to a crash's JSON object: each takes the crash and returns
+#: its keys. assistant/triage/__init__.py registers assistant.rootcause's ``fault`` and
+#: ``assessment`` (the contract's keys), so this module never imports rootcause (which
+#: reads crashes).
+CRASH_SECTIONS: list[Callable[[Crash], dict[str, Any]]] = []
 
 
 @dataclass
@@ -122,9 +129,13 @@ class Crash:
         return self.facts
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the crash as the JSON object of the triage contract."""
+        """Return the crash as the JSON object of the triage contract, with its faulting
+        instruction and assessment (``fault``, ``assessment``: :data:`CRASH_SECTIONS`)."""
         self.crash_facts()
-        return asdict(self)
+        out = asdict(self)
+        for section in CRASH_SECTIONS:
+            out |= section(self)
+        return out
 
 
 @dataclass

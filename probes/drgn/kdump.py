@@ -107,3 +107,26 @@ def flattened_shortfall(path: str) -> int | None:
             pos += _FLAT_RECORD.size + length
             if pos > size:
                 return size
+
+
+#: kdump_sub_header (block 1): ``phys_base`` (unsigned long), then ``dump_level`` (int).
+_SUB_HEADER = struct.Struct("<Qi")
+
+
+def dump_coverage(path: str) -> tuple[int, int, int] | None:
+    """Say how much memory a kdump-compressed file holds.
+
+    :return: ``(dump_level, pages present, max_mapnr)``: makedumpfile's ``-d`` level (the
+        page types left out), the pages in the file, the page frames of the machine; or
+        ``None`` when the file is not little-endian kdump-compressed.
+    """
+    layout = kdump_layout(path)
+    if layout is None:
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(_FIELDS_OFFSET + _FIELDS.size)
+        max_mapnr = _FIELDS.unpack_from(head, _FIELDS_OFFSET)[4]
+        fh.seek(layout.block_size)
+        raw = fh.read(_SUB_HEADER.size)
+    level = _SUB_HEADER.unpack(raw)[1] if len(raw) == _SUB_HEADER.size else 0
+    return level, layout.pages, max_mapnr

@@ -287,16 +287,17 @@ def _is_kmsg(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == KMSG_DEVICE
 
 
-def _open_checked(path: str, stats: ReadStats) -> BinaryIO:
+def _stat(path: str) -> os.stat_result:
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except OSError as exc:
         raise _describe_os_error(path, exc) from None
+
+
+def _open_checked(path: str, st: os.stat_result) -> BinaryIO:
     if stat.S_ISDIR(st.st_mode):
         raise ProbeError(f"{path}: is a directory", "give a log file, or a kdump directory")
     try:
-        if _is_kmsg(st):
-            return _ring_buffer_stream(path, stats)
         if stat.S_ISCHR(st.st_mode):
             raise ProbeError(
                 f"{path}: a character device, not a log",
@@ -347,7 +348,16 @@ def _log_streams(path: str, stats: ReadStats) -> Iterator[tuple[str, IO[bytes]]]
     names = _kdump_inputs(p) if p.is_dir() else [path]
     for name in names:
         stats.files.append(name)
-        with _open_checked(name, stats) as raw:
+        st = _stat(name)
+        if _is_kmsg(st):
+            # Our own text, never compressed; a ring buffer that holds only records user
+            # space wrote is no crash, not an empty input (the warning counts them).
+            try:
+                yield name, _ring_buffer_stream(name, stats)
+            except OSError as exc:
+                raise _describe_os_error(name, exc) from None
+            continue
+        with _open_checked(name, st) as raw:
             yield name, _sniffed(raw, name)
 
 
