@@ -131,6 +131,16 @@ CONCEPT_QUESTIONS = (
     "What does memory pressure mean for a cgroup?",
     "How is the dirty page limit computed?",
     "What happens when the disk's write cache is full?",
+    "Why does the kernel kill processes when memory runs out?",
+    "Tell me about memory cgroups",
+    "Where does the kernel keep its log buffer?",
+    "Does the kernel drop packets when the backlog is full?",
+    "Why does writeback stall applications?",
+    "Is the I/O scheduler chosen per disk?",
+    "What triggers a kernel panic?",
+    "How many file descriptors can a process open by default?",
+    "How do cgroups limit CPU time?",
+    "What does it mean when the kernel says a CPU is stuck?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
@@ -143,6 +153,10 @@ STATE_QUESTIONS = (
     ("why are connections dropped?", "tune"),
     ("how often are TCP segments retransmitted here? trace it", "probe"),
     ("what is using the most memory right now?", "top"),
+    ("why did the kernel panic last night?", "crashes"),
+    ("why is my server swapping so much?", "stats"),
+    ("does this machine drop packets?", "probe"),
+    ("what is the kernel log saying right now?", "logs"),
 )
 
 

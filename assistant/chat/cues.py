@@ -459,7 +459,8 @@ _REFERENT = re.compile(
     re.I,
 )
 _WHAT_DOES_IT_DO = re.compile(
-    r"\bwhat does (?:it|that|this)(?: key| setting| sysctl| one)? (?:do|mean|control)\b", re.I
+    r"\bwhat does (?:it|that|this)(?: key| setting| sysctl| one)? (?:do|mean|control)\b\s*\??\s*$",
+    re.I,
 )
 #: A question about the kernel in general (what a thing is, means, does, how it works or
 #: is configured): the documentation answers it, not a reading of this machine.
@@ -469,15 +470,22 @@ _CONCEPT = re.compile(
     r"|^\s*what (?:causes|kinds? of|types? of|unit)\b|^\s*what happens (?:if|when)\b"
     r"|^\s*how (?:long|much \w+|often) (?:does|do|will)\b|\bsafe\b"
     r"|^\s*when (?:should|would|does|do|is|are)\b"
-    r"|^\s*(?:over|in|for|at|by|from) which\b|^\s*what (?:limits|controls|decides|determines)\b"
+    r"|^\s*(?:over|in|for|at|by|from) which\b"
+    r"|^\s*what (?:limits|controls|decides|determines|triggers)\b"
     r"|^\s*how (?:is|are) [\w ./-]{1,40}?\b(?:reserved|computed|calculated|measured|counted"
     r"|defined|chosen|decided|set up|kept|made)\b"
-    r"|^\s*how (?:does|do) [\w ./-]{1,40}?\b(?:work|differ|decide|find|detect|choose|pick)\b"
+    r"|^\s*how (?:does|do) [\w ./-]{1,40}?\b(?:work|differ|decide|find|detect|choose|pick"
+    r"|limit|count|measure|handle|protect)\b"
     r"|^\s*what (?:does|do) [\w ./-]{1,40}?\b(?:do|mean|control|limit|protect|decide|count"
     r"|show|measure|report|find|detect|catch)\b"
     r"|\bhow (?:do|can|should) (?:i|you|one|we) (?:get|make|enable|disable|keep|prevent"
     r"|configure|turn|change|read|tell|debug|use|interpret)\b"
-    r"|\bhow (?:do|can) (?:i|we) (?:stop|prevent) [\w ]{1,40}? from\b",
+    r"|\bhow (?:do|can) (?:i|we) (?:stop|prevent) [\w ]{1,40}? from\b"
+    # the kernel's general behaviour, a generic "why", what a thing is made of or defaults to
+    r"|^\s*(?:why|how|when|where|does|do|can|will|would)(?: does| do| would| will| can)?"
+    r" (?:the )?kernel\b|^\s*why (?:would|does|do) (?!it\b|this\b|that\b|they\b|my\b|our\b)"
+    r"|^\s*(?:tell me about|explain|describe)\b|^\s*(?:is|are) [\w ./-]{1,40}?\b(?:per|always|ever"
+    r"|only)\b|\bmade of\b|\b(?:purpose|point) of\b|\bby default\b",
     re.I,
 )
 #: Words that put a question on this machine's state or asks for a reading: a tool's.
