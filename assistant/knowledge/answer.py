@@ -33,9 +33,9 @@ OFFERED = 10
 #: Most sentences in an answer.
 MAX_SENTENCES = 4
 #: Most characters of a quoted answer (a passage this short is quoted whole).
-QUOTE_CHARS = 600
+QUOTE_CHARS = 900
 #: Most sentences of a quoted answer.
-MAX_QUOTED = 5
+MAX_QUOTED = 6
 SELECT_PROMPT = "answer_select"
 WRITE_PROMPT = "answer_write"
 MODES = ("auto", "quote", "select", "write")
