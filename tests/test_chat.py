@@ -141,6 +141,13 @@ CONCEPT_QUESTIONS = (
     "How many file descriptors can a process open by default?",
     "How do cgroups limit CPU time?",
     "What does it mean when the kernel says a CPU is stuck?",
+    "How big can the TCP receive buffer grow?",
+    "What kernel parameter makes the kernel reboot after a panic?",
+    "What should I look at first in an oops?",
+    "Should swap be enabled on a database server?",
+    "How are CPU time limits enforced for a cgroup?",
+    "Where are kernel crash dumps written?",
+    "What information does a hung task warning print?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (

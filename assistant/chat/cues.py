@@ -473,7 +473,8 @@ _CONCEPT = re.compile(
     r"|^\s*(?:over|in|for|at|by|from) which\b"
     r"|^\s*what (?:limits|controls|decides|determines|triggers)\b"
     r"|^\s*how (?:is|are) [\w ./-]{1,40}?\b(?:reserved|computed|calculated|measured|counted"
-    r"|defined|chosen|decided|set up|kept|made)\b"
+    r"|defined|chosen|decided|set up|kept|made|enforced|applied|handled|stored|written|cached"
+    r"|used)\b"
     r"|^\s*how (?:does|do) [\w ./-]{1,40}?\b(?:work|differ|decide|find|detect|choose|pick"
     r"|limit|count|measure|handle|protect)\b"
     r"|^\s*what (?:does|do) [\w ./-]{1,40}?\b(?:do|mean|control|limit|protect|decide|count"
@@ -485,7 +486,14 @@ _CONCEPT = re.compile(
     r"|^\s*(?:why|how|when|where|does|do|can|will|would)(?: does| do| would| will| can)?"
     r" (?:the )?kernel\b|^\s*why (?:would|does|do) (?!it\b|this\b|that\b|they\b|my\b|our\b)"
     r"|^\s*(?:tell me about|explain|describe)\b|^\s*(?:is|are) [\w ./-]{1,40}?\b(?:per|always|ever"
-    r"|only)\b|\bmade of\b|\b(?:purpose|point) of\b|\bby default\b",
+    r"|only)\b|\bmade of\b|\b(?:purpose|point) of\b|\bby default\b"
+    # a kind of thing rather than this one: "in an oops", "on a database server"
+    r"|\b(?:in|from|of) an? (?:oops|panic|crash|splat|warning|stack trace|backtrace|report)\b"
+    r"|\bon an? [\w-]+ (?:server|machine|host|system|box)\b"
+    r"|^\s*how (?:big|large|small|high|low|far) (?:can|does|do|is|are|may)\b"
+    r"|^\s*what (?:kernel )?(?:parameter|option|setting|sysctl|knob|information|fields?)s?"
+    r" (?:does|do|makes?|controls?|sets?|enables?|turns?|limits?)\b"
+    r"|^\s*where (?:are|is|does|do)\b",
     re.I,
 )
 #: Words that put a question on this machine's state or asks for a reading: a tool's.
@@ -494,6 +502,7 @@ _THIS_MACHINE = re.compile(
     r"|\b(?:this|my|our|the) (?:machine|box|host|server|computer|node)\b|\bthis system\b"
     r"|\bhere\b|\blately\b|\brecent(?:ly)?\b|\btoday\b|\byesterday\b|\bthis (?:week|boot)\b"
     r"|\b(?:last|previous) boot\b|\bmost often\b|\bon (?:this|my|our)\b"
+    r"|\bbeing \w+(?:ed|en)\b|\bkeeps? \w+ing\b"
     # a reading asked for in the imperative ("... measure it", "and check the log")
     r"|(?:^|[.?!;,]\s*|\b(?:please|and|then|you)\s+)(?:measure|trace|show me|check|list|watch"
     r"|scan|record|analy[sz]e)\b",
