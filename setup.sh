@@ -38,8 +38,9 @@ esac
 # QEMU, busybox, cpio, kmod and elfutils to build and read the vmcore fixture;
 # the kernel's own documentation and sources for the knowledge base; clang and
 # libbpf for the in-kernel policy program; PostgreSQL for the fleet store; tmux
-# for the TUI's end-to-end test; FUSE and fio for the fail-slow drive tests; gawk
-# for the kernel's scripts/check-sysctl-docs.
+# for the TUI's end-to-end test; rsyslog and syslog-ng's libraries for the fleet's
+# forwarder tests (syslog-ng itself: fetch_syslog_ng); FUSE and fio for the
+# fail-slow drive tests; gawk for the kernel's scripts/check-sysctl-docs.
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential cmake git pkg-config
     bpftrace bpftool nftables iproute2 util-linux procps kmod
@@ -48,6 +49,7 @@ APT_PACKAGES=(
     clang llvm libbpf-dev
     postgresql systemd-journal-remote
     tmux
+    rsyslog libivykis0 libnet1 libwrap0 libpcre3 libjson-c5 libglib2.0-0
     fuse3 libfuse2 fio smartmontools nvme-cli
     gawk
 )
@@ -96,6 +98,34 @@ install_system_packages() {
         apt-get update -q >/dev/null
         apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
     fi
+}
+
+# Debian's syslog-ng-core conflicts with rsyslog (both are the system-log-daemon), so it
+# is not installed: its package is fetched once and unpacked into a cache outside the
+# checkout, keyed by its version, for the fleet's forwarder tests (tests/forwarders.py
+# runs it from there with the libraries above). It never runs as the machine's logger.
+SYSLOG_NG_CACHE="${KASSIST_SYSLOG_NG_CACHE:-/var/cache/kassist/syslog-ng}"
+fetch_syslog_ng() {
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 0
+    [ -x /usr/sbin/syslog-ng ] && return 0
+    local version dir tmp
+    version="$(apt-cache policy syslog-ng-core | sed -n 's/^ *Candidate: //p')"
+    if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+        say "apt knows no syslog-ng-core: the syslog-ng forwarder tests will not run"
+        return 0
+    fi
+    dir="$SYSLOG_NG_CACHE/${version//:/_}"
+    [ -x "$dir/usr/sbin/syslog-ng" ] && return 0
+    mkdir -p "$SYSLOG_NG_CACHE"
+    tmp="$(mktemp -d "$SYSLOG_NG_CACHE/.fetch.XXXXXX")"
+    if (cd "$tmp" && apt-get download -q "syslog-ng-core=$version" >/dev/null 2>&1) \
+        && dpkg-deb -x "$tmp"/syslog-ng-core_*.deb "$tmp/root"; then
+        mv -T "$tmp/root" "$dir" 2>/dev/null || true
+        say "syslog-ng $version unpacked into $dir (the forwarder tests run it from there)"
+    else
+        say "could not fetch syslog-ng-core $version: the syslog-ng forwarder tests will not run"
+    fi
+    rm -rf "$tmp"
 }
 
 python_ok() {
@@ -201,6 +231,7 @@ install_default_model() {
 }
 
 install_system_packages
+fetch_syslog_ng
 phase_done "system packages"
 mount_tracefs
 mount_bpffs

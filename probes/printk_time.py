@@ -33,6 +33,18 @@ def stamp_us(line: str) -> int | None:
     return int(m.group(1)) * 1_000_000 + int(m.group(2).ljust(6, "0")[:6])
 
 
+def split_stamp(line: str) -> tuple[int | None, str]:
+    """Return the leading stamp's time in microseconds (``None`` without one) and the rest.
+
+    >>> split_stamp("[   12.5] BUG: x")
+    (12500000, 'BUG: x')
+    """
+    m = LINE_STAMP.match(line)
+    if m is None:
+        return None, line
+    return int(m.group(1)) * 1_000_000 + int(m.group(2).ljust(6, "0")[:6]), line[m.end() :]
+
+
 def format_stamp(ts_us: int) -> str:
     """Print a time since boot (microseconds) the way printk does: ``[%5lu.%06lu]``."""
     return f"[{ts_us // 1_000_000:5d}.{ts_us % 1_000_000:06d}]"

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from tests.conftest import require
 
@@ -40,6 +41,40 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _pg_ctl(bindir: Path, tmp: Path) -> list[str]:
+    # pg_ctl on the server in `tmp`: its data, its options (a Unix socket only), its log.
+    opts = f"-k {tmp / 'pgsock'} -c listen_addresses='' -c fsync=off -c max_connections=64"
+    return [
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(tmp / "pgdata"),
+        "-o",
+        opts,
+        "-l",
+        str(tmp / "pg.log"),
+    ]
+
+
+def _as_owner() -> list[str]:
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+@contextmanager
+def server_down(url: str) -> Iterator[None]:
+    """Stop the server :func:`postgres` started (``url``) for the block (as a crash would:
+    ``-m immediate``), then start it again on the same data and socket."""
+    bindir = server_bin()
+    assert bindir is not None
+    tmp = Path(parse_qs(urlsplit(url).query)["host"][0]).parent
+    argv = [*_as_owner(), *_pg_ctl(bindir, tmp)]
+    subprocess.run([*argv, "-m", "immediate", "-w", "stop"], check=True, capture_output=True,
+                   timeout=120)  # fmt: skip
+    try:
+        yield
+    finally:
+        subprocess.run([*argv, "-w", "start"], check=True, capture_output=True, timeout=120)
+
+
 def _serve(tmp: Path) -> Iterator[str]:
     bindir = server_bin()
     require(bindir is not None, "needs PostgreSQL's server (Debian package postgresql)")
@@ -49,7 +84,7 @@ def _serve(tmp: Path) -> Iterator[str]:
     if os.geteuid() == 0:
         require(shutil.which("runuser") is not None, "needs runuser to start PostgreSQL")
         user = "postgres"
-        as_user = ["runuser", "-u", user, "--"]
+        as_user = _as_owner()
     data = tmp / "pgdata"
     sock = tmp / "pgsock"
     for d in (data, sock):
@@ -67,8 +102,7 @@ def _serve(tmp: Path) -> Iterator[str]:
     if os.geteuid() == 0:
         log.touch()
         shutil.chown(log, user, user)
-    opts = f"-k {sock} -c listen_addresses='' -c fsync=off -c max_connections=64"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start")
+    run(*_pg_ctl(bindir, tmp), "-w", "start")
     try:
         run(str(bindir / "createdb"), "-h", str(sock), "-U", user, "kassist")
         yield f"postgresql:///kassist?host={sock}&user={user}"

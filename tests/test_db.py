@@ -124,6 +124,8 @@ def test_a_crash_store_from_before_the_runner_gets_its_history_rows(tmp_path: Pa
     path = tmp_path / "crashes.db"
     conn = sqlite3.connect(path, isolation_level=None)
     for step in store.SCHEMA.migrations:
+        for col in step.columns:
+            conn.execute(f"ALTER TABLE {col.table} ADD COLUMN {col.name} {col.decl}")
         for sql in step.statements:
             conn.execute(sql)
     conn.execute(f"PRAGMA user_version = {store.SCHEMA.version}")

@@ -1,4 +1,5 @@
-"""``kassist crashes list|show SIG``: browse the crash store (``kassist triage --store``)."""
+"""``kassist crashes list|show SIG|similar SIG|sync``: browse the crash store (``kassist
+triage --store``, ``kassist watch``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from assistant.errors import KassistError
-from assistant.triage.render import crash_text, crashes_text
+from assistant.triage.render import crash_text, crashes_text, similar_text
 from assistant.triage.store import default_path
 from assistant.triage.store_model import Store
 from assistant.triage.stores import open_store
@@ -96,6 +97,35 @@ def show(signature: str, db: str | None, url: str | None, fmt: str, reports: int
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(crash_text(summary, hits, reports))
+
+
+@crashes.command()
+@click.argument("signature")
+@_DB
+@_FORMAT
+def similar(signature: str, db: str | None, url: str | None, fmt: str) -> None:
+    """Show the signatures probably the same bug as SIGNATURE (a unique prefix is enough),
+    each with its evidence: call stacks alike, the same allocation and free stacks, the
+    same guilty file. A link, never a merge: each keeps its own signature."""
+    from assistant.triage.stores import similar as find_similar
+
+    store = open_existing(db, url)
+    try:
+        summary, linked = find_similar(store, signature)
+    finally:
+        store.close()
+    if fmt == "json":
+        doc = {
+            "signature": summary.signature,
+            "title": summary.title,
+            "same_bug": [
+                {**asdict(row), "evidence": ev.reasons, "distance": ev.distance}
+                for row, ev in linked
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(similar_text(summary, linked))
 
 
 @crashes.command()

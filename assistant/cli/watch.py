@@ -47,6 +47,8 @@ def _default_state() -> Path:
 @click.option("--drafts-per-hour", type=click.IntRange(0), default=12, show_default=True)
 @click.option("--hook-cmd", default=None, help="Run this with each new signature's JSON on stdin.")
 @click.option("--hook-url", default=None, help="POST each new signature's JSON here.")
+@click.option("--otlp-endpoint", default=None, metavar="URL",
+              help="Export each new signature as an OTLP log record (.../v1/logs).")  # fmt: skip
 @click.option("--retention-days", type=float, default=90.0, show_default=True)
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0,
               help="Serve Prometheus metrics on 127.0.0.1:PORT.")  # fmt: skip
@@ -66,6 +68,7 @@ def watch(
     drafts_per_hour: int,
     hook_cmd: str | None,
     hook_url: str | None,
+    otlp_endpoint: str | None,
     retention_days: float,
     metrics_port: int,
     metrics_file: Path | None,
@@ -92,7 +95,7 @@ def watch(
         once=once,
         host=host,
         drafts_per_hour=drafts_per_hour,
-        hooks=HookTargets(hook_cmd, hook_url),
+        hooks=HookTargets(hook_cmd, hook_url, otlp_endpoint),
         retention_days=retention_days,
         metrics_port=metrics_port,
         metrics_file=metrics_file,

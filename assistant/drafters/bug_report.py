@@ -73,6 +73,10 @@ def skeleton_head(crash: Crash, rating: Rating | None = None) -> str:
         rows.insert(2, ("Guilty file", f"`{crash.guilty_file}`"))
     if crash.corrupted:
         rows.append(("Corrupted", crash.corrupted_reason or "yes"))
+    if crash.same_as is not None:  # a non-binding link the crash store found
+        s = crash.same_as
+        rows.append(("Probably the same bug as",
+                     f"`{s.signature}` {_md_inline(s.title)} ({_md_inline(s.why)})"))  # fmt: skip
     table = "\n".join(f"| {a} | {b} |" for a, b in rows)
     return f"# {_md_inline(crash.title)}\n\n| | |\n|---|---|\n{table}\n"
 

@@ -94,6 +94,22 @@ class CrashTime:
 
 
 @dataclass
+class SameAs:
+    """A stored signature a crash is probably the same bug as (a non-binding link, see
+    :mod:`assistant.triage.similar`).
+
+    :param signature: the other signature.
+    :param title: its title.
+    :param why: the evidence, in a few words (``call stacks 84% alike; same guilty file
+        net/ipv4/tcp.c``).
+    """
+
+    signature: str
+    title: str
+    why: str
+
+
+@dataclass
 class Crash:
     """One kernel crash report found in a log.
 
@@ -121,6 +137,8 @@ class Crash:
     #: what the report says about its own family (see :mod:`assistant.triage.facts`);
     #: extracted from ``report`` on first use by :meth:`crash_facts`
     facts: CrashFacts | None = None
+    #: a stored signature it is probably the same bug as (set by the crash store)
+    same_as: SameAs | None = None
 
     def crash_facts(self) -> CrashFacts:
         """Return the report's own facts, extracting them once."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from actions.text import printable, printable_lines
 from assistant.markdown import md_code_block, md_inline
 from assistant.triage.model import Crash, CrashTime, Event, TaskInfo, TriageResult
+from assistant.triage.similar import Evidence
 from assistant.triage.store_model import Hit, StoredCrash
 
 #: Line spans listed for a group of repeated crashes at most; the rest are counted.
@@ -205,6 +206,8 @@ def crash_text(summary: StoredCrash, hits: list[Hit], reports: int = 1) -> str:
         out.append(
             f"  frame       {printable(s.frame or '?')}  file {printable(s.guilty_file or '?')}"
         )
+    if s.same_as:
+        out.append(f"  probably the same bug as {s.same_as} ({printable(s.same_as_why or '')})")
     for h in hits[:reports]:
         out += ["", _hit_head(h), printable_lines(h.report)]
     return "\n".join(out)
@@ -219,6 +222,36 @@ def crash_markdown(summary: StoredCrash, hits: list[Hit]) -> str:
         f"- stored {s.count} time(s), first {when(s.first_seen)}, last {when(s.last_seen)}\n"
         f"- hosts: {md_inline(', '.join(s.hosts) or '?')};"
         f" releases: {md_inline(', '.join(s.releases) or '?')}\n"
-        f"- frame `{md_inline(s.frame or '?')}`, file `{md_inline(s.guilty_file or '?')}`\n\n"
+        f"- frame `{md_inline(s.frame or '?')}`, file `{md_inline(s.guilty_file or '?')}`\n"
     )
-    return text + (md_code_block(hits[0].report[:4000]) if hits else "")
+    if s.same_as:
+        text += f"- probably the same bug as `{s.same_as}` ({md_inline(s.same_as_why or '')})\n"
+    return text + "\n" + (md_code_block(hits[0].report[:4000]) if hits else "")
+
+
+def similar_text(summary: StoredCrash, linked: list[tuple[StoredCrash, Evidence]]) -> str:
+    """Return ``crashes similar``'s answer for a terminal: the signature, then each one
+    probably the same bug, with its evidence."""
+    out = [f"{summary.signature}  {printable(summary.title)}  [{summary.type}]"]
+    if not linked:
+        return "\n".join([*out, "  no other signature is probably the same bug"])
+    out.append("  probably the same bug as:")
+    for row, ev in linked:
+        why = ev.text() or "grouped by average linkage"
+        out.append(f"  {row.signature}  {printable(row.title)}  [{row.type}]  {row.count}x"
+                   f"  hosts {printable(', '.join(row.hosts) or '?')}")  # fmt: skip
+        out.append(f"      {printable(why)}")
+    return "\n".join(out)
+
+
+def similar_markdown(summary: StoredCrash, linked: list[tuple[StoredCrash, Evidence]]) -> str:
+    """Return ``crashes similar``'s answer as Markdown (the chat's)."""
+    head = f"**`{md_inline(summary.title)}`** sig `{summary.signature}`\n\n"
+    if not linked:
+        return head + "No other signature is probably the same bug.\n"
+    rows = [
+        f"- `{row.signature}` `{md_inline(row.title)}` ({row.count}x): "
+        f"{md_inline(ev.text() or 'grouped by average linkage')}"
+        for row, ev in linked
+    ]
+    return head + "Probably the same bug as:\n\n" + "\n".join(rows) + "\n"

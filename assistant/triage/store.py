@@ -23,7 +23,16 @@ from assistant.db import Column, Migration, Schema
 from assistant.db import migrate as run_migrations
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
-from assistant.triage.store_model import Hit, StoredCrash, stored_report
+from assistant.triage.similar import Features
+from assistant.triage.store_model import (
+    DRAFT_LEASE_SECONDS,
+    Hit,
+    StoredCrash,
+    best_link,
+    features_json,
+    read_features,
+    stored_report,
+)
 
 #: The store's numbered migrations. Append only: never edit one that has shipped.
 SCHEMA = Schema(
@@ -68,6 +77,24 @@ SCHEMA = Schema(
             (),
             # When the kernel crashed, beside when kassist stored it (``seen``).
             (Column("hits", "crashed_at", "REAL"), Column("hits", "uptime", "REAL")),
+        ),
+        Migration(
+            4,
+            (
+                # One draft per new signature across the receivers of a store: a lease.
+                """CREATE TABLE IF NOT EXISTS drafts (
+                    signature    TEXT PRIMARY KEY,
+                    owner        TEXT NOT NULL,
+                    leased_until REAL NOT NULL,
+                    done_at      REAL
+                )""",
+            ),
+            # What crash similarity compares, and the link it found (non-binding).
+            (
+                Column("crashes", "features", "TEXT"),
+                Column("crashes", "same_as", "TEXT"),
+                Column("crashes", "same_as_why", "TEXT"),
+            ),
         ),
     ),
 )
@@ -141,12 +168,15 @@ class CrashStore:
         new = 0
         with self._transaction() as db:
             for c in crashes:
-                db.execute(
+                fresh = db.execute(
                     "INSERT INTO crashes(signature, title, type, frame, guilty_file, first_seen,"
-                    " last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+                    " last_seen, count, features) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)"
                     " ON CONFLICT(signature) DO NOTHING",
-                    (c.signature, c.title, c.type, c.frame, c.guilty_file, now, now),
-                )
+                    (c.signature, c.title, c.type, c.frame, c.guilty_file, now, now,
+                     features_json(c)),
+                ).rowcount  # fmt: skip
+                if fresh:
+                    self._link(db, c.signature)
                 cur = db.execute(
                     "INSERT OR IGNORE INTO hits(signature, seen, host, release, source, corrupted,"
                     " report, crashed_at, uptime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -162,10 +192,53 @@ class CrashStore:
                     )
         return new
 
+    def _link(self, db: sqlite3.Connection, signature: str) -> None:
+        # A new signature: probably the same bug as one stored before? (non-binding)
+        (mine,) = db.execute(
+            "SELECT features FROM crashes WHERE signature = ?", (signature,)
+        ).fetchone()
+        others = db.execute(
+            "SELECT signature, features FROM crashes WHERE signature != ? AND count > 0",
+            (signature,),
+        ).fetchall()
+        found = best_link(read_features(mine), others)
+        if found is not None:
+            db.execute("UPDATE crashes SET same_as = ?, same_as_why = ? WHERE signature = ?",
+                       (found[0], found[1].text(), signature))  # fmt: skip
+
+    def features(self) -> dict[str, Features]:
+        """Return what each signature is compared by."""
+        rows = self._db.execute("SELECT signature, features FROM crashes WHERE count > 0")
+        return {str(sig): read_features(text) for sig, text in rows}
+
+    def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,
+                    now: float | None = None) -> bool:  # fmt: skip
+        """Take the lease on drafting a new signature (see the contract)."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO drafts(signature, owner, leased_until) VALUES (?, ?, ?)"
+                " ON CONFLICT(signature) DO UPDATE SET owner = excluded.owner,"
+                " leased_until = excluded.leased_until"
+                " WHERE drafts.done_at IS NULL AND drafts.leased_until < ?",
+                (signature, owner, now + seconds, now),
+            )
+            row = db.execute(
+                "SELECT owner, done_at FROM drafts WHERE signature = ?", (signature,)
+            ).fetchone()
+        return row is not None and row[0] == owner and row[1] is None
+
+    def draft_done(self, signature: str, owner: str) -> None:
+        """Mark a signature's draft as written."""
+        with self._transaction() as db:
+            db.execute("UPDATE drafts SET done_at = ? WHERE signature = ? AND owner = ?",
+                       (time.time(), signature, owner))  # fmt: skip
+
     def signatures(self) -> list[StoredCrash]:
         """Return every signature, most recently seen first."""
         rows = self._db.execute(
-            "SELECT signature, title, type, frame, guilty_file, first_seen, last_seen, count"
+            "SELECT signature, title, type, frame, guilty_file, first_seen, last_seen, count,"
+            " same_as, same_as_why"
             " FROM crashes WHERE count > 0 ORDER BY last_seen DESC, signature"
         ).fetchall()
         return [self._summary(r) for r in rows]
@@ -176,7 +249,8 @@ class CrashStore:
         :raises KassistError: no signature, or several, start with ``prefix``.
         """
         rows = self._db.execute(
-            "SELECT signature, title, type, frame, guilty_file, first_seen, last_seen, count"
+            "SELECT signature, title, type, frame, guilty_file, first_seen, last_seen, count,"
+            " same_as, same_as_why"
             " FROM crashes WHERE signature LIKE ? || '%' AND count > 0 LIMIT 2",
             (prefix.lower(),),
         ).fetchall()
@@ -238,6 +312,8 @@ class CrashStore:
             releases=sorted(releases),
             first_crashed=first_crashed,
             last_crashed=last_crashed,
+            same_as=None if row[8] is None else str(row[8]),
+            same_as_why=None if row[9] is None else str(row[9]),
         )
 
 

@@ -13,11 +13,14 @@ stamp always, when the log has one).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from assistant.triage.model import Crash
+from assistant.triage.similar import Evidence, Features, link
 
 #: Most bytes of one raw report kept in the store.
 MAX_REPORT_BYTES = 256 * 1024
@@ -46,6 +49,9 @@ class StoredCrash:
     releases: list[str]
     first_crashed: float | None = None
     last_crashed: float | None = None
+    #: probably the same bug as this signature (a non-binding link), and why
+    same_as: str | None = None
+    same_as_why: str | None = None
 
 
 @dataclass
@@ -74,6 +80,43 @@ def stored_report(crash: Crash) -> str:
     return data.decode("utf-8", "ignore").replace("\x00", "\ufffd")
 
 
+#: Seconds a receiver holds the lease on drafting a new signature (then another may).
+DRAFT_LEASE_SECONDS = 600.0
+
+
+def features_json(crash: Crash) -> str:
+    """Return what :mod:`assistant.triage.similar` compares a crash by, as stored."""
+    from assistant.triage.similar import features
+
+    return json.dumps(features(crash).to_dict(), separators=(",", ":"))
+
+
+def read_features(text: str | None) -> Features:
+    """Read stored features back (nothing, for a row stored before they were)."""
+    try:
+        return Features.from_dict(json.loads(text or "null"))
+    except ValueError:
+        return Features()
+
+
+def best_link(
+    mine: Features, others: Iterable[tuple[str, str | None]]
+) -> tuple[str, Evidence] | None:
+    """Return the stored signature a new one is most probably the same bug as, and why.
+
+    :param others: ``(signature, stored features)`` of the signatures already stored.
+    """
+    best: tuple[float, str, Evidence] | None = None
+    for signature, text in others:
+        ev = link(mine, read_features(text))
+        if not ev.linked:
+            continue
+        rank = 0.0 if ev.same_alloc_free or ev.same_file else (ev.distance or 0.0)
+        if best is None or rank < best[0]:
+            best = (rank, signature, ev)
+    return None if best is None else (best[1], best[2])
+
+
 class Store(Protocol):
     """What every crash store backend offers (SQLite and PostgreSQL)."""
 
@@ -99,6 +142,21 @@ class Store(Protocol):
 
     def prune(self, before: float) -> int:
         """Drop the hits stored before ``before`` (Unix seconds); return how many went."""
+        ...
+
+    def features(self) -> dict[str, Features]:
+        """Return what each signature is compared by (:mod:`assistant.triage.similar`)."""
+        ...
+
+    def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,
+                    now: float | None = None) -> bool:  # fmt: skip
+        """Take the lease on drafting a new signature's report; ``False`` when another
+        owner holds it (until it expires) or the draft is done. One draft per signature
+        across every receiver writing to this store."""
+        ...
+
+    def draft_done(self, signature: str, owner: str) -> None:
+        """Mark a signature's draft as written (the lease is not given again)."""
         ...
 
     def close(self) -> None:

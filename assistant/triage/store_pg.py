@@ -18,7 +18,16 @@ from typing import Any
 
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
-from assistant.triage.store_model import Hit, StoredCrash, stored_report
+from assistant.triage.similar import Features
+from assistant.triage.store_model import (
+    DRAFT_LEASE_SECONDS,
+    Hit,
+    StoredCrash,
+    best_link,
+    features_json,
+    read_features,
+    stored_report,
+)
 
 #: Numbered migrations: (number, statements). Append only; never edit one that shipped.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -62,6 +71,22 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             # When the kernel crashed, beside when kassist stored it (``seen``).
             "ALTER TABLE hits ADD COLUMN IF NOT EXISTS crashed_at DOUBLE PRECISION",
             "ALTER TABLE hits ADD COLUMN IF NOT EXISTS uptime DOUBLE PRECISION",
+        ),
+    ),
+    (
+        4,
+        (
+            # One draft per new signature across the fleet: a lease, taken in one statement.
+            """CREATE TABLE IF NOT EXISTS drafts (
+                signature    TEXT PRIMARY KEY,
+                owner        TEXT NOT NULL,
+                leased_until DOUBLE PRECISION NOT NULL,
+                done_at      DOUBLE PRECISION
+            )""",
+            # What crash similarity compares, and the link it found (non-binding).
+            "ALTER TABLE crashes ADD COLUMN IF NOT EXISTS features TEXT",
+            "ALTER TABLE crashes ADD COLUMN IF NOT EXISTS same_as TEXT",
+            "ALTER TABLE crashes ADD COLUMN IF NOT EXISTS same_as_why TEXT",
         ),
     ),
 )
@@ -131,16 +156,26 @@ class PgCrashStore:
 
     def __init__(self, url: str) -> None:
         self.path = url
-        self._db = _connect(url)
+        self._conn = _connect(url)
         try:
-            migrate(self._db)
+            migrate(self._conn)
         except BaseException:
-            self._db.close()
+            self._conn.close()
             raise
+
+    @property
+    def _db(self) -> Any:
+        # The connection; one the server dropped (a restart, a failover) is opened again
+        # here, raising KassistError while the server cannot be reached, so that a writer
+        # that keeps what failed (watch's pending crashes) writes it once the server is back.
+        if self._conn.broken:
+            self._conn.close()
+            self._conn = _connect(self.path)
+        return self._conn
 
     def close(self) -> None:
         """Close the connection."""
-        self._db.close()
+        self._conn.close()
 
     def __enter__(self) -> PgCrashStore:
         return self
@@ -173,12 +208,15 @@ class PgCrashStore:
             for c in crashes:
                 report = stored_report(c)
                 sha = hashlib.sha256(report.encode("utf-8")).hexdigest()
-                self._db.execute(
+                fresh = self._db.execute(
                     "INSERT INTO crashes(signature, title, type, frame, guilty_file, first_seen,"
-                    " last_seen, count) VALUES (%s, %s, %s, %s, %s, %s, %s, 0)"
-                    " ON CONFLICT (signature) DO NOTHING",
-                    (c.signature, c.title, c.type, c.frame, c.guilty_file, now, now),
-                )
+                    " last_seen, count, features) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s)"
+                    " ON CONFLICT (signature) DO NOTHING RETURNING features",
+                    (c.signature, c.title, c.type, c.frame, c.guilty_file, now, now,
+                     features_json(c)),
+                ).fetchone()  # fmt: skip
+                if fresh is not None:
+                    self._link(c.signature, fresh[0])
                 inserted = self._db.execute(
                     "INSERT INTO hits(signature, seen, host, release, source, corrupted, report,"
                     " report_sha, crashed_at, uptime)"
@@ -197,6 +235,45 @@ class PgCrashStore:
                     )
         return new
 
+    def _link(self, signature: str, mine: str | None) -> None:
+        # A new signature: probably the same bug as one stored before? (non-binding)
+        others = self._db.execute(
+            "SELECT signature, features FROM crashes WHERE signature != %s AND count > 0",
+            (signature,),
+        ).fetchall()
+        found = best_link(read_features(mine), others)
+        if found is not None:
+            self._db.execute(
+                "UPDATE crashes SET same_as = %s, same_as_why = %s WHERE signature = %s",
+                (found[0], found[1].text(), signature),
+            )
+
+    def features(self) -> dict[str, Features]:
+        """Return what each signature is compared by."""
+        rows = self._db.execute("SELECT signature, features FROM crashes WHERE count > 0")
+        return {str(sig): read_features(text) for sig, text in rows}
+
+    def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,
+                    now: float | None = None) -> bool:  # fmt: skip
+        """Take the lease on drafting a new signature: one statement, so that of the
+        receivers that race for it exactly one gets it (the row lock of the upsert)."""
+        now = time.time() if now is None else now
+        row = self._db.execute(
+            "INSERT INTO drafts(signature, owner, leased_until) VALUES (%s, %s, %s)"
+            " ON CONFLICT (signature) DO UPDATE SET owner = excluded.owner,"
+            " leased_until = excluded.leased_until"
+            " WHERE drafts.done_at IS NULL AND drafts.leased_until < %s RETURNING owner",
+            (signature, owner, now + seconds, now),
+        ).fetchone()
+        return row is not None and row[0] == owner
+
+    def draft_done(self, signature: str, owner: str) -> None:
+        """Mark a signature's draft as written."""
+        self._db.execute(
+            "UPDATE drafts SET done_at = %s WHERE signature = %s AND owner = %s",
+            (time.time(), signature, owner),
+        )
+
     def signatures(self) -> list[StoredCrash]:
         """Return every signature, most recently seen first, with its hosts and releases."""
         rows = self._db.execute(
@@ -206,7 +283,8 @@ class PgCrashStore:
             " ARRAY(SELECT DISTINCT release FROM hits h WHERE h.signature = c.signature"
             "       AND release IS NOT NULL),"
             " (SELECT min(crashed_at) FROM hits h WHERE h.signature = c.signature),"
-            " (SELECT max(crashed_at) FROM hits h WHERE h.signature = c.signature)"
+            " (SELECT max(crashed_at) FROM hits h WHERE h.signature = c.signature),"
+            " c.same_as, c.same_as_why"
             " FROM crashes c WHERE c.count > 0 ORDER BY c.last_seen DESC, c.signature"
         ).fetchall()
         return [_summary(r) for r in rows]
@@ -297,6 +375,8 @@ def _summary(row: tuple[Any, ...]) -> StoredCrash:
         releases=sorted(row[9]),
         first_crashed=row[10],
         last_crashed=row[11],
+        same_as=row[12],
+        same_as_why=row[13],
     )
 
 

@@ -15,9 +15,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from assistant.triage.model import Crash
+from assistant.triage.store_model import Store
 from assistant.watch.metrics import Metrics
 
 T = TypeVar("T")
@@ -99,11 +102,47 @@ class _Worker(Generic[T]):
         self._thread.join(timeout=5)
 
 
+class DraftLease:
+    """The lease on drafting a new signature, taken in the crash store, so that of the
+    receivers sharing a store one drafts it (the outbox thread's own connection).
+
+    :param target: the crash store (a PostgreSQL URL, a SQLite file or ``None``).
+    """
+
+    def __init__(self, target: str | None) -> None:
+        self.target = target
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._store: Store | None = None
+
+    def _open(self) -> Store:
+        if self._store is None:
+            from assistant.triage.stores import open_store
+
+            self._store = open_store(self.target)
+        return self._store
+
+    def take(self, crash: Crash) -> bool:
+        """Take the lease (``False``: another receiver drafts it, or did). A store that
+        cannot be reached gives it: a draft twice is better than none."""
+        try:
+            return self._open().lease_draft(crash.signature, self.owner)
+        except Exception:
+            self._store = None
+            return True
+
+    def done(self, crash: Crash) -> None:
+        """Say the draft is written."""
+        with contextlib.suppress(Exception):
+            self._open().draft_done(crash.signature, self.owner)
+
+
 class Outbox(_Worker[Crash]):
     """Draft a bug report for each new signature, in a thread, into ``directory``.
 
     :param draft: turns a crash into Markdown (the report drafter, with or without a model).
     :param per_hour: the most drafts written in any hour.
+    :param lease: one draft per signature across the receivers of a store (``None``: this
+        daemon alone decides).
     """
 
     def __init__(
@@ -112,12 +151,14 @@ class Outbox(_Worker[Crash]):
         draft: Callable[[Crash], str],
         metrics: Metrics,
         per_hour: int = 12,
+        lease: DraftLease | None = None,
     ) -> None:
         super().__init__("outbox")
         self.directory = directory
         self.draft = draft
         self.metrics = metrics
         self.per_hour = per_hour
+        self.lease = lease
         self._written: deque[float] = deque()
         directory.mkdir(parents=True, exist_ok=True)
         self._thread.start()
@@ -146,6 +187,9 @@ class Outbox(_Worker[Crash]):
         return crash
 
     def _handle(self, crash: Crash) -> None:
+        if self.lease is not None and not self.lease.take(crash):
+            self.metrics.add("kassist_watch_drafts_elsewhere_total")
+            return
         try:
             markdown = self.draft(crash)
         except Exception as exc:  # a drafter's failure never stops the daemon
@@ -157,6 +201,8 @@ class Outbox(_Worker[Crash]):
         except OSError:  # a full disk: the crash is stored; its draft is counted as lost
             self.metrics.add("kassist_watch_drafts_failed_total")
             return
+        if self.lease is not None:
+            self.lease.done(crash)
         self.metrics.add("kassist_watch_drafts_written_total")
 
     def drain(self, timeout: float = 300.0) -> None:
@@ -170,6 +216,7 @@ class HookTargets:
 
     command: str | None = None
     url: str | None = None
+    otlp: str | None = None  # an OTLP/HTTP logs endpoint (assistant.watch.export)
 
 
 class Hooks(_Worker[dict[str, Any]]):
@@ -186,15 +233,20 @@ class Hooks(_Worker[dict[str, Any]]):
     @property
     def enabled(self) -> bool:
         """Tell whether any hook is configured."""
-        return bool(self.targets.command or self.targets.url)
+        return bool(self.targets.command or self.targets.url or self.targets.otlp)
 
     def submit(self, doc: dict[str, Any]) -> None:
         """Queue a delivery (the oldest waiting one goes when the queue is full)."""
         self._put(doc)
 
     def _handle(self, doc: dict[str, Any]) -> None:
+        body = json.dumps(doc, default=str).encode()
         for deliver in self._deliveries():
-            self._retry(deliver, json.dumps(doc).encode())
+            self._retry(deliver, body)
+        if self.targets.otlp:
+            from assistant.watch.export import otlp_request
+
+            self._retry(self._post_otlp, otlp_request(doc), "kassist_watch_otlp")
 
     def _deliveries(self) -> list[Callable[[bytes], None]]:
         out: list[Callable[[bytes], None]] = []
@@ -204,20 +256,25 @@ class Hooks(_Worker[dict[str, Any]]):
             out.append(self._post)
         return out
 
-    def _retry(self, deliver: Callable[[bytes], None], body: bytes) -> None:
+    def _retry(
+        self, deliver: Callable[[bytes], None], body: bytes, metric: str = "kassist_watch_hook"
+    ) -> None:
         delay = self.backoff
         for attempt in range(HOOK_TRIES):
             try:
                 deliver(body)
             except Exception:
                 if attempt == HOOK_TRIES - 1 or self._stopping():
-                    self.metrics.add("kassist_watch_hook_failures_total")
+                    self.metrics.add(f"{metric}_failures_total")
                     return
                 with self._cond:  # a stop ends the wait
                     self._cond.wait_for(lambda: self._stop, timeout=delay)
                 delay *= 2
                 continue
-            self.metrics.add("kassist_watch_hook_runs_total")
+            self.metrics.add(
+                "kassist_watch_hook_runs_total" if metric == "kassist_watch_hook"
+                else f"{metric}_exported_total"
+            )  # fmt: skip
             return
 
     def _stopping(self) -> bool:
@@ -266,6 +323,14 @@ class Hooks(_Worker[dict[str, Any]]):
         if proc is not None:
             _kill_group(proc)
         self._thread.join(timeout=HOOK_KILL_GRACE + 5)
+
+    def _post_otlp(self, body: bytes) -> None:
+        import httpx
+
+        assert self.targets.otlp is not None
+        resp = httpx.post(self.targets.otlp, content=body, timeout=HOOK_TIMEOUT,
+                          headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
+        resp.raise_for_status()
 
     def _post(self, body: bytes) -> None:
         import httpx

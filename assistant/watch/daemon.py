@@ -36,7 +36,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,24 +44,23 @@ from typing import Any
 
 from assistant.errors import KassistError
 from assistant.triage.engine import TriageEngine
-from assistant.triage.model import Crash, CrashTime, Event, KernelInfo
+from assistant.triage.model import Crash, CrashTime, Event, KernelInfo, SameAs
 from assistant.triage.parse import first_oops
 from assistant.triage.signature import signature_of
 from assistant.triage.store_model import Store
-from assistant.triage.stores import open_store
-from assistant.watch.background import Hooks, HookTargets, Outbox
+from assistant.triage.stores import open_store, same_as_of
+from assistant.watch.background import DraftLease, Hooks, HookTargets, Outbox
 from assistant.watch.metrics import Metrics
-from assistant.watch.sources import (
+from assistant.watch.sources import parse_source, stream_builder
+from assistant.watch.state import boot_id, load_state, save_state
+from assistant.watch.stream import (
     SourceSpec,
     StreamBuilder,
     StreamContext,
     StreamSource,
     Token,
-    parse_source,
-    stream_builder,
     token_of,
 )
-from assistant.watch.state import boot_id, load_state, save_state
 from probes.errors import ProbeError
 from probes.logs import KmsgStats, LogRecord, iter_log_lines, iter_pstore, pstore_files
 from probes.logs.inotify import DirectoryWatch
@@ -92,6 +91,12 @@ RETENTION_INTERVAL = 3600.0
 STORE_RETRY = (1.0, 30.0)
 #: Crashes and events kept in memory at most while the store cannot write.
 MAX_PENDING = 10_000
+#: Streams of network hosts (a host and lane each: :attr:`StreamSource.split`) at most.
+MAX_LANES = 8192
+#: Seconds of quiet after which a host's reports close even while others' records wait.
+LANE_PATIENCE = 10.0
+#: Seconds a stopping daemon waits for its readers' last records.
+READER_JOIN = 3.0
 #: The syslog facilities whose records feed the crash store: the kernel's (0). User space
 #: can write /dev/kmsg only with another (``LOG_USER`` at least): such a record is counted
 #: and left out, or any local root could forge crashes. (The tests of the /dev/kmsg
@@ -160,6 +165,12 @@ class _Mark:
     before: Token | None  # the token a reader resumes after to read this record again
     ts_us: int | None
     realtime_us: int | None
+    level: int | None = None
+
+
+def _where(rec: LogRecord) -> str:
+    # A record's name in a stored report: its printk stamp, else its sender's clock.
+    return f"ts {rec.ts_us}" if rec.ts_us is not None else f"at {rec.realtime_us}"
 
 
 class _Stream:
@@ -171,9 +182,11 @@ class _Stream:
     """
 
     def __init__(self, stream: str, quiet: float, source: StreamSource | None = None,
-                 last: Token | None = None) -> None:  # fmt: skip
+                 last: Token | None = None, host: str | None = None) -> None:  # fmt: skip
         self.stream = stream
         self.source = source
+        self.host = host  # the host its crashes are stored under (None: this one)
+        self.heard = 0.0  # when it was last fed (monotonic seconds)
         self.engine = TriageEngine(stream, retain=False, quiet_seconds=quiet)
         self.marks: deque[_Mark] = deque(maxlen=SEQ_MAP)
         self.last = last  # the token that resumes after the last record read
@@ -191,7 +204,8 @@ class _Stream:
         def kept(rec: LogRecord) -> bool:
             return rec.facility is None or rec.facility in facilities
 
-        if self.source is None or not self.source.resumable:
+        self.heard = now
+        if not self.named():
             kernel = [r.as_dmesg_line() for r in records if kept(r)]
             for _ in range(len(records) - len(kernel)):
                 skipped()
@@ -200,14 +214,22 @@ class _Stream:
         for rec in records:
             token = token_of(rec)
             if kept(rec):
-                where = f"ts {rec.ts_us}"
-                self.marks.append(_Mark(self.engine.lines, where, self.last, rec.ts_us,
-                                        rec.realtime_us))  # fmt: skip
-                out += self.engine.feed_line(rec.as_dmesg_line(), now)
+                where = _where(rec)
+                for line in (
+                    rec.as_dmesg_lines() if self.host is not None else [rec.as_dmesg_line()]
+                ):
+                    self.marks.append(_Mark(self.engine.lines, where, self.last, rec.ts_us,
+                                            rec.realtime_us, rec.level))  # fmt: skip
+                    out += self.engine.feed_line(line, now)
             else:
                 skipped()
             self.last = token if token is not None else self.last
         return out
+
+    def named(self) -> bool:
+        """Tell whether its reports are named by their records (``ts T``), so that one
+        read twice (a restart, another receiver) is stored once."""
+        return self.source is not None and (self.source.resumable or self.host is not None)
 
     def mark(self, line: int) -> _Mark | None:
         """Return the mark of a 1-based line of the stream, if it has one."""
@@ -254,8 +276,11 @@ class _Batch:
     crashes: list[Crash]
     events: list[Crash]
     source: str
+    host: str | None = None  # the host that sent them (None: this one)
     done_kdump: list[str] = field(default_factory=list)
     done_pstore: list[str] = field(default_factory=list)
+    closed: float = field(default_factory=time.monotonic, init=False)  # reports closed
+    levels: dict[str, int] = field(default_factory=dict, init=False)  # header levels
 
     def size(self) -> int:
         return len(self.crashes) + len(self.events)
@@ -309,7 +334,7 @@ class Watcher:
             self.state = replace(self.state, boot=self.boot, resume={})
         self.known = {s.signature for s in self.store.signatures()}
         self.outbox = (
-            Outbox(opts.outbox, draft, self.metrics, opts.drafts_per_hour)
+            Outbox(opts.outbox, draft, self.metrics, opts.drafts_per_hour, DraftLease(opts.store))
             if opts.outbox is not None and draft is not None
             else None
         )
@@ -320,8 +345,11 @@ class Watcher:
         self.stored = 0
         self._lost_reported = 0
         self._streams: dict[str, _Stream] = {}
+        self._lanes: OrderedDict[tuple[str, str, str, str], _Stream] = OrderedDict()
+        self._open_lanes: set[tuple[str, str, str, str]] = set()  # fed since they closed
         self._readers = 0  # reader threads still running
         self._scanners: list[threading.Thread] = []
+        self._reader_threads: list[threading.Thread] = []
         self._pending: deque[_Batch] = deque()
         self._retry_at = 0.0
         self._retry_wait = STORE_RETRY[0]
@@ -376,6 +404,21 @@ class Watcher:
     def _tick(self, now: float) -> None:
         for stream in self._streams.values():
             self._closed(stream, stream.engine.poll(now))
+        # A host's report closes on quiet once every record received is read (a backlog,
+        # a flood from others, is no quiet), or after LANE_PATIENCE quiet seconds anyway.
+        caught_up = self.queue.empty() and not any(
+            s.source.backlog() for s in self._streams.values()
+            if s.source is not None and s.source.backlog is not None
+        )  # fmt: skip
+        for key in list(self._open_lanes):
+            lane = self._lanes.get(key)
+            if lane is None:
+                self._open_lanes.discard(key)
+            elif caught_up or now - lane.heard >= LANE_PATIENCE:
+                self._closed(lane, lane.engine.poll(now))
+                if lane.engine.oldest_needed() is None:
+                    self._open_lanes.discard(key)
+        self._source_counters()
         self._flush_pending(now)
         self._report_lost()
         self._save()
@@ -418,7 +461,10 @@ class Watcher:
         saved = self.state.resume.get(source.name) if source.resumable else None
         self._streams[source.name] = _Stream(source.stream, self.opts.quiet_seconds, source, saved)
         self._readers += 1
-        threading.Thread(target=self._reader, args=(source,), daemon=True, name=source.name).start()
+        reader = threading.Thread(target=self._reader, args=(source,), daemon=True,
+                                  name=source.name)  # fmt: skip
+        self._reader_threads.append(reader)
+        reader.start()
 
     def _reader(self, source: StreamSource) -> None:
         batch: list[LogRecord] = []
@@ -433,8 +479,8 @@ class Watcher:
                 batch.append(rec)
                 if not source.batched or len(batch) >= BATCH_RECORDS:
                     hand_on()
-                if self.stop_event.is_set():
-                    break
+                if self.stop_event.is_set() and source.split is None:
+                    break  # (a network source hands on what it received, then ends)
         except ProbeError as exc:
             self.log(f"{source.name}: {exc.one_line()}")
         finally:
@@ -444,8 +490,34 @@ class Watcher:
     def _records(self, name: str, records: list[LogRecord], now: float) -> None:
         stream = self._streams[name]
         self.metrics.add("kassist_watch_records_read_total", len(records))
-        crashes = stream.feed(records, now, self._skipped, STORED_FACILITIES)
-        self._closed(stream, crashes)
+        split = stream.source.split if stream.source is not None else None
+        if split is None:
+            self._closed(stream, stream.feed(records, now, self._skipped, STORED_FACILITIES))
+            return
+        # Many hosts on one source: each host and lane (CPU) has a triage engine of its own.
+        lanes: dict[tuple[str, str, str], list[LogRecord]] = {}
+        for rec in records:
+            lanes.setdefault(split(rec), []).append(rec)
+        for key, recs in lanes.items():
+            lane = self._lane(name, key)
+            self._closed(lane, lane.feed(recs, now, self._skipped, STORED_FACILITIES))
+            self._open_lanes.add((name, *key))
+
+    def _lane(self, name: str, key: tuple[str, str, str]) -> _Stream:
+        # The stream of one host and lane of a network source, made when first heard; past
+        # MAX_LANES the least recently heard one's open reports are closed and it goes.
+        host, store_name, _cpu = key
+        lane = self._lanes.get((name, *key))
+        if lane is not None:
+            self._lanes.move_to_end((name, *key))
+            return lane
+        source = self._streams[name].source
+        lane = _Stream(store_name, self.opts.quiet_seconds, source, host=host)
+        self._lanes[(name, *key)] = lane
+        while len(self._lanes) > MAX_LANES:
+            _, old = self._lanes.popitem(last=False)
+            self._closed(old, old.engine.flush())
+        return lane
 
     def _skipped(self) -> None:
         self.metrics.add("kassist_watch_records_not_kernel_total")
@@ -474,10 +546,15 @@ class Watcher:
         ]
         if not crashes and not events and not done:
             return
-        if stream.source is not None and stream.source.resumable:
+        if stream.named():
             crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
         crashes = [replace(c, time=stream.when(c.start_line, c.time.uptime)) for c in crashes]
-        self._keep(_Batch(crashes, events, stream.stream, **done))
+        batch = _Batch(crashes, events, stream.stream, host=stream.host, **done)
+        for c in crashes:  # the kernel's level of the header line, for the OTLP export
+            mark = stream.mark(c.start_line)
+            if mark is not None and mark.level is not None:
+                batch.levels[c.signature] = mark.level
+        self._keep(batch)
 
     def _keep(self, batch: _Batch) -> None:
         self._pending.append(batch)
@@ -496,7 +573,8 @@ class Watcher:
         while self._pending:
             batch = self._pending[0]
             try:
-                self.store.record(batch.crashes + batch.events, batch.source, self.opts.host)
+                self.store.record(batch.crashes + batch.events, batch.source,
+                                  batch.host or self.opts.host)  # fmt: skip
             except _store_errors() as exc:
                 self.metrics.add("kassist_watch_store_failures_total")
                 if self._retry_wait == STORE_RETRY[0]:
@@ -516,6 +594,9 @@ class Watcher:
         # crash (never for an event) and the hooks for both.
         self.stored += batch.size()
         self._save_now = True
+        for _ in batch.crashes:
+            self.metrics.observe("kassist_watch_store_latency_seconds",
+                                 time.monotonic() - batch.closed)  # fmt: skip
         self.state.kdump_done = [*self.state.kdump_done, *batch.done_kdump][-1000:]
         self.state.pstore_done = [*self.state.pstore_done, *batch.done_pstore][-1000:]
         for c in batch.crashes:
@@ -534,9 +615,18 @@ class Watcher:
             if self.outbox is not None and not is_event:
                 self.outbox.submit(c)
             if self.hooks.enabled:
+                c.same_as = self._same_as(c.signature)
                 self.hooks.submit({"schema": "kassist.watch/1", "source": batch.source,
-                                   "host": self.opts.host or socket.gethostname(),
+                                   "host": batch.host or self.opts.host or socket.gethostname(),
+                                   "level": batch.levels.get(c.signature),
                                    "crash": c.to_dict()})  # fmt: skip
+
+    def _same_as(self, signature: str) -> SameAs | None:
+        # The link the store made for a new signature (probably the same bug as...).
+        try:
+            return same_as_of(self.store, self.store.get(signature)[0])
+        except _store_errors():  # KassistError among them
+            return None
 
     # -- files: pstore, kdump ---------------------------------------------------------------
 
@@ -682,6 +772,37 @@ class Watcher:
         with contextlib.suppress(*_store_errors()):
             self.store.prune(now - self.opts.retention_days * 86400)
 
+    def _source_counters(self) -> None:
+        # What the network sources counted (lost, malformed, dropped...), as metrics.
+        for name, stream in self._streams.items():
+            counters = stream.source.counters if stream.source is not None else None
+            if counters is None:
+                continue
+            kind = stream.source.stream if stream.source is not None else name
+            for what, value in counters().items():
+                self.metrics.set("kassist_watch_network_total", value, f"{kind}:{what}")
+
+    def _drain_network(self) -> None:
+        # Stopping: the records the network readers handed on, and every open report of a
+        # network host (no one can read them again), go to the store now.
+        if not self._lanes and not any(
+            s.source is not None and s.source.split is not None for s in self._streams.values()
+        ):
+            return
+        deadline = time.monotonic() + READER_JOIN
+        while time.monotonic() < deadline:
+            try:
+                name, item = self.queue.get(timeout=TICK)
+            except queue.Empty:
+                if not any(t.is_alive() for t in self._reader_threads):
+                    break
+                continue
+            if isinstance(item, list) and name in self._streams:
+                self._records(name, item, time.monotonic())
+        for lane in self._lanes.values():
+            self._closed(lane, lane.engine.flush())
+        self._source_counters()
+
     def _report_lost(self) -> None:
         lost = self.kmsg_stats.lost
         if lost > self._lost_reported:
@@ -691,6 +812,7 @@ class Watcher:
 
     def _finish(self) -> None:
         self.stop_event.set()
+        self._drain_network()
         self._flush_pending(time.monotonic(), retry=False)
         if self._pending:
             held = sum(b.size() for b in self._pending)

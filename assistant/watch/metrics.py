@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,8 +31,28 @@ METRICS: dict[str, str] = {
     "kassist_watch_hook_failures_total": "Hook runs that failed after every retry.",
     "kassist_watch_hook_runs_total": "Hook runs that succeeded.",
     "kassist_watch_drafts_failed_total": "Drafts that could not be written (disk full...).",
+    "kassist_watch_drafts_elsewhere_total": (
+        "New signatures another receiver of the fleet store drafts (it holds the lease)."
+    ),
+    "kassist_watch_network_total": (
+        'What the network sources counted, by source and counter (type="netconsole:lost"):'
+        " messages, lost, late, malformed, fragments refused or incomplete, dropped..."
+    ),
+    "kassist_watch_otlp_exported_total": "New signatures exported as OTLP log records.",
+    "kassist_watch_otlp_failures_total": "OTLP exports that failed after every retry.",
 }
-_LABELLED = {"kassist_watch_crashes_total", "kassist_watch_events_total"}
+_LABELLED = {
+    "kassist_watch_crashes_total",
+    "kassist_watch_events_total",
+    "kassist_watch_network_total",
+}
+#: Summaries: name -> help text; the last :data:`RESERVOIR` observations give quantiles.
+SUMMARIES: dict[str, str] = {
+    "kassist_watch_store_latency_seconds": (
+        "Seconds from a report closing (its window) to its crash being stored."
+    ),
+}
+RESERVOIR = 10_000
 
 
 def _label(value: str) -> str:
@@ -46,6 +66,9 @@ class Metrics:
         self._lock = threading.Lock()
         self._plain: Counter[str] = Counter()
         self._by_type: dict[str, Counter[str]] = {m: Counter() for m in _LABELLED}
+        self._observed: dict[str, deque[float]] = {m: deque(maxlen=RESERVOIR) for m in SUMMARIES}
+        self._sums: dict[str, float] = {}
+        self._counts: Counter[str] = Counter()
 
     def add(self, name: str, n: int = 1, kind: str | None = None) -> None:
         """Add ``n`` to a counter (``kind``: its ``type`` label, for labelled ones)."""
@@ -56,6 +79,31 @@ class Metrics:
                 self._by_type[name][kind or "unknown"] += n
             else:
                 self._plain[name] += n
+
+    def set(self, name: str, value: int, kind: str | None = None) -> None:
+        """Set a counter to ``value`` (one a source keeps itself: it only grows)."""
+        if name not in METRICS:
+            raise KeyError(name)
+        with self._lock:
+            if name in _LABELLED:
+                self._by_type[name][kind or "unknown"] = value
+            else:
+                self._plain[name] = value
+
+    def observe(self, name: str, seconds: float) -> None:
+        """Record one observation of a summary (a latency, in seconds)."""
+        with self._lock:
+            self._observed[name].append(seconds)
+            self._sums[name] = self._sums.get(name, 0.0) + seconds
+            self._counts[name] += 1
+
+    def quantile(self, name: str, q: float) -> float | None:
+        """Return the ``q`` quantile of a summary's recent observations, or ``None``."""
+        with self._lock:
+            values = sorted(self._observed[name])
+        if not values:
+            return None
+        return values[min(len(values) - 1, int(q * len(values)))]
 
     def value(self, name: str, kind: str | None = None) -> int:
         """Return a counter's value (a labelled one summed over types without ``kind``)."""
@@ -76,6 +124,14 @@ class Metrics:
                         out.append(f'{name}{{type="{_label(kind)}"}} {n}')
                 else:
                     out.append(f"{name} {self._plain[name]}")
+            counts, sums = dict(self._counts), dict(self._sums)
+        for name, help_ in SUMMARIES.items():
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} summary"]
+            for q in (0.5, 0.99):
+                value = self.quantile(name, q)
+                if value is not None:
+                    out.append(f'{name}{{quantile="{q}"}} {value:.6f}')
+            out += [f"{name}_sum {sums.get(name, 0.0):.6f}", f"{name}_count {counts.get(name, 0)}"]
         return "\n".join(out) + "\n"
 
     def write_textfile(self, path: Path) -> None:

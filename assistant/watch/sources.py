@@ -1,7 +1,7 @@
 """Where ``kassist watch`` reads: the ``--source`` forms, and the streams of kernel records.
 
 A source is named as a user types it (``kmsg``, ``file:/var/log/console``). Most sources
-are *streams*: a :class:`StreamSource` is a name and an iterator of
+are *streams*: a :class:`~assistant.watch.stream.StreamSource` is a name and an iterator of
 :class:`~probes.logs.LogRecord` s, read in a thread of its own; the daemon feeds each
 stream's records to a triage engine of its own and stores every crash as its report
 closes. Three are the daemon's own scanners instead (``pstore``, ``kdump:DIR``,
@@ -11,92 +11,28 @@ To add a stream (a network receiver of netconsole, syslog or OTLP, say), write a
 reader in ``probes/logs`` that yields :class:`~probes.logs.LogRecord` s (``facility`` set
 where the wire says it: only kernel records feed the crash store; ``realtime_us`` set to
 the sender's or the arrival's wall clock), a builder here that wraps it in a
-:class:`StreamSource`, and a row of :data:`SOURCE_FORMS`: the CLI, the daemon and the
-docs take it from there (``docs/watch.md`` walks through it).
+:class:`~assistant.watch.stream.StreamSource`, and a row of :data:`SOURCE_FORMS`: the
+CLI, the daemon and the docs take it from there (``docs/watch.md`` walks through it).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from assistant.errors import InputError
+from assistant.watch.stream import (
+    SourceSpec,
+    StreamBuilder,
+    StreamContext,
+    StreamSource,
+)
 from probes.errors import ProbeUnavailable
-from probes.logs import KmsgStats, LogRecord, iter_kmsg
+from probes.logs import LogRecord, iter_kmsg
 from probes.logs.follow import follow_lines
 from probes.logs.journal import InvalidCursor, follow_journal, journal_available
 from probes.logs.kmsg import boot_realtime_us
-
-#: A source's records: ``records(stop, idle)``. ``stop()`` is asked between waits (``True``
-#: ends the iteration); ``idle()`` is called before each wait by sources that batch.
-Records = Callable[[Callable[[], bool], Callable[[], None]], Iterator[LogRecord]]
-#: A resume token: the kmsg sequence number or the journal cursor read last.
-Token = int | str
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """One ``--source`` as parsed.
-
-    :param kind: the form's kind (``kmsg``, ``journal``, ``file``...).
-    :param arg: what follows the colon, or ``""``.
-    :param text: the source as given.
-    """
-
-    kind: str
-    arg: str
-    text: str
-
-
-@dataclass
-class StreamContext:
-    """What a stream builder may use.
-
-    :param boot: this boot's id (``/proc/sys/kernel/random/boot_id``).
-    :param follow: keep reading at the end (``False`` with ``--once``).
-    :param resume: the resume tokens saved in this boot, by stream name.
-    :param kmsg_stats: counters of the /dev/kmsg reader (records lost to overwrite).
-    :param log: one line for the operator (journald-friendly, sanitised by the caller).
-    :param poll_interval: seconds between two looks at a stop request or an idle input.
-    """
-
-    boot: str
-    follow: bool
-    resume: Mapping[str, Token]
-    kmsg_stats: KmsgStats
-    log: Callable[[str], None]
-    poll_interval: float = 0.1
-
-
-@dataclass
-class StreamSource:
-    """A stream of kernel log records the daemon follows.
-
-    :param name: unique among the daemon's sources (``kmsg``, ``journal``, ``file:PATH``);
-        the state keeps its resume token under it.
-    :param stream: the store's source name of its crashes (a report is counted once per
-        host and source: /dev/kmsg and the journal share ``kernel:<boot>``).
-    :param records: the iterator (see :data:`Records`).
-    :param batched: ``records`` calls ``idle()`` before it waits, so that records may be
-        handed on in batches; otherwise each record is handed on at once.
-    :param resumable: its records carry a resume token (``seq``, or ``cursor`` when set),
-        saved so that a restart reads on after it; names reports by ``ts_us``.
-    :param clock: what its records' ``realtime_us`` come from (see
-        :attr:`assistant.triage.model.CrashTime.clock`), ``None`` when they have none.
-    """
-
-    name: str
-    stream: str
-    records: Records
-    batched: bool = False
-    resumable: bool = False
-    clock: str | None = None
-
-
-def token_of(record: LogRecord) -> Token | None:
-    """Return a record's resume token: its journal cursor, else its sequence number."""
-    return record.cursor if record.cursor is not None else record.seq
 
 
 def kernel_stream(boot: str) -> str:
@@ -176,7 +112,18 @@ def file_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     return StreamSource(name, name, records, batched=True)
 
 
-StreamBuilder = Callable[[SourceSpec, StreamContext], StreamSource]
+def _network(name: str) -> StreamBuilder:
+    # The network receivers live in assistant.watch.network (loaded when used).
+    def build(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
+        from assistant.watch import network
+
+        builder: StreamBuilder = getattr(network, name)
+        return builder(spec, ctx)
+
+    return build
+
+
+_ADDR = r"(?P<arg>(?:(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?\d{1,5})"
 
 
 @dataclass(frozen=True)
@@ -219,6 +166,27 @@ SOURCE_FORMS: tuple[SourceForm, ...] = (
         "file:PATH",
         "a console log followed like tail -F; - is stdin",
         file_source,
+    ),
+    SourceForm(
+        "netconsole",
+        re.compile(rf"netconsole:{_ADDR}"),
+        "netconsole:[ADDR:]PORT",
+        "netconsole (extended or plain) from many hosts, on a UDP port",
+        _network("netconsole_source"),
+    ),
+    SourceForm(
+        "syslog",
+        re.compile(rf"syslog:{_ADDR}"),
+        "syslog:[ADDR:]PORT",
+        "syslog (RFC 5424/3164) from rsyslog or syslog-ng, on a UDP and a TCP port",
+        _network("syslog_source"),
+    ),
+    SourceForm(
+        "otlp",
+        re.compile(rf"otlp:{_ADDR}"),
+        "otlp:[ADDR:]PORT",
+        "OTLP/HTTP logs (POST /v1/logs) from a collector",
+        _network("otlp_source"),
     ),
     SourceForm(
         "disks",

@@ -37,6 +37,8 @@ class LogRecord:
         it has a clock of its own.
     :param cursor: the source's token to resume *after* this record (the journal's
         ``__CURSOR``), when it has one.
+    :param host: the host that sent it, for a network source (its name where the wire
+        says it, else its address); ``None`` for this host's own logs.
     """
 
     text: str
@@ -51,6 +53,7 @@ class LogRecord:
     caller_cpu: int | None = None
     realtime_us: int | None = None
     cursor: str | None = None
+    host: str | None = None
 
     @property
     def from_kernel(self) -> bool:
@@ -83,6 +86,15 @@ class LogRecord:
         """
         stamp = _stamp(self.ts_us)
         return [stamp + part for part in self.text.split("\n")]
+
+
+def utf8(raw: bytes) -> tuple[str, bool]:
+    """Decode bytes from the network or a file as UTF-8; return the text (invalid bytes
+    replaced with U+FFFD) and whether it was valid."""
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), False
 
 
 def _stamp(ts_us: int | None) -> str:
