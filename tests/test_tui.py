@@ -18,7 +18,13 @@ from textual.widgets import Static
 from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context
 from tests.agent_support import AgentProcess, NetNS, require_netns
-from tests.conftest import DATA, ROOT, require, require_default_model
+from tests.conftest import (
+    DATA,
+    ROOT,
+    require,
+    require_default_model,
+    require_knowledge_base,
+)
 from tui.app import KassistApp
 from tui.screens.confirm import ConfirmChange
 from tui.screens.help import HelpScreen
@@ -84,12 +90,12 @@ def test_the_bundled_model_streams_every_token(store: Path) -> None:
     backend = make_backend(
         load_config({"llm": {"backend": "llama_cpp", "log": False, "max_tokens": 40}}).llm
     )
-    from assistant.chat.answer import DocsAnswerer
+    from assistant.chat.answer import GroundedAnswerer
 
-    # answer from given facts (no knowledge base needed here): the model writes, and every
-    # token it wrote reaches the screen
-    facts = "[Documentation/admin-guide/sysctl/vm.rst#swappiness] swappiness: ..."
-    answerer = DocsAnswerer(backend, facts=lambda q: facts)
+    require_knowledge_base()
+    # the model writes its answer from the documentation: every token of its draft reaches
+    # the screen, and the checked, cited answer replaces the draft
+    answerer = GroundedAnswerer(backend, mode="write")
     session = ChatSession(backend, Context(store=str(store)), answerer=answerer)
 
     async def run() -> None:
