@@ -13,6 +13,7 @@ kept half way (another process filled the disk) is undone and answered ``failed`
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -32,6 +33,9 @@ from actions.model import (
 )
 from actions.rollback import Rollbacks
 from actions.validate import Planned, order_writes, validate, values_equal
+
+#: The most one history answer holds (bytes of JSON): the newest changesets that fit.
+MAX_HISTORY_BYTES = 1 << 20
 
 __all__ = ["Agent", "Paths", "Result", "StepHook", "Storage", "result"]
 
@@ -343,4 +347,18 @@ class Agent(Rollbacks):
                     False, "not_found", [Rejected("history", "", f"no changeset {cs_id}")]
                 )
             return result(True, "ok", (), cs)
-        return result(True, "ok", (), None, changesets=self.journal.history(limit, since))
+        listed = self.journal.history(limit, since)
+        kept: list[Changeset] = []
+        size = 0
+        for cs in listed:  # a peer may ask for 1000 changesets of up to 64 KiB each
+            size += len(json.dumps(cs.to_dict(), default=str))
+            if kept and size > MAX_HISTORY_BYTES:
+                break
+            kept.append(cs)
+        notices = []
+        if len(kept) < len(listed):
+            notices.append(
+                f"the {len(kept)} newest of {len(listed)} changesets: an answer holds at most "
+                f"{MAX_HISTORY_BYTES >> 20} MiB (ask with --since or by id for the rest)"
+            )
+        return result(True, "ok", (), None, changesets=kept, notices=notices)

@@ -176,7 +176,7 @@ class Audit:
 
     # --- bounded records ----------------------------------------------------------------
 
-    def bounded(self, event: str, key: str, **fields: Any) -> None:
+    def bounded(self, event: str, key: str, /, **fields: Any) -> None:
         """Write one record a peer can cause at will, within the rate and size caps.
 
         The peer is ``fields["who"]`` (a dict with ``uid``), when given: its records are

@@ -7,7 +7,10 @@ status run one at a time on a single worker thread, so a quick ``validate``
 can complete before an ``apply`` submitted earlier (:data:`ROUTES`: one entry per
 op of :mod:`actions.protocol`). Malformed, oversized (> 64 KiB) or slow-loris input
 closes that connection only; so does a connection idle for ``idle_timeout`` (blank
-lines are not activity). Of the ``max_connections``, a reserve is kept for root.
+lines are not activity), and so does a peer that has not read its answers for
+``idle_timeout``: past :data:`HIGH_WATER` bytes of answers queued for a connection,
+nothing more is read from it until its peer reads (one connection holds a bounded
+amount of memory). Of the ``max_connections``, a reserve is kept for root.
 Refused connections and malformed entries are audited as bounded records
 (:meth:`actions.audit.Audit.bounded`): a flood cannot fill the disk.
 """
@@ -140,6 +143,12 @@ class ServerSettings:
 
 #: Descriptors kept free for the agent's own work (the kernel's files, the journal).
 FD_RESERVE = 64
+#: Bytes of answers a connection may have waiting for its peer to read them.
+HIGH_WATER = 256 << 10
+
+
+class _NotReading(Exception):
+    """A peer that has not read its answers for ``idle_timeout``: its connection is dropped."""
 
 
 def connection_cap(wanted: int) -> int:
@@ -364,6 +373,7 @@ class AgentServer:
                     if isinstance(answer, Completion):
                         # Answered on the spot: validation and history only read.
                         out.append(encode(answer.to_wire(doc["user_data"])))
+                        await self._keep_up(writer, out)
                         continue
                     self._flush(writer, out)
                     await inflight.acquire()
@@ -371,10 +381,12 @@ class AgentServer:
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 self._flush(writer, out)
-                if writer.transport.get_write_buffer_size() > 1 << 18:
-                    await writer.drain()
+                await self._keep_up(writer, out)
         except asyncio.CancelledError:
             return  # the agent is stopping; the finally clause closes the connection
+        except _NotReading:
+            writer.transport.abort()  # its answers cannot be delivered: nothing more is read
+            return
         except Malformed as exc:
             bad = str(exc)
         except Exception as exc:  # whatever went wrong, the entry still gets its completion
@@ -391,6 +403,19 @@ class AgentServer:
                 with contextlib.suppress(ConnectionError):
                     writer.write(encode(reply.to_wire(None)))
             await self._close(writer)
+
+    async def _keep_up(self, writer: asyncio.StreamWriter, out: list[bytes]) -> None:
+        # Answers wait for a peer that reads them: past HIGH_WATER bytes queued, nothing more
+        # is answered (nor read) until it has read them, and a peer that reads nothing for
+        # idle_timeout is dropped. A peer that pipelines and never reads holds no more.
+        queued = sum(len(b) for b in out) + writer.transport.get_write_buffer_size()
+        if queued <= HIGH_WATER:
+            return
+        self._flush(writer, out)
+        try:
+            await asyncio.wait_for(writer.drain(), self.settings.idle_timeout)
+        except (TimeoutError, ConnectionError):
+            raise _NotReading from None
 
     @staticmethod
     def _flush(writer: asyncio.StreamWriter, out: list[bytes]) -> None:
@@ -473,8 +498,12 @@ class AgentServer:
             inflight.release()
         if not writer.is_closing():
             writer.write(encode(res.to_wire(sub.user_data)))
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+            try:
+                await asyncio.wait_for(writer.drain(), self.settings.idle_timeout)
+            except TimeoutError:
+                writer.transport.abort()  # a peer that reads nothing holds no connection
+            except ConnectionError:
+                pass
 
     def _answer_now(self, doc: dict[str, Any], who: dict[str, Any]) -> Result | Submission:
         # Check the submission against its op's model and answer it on the event loop when

@@ -9,7 +9,7 @@ crash gets the same title, type, frame and signature; the drgn analyses
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from assistant.errors import InputError, NotAvailable
@@ -51,6 +51,7 @@ def open_target(
     debug_dir: str | None = None,
     extra: Sequence[str] = (),
     progress: Progress | None = None,
+    modules: Collection[str] | None = None,
 ) -> Target:
     """Open a vmcore, ``/proc/kcore`` (the running kernel) or ``qmp:SOCKET`` (a QEMU guest).
 
@@ -60,6 +61,8 @@ def open_target(
     :param extra: module ``.ko`` files with debug info.
     :param progress: called with a line before each slow step (loading debug info takes
         seconds); the CLI prints them on stderr.
+    :param modules: for a vmcore, the loaded modules whose debug info is loaded now
+        (``None``: all; more later with :func:`probes.drgn.program.load_modules`).
     :raises NotAvailable: there is no ``/proc/kcore`` here.
     :raises InputError: the dump, or its debug info, cannot be used.
     """
@@ -68,7 +71,7 @@ def open_target(
             return _open_live(vmlinux, debug_dir, progress=progress)
         if path.startswith(QMP_PREFIX):
             return _open_qmp(path[len(QMP_PREFIX) :], vmlinux, debug_dir, extra, progress)
-        return _open_vmcore(path, vmlinux, debug_dir, extra, progress)
+        return _open_vmcore(path, vmlinux, debug_dir, extra, progress, modules)
     except ProbeUnavailable as exc:
         raise NotAvailable(exc.message, exc.hint) from None
     except ProbeError as exc:

@@ -239,6 +239,28 @@ class AgentProcess:
         return got
 
 
+def policed_agent(tmp: Path, netns: NetNS | None, policy: str, *args: str) -> AgentProcess:
+    """An agent under ``policy`` (TOML text): in ``netns``, or on fake trees when ``None``."""
+    path = tmp / "policy.toml"
+    path.write_text(policy)
+    if netns is None:
+        proc_sys, sys_root = fake_roots(tmp)
+        args = ("--proc-sys-root", str(proc_sys), "--sys-root", str(sys_root), *args)
+    return AgentProcess(tmp, netns, policy=path, args=args)
+
+
+def call(agent: AgentProcess, op: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
+    """One submission on its own connection; return its completion (one there must be)."""
+    conn = RawConnection(agent.socket, timeout=timeout)
+    try:
+        conn.send({"op": op, "user_data": 1, **fields})
+        reply = conn.read()
+        assert reply is not None, f"no completion for {op}"
+        return reply
+    finally:
+        conn.close()
+
+
 def audited(events: list[dict[str, Any]], event: str, key: str = "") -> int:
     """Count the records of ``event``: one line each, or counted in a ``suppressed`` line.
 

@@ -29,6 +29,7 @@ from tests.agent_support import (
     AgentProcess,
     NetNS,
     RawConnection,
+    call,
     fake_roots,
     netns_held,
     rec,
@@ -53,17 +54,6 @@ def _plain(res: Any) -> dict[str, Any]:
         return res
     out: dict[str, Any] = res.model_dump(mode="json")
     return out
-
-
-def _call(agent: AgentProcess, op: str, **fields: Any) -> dict[str, Any]:
-    conn = RawConnection(agent.socket, timeout=30)
-    try:
-        conn.send({"op": op, "user_data": 1, **fields})
-        reply = conn.read()
-        assert reply is not None, f"no completion for {op}"
-        return reply
-    finally:
-        conn.close()
 
 
 netns = pytest.fixture(netns_held, name="netns")
@@ -136,7 +126,7 @@ def test_a_flood_of_idle_connections_drops_no_managed_key(tmp_path: Path, netns:
     try:
         before = netns.read("net.core.somaxconn")
         new = int(before) * 2
-        done = _call(agent, "apply", recommendations=rec("net.core.somaxconn", new), persist=True)
+        done = call(agent, "apply", recommendations=rec("net.core.somaxconn", new), persist=True)
         assert done["ok"], done
         flood: list[socket.socket] = []
         for _ in range(200):
@@ -152,15 +142,15 @@ def test_a_flood_of_idle_connections_drops_no_managed_key(tmp_path: Path, netns:
         for s in flood:
             s.close()
         time.sleep(1.5)
-        status = _call(agent, "status")["status"]
+        status = call(agent, "status")["status"]
         assert status["overridden"] == [], status
         assert [m["target"] for m in status["managed"]] == ["net.core.somaxconn"]
         assert f"net.core.somaxconn = {new}" in agent.conf.read_text()
-        back = _call(agent, "rollback", id=done["changeset"]["id"])
+        back = call(agent, "rollback", id=done["changeset"]["id"])
         assert back["ok"] and back["verdict"] == "rolled_back", back
         assert netns.read("net.core.somaxconn") == before
         # The periodic override check survived the flood: it still sees the admin's hand.
-        again = _call(agent, "apply", recommendations=rec("net.core.somaxconn", new + 2))
+        again = call(agent, "apply", recommendations=rec("net.core.somaxconn", new + 2))
         assert again["ok"], again
         netns.write("net.core.somaxconn", str(new + 9))
         deadline = time.monotonic() + 10
@@ -193,7 +183,7 @@ def test_connections_past_the_cap_are_refused_clearly(tmp_path: Path) -> None:
             c.close()
         conns.clear()
         time.sleep(0.5)
-        assert _call(agent, "status")["ok"]
+        assert call(agent, "status")["ok"]
         assert any(e["event"] == "refused" and e.get("reason", "").startswith("busy")
                    for e in agent.audit_events())  # fmt: skip
     finally:
@@ -208,10 +198,10 @@ def test_rollback_never_says_rolled_back_for_a_key_it_did_not_restore(
     agent = _netns_agent(tmp_path, netns).start()
     try:
         before = int(netns.read("net.core.somaxconn"))
-        done = _call(agent, "apply", recommendations=rec("net.core.somaxconn", before * 2))
+        done = call(agent, "apply", recommendations=rec("net.core.somaxconn", before * 2))
         assert done["ok"], done
         netns.write("net.core.somaxconn", str(before + 7))  # the admin's hand
-        back = _call(agent, "rollback", id=done["changeset"]["id"])
+        back = call(agent, "rollback", id=done["changeset"]["id"])
         assert back["verdict"] != "rolled_back" and not back["ok"], back
         text = " ".join(e["message"] for e in back["errors"])
         assert "net.core.somaxconn" in text and "not restored" in text
@@ -263,17 +253,17 @@ def test_rollback_refuses_a_state_that_breaks_an_invariant(tmp_path: Path, netns
     high, low = "net.ipv4.ipfrag_high_thresh", "net.ipv4.ipfrag_low_thresh"
     try:
         was = {k: netns.read(k) for k in (high, low)}
-        first = _call(agent, "apply", recommendations=rec(high, 2 * int(was[high])))
+        first = call(agent, "apply", recommendations=rec(high, 2 * int(was[high])))
         assert first["ok"], first
-        second = _call(agent, "apply", recommendations=rec(low, 2 * int(was[low])))
+        second = call(agent, "apply", recommendations=rec(low, 2 * int(was[low])))
         assert second["ok"], second
-        back = _call(agent, "rollback", id=first["changeset"]["id"])
+        back = call(agent, "rollback", id=first["changeset"]["id"])
         assert not back["ok"] and back["verdict"] == "refused", back
         assert back["errors"][0]["rule"] == "invariant"
         assert netns.read(high) == str(2 * int(was[high]))
-        state = _call(agent, "history", id=first["changeset"]["id"])["changeset"]["state"]
+        state = call(agent, "history", id=first["changeset"]["id"])["changeset"]["state"]
         assert state == "verified"
-        since = _call(agent, "rollback", since=first["changeset"]["created"] - 1)
+        since = call(agent, "rollback", since=first["changeset"]["created"] - 1)
         assert since["ok"], since
         assert {k: netns.read(k) for k in (high, low)} == was
     finally:
@@ -289,9 +279,9 @@ def test_writes_are_ordered_so_that_every_intermediate_state_is_valid(
         was = {k: netns.read(k) for k in (high, low)}
         # Low first as given: written in that order, the kernel refuses low > high.
         recs = [rec(low, 2 * int(was[low]), id="low"), rec(high, 2 * int(was[high]), id="high")]
-        done = _call(agent, "apply", recommendations=recs)
+        done = call(agent, "apply", recommendations=recs)
         assert done["ok"], done
-        back = _call(agent, "rollback", id=done["changeset"]["id"])
+        back = call(agent, "rollback", id=done["changeset"]["id"])
         assert back["ok"] and back["verdict"] == "rolled_back", back
         assert {k: netns.read(k) for k in (high, low)} == was
     finally:
@@ -405,7 +395,7 @@ def test_malformed_input_gets_its_completion_and_keeps_earlier_ones(
         assert (proc_sys / "vm/swappiness").read_text().strip() == "30"
         assert replies[-1]["verdict"] == "malformed", replies
         assert any(e["event"] == "malformed" for e in agent.audit_events())
-        assert _call(agent, "status")["ok"]  # and it keeps serving
+        assert call(agent, "status")["ok"]  # and it keeps serving
         assert "Traceback" not in agent.log.read_text()
     finally:
         agent.stop()
@@ -429,7 +419,7 @@ def test_a_crash_before_the_persist_file_is_written_is_finished_on_restart(
     agent.start()
     try:
         assert "net.core.somaxconn = 8192" in agent.conf.read_text()
-        cs = _call(agent, "history", id=1)["changeset"]
+        cs = call(agent, "history", id=1)["changeset"]
         assert cs["state"] == "verified"
         assert any(e["event"] == "persisted" for e in cs["events"]), cs["events"]
     finally:
@@ -444,14 +434,14 @@ def test_values_are_parsed_to_canonical_decimal_and_written_so(
 ) -> None:
     agent = _netns_agent(tmp_path, netns).start()
     try:
-        dry = _call(agent, "validate", recommendations=rec("net.core.somaxconn", "010000"))
+        dry = call(agent, "validate", recommendations=rec("net.core.somaxconn", "010000"))
         assert dry["ok"] and dry["changeset"]["changes"][0]["new"] == "10000", dry
-        done = _call(agent, "apply", recommendations=rec("net.core.somaxconn", "010000"))
+        done = call(agent, "apply", recommendations=rec("net.core.somaxconn", "010000"))
         assert done["ok"], done
         assert netns.read("net.core.somaxconn") == "10000"
         writes = [e for e in agent.audit_events() if e["event"] == "write"]
         assert [w["new"] for w in writes] == ["10000"]
-        low = _call(agent, "validate", recommendations=rec("net.ipv4.tcp_fin_timeout", "0x10"))
+        low = call(agent, "validate", recommendations=rec("net.ipv4.tcp_fin_timeout", "0x10"))
         assert not low["ok"]
     finally:
         agent.stop()
@@ -595,7 +585,7 @@ def test_a_crash_between_a_rollback_and_the_persist_file_is_finished_on_restart(
 ) -> None:
     agent, _ = _fake_agent(tmp_path)
     agent.start()
-    done = _call(agent, "apply", recommendations=rec("net.core.somaxconn", 8192), persist=True)
+    done = call(agent, "apply", recommendations=rec("net.core.somaxconn", 8192), persist=True)
     assert done["ok"] and "net.core.somaxconn = 8192" in agent.conf.read_text()
     agent.stop()
     agent.start(env={"KASSIST_AGENT_FAULT": "rolled_back"})
@@ -608,6 +598,6 @@ def test_a_crash_between_a_rollback_and_the_persist_file_is_finished_on_restart(
     agent.start()
     try:
         assert not agent.conf.exists()  # nothing is persisted any more
-        assert _call(agent, "history", id=1)["changeset"]["state"] == "rolled_back"
+        assert call(agent, "history", id=1)["changeset"]["state"] == "rolled_back"
     finally:
         agent.stop()

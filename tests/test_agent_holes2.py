@@ -31,6 +31,7 @@ from tests.agent_support import (
     Tmpfs,
     fake_roots,
     netns_held,
+    policed_agent,
     rec,
 )
 from tests.conftest import ROOT, require
@@ -52,12 +53,7 @@ netns = pytest.fixture(netns_held, name="netns")
 
 
 def _agent(tmp: Path, netns: NetNS | None, args: tuple[str, ...] = ()) -> AgentProcess:
-    policy = tmp / "policy.toml"
-    policy.write_text(POLICY)
-    if netns is None:
-        proc_sys, sys_root = fake_roots(tmp)
-        args = ("--proc-sys-root", str(proc_sys), "--sys-root", str(sys_root), *args)
-    return AgentProcess(tmp, netns, policy=policy, args=args)
+    return policed_agent(tmp, netns, POLICY, *args)
 
 
 def _call(agent: AgentProcess, op: str, timeout: float = 20, **fields: Any) -> dict[str, Any]:
@@ -387,7 +383,7 @@ def test_the_connection_cap_keeps_a_reserve_for_root(tmp_path: Path) -> None:
         agent.start()
         for ids in (NOBODY, DAEMON):
             procs.append(_as_user(ids, _HOLD, str(agent.socket), "8", "0", stdin=subprocess.PIPE))
-        held = [int(p.stdout.readline().split()[0]) for p in procs if p.stdout]  # type: ignore[union-attr]
+        held = [int(p.stdout.readline().split()[0]) for p in procs if p.stdout]
         assert 0 < sum(held) < 16, held
         reply = _call(agent, "status")  # root, while the members hold theirs
         assert reply["ok"] and reply["verdict"] == "ok", reply

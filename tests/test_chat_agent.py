@@ -171,6 +171,13 @@ NOT_REQUESTS = (
     "what would happen if I set net.core.somaxconn to 12000?",
     "do NOT set net.core.somaxconn to 16000, just tell me what it does",
     "is it safe to change net.ipv4.tcp_fin_timeout to 15? don't apply anything",
+    # the red team's round: other keyboards, other words, reported speech, a condition
+    "Don\u2019t set net.core.somaxconn to 16000.",
+    "I don't want you to set net.core.somaxconn to 16000",
+    "explain: set net.core.somaxconn to 12000",
+    "my colleague says: set net.core.somaxconn to 12000",
+    "Set net.core.somaxconn to 12000. Just kidding, explain it.",
+    "set net.ipv4.tcp_fin_timeout to 15 if nothing else needs it",
 )
 
 

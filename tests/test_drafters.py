@@ -39,9 +39,11 @@ from assistant.triage.rules import TITLE_TO_TYPE, UNKNOWN_TYPE
 from tests.conftest import CORPUS_DIR, DATA, require, require_default_model
 
 REPORTS = CORPUS_DIR / "syzkaller-linux-reports.dev.jsonl"
+#: The corpus's reports by id, each a JSON row.
+Corpus = dict[str, dict[str, object]]
 
 
-def _corpus() -> dict[str, dict[str, object]]:
+def _corpus() -> Corpus:
     require(REPORTS.exists(), f"the shared corpus is missing ({CORPUS_DIR})")
     rows = (json.loads(line) for line in REPORTS.read_text(encoding="utf-8").splitlines())
     return {str(r["id"]): r for r in rows}
@@ -54,14 +56,14 @@ def _first_crash(log: object) -> Crash:
 
 
 @pytest.fixture(scope="module")
-def corpus() -> dict[str, dict[str, object]]:
+def corpus() -> Corpus:
     return _corpus()
 
 
 # --- per-family facts, on real reports of the corpus ---
 
 
-def test_kasan_facts_name_the_access_the_object_and_both_stacks(corpus: dict) -> None:
+def test_kasan_facts_name_the_access_the_object_and_both_stacks(corpus: Corpus) -> None:
     f = _first_crash(corpus["130"]["log"]).crash_facts()  # use-after-free in aead_recvmsg
     assert (f.family, f.access, f.access_size) == ("memory-safety", "read", 4)
     assert (f.object_cache, f.object_size) == ("kmalloc-128", 128)
@@ -71,7 +73,7 @@ def test_kasan_facts_name_the_access_the_object_and_both_stacks(corpus: dict) ->
     assert not any(name.startswith(("kasan", "save_stack")) for name in f.freed_by.frames)
 
 
-def test_kfence_and_kmsan_facts(corpus: dict) -> None:
+def test_kfence_and_kmsan_facts(corpus: Corpus) -> None:
     kfence = _first_crash(corpus["590"]["log"]).crash_facts()
     assert kfence.access == "read" and kfence.address == "0xffff88823bc8cf68"
     assert kfence.freed_by is not None and kfence.freed_by.frames[0] == "put_uprobe"
@@ -80,7 +82,7 @@ def test_kfence_and_kmsan_facts(corpus: dict) -> None:
     assert kmsan.uninit_origin[0] == "nla_put"
 
 
-def test_lockdep_facts_name_both_lock_classes_and_the_chain(corpus: dict) -> None:
+def test_lockdep_facts_name_both_lock_classes_and_the_chain(corpus: Corpus) -> None:
     f = _first_crash(corpus["188"]["log"]).crash_facts()  # possible deadlock in rtnl_lock
     assert f.family == "lockdep"
     assert f.locks == ["rtnl_mutex", "&xt[i].mutex"]
@@ -89,7 +91,7 @@ def test_lockdep_facts_name_both_lock_classes_and_the_chain(corpus: dict) -> Non
     assert irq.locks == ["&(&info->lock)->rlock", "&(&mapping->tree_lock)->rlock"]
 
 
-def test_hang_stall_and_warning_facts(corpus: dict) -> None:
+def test_hang_stall_and_warning_facts(corpus: Corpus) -> None:
     hung = _first_crash(corpus["349"]["log"]).crash_facts()
     assert (hung.family, hung.hung_task, hung.hung_seconds) == ("hang", "jbd2/sda-8:3563", 140)
     held = _first_crash(corpus["365"]["log"]).crash_facts()
@@ -99,7 +101,7 @@ def test_hang_stall_and_warning_facts(corpus: dict) -> None:
     assert warning.warning_location == "net/sched/sch_generic.c:316"
 
 
-def test_each_family_finds_its_key_fact_in_most_of_the_corpus(corpus: dict) -> None:
+def test_each_family_finds_its_key_fact_in_most_of_the_corpus(corpus: Corpus) -> None:
     key = {
         "warning": "warning_location",
         "hang": "hung_task",
@@ -152,7 +154,7 @@ def test_severity_table_covers_every_type_triage_can_give() -> None:
     assert not missing
 
 
-def test_severity_table_covers_every_crash_of_the_corpus(corpus: dict) -> None:
+def test_severity_table_covers_every_crash_of_the_corpus(corpus: Corpus) -> None:
     types = set()
     for row in corpus.values():
         types |= {c.type for c in triage_lines(str(row["log"]).splitlines(), "c").crashes}
@@ -169,7 +171,7 @@ def test_severity_follows_the_crash_type_and_panics_are_critical() -> None:
     assert all(len(reason) > 20 for _, reason in SEVERITY.values())
 
 
-def test_next_steps_use_the_reports_facts(corpus: dict) -> None:
+def test_next_steps_use_the_reports_facts(corpus: Corpus) -> None:
     uaf = _first_crash(corpus["130"]["log"])
     steps = " ".join(next_steps(uaf))
     assert "kfree < kzfree" in steps and "aead_recvmsg" in steps

@@ -16,7 +16,7 @@ from assistant.docs import pages
 from assistant.docs.facts import canonical
 from assistant.docs.host import drifts, note, who_set
 from assistant.docs.undocumented import Documentation, Undocumented, draft_stub, undocumented
-from assistant.knowledge import KnowledgeBase, SysctlDef, try_open
+from assistant.knowledge import KnowledgeBase, SysctlDef
 from assistant.knowledge.base import running_release
 from assistant.sysctl_d import (
     Setting,
@@ -27,14 +27,12 @@ from assistant.sysctl_d import (
     sysctl_d_files,
 )
 from probes.stats import sysctl_names
-from tests.conftest import require, run_kassist
+from tests.conftest import require_knowledge_base, run_kassist
 
 
 @pytest.fixture(scope="module")
 def real_kb() -> KnowledgeBase:
-    kb = try_open()
-    require(kb is not None, "the knowledge base is not built (./setup.sh as root builds it)")
-    assert kb is not None
+    kb = require_knowledge_base()
     return kb
 
 

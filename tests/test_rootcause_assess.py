@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from assistant.rootcause.assess import assess
 from assistant.rootcause.fault import analyse_report
 from assistant.triage import Crash, triage_lines
-from tests.conftest import CORPUS_DIR, DATA
+from tests.conftest import CORPUS_DIR, DATA, ROOT, require
 
 
 def _crash(text: str) -> Crash:
@@ -72,3 +75,44 @@ def test_triage_json_carries_fault_and_assessment() -> None:
     assert data["fault"]["relation"] == "the fault address = RAX + 0x8"
     assert data["assessment"]["impact"]["verdict"] == "denial of service"
     assert data["assessment"]["trigger"]["verdict"] == "user syscall (write)"
+
+
+def _guilty_uafs() -> list[tuple[str, Crash]]:
+    # The dev corpus's reports with file:line (syzkaller's "guilty" tests) that hold the
+    # access, allocation and free stacks of one object cache.
+    out = []
+    for line in (CORPUS_DIR / "syzkaller-linux-guilty.dev.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        for crash in triage_lines(entry["log"].splitlines(), source="t").crashes[:1]:
+            if crash.guilty_file and assess(crash, None, ["X"]).actionable.verdict == "yes":
+                out.append((entry["log"], crash))
+    return out
+
+
+def test_actionable_uses_the_knowledge_bases_maintainers(tmp_path: Path) -> None:
+    from assistant.knowledge import try_open
+
+    kb = try_open()
+    require(kb is not None, "no knowledge base (assistant.knowledge, built by setup.sh)")
+    candidates = _guilty_uafs()
+    assert candidates
+    yes = 0
+    for log, crash in candidates:
+        path = tmp_path / "crash.log"
+        path.write_text(log)
+        proc = subprocess.run(
+            [sys.executable, "-m", "assistant", "triage", "--format", "json", str(path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        actionable = json.loads(proc.stdout)["crashes"][0]["assessment"]["actionable"]
+        assert kb is not None
+        specific = [s.name for s in kb.maintainers(crash.guilty_file or "")]
+        specific = [s for s in specific if s != "THE REST"]
+        # The verdict is the knowledge base's: a section names it "yes", none "no".
+        assert actionable["verdict"] == ("yes" if specific else "no"), actionable
+        assert "MAINTAINERS section not known" not in " ".join(actionable["reasons"])
+        if specific:
+            yes += 1
+            assert f"MAINTAINERS section {specific[0]}" in actionable["reasons"][-1]
+    assert yes > 0

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from assistant.rootcause.explain import Explanation, explain_vmcore
+from assistant.rootcause.dump import explain_vmcore
+from assistant.rootcause.explain import Explanation
 from assistant.vmcore import open_target
+from probes.drgn.elf import build_id
 from tests.conftest import ROOT
 from tests.vmcore_fixture import (
     KindsFixture,
@@ -159,3 +161,28 @@ def test_a_vmlinux_of_another_build_is_one_line(vmcore_kinds: KindsFixture, tmp_
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not match the dump" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _build_id_tree(tmp: Path, files: list[Path]) -> Path:
+    # A /usr/lib/debug-style tree that finds files by build ID only.
+    for f in files:
+        build = build_id(str(f))
+        assert build is not None
+        link = tmp / ".build-id" / build.hex()[:2] / f"{build.hex()[2:]}.debug"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(f.resolve())
+    return tmp
+
+
+def test_explain_loads_the_debug_info_of_the_crash_modules_only(
+    vmcore_kinds: KindsFixture, tmp_path: Path
+) -> None:
+    # LKDTM's BUG: lkdtm's DWARF is needed, kassist_crash's (loaded, not involved) is not.
+    base = vmcore_kinds.base
+    tree = _build_id_tree(tmp_path, [base.vmlinux, *vmcore_kinds.modules])
+    target = open_target(str(vmcore_kinds.vmcore("BUG")), debug_dir=str(tree), modules=())
+    assert target.prog.module("lkdtm").wants_debug_file()
+    e = explain_vmcore(target)
+    assert not target.prog.module("lkdtm").wants_debug_file()
+    assert target.prog.module("kassist_crash").wants_debug_file()
+    assert e.function == "lkdtm_BUG" and e.location is not None and "bugs.c:" in e.location

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.conftest import DATA, ROOT, require
@@ -207,9 +207,14 @@ def journal_file(
                    capture_output=True, timeout=60)  # fmt: skip
 
 
-def segfault_as(comm: str) -> int:
-    """Fork a child as nobody, named ``comm``, that reads address 0: the kernel logs its
-    user-space fault (``comm[pid]: segfault at 0 ...``). Return the child's pid."""
+def _read_address_0() -> None:
+    ctypes.string_at(0)
+
+
+def segfault_as(comm: str, fault: Callable[[], None] = _read_address_0) -> int:
+    """Fork a child as nobody, named ``comm``, that reads address 0 (or commits ``fault``):
+    the kernel logs its user-space fault (``comm[pid]: segfault at 0 ...``). Return the
+    child's pid."""
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -218,7 +223,7 @@ def segfault_as(comm: str) -> int:
             os.setuid(65534)
             ctypes.CDLL(None).prctl(15, comm.encode(), 0, 0, 0)  # PR_SET_NAME
             signal.signal(signal.SIGSEGV, signal.SIG_DFL)
-            ctypes.string_at(0)
+            fault()
         finally:
             os._exit(1)
     os.waitpid(pid, 0)

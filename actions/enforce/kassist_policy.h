@@ -68,6 +68,7 @@ enum reason {
 	REASON_NAME = 12,	/* a name too long to check that a glob may cover */
 	REASON_RATE = 13,	/* the extension submits faster than its rate */
 	REASON_ENTRY = 14,	/* a submission entry of the wrong size or version */
+	REASON_ACCOUNT = 15,	/* no room in the accounting map for a new extension */
 };
 
 struct rule {

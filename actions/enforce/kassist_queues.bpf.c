@@ -13,7 +13,9 @@
  *                for queues an extension writes itself; the agent's own queue (id 0)
  *                carries the submitter in each entry;
  *   accounting   per extension (uid, cgroup): submitted, accepted, refused by reason,
- *                applied; and its rate-limit bucket (the rate is enforced here);
+ *                applied;
+ *   buckets      the rate-limit bucket of each submitting user (the rate is enforced
+ *                here, per uid: a user who makes cgroups of its own gets no more);
  *   sequence     the number stamped on each completion (pinned: unique across agents).
  *
  * kassist_validate (BPF_PROG_TYPE_SYSCALL, run by the agent with BPF_PROG_RUN) drains
@@ -71,6 +73,9 @@ struct account {
 	__u64 refused;
 	__u64 applied;
 	__u64 by_reason[MAX_REASONS];
+};
+
+struct bucket {
 	__u64 tokens_milli; /* the rate-limit bucket, in thousandths of an entry */
 	__u64 last_ns;	    /* when the bucket was last filled */
 };
@@ -130,6 +135,14 @@ struct {
 	__type(key, struct ext_id_key);
 	__type(value, struct account);
 } accounting SEC(".maps");
+
+/* one bucket per uid, whatever its cgroups: the rate cannot be escaped by moving */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct bucket);
+} buckets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -201,16 +214,26 @@ static __always_inline __u32 judge(struct work *w, struct kq_entry *e, __u32 *ge
 	return check_shape(rule, &w->new);
 }
 
-/* take one token from the extension's bucket (0: over its rate) */
-static __always_inline int take_token(struct account *a)
+/* take one token from the user's bucket (0: over its rate, or no room for a bucket) */
+static __always_inline int take_token(__u32 uid)
 {
 	__u32 slot = 0;
 	struct limits *lim = bpf_map_lookup_elem(&rate, &slot);
 	__u64 now = bpf_ktime_get_ns(), cap, add;
+	struct bucket *a, fresh = {};
 
 	if (!lim || !lim->per_second)
 		return 1; /* no rate set: unlimited */
 	cap = lim->burst * 1000;
+	a = bpf_map_lookup_elem(&buckets, &uid);
+	if (!a) {
+		fresh.last_ns = now;
+		fresh.tokens_milli = cap; /* a new user: a full bucket */
+		bpf_map_update_elem(&buckets, &uid, &fresh, BPF_NOEXIST);
+		a = bpf_map_lookup_elem(&buckets, &uid);
+		if (!a)
+			return 0; /* the map is full: refused, never unlimited */
+	}
 	add = (now - a->last_ns) / 1000 * lim->per_second / 1000; /* thousandths */
 	a->last_ns = now;
 	a->tokens_milli = a->tokens_milli + add > cap ? cap : a->tokens_milli + add;
@@ -253,18 +276,15 @@ static long one_entry(struct bpf_dynptr *d, struct drain_ctx *ctx)
 	}
 	a = bpf_map_lookup_elem(&accounting, &who);
 	if (!a) {
-		struct limits *lim = bpf_map_lookup_elem(&rate, &slot);
-
-		fresh.last_ns = bpf_ktime_get_ns();
-		fresh.tokens_milli = lim ? lim->burst * 1000 : 0; /* a new extension: a full bucket */
 		bpf_map_update_elem(&accounting, &who, &fresh, BPF_NOEXIST);
 		a = bpf_map_lookup_elem(&accounting, &who);
 	}
-	if (a) {
+	if (a)
 		a->submitted++;
-		if (!reason && !take_token(a))
-			reason = REASON_RATE;
-	}
+	else if (!reason)
+		reason = REASON_ACCOUNT; /* no room to count it: refused, never judged unaccounted */
+	if (!reason && !take_token(who.uid))
+		reason = REASON_RATE;
 	if (!reason)
 		reason = judge(&s->w, &s->e, &generation);
 	if (a) {

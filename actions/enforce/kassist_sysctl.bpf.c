@@ -191,7 +191,11 @@ int kassist_guard(struct bpf_sysctl *ctx)
 		return 0;
 	}
 	scan_value(&w->new);
-	if (rule->flags & F_BASELINE) {
+	if ((rule->flags & F_BASELINE) && rule->type != RULE_WORD &&
+	    (w->new.not_int || w->new.overflow || !w->new.count)) {
+		/* the kernel reads base 0: "0x0" or "00" is a 0 the baseline must see */
+		reason = REASON_SHAPE;
+	} else if (rule->flags & F_BASELINE) {
 		/* a current value too long for the buffer is read as far as it goes */
 		__builtin_memset(&w->cur, 0, sizeof(w->cur));
 		bpf_sysctl_get_current_value(ctx, w->cur.value, sizeof(w->cur.value) - 1);

@@ -58,6 +58,10 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_map__reuse_fd": (_c_int, [_c_void_p, _c_int]),
     "bpf_program__fd": (_c_int, [_c_void_p]),
     "bpf_map__fd": (_c_int, [_c_void_p]),
+    "bpf_map__type": (_c_int, [_c_void_p]),
+    "bpf_map__key_size": (_c_uint, [_c_void_p]),
+    "bpf_map__value_size": (_c_uint, [_c_void_p]),
+    "bpf_map__max_entries": (_c_uint, [_c_void_p]),
     "bpf_map_create": (_c_int, [_c_int, _c_char_p, _c_uint, _c_uint, _c_uint, _c_void_p]),
     "bpf_map_update_elem": (_c_int, [_c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
     "bpf_map_lookup_elem": (_c_int, [_c_int, _c_void_p, _c_void_p]),
@@ -201,9 +205,31 @@ def map_items(fd: int, key_type: type[K], value_type: type[V]) -> Iterator[tuple
         prev = key_type.from_buffer_copy(key)
 
 
-def map_id(fd: int) -> int:
-    """Return a map's kernel id (the first two ``__u32`` of ``struct bpf_map_info``)."""
+def _map_info(fd: int) -> ctypes.Array[ctypes.c_uint32]:
+    # The head of struct bpf_map_info: type, id, key_size, value_size, max_entries, ...
     buf = (ctypes.c_uint32 * 32)()
     size = ctypes.c_uint32(ctypes.sizeof(buf))
     check(lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size)), "map info")
-    return int(buf[1])
+    return buf
+
+
+def map_id(fd: int) -> int:
+    """Return a map's kernel id (the second ``__u32`` of ``struct bpf_map_info``)."""
+    return int(_map_info(fd)[1])
+
+
+def same_shape(fd: int, handle: int) -> bool:
+    """Tell whether the map behind ``fd`` has the type, key and value sizes and capacity
+    that an object's map (``struct bpf_map *handle``, not loaded yet) declares.
+
+    ``bpf_map__reuse_fd`` takes the fd's shape over silently: a map pinned by another
+    version of a program would be read with the wrong layout.
+    """
+    info, handle_lib = _map_info(fd), lib()
+    want = (
+        handle_lib.bpf_map__type(handle),
+        handle_lib.bpf_map__key_size(handle),
+        handle_lib.bpf_map__value_size(handle),
+        handle_lib.bpf_map__max_entries(handle),
+    )
+    return (int(info[0]), int(info[2]), int(info[3]), int(info[4])) == want

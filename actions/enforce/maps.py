@@ -71,6 +71,7 @@ REASONS = {
     12: "name too long to check against the policy's globs",
     13: "over the extension's rate",
     14: "not a valid submission entry",
+    15: "no room to account for a new extension",
 }
 
 

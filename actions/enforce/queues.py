@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import mmap
 import os
 import threading
@@ -62,8 +63,11 @@ SOURCE = Path(__file__).with_name("kassist_queues.bpf.c")
 MAX_REASONS = 16
 #: The agent's own submission queue: it writes there what comes in through the socket.
 AGENT_QUEUE = 0
+#: The cgroups of one user the agent accounts apart; the rest of that user's are cgroup 0
+#: (the accounting map holds 4096 extensions: one user making cgroups must not fill it).
+MAX_CGROUPS_PER_UID = 32
 #: The maps pinned (and taken over by the next agent), by their name in the object.
-PINNED = ("sqs", "cq", "extensions", "accounting", "sequence", "rate")
+PINNED = ("sqs", "cq", "extensions", "accounting", "buckets", "sequence", "rate")
 
 #: The validator's rule (:mod:`actions.validate`) each kernel reason stands for.
 REASON_RULES = {
@@ -77,6 +81,7 @@ REASON_RULES = {
     11: "type",
     13: "rate",
     14: "protocol",
+    15: "rate",
 }
 #: What the kernel checks, and what stays in user space (labelled so in each verdict).
 KERNEL_RULES = ("policy", "baseline", "type", "range")
@@ -85,7 +90,7 @@ USER_SPACE_RULES = ("text", "evidence", "name", "exists", "value", "module", "no
 
 
 class Account(ctypes.Structure):
-    """``struct account``: one extension's counters and its rate bucket."""
+    """``struct account``: one extension's counters (its user's rate bucket is apart)."""
 
     _fields_ = [
         ("submitted", ctypes.c_uint64),
@@ -93,8 +98,6 @@ class Account(ctypes.Structure):
         ("refused", ctypes.c_uint64),
         ("applied", ctypes.c_uint64),
         ("by_reason", ctypes.c_uint64 * MAX_REASONS),
-        ("tokens_milli", ctypes.c_uint64),
-        ("last_ns", ctypes.c_uint64),
     ]
 
 
@@ -147,7 +150,7 @@ class AppliedCtx(ctypes.Structure):
     ]
 
 
-assert ctypes.sizeof(Account) == 176
+assert ctypes.sizeof(Account) == 160
 
 
 @dataclass(frozen=True)
@@ -385,6 +388,8 @@ class Queues:
                 if pin.exists():  # an earlier agent's queues: take them over
                     fd = libbpf.check(lib.bpf_obj_get(str(pin).encode()), f"open {pin}")
                     try:
+                        if not libbpf.same_shape(fd, handles[name]):  # another version's
+                            raise OSError(errno.EINVAL, f"{name} has another layout")
                         libbpf.check(lib.bpf_map__reuse_fd(handles[name], fd), f"reuse {name}")
                     finally:
                         os.close(fd)
@@ -790,11 +795,13 @@ class KernelCheck:
         self.on_verdicts = on_verdicts
         self._mount = capability.cgroup2_mount()
         self._cgroups: dict[int, tuple[float, int]] = {}  # pid -> (when read, cgroup id)
+        self._per_uid: dict[int, set[int]] = {}  # uid -> the cgroups accounted apart
 
     def _identity(self, who: Mapping[str, Any]) -> tuple[int, int]:
         # (uid, cgroup id) of the peer, as SO_PEERCRED and /proc give them; the cgroup is
         # read again after a second (a peer that moves is accounted to its new cgroup then)
-        pid = int(who.get("pid", 0))
+        # (at most MAX_CGROUPS_PER_UID of a user's cgroups apart: the rest are cgroup 0)
+        pid, uid = int(who.get("pid", 0)), int(who.get("uid", 0))
         now = time.monotonic()
         when, cgroup = self._cgroups.get(pid, (0.0, 0))
         if now - when > 1.0:
@@ -802,7 +809,12 @@ class KernelCheck:
             if len(self._cgroups) > 4096:
                 self._cgroups.clear()
             self._cgroups[pid] = (now, cgroup)
-        return int(who.get("uid", 0)), cgroup
+        seen = self._per_uid.setdefault(uid, set())
+        if cgroup not in seen:
+            if len(seen) >= MAX_CGROUPS_PER_UID:
+                return uid, 0
+            seen.add(cgroup)
+        return uid, cgroup
 
     def submissions(
         self, recs: Sequence[Recommendation], who: Mapping[str, Any]

@@ -78,7 +78,10 @@ def audit_refusal(audit: Audit, per_second: int = AUDIT_PER_SECOND) -> Callable[
 
     A process looping on refused writes must not fill the disk: past ``per_second``
     refusals in one second, the rest of that second is one ``enforce-refusals-suppressed``
-    line with their count (the kernel refuses them all the same).
+    line with their count (the kernel refuses them all the same). Any user may cause them
+    (an unprivileged one writes its own ``net.*`` keys in a user namespace), so they are
+    bounded records (:meth:`Audit.bounded`): within the audit log's rate and size caps,
+    the rest counted, never an unbounded stream of kept lines.
     """
     window = {"start": 0.0, "count": 0, "suppressed": 0}
 
@@ -86,13 +89,15 @@ def audit_refusal(audit: Audit, per_second: int = AUDIT_PER_SECOND) -> Callable[
         now = time.monotonic()
         if now - window["start"] >= 1.0:
             if window["suppressed"]:
-                audit.record("enforce-refusals-suppressed", count=window["suppressed"])
+                audit.bounded("enforce-refusals-suppressed", "enforce-refusals-suppressed",
+                              count=window["suppressed"])  # fmt: skip
             window.update(start=now, count=0, suppressed=0)
         window["count"] += 1
         if window["count"] > per_second:
             window["suppressed"] += 1
             return
-        audit.record("enforce-refusal", **refusal.to_dict())
+        audit.bounded("enforce-refusal", f"enforce-refusal {refusal.reason}",
+                      who={"uid": refusal.uid}, **refusal.to_dict())  # fmt: skip
 
     return record
 

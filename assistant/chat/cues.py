@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -459,8 +460,69 @@ _REFERENT = re.compile(
     re.I,
 )
 _WHAT_DOES_IT_DO = re.compile(
-    r"\bwhat does (?:it|that|this)(?: key| setting| sysctl| one)? (?:do|mean|control)\b", re.I
+    r"\bwhat does (?:it|that|this)(?: key| setting| sysctl| one)? (?:do|mean|control)\b\s*\??\s*$",
+    re.I,
 )
+#: A question about the kernel in general (what a thing is, means, does, how it works or
+#: is configured): the documentation answers it, not a reading of this machine.
+_CONCEPT = re.compile(
+    r"^\s*what(?:'s| is| are) (?:a |an )\w+|^\s*what (?:is|are) [\w./-]+ (?:and|for|in)\b"
+    r"|\bmean(?:s|ing|t)?\b|\bdifference between\b|\bdiffers?\b"
+    r"|^\s*what (?:causes|kinds? of|types? of|unit)\b|^\s*what happens (?:if|when)\b"
+    r"|^\s*how (?:long|much \w+|often) (?:does|do|will)\b|\bsafe\b"
+    r"|^\s*when (?:should|would|does|do|is|are)\b"
+    r"|^\s*(?:over|in|for|at|by|from) which\b"
+    r"|^\s*what (?:limits|controls|decides|determines|triggers)\b"
+    r"|^\s*how (?:is|are) [\w ./-]{1,40}?\b(?:reserved|computed|calculated|measured|counted"
+    r"|defined|chosen|decided|set up|kept|made|enforced|applied|handled|stored|written|cached"
+    r"|used)\b"
+    r"|^\s*how (?:does|do) [\w ./-]{1,40}?\b(?:work|differ|decide|find|detect|choose|pick"
+    r"|limit|count|measure|handle|protect)\b"
+    r"|^\s*what (?:does|do) [\w ./-]{1,40}?\b(?:do|mean|control|limit|protect|decide|count"
+    r"|show|measure|report|find|detect|catch)\b"
+    r"|\bhow (?:do|can|should) (?:i|you|one|we) (?:get|make|enable|disable|keep|prevent"
+    r"|configure|turn|change|read|tell|debug|use|interpret)\b"
+    r"|\bhow (?:do|can) (?:i|we) (?:stop|prevent) [\w ]{1,40}? from\b"
+    # the kernel's general behaviour, a generic "why", what a thing is made of or defaults to
+    r"|^\s*(?:why|how|when|where|does|do|can|will|would)(?: does| do| would| will| can)?"
+    r" (?:the )?kernel\b|^\s*why (?:would|does|do) (?!it\b|this\b|that\b|they\b|my\b|our\b)"
+    r"|^\s*(?:tell me about|explain|describe)\b|^\s*(?:is|are) [\w ./-]{1,40}?\b(?:per|always|ever"
+    r"|only)\b|\bmade of\b|\b(?:purpose|point) of\b|\bby default\b"
+    # a kind of thing rather than this one: "in an oops", "on a database server"
+    r"|\b(?:in|from|of) an? (?:oops|panic|crash|splat|warning|stack trace|backtrace|report)\b"
+    r"|\bon an? [\w-]+ (?:server|machine|host|system|box)\b"
+    r"|^\s*how (?:big|large|small|high|low|far) (?:can|does|do|is|are|may)\b"
+    r"|^\s*what (?:kernel )?(?:parameter|option|setting|sysctl|knob|information|fields?)s?"
+    r" (?:does|do|makes?|controls?|sets?|enables?|turns?|limits?)\b"
+    r"|^\s*where (?:are|is|does|do)\b",
+    re.I,
+)
+#: Words that put a question on this machine's state or asks for a reading: a tool's.
+_THIS_MACHINE = re.compile(
+    r"\bright now\b|\bcurrent(?:ly)?\b|\bat the moment\b|\bat present\b"
+    r"|\b(?:this|my|our|the) (?:machine|box|host|server|computer|node)\b|\bthis system\b"
+    r"|\bhere\b|\blately\b|\brecent(?:ly)?\b|\btoday\b|\byesterday\b|\bthis (?:week|boot)\b"
+    r"|\b(?:last|previous) boot\b|\bmost often\b|\bon (?:this|my|our)\b"
+    r"|\bbeing \w+(?:ed|en)\b|\bkeeps? \w+ing\b"
+    # a reading asked for in the imperative ("... measure it", "and check the log")
+    r"|(?:^|[.?!;,]\s*|\b(?:please|and|then|you)\s+)(?:measure|trace|show me|check|list|watch"
+    r"|scan|record|analy[sz]e)\b",
+    re.I,
+)
+#: Kernel interface files a question may be about (not logs to triage).
+_INTERFACE_PATH = re.compile(r"^/(?:proc|sys)/")
+
+
+def is_concept_question(text: str) -> bool:
+    """Tell whether a message asks about the kernel in general, not about this machine.
+
+    >>> [is_concept_question(t) for t in ("What does MemAvailable mean?",
+    ...  "what is the memory pressure right now?", "how long do tasks wait? measure it")]
+    [True, False, False]
+    """
+    return _CONCEPT.search(text) is not None and _THIS_MACHINE.search(text) is None
+
+
 #: What a "top" question ranks by, by the words it uses (checked in order; default cpu).
 TOP_BY: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bmemory\b|\bram\b|\brss\b", re.I), "memory"),
@@ -534,7 +596,8 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
         return CueDecision("rollback", {"changeset": cues.changeset}, 0.95)
     if scores.get("rollback", 0) >= 4:
         return CueDecision("rollback", {}, 0.8)
-    if cues.paths:
+    concept = is_concept_question(text)
+    if cues.paths and not (concept and _INTERFACE_PATH.match(cues.paths[0])):
         return _path_action(text, cues.paths[0], scores)
     if cues.rec_id is not None and ":" in cues.rec_id and scores.get("apply", 0) >= 3:
         return CueDecision("apply", {"id": cues.rec_id}, 0.9)  # a tune id: scenario:key
@@ -560,6 +623,8 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
     if scores.get("explain", 0) >= 4:
         ident = {"id": cues.rec_id} if cues.rec_id and ":" in cues.rec_id else {}
         return CueDecision("explain", ident, 0.85)
+    if concept:
+        return CueDecision("answer", {}, 0.8)  # the documentation answers it
     # A tool that needs a thing the message does not name cannot be the answer.
     scores = {t: v for t, v in scores.items() if t not in NEEDS_A_NAME}
     top, s1, s2, second = _best(scores)
@@ -585,41 +650,73 @@ NEEDS_A_NAME = frozenset({"triage", "vmcore", "report", "crash"})
 #: A message that asks rather than tells: it starts like a question, or holds a "?".
 _QUESTION = re.compile(
     r"^\s*(?:what|how|why|when|where|which|who|whom|is|are|was|were|do|does|did|should|would"
-    r"|could|can|may|might|will|shall|if|suppose|imagine|wonder)\b|\?",
+    r"|could|can|may|might|will|shall|if|suppose|imagine|wonder)\b|\?|\bhow to\b",
     re.I,
 )
-#: "what would happen if", "hypothetically", "just tell me", "a dry run".
+#: "what would happen if", "hypothetically", "just tell me", "a dry run", a condition
+#: ("only if it is safe", "in case"), a request to explain, words reported from someone
+#: else ("the log says: set ...", "... is what my colleague suggested").
 _HYPOTHETICAL = re.compile(
     r"\bwhat (?:would|will|if)\b|\bwould (?:happen|it|that|this)\b"
-    r"|\bif (?:i|we) (?:ever|were|was)\b|\bhypothetical\w*|\bsuppose\b|\bin theory\b"
+    r"|\bif\b|\bunless\b|\bin case\b|\bhypothetical\w*|\bsuppose\b|\bin theory\b"
     r"|\b(?:just|only) (?:tell|explain|show|describe)\b|\bdry[- ]?run\b"
-    r"|\bwithout (?:applying|changing|touching)\b",
+    r"|\bwithout (?:applying|changing|touching)\b|\bexplain\w*|\bdescribe\w*|\btell me\b"
+    r"|\bcurious\b|\bwonder\w*|\bimpact\b|\beffects?\b|\bthoughts?\b|\bcompar\w+"
+    r"|\b(?:says?|said|suggests|suggested|recommends|recommended|told|according to|quoted?)\b"
+    r"|\b(?:is|was) what\b|\bkidding\b|\bjoke\b",
     re.I,
 )
-#: A negated change: "do NOT set", "don't apply anything", "never roll back".
+#: A negated change: "do NOT set", "don't apply anything", "never roll back", "I don't
+#: want you to set", "refrain from", "never mind".
 _NEGATION = re.compile(
-    r"\b(?:don'?t|do not|doesn'?t|does not|never|not|no need to|without)\s+(?:\w+\s+){0,2}?"
-    r"(?:set|change|apply|applying|touch|modify|roll|revert|undo|write|do|make)\b"
-    r"|\b(?:apply|change|touch) nothing\b",
+    r"\b(?:don'?t|do not|doesn'?t|does not|never|not|no need to|without|won'?t|shouldn'?t)"
+    r"[\s,]+(?:[\w,]+\s+){0,5}?"
+    r"(?:set|setting|change|changing|apply|applying|touch|modify|roll|revert|undo|write|do"
+    r"|make)\b|\b(?:apply|change|touch) nothing\b|\brefrain\b|\bavoid\w*\b|\bhold off\b"
+    r"|\bnever ?mind\b|\bcancel\b|\bnot\W*$",
     re.I,
 )
+#: Apostrophes and quotes as typed on other keyboards, made the one they are tested as.
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00b4": "'",
+                              "`": "'", "\u2032": "'"})  # fmt: skip
+#: What may come before the change an imperative asks for ("please", "ok", "go ahead and",
+#: "... and"), then the verb that asks for it. Anything else is no imperative.
+_LEAD_IN = (
+    r"(?:[^.?!;:]{0,80}?\band\s+)?"
+    r"(?:(?:please|pls|kindly|ok(?:ay)?|yes|sure|now|alright|then|so|go ahead)[\s,]+)*"
+)
+_CHANGE_VERBS = (
+    r"set|change|apply|raise|lower|increase|decrease|bump|reduce|drop|roll\s*back|revert|undo"
+    r"|restore|tune|adjust|make|write|put|update|enable|disable|double|halve|switch|configure"
+    r"|modify|persist"
+)
+#: The longest message that may be an imperative (a change is asked in one short line).
+MAX_REQUEST_CHARS = 1000
+_IMPERATIVE = re.compile(rf"^\s*{_LEAD_IN}(?:{_CHANGE_VERBS})\b", re.I)
 
 
 def mood(text: str) -> str:
     """Tell how a message speaks of a change: ``imperative``, ``question``,
-    ``hypothetical`` or ``negation``. Only an imperative may become a proposal.
+    ``hypothetical``, ``negation`` or ``statement``. Only an imperative may become a
+    proposal: a message that starts (after "please", "ok", "go ahead and", "... and") with
+    the verb of a change, and holds no negation, condition, question or reported speech.
+    Anything else fails closed: it is answered and dry-run.
 
     >>> [mood(t) for t in ("set vm.swappiness to 10", "do NOT set it, just tell me",
-    ...                    "what would happen if I set it to 5", "can you set it to 5?")]
-    ['imperative', 'negation', 'hypothetical', 'question']
+    ...                    "what would happen if I set it to 5", "can you set it to 5?",
+    ...                    "Don\u2019t set it to 5.", "the log: set it to 5")]
+    ['imperative', 'negation', 'hypothetical', 'question', 'negation', 'statement']
     """
+    if len(text) > MAX_REQUEST_CHARS:
+        return "statement"
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
     if _NEGATION.search(text):
         return "negation"
     if _HYPOTHETICAL.search(text):
         return "hypothetical"
     if _QUESTION.search(text):
         return "question"
-    return "imperative"
+    return "imperative" if _IMPERATIVE.match(text) else "statement"
 
 
 _SMALL_TALK = re.compile(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 
 import click
 
@@ -69,7 +68,6 @@ def ask(
         out = {"schema": "kassist.ask/1", **decision.to_dict()}
         click.echo(json.dumps(out) if fmt == "json" else f"{decision.action} {decision.args}")
         return
-    stream = fmt == "text" and sys.stdout.isatty()
     history = None
     if cfg.chat.history and not no_history:
         from assistant.chat.history import ChatHistory
@@ -78,9 +76,9 @@ def ask(
         session.on_turn = history.record
         session.on_outcome = history.record_outcome
     try:
-        turn = session.ask(text, on_token=(lambda t: click.echo(t, nl=False)) if stream else None)
-        if stream and turn.decision.action == "answer":
-            click.echo()
+        # Not streamed: what a terminal shows is the checked answer, once, through the
+        # sanitiser (a model's raw tokens never reach it).
+        turn = session.ask(text)
         if fmt == "text":
             _echo_turn_text(turn, yes)
         if yes:

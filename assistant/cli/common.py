@@ -15,6 +15,21 @@ from assistant.llm.base import Backend
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def debug_options(func: F) -> F:
+    """Add ``--vmlinux`` and ``--debug-dir``: the kernel's debug files, for a vmcore or a
+    log (whose faulting PC they map to file:line and the member it read)."""
+    func = click.option(
+        "--debug-dir",
+        type=click.Path(),
+        help="A /usr/lib/debug tree (the vmlinux of the crash's release and its modules' .ko).",
+    )(func)
+    return click.option(
+        "--vmlinux",
+        type=click.Path(),
+        help="The kernel's vmlinux with debug info (a vmcore's, or a log's: file:line, member).",
+    )(func)
+
+
 def llm_options(func: F) -> F:
     """Add ``--model``, ``--backend``, ``--max-tokens``, ``--no-llm`` and ``--no-log``."""
     options = [

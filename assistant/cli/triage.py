@@ -10,7 +10,7 @@ from functools import partial
 import click
 
 from actions.text import printable
-from assistant.cli.common import notice
+from assistant.cli.common import debug_options, notice
 from assistant.errors import KassistError
 from assistant.triage import TriageResult, triage_path
 from assistant.triage.render import triage_text
@@ -47,8 +47,7 @@ def stdin_notice(path: str) -> None:
     help="Record the crashes found in the crash store (see `kassist crashes`).",
 )
 @click.option("--vmcore", type=click.Path(), help="Also triage a vmcore (drgn analyses added).")
-@click.option("--vmlinux", type=click.Path(), help="The vmcore's vmlinux with debug info.")
-@click.option("--debug-dir", type=click.Path(), help="A /usr/lib/debug tree for the vmcore.")
+@debug_options
 def triage(
     inputs: tuple[str, ...],
     fmt: str,
@@ -87,11 +86,14 @@ def triage(
             notice(exc.one_line())
             failed += 1
             continue
-        if vmlinux and result.vmcore is None and result.crashes:
-            # A log's traces are symbolised with the same vmlinux (and --debug-dir modules).
-            from assistant.triage.symbolize import symbolize_result
+        context = None
+        if result.vmcore is None and result.crashes and (fmt != "text" or vmlinux or debug_dir):
+            # A log's traces are symbolised with the same vmlinux (and --debug-dir modules);
+            # the JSON's fault and assessment use them and the knowledge base.
+            from assistant.rootcause.report import log_context
 
-            symbolize_result(result, vmlinux, debug_dir)
+            context = log_context(result.crashes, vmlinux, debug_dir, with_kb=fmt != "text")
+            result.warnings += context.notes
         for warning in result.warnings:
             notice(f"{printable(result.source)}: {warning}")
         if store and result.crashes:
@@ -103,6 +105,6 @@ def triage(
 
                 click.echo(vmcore_text(result.vmcore))
         else:
-            click.echo(json.dumps(result.to_dict(), indent=2 if fmt == "json" else None))
+            click.echo(json.dumps(result.to_dict(context), indent=2 if fmt == "json" else None))
     if failed:
         raise click.exceptions.Exit(1)

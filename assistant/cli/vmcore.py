@@ -157,9 +157,12 @@ def vmcore(
     running kernel, or qmp:SOCKET for a QEMU guest (QEMU's -qmp unix:SOCKET).
     Debug info comes from --vmlinux, --debug-dir, --ko, or /usr/lib/debug.
     """
-    target = open_target(path, vmlinux, debug_dir, extra, None if quiet else notice)
+    # explain loads the debug info of the modules its crash involves, not of every one.
+    only = () if view == "explain" else None
+    target = open_target(path, vmlinux, debug_dir, extra, None if quiet else notice, only)
     if view == "explain":
-        from assistant.rootcause.explain import explain_vmcore, explanation_markdown
+        from assistant.rootcause.dump import explain_vmcore
+        from assistant.rootcause.explain import explanation_markdown
 
         explanation = explain_vmcore(target)
         if fmt == "json":

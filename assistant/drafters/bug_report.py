@@ -28,7 +28,7 @@ from assistant.drafters.summary import draft_happened, fallback_summary
 from assistant.drafters.vmcore_markdown import vmcore_markdown
 from assistant.frames import frame_text
 from assistant.llm.base import Backend
-from assistant.rootcause.report import rootcause_markdown
+from assistant.rootcause.report import RootcauseContext, rootcause_markdown
 from assistant.triage.facts import AllocStack, CrashFacts
 from assistant.triage.model import Crash
 from assistant.triage.render import task_text
@@ -36,6 +36,7 @@ from assistant.triage.render import task_text
 if TYPE_CHECKING:
     from assistant.knowledge import KnowledgeBase
     from probes.drgn import Findings
+    from probes.drgn.dwarf import DebugFiles
 
 
 @dataclass
@@ -226,6 +227,7 @@ def draft_report(
     kb: KnowledgeBase | None = None,
     use_kb: bool = True,
     explanation: str | None = None,
+    debug: DebugFiles | None = None,
 ) -> DraftedReport:
     """Draft the report, writing each piece through ``write`` as soon as it exists.
 
@@ -238,18 +240,21 @@ def draft_report(
     :param vmcore: drgn's analyses of the crash's vmcore (``TriageResult.vmcore``), if any.
     :param kb: the knowledge base (default: opened here when ``use_kb``).
     :param explanation: ``kassist vmcore explain``'s Markdown for the crash's dump, if any.
+    :param debug: the kernel's debug files (``--vmlinux``): the faulting PC's source and
+        member in the "Faulting instruction" section.
     """
     emit = write or (lambda _s: None)
     rating = severity_of(crash.type, crash.panicked)
     head = skeleton_head(crash, rating)
     emit(head)
-    knowledge = crash_knowledge(crash, kb if kb is not None or not use_kb else open_knowledge())
+    kb = kb if kb is not None or not use_kb else open_knowledge()
+    knowledge = crash_knowledge(crash, kb)
     draft = draft_happened(crash, rating, backend, max_tokens) if backend is not None else None
     summary, shown = summary_markdown(crash, rating, draft)
     pieces = [
         summary,
         facts_markdown(crash.crash_facts()),
-        rootcause_markdown(crash, knowledge.subsystems or None),  # rootcause: log alone
+        rootcause_markdown(crash, RootcauseContext(kb, debug)),  # rootcause: the log
         explanation or "",
         steps_markdown(crash),
         knowledge_markdown(crash, knowledge),

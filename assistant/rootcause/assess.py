@@ -24,11 +24,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.rootcause.fault import FaultAnalysis
 from assistant.triage.facts import CrashFacts
 from assistant.triage.model import Crash
+
+if TYPE_CHECKING:
+    from assistant.knowledge import KnowledgeBase
 
 UNKNOWN = "unknown"
 
@@ -139,7 +142,11 @@ def actionable(
         f"one object cache: {stacks.cache}",
     ]
     if sections is None:
-        why = "no guilty file" if not crash.guilty_file else "no knowledge base"
+        why = (
+            "no guilty file: the report has no file:line (symbolise it with --vmlinux)"
+            if not crash.guilty_file
+            else "no knowledge base: `kassist kb build`"
+        )
         return Verdict(UNKNOWN, [*reasons, f"MAINTAINERS section not known ({why})"])
     specific = [s for s in sections if s != "THE REST"]
     if not specific:
@@ -147,6 +154,24 @@ def actionable(
     return Verdict(
         "yes", [*reasons, f"{crash.guilty_file or crash.frame}: MAINTAINERS section {specific[0]}"]
     )
+
+
+def needs_maintainers(crash: Crash) -> bool:
+    """Return whether a crash's "actionable" turns on its guilty file's MAINTAINERS
+    sections: it has a guilty file and all else syzbot's rule asks (so that the knowledge
+    base is opened only for such crashes)."""
+    return bool(crash.guilty_file) and actionable(crash, ["any section"]).verdict == "yes"
+
+
+def maintainer_sections(crash: Crash, kb: KnowledgeBase | None) -> list[str] | None:
+    """Return the MAINTAINERS sections of a crash's guilty file, most specific first.
+
+    :return: ``None`` when not known: no knowledge base, or no guilty file (a report
+        without file:line; symbolised with ``--vmlinux`` it has one).
+    """
+    if kb is None or not crash.guilty_file:
+        return None
+    return [s.name for s in kb.maintainers(crash.guilty_file)]
 
 
 # --- trigger surface ----------------------------------------------------------------

@@ -15,6 +15,7 @@ assessment (:mod:`assistant.rootcause.assess`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,13 +25,13 @@ from assistant.rootcause.assess import Assessment, ObjectStacks, assess
 from assistant.rootcause.code import CodeBytes, CodeError, decode
 from assistant.rootcause.fault import FaultAnalysis, relate
 from assistant.rootcause.registers import Registers, fault_address
-from assistant.triage import Crash
+from assistant.triage.model import Crash
 
 if TYPE_CHECKING:
     import drgn
 
     from probes.drgn import Target
-    from probes.drgn.explain import FaultFrame
+    from probes.drgn.explain import FaultFrame, SourcePlace
 
 EXPLAIN_SCHEMA = "kassist.explain/1"
 #: Register values worth identifying: kernel addresses (the upper half).
@@ -75,6 +76,10 @@ class MemberFinding:
         what = f"member at offset 0x{self.offset:x} of {struct}"
         return f"{what}: {self.member}" if self.member else f"{what} (no member there)"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return it as JSON-ready data, with its :meth:`text`."""
+        return asdict(self) | {"text": self.text()}
+
 
 @dataclass
 class Explanation:
@@ -107,7 +112,7 @@ class Explanation:
             "location": self.location,
             "inline_chain": self.chain,
             "fault": self.fault.to_dict() if self.fault else None,
-            "member": asdict(self.member) | {"text": self.member.text()} if self.member else None,
+            "member": self.member.to_dict() if self.member else None,
             "facts": [asdict(f) for f in self.facts],
             "identities": self.identities,
             "object_stacks": self.object_stacks,
@@ -116,6 +121,11 @@ class Explanation:
             "assessment": self.assessment.to_dict() if self.assessment else None,
             "notes": self.notes,
         }
+
+
+def chain_text(places: Sequence[SourcePlace]) -> list[str]:
+    """Return an inline chain as lines, innermost first: ``func file:line [inline]``."""
+    return [f"{p.function} {p.file}:{p.line}" + (" [inline]" if p.inline else "") for p in places]
 
 
 # --- naming the faulting access ----------------------------------------------------
@@ -344,7 +354,12 @@ def _object_stacks(
             freed=tracks["free"].frames if "free" in tracks and slab.allocated is False else (),
             source="the dump (slub_debug tracking)",
         )
-        if not tracks:
+        if not tracks and slab.stores_user:
+            line += (
+                "; its alloc/free stacks (slub_debug=U) could not be read: the object's "
+                "memory is not in the dump (an excluded page?)"
+            )
+        elif not tracks:
             line += "; the cache keeps no alloc/free stacks (boot with slub_debug=U to get them)"
         return stacks, obj, line
     return {}, None, None
@@ -401,9 +416,7 @@ def explain_target(target: Target, crash: Crash | None, log_report: str | None) 
     place = frame.chain[0] if frame.chain else None
     if place and place.file:
         out.location = f"{place.file}:{place.line}"
-    out.chain = [
-        f"{p.function} {p.file}:{p.line}" + (" [inline]" if p.inline else "") for p in frame.chain
-    ]
+    out.chain = chain_text(frame.chain)
     regs = Registers("x86_64", {k: v for k, v in frame.registers.items() if k != "RIP"}, frame.pc)
     fault = fault_address(log_report or "", regs)
     analysis = FaultAnalysis(arch="x86_64", regs=regs, fault=fault)
@@ -545,17 +558,3 @@ def explanation_markdown(e: Explanation) -> str:
         out.append("\nNot computed:\n")
         out += [f"- {md_inline(n)}" for n in e.notes]
     return "\n".join(out) + "\n"
-
-
-def explain_vmcore(target: Target) -> Explanation:
-    """Triage an opened dump's printk buffer and explain its first crash.
-
-    :raises InputError: nothing could be read from the dump.
-    """
-    from assistant.vmcore import analyse_target, triage_analysis
-
-    result = triage_analysis(analyse_target(target, ("crash", "dmesg"), with_locals=False))
-    crash = result.crashes[0] if result.crashes else None
-    out = explain_target(target, crash, crash.report if crash else None)
-    out.notes = [*result.warnings, *out.notes]
-    return out

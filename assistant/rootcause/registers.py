@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from assistant.triage.describe import parse_frames
+from assistant.triage.model import Frame
 from probes.printk_time import without_stamp
 
 Arch = Literal["x86_64", "arm64"]
@@ -174,6 +176,31 @@ def parse_registers(report: str, arch: Arch) -> Registers:
             out.values[name] = int(m.group("value"), 16)
             started = True
     return out
+
+
+#: The faulting PC as a symbol: x86-64's ``RIP: 0010:func+0x9/0x20 [mod]`` (after the
+#: ``[<addr>]`` of old dumps), arm64's ``pc : func+0x28/0x58 [mod]``, or ``PC is at``.
+_PC_SYMBOL = re.compile(
+    r"^(?:RIP: (?!0033)[0-9a-f]{4}:(?:\[<[0-9a-f]+>\]\s*){0,2}|pc : (?:\[<[0-9a-f]+>\]\s*)?"
+    r"|PC is at )(?=[A-Za-z_.$])"
+)
+
+
+def pc_frame(report: str) -> Frame | None:
+    """Return the faulting PC of a report's first kernel register dump as a frame.
+
+    >>> pc_frame("RIP: 0010:kassist_conn_item_id+0x9/0x20 [kassist_crash]").offset
+    9
+
+    :return: ``function+offset/size [module]``, or ``None`` when the dump prints no symbol.
+    """
+    for raw in report.splitlines():
+        line = without_stamp(raw).strip()
+        m = _PC_SYMBOL.match(line)
+        if m:
+            frames = parse_frames([line[m.end() :]])
+            return frames[0] if frames else None
+    return None
 
 
 def fault_address(report: str, registers: Registers) -> FaultAddress | None:

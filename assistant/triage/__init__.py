@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from assistant.errors import InputError
-from assistant.rootcause.report import rootcause_dict
 from assistant.triage.engine import triage_blocks, triage_lines
 from assistant.triage.model import (
     CRASH_SECTIONS,
@@ -16,7 +17,17 @@ from assistant.triage.model import (
 from probes.errors import ProbeError
 from probes.logs import ReadStats, iter_log_blocks
 
-CRASH_SECTIONS.append(rootcause_dict)  # the faulting instruction and the assessment
+
+def _rootcause(crash: Crash, context: Any) -> dict[str, Any]:
+    # The faulting instruction and the assessment. Imported when first used: rootcause
+    # imports triage's modules, so importing it here would make `import
+    # assistant.rootcause.x` (which loads this package first) find rootcause half-loaded.
+    from assistant.rootcause.report import rootcause_dict
+
+    return rootcause_dict(crash, context)
+
+
+CRASH_SECTIONS.append(_rootcause)
 
 
 def triage_path(path: str) -> TriageResult:

@@ -18,11 +18,12 @@ from assistant.triage.facts import CrashFacts, extract_facts
 
 TRIAGE_SCHEMA = "kassist.triage/1"
 
-#: Sections other packages add to a crash's JSON object: each takes the crash and returns
-#: its keys. assistant/triage/__init__.py registers assistant.rootcause's ``fault`` and
+#: Sections other packages add to a crash's JSON object: each takes the crash and the
+#: ``context`` given to :meth:`Crash.to_dict` (opaque here) and returns its keys.
+#: assistant/triage/__init__.py registers assistant.rootcause's ``fault`` and
 #: ``assessment`` (the contract's keys), so this module never imports rootcause (which
 #: reads crashes).
-CRASH_SECTIONS: list[Callable[[Crash], dict[str, Any]]] = []
+CRASH_SECTIONS: list[Callable[[Crash, Any], dict[str, Any]]] = []
 
 
 @dataclass
@@ -146,13 +147,17 @@ class Crash:
             self.facts = extract_facts(self.title, self.report)
         return self.facts
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, context: Any = None) -> dict[str, Any]:
         """Return the crash as the JSON object of the triage contract, with its faulting
-        instruction and assessment (``fault``, ``assessment``: :data:`CRASH_SECTIONS`)."""
+        instruction and assessment (``fault``, ``assessment``: :data:`CRASH_SECTIONS`).
+
+        :param context: what the sections may use besides the crash, passed to each
+            (rootcause's: ``RootcauseContext``, the knowledge base and debug files).
+        """
         self.crash_facts()
         out = asdict(self)
         for section in CRASH_SECTIONS:
-            out |= section(self)
+            out |= section(self, context)
         return out
 
 
@@ -198,13 +203,16 @@ class TriageResult:
     #: :class:`assistant.vmcore.VmcoreSection`
     vmcore: Findings | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as the ``kassist.triage/1`` JSON object."""
+    def to_dict(self, context: Any = None) -> dict[str, Any]:
+        """Return the result as the ``kassist.triage/1`` JSON object.
+
+        :param context: what the crashes' sections may use (see :meth:`Crash.to_dict`).
+        """
         out: dict[str, Any] = {
             "schema": TRIAGE_SCHEMA,
             "source": self.source,
             "lines": self.lines,
-            "crashes": [c.to_dict() for c in self.crashes],
+            "crashes": [c.to_dict(context) for c in self.crashes],
             "events": [e.to_dict() for e in self.events],
             "warnings": list(self.warnings),
         }

@@ -1147,6 +1147,39 @@ USER_FAULT_HINT = re.compile(
     re.ASCII,
 )
 
+#: Other kernel lines that quote a name some task chose (its comm, at most 15 bytes, or a
+#: path), found anywhere in a line: the ``name`` span is never searched for a crash header,
+#: so a task named "Kernel panic - " that trips one of them forges nothing. Each is
+#: reachable by any local user (a misaligned vsyscall, a bad sigreturn frame, a split lock,
+#: an OOM in a memory cgroup, an executable stack, anything audited).
+#: arch/x86/entry/vsyscall/vsyscall_64.c:warn_bad_vsyscall, arch/x86/kernel/signal.c:
+#: signal_fault, arch/x86/kernel/cpu/bus_lock.c, mm/oom_kill.c, fs/exec.c, kernel/audit.c.
+TASK_NAMED: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(pattern, re.ASCII | re.DOTALL)
+    for pattern in (
+        r"(?P<name>.{0,15}?)\[\d+\] .*? ip:[0-9a-f]+ cs:[0-9a-f]+ sp:[0-9a-f]+ ax:[0-9a-f]+ si:",
+        r"(?P<name>.{0,15}?)\[\d+\] bad frame in \w+ frame:",
+        r"#(?:AC|DB): (?P<name>.{0,15}?)/\d+ took a \w+ trap at address",
+        r"(?P<name>.{0,15}?) invoked oom-killer: gfp_mask=",
+        r"[Kk]illed process \d+ \((?P<name>.{0,15}?)\) total-vm:",
+        r"oom_reaper: reaped process \d+ \((?P<name>.{0,15}?)\), now anon-rss:",
+        r"oom-kill:constraint=.*?,task=(?P<name>.{0,15}?),pid=\d+,uid=",
+        r"process '(?P<name>.*)' started with executable stack",
+        r"audit: type=\d+ (?P<name>.*)",
+        r"INFO: task (?P<name>.{0,15}?):\d+ blocked for more than",
+        # the kernel's idioms "%s (%d): ..." and "%s[%d]: ..." at a message's start (stack
+        # depth, drop_caches, deprecated calls, syslog access): whatever follows
+        r"(?:^|(?<=\] )|(?<=kernel: ))(?P<name>.{0,15}?)(?: \(\d+\)|\[\d+\]):? \w",
+    )
+)
+#: What each :data:`TASK_NAMED` line holds (a cheap test before the table).
+TASK_NAMED_HINT = re.compile(
+    r"\] \S.*? ip:[0-9a-f]+ cs:|\] bad frame in | took a \w+ trap at | invoked oom-killer: "
+    r"|illed process \d+ \(|reaped process \d+ \(|,task=| with executable stack|audit: type="
+    r"|INFO: task .*?:\d+ blocked| \(\d+\):? \w|\[\d+\]:? \w",
+    re.ASCII,
+)
+
 #: nbcon prints this after a line cut short by a console takeover, then the line again.
 REPLAY_MARKER = "** replaying previous printk message **"
 

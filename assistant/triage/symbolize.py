@@ -16,7 +16,7 @@ from pathlib import Path
 
 from assistant.errors import NotAvailable
 from assistant.triage import parse
-from assistant.triage.model import Crash, Frame, TriageResult
+from assistant.triage.model import Crash, Frame
 
 #: Top-level directories of the kernel tree: a path is cut to start at one.
 _KERNEL_DIRS = re.compile(
@@ -120,15 +120,3 @@ def symbolize_crash(crash: Crash, vmlinux: Path, debug_dir: Path | None = None) 
     lines = [f" {f.function} {f.file}:{f.line}" for f in trace if f.file]
     crash.guilty_file = parse.guilty_file(crash.title, lines) or crash.guilty_file
     return len(resolved)
-
-
-def symbolize_result(result: TriageResult, vmlinux: str, debug_dir: str | None = None) -> int:
-    """Symbolise every crash of a triage result; return how many frames were resolved.
-
-    :raises NotAvailable: eu-addr2line is missing or the vmlinux cannot be read.
-    """
-    path = Path(vmlinux)
-    if not path.is_file():
-        raise NotAvailable(f"{vmlinux}: no such file", "give a vmlinux with debug info")
-    ddir = Path(debug_dir) if debug_dir else None
-    return sum(symbolize_crash(c, path, ddir) for c in result.crashes)

@@ -5,6 +5,7 @@ The readers behind ``kassist vmcore explain`` (the explanation is
 
 - :func:`fault_frame`: the frame that faulted (below the oops machinery), its registers,
   and its inline chain (file:line of each inlined function at the PC);
+- :func:`stack_modules`: the modules the crashed thread's stack runs through;
 - :func:`code_at`: the bytes around the PC, read from the dump's memory (what the
   ``Code:`` line prints, without the log);
 - :func:`register_variables`: which DWARF variables of the faulting frame live in a
@@ -209,6 +210,27 @@ def fault_frame(prog: drgn.Program) -> tuple[drgn.StackTrace, FaultFrame] | None
     )
 
 
+def stack_modules(prog: drgn.Program) -> set[str]:
+    """Return the loaded modules (not vmlinux) holding PCs of the crashed thread's stack.
+
+    Read before the modules' debug info is loaded, the stack unwinds as far as the
+    kernel's own unwind tables go: the faulting frame at least.
+    """
+    out: set[str] = set()
+    try:
+        trace = prog.crashed_thread().stack_trace()
+    except (ValueError, LookupError, drgn.FaultError):
+        return out
+    for frame in trace:
+        try:
+            module = prog.module(frame.pc)
+        except LookupError:
+            continue
+        if not isinstance(module, drgn.MainModule):
+            out.add(module.name)
+    return out
+
+
 def code_at(prog: drgn.Program, pc: int) -> tuple[bytes, int] | None:
     """Read the code bytes around a PC, as x86's show_opcodes() prints them.
 
@@ -237,11 +259,21 @@ def _pt_regs(prog: drgn.Program, registers: dict[str, int]) -> drgn.Object:
     return drgn.Object(prog, "struct pt_regs", value=value)
 
 
+def registers_trace(prog: drgn.Program, registers: dict[str, int]) -> drgn.StackTrace:
+    """Return the stack trace that starts from a register dump (x86-64's ``struct pt_regs``).
+
+    Only the first frame needs no memory: it is what a log's registers give, without a dump.
+
+    :param registers: upper-case dump names (``RAX``...) and ``RIP``.
+    """
+    return prog.stack_trace(_pt_regs(prog, registers))
+
+
 def _frame_values(prog: drgn.Program, registers: dict[str, int]) -> dict[tuple[str, str], int]:
     # Every integer or pointer variable of the frames at the PC (the inline chain),
     # evaluated from these registers alone.
     out: dict[tuple[str, str], int] = {}
-    trace = prog.stack_trace(_pt_regs(prog, registers))
+    trace = registers_trace(prog, registers)
     pc = registers["RIP"]
     for frame in trace:
         if frame.pc != pc:
@@ -277,7 +309,7 @@ def register_variables(
     moved[register] = (registers[register] + _DELTA) & ((1 << 64) - 1)
     after = _frame_values(prog, moved)
     out = []
-    trace = prog.stack_trace(_pt_regs(prog, registers))
+    trace = registers_trace(prog, registers)
     types: dict[tuple[str, str], str] = {}
     for frame in trace:
         if frame.pc != registers["RIP"]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import Enum
 
 import drgn
 
+from probes.drgn.debugcache import uncompressed
 from probes.drgn.elf import ET_CORE, PT_LOAD, build_id, read_elf_header
 from probes.drgn.kdump import flattened_shortfall, kdump_shortfall
 from probes.errors import ProbeError, ProbeUnavailable
@@ -197,24 +198,64 @@ def _release(prog: drgn.Program) -> str:
     return release.decode(errors="replace")
 
 
+def vmlinux_candidates(directories: Sequence[str], build: bytes | None, release: str) -> list[str]:
+    # Where a /usr/lib/debug-style tree keeps the kernel's debug file (drgn's own places).
+    out = []
+    for d in directories:
+        if build:
+            out.append(os.path.join(d, ".build-id", build.hex()[:2], build.hex()[2:] + ".debug"))
+        out += [
+            os.path.join(d, "boot", f"vmlinux-{release}"),
+            os.path.join(d, "lib", "modules", release, "vmlinux"),
+            os.path.join(d, "usr", "lib", "debug", "boot", f"vmlinux-{release}"),
+        ]
+    return out
+
+
+def _kernel_debug_file(
+    prog: drgn.Program, vmlinux: str | None, directories: Sequence[str]
+) -> tuple[str | None, str | None]:
+    # The file to give drgn for the kernel, uncompressed from the debug cache where the
+    # found one's DWARF is compressed; and a line when the cache could not be used. The
+    # cache only stands in for a file found: with none given or found, there is none.
+    try:
+        build = prog.main_module().build_id
+    except LookupError:
+        build = None
+    if vmlinux is None:
+        release = _release(prog)
+        for candidate in vmlinux_candidates(directories, build, release):
+            with suppress(OSError):
+                if os.path.isfile(candidate) and (build is None or build_id(candidate) == build):
+                    vmlinux = candidate
+                    break
+    if vmlinux is None:
+        return None, None
+    return uncompressed(vmlinux)
+
+
 def load_debug_info(
     target: Target,
     vmlinux: str | None = None,
     debug_dir: str | None = None,
     extra: Sequence[str] = (),
     progress: Progress | None = None,
+    modules: Collection[str] | None = None,
 ) -> None:
     """Load the kernel's and its modules' debug info into a target.
 
     Files are tried in order: ``vmlinux`` and ``extra`` given explicitly, then
     ``debug_dir`` laid out like ``/usr/lib/debug`` (``boot/vmlinux-<release>``,
     ``lib/modules/<release>/...``, ``.build-id/xx/yyyy.debug``), then drgn's
-    standard places.
+    standard places. A kernel debug file whose DWARF is compressed is replaced by its
+    uncompressed copy from :mod:`probes.drgn.debugcache` (written the first time).
 
     :param vmlinux: the kernel's ELF file with DWARF.
     :param debug_dir: a debug tree.
     :param extra: more ELF files with debug info (module ``.ko`` files).
     :param progress: called with a line before the slow step.
+    :param modules: the loaded modules whose debug info is searched for (names, as
+        ``lsmod`` prints them); ``None``: all of them. ``extra`` files are always used.
     :raises ProbeError: the vmlinux does not match, or no kernel debug info was found.
     """
     prog = target.prog
@@ -230,11 +271,16 @@ def load_debug_info(
             os.path.abspath(debug_dir),
             *prog.debug_info_options.directories,
         )
-    paths = [p for p in (vmlinux, *extra) if p]
+    kernel_file, why = _kernel_debug_file(prog, vmlinux, prog.debug_info_options.directories)
+    if why:
+        target.warnings.append(why)
+    paths = [p for p in (kernel_file or vmlinux, *extra) if p]
     if progress:
         progress(f"loading debug info for kernel {_release(prog)} (takes a few seconds)")
     with _drgn_warnings() as messages, suppress(drgn.MissingDebugInfoError):
-        prog.load_debug_info(paths, default=True)
+        prog.load_debug_info(paths, default=modules is None)
+        if modules is not None:
+            load_modules(target, {"kernel", *modules})
     try:
         main = prog.main_module()
     except LookupError:
@@ -245,12 +291,35 @@ def load_debug_info(
             f"no debug info found for kernel {release}",
             f"{_DEBUG_HINT}; on Debian: apt-get install linux-image-{release}-dbg",
         )
-    target.missing_debug_info = sorted(
+    target.missing_debug_info = _missing(prog, modules)
+    target.warnings.extend(m for m in messages if "did not match any loaded" not in m)
+
+
+def _missing(prog: drgn.Program, modules: Collection[str] | None) -> list[str]:
+    return sorted(
         m.name
         for m in prog.modules()
         if m.debug_file_status not in (drgn.ModuleFileStatus.HAVE, drgn.ModuleFileStatus.DONT_NEED)
+        and (modules is None or m.name in modules or m.name == "kernel")
     )
-    target.warnings.extend(m for m in messages if "did not match any loaded" not in m)
+
+
+def load_modules(target: Target, names: Collection[str]) -> list[str]:
+    """Load the debug info of more loaded modules of a target (``_`` and ``-`` alike).
+
+    :param names: module names as the kernel prints them (``kassist_crash``).
+    :return: the names whose debug info is still missing.
+    """
+    prog = target.prog
+    wanted = {n.replace("-", "_") for n in names}
+    found = [m for m in prog.modules() if m.name.replace("-", "_") in wanted]
+    todo = [m for m in found if m.wants_debug_file()]
+    if todo:
+        with _drgn_warnings(), suppress(drgn.MissingDebugInfoError):
+            prog.load_module_debug_info(*todo)
+    missing = sorted(m.name for m in found if m.wants_debug_file())
+    target.missing_debug_info = sorted({*target.missing_debug_info, *missing})
+    return missing
 
 
 def open_vmcore(
@@ -259,6 +328,7 @@ def open_vmcore(
     debug_dir: str | None = None,
     extra: Sequence[str] = (),
     progress: Progress | None = None,
+    modules: Collection[str] | None = None,
 ) -> Target:
     """Open a vmcore (ELF, kdump-compressed or flattened) and load its debug info.
 
@@ -269,6 +339,8 @@ def open_vmcore(
     :param debug_dir: a ``/usr/lib/debug``-style tree (searched by path and build ID).
     :param extra: module ``.ko`` files with debug info.
     :param progress: called with a line before each slow step.
+    :param modules: the loaded modules whose debug info is loaded (``None``: all; see
+        :func:`load_debug_info`).
     :raises ProbeError: missing, not a vmcore, truncated, not a Linux kernel, or wrong vmlinux.
     """
     fmt = dump_format(path)
@@ -289,7 +361,7 @@ def open_vmcore(
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise ProbeError(f"{path} is a core dump of a process, not of a kernel", "give a vmcore")
     target = Target(prog, path, live=False, format=fmt, warnings=list(messages))
-    load_debug_info(target, vmlinux, debug_dir, extra, progress)
+    load_debug_info(target, vmlinux, debug_dir, extra, progress, modules)
     return target
 
 
