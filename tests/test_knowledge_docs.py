@@ -27,7 +27,7 @@ from assistant.sysctl_d import (
     sysctl_d_files,
 )
 from probes.stats import sysctl_names
-from tests.conftest import require_knowledge_base, run_kassist
+from tests.conftest import require, require_knowledge_base, run_kassist
 
 
 @pytest.fixture(scope="module")

@@ -299,9 +299,14 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
     function is in the trace).
     """
     facts: CrashFacts = crash.crash_facts()
-    stuck = facts.family == "soft-lockup"
     # syzkaller's "in corrupted" names no function: a model copies it as if it did.
     rows: list[tuple[str, str]] = [("Title", crash.title.removesuffix(" in corrupted"))]
+    return [*rows, *_where_rows(crash, facts), *_state_rows(crash, facts)]
+
+
+def _where_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
+    # The access, the object, where the CPU was and the path into the bug.
+    rows: list[tuple[str, str]] = []
     if facts.access:
         size = f" of {facts.access_size} bytes" if facts.access_size else ""
         at = f" at address {facts.address}" if facts.address else ""
@@ -329,6 +334,13 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
     if facts.workqueue:
         queue, _, function = facts.workqueue.partition(" ")
         rows.append(("Work item", f"{function}, on the {queue} workqueue"))
+    return rows
+
+
+def _state_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
+    # The stacks, locks, tasks, taint and panic.
+    stuck = facts.family == "soft-lockup"
+    rows: list[tuple[str, str]] = []
     if facts.allocated_by:
         rows.append(("Allocated by", _stack_phrase(facts.allocated_by)))
     if facts.freed_by:
