@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import json
 import re
@@ -10,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from assistant.config import LLMConfig
+from assistant.drafters import pipeline, summary
 from assistant.drafters.assessment import (
     NEXT_STEPS,
     SEVERITY,
@@ -26,6 +28,7 @@ from assistant.drafters.summary import (
     number_claims,
     role_claims,
     stack_claims,
+    work_claims,
 )
 from assistant.triage import triage_path
 from assistant.triage.engine import triage_lines
@@ -202,7 +205,7 @@ def test_the_paragraphs_facts_go_beyond_the_title() -> None:
     assert facts["Bad access"] == "read of 8 bytes at address ffff88004fab1858, in freed memory"
     # The path runs from the socket layer into the crashing function, outermost first,
     # without the syscall wrappers or the reporting machinery.
-    assert facts["Path into the bug"].split(" -> ") == [
+    assert facts["Call path"].split(" -> ") == [
         "sock_sendmsg_nosec",
         "inet_sendmsg",
         "rawv6_sendmsg",
@@ -210,8 +213,29 @@ def test_the_paragraphs_facts_go_beyond_the_title() -> None:
         "ip6_push_pending_frames",
         "ip6_send_skb",
     ]
+    # where the path came from: the system call under the socket layer's frames
+    assert facts["Entered from"] == "the sendto system call"
+    assert facts["Crashing function"] == "ip6_send_skb, in net/ipv6/ip6_output.c"
     assert facts["Taint"] == "none" and facts["Panicked"] == "no"
     assert "Freed by" not in facts  # the report holds no free stack
+
+
+def test_a_sentence_naming_the_workers_loop_as_the_work_is_dropped() -> None:
+    crash = triage_path(str(DATA / "warning-xfrm_state_fini.log")).crashes[0]
+    facts = crash.crash_facts()
+    assert dict(happened_facts(crash, severity_of(crash.type)))["Work item"] == (
+        "cleanup_net, on the netns workqueue"
+    )
+    assert work_claims("The kworker was running process_one_work, on the netns workqueue.", facts)
+    assert work_claims("The kworker was running cleanup_net, on the netns workqueue.", facts) == []
+    assert work_claims("The call path runs through process_one_work.", facts) == []
+
+
+def test_the_paragraphs_own_checks_hold_their_examples() -> None:
+    # The examples in the checks' docstrings (taint, panic, lock roles, names) are run.
+    for module in (summary, pipeline):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_a_sentence_about_a_stack_the_report_lacks_or_a_misbound_number_is_dropped() -> None:
@@ -282,7 +306,7 @@ def test_the_paragraph_prompt_shows_an_example_with_the_crashs_kinds_of_facts() 
     assert "Crashing function: ip6_send_skb, in net/ipv6/ip6_output.c" in user
     # no alloc/free stack in this report: none in the example either
     assert "Freed by" not in example and "freed it" not in answer
-    assert "Bad access" in example and "wrote 2 bytes" in answer
+    assert "Bad access" in example and "read 2 bytes" in answer  # the crash's direction
     assert prompt.sampling is not None and prompt.sampling.grammar is not None
     assert "ip6_send_skb" in prompt.sampling.grammar and "hci_event_packet" not in (
         prompt.sampling.grammar
