@@ -255,7 +255,7 @@ case "$what" in
         ruff check .
         ruff format --check .
         phase_done "ruff"
-        say "mypy (strict on assistant, probes, actions, tui)"
+        say "mypy (strict on assistant, probes, actions, tui; tests checked too)"
         mypy
         phase_done "mypy"
         say "pytest"

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +142,7 @@ def idle_flood(sock: Path, conn: Conn, n: int, applies: int) -> tuple[list[float
     return latencies, len(flood) - busy, busy
 
 
-def main() -> int:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="validate submissions timed one by one")
     ap.add_argument("--applies", type=int, default=300, help="apply + verify submissions")
@@ -155,18 +156,13 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.n, args.applies, args.burst = 300, 200, 2000
-    if os.geteuid() != 0:
-        print("agent_latency: needs root (to create a network namespace)", file=sys.stderr)
-        return 2
+    return args
 
-    tmp = Path(tempfile.mkdtemp(prefix="kassist-bench-"))
-    (tmp / "policy.toml").write_text(POLICY)
-    holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"])
-    time.sleep(0.1)
-    ns = f"/proc/{holder.pid}/ns/net"
-    assert os.readlink(ns) != os.readlink("/proc/self/ns/net")
-    sock = tmp / "agent.sock"
-    agent = subprocess.Popen(
+
+def start_agent(tmp: Path, ns: str) -> subprocess.Popen[bytes]:
+    """Start ``kassist-agent serve`` in the network namespace ``ns`` (a /proc/PID/ns/net
+    path) with 1024 open files, its socket and state in ``tmp``."""
+    return subprocess.Popen(
         [
             "nsenter",
             f"--net={ns}",
@@ -177,7 +173,7 @@ def main() -> int:
             "actions",
             "serve",
             "--socket",
-            str(sock),
+            str(tmp / "agent.sock"),
             "--state-dir",
             str(tmp / "state"),
             "--policy",
@@ -191,126 +187,168 @@ def main() -> int:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stderr=subprocess.DEVNULL,
     )
-    try:
-        for _ in range(500):
-            if sock.exists():
-                break
-            time.sleep(0.02)
-        time.sleep(0.2)
-        assert os.readlink(f"/proc/{agent.pid}/ns/net") == os.readlink(ns)
-        conn = Conn(sock)
-        load = os.getloadavg()
-        print(
-            f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs"
-        )
 
-        floor = [conn.call({"op": "history", "user_data": i, "limit": 1})[0] for i in range(args.n)]
-        print(line("baseline: history round trip", floor))
 
-        cpu0 = cpu_seconds(agent.pid)
-        good = [
-            conn.call({"op": "validate", "user_data": i, "recommendations": rec(8192)})
-            for i in range(args.n)
-        ]
-        assert all(r["ok"] for _, r in good), good[0]
-        validate_lat = [t for t, _ in good]
-        validate_cpu = (cpu_seconds(agent.pid) - cpu0) / args.n
-        print(
-            line("validate (socket)", validate_lat) + f"   agent CPU {validate_cpu * 1000:.3f} ms"
-        )
+def wait_for_socket(sock: Path, agent: subprocess.Popen[bytes], ns: str) -> None:
+    """Wait until the agent's socket exists (about 10 s at most), in the namespace ``ns``."""
+    for _ in range(500):
+        if sock.exists():
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert os.readlink(f"/proc/{agent.pid}/ns/net") == os.readlink(ns)
 
-        from actions.knobs import Roots
-        from actions.model import parse_recommendations
-        from actions.policy import load_policy
-        from actions.validate import validate
 
-        policy = load_policy(tmp / "policy.toml")
-        inproc = []
-        # In-process, in this (host) namespace: reads only, nothing is written.
-        for _ in range(args.n):
-            t0 = time.perf_counter()
-            recs, _ = parse_recommendations(rec(8192))
-            validate(recs, policy, Roots())
-            inproc.append(time.perf_counter() - t0)
-        print(line("baseline: validate in-process", inproc))
+def timed_calls(
+    conn: Conn,
+    pid: int,
+    entries: list[dict[str, object]],
+    good: Callable[[dict[str, object]], bool],
+) -> tuple[list[float], float]:
+    """Send ``entries`` one at a time; return their latencies (seconds) and the agent's CPU
+    seconds per call. Each reply must be ``good``."""
+    cpu0 = cpu_seconds(pid)
+    latencies = []
+    for entry in entries:
+        t, reply = conn.call(entry)
+        assert good(reply), reply
+        latencies.append(t)
+    return latencies, (cpu_seconds(pid) - cpu0) / len(entries)
 
-        applies = []
-        values = (8192, 4096)
-        cpu0 = cpu_seconds(agent.pid)
-        for i in range(args.applies):
-            t, reply = conn.call(
-                {"op": "apply", "user_data": i, "recommendations": rec(values[i % 2])}
-            )
-            assert reply["verdict"] == "verified", reply
-            applies.append(t)
-        apply_cpu = (cpu_seconds(agent.pid) - cpu0) / args.applies
-        print(
-            line("apply + verify, one key (socket)", applies)
-            + f"   agent CPU {apply_cpu * 1000:.3f} ms"
-        )
 
-        # The client stays out of the way: submissions are pre-encoded and sent a window
-        # at a time; completions are checked on the wire (the agent's compact JSON).
-        body = json.dumps(rec(8192), separators=(",", ":"))
-        template = '{"op":"validate","user_data":%d,"recommendations":' + body + "}\n"
+def validate_in_process(policy_path: Path, n: int) -> list[float]:
+    """Time ``n`` validations called in-process, in this (host) namespace: reads only."""
+    from actions.knobs import Roots
+    from actions.model import parse_recommendations
+    from actions.policy import load_policy
+    from actions.validate import validate
+
+    policy = load_policy(policy_path)
+    inproc = []
+    for _ in range(n):
         t0 = time.perf_counter()
-        cpu0 = cpu_seconds(agent.pid)
-        window = 256
-        sent = done = 0
-        pending = b""
-        while done < args.burst:
-            batch = min(args.burst - sent, window - (sent - done))
-            if batch > 0:
-                conn.sock.sendall("".join(template % (sent + i) for i in range(batch)).encode())
-                sent += batch
-            pending += conn.sock.recv(1 << 20)
-            *lines, pending = pending.split(b"\n")
-            for reply in lines:
-                assert b'"ok":true' in reply, reply[:200]
-            done += len(lines)
-        elapsed = time.perf_counter() - t0
-        rate = args.burst / elapsed
-        burst_cpu = cpu_seconds(agent.pid) - cpu0
-        print(
-            f"{'validation throughput (pipelined)':<34} n={args.burst:<6} {rate:9.0f} /s   "
-            f"({window} in flight; in-process baseline {1 / statistics.fmean(inproc):9.0f} /s)"
-        )
+        recs, _ = parse_recommendations(rec(8192))
+        validate(recs, policy, Roots())
+        inproc.append(time.perf_counter() - t0)
+    return inproc
 
-        p99_apply = pct(applies, 99)
-        print()
-        inproc_ms = statistics.fmean(inproc) * 1000
-        print(
-            f"validate p50 / in-process mean: x{pct(validate_lat, 50) / inproc_ms:.1f}; "
-            f"validate p50 / history p50: x{pct(validate_lat, 50) / pct(floor, 50):.2f}"
-        )
-        print(
-            f"target apply+verify p99 <= 5 ms: {p99_apply:.3f} ms "
-            f"({'met' if p99_apply <= 5 else 'NOT met'})"
-        )
-        print(
-            f"target >= 5,000 validations/s: {rate:.0f}/s ({'met' if rate >= 5000 else 'NOT met'})"
-        )
-        print(
-            f"agent CPU per validation in the burst: {burst_cpu / args.burst * 1000:.3f} ms, i.e. "
-            f"{args.burst / burst_cpu:.0f} validations per agent CPU-second"
-        )
-        flood_apply, accepted, busy = idle_flood(sock, conn, args.flood, args.applies)
-        status = conn.call({"op": "status", "user_data": "after-flood"})[1]["status"]
-        assert isinstance(status, dict) and status["overridden"] == [], status
-        p99_flood = pct(flood_apply, 99)
-        print()
-        print(
-            f"flood of {args.flood} idle connections (agent RLIMIT_NOFILE 1024): {accepted} "
-            f"held open, {busy} refused 'busy' by the caps, {args.flood - accepted - busy} "
-            "not accepted within 1 s (listen backlog full)"
-        )
-        print(line("apply + verify during the flood", flood_apply))
-        print(
-            f"apply+verify p99 during the flood / before: x{p99_flood / p99_apply:.2f}; "
-            f"managed keys lost: {0 if status['managed'] else 1}"
-        )
-        load = os.getloadavg()
-        print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+def pipelined(conn: Conn, pid: int, burst: int, window: int) -> tuple[float, float]:
+    """Send ``burst`` validations with ``window`` in flight; return validations per second
+    and the agent's CPU seconds for them all."""
+    # The client stays out of the way: submissions are pre-encoded and sent a window
+    # at a time; completions are checked on the wire (the agent's compact JSON).
+    body = json.dumps(rec(8192), separators=(",", ":"))
+    template = '{"op":"validate","user_data":%d,"recommendations":' + body + "}\n"
+    t0 = time.perf_counter()
+    cpu0 = cpu_seconds(pid)
+    sent = done = 0
+    pending = b""
+    while done < burst:
+        batch = min(burst - sent, window - (sent - done))
+        if batch > 0:
+            conn.sock.sendall("".join(template % (sent + i) for i in range(batch)).encode())
+            sent += batch
+        pending += conn.sock.recv(1 << 20)
+        *lines, pending = pending.split(b"\n")
+        for reply in lines:
+            assert b'"ok":true' in reply, reply[:200]
+        done += len(lines)
+    return burst / (time.perf_counter() - t0), cpu_seconds(pid) - cpu0
+
+
+def measure(args: argparse.Namespace, tmp: Path, agent: subprocess.Popen[bytes]) -> None:
+    """Time the agent's socket against its baselines and print the figures."""
+    conn = Conn(tmp / "agent.sock")
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs")
+
+    floor = [conn.call({"op": "history", "user_data": i, "limit": 1})[0] for i in range(args.n)]
+    print(line("baseline: history round trip", floor))
+    validate_lat, validate_cpu = timed_calls(
+        conn,
+        agent.pid,
+        [{"op": "validate", "user_data": i, "recommendations": rec(8192)} for i in range(args.n)],
+        lambda reply: bool(reply["ok"]),
+    )
+    print(line("validate (socket)", validate_lat) + f"   agent CPU {validate_cpu * 1000:.3f} ms")
+    inproc = validate_in_process(tmp / "policy.toml", args.n)
+    print(line("baseline: validate in-process", inproc))
+    applies, apply_cpu = timed_calls(
+        conn,
+        agent.pid,
+        [
+            {"op": "apply", "user_data": i, "recommendations": rec((8192, 4096)[i % 2])}
+            for i in range(args.applies)
+        ],
+        lambda reply: reply["verdict"] == "verified",
+    )
+    print(
+        line("apply + verify, one key (socket)", applies)
+        + f"   agent CPU {apply_cpu * 1000:.3f} ms"
+    )
+    window = 256
+    rate, burst_cpu = pipelined(conn, agent.pid, args.burst, window)
+    print(
+        f"{'validation throughput (pipelined)':<34} n={args.burst:<6} {rate:9.0f} /s   "
+        f"({window} in flight; in-process baseline {1 / statistics.fmean(inproc):9.0f} /s)"
+    )
+
+    p99_apply = pct(applies, 99)
+    print()
+    inproc_ms = statistics.fmean(inproc) * 1000
+    print(
+        f"validate p50 / in-process mean: x{pct(validate_lat, 50) / inproc_ms:.1f}; "
+        f"validate p50 / history p50: x{pct(validate_lat, 50) / pct(floor, 50):.2f}"
+    )
+    print(
+        f"target apply+verify p99 <= 5 ms: {p99_apply:.3f} ms "
+        f"({'met' if p99_apply <= 5 else 'NOT met'})"
+    )
+    print(f"target >= 5,000 validations/s: {rate:.0f}/s ({'met' if rate >= 5000 else 'NOT met'})")
+    print(
+        f"agent CPU per validation in the burst: {burst_cpu / args.burst * 1000:.3f} ms, i.e. "
+        f"{args.burst / burst_cpu:.0f} validations per agent CPU-second"
+    )
+    measure_flood(args, tmp / "agent.sock", conn, p99_apply)
+
+
+def measure_flood(args: argparse.Namespace, sock: Path, conn: Conn, p99_apply: float) -> None:
+    """Time apply + verify during a flood of idle connections and print it."""
+    flood_apply, accepted, busy = idle_flood(sock, conn, args.flood, args.applies)
+    status = conn.call({"op": "status", "user_data": "after-flood"})[1]["status"]
+    assert isinstance(status, dict) and status["overridden"] == [], status
+    p99_flood = pct(flood_apply, 99)
+    print()
+    print(
+        f"flood of {args.flood} idle connections (agent RLIMIT_NOFILE 1024): {accepted} "
+        f"held open, {busy} refused 'busy' by the caps, {args.flood - accepted - busy} "
+        "not accepted within 1 s (listen backlog full)"
+    )
+    print(line("apply + verify during the flood", flood_apply))
+    print(
+        f"apply+verify p99 during the flood / before: x{p99_flood / p99_apply:.2f}; "
+        f"managed keys lost: {0 if status['managed'] else 1}"
+    )
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def main() -> int:
+    args = _args()
+    if os.geteuid() != 0:
+        print("agent_latency: needs root (to create a network namespace)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="kassist-bench-"))
+    (tmp / "policy.toml").write_text(POLICY)
+    holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"])
+    time.sleep(0.1)
+    ns = f"/proc/{holder.pid}/ns/net"
+    assert os.readlink(ns) != os.readlink("/proc/self/ns/net")
+    agent = start_agent(tmp, ns)
+    try:
+        wait_for_socket(tmp / "agent.sock", agent, ns)
+        measure(args, tmp, agent)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(10)

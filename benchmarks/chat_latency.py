@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assistant.chat.answer import DocsAnswerer, knowledge_facts  # noqa: E402
+from assistant.chat.answer import GroundedAnswerer  # noqa: E402
 from assistant.chat.router import route  # noqa: E402
 from assistant.chat.session import ChatSession  # noqa: E402
 from assistant.config import load_config  # noqa: E402
@@ -52,22 +52,15 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-_REAL_FACTS = knowledge_facts
-
-
-def _facts(question: str) -> str:
-    # The knowledge base's hits when it is built; else one fixed paragraph, so that the
-    # model always has something to answer from.
-    real = _REAL_FACTS(question)
-    return real or (
-        "[Documentation/admin-guide/mm/concepts.rst#reclaim] Reclaim: when memory runs low the "
-        "kernel frees page cache and swaps anonymous pages out."
-    )
+def _answerer(backend: object) -> GroundedAnswerer:
+    # The model writes from the retrieved documentation and its draft streams (the checked,
+    # cited answer replaces it): the path whose tokens a person watches arrive.
+    return GroundedAnswerer(backend, mode="write")  # type: ignore[arg-type]
 
 
 def ttft(backend: object, n: int) -> list[float]:
     """Time to the first token of each answer, in seconds (the first one is cold)."""
-    session = ChatSession(backend, answerer=DocsAnswerer(backend, facts=_facts))  # type: ignore[arg-type]
+    session = ChatSession(backend, answerer=_answerer(backend))  # type: ignore[arg-type]
     session.warm()  # what the TUI does when it opens
     out = []
     for q in (QUESTIONS * 2)[:n]:
@@ -94,7 +87,7 @@ async def keystrokes(
     sources = Sources(
         pressure=lambda: Pressure(0.0), crashes=lambda s: [], agent=lambda s: "-", live=False
     )
-    session = ChatSession(backend, answerer=DocsAnswerer(backend, facts=_facts))  # type: ignore[arg-type]
+    session = ChatSession(backend, answerer=_answerer(backend))  # type: ignore[arg-type]
     app = KassistApp(session, sources=sources)
     lat: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -74,49 +75,55 @@ def pct(n: int, d: int) -> str:
     return f"{n}/{d} = {100.0 * n / d:.1f}%" if d else "n/a"
 
 
+def _agreements(r: dict[str, Any], c: dict[str, Any], wrong: list[str]) -> list[str]:
+    """Return what a found crash agrees on with its corpus row (``exact``, ``either``,
+    ``type``, ``corrupted``); append a line to ``wrong`` for each disagreement shown."""
+    agree = []
+    if c["title"] == r["title"]:
+        agree.append("exact")
+    else:
+        wrong.append(f"  {r['id']}: title {c['title']!r}, expected {r['title']!r}")
+    if {c["title"], *c["alt_titles"]} & {r["title"], *(r.get("alt_titles") or [])}:
+        agree.append("either")
+    want_type = r["type"] or "UNKNOWN"
+    if c["type"] == want_type:
+        agree.append("type")
+    else:
+        wrong.append(f"  {r['id']}: type {c['type']}, expected {want_type}")
+    if bool(c["corrupted"]) == bool(r["corrupted"]):
+        agree.append("corrupted")
+    else:
+        wrong.append(
+            f"  {r['id']}: corrupted={c['corrupted']} ({c['corrupted_reason']}),"
+            f" expected {r['corrupted']}"
+        )
+    return agree
+
+
 def evaluate_reports(rows: list[dict[str, Any]], docs: list[dict[str, Any]], misses: int) -> None:
     """Print recall, true negatives, title, type and corruption agreement."""
     pos = [(r, d) for r, d in zip(rows, docs, strict=True) if r["expect_crash"]]
     neg = [(r, d) for r, d in zip(rows, docs, strict=True) if not r["expect_crash"]]
-    found = exact = either = typ = corr = 0
+    agree: Counter[str] = Counter()
     wrong: list[str] = []
     for r, d in pos:
         if not d["crashes"]:
             wrong.append(f"  {r['id']}: missed; expected {r['title']!r}")
             continue
-        found += 1
-        c = d["crashes"][0]
-        if c["title"] == r["title"]:
-            exact += 1
-        else:
-            wrong.append(f"  {r['id']}: title {c['title']!r}, expected {r['title']!r}")
-        titles = {c["title"], *c["alt_titles"]}
-        if titles & {r["title"], *(r.get("alt_titles") or [])}:
-            either += 1
-        want_type = r["type"] or "UNKNOWN"
-        if c["type"] == want_type:
-            typ += 1
-        else:
-            wrong.append(f"  {r['id']}: type {c['type']}, expected {want_type}")
-        if bool(c["corrupted"]) == bool(r["corrupted"]):
-            corr += 1
-        else:
-            wrong.append(
-                f"  {r['id']}: corrupted={c['corrupted']} ({c['corrupted_reason']}),"
-                f" expected {r['corrupted']}"
-            )
+        agree["found"] += 1
+        agree.update(_agreements(r, d["crashes"][0], wrong))
     tn = sum(1 for _, d in neg if not d["crashes"])
     for r, d in neg:
         if d["crashes"]:
             wrong.append(f"  {r['id']}: false positive {d['crashes'][0]['title']!r}")
     n = len(pos)
     print(f"logs                    {len(rows)} ({n} with a crash, {len(neg)} without)")
-    print(f"crash recall            {pct(found, n)}")
+    print(f"crash recall            {pct(agree['found'], n)}")
     print(f"true negatives          {pct(tn, len(neg))}   (target >= 95%)")
-    print(f"exact title             {pct(exact, n)}   (target >= 90%)")
-    print(f"title or alt title      {pct(either, n)}")
-    print(f"type agreement          {pct(typ, n)}")
-    print(f"corrupted agreement     {pct(corr, n)}   (target >= 90%)")
+    print(f"exact title             {pct(agree['exact'], n)}   (target >= 90%)")
+    print(f"title or alt title      {pct(agree['either'], n)}")
+    print(f"type agreement          {pct(agree['type'], n)}")
+    print(f"corrupted agreement     {pct(agree['corrupted'], n)}   (target >= 90%)")
     if wrong and misses:
         print(f"misses (first {misses}):")
         for w in wrong[:misses]:

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +128,7 @@ def _reload_ms(e: Enforcer, table: list[dict[str, Any]], repeat: int) -> tuple[f
     return statistics.median(total), statistics.median(compiling)
 
 
-def main() -> int:
-    """Measure and print the figures."""
-    # SIGTERM (a CI timeout) unwinds through the finally below: nothing stays attached
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(1))
-    if os.geteuid() == 0:
-        mounted = ensure_bpffs()  # as the agent does: mount bpffs where it is missing
-        if mounted:
-            print(f"kassist: {mounted}", file=sys.stderr)
-
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--n", type=int, default=20000, help="calls per op per round")
@@ -144,11 +137,28 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.n, args.reloads = 3, 2000, 3
-    missing = problems()
-    mount = cgroup2_mount()
-    if missing or mount is None:
-        print(f"kassist: enforcement benchmark cannot run: {'; '.join(missing)}", file=sys.stderr)
-        return 1
+    return args
+
+
+def _rmdir(cg: Path) -> None:
+    # A cgroup's last task may take a moment to leave it.
+    for _ in range(100):
+        try:
+            cg.rmdir()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+@dataclass
+class _Figures:
+    rows: list[dict[str, Any]]  # per round: side -> op -> ns per call
+    rules: int  # rules of the default policy
+    small: tuple[float, float]  # reload of the default policy: (whole, compile) ms
+    big: tuple[float, float]  # reload of 4000 rules: (whole, compile) ms
+
+
+def _measure(mount: Path, args: argparse.Namespace) -> _Figures:
     plain, empty, guarded = (
         _cgroup(mount, "plain"),
         _cgroup(mount, "empty"),
@@ -170,7 +180,6 @@ def main() -> int:
                  str(args.rounds), str(args.n)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
-            rows = json.loads(proc.stdout)
             small = _reload_ms(e, table, args.reloads)
             big_table = [{"pattern": f"net.kassist.bench{i}", "action": "allow", "type": "int",
                           "min": 0, "max": i} for i in range(4000)]  # fmt: skip
@@ -179,12 +188,12 @@ def main() -> int:
             e.stop()
             _detach_empty(empty, empty_pin)
             for cg in (plain, empty, guarded):
-                for _ in range(100):
-                    try:
-                        cg.rmdir()
-                        break
-                    except OSError:
-                        time.sleep(0.05)
+                _rmdir(cg)
+    return _Figures(json.loads(proc.stdout), len(compiled.rules), small, big)
+
+
+def _report(args: argparse.Namespace, f: _Figures) -> None:
+    rows = f.rows
     print(f"in-kernel enforcement overhead ({args.rounds} rounds x {args.n} calls, same run)")
     print(f"{'ns per call':<32} {'plain':>6} {'empty prog':>11} {'guard':>6} "
           f"{'empty/plain':>12} {'guard/plain':>12} {'guard/empty':>12}")  # fmt: skip
@@ -202,11 +211,28 @@ def main() -> int:
         for a, b in itertools.pairwise(rows)
     )
     print(f"noise (plain read, round to round): {noise:.1%}")
-    for label, (total, comp) in ((f"{len(compiled.rules)} rules (default policy)", small),
-                                 ("4000 rules", big)):  # fmt: skip
+    for label, (total, comp) in ((f"{f.rules} rules (default policy)", f.small),
+                                 ("4000 rules", f.big)):  # fmt: skip
         kernel = total - comp
         print(f"reload, whole map, {label}: {total:.2f} ms "
               f"(compile {comp:.2f} ms; create + fill + swap {kernel:.2f} ms)")  # fmt: skip
+
+
+def main() -> int:
+    """Measure and print the figures."""
+    # SIGTERM (a CI timeout) unwinds through the finally below: nothing stays attached
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(1))
+    if os.geteuid() == 0:
+        mounted = ensure_bpffs()  # as the agent does: mount bpffs where it is missing
+        if mounted:
+            print(f"kassist: {mounted}", file=sys.stderr)
+    args = _args()
+    missing = problems()
+    mount = cgroup2_mount()
+    if missing or mount is None:
+        print(f"kassist: enforcement benchmark cannot run: {'; '.join(missing)}", file=sys.stderr)
+        return 1
+    _report(args, _measure(mount, args))
     return 0
 
 

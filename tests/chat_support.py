@@ -25,7 +25,8 @@ def gib(kib: int) -> str:
 
 
 def memory_total_line() -> str:
-    """Return the start of the memory line with /proc's MemTotal (constant while up)."""
+    """Return the start of the memory line with /proc's MemTotal now (a VM's balloon
+    driver may change it while the machine runs)."""
     return f"memory     total {gib(meminfo_kib()['MemTotal'])}"
 
 

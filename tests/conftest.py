@@ -12,9 +12,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from assistant.knowledge import KnowledgeBase
 
 # No timed assertions, Hypothesis' own included: no per-example deadline, no failure
 # because generating data was slow on a loaded machine. A test's own @settings keeps
@@ -35,6 +39,17 @@ def require(condition: bool, reason: str) -> None:
     if REQUIRE_REAL:
         pytest.fail(f"KASSIST_REQUIRE_REAL=1 but {reason}")
     pytest.skip(reason)
+
+
+def require_knowledge_base() -> KnowledgeBase:
+    """Return the installed knowledge base; skip (or fail, under KASSIST_REQUIRE_REAL=1)
+    when it is not built (``./setup.sh`` as root builds it)."""
+    from assistant.knowledge import try_open
+
+    kb = try_open()
+    require(kb is not None, "the knowledge base is not built (./setup.sh as root builds it)")
+    assert kb is not None
+    return kb
 
 
 def require_default_model() -> None:

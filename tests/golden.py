@@ -43,9 +43,9 @@ def split(text: str) -> tuple[list[str], str]:
 
 def write(path: Path, log: str) -> None:
     """Write a golden file for ``log``."""
-    path.write_text("\n".join(headers(log)) + "\n\n" + log, **ENCODING)  # type: ignore[arg-type]
+    path.write_text("\n".join(headers(log)) + "\n\n" + log, **ENCODING)
 
 
 def read(path: Path) -> tuple[list[str], str]:
     """Read a golden file."""
-    return split(path.read_text(**ENCODING))  # type: ignore[arg-type]
+    return split(path.read_text(**ENCODING))

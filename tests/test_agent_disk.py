@@ -189,7 +189,12 @@ def test_a_rollback_undone_while_the_journal_is_full_stays_undone(tmp_path: Path
     try:
         recs = [rec("net.core.somaxconn", 8192), rec("net.ipv4.tcp_fin_timeout", 30, id="r2")]
         assert agent.apply(recs, who).verdict == "verified"
-        agent.on_step = lambda step, _: state.fill() if step == "rolling_back" else None
+
+        def fill_on_rollback(step: str, _: int) -> None:
+            if step == "rolling_back":
+                state.fill()
+
+        agent.on_step = fill_on_rollback
         locked = subprocess.run(["chattr", "+i", str(som)], capture_output=True, check=False)
         require(locked.returncode == 0, f"chattr +i not supported here: {locked.stderr!r}")
         try:

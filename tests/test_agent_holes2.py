@@ -383,7 +383,7 @@ def test_the_connection_cap_keeps_a_reserve_for_root(tmp_path: Path) -> None:
         agent.start()
         for ids in (NOBODY, DAEMON):
             procs.append(_as_user(ids, _HOLD, str(agent.socket), "8", "0", stdin=subprocess.PIPE))
-        held = [int(p.stdout.readline().split()[0]) for p in procs if p.stdout]  # type: ignore[union-attr]
+        held = [int(p.stdout.readline().split()[0]) for p in procs if p.stdout]
         assert 0 < sum(held) < 16, held
         reply = _call(agent, "status")  # root, while the members hold theirs
         assert reply["ok"] and reply["verdict"] == "ok", reply

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -243,7 +244,7 @@ def test_many_in_flight_each_gets_exactly_one_completion(agent: AgentProcess) ->
     n = 200
     for i in range(n):
         op = ("validate", "status", "history")[i % 3]
-        entry = {"op": op, "user_data": f"u{i}"}
+        entry: dict[str, Any] = {"op": op, "user_data": f"u{i}"}
         if op == "validate":
             entry["recommendations"] = rec("net.core.somaxconn", 100000)
         conn.send(entry)
@@ -418,7 +419,7 @@ def test_a_client_without_an_agent_gets_one_clear_error(tmp_path: Path) -> None:
 
 def test_the_client_pipelines_and_matches_completions(agent: AgentProcess) -> None:
     with AgentClient(agent.socket) as client:
-        entries = [
+        entries: list[dict[str, Any]] = [
             {"op": "validate", "recommendations": rec("net.core.somaxconn", v)}
             for v in (100000, 64, 8192)
         ] + [{"op": "history", "limit": 1}, {"op": "status"}]

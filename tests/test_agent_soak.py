@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import pytest
 
 from actions.client import AgentClient
 from actions.errors import ActionError
+from actions.model import AgentStatus
 from tests.agent_support import AgentProcess, NetNS, Tmpfs, rec, require_netns
 from tests.conftest import require
 
@@ -169,7 +171,12 @@ def _client(soak: Soak, seed: int) -> None:
             time.sleep(0.05)
 
 
-def _killer(soak: Soak, seed: int) -> None:
+def _agent_step(rng: random.Random) -> str:
+    return rng.choice(STEPS)
+
+
+def _killer(soak: Soak, seed: int, step: Callable[[random.Random], str] = _agent_step) -> None:
+    # SIGKILL the agent every 1 to 4 s and start the next one at once.
     rng = random.Random(seed)
     while not soak.stop.wait(rng.uniform(1.0, 4.0)):
         proc = soak.agent.proc
@@ -179,7 +186,7 @@ def _killer(soak: Soak, seed: int) -> None:
         soak.count("kills")
         # The next agent lingers 20 ms at one step of every apply or rollback, so that
         # the next kill often lands inside one (KASSIST_AGENT_FAULT=pause:<step>).
-        soak.agent.start(env={"KASSIST_AGENT_FAULT": f"pause:{rng.choice(STEPS)}",
+        soak.agent.start(env={"KASSIST_AGENT_FAULT": f"pause:{step(rng)}",
                               "KASSIST_AGENT_PAUSE": "0.02"})  # fmt: skip
 
 
@@ -299,6 +306,48 @@ def _flood(agent: AgentProcess) -> subprocess.Popen[str]:
     )
 
 
+def _flood_counts(flood: subprocess.Popen[str]) -> tuple[int, int, int]:
+    """Stop the group member's flood: the connections it made with entries, those
+    dropped, and those that failed while the agent restarted."""
+    assert flood.stdin is not None and flood.stdout is not None
+    flood.stdin.close()  # the flood's cue to stop
+    flooded, dropped, failed = map(int, flood.stdout.read().split())
+    flood.wait(60)
+    return flooded, dropped, failed
+
+
+def _run(soak: Soak, threads: list[threading.Thread], seconds: float) -> None:
+    """Run the soak's threads for *seconds*, then stop them and wait for each."""
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    soak.stop.set()
+    for t in threads:
+        t.join(60)
+
+
+def _kill_and_restart(agent: AgentProcess) -> AgentStatus:
+    """SIGKILL the agent at rest and start it again: the status its recovery leaves."""
+    assert agent.proc is not None
+    os.kill(agent.proc.pid, signal.SIGKILL)
+    agent.proc.wait(10)
+    agent.start()
+    with AgentClient(agent.socket, timeout=30) as client:
+        status = client.status().status
+    assert status is not None
+    return status
+
+
+def _mismatches(netns: NetNS, says: dict[str, str], wrong: list[str]) -> list[str]:
+    """*wrong* (the journal's own faults), then each key the kernel holds otherwise than
+    the journal *says* (values compared field by field)."""
+    return wrong + [
+        f"{k}: kernel {netns.read(k)}, journal {v}"
+        for k, v in says.items()
+        if " ".join(netns.read(k).split()) != " ".join(v.split())
+    ]
+
+
 def test_soak_with_random_kills_full_disks_and_a_flood(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -323,31 +372,13 @@ def test_soak_with_random_kills_full_disks_and_a_flood(
         threads.append(threading.Thread(target=_killer, args=(soak, 99)))
         threads.append(threading.Thread(target=_filler, args=(soak, 98, disks)))
         flood = _flood(agent)
-        for t in threads:
-            t.start()
-        time.sleep(SECONDS)
-        soak.stop.set()
-        for t in threads:
-            t.join(60)
-        assert flood.stdin is not None and flood.stdout is not None
-        flood.stdin.close()  # the flood's cue to stop
-        flooded, dropped, failed = map(int, flood.stdout.read().split())
-        flood.wait(60)
+        _run(soak, threads, SECONDS)
+        flooded, dropped, failed = _flood_counts(flood)
         # One more SIGKILL at rest, then the one restart that must leave nothing in flight.
-        assert agent.proc is not None
-        os.kill(agent.proc.pid, signal.SIGKILL)
-        agent.proc.wait(10)
-        agent.start()
-        with AgentClient(agent.socket, timeout=30) as client:
-            status = client.status().status
-        assert status is not None
+        status = _kill_and_restart(agent)
         agent.stop()
         says, wrong = _journal_says(agent.state / "journal.db")
-        mismatches = wrong + [
-            f"{k}: kernel {netns.read(k)}, journal {v}"
-            for k, v in says.items()
-            if " ".join(netns.read(k).split()) != " ".join(v.split())
-        ]
+        mismatches = _mismatches(netns, says, wrong)
         audited = _audited_refusals(agent.audit_events())
         c = soak.counts
         lossy = soak.lost_at_most()

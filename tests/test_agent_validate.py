@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actions.errors import ActionError, Rejected
-from actions.knobs import Roots, bracket_options, glob_match, parse_kernel_text, resolve
+from actions.knobs import (
+    Roots,
+    bracket_options,
+    glob_match,
+    parse_ints,
+    parse_kernel_text,
+    resolve,
+)
 from actions.limits import LIMITS, Machine
 from actions.model import parse_recommendations
 from actions.policy import load_policy, policy_from_dict
-from actions.validate import parse_ints, validate, values_equal
+from actions.validate import validate, values_equal
 from tests.agent_support import fake_roots, rec
 
 GiB = 1 << 30
@@ -30,7 +38,7 @@ def roots(tmp_path: Path) -> Roots:
 def _check(
     doc: object,
     roots: Roots,
-    policy_doc: dict[str, object] | None = None,
+    policy_doc: dict[str, Any] | None = None,
     recent: int | None = None,
 ) -> list[Rejected]:
     recs, errors = parse_recommendations(doc)
@@ -195,7 +203,7 @@ def test_deny_wins_over_allow(roots: Roots) -> None:
 
 
 def test_an_allowed_key_without_a_known_range_is_refused(roots: Roots) -> None:
-    doc = {"allow": ["net.ipv4.ip_default_ttl"]}
+    doc: dict[str, Any] = {"allow": ["net.ipv4.ip_default_ttl"]}
     assert _check(rec("net.ipv4.ip_default_ttl", 65), roots, doc)[0].rule == "type"
     doc["keys"] = {"net.ipv4.ip_default_ttl": {"type": "int", "min": 32, "max": 128}}
     assert _check(rec("net.ipv4.ip_default_ttl", 65), roots, doc) == []

@@ -76,6 +76,100 @@ class Terminal:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True, check=False)
 
 
+def _first_questions(term: Terminal) -> None:
+    """Steps 1 to 5: the help, the system's health, the top tasks, crashes, a key."""
+    # 1. what can I ask? /help is a command, not a documentation search; and two lines
+    # typed at once (Enter inside a burst of keys) stay two messages
+    term.keys("-l", "/stats")
+    term.keys("Enter")
+    term.keys("-l", "/help")
+    term.keys("Enter")
+    shown = term.wait(lambda s: "/health:" in s and "/rollback:" in s, "the help")
+    assert "/stats/help" not in shown and "tool stats {}" in shown
+
+    # 2. how is the system doing? a verdict, with /proc's figures
+    term.type("how is the system doing?")
+    shown = term.wait(lambda s: "pending    no change waits" in s, "the verdict")
+    assert re.search(r"(Healthy|Needs attention)", shown), shown
+    assert memory_total_line() in shown
+    assert f"({cpus()} CPUs:" in shown
+    assert "agent      up (pid" in shown
+    cli = run_kassist(["probe", "stats"]).stdout
+    assert memory_total_line() in cli  # the same renderer
+
+    # 3. what is using the most CPU?
+    term.type("what is using the most CPU?")
+    term.wait(lambda s: "processes by CPU over" in s.rsplit("the most CPU?", 1)[-1],
+              "the top tasks")  # fmt: skip
+
+    # 4. any kernel crashes recently? the store is empty: the kernel log is read, and said so
+    term.type("any kernel crashes recently?")
+    shown = term.wait(lambda s: "I read the kernel log now" in s, "the crashes answer")
+    found = re.findall(r"kernel log (\d+) crash", shown)
+    assert found and int(found[-1]) == crashes_by_cli(kernel_dmesg())
+
+    # 5. should I raise somaxconn? the answer is about that key, with its value now
+    term.type("should I raise somaxconn?")
+    now = " ".join(Path("/proc/sys/net/core/somaxconn").read_text().split())
+    term.wait(lambda s: f"{KEY} is {now} now" in s, "the key's answer")
+
+
+def _change_and_roll_back(term: Terminal, netns: NetNS, start: str) -> None:
+    """Steps 6 and 7: a change proposed, reviewed, approved, verified; then rolled back."""
+    # 6. make a change: proposed, reviewed with its dry run, approved, verified
+    target = str(int(start) * 2)
+    term.type(f"set {KEY} to {target}")
+    term.wait(lambda s: f"Proposed: set {KEY} to {target}" in s, "the proposal")
+    term.keys("C-o")
+    term.wait(lambda s: "Apply this change through the agent?" in s
+              and f"{start} -> {target}" in s, "the dry run")  # fmt: skip
+    assert netns.read(KEY) == start
+    term.keys("y")
+    term.wait(lambda s: ": verified (done)" in s, "the agent's verdict")
+    assert netns.read(KEY) == target
+
+    # 7. roll back the last change: a concrete changeset, its dry run, and it works
+    term.type("roll back the last change")
+    term.wait(lambda s: "Proposed: roll back changeset" in s, "the rollback proposal")
+    term.keys("C-o")
+    term.wait(lambda s: "Roll this back through the agent?" in s
+              and f"{target} -> {start}" in s, "the rollback's dry run")  # fmt: skip
+    term.keys("y")
+    term.wait(lambda s: ": rolled_back (done)" in s, "the rollback's verdict")
+    assert netns.read(KEY) == start
+
+
+def _export_and_quit(term: Terminal, tmp_path: Path) -> None:
+    """Step 8: the help closes on Esc; the conversation exports, and the history keeps
+    it, outcomes included."""
+    # 8. the help closes on Esc, and the conversation exports with its outcomes
+    term.keys("F1")
+    term.wait(lambda s: "this help (press it again" in s, "the help screen")
+    term.keys("Escape")
+    term.wait(lambda s: "this help (press it again" not in s, "the help closed")
+    term.keys("C-e")
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob("kassist-chat-*.md")):
+        assert time.monotonic() < deadline, term.screen()
+        time.sleep(0.2)
+    md = next(tmp_path.glob("kassist-chat-*.md")).read_text()
+    assert ": verified (done)" in md and ": rolled_back (done)" in md
+    assert memory_total_line() in md
+
+    term.keys("C-q")
+    deadline = time.monotonic() + 30
+    while term.alive():
+        assert time.monotonic() < deadline, "the chat did not quit on ctrl+q"
+        time.sleep(0.2)
+    # the history kept the same record, outcomes included
+    from assistant.chat.history import ChatHistory
+
+    with ChatHistory(tmp_path / "state" / "kassist" / "chat.db") as history:
+        [conversation] = history.conversations()
+        kept = history.markdown(conversation.id)
+    assert ": verified (done)" in kept and ": rolled_back (done)" in kept
+
+
 def test_a_new_user_s_first_ten_minutes(tmp_path: Path) -> None:
     require(shutil.which("tmux") is not None, "needs tmux")
     require(os.access("/dev/kmsg", os.R_OK), "needs read access to /dev/kmsg")
@@ -94,89 +188,9 @@ def test_a_new_user_s_first_ten_minutes(tmp_path: Path) -> None:
         term.wait(lambda s: "pending changes" in s, "the chat's panels")
         start = netns.read(KEY)
 
-        # 1. what can I ask? /help is a command, not a documentation search; and two lines
-        # typed at once (Enter inside a burst of keys) stay two messages
-        term.keys("-l", "/stats")
-        term.keys("Enter")
-        term.keys("-l", "/help")
-        term.keys("Enter")
-        shown = term.wait(lambda s: "/health:" in s and "/rollback:" in s, "the help")
-        assert "/stats/help" not in shown and "tool stats {}" in shown
-
-        # 2. how is the system doing? a verdict, with /proc's figures
-        term.type("how is the system doing?")
-        shown = term.wait(lambda s: "pending    no change waits" in s, "the verdict")
-        assert re.search(r"(Healthy|Needs attention)", shown), shown
-        assert memory_total_line() in shown
-        assert f"({cpus()} CPUs:" in shown
-        assert "agent      up (pid" in shown
-        cli = run_kassist(["probe", "stats"]).stdout
-        assert memory_total_line() in cli  # the same renderer
-
-        # 3. what is using the most CPU?
-        term.type("what is using the most CPU?")
-        term.wait(lambda s: "processes by CPU over" in s.rsplit("the most CPU?", 1)[-1],
-                  "the top tasks")  # fmt: skip
-
-        # 4. any kernel crashes recently? the store is empty: the kernel log is read, and said so
-        term.type("any kernel crashes recently?")
-        shown = term.wait(lambda s: "I read the kernel log now" in s, "the crashes answer")
-        found = re.findall(r"kernel log (\d+) crash", shown)
-        assert found and int(found[-1]) == crashes_by_cli(kernel_dmesg())
-
-        # 5. should I raise somaxconn? the answer is about that key, with its value now
-        term.type("should I raise somaxconn?")
-        now = " ".join(Path("/proc/sys/net/core/somaxconn").read_text().split())
-        term.wait(lambda s: f"{KEY} is {now} now" in s, "the key's answer")
-
-        # 6. make a change: proposed, reviewed with its dry run, approved, verified
-        target = str(int(start) * 2)
-        term.type(f"set {KEY} to {target}")
-        term.wait(lambda s: f"Proposed: set {KEY} to {target}" in s, "the proposal")
-        term.keys("C-o")
-        term.wait(lambda s: "Apply this change through the agent?" in s
-                  and f"{start} -> {target}" in s, "the dry run")  # fmt: skip
-        assert netns.read(KEY) == start
-        term.keys("y")
-        term.wait(lambda s: ": verified (done)" in s, "the agent's verdict")
-        assert netns.read(KEY) == target
-
-        # 7. roll back the last change: a concrete changeset, its dry run, and it works
-        term.type("roll back the last change")
-        term.wait(lambda s: "Proposed: roll back changeset" in s, "the rollback proposal")
-        term.keys("C-o")
-        term.wait(lambda s: "Roll this back through the agent?" in s
-                  and f"{target} -> {start}" in s, "the rollback's dry run")  # fmt: skip
-        term.keys("y")
-        term.wait(lambda s: ": rolled_back (done)" in s, "the rollback's verdict")
-        assert netns.read(KEY) == start
-
-        # 8. the help closes on Esc, and the conversation exports with its outcomes
-        term.keys("F1")
-        term.wait(lambda s: "this help (press it again" in s, "the help screen")
-        term.keys("Escape")
-        term.wait(lambda s: "this help (press it again" not in s, "the help closed")
-        term.keys("C-e")
-        deadline = time.monotonic() + 30
-        while not list(tmp_path.glob("kassist-chat-*.md")):
-            assert time.monotonic() < deadline, term.screen()
-            time.sleep(0.2)
-        md = next(tmp_path.glob("kassist-chat-*.md")).read_text()
-        assert ": verified (done)" in md and ": rolled_back (done)" in md
-        assert memory_total_line() in md
-
-        term.keys("C-q")
-        deadline = time.monotonic() + 30
-        while term.alive():
-            assert time.monotonic() < deadline, "the chat did not quit on ctrl+q"
-            time.sleep(0.2)
-        # the history kept the same record, outcomes included
-        from assistant.chat.history import ChatHistory
-
-        with ChatHistory(tmp_path / "state" / "kassist" / "chat.db") as history:
-            [conversation] = history.conversations()
-            kept = history.markdown(conversation.id)
-        assert ": verified (done)" in kept and ": rolled_back (done)" in kept
+        _first_questions(term)
+        _change_and_roll_back(term, netns, start)
+        _export_and_quit(term, tmp_path)
     finally:
         term.close()
         agent.stop()

@@ -20,7 +20,7 @@ from assistant.chat.native import MAX_CALLS, Fallback, native_turn
 from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context
 from assistant.config import LLMConfig
-from assistant.llm.base import BackendDefaults, GenerationStats, Message, Sampling
+from assistant.llm.base import BackendDefaults, Constraint, GenerationStats, Message, Sampling
 from assistant.llm.chat_template import chatml
 from assistant.llm.tool_calls import call_text, parse_tool_calls
 from tests.conftest import require_default_model
@@ -33,7 +33,7 @@ class ScriptedModel(BackendDefaults):
     name = "scripted"
     model_name = "scripted"
     location = "test"
-    constraint = "none"
+    constraint: Constraint = "none"
 
     def __init__(self, answers: list[str]) -> None:
         self.cfg = LLMConfig()
@@ -113,7 +113,8 @@ def test_a_call_is_run_and_the_closing_answer_is_checked_against_its_result(
     # the result went back to the model as a tool message, and is the only evidence:
     assert model.seen[1][-1].role == "tool" and "is empty" in model.seen[1][-1].content
     assert turn.answer.startswith(turn.calls[0].result.text)
-    assert "42" not in turn.answer and "sentence dropped" in turn.notice
+    # (the tool result itself may hold "42": in a signature of a crash the kernel log holds)
+    assert "42 crashes" not in turn.answer and "sentence dropped" in turn.notice
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,9 @@ def _dev(name: str, size: int = 64 * MiB, driver: str = "loop") -> BlockDevice:
     return BlockDevice(name, 7, int(name[-1]), False, size, driver)
 
 
-def _hist(p50_us: float, tail_share: float = 0.0, tail_us: float = 50_000) -> list:
+def _hist(
+    p50_us: float, tail_share: float = 0.0, tail_us: float = 50_000
+) -> list[tuple[int, int, int]]:
     # A power-of-two histogram of 1000 requests around p50_us, with a tail share at tail_us.
     def bucket(v: float) -> tuple[int, int]:
         low = 1 << max(int(v).bit_length() - 1, 0)

@@ -30,7 +30,7 @@ EXPECTED = {
 }
 
 
-def test_doctor_reports_every_check_with_hints(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_doctor_reports_every_check_with_hints(tmp_path: Path) -> None:
     proc = run_kassist(
         ["doctor", "--format", "json"], env={"KASSIST_SOCKET": str(tmp_path / "no-agent.sock")}
     )
@@ -62,7 +62,7 @@ def test_doctor_reports_every_check_with_hints(tmp_path) -> None:  # type: ignor
     assert "kassist agent serve" in checks["agent socket"]["hint"]
 
 
-def test_doctor_names_a_missing_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_doctor_names_a_missing_model(tmp_path: Path) -> None:
     proc = run_kassist(["doctor", "--model", str(tmp_path / "gone.gguf")])
     assert proc.returncode == 0, proc.stderr
     model_line = next(line for line in proc.stdout.splitlines() if " model " in f" {line} ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import json
 import re
@@ -10,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from assistant.config import LLMConfig
+from assistant.drafters import pipeline, summary
 from assistant.drafters.assessment import (
     NEXT_STEPS,
     SEVERITY,
@@ -26,6 +28,7 @@ from assistant.drafters.summary import (
     number_claims,
     role_claims,
     stack_claims,
+    work_claims,
 )
 from assistant.triage import triage_path
 from assistant.triage.engine import triage_lines
@@ -36,9 +39,11 @@ from assistant.triage.rules import TITLE_TO_TYPE, UNKNOWN_TYPE
 from tests.conftest import CORPUS_DIR, DATA, require, require_default_model
 
 REPORTS = CORPUS_DIR / "syzkaller-linux-reports.dev.jsonl"
+#: The corpus's reports by id, each a JSON row.
+Corpus = dict[str, dict[str, object]]
 
 
-def _corpus() -> dict[str, dict[str, object]]:
+def _corpus() -> Corpus:
     require(REPORTS.exists(), f"the shared corpus is missing ({CORPUS_DIR})")
     rows = (json.loads(line) for line in REPORTS.read_text(encoding="utf-8").splitlines())
     return {str(r["id"]): r for r in rows}
@@ -51,14 +56,14 @@ def _first_crash(log: object) -> Crash:
 
 
 @pytest.fixture(scope="module")
-def corpus() -> dict[str, dict[str, object]]:
+def corpus() -> Corpus:
     return _corpus()
 
 
 # --- per-family facts, on real reports of the corpus ---
 
 
-def test_kasan_facts_name_the_access_the_object_and_both_stacks(corpus: dict) -> None:
+def test_kasan_facts_name_the_access_the_object_and_both_stacks(corpus: Corpus) -> None:
     f = _first_crash(corpus["130"]["log"]).crash_facts()  # use-after-free in aead_recvmsg
     assert (f.family, f.access, f.access_size) == ("memory-safety", "read", 4)
     assert (f.object_cache, f.object_size) == ("kmalloc-128", 128)
@@ -68,7 +73,7 @@ def test_kasan_facts_name_the_access_the_object_and_both_stacks(corpus: dict) ->
     assert not any(name.startswith(("kasan", "save_stack")) for name in f.freed_by.frames)
 
 
-def test_kfence_and_kmsan_facts(corpus: dict) -> None:
+def test_kfence_and_kmsan_facts(corpus: Corpus) -> None:
     kfence = _first_crash(corpus["590"]["log"]).crash_facts()
     assert kfence.access == "read" and kfence.address == "0xffff88823bc8cf68"
     assert kfence.freed_by is not None and kfence.freed_by.frames[0] == "put_uprobe"
@@ -77,7 +82,7 @@ def test_kfence_and_kmsan_facts(corpus: dict) -> None:
     assert kmsan.uninit_origin[0] == "nla_put"
 
 
-def test_lockdep_facts_name_both_lock_classes_and_the_chain(corpus: dict) -> None:
+def test_lockdep_facts_name_both_lock_classes_and_the_chain(corpus: Corpus) -> None:
     f = _first_crash(corpus["188"]["log"]).crash_facts()  # possible deadlock in rtnl_lock
     assert f.family == "lockdep"
     assert f.locks == ["rtnl_mutex", "&xt[i].mutex"]
@@ -86,7 +91,7 @@ def test_lockdep_facts_name_both_lock_classes_and_the_chain(corpus: dict) -> Non
     assert irq.locks == ["&(&info->lock)->rlock", "&(&mapping->tree_lock)->rlock"]
 
 
-def test_hang_stall_and_warning_facts(corpus: dict) -> None:
+def test_hang_stall_and_warning_facts(corpus: Corpus) -> None:
     hung = _first_crash(corpus["349"]["log"]).crash_facts()
     assert (hung.family, hung.hung_task, hung.hung_seconds) == ("hang", "jbd2/sda-8:3563", 140)
     held = _first_crash(corpus["365"]["log"]).crash_facts()
@@ -96,7 +101,7 @@ def test_hang_stall_and_warning_facts(corpus: dict) -> None:
     assert warning.warning_location == "net/sched/sch_generic.c:316"
 
 
-def test_each_family_finds_its_key_fact_in_most_of_the_corpus(corpus: dict) -> None:
+def test_each_family_finds_its_key_fact_in_most_of_the_corpus(corpus: Corpus) -> None:
     key = {
         "warning": "warning_location",
         "hang": "hung_task",
@@ -149,7 +154,7 @@ def test_severity_table_covers_every_type_triage_can_give() -> None:
     assert not missing
 
 
-def test_severity_table_covers_every_crash_of_the_corpus(corpus: dict) -> None:
+def test_severity_table_covers_every_crash_of_the_corpus(corpus: Corpus) -> None:
     types = set()
     for row in corpus.values():
         types |= {c.type for c in triage_lines(str(row["log"]).splitlines(), "c").crashes}
@@ -166,7 +171,7 @@ def test_severity_follows_the_crash_type_and_panics_are_critical() -> None:
     assert all(len(reason) > 20 for _, reason in SEVERITY.values())
 
 
-def test_next_steps_use_the_reports_facts(corpus: dict) -> None:
+def test_next_steps_use_the_reports_facts(corpus: Corpus) -> None:
     uaf = _first_crash(corpus["130"]["log"])
     steps = " ".join(next_steps(uaf))
     assert "kfree < kzfree" in steps and "aead_recvmsg" in steps
@@ -200,7 +205,7 @@ def test_the_paragraphs_facts_go_beyond_the_title() -> None:
     assert facts["Bad access"] == "read of 8 bytes at address ffff88004fab1858, in freed memory"
     # The path runs from the socket layer into the crashing function, outermost first,
     # without the syscall wrappers or the reporting machinery.
-    assert facts["Path into the bug"].split(" -> ") == [
+    assert facts["Call path"].split(" -> ") == [
         "sock_sendmsg_nosec",
         "inet_sendmsg",
         "rawv6_sendmsg",
@@ -208,8 +213,29 @@ def test_the_paragraphs_facts_go_beyond_the_title() -> None:
         "ip6_push_pending_frames",
         "ip6_send_skb",
     ]
+    # where the path came from: the system call under the socket layer's frames
+    assert facts["Entered from"] == "the sendto system call"
+    assert facts["Crashing function"] == "ip6_send_skb, in net/ipv6/ip6_output.c"
     assert facts["Taint"] == "none" and facts["Panicked"] == "no"
     assert "Freed by" not in facts  # the report holds no free stack
+
+
+def test_a_sentence_naming_the_workers_loop_as_the_work_is_dropped() -> None:
+    crash = triage_path(str(DATA / "warning-xfrm_state_fini.log")).crashes[0]
+    facts = crash.crash_facts()
+    assert dict(happened_facts(crash, severity_of(crash.type)))["Work item"] == (
+        "cleanup_net, on the netns workqueue"
+    )
+    assert work_claims("The kworker was running process_one_work, on the netns workqueue.", facts)
+    assert work_claims("The kworker was running cleanup_net, on the netns workqueue.", facts) == []
+    assert work_claims("The call path runs through process_one_work.", facts) == []
+
+
+def test_the_paragraphs_own_checks_hold_their_examples() -> None:
+    # The examples in the checks' docstrings (taint, panic, lock roles, names) are run.
+    for module in (summary, pipeline):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_a_sentence_about_a_stack_the_report_lacks_or_a_misbound_number_is_dropped() -> None:
@@ -280,7 +306,7 @@ def test_the_paragraph_prompt_shows_an_example_with_the_crashs_kinds_of_facts() 
     assert "Crashing function: ip6_send_skb, in net/ipv6/ip6_output.c" in user
     # no alloc/free stack in this report: none in the example either
     assert "Freed by" not in example and "freed it" not in answer
-    assert "Bad access" in example and "wrote 2 bytes" in answer
+    assert "Bad access" in example and "read 2 bytes" in answer  # the crash's direction
     assert prompt.sampling is not None and prompt.sampling.grammar is not None
     assert "ip6_send_skb" in prompt.sampling.grammar and "hci_event_packet" not in (
         prompt.sampling.grammar

@@ -52,6 +52,8 @@ GOOD = [
     "KASAN reported a use-after-free read of 8 bytes in ip6_send_skb on kernel 4.12.0-rc3+.",
     "Task syz-executor0 hit a use-after-free read in ip6_send_skb (net/ipv6/ip6_output.c), "
     "called from rawv6_sendmsg.",
+    # "kernel crashed" names no function (nor does its tail "ernel crashed")
+    "The kernel crashed on address ffff88004fab1858 in task syz-executor0.",
 ]
 
 

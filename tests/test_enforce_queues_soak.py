@@ -15,15 +15,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from actions.client import AgentClient
 from tests.agent_support import AgentProcess, NetNS
 from tests.enforce_support import (  # noqa: F401 (the fixture pin_root)
     pin_root_fixture,
@@ -37,6 +34,10 @@ from tests.test_agent_soak import (
     Soak,
     _client,
     _journal_says,
+    _kill_and_restart,
+    _killer,
+    _mismatches,
+    _run,
 )
 
 #: How long the clients run (the agent's own soak runs KASSIST_SOAK_SECONDS).
@@ -60,19 +61,10 @@ def _failed_without_effect(db: Path) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
-def _killer(soak: Soak, seed: int) -> None:
+def _queue_or_agent_step(rng: random.Random) -> str:
     # As the agent's soak does, and half the time lingering inside the queues, so that
     # kills land with entries in the rings.
-    rng = random.Random(seed)
-    while not soak.stop.wait(rng.uniform(1.0, 4.0)):
-        proc = soak.agent.proc
-        assert proc is not None
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        soak.count("kills")
-        step = rng.choice(QUEUE_STEPS if rng.random() < 0.5 else STEPS)
-        soak.agent.start(env={"KASSIST_AGENT_FAULT": f"pause:{step}",
-                              "KASSIST_AGENT_PAUSE": "0.02"})  # fmt: skip
+    return rng.choice(QUEUE_STEPS if rng.random() < 0.5 else STEPS)
 
 
 def test_soak_through_the_bpf_queues_with_random_kills(
@@ -90,20 +82,10 @@ def test_soak_through_the_bpf_queues_with_random_kills(
         before = {k: netns.read(k) for k in [*RANGES, "net.ipv4.ip_local_port_range"]}
         soak = Soak(agent, netns)
         threads = [threading.Thread(target=_client, args=(soak, i)) for i in range(4)]
-        killer = threading.Thread(target=_killer, args=(soak, 7))
-        for t in [*threads, killer]:
-            t.start()
-        time.sleep(SECONDS)
-        soak.stop.set()
-        for t in [*threads, killer]:
-            t.join(60)
-        assert agent.proc is not None
-        os.kill(agent.proc.pid, signal.SIGKILL)  # one more, at rest
-        agent.proc.wait(10)
-        agent.start()
-        with AgentClient(agent.socket, timeout=30) as client:
-            status = client.status().status
-        assert status is not None and status.enforce is not None
+        killer = threading.Thread(target=_killer, args=(soak, 7, _queue_or_agent_step))
+        _run(soak, [*threads, killer], SECONDS)
+        status = _kill_and_restart(agent)  # one more, at rest
+        assert status.enforce is not None
         queues = status.enforce["queues"]
         last, rings, extensions = queues["sequence"], queues["positions"], queues["extensions"]
         agent.stop()
@@ -112,11 +94,7 @@ def test_soak_through_the_bpf_queues_with_random_kills(
         # by recovery (issue 22 item 1); test_agent_soak's FINAL predates that.
         closed = _failed_without_effect(agent.state / "journal.db")
         wrong = [w for w in wrong if w not in {f"changeset {i} left failed" for i in closed}]
-        mismatches = wrong + [
-            f"{k}: kernel {netns.read(k)}, journal {v}"
-            for k, v in says.items()
-            if " ".join(netns.read(k).split()) != " ".join(v.split())
-        ]
+        mismatches = _mismatches(netns, says, wrong)
         audit = [json.loads(line) for line in agent.audit.read_text().splitlines()]
         orphans = [e for e in audit if e["event"] == "queue-orphan"]
         c = soak.counts

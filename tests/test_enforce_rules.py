@@ -176,8 +176,8 @@ def test_a_dot_inside_a_component_keeps_the_kernels_name() -> None:
 
 def test_rules_the_map_cannot_hold_are_refused_in_one_line() -> None:
     words = [f"w{i}" for i in range(9)]
-    table = [{"pattern": "net.core.default_qdisc", "action": "allow", "type": "choice",
-              "values": words}]  # fmt: skip
+    table: list[dict[str, object]] = [{"pattern": "net.core.default_qdisc", "action": "allow",
+                                       "type": "choice", "values": words}]  # fmt: skip
     with pytest.raises(ActionError, match="up to 8 words") as exc:
         compile_rules(table, _no_keys).require_fit()
     assert "\n" not in exc.value.one_line() and "--enforce-best-effort" in exc.value.one_line()
@@ -230,7 +230,7 @@ def test_a_flood_of_refusals_is_audited_up_to_a_rate_then_counted(
     from actions.enforce import Refusal, service
 
     clock = [100.0]
-    monkeypatch.setattr(service.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("actions.enforce.service.time.monotonic", lambda: clock[0])
     audit = Audit(tmp_path / "audit.jsonl", journald=None)
     record = service.audit_refusal(audit, per_second=3)
     refusal = Refusal(42, "sh", "/x", "net.core.somaxconn", "99999", 0.0, "guard", "r", 0, 1)
@@ -273,17 +273,17 @@ def test_each_missing_piece_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
     # absence instead (the real checks run in test_enforce_kernel.py).
     from actions.enforce import capability
 
-    monkeypatch.setattr(capability.os, "geteuid", lambda: 0)
+    monkeypatch.setattr("actions.enforce.capability.os.geteuid", lambda: 0)
     monkeypatch.setattr(
         capability, "read_mountinfo", lambda: "24 1 0:22 / /sys rw - sysfs sysfs rw"
     )
     monkeypatch.setattr(capability, "BTF", tmp_path / "no-btf")
-    monkeypatch.setattr(capability.shutil, "which", lambda name: None)
+    monkeypatch.setattr("actions.enforce.capability.shutil.which", lambda name: None)
 
     def no_libbpf() -> None:
         raise OSError("libbpf.so.1: cannot open shared object file")
 
-    monkeypatch.setattr(capability.libbpf, "lib", no_libbpf)
+    monkeypatch.setattr("actions.enforce.capability.libbpf.lib", no_libbpf)
     lines = capability.problems(pin_root=Path("/sys/fs/bpf/kassist"))
     assert [line.split(" ", 2)[:2] for line in lines] == [
         ["no", "cgroup"], ["no", "kernel"], ["no", "BPF"], ["no", "clang"], ["no", "libbpf:"],

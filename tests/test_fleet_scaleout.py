@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -26,7 +27,7 @@ HOSTS = 12
 TOKENS = ("fa", "fb", "fc", "fd")
 
 
-def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as db:
         return list(db.execute(sql).fetchall())
 

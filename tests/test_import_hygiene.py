@@ -313,7 +313,9 @@ def _kernel_path(node: ast.AST | None) -> str | None:
         text = node.value
     elif isinstance(node, ast.JoinedStr) and node.values:
         first = node.values[0]
-        text = first.value if isinstance(first, ast.Constant) else ""
+        text = (
+            first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else ""
+        )
     else:
         return None
     if not isinstance(text, str):
@@ -382,3 +384,36 @@ def test_the_kernel_is_read_only_in_probes() -> None:
     assert not found, "kernel reads outside probes/ (use or add a reader there): " + ", ".join(
         sorted(found)
     )
+
+
+# Import each module first, in a process that has imported nothing of ours yet: an
+# import cycle through a package's __init__ (a imports b, b's package imports a) works
+# in one order and fails in the other, and the walk above imports in one order only.
+_EACH_FIRST = """
+import os, sys
+names = {names!r}
+for name in names:
+    pid = os.fork()
+    if pid == 0:
+        import importlib
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            sys.stdout.write(f"{{name}}: {{type(exc).__name__}}: {{exc}}\\n")
+            sys.stdout.flush()
+            os._exit(1)
+        os._exit(0)
+    os.waitpid(pid, 0)
+print(sorted(m for m in sys.modules if m.split(".")[0] in {tops!r}))
+"""
+
+
+def test_every_module_imports_when_it_is_imported_first() -> None:
+    # The names come from the files, not from an import walk, so the parent has imported
+    # nothing of ours before each fork (its last line proves it).
+    names = sorted(_module(p) for top in OURS for p in _files(top))
+    names = [n for n in names if not n.endswith(".__main__")]
+    assert len(names) > 100
+    *failures, loaded = _run(_EACH_FIRST.format(names=names, tops=OURS)).splitlines()
+    assert loaded == "[]", loaded
+    assert not failures, "modules that fail when imported first: " + "; ".join(failures)

@@ -27,6 +27,7 @@ from assistant.knowledge.retrieve import Retriever, open_retriever, query_terms
 from assistant.knowledge.rst import sections
 from assistant.knowledge.schema import create_schema
 from assistant.knowledge.sources import DOC_ROOT, doc_files
+from assistant.llm.base import Backend
 from tests.conftest import require, run_kassist
 
 #: Real documentation files the small knowledge base of these tests holds.
@@ -64,25 +65,29 @@ def test_definition_list_entries_become_passages_headed_by_their_term() -> None:
     assert "Defaults to 4096" in found[0].text and "loopback" not in found[0].text
 
 
-def test_units_are_sentences_lists_and_defaults_without_the_term_line() -> None:
+def test_units_are_sentences_lists_and_defaults_headed_by_the_term_name() -> None:
     second = passages("f.rst", "a", "TCP variables", SYSCTL_LIST)[1]
     got = units(second.text, second.heading)
+    # The term line is no sentence, but its name heads the first one (which says "Enable
+    # reuse ..." and would not otherwise say of what).
     assert got[0] == (
-        "Enable reuse of TIME-WAIT sockets for new connections when it is safe from protocol"
-        " viewpoint."
+        "tcp_tw_reuse: Enable reuse of TIME-WAIT sockets for new connections when it is safe"
+        " from protocol viewpoint."
     )
     assert "0 - disable; 1 - global enable; 2 - enable for loopback traffic only." in got
     assert "Default: 2" in got
     assert not any("INTEGER" in u for u in got)
 
 
-def test_units_read_tables_and_join_a_one_line_command_to_its_sentence() -> None:
+def test_units_read_tables_and_join_a_short_command_or_format_to_its_sentence() -> None:
     text = (
         "Controls what happens.\n\n= =====\n0 Try to continue.\n1 Panic now.\n= =====\n\n"
         "To free pagecache::\n\n\techo 1 > /proc/sys/vm/drop_caches\n\n"
-        "A long example::\n\n\tint main() {\n\t\treturn 0;\n\t}\n"
+        "A long example::\n\n\tint main() {\n\t\treturn 0;\n\t}\n\n"
+        "Each line reads::\n\n\tsome avg10=0.00 total=0\n\tfull avg10=0.00 total=0\n"
     )
     got = units(text)
+    assert "Each line reads: some avg10=0.00 total=0; full avg10=0.00 total=0" in got
     assert got[1] == "0 Try to continue; 1 Panic now."
     assert "To free pagecache: echo 1 > /proc/sys/vm/drop_caches" in got
     assert not any("return 0" in u for u in got)
@@ -264,7 +269,7 @@ def test_quoted_answer_cites_and_quotes_the_documentation(small_kb: KnowledgeBas
         assert s.text in units(source.text, source.heading)
 
 
-def _smollm2() -> object:
+def _smollm2() -> Backend:
     from assistant.config import load_config
     from assistant.llm import make_backend
     from assistant.llm.errors import LLMUnavailable

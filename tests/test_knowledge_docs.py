@@ -16,7 +16,7 @@ from assistant.docs import pages
 from assistant.docs.facts import canonical
 from assistant.docs.host import drifts, note, who_set
 from assistant.docs.undocumented import Documentation, Undocumented, draft_stub, undocumented
-from assistant.knowledge import KnowledgeBase, SysctlDef, try_open
+from assistant.knowledge import KnowledgeBase, SysctlDef
 from assistant.knowledge.base import running_release
 from assistant.sysctl_d import (
     Setting,
@@ -27,14 +27,12 @@ from assistant.sysctl_d import (
     sysctl_d_files,
 )
 from probes.stats import sysctl_names
-from tests.conftest import require, run_kassist
+from tests.conftest import require, require_knowledge_base, run_kassist
 
 
 @pytest.fixture(scope="module")
 def real_kb() -> KnowledgeBase:
-    kb = try_open()
-    require(kb is not None, "the knowledge base is not built (./setup.sh as root builds it)")
-    assert kb is not None
+    kb = require_knowledge_base()
     return kb
 
 
@@ -338,3 +336,25 @@ def test_an_unknown_key_is_one_line_with_the_nearest_name() -> None:
     assert len(lines) == 1 and lines[0].endswith("did you mean vm.swappiness?"), proc.stderr
     bad = run_kassist(["docs", "sysctl", "net..core", "--no-llm"])
     assert bad.returncode != 0 and "is not a sysctl name" in bad.stderr
+
+
+def test_a_sibling_keys_meaning_or_default_is_caught(real_kb: KnowledgeBase) -> None:
+    # kernel.rst documents msgmax, msgmnb and msgmni in one section, a paragraph each: a
+    # paragraph on msgmnb may use its own (a queue, 16384), not msgmax's (a message, 8192).
+    from assistant.docs.explain import paragraph_problems
+
+    facts = facts_mod.gather(real_kb, "kernel.msgmnb", running_release())
+    require(facts.doc is not None, "kernel.msgmnb has no documentation in this knowledge base")
+    wrong = "kernel.msgmnb is the maximum size of an IPC message, in bytes. 8192 by default."
+    assert "8192" in "; ".join(paragraph_problems(wrong, facts, []))
+    true = "kernel.msgmnb is the maximum size of an IPC queue, in bytes. 16384 by default."
+    assert paragraph_problems(true, facts, []) == []
+
+
+def test_whether_a_boolean_is_on_is_plain_words(real_kb: KnowledgeBase) -> None:
+    from assistant.docs.explain import paragraph_problems
+
+    facts = facts_mod.gather(real_kb, "net.ipv4.conf.all.proxy_arp", running_release())
+    require(facts.doc is not None, "proxy_arp has no documentation in this knowledge base")
+    good = "net.ipv4.conf.all.proxy_arp controls whether proxy arp for the interface is enabled."
+    assert paragraph_problems(good, facts, []) == []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.knowledge import KnowledgeBase, try_open
+from assistant.knowledge import KnowledgeBase
 from assistant.knowledge.base import running_release, same_series
 from assistant.knowledge.build import build
 from assistant.knowledge.reference import (
@@ -27,7 +27,7 @@ from assistant.knowledge.reference import (
     extract_tree,
 )
 from assistant.knowledge.sources import DOC_ROOT, SOURCE_TARBALL, installed_sources
-from tests.conftest import CORPUS_DIR, require, run_kassist
+from tests.conftest import CORPUS_DIR, require, require_knowledge_base, run_kassist
 
 SUBSET = (
     "Documentation/admin-guide/sysctl/",
@@ -46,9 +46,7 @@ def _packages_installed() -> bool:
 
 @pytest.fixture(scope="module")
 def real_kb() -> Iterator[KnowledgeBase]:
-    kb = try_open()
-    require(kb is not None, "the knowledge base is not built (./setup.sh as root builds it)")
-    assert kb is not None
+    kb = require_knowledge_base()
     yield kb
     kb.close()
 

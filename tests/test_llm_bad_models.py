@@ -7,6 +7,7 @@ the report with the "What happened" sentences built from the facts.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,17 @@ def _smollm2() -> Path:
     return path
 
 
-def _report(tmp_path: Path, *flags: str, model_dir: Path | None = None) -> object:
+def _report(
+    tmp_path: Path, *flags: str, model_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     if model_dir is not None:
         env["KASSIST_MODEL_DIR"] = str(model_dir)
     return run_kassist(["report", "--no-log", *flags, LOG], env=env)
 
 
-def _report_still_comes(proc: object, line: str) -> None:
-    out, err, code = proc.stdout, proc.stderr, proc.returncode  # type: ignore[attr-defined]
+def _report_still_comes(proc: subprocess.CompletedProcess[str], line: str) -> None:
+    out, err, code = proc.stdout, proc.stderr, proc.returncode
     assert code == 0, err
     notices = [ln for ln in err.splitlines() if line in ln]
     assert len(notices) == 1, err

@@ -186,7 +186,8 @@ def test_langchain_chat_model_over_the_backend(backend: LlamaCppBackend) -> None
     a1 = convo.ask("Name a kernel subsystem.")
     assert isinstance(a1.content, str) and a1.content.strip()
     a2 = convo.ask("Another one?")
-    assert (a2.usage_metadata or {}).get("input_token_details", {}).get("cache_read", 0) > 0
+    details = a2.usage_metadata.get("input_token_details") if a2.usage_metadata else None
+    assert details is not None and details.get("cache_read", 0) > 0, a2.usage_metadata
     assert len(convo.history) == 5
     pieces = [c.content for c in chat.stream("Say hello.")]
     assert "".join(str(p) for p in pieces).strip()

@@ -72,7 +72,7 @@ def test_structured_step_over_http_at_temperature_0_is_valid(
 def test_unreachable_server_retries_with_backoff_then_one_clear_error() -> None:
     b = _backend(f"http://127.0.0.1:{free_port()}/v1", timeout=2.0)
     slept: list[float] = []
-    b.sleep = slept.append
+    b.sleep = lambda seconds: slept.append(float(seconds))
     with pytest.raises(LLMUnavailable, match="failed") as info:
         list(b.stream([Message("user", "hi")], 4))
     assert slept == [0.5, 1.0, 2.0][: ATTEMPTS - 1]
@@ -109,7 +109,7 @@ def test_server_errors_are_retried_before_the_first_token() -> None:
     try:
         b = _backend(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
         slept: list[float] = []
-        b.sleep = slept.append
+        b.sleep = lambda seconds: slept.append(float(seconds))
         assert "".join(b.stream([Message("user", "hi")], 4)) == "kernel panic"
         assert _Flaky.seen == 3 and slept == [0.5, 1.0]
         _Flaky.seen, _Flaky.failures = 0, 10

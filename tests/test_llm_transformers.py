@@ -109,4 +109,4 @@ def test_a_directory_without_a_model_is_one_clear_error(tmp_path: Path) -> None:
     backend = make_backend(LLMConfig(backend="transformers", model=str(tmp_path), log=False))
     require(importlib.util.find_spec("transformers") is not None, "transformers not installed")
     with pytest.raises(LLMUnavailable, match="cannot load"):
-        backend.load()  # type: ignore[attr-defined]
+        backend.load()

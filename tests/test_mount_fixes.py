@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -65,8 +66,9 @@ def _mounted_after(proc: subprocess.CompletedProcess[str], fs: str = "tracefs") 
     return counts[FILE_SYSTEMS.index(fs)] != "0"
 
 
-def _json_before_counts(proc: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
-    return json.loads("\n".join(proc.stdout.strip().splitlines()[:-2]))
+def _json_before_counts(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    before: dict[str, Any] = json.loads("\n".join(proc.stdout.strip().splitlines()[:-2]))
+    return before
 
 
 def test_doctor_fix_mounts_tracefs_and_bpffs_and_says_so_in_one_line_each() -> None:

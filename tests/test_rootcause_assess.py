@@ -106,6 +106,7 @@ def test_actionable_uses_the_knowledge_bases_maintainers(tmp_path: Path) -> None
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         actionable = json.loads(proc.stdout)["crashes"][0]["assessment"]["actionable"]
+        assert kb is not None
         specific = [s.name for s in kb.maintainers(crash.guilty_file or "")]
         specific = [s for s in specific if s != "THE REST"]
         # The verdict is the knowledge base's: a section names it "yes", none "no".

@@ -9,6 +9,7 @@ and commit it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_the_golden_corpus_is_there() -> None:
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.name)
-def test_golden_answer(path) -> None:  # type: ignore[no-untyped-def]
+def test_golden_answer(path: Path) -> None:
     expected, log = read(path)
     got = headers(log)
     if UPDATE and got != expected:

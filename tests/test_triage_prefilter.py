@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ def test_automaton_agrees_with_substring_scan(block: str) -> None:
     assert anchor_hits(block, ANCHORS) == _by_find(block)  # the scan without it
 
 
-def test_slices_end_on_line_boundaries(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_slices_end_on_line_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prefilter, "AUTOMATON_SLICE", 7)  # many slices, lines cut across them
     block = "ok line\n" * 5 + "a BUG: here and WARNING: there\n" + "x" * 50 + "\nfault\nend"
     automaton = prefilter.automaton(ANCHORS)

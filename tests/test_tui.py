@@ -18,7 +18,13 @@ from textual.widgets import Static
 from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context
 from tests.agent_support import AgentProcess, NetNS, require_netns
-from tests.conftest import DATA, ROOT, require, require_default_model
+from tests.conftest import (
+    DATA,
+    ROOT,
+    require,
+    require_default_model,
+    require_knowledge_base,
+)
 from tui.app import KassistApp
 from tui.screens.confirm import ConfirmChange
 from tui.screens.help import HelpScreen
@@ -84,12 +90,12 @@ def test_the_bundled_model_streams_every_token(store: Path) -> None:
     backend = make_backend(
         load_config({"llm": {"backend": "llama_cpp", "log": False, "max_tokens": 40}}).llm
     )
-    from assistant.chat.answer import DocsAnswerer
+    from assistant.chat.answer import GroundedAnswerer
 
-    # answer from given facts (no knowledge base needed here): the model writes, and every
-    # token it wrote reaches the screen
-    facts = "[Documentation/admin-guide/sysctl/vm.rst#swappiness] swappiness: ..."
-    answerer = DocsAnswerer(backend, facts=lambda q: facts)
+    require_knowledge_base()
+    # the model writes its answer from the documentation: every token of its draft reaches
+    # the screen, and the checked, cited answer replaces the draft
+    answerer = GroundedAnswerer(backend, mode="write")
     session = ChatSession(backend, Context(store=str(store)), answerer=answerer)
 
     async def run() -> None:
@@ -248,6 +254,51 @@ def test_angle_brackets_in_an_answer_are_shown() -> None:
     assert "/proc/<pid>/oom_score" in shown and "/proc//" not in shown
 
 
+async def _review(app: KassistApp, pilot: object) -> ConfirmChange:
+    # Open the pending change's dialog; a second ctrl+o never stacks another.
+    await pilot.press(app.cfg.key_approve)  # type: ignore[attr-defined]
+    await _until(pilot, lambda: isinstance(app.screen, ConfirmChange), "the dialog")
+    await pilot.press(app.cfg.key_approve)  # type: ignore[attr-defined]
+    await pilot.pause(0.2)  # type: ignore[attr-defined]
+    assert len(app.screen_stack) == 2
+    assert isinstance(app.screen, ConfirmChange)
+    return app.screen
+
+
+async def _refused(app: KassistApp, pilot: object) -> None:
+    # Refused by the agent's dry run: nothing to approve, and it leaves pending.
+    await _ask(app, pilot, "set kernel.kptr_restrict to 0")
+    dialog = await _review(app, pilot)
+    assert not dialog.query("#yes") and dialog.query_one("#no")
+    text = " ".join(str(s.render()) for s in dialog.query(Static))
+    assert "the agent refuses it" in text
+    await pilot.press("y")  # type: ignore[attr-defined]  # "yes" to a refusal only closes it
+    await _until(pilot, lambda: not app.proposals, "the refusal is decided")
+    assert any("refused" in n and "kernel.kptr_restrict" in n for n in _notices(app))
+
+
+async def _approved(app: KassistApp, pilot: object, netns: NetNS, before: str, new: str) -> None:
+    # Approved: applied, verified, and it leaves pending.
+    await _ask(app, pilot, f"change net.core.somaxconn to {new}")
+    await _review(app, pilot)
+    assert netns.read("net.core.somaxconn") == before  # nothing before "y"
+    await pilot.press("y")  # type: ignore[attr-defined]
+    await _until(pilot, lambda: not app.proposals, "the apply is decided")
+    assert netns.read("net.core.somaxconn") == new
+    assert any("verified" in n for n in _notices(app))
+
+
+async def _rolled_back(app: KassistApp, pilot: object, netns: NetNS, before: str, new: str) -> None:
+    # The rollback dialog shows what each key gets back.
+    await _ask(app, pilot, "roll back the last change")
+    dialog = await _review(app, pilot)
+    text = " ".join(str(s.render()) for s in dialog.query(Static))
+    assert f"net.core.somaxconn  {new} -> {before}" in text
+    await pilot.press("y")  # type: ignore[attr-defined]
+    await _until(pilot, lambda: not app.proposals, "the rollback is decided")
+    assert netns.read("net.core.somaxconn") == before
+
+
 def test_approving_refusals_rollbacks_and_the_export(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,44 +310,13 @@ def test_approving_refusals_rollbacks_and_the_export(
         before = netns.read("net.core.somaxconn")
         doubled = str(int(before) * 2)
 
-        async def review(app: KassistApp, pilot: object) -> ConfirmChange:
-            await pilot.press(app.cfg.key_approve)  # type: ignore[attr-defined]
-            await _until(pilot, lambda: isinstance(app.screen, ConfirmChange), "the dialog")
-            await pilot.press(app.cfg.key_approve)  # type: ignore[attr-defined]
-            await pilot.pause(0.2)  # type: ignore[attr-defined]
-            assert len(app.screen_stack) == 2  # a second ctrl+o never stacks a dialog
-            assert isinstance(app.screen, ConfirmChange)
-            return app.screen
-
         async def run() -> None:
             session = ChatSession(None, Context(socket=str(agent.socket)))
             app = KassistApp(session, sources=FIXED)
             async with app.run_test(size=(140, 45)) as pilot:
-                # refused by the agent's dry run: nothing to approve, and it leaves pending
-                await _ask(app, pilot, "set kernel.kptr_restrict to 0")
-                dialog = await review(app, pilot)
-                assert not dialog.query("#yes") and dialog.query_one("#no")
-                text = " ".join(str(s.render()) for s in dialog.query(Static))
-                assert "the agent refuses it" in text
-                await pilot.press("y")  # "yes" to a refusal does nothing but close it
-                await _until(pilot, lambda: not app.proposals, "the refusal is decided")
-                assert any("refused" in n and "kernel.kptr_restrict" in n for n in _notices(app))
-                # approved: applied, verified, and it leaves pending
-                await _ask(app, pilot, f"change net.core.somaxconn to {doubled}")
-                await review(app, pilot)
-                assert netns.read("net.core.somaxconn") == before  # nothing before "y"
-                await pilot.press("y")
-                await _until(pilot, lambda: not app.proposals, "the apply is decided")
-                assert netns.read("net.core.somaxconn") == doubled
-                assert any("verified" in n for n in _notices(app))
-                # the rollback dialog shows what each key gets back
-                await _ask(app, pilot, "roll back the last change")
-                dialog = await review(app, pilot)
-                text = " ".join(str(s.render()) for s in dialog.query(Static))
-                assert f"net.core.somaxconn  {doubled} -> {before}" in text
-                await pilot.press("y")
-                await _until(pilot, lambda: not app.proposals, "the rollback is decided")
-                assert netns.read("net.core.somaxconn") == before
+                await _refused(app, pilot)
+                await _approved(app, pilot, netns, before, doubled)
+                await _rolled_back(app, pilot, netns, before, doubled)
                 # the export is a record of what happened
                 await pilot.press(app.cfg.key_export)
                 [exported] = list(tmp_path.glob("kassist-chat-*.md"))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ def netns() -> Iterator[TuneNetNS]:
         yield ns
 
 
-def _windows(ns: TuneNetNS, interval: float, count: int) -> list[dict[str, object]]:
+def _windows(ns: TuneNetNS, interval: float, count: int) -> list[dict[str, Any]]:
     proc = run_kassist(["tune", "--netns", str(ns.holder.pid), "--format", "json",
                         "--interval", str(interval), "--count", str(count)],
                        timeout=interval * count + 120)  # fmt: skip
@@ -88,7 +89,7 @@ def test_ordinary_load_finds_nothing(
     source.write_text(C_PROGRAM)
     seconds = str(SOAK + 6)
     nice = ["nice", "-n", "10"]
-    loads = [
+    loads: list[subprocess.Popen[Any]] = [
         subprocess.Popen([*nice, "nsenter", f"--net={netns.path}", sys.executable, "-c",
                           HTTP_LOOP, seconds], stdout=subprocess.PIPE, text=True),
         subprocess.Popen([*nice, "timeout", seconds, "sh", "-c",

@@ -29,7 +29,7 @@ def test_the_proposal_schema_is_an_enum_of_known_keys() -> None:
 
 def test_a_proposal_naming_another_key_is_refused() -> None:
     ok = {"target": "net.core.somaxconn", "value": 8192, "reason": "listen queues overflow"}
-    assert parse_proposal(ok) == ModelProposal(**ok)  # type: ignore[arg-type]
+    assert parse_proposal(ok) == ModelProposal(**ok)
     assert parse_proposal({**ok, "target": "kernel.modules_disabled"}) is None
     assert parse_proposal({**ok, "value": "8192; reboot"}) is None
     assert parse_proposal({**ok, "extra": 1}) is None

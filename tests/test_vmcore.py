@@ -175,7 +175,8 @@ def test_printk_records_are_the_one_log_record_type(analysis: Analysis) -> None:
 
     assert analysis.dmesg
     assert all(isinstance(r, LogRecord) and r.source == "vmcore" for r in analysis.dmesg)
-    seqs = [r.seq for r in analysis.dmesg]
+    seqs = [r.seq for r in analysis.dmesg if r.seq is not None]
+    assert len(seqs) == len(analysis.dmesg)
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert all(r.level is not None and 0 <= r.level <= 7 for r in analysis.dmesg)
     # The kernel orders records by sequence number; each CPU stamps its own with its own
@@ -229,7 +230,7 @@ def test_kdump_compressed_gives_the_same_analysis(
     assert again.blocked == analysis.blocked
 
 
-def test_debug_info_found_by_build_id(vmcore_fixture: VmcoreFixture, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_debug_info_found_by_build_id(vmcore_fixture: VmcoreFixture, tmp_path: Path) -> None:
     # A debug dir with nothing but .build-id/xx/yyyy.debug links.
     source = vmcore_fixture.debug_dir / ".build-id"
     for link in source.glob("*/*.debug"):

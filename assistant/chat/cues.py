@@ -460,8 +460,69 @@ _REFERENT = re.compile(
     re.I,
 )
 _WHAT_DOES_IT_DO = re.compile(
-    r"\bwhat does (?:it|that|this)(?: key| setting| sysctl| one)? (?:do|mean|control)\b", re.I
+    r"\bwhat does (?:it|that|this)(?: key| setting| sysctl| one)? (?:do|mean|control)\b\s*\??\s*$",
+    re.I,
 )
+#: A question about the kernel in general (what a thing is, means, does, how it works or
+#: is configured): the documentation answers it, not a reading of this machine.
+_CONCEPT = re.compile(
+    r"^\s*what(?:'s| is| are) (?:a |an )\w+|^\s*what (?:is|are) [\w./-]+ (?:and|for|in)\b"
+    r"|\bmean(?:s|ing|t)?\b|\bdifference between\b|\bdiffers?\b"
+    r"|^\s*what (?:causes|kinds? of|types? of|unit)\b|^\s*what happens (?:if|when)\b"
+    r"|^\s*how (?:long|much \w+|often) (?:does|do|will)\b|\bsafe\b"
+    r"|^\s*when (?:should|would|does|do|is|are)\b"
+    r"|^\s*(?:over|in|for|at|by|from) which\b"
+    r"|^\s*what (?:limits|controls|decides|determines|triggers)\b"
+    r"|^\s*how (?:is|are) [\w ./-]{1,40}?\b(?:reserved|computed|calculated|measured|counted"
+    r"|defined|chosen|decided|set up|kept|made|enforced|applied|handled|stored|written|cached"
+    r"|used)\b"
+    r"|^\s*how (?:does|do) [\w ./-]{1,40}?\b(?:work|differ|decide|find|detect|choose|pick"
+    r"|limit|count|measure|handle|protect)\b"
+    r"|^\s*what (?:does|do) [\w ./-]{1,40}?\b(?:do|mean|control|limit|protect|decide|count"
+    r"|show|measure|report|find|detect|catch)\b"
+    r"|\bhow (?:do|can|should) (?:i|you|one|we) (?:get|make|enable|disable|keep|prevent"
+    r"|configure|turn|change|read|tell|debug|use|interpret)\b"
+    r"|\bhow (?:do|can) (?:i|we) (?:stop|prevent) [\w ]{1,40}? from\b"
+    # the kernel's general behaviour, a generic "why", what a thing is made of or defaults to
+    r"|^\s*(?:why|how|when|where|does|do|can|will|would)(?: does| do| would| will| can)?"
+    r" (?:the )?kernel\b|^\s*why (?:would|does|do) (?!it\b|this\b|that\b|they\b|my\b|our\b)"
+    r"|^\s*(?:tell me about|explain|describe)\b|^\s*(?:is|are) [\w ./-]{1,40}?\b(?:per|always|ever"
+    r"|only)\b|\bmade of\b|\b(?:purpose|point) of\b|\bby default\b"
+    # a kind of thing rather than this one: "in an oops", "on a database server"
+    r"|\b(?:in|from|of) an? (?:oops|panic|crash|splat|warning|stack trace|backtrace|report)\b"
+    r"|\bon an? [\w-]+ (?:server|machine|host|system|box)\b"
+    r"|^\s*how (?:big|large|small|high|low|far) (?:can|does|do|is|are|may)\b"
+    r"|^\s*what (?:kernel )?(?:parameter|option|setting|sysctl|knob|information|fields?)s?"
+    r" (?:does|do|makes?|controls?|sets?|enables?|turns?|limits?)\b"
+    r"|^\s*where (?:are|is|does|do)\b",
+    re.I,
+)
+#: Words that put a question on this machine's state or asks for a reading: a tool's.
+_THIS_MACHINE = re.compile(
+    r"\bright now\b|\bcurrent(?:ly)?\b|\bat the moment\b|\bat present\b"
+    r"|\b(?:this|my|our|the) (?:machine|box|host|server|computer|node)\b|\bthis system\b"
+    r"|\bhere\b|\blately\b|\brecent(?:ly)?\b|\btoday\b|\byesterday\b|\bthis (?:week|boot)\b"
+    r"|\b(?:last|previous) boot\b|\bmost often\b|\bon (?:this|my|our)\b"
+    r"|\bbeing \w+(?:ed|en)\b|\bkeeps? \w+ing\b"
+    # a reading asked for in the imperative ("... measure it", "and check the log")
+    r"|(?:^|[.?!;,]\s*|\b(?:please|and|then|you)\s+)(?:measure|trace|show me|check|list|watch"
+    r"|scan|record|analy[sz]e)\b",
+    re.I,
+)
+#: Kernel interface files a question may be about (not logs to triage).
+_INTERFACE_PATH = re.compile(r"^/(?:proc|sys)/")
+
+
+def is_concept_question(text: str) -> bool:
+    """Tell whether a message asks about the kernel in general, not about this machine.
+
+    >>> [is_concept_question(t) for t in ("What does MemAvailable mean?",
+    ...  "what is the memory pressure right now?", "how long do tasks wait? measure it")]
+    [True, False, False]
+    """
+    return _CONCEPT.search(text) is not None and _THIS_MACHINE.search(text) is None
+
+
 #: What a "top" question ranks by, by the words it uses (checked in order; default cpu).
 TOP_BY: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bmemory\b|\bram\b|\brss\b", re.I), "memory"),
@@ -535,7 +596,8 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
         return CueDecision("rollback", {"changeset": cues.changeset}, 0.95)
     if scores.get("rollback", 0) >= 4:
         return CueDecision("rollback", {}, 0.8)
-    if cues.paths:
+    concept = is_concept_question(text)
+    if cues.paths and not (concept and _INTERFACE_PATH.match(cues.paths[0])):
         return _path_action(text, cues.paths[0], scores)
     if cues.rec_id is not None and ":" in cues.rec_id and scores.get("apply", 0) >= 3:
         return CueDecision("apply", {"id": cues.rec_id}, 0.9)  # a tune id: scenario:key
@@ -561,6 +623,8 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
     if scores.get("explain", 0) >= 4:
         ident = {"id": cues.rec_id} if cues.rec_id and ":" in cues.rec_id else {}
         return CueDecision("explain", ident, 0.85)
+    if concept:
+        return CueDecision("answer", {}, 0.8)  # the documentation answers it
     # A tool that needs a thing the message does not name cannot be the answer.
     scores = {t: v for t, v in scores.items() if t not in NEEDS_A_NAME}
     top, s1, s2, second = _best(scores)

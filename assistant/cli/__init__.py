@@ -82,16 +82,12 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit status instead of exiting."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = _debug_requested(args)
+def _invoke(args: list[str]) -> int:
+    # Click's own outcomes (exit, abort, usage error) as an exit status. Without standalone
+    # mode, click returns (not raises) the code of ctx.exit(n) and click.exceptions.Exit(n);
+    # a command's own return value is not a status.
     try:
-        # Without standalone mode, click returns (not raises) the code of ctx.exit(n)
-        # and click.exceptions.Exit(n); a command's own return value is not a status.
         status = cli.main(args=args, prog_name="kassist", standalone_mode=False)
-        if isinstance(status, int) and not isinstance(status, bool):
-            return status
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
@@ -99,6 +95,24 @@ def run(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
+
+
+def _internal_error(exc: Exception, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+        return 70
+    return _fail(
+        f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", 70
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit status instead of exiting."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    try:
+        return _invoke(args)
     except (KassistError, ProbeError) as exc:
         if debug:
             traceback.print_exc()
@@ -110,13 +124,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:
-        if debug:
-            traceback.print_exc()
-            return 70
-        return _fail(
-            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", 70
-        )
-    return 0
+        return _internal_error(exc, debug)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,8 +22,11 @@ from assistant.cli.crashes import open_existing, store_options
 from assistant.cli.triage import stdin_notice
 from assistant.drafters.bug_report import draft_report
 from assistant.errors import KassistError
-from assistant.triage import Crash, triage_path
+from assistant.triage import Crash, TriageResult, triage_path
 from assistant.triage.stores import stored_crash
+
+if TYPE_CHECKING:
+    from probes.drgn.dwarf import DebugFiles
 
 #: What names a stored crash rather than a file: a signature or a prefix of one (hex).
 _SIGNATURE = re.compile(r"[0-9a-f]{4,16}")
@@ -82,43 +86,9 @@ def report(
         raise KassistError(
             "no input given", "name a log file, a stored crash's signature, or --vmcore FILE", 2
         )
-    dump = None
-    explained = None
-    if vmcore is not None:
-        from assistant.rootcause.explain import explain_target, explanation_markdown
-        from assistant.vmcore import analyse_target, open_target, triage_analysis
-
-        target = open_target(vmcore, vmlinux, debug_dir, progress=notice)
-        dump = triage_analysis(analyse_target(target))
-        first = dump.crashes[0] if dump.crashes else None  # rootcause: the explanation
-        explained = explanation_markdown(
-            explain_target(target, first, first.report if first else None)
-        )
-    if path is not None and path != "-" and not os.path.exists(path) and _SIGNATURE.fullmatch(path):
-        crash = _stored(path, db, url)
-    else:
-        if path is not None:
-            stdin_notice(path)
-        result = triage_path(path) if path is not None else dump
-        assert result is not None
-        name = path or vmcore
-        if len(result.crashes) < index:
-            found = len(result.crashes)
-            what = "no kernel crash found" if not found else f"only {found} crash(es) found"
-            raise KassistError(
-                f"{name}: {what}",
-                "give a log that holds a crash report (kassist triage shows what was found)",
-            )
-        crash = result.crashes[index - 1]
-    debug = None
-    if vmcore is None and (vmlinux is not None or debug_dir is not None):
-        # A log's crash with the kernel's debug files: file:line, the faulting member.
-        from assistant.rootcause.report import log_context
-
-        context = log_context([crash], vmlinux, debug_dir, with_kb=False)
-        for note in context.notes:
-            notice(printable(note))
-        debug = context.debug
+    dump, explained = _dump(vmcore, vmlinux, debug_dir) if vmcore is not None else (None, None)
+    crash = _crash(path, index, db, url, dump, vmcore)
+    debug = _log_debug(crash, vmlinux, debug_dir) if vmcore is None else None
     cfg = config_from_flags(model, backend, max_tokens, no_log)
     llm = backend_or_none(cfg, no_llm)
     if llm is None and not no_llm and cfg.llm.backend != "none":
@@ -154,3 +124,54 @@ def report(
             raise KassistError(
                 f"cannot write {output}: {exc.strerror}", "choose another path"
             ) from None
+
+
+def _dump(vmcore: str, vmlinux: str | None, debug_dir: str | None) -> tuple[TriageResult, str]:
+    # The vmcore's triage and rootcause's explanation of its first crash (Markdown).
+    from assistant.rootcause.explain import explain_target, explanation_markdown
+    from assistant.vmcore import analyse_target, open_target, triage_analysis
+
+    target = open_target(vmcore, vmlinux, debug_dir, progress=notice)
+    dump = triage_analysis(analyse_target(target))
+    first = dump.crashes[0] if dump.crashes else None
+    return dump, explanation_markdown(
+        explain_target(target, first, first.report if first else None)
+    )
+
+
+def _crash(
+    path: str | None,
+    index: int,
+    db: str | None,
+    url: str | None,
+    dump: TriageResult | None,
+    vmcore: str | None,
+) -> Crash:
+    # The crash to report: a stored one named by its signature, else the index-th of the
+    # log (or of the dump).
+    if path is not None and path != "-" and not os.path.exists(path) and _SIGNATURE.fullmatch(path):
+        return _stored(path, db, url)
+    if path is not None:
+        stdin_notice(path)
+    result = triage_path(path) if path is not None else dump
+    assert result is not None
+    if len(result.crashes) < index:
+        found = len(result.crashes)
+        what = "no kernel crash found" if not found else f"only {found} crash(es) found"
+        raise KassistError(
+            f"{path or vmcore}: {what}",
+            "give a log that holds a crash report (kassist triage shows what was found)",
+        )
+    return result.crashes[index - 1]
+
+
+def _log_debug(crash: Crash, vmlinux: str | None, debug_dir: str | None) -> DebugFiles | None:
+    # A log's crash with the kernel's debug files: file:line, the faulting member.
+    if vmlinux is None and debug_dir is None:
+        return None
+    from assistant.rootcause.report import log_context
+
+    context = log_context([crash], vmlinux, debug_dir, with_kb=False)
+    for note in context.notes:
+        notice(printable(note))
+    return context.debug

@@ -229,40 +229,20 @@ def tune(
             {"llm": {"model": model, "backend": backend}, "agent": {"socket": socket_path}}
         )
     if list_scenarios:
-        rows = scenario_rows()
-        if fmt == "json":
-            click.echo(json.dumps(rows, indent=2))
-        else:
-            for r in rows:
-                click.echo(
-                    f"{r['id']:<16} {r['title']}\n  keys: {', '.join(r['keys'])}\n"
-                    f"  sources: {'; '.join(r['sources'])}"
-                )
+        _list_scenarios(fmt)
         return
     if explain_id is not None:
         _explain(explain_id, fmt, cfg, no_llm)
         return
-    if count > 1 and interval is None:
-        raise KassistError("--count needs --interval", "e.g. --interval 10 --count 6", 2)
-    if count > 1 and (submit or do_apply):
-        raise KassistError("--submit and --apply act on one window", "drop --count", 2)
-    if netns is not None:
-        try:
-            enter_netns(netns)
-        except ProbeUnavailable as exc:  # not root: exit 2, as for what this user cannot do
-            raise NotAvailable(exc.message, exc.hint) from None
-    propose_backend = backend_or_none(cfg, no_llm) if propose else None
     acting = submit or do_apply
+    _check_windows(count, interval, acting)
+    if netns is not None:
+        _enter(netns)
+    propose_backend = backend_or_none(cfg, no_llm) if propose else None
     recommended = False
     for _ in range(count):
         report, _obs = _one_run(interval, cgroup, netns, trace, cfg.agent.socket, propose_backend)
-        _save(report)
-        if fmt == "text":
-            click.echo(report_text(report))
-        elif not acting:
-            click.echo(json.dumps(report.to_dict(), indent=2 if count == 1 else None))
-        for line in report.notices:
-            notice(line)
+        _show(report, fmt, json_now=not acting, one=count == 1)
         recommended = recommended or bool(report.recommendations)
     if acting:
         # With --format json, one object: the run, its dry run and what was applied.
@@ -271,3 +251,41 @@ def tune(
             click.echo(json.dumps({**report.to_dict(), **done}, indent=2))
         sys.exit(0)
     sys.exit(EXIT_RECOMMENDED if recommended else 0)
+
+
+def _list_scenarios(fmt: str) -> None:
+    rows = scenario_rows()
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(
+            f"{r['id']:<16} {r['title']}\n  keys: {', '.join(r['keys'])}\n"
+            f"  sources: {'; '.join(r['sources'])}"
+        )
+
+
+def _check_windows(count: int, interval: float | None, acting: bool) -> None:
+    if count > 1 and interval is None:
+        raise KassistError("--count needs --interval", "e.g. --interval 10 --count 6", 2)
+    if count > 1 and acting:
+        raise KassistError("--submit and --apply act on one window", "drop --count", 2)
+
+
+def _enter(netns: str) -> None:
+    try:
+        enter_netns(netns)
+    except ProbeUnavailable as exc:  # not root: exit 2, as for what this user cannot do
+        raise NotAvailable(exc.message, exc.hint) from None
+
+
+def _show(report: TuneReport, fmt: str, *, json_now: bool, one: bool) -> None:
+    # One window's report: saved for --explain, shown (JSON waits for the dry run when
+    # acting), its notices on stderr.
+    _save(report)
+    if fmt == "text":
+        click.echo(report_text(report))
+    elif json_now:
+        click.echo(json.dumps(report.to_dict(), indent=2 if one else None))
+    for line in report.notices:
+        notice(line)

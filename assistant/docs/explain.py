@@ -29,10 +29,13 @@ DOC_WORDS = frozenset(
     determines determine defines define tells tell enables enable disables disable turns
     value values number maximum minimum default setting settings sysctl kernel linux
     can may will each per any all more less than only also so such used uses behavior
-    behaviour""".split()  # noqa: SIM905
+    behaviour whether""".split()  # noqa: SIM905
 )
 
 _WORD = re.compile(r"[a-z0-9_]+")
+# A paragraph that opens with a key's name (``msgmnb`` is ...): a section documenting
+# several keys, one paragraph each.
+_OPENS_WITH_NAME = re.compile(r"``([a-z0-9_]+)``")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -54,6 +57,49 @@ def unfaithful_sentences(paragraph: str, documentation: str) -> list[str]:
     return [s for s in _SENTENCE.split(paragraph.strip()) if s and not _trigrams(s) & known]
 
 
+def own_part(section: str, leaf: str) -> str:
+    r"""Return the part of a documentation section about one key.
+
+    A section that documents several keys a paragraph each (kernel.rst's ``msgmax``,
+    ``msgmnb`` and ``msgmni``) gives the paragraphs from the one opening with the key's
+    name to the next opening with another's: otherwise a sentence about a sibling (its
+    meaning, its default) would pass as grounded. Any other section is whole.
+
+    >>> text = "``a_max`` is the size. 8 by default.\n\n``b_max`` is the count. 3 by default."
+    >>> own_part(text, "b_max")
+    '``b_max`` is the count. 3 by default.'
+    >>> own_part("Sets the size of ``a_max``.", "b_max")
+    'Sets the size of ``a_max``.'
+    """
+    paragraphs = section.split("\n\n")
+    opens = [m.group(1) if (m := _OPENS_WITH_NAME.match(p.lstrip())) else None for p in paragraphs]
+    if leaf not in opens or len({o for o in opens if o}) < 2:
+        return section
+    own: list[str] = []
+    for paragraph, name in zip(paragraphs, opens, strict=True):
+        if name is not None and name != leaf and own:
+            break
+        if own or name == leaf:
+            own.append(paragraph)
+    return "\n\n".join(own)
+
+
+def documentation_of(facts: SysctlFacts) -> str:
+    """Return the documentation the paragraph condenses: the key's own part of its
+    section, at most :data:`DOC_CHARS` characters (``""`` when it has none)."""
+    if facts.doc is None:
+        return ""
+    return own_part(facts.doc.text, facts.name.rsplit(".", 1)[-1])[:DOC_CHARS]
+
+
+def _evidence_text(facts: SysctlFacts, documentation: str) -> str:
+    # The key's name, its own documentation and the page's other paragraphs (not the
+    # page's quote of the whole section, which may document its siblings too).
+    cite = facts.doc.cite if facts.doc is not None else None
+    others = (text for _heading, text, source in paragraphs(facts) if source != cite)
+    return "\n".join([facts.name, documentation, *others])
+
+
 def _defaults(facts: SysctlFacts, documentation: str) -> list[str]:
     # The defaults a sentence may state: the documented ones and the compiled-in one,
     # never any other number of the page (the value here, a boot setting, a release).
@@ -73,8 +119,8 @@ def paragraph_problems(text: str, facts: SysctlFacts, prompt_lines: list[str]) -
     documentation's or plain ones, and each sentence must say something the
     documentation says.
     """
-    documentation = facts.doc.text[:DOC_CHARS] if facts.doc is not None else ""
-    evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
+    documentation = documentation_of(facts)
+    evidence_text = _evidence_text(facts, documentation)
     verdict = check_draft(
         text,
         Evidence(
@@ -102,14 +148,14 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
     """
     if facts.doc is None:
         return ModelParagraph("", False, "no model paragraph: nothing upstream to condense")
-    documentation = facts.doc.text[:DOC_CHARS]
+    documentation = documentation_of(facts)
     prompt = draft_prompt(
         PROMPT_NAME,
         facts=[("sysctl", facts.name), ("documentation", documentation)],
         name=facts.name,
         documentation=documentation,
     )
-    evidence_text = "\n".join([facts.name, documentation, *(t for _h, t, _s in paragraphs(facts))])
+    evidence_text = _evidence_text(facts, documentation)
     # Copying the documentation is condensing it, not echoing the prompt: only the
     # instructions count as echoes.
     instructions = [ln for ln in prompt.messages[0].content.splitlines() if ln.strip()]

@@ -77,81 +77,121 @@ def _version_note(facts: SysctlFacts) -> str | None:
 MODEL_HEADING = "In short (drafted by the local model, checked against the documentation)"
 
 
-def paragraphs(
-    facts: SysctlFacts, model: ModelParagraph | None = None
-) -> list[tuple[str, str, str]]:
+#: One part of a page: (heading, text, source).
+Part = tuple[str, str, str]
+
+
+def _kb(facts: SysctlFacts) -> str:
+    return f"the knowledge base of linux {facts.kernel_version}"
+
+
+def _what_it_does(facts: SysctlFacts) -> Part | None:
+    if facts.doc is not None:
+        return ("What it does", _quote(facts.doc), facts.doc.cite)
+    if facts.kernel_version is None:
+        return None
+    return (
+        "What it does",
+        f"Not documented upstream: no section of linux {facts.kernel_version}'s documentation"
+        f" describes {facts.name}.",
+        _kb(facts),
+    )
+
+
+def _type_unit_bounds(facts: SysctlFacts) -> Part | None:
+    d = facts.definition
+    if d is None:
+        if facts.kernel_version is None:
+            return None
+        return (
+            "Type, unit and bounds",
+            f"No ctl_table entry of linux {facts.kernel_version} defines {facts.name} at a path"
+            " kassist resolves.",
+            _kb(facts),
+        )
+    kind = facts.type_and_unit
+    lines = [f"Handler `{d.handler}`" + (f": {kind[0]}" if kind else "") + "."]
+    if kind and kind[1]:
+        lines.append(f"Unit: {kind[1]}.")
+    lines.append(f"Bounds: {_bounds(facts)}.")
+    if d.default is not None:
+        lines.append(f"Default: {d.default} (the constant its variable starts with).")
+    lines.append(f"Table `{d.table}`, data `{d.data or '?'}`, mode {d.mode or '?'}.")
+    return ("Type, unit and bounds", " ".join(lines), _source_cite(facts))
+
+
+def _on_this_machine(facts: SysctlFacts) -> Part:
+    source = f"{facts.proc_path} on this host"
+    if facts.value is None:
+        return ("On this machine", f"{facts.proc_path} does not exist or cannot be read.", source)
+    where = " in the host's (initial) network namespace" if facts.namespaced else ""
+    text = f"Value{where}: {facts.value}."
+    if facts.namespaced:
+        text += " Each network namespace has its own copy."
+    return ("On this machine", text, source)
+
+
+def _set_at_boot(facts: SysctlFacts) -> Part:
+    if not facts.settings:
+        return ("Set at boot by", "No sysctl.d file sets it.", ", ".join(BOOT_SOURCES))
+    last = len(facts.settings) - 1
+    lines = [
+        f"{s.cite} sets {s.value}" + (" (applied last, so it wins)" if i == last else "")
+        for i, s in enumerate(facts.settings)
+    ]
+    if facts.boot_value_holds is False:
+        lines[-1] += f", but the value here is {facts.value}: it changed after boot"
+    return ("Set at boot by", "; ".join(lines) + ".", facts.settings[-1].cite)
+
+
+def _agent_rule(facts: SysctlFacts) -> Part:
+    return ("The agent's rule", _rule_text(facts), facts.rule_source or "the agent's policy")
+
+
+def _changed_by_kassist(facts: SysctlFacts) -> Part | None:
+    if facts.changes is None:
+        return None
+    if not facts.changes:
+        return (
+            "Changed by kassist",
+            "The agent's journal has no change to it.",
+            "the agent's journal (kassist agent history)",
+        )
+    lines = [
+        f"changeset {c.changeset} ({c.state}, {_utc(c.created)}): {c.old} -> {c.new}"
+        for c in facts.changes
+    ]
+    return ("Changed by kassist", "; ".join(lines) + ".", facts.changes[0].cite)
+
+
+def _kernel_version(facts: SysctlFacts) -> Part | None:
+    note = _version_note(facts)
+    if note is None:
+        return None
+    return ("Kernel version", note, f"uname -r; {_kb(facts)}")
+
+
+#: The page's sections in order; each returns its part, or None when it has nothing to say.
+SECTIONS: tuple[Callable[[SysctlFacts], Part | None], ...] = (
+    _what_it_does,
+    _type_unit_bounds,
+    _on_this_machine,
+    _set_at_boot,
+    _agent_rule,
+    _changed_by_kassist,
+    _kernel_version,
+)
+
+
+def paragraphs(facts: SysctlFacts, model: ModelParagraph | None = None) -> list[Part]:
     """Return the page's parts as (heading, text, source), in order.
 
     :param model: the model's paragraph; shown first when the checker accepted it.
     """
-    parts: list[tuple[str, str, str]] = []
+    parts: list[Part] = []
     if model is not None and model.shown:
         parts.append((MODEL_HEADING, model.text, f"the local model, condensing {model.source}"))
-    if facts.doc is not None:
-        parts.append(("What it does", _quote(facts.doc), facts.doc.cite))
-    elif facts.kernel_version is not None:
-        parts.append((
-            "What it does",
-            f"Not documented upstream: no section of linux {facts.kernel_version}'s documentation"
-            f" describes {facts.name}.",
-            f"the knowledge base of linux {facts.kernel_version}",
-        ))  # fmt: skip
-    d = facts.definition
-    if d is not None:
-        kind = facts.type_and_unit
-        lines = [f"Handler `{d.handler}`" + (f": {kind[0]}" if kind else "") + "."]
-        if kind and kind[1]:
-            lines.append(f"Unit: {kind[1]}.")
-        lines.append(f"Bounds: {_bounds(facts)}.")
-        if d.default is not None:
-            lines.append(f"Default: {d.default} (the constant its variable starts with).")
-        lines.append(f"Table `{d.table}`, data `{d.data or '?'}`, mode {d.mode or '?'}.")
-        parts.append(("Type, unit and bounds", " ".join(lines), _source_cite(facts)))
-    elif facts.kernel_version is not None:
-        parts.append((
-            "Type, unit and bounds",
-            f"No ctl_table entry of linux {facts.kernel_version} defines {facts.name} at a path"
-            " kassist resolves.",
-            f"the knowledge base of linux {facts.kernel_version}",
-        ))  # fmt: skip
-    if facts.value is not None:
-        where = " in the host's (initial) network namespace" if facts.namespaced else ""
-        text = f"Value{where}: {facts.value}."
-        if facts.namespaced:
-            text += " Each network namespace has its own copy."
-        parts.append(("On this machine", text, f"{facts.proc_path} on this host"))
-    else:
-        parts.append(("On this machine", f"{facts.proc_path} does not exist or cannot be read.",
-                      f"{facts.proc_path} on this host"))  # fmt: skip
-    if facts.settings:
-        last = len(facts.settings) - 1
-        lines = [
-            f"{s.cite} sets {s.value}" + (" (applied last, so it wins)" if i == last else "")
-            for i, s in enumerate(facts.settings)
-        ]
-        if facts.boot_value_holds is False:
-            lines[-1] += f", but the value here is {facts.value}: it changed after boot"
-        parts.append(("Set at boot by", "; ".join(lines) + ".", facts.settings[-1].cite))
-    else:
-        parts.append(("Set at boot by", "No sysctl.d file sets it.", ", ".join(BOOT_SOURCES)))
-    parts.append(("The agent's rule", _rule_text(facts), facts.rule_source or "the agent's policy"))
-    if facts.changes:
-        lines = [
-            f"changeset {c.changeset} ({c.state}, {_utc(c.created)}): {c.old} -> {c.new}"
-            for c in facts.changes
-        ]
-        parts.append(("Changed by kassist", "; ".join(lines) + ".", facts.changes[0].cite))
-    elif facts.changes is not None:
-        parts.append(("Changed by kassist", "The agent's journal has no change to it.",
-                      "the agent's journal (kassist agent history)"))  # fmt: skip
-    if note := _version_note(facts):
-        parts.append(
-            (
-                "Kernel version",
-                note,
-                f"uname -r; the knowledge base of linux {facts.kernel_version}",
-            )
-        )
+    parts.extend(part for section in SECTIONS if (part := section(facts)) is not None)
     return parts
 
 

@@ -115,7 +115,7 @@ _CRASHED_IN = re.compile(
     rf"fired|hung|stalled|stuck|use-after-free|out-of-bounds|access(?:ed)?|read|write)"
     rf"\s+(?:\w+\s+){{0,2}}?in\s+(?:the\s+)?(?:function\s+)?`?({_IDENT})`?"
     rf"|\bguilty function(?: is| was|:)?\s+`?({_IDENT})`?"
-    rf"|`?({_IDENT})`?(?:\(\))?\s+(?:crashed|faulted|oopsed|panicked)\b",
+    rf"|(?<!\w)`?({_IDENT})`?(?:\(\))?\s+(?:crashed|faulted|oopsed|panicked)\b",
     re.IGNORECASE,
 )
 _CALLED_FROM = re.compile(

@@ -92,17 +92,44 @@ class Draft:
         return self.text is not None
 
 
-# A token that is a name, not a word: it holds a digit, an underscore, a slash or a dot.
-_NAME_TOKEN = re.compile(r"[^\s,;()<>]*[\d_/.+][^\s,;()<>]*")
+# A token that is a name, not a word: it holds a digit, an underscore, a slash, a dot, an
+# ampersand or an arrow (a lock class: ``&(&pool->lock)->rlock``).
+_NAME_MARK = re.compile(r"[\d_/.+&]|->")
+_ARROWS = frozenset({"->", "<-"})
+
+
+def _unwrapped(token: str) -> str:
+    # "(sda1)" -> "sda1", but "(&(&r->lock)->rlock)" keeps its inner parentheses.
+    token = token.strip(".:'\"")
+    while token.startswith("(") and token.endswith(")") and _balanced(token[1:-1]):
+        token = token[1:-1]
+    while token.startswith("(") and not _balanced(token):
+        token = token[1:]
+    while token.endswith(")") and not _balanced(token):
+        token = token[:-1]
+    return token.strip(".:'\"")
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def names_of(facts: Sequence[tuple[str, str]]) -> list[str]:
-    """Return the names in the facts' values that prose may use (see ``prose_gbnf``)."""
+    """Return the names in the facts' values that prose may use (see ``prose_gbnf``).
+
+    >>> names_of([("Lock", "&(&info->lock)->rlock, held by task 12 (sshd)")])
+    ['&(&info->lock)->rlock', '12']
+    """
     found: list[str] = []
     for _, value in facts:
-        for raw in _NAME_TOKEN.findall(value):
-            token = raw.strip(".:'\"")
-            if token and token not in found:
+        for raw in re.split(r"[\s,;]+", value):
+            token = _unwrapped(raw)
+            if token and token not in _ARROWS and _NAME_MARK.search(token) and token not in found:
                 found.append(token)
     return found
 

@@ -19,10 +19,18 @@ from dataclasses import replace
 
 from assistant.drafters.assessment import Rating
 from assistant.drafters.checker import SUMMARY_WORDS, Evidence, kinds_named, reader_problems
-from assistant.drafters.pipeline import Draft, DraftPrompt, checked_draft, draft_prompt
+from assistant.drafters.pipeline import (
+    Draft,
+    DraftPrompt,
+    SentenceCheck,
+    checked_draft,
+    draft_prompt,
+    names_of,
+)
 from assistant.llm.base import Backend
 from assistant.triage.facts import AllocStack, CrashFacts
 from assistant.triage.model import Crash
+from assistant.triage.taint import TAINT_FLAGS
 
 PROMPT_NAME = "what_happened"
 #: Callers of the guilty frame named in the facts.
@@ -143,16 +151,162 @@ def _stack_phrase(stack: AllocStack) -> str:
     return f"task {stack.pid}{where}{via}"
 
 
-def _taint_phrase(crash: Crash) -> str:
-    reasons = [r.split(": ", 1)[-1] for r in crash.kernel.taint_reasons]
-    return "; ".join(reasons) if reasons else "none"
+#: What a taint letter tells a reader of the report, said so that a sentence can copy it.
+TAINT_TELLS: dict[str, str] = {
+    "W": "it had already issued a warning",
+    "D": "it had already oopsed",
+    "L": "a soft lockup had already occurred",
+    "B": "a bad page had already been seen",
+    "M": "the processor had reported a machine check",
+    "O": "an out-of-tree module was loaded",
+    "E": "an unsigned module was loaded",
+    "P": "a proprietary module was loaded",
+    "C": "a staging driver was loaded",
+    "U": "user space had asked for a taint",
+    "N": "an in-kernel test had been run",
+}
+#: The taints that say this report may not be the first thing that went wrong.
+_EARLIER = frozenset("WDLBM")
+
+
+def taint_known(crash: Crash) -> bool:
+    """Tell whether the report says the kernel's taint (a ``Not tainted`` or ``Tainted:``
+    line; a cut report may have neither)."""
+    return bool(crash.kernel.tainted) or _TAINT_LINE.search(crash.report) is not None
+
+
+_TAINT_LINE = re.compile(r"\b(?:Not tainted|Tainted: )")
+
+
+def taint_phrase(crash: Crash) -> str:
+    """Return what the kernel's taint tells (``none`` when it is not tainted).
+
+    >>> c = Crash("t", "T", "", 1, 1)
+    >>> c.kernel.tainted = ["W"]
+    >>> taint_phrase(c)
+    'it had already issued a warning (W), so an earlier problem may be related'
+    """
+    flags = crash.kernel.tainted
+    told = [f"{TAINT_TELLS.get(f, TAINT_FLAGS.get(f, f))} ({f})" for f in flags]
+    if not told:
+        return "none" if taint_known(crash) else "unknown"
+    earlier = ", so an earlier problem may be related" if _EARLIER & set(flags) else ""
+    return "; ".join(told) + earlier
+
+
+# Where a call path comes from, read from the trace's frames innermost first: the first
+# that matches names the context the bug ran in (a softirq run on the way out of a system
+# call ran in the softirq). "from": where the path was entered; "in": what it ran in.
+_CONTEXTS: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (re.compile(r"^(?:__do_softirq|run_ksoftirqd|handle_softirqs)$"), "in", "a softirq"),
+    (
+        re.compile(r"^(?:\w*apic_timer_interrupt\w*|hrtimer_interrupt|__sysvec_apic_timer\w*)$"),
+        "in",
+        "a timer interrupt",
+    ),
+    (
+        re.compile(r"^(?:do_IRQ|common_interrupt|handle_irq|__handle_domain_irq)$"),
+        "in",
+        "an interrupt",
+    ),
+    (re.compile(r"^process_one_work$"), "from", "a workqueue worker"),
+    (re.compile(r"^do_exit$"), "from", "the task's exit"),
+    (
+        re.compile(
+            r"^(?:__x64_sys|__ia32_sys|__ia32_compat_sys|__do_compat_sys|__se_compat_sys|"
+            r"__do_sys|__se_sys|SyS|SYSC|compat_SyS|C_SYSC|__arm64_sys|__arm64_compat_sys|"
+            r"ksys|__sys)_(?P<call>[a-z0-9]+(?:_[a-z0-9]+)*?)(?:\.\w+)*$"
+        ),
+        "from",
+        "the {call} system call",
+    ),
+    (re.compile(r"^kthread$"), "from", "a kernel thread"),
+)
+#: Where a task's stack ends: the entry from user space, a kernel thread's start, or the
+#: next stack printed after it (another task's, the detector's own).
+_STACK_END = re.compile(
+    r"^(?:entry_\w+|do_syscall_\w+|do_fast_syscall_32|do_int80_syscall_32|el0_\w+|"
+    r"ret_from_fork\w*|kthread|dump_stack\w*|__dump_stack)$"
+)
+
+
+def entry_context(crash: Crash) -> tuple[str, str] | None:
+    """Return where the path into the bug came from, as a label and a phrase: ``("Entered
+    from", "the sendto system call")``, ``("Ran in", "a softirq")``; ``None`` when the
+    trace does not tell (the crashing task's own stack only: the frames after its end,
+    another task's or the detector's, are not read).
+    """
+    for name in _callers(crash, len(crash.call_trace)):
+        for pattern, kind, phrase in _CONTEXTS:
+            if m := pattern.match(name):
+                label = "Entered from" if kind == "from" else "Ran in"
+                return label, phrase.format(**m.groupdict())
+        if _STACK_END.match(name):
+            break
+    return None
+
+
+def _frame_file(crash: Crash) -> str | None:
+    # The crashing frame's own file, as the trace gives it (syzkaller's guilty file may
+    # be another frame's: a string helper's, an allocator's).
+    for frame in crash.call_trace:
+        if frame.function == crash.frame and frame.file:
+            return frame.file
+    return None
+
+
+#: What the title's function is, by family: where the report says the bug was seen.
+_WHERE_LABEL = {
+    "hang": "Blocked in",
+    "rcu-stall": "Stalled in",
+    "soft-lockup": "Stuck in",
+    "warning": "Warning in",
+}
+#: The reporting machinery's own tasks: not the task that hit the bug.
+_REPORTERS = frozenset({"khungtaskd"})
+
+
+def _who(comm_pid: str) -> str:
+    # "syz-executor.1:5269" (the hung-task detector's form) -> "syz-executor.1, pid 5269"
+    comm, _, pid = comm_pid.rpartition(":")
+    return f"{comm}, pid {pid}" if comm and pid.isdigit() else comm_pid
+
+
+def _held_by(facts: CrashFacts) -> tuple[list[str], list[str]]:
+    # The held locks worth telling: the hung task's own (lock classes), and at most two
+    # other tasks' (``task/pid: class``), never the detector's own.
+    mine = f"{_who(facts.hung_task).replace(', pid ', '/')}: " if facts.hung_task else "\0"
+    own = [r.removeprefix(mine) for r in facts.held_locks if r.startswith(mine)]
+    others = [
+        r
+        for r in facts.held_locks
+        if not r.startswith(mine) and r.split("/", 1)[0] not in _REPORTERS
+    ]
+    return own[:3], others[:2]
+
+
+def _frame_in_trace(crash: Crash) -> bool:
+    return bool(crash.frame) and any(f.function == crash.frame for f in crash.call_trace)
 
 
 def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
-    """Return the facts the paragraph is written from, as (label, value) pairs."""
+    """Return the facts the paragraph is written from, as (label, value) pairs.
+
+    Each value is written as a sentence may copy it: names whole (a lock class, a task),
+    no parentheses around several words, the hung-task detector's ``comm:pid`` as
+    ``comm, pid N``; a fact the report does not give is left out, never guessed (the
+    crashing function's file only from its own frame, the path only when the title's
+    function is in the trace).
+    """
     facts: CrashFacts = crash.crash_facts()
     # syzkaller's "in corrupted" names no function: a model copies it as if it did.
     rows: list[tuple[str, str]] = [("Title", crash.title.removesuffix(" in corrupted"))]
+    return [*rows, *_where_rows(crash, facts), *_state_rows(crash, facts)]
+
+
+def _where_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
+    # The access, the object, where the CPU was and the path into the bug.
+    rows: list[tuple[str, str]] = []
     if facts.access:
         size = f" of {facts.access_size} bytes" if facts.access_size else ""
         at = f" at address {facts.address}" if facts.address else ""
@@ -162,42 +316,80 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
         rows.append(
             ("Object", f"a {facts.object_size}-byte object from the {facts.object_cache} cache")
         )
-    if crash.frame and not crash.corrupted:
-        where = f", in {crash.guilty_file}" if crash.guilty_file else ""
-        rows.append(("Crashing function", f"{crash.frame}{where}"))
-    path = [] if crash.corrupted else path_into_bug(crash)
+    if facts.fault_address and not facts.access:
+        rows.append(("Faulting address", facts.fault_address))
+    in_trace = _frame_in_trace(crash) and not crash.corrupted
+    if in_trace or (crash.frame and crash.frame == facts.fault_ip):
+        file = _frame_file(crash)
+        where = f", in {file}" if file else ""
+        rows.append((_WHERE_LABEL.get(facts.family, "Crashing function"), f"{crash.frame}{where}"))
+    if facts.fault_ip and facts.fault_ip != crash.frame and facts.family in _IP_FAMILIES:
+        rows.append(("Instruction pointer in", facts.fault_ip))
+    path = path_into_bug(crash) if in_trace else []
     if len(path) > 1:
-        rows.append(("Path into the bug", " -> ".join(path)))
+        rows.append(("Call path", " -> ".join(path)))
+    context = entry_context(crash) if len(path) > 1 else None
+    if context:
+        rows.append(context)
+    if facts.workqueue:
+        queue, _, function = facts.workqueue.partition(" ")
+        rows.append(("Work item", f"{function}, on the {queue} workqueue"))
+    return rows
+
+
+def _state_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
+    # The stacks, locks, tasks, taint and panic.
+    stuck = facts.family == "soft-lockup"
+    rows: list[tuple[str, str]] = []
     if facts.allocated_by:
         rows.append(("Allocated by", _stack_phrase(facts.allocated_by)))
     if facts.freed_by:
         rows.append(("Freed by", _stack_phrase(facts.freed_by)))
     if facts.uninit_origin:
-        rows.append(("Uninitialised value created in", " <- ".join(facts.uninit_origin[:3])))
-    if len(facts.locks) == 2:
-        rows += [("Acquiring lock", facts.locks[0]), ("While holding lock", facts.locks[1])]
+        origin = facts.uninit_origin
+        via = f", called from {origin[1]}" if len(origin) > 1 else ""
+        rows.append(("Uninitialised value created in", f"{origin[0]}{via}"))
+    if len(facts.locks) > 1:
+        # One line in the sentence's order: a small model given the two locks on two
+        # lines swaps them.
+        rows.append(("Lock order", f"took {facts.locks[0]} while holding {facts.locks[1]}"))
+    elif facts.locks:
+        rows.append(("Lock being taken", facts.locks[0]))
     if facts.hung_task:
-        rows.append(("Hung task", facts.hung_task))
-    if facts.hung_seconds:
+        rows.append(("Stuck task" if stuck else "Hung task", _who(facts.hung_task)))
+    if facts.hung_seconds and stuck:
+        cpu = f", on CPU {facts.stall_cpus[0]}" if facts.stall_cpus else ""
+        rows.append(("Stuck for", f"{facts.hung_seconds} seconds{cpu}"))
+    elif facts.hung_seconds:
         rows.append(("Blocked for", f"more than {facts.hung_seconds} seconds"))
-    if facts.held_locks:
-        rows.append(("Locks held", "; ".join(facts.held_locks[:3])))
-    if facts.stall_cpus:
+    if own := _held_by(facts)[0]:
+        rows.append(("Locks the hung task held", ", ".join(own)))
+    if facts.stall_cpus and not stuck:
         rows.append(("Stalled CPUs", ", ".join(map(str, facts.stall_cpus))))
     if facts.stall_tasks:
         rows.append(("Tasks blocking the grace period", ", ".join(map(str, facts.stall_tasks))))
+    if facts.stall_jiffies:
+        rows.append(("Grace period age", f"{facts.stall_jiffies} jiffies"))
     if facts.warning_location:
         rows.append(("Warning at", facts.warning_location))
+    if facts.bug_location:
+        rows.append(("BUG at", facts.bug_location))
     if facts.oom_victim:
-        rows.append(("Killed task", facts.oom_victim))
-    if crash.task.comm:
+        rows.append(("Killed task", facts.oom_victim.replace(" (pid ", ", pid ").rstrip(")")))
+    if crash.task.comm and crash.task.comm not in _REPORTERS and not facts.hung_task:
         # No parentheses: the prose grammar takes one word inside them.
         cpu = f", on CPU {crash.task.cpu}" if crash.task.cpu is not None else ""
         pid = f", pid {crash.task.pid}" if crash.task.pid is not None else ""
         rows.append(("Task", f"{crash.task.comm}{pid}{cpu}"))
-    rows.append(("Taint", _taint_phrase(crash)))
+    if (taint := taint_phrase(crash)) != "unknown":
+        rows.append(("Taint", taint))
     rows.append(("Panicked", "yes" if crash.panicked else "no"))
     return rows
+
+
+#: The families whose instruction pointer is the bug's own place (not another CPU's, as
+#: in a stall's or a hang's backtraces).
+_IP_FAMILIES = frozenset({"other", "memory-safety", "warning"})
 
 
 #: The words the paragraph may use besides the evidence's: a summary's, and how a kernel
@@ -205,16 +397,44 @@ def happened_facts(crash: Crash, rating: Rating) -> list[tuple[str, str]]:
 REPORT_WORDS = SUMMARY_WORDS | frozenset(
     """panic panicked tainted taint path runs ran went came led leads into entered entry
     allocated allocation inside beyond after earlier later then once so first next finally
-    took take takes taking""".split()  # noqa: SIM905
+    took take takes taking tried try trying already lasted raised killer time blocking faulted stuck
+    system call instruction pointer grace period kworker""".split()  # noqa: SIM905
 )
 
 
+def taint_sentence(crash: Crash) -> str:
+    """Return the paragraph's closing sentence: what the taint tells, and the panic.
+
+    >>> taint_sentence(Crash("t", "T", "CPU: 0 PID: 1 Comm: a Not tainted 6.1 #1", 1, 1))
+    'The kernel was not tainted and did not panic.'
+    """
+    told = taint_phrase(crash)
+    panic = "panicked" if crash.panicked else "did not panic"
+    if told == "unknown":
+        return f"The kernel {panic}."
+    if told == "none":
+        return f"The kernel was not tainted and {panic}."
+    return f"The kernel was tainted: {told}; it {panic}."
+
+
 def happened_prompt(crash: Crash, rating: Rating) -> DraftPrompt:
-    """Render the paragraph's prompt for a crash (with the names grammar of its facts)."""
+    """Render the paragraph's prompt for a crash (with the names grammar of its facts).
+
+    The worked example shows the crash's kinds of facts (its labels) and ends with the
+    crash's own taint and panic sentence, which is true of both.
+    """
     facts = happened_facts(crash, rating)
-    labels = {label for label, _ in facts}
-    freed = "use-after-free" in kinds_named(crash.title)
-    return draft_prompt(PROMPT_NAME, facts=facts, labels=labels, freed=freed)
+    return draft_prompt(
+        PROMPT_NAME,
+        facts=facts,
+        labels={label for label, _ in facts},
+        where_labels={"Crashing function", *_WHERE_LABEL.values()},
+        freed="use-after-free" in kinds_named(crash.title),
+        access=crash.crash_facts().access or "write",
+        taint=taint_phrase(crash),
+        panicked="yes" if crash.panicked else "no",
+        taint_sentence=taint_sentence(crash),
+    )
 
 
 def happened_evidence(crash: Crash, rating: Rating, prompt: DraftPrompt) -> Evidence:
@@ -264,6 +484,9 @@ def _bound_values(crash: Crash, facts: CrashFacts) -> dict[str, set[int]]:
     pids |= {s.pid for s in (facts.allocated_by, facts.freed_by) if s is not None}
     if facts.hung_task and facts.hung_task.rpartition(":")[2].isdigit():
         pids.add(int(facts.hung_task.rpartition(":")[2]))
+    pids |= {int(p) for row in facts.held_locks for p in re.findall(r"/(\d+):", row)}
+    if facts.oom_victim:
+        pids |= {int(p) for p in re.findall(r"pid (\d+)", facts.oom_victim)}
     return {
         "cpu": {crash.task.cpu, *facts.stall_cpus} - {None},  # type: ignore[dict-item]
         "pid": pids - {None},  # type: ignore[dict-item]
@@ -276,8 +499,8 @@ def number_claims(sentence: str, crash: Crash) -> list[str]:
     """Return the numbers a sentence binds to the wrong thing: a CPU that is not the
     report's, a PID of no task in it, a size or a time it does not give.
 
-    >>> number_claims("Task 812 ran on CPU 5764.", Crash(title="t"))
-    ['says task 812, not one of the report's', 'says CPU 5764, not one of the report's']
+    >>> number_claims("Task 812 ran on CPU 5764.", Crash("t", "T", "", 1, 1))
+    ["says Task 812, not one of the report's", "says CPU 5764, not one of the report's"]
     """
     allowed = _bound_values(crash, crash.crash_facts())
     problems = []
@@ -296,11 +519,15 @@ _NAME = re.compile(r"[A-Za-z_][\w.]*\w")
 
 
 def _comms(crash: Crash, facts: CrashFacts) -> set[str]:
-    # The task names the report gives: the running task, the hung one, the stacks' tasks.
+    # The task names the report gives: the running task, the hung one, the stacks' tasks,
+    # the holders of locks (``getty/3820``).
     names = {crash.task.comm or ""}
     if facts.hung_task:
         names.add(facts.hung_task.rpartition(":")[0])
     names |= {s.comm or "" for s in (facts.allocated_by, facts.freed_by) if s is not None}
+    names |= {row.split(": ", 1)[0] for row in facts.held_locks}
+    if facts.oom_victim:
+        names.add(facts.oom_victim.split(" (", 1)[0])
     return names - {""}
 
 
@@ -325,6 +552,106 @@ def role_claims(sentence: str, crash: Crash) -> list[str]:
         elif places != sorted(set(places)):
             problems.append("gives the call path out of the report's order")
     return problems
+
+
+_NOT_TAINTED = re.compile(r"\b(?:not|never|un)[- ]?tainted\b", re.I)
+_TAINTED = re.compile(r"\btainted\b", re.I)
+_NO_PANIC = re.compile(r"\b(?:not|never|no|without)\s+(?:\w+\s+)?panic", re.I)
+_PANIC = re.compile(r"\bpanic(?:ked|s)?\b", re.I)
+
+
+_VERBS = {
+    "read": re.compile(r"\b(?:read|reads|reading)\b", re.I),
+    "write": re.compile(r"\b(?:wrote|writes?|writing|written)\b", re.I),
+}
+
+
+def context_claims(sentence: str, crash: Crash) -> list[str]:
+    """Return what a sentence says of the kernel's taint and panic, or of the bad access's
+    direction, that the report does not.
+
+    >>> c = Crash(title="t", type="T", report="CPU: 0 PID: 1 Comm: a Not tainted 6.1 #1",
+    ...           start_line=1, end_line=1, panicked=True)
+    >>> context_claims("The kernel was not tainted and did not panic.", c)
+    ['says it did not panic, it panicked']
+    """
+    problems = []
+    tainted = bool(crash.kernel.tainted)
+    if _NOT_TAINTED.search(sentence):
+        if tainted or not taint_known(crash):
+            problems.append(
+                "says the kernel was not tainted, "
+                + ("it was" if tainted else "the report does not say")
+            )
+    elif _TAINTED.search(sentence) and not tainted:
+        problems.append("says the kernel was tainted, it was not")
+    if _NO_PANIC.search(sentence):
+        if crash.panicked:
+            problems.append("says it did not panic, it panicked")
+    elif _PANIC.search(sentence) and not crash.panicked:
+        problems.append("says it panicked, it did not")
+    access = crash.crash_facts().access
+    for verb, pattern in _VERBS.items():
+        if access and access != verb and pattern.search(sentence):
+            problems.append(f"says it was a {verb}, the report says {access}")
+    return problems
+
+
+_HOLDING = r"(?:hold|holds|held|holding)\s+(?:the\s+)?(?:lock\s+)?"
+_TAKING = (
+    r"(?:take|takes|took|taking|acquire|acquires|acquired|acquiring|trying to take|"
+    r"trying to acquire)\s+(?:the\s+)?(?:lock\s+)?"
+)
+
+
+def lock_claims(sentence: str, crash: Crash) -> list[str]:
+    """Return the locks a sentence puts in the wrong role: the lock being taken said to be
+    held, the held one said to be taken, or a lock the hung task did not hold said to be its.
+
+    >>> c = Crash("t", "T", "", 1, 1)
+    >>> c.facts = CrashFacts(family="lockdep", locks=["&a->lock", "&b->lock"])
+    >>> lock_claims("The task held &a->lock while taking &b->lock.", c)[0]
+    'says it held `&a->lock`, the report says it was taking it'
+    >>> lock_claims("The task took &a->lock while it held &b->lock.", c)
+    []
+    """
+    facts = crash.crash_facts()
+    problems = []
+    wanted, held = [*facts.locks, None, None][:2]
+    if wanted and re.search(_HOLDING + re.escape(wanted), sentence, re.I):
+        problems.append(f"says it held `{wanted}`, the report says it was taking it")
+    if held and re.search(_TAKING + re.escape(held), sentence, re.I):
+        problems.append(f"says it took `{held}`, the report says it held it")
+    own, others = _held_by(facts)
+    for row in others:
+        lock = row.split(": ", 1)[-1]
+        holder = row.split(": ", 1)[0]
+        if lock in own:
+            continue
+        if (
+            re.search(r"\b(?:it|the hung task)\b[^.]*" + _HOLDING + re.escape(lock), sentence, re.I)
+            and holder not in sentence
+        ):
+            problems.append(f"says the hung task held `{lock}`, {holder} did")
+    return problems
+
+
+def work_claims(sentence: str, facts: CrashFacts) -> list[str]:
+    """Return the problem of a sentence about the workqueue that does not name the work
+    item the report gives (a kworker "running process_one_work": that is the worker's
+    own loop, not the work).
+
+    >>> work_claims("The kworker was running f, on the q workqueue.", CrashFacts(workqueue="q g"))
+    ["names the q workqueue's work as another function, the report says `g`"]
+    >>> work_claims("The kworker was running g, on the q workqueue.", CrashFacts(workqueue="q g"))
+    []
+    """
+    if not facts.workqueue or not re.search(r"\bworkqueue\b", sentence, re.I):
+        return []
+    queue, _, function = facts.workqueue.partition(" ")
+    if re.search(rf"(?<![\w.]){re.escape(function)}(?![\w.])", sentence):
+        return []
+    return [f"names the {queue} workqueue's work as another function, the report says `{function}`"]
 
 
 def stack_claims(sentence: str, facts: CrashFacts) -> list[str]:
@@ -368,16 +695,38 @@ def draft_happened(
     if max_tokens is not None:
         prompt = replace(prompt, max_tokens=max_tokens)
     evidence = happened_evidence(crash, rating, prompt)
-    table = [crash.task.comm or "", crash.kernel.release or ""]
     return checked_draft(
         prompt,
         evidence,
         backend,
-        sentence_check=lambda sentence: [
-            *reader_problems(sentence, crash.title, table),
-            *stack_claims(sentence, crash.crash_facts()),
-            *number_claims(sentence, crash),
-            *role_claims(sentence, crash),
-        ],
+        sentence_check=happened_check(crash),
         min_sentences=MIN_SENTENCES,
     )
+
+
+def happened_check(crash: Crash) -> SentenceCheck:
+    """Return the paragraph's own check of one sentence (besides the shared checker's):
+    a reader's (it adds to the title, it is English), and the report's bindings (a
+    stack, a number, a task or a path in the wrong role)."""
+    table = [crash.task.comm or "", crash.kernel.release or ""]
+    facts = crash.crash_facts()
+    said: set[str] = set()  # the names of the sentences kept so far
+
+    def check(sentence: str) -> list[str]:
+        problems = [
+            *reader_problems(sentence, crash.title, table),
+            *stack_claims(sentence, facts),
+            *number_claims(sentence, crash),
+            *role_claims(sentence, crash),
+            *context_claims(sentence, crash),
+            *lock_claims(sentence, crash),
+            *work_claims(sentence, facts),
+        ]
+        names = set(names_of([("", sentence.rstrip("."))]))
+        if names and names <= said:
+            problems.append("says again what an earlier sentence said")
+        if not problems:
+            said.update(names)
+        return problems
+
+    return check

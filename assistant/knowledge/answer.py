@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +33,9 @@ OFFERED = 10
 #: Most sentences in an answer.
 MAX_SENTENCES = 4
 #: Most characters of a quoted answer (a passage this short is quoted whole).
-QUOTE_CHARS = 600
+QUOTE_CHARS = 900
 #: Most sentences of a quoted answer.
-MAX_QUOTED = 5
+MAX_QUOTED = 6
 SELECT_PROMPT = "answer_select"
 WRITE_PROMPT = "answer_write"
 MODES = ("auto", "quote", "select", "write")
@@ -68,6 +69,7 @@ class Answer:
         refused, a sentence dropped by the checker), else "".
     :param dropped: the model's sentences the checker refused, with why.
     :param stats: the model's generation, when one ran.
+    :param draft: what the model wrote in ``write`` mode, before the check.
     """
 
     question: str
@@ -78,6 +80,7 @@ class Answer:
     notice: str = ""
     dropped: list[str] = field(default_factory=list)
     stats: GenerationStats | None = None
+    draft: str = ""
 
     @property
     def text(self) -> str:
@@ -214,6 +217,7 @@ def answer(
     kb: KnowledgeBase | None = None,
     mode: str = "auto",
     k: int = 5,
+    on_token: Callable[[str], None] | None = None,
 ) -> Answer:
     """Answer a question from the kernel's documentation, each sentence cited.
 
@@ -223,6 +227,8 @@ def answer(
     :param mode: ``auto`` (select with a model, quote without), ``quote``, ``select`` or
         ``write``.
     :param k: passages retrieved.
+    :param on_token: receives the model's draft as it is written (``write`` mode), before
+        the check; the answer's sentences are what passed it.
     """
     found = retriever(kb)
     if found is None:
@@ -242,7 +248,7 @@ def answer(
     if use_model and wanted == "select":
         chosen = _select(question, cands, backend, result)
     elif use_model and wanted == "write":
-        chosen = _write(question, cands, result.sources, backend, result)
+        chosen = _write(question, cands, result.sources, backend, result, on_token)
     if chosen:
         result.mode = wanted
     else:
@@ -288,7 +294,12 @@ _CITE = re.compile(r"\s*\[(\d+)\]\s*")
 
 
 def _write(
-    question: str, cands: list[Candidate], sources: list[Passage], backend: Any, result: Answer
+    question: str,
+    cands: list[Candidate],
+    sources: list[Passage],
+    backend: Any,
+    result: Answer,
+    on_token: Callable[[str], None] | None = None,
 ) -> list[Sentence] | None:
     from assistant.llm.base import GenerationStats
     from assistant.llm.errors import LLMUnavailable
@@ -301,14 +312,19 @@ def _write(
         blocks.append(f"[{n}] {passage.heading}: {text[:700]}")
     messages = prompt.render(question=question[:600], passages="\n\n".join(blocks))
     stats = GenerationStats(prompt_name=prompt.label)
+    pieces: list[str] = []
     try:
-        draft = "".join(backend.stream(messages, int(prompt.meta.get("max_tokens", 160)), stats))
+        for piece in backend.stream(messages, int(prompt.meta.get("max_tokens", 160)), stats):
+            pieces.append(piece)
+            if on_token is not None:
+                on_token(piece)
     except LLMUnavailable as exc:
         result.notice = _join(result.notice, f"no model ({exc}); quoting")
         return None
     result.stats = stats
+    result.draft = "".join(pieces)
     kept = []
-    for text, source in split_cited(draft):
+    for text, source in split_cited(result.draft):
         if not 1 <= source <= len(sources):
             result.dropped.append(f"{text!r}: cites [{source}], which is not a source")
             continue

@@ -7,7 +7,7 @@ it so that a new knowledge base gets new ones:
 - ``<kb>.passages<N>.sqlite``: every documentation section cut into passages
   (:mod:`assistant.knowledge.passages`) with an FTS5 index over their term, section
   title and text (a few seconds to build);
-- ``<kb>.passages<N>.<model id>.npy``: one unit-length float16 embedding per passage
+- ``passages<N>.<digest>.<model id>.npy``: one unit-length float16 embedding per passage
   of the operator documentation (:data:`EMBEDDED_DIRS`), row ``i`` for passage id
   ``i + 1``'s turn in :func:`embedded_ids`; the model id holds the weights' hash, so
   another model never reads these vectors (minutes to build: see docs/answers.md).
@@ -61,6 +61,8 @@ UNEMBEDDED_DIRS = tuple(
 )
 #: Tokens of a passage that its embedding reads: its term, section title and opening.
 EMBED_TOKENS = 48
+#: Batches embedded at once while building (one BLAS thread each).
+BUILD_THREADS = min(2, os.cpu_count() or 1)
 
 Progress = Callable[[str], None]
 
@@ -90,8 +92,10 @@ def passages_path(kb_path: Path) -> Path:
 
 
 def vectors_path(kb_path: Path, digest: str, model_id: str) -> Path:
-    """Return the embeddings file of one passages index (by its digest) for one model."""
-    return kb_path.with_name(f"{kb_path.stem}.passages{INDEX_VERSION}.{digest}.{model_id}.npy")
+    """Return the embeddings file of one passages index for one model, beside the knowledge
+    base: named by the passages' content digest and the model's weights, not by the knowledge
+    base's file, so that a rebuilt knowledge base with the same documentation reuses it."""
+    return kb_path.with_name(f"passages{INDEX_VERSION}.{digest}.{model_id}.npy")
 
 
 def built_from(kb: KnowledgeBase) -> str:
@@ -252,7 +256,7 @@ def build_vectors(
         chunk = rows[start : start + step]
         vectors["id"][start : start + len(chunk)] = [i for i, _ in chunk]
         vectors["v"][start : start + len(chunk)] = encoder.encode(
-            [t for _, t in chunk], max_tokens=EMBED_TOKENS
+            [t for _, t in chunk], max_tokens=EMBED_TOKENS, threads=BUILD_THREADS
         )
         now = time.monotonic()
         if now - last >= 10:

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 PASSAGE_CHARS = 900
 #: A definition-list term's longest line (characters): longer lines are prose.
 _TERM_CHARS = 80
+#: A term's longest name that heads its entry's first sentence.
+TERM_NAME_CHARS = 48
+#: A literal block's most lines for it to join the sentence that introduces it.
+LITERAL_LINES = 3
 
 _BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)]|\(\w\)|#\.)\s")
 _TABLE_RULE = re.compile(r"^\s*(?:[=+\-][\s=+\-]*[=+\-]{2}[\s=+\-]*|\|.*\|)\s*$")
@@ -166,21 +170,30 @@ def units(text: str, heading: str = "") -> list[str]:
 
     A line that introduces a list (ending with ``:``) is kept with its items, as one
     unit (``Values: 0 - disable; 1 - enable.``); code blocks, tables and directives are
-    left out; the passage's term line (``somaxconn - INTEGER``, its ``heading``) is not a
-    sentence.
+    left out, but a short literal block (a command, a format of up to three lines) joins
+    the sentence that introduces it; the passage's term line (``somaxconn - INTEGER``,
+    its ``heading``) is not a sentence, but its name heads the first one
+    (``somaxconn: Limit of socket listen() backlog...``), which would otherwise not say
+    what it is about.
+
+    >>> units("somaxconn - INTEGER\\n\\tLimit of the backlog. Default: 4096", "somaxconn - INTEGER")
+    ['somaxconn: Limit of the backlog.', 'Default: 4096']
     """
+    name = ""
     if heading and text.startswith(heading):
         text = text[len(heading) :]
+        name = term_name(heading)
     found: list[str] = []
     literal = False
     for block in _blocks(text):
-        # A literal block follows a paragraph ending "::"; a one-line one (a command)
-        # joins the sentence that introduces it, longer ones are left out.
+        # A literal block follows a paragraph ending "::"; a short one (a command, a
+        # format) joins the sentence that introduces it, longer ones are left out.
         after_colons, literal = literal, block.rstrip().endswith("::")
         if after_colons and block[:1] in (" ", "\t"):
             code = [line.strip() for line in block.splitlines() if line.strip()]
-            if len(code) == 1 and found and found[-1].endswith(":"):
-                found[-1] += f" {code[0]}"
+            short = len(code) <= LITERAL_LINES and not any(map(_is_code, code))
+            if short and found and found[-1].endswith(":"):
+                found[-1] += " " + "; ".join(code)
             continue
         if _is_simple_table(block):
             found.extend(_table_unit(block, found))
@@ -194,7 +207,25 @@ def units(text: str, heading: str = "") -> list[str]:
         prose = " ".join(line.strip() for line in lines)
         prose = plain(prose[:-1] if prose.endswith("::") else prose)
         found.extend(_sentences(prose))
-    return [u for u in found if _is_sentence(u)]
+    kept = [u for u in found if _is_sentence(u)]
+    if name and kept and not kept[0].lower().startswith(name.lower()):
+        kept[0] = f"{name}: {kept[0]}"
+    return kept
+
+
+def _is_code(line: str) -> bool:
+    # A program's line (a brace or a statement's end), or one too long to read as a format.
+    return len(line) > 80 or line.endswith(("{", "}", ";"))
+
+
+def term_name(heading: str) -> str:
+    """Return the name a definition-list term documents ("" when it is no short name).
+
+    >>> [term_name(h) for h in ("somaxconn - INTEGER", "suid_dumpable:", "MemAvailable")]
+    ['somaxconn', 'suid_dumpable', 'MemAvailable']
+    """
+    name = re.split(r"\s+-\s+|:\s|\s{2,}|\t", heading.strip(), maxsplit=1)[0].strip().rstrip(":")
+    return name if 0 < len(name) <= TERM_NAME_CHARS and name[-1:] != "." else ""
 
 
 def _is_rule(line: str) -> bool:

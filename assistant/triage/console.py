@@ -225,14 +225,7 @@ def normalise_line(line: str) -> str | None:
 def decode_line(line: str) -> tuple[str | None, bool]:
     """Return what :func:`normalise_line` does, and whether a decoration named another
     program than the kernel (``host sshd[12]: ...``) as the line's author."""
-    if line.endswith("\r"):
-        line = line[:-1]
-    if "\r" in line:
-        line = line.rsplit("\r", 1)[-1]
-    if line.startswith("\x1e"):  # journalctl -o json-seq
-        line = line[1:]
-    if "\x1b[" in line:  # dmesg --color=always
-        line = _ANSI.sub("", line)
+    line = _bare(line)
     if line[:1] in "{0123456789":
         record = _record_line(line)
         if record is not None:
@@ -241,28 +234,52 @@ def decode_line(line: str) -> tuple[str | None, bool]:
                 return line, True
     elif _record_field(line):
         return None, False
-    if line.startswith(_EXPORT_MESSAGE):
-        line = SYNTHETIC_STAMP + line[len(_EXPORT_MESSAGE) :]
-    elif line.startswith(_VERBOSE_MESSAGE):
-        line = SYNTHETIC_STAMP + line[len(_VERBOSE_MESSAGE) :]
-    line, kind = _strip_decorations(line)
-    stamp = ""
-    m2 = LINE_STAMP.match(line)
-    if m2 is not None:
+    line, kind = _strip_decorations(_message_field(line))
+    stamp, rest = _split_stamp(line, kind)
+    return _indent(stamp, rest), kind is Kind.OTHER
+
+
+def _bare(line: str) -> str:
+    # Take off what a terminal or a transport put around the text: a carriage return (and
+    # what the text after one overwrote), journalctl -o json-seq's record separator,
+    # dmesg --color=always's escapes.
+    if line.endswith("\r"):
+        line = line[:-1]
+    if "\r" in line:
+        line = line.rsplit("\r", 1)[-1]
+    if line.startswith("\x1e"):
+        line = line[1:]
+    if "\x1b[" in line:
+        line = _ANSI.sub("", line)
+    return line
+
+
+def _message_field(line: str) -> str:
+    # journalctl -o export's and -o verbose's MESSAGE= field: the kernel's text, its printk
+    # stamp kept elsewhere.
+    for field in (_EXPORT_MESSAGE, _VERBOSE_MESSAGE):
+        if line.startswith(field):
+            return SYNTHETIC_STAMP + line[len(field) :]
+    return line
+
+
+def _split_stamp(line: str, kind: Kind | None) -> tuple[str, str]:
+    # The line's printk stamp (with its caller id, dmesg's space before it taken out) and
+    # the rest; a kernel line whose decoration took its stamp gets the synthetic one.
+    m = LINE_STAMP.match(line)
+    if m is not None:
         fixed = _CALLER_SPACE.match(line)
         if fixed is not None:
             line = fixed.group(1) + fixed.group(2) + line[fixed.end() :]
-            m2 = LINE_STAMP.match(line)
-            assert m2 is not None
-        stamp, line = line[: m2.end()], line[m2.end() :]
-    elif kind is Kind.RESTAMP or kind is Kind.KERNEL:
-        caller = _CALLER.match(line)
-        if caller is not None:
-            stamp = SYNTHETIC_STAMP[:-1] + caller.group(0)
-            line = line[caller.end() :]
-        else:
-            stamp = SYNTHETIC_STAMP
-    return _indent(stamp, line), kind is Kind.OTHER
+            m = LINE_STAMP.match(line)
+            assert m is not None
+        return line[: m.end()], line[m.end() :]
+    if kind is not Kind.RESTAMP and kind is not Kind.KERNEL:
+        return "", line
+    caller = _CALLER.match(line)
+    if caller is None:
+        return SYNTHETIC_STAMP, line
+    return SYNTHETIC_STAMP[:-1] + caller.group(0), line[caller.end() :]
 
 
 #: Columns at which mail clients wrap: a wrapped line's head is at most this long.
@@ -319,21 +336,28 @@ def continues(prev_raw: str, prev_stamped: bool, prev_header: bool, raw: str, li
     :param raw: this line as it came.
     :param line: this line normalised.
     """
-    if len(prev_raw.rstrip(" ")) > WRAP_COLUMNS or not line or line[0] in " \t":
+    if _own_line(prev_raw, raw, line) or not _broke_there(prev_raw, line):
         return False
-    if raw != line or STAMP.match(line) or rules.CONSOLE_OUTPUT.match(line):
-        return False  # a decoration or a stamp of its own: a line of its own
-    if _WHOLE_HEAD.match(prev_raw) or _OWN_TAIL.match(line):
-        return False
-    word = _WORD.match(line)
-    width = len(word.group(1)) + max(0, len(word.group(2)) - 1) if word else 0
-    if len(prev_raw) + (0 if prev_raw.endswith(" ") else 1) + width <= WRAP_MIN_COLUMNS:
-        return False  # the word would have fit on the line before: no wrap broke there
-    if prev_stamped:
-        return True
-    if _FRAGMENT.match(line):
+    if prev_stamped or _FRAGMENT.match(line):
         return True
     return prev_header and _SENTENCE.match(line) is None
+
+
+def _own_line(prev_raw: str, raw: str, line: str) -> bool:
+    # Lines that are never a tail: after a line too long to be wrapped, an indented one, a
+    # decorated or stamped one (its own line), one after a whole head, a rule.
+    if len(prev_raw.rstrip(" ")) > WRAP_COLUMNS or not line or line[0] in " \t":
+        return True
+    if raw != line or STAMP.match(line) or rules.CONSOLE_OUTPUT.match(line):
+        return True
+    return bool(_WHOLE_HEAD.match(prev_raw) or _OWN_TAIL.match(line))
+
+
+def _broke_there(prev_raw: str, line: str) -> bool:
+    # Whether the line's first word did not fit on the line before: a wrap broke there.
+    word = _WORD.match(line)
+    width = len(word.group(1)) + max(0, len(word.group(2)) - 1) if word else 0
+    return len(prev_raw) + (0 if prev_raw.endswith(" ") else 1) + width > WRAP_MIN_COLUMNS
 
 
 def join_wrapped(head: str, tail: str) -> str:

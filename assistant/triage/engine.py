@@ -426,19 +426,9 @@ class TriageEngine:
             self._replayed(lineno)
             self._feed_windows(line, None, lineno, wide)
             return
-        if rules.CONSOLE_HANGUP in line:
-            self._hangup = True
-        if rules.PANICKED in line:
-            self._last_panic = lineno
-        if not self._suppressed and _SUPPRESSION_NEEDLE_RE.search(line):
-            self._suppressed = any(s.search(line) for s in rules.SUPPRESSIONS)
-        capped = self.retain and len(self._crashes) >= MAX_CRASHES
-        if not self._windows and capped:
-            # A header storm past the cap: count, keep the events, describe no more.
-            if oops is None:
-                self._events.feed(line, lineno + 1)
-            else:
-                self._undescribed += 1
+        self._note_flags(line, lineno)
+        if not self._windows and self.retain and len(self._crashes) >= MAX_CRASHES:
+            self._past_cap(line, oops, lineno)
             return
         context = parse.extract_context(line)
         if oops is None:  # a header line is its crash, never an event too
@@ -446,17 +436,53 @@ class TriageEngine:
             self._events.feed(text, lineno + 1)
             self._feed_windows(line, context, lineno, wide)
             return
-        ignorable = any(r.search(line) for r in rules.REPORT_START_IGNORES)
         same = [w for w in self._windows if w.same_context(context)]
+        if self._header_joins(line, context, lineno, wide, same):
+            return
+        self._cut_before(line, context, lineno, wide, same)
+        prefix, others = self._prefix(lines, i)
+        wrapped = wide or any(unwrapped(x) for x in prefix)
+        window = _Window(lineno, oops, context, prefix, [line], [lineno], wide=wrapped)
+        window.others = others or other
+        self._windows.append(window)
+
+    def _note_flags(self, line: str, lineno: int) -> None:
+        # The marks that flag the input as a whole: a hung-up console, a panic, a
+        # suppression.
+        if rules.CONSOLE_HANGUP in line:
+            self._hangup = True
+        if rules.PANICKED in line:
+            self._last_panic = lineno
+        if not self._suppressed and _SUPPRESSION_NEEDLE_RE.search(line):
+            self._suppressed = any(s.search(line) for s in rules.SUPPRESSIONS)
+
+    def _past_cap(self, line: str, oops: Oops | None, lineno: int) -> None:
+        # A header storm past the cap: count, keep the events, describe no more.
+        if oops is None:
+            self._events.feed(line, lineno + 1)
+        else:
+            self._undescribed += 1
+
+    def _header_joins(
+        self, line: str, context: str | None, lineno: int, wide: bool, same: list[_Window]
+    ) -> bool:
+        # Whether a header opens no report of its own: an ignorable one joins the open
+        # report of its context, and past the cap it is only counted.
+        ignorable = any(r.search(line) for r in rules.REPORT_START_IGNORES)
         if ignorable and same and not self._late_panic(line, same):
             for w in same:  # a panic after the report's end marker still belongs to it
                 w.end_mark = None
             self._feed_windows(line, context, lineno, wide)
-            return
+            return True
         if self.retain and len(self._crashes) + len(self._windows) >= MAX_CRASHES:
             self._undescribed += 1
             self._feed_windows(line, context, lineno, wide)
-            return
+            return True
+        return False
+
+    def _cut_before(
+        self, line: str, context: str | None, lineno: int, wide: bool, same: list[_Window]
+    ) -> None:
         # The report before goes on being read (its trace may come after the next
         # header, as syzkaller reads it), but its text and span stop here.
         for w in same:
@@ -468,11 +494,6 @@ class TriageEngine:
             self._close(w)
         if len(self._windows) >= MAX_OPEN_WINDOWS:
             self._close(self._windows[0])
-        prefix, others = self._prefix(lines, i)
-        wrapped = wide or any(unwrapped(x) for x in prefix)
-        window = _Window(lineno, oops, context, prefix, [line], [lineno], wide=wrapped)
-        window.others = others or other
-        self._windows.append(window)
 
     def _late_panic(self, line: str, same: list[_Window]) -> bool:
         # A panic that comes a while after the open report ended (its end marker, else its

@@ -78,6 +78,30 @@ _SOFT_LOCKUP = re.compile(
     r"soft lockup - CPU#(?P<cpu>\d+) stuck for (?P<secs>\d+)s! \[(?P<task>.+?):(?P<pid>\d+)\]"
 )
 _WARNING = re.compile(r"^WARNING: CPU: \d+ PID: \d+ at (?P<file>\S+?):(?P<line>\d+)")
+# Where the CPU was when it faulted, as each architecture's oops prints it: x86's
+# ``RIP: 0010:f+0x1/0x2`` (kernel mode only: CS 0010) or ``IP: f+0x1/0x2``, arm's
+# ``PC is at f+0x1/0x2``, arm64's ``pc : f+0x1/0x2``.
+_FAULT_IP = re.compile(
+    r"^(?:RIP: 0010:|IP:|PC is at|pc :)\s*(?:\[<[0-9a-f]+>\]\s*)*(?P<func>[A-Za-z_][\w.]*)\+0x"
+)
+# The address of a bad kernel access (arch/x86/mm/fault.c, arch/arm*/mm/fault.c, KASAN's
+# shadow check for a general protection fault).
+_FAULT_ADDRESS = re.compile(
+    r"unable to handle (?:kernel )?(?:paging request|NULL pointer dereference|page fault)"
+    r"(?: for address:| at(?: virtual address)?) (?P<addr>[0-9a-fx]+)"
+    r"|probably for non-canonical address (?P<noncanon>0x[0-9a-f]+)"
+    r"|KASAN: (?:null-ptr-deref|maybe wild-memory-access) in range "
+    r"\[(?P<range>0x[0-9a-f]+-0x[0-9a-f]+)\]"
+    r"|^Unhandled fault: .*? at (?P<arm>0x[0-9a-f]+)",
+    re.IGNORECASE,
+)
+# ``kernel BUG at fs/ext4/inode.c:2345!`` (include/asm-generic/bug.h), a Rust panic's
+# ``panicked at drivers/android/binder/node.rs:877:13:``.
+_BUG_AT = re.compile(
+    r"(?:kernel BUG at|rust_kernel: panicked at) (?P<file>[\w./-]+\.(?:c|h|rs)):(?P<line>\d+)"
+)
+# The running work item of a kworker (kernel/workqueue.c, print_worker_info).
+_WORKQUEUE = re.compile(r"^Workqueue: (?P<wq>\S+) (?P<func>[A-Za-z_][\w.]*)")
 _OOM_CONSTRAINT = re.compile(r"oom-kill:constraint=(?P<constraint>\w+)")
 _OOM_KILLED = re.compile(
     r"(?:Out of memory|Memory cgroup out of memory)(?: \(oom_kill_allocating_task\))?: "
@@ -128,6 +152,13 @@ class CrashFacts:
     :param stall_tasks: RCU: the PIDs of the tasks blocking the grace period.
     :param stall_jiffies: RCU: how long the grace period has lasted, in jiffies.
     :param warning_location: ``file:line`` of a WARNING.
+    :param fault_address: the address of a bad kernel access, as printed (an oops's
+        ``paging request at``, a general protection fault's non-canonical address or
+        KASAN's ``in range [a-b]``).
+    :param fault_ip: the function the CPU was executing when it faulted (``RIP:``,
+        ``IP:``, ``PC is at``, ``pc :``).
+    :param bug_location: ``file:line`` of a ``kernel BUG at`` (or a Rust panic).
+    :param workqueue: ``name function`` of the work item a kworker was running.
     :param oom_constraint: ``CONSTRAINT_NONE``, ``CONSTRAINT_MEMCG``...
     :param oom_victim: ``comm (pid N)`` of the killed task.
     :param oom_consumers: ``name (pid N): R pages rss`` of the largest tasks, largest first.
@@ -152,6 +183,10 @@ class CrashFacts:
     stall_tasks: list[int] = field(default_factory=list)
     stall_jiffies: int | None = None
     warning_location: str | None = None
+    fault_address: str | None = None
+    fault_ip: str | None = None
+    bug_location: str | None = None
+    workqueue: str | None = None
     oom_constraint: str | None = None
     oom_victim: str | None = None
     oom_consumers: list[str] = field(default_factory=list)
@@ -342,6 +377,20 @@ def _warning(lines: list[str], facts: CrashFacts) -> None:
             return
 
 
+def _oops(lines: list[str], facts: CrashFacts) -> None:
+    # The lines every family's report may hold: where the CPU was, the bad address, a
+    # BUG()'s location, a kworker's work item. The first of each is kept.
+    for line in lines:
+        if facts.fault_ip is None and (m := _FAULT_IP.match(line)):
+            facts.fault_ip = m.group("func")
+        elif facts.fault_address is None and (m := _FAULT_ADDRESS.search(line)):
+            facts.fault_address = next(g for g in m.groups() if g)
+        elif facts.bug_location is None and (m := _BUG_AT.search(line)):
+            facts.bug_location = f"{m.group('file')}:{m.group('line')}"
+        elif facts.workqueue is None and (m := _WORKQUEUE.match(line)):
+            facts.workqueue = f"{m.group('wq')} {m.group('func')}"
+
+
 def _oom(lines: list[str], facts: CrashFacts) -> None:
     consumers: list[tuple[int, str]] = []
     for line in lines:
@@ -387,4 +436,5 @@ def extract_facts(title: str, report: str) -> CrashFacts:
         _oom(lines, facts)
     if facts.family == "other":
         _warning(lines, facts)  # a BUG or oops that follows a WARNING names where
+    _oops(lines, facts)
     return facts

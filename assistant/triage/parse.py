@@ -314,29 +314,84 @@ def _append_frames(frames: list[str], match: re.Match[str] | None, skip: re.Patt
             frames.append(group)
 
 
+def _key_frame(raw: list[str], stack: StackFmt) -> _Frame:
+    # The guilty frame of one stack's frames (an empty one when none can be named).
+    if not raw:
+        return _Frame("", "")
+    stripped = [_strip_frame(f) for f in raw]
+    if stack.extractor is None:
+        return _Frame(stripped[0], raw[0])
+    frame, idx = _EXTRACTORS[stack.extractor](stripped)
+    return _Frame(frame, raw[idx]) if frame else _Frame("", "")
+
+
+def _first_frame(line: str) -> re.Match[str] | None:
+    for frame_re in rules.FRAME_RES:
+        m = frame_re.search(line)
+        if m is not None:
+            return m
+    return None
+
+
+@dataclass
+class _Scan:
+    # A report's lines read once from top to bottom, part after part (syzkaller's
+    # extractStackFrameImpl); ``ok`` turns false at a corrupted line.
+    lines: list[str]
+    pos: int = 0
+    ok: bool = True
+
+    def next_line(self) -> str | None:
+        # The next line, or None at the end or at a corrupted line (which marks the scan).
+        if self.pos >= len(self.lines):
+            return None
+        line = self.lines[self.pos]
+        self.pos += 1
+        if any(r.search(line) for r in rules.CORRUPTED_LINES):
+            self.ok = False
+            return None
+        return line
+
+
+def _scan_stack(
+    scan: _Scan, next_part: re.Pattern[str] | None, skip: re.Pattern[str], frames: list[str]
+) -> bool:
+    # Collect a stack trace's frames until the next stack starts or the next part matches
+    # (its groups are frames too); return whether the next part matched.
+    while (line := scan.next_line()) is not None:
+        if any(r.search(line) for r in rules.STACK_START):
+            return False
+        if next_part is not None and (m := next_part.search(line)) is not None:
+            _append_frames(frames, m, skip)
+            return True
+        _append_frames(frames, _first_frame(line), skip)
+    return False
+
+
+def _scan_part(
+    scan: _Scan, part: re.Pattern[str], skip: re.Pattern[str], frames: list[str]
+) -> None:
+    # Read on to the line the part matches; its groups are frames.
+    while (line := scan.next_line()) is not None:
+        m = part.search(line)
+        if m is not None:
+            _append_frames(frames, m, skip)
+            return
+
+
 def _extract_frames_impl(
     lines: list[str], skip: re.Pattern[str], parts: Sequence[re.Pattern[str]], stack: StackFmt
 ) -> tuple[list[_Frame], bool]:
-    def key_frame(raw: list[str]) -> _Frame:
-        if not raw:
-            return _Frame("", "")
-        stripped = [_strip_frame(f) for f in raw]
-        if stack.extractor is None:
-            return _Frame(stripped[0], raw[0])
-        frame, idx = _EXTRACTORS[stack.extractor](stripped)
-        return _Frame(frame, raw[idx]) if frame else _Frame("", "")
-
+    scan = _Scan(lines)
     raw_frames: list[str] = []
     results: list[_Frame] = []
-    ok = True
     stack_traces = 0
-    pos = 0
     part_idx = 0
     while True:
         if part_idx == len(parts) or (parts[part_idx] is PARSE_STACK_TRACE and stack_traces > 0):
-            frame = key_frame(raw_frames)
+            frame = _key_frame(raw_frames, stack)
             if not frame.canonical:
-                frame, ok = _Frame("corrupted", "corrupted"), False
+                frame, scan.ok = _Frame("corrupted", "corrupted"), False
             results.append(frame)
             raw_frames = []
         if part_idx == len(parts):
@@ -344,39 +399,13 @@ def _extract_frames_impl(
         part = parts[part_idx]
         if part is PARSE_STACK_TRACE:
             stack_traces += 1
-            while pos < len(lines):
-                ln = lines[pos]
-                pos += 1
-                if any(r.search(ln) for r in rules.CORRUPTED_LINES):
-                    ok = False
-                    break
-                if any(r.search(ln) for r in rules.STACK_START):
-                    break
-                if part_idx != len(parts) - 1:
-                    m = parts[part_idx + 1].search(ln)
-                    if m is not None:
-                        _append_frames(raw_frames, m, skip)
-                        part_idx += 1
-                        break
-                for frame_re in rules.FRAME_RES:
-                    m = frame_re.search(ln)
-                    if m is not None:
-                        break
-                _append_frames(raw_frames, m, skip)
+            next_part = parts[part_idx + 1] if part_idx != len(parts) - 1 else None
+            if _scan_stack(scan, next_part, skip, raw_frames):
+                part_idx += 1
         else:
-            while pos < len(lines):
-                ln = lines[pos]
-                pos += 1
-                if any(r.search(ln) for r in rules.CORRUPTED_LINES):
-                    ok = False
-                    break
-                m = part.search(ln)
-                if m is None:
-                    continue
-                _append_frames(raw_frames, m, skip)
-                break
+            _scan_part(scan, part, skip, raw_frames)
         part_idx += 1
-    return results, ok
+    return results, scan.ok
 
 
 def extract_stack_frames(stack: StackFmt, text: str) -> tuple[list[_Frame], bool]:
@@ -414,9 +443,7 @@ def extract_description(text: str, oops: Oops) -> Description:
     matched_title = False
     for f in oops.formats:
         m = f.title.search(text)
-        if m is None or m.start() > start:
-            continue
-        if m.start() == start and desc.title:
+        if m is None or m.start() > start or (m.start() == start and desc.title):
             continue
         if m.start() < start:
             desc = Description()
@@ -426,33 +453,45 @@ def extract_description(text: str, oops: Oops) -> Description:
             m = f.report.search(text)
             if m is None:
                 continue
-        prefix = [g or "" for g in m.groups()]
-        frames: list[_Frame] = []
-        corrupted = ""
-        if f.stack is not None:
-            frames, ok = extract_stack_frames(f.stack, text[m.start() :])
-            if not ok:
-                corrupted = CORRUPTED_NO_FRAMES
-        args = prefix + [fr.canonical for fr in frames]
-        title = _format(f.fmt, args)
-        alts = [_format(a, args) for a in f.alt]
-        for seq in _partially_stripped(prefix, frames):
-            alt_title = _format(f.fmt, seq)
-            if alt_title != title:
-                alts.append(alt_title)
-            alts.extend(_format(a, seq) for a in f.alt)
-        desc = Description(title, corrupted, list(dict.fromkeys(alts)), f)
+        desc = _described(f, text, m)
     if not desc.title:
-        if matched_title:
-            desc.corrupted = "matched title but not report regexp"
-        pos = text.find(oops.header)
-        if pos == -1:
-            return desc
-        end = text.find("\n", pos)
-        desc.title = text[pos : end if end != -1 else len(text)]
+        _title_from_header(desc, text, oops, matched_title)
     if not desc.corrupted and desc.format is not None and desc.format.corrupted:
         desc.corrupted = "report format is marked as corrupted"
     return desc
+
+
+def _described(f: OopsFormat, text: str, m: re.Match[str]) -> Description:
+    # What one format makes of the report its regex matched: title, alternatives, frames.
+    prefix = [g or "" for g in m.groups()]
+    frames: list[_Frame] = []
+    corrupted = ""
+    if f.stack is not None:
+        frames, ok = extract_stack_frames(f.stack, text[m.start() :])
+        if not ok:
+            corrupted = CORRUPTED_NO_FRAMES
+    args = prefix + [fr.canonical for fr in frames]
+    title = _format(f.fmt, args)
+    alts = [_format(a, args) for a in f.alt]
+    for seq in _partially_stripped(prefix, frames):
+        alt_title = _format(f.fmt, seq)
+        if alt_title != title:
+            alts.append(alt_title)
+        alts.extend(_format(a, seq) for a in f.alt)
+    return Description(title, corrupted, list(dict.fromkeys(alts)), f)
+
+
+def _title_from_header(desc: Description, text: str, oops: Oops, matched_title: bool) -> None:
+    # No format named the report: its header line is the title (when it is in the text).
+    # A format set on desc implies matched_title, so desc.corrupted is set here whenever
+    # the format's own corrupted mark could apply.
+    if matched_title:
+        desc.corrupted = "matched title but not report regexp"
+    pos = text.find(oops.header)
+    if pos == -1:
+        return
+    end = text.find("\n", pos)
+    desc.title = text[pos : end if end != -1 else len(text)]
 
 
 def is_corrupted(title: str, report: str, fmt: OopsFormat | None) -> tuple[bool, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 
 from probes.bpf.runner import Bucket, MapEntry, MapResult, ProbeResult
 
@@ -82,6 +83,45 @@ def _entry_title(m: MapResult, e: MapEntry) -> str:
     return f"{m.name}[{', '.join(e.labels)}]:"
 
 
+def _hist_lines(m: MapResult, _seconds: float) -> list[str]:
+    out: list[str] = []
+    for e in sorted(m.entries, key=lambda e: e.labels):
+        if e.labels:
+            out.append(_cut(_entry_title(m, e), WIDTH))
+        out.extend(draw_histogram(e.buckets or []))
+    return out
+
+
+def _stats_lines(m: MapResult, _seconds: float) -> list[str]:
+    out: list[str] = []
+    for e in m.entries:
+        stats = ", ".join(f"{k} {v}" for k, v in (e.stats or {}).items())
+        out.append(_cut(f"{_entry_title(m, e)} {stats}", WIDTH))
+    return out
+
+
+def _count_lines(m: MapResult, seconds: float) -> list[str]:
+    if not m.keys:
+        return [f"{m.name}: {m.entries[0].total}"]
+    return _table(m, seconds)
+
+
+#: How a map of each kind is drawn (the rest are counts: one number, or a table by key).
+_MAP_LINES: dict[str, Callable[[MapResult, float], list[str]]] = {
+    "hist": _hist_lines,
+    "stats": _stats_lines,
+}
+
+
+def _map_lines(m: MapResult, seconds: float) -> list[str]:
+    out = [""]
+    if m.description:
+        out.extend(textwrap.wrap(f"{m.name}: {m.description}", WIDTH, subsequent_indent="  "))
+    if not m.entries:
+        return [*out, "(empty)"]
+    return out + _MAP_LINES.get(m.kind, _count_lines)(m, seconds)
+
+
 def render_result(result: ProbeResult) -> str:
     """Render a probe result as text for a terminal (at most 80 columns)."""
     out = [_cut(f"{result.name}: traced for {result.duration_s:.1f} s", WIDTH)]
@@ -90,30 +130,11 @@ def render_result(result: ProbeResult) -> str:
     for ev in result.events:
         words = [f"{k}={v}" for k, v in ev.items()]
         out.extend(textwrap.wrap("  ".join(words), WIDTH, subsequent_indent="    "))
-    for line in result.messages:
-        out.append(_cut(line, WIDTH))
+    out.extend(_cut(line, WIDTH) for line in result.messages)
     for m in result.maps.values():
-        out.append("")
-        if m.description:
-            out.extend(textwrap.wrap(f"{m.name}: {m.description}", WIDTH, subsequent_indent="  "))
-        if not m.entries:
-            out.append("(empty)")
-        elif m.kind == "hist":
-            for e in sorted(m.entries, key=lambda e: e.labels):
-                if e.labels:
-                    out.append(_cut(_entry_title(m, e), WIDTH))
-                out.extend(draw_histogram(e.buckets or []))
-        elif m.kind == "stats":
-            for e in m.entries:
-                stats = ", ".join(f"{k} {v}" for k, v in (e.stats or {}).items())
-                out.append(_cut(f"{_entry_title(m, e)} {stats}", WIDTH))
-        elif not m.keys:
-            out.append(f"{m.name}: {m.entries[0].total}")
-        else:
-            out.extend(_table(m, result.duration_s))
+        out.extend(_map_lines(m, result.duration_s))
     if not result.maps and not result.events:
         out.append("")
         out.append("(nothing happened that this probe counts)")
-    for w in result.warnings:
-        out.append(_cut(f"warning: {w}", WIDTH))
+    out.extend(_cut(f"warning: {w}", WIDTH) for w in result.warnings)
     return "\n".join(out)

@@ -302,100 +302,160 @@ def run_probe(
     :raises ProbeError: the probe is unknown, or bpftrace failed.
     """
     spec = find_probe(name)
+    _preflight(spec, bpftrace, check, say)
+    run = _Run.start(spec, bpftrace)
+    try:
+        attached_at = _wait_attached(run, startup_timeout, stop, on_attach)
+        _trace(run.proc, run.result, attached_at, duration, stop)
+    finally:
+        _stop(run.proc, run.result)
+    _drain(run)
+    _finish_warnings(run.result, run.garbage, run.err_lines)
+    return run.result
+
+
+def _preflight(
+    spec: ProbeSpec, bpftrace: str, check: bool, say: Callable[[str], None] | None
+) -> None:
     if check and spec.tracepoints:
         ensure_tracefs(say)
     if check and (why := unavailable_reason(spec, bpftrace)) is not None:
         raise ProbeUnavailable(f"{spec.name}: not available: {why}", "see `kassist probe list`")
     if shutil.which(bpftrace) is None:
         raise ProbeError(f"{spec.name}: cannot start {bpftrace}: not found", "install bpftrace")
+
+
+def _spawn(spec: ProbeSpec, bpftrace: str, stderr: int) -> subprocess.Popen[bytes]:
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             _command(bpftrace, str(spec.path)),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us, and we stop bpftrace in order
         )
     except OSError as exc:
-        raise ProbeError(f"{spec.name}: cannot start {bpftrace}: {exc.strerror}", "") from None
-    result = ProbeResult(name=spec.name, duration_s=0.0, pid=proc.pid)
-    lines: queue.Queue[str | None] = queue.Queue()
-    err_lines: list[str] = []
-    assert proc.stdout is not None and proc.stderr is not None
-    threads = [
-        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True),
-        threading.Thread(target=lambda: err_lines.extend(_lines(proc.stderr)), daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    garbage: list[str] = []
-    attached_at: float | None = None
-    seen_attach = False
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while attached_at is None:
-            if stop is not None and stop():
-                raise ProbeError(f"{spec.name}: stopped before it attached", "nothing was traced")
-            try:
-                line = lines.get(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
-            except queue.Empty:
-                if time.monotonic() < deadline:
-                    continue
+        raise ProbeError(f"{spec.name}: cannot start {bpftrace}: {exc.strerror}") from None
+
+
+@dataclass
+class _Run:
+    # One bpftrace process of run_probe: its stdout lines (None at the end) and stderr
+    # lines as two threads collect them, and what was made of them.
+    spec: ProbeSpec
+    proc: subprocess.Popen[bytes]
+    result: ProbeResult
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    err_lines: list[str] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    garbage: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, spec: ProbeSpec, bpftrace: str) -> _Run:
+        proc = _spawn(spec, bpftrace, subprocess.PIPE)
+        run = cls(spec, proc, ProbeResult(name=spec.name, duration_s=0.0, pid=proc.pid))
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None
+        run.threads = [
+            threading.Thread(target=_pump, args=(stdout, run.lines), daemon=True),
+            threading.Thread(target=lambda: run.err_lines.extend(_lines(stderr)), daemon=True),
+        ]
+        for t in run.threads:
+            t.start()
+        return run
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(2)
+
+
+def _ready(kind: str | None, seen_attach: bool, has_begin: bool) -> bool:
+    # bpftrace prints attached_probes before attaching; BEGIN runs once all are
+    # attached, so a probe with a BEGIN printf is ready when that line arrives.
+    if kind == "attached_probes":
+        return not has_begin
+    return seen_attach and kind == "printf"
+
+
+def _startup_line(
+    run: _Run, deadline: float, timeout: float, stop: Callable[[], bool] | None
+) -> str | None:
+    # The next stdout line before the startup deadline (None: bpftrace's output ended).
+    while True:
+        if stop is not None and stop():
+            raise ProbeError(f"{run.spec.name}: stopped before it attached", "nothing was traced")
+        try:
+            return run.lines.get(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
+        except queue.Empty:
+            if time.monotonic() >= deadline:
                 raise ProbeError(
-                    f"{spec.name}: bpftrace did not attach within {startup_timeout:.0f} s",
+                    f"{run.spec.name}: bpftrace did not attach within {timeout:.0f} s",
                     "the machine may be overloaded; try again",
                 ) from None
-            if line is None:
-                break
-            kind = handle_line(line, spec, result, garbage)
-            # bpftrace prints attached_probes before attaching; BEGIN runs once all are
-            # attached, so a probe with a BEGIN printf is ready when that line arrives.
-            if kind == "attached_probes":
-                seen_attach = True
-            ready = kind == "attached_probes" and not spec.has_begin
-            ready = ready or (seen_attach and kind == "printf" and spec.has_begin)
-            if ready:
-                attached_at = time.monotonic()
-                result.prog_ids = programs_of(proc.pid)
-                if on_attach is not None:
-                    on_attach()
-        if attached_at is None:
-            proc.wait(5)
-            for t in threads:
-                t.join(2)
-            why = _stderr_problem(err_lines) or (
-                f"printed no JSON ({len(garbage)} other line(s))"
-                if garbage
-                else f"exited with status {proc.returncode}"
-            )
-            raise ProbeError(f"{spec.name}: bpftrace failed before attaching: {why}", "")
-        try:
-            end = attached_at + max(duration, MIN_RUN_S)
-            while (left := end - time.monotonic()) > 0 and proc.poll() is None:
-                if stop is not None and stop():
-                    result.interrupted = True
-                    break
-                time.sleep(min(left, 0.1))
-        except KeyboardInterrupt:
-            result.interrupted = True
-        result.duration_s = time.monotonic() - attached_at
-    finally:
-        _stop(proc, result)
+
+
+def _wait_attached(
+    run: _Run, timeout: float, stop: Callable[[], bool] | None, on_attach: Callable[[], None] | None
+) -> float:
+    # Read bpftrace's output until its programs are attached; return when (monotonic s).
+    deadline = time.monotonic() + timeout
+    seen_attach = False
+    while (line := _startup_line(run, deadline, timeout, stop)) is not None:
+        kind = handle_line(line, run.spec, run.result, run.garbage)
+        seen_attach = seen_attach or kind == "attached_probes"
+        if _ready(kind, seen_attach, run.spec.has_begin):
+            attached_at = time.monotonic()
+            run.result.prog_ids = programs_of(run.proc.pid)
+            if on_attach is not None:
+                on_attach()
+            return attached_at
+    run.proc.wait(5)
+    run.join()
+    why = _stderr_problem(run.err_lines) or (
+        f"printed no JSON ({len(run.garbage)} other line(s))"
+        if run.garbage
+        else f"exited with status {run.proc.returncode}"
+    )
+    raise ProbeError(f"{run.spec.name}: bpftrace failed before attaching: {why}", "")
+
+
+def _trace(
+    proc: subprocess.Popen[bytes],
+    result: ProbeResult,
+    attached_at: float,
+    duration: float,
+    stop: Callable[[], bool] | None,
+) -> None:
+    # Let the attached probe trace for its duration (or until bpftrace exits, ``stop``
+    # says so or Ctrl-C); set how long it traced.
     try:
-        while (line := lines.get(timeout=STOP_TIMEOUT)) is not None:
-            handle_line(line, spec, result, garbage)
+        end = attached_at + max(duration, MIN_RUN_S)
+        while (left := end - time.monotonic()) > 0 and proc.poll() is None:
+            if stop is not None and stop():
+                result.interrupted = True
+                break
+            time.sleep(min(left, 0.1))
+    except KeyboardInterrupt:
+        result.interrupted = True
+    result.duration_s = time.monotonic() - attached_at
+
+
+def _drain(run: _Run) -> None:
+    # After bpftrace was stopped: fold in what it printed at exit (its maps), then check
+    # that its BPF programs went away with it.
+    result = run.result
+    try:
+        while (line := run.lines.get(timeout=STOP_TIMEOUT)) is not None:
+            handle_line(line, run.spec, result, run.garbage)
     except queue.Empty:
         result.warnings.append("bpftrace's output did not end after it exited; rest ignored")
-    for t in threads:
-        t.join(2)
-    result.exit_code = proc.returncode
+    run.join()
+    result.exit_code = run.proc.returncode
     if result.prog_ids:
         result.leaked_prog_ids = programs_still_loaded(result.prog_ids)
         if result.leaked_prog_ids:
             ids = " ".join(map(str, result.leaked_prog_ids))
             result.warnings.append(f"BPF programs still loaded after bpftrace exited: {ids}")
-    _finish_warnings(result, garbage, err_lines)
-    return result
 
 
 def _lines(stream: Any) -> list[str]:
@@ -475,16 +535,7 @@ class ProbeStream:
         self.spec = find_probe(name)
         if (why := unavailable_reason(self.spec, bpftrace)) is not None:
             raise ProbeError(f"{self.spec.name}: not available: {why}", "see `kassist probe list`")
-        try:
-            self._proc = subprocess.Popen(
-                _command(bpftrace, str(self.spec.path)),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ProbeError(f"{self.spec.name}: cannot start {bpftrace}: {exc.strerror}") from None
+        self._proc = _spawn(self.spec, bpftrace, subprocess.DEVNULL)
         assert self._proc.stdout is not None
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True).start()
@@ -507,9 +558,7 @@ class ProbeStream:
                 )
             kind = handle_line(line, self.spec, self.result, self._garbage)
             seen_attach = seen_attach or kind == "attached_probes"
-            if (kind == "attached_probes" and not self.spec.has_begin) or (
-                seen_attach and kind == "printf"
-            ):
+            if _ready(kind, seen_attach, self.spec.has_begin):
                 self.result.prog_ids = programs_of(self._proc.pid)
                 return
 

@@ -84,6 +84,11 @@ def uncompressed(path: str) -> tuple[str, str | None]:
     hit = cached(build)
     if hit is not None:
         return hit, None
+    return _write_uncompressed(path, build)
+
+
+def _write_uncompressed(path: str, build: bytes) -> tuple[str, str | None]:
+    # objcopy the file into the cache under its build ID; (path, why) when it cannot.
     tool = shutil.which("objcopy")
     if tool is None:
         return path, "objcopy not found (binutils): the compressed DWARF is inflated on every run"

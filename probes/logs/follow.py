@@ -127,36 +127,55 @@ def _compressed(path: str) -> bool:
     return False
 
 
-def _follow_path(f: _Follower, follow: bool) -> Iterator[str]:
+def _open_first(f: _Follower, follow: bool) -> bool:
+    """Open the log, waiting for it to appear when following: ``False`` when stopped first.
+
+    :raises ProbeError: the log is missing and not followed.
+    """
     while not f.open():
         if not follow:
             raise ProbeError(f"{f.path}: no such file", "check the path")
         if not f.wait():
-            return
+            return False
+    return True
+
+
+def _reopen(f: _Follower) -> bool:
+    """Close a rotated log and open its successor once it exists: ``False`` when stopped."""
+    f.close()
+    while not f.open():
+        if not f.wait():
+            return False
+    return True
+
+
+def _rewind(f: _Follower) -> None:
+    """Read a truncated log again from its start."""
+    os.lseek(f.fd, 0, os.SEEK_SET)
+    f.offset = 0
+    f.splitter.reset()
+
+
+def _follow_path(f: _Follower, follow: bool) -> Iterator[str]:
+    if not _open_first(f, follow):
+        return
     try:
         while True:
             data = f.read()
             if data:
                 yield from f.splitter.feed(data)
                 continue
-            if data is not None and not f.regular and not follow:
-                break  # a stream's end, and nothing to wait for
-            if data is not None and f.regular:
-                change = f.replaced() if follow else None
-                if change == "truncated":
-                    os.lseek(f.fd, 0, os.SEEK_SET)
-                    f.offset = 0
-                    f.splitter.reset()
-                    continue
-                if change == "rotated":
-                    yield from f.splitter.end()
-                    f.close()
-                    while not f.open():
-                        if not f.wait():
-                            return
-                    continue
-                if not follow:
-                    break
+            change = f.replaced() if data is not None and f.regular and follow else None
+            if change == "truncated":
+                _rewind(f)
+                continue
+            if change == "rotated":
+                yield from f.splitter.end()
+                if not _reopen(f):
+                    return
+                continue
+            if data is not None and not follow:
+                break  # the end of a file or a stream, and nothing to wait for
             if not f.wait(on_fd=data is None):
                 break
         yield from f.splitter.end()

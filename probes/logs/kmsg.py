@@ -170,24 +170,11 @@ def iter_kmsg(
     expected = None if after_seq is None else after_seq + 1
     try:
         while True:
-            try:
-                raw = os.read(fd, READ_BYTES)
-            except BlockingIOError:
-                if not follow:
-                    return
-                if idle is not None:
-                    idle()
-                while not (stop is not None and stop()):
-                    ready, _, _ = select.select([fd], [], [], poll_interval)
-                    if ready:
-                        break
-                else:
-                    return
-                continue
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:
-                    continue  # overwritten: the gap in seq below says how many
-                raise ProbeError(f"{path}: read failed: {exc.strerror}", "try again") from None
+            raw = _read_record(fd, path)
+            if raw is None:
+                if follow and _wait(fd, stop, idle, poll_interval):
+                    continue
+                return
             if not raw:
                 return
             record = parse_kmsg_record(raw, stats)
@@ -196,14 +183,55 @@ def iter_kmsg(
             if after_seq is not None and record.seq <= after_seq:
                 stats.skipped_resume += 1
                 continue
-            if expected is not None and record.seq > expected:
-                stats.lost += record.seq - expected
-            expected = record.seq + 1
-            stats.records += 1
-            stats.last_seq = record.seq
+            expected = _counted(record.seq, expected, stats)
             yield record
     finally:
         os.close(fd)
+
+
+def _read_record(fd: int, path: str) -> bytes | None:
+    """Read one record's bytes: ``b""`` at the end, ``None`` when none is there yet.
+
+    A record overwritten while we read (``EPIPE``) is skipped: the gap in the sequence
+    numbers says how many were lost.
+    """
+    while True:
+        try:
+            return os.read(fd, READ_BYTES)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise ProbeError(f"{path}: read failed: {exc.strerror}", "try again") from None
+
+
+def _wait(
+    fd: int,
+    stop: Callable[[], bool] | None,
+    idle: Callable[[], None] | None,
+    poll_interval: float,
+) -> bool:
+    """Wait until *fd* has a record (``True``) or ``stop()`` says to end (``False``).
+
+    :param poll_interval: seconds between two calls of ``stop``.
+    """
+    if idle is not None:
+        idle()
+    while not (stop is not None and stop()):
+        ready, _, _ = select.select([fd], [], [], poll_interval)
+        if ready:
+            return True
+    return False
+
+
+def _counted(seq: int, expected: int | None, stats: KmsgStats) -> int:
+    """Count record *seq* (and the records lost before it) in *stats*; return the next
+    sequence number expected."""
+    if expected is not None and seq > expected:
+        stats.lost += seq - expected
+    stats.records += 1
+    stats.last_seq = seq
+    return seq + 1
 
 
 def read_ring_buffer(stats: KmsgStats | None = None, *, path: str = KMSG_PATH) -> list[LogRecord]:
