@@ -42,6 +42,9 @@ def _default_state() -> Path:
               help="Draft a report for each new signature here (SIG.md, SIG.json).")  # fmt: skip
 @click.option("--source", "sources", multiple=True, metavar="SRC",
               help=f"{source_help()}; repeat (default: {_DEFAULT_SOURCES}).")  # fmt: skip
+@click.option("--allow-from", "allow_from", multiple=True, metavar="CIDR",
+              help="Accept network sources' senders from this network only; repeat. "
+              "Needed to listen beyond loopback (a source's default).")  # fmt: skip
 @click.option("--once", is_flag=True, help="Read what is there, store it, and exit.")
 @click.option("--host", default=None, help="The host name recorded (default: this host's).")
 @click.option("--drafts-per-hour", type=click.IntRange(0), default=12, show_default=True)
@@ -63,6 +66,7 @@ def watch(
     state_dir: Path | None,
     outbox: Path | None,
     sources: tuple[str, ...],
+    allow_from: tuple[str, ...],
     once: bool,
     host: str | None,
     drafts_per_hour: int,
@@ -100,6 +104,7 @@ def watch(
         metrics_port=metrics_port,
         metrics_file=metrics_file,
         debug_dir=debug_dir,
+        allow_from=allow_from,
     )
     draft = _drafter(cfg, no_llm) if outbox is not None else None
     watcher = Watcher(opts, draft=draft, log=_log)

@@ -39,6 +39,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from assistant.watch.metrics import Metrics
 from assistant.watch.sources import parse_source, stream_builder
 from assistant.watch.state import boot_id, load_state, save_state
 from assistant.watch.stream import (
+    NETWORK_KINDS,
     SourceSpec,
     StreamBuilder,
     StreamContext,
@@ -120,6 +122,8 @@ class WatchOptions:
     :param metrics_port: serve Prometheus metrics on this loopback port (0: off).
     :param metrics_file: write them to this node_exporter textfile.
     :param debug_dir: a ``/usr/lib/debug``-style tree for the dumps drgn reads.
+    :param allow_from: the sender networks (CIDR) the network sources accept; without
+        them, those sources may listen on loopback only.
     """
 
     store: str | None = None
@@ -135,6 +139,7 @@ class WatchOptions:
     metrics_file: Path | None = None
     quiet_seconds: float = QUIET_SECONDS
     debug_dir: str | None = None
+    allow_from: tuple[str, ...] = ()
 
 
 def event_crash(event: Event, where: str, when: CrashTime | None = None) -> Crash:
@@ -323,6 +328,7 @@ class Watcher:
     ) -> None:
         self.opts = opts
         self.specs = [parse_source(s) for s in opts.sources]
+        self.allow = self._allowlist()
         self.log = log or (lambda _m: None)
         self.metrics = Metrics()
         self.store: Store = open_store(opts.store)
@@ -444,6 +450,14 @@ class Watcher:
         elif spec.kind == "disks":
             self._scanner(self._disks_thread, float(spec.arg or DISK_INTERVAL))
 
+    def _allowlist(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        # Before anything starts: a receiver open to any host stops the daemon (fail closed).
+        if not self.opts.allow_from and not any(s.kind in NETWORK_KINDS for s in self.specs):
+            return ()
+        from assistant.watch.network import allowlist
+
+        return allowlist(self.specs, self.opts.allow_from)
+
     def _start_stream(self, spec: SourceSpec, build: StreamBuilder) -> None:
         ctx = StreamContext(
             boot=self.boot,
@@ -452,6 +466,7 @@ class Watcher:
             kmsg_stats=self.kmsg_stats,
             log=self.log,
             poll_interval=TICK,
+            allow=self.allow,
         )
         try:
             source = build(spec, ctx)

@@ -8,10 +8,17 @@ are stored under), the store's source name, and its lane (the CPU that printed i
 
 Several ``kassist watch`` processes may listen on one address (``SO_REUSEPORT``): the
 kernel sends each sender to one of them, always the same.
+
+Who may send: a source without an address listens on loopback only; one that listens
+beyond this host needs ``--allow-from`` (the senders' networks), or ``kassist watch``
+stops before it starts. Datagrams and connections from other addresses are dropped unread
+and counted (``not_allowed``). A syslog or OTLP record names its own host: every sender
+in the allowlist (a host, or a relay that forwards others' records) is trusted to.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +26,10 @@ from dataclasses import asdict
 from typing import Any
 
 from assistant.errors import InputError
-from assistant.watch.stream import SourceSpec, StreamContext, StreamSource
+from assistant.watch.stream import NETWORK_KINDS, SourceSpec, StreamContext, StreamSource
 from probes.errors import ProbeUnavailable
 from probes.logs.netconsole import NetconsoleDecoder
-from probes.logs.netrecv import Message, Receiver, tcp_listener, udp_listener
+from probes.logs.netrecv import Allow, Message, Receiver, tcp_listener, udp_listener
 from probes.logs.records import LogRecord
 from probes.logs.syslog import SyslogDecoder, SyslogFramer
 
@@ -32,8 +39,8 @@ _ADDRESS = re.compile(r"(?:(?P<host>\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):)
 
 
 def listen_address(spec: SourceSpec) -> tuple[str, int]:
-    """Return the ``(address, port)`` a network ``--source`` listens on: ``PORT`` (every
-    address) or ``ADDRESS:PORT`` (``127.0.0.1:6666``, ``[::1]:6666``); port 0 lets the
+    """Return the ``(address, port)`` a network ``--source`` listens on: ``PORT`` (loopback,
+    127.0.0.1) or ``ADDRESS:PORT`` (``127.0.0.1:6666``, ``[::1]:6666``); port 0 lets the
     kernel choose one (logged).
 
     :raises InputError: the port is not 0..65535.
@@ -42,8 +49,39 @@ def listen_address(spec: SourceSpec) -> tuple[str, int]:
     port = int(m.group("port")) if m else -1
     if m is None or not 0 <= port < 65536:
         raise InputError(f"watch: {spec.text}: not [ADDRESS:]PORT", "give a port, e.g. 6666")
-    host = (m.group("host") or "0.0.0.0").strip("[]")
+    host = (m.group("host") or "127.0.0.1").strip("[]")
     return host, port
+
+
+def allowlist(specs: list[SourceSpec], allow_from: tuple[str, ...]) -> Allow:
+    """Check the network sources against ``--allow-from`` and return its networks.
+
+    :raises InputError: a network is not ``ADDRESS[/PREFIX]``, or a source listens beyond
+        loopback (``0.0.0.0``, ``::``, an interface's address) without ``--allow-from``:
+        any host that reaches the port could send there (fail closed).
+    """
+    nets = []
+    for text in allow_from:
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise InputError(f"watch: --allow-from {text}: not a network",
+                             "give ADDRESS[/PREFIX], e.g. 10.0.0.0/8") from None  # fmt: skip
+    for spec in specs:
+        if spec.kind not in NETWORK_KINDS or nets:
+            continue
+        host, _port = listen_address(spec)
+        try:
+            local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = False
+        if not local:
+            raise InputError(
+                f"watch: {spec.text} listens beyond this host with no --allow-from",
+                "give --allow-from CIDR (the senders' networks, repeatable), "
+                "or listen on 127.0.0.1",
+            )
+    return tuple(nets)
 
 
 def _listen(spec: SourceSpec, ctx: StreamContext, open_: Callable[[str, int], Any],
@@ -103,7 +141,7 @@ def netconsole_lane(rec: LogRecord) -> tuple[str, str, str]:
 
 def netconsole_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     """Receive netconsole (extended or plain) on a UDP port."""
-    receiver = Receiver(udp=[_listen(spec, ctx, udp_listener)])
+    receiver = Receiver(udp=[_listen(spec, ctx, udp_listener)], allow=ctx.allow)
     decoder = NetconsoleDecoder()
 
     def decode(msg: Message) -> list[LogRecord]:
@@ -135,7 +173,7 @@ def syslog_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     except ProbeUnavailable:
         udp.close()
         raise
-    receiver = Receiver(udp=[udp], tcp=[(tcp, SyslogFramer)])
+    receiver = Receiver(udp=[udp], tcp=[(tcp, SyslogFramer)], allow=ctx.allow)
     decoder = SyslogDecoder()
 
     def decode(msg: Message) -> list[LogRecord]:
@@ -157,7 +195,7 @@ def otlp_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
 
     host, port = listen_address(spec)
     try:
-        server = OtlpReceiver(host, port)
+        server = OtlpReceiver(host, port, allow=ctx.allow)
         ctx.log(f"{spec.text}: listening on {host}:{server.port}")
     except OSError as exc:
         raise ProbeUnavailable(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 
 from probes.logs import KmsgStats, LogRecord
 
@@ -19,6 +20,8 @@ Records = Callable[[Callable[[], bool], Callable[[], None]], Iterator[LogRecord]
 Token = int | str
 #: A network record's (host, store source name, lane): see :attr:`StreamSource.split`.
 Split = Callable[[LogRecord], tuple[str, str, str]]
+#: The ``--source`` kinds that listen on the network (:mod:`assistant.watch.network`).
+NETWORK_KINDS = frozenset({"netconsole", "syslog", "otlp"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class StreamContext:
     :param kmsg_stats: counters of the /dev/kmsg reader (records lost to overwrite).
     :param log: one line for the operator (journald-friendly, sanitised by the caller).
     :param poll_interval: seconds between two looks at a stop request or an idle input.
+    :param allow: the sender networks a network source accepts (``--allow-from``; empty:
+        all, allowed only on loopback).
     """
 
     boot: str
@@ -53,6 +58,7 @@ class StreamContext:
     kmsg_stats: KmsgStats
     log: Callable[[str], None]
     poll_interval: float = 0.1
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import selectors
 import socket
 import threading
@@ -57,6 +58,28 @@ MAX_DATAGRAM = 65535
 UDP_RCVBUF = 32 << 20
 #: Peers remembered for their counters at most (the least recently heard is forgotten).
 MAX_PEERS = 65536
+
+#: The sender networks a receiver accepts (``--allow-from``); empty: every sender.
+Allow = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def allowed(peer: str, allow: Allow) -> bool:
+    """Tell whether a sender's address (IPv4-mapped IPv6 read as IPv4) is in ``allow``
+    (everything is, when ``allow`` is empty).
+
+    >>> net = (ipaddress.ip_network("127.0.0.1/32"),)
+    >>> allowed("127.0.0.1", net), allowed("::ffff:127.0.0.1", net), allowed("127.0.0.2", net)
+    (True, True, False)
+    """
+    if not allow:
+        return True
+    try:
+        addr = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == net.version and addr in net for net in allow)
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,8 @@ class ReceiveStats:
     :param bad_frames: TCP frames the framer could not read (a wrong octet count...).
     :param connections: TCP connections accepted.
     :param connections_refused: connections closed at once (too many open).
+    :param not_allowed: datagrams and connections from a sender outside ``--allow-from``,
+        dropped unread.
     """
 
     messages: int = 0
@@ -100,6 +125,7 @@ class ReceiveStats:
     bad_frames: int = 0
     connections: int = 0
     connections_refused: int = 0
+    not_allowed: int = 0
     by_peer_dropped: dict[str, int] = field(default_factory=dict)
 
 
@@ -253,6 +279,7 @@ class Receiver:
     :param tcp: listening TCP sockets (:func:`tcp_listener`), each with the framer factory
         of its streams.
     :param queue: where messages wait (one per receiver; an HTTP thread may push too).
+    :param allow: the sender networks accepted (empty: all); others are dropped unread.
     """
 
     def __init__(
@@ -260,9 +287,11 @@ class Receiver:
         udp: list[socket.socket] | None = None,
         tcp: list[tuple[socket.socket, Callable[[], Framer]]] | None = None,
         queue: FairQueue | None = None,
+        allow: Allow = (),
     ) -> None:
         self.queue = queue if queue is not None else FairQueue()
         self.stats = ReceiveStats()
+        self.allow = allow
         self._sel = selectors.DefaultSelector()
         self._udp = list(udp or [])
         self._conns: OrderedDict[int, _Connection] = OrderedDict()
@@ -360,6 +389,9 @@ class Receiver:
                     if total > before:
                         self.stats.dropped_kernel += total - before
                         self._drops_seen[sock.fileno()] = total
+            if not allowed(addr[0], self.allow):
+                self.stats.not_allowed += 1
+                continue
             self._push(Message(_host(addr), data, now, "udp", int(addr[1])))
 
     def _push(self, msg: Message) -> None:
@@ -379,6 +411,10 @@ class Receiver:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
                     self._close_oldest()
                 return
+            if not allowed(addr[0], self.allow):
+                self.stats.not_allowed += 1
+                conn.close()
+                continue
             if len(self._conns) >= MAX_CONNECTIONS:
                 self._close_oldest()
             conn.setblocking(False)

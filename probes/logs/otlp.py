@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from probes.logs.netrecv import FairQueue, Message
+from probes.logs.netrecv import Allow, FairQueue, Message, allowed
 from probes.logs.records import LogRecord
 from probes.printk_time import split_stamp
 
@@ -54,6 +54,7 @@ class OtlpStats:
     :param too_large: requests over :data:`MAX_BODY` (413).
     :param refused: requests refused while their sender's queue was full (429).
     :param not_kernel: records no attribute marks as the kernel's.
+    :param not_allowed: connections from a sender outside ``--allow-from``, closed unread.
     """
 
     requests: int = 0
@@ -62,6 +63,7 @@ class OtlpStats:
     too_large: int = 0
     refused: int = 0
     not_kernel: int = 0
+    not_allowed: int = 0
 
 
 def _wire() -> tuple[Any, Any]:
@@ -152,10 +154,13 @@ def records_of(request: Any, peer: str, now_us: int, stats: OtlpStats) -> list[L
 class OtlpReceiver:
     """An OTLP/HTTP logs endpoint on ``host:port`` whose requests wait in :attr:`queue`.
 
+    :param allow: the sender networks accepted (empty: all); others are closed unread.
     :raises OSError: it cannot listen there.
     """
 
-    def __init__(self, host: str, port: int, queue: FairQueue | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, queue: FairQueue | None = None, allow: Allow = ()
+    ) -> None:
         self.queue = queue if queue is not None else FairQueue()
         self.stats = OtlpStats()
         receiver = self
@@ -167,8 +172,16 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True
+
+            def verify_request(self, request: Any, client_address: Any) -> bool:
+                if allowed(str(client_address[0]), allow):
+                    return True
+                receiver.stats.not_allowed += 1
+                return False
+
+        self._server = Server((host, port), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
