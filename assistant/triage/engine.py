@@ -48,6 +48,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from assistant.triage import parse, rules
 from assistant.triage.console import (
@@ -93,6 +94,9 @@ _END_MARKERS = ("---[ end trace", "---[ end Kernel panic")
 _BOOT_MARKERS = ("] Linux version ", "Booting Linux on physical CPU")
 _RULE = "=" * 40
 _LINE_LIMIT = MAX_REPORT_LINE + 64
+#: decode_line, remembering the last lines: a header's prefix was decoded as it went by, and
+#: hostile logs repeat one line (decode_line is a pure function of its text).
+_decode_line = lru_cache(maxsize=1024)(decode_line)
 #: The register dump that kernels since 4.x print again after "---[ end trace": it does not
 #: use up the grace during which a following "Kernel panic - not syncing" joins the report.
 _REGISTER_DUMP = re.compile(
@@ -328,7 +332,7 @@ class TriageEngine:
         # The console line of a raw one (printk lines are at most 1 KiB: the tail of a
         # longer one is not a kernel message), and whether another program wrote it,
         # which marks the open reports.
-        line, other = decode_line(raw[:_LINE_LIMIT])
+        line, other = _decode_line(raw[:_LINE_LIMIT])
         if other:
             for w in self._windows:
                 w.others = True
@@ -403,7 +407,7 @@ class TriageEngine:
             if not x and after_field:
                 after_field = False
                 continue
-            line, other = decode_line(x[:_LINE_LIMIT])
+            line, other = _decode_line(x[:_LINE_LIMIT])
             after_field = line is None
             if line is not None:
                 out.append(line[:MAX_REPORT_LINE])

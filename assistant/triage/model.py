@@ -7,8 +7,9 @@ engine stays fast; :meth:`to_dict` gives the JSON form.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # drgn is loaded only for a vmcore
@@ -24,6 +25,46 @@ TRIAGE_SCHEMA = "kassist.triage/1"
 #: ``assessment`` (the contract's keys), so this module never imports rootcause (which
 #: reads crashes).
 CRASH_SECTIONS: list[Callable[[Crash, Any], dict[str, Any]]] = []
+
+#: Values :func:`asdict` hands out as they are (``dataclasses.asdict`` deep-copies them,
+#: which changes nothing for these and costs a call each).
+_ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def asdict(obj: Any) -> dict[str, Any]:
+    """Return ``dataclasses.asdict(obj)``, the same value, without deep-copying strings and
+    numbers (a header storm writes a thousand crashes)."""
+    out: dict[str, Any] = _plain(obj)
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    kind = type(obj)
+    if kind in _ATOMIC:
+        return obj
+    if is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELD_NAMES.get(kind)
+        if names is None:
+            names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(obj))
+        return {name: _plain(getattr(obj, name)) for name in names}
+    if kind is list:
+        return [_plain(v) for v in obj]
+    return _plain_other(obj, kind)
+
+
+def _plain_other(obj: Any, kind: type) -> Any:
+    # dataclasses.asdict's rule for the rest: containers rebuilt, anything else copied.
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return kind(*[_plain(v) for v in obj])
+    if isinstance(obj, (list, tuple)):
+        return kind(_plain(v) for v in obj)
+    if isinstance(obj, dict):
+        items = ((_plain(k), _plain(v)) for k, v in obj.items())
+        if hasattr(kind, "default_factory"):
+            return kind(obj.default_factory, items)  # type: ignore[attr-defined]
+        return kind(items)
+    return copy.deepcopy(obj)
 
 
 @dataclass

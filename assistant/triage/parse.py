@@ -120,9 +120,14 @@ def without_task_names(line: str) -> str:
     return line
 
 
+@lru_cache(maxsize=1024)
 def first_oops(line: str) -> Oops | None:
     """Return the first oops family (in table order) whose header this line is (never a
-    user-space fault's line, nor a header inside a name a task chose, whatever it holds)."""
+    user-space fault's line, nor a header inside a name a task chose, whatever it holds).
+
+    Remembers the last lines it was asked about: a header is looked at again as its
+    report is cut out, and hostile logs repeat one line.
+    """
     if _ANY_HEADER.search(line) is None or user_fault(line):
         return None
     line = without_task_names(line)
@@ -176,6 +181,14 @@ def strip_line_prefix(line: str, context: str) -> tuple[str, bool]:
     return line, False
 
 
+@lru_cache(maxsize=1024)
+def _line_parts(line: str) -> tuple[str, str, bool]:
+    # A line's context, its text without the printk prefix and whether it is a
+    # questionable frame; remembered, as the next header's prefix holds the same lines.
+    context = extract_context(line)
+    return (context, *strip_line_prefix(line, context))
+
+
 def _starts_second_report(line: str) -> bool:
     if any(m in line for m in rules.INFO_MESSAGES_WITH_STACK):
         return True
@@ -211,8 +224,7 @@ def find_report(window: Sequence[str], start: int, context: str) -> _Report:
     skip_text = cpu_traceback = False
     oops_line = window[start]
     for i, line in enumerate(window):
-        context1 = extract_context(line)
-        stripped, questionable = strip_line_prefix(line, context1)
+        context1, stripped, questionable = _line_parts(line)
         if i < start:
             if context1 == context and stripped and not questionable:
                 rep.prefix.append(stripped)
