@@ -121,6 +121,17 @@ def _kmsg_after(marker: str, needle: str, timeout: float) -> list[str]:
     return []
 
 
+def _records_of(lines: list[str], comms: tuple[str, ...]) -> list[str]:
+    # The lines that name one of the tasks `comm[pid]`, each with the Code: line after it.
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if any(f"{comm}[" in line for comm in comms):
+            out.append(line)
+            if i + 1 < len(lines) and "] Code: " in lines[i + 1]:
+                out.append(lines[i + 1])
+    return out
+
+
 def test_a_forged_comm_that_segfaults_is_a_user_fault_not_a_crash() -> None:
     require(os.geteuid() == 0, "needs root to run a task as nobody and read the kernel log")
     require(
@@ -135,7 +146,9 @@ def test_a_forged_comm_that_segfaults_is_a_user_fault_not_a_crash() -> None:
     forged = ("WARNING: CPU: 0", "Kernel panic - ", "BUG: KASAN: use", "kernel BUG at x")
     for comm in forged:
         segfault_as(comm)
-    lines = _kmsg_after(marker, f"{forged[-1]}[", 60)
+    # Only our tasks' records (each fault line and the Code: line after it): another
+    # program may write crash-like lines to the kernel log meanwhile.
+    lines = _records_of(_kmsg_after(marker, f"{forged[-1]}[", 60), forged)
     faults = [x for x in lines if ": segfault at " in x]
     require(len(faults) >= 2, "the kernel rate-limited the segfault lines (printk_ratelimit)")
     result = triage_lines(lines, "dmesg")
@@ -178,7 +191,11 @@ def test_an_oom_kill_of_the_real_kernel_keeps_a_clean_gfp_mask(tmp_path: Path) -
             except OSError:
                 time.sleep(0.1)
     require(bool(lines), "the kernel logged no OOM kill (rate-limited)")
-    result = triage_lines(lines, "dmesg")
+    # The OOM report alone, from "invoked oom-killer" to "Killed process": other programs
+    # may log meanwhile.
+    start = next((i for i, x in enumerate(lines) if "invoked oom-killer" in x), 0)
+    end = next(i for i, x in enumerate(lines) if "Killed process" in x and i >= start)
+    result = triage_lines(lines[start : end + 1], "dmesg")
     (oom,) = [e for e in result.events if e.type == "OOM-KILL"]
     gfp = oom.details["gfp_mask"]
     assert gfp.startswith("0x") and not gfp.endswith(",") and "," not in gfp
