@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from assistant.llm.prompts import load_prompt
 from tests.conftest import DATA, require_default_model, run_kassist
 
 
@@ -49,13 +50,16 @@ def test_report_is_logged_and_logs_show_it(tmp_path: Path) -> None:
     listed = run_kassist(["logs", "list", "--format", "json"], env=env)
     rows = json.loads(listed.stdout)
     prompts = [r["prompt_name"] for r in rows]
-    assert "what_happened@1" in prompts
-    summary = next(r for r in rows if r["prompt_name"] == "what_happened@1")
+    logged_as = load_prompt("what_happened").label  # name@version, as the template says
+    assert logged_as in prompts
+    summary = next(r for r in rows if r["prompt_name"] == logged_as)
     assert 1 <= summary["completion_tokens"] <= 16
     shown = run_kassist(["logs", "show", str(summary["id"]), "--format", "json"], env=env)
     entry = json.loads(shown.stdout)
     assert entry["messages"][0]["role"] == "system" and entry["params"]["max_tokens"] == 16
-    assert entry["params"]["stop"] == ["\n\n"] and entry["params"]["temperature"] == 0.0
+    # the prompt's own sampling, as its front matter sets it
+    assert entry["params"]["stop"] == load_prompt("what_happened").meta["sampling"]["stop"]
+    assert entry["params"]["temperature"] == 0.0
     assert entry["constraint_kind"] == "gbnf"  # the names grammar
     # the checker's verdict is logged with the answer; the report shows it only if accepted
     assert entry["response"].strip()
