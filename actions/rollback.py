@@ -386,6 +386,9 @@ class Rollbacks(AgentCore):
     def check_overrides(self) -> list[str]:
         """Find managed keys someone else changed; mark them ``overridden`` and stop managing.
 
+        Not while a changeset of ours is unsettled (in flight after a kill or a full disk):
+        nothing is checked until recovery has finished it.
+
         A key whose file is gone (``ENOENT``) is overridden; any other error reading it
         (``EMFILE``, ``EIO``...) is an error, reported once, and the key stays managed;
         so is a journal that cannot record (checked again later).
@@ -393,6 +396,11 @@ class Rollbacks(AgentCore):
         :return: the notices raised by this check (also delivered with the next result).
         """
         with self._lock:
+            if self.unsettled:
+                # A changeset of our own may still hold its value in the kernel (a kill or
+                # a full disk left it in flight): recovery decides what it becomes first,
+                # else its value would read as someone else's change to the key.
+                return []
             before = len(self._notices)
             persisted_changed = False
             for cs_id, seq, c in self.journal.managed():

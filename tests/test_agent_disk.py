@@ -216,3 +216,45 @@ def test_a_rollback_undone_while_the_journal_is_full_stays_undone(tmp_path: Path
     finally:
         agent.close()
         state.close()
+
+
+def test_its_own_change_left_in_flight_is_no_override_while_the_audit_disk_is_full(
+    tmp_path: Path, netns: NetNS
+) -> None:
+    # Changeset 1 sets a key (verified); changeset 2 on the same key is killed after its
+    # write; the agent restarts with the audit log's disk full, so recovery must wait. The
+    # key holds changeset 2's value: the agent's own, not someone else's change, so
+    # changeset 1 must not be marked overridden meanwhile (a soak found it was).
+    auditfs = Tmpfs(tmp_path / "auditfs", "1m")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    agent = AgentProcess(tmp_path, netns, policy=policy, args=("--disk-reserve", "0"))
+    agent.audit = auditfs.path / "audit.jsonl"
+    key = KEYS[0]
+    try:
+        start = {k: netns.read(k) for k in KEYS}
+        first, second = 2 * int(start[key]), 4 * int(start[key])
+        agent.start()
+        done = _one_completion(agent, {"op": "apply", "recommendations": [rec(key, first)]})
+        assert done["verdict"] == "verified", done
+        agent.stop()
+        agent.start(env={"KASSIST_AGENT_FAULT": "write:0"})
+        conn = RawConnection(agent.socket, timeout=30)
+        conn.send({"op": "apply", "user_data": 2, "recommendations": [rec(key, second)]})
+        assert conn.read() is None  # killed after its write
+        conn.close()
+        agent.wait_dead()
+        assert netns.read(key) == str(second)
+        auditfs.fill()
+        agent.start()
+        _one_completion(agent, {"op": "status"})  # overrides are checked between operations
+        db = sqlite3.connect(f"file:{agent.state / 'journal.db'}?mode=ro", uri=True, timeout=10)
+        states = dict(db.execute("SELECT changeset_id, state FROM changes").fetchall())
+        db.close()
+        assert states[1] != "overridden", states
+        auditfs.free()
+        assert _one_completion(agent, {"op": "status"})["ok"]  # settles: recovery runs
+        _check(agent, netns, {**start, key: str(first)}, start, "recovered")
+    finally:
+        agent.stop()
+        auditfs.close()
