@@ -353,9 +353,10 @@ def _log_streams(path: str, stats: ReadStats) -> Iterator[tuple[str, IO[bytes]]]
             # Our own text, never compressed; a ring buffer that holds only records user
             # space wrote is no crash, not an empty input (the warning counts them).
             try:
-                yield name, _ring_buffer_stream(name, stats)
+                stream = _ring_buffer_stream(name, stats)
             except OSError as exc:
                 raise _describe_os_error(name, exc) from None
+            yield name, stream
             continue
         with _open_checked(name, st) as raw:
             yield name, _sniffed(raw, name)
