@@ -20,6 +20,8 @@ from assistant.llm.base import Backend
 PROMPT_NAME = "docs_sysctl_summary"
 #: Characters of the documentation section handed to the model.
 DOC_CHARS = 900
+#: The fewest words of one sentence: the documentation's own "Defaults to 3." is one.
+SENTENCE_WORDS = 3
 #: The only words the paragraph may use besides the documentation's and the page's: it
 #: condenses, so what it says must be said there (a 135M model otherwise makes things up).
 DOC_WORDS = frozenset(
@@ -176,6 +178,7 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
             f"a sentence the documentation does not say ({u[:60]!r})"
             for u in unfaithful_sentences(s, documentation)
         ],
+        sentence_words=SENTENCE_WORDS,
     )
     if draft.text is not None:
         return ModelParagraph(draft.text, True, draft.why, facts.doc.cite)
