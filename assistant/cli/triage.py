@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from actions.text import printable
-from assistant.cli.common import debug_options, notice
+from assistant.cli.common import debug_options, format_option, notice
 from assistant.errors import KassistError
 from assistant.triage import TriageResult, triage_path
 from assistant.triage.render import triage_text
@@ -36,13 +36,8 @@ def stdin_notice(path: str) -> None:
 
 @click.command()
 @click.argument("inputs", nargs=-1, metavar="FILE|-...")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "jsonl"]),
-    default="text",
-    show_default=True,
-    help="json: one object; jsonl: one object per input, in input order.",
+@format_option(
+    "text", "json", "jsonl", text="json: one object; jsonl: one object per input, in input order."
 )
 @click.option("--no-llm", is_flag=True, help="Accepted for symmetry: triage never uses a model.")
 @click.option(
