@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from probes.logs.netconsole import MAX_TOTAL, NetconsoleDecoder, parse_header, unescape
+from tests.conftest import run_kassist
 from tests.fleet_support import PATIENCE, hits, metric, receiver
 from tests.netconsole_sender import NetconsoleSender, datagrams, escape
 from tests.watch_support import WatchProcess, oops_lines, wait_for
@@ -257,6 +258,10 @@ def test_a_slow_senders_report_is_stored_whole_not_cut_by_the_wall_clock(tmp_pat
     for i, row in enumerate(rows):
         assert f"kassist_wslow{i}_level" in row["title"], row["title"]
         assert "---[ end trace" in row["report"] and "kassist_watch_marker" in row["report"]
+        assert row["sender"] == row["host"]  # netconsole: the host is its address
+    # `crashes show` tells where each report came from
+    shown = run_kassist(["crashes", "show", rows[0]["signature"], "--db", str(watch.db)])
+    assert shown.returncode == 0 and "127.0.0.5 from 127.0.0.5" in shown.stdout, shown.stdout
 
 
 def test_a_network_hosts_report_closes_on_the_kernels_evidence_first() -> None:

@@ -254,16 +254,19 @@ class TriageEngine:
             out += self.feed_block("\n".join(batch))
         return out
 
-    def poll(self, now: float) -> list[Crash]:
+    def poll(self, now: float, fallback: bool = True) -> list[Crash]:
         """Close the open reports whose end marker came and no line for ``quiet_seconds``,
-        and the others after ``open_quiet_seconds`` without a line; return their crashes.
+        and (with ``fallback``) the others after ``open_quiet_seconds`` without a line;
+        return their crashes.
 
         :param now: the time, on the clock of the ``now`` given to :meth:`feed_line`.
+        :param fallback: ``False`` while the input is behind (its lines wait to be read:
+            no line fed is no quiet of the sender).
         """
         last = self._last_time
         if self._windows and last is not None and now - last >= self.quiet_seconds:
             for w in list(self._windows):
-                if w.end_mark is not None or now - last >= self.open_quiet_seconds:
+                if w.end_mark is not None or (fallback and now - last >= self.open_quiet_seconds):
                     self._close(w)
         return self._take()
 

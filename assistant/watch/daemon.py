@@ -181,6 +181,7 @@ class _Mark:
     ts_us: int | None
     realtime_us: int | None
     level: int | None = None
+    sender: str | None = None  # the network address it came from
 
 
 def _where(rec: LogRecord) -> str:
@@ -241,7 +242,7 @@ class _Stream:
                     rec.as_dmesg_lines() if self.host is not None else [rec.as_dmesg_line()]
                 ):
                     self.marks.append(_Mark(self.engine.lines, where, before, rec.ts_us,
-                                            rec.realtime_us, rec.level))  # fmt: skip
+                                            rec.realtime_us, rec.level, rec.sender))  # fmt: skip
                     out += self.engine.feed_line(line, now)
             else:
                 skipped()
@@ -269,6 +270,11 @@ class _Stream:
             if m.line == line - 1:
                 return m
         return None
+
+    def sender(self, line: int) -> str | None:
+        """Return the network address a 1-based line came from, if known."""
+        m = self.mark(line)
+        return None if m is None else m.sender
 
     def where(self, line: int) -> str:
         """Name a 1-based line of the stream by its mark, else by its number."""
@@ -309,6 +315,7 @@ class _Batch:
     events: list[Crash]
     source: str
     host: str | None = None  # the host that sent them (None: this one)
+    sender: str | None = None  # the network address they came from
     done_kdump: list[str] = field(default_factory=list)
     done_pstore: list[str] = field(default_factory=list)
     closed: float = field(default_factory=time.monotonic, init=False)  # reports closed
@@ -438,7 +445,9 @@ class Watcher:
         for stream in self._streams.values():
             self._closed(stream, stream.engine.poll(now))
         # A host's report closes on quiet once every record received is read (a backlog,
-        # a flood from others, is no quiet), or after LANE_PATIENCE quiet seconds anyway.
+        # a flood from others, is no quiet), or, once its end marker came, after
+        # LANE_PATIENCE quiet seconds anyway; one without its end marker waits for the
+        # fallback (LANE_FALLBACK) only while nothing is behind.
         caught_up = self.queue.empty() and not any(
             s.source.backlog() for s in self._streams.values()
             if s.source is not None and s.source.backlog is not None
@@ -448,7 +457,7 @@ class Watcher:
             if lane is None:
                 self._open_lanes.discard(key)
             elif caught_up or now - lane.heard >= LANE_PATIENCE:
-                self._closed(lane, lane.engine.poll(now))
+                self._closed(lane, lane.engine.poll(now, fallback=caught_up))
                 if lane.engine.oldest_needed() is None:
                     self._open_lanes.discard(key)
         self._source_counters()
@@ -595,12 +604,21 @@ class Watcher:
         if stream.named():
             crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
         crashes = [replace(c, time=stream.when(c.start_line, c.time.uptime)) for c in crashes]
-        batch = _Batch(crashes, events, stream.stream, host=stream.host, **done)
-        for c in crashes:  # the kernel's level of the header line, for the OTLP export
-            mark = stream.mark(c.start_line)
-            if mark is not None and mark.level is not None:
-                batch.levels[c.signature] = mark.level
-        self._keep(batch)
+        # One batch per network address the reports came from (a header line's), the
+        # events and the files done with the first.
+        by_sender: dict[str | None, list[Crash]] = {}
+        for c in crashes:
+            by_sender.setdefault(stream.sender(c.start_line), []).append(c)
+        if not by_sender:
+            by_sender[stream.sender(events[0].start_line) if events else None] = []
+        for sender, mine in by_sender.items():
+            batch = _Batch(mine, events, stream.stream, host=stream.host, sender=sender, **done)
+            events, done = [], {}
+            for c in mine:  # the kernel's level of the header line, for the OTLP export
+                mark = stream.mark(c.start_line)
+                if mark is not None and mark.level is not None:
+                    batch.levels[c.signature] = mark.level
+            self._keep(batch)
 
     def _keep(self, batch: _Batch) -> None:
         self._pending.append(batch)
@@ -620,7 +638,7 @@ class Watcher:
             batch = self._pending[0]
             try:
                 self.store.record(batch.crashes + batch.events, batch.source,
-                                  batch.host or self.opts.host)  # fmt: skip
+                                  batch.host or self.opts.host, sender=batch.sender)  # fmt: skip
             except _store_errors() as exc:
                 self.metrics.add("kassist_watch_store_failures_total")
                 if self._retry_wait == STORE_RETRY[0]:

@@ -116,9 +116,10 @@ def spool_of(spec: SourceSpec, ctx: StreamContext) -> Spool | None:
     return None if ctx.spool_dir is None else Spool(ctx.spool_dir, spec.text)
 
 
-def _spooled(records: list[LogRecord], position: int | None) -> list[LogRecord]:
+def _spooled(records: list[LogRecord], position: int | None, sender: str) -> list[LogRecord]:
+    # Each record's spool position and the address it came from.
     for rec in records:
-        rec.spool = position
+        rec.spool, rec.sender = position, sender
     return records
 
 
@@ -136,7 +137,7 @@ def _stream(
         since = ctx.resume.get(spec.text, 0)
         if spool is not None and isinstance(since, int):
             for at, old in spool.replay(since):
-                yield from _spooled(decode(old), at)
+                yield from _spooled(decode(old), at, old.peer)
 
         def spooled() -> None:  # on disk before its records are handed on
             if spool is not None:
@@ -147,7 +148,7 @@ def _stream(
         for msg in receiver.messages(stop, spooled, ctx.poll_interval):
             if msg is not None:
                 position = None if spool is None else spool.append(msg)
-                yield from _spooled(decode(msg), position)
+                yield from _spooled(decode(msg), position, msg.peer)
             now = time.monotonic()
             if now - last >= FLUSH_SECONDS:
                 last = now
