@@ -336,3 +336,20 @@ def test_a_receiver_killed_mid_report_reads_it_again_and_stores_each_report_once
     assert "kassist_wkillA_level" in rows[0]["title"]
     assert "kassist_wkillB_level" in rows[1]["title"] and not rows[1]["corrupted"]
     assert "---[ end trace" in rows[1]["report"] and "#PF: supervisor" in rows[1]["report"]
+
+
+def test_the_anchor_check_of_a_hosts_line_finds_what_a_substring_scan_finds() -> None:
+    # A network host's lines are checked one at a time (an automaton for short ones): the
+    # answer is the substring scan's for real log lines, each anchor anywhere in a line,
+    # non-ASCII text, and a block longer than the automaton takes.
+    from assistant.triage.prefilter import ANCHORS, AUTOMATON_CHARS, has_anchor
+
+    rng = random.Random(3)
+    lines = [*oops_lines("anchor"), "", "é ünïcode ✓ line", "x" * (AUTOMATON_CHARS + 10)]
+    for needle in ANCHORS:
+        lines.append(f"[ 1.0] é{'y' * rng.randrange(50)}{needle}{'z' * rng.randrange(50)}")
+        lines.append(needle[:-1])
+    lines.append("q" * AUTOMATON_CHARS + "BUG: x")
+    for line in lines:
+        assert has_anchor(line) == any(n in line for n in ANCHORS), line[:80]
+    assert sum(map(has_anchor, lines)) > len(ANCHORS)

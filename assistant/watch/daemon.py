@@ -103,7 +103,7 @@ LANE_PATIENCE = 10.0
 #: seconds apart (a slow link, a thousand hosts sending in turn); the kernel's evidence
 #: closes it first: its end marker, the next report, a new boot, a record
 #: :data:`STAMP_GAP_US` later on the sender's kernel clock.
-LANE_FALLBACK = 30.0
+LANE_FALLBACK = 10.0
 #: A network host's record this many microseconds after the last one on its kernel clock
 #: (printk stamps) belongs to no report still open: they close before it.
 STAMP_GAP_US = 10_000_000
