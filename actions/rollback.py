@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actions.core import AgentCore, Result, result, why
-from actions.errors import Rejected, StorageError
+from actions.errors import Rejected, StorageError, StorageFull
 from actions.journal import UNFINISHED
 from actions.knobs import parse_ints
 from actions.model import Change, Changeset
@@ -468,7 +468,8 @@ class Rollbacks(AgentCore):
                 done.append(f"recovered changeset {cs.id}: {cs.state} -> {state}")
             done += self._finish_persist()
             done += self._notices[before:]  # keys left alone (also with the next result)
-            self.unsettled = self.audit.behind
+            # Settled only when the journal says so: nothing of ours left in flight.
+            self.unsettled = self.audit.behind or bool(self.journal.in_states(UNFINISHED))
         return done
 
     def settle(self) -> list[str]:
@@ -498,6 +499,7 @@ class Rollbacks(AgentCore):
                 self.journal.set_state(cs.id, "verified", error="; ".join(errors))
                 return "verified", errors
             res = self._finish_rollback(cs, plan, RECOVERY)
+            self._recorded(cs.id)
             return ("rolled_back" if res.verdict != "failed" else "verified"), [
                 e.message for e in res.errors
             ]
@@ -510,6 +512,18 @@ class Rollbacks(AgentCore):
             self.journal.verified(cs.id)
             return "verified", []
         return self._undo_left(cs)
+
+    def _recorded(self, cs_id: int) -> None:
+        # A rollback recovery finished in the kernel: the journal must have recorded its
+        # end, else recovery stops here (and is tried again): the key holds our own
+        # snapshot, which no override check may take for someone else's change.
+        cs = self.journal.get(cs_id, with_events=False)
+        if cs is not None and cs.state == "rolling_back":
+            raise StorageFull(
+                f"the journal {self.paths.journal} cannot record the end of rolling back "
+                f"changeset {cs_id}",
+                "free space there",
+            )
 
     def _undo_left(self, cs: Changeset) -> tuple[str, list[str]]:
         # An apply interrupted after ``applying``: restore only the keys still holding what

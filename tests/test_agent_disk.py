@@ -19,16 +19,19 @@ Real sysctl writes, in a private network namespace (``net.*`` keys only).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actions.agent import Agent, Paths, Storage
+from actions.errors import StorageError
 from actions.knobs import Roots
 from actions.policy import load_policy
 from tests.agent_support import (
@@ -37,6 +40,7 @@ from tests.agent_support import (
     RawConnection,
     Tmpfs,
     fake_roots,
+    in_netns,
     netns_held,
     rec,
 )
@@ -258,3 +262,84 @@ def test_its_own_change_left_in_flight_is_no_override_while_the_audit_disk_is_fu
     finally:
         agent.stop()
         auditfs.close()
+
+
+class _Killed(BaseException):
+    """The agent's process dies here (nothing after this step runs, nothing is caught)."""
+
+
+def _kill_at(at: str) -> Callable[[str, int], None]:
+    def hook(step: str, _: int) -> None:
+        if step == at:
+            raise _Killed(step)
+
+    return hook
+
+
+def _rows(journal: Path) -> dict[tuple[int, str], str]:
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute(
+            "SELECT changeset_id, target, changes.state, changesets.state FROM changes"
+            " JOIN changesets ON changesets.id = changeset_id"
+        ).fetchall()
+    finally:
+        db.close()
+    return {(cs, target): f"{cs_state}/{state}" for cs, target, state, cs_state in rows}
+
+
+def test_a_rollback_recovery_could_not_record_is_no_override(tmp_path: Path, netns: NetNS) -> None:
+    # Changeset 1 sets a key, changeset 2 sets it again (1 superseded); the agent dies in
+    # the middle of rolling 2 back, after the key got 1's value back. On restart the journal
+    # is full: recovery finishes the rollback in the kernel but cannot record it, and the
+    # disk is freed right after (another process's file removed), so recovery's next
+    # record goes through. The agent must still know that changeset 2 is unsettled: the
+    # key holds its own snapshot, not someone else's change (the soak once marked such a
+    # key overridden, and the agent stopped managing it).
+    state = Tmpfs(tmp_path / "state", "2m")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    paths = Paths(state.path / "journal.db", tmp_path / "audit.jsonl", tmp_path / "c.conf")
+    who = {"uid": 0, "gid": 0, "pid": 1, "user": "root"}
+    key = KEYS[0]
+
+    def agent() -> Agent:
+        return Agent(load_policy(policy), paths, storage=Storage(reserve=0))
+
+    def scenario() -> tuple[str, str, dict[tuple[int, str], str], list[str], str]:
+        start = netns.read(key)
+        first = agent()
+        try:
+            assert first.apply([rec(key, 2 * int(start))], who).verdict == "verified"
+            assert first.apply([rec(key, 4 * int(start))], who).verdict == "verified"
+            first.on_step = _kill_at("undo:0")
+            with pytest.raises(_Killed):
+                first.rollback(who, 2)
+        finally:
+            first.close()
+        assert netns.read(key) == str(2 * int(start))  # the rollback's write happened
+        second = agent()
+        try:
+            state.fill()
+            second.on_step = lambda step, _: state.free() if step == "rolled_back" else None
+            with contextlib.suppress(StorageError):  # the daemon serves; settles later
+                second.recover()
+            notices = second.check_overrides()  # the daemon's next check, disk free again
+            settled = second.status()  # settles what is left, then checks again
+            assert settled.status is not None and settled.status.overridden == [], settled
+        finally:
+            second.close()
+        third = agent()  # and a restart recovers nothing more
+        try:
+            third.recover()
+        finally:
+            third.close()
+        return start, netns.read(key), _rows(paths.journal), notices, str(2 * int(start))
+
+    try:
+        start, kernel, rows, notices, first_value = in_netns(netns, scenario)
+    finally:
+        state.close()
+    assert notices == []
+    assert rows == {(1, key): "verified/verified", (2, key): "rolled_back/rolled_back"}, rows
+    assert kernel == first_value != start
