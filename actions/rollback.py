@@ -24,6 +24,7 @@ rolling_back   the rollback is finished (keys someone else changed left alone)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -77,10 +78,11 @@ class Rollbacks(AgentCore):
                 return self._refused(
                     who, [Rejected("storage", "", f"{problem}; nothing was rolled back")]
                 )
-            if cs_id is not None:
-                return self._rollback_one(cs_id, who)
-            assert since is not None
-            return self._rollback_since(since, who)
+            with self._unsettled_on_error():
+                if cs_id is not None:
+                    return self._rollback_one(cs_id, who)
+                assert since is not None
+                return self._rollback_since(since, who)
 
     def _rollback_since(self, since: float, who: dict[str, Any]) -> Result:
         done: list[Changeset] = []
@@ -212,12 +214,17 @@ class Rollbacks(AgentCore):
         ]
         skipped: set[int] = set()
         todo: list[int] = []
+        current = self._read_again(cs, current)
         for seq, value in current.items():
             c = cs.changes[seq]
             if values_equal(value, c.old):
                 continue  # already restored (a rollback interrupted after this key)
             if not values_equal(value, c.new):
-                self._overridden(cs.id, seq, c, value)
+                try:
+                    self._overridden(cs.id, seq, c, value)
+                except StorageError:
+                    # Left alone all the same; recovery records it once space is back.
+                    self.unsettled = True
                 skipped.add(seq)
                 not_restored.append(
                     Rejected(
@@ -261,7 +268,7 @@ class Rollbacks(AgentCore):
             notices.append(f"{exc.message}: it records this rollback once space is back")
         self._step("rolled_back", cs.id)
         if cs.persist and not notices:
-            self._persist(cs.id)
+            notices += self._persist_done(cs.id)
         if self.audit.behind:
             # Past the point of no return (the journal says rolling_back): finished, and
             # its records kept in memory until the audit log has room.
@@ -285,6 +292,15 @@ class Rollbacks(AgentCore):
             done,
             notices=self._take_notices() + notices,
         )
+
+    def _read_again(self, cs: Changeset, current: dict[int, str]) -> dict[int, str]:
+        # Each key read once more just before the writes (the journal recorded the start
+        # meanwhile): a value someone else set since the plan's read is left alone.
+        fresh = dict(current)
+        for seq in current:
+            with contextlib.suppress(OSError, Rejected):  # the write meets it, and says so
+                fresh[seq] = self._knob(cs.changes[seq]).read()
+        return fresh
 
     def _rollback_failed(
         self, cs: Changeset, written: list[int], error: str, who: dict[str, Any]

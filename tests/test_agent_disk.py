@@ -20,6 +20,7 @@ Real sysctl writes, in a private network namespace (``net.*`` keys only).
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import sqlite3
@@ -343,3 +344,162 @@ def test_a_rollback_recovery_could_not_record_is_no_override(tmp_path: Path, net
     assert notices == []
     assert rows == {(1, key): "verified/verified", (2, key): "rolled_back/rolled_back"}, rows
     assert kernel == first_value != start
+
+
+def _in_process(tmp_path: Path, state: Tmpfs) -> tuple[Callable[[], Agent], Paths]:
+    # An agent in this process (journal on the small tmpfs, no reserve); in_netns runs it.
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    paths = Paths(state.path / "journal.db", tmp_path / "audit.jsonl", tmp_path / "c.conf")
+    return (lambda: Agent(load_policy(policy), paths, storage=Storage(reserve=0))), paths
+
+
+ROOT_WHO = {"uid": 0, "gid": 0, "pid": 1, "user": "root"}
+
+
+@pytest.mark.parametrize("op", ["apply", "rollback"])
+def test_a_full_journal_after_the_kernel_is_written_never_turns_a_done_change_into_an_error(
+    tmp_path: Path, netns: NetNS, op: str
+) -> None:
+    # A persisted changeset: the journal fills right after it recorded "verified" (or
+    # "rolled_back"), when only the note that the sysctl.d file was written is left. The
+    # change is done: the answer says so (not an internal error), the file follows the
+    # journal, and once the disk has room the journal records it: nothing left behind.
+    state = Tmpfs(tmp_path / "state", "2m")
+    make, paths = _in_process(tmp_path, state)
+    key = KEYS[0]
+
+    def scenario() -> tuple[str, str, list[str], str, list[str]]:
+        start = netns.read(key)
+        agent = make()
+        try:
+            full_at = "verified" if op == "apply" else "rolled_back"
+            if op == "rollback":
+                assert agent.apply([rec(key, 2 * int(start))], ROOT_WHO, True).ok
+            agent.on_step = lambda step, _: state.fill() if step == full_at else None
+            if op == "apply":
+                done = agent.apply([rec(key, 2 * int(start))], ROOT_WHO, persist=True)
+            else:
+                done = agent.rollback(ROOT_WHO, 1)
+            agent.on_step = None
+            file_then = paths.sysctl_conf.read_text() if paths.sysctl_conf.exists() else ""
+            state.free()
+            assert agent.status().ok  # settles
+            events = [e["event"] for e in agent.history(1).changeset.events]  # type: ignore[union-attr]
+        finally:
+            agent.close()
+        return done.verdict, file_then, done.notices, netns.read(key), events
+
+    try:
+        verdict, file_then, notices, kernel, events = in_netns(netns, scenario)
+    finally:
+        state.close()
+    if op == "apply":
+        assert verdict == "verified", (verdict, notices)
+        assert f"{key} = " in file_then and kernel != "" and events.count("persisted") == 1
+    else:
+        assert verdict == "rolled_back", (verdict, notices)
+        assert f"{key} = " not in file_then and events[-1] == "rolled_back"
+    assert any("once space is back" in n for n in notices), notices
+
+
+def test_a_full_journal_in_the_middle_of_a_rollback_leaves_nothing_unsettled(
+    tmp_path: Path, netns: NetNS
+) -> None:
+    # Rolling back two keys: the admin sets one by hand and the journal fills just as the
+    # rollback begins, so noting that key as overridden cannot be recorded. The answer
+    # still comes, names the key left alone, and the rest is restored; once the disk has
+    # room the journal says the same (the override recorded once, nothing in flight).
+    state = Tmpfs(tmp_path / "state", "2m")
+    make, paths = _in_process(tmp_path, state)
+
+    def scenario() -> tuple[dict[str, str], dict[str, str], Any, dict[tuple[int, str], str], int]:
+        start = {k: netns.read(k) for k in KEYS}
+        agent = make()
+        try:
+            recs = [rec(KEYS[0], 2 * int(start[KEYS[0]])), rec(KEYS[1], 30, id="r2")]
+            assert agent.apply(recs, ROOT_WHO).verdict == "verified"
+
+            def admin_then_full(step: str, _: int) -> None:
+                if step == "rolling_back":
+                    netns.write(KEYS[0], "1000")
+                    state.fill()
+
+            agent.on_step = admin_then_full
+            done = agent.rollback(ROOT_WHO, 1)
+            agent.on_step = None
+            state.free()
+            assert agent.status().ok  # settles
+        finally:
+            agent.close()
+        overrides = sum(e["event"] == "override" for e in _audit(paths.audit))
+        return start, {k: netns.read(k) for k in KEYS}, done, _rows(paths.journal), overrides
+
+    try:
+        start, kernel, done, rows, overrides = in_netns(netns, scenario)
+    finally:
+        state.close()
+    assert done.verdict == "partly_rolled_back", done
+    assert [e.target for e in done.errors] == [KEYS[0]]
+    assert kernel == {KEYS[0]: "1000", KEYS[1]: start[KEYS[1]]}
+    assert rows == {
+        (1, KEYS[0]): "rolled_back/overridden",
+        (1, KEYS[1]): "rolled_back/rolled_back",
+    }, rows
+    assert overrides == 1
+
+
+def _audit(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("op", ["apply", "rollback"])
+def test_an_error_nobody_expected_mid_operation_is_settled_before_anything_else(
+    tmp_path: Path, netns: NetNS, op: str
+) -> None:
+    # Changeset 1 manages a key; an apply (or a rollback) on it dies of an unexpected error
+    # just after its write (the daemon answers "error" and serves on). Its changeset is in
+    # flight: the next operation must settle it (undo the apply's write, finish the
+    # rollback) before it checks overrides, never mark changeset 1 overridden.
+    state = Tmpfs(tmp_path / "state", "2m")
+    make, paths = _in_process(tmp_path, state)
+    key = KEYS[0]
+
+    class Unexpected(Exception):
+        pass
+
+    def boom(at: str) -> Callable[[str, int], None]:
+        def hook(step: str, _: int) -> None:
+            if step == at:
+                raise Unexpected(step)
+
+        return hook
+
+    def scenario() -> tuple[str, str, dict[tuple[int, str], str]]:
+        start = netns.read(key)
+        agent = make()
+        try:
+            assert agent.apply([rec(key, 2 * int(start))], ROOT_WHO).verdict == "verified"
+            if op == "rollback":
+                assert agent.apply([rec(key, 4 * int(start))], ROOT_WHO).verdict == "verified"
+            agent.on_step = boom("write:0" if op == "apply" else "undo:0")
+            with pytest.raises(Unexpected):
+                if op == "apply":
+                    agent.apply([rec(key, 4 * int(start))], ROOT_WHO)
+                else:
+                    agent.rollback(ROOT_WHO, 2)
+            agent.on_step = None
+            agent.check_overrides()  # the daemon's periodic check
+            status = agent.status()
+            assert status.status is not None and status.status.overridden == [], status
+        finally:
+            agent.close()
+        return start, netns.read(key), _rows(paths.journal)
+
+    try:
+        start, kernel, rows = in_netns(netns, scenario)
+    finally:
+        state.close()
+    assert kernel == str(2 * int(start))
+    assert rows[(1, key)] == "verified/verified", rows
+    assert rows[(2, key)] in ("rolled_back/rolled_back", "failed/failed"), rows
