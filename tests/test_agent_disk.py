@@ -269,10 +269,12 @@ class _Killed(BaseException):
     """The agent's process dies here (nothing after this step runs, nothing is caught)."""
 
 
-def _kill_at(at: str) -> Callable[[str, int], None]:
+def _raise_at(at: str, error: type[BaseException] = _Killed) -> Callable[[str, int], None]:
+    """A step hook that raises ``error`` at step ``at`` (by default: the process dies)."""
+
     def hook(step: str, _: int) -> None:
         if step == at:
-            raise _Killed(step)
+            raise error(step)
 
     return hook
 
@@ -313,7 +315,7 @@ def test_a_rollback_recovery_could_not_record_is_no_override(tmp_path: Path, net
         try:
             assert first.apply([rec(key, 2 * int(start))], who).verdict == "verified"
             assert first.apply([rec(key, 4 * int(start))], who).verdict == "verified"
-            first.on_step = _kill_at("undo:0")
+            first.on_step = _raise_at("undo:0")
             with pytest.raises(_Killed):
                 first.rollback(who, 2)
         finally:
@@ -468,13 +470,6 @@ def test_an_error_nobody_expected_mid_operation_is_settled_before_anything_else(
     class Unexpected(Exception):
         pass
 
-    def boom(at: str) -> Callable[[str, int], None]:
-        def hook(step: str, _: int) -> None:
-            if step == at:
-                raise Unexpected(step)
-
-        return hook
-
     def scenario() -> tuple[str, str, dict[tuple[int, str], str]]:
         start = netns.read(key)
         agent = make()
@@ -482,7 +477,7 @@ def test_an_error_nobody_expected_mid_operation_is_settled_before_anything_else(
             assert agent.apply([rec(key, 2 * int(start))], ROOT_WHO).verdict == "verified"
             if op == "rollback":
                 assert agent.apply([rec(key, 4 * int(start))], ROOT_WHO).verdict == "verified"
-            agent.on_step = boom("write:0" if op == "apply" else "undo:0")
+            agent.on_step = _raise_at("write:0" if op == "apply" else "undo:0", Unexpected)
             with pytest.raises(Unexpected):
                 if op == "apply":
                     agent.apply([rec(key, 4 * int(start))], ROOT_WHO)
