@@ -395,6 +395,8 @@ class AgentServer:
                         task.add_done_callback(held.discard)
                 self._flush(writer, out)
                 await self._keep_up(writer, out)
+                if self.stopping:
+                    break  # what was read is answered; nothing more is read
         except asyncio.CancelledError:
             return  # the agent is stopping; the finally clause closes the connection
         except _NotReading:
