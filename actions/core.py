@@ -146,6 +146,10 @@ class AgentCore:
         self.kernel: KernelValidator | None = None
         #: a storage failure left the journal or the audit log behind the kernel
         self.unsettled = True
+        #: seconds between tries to rewrite a sysctl.d file that could not be written
+        self.persist_retry = 30.0
+        #: when to try again (time.monotonic()), or None: the file follows the journal
+        self._persist_again_at: float | None = None
         self._unreadable_keys: set[str] = set()
         #: rollbacks undone while the journal could not record it: id -> (error, lost keys)
         self._abandoned: dict[int, tuple[str, dict[int, str]]] = {}
@@ -248,6 +252,7 @@ class AgentCore:
             exists = write_sysctl_conf(self.paths.sysctl_conf, self.journal.persisted())
         except OSError as exc:
             msg = f"could not write {self.paths.sysctl_conf}: {exc.strerror}"
+            self._persist_again_at = time.monotonic() + self.persist_retry
             self.audit.record(
                 "persist", changeset=cs_id, file=str(self.paths.sysctl_conf), ok=False, error=msg
             )
@@ -257,6 +262,7 @@ class AgentCore:
             else:
                 self._notices.append(msg)
             return msg
+        self._persist_again_at = None
         self.audit.record(
             "persist", changeset=cs_id, file=str(self.paths.sysctl_conf), exists=exists, ok=True
         )

@@ -496,11 +496,22 @@ class Rollbacks(AgentCore):
         """
         with self._lock:
             if not self.unsettled:
-                return []
+                return self._persist_again()
             try:
                 return self.recover()
             except StorageError:
                 return []  # still full: tried again later
+
+    def _persist_again(self) -> list[str]:
+        # A sysctl.d file that could not be written (its disk full) would set at the next
+        # boot what the journal no longer says: written again, every persist_retry seconds.
+        due = self._persist_again_at
+        if due is None or time.monotonic() < due:
+            return []
+        try:
+            return self._finish_persist()
+        except StorageError:
+            return []  # the journal cannot note it yet: tried again later
 
     def _recover_one(self, cs: Changeset) -> tuple[str, list[str]]:
         # One changeset left in flight: its new state and the errors met.

@@ -498,3 +498,49 @@ def test_an_error_nobody_expected_mid_operation_is_settled_before_anything_else(
     assert kernel == str(2 * int(start))
     assert rows[(1, key)] == "verified/verified", rows
     assert rows[(2, key)] in ("rolled_back/rolled_back", "failed/failed"), rows
+
+
+def test_a_sysctl_d_file_that_could_not_be_written_follows_the_journal_once_it_can(
+    tmp_path: Path, netns: NetNS
+) -> None:
+    # Of two persisted changesets, the later is rolled back while the sysctl.d directory's
+    # disk is full: the file still names its key, so the next boot would set the rolled-back value
+    # again (a regression nobody asked for). The rollback says so; once the disk has room
+    # the agent rewrites the file by itself (before the next operation, or the daemon's
+    # periodic settle), not only on its next start, and no temporary file is left behind.
+    confs = Tmpfs(tmp_path / "sysctl.d", "1m")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    paths = Paths(tmp_path / "state" / "journal.db", tmp_path / "audit.jsonl",
+                  confs.path / "90-kassist.conf")  # fmt: skip
+    key = KEYS[0]
+
+    def scenario() -> tuple[list[str], bool, bool, list[str]]:
+        start = netns.read(key)
+        agent = Agent(load_policy(policy), paths)
+        agent.persist_retry = 0.0  # seconds between tries (the daemon's default: 30)
+        try:
+            assert agent.apply([rec(KEYS[1], 30)], ROOT_WHO, persist=True).ok
+            assert agent.apply([rec(key, 2 * int(start))], ROOT_WHO, persist=True).ok
+            assert f"{key} = " in paths.sysctl_conf.read_text()
+            confs.fill()
+            back = agent.rollback(ROOT_WHO, 2)
+            assert back.verdict == "rolled_back", back
+            stale = f"{key} = " in paths.sysctl_conf.read_text()
+            confs.free()
+            agent.settle()
+            text = paths.sysctl_conf.read_text()
+            now = f"{key} = " in text or f"{KEYS[1]} = 30" not in text
+        finally:
+            agent.close()
+        left = sorted(p.name for p in confs.path.iterdir() if p.name.endswith(".tmp"))
+        return back.notices, stale, now, left
+
+    try:
+        notices, stale, now, left = in_netns(netns, scenario)
+    finally:
+        confs.close()
+    assert any("could not write" in n for n in notices), notices
+    assert stale  # what the full disk left
+    assert not now, "the file still sets the rolled-back value after the disk had room"
+    assert left == [], left
