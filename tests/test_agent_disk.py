@@ -269,6 +269,16 @@ class _Killed(BaseException):
     """The agent's process dies here (nothing after this step runs, nothing is caught)."""
 
 
+def _at(at: str, do: Callable[[], object]) -> Callable[[str, int], None]:
+    """A step hook that calls ``do`` at step ``at`` (fills or frees a disk there)."""
+
+    def hook(step: str, _: int) -> None:
+        if step == at:
+            do()
+
+    return hook
+
+
 def _raise_at(at: str, error: type[BaseException] = _Killed) -> Callable[[str, int], None]:
     """A step hook that raises ``error`` at step ``at`` (by default: the process dies)."""
 
@@ -324,7 +334,7 @@ def test_a_rollback_recovery_could_not_record_is_no_override(tmp_path: Path, net
         second = agent()
         try:
             state.fill()
-            second.on_step = lambda step, _: state.free() if step == "rolled_back" else None
+            second.on_step = _at("rolled_back", state.free)
             with contextlib.suppress(StorageError):  # the daemon serves; settles later
                 second.recover()
             notices = second.check_overrides()  # the daemon's next check, disk free again
@@ -378,7 +388,7 @@ def test_a_full_journal_after_the_kernel_is_written_never_turns_a_done_change_in
             full_at = "verified" if op == "apply" else "rolled_back"
             if op == "rollback":
                 assert agent.apply([rec(key, 2 * int(start))], ROOT_WHO, True).ok
-            agent.on_step = lambda step, _: state.fill() if step == full_at else None
+            agent.on_step = _at(full_at, state.fill)
             if op == "apply":
                 done = agent.apply([rec(key, 2 * int(start))], ROOT_WHO, persist=True)
             else:
