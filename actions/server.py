@@ -512,8 +512,10 @@ class AgentServer:
             inflight.release()
         if not writer.is_closing():
             writer.write(encode(res.to_wire(sub.user_data)))
+            # Stopping, a peer that reads nothing holds the stop up for entry_timeout at most.
+            wait = self.settings.entry_timeout if self.stopping else self.settings.idle_timeout
             try:
-                await asyncio.wait_for(writer.drain(), self.settings.idle_timeout)
+                await asyncio.wait_for(writer.drain(), wait)
             except TimeoutError:
                 writer.transport.abort()  # a peer that reads nothing holds no connection
             except ConnectionError:
