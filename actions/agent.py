@@ -118,7 +118,8 @@ class Agent(Rollbacks):
                     errors=[str(e) for e in errors],
                 )
                 return result(False, verdict, errors, notices=self._take_notices())
-            return self._apply(planned, who, persist)
+            with self._unsettled_on_error():
+                return self._apply(planned, who, persist)
 
     def _apply(self, planned: Sequence[Planned], who: dict[str, Any], persist: bool) -> Result:
         changes = [
@@ -176,7 +177,7 @@ class Agent(Rollbacks):
         if self.kernel is not None:
             self.kernel.applied(who, len(changes))
         if persist:
-            notices += self._persist(cs_id)
+            notices += self._persist_done(cs_id)
             notices += [
                 f"{c.target}: sysfs changes are not persisted (no standard boot-time "
                 "file); this one lasts until reboot"

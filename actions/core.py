@@ -16,10 +16,11 @@ the fault-injection tests install one from their own entry point
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -145,6 +146,10 @@ class AgentCore:
         self.kernel: KernelValidator | None = None
         #: a storage failure left the journal or the audit log behind the kernel
         self.unsettled = True
+        #: seconds between tries to rewrite a sysctl.d file that could not be written
+        self.persist_retry = 30.0
+        #: when to try again (time.monotonic()), or None: the file follows the journal
+        self._persist_again_at: float | None = None
         self._unreadable_keys: set[str] = set()
         #: rollbacks undone while the journal could not record it: id -> (error, lost keys)
         self._abandoned: dict[int, tuple[str, dict[int, str]]] = {}
@@ -170,6 +175,17 @@ class AgentCore:
     def _count_change(self, kind: str, key: str) -> None:
         with self._recent_lock:
             self._recent.setdefault((kind, key), deque()).append(time.time())
+
+    @contextlib.contextmanager
+    def _unsettled_on_error(self) -> Iterator[None]:
+        # Whatever escapes an apply or a rollback under way (an error nobody expected) may
+        # leave its changeset in flight: the next operation settles it (recovery) first,
+        # and no override check reads its values as someone else's meanwhile.
+        try:
+            yield
+        except BaseException:
+            self.unsettled = True
+            raise
 
     def _step(self, step: str, cs_id: int) -> None:
         if self.on_step is not None:
@@ -212,11 +228,23 @@ class AgentCore:
     # --- persistence ------------------------------------------------------------------
 
     def _persist(self, cs_id: int) -> list[str]:
+        # Raises StorageError when the journal cannot note it (recovery's way: it stops).
         msg = self._write_persisted(cs_id)
         if msg:
             return [msg]
         self.journal.event(cs_id, "persisted", {"file": str(self.paths.sysctl_conf)})
         return []
+
+    def _persist_done(self, cs_id: int) -> list[str]:
+        # After a changeset is verified or rolled back: the change is done whatever the
+        # journal's disk does now. A note it cannot record is recorded by recovery
+        # (settle) once space is back; the file already follows the journal.
+        try:
+            return self._persist(cs_id)
+        except StorageError as exc:
+            self.unsettled = True
+            return [f"{exc.message}: {self.paths.sysctl_conf} is written; the journal records "
+                    "it once space is back"]  # fmt: skip
 
     def _write_persisted(self, cs_id: int | None) -> str:
         # Rewrite the sysctl.d file from the journal; return the error, if any.
@@ -224,14 +252,17 @@ class AgentCore:
             exists = write_sysctl_conf(self.paths.sysctl_conf, self.journal.persisted())
         except OSError as exc:
             msg = f"could not write {self.paths.sysctl_conf}: {exc.strerror}"
+            self._persist_again_at = time.monotonic() + self.persist_retry
             self.audit.record(
                 "persist", changeset=cs_id, file=str(self.paths.sysctl_conf), ok=False, error=msg
             )
             if cs_id is not None:
-                self.journal.event(cs_id, "persist-failed", {"error": msg})
+                with contextlib.suppress(StorageError):  # the audit log has it
+                    self.journal.event(cs_id, "persist-failed", {"error": msg})
             else:
                 self._notices.append(msg)
             return msg
+        self._persist_again_at = None
         self.audit.record(
             "persist", changeset=cs_id, file=str(self.paths.sysctl_conf), exists=exists, ok=True
         )

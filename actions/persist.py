@@ -90,10 +90,14 @@ def write_sysctl_conf(path: Path, changes: Sequence[tuple[int, Change]]) -> bool
     # mkstemp: O_EXCL and a fresh name, so a planted symlink is never written through.
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
-    os.fchmod(fd, 0o644)  # sysctl.d files are world-readable, as systemd-sysctl expects
-    with os.fdopen(fd, "w") as fh:
-        fh.write(render_sysctl_conf(changes))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o644)  # sysctl.d files are world-readable, as systemd-sysctl expects
+        with os.fdopen(fd, "w") as fh:
+            fh.write(render_sysctl_conf(changes))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
     return True

@@ -24,12 +24,13 @@ rolling_back   the rollback is finished (keys someone else changed left alone)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from actions.core import AgentCore, Result, result, why
-from actions.errors import Rejected, StorageError
+from actions.errors import Rejected, StorageError, StorageFull
 from actions.journal import UNFINISHED
 from actions.knobs import parse_ints
 from actions.model import Change, Changeset
@@ -77,10 +78,11 @@ class Rollbacks(AgentCore):
                 return self._refused(
                     who, [Rejected("storage", "", f"{problem}; nothing was rolled back")]
                 )
-            if cs_id is not None:
-                return self._rollback_one(cs_id, who)
-            assert since is not None
-            return self._rollback_since(since, who)
+            with self._unsettled_on_error():
+                if cs_id is not None:
+                    return self._rollback_one(cs_id, who)
+                assert since is not None
+                return self._rollback_since(since, who)
 
     def _rollback_since(self, since: float, who: dict[str, Any]) -> Result:
         done: list[Changeset] = []
@@ -212,12 +214,17 @@ class Rollbacks(AgentCore):
         ]
         skipped: set[int] = set()
         todo: list[int] = []
+        current = self._read_again(cs, current)
         for seq, value in current.items():
             c = cs.changes[seq]
             if values_equal(value, c.old):
                 continue  # already restored (a rollback interrupted after this key)
             if not values_equal(value, c.new):
-                self._overridden(cs.id, seq, c, value)
+                try:
+                    self._overridden(cs.id, seq, c, value)
+                except StorageError:
+                    # Left alone all the same; recovery records it once space is back.
+                    self.unsettled = True
                 skipped.add(seq)
                 not_restored.append(
                     Rejected(
@@ -261,7 +268,7 @@ class Rollbacks(AgentCore):
             notices.append(f"{exc.message}: it records this rollback once space is back")
         self._step("rolled_back", cs.id)
         if cs.persist and not notices:
-            self._persist(cs.id)
+            notices += self._persist_done(cs.id)
         if self.audit.behind:
             # Past the point of no return (the journal says rolling_back): finished, and
             # its records kept in memory until the audit log has room.
@@ -285,6 +292,15 @@ class Rollbacks(AgentCore):
             done,
             notices=self._take_notices() + notices,
         )
+
+    def _read_again(self, cs: Changeset, current: dict[int, str]) -> dict[int, str]:
+        # Each key read once more just before the writes (the journal recorded the start
+        # meanwhile): a value someone else set since the plan's read is left alone.
+        fresh = dict(current)
+        for seq in current:
+            with contextlib.suppress(OSError, Rejected):  # the write meets it, and says so
+                fresh[seq] = self._knob(cs.changes[seq]).read()
+        return fresh
 
     def _rollback_failed(
         self, cs: Changeset, written: list[int], error: str, who: dict[str, Any]
@@ -468,7 +484,8 @@ class Rollbacks(AgentCore):
                 done.append(f"recovered changeset {cs.id}: {cs.state} -> {state}")
             done += self._finish_persist()
             done += self._notices[before:]  # keys left alone (also with the next result)
-            self.unsettled = self.audit.behind
+            # Settled only when the journal says so: nothing of ours left in flight.
+            self.unsettled = self.audit.behind or bool(self.journal.in_states(UNFINISHED))
         return done
 
     def settle(self) -> list[str]:
@@ -479,11 +496,22 @@ class Rollbacks(AgentCore):
         """
         with self._lock:
             if not self.unsettled:
-                return []
+                return self._persist_again()
             try:
                 return self.recover()
             except StorageError:
                 return []  # still full: tried again later
+
+    def _persist_again(self) -> list[str]:
+        # A sysctl.d file that could not be written (its disk full) would set at the next
+        # boot what the journal no longer says: written again, every persist_retry seconds.
+        due = self._persist_again_at
+        if due is None or time.monotonic() < due:
+            return []
+        try:
+            return self._finish_persist()
+        except StorageError:
+            return []  # the journal cannot note it yet: tried again later
 
     def _recover_one(self, cs: Changeset) -> tuple[str, list[str]]:
         # One changeset left in flight: its new state and the errors met.
@@ -498,6 +526,7 @@ class Rollbacks(AgentCore):
                 self.journal.set_state(cs.id, "verified", error="; ".join(errors))
                 return "verified", errors
             res = self._finish_rollback(cs, plan, RECOVERY)
+            self._recorded(cs.id)
             return ("rolled_back" if res.verdict != "failed" else "verified"), [
                 e.message for e in res.errors
             ]
@@ -510,6 +539,18 @@ class Rollbacks(AgentCore):
             self.journal.verified(cs.id)
             return "verified", []
         return self._undo_left(cs)
+
+    def _recorded(self, cs_id: int) -> None:
+        # A rollback recovery finished in the kernel: the journal must have recorded its
+        # end, else recovery stops here (and is tried again): the key holds our own
+        # snapshot, which no override check may take for someone else's change.
+        cs = self.journal.get(cs_id, with_events=False)
+        if cs is not None and cs.state == "rolling_back":
+            raise StorageFull(
+                f"the journal {self.paths.journal} cannot record the end of rolling back "
+                f"changeset {cs_id}",
+                "free space there",
+            )
 
     def _undo_left(self, cs: Changeset) -> tuple[str, list[str]]:
         # An apply interrupted after ``applying``: restore only the keys still holding what

@@ -178,6 +178,10 @@ class AgentServer:
         self.root_reserve = min(settings.root_reserve, self.cap // 4)
         self._open = 0
         self._per_uid: dict[int, int] = {}
+        #: submissions under way (all connections): each is answered before the agent stops
+        self._submissions: set[asyncio.Task[None]] = set()
+        #: SIGTERM/SIGINT came: what has not started is refused, what runs is finished
+        self.stopping = False
 
     def _group_gid(self) -> int | None:
         if not self.settings.group:
@@ -265,6 +269,7 @@ class AgentServer:
         finally:
             watcher.cancel()
             self._server.close()
+            await self._answer_all()
             with contextlib.suppress(OSError):
                 if stat.S_ISSOCK(os.lstat(self.settings.socket_path).st_mode):
                     self.settings.socket_path.unlink()
@@ -273,6 +278,13 @@ class AgentServer:
             stop_for_agent(self.agent.audit, self.enforcer)
             self.agent.audit.record("stop", pid=os.getpid())
             self.log("stopped (nothing rolled back: rollback is explicit)")
+
+    async def _answer_all(self) -> None:
+        # Stopping: the operation under way finishes and every submission read is
+        # answered (those not started: refused, nothing done) before the loop ends.
+        self.stopping = True
+        while self._submissions:
+            await asyncio.gather(*self._submissions, return_exceptions=True)
 
     def _reload_policy(self) -> None:
         # SIGHUP: read the policy file again; the kernel's rules (if enforced) follow whole.
@@ -378,10 +390,13 @@ class AgentServer:
                     self._flush(writer, out)
                     await inflight.acquire()
                     task = asyncio.create_task(self._submission(answer, who, writer, inflight))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    for held in (tasks, self._submissions):
+                        held.add(task)
+                        task.add_done_callback(held.discard)
                 self._flush(writer, out)
                 await self._keep_up(writer, out)
+                if self.stopping:
+                    break  # what was read is answered; nothing more is read
         except asyncio.CancelledError:
             return  # the agent is stopping; the finally clause closes the connection
         except _NotReading:
@@ -490,20 +505,29 @@ class AgentServer:
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            route = ROUTES[type(sub)]
-            res = await loop.run_in_executor(self._writer_thread, route.run, self, sub, who)
+            res = await loop.run_in_executor(self._writer_thread, self._run, sub, who)
         except Exception as exc:  # the agent must answer every submission
             res = self._internal_error(who, exc)
         finally:
             inflight.release()
         if not writer.is_closing():
             writer.write(encode(res.to_wire(sub.user_data)))
+            # Stopping, a peer that reads nothing holds the stop up for entry_timeout at most.
+            wait = self.settings.entry_timeout if self.stopping else self.settings.idle_timeout
             try:
-                await asyncio.wait_for(writer.drain(), self.settings.idle_timeout)
+                await asyncio.wait_for(writer.drain(), wait)
             except TimeoutError:
                 writer.transport.abort()  # a peer that reads nothing holds no connection
             except ConnectionError:
                 pass
+
+    def _run(self, sub: Submission, who: dict[str, Any]) -> Result:
+        # On the writer thread, one at a time: a submission that had not started when the
+        # agent was told to stop is refused (nothing done) rather than run unasked-for late.
+        if self.stopping:
+            why = "the agent is stopping; nothing was done: submit it again once it runs"
+            return result(False, "refused", [Rejected("stopping", "", why)])
+        return ROUTES[type(sub)].run(self, sub, who)
 
     def _answer_now(self, doc: dict[str, Any], who: dict[str, Any]) -> Result | Submission:
         # Check the submission against its op's model and answer it on the event loop when

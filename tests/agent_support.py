@@ -9,6 +9,7 @@ keys are per namespace, so the tests write nothing else for real.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -16,15 +17,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from actions.model import Completion
 from tests.agent_entry import FAULT_ENV, FILL_NAME, fill
 from tests.conftest import ROOT, require
 
+T = TypeVar("T")
 EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
 
 
@@ -107,6 +110,43 @@ class NetNS:
         """End the holder (and with it the namespace)."""
         self.holder.kill()
         self.holder.wait()
+
+
+#: clone(2)'s flag for a network namespace (setns(2)'s nstype).
+CLONE_NEWNET = 0x40000000
+
+
+def in_netns(netns: NetNS, body: Callable[[], T]) -> T:
+    """Run ``body`` in a thread that has entered ``netns`` (setns(2) moves the calling
+    thread only): the agent's own code, in process, writing real sysctls of the private
+    namespace, never the host's. Return what it returns; raise what it raises.
+
+    :raises RuntimeError: the thread could not enter the namespace (``body`` never ran).
+    """
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(netns.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            failed = libc.setns(fd, CLONE_NEWNET) != 0
+        finally:
+            os.close(fd)
+        if failed or os.readlink("/proc/thread-self/ns/net") != netns.ident:
+            err.append(RuntimeError(f"setns: {os.strerror(ctypes.get_errno())}"))
+            return
+        try:
+            out.append(body())
+        except BaseException as exc:  # handed to the caller's thread
+            err.append(exc)
+
+    thread = threading.Thread(target=run, name="kassist-test-netns")
+    thread.start()
+    thread.join()
+    if err:
+        raise err[0]
+    return out[0]
 
 
 class AgentProcess:

@@ -19,16 +19,20 @@ Real sysctl writes, in a private network namespace (``net.*`` keys only).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import signal
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actions.agent import Agent, Paths, Storage
+from actions.errors import StorageError
 from actions.knobs import Roots
 from actions.policy import load_policy
 from tests.agent_support import (
@@ -37,6 +41,7 @@ from tests.agent_support import (
     RawConnection,
     Tmpfs,
     fake_roots,
+    in_netns,
     netns_held,
     rec,
 )
@@ -258,3 +263,294 @@ def test_its_own_change_left_in_flight_is_no_override_while_the_audit_disk_is_fu
     finally:
         agent.stop()
         auditfs.close()
+
+
+class _Killed(BaseException):
+    """The agent's process dies here (nothing after this step runs, nothing is caught)."""
+
+
+def _at(at: str, do: Callable[[], object]) -> Callable[[str, int], None]:
+    """A step hook that calls ``do`` at step ``at`` (fills or frees a disk there)."""
+
+    def hook(step: str, _: int) -> None:
+        if step == at:
+            do()
+
+    return hook
+
+
+def _raise_at(at: str, error: type[BaseException] = _Killed) -> Callable[[str, int], None]:
+    """A step hook that raises ``error`` at step ``at`` (by default: the process dies)."""
+
+    def hook(step: str, _: int) -> None:
+        if step == at:
+            raise error(step)
+
+    return hook
+
+
+def _rows(journal: Path) -> dict[tuple[int, str], str]:
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute(
+            "SELECT changeset_id, target, changes.state, changesets.state FROM changes"
+            " JOIN changesets ON changesets.id = changeset_id"
+        ).fetchall()
+    finally:
+        db.close()
+    return {(cs, target): f"{cs_state}/{state}" for cs, target, state, cs_state in rows}
+
+
+def test_a_rollback_recovery_could_not_record_is_no_override(tmp_path: Path, netns: NetNS) -> None:
+    # Changeset 1 sets a key, changeset 2 sets it again (1 superseded); the agent dies in
+    # the middle of rolling 2 back, after the key got 1's value back. On restart the journal
+    # is full: recovery finishes the rollback in the kernel but cannot record it, and the
+    # disk is freed right after (another process's file removed), so recovery's next
+    # record goes through. The agent must still know that changeset 2 is unsettled: the
+    # key holds its own snapshot, not someone else's change (the soak once marked such a
+    # key overridden, and the agent stopped managing it).
+    state = Tmpfs(tmp_path / "state", "2m")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    paths = Paths(state.path / "journal.db", tmp_path / "audit.jsonl", tmp_path / "c.conf")
+    who = {"uid": 0, "gid": 0, "pid": 1, "user": "root"}
+    key = KEYS[0]
+
+    def agent() -> Agent:
+        return Agent(load_policy(policy), paths, storage=Storage(reserve=0))
+
+    def scenario() -> tuple[str, str, dict[tuple[int, str], str], list[str], str]:
+        start = netns.read(key)
+        first = agent()
+        try:
+            assert first.apply([rec(key, 2 * int(start))], who).verdict == "verified"
+            assert first.apply([rec(key, 4 * int(start))], who).verdict == "verified"
+            first.on_step = _raise_at("undo:0")
+            with pytest.raises(_Killed):
+                first.rollback(who, 2)
+        finally:
+            first.close()
+        assert netns.read(key) == str(2 * int(start))  # the rollback's write happened
+        second = agent()
+        try:
+            state.fill()
+            second.on_step = _at("rolled_back", state.free)
+            with contextlib.suppress(StorageError):  # the daemon serves; settles later
+                second.recover()
+            notices = second.check_overrides()  # the daemon's next check, disk free again
+            settled = second.status()  # settles what is left, then checks again
+            assert settled.status is not None and settled.status.overridden == [], settled
+        finally:
+            second.close()
+        third = agent()  # and a restart recovers nothing more
+        try:
+            third.recover()
+        finally:
+            third.close()
+        return start, netns.read(key), _rows(paths.journal), notices, str(2 * int(start))
+
+    try:
+        start, kernel, rows, notices, first_value = in_netns(netns, scenario)
+    finally:
+        state.close()
+    assert notices == []
+    assert rows == {(1, key): "verified/verified", (2, key): "rolled_back/rolled_back"}, rows
+    assert kernel == first_value != start
+
+
+def _in_process(tmp_path: Path, state: Tmpfs) -> tuple[Callable[[], Agent], Paths]:
+    # An agent in this process (journal on the small tmpfs, no reserve); in_netns runs it.
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    paths = Paths(state.path / "journal.db", tmp_path / "audit.jsonl", tmp_path / "c.conf")
+    return (lambda: Agent(load_policy(policy), paths, storage=Storage(reserve=0))), paths
+
+
+ROOT_WHO = {"uid": 0, "gid": 0, "pid": 1, "user": "root"}
+
+
+@pytest.mark.parametrize("op", ["apply", "rollback"])
+def test_a_full_journal_after_the_kernel_is_written_never_turns_a_done_change_into_an_error(
+    tmp_path: Path, netns: NetNS, op: str
+) -> None:
+    # A persisted changeset: the journal fills right after it recorded "verified" (or
+    # "rolled_back"), when only the note that the sysctl.d file was written is left. The
+    # change is done: the answer says so (not an internal error), the file follows the
+    # journal, and once the disk has room the journal records it: nothing left behind.
+    state = Tmpfs(tmp_path / "state", "2m")
+    make, paths = _in_process(tmp_path, state)
+    key = KEYS[0]
+
+    def scenario() -> tuple[str, str, list[str], str, list[str]]:
+        start = netns.read(key)
+        agent = make()
+        try:
+            full_at = "verified" if op == "apply" else "rolled_back"
+            if op == "rollback":
+                assert agent.apply([rec(key, 2 * int(start))], ROOT_WHO, True).ok
+            agent.on_step = _at(full_at, state.fill)
+            if op == "apply":
+                done = agent.apply([rec(key, 2 * int(start))], ROOT_WHO, persist=True)
+            else:
+                done = agent.rollback(ROOT_WHO, 1)
+            agent.on_step = None
+            file_then = paths.sysctl_conf.read_text() if paths.sysctl_conf.exists() else ""
+            state.free()
+            assert agent.status().ok  # settles
+            events = [e["event"] for e in agent.history(1).changeset.events]  # type: ignore[union-attr]
+        finally:
+            agent.close()
+        return done.verdict, file_then, done.notices, netns.read(key), events
+
+    try:
+        verdict, file_then, notices, kernel, events = in_netns(netns, scenario)
+    finally:
+        state.close()
+    if op == "apply":
+        assert verdict == "verified", (verdict, notices)
+        assert f"{key} = " in file_then and kernel != "" and events.count("persisted") == 1
+    else:
+        assert verdict == "rolled_back", (verdict, notices)
+        assert f"{key} = " not in file_then and events[-1] == "rolled_back"
+    assert any("once space is back" in n for n in notices), notices
+
+
+def test_a_full_journal_in_the_middle_of_a_rollback_leaves_nothing_unsettled(
+    tmp_path: Path, netns: NetNS
+) -> None:
+    # Rolling back two keys: the admin sets one by hand and the journal fills just as the
+    # rollback begins, so noting that key as overridden cannot be recorded. The answer
+    # still comes, names the key left alone, and the rest is restored; once the disk has
+    # room the journal says the same (the override recorded once, nothing in flight).
+    state = Tmpfs(tmp_path / "state", "2m")
+    make, paths = _in_process(tmp_path, state)
+
+    def scenario() -> tuple[dict[str, str], dict[str, str], Any, dict[tuple[int, str], str], int]:
+        start = {k: netns.read(k) for k in KEYS}
+        agent = make()
+        try:
+            recs = [rec(KEYS[0], 2 * int(start[KEYS[0]])), rec(KEYS[1], 30, id="r2")]
+            assert agent.apply(recs, ROOT_WHO).verdict == "verified"
+
+            def admin_then_full(step: str, _: int) -> None:
+                if step == "rolling_back":
+                    netns.write(KEYS[0], "1000")
+                    state.fill()
+
+            agent.on_step = admin_then_full
+            done = agent.rollback(ROOT_WHO, 1)
+            agent.on_step = None
+            state.free()
+            assert agent.status().ok  # settles
+        finally:
+            agent.close()
+        overrides = sum(e["event"] == "override" for e in _audit(paths.audit))
+        return start, {k: netns.read(k) for k in KEYS}, done, _rows(paths.journal), overrides
+
+    try:
+        start, kernel, done, rows, overrides = in_netns(netns, scenario)
+    finally:
+        state.close()
+    assert done.verdict == "partly_rolled_back", done
+    assert [e.target for e in done.errors] == [KEYS[0]]
+    assert kernel == {KEYS[0]: "1000", KEYS[1]: start[KEYS[1]]}
+    assert rows == {
+        (1, KEYS[0]): "rolled_back/overridden",
+        (1, KEYS[1]): "rolled_back/rolled_back",
+    }, rows
+    assert overrides == 1
+
+
+def _audit(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("op", ["apply", "rollback"])
+def test_an_error_nobody_expected_mid_operation_is_settled_before_anything_else(
+    tmp_path: Path, netns: NetNS, op: str
+) -> None:
+    # Changeset 1 manages a key; an apply (or a rollback) on it dies of an unexpected error
+    # just after its write (the daemon answers "error" and serves on). Its changeset is in
+    # flight: the next operation must settle it (undo the apply's write, finish the
+    # rollback) before it checks overrides, never mark changeset 1 overridden.
+    state = Tmpfs(tmp_path / "state", "2m")
+    make, paths = _in_process(tmp_path, state)
+    key = KEYS[0]
+
+    class Unexpected(Exception):
+        pass
+
+    def scenario() -> tuple[str, str, dict[tuple[int, str], str]]:
+        start = netns.read(key)
+        agent = make()
+        try:
+            assert agent.apply([rec(key, 2 * int(start))], ROOT_WHO).verdict == "verified"
+            if op == "rollback":
+                assert agent.apply([rec(key, 4 * int(start))], ROOT_WHO).verdict == "verified"
+            agent.on_step = _raise_at("write:0" if op == "apply" else "undo:0", Unexpected)
+            with pytest.raises(Unexpected):
+                if op == "apply":
+                    agent.apply([rec(key, 4 * int(start))], ROOT_WHO)
+                else:
+                    agent.rollback(ROOT_WHO, 2)
+            agent.on_step = None
+            agent.check_overrides()  # the daemon's periodic check
+            status = agent.status()
+            assert status.status is not None and status.status.overridden == [], status
+        finally:
+            agent.close()
+        return start, netns.read(key), _rows(paths.journal)
+
+    try:
+        start, kernel, rows = in_netns(netns, scenario)
+    finally:
+        state.close()
+    assert kernel == str(2 * int(start))
+    assert rows[(1, key)] == "verified/verified", rows
+    assert rows[(2, key)] in ("rolled_back/rolled_back", "failed/failed"), rows
+
+
+def test_a_sysctl_d_file_that_could_not_be_written_follows_the_journal_once_it_can(
+    tmp_path: Path, netns: NetNS
+) -> None:
+    # Of two persisted changesets, the later is rolled back while the sysctl.d directory's
+    # disk is full: the file still names its key, so the next boot would set the rolled-back value
+    # again (a regression nobody asked for). The rollback says so; once the disk has room
+    # the agent rewrites the file by itself (before the next operation, or the daemon's
+    # periodic settle), not only on its next start, and no temporary file is left behind.
+    confs = Tmpfs(tmp_path / "sysctl.d", "1m")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    paths = Paths(tmp_path / "state" / "journal.db", tmp_path / "audit.jsonl",
+                  confs.path / "90-kassist.conf")  # fmt: skip
+    key = KEYS[0]
+
+    def scenario() -> tuple[list[str], bool, bool, list[str]]:
+        start = netns.read(key)
+        agent = Agent(load_policy(policy), paths)
+        agent.persist_retry = 0.0  # seconds between tries (the daemon's default: 30)
+        try:
+            assert agent.apply([rec(KEYS[1], 30)], ROOT_WHO, persist=True).ok
+            assert agent.apply([rec(key, 2 * int(start))], ROOT_WHO, persist=True).ok
+            assert f"{key} = " in paths.sysctl_conf.read_text()
+            confs.fill()
+            back = agent.rollback(ROOT_WHO, 2)
+            assert back.verdict == "rolled_back", back
+            stale = f"{key} = " in paths.sysctl_conf.read_text()
+            confs.free()
+            agent.settle()
+            text = paths.sysctl_conf.read_text()
+            now = f"{key} = " in text or f"{KEYS[1]} = 30" not in text
+        finally:
+            agent.close()
+        left = sorted(p.name for p in confs.path.iterdir() if p.name.endswith(".tmp"))
+        return back.notices, stale, now, left
+
+    try:
+        notices, stale, now, left = in_netns(netns, scenario)
+    finally:
+        confs.close()
+    assert any("could not write" in n for n in notices), notices
+    assert stale  # what the full disk left
+    assert not now, "the file still sets the rolled-back value after the disk had room"
+    assert left == [], left

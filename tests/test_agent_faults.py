@@ -8,6 +8,7 @@ fault hook of the test entry point (``tests/agent_entry.py``) SIGKILLs it.
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from actions.client import AgentClient
 from actions.errors import AgentUnavailable
-from tests.agent_support import AgentProcess, NetNS, netns_held, plain, rec
+from tests.agent_support import AgentProcess, NetNS, RawConnection, netns_held, plain, rec
 
 KEYS = ("net.core.somaxconn", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_time")
 
@@ -106,3 +107,38 @@ def test_sigkill_during_rollback_is_finished_on_restart(
             assert plain(client.status())["status"]["managed"] == []
     finally:
         agent.stop()
+
+
+def test_sigterm_answers_every_submission_it_read(netns: NetNS, tmp_path: Path) -> None:
+    # Three applies pipelined on one connection; SIGTERM comes while the first is writing
+    # (it lingers there). The first is finished and answered; the two that had not
+    # started are refused, nothing done: one completion each, and each says what the
+    # journal and the kernel hold (before, the agent ran all three and answered none).
+    before, new, recs = _changeset(netns)
+    agent = AgentProcess(tmp_path, netns)
+    agent.start(env={"KASSIST_AGENT_FAULT": "pause:write:0", "KASSIST_AGENT_PAUSE": "1"})
+    conn = RawConnection(agent.socket, timeout=30)
+    try:
+        entries = [
+            {"op": "apply", "user_data": i, "recommendations": [r]} for i, r in enumerate(recs)
+        ]
+        conn.send(b"".join(json.dumps(e).encode() + b"\n" for e in entries))
+        assert agent.wait_audited("write", 1, timeout=60) >= 1  # the first is under way
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGTERM)
+        answers: dict[int, str] = {}
+        while (reply := conn.read()) is not None:
+            assert reply["user_data"] not in answers, reply  # exactly one each
+            answers[reply["user_data"]] = reply["verdict"]
+        assert agent.wait_dead(30) == 0
+    finally:
+        conn.close()
+        agent.stop()
+    assert answers == {0: "verified", 1: "refused", 2: "refused"}, answers
+    assert {k: netns.read(k) for k in KEYS} == {
+        KEYS[0]: new[KEYS[0]],
+        KEYS[1]: before[KEYS[1]],
+        KEYS[2]: before[KEYS[2]],
+    }
+    verdicts = [e.get("verdict") for e in agent.audit_events() if e["event"] == "verdict"]
+    assert verdicts.count("verified") == 1, verdicts

@@ -295,6 +295,39 @@ def _journal_says(db: Path) -> tuple[dict[str, str], list[str]]:
     return says, wrong
 
 
+def _story(db: Path, mismatches: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Print the journal's events of every changeset that touched a key named in
+    *mismatches* (what a failing run needs to be explained; the state tmpfs is gone
+    afterwards); return the mismatches."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        keys = {
+            t
+            for (t,) in conn.execute("SELECT DISTINCT target FROM changes")
+            if any(t in m for m in mismatches)
+        }
+        lines: list[str] = []
+        for key in sorted(keys):
+            for cs_id, old, new, state in conn.execute(
+                "SELECT changeset_id, old, new, state FROM changes WHERE target = ?"
+                " ORDER BY changeset_id",
+                (key,),
+            ):
+                lines.append(f"{cs_id} {key} {old}->{new} row {state}:")
+                lines += [
+                    f"  {at:.3f} {event} {detail}"
+                    for at, event, detail in conn.execute(
+                        "SELECT at, event, detail FROM events WHERE changeset_id = ? ORDER BY id",
+                        (cs_id,),
+                    )
+                ]
+    finally:
+        conn.close()
+    with capsys.disabled():
+        print("\n".join(lines[-400:]))
+    return mismatches
+
+
 def _flood(agent: AgentProcess) -> subprocess.Popen[str]:
     require(shutil.which("setpriv") is not None, "needs setpriv (util-linux)")
     ids = ("--reuid=nobody", "--regid=nogroup", "--clear-groups")
@@ -393,7 +426,7 @@ def test_soak_with_random_kills_full_disks_and_a_flood(
                 f"interrupted {c['interrupted']}, "
                 f"mismatches {len(mismatches)}"
             )
-        assert mismatches == [], mismatches
+        assert mismatches == [], _story(agent.state / "journal.db", mismatches, capsys)
         assert not set(status.changesets) - set(FINAL), status.changesets
         assert status.overridden == []
         assert c["kills"] >= 3 and c["operations"] >= 100 and c["refusals"] >= 10, c
