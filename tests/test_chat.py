@@ -148,6 +148,20 @@ CONCEPT_QUESTIONS = (
     "How are CPU time limits enforced for a cgroup?",
     "Where are kernel crash dumps written?",
     "What information does a hung task warning print?",
+    # bare names, what a reading tells, comparisons, general causes (third session)
+    "What is memory pressure?",
+    "What is PSI?",
+    "What's direct reclaim?",
+    "What is memory overcommit?",
+    "What is TCP time-wait?",
+    "What does a high some value in io pressure tell me?",
+    "Is CPU pressure the same as load average?",
+    "Which I/O scheduler is best for SSDs?",
+    "Why might packets be dropped in the network stack?",
+    "What are the columns in /proc/meminfo?",
+    "What can cause a soft lockup?",
+    "How do I decode an oops's stack trace?",
+    "Swap versus zswap: how do they differ?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
@@ -164,6 +178,11 @@ STATE_QUESTIONS = (
     ("why is my server swapping so much?", "stats"),
     ("does this machine drop packets?", "probe"),
     ("what is the kernel log saying right now?", "logs"),
+    ("what is the load average", "stats"),
+    ("what's memory usage like", "stats"),
+    ("what is using the most memory?", "top"),
+    ("what does PSI say for io", "stats"),
+    ("why are packets dropped", "tune"),
 )
 
 

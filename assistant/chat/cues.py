@@ -494,7 +494,24 @@ _CONCEPT = re.compile(
     r"|^\s*how (?:big|large|small|high|low|far) (?:can|does|do|is|are|may)\b"
     r"|^\s*what (?:kernel )?(?:parameter|option|setting|sysctl|knob|information|fields?)s?"
     r" (?:does|do|makes?|controls?|sets?|enables?|turns?|limits?)\b"
-    r"|^\s*where (?:are|is|does|do)\b",
+    r"|^\s*where (?:are|is|does|do)\b"
+    # a bare name asked for ("what is PSI?", "what's direct reclaim?"), not a reading of one
+    r"|^\s*what(?:'s| is| are) (?!(?:the|my|our|this|that|these|those|it|there|your|its|up"
+    r"|wrong|going|happening|using|eating|hogging|consuming|left|new)\b)"
+    r"(?![\w ./+-]*\b(?:usage|like|load|uptime|status|utili[sz]ation|now)\b)"
+    r"[\w./+-]+(?: [\w./+-]+){0,4}\s*\??\s*$"
+    # what a reading or a message tells, one thing beside another, a general cause
+    r"|^\s*what (?:does|do) [\w ./=-]{1,60}?\b(?:tell|indicate|imply|signal|suggest"
+    r"|stand for|contain|include|hold)\b"
+    r"|\bthe same (?:thing )?as\b|\bversus\b|\bvs\.?\s|\bcompared? (?:to|with)\b"
+    r"|^\s*which [\w ./-]{1,40}?\b(?:is|are) (?:the )?(?:best|better|recommended|preferred"
+    r"|suited|right)\b"
+    r"|^\s*why (?:might|could|can|may)\b"
+    r"|^\s*what (?:can|could|might|would|usually|typically) (?:cause|trigger|lead)"
+    r"|^\s*what (?:are|do) the (?:\w+ )?(?:columns|fields|values|numbers|lines|entries|flags"
+    r"|letters|modes|levels|states)\b"
+    r"|\bhow (?:do|can|should) (?:i|you|one|we) (?:decode|diagnose|troubleshoot|investigate"
+    r"|capture|collect|reserve|protect|allow|switch|set up|obtain)\b",
     re.I,
 )
 #: Words that put a question on this machine's state or asks for a reading: a tool's.
