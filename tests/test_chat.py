@@ -162,6 +162,16 @@ CONCEPT_QUESTIONS = (
     "What can cause a soft lockup?",
     "How do I decode an oops's stack trace?",
     "Swap versus zswap: how do they differ?",
+    'What does "BUG: soft lockup" in dmesg mean?',
+    'What does the "nr_requests" queue setting of a disk do?',
+    "What does the disk's read_ahead_kb do?",
+    "What is the neighbour table?",
+    "What is the somaxconn limit for?",
+    "What does an inotify watch cost?",
+    "How are file descriptors limited?",
+    "How do dirty pages get written back?",
+    "Is a high load average bad?",
+    "Why is load average high when CPU is idle?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
@@ -183,6 +193,9 @@ STATE_QUESTIONS = (
     ("what is using the most memory?", "top"),
     ("what does PSI say for io", "stats"),
     ("why are packets dropped", "tune"),
+    ("what are the top crashes", "crashes"),
+    ("what is the memory pressure?", "stats"),
+    ("check dmesg for crashes", "triage"),
 )
 
 
