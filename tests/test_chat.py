@@ -15,7 +15,13 @@ from assistant.chat.tools import TOOL_NAMES, TOOLS, Context, run_tool
 from probes.bpf import list_probes
 from tests.agent_support import AgentProcess, NetNS, fake_roots, require_netns
 from tests.chat_support import cpus, meminfo_kib, memory_total_line
-from tests.conftest import DATA, require, require_default_model, run_kassist
+from tests.conftest import (
+    DATA,
+    require,
+    require_default_model,
+    require_knowledge_base,
+    run_kassist,
+)
 
 DEV = DATA / "chat" / "questions.dev.jsonl"
 HELD_OUT = DATA / "chat" / "questions.heldout.jsonl"
@@ -452,3 +458,19 @@ def test_the_tools_are_langchain_tools_over_the_same_functions() -> None:
     # a tool that changes the system only proposes through LangChain too
     out = tools["apply"].invoke({"target": "net.core.somaxconn", "value": "8192"})
     assert out.startswith(("Proposed:", "Not proposed:")) and "verified" not in out
+
+
+def test_a_concept_question_naming_a_key_gets_the_cited_answer_and_the_key_s_page() -> None:
+    require_knowledge_base()
+    session = ChatSession(None)
+    question = "What is the difference between net.ipv4.tcp_rmem and net.ipv4.tcp_wmem?"
+    turn = session.ask(question)
+    assert turn.decision.action == "docs" and turn.result is not None
+    page = turn.result.text
+    assert turn.answer.endswith(page) and len(turn.answer) > len(page)
+    cited = turn.answer[: -len(page)]
+    assert "[1]" in cited and "Sources:\n[1] Documentation/" in cited
+    assert turn.result.data["grounded"]["sentences"]
+    # asked for the page itself, the page alone
+    slash = session.ask("/docs net.ipv4.tcp_rmem")
+    assert slash.result is not None and slash.answer == slash.result.text

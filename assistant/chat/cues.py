@@ -541,6 +541,15 @@ _THIS_MACHINE = re.compile(
 _INTERFACE_PATH = re.compile(r"^/(?:proc|sys)/")
 
 
+def about_this_machine(text: str) -> bool:
+    """Tell whether a message speaks of this machine's state or asks for a reading.
+
+    >>> [about_this_machine(t) for t in ("is my server swapping?", "what is swap for?")]
+    [True, False]
+    """
+    return _THIS_MACHINE.search(text) is not None
+
+
 def is_concept_question(text: str) -> bool:
     """Tell whether a message asks about the kernel in general, not about this machine.
 
@@ -548,7 +557,7 @@ def is_concept_question(text: str) -> bool:
     ...  "what is the memory pressure right now?", "how long do tasks wait? measure it")]
     [True, False, False]
     """
-    return _CONCEPT.search(text) is not None and _THIS_MACHINE.search(text) is None
+    return _CONCEPT.search(text) is not None and not about_this_machine(text)
 
 
 #: What a "top" question ranks by, by the words it uses (checked in order; default cpu).
