@@ -10,14 +10,23 @@ crash gets the same title, type, frame and signature; the drgn analyses
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assistant.errors import InputError, NotAvailable
 from assistant.triage import TriageResult, triage_lines
-from probes.drgn import ANALYSES, Analysis, Findings, Progress, Target, analyse, dmesg_lines
-from probes.drgn import open_live as _open_live
-from probes.drgn import open_qmp as _open_qmp
-from probes.drgn import open_vmcore as _open_vmcore
+from probes.drgn import (
+    ANALYSES,
+    Analysis,
+    DebugSources,
+    Findings,
+    Progress,
+    Target,
+    analyse,
+    dmesg_lines,
+    open_live,
+    open_qmp,
+    open_vmcore,
+)
 from probes.errors import ProbeError, ProbeUnavailable
 
 #: The ``FILE`` argument that means the running kernel.
@@ -45,6 +54,17 @@ class VmcoreSection(Findings):
         return cls(**a.findings(), dmesg_records=len(a.dmesg or []))
 
 
+def _open(path: str, sources: DebugSources, progress: Progress | None) -> Target:
+    # The running kernel, a QEMU guest, or a dump file, by the FILE argument's form. A
+    # running kernel's modules are all loaded (``modules`` is a dump's), and the running
+    # kernel's own only from the places named (no ``extra``).
+    if path == LIVE:
+        return open_live(replace(sources, extra=(), modules=None), progress=progress)
+    if path.startswith(QMP_PREFIX):
+        return open_qmp(path[len(QMP_PREFIX) :], replace(sources, modules=None), progress)
+    return open_vmcore(path, sources, progress)
+
+
 def open_target(
     path: str,
     vmlinux: str | None = None,
@@ -56,22 +76,17 @@ def open_target(
     """Open a vmcore, ``/proc/kcore`` (the running kernel) or ``qmp:SOCKET`` (a QEMU guest).
 
     :param path: the vmcore, :data:`LIVE`, or :data:`QMP_PREFIX` + QEMU's QMP socket.
-    :param vmlinux: the kernel's ELF with DWARF (from its ``-dbg`` package).
-    :param debug_dir: a ``/usr/lib/debug``-style tree.
-    :param extra: module ``.ko`` files with debug info.
+    :param vmlinux: the fields of :class:`probes.drgn.DebugSources`, as ``debug_dir``,
+        ``extra`` (not for the running kernel) and ``modules`` (a dump's only: a running
+        kernel's are all loaded).
     :param progress: called with a line before each slow step (loading debug info takes
         seconds); the CLI prints them on stderr.
-    :param modules: for a vmcore, the loaded modules whose debug info is loaded now
-        (``None``: all; more later with :func:`probes.drgn.program.load_modules`).
     :raises NotAvailable: there is no ``/proc/kcore`` here.
     :raises InputError: the dump, or its debug info, cannot be used.
     """
+    sources = DebugSources(vmlinux, debug_dir, tuple(extra), modules)
     try:
-        if path == LIVE:
-            return _open_live(vmlinux, debug_dir, progress=progress)
-        if path.startswith(QMP_PREFIX):
-            return _open_qmp(path[len(QMP_PREFIX) :], vmlinux, debug_dir, extra, progress)
-        return _open_vmcore(path, vmlinux, debug_dir, extra, progress, modules)
+        return _open(path, sources, progress)
     except ProbeUnavailable as exc:
         raise NotAvailable(exc.message, exc.hint) from None
     except ProbeError as exc:
@@ -113,7 +128,6 @@ def triage_vmcore(
     path: str,
     vmlinux: str | None = None,
     debug_dir: str | None = None,
-    extra: Sequence[str] = (),
     progress: Progress | None = None,
 ) -> TriageResult:
     """Open a vmcore, run every analysis, and triage its printk buffer.
@@ -122,12 +136,9 @@ def triage_vmcore(
     >>> result.crashes[0].title
     'BUG: unable to handle kernel NULL pointer dereference in kassist_crash_level3'
 
-    :param path: the vmcore (or ``/proc/kcore``, or ``qmp:SOCKET``).
-    :param vmlinux: the kernel's ELF with DWARF.
-    :param debug_dir: a ``/usr/lib/debug``-style tree.
-    :param extra: module ``.ko`` files with debug info.
-    :param progress: called with a line before each slow step.
+    The arguments are :func:`open_target`'s.
+
     :raises KassistError: the dump or its debug info cannot be used.
     """
-    target = open_target(path, vmlinux, debug_dir, extra, progress)
+    target = open_target(path, vmlinux, debug_dir, progress=progress)
     return triage_analysis(analyse_target(target))

@@ -4,12 +4,14 @@ Usage::
 
     .venv/bin/python benchmarks/chat_latency.py [--keys 60] [--questions 6] [--quick]
 
-With the bundled model (SmolLM2-135M) behind the chat:
+With the default model (Qwen2.5-Coder 0.5B; ``[llm] model`` in the configuration) behind
+the chat, and the machine's load average printed with the figures:
 
 - keystroke-to-screen: while an answer streams, keys typed into the input line; the time
   from the key's press to the input showing it (p50, p99; target p99 <= 50 ms);
-- time to first token of an answer: the first question, then short follow-ups, whose
-  shared system prompt is already in the KV cache (target <= 1 s after the first);
+- time to first token of an answer, retrieval included: the first question (target
+  <= 3 s), then short follow-ups, whose shared system prompt is already in the KV cache
+  (target <= 1.5 s median);
 - routing time per question (cues; the model only when they are unsure);
 - every token: tokens the backend produced vs tokens written to the screen, and the
   streamed text vs the model's draft.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import statistics
 import sys
 import time
@@ -33,6 +36,7 @@ from assistant.chat.router import route  # noqa: E402
 from assistant.chat.session import ChatSession  # noqa: E402
 from assistant.config import load_config  # noqa: E402
 from assistant.llm import make_backend  # noqa: E402
+from assistant.llm.models import DEFAULT_MODEL  # noqa: E402
 from probes.bpf import list_probes  # noqa: E402
 
 QUESTIONS = [
@@ -128,7 +132,10 @@ def main() -> int:
     backend = make_backend(cfg.llm)
     t0 = time.perf_counter()
     backend.load()  # type: ignore[attr-defined]
-    print(f"model loaded in {time.perf_counter() - t0:.2f} s")
+    print(
+        f"model {cfg.llm.model or DEFAULT_MODEL} loaded in {time.perf_counter() - t0:.2f} s;"
+        f" load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
     names = [p.name for p in list_probes()]
     times = []
@@ -143,7 +150,8 @@ def main() -> int:
     print(
         f"time to first token: first question {firsts[0] * 1000:.0f} ms; "
         f"follow-ups p50 {statistics.median(later) * 1000:.0f} ms, "
-        f"max {max(later) * 1000:.0f} ms (target <= 1000 ms)"
+        f"max {max(later) * 1000:.0f} ms over {len(later)} (targets <= 3000 ms first,"
+        f" <= 1500 ms follow-ups); load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     idle, _, _, _ = asyncio.run(keystrokes(backend, opts.keys, streaming=False))
     lat, streamed, shown, ok = asyncio.run(keystrokes(backend, opts.keys))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import random
 import re
 import sys
@@ -140,7 +141,10 @@ def model_figures(kb: KnowledgeBase, n: int, seed: int, models: list[str]) -> No
     documented = [k for k in sysctl_names() if facts_mod.gather(kb, k, release).doc is not None]
     chosen = random.Random(seed).sample(documented, min(n, len(documented)))
     held = {k for k in chosen if int(hashlib.sha256(k.encode()).hexdigest(), 16) % 5 == 0}
-    print(f"model paragraphs       {len(chosen)} documented sysctls ({len(held)} held out)")
+    print(
+        f"model paragraphs       {len(chosen)} documented sysctls ({len(held)} held out);"
+        f" load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     for name in models:
         try:
             backend = make_backend(LLMConfig(model=name, n_ctx=2048, temperature=0.0), log=False)
@@ -173,6 +177,7 @@ def model_figures(kb: KnowledgeBase, n: int, seed: int, models: list[str]) -> No
                 f" {found}/{claims} = {found / max(claims, 1):.3f}; median"
                 f" {statistics.median(times or [0]):.2f} s per paragraph"
             )
+        print(f"  load average after {name}: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         del backend
 
 

@@ -193,6 +193,8 @@ class Tally:
         if show:
             print(f"    {crash.title[:72]}\n      raw:   {draft.raw.strip()[:400]!r}")
             print(f"      shown: {draft.text!r}  {draft.why}")
+            for sentence, why in draft.dropped:
+                print(f"      dropped: {sentence!r} -> {why}")
 
     def row(self, label: str) -> str:
         n = max(self.drafts, 1)

@@ -343,10 +343,15 @@ def main() -> None:
         print(f"drafts made {made} ({files} files) for {sigs} signatures (one per new signature)")
 
 
-def _wait_stored(url: str, expected: int, quiet: float = 8.0, limit: float = 600.0) -> int:
+def _wait_stored(url: str, expected: int, limit: float = 600.0) -> int:
     # Wait until every report is stored and every new signature's draft is written, or
-    # until nothing new came for `quiet` seconds; return the reports stored.
+    # until nothing new came for longer than a report without its end marker waits for
+    # the wall-clock fallback; return the reports stored.
     import psycopg
+
+    from assistant.watch.daemon import LANE_FALLBACK
+
+    quiet = LANE_FALLBACK + 3.0
 
     start = last_change = time.monotonic()
     last: tuple[int, int, int] = (-1, -1, -1)

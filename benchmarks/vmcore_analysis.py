@@ -31,8 +31,8 @@ from tests.vmcore_fixture import find_or_build  # noqa: E402
 
 KASSIST = """
 import json, sys
-from probes.drgn import analyse, open_vmcore
-target = open_vmcore(sys.argv[1], debug_dir=sys.argv[2])
+from probes.drgn import DebugSources, analyse, open_vmcore
+target = open_vmcore(sys.argv[1], DebugSources(debug_dir=sys.argv[2]))
 analysis = analyse(target)
 json.dumps(analysis.to_dict())
 print(len(analysis.stack.frames), len(analysis.dmesg), file=sys.stderr)

@@ -199,3 +199,17 @@ def test_a_default_is_checked_against_the_default_not_any_number() -> None:
 def test_stated_defaults_reads_each_way_of_saying_it() -> None:
     text = "The default value is 60. It defaults to 0x10; 5 by default. Default: 7."
     assert stated_defaults(text) == ["60", "0x10", "5", "7"]
+
+
+def test_another_form_of_an_evidence_word_is_not_more_than_the_facts() -> None:
+    # "Accept Router Preference in RA." restated as "... is accepted in RA" was refused
+    # as saying more than the documentation; a word the documentation lacks still is.
+    doc = Evidence(
+        "net.ipv6.conf.lo.accept_ra_rtr_pref\nAccept Router Preference in RA. Generate requests.",
+        plain_words=frozenset(["a", "it", "the", "whether", "is", "are", "controls", "in"]),
+        min_words=3,
+    )
+    assert check_draft("It controls whether Router Preference is accepted in RA.", doc).ok
+    assert check_draft("It controls whether requests are generated.", doc).ok
+    refused = check_draft("It controls whether Router Preference is ignored in RA.", doc)
+    assert any("says more than the facts (ignored)" in p for p in refused.problems)

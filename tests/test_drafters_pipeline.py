@@ -113,3 +113,14 @@ def test_the_default_model_drafts_and_every_outcome_is_logged(tmp_path: Path) ->
         assert row[0] is not None and draft.text in row[0]
     else:
         assert row[1] == draft.why
+
+
+def test_a_caller_may_accept_a_short_true_sentence() -> None:
+    # A documentation's "Defaults to 3." is a whole sentence; the docs paragraph keeps it
+    # (three words), the pipeline's default still drops it as too short.
+    doc = Evidence(
+        "ucast_solicit: the maximum number of unicast probes. Defaults to 3.", min_words=3
+    )
+    raw = "It sets the maximum number of unicast probes. Defaults to 3."
+    assert check_sentences(raw, doc, sentence_words=3).kept[-1] == "Defaults to 3."
+    assert [s for s, _why in check_sentences(raw, doc).dropped] == ["Defaults to 3."]

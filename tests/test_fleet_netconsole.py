@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from probes.logs.netconsole import MAX_TOTAL, NetconsoleDecoder, parse_header, unescape
+from tests.conftest import run_kassist
 from tests.fleet_support import PATIENCE, hits, metric, receiver
 from tests.netconsole_sender import NetconsoleSender, datagrams, escape
 from tests.watch_support import WatchProcess, oops_lines, wait_for
@@ -230,3 +231,125 @@ def test_a_flood_from_one_address_starves_no_other_and_bad_packets_are_counted(
     assert counted["netconsole:dropped_queue"] > 0  # the flooder's excess, at its own queue
     assert "\x1b" not in watch.log.read_text(errors="replace")  # nothing printed raw
     assert watch.proc is not None and watch.proc.returncode == 0
+
+
+def test_a_slow_senders_report_is_stored_whole_not_cut_by_the_wall_clock(tmp_path: Path) -> None:
+    # Two hosts sending in turn, each report in pieces seconds apart (on the wall clock, and
+    # on their kernel clocks, in order), no end marker until the last piece: each report is
+    # stored once and whole (its title names the faulting function, printed after the
+    # first pause), not cut at the first pause.
+    watch, port = _watch(tmp_path)
+    senders = [NetconsoleSender(("127.0.0.1", port), source=(f"127.0.0.{i}", 0)) for i in (5, 6)]
+    reports = [oops_lines(f"slow{i}") for i in range(2)]
+    try:
+        for cut in ((0, 2), (2, 6), (6, None)):
+            for sender, lines in zip(senders, reports, strict=True):
+                sender.ts_us += 2_000_000
+                sender.lines(lines[cut[0] : cut[1]])
+            time.sleep(1.5)  # more than a wall-clock quiet of 0.5 s
+        assert wait_for(lambda: len(hits(watch.db)) >= 2, PATIENCE), watch.log.read_text()
+        time.sleep(1)  # a piece stored apart would come now
+    finally:
+        for s in senders:
+            s.close()
+        watch.stop()
+    rows = sorted(hits(watch.db), key=lambda r: r["host"])
+    assert [r["host"] for r in rows] == ["127.0.0.5", "127.0.0.6"], rows
+    for i, row in enumerate(rows):
+        assert f"kassist_wslow{i}_level" in row["title"], row["title"]
+        assert "---[ end trace" in row["report"] and "kassist_watch_marker" in row["report"]
+        assert row["sender"] == row["host"]  # netconsole: the host is its address
+    # `crashes show` tells where each report came from
+    shown = run_kassist(["crashes", "show", rows[0]["signature"], "--db", str(watch.db)])
+    assert shown.returncode == 0 and "127.0.0.5 from 127.0.0.5" in shown.stdout, shown.stdout
+
+
+def test_a_network_hosts_report_closes_on_the_kernels_evidence_first() -> None:
+    # On an engine's own clock (no waiting): a host's report without its end marker stays
+    # open through a wall-clock quiet and closes at the fallback, or at once when the next
+    # record comes STAMP_GAP_US later on the host's kernel clock; with its end marker it
+    # closes after the short quiet.
+    from assistant.watch.daemon import LANE_FALLBACK, STAMP_GAP_US, _Stream
+    from assistant.watch.stream import StreamSource
+    from probes.logs.records import LogRecord
+
+    source = StreamSource("netconsole:0", "netconsole", lambda stop, idle: iter(()))
+
+    lines = oops_lines("gap")
+    end = next(i for i, x in enumerate(lines) if "---[ end trace" in x)
+
+    def records(texts: list[str], ts_us: int) -> list[LogRecord]:
+        return [LogRecord(t, "netconsole", ts_us=ts_us + i, host="h") for i, t in enumerate(texts)]
+
+    lane = _Stream("netconsole", 0.5, source, host="h")
+    assert lane.feed(records(lines[:end], 1_000_000), 0.0, lambda: None) == []
+    assert lane.engine.poll(5.0) == []  # seconds of wall-clock quiet: still open
+    [cut] = lane.engine.poll(LANE_FALLBACK)  # the fallback
+    assert "kassist_wgap_level" in cut.title
+    lane = _Stream("netconsole", 0.5, source, host="h")
+    lane.feed(records(lines[:end], 1_000_000), 0.0, lambda: None)
+    [gap] = lane.feed(records(["later"], 1_000_000 + STAMP_GAP_US + end), 0.1, lambda: None)
+    assert gap.title == cut.title
+    lane = _Stream("netconsole", 0.5, source, host="h")
+    lane.feed(records(lines, 1_000_000), 0.0, lambda: None)
+    [whole] = lane.engine.poll(0.5)  # its end marker came: the short quiet closes it
+    assert whole.title == cut.title
+
+
+def _spooled(watch: WatchProcess, text: str) -> bool:
+    spool = watch.state / "spool"
+    return spool.is_dir() and any(text.encode() in p.read_bytes() for p in spool.iterdir())
+
+
+def test_a_receiver_killed_mid_report_reads_it_again_and_stores_each_report_once(
+    tmp_path: Path,
+) -> None:
+    # Host A's report is stored; host B's is half received when the receiver is SIGKILLed.
+    # The restarted receiver reads its spool again: B's report comes out whole once its
+    # second half arrives, and A's (read again) is not stored twice.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = f"netconsole:127.0.0.1:{port}"
+    watch, _ = receiver(tmp_path, source)
+    a = NetconsoleSender(("127.0.0.1", port), source=("127.0.0.7", 0))
+    b = NetconsoleSender(("127.0.0.1", port), source=("127.0.0.8", 0), seq=900, ts_us=9_000_000)
+    first, second = oops_lines("killA"), oops_lines("killB")
+    half = len(second) // 2
+    try:
+        a.lines(first)
+        assert wait_for(lambda: len(hits(watch.db)) == 1, PATIENCE), watch.log.read_text()
+        b.lines(second[:half])
+        last = f",{b.seq},{b.ts_us},-;"  # the header of B's last record sent (A's differ)
+        assert wait_for(lambda: _spooled(watch, last), PATIENCE)
+        watch.kill()
+        watch, _ = receiver(tmp_path, source)
+        b.lines(second[half:])
+        assert wait_for(lambda: len(hits(watch.db)) >= 2, PATIENCE), watch.log.read_text()
+        time.sleep(2)  # anything stored twice would come now
+    finally:
+        a.close()
+        b.close()
+        watch.stop()
+    rows = sorted(hits(watch.db), key=lambda r: r["host"])
+    assert [r["host"] for r in rows] == ["127.0.0.7", "127.0.0.8"], rows
+    assert "kassist_wkillA_level" in rows[0]["title"]
+    assert "kassist_wkillB_level" in rows[1]["title"] and not rows[1]["corrupted"]
+    assert "---[ end trace" in rows[1]["report"] and "#PF: supervisor" in rows[1]["report"]
+
+
+def test_the_anchor_check_of_a_hosts_line_finds_what_a_substring_scan_finds() -> None:
+    # A network host's lines are checked one at a time (an automaton for short ones): the
+    # answer is the substring scan's for real log lines, each anchor anywhere in a line,
+    # non-ASCII text, and a block longer than the automaton takes.
+    from assistant.triage.prefilter import ANCHORS, AUTOMATON_CHARS, has_anchor
+
+    rng = random.Random(3)
+    lines = [*oops_lines("anchor"), "", "é ünïcode ✓ line", "x" * (AUTOMATON_CHARS + 10)]
+    for needle in ANCHORS:
+        lines.append(f"[ 1.0] é{'y' * rng.randrange(50)}{needle}{'z' * rng.randrange(50)}")
+        lines.append(needle[:-1])
+    lines.append("q" * AUTOMATON_CHARS + "BUG: x")
+    for line in lines:
+        assert has_anchor(line) == any(n in line for n in ANCHORS), line[:80]
+    assert sum(map(has_anchor, lines)) > len(ANCHORS)

@@ -86,6 +86,8 @@ def test_receivers_behind_one_address_store_each_report_once_and_draft_each_sign
         assert len(per_host) == HOSTS * 2
         assert all(n == 1 for _, _, n in per_host), per_host
         assert {str(h) for h, _, _ in per_host} == {f"127.0.0.{10 + h}" for h in range(HOSTS)}
+        # each report keeps the address it came from (migration 5 on PostgreSQL)
+        assert _rows(url, "SELECT count(*) FROM hits WHERE sender IS DISTINCT FROM host") == [(0,)]
         signatures = _rows(url, "SELECT signature, count FROM crashes WHERE count > 0")
         assert len(signatures) == len(TOKENS) and all(n == HOSTS // 2 for _, n in signatures)
         drafts = _rows(url, "SELECT signature, owner, done_at FROM drafts")

@@ -168,6 +168,7 @@ log {{ source(s); destination(tcp5424); destination(udp3164); }};
     assert _stored_by_host(watch.db, "fleet-rs") == expected, rows
     assert _stored_by_host(watch.db, "fleet-ng") == expected, rows
     assert {r["source"] for r in rows} == {"syslog"}
+    assert {r["sender"] for r in rows} == {"127.0.0.1"}  # the forwarders' address
     counted = metric(tmp_path, "kassist_watch_network_total")
     assert counted["syslog:rfc5424"] > 0 and counted["syslog:duplicates"] > 0
     assert counted["syslog:messages"] > counted["syslog:rfc5424"]  # 3164 came too

@@ -358,3 +358,17 @@ def test_whether_a_boolean_is_on_is_plain_words(real_kb: KnowledgeBase) -> None:
     require(facts.doc is not None, "proxy_arp has no documentation in this knowledge base")
     good = "net.ipv4.conf.all.proxy_arp controls whether proxy arp for the interface is enabled."
     assert paragraph_problems(good, facts, []) == []
+
+
+def test_the_interface_a_per_interface_key_is_set_for_may_be_said(real_kb: KnowledgeBase) -> None:
+    # net.ipv6.conf.lo.mtu is lo's own: a paragraph may say so; another interface, or an
+    # interface named for the "all" entry, is still refused.
+    from assistant.docs.explain import interface_of, paragraph_problems
+
+    facts = facts_mod.gather(real_kb, "net.ipv6.conf.lo.mtu", running_release())
+    require(facts.doc is not None, "net.ipv6.conf.*.mtu has no documentation here")
+    assert interface_of(facts.name) == "lo" and interface_of("net.ipv4.conf.all.mtu") is None
+    good = "net.ipv6.conf.lo.mtu sets the default maximum transfer unit for the interface lo."
+    assert paragraph_problems(good, facts, []) == []
+    wrong = "net.ipv6.conf.lo.mtu sets the default maximum transfer unit for the interface eth7."
+    assert paragraph_problems(wrong, facts, [])

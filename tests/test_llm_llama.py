@@ -223,3 +223,19 @@ def test_prose_grammar_keeps_generated_names_to_the_given_ones(backend: LlamaCpp
     assert text.strip()
     assert unsupported_names(text, " ".join(names)) == []  # only the given names can appear
     assert "tcp_v4_rcv" not in text and "net/ipv4/tcp.c" not in text
+
+
+def test_prose_grammar_lets_a_parenthesis_hold_several_words(backend: LlamaCppBackend) -> None:
+    # The documentation's "(RFC 4429)" is two words in one parenthesis: the grammar once
+    # allowed a single word there, and the model wrote an invented "(RFC-XXXX)" instead.
+    from assistant.llm.base import Sampling
+    from assistant.llm.grammar import prose_gbnf
+
+    sentence = "Whether to perform Optimistic Duplicate Address Detection (RFC 4429)."
+    sampling = Sampling(temperature=0.0, grammar=prose_gbnf(["4429"], 1))
+    messages = [
+        Message("system", "Repeat the user's sentence exactly, word for word."),
+        Message("user", sentence),
+    ]
+    text = "".join(backend.stream(messages, 30, GenerationStats(), sampling=sampling))
+    assert "(RFC 4429)" in text

@@ -36,6 +36,9 @@ from probes.errors import ProbeError
 from probes.logs import KmsgStats, iter_kmsg
 from tests.conftest import require, run_kassist
 
+#: The runner's longest stop, s: SIGINT, SIGTERM and SIGKILL waits, then its last output.
+STOP_WORST_CASE_S = runner_module.STOP_TIMEOUT + 5.0 + 5.0 + runner_module.STOP_TIMEOUT
+
 PROBES = ["runqlat", "biolatency", "tcpretrans", "skbdrop"]
 PROBES += ["oomkill", "reclaimlat", "syserrors", "pagefaults"]
 
@@ -399,7 +402,7 @@ def _wait_for(cond: Callable[[], bool], timeout: float) -> bool:
 
 def _start_cli_probe(*args: str) -> tuple[subprocess.Popen[str], int, list[int]]:
     cli = subprocess.Popen(
-        [sys.executable, "-m", "assistant", "probe", "run", *args],
+        [sys.executable, "-X", "faulthandler", "-m", "assistant", "probe", "run", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -421,7 +424,15 @@ def test_ctrl_c_stops_cleanly_and_prints_what_was_seen() -> None:
     try:
         time.sleep(0.5)
         cli.send_signal(signal.SIGINT)
-        out, err = cli.communicate(timeout=60)
+        # The runner's own worst case, a bpftrace deaf to SIGINT and SIGTERM, is about 45 s
+        # (15 + 5 + 5 s of escalation, 15 s for its last output): this bound is for a hang
+        # only, whatever the load. A hang's threads are dumped by faulthandler (SIGABRT).
+        try:
+            out, err = cli.communicate(timeout=STOP_WORST_CASE_S * 4)
+        except subprocess.TimeoutExpired:
+            cli.send_signal(signal.SIGABRT)
+            _, err = cli.communicate(timeout=60)
+            pytest.fail(f"still running {STOP_WORST_CASE_S * 4:.0f} s after SIGINT:\n{err[-6000:]}")
     finally:
         if cli.poll() is None:
             cli.kill()

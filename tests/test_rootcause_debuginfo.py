@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -106,14 +107,51 @@ def test_report_shows_the_source_and_member(vmcore_kinds: KindsFixture) -> None:
     assert "`conn->item`: member at offset 0x8 of struct kassist_item: id" in section
 
 
+def _grow_functions(ko: Path, by: int) -> None:
+    """Make ``ko`` another build of itself: every function symbol ``by`` bytes larger.
+
+    ELF64 little-endian: the section headers (``e_shoff`` at 0x28, ``e_shentsize``,
+    ``e_shnum`` at 0x3a), the SHT_SYMTAB section's Elf64_Sym entries (24 bytes; st_info
+    at +4, st_size at +16), STT_FUNC = 2.
+    """
+    data = bytearray(ko.read_bytes())
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    grown = 0
+    for i in range(shnum):
+        header = shoff + i * shentsize
+        (sh_type,) = struct.unpack_from("<I", data, header + 4)
+        if sh_type != 2:  # SHT_SYMTAB
+            continue
+        offset, size = struct.unpack_from("<QQ", data, header + 24)
+        for sym in range(offset, offset + size, 24):
+            (st_size,) = struct.unpack_from("<Q", data, sym + 16)
+            if data[sym + 4] & 0xF == 2 and st_size > 0:
+                struct.pack_into("<Q", data, sym + 16, st_size + by)
+                grown += 1
+    assert grown > 0, f"no function symbol in {ko}"
+    ko.write_bytes(bytes(data))
+
+
 def test_a_module_of_another_build_is_not_read(vmcore_kinds: KindsFixture, tmp_path: Path) -> None:
-    # The single dump's kassist_crash.ko is another build of the module: the log's
-    # function is not where that file has it, so nothing is named from it.
-    ko = next((vmcore_kinds.base.debug_dir / "lib" / "modules").rglob("kassist_crash.ko"))
-    shutil.copy(ko, tmp_path / ko.name)
+    # The right build of the module is read; the same file with every function 0x100
+    # bytes larger (another build, as far as the log's func+off/size can tell) is not:
+    # the log's function is not where that file has it, so nothing is named from it.
     crash = _crash(vmcore_kinds.kinds["kassist-uaf"] / "console.log")
-    debug = open_log_debug([crash], str(vmcore_kinds.base.vmlinux), str(tmp_path))
-    found = explain_log(crash, analyse_report(crash.report), debug)
+    vmlinux = str(vmcore_kinds.base.vmlinux)
+    ko = next(vmcore_kinds.dir.rglob("kassist_crash.ko"))
+    right, other = tmp_path / "right", tmp_path / "other"
+    for where in (right, other):
+        where.mkdir()
+        shutil.copy(ko, where / ko.name)
+    _grow_functions(other / ko.name, 0x100)
+    found = explain_log(
+        crash, analyse_report(crash.report), open_log_debug([crash], vmlinux, str(right))
+    )
+    assert found.location is not None, found.notes
+    found = explain_log(
+        crash, analyse_report(crash.report), open_log_debug([crash], vmlinux, str(other))
+    )
     assert found.location is None and found.member is None
     assert len(found.notes) == 1 and "another build" in found.notes[0]
 

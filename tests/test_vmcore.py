@@ -17,7 +17,7 @@ import pytest
 
 from assistant.triage import triage_path
 from assistant.vmcore import analyse_target, open_target, triage_analysis
-from probes.drgn import Analysis, DumpFormat, Frame, dmesg_lines, open_vmcore
+from probes.drgn import Analysis, DebugSources, DumpFormat, Frame, dmesg_lines, open_vmcore
 from tests.conftest import run_kassist
 from tests.vmcore_fixture import (
     VmcoreFixture,
@@ -205,8 +205,7 @@ def test_triage_title_equals_the_console_logs(
 def test_explicit_vmlinux_and_ko(vmcore_fixture: VmcoreFixture) -> None:
     target = open_vmcore(
         str(vmcore_fixture.vmcore),
-        vmlinux=str(vmcore_fixture.vmlinux),
-        extra=[str(vmcore_fixture.module_ko)],
+        DebugSources(vmlinux=str(vmcore_fixture.vmlinux), extra=[str(vmcore_fixture.module_ko)]),
     )
     a = analyse_target(target, ["stack"], with_locals=False)
     assert a.stack is not None and a.stack.guilty is not None
@@ -222,7 +221,7 @@ def test_kdump_compressed_gives_the_same_analysis(
     # QEMU 7.2 writes the flattened form; makedumpfile -R would give this file.
     kdump = tmp_path / "vmcore.kdump"
     reassemble_flattened(vmcore_fixture.vmcore, kdump)
-    target = open_vmcore(str(kdump), debug_dir=str(vmcore_fixture.debug_dir))
+    target = open_vmcore(str(kdump), DebugSources(debug_dir=str(vmcore_fixture.debug_dir)))
     assert target.format is DumpFormat.KDUMP and target.warnings == []
     again = analyse_target(target, ["crash", "stack", "blocked"])
     assert again.crash == analysis.crash
@@ -236,7 +235,7 @@ def test_debug_info_found_by_build_id(vmcore_fixture: VmcoreFixture, tmp_path: P
     for link in source.glob("*/*.debug"):
         (tmp_path / ".build-id" / link.parent.name).mkdir(parents=True, exist_ok=True)
         (tmp_path / ".build-id" / link.parent.name / link.name).symlink_to(link.resolve())
-    target = open_vmcore(str(vmcore_fixture.vmcore), debug_dir=str(tmp_path))
+    target = open_vmcore(str(vmcore_fixture.vmcore), DebugSources(debug_dir=str(tmp_path)))
     assert target.missing_debug_info == []
     a = analyse_target(target, ["stack"], with_locals=False)
     assert a.stack is not None and a.stack.frames[a.stack.guilty or 0].module == "kassist_crash"

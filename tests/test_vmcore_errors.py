@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.drgn import DumpFormat, dump_format, open_live, open_vmcore
+from probes.drgn import DebugSources, DumpFormat, dump_format, open_live, open_vmcore
 from probes.drgn.elf import build_id
 from probes.drgn.kdump import FLAT_HEADER_SIZE, flattened_shortfall
 from probes.drgn.program import check_elf_core
@@ -89,7 +89,7 @@ def test_truncated_kdump_compressed(vmcore_fixture: VmcoreFixture, tmp_path: Pat
     with pytest.raises(
         ProbeError, match=rf"truncated: \d+ bytes, its pages need {whole.stat().st_size}$"
     ):
-        open_vmcore(str(cut), debug_dir=str(vmcore_fixture.debug_dir))
+        open_vmcore(str(cut), DebugSources(debug_dir=str(vmcore_fixture.debug_dir)))
 
 
 def test_flattened_records_are_walked(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_random_file(tmp_path: Path) -> None:
 
 def test_no_debug_info(vmcore_fixture: VmcoreFixture, tmp_path: Path) -> None:
     with pytest.raises(ProbeError, match="no debug info found for kernel"):
-        open_vmcore(str(vmcore_fixture.vmcore), debug_dir=str(tmp_path))
+        open_vmcore(str(vmcore_fixture.vmcore), DebugSources(debug_dir=str(tmp_path)))
 
 
 def test_live_kernel_without_kcore(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from actions.errors import ActionError
 from actions.model import Change, Completion
 from actions.protocol import MAX_ENTRY
 from actions.text import printable
-from assistant.cli.common import notice
+from assistant.cli.common import format_option, notice
 from assistant.config import Config, load_config
 from assistant.errors import InputError, KassistError
 
@@ -35,9 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _client_options(func: F) -> F:
-    wrapped: Any = click.option(
-        "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-    )(func)
+    wrapped: Any = format_option("text", "json")(func)
     wrapped = click.option(
         "--socket", "socket_path", default=None, metavar="PATH", help="The agent's socket."
     )(wrapped)
@@ -450,9 +448,7 @@ def _policy_text(rows: list[dict[str, Any]]) -> str:
 
 @agent.command()
 @click.option("--policy", default=None, metavar="FILE", help="Policy TOML (default: built-in).")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 def policy(policy: str | None, fmt: str) -> None:
     """Show the effective policy as plain data: pattern -> type, range, values, risk.
 
@@ -524,9 +520,7 @@ def _enforce_text(doc: dict[str, Any]) -> str:
 @enforce.command("status")
 @click.option("--pin-root", default="/sys/fs/bpf/kassist", hidden=True)
 @click.option("--state", "state_path", default="/run/kassist/enforce.json", hidden=True)
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 def enforce_status(pin_root: str, state_path: str, fmt: str) -> None:
     """Show what is attached where, the map's rules (read from the kernel), and refusals."""
     import contextlib

@@ -15,6 +15,24 @@ from assistant.llm.base import Backend
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def format_option(
+    *choices: str, default: str | None = None, text: str | None = None
+) -> Callable[[F], F]:
+    """Return the ``--format`` option (the parameter ``fmt``): one of ``choices``.
+
+    :param default: the format without the option; ``None``: the first choice.
+    :param text: the option's help, where the choices need saying what they are.
+    """
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=default or choices[0],
+        show_default=True,
+        help=text,
+    )
+
+
 def debug_options(func: F) -> F:
     """Add ``--vmlinux`` and ``--debug-dir``: the kernel's debug files, for a vmcore or a
     log (whose faulting PC they map to file:line and the member it read)."""

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from actions.text import printable_lines
-from assistant.cli.common import notice
+from assistant.cli.common import format_option, notice
 from assistant.disks.render import device_lines, device_rows, document, finding_lines, run_line
 from assistant.errors import InputError
 
@@ -29,13 +29,11 @@ from assistant.errors import InputError
     show_default=True,
     help="Windows to watch before the final answer.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "jsonl"]),
-    default="text",
-    show_default=True,
-    help="text; json: one kassist.disks/1 object at the end; jsonl: one per window.",
+@format_option(
+    "text",
+    "json",
+    "jsonl",
+    text="text; json: one kassist.disks/1 object at the end; jsonl: one per window.",
 )
 @click.option(
     "--device",

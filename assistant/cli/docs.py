@@ -14,7 +14,13 @@ from pathlib import Path
 
 import click
 
-from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
+from assistant.cli.common import (
+    backend_or_none,
+    config_from_flags,
+    format_option,
+    llm_options,
+    notice,
+)
 from assistant.docs import facts as facts_mod
 from assistant.docs import pages
 from assistant.docs.undocumented import draft_stub, undocumented
@@ -42,8 +48,7 @@ def docs() -> None:
 
 @docs.command()
 @click.argument("keys", nargs=-1, required=True)
-@click.option("--format", "fmt", type=click.Choice(sorted(pages.RENDERERS)), default="markdown",
-              show_default=True)  # fmt: skip
+@format_option(*sorted(pages.RENDERERS), default="markdown")
 @llm_options
 def sysctl(
     keys: tuple[str, ...],
@@ -87,8 +92,7 @@ def sysctl(
 
 @docs.command(name="undocumented")
 @click.option("--draft", is_flag=True, help="An rst stub for each, marked as a draft.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)  # fmt: skip
+@format_option("text", "json")
 def undocumented_(draft: bool, fmt: str) -> None:
     """This machine's sysctls that no documentation section describes, grouped by table."""
     kb = open_default()

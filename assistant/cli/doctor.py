@@ -6,16 +6,14 @@ import json
 
 import click
 
-from assistant.cli.common import config_from_flags, notice
+from assistant.cli.common import config_from_flags, format_option, notice
 from assistant.doctor import recheck, run_checks, run_fixes
 
 _MARK = {"ok": "ok", "missing": "--", "error": "!!"}
 
 
 @click.command()
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 @click.option(
     "--model", default=None, metavar="PATH", help="Check this GGUF instead of the configured one."
 )

@@ -9,13 +9,10 @@ from pathlib import Path
 
 import click
 
+from assistant.cli.common import format_option
 from assistant.knowledge import base
 from assistant.knowledge.model import KnowledgeUnavailable
 from assistant.knowledge.sources import installed_sources
-
-_FORMAT = click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
 
 
 @click.group()
@@ -51,7 +48,7 @@ def build(output: Path | None, force: bool) -> None:
 
 
 @kb.command()
-@_FORMAT
+@format_option("text", "json")
 def status(fmt: str) -> None:
     """Say what it holds, which kernel it describes, and whether that is the running one."""
     knowledge = base.open_default()
@@ -91,7 +88,7 @@ def status(fmt: str) -> None:
 @click.argument("query", nargs=-1, required=True)
 @click.option("--limit", "-n", type=click.IntRange(1, 100), default=5, show_default=True)
 @click.option("--prefix", default=None, help="Only documentation paths starting with this.")
-@_FORMAT
+@format_option("text", "json")
 def search(query: tuple[str, ...], limit: int, prefix: str | None, fmt: str) -> None:
     """Search the documentation (BM25); each hit cites Documentation/path.rst#anchor."""
     knowledge = base.open_default()
@@ -110,7 +107,7 @@ def search(query: tuple[str, ...], limit: int, prefix: str | None, fmt: str) -> 
 
 @kb.command()
 @click.argument("path")
-@_FORMAT
+@format_option("text", "json")
 def maintainers(path: str, fmt: str) -> None:
     """Who maintains a file of the tree (as get_maintainer.pl --no-git -f PATH answers)."""
     knowledge = base.open_default()
@@ -133,7 +130,7 @@ def maintainers(path: str, fmt: str) -> None:
 
 @kb.command()
 @click.argument("name")
-@_FORMAT
+@format_option("text", "json")
 def sysctl(name: str, fmt: str) -> None:
     """Show one sysctl's ctl_table definition and its documentation section."""
     knowledge = base.open_default()

@@ -8,15 +8,11 @@ import time
 
 import click
 
-from assistant.cli.common import notice
+from assistant.cli.common import format_option, notice
 from probes.bpf import find_probe, list_probes, render_result, run_probe, unavailable_reason
 from probes.logs import SourceStats, iter_records
 from probes.stats import Snapshot, rates, take_snapshot
 from probes.stats.summary import rates_lines, snapshot_summary, summary_lines
-
-_FORMAT = click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
 
 
 @click.group()
@@ -25,7 +21,7 @@ def probe() -> None:
 
 
 @probe.command("list")
-@_FORMAT
+@format_option("text", "json")
 def list_cmd(fmt: str) -> None:
     """List the eBPF probes, and whether each can run here (and why not)."""
     rows = [(spec, unavailable_reason(spec)) for spec in list_probes()]
@@ -69,7 +65,7 @@ def _cut(text: str, width: int) -> str:
     show_default=True,
     help="Seconds to trace (Ctrl-C stops earlier and still prints what was seen).",
 )
-@_FORMAT
+@format_option("text", "json")
 def run_cmd(name: str, duration: float, fmt: str) -> None:
     """Run the eBPF probe NAME (see `kassist probe list`) and print what it saw."""
     spec = find_probe(name)
@@ -93,7 +89,7 @@ def run_cmd(name: str, duration: float, fmt: str) -> None:
     help="Take two snapshots this many seconds apart and print per-second rates.",
 )
 @click.option("--cgroup", default=None, help="Include this cgroup v2's statistics.")
-@_FORMAT
+@format_option("text", "json")
 def stats_cmd(interval: float | None, cgroup: str | None, fmt: str) -> None:
     """Print a snapshot of kernel statistics, or rates over --interval seconds."""
     first = take_snapshot(cgroup)
@@ -169,9 +165,7 @@ def _render_snapshot(snap: Snapshot) -> str:
     default=None,
     help="Only records at this level or more urgent.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True
-)
+@format_option("text", "jsonl")
 def logs_cmd(source: str, follow: bool, level: int | None, fmt: str) -> None:
     """Print kernel log records from SOURCE: kmsg, journal[:BOOT], pstore[:DIR], a file or dir."""
     stats = SourceStats()

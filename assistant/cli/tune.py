@@ -21,7 +21,13 @@ from actions.client import AgentClient, try_status
 from actions.errors import ActionError
 from actions.model import AgentStatus, Change, Completion, Recommendation
 from actions.text import printable
-from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
+from assistant.cli.common import (
+    backend_or_none,
+    config_from_flags,
+    format_option,
+    llm_options,
+    notice,
+)
 from assistant.config import user_state_dir
 from assistant.errors import KassistError, NotAvailable
 from assistant.tuning.engine import TuneReport, find_finding
@@ -174,9 +180,7 @@ def _one_run(
 
 
 @click.command()
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 @click.option(
     "--interval",
     type=click.FloatRange(0.1, 3600),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import click
 
 from actions.text import printable_lines
-from assistant.cli.common import notice
+from assistant.cli.common import debug_options, format_option, notice
 from assistant.frames import frame_text
 from assistant.vmcore import analyse_target, open_target
 from probes.drgn import Analysis, BlockedTask, Findings, Frame, TaskRef, dmesg_lines
@@ -123,12 +123,7 @@ _RENDER: dict[str, Callable[[Analysis], list[str]]] = {
 @click.command()
 @click.argument("view", type=click.Choice(list(VIEWS)))
 @click.argument("path", metavar="FILE")
-@click.option("--vmlinux", type=click.Path(), help="The kernel's vmlinux with debug info.")
-@click.option(
-    "--debug-dir",
-    type=click.Path(),
-    help="A /usr/lib/debug-style tree (boot/vmlinux-RELEASE, lib/modules/..., .build-id/).",
-)
+@debug_options
 @click.option(
     "--ko",
     "extra",
@@ -136,9 +131,7 @@ _RENDER: dict[str, Callable[[Analysis], list[str]]] = {
     type=click.Path(),
     help="A module .ko with debug info (repeatable).",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def vmcore(
     view: str,

@@ -20,6 +20,8 @@ from assistant.llm.base import Backend
 PROMPT_NAME = "docs_sysctl_summary"
 #: Characters of the documentation section handed to the model.
 DOC_CHARS = 900
+#: The fewest words of one sentence: the documentation's own "Defaults to 3." is one.
+SENTENCE_WORDS = 3
 #: The only words the paragraph may use besides the documentation's and the page's: it
 #: condenses, so what it says must be said there (a 135M model otherwise makes things up).
 DOC_WORDS = frozenset(
@@ -92,12 +94,34 @@ def documentation_of(facts: SysctlFacts) -> str:
     return own_part(facts.doc.text, facts.name.rsplit(".", 1)[-1])[:DOC_CHARS]
 
 
+# A per-interface key: net.ipv4.conf.eth0.rp_filter, net.ipv6.neigh.ifb1.ucast_solicit.
+_PER_INTERFACE = re.compile(r"^net\.ipv[46]\.(?:conf|neigh)\.([^.]+)\.[^.]+$")
+
+
+def interface_of(name: str) -> str | None:
+    """Return the network interface a per-interface key is set for (``None``: not one,
+    or the ``all``/``default`` entries, which are not an interface's own).
+
+    >>> interface_of("net.ipv6.conf.ifb1.mtu"), interface_of("net.ipv4.conf.all.forwarding")
+    ('ifb1', None)
+    """
+    m = _PER_INTERFACE.match(name)
+    return m.group(1) if m and m.group(1) not in ("all", "default") else None
+
+
+def _scope(facts: SysctlFacts) -> str:
+    # What the key's name itself tells, as a fact a sentence may state.
+    interface = interface_of(facts.name)
+    return f"{facts.name} is set for the interface {interface}." if interface else ""
+
+
 def _evidence_text(facts: SysctlFacts, documentation: str) -> str:
-    # The key's name, its own documentation and the page's other paragraphs (not the
-    # page's quote of the whole section, which may document its siblings too).
+    # The key's name (and the interface it is set for), its own documentation and the
+    # page's other paragraphs (not the page's quote of the whole section, which may
+    # document its siblings too).
     cite = facts.doc.cite if facts.doc is not None else None
     others = (text for _heading, text, source in paragraphs(facts) if source != cite)
-    return "\n".join([facts.name, documentation, *others])
+    return "\n".join([facts.name, _scope(facts), documentation, *others])
 
 
 def _defaults(facts: SysctlFacts, documentation: str) -> list[str]:
@@ -149,11 +173,17 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
     if facts.doc is None:
         return ModelParagraph("", False, "no model paragraph: nothing upstream to condense")
     documentation = documentation_of(facts)
+    interface = interface_of(facts.name)
     prompt = draft_prompt(
         PROMPT_NAME,
-        facts=[("sysctl", facts.name), ("documentation", documentation)],
+        facts=[
+            ("sysctl", facts.name),
+            ("documentation", documentation),
+            *([("interface", interface)] if interface else []),
+        ],
         name=facts.name,
         documentation=documentation,
+        interface=interface,
     )
     evidence_text = _evidence_text(facts, documentation)
     # Copying the documentation is condensing it, not echoing the prompt: only the
@@ -176,6 +206,7 @@ def model_paragraph(facts: SysctlFacts, backend: Backend) -> ModelParagraph:
             f"a sentence the documentation does not say ({u[:60]!r})"
             for u in unfaithful_sentences(s, documentation)
         ],
+        sentence_words=SENTENCE_WORDS,
     )
     if draft.text is not None:
         return ModelParagraph(draft.text, True, draft.why, facts.doc.cite)

@@ -303,9 +303,29 @@ def _length(draft: str, evidence: Evidence) -> list[str]:
     return []
 
 
-def _known_word(word: str, known: set[str] | frozenset[str]) -> bool:
-    # A plural is its singular's word: "requests" restates "request".
-    return word in known or (word.endswith("s") and word[:-1] in known)
+#: Inflections a restatement may change (longest first): "accepted" restates "Accept",
+#: "generated" restates "Generate", "requests" restates "request".
+_INFLECTIONS = ("ing", "ies", "ed", "es", "s", "d")
+
+
+def word_stem(word: str) -> str:
+    """Return a word without its inflection, so that the forms of one verb or noun meet.
+
+    >>> [word_stem(w) for w in ("accepted", "accept", "generated", "generate", "applies")]
+    ['accept', 'accept', 'generat', 'generat', 'appli']
+    """
+    for suffix in _INFLECTIONS:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if word.endswith("y"):
+        return word[:-1] + "i"
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
+
+
+def _known_word(word: str, known: set[str] | frozenset[str], stems: set[str]) -> bool:
+    # Another form of a known word is known: "accepted" restates "Accept".
+    return word in known or word_stem(word) in stems
 
 
 def _beyond(draft: str, evidence: Evidence) -> list[str]:
@@ -313,15 +333,16 @@ def _beyond(draft: str, evidence: Evidence) -> list[str]:
     if evidence.plain_words is None:
         return []
     known = set(_words(evidence.text)) | evidence.plain_words
+    stems = {word_stem(k) for k in known}
     # Names (with digits, underscores) are the grounding check's; this one reads words.
     # A hyphenated word unknown as a whole is read part by part: an invented "SYN-DORSEL"
     # is refused, a known "use-after-free" is not.
     extra = [
         w
         for w in dict.fromkeys(_words(draft))
-        if not _known_word(w, known)
+        if not _known_word(w, known, stems)
         and all(p.isalpha() for p in w.split("-") if p)
-        and any(not _known_word(p, known) for p in w.split("-") if p)
+        and any(not _known_word(p, known, stems) for p in w.split("-") if p)
     ]
     if extra:
         return [f"says more than the facts ({', '.join(extra[:4])})"]

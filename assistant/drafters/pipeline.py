@@ -178,17 +178,19 @@ def check_sentences(
     sentence_check: SentenceCheck | None = None,
     policy: Policy = "drop",
     min_sentences: int = 1,
+    sentence_words: int = SENTENCE_MIN_WORDS,
 ) -> Draft:
     """Check a draft sentence by sentence (steps 2 to 4 above); no generation, no log.
 
     The evidence's ``max_sentences`` keeps the first that many passing sentences; its
-    ``min_words`` and ``max_words`` bound the whole text that is shown.
+    ``min_words`` and ``max_words`` bound the whole text that is shown;
+    ``sentence_words`` is the fewest words of one sentence.
     """
     cut = cut_to_sentence(" ".join(raw.split()))
     sentences = split_sentences(cut) if cut and cut[-1:] in ".!?\"')]`" else []
     if not sentences:
         return Draft(None, "the model wrote no complete sentence", raw)
-    one = replace(evidence, min_words=SENTENCE_MIN_WORDS, max_sentences=1)
+    one = replace(evidence, min_words=sentence_words, max_sentences=1)
     kept: list[str] = []
     dropped: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -232,6 +234,7 @@ def checked_draft(
     sentence_check: SentenceCheck | None = None,
     policy: Policy = "drop",
     min_sentences: int = 1,
+    sentence_words: int = SENTENCE_MIN_WORDS,
 ) -> Draft:
     """Draft with the model, check sentence by sentence, log the outcome.
 
@@ -243,6 +246,8 @@ def checked_draft(
     :param policy: ``drop`` failing sentences and show the rest, or ``withhold`` the
         draft when any fails.
     :param min_sentences: the fewest passing sentences that make a draft worth showing.
+    :param sentence_words: the fewest words of one sentence (a documentation's
+        "Defaults to 3." is a whole one).
     """
     if backend is None:
         return Draft(None, "no model")
@@ -258,7 +263,8 @@ def checked_draft(
         _record(backend, draft)
         return draft
     draft = replace(
-        check_sentences(raw, evidence, sentence_check, policy, min_sentences), stats=stats
+        check_sentences(raw, evidence, sentence_check, policy, min_sentences, sentence_words),
+        stats=stats,
     )
     _record(backend, draft)
     return draft

@@ -645,34 +645,61 @@ def evaluate(expr: str, names: Callable[[str], str | None], depth: int = 0) -> i
     return _eval_node(tree.body, names, depth)
 
 
-def _eval_node(node: ast.expr, names: Callable[[str], str | None], depth: int) -> int | None:
-    if (
-        isinstance(node, ast.Constant)
-        and isinstance(node.value, int)
-        and not isinstance(node.value, bool)
-    ):
-        return node.value
-    if isinstance(node, ast.Name):
-        if node.id in C_LIMITS:
-            return C_LIMITS[node.id]
-        text = names(node.id)
-        return evaluate(text, names, depth + 1) if text is not None else None
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-        value = _eval_node(node.operand, names, depth)
-        return None if value is None else int(_OPS[type(node.op)](value))
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        left = _eval_node(node.left, names, depth)
-        right = _eval_node(node.right, names, depth)
-        if (
-            left is None
-            or right is None
-            or (isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0)
-        ):
-            return None
-        if isinstance(node.op, ast.LShift) and not 0 <= right < 128:
-            return None
-        return int(_OPS[type(node.op)](left, right))
-    return None
+#: Looks a macro or constant up: its C text, or None (see :func:`evaluate`).
+Names = Callable[[str], str | None]
+
+
+def _eval_constant(node: ast.expr, names: Names, depth: int) -> int | None:
+    assert isinstance(node, ast.Constant)
+    value = node.value
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _eval_name(node: ast.expr, names: Names, depth: int) -> int | None:
+    assert isinstance(node, ast.Name)
+    if node.id in C_LIMITS:
+        return C_LIMITS[node.id]
+    text = names(node.id)
+    return evaluate(text, names, depth + 1) if text is not None else None
+
+
+def _eval_unary(node: ast.expr, names: Names, depth: int) -> int | None:
+    assert isinstance(node, ast.UnaryOp)
+    op = _OPS.get(type(node.op))
+    value = _eval_node(node.operand, names, depth) if op is not None else None
+    return None if op is None or value is None else int(op(value))
+
+
+def _eval_binary(node: ast.expr, names: Names, depth: int) -> int | None:
+    # None where C would be undefined or the value absurd: a division by zero, a shift
+    # by a negative count or by 128 bits or more.
+    assert isinstance(node, ast.BinOp)
+    op = _OPS.get(type(node.op))
+    if op is None:
+        return None
+    left = _eval_node(node.left, names, depth)
+    right = _eval_node(node.right, names, depth)
+    if left is None or right is None:
+        return None
+    if isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0:
+        return None
+    if isinstance(node.op, ast.LShift) and not 0 <= right < 128:
+        return None
+    return int(op(left, right))
+
+
+#: How each kind of expression node is evaluated; any other kind is not a constant.
+_EVAL: dict[type[ast.expr], Callable[[ast.expr, Names, int], int | None]] = {
+    ast.Constant: _eval_constant,
+    ast.Name: _eval_name,
+    ast.UnaryOp: _eval_unary,
+    ast.BinOp: _eval_binary,
+}
+
+
+def _eval_node(node: ast.expr, names: Names, depth: int) -> int | None:
+    evaluate_node = _EVAL.get(type(node))
+    return evaluate_node(node, names, depth) if evaluate_node is not None else None
 
 
 def bound(value: str, names: Callable[[str], str | None]) -> int | None:

@@ -154,7 +154,8 @@ def _gbnf_literal(text: str) -> str:
 def prose_gbnf(names: list[str], sentences: int = 2) -> str:
     """Return a grammar for plain prose whose only names are ``names``.
 
-    Words are letters (with hyphens: ``use-after-free``); anything with a digit, an
+    Words are letters (with hyphens: ``use-after-free``), alone or a few in parentheses
+    (``(RFC 4429)``); anything with a digit, an
     underscore, a slash or a dot (a symbol, a file, a number, a version) can only be
     one of ``names``, written as given. The answer is one to ``sentences`` sentences,
     each ending with a full stop, so it cannot invent a name nor stop mid-sentence
@@ -169,7 +170,7 @@ def prose_gbnf(names: list[str], sentences: int = 2) -> str:
         f"root ::= sentence{more}",
         'sentence ::= word (sep word)* "."',
         'sep ::= " " | ", " | "; "',
-        'word ::= plain | "(" inner ")" | inner',
+        'word ::= plain | "(" inner (" " inner)* ")" | inner',
         "inner ::= plain | name" if alternatives else "inner ::= plain",
         'plain ::= [A-Za-z]+ ("-" [A-Za-z]+)* ("\'s")?',
     ]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.drafters.markdown import md_inline
 from assistant.rootcause.assess import Assessment, ObjectStacks, assess
-from assistant.rootcause.code import CodeBytes, CodeError, decode
+from assistant.rootcause.code import CodeBytes, CodeError, Instruction, MemOperand, decode
 from assistant.rootcause.fault import FaultAnalysis, relate
 from assistant.rootcause.registers import Registers, fault_address
 from assistant.triage.model import Crash
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import drgn
 
     from probes.drgn import Target
-    from probes.drgn.explain import FaultFrame, SourcePlace
+    from probes.drgn.explain import FaultFrame, SourcePlace, Variable
 
 EXPLAIN_SCHEMA = "kassist.explain/1"
 #: Register values worth identifying: kernel addresses (the upper half).
@@ -159,6 +159,96 @@ def _writer_before(analysis: FaultAnalysis, register: str) -> int | None:
     return None
 
 
+def _first_pointer(variables: Sequence[Variable]) -> tuple[Variable, str] | None:
+    # The first variable of pointer type and that type, qualifiers dropped.
+    for v in variables:
+        ptype = _pointer(v.type)
+        if ptype:
+            return v, ptype
+    return None
+
+
+def _named_by_register(
+    prog: drgn.Program, regs: dict[str, int], base: str, disp: int
+) -> MemberFinding | None:
+    # The base register is a pointer variable's DWARF location at the PC.
+    from probes.drgn.explain import register_variables
+
+    held = _first_pointer(register_variables(prog, regs, base))
+    if held is None:
+        return None
+    v, ptype = held
+    how = f"{base} holds {v.name} ({v.type}), its DWARF location at the PC"
+    return _pointer_member(prog, ptype, disp, v.name, how, v.value)
+
+
+def _base_load(
+    analysis: FaultAnalysis, regs: dict[str, int], base: str
+) -> tuple[Instruction, MemOperand] | str:
+    # The decoded load that set the base register, and its memory operand, whose own
+    # base register still holds its value at the fault; or the line that says why not.
+    assert analysis.decoded is not None
+    at = _writer_before(analysis, base)
+    if at is None:
+        return f"no variable is in {base} at the PC, and no decoded instruction sets it"
+    load = analysis.decoded.before[at]
+    src = load.memory
+    if not load.loads or src is None or src.base is None or src.index is not None:
+        return f"{base} was set by `{load.text}`, not a load DWARF can name"
+    between = analysis.decoded.before[at + 1 :]
+    if any(src.base in i.writes for i in between) or src.base not in regs:
+        return f"{src.base} changed after `{load.text}`: its value then is not known"
+    return load, src
+
+
+def _named_by_slot(
+    prog: drgn.Program,
+    trace: drgn.StackTrace,
+    frame: FaultFrame,
+    load: Instruction,
+    src: MemOperand,
+    mem: MemOperand,
+) -> MemberFinding | None:
+    # The base register was loaded from a pointer local's stack slot.
+    from probes.drgn.explain import local_at
+
+    assert src.base is not None
+    slot = (frame.registers[src.base] + src.disp) & ((1 << 64) - 1)
+    local = local_at(trace, frame.index, slot)
+    ptype = _pointer(local.type) if local is not None else None
+    if local is None or ptype is None:
+        return None
+    how = f"`{load.text}` loaded {mem.base} from the stack slot of {local.name}"
+    return _pointer_member(prog, ptype, mem.disp, local.name, how, local.value)
+
+
+def _named_by_member(
+    prog: drgn.Program,
+    regs: dict[str, int],
+    load: Instruction,
+    src: MemOperand,
+    mem: MemOperand,
+) -> MemberFinding | None:
+    # The base register was loaded from a pointer member of the struct a register
+    # variable points to (``conn->item``).
+    from probes.drgn.explain import pointee_type, register_variables
+
+    assert src.base is not None
+    outer = _first_pointer(register_variables(prog, regs, src.base))
+    if outer is None:
+        return None
+    v, vtype = outer
+    member = _pointer_member(prog, vtype, src.disp, v.name, "", v.value).member
+    if not member or "." in member:
+        return None
+    inner = pointee_type(prog, vtype, member)
+    inner = _pointer(inner) if inner else None
+    if inner is None:
+        return None
+    how = f"`{load.text}` loaded {mem.base} = {v.name}->{member}; {src.base} holds {v.name}"
+    return _pointer_member(prog, inner, mem.disp, f"{v.name}->{member}", how, v.value)
+
+
 def name_access(
     prog: drgn.Program, trace: drgn.StackTrace, frame: FaultFrame, analysis: FaultAnalysis
 ) -> tuple[MemberFinding | None, str | None]:
@@ -170,48 +260,23 @@ def name_access(
 
     :return: the finding, or ``None`` and the line that says why not.
     """
-    from probes.drgn.explain import local_at, pointee_type, register_variables
-
     insn = analysis.instruction
     mem = insn.memory if insn else None
     if mem is None or mem.base is None or mem.base == "RIP" or mem.index is not None:
         return None, "the faulting instruction has no plain base-register operand to name"
     regs = frame.registers
-    held = [v for v in register_variables(prog, regs, mem.base) if _pointer(v.type)]
-    if held:
-        v = held[0]
-        how = f"{mem.base} holds {v.name} ({v.type}), its DWARF location at the PC"
-        return _pointer_member(
-            prog, _pointer(v.type) or v.type, mem.disp, v.name, how, v.value
-        ), None
-    assert analysis.decoded is not None
-    at = _writer_before(analysis, mem.base)
-    if at is None:
-        return None, f"no variable is in {mem.base} at the PC, and no decoded instruction sets it"
-    load = analysis.decoded.before[at]
-    src = load.memory
-    between = analysis.decoded.before[at + 1 :]
-    if not load.loads or src is None or src.base is None or src.index is not None:
-        return None, f"{mem.base} was set by `{load.text}`, not a load DWARF can name"
-    if any(src.base in i.writes for i in between) or src.base not in regs:
-        return None, f"{src.base} changed after `{load.text}`: its value then is not known"
-    slot = (regs[src.base] + src.disp) & ((1 << 64) - 1)
-    local = local_at(trace, frame.index, slot)
-    if local is not None and _pointer(local.type):
-        how = f"`{load.text}` loaded {mem.base} from the stack slot of {local.name}"
-        ptype = _pointer(local.type) or local.type
-        return _pointer_member(prog, ptype, mem.disp, local.name, how, local.value), None
-    outer = [v for v in register_variables(prog, regs, src.base) if _pointer(v.type)]
-    if outer:
-        v = outer[0]
-        vtype = _pointer(v.type) or v.type
-        member = _pointer_member(prog, vtype, src.disp, v.name, "", v.value).member
-        inner = pointee_type(prog, vtype, member.split(".")[0]) if member else None
-        inner = _pointer(inner) if inner else None
-        if member and inner and "." not in member:
-            how = f"`{load.text}` loaded {mem.base} = {v.name}->{member}; {src.base} holds {v.name}"
-            finding = _pointer_member(prog, inner, mem.disp, f"{v.name}->{member}", how, v.value)
-            return finding, None
+    found = _named_by_register(prog, regs, mem.base, mem.disp)
+    if found is not None:
+        return found, None
+    loaded = _base_load(analysis, regs, mem.base)
+    if isinstance(loaded, str):
+        return None, loaded
+    load, src = loaded
+    found = _named_by_slot(prog, trace, frame, load, src, mem) or _named_by_member(
+        prog, regs, load, src, mem
+    )
+    if found is not None:
+        return found, None
     return None, f"{mem.base} was loaded by `{load.text}` from memory no variable names"
 
 
@@ -393,6 +458,124 @@ def _source_line(path: str, line: int) -> str | None:
     return lines[line - 1] if 0 < line <= len(lines) else None
 
 
+def _decode_at(
+    prog: drgn.Program, frame: FaultFrame, interrupted: bool, analysis: FaultAnalysis
+) -> None:
+    # Decode the faulting instruction from the dump's memory into the analysis, or say
+    # in its notes why there is none.
+    from probes.drgn.explain import code_at
+
+    if not interrupted:
+        analysis.notes.append(
+            f"no faulting instruction: {frame.function} called the panic itself (no exception "
+            "frame), so there is no instruction to decode"
+        )
+        return
+    code = code_at(prog, frame.pc)
+    if code is None:
+        analysis.notes.append(f"the code at 0x{frame.pc:x} is not in the dump: not decoded")
+        return
+    data, marker = code
+    try:
+        analysis.decoded = decode(CodeBytes("x86_64", data, marker, 1))
+        relate(analysis)
+    except CodeError as exc:
+        analysis.notes.append(f"the dump's code bytes at the PC: {exc}")
+
+
+def _fault_facts(analysis: FaultAnalysis, frame: FaultFrame, stalled: bool) -> list[Fact]:
+    # The faulting instruction, the address it used, how the log's fault address relates
+    # to it, and what each register holds.
+    facts = []
+    insn = analysis.instruction
+    if insn is not None:
+        what = "interrupted" if stalled else "faulting"
+        where = f"{frame.function}+0x{frame.offset or 0:x}"
+        facts.append(Fact(f"{what} instruction at {where}: `{insn.text}`", "dump memory"))
+    if analysis.expression and analysis.address is not None:
+        kind = analysis.address_kind
+        meaning = f" ({kind.meaning})" if kind else ""
+        text = f"address {analysis.expression} = 0x{analysis.address:x}{meaning}"
+        facts.append(Fact(text, "dump registers"))
+    if analysis.relation:
+        facts.append(Fact(analysis.relation, "log + dump registers"))
+    for note in analysis.registers:
+        name = f" ({note.kind.name})" if note.kind.name else ""
+        text = f"{note.register} = 0x{note.value:x}: {note.kind.meaning}{name}"
+        facts.append(Fact(text, "dump registers"))
+    return facts
+
+
+def _object_pointers(
+    member: MemberFinding | None, analysis: FaultAnalysis, regs: dict[str, int]
+) -> list[int]:
+    # The object whose state matters: the variable the access starts from, then the fault
+    # address, the base register, the other registers (kernel addresses, each once).
+    pointers = []
+    if member is not None and member.variable_value is not None:
+        pointers.append(member.variable_value)
+    insn = analysis.instruction
+    mem = insn.memory if insn else None
+    if mem is not None and mem.base in regs:
+        pointers.append(regs[mem.base])
+    pointers += [regs[r] for r in regs if r not in ("RIP",)]
+    if analysis.fault is not None:
+        pointers.insert(1 if member else 0, analysis.fault.address)
+    return [p for p in dict.fromkeys(pointers) if p >= _KERNEL_HALF]
+
+
+def _stack_facts(object_stacks: dict[str, dict[str, Any]]) -> list[Fact]:
+    # Who allocated and who freed the object (slub_debug's tracks).
+    facts = []
+    for name, stack in object_stacks.items():
+        what = "allocated" if name == "alloc" else "freed"
+        frames = " < ".join(stack["frames"][:6])
+        text = f"{what} by pid {stack['pid']} on cpu {stack['cpu']}: {frames}"
+        facts.append(Fact(text, "slub_debug"))
+    return facts
+
+
+def _trace_fact(ta: dict[str, Any]) -> Fact | None:
+    # How far the log's trace and drgn's agree (see :func:`trace_agreement`).
+    if not ta["log_frames"]:
+        return None
+    compared = min(len(ta["log_frames"]), len(ta["drgn_frames"]))
+    text = f"log and drgn traces agree on {ta['agreeing_frames']} of {compared} frames"
+    if not ta["agree"]:
+        text += " from the outermost (then the log has {} where drgn has {})".format(
+            *ta["first_difference"]
+        )
+    return Fact(text, "log + drgn unwinder")
+
+
+def _add_member(
+    out: Explanation,
+    prog: drgn.Program,
+    trace: drgn.StackTrace,
+    frame: FaultFrame,
+    analysis: FaultAnalysis,
+) -> None:
+    # Name the faulting access in C (a fact), or say why not (a note).
+    if analysis.instruction is None:
+        return
+    out.member, why = name_access(prog, trace, frame, analysis)
+    if out.member is not None:
+        m = out.member
+        out.facts.append(Fact(f"{m.pointer}: {m.text()} ({m.how})", "DWARF"))
+    elif why:
+        out.notes.append(why)
+
+
+def _add_identities(out: Explanation, prog: drgn.Program, frame: FaultFrame) -> None:
+    # What each register and the fault address are.
+    fault = out.fault.fault if out.fault else None
+    out.identities = _identities(prog, frame.registers, fault.address if fault else None)
+    for ident in out.identities:
+        if ident["description"]:
+            text = f"{ident['what']} {ident['address']}: {ident['description']}"
+            out.facts.append(Fact(text, "identify_address"))
+
+
 def explain_target(target: Target, crash: Crash | None, log_report: str | None) -> Explanation:
     """Explain the crash in an opened dump.
 
@@ -400,7 +583,7 @@ def explain_target(target: Target, crash: Crash | None, log_report: str | None) 
     :param crash: the crash triage found in the dump's printk buffer, if any.
     :param log_report: that crash's report text (its fault address, its Code: line).
     """
-    from probes.drgn.explain import code_at, fault_frame
+    from probes.drgn.explain import fault_frame
 
     prog = target.prog
     out = Explanation(source=target.source, verdict="", title=crash.title if crash else None)
@@ -412,118 +595,28 @@ def explain_target(target: Target, crash: Crash | None, log_report: str | None) 
         return out
     trace, frame = found
     out.function = frame.function
-    interrupted = trace[frame.index].interrupted
     place = frame.chain[0] if frame.chain else None
     if place and place.file:
         out.location = f"{place.file}:{place.line}"
     out.chain = chain_text(frame.chain)
     regs = Registers("x86_64", {k: v for k, v in frame.registers.items() if k != "RIP"}, frame.pc)
-    fault = fault_address(log_report or "", regs)
-    analysis = FaultAnalysis(arch="x86_64", regs=regs, fault=fault)
-    code = code_at(prog, frame.pc) if interrupted else None
-    if not interrupted:
-        analysis.notes.append(
-            f"no faulting instruction: {frame.function} called the panic itself (no exception "
-            "frame), so there is no instruction to decode"
-        )
-    elif code is None:
-        analysis.notes.append(f"the code at 0x{frame.pc:x} is not in the dump: not decoded")
-    else:
-        data, marker = code
-        try:
-            analysis.decoded = decode(CodeBytes("x86_64", data, marker, 1))
-            relate(analysis)
-        except CodeError as exc:
-            analysis.notes.append(f"the dump's code bytes at the PC: {exc}")
+    analysis = FaultAnalysis(arch="x86_64", regs=regs, fault=fault_address(log_report or "", regs))
+    _decode_at(prog, frame, trace[frame.index].interrupted, analysis)
     out.fault = analysis
-    insn = analysis.instruction
     stalled = crash is not None and crash.crash_facts().family in _STALLS
-    if insn is not None:
-        out.facts.append(
-            Fact(
-                f"{'interrupted' if stalled else 'faulting'} instruction at "
-                f"{frame.function}+0x{frame.offset or 0:x}: `{insn.text}`",
-                "dump memory",
-            )
-        )
-    if analysis.expression and analysis.address is not None:
-        kind = analysis.address_kind
-        out.facts.append(
-            Fact(
-                f"address {analysis.expression} = 0x{analysis.address:x}"
-                + (f" ({kind.meaning})" if kind else ""),
-                "dump registers",
-            )
-        )
-    if analysis.relation:
-        out.facts.append(Fact(analysis.relation, "log + dump registers"))
-    for note in analysis.registers:
-        out.facts.append(
-            Fact(
-                f"{note.register} = 0x{note.value:x}: {note.kind.meaning}"
-                + (f" ({note.kind.name})" if note.kind.name else ""),
-                "dump registers",
-            )
-        )
-    if insn is not None:
-        out.member, why = name_access(prog, trace, frame, analysis)
-        if out.member is not None:
-            out.facts.append(
-                Fact(f"{out.member.pointer}: {out.member.text()} ({out.member.how})", "DWARF")
-            )
-        elif why:
-            out.notes.append(why)
-    out.identities = _identities(prog, frame.registers, fault.address if fault else None)
-    for ident in out.identities:
-        if ident["description"]:
-            out.facts.append(
-                Fact(
-                    f"{ident['what']} {ident['address']}: {ident['description']}",
-                    "identify_address",
-                )
-            )
-    # The object whose state matters: the variable the access starts from, then the fault
-    # address, the base register, the other registers.
-    pointers = []
-    if out.member is not None and out.member.variable_value is not None:
-        pointers.append(out.member.variable_value)
-    mem = insn.memory if insn else None
-    if mem is not None and mem.base in frame.registers:
-        pointers.append(frame.registers[mem.base])
-    pointers += [frame.registers[r] for r in frame.registers if r not in ("RIP",)]
-    if fault is not None:
-        pointers.insert(1 if out.member else 0, fault.address)
-    pointers = [p for p in dict.fromkeys(pointers) if p >= _KERNEL_HALF]
+    out.facts += _fault_facts(analysis, frame, stalled)
+    _add_member(out, prog, trace, frame, analysis)
+    _add_identities(out, prog, frame)
+    pointers = _object_pointers(out.member, analysis, frame.registers)
     out.object_stacks, obj, obj_line = _object_stacks(prog, pointers)
     if obj_line:
         out.facts.append(Fact(obj_line, "slab (drgn)"))
-    for name, stack in out.object_stacks.items():
-        what = "allocated" if name == "alloc" else "freed"
-        out.facts.append(
-            Fact(
-                f"{what} by pid {stack['pid']} on cpu {stack['cpu']}: "
-                + " < ".join(stack["frames"][:6]),
-                "slub_debug",
-            )
-        )
+    out.facts += _stack_facts(out.object_stacks)
     out.trace_agreement = trace_agreement(crash, trace, frame.index)
-    ta = out.trace_agreement
-    if ta["log_frames"]:
-        out.facts.append(
-            Fact(
-                f"log and drgn traces agree on {ta['agreeing_frames']} of "
-                f"{min(len(ta['log_frames']), len(ta['drgn_frames']))} frames"
-                + (
-                    ""
-                    if ta["agree"]
-                    else " from the outermost (then the log has {} where drgn has {})".format(
-                        *ta["first_difference"]
-                    )
-                ),
-                "log + drgn unwinder",
-            )
-        )
-    out.notes += ta["unreliable"]
+    trace_fact = _trace_fact(out.trace_agreement)
+    if trace_fact is not None:
+        out.facts.append(trace_fact)
+    out.notes += out.trace_agreement["unreliable"]
     if crash is not None:
         out.assessment = assess(crash, analysis, None, obj, _source_line)
     out.verdict = _verdict(crash, out.member, obj_line, analysis)

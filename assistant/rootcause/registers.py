@@ -15,6 +15,7 @@ non-canonical address, a user-space address.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -325,6 +326,77 @@ def canonical(value: int, arch: Arch) -> bool:
     return top in (0, 0xFF)
 
 
+def _null(value: int, arch: Arch) -> ValueKind | None:
+    return ValueKind("null", "NULL", "a NULL pointer") if value == 0 else None
+
+
+def _poison_pointer(value: int, arch: Arch) -> ValueKind | None:
+    if value not in POISON_POINTERS:
+        return None
+    name, meaning = POISON_POINTERS[value]
+    return ValueKind("poison", name, meaning)
+
+
+def _near_null(value: int, arch: Arch) -> ValueKind | None:
+    if value >= NULL_PAGE:
+        return None
+    return ValueKind("near-null", None, f"NULL plus 0x{value:x}: a member of a NULL pointer")
+
+
+def _poison_word(value: int, arch: Arch) -> ValueKind | None:
+    for word, where in ((value, ""), (value >> 32, " in the upper half")):
+        if word in POISON_WORDS:
+            name, meaning = POISON_WORDS[word]
+            return ValueKind("poison", name, meaning + where)
+    return None
+
+
+def _poison_bytes(value: int, arch: Arch) -> ValueKind | None:
+    byte_poison = _byte_poison(value)
+    if byte_poison is None:
+        return None
+    _, name, meaning = byte_poison
+    return ValueKind("poison", name, meaning)
+
+
+def _kasan_shadow(value: int, arch: Arch) -> ValueKind | None:
+    if arch != "x86_64" or not 0 <= value - KASAN_SHADOW_OFFSET < 1 << 44:
+        return None
+    if canonical(value, arch):
+        return None
+    shadowed = (value - KASAN_SHADOW_OFFSET) << 3
+    null = " (a NULL pointer plus an offset)" if shadowed < NULL_PAGE else ""
+    return ValueKind("kasan-shadow", None, f"KASAN's shadow of address 0x{shadowed:x}{null}")
+
+
+def _poison_delta(value: int, arch: Arch) -> ValueKind | None:
+    if not 0 <= value - POISON_POINTER_DELTA < 0x10000:
+        return None
+    meaning = f"POISON_POINTER_DELTA plus 0x{value - POISON_POINTER_DELTA:x}"
+    return ValueKind("poison", None, meaning)
+
+
+def _address(value: int, arch: Arch) -> ValueKind:
+    if not canonical(value, arch):
+        return ValueKind("non-canonical", None, "a non-canonical address: no memory is there")
+    if value >> 63 == 0:
+        return ValueKind("user", None, "a user-space address")
+    return ValueKind("kernel", None, "a kernel address")
+
+
+#: What a value may be, tried in this order (the first that says something wins);
+#: :func:`_address` names what is left.
+_KINDS: tuple[Callable[[int, Arch], ValueKind | None], ...] = (
+    _null,
+    _poison_pointer,
+    _near_null,
+    _poison_word,
+    _poison_bytes,
+    _kasan_shadow,
+    _poison_delta,
+)
+
+
 def classify(value: int, arch: Arch) -> ValueKind:
     """Say what a register value or an address is.
 
@@ -334,39 +406,8 @@ def classify(value: int, arch: Arch) -> ValueKind:
     'POISON_FREE'
     """
     value &= MASK64
-    if value == 0:
-        return ValueKind("null", "NULL", "a NULL pointer")
-    if value in POISON_POINTERS:
-        name, meaning = POISON_POINTERS[value]
-        return ValueKind("poison", name, meaning)
-    if value < NULL_PAGE:
-        return ValueKind("near-null", None, f"NULL plus 0x{value:x}: a member of a NULL pointer")
-    for word, where in ((value, ""), (value >> 32, " in the upper half")):
-        if word in POISON_WORDS:
-            name, meaning = POISON_WORDS[word]
-            return ValueKind("poison", name, meaning + where)
-    byte_poison = _byte_poison(value)
-    if byte_poison is not None:
-        _, name, meaning = byte_poison
-        return ValueKind("poison", name, meaning)
-    if (
-        arch == "x86_64"
-        and 0 <= value - KASAN_SHADOW_OFFSET < 1 << 44
-        and not canonical(value, arch)
-    ):
-        shadowed = (value - KASAN_SHADOW_OFFSET) << 3
-        return ValueKind(
-            "kasan-shadow",
-            None,
-            f"KASAN's shadow of address 0x{shadowed:x}"
-            + (" (a NULL pointer plus an offset)" if shadowed < NULL_PAGE else ""),
-        )
-    if 0 <= value - POISON_POINTER_DELTA < 0x10000:
-        return ValueKind(
-            "poison", None, f"POISON_POINTER_DELTA plus 0x{value - POISON_POINTER_DELTA:x}"
-        )
-    if not canonical(value, arch):
-        return ValueKind("non-canonical", None, "a non-canonical address: no memory is there")
-    if value >> 63 == 0:
-        return ValueKind("user", None, "a user-space address")
-    return ValueKind("kernel", None, "a kernel address")
+    for kind in _KINDS:
+        found = kind(value, arch)
+        if found is not None:
+            return found
+    return _address(value, arch)

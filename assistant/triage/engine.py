@@ -163,6 +163,10 @@ class TriageEngine:
     :param retain: keep the crashes handed out, for :meth:`finish` (a whole-file run);
         ``False`` for an endless stream.
     :param quiet_seconds: how long without a line closes the open reports in :meth:`poll`.
+    :param open_quiet_seconds: how long without a line closes, in :meth:`poll`, a report
+        whose end the kernel has not printed yet (no ``---[ end trace`` or ``=====`` rule);
+        ``None``: ``quiet_seconds``. A sender whose lines come seconds apart (a network
+        host) gets a longer one, so that its report is not cut in two.
     """
 
     def __init__(
@@ -171,10 +175,12 @@ class TriageEngine:
         parallel: bool = False,
         retain: bool = True,
         quiet_seconds: float = QUIET_SECONDS,
+        open_quiet_seconds: float | None = None,
     ) -> None:
         self.source = source
         self.retain = retain
         self.quiet_seconds = quiet_seconds
+        self.open_quiet_seconds = open_quiet_seconds or quiet_seconds
         self._prefilter = Prefilter(parallel)
         self.lines = 0  # lines seen so far
         self._tail: list[str] = []  # last PREFIX_LINES lines before the current block
@@ -248,15 +254,20 @@ class TriageEngine:
             out += self.feed_block("\n".join(batch))
         return out
 
-    def poll(self, now: float) -> list[Crash]:
-        """Close the open reports if no line came for ``quiet_seconds``; return their crashes.
+    def poll(self, now: float, fallback: bool = True) -> list[Crash]:
+        """Close the open reports whose end marker came and no line for ``quiet_seconds``,
+        and (with ``fallback``) the others after ``open_quiet_seconds`` without a line;
+        return their crashes.
 
         :param now: the time, on the clock of the ``now`` given to :meth:`feed_line`.
+        :param fallback: ``False`` while the input is behind (its lines wait to be read:
+            no line fed is no quiet of the sender).
         """
         last = self._last_time
         if self._windows and last is not None and now - last >= self.quiet_seconds:
             for w in list(self._windows):
-                self._close(w)
+                if w.end_mark is not None or (fallback and now - last >= self.open_quiet_seconds):
+                    self._close(w)
         return self._take()
 
     def flush(self) -> list[Crash]:

@@ -91,8 +91,28 @@ STORM_SPECIAL: tuple[str, ...] = (
 _STORM_SPECIAL_RE = re.compile("|".join(re.escape(n) for n in STORM_SPECIAL))
 
 
+#: Longest text :func:`has_anchor` hands to the automaton (which lists every match: a
+#: longer block is scanned needle by needle, stopping at the first one found).
+AUTOMATON_CHARS = 4096
+
+
+@lru_cache(maxsize=1)
+def _anchor_automaton() -> Any:
+    # One pass over a line instead of one substring scan per anchor (a network host's
+    # lines come one at a time); None without ahocorasick-rs.
+    try:
+        import ahocorasick_rs
+    except ImportError:
+        return None
+    return ahocorasick_rs.AhoCorasick(list(ANCHORS))
+
+
 def has_anchor(block: str) -> bool:
     """Tell whether ``block`` holds any anchor (a block without one is only counted)."""
+    if len(block) <= AUTOMATON_CHARS:
+        found = _anchor_automaton()
+        if found is not None:
+            return bool(found.find_matches_as_indexes(block))
     return any(n in block for n in ANCHORS)
 
 

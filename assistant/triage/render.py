@@ -184,8 +184,9 @@ def crashes_markdown(rows: list[StoredCrash], limit: int = 20) -> str:
 def _hit_head(h: Hit) -> str:
     crashed = crash_time_text(CrashTime(uptime=h.uptime, wall=h.crashed_at))
     flag = " (corrupted)" if h.corrupted else ""
+    sender = f" from {printable(h.sender)}" if h.sender else ""
     return (
-        f"--- crashed {crashed} · stored {when(h.seen)} · {printable(h.host)}"
+        f"--- crashed {crashed} · stored {when(h.seen)} · {printable(h.host)}{sender}"
         f" {printable(h.release or '?')} {printable(h.source)}{flag}"
     )
 

@@ -15,7 +15,12 @@ kassist links signatures, never merges them, and shows why:
   average linkage and cut at :data:`CUT` (FAF's 0.3);
 - **the same allocation and free stacks** (KASAN, KFENCE: ``Allocated by task`` /
   ``Freed by task``, their first :data:`STACK_DEPTH` frames);
-- **the same guilty source file** (symbolised reports), unless it is generic code.
+- **the same guilty source file** (symbolised reports), unless it is generic code;
+- **the same kind of bug at the same access site**: the same crash type (KASAN
+  use-after-free read, WARNING...) in the same guilty function (not boilerplate, and not
+  in two different guilty files): syzbot's own notion of one bug, and Mu et al.'s
+  observation that duplicates share the access site. It also compares a report that
+  printed no call trace beyond its guilty frame, which the stacks cannot.
 
 :func:`link` tells whether two crashes are probably one bug and why (an :class:`Evidence`);
 :func:`clusters` groups many. Pure: no store, no I/O.
@@ -143,17 +148,20 @@ class Features:
     :param alloc: the allocation stack's first frames (KASAN, KFENCE), or empty.
     :param free: the free stack's first frames, or empty.
     :param guilty_file: the guilty source file of a symbolised report.
+    :param kind: the crash's type (``KASAN-USE-AFTER-FREE-READ``...), or ``None``.
     """
 
     frames: tuple[str, ...] = ()
     alloc: tuple[str, ...] = ()
     free: tuple[str, ...] = ()
     guilty_file: str | None = None
+    kind: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return them as JSON-ready data."""
         return {"frames": list(self.frames), "alloc": list(self.alloc),
-                "free": list(self.free), "guilty_file": self.guilty_file}  # fmt: skip
+                "free": list(self.free), "guilty_file": self.guilty_file,
+                "kind": self.kind}  # fmt: skip
 
     @classmethod
     def from_dict(cls, doc: Any) -> Features:
@@ -165,9 +173,10 @@ class Features:
             value = doc.get(key)
             return tuple(str(x) for x in value) if isinstance(value, list) else ()
 
-        gf = doc.get("guilty_file")
+        gf, kind = doc.get("guilty_file"), doc.get("kind")
         return cls(names("frames"), names("alloc"), names("free"),
-                   gf if isinstance(gf, str) else None)  # fmt: skip
+                   gf if isinstance(gf, str) else None,
+                   kind if isinstance(kind, str) else None)  # fmt: skip
 
 
 def features(crash: Crash) -> Features:
@@ -180,6 +189,7 @@ def features(crash: Crash) -> Features:
         alloc=tuple(function_name(n) for n in alloc[:STACK_DEPTH]),
         free=tuple(function_name(n) for n in free[:STACK_DEPTH]),
         guilty_file=crash.guilty_file,
+        kind=crash.type or None,
     )
 
 
@@ -190,11 +200,13 @@ class Evidence:
     :param distance: the call stacks' distance (``None``: too short to compare).
     :param same_alloc_free: the allocation (and free) stacks are equal.
     :param same_file: the guilty source file they share.
+    :param same_site: the guilty function where both are the same kind of bug.
     """
 
     distance: float | None = None
     same_alloc_free: bool = False
     same_file: str | None = None
+    same_site: str | None = None
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -225,14 +237,31 @@ def link(a: Features, b: Features, cut: float = CUT) -> Evidence:
     ):
         ev.same_file = a.guilty_file
         ev.reasons.append(f"same guilty file {a.guilty_file}")
+    site = _same_site(a, b)
+    if site is not None:
+        ev.same_site = site
+        ev.reasons.append(f"same kind of bug ({a.kind}) in {site}")
     return ev
+
+
+def _same_site(a: Features, b: Features) -> str | None:
+    # The guilty function both are the same kind of bug in, if any (not boilerplate, not
+    # two functions of one name in different files).
+    if not (a.frames and b.frames and a.kind and a.kind == b.kind):
+        return None
+    site = a.frames[0]
+    if site != b.frames[0] or BOILERPLATE.search(site):
+        return None
+    if a.guilty_file and b.guilty_file and a.guilty_file != b.guilty_file:
+        return None
+    return site
 
 
 def pair_distance(a: Features, b: Features, cut: float = CUT) -> float:
     """Return the distance clustering uses: 0 where other evidence links them, else the
     call stacks' distance (1 when they cannot be compared)."""
     ev = link(a, b, cut)
-    if ev.same_alloc_free or ev.same_file:
+    if ev.same_alloc_free or ev.same_file or ev.same_site:
         return 0.0
     return ev.distance if ev.distance is not None else 1.0
 

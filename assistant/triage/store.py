@@ -96,6 +96,12 @@ SCHEMA = Schema(
                 Column("crashes", "same_as_why", "TEXT"),
             ),
         ),
+        Migration(
+            5,
+            (),
+            # The network address a receiver got the report from (beside its host's name).
+            (Column("hits", "sender", "TEXT"),),
+        ),
     ),
 )
 SCHEMA_VERSION = SCHEMA.version
@@ -157,11 +163,17 @@ class CrashStore:
         self._db.execute("COMMIT")
 
     def record(
-        self, crashes: list[Crash], source: str, host: str | None = None, now: float | None = None
+        self,
+        crashes: list[Crash],
+        source: str,
+        host: str | None = None,
+        now: float | None = None,
+        sender: str | None = None,
     ) -> int:
         """Record the crashes of one triaged input; return how many hits were new.
 
         A report already recorded for the same host and source is not counted again.
+        ``sender``: the network address they were received from (a receiver's).
         """
         host = host or socket.gethostname()
         now = time.time() if now is None else now
@@ -179,9 +191,9 @@ class CrashStore:
                     self._link(db, c.signature)
                 cur = db.execute(
                     "INSERT OR IGNORE INTO hits(signature, seen, host, release, source, corrupted,"
-                    " report, crashed_at, uptime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " report, crashed_at, uptime, sender) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (c.signature, now, host, c.kernel.release, source, int(c.corrupted),
-                     stored_report(c), c.time.wall, c.time.uptime),
+                     stored_report(c), c.time.wall, c.time.uptime, sender),
                 )  # fmt: skip
                 if cur.rowcount:
                     new += 1
@@ -260,10 +272,11 @@ class CrashStore:
             raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
         summary = self._summary(rows[0])
         hits = [
-            Hit(seen, host, release, source, bool(corrupted), report, crashed_at, uptime)
-            for seen, host, release, source, corrupted, report, crashed_at, uptime in (
+            Hit(seen, host, release, source, bool(corrupted), report, crashed_at, uptime, sender)
+            for seen, host, release, source, corrupted, report, crashed_at, uptime, sender in (
                 self._db.execute(
-                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime"
+                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime,"
+                    " sender"
                     " FROM hits WHERE signature = ? ORDER BY seen DESC, id DESC",
                     (summary.signature,),
                 )

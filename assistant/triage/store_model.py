@@ -61,6 +61,8 @@ class Hit:
     :param seen: when kassist stored it (Unix seconds).
     :param crashed_at: when the kernel crashed (Unix seconds), where the source told.
     :param uptime: the report's printk stamp: seconds since that boot, where the log had it.
+    :param sender: the network address it was received from (a receiver's host: the
+        netconsole sender, the syslog forwarder or relay, the OTLP client), else ``None``.
     """
 
     seen: float
@@ -71,6 +73,7 @@ class Hit:
     report: str
     crashed_at: float | None = None
     uptime: float | None = None
+    sender: str | None = None
 
 
 def stored_report(crash: Crash) -> str:
@@ -126,10 +129,16 @@ class Store(Protocol):
         ...
 
     def record(
-        self, crashes: list[Crash], source: str, host: str | None = None, now: float | None = None
+        self,
+        crashes: list[Crash],
+        source: str,
+        host: str | None = None,
+        now: float | None = None,
+        sender: str | None = None,
     ) -> int:
         """Record crashes; return how many hits were new (a report stored before for the
-        same host and source is not counted again)."""
+        same host and source is not counted again). ``sender``: the network address they
+        were received from, kept with each new hit."""
         ...
 
     def signatures(self) -> list[StoredCrash]:

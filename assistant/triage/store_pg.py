@@ -89,6 +89,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "ALTER TABLE crashes ADD COLUMN IF NOT EXISTS same_as_why TEXT",
         ),
     ),
+    (
+        5,
+        (
+            # The network address a receiver got the report from (beside its host's name).
+            "ALTER TABLE hits ADD COLUMN IF NOT EXISTS sender TEXT",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: Tries of a batch the server aborted as a deadlock or a serialisation failure.
@@ -184,7 +191,12 @@ class PgCrashStore:
         self.close()
 
     def record(
-        self, crashes: list[Crash], source: str, host: str | None = None, now: float | None = None
+        self,
+        crashes: list[Crash],
+        source: str,
+        host: str | None = None,
+        now: float | None = None,
+        sender: str | None = None,
     ) -> int:
         """Record crashes; return how many hits were new (see the SQLite store)."""
         host = host or socket.gethostname()
@@ -195,14 +207,16 @@ class PgCrashStore:
         retryable = _retryable()
         for attempt in range(DEADLOCK_RETRIES):
             try:
-                return self._record(ordered, source, host, now)
+                return self._record(ordered, source, host, now, sender)
             except retryable:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         return 0
 
-    def _record(self, crashes: list[Crash], source: str, host: str, now: float) -> int:
+    def _record(
+        self, crashes: list[Crash], source: str, host: str, now: float, sender: str | None
+    ) -> int:
         new = 0
         with self._db.transaction():
             for c in crashes:
@@ -219,11 +233,11 @@ class PgCrashStore:
                     self._link(c.signature, fresh[0])
                 inserted = self._db.execute(
                     "INSERT INTO hits(signature, seen, host, release, source, corrupted, report,"
-                    " report_sha, crashed_at, uptime)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " report_sha, crashed_at, uptime, sender)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (signature, host, source, report_sha) DO NOTHING RETURNING id",
                     (c.signature, now, host, c.kernel.release, source, int(c.corrupted), report,
-                     sha, c.time.wall, c.time.uptime),
+                     sha, c.time.wall, c.time.uptime, sender),
                 ).fetchone()  # fmt: skip
                 if inserted is not None:
                     new += 1
@@ -301,10 +315,11 @@ class PgCrashStore:
             raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
         hits = [
             Hit(float(seen), str(host), release, str(src), bool(corrupted), str(report),
-                crashed_at, uptime)
-            for seen, host, release, src, corrupted, report, crashed_at, uptime in (
+                crashed_at, uptime, sender)
+            for seen, host, release, src, corrupted, report, crashed_at, uptime, sender in (
                 self._db.execute(
-                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime"
+                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime,"
+                    " sender"
                     " FROM hits WHERE signature = %s ORDER BY seen DESC, id DESC",
                     (rows[0].signature,),
                 )
@@ -344,11 +359,11 @@ class PgCrashStore:
                 sha = hashlib.sha256(report.encode("utf-8")).hexdigest()
                 row = self._db.execute(
                     "INSERT INTO hits(signature, seen, host, release, source, corrupted, report,"
-                    " report_sha, crashed_at, uptime)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " report_sha, crashed_at, uptime, sender)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (signature, host, source, report_sha) DO NOTHING RETURNING id",
                     (summary.signature, h.seen, h.host, h.release, h.source, int(h.corrupted),
-                     report, sha, h.crashed_at, h.uptime),
+                     report, sha, h.crashed_at, h.uptime, h.sender),
                 ).fetchone()  # fmt: skip
                 if row is not None:
                     new += 1

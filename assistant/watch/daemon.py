@@ -53,6 +53,7 @@ from assistant.triage.stores import open_store, same_as_of
 from assistant.watch.background import DraftLease, Hooks, HookTargets, Outbox
 from assistant.watch.metrics import Metrics
 from assistant.watch.sources import parse_source, stream_builder
+from assistant.watch.spool import Spool
 from assistant.watch.state import boot_id, load_state, save_state
 from assistant.watch.stream import (
     NETWORK_KINDS,
@@ -97,6 +98,15 @@ MAX_PENDING = 10_000
 MAX_LANES = 8192
 #: Seconds of quiet after which a host's reports close even while others' records wait.
 LANE_PATIENCE = 10.0
+#: Seconds without a line after which a network host's report whose end the kernel has
+#: not printed (no end marker) closes anyway: the wall-clock fallback. Its lines may come
+#: seconds apart (a slow link, a thousand hosts sending in turn); the kernel's evidence
+#: closes it first: its end marker, the next report, a new boot, a record
+#: :data:`STAMP_GAP_US` later on the sender's kernel clock.
+LANE_FALLBACK = 10.0
+#: A network host's record this many microseconds after the last one on its kernel clock
+#: (printk stamps) belongs to no report still open: they close before it.
+STAMP_GAP_US = 10_000_000
 #: Seconds a stopping daemon waits for its readers' last records.
 READER_JOIN = 3.0
 #: The syslog facilities whose records feed the crash store: the kernel's (0). User space
@@ -171,6 +181,7 @@ class _Mark:
     ts_us: int | None
     realtime_us: int | None
     level: int | None = None
+    sender: str | None = None  # the network address it came from
 
 
 def _where(rec: LogRecord) -> str:
@@ -192,7 +203,11 @@ class _Stream:
         self.source = source
         self.host = host  # the host its crashes are stored under (None: this one)
         self.heard = 0.0  # when it was last fed (monotonic seconds)
-        self.engine = TriageEngine(stream, retain=False, quiet_seconds=quiet)
+        fallback = None if host is None else LANE_FALLBACK
+        self.engine = TriageEngine(
+            stream, retain=False, quiet_seconds=quiet, open_quiet_seconds=fallback
+        )
+        self.stamp: int | None = None  # the last record's printk stamp (a network host's)
         self.marks: deque[_Mark] = deque(maxlen=SEQ_MAP)
         self.last = last  # the token that resumes after the last record read
 
@@ -217,19 +232,32 @@ class _Stream:
             return self.engine.feed_lines(kernel, now)
         out: list[Crash] = []
         for rec in records:
-            token = token_of(rec)
+            # a network host's: the spool position to read its message again from
+            token = token_of(rec) if self.host is None else rec.spool
             if kept(rec):
+                out += self._gap(rec.ts_us)
                 where = _where(rec)
+                before = self.last if self.host is None or rec.spool is None else rec.spool
                 for line in (
                     rec.as_dmesg_lines() if self.host is not None else [rec.as_dmesg_line()]
                 ):
-                    self.marks.append(_Mark(self.engine.lines, where, self.last, rec.ts_us,
-                                            rec.realtime_us, rec.level))  # fmt: skip
+                    self.marks.append(_Mark(self.engine.lines, where, before, rec.ts_us,
+                                            rec.realtime_us, rec.level, rec.sender))  # fmt: skip
                     out += self.engine.feed_line(line, now)
             else:
                 skipped()
             self.last = token if token is not None else self.last
         return out
+
+    def _gap(self, ts_us: int | None) -> list[Crash]:
+        # A network host's record long after the last one on its kernel clock: what is
+        # open ended before it (the kernel's evidence, not the wall clock's).
+        if self.host is None or ts_us is None:
+            return []
+        last, self.stamp = self.stamp, ts_us
+        if last is not None and ts_us - last >= STAMP_GAP_US:
+            return self.engine.flush()
+        return []
 
     def named(self) -> bool:
         """Tell whether its reports are named by their records (``ts T``), so that one
@@ -242,6 +270,11 @@ class _Stream:
             if m.line == line - 1:
                 return m
         return None
+
+    def sender(self, line: int) -> str | None:
+        """Return the network address a 1-based line came from, if known."""
+        m = self.mark(line)
+        return None if m is None else m.sender
 
     def where(self, line: int) -> str:
         """Name a 1-based line of the stream by its mark, else by its number."""
@@ -282,6 +315,7 @@ class _Batch:
     events: list[Crash]
     source: str
     host: str | None = None  # the host that sent them (None: this one)
+    sender: str | None = None  # the network address they came from
     done_kdump: list[str] = field(default_factory=list)
     done_pstore: list[str] = field(default_factory=list)
     closed: float = field(default_factory=time.monotonic, init=False)  # reports closed
@@ -411,7 +445,9 @@ class Watcher:
         for stream in self._streams.values():
             self._closed(stream, stream.engine.poll(now))
         # A host's report closes on quiet once every record received is read (a backlog,
-        # a flood from others, is no quiet), or after LANE_PATIENCE quiet seconds anyway.
+        # a flood from others, is no quiet), or, once its end marker came, after
+        # LANE_PATIENCE quiet seconds anyway; one without its end marker waits for the
+        # fallback (LANE_FALLBACK) only while nothing is behind.
         caught_up = self.queue.empty() and not any(
             s.source.backlog() for s in self._streams.values()
             if s.source is not None and s.source.backlog is not None
@@ -421,7 +457,7 @@ class Watcher:
             if lane is None:
                 self._open_lanes.discard(key)
             elif caught_up or now - lane.heard >= LANE_PATIENCE:
-                self._closed(lane, lane.engine.poll(now))
+                self._closed(lane, lane.engine.poll(now, fallback=caught_up))
                 if lane.engine.oldest_needed() is None:
                     self._open_lanes.discard(key)
         self._source_counters()
@@ -467,6 +503,7 @@ class Watcher:
             log=self.log,
             poll_interval=TICK,
             allow=self.allow,
+            spool_dir=self.opts.state_dir / "spool",
         )
         try:
             source = build(spec, ctx)
@@ -513,6 +550,9 @@ class Watcher:
         lanes: dict[tuple[str, str, str], list[LogRecord]] = {}
         for rec in records:
             lanes.setdefault(split(rec), []).append(rec)
+        positions = [r.spool for r in records if r.spool is not None]
+        if positions:  # read up to here (the spool's position saved when nothing is open)
+            stream.last = max(positions)
         for key, recs in lanes.items():
             lane = self._lane(name, key)
             self._closed(lane, lane.feed(recs, now, self._skipped, STORED_FACILITIES))
@@ -564,12 +604,21 @@ class Watcher:
         if stream.named():
             crashes = [_by_sequence(c, stream.where(c.start_line)) for c in crashes]
         crashes = [replace(c, time=stream.when(c.start_line, c.time.uptime)) for c in crashes]
-        batch = _Batch(crashes, events, stream.stream, host=stream.host, **done)
-        for c in crashes:  # the kernel's level of the header line, for the OTLP export
-            mark = stream.mark(c.start_line)
-            if mark is not None and mark.level is not None:
-                batch.levels[c.signature] = mark.level
-        self._keep(batch)
+        # One batch per network address the reports came from (a header line's), the
+        # events and the files done with the first.
+        by_sender: dict[str | None, list[Crash]] = {}
+        for c in crashes:
+            by_sender.setdefault(stream.sender(c.start_line), []).append(c)
+        if not by_sender:
+            by_sender[stream.sender(events[0].start_line) if events else None] = []
+        for sender, mine in by_sender.items():
+            batch = _Batch(mine, events, stream.stream, host=stream.host, sender=sender, **done)
+            events, done = [], {}
+            for c in mine:  # the kernel's level of the header line, for the OTLP export
+                mark = stream.mark(c.start_line)
+                if mark is not None and mark.level is not None:
+                    batch.levels[c.signature] = mark.level
+            self._keep(batch)
 
     def _keep(self, batch: _Batch) -> None:
         self._pending.append(batch)
@@ -589,7 +638,7 @@ class Watcher:
             batch = self._pending[0]
             try:
                 self.store.record(batch.crashes + batch.events, batch.source,
-                                  batch.host or self.opts.host)  # fmt: skip
+                                  batch.host or self.opts.host, sender=batch.sender)  # fmt: skip
             except _store_errors() as exc:
                 self.metrics.add("kassist_watch_store_failures_total")
                 if self._retry_wait == STORE_RETRY[0]:
@@ -767,6 +816,8 @@ class Watcher:
             token = stream.resume()
             if stream.source is not None and stream.source.resumable and token is not None:
                 self.state.resume[name] = token
+            if stream.source is not None and stream.source.spool is not None:
+                self._save_spooled(name, stream, stream.source.spool)
         self.state.boot = self.boot
         try:
             save_state(self.state_path, self.state)
@@ -778,6 +829,19 @@ class Watcher:
             self._save_failed = False
         self._saved_at = now
         self._save_now = False
+
+    def _save_spooled(self, name: str, stream: _Stream, spool: Spool) -> None:
+        # A network source's spool position: the first message an open report of its
+        # hosts needs, else the last one read; the spool before it is let go.
+        needed = [
+            token for key, lane in self._lanes.items()
+            if key[0] == name and lane.engine.oldest_needed() is not None
+            and isinstance(token := lane.resume(), int)
+        ]  # fmt: skip
+        position = min(needed) if needed else stream.last
+        if isinstance(position, int):
+            self.state.resume[name] = position
+            spool.release(position)
 
     def _prune(self) -> None:
         now = time.time()

@@ -26,6 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from assistant.errors import InputError
+from assistant.watch.spool import Spool
 from assistant.watch.stream import NETWORK_KINDS, SourceSpec, StreamContext, StreamSource
 from probes.errors import ProbeUnavailable
 from probes.logs.netconsole import NetconsoleDecoder
@@ -110,23 +111,51 @@ def _counters(*parts: Any) -> Callable[[], dict[str, int]]:
     return read
 
 
+def spool_of(spec: SourceSpec, ctx: StreamContext) -> Spool | None:
+    """Return a network source's spool (:mod:`assistant.watch.spool`), or ``None``."""
+    return None if ctx.spool_dir is None else Spool(ctx.spool_dir, spec.text)
+
+
+def _spooled(records: list[LogRecord], position: int | None, sender: str) -> list[LogRecord]:
+    # Each record's spool position and the address it came from.
+    for rec in records:
+        rec.spool, rec.sender = position, sender
+    return records
+
+
 def _stream(
     spec: SourceSpec,
     ctx: StreamContext,
     receiver: Receiver,
     decode: Callable[[Message], list[LogRecord]],
     flush: Callable[[int | None], list[LogRecord]],
+    spool: Spool | None = None,
 ) -> Callable[[Callable[[], bool], Callable[[], None]], Iterator[LogRecord]]:
     def records(stop: Callable[[], bool], idle: Callable[[], None]) -> Iterator[LogRecord]:
+        # What a killed receiver held: the spool from the saved position (none saved: all
+        # of it; a report read twice is stored once).
+        since = ctx.resume.get(spec.text, 0)
+        if spool is not None and isinstance(since, int):
+            for at, old in spool.replay(since):
+                yield from _spooled(decode(old), at, old.peer)
+
+        def spooled() -> None:  # on disk before its records are handed on
+            if spool is not None:
+                spool.flush()
+            idle()
+
         last = time.monotonic()
-        for msg in receiver.messages(stop, idle, ctx.poll_interval):
+        for msg in receiver.messages(stop, spooled, ctx.poll_interval):
             if msg is not None:
-                yield from decode(msg)
+                position = None if spool is None else spool.append(msg)
+                yield from _spooled(decode(msg), position, msg.peer)
             now = time.monotonic()
             if now - last >= FLUSH_SECONDS:
                 last = now
                 yield from flush(int(time.time() * 1e6))
         yield from flush(None)
+        if spool is not None:
+            spool.close()
 
     return records
 
@@ -153,10 +182,12 @@ def netconsole_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
             decoder.settle()
         return out
 
+    spool = spool_of(spec, ctx)
     return StreamSource(
-        spec.text, "netconsole", _stream(spec, ctx, receiver, decode, flush), batched=True,
-        clock="netconsole", split=netconsole_lane,
+        spec.text, "netconsole", _stream(spec, ctx, receiver, decode, flush, spool),
+        batched=True, clock="netconsole", split=netconsole_lane,
         counters=_counters(decoder.stats, receiver.stats), backlog=receiver.queue.__len__,
+        spool=spool,
     )  # fmt: skip
 
 
@@ -182,10 +213,11 @@ def syslog_source(spec: SourceSpec, ctx: StreamContext) -> StreamSource:
     def flush(now_us: int | None) -> list[LogRecord]:
         return []
 
+    spool = spool_of(spec, ctx)
     return StreamSource(
-        spec.text, "syslog", _stream(spec, ctx, receiver, decode, flush), batched=True,
+        spec.text, "syslog", _stream(spec, ctx, receiver, decode, flush, spool), batched=True,
         clock="syslog", split=syslog_lane, counters=_counters(decoder.stats, receiver.stats),
-        backlog=receiver.queue.__len__,
+        backlog=receiver.queue.__len__, spool=spool,
     )  # fmt: skip
 
 

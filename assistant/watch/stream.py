@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 
+from assistant.watch.spool import Spool
 from probes.logs import KmsgStats, LogRecord
 
 #: A source's records: ``records(stop, idle)``. ``stop()`` is asked between waits (``True``
@@ -50,6 +52,8 @@ class StreamContext:
     :param poll_interval: seconds between two looks at a stop request or an idle input.
     :param allow: the sender networks a network source accepts (``--allow-from``; empty:
         all, allowed only on loopback).
+    :param spool_dir: where a network source spools what it receives
+        (:mod:`assistant.watch.spool`); ``None``: no spool.
     """
 
     boot: str
@@ -59,6 +63,7 @@ class StreamContext:
     log: Callable[[str], None]
     poll_interval: float = 0.1
     allow: tuple[IPv4Network | IPv6Network, ...] = ()
+    spool_dir: Path | None = None
 
 
 @dataclass
@@ -84,6 +89,9 @@ class StreamSource:
         metrics.
     :param backlog: how many messages it received that wait to be read (a network
         source): its hosts' reports do not close on quiet while others' records wait.
+    :param spool: a network source's spool: the daemon saves the position to read it on
+        from after a restart (the first message an open report needs) and releases what
+        is before it.
     """
 
     name: str
@@ -95,6 +103,7 @@ class StreamSource:
     split: Split | None = None
     counters: Callable[[], dict[str, int]] | None = None
     backlog: Callable[[], int] | None = None
+    spool: Spool | None = None
 
 
 def token_of(record: LogRecord) -> Token | None:

@@ -18,6 +18,8 @@ from probes.drgn.memory import MemorySummary, SlabCache, memory_summary
 from probes.drgn.modules import KernelModule, loaded_modules
 from probes.drgn.printk import LogRecord, dmesg_lines, log_records
 from probes.drgn.program import (
+    STANDARD_PLACES,
+    DebugSources,
     DumpFormat,
     Progress,
     Target,
@@ -145,10 +147,12 @@ def analyse(
 
 __all__ = [
     "ANALYSES",
+    "STANDARD_PLACES",
     "Analysis",
     "BlockedTask",
     "CrashContext",
     "CrashedStack",
+    "DebugSources",
     "DumpFormat",
     "Findings",
     "Frame",

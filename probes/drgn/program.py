@@ -71,6 +71,28 @@ class Target:
     missing_debug_info: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DebugSources:
+    """Where a kernel's debug info is looked for (see :func:`load_debug_info`).
+
+    :param vmlinux: the kernel's ELF file with DWARF (from its ``-dbg`` package), checked
+        against the dump's build ID.
+    :param debug_dir: a ``/usr/lib/debug``-style tree (searched by path and build ID).
+    :param extra: module ``.ko`` files with debug info (always loaded).
+    :param modules: the loaded modules whose debug info is searched for (names, as
+        ``lsmod`` prints them); ``None``: all of them (more later with :func:`load_modules`).
+    """
+
+    vmlinux: str | None = None
+    debug_dir: str | None = None
+    extra: Sequence[str] = ()
+    modules: Collection[str] | None = None
+
+
+#: No debug files named: the kernel's own from drgn's standard places, every module's.
+STANDARD_PLACES = DebugSources()
+
+
 class _WarningCollector(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -235,12 +257,7 @@ def _kernel_debug_file(
 
 
 def load_debug_info(
-    target: Target,
-    vmlinux: str | None = None,
-    debug_dir: str | None = None,
-    extra: Sequence[str] = (),
-    progress: Progress | None = None,
-    modules: Collection[str] | None = None,
+    target: Target, sources: DebugSources = STANDARD_PLACES, progress: Progress | None = None
 ) -> None:
     """Load the kernel's and its modules' debug info into a target.
 
@@ -250,15 +267,13 @@ def load_debug_info(
     standard places. A kernel debug file whose DWARF is compressed is replaced by its
     uncompressed copy from :mod:`probes.drgn.debugcache` (written the first time).
 
-    :param vmlinux: the kernel's ELF file with DWARF.
-    :param debug_dir: a debug tree.
-    :param extra: more ELF files with debug info (module ``.ko`` files).
-    :param progress: called with a line before the slow step.
-    :param modules: the loaded modules whose debug info is searched for (names, as
-        ``lsmod`` prints them); ``None``: all of them. ``extra`` files are always used.
+    :param sources: the files and modules named.
+    :param progress: called with a line before each slow step (loading debug info takes
+        seconds); the CLI prints them on stderr.
     :raises ProbeError: the vmlinux does not match, or no kernel debug info was found.
     """
     prog = target.prog
+    vmlinux, debug_dir, modules = sources.vmlinux, sources.debug_dir, sources.modules
     # Creates the main module from VMCOREINFO, so its build ID can be compared.
     for _ in prog.loaded_modules():
         break
@@ -274,7 +289,7 @@ def load_debug_info(
     kernel_file, why = _kernel_debug_file(prog, vmlinux, prog.debug_info_options.directories)
     if why:
         target.warnings.append(why)
-    paths = [p for p in (kernel_file or vmlinux, *extra) if p]
+    paths = [p for p in (kernel_file or vmlinux, *sources.extra) if p]
     if progress:
         progress(f"loading debug info for kernel {_release(prog)} (takes a few seconds)")
     with _drgn_warnings() as messages, suppress(drgn.MissingDebugInfoError):
@@ -323,24 +338,15 @@ def load_modules(target: Target, names: Collection[str]) -> list[str]:
 
 
 def open_vmcore(
-    path: str,
-    vmlinux: str | None = None,
-    debug_dir: str | None = None,
-    extra: Sequence[str] = (),
-    progress: Progress | None = None,
-    modules: Collection[str] | None = None,
+    path: str, sources: DebugSources = STANDARD_PLACES, progress: Progress | None = None
 ) -> Target:
     """Open a vmcore (ELF, kdump-compressed or flattened) and load its debug info.
 
-    >>> target = open_vmcore("/var/crash/vmcore", debug_dir="/usr/lib/debug")
+    >>> target = open_vmcore("/var/crash/vmcore", DebugSources(debug_dir="/usr/lib/debug"))
 
     :param path: the dump.
-    :param vmlinux: the kernel's ELF file with DWARF (checked against the dump's build ID).
-    :param debug_dir: a ``/usr/lib/debug``-style tree (searched by path and build ID).
-    :param extra: module ``.ko`` files with debug info.
+    :param sources: where its debug info is (:func:`load_debug_info`).
     :param progress: called with a line before each slow step.
-    :param modules: the loaded modules whose debug info is loaded (``None``: all; see
-        :func:`load_debug_info`).
     :raises ProbeError: missing, not a vmcore, truncated, not a Linux kernel, or wrong vmlinux.
     """
     fmt = dump_format(path)
@@ -361,18 +367,18 @@ def open_vmcore(
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise ProbeError(f"{path} is a core dump of a process, not of a kernel", "give a vmcore")
     target = Target(prog, path, live=False, format=fmt, warnings=list(messages))
-    load_debug_info(target, vmlinux, debug_dir, extra, progress, modules)
+    load_debug_info(target, sources, progress)
     return target
 
 
 def open_live(
-    vmlinux: str | None = None,
-    debug_dir: str | None = None,
+    sources: DebugSources = STANDARD_PLACES,
     kcore: str = "/proc/kcore",
     progress: Progress | None = None,
 ) -> Target:
     """Open the running kernel through ``/proc/kcore`` and load its debug info.
 
+    :param sources: where its debug info is (:func:`load_debug_info`).
     :param kcore: the kcore file (``/proc/kcore``).
     :raises ProbeUnavailable: there is no kcore here.
     :raises ProbeError: it cannot be read, or no debug info.
@@ -390,7 +396,7 @@ def open_live(
     except (OSError, ValueError) as exc:
         raise ProbeError(f"cannot open the running kernel: {exc}", "run as root") from None
     target = Target(prog, kcore, live=True)
-    load_debug_info(target, vmlinux, debug_dir, (), progress)
+    load_debug_info(target, sources, progress)
     return target
 
 
@@ -432,11 +438,7 @@ def check_qmp(address: str, timeout: float = QMP_GREETING_TIMEOUT) -> None:
 
 
 def open_qmp(
-    address: str,
-    vmlinux: str | None = None,
-    debug_dir: str | None = None,
-    extra: Sequence[str] = (),
-    progress: Progress | None = None,
+    address: str, sources: DebugSources = STANDARD_PLACES, progress: Progress | None = None
 ) -> Target:
     """Open a running QEMU guest's kernel over QMP (drgn's ``--qemu``).
 
@@ -444,6 +446,7 @@ def open_qmp(
     module loaded, so that drgn finds the kernel's VMCOREINFO.
 
     :param address: QEMU's QMP Unix socket path, or ``host:port``.
+    :param sources: where its debug info is (:func:`load_debug_info`).
     :raises ProbeError: QEMU cannot be reached, the guest's kernel is not found, or no debug info.
     """
     check_qmp(address)
@@ -463,5 +466,5 @@ def open_qmp(
             "run QEMU with -device vmcoreinfo and load qemu_fw_cfg in the guest",
         )
     target = Target(prog, f"qmp:{address}", live=True, warnings=list(messages))
-    load_debug_info(target, vmlinux, debug_dir, extra, progress)
+    load_debug_info(target, sources, progress)
     return target

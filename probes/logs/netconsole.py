@@ -169,6 +169,8 @@ def unescape(data: bytes) -> tuple[bytes, int]:
     >>> unescape(rb"a\\x0ab\\x5c\\q")
     (b'a\\nb\\\\\\\\q', 1)
     """
+    if b"\\" not in data:  # most lines: nothing escaped
+        return data, 0
     bad = data.count(b"\\") - len(_ESCAPE.findall(data))
     return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), data), max(bad, 0)
 

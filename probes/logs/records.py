@@ -39,6 +39,9 @@ class LogRecord:
         ``__CURSOR``), when it has one.
     :param host: the host that sent it, for a network source (its name where the wire
         says it, else its address); ``None`` for this host's own logs.
+    :param sender: the network address it was received from (a network source's).
+    :param spool: a network receiver's spool position of the message it came from
+        (:mod:`assistant.watch.spool`), read again after a restart from there.
     """
 
     text: str
@@ -54,6 +57,8 @@ class LogRecord:
     realtime_us: int | None = None
     cursor: str | None = None
     host: str | None = None
+    sender: str | None = None
+    spool: int | None = None
 
     @property
     def from_kernel(self) -> bool:
