@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/retrieval.py [--quick] [--k 5] [--misses N]
 
-For each question of ``benchmarks/data/answers.{tune,heldout}.jsonl`` and each
+For each question of ``benchmarks/data/answers.{tune,heldout,heldout2}.jsonl`` and each
 retriever (the knowledge base's section BM25 as it was before, BM25 over passages,
 hybrid BM25 + embeddings fused by rank), prints, per part:
 
@@ -31,7 +31,7 @@ from assistant.knowledge import open_default  # noqa: E402
 from assistant.knowledge.retrieve import Retrieval, Retriever, open_retriever  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data"
-PARTS = ("tune", "heldout")
+PARTS = ("tune", "heldout", "heldout2")
 
 
 def load(part: str) -> list[dict[str, object]]:

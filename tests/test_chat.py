@@ -15,7 +15,13 @@ from assistant.chat.tools import TOOL_NAMES, TOOLS, Context, run_tool
 from probes.bpf import list_probes
 from tests.agent_support import AgentProcess, NetNS, fake_roots, require_netns
 from tests.chat_support import cpus, meminfo_kib, memory_total_line
-from tests.conftest import DATA, require, require_default_model, run_kassist
+from tests.conftest import (
+    DATA,
+    require,
+    require_default_model,
+    require_knowledge_base,
+    run_kassist,
+)
 
 DEV = DATA / "chat" / "questions.dev.jsonl"
 HELD_OUT = DATA / "chat" / "questions.heldout.jsonl"
@@ -148,6 +154,30 @@ CONCEPT_QUESTIONS = (
     "How are CPU time limits enforced for a cgroup?",
     "Where are kernel crash dumps written?",
     "What information does a hung task warning print?",
+    # bare names, what a reading tells, comparisons, general causes (third session)
+    "What is memory pressure?",
+    "What is PSI?",
+    "What's direct reclaim?",
+    "What is memory overcommit?",
+    "What is TCP time-wait?",
+    "What does a high some value in io pressure tell me?",
+    "Is CPU pressure the same as load average?",
+    "Which I/O scheduler is best for SSDs?",
+    "Why might packets be dropped in the network stack?",
+    "What are the columns in /proc/meminfo?",
+    "What can cause a soft lockup?",
+    "How do I decode an oops's stack trace?",
+    "Swap versus zswap: how do they differ?",
+    'What does "BUG: soft lockup" in dmesg mean?',
+    'What does the "nr_requests" queue setting of a disk do?',
+    "What does the disk's read_ahead_kb do?",
+    "What is the neighbour table?",
+    "What is the somaxconn limit for?",
+    "What does an inotify watch cost?",
+    "How are file descriptors limited?",
+    "How do dirty pages get written back?",
+    "Is a high load average bad?",
+    "Why is load average high when CPU is idle?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
@@ -164,6 +194,14 @@ STATE_QUESTIONS = (
     ("why is my server swapping so much?", "stats"),
     ("does this machine drop packets?", "probe"),
     ("what is the kernel log saying right now?", "logs"),
+    ("what is the load average", "stats"),
+    ("what's memory usage like", "stats"),
+    ("what is using the most memory?", "top"),
+    ("what does PSI say for io", "stats"),
+    ("why are packets dropped", "tune"),
+    ("what are the top crashes", "crashes"),
+    ("what is the memory pressure?", "stats"),
+    ("check dmesg for crashes", "triage"),
 )
 
 
@@ -420,3 +458,19 @@ def test_the_tools_are_langchain_tools_over_the_same_functions() -> None:
     # a tool that changes the system only proposes through LangChain too
     out = tools["apply"].invoke({"target": "net.core.somaxconn", "value": "8192"})
     assert out.startswith(("Proposed:", "Not proposed:")) and "verified" not in out
+
+
+def test_a_concept_question_naming_a_key_gets_the_cited_answer_and_the_key_s_page() -> None:
+    require_knowledge_base()
+    session = ChatSession(None)
+    question = "What is the difference between net.ipv4.tcp_rmem and net.ipv4.tcp_wmem?"
+    turn = session.ask(question)
+    assert turn.decision.action == "docs" and turn.result is not None
+    page = turn.result.text
+    assert turn.answer.endswith(page) and len(turn.answer) > len(page)
+    cited = turn.answer[: -len(page)]
+    assert "[1]" in cited and "Sources:\n[1] Documentation/" in cited
+    assert turn.result.data["grounded"]["sentences"]
+    # asked for the page itself, the page alone
+    slash = session.ask("/docs net.ipv4.tcp_rmem")
+    assert slash.result is not None and slash.answer == slash.result.text

@@ -14,16 +14,21 @@ import pytest
 
 from assistant.knowledge import index
 from assistant.knowledge.answer import (
+    MAX_QUOTED,
+    OTHER_QUOTED,
+    Candidate,
     answer,
+    candidates,
     check_sentence,
+    quote,
     retriever,
     split_cited,
 )
 from assistant.knowledge.base import KnowledgeBase
 from assistant.knowledge.embed import EmbeddingUnavailable, Encoder, ModelFiles, find_model
 from assistant.knowledge.index import heading_names
-from assistant.knowledge.passages import passages, units
-from assistant.knowledge.retrieve import Retriever, open_retriever, query_terms
+from assistant.knowledge.passages import Passage, passages, units
+from assistant.knowledge.retrieve import Hit, Retriever, open_retriever, query_terms
 from assistant.knowledge.rst import sections
 from assistant.knowledge.schema import create_schema
 from assistant.knowledge.sources import DOC_ROOT, doc_files
@@ -107,6 +112,53 @@ def test_query_terms_drop_stop_words_and_cut_dotted_names() -> None:
         "lockup",
     ]
     assert query_terms("what is net.core.somaxconn")[-1] == "somaxconn"
+
+
+def test_a_term_its_entry_does_not_repeat_heads_the_first_sentence() -> None:
+    assert units("This value sets the mode. The modes are fixed.", "suid_dumpable:") == [
+        "suid_dumpable: This value sets the mode.",
+        "The modes are fixed.",
+    ]
+    # a section title is no name: it heads nothing
+    assert units("This value sets the mode.", "Implementation") == ["This value sets the mode."]
+
+
+def _hits(*texts: str) -> list[Hit]:
+    return [
+        Hit(Passage(f"Documentation/x{n}.rst", "a", "S", "S", text), 1.0 / (n + 1))
+        for n, text in enumerate(texts)
+    ]
+
+
+def test_a_rare_question_word_outweighs_the_common_ones() -> None:
+    # Every sentence has "taint" and "flag"; only one holds the "P" asked about (and a
+    # one-letter word is a word, not a letter inside "GPL").
+    hits = _hits(
+        "Taint flag G is set when all loaded modules have a GPL license. "
+        "Taint flag P is set when a proprietary module was loaded. "
+        "The taint flags are printed in every oops report."
+    )
+    best = max(candidates("What does the P taint flag mean?", hits), key=lambda c: c.score)
+    assert "proprietary" in best.text
+
+
+def test_quote_adds_the_best_sentence_of_the_next_passages_only() -> None:
+    def cand(text: str, passage: int, index: int, score: float) -> Candidate:
+        return Candidate(text, passage, index, score)
+
+    cands = [
+        cand("First passage, first sentence.", 0, 0, 0.1),
+        cand("First passage, second sentence.", 0, 1, 0.0),
+        cand("Second passage, weak.", 1, 0, 0.1),
+        cand("Second passage, strong.", 1, 1, 0.5),
+        cand("Third passage, strong.", 2, 0, 0.4),
+        cand("Fourth passage, stronger still.", 3, 0, 0.45),
+        cand("Fifth passage, nothing of the question.", 4, 0, 0.0),
+    ]
+    got = [c.text for c in quote(cands)]
+    assert got[:2] == ["First passage, first sentence.", "First passage, second sentence."]
+    # one sentence a passage, the best ones, never one that holds nothing asked
+    assert got[2:] == ["Second passage, strong.", "Fourth passage, stronger still."][:OTHER_QUOTED]
 
 
 def test_split_cited_keeps_only_cited_sentences() -> None:
@@ -261,7 +313,7 @@ def test_without_the_embedding_model_retrieval_is_bm25_with_one_notice(
 
 def test_quoted_answer_cites_and_quotes_the_documentation(small_kb: KnowledgeBase) -> None:
     got = answer("What does it mean that my kernel is tainted?", None, small_kb)
-    assert got.mode == "quote" and 1 <= len(got.sentences) <= 6
+    assert got.mode == "quote" and 1 <= len(got.sentences) <= MAX_QUOTED + OTHER_QUOTED
     assert "Documentation/admin-guide/tainted-kernels.rst#" in got.text
     for s in got.sentences:
         assert s.quoted and f"{s.text} [{s.source}]" in got.text
@@ -293,6 +345,14 @@ def test_selected_answer_is_sentences_of_the_cited_passages(small_kb: KnowledgeB
         assert s.text in units(source.text, source.heading)
 
 
+def test_a_model_never_drops_what_the_quote_holds(small_kb: KnowledgeBase) -> None:
+    question = "How long does a CPU loop in kernel mode before a soft lockup is reported?"
+    quoted = answer(question, None, small_kb)
+    chosen = answer(question, _smollm2(), small_kb)
+    assert {s.text for s in quoted.sentences} <= {s.text for s in chosen.sentences}
+    assert chosen.text.count("Documentation/") >= 1
+
+
 def test_written_answer_keeps_only_sentences_its_passage_supports(
     small_kb: KnowledgeBase,
 ) -> None:
@@ -300,7 +360,11 @@ def test_written_answer_keeps_only_sentences_its_passage_supports(
     assert got.sentences, got.notice
     for s in got.sentences:
         source = got.sources[s.source - 1]
-        assert check_sentence(s.text, " ".join(units(source.text, source.heading))) == ""
+        own = units(source.text, source.heading)
+        if s.quoted:  # the passage's own sentence (the quote that follows what passed)
+            assert s.text in own
+        else:
+            assert check_sentence(s.text, " ".join(own)) == ""
     assert got.mode in ("write", "quote")
 
 

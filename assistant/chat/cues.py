@@ -473,13 +473,14 @@ _CONCEPT = re.compile(
     r"|^\s*when (?:should|would|does|do|is|are)\b"
     r"|^\s*(?:over|in|for|at|by|from) which\b"
     r"|^\s*what (?:limits|controls|decides|determines|triggers)\b"
-    r"|^\s*how (?:is|are) [\w ./-]{1,40}?\b(?:reserved|computed|calculated|measured|counted"
-    r"|defined|chosen|decided|set up|kept|made|enforced|applied|handled|stored|written|cached"
-    r"|used)\b"
-    r"|^\s*how (?:does|do) [\w ./-]{1,40}?\b(?:work|differ|decide|find|detect|choose|pick"
-    r"|limit|count|measure|handle|protect)\b"
-    r"|^\s*what (?:does|do) [\w ./-]{1,40}?\b(?:do|mean|control|limit|protect|decide|count"
-    r"|show|measure|report|find|detect|catch)\b"
+    r"|^\s*how (?:is|are) [\w ./'\"-]{1,40}?\b(?:reserved|computed|calculated|measured"
+    r"|counted|defined|chosen|decided|set up|kept|made|enforced|applied|handled|stored|written"
+    r"|cached|used|limited|bounded|sized|allocated|freed|tracked|accounted|flushed|reclaimed"
+    r"|selected)\b"
+    r"|^\s*how (?:does|do) [\w ./'\"-]{1,40}?\b(?:work|differ|decide|find|detect|choose|pick"
+    r"|limit|count|measure|handle|protect|get|become)\b"
+    r"|^\s*what (?:does|do) [\w ./'\"-]{1,60}?\b(?:do|mean|control|limit|protect|decide|count"
+    r"|show|measure|report|find|detect|catch|cost|affect|govern|represent)\b"
     r"|\bhow (?:do|can|should) (?:i|you|one|we) (?:get|make|enable|disable|keep|prevent"
     r"|configure|turn|change|read|tell|debug|use|interpret)\b"
     r"|\bhow (?:do|can) (?:i|we) (?:stop|prevent) [\w ]{1,40}? from\b"
@@ -494,7 +495,34 @@ _CONCEPT = re.compile(
     r"|^\s*how (?:big|large|small|high|low|far) (?:can|does|do|is|are|may)\b"
     r"|^\s*what (?:kernel )?(?:parameter|option|setting|sysctl|knob|information|fields?)s?"
     r" (?:does|do|makes?|controls?|sets?|enables?|turns?|limits?)\b"
-    r"|^\s*where (?:are|is|does|do)\b",
+    r"|^\s*where (?:are|is|does|do)\b"
+    # a bare name asked for ("what is PSI?", "what's direct reclaim?"), not a reading of one
+    r"|^\s*what(?:'s| is| are) (?!(?:the|my|our|this|that|these|those|it|there|your|its|up"
+    r"|wrong|going|happening|using|eating|hogging|consuming|left|new)\b)"
+    r"(?![\w ./+-]*\b(?:usage|like|load|uptime|status|utili[sz]ation|now)\b)"
+    r"[\w./+-]+(?: [\w./+-]+){0,4}\s*\??\s*$"
+    # ... or with "the", when it names no reading ("the memory pressure", "the top crashes")
+    r"|^\s*what(?:'s| is| are) the "
+    r"(?![\w ./+-]*\b(?:usage|like|load|uptime|status|utili[sz]ation|now|pressure|memory|cpu"
+    r"|swap|free|value|level|state|rate|saying|doing|showing|running|top|latest|last|recent"
+    r"|biggest|worst|most)\b)"
+    r"[\w./+-]+(?: [\w./+-]+){0,4}\s*\??\s*$"
+    # what a reading or a message tells, one thing beside another, a general cause
+    r"|^\s*what (?:does|do) [\w ./=-]{1,60}?\b(?:tell|indicate|imply|signal|suggest"
+    r"|stand for|contain|include|hold)\b"
+    r"|\bthe same (?:thing )?as\b|\bversus\b|\bvs\.?\s|\bcompared? (?:to|with)\b"
+    r"|^\s*which [\w ./-]{1,40}?\b(?:is|are) (?:the )?(?:best|better|recommended|preferred"
+    r"|suited|right)\b"
+    r"|^\s*why (?:might|could|can|may)\b"
+    r"|^\s*what (?:can|could|might|would|usually|typically) (?:cause|trigger|lead)"
+    r"|^\s*what (?:are|do) the (?:\w+ )?(?:columns|fields|values|numbers|lines|entries|flags"
+    r"|letters|modes|levels|states)\b"
+    r"|\bhow (?:do|can|should) (?:i|you|one|we) (?:decode|diagnose|troubleshoot|investigate"
+    r"|capture|collect|reserve|protect|allow|switch|set up|obtain)\b"
+    r"|^\s*(?:is|are) (?:an? |high |low )?[\w ./-]{1,40}?\b(?:bad|normal|good|harmful"
+    r"|dangerous|a problem|expected|worrying)\b"
+    r"|^\s*why (?:is|are|does|do|would|can) [\w ./-]{1,60}? (?:when|while|even though"
+    r"|although)\b",
     re.I,
 )
 #: Words that put a question on this machine's state or asks for a reading: a tool's.
@@ -513,6 +541,15 @@ _THIS_MACHINE = re.compile(
 _INTERFACE_PATH = re.compile(r"^/(?:proc|sys)/")
 
 
+def about_this_machine(text: str) -> bool:
+    """Tell whether a message speaks of this machine's state or asks for a reading.
+
+    >>> [about_this_machine(t) for t in ("is my server swapping?", "what is swap for?")]
+    [True, False]
+    """
+    return _THIS_MACHINE.search(text) is not None
+
+
 def is_concept_question(text: str) -> bool:
     """Tell whether a message asks about the kernel in general, not about this machine.
 
@@ -520,7 +557,7 @@ def is_concept_question(text: str) -> bool:
     ...  "what is the memory pressure right now?", "how long do tasks wait? measure it")]
     [True, False, False]
     """
-    return _CONCEPT.search(text) is not None and _THIS_MACHINE.search(text) is None
+    return _CONCEPT.search(text) is not None and not about_this_machine(text)
 
 
 #: What a "top" question ranks by, by the words it uses (checked in order; default cpu).
@@ -611,7 +648,7 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
         return CueDecision("docs", {"key": "undocumented"}, 0.9)
     if cues.probe is not None:
         return CueDecision("probe", _probe_args(cues, text), 0.9)
-    if _RING_BUFFER.search(text) and _CRASH_HUNT.search(text):
+    if _RING_BUFFER.search(text) and _CRASH_HUNT.search(text) and not concept:
         return CueDecision("triage", {}, 0.85)  # "check dmesg for crashes": the ring buffer
     if _REFERENT.search(text) and scores.get("report", 0) >= 2:
         return CueDecision("report", {}, 0.85)  # "write a bug report for that crash"

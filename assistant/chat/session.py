@@ -23,7 +23,7 @@ from typing import Any
 
 from actions.model import Changeset, Completion, ErrorEntry
 from assistant.chat.answer import Answerer, GroundedAnswerer
-from assistant.chat.cues import is_small_talk
+from assistant.chat.cues import about_this_machine, is_concept_question, is_small_talk, mood
 from assistant.chat.memory import Memory, Outcome, Proposal
 from assistant.chat.router import Decision, is_request, route
 from assistant.chat.tools import TOOLS, Cancelled, Context, ToolResult, help_text, run_tool
@@ -72,6 +72,28 @@ class Turn:
             "proposed": [p.to_dict() for p in self.proposals],
             "outcomes": [o.to_dict() for o in self.outcomes],
         }
+
+
+#: Tools that read this machine's state: a general question the cues gave one of them
+#: weakly ("what is swap used for?") also gets the documentation's answer.
+READING_TOOLS = frozenset({"stats", "tune", "disks", "logs", "top", "health", "crashes"})
+#: Below this the cues' pick of a reading tool is weak (a named thing gives 0.8 or more).
+WEAK_CUE = 0.8
+
+
+def _documentation_beside(turn: Turn) -> str:
+    """Return where the documentation's cited answer goes beside a tool's: ``first`` (a
+    key's page reached by a question about a concept, not "/docs KEY"), ``after`` (a
+    general question a reading tool took on phrases alone), or "" (none)."""
+    decision = turn.decision
+    if decision.via == "slash":
+        return ""
+    key = decision.args.get("key")
+    if decision.action == "docs" and key and key != "undocumented":
+        return "first" if is_concept_question(turn.question) else ""
+    general = mood(turn.question) == "question" and not about_this_machine(turn.question)
+    weak = decision.confidence < WEAK_CUE and not decision.args
+    return "after" if decision.action in READING_TOOLS and general and weak else ""
 
 
 def _clarify_text(decision: Decision) -> str:
@@ -216,6 +238,21 @@ class ChatSession:
             return
         turn.result = run_tool(decision.action, decision.args, ctx)
         turn.answer = turn.result.text
+        beside = _documentation_beside(turn)
+        if beside:
+            # "what is the difference between vm.dirty_ratio and ...?": the key's page
+            # answers what the key is, the documentation's cited answer the question
+            # (measured on the tune part: each alone missed what the other had). A general
+            # question a reading tool took gets that answer after the reading.
+            answer = self.answerer(turn.question, None, cancel)
+            if answer.cited:
+                first, then = (
+                    (answer.text, turn.result.text)
+                    if beside == "first"
+                    else (turn.result.text, answer.text)
+                )
+                turn.answer = f"{first}\n\n{then}"
+                turn.result.data = {**turn.result.data, "grounded": answer.data}
 
     def _number_proposals(self, turn: Turn) -> None:
         if turn.result is None or not turn.result.proposals:

@@ -1,19 +1,23 @@
 """Grounded answers: retrieve the documentation, then answer in cited sentences from it.
 
-A small model is a better reader than writer, so the default is to let it *select*:
-the sentences of the best retrieved passages are numbered, the model names the ones
-that answer the question (best first), and the system shows them verbatim, each with
-a ``[n]`` citation to its ``Documentation/...#anchor``. With ``mode="write"`` the
-model writes its own sentences, each ending in the ``[n]`` of the passage it comes
-from, and every sentence must pass the checker against that passage (names, numbers,
-units, negations) or it is dropped. With no model (``--backend none``), or when the
-model's choice is invalid, the answer quotes the best passage's most relevant
-sentences. Every answer ends with its sources, so the citation is in its text.
+Without a model (``--backend none``) the answer quotes: the best passage's most relevant
+sentences, then the best sentence of each of the next passages, each with a ``[n]``
+citation to its ``Documentation/...#anchor``. A small model is a better reader than
+writer, and on the dev set its own choice of sentences answered fewer questions than the
+quote, so a model never replaces the quote, it leads it: in ``select`` mode (the default
+with a model) the sentences of the retrieved passages are numbered, the model names the
+ones that answer the question (best first), and those are shown verbatim first, then the
+rest of the quote; in ``write`` mode the model writes sentences ending in the ``[n]`` of
+the passage they come from, each must pass the checker against that passage (names,
+numbers, units, negations) or is dropped, and the quote follows what passed. An invalid
+choice or draft leaves the quote alone. Every answer ends with its sources, so the
+citation is in its text.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,15 +31,17 @@ if TYPE_CHECKING:
     from assistant.llm.base import Backend, GenerationStats
 
 #: Passages whose sentences an answer may use.
-READ_PASSAGES = 3
+READ_PASSAGES = 5
 #: Sentences offered to the model to choose from.
 OFFERED = 10
 #: Most sentences in an answer.
 MAX_SENTENCES = 4
 #: Most characters of a quoted answer (a passage this short is quoted whole).
 QUOTE_CHARS = 900
-#: Most sentences of a quoted answer.
+#: Most sentences of a quoted answer from retrieval's first passage.
 MAX_QUOTED = 6
+#: Sentences a quoted answer adds from the other passages read (the best of each).
+OTHER_QUOTED = 2
 SELECT_PROMPT = "answer_select"
 WRITE_PROMPT = "answer_write"
 MODES = ("auto", "quote", "select", "write")
@@ -149,17 +155,36 @@ def _stem(word: str) -> str:
     return word[:6] if len(word) > 6 else word
 
 
-def _found(terms: list[str], text: str) -> int:
-    # How many of the question's topic words the text has (by a crude stem).
-    low = text.lower()
-    words = {_stem(w) for w in re.findall(r"[a-z0-9_]+", low)}
-    return sum(1 for t in terms if _stem(t) in words or t in low)
+def _words(text: str) -> set[str]:
+    # A text's words and their crude stems, identifiers also cut into their parts
+    # (``tcp_keepalive_time`` holds ``keepalive``).
+    words = set(re.findall(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]|[a-z0-9]", text.lower()))
+    words |= {p for w in list(words) for p in re.split(r"[_.-]+", w) if p}
+    return words | {_stem(w) for w in words}
+
+
+def _has(term: str, words: set[str]) -> bool:
+    return term in words or (len(term) > 3 and _stem(term) in words)
+
+
+def term_weights(terms: list[str], texts: list[str]) -> dict[str, float]:
+    """Return each question term's weight among ``texts``: a term most of them hold
+    tells little (``taint`` in a section on taint), one few hold tells much (``P``).
+
+    >>> w = term_weights(["taint", "p"], ["taint flag G", "taint flag P", "taint"])
+    >>> w["p"] > w["taint"]
+    True
+    """
+    sets = [_words(t) for t in texts]
+    n = len(sets)
+    return {t: math.log((n + 1) / (0.5 + sum(1 for w in sets if _has(t, w)))) for t in terms}
 
 
 def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Candidate]:
     """Return the quotable sentences of the first :data:`READ_PASSAGES` passages, scored
     by how well each answers ``question``: cosine similarity when the embedding model is
-    loaded, and the question's topic words it holds."""
+    loaded, and the question's topic words it holds, each weighted by how few of the
+    sentences hold it."""
     terms = query_terms(question)
     found: list[tuple[str, int, int]] = []
     for rank, hit in enumerate(hits[:READ_PASSAGES]):
@@ -169,10 +194,13 @@ def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Cand
     if encoder is not None and found:
         vectors = encoder.encode([question, *(t for t, _, _ in found)], max_tokens=96)
         cosine = [float(v) for v in vectors[1:] @ vectors[0]]
-    return [
-        Candidate(text, rank, i, cos + 0.1 * _found(terms, text))
-        for (text, rank, i), cos in zip(found, cosine, strict=True)
-    ]
+    weights = term_weights(terms, [t for t, _, _ in found])
+    scored = []
+    for (text, rank, i), cos in zip(found, cosine, strict=True):
+        words = _words(text)
+        held = sum(w for t, w in weights.items() if _has(t, words))
+        scored.append(Candidate(text, rank, i, cos + 0.1 * held))
+    return scored
 
 
 def quote(cands: list[Candidate]) -> list[Candidate]:
@@ -196,9 +224,15 @@ def quote(cands: list[Candidate]) -> list[Candidate]:
             if len(chosen) < MAX_QUOTED and size <= QUOTE_CHARS:
                 chosen.append(c)
         chosen.sort(key=lambda c: c.index)
-    others = [c for c in cands if c.passage > 0]
-    if others:
-        chosen.append(max(others, key=lambda c: c.score))
+    seen = {c.text for c in chosen}
+    taken: set[int] = set()
+    for c in sorted((c for c in cands if c.passage > 0), key=lambda c: -c.score):
+        if len(taken) == OTHER_QUOTED:
+            break
+        if c.passage not in taken and c.text not in seen and c.score > 0:
+            chosen.append(c)
+            taken.add(c.passage)
+            seen.add(c.text)
     return chosen
 
 
@@ -244,15 +278,24 @@ def answer(
     cands = candidates(question, hits)
     use_model = backend is not None and getattr(backend, "name", "none") != "none"
     wanted = ("select" if use_model else "quote") if mode == "auto" else mode
+    quoted = [Sentence(c.text, c.passage + 1) for c in quote(cands)]
     chosen: list[Sentence] | None = None
     if use_model and wanted == "select":
-        chosen = _select(question, cands, backend, result)
+        picked = _select(question, cands, backend, result)
+        # The model reorders and adds, never removes: its choice leads, then what the
+        # quote holds besides (measured: the model's choice alone answered fewer
+        # questions than the quote).
+        if picked:
+            shown = {s.text for s in picked}
+            chosen = picked + [s for s in quoted if s.text not in shown]
     elif use_model and wanted == "write":
-        chosen = _write(question, cands, result.sources, backend, result, on_token)
+        written = _write(question, cands, result.sources, backend, result, on_token)
+        if written:  # checked sentences first, then the quote they may have missed
+            chosen = written + [s for s in quoted if s.text not in {w.text for w in written}]
     if chosen:
         result.mode = wanted
     else:
-        chosen = [Sentence(c.text, c.passage + 1) for c in quote(cands)]
+        chosen = quoted
     result.sentences = chosen
     return result
 

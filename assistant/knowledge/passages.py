@@ -183,6 +183,8 @@ def units(text: str, heading: str = "") -> list[str]:
     if heading and text.startswith(heading):
         text = text[len(heading) :]
         name = term_name(heading)
+    elif heading and _IDENTIFIER.fullmatch(term_name(heading)):
+        name = term_name(heading)  # a term whose entry does not repeat it (``suid_dumpable:``)
     found: list[str] = []
     literal = False
     for block in _blocks(text):
@@ -211,6 +213,10 @@ def units(text: str, heading: str = "") -> list[str]:
     if name and kept and not kept[0].lower().startswith(name.lower()):
         kept[0] = f"{name}: {kept[0]}"
     return kept
+
+
+#: A name as code writes it: with '_', '.', a digit, or a capital inside (``MemAvailable``).
+_IDENTIFIER = re.compile(r"[A-Za-z][\w.-]*(?:[_.\d]|[a-z][A-Z])[\w.-]*")
 
 
 def _is_code(line: str) -> bool:
