@@ -8,6 +8,7 @@ skips the test with the reason; with ``KASSIST_REQUIRE_REAL=1`` (CI) it fails.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,14 @@ settings.register_profile("kassist", deadline=None, suppress_health_check=[Healt
 settings.load_profile("kassist")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A job started in the background by a shell without job control (`./.ci/run &`, a
+# script's subshell) has SIGINT ignored, and an ignored signal stays ignored across exec:
+# every CLI the tests start would then ignore Ctrl-C, as no terminal user's does. A
+# handler here is reset to the default in each child at exec, so the children get the
+# default a terminal gives them.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 DATA = ROOT / "tests" / "data"
 CORPUS_DIR = ROOT.parent / "shared" / "corpus"
 REQUIRE_REAL = os.environ.get("KASSIST_REQUIRE_REAL", "") not in ("", "0")
