@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run CI (.ci/run) as on a brand-new machine, without disturbing anyone else on this one.
 #
-#   tests/fresh_machine.sh [--dry] [--keep] [--keep-pip-cache] [--nice N] [--dir DIR] [COMMIT]
+#   tests/fresh_machine.sh [--dry] [--demo] [--keep] [--keep-pip-cache] [--nice N] [--dir DIR] [COMMIT]
 #
 # As root. It clones COMMIT (default: this checkout's HEAD; uncommitted changes are not
 # in it) into a new folder DIR/kassist with ../shared beside it (a symlink to this
@@ -23,16 +23,19 @@
 # It prints the elapsed time, setup.sh's phase timings and pytest's summary; the whole
 # log is kept in DIR/ci.log. A full run recompiles llama.cpp: 40 minutes or more on two
 # cores. --dry stops once the namespace is set up and its state proved (mounts absent,
-# caches empty). DIR (default: a new /var/tmp/kassist-fresh-XXXXXX) is removed at the
+# caches empty). --demo first runs the README's first command (./setup.sh demo: set up
+# from nothing, then draft a bug report with the default model) and stops if it fails,
+# then runs .ci/run as the second. DIR (default: a new /var/tmp/kassist-fresh-XXXXXX) is removed at the
 # end unless --keep; the log is kept beside it as DIR.log. Exit status: .ci/run's.
 set -euo pipefail
 
 say() { printf 'fresh_machine: %s\n' "$*" >&2; }
 
-dry=0 keep=0 keep_pip=0 niceness=10 dir="" commit=""
+dry=0 demo=0 keep=0 keep_pip=0 niceness=10 dir="" commit=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry) dry=1 ;;
+        --demo) demo=1 ;;
         --keep) keep=1 ;;
         --keep-pip-cache) keep_pip=1 ;;
         --nice) niceness="$2"; shift ;;
@@ -77,11 +80,11 @@ for i in "${!CACHES[@]}"; do
     mkdir -p "${CACHES[$i]}" "$dir/hidden/$i"
 done
 
-# Inside the namespace: unmount, hide, prove, then run CI. Its arguments: dry, niceness,
-# the checkout, then pairs of (empty directory, directory it hides).
+# Inside the namespace: unmount, hide, prove, then run CI. Its arguments: dry, demo,
+# niceness, the checkout, then pairs of (empty directory, directory it hides).
 inner() {
-    local dry="$1" niceness="$2" checkout="$3"
-    shift 3
+    local dry="$1" demo="$2" niceness="$3" checkout="$4"
+    shift 4
     while umount /sys/kernel/tracing 2>/dev/null; do :; done
     umount /sys/kernel/debug 2>/dev/null || true
     while umount /sys/fs/bpf 2>/dev/null; do :; done
@@ -108,6 +111,11 @@ inner() {
     echo "fresh_machine: $checkout at $(git -C "$checkout" log -1 --format=%h), ../shared -> $(readlink "$checkout/../shared")"
     [ "$dry" = 1 ] && { echo "fresh_machine: --dry: the state above is a new machine's; CI not run"; exit 0; }
     cd "$checkout"
+    if [ "$demo" = 1 ]; then
+        echo "fresh_machine: the README's first command: ./setup.sh demo"
+        nice -n "$niceness" ./setup.sh demo || { echo "fresh_machine: ./setup.sh demo failed" >&2; exit 98; }
+        echo "fresh_machine: ./setup.sh demo passed; now the second: .ci/run (./setup.sh test)"
+    fi
     exec nice -n "$niceness" ./.ci/run
 }
 
@@ -119,7 +127,7 @@ script="$(declare -f inner); HIDDEN=($(printf '%q ' "${CACHES[@]}")); inner \"\$
 start=$SECONDS
 rc=0
 unshare --mount --propagation private \
-    bash -c "$script" inner "$dry" "$niceness" "$dir/kassist" "${pairs[@]}" \
+    bash -c "$script" inner "$dry" "$demo" "$niceness" "$dir/kassist" "${pairs[@]}" \
     2>&1 | tee "$dir/ci.log" || rc=${PIPESTATUS[0]}
 elapsed=$((SECONDS - start))
 
