@@ -238,6 +238,7 @@ class AgentProcess:
             except OSError:
                 time.sleep(0.02)
         else:
+            self.stop()  # a hang: never leave the agent behind (its caller's finally has not begun)
             raise RuntimeError(f"agent did not listen: {self.log.read_text()}")
         if self.netns is not None:
             # The safety check: the agent must be in the private namespace, never the host's.
