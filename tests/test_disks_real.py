@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from assistant.disks import DetectorConfig, DiskMonitor, Finding
-from tests.conftest import ROOT, require, run_kassist
+from tests.conftest import HANG_S, ROOT, hang_deadline, require, run_kassist
 from tests.fixtures.slowfs.rig import Rig, missing_tools
 
 #: Seconds per window: 300 requests per device (1 s windows were too noisy on a busy machine).
@@ -26,9 +26,11 @@ WINDOW_S = 2.0
 #: Windows' worth of seconds a slowdown may take to be found (the model needs 4 of 5 windows);
 #: counted in windows, so a loaded machine, whose windows run long, gets no fewer.
 DETECT_WITHIN_S = 30.0
-#: fio runs this long at most (it stops when the test leaves the workload): windows run
-#: long on a loaded machine, and the devices must not go idle before the last one.
-WORKLOAD_S = 3 * DETECT_WITHIN_S
+#: fio runs until the test leaves the workload, HANG_S at most: the devices must not go
+#: idle before the last window, however long a loaded machine makes the windows, the
+#: monitor's start (bpftrace compiles) or the baseline (a 90 s limit ran out under load,
+#: and the loop devices were idle when the slowdown was injected).
+WORKLOAD_S = HANG_S
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def rig() -> Iterator[Rig]:
 @pytest.fixture(scope="module")
 def base_ms(rig: Rig) -> float:
     rig.set_delays({})
-    with rig.workload(seconds=8):
+    with rig.workload(seconds=WORKLOAD_S):
         return rig.base_latency_ms(3.0)
 
 
@@ -63,7 +65,7 @@ def _watch(rig: Rig, seconds: float, until: str | None = None) -> list[Finding]:
 @pytest.mark.slow
 def test_equal_devices_give_no_finding(rig: Rig) -> None:
     rig.set_delays({})
-    with rig.workload(seconds=WORKLOAD_S + 44.0):
+    with rig.workload(seconds=WORKLOAD_S):
         findings = _watch(rig, 44.0)
     assert findings == [], [f.summary for f in findings]
 
@@ -126,7 +128,7 @@ def test_cli_names_the_slow_device_in_json(rig: Rig, base_ms: float) -> None:
     for loop in rig.loops:
         args += ["--device", loop]
     with rig.workload(seconds=WORKLOAD_S):
-        done = run_kassist(args, timeout=90)
+        done = run_kassist(args, timeout=HANG_S)
     rig.set_delays({})
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
@@ -158,7 +160,7 @@ def test_the_latency_stream_hands_over_histograms_and_detaches(rig: Rig) -> None
     why = unavailable_reason(find_probe("biolatency_interval"))
     require(why is None, f"biolatency_interval: {why}")
     rig.set_delays({})
-    with rig.workload(seconds=8), ProbeStream("biolatency_interval") as stream:
+    with rig.workload(seconds=WORKLOAD_S), ProbeStream("biolatency_interval") as stream:
         time.sleep(3.5)
         maps = stream.poll()
         prog_ids = list(stream.result.prog_ids)
@@ -181,7 +183,7 @@ def test_a_lone_device_is_judged_against_its_own_history(rig: Rig, base_ms: floa
     rig.set_delays({})
     with (
         DiskMonitor(DetectorConfig(), only=[lone], smart=False) as monitor,
-        rig.workload(seconds=12 * WINDOW_S + WORKLOAD_S),
+        rig.workload(seconds=WORKLOAD_S),
     ):
         # The baseline: 6 windows older than the persistence window. No finding is asserted
         # here: without peers, a machine-wide slowdown (other tests' load) is not cancelled
@@ -219,7 +221,7 @@ def test_watch_stores_a_new_finding_once(rig: Rig, base_ms: float, tmp_path: Pat
     with rig.workload(seconds=WORKLOAD_S):
         proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + DETECT_WITHIN_S + 5
+            deadline = hang_deadline()  # its start (bpftrace compiles) may be slow
             rows: list[tuple[str, str, int]] = []
             while time.monotonic() < deadline and not rows:
                 time.sleep(1.0)
