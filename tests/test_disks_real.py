@@ -181,9 +181,11 @@ def test_a_lone_device_is_judged_against_its_own_history(rig: Rig, base_ms: floa
     # The monitor sees one device only: no peers, so its own earlier windows are the baseline.
     lone = rig.loops[3]
     rig.set_delays({})
+    # The workload first, then the monitor: its own history must not begin with fio's
+    # start (a first window of a few ms on a 0.2 ms device widens the band past x10).
     with (
-        DiskMonitor(DetectorConfig(), only=[lone], smart=False) as monitor,
         rig.workload(seconds=WORKLOAD_S),
+        DiskMonitor(DetectorConfig(), only=[lone], smart=False) as monitor,
     ):
         # The baseline: 6 windows older than the persistence window. No finding is asserted
         # here: without peers, a machine-wide slowdown (other tests' load) is not cancelled
