@@ -28,8 +28,8 @@ WINDOW_S = 2.0
 DETECT_WITHIN_S = 30.0
 #: fio runs until the test leaves the workload, HANG_S at most: the devices must not go
 #: idle before the last window, however long a loaded machine makes the windows, the
-#: monitor's start (bpftrace compiles) or the baseline (a 90 s limit ran out under load,
-#: and the loop devices were idle when the slowdown was injected).
+#: monitor's start (bpftrace compiles) or the baseline (under load an 8 s workload ended
+#: before the latency stream's bpftrace attached, and the stream saw no loop I/O).
 WORKLOAD_S = HANG_S
 
 
