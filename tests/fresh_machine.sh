@@ -25,8 +25,9 @@
 # cores. --dry stops once the namespace is set up and its state proved (mounts absent,
 # caches empty). --demo first runs the README's first command (./setup.sh demo: set up
 # from nothing, then draft a bug report with the default model) and stops if it fails,
-# then runs .ci/run as the second. DIR (default: a new /var/tmp/kassist-fresh-XXXXXX) is removed at the
-# end unless --keep; the log is kept beside it as DIR.log. Exit status: .ci/run's.
+# then runs .ci/run as the second. DIR (default: a new /var/tmp/kassist-fresh-XXXXXX)
+# is removed at the end unless --keep; the log is kept beside it as DIR.log. Exit
+# status: .ci/run's (98 if --demo's ./setup.sh demo failed).
 set -euo pipefail
 
 say() { printf 'fresh_machine: %s\n' "$*" >&2; }
