@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from actions.model import Completion
 from tests.agent_entry import FAULT_ENV, FILL_NAME, fill
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, hang_deadline, require
 
 T = TypeVar("T")
 EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
@@ -71,7 +71,7 @@ class NetNS:
 
     def __init__(self) -> None:
         self.holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"])
-        deadline = time.monotonic() + 5
+        deadline = hang_deadline()
         mine = os.readlink("/proc/self/ns/net")
         while time.monotonic() < deadline:
             try:
@@ -227,7 +227,7 @@ class AgentProcess:
                 stderr=log,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + 20
+        deadline = hang_deadline()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited {self.proc.returncode}: {self.log.read_text()}")
@@ -238,6 +238,7 @@ class AgentProcess:
             except OSError:
                 time.sleep(0.02)
         else:
+            self.stop()  # a hang: never leave the agent behind (its caller's finally has not begun)
             raise RuntimeError(f"agent did not listen: {self.log.read_text()}")
         if self.netns is not None:
             # The safety check: the agent must be in the private namespace, never the host's.

@@ -22,7 +22,7 @@ from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context, run_tool
 from probes.stats.summary import PsiLine, StatsSummary, pressure_line, summary_lines
 from tests.chat_support import cpus, crashes_by_cli, kernel_dmesg, memory_total_line
-from tests.conftest import DATA, require, run_kassist
+from tests.conftest import DATA, hang_deadline, require, run_kassist
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def workload() -> Iterator[tuple[int, int]]:
         [sys.executable, "-c", "import time; b = b'x' * (256 << 20); time.sleep(600)"]
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = hang_deadline()
         while _rss_kib(hog.pid) < 200 << 10:  # the 256 MiB are written
             assert time.monotonic() < deadline
             time.sleep(0.05)
