@@ -112,6 +112,52 @@ def authorized(peer: Peer, group_gid: int | None) -> bool:
 
 
 @dataclass
+class _Pending:
+    """What a connection has sent of an entry not finished yet.
+
+    :param buf: the bytes after the last newline (never only blanks).
+    :param started: when the entry in buf began, in the event loop's clock (s).
+    :param active: when the last entry came (or the connection opened), same clock.
+    """
+
+    buf: bytes = b""
+    started: float = 0.0
+    active: float = 0.0
+
+    def take_lines(self, chunk: bytes, now: float) -> list[bytes]:
+        """Add a chunk read and return the lines it completes (blank ones included)."""
+        if not self.buf:
+            self.started = now
+        self.buf += chunk
+        lines: list[bytes] = []
+        if b"\n" in chunk:
+            *lines, self.buf = self.buf.split(b"\n")
+            self.started = now
+        if not self.buf.strip():
+            self.buf = b""  # blanks are no entry: the connection stays idle
+        return lines
+
+    def ended(self, why: str) -> None:
+        """The connection ends: nothing more between entries, Malformed inside one."""
+        if self.buf:
+            raise Malformed(why) from None
+
+
+def _entries(lines: list[bytes], rest: bytes) -> tuple[list[bytes], Malformed | None]:
+    # The entries among complete lines (blanks are none), up to the first one larger than
+    # MAX_ENTRY, and that one's error (or the unfinished rest's, once it is larger).
+    good: list[bytes] = []
+    for line in lines:
+        if len(line) + 1 > MAX_ENTRY:
+            return good, Malformed(f"entry larger than {MAX_ENTRY} bytes")
+        if line.strip():
+            good.append(line)
+    if len(rest) > MAX_ENTRY:
+        return good, Malformed(f"entry larger than {MAX_ENTRY} bytes")
+    return good, None
+
+
+@dataclass
 class ServerSettings:
     """How the daemon listens.
 
@@ -444,57 +490,39 @@ class AgentServer:
         # without an entry (blank lines are not entries: they do not keep it open), and
         # no entry may pass MAX_ENTRY bytes. Lines before a bad one are still yielded
         # (and answered) before the connection is closed.
-        buf = b""
         loop = asyncio.get_running_loop()
-        started = 0.0  # when the partial entry in buf began
-        active = loop.time()  # when the last entry came (or the connection opened)
-        late = f"entry not finished within {self.settings.entry_timeout:g} s"
-        while True:
-            if buf:
-                timeout = started + self.settings.entry_timeout - loop.time()
-                if timeout <= 0:
-                    raise Malformed(late)
-            else:
-                timeout = active + self.settings.idle_timeout - loop.time()
-                if timeout <= 0:
-                    return
-            try:
-                chunk = await asyncio.wait_for(reader.read(65536), timeout)
-            except TimeoutError:
-                if buf:
-                    raise Malformed(late) from None
-                return
-            except ConnectionError:
-                return
-            if not chunk:
-                if buf:
-                    raise Malformed("connection closed in the middle of an entry")
-                return
-            if not buf:
-                started = loop.time()
-            buf += chunk
-            if b"\n" in chunk:
-                *lines, buf = buf.split(b"\n")
-                started = loop.time()
-            else:
-                lines = []
-            if not buf.strip():
-                buf = b""  # blanks are no entry: the connection stays idle
-            good: list[bytes] = []
-            error: Malformed | None = None
-            for line in lines:
-                if len(line) + 1 > MAX_ENTRY:
-                    error = Malformed(f"entry larger than {MAX_ENTRY} bytes")
-                    break
-                if line.strip():
-                    good.append(line)
-            if error is None and len(buf) > MAX_ENTRY:
-                error = Malformed(f"entry larger than {MAX_ENTRY} bytes")
+        pending = _Pending(active=loop.time())
+        while (chunk := await self._chunk(reader, pending)) is not None:
+            good, error = _entries(pending.take_lines(chunk, loop.time()), pending.buf)
             if good:
-                active = loop.time()
+                pending.active = loop.time()
                 yield good
             if error is not None:
                 raise error
+
+    async def _chunk(self, reader: asyncio.StreamReader, pending: _Pending) -> bytes | None:
+        # The next chunk read, or None when the connection ends between entries (idle,
+        # closed, reset); Malformed when it ends in the middle of one.
+        late = f"entry not finished within {self.settings.entry_timeout:g} s"
+        if pending.buf:
+            deadline = pending.started + self.settings.entry_timeout
+        else:
+            deadline = pending.active + self.settings.idle_timeout
+        timeout = deadline - asyncio.get_running_loop().time()
+        if timeout <= 0:
+            pending.ended(late)
+            return None
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout)
+        except TimeoutError:
+            pending.ended(late)
+            return None
+        except ConnectionError:
+            return None
+        if not chunk:
+            pending.ended("connection closed in the middle of an entry")
+            return None
+        return chunk
 
     async def _submission(
         self,

@@ -260,8 +260,7 @@ def metrics(path: Path) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    """Run the simulation and print its figures."""
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--receivers", type=int, default=4)
@@ -272,8 +271,138 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.hosts, args.receivers = 100, 2
+    return args
+
+
+@dataclass
+class Run:
+    """What the receivers did while the hosts sent.
+
+    :param sent: records sent.
+    :param send_s: seconds the sending took.
+    :param stored: reports stored when the store settled.
+    :param cpu: the receivers' CPU seconds from the start of sending until it settled.
+    :param busy: the same without what they use idle.
+    :param idle: CPU seconds a second the receivers use doing nothing.
+    """
+
+    sent: int
+    send_s: float
+    stored: int
+    cpu: float
+    busy: float
+    idle: float
+
+
+def run(
+    receivers: list[Receiver],
+    hosts: list[Host],
+    ports: tuple[int, int],
+    args: argparse.Namespace,
+    url: str,
+) -> Run:
+    """Measure the receivers idle, then send every host's log and wait until it is stored."""
+    expected = sum(sum(h.expected.values()) for h in hosts)
+    idle0 = sum(cpu_seconds(r.proc.pid) for r in receivers)
+    time.sleep(IDLE_S)
+    cpu0 = sum(cpu_seconds(r.proc.pid) for r in receivers)
+    idle = (cpu0 - idle0) / IDLE_S
+    t0 = time.monotonic()
+    sent = send_all(hosts, *ports, args.drop, args.seed)
+    send_s = time.monotonic() - t0
+    stored = _wait_stored(url, expected)
+    cpu = sum(cpu_seconds(r.proc.pid) for r in receivers) - cpu0
+    busy = max(cpu - idle * (time.monotonic() - t0), 1e-9)
+    return Run(sent, send_s, stored, cpu, busy, idle)
+
+
+def stop(receivers: list[Receiver]) -> None:
+    """Stop the receivers: SIGTERM, then SIGKILL for one that takes over a minute."""
+    for r in receivers:
+        r.proc.send_signal(signal.SIGTERM)
+    for r in receivers:
+        try:
+            r.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            r.proc.kill()
+
+
+@dataclass
+class Tally:
+    """The store against what was sent.
+
+    :param want: reports sent, by (host as stored, signature).
+    :param got: reports stored, by the same.
+    :param signatures: signatures with a report.
+    :param drafts: drafts written.
+    """
+
+    want: dict[tuple[str, str], int]
+    got: dict[tuple[str, str], int]
+    signatures: int
+    drafts: int
+
+    def duplicates(self) -> int:
+        """Return the reports stored beyond what a host sent (must be 0)."""
+        return sum(max(0, n - self.want.get(k, 0)) for k, n in self.got.items())
+
+    def missing(self) -> int:
+        """Return the reports sent and not stored."""
+        return sum(max(0, n - self.got.get(k, 0)) for k, n in self.want.items())
+
+
+def tally(url: str, hosts: list[Host]) -> Tally:
+    """Read what the store holds and what was sent (a netconsole host is known by its address)."""
     import psycopg
 
+    with psycopg.connect(url) as db:
+        rows = db.execute("SELECT host, signature, count(*) FROM hits GROUP BY 1, 2").fetchall()
+        signatures = db.execute("SELECT count(*) FROM crashes WHERE count > 0").fetchone()
+        drafts = db.execute("SELECT count(*) FROM drafts WHERE done_at IS NOT NULL").fetchone()
+    want = {(h.name if not h.kind.startswith("netconsole") else h.address, sig): n
+            for h in hosts for sig, n in h.expected.items()}  # fmt: skip
+    got = {(str(host), str(sig)): int(n) for host, sig, n in rows}
+    return Tally(want, got, signatures[0] if signatures else 0, drafts[0] if drafts else 0)
+
+
+def print_figures(r: Run, t: Tally, receivers: list[Receiver], hosts: list[Host]) -> None:
+    """Print the run's figures against the baseline measured now, in this process."""
+    expected = sum(sum(h.expected.values()) for h in hosts)
+    m = [metrics(x.metrics) for x in receivers]
+    lost = sum(x.get('kassist_watch_network_total{type="netconsole:lost"}', 0) for x in m)
+    kernel_drops = sum(
+        x.get(f'kassist_watch_network_total{{type="{k}:dropped_kernel"}}', 0)
+        for x in m
+        for k in ("netconsole", "syslog")
+    )
+    p99 = max(x.get('kassist_watch_store_latency_seconds{quantile="0.99"}', 0) for x in m)
+    files = sum(len(list(x.outbox.glob("*.md"))) for x in receivers)
+    dropped = sum(h.dropped for h in hosts)
+    rate = r.sent / max(r.cpu, 1e-9)
+    base_n, base_cpu = baseline(hosts)
+    base_rate = base_n / max(base_cpu, 1e-9)
+    print(f"sent {r.sent} records in {r.send_s:.1f} s; receivers used {r.cpu:.1f} CPU s: "
+          f"{rate:.0f} records/s per core ({r.sent / r.busy:.0f} without their idle "
+          f"{r.idle:.3f} CPU s/s)")  # fmt: skip
+    print(f"baseline: triage_lines over the same {base_n} records in this process "
+          f"(no network, no store): {base_rate:.0f} records/s per core; "
+          f"receivers into PostgreSQL: {rate / base_rate:.2f}x the baseline")  # fmt: skip
+    print(f"reports stored {r.stored} of {expected} sent; missing {t.missing()}")
+    print(f"duplicates {t.duplicates()} (must be 0)")
+    if t.duplicates() or t.missing():  # which (host, signature): the first few each way
+        extra = sorted(k for k, n in t.got.items() if n > t.want.get(k, 0))[:3]
+        absent = sorted(k for k, n in t.want.items() if n > t.got.get(k, 0))[:3]
+        print(f"  stored beyond what was sent: {extra}; sent, not stored: {absent}")
+    print(f"lost {lost:.0f}, dropped by the test {dropped} (must be equal);"
+          f" dropped by the kernel {kernel_drops:.0f}")  # fmt: skip
+    print(f"p99 report closed -> stored {p99 * 1000:.0f} ms")
+    print(f"drafts made {t.drafts} ({files} files) for {t.signatures} signatures "
+          "(one per new signature)")  # fmt: skip
+
+
+def main() -> None:
+    """Run the simulation and print its figures."""
+    args = _args()
     from tests.pg_support import postgres
 
     hosts = plan(args.hosts, args.crashing, args.seed)
@@ -284,63 +413,10 @@ def main() -> None:
     with postgres() as url, tempfile.TemporaryDirectory(prefix="kassist-fleet-") as tmp:
         receivers, nc_port, sl_port = start_receivers(args.receivers, url, Path(tmp))
         try:
-            idle0 = sum(cpu_seconds(r.proc.pid) for r in receivers)
-            time.sleep(IDLE_S)
-            cpu0 = sum(cpu_seconds(r.proc.pid) for r in receivers)
-            idle = (cpu0 - idle0) / IDLE_S  # CPU s a second the receivers use doing nothing
-            t0 = time.monotonic()
-            sent = send_all(hosts, nc_port, sl_port, args.drop, args.seed)
-            send_s = time.monotonic() - t0
-            stored = _wait_stored(url, expected)
-            cpu = sum(cpu_seconds(r.proc.pid) for r in receivers) - cpu0
-            busy = max(cpu - idle * (time.monotonic() - t0), 1e-9)
+            measured = run(receivers, hosts, (nc_port, sl_port), args, url)
         finally:
-            for r in receivers:
-                r.proc.send_signal(signal.SIGTERM)
-            for r in receivers:
-                try:
-                    r.proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    r.proc.kill()
-        with psycopg.connect(url) as db:
-            rows = db.execute("SELECT host, signature, count(*) FROM hits GROUP BY 1, 2").fetchall()
-            signatures = db.execute("SELECT count(*) FROM crashes WHERE count > 0").fetchone()
-            drafts = db.execute("SELECT count(*) FROM drafts WHERE done_at IS NOT NULL").fetchone()
-        want = {(h.name if not h.kind.startswith("netconsole") else h.address, sig): n
-                for h in hosts for sig, n in h.expected.items()}  # fmt: skip
-        got = {(str(host), str(sig)): int(n) for host, sig, n in rows}
-        duplicates = sum(max(0, n - want.get(k, 0)) for k, n in got.items())
-        missing = sum(max(0, n - got.get(k, 0)) for k, n in want.items())
-        m = [metrics(r.metrics) for r in receivers]
-        lost = sum(x.get('kassist_watch_network_total{type="netconsole:lost"}', 0) for x in m)
-        kernel_drops = sum(
-            x.get(f'kassist_watch_network_total{{type="{k}:dropped_kernel"}}', 0)
-            for x in m
-            for k in ("netconsole", "syslog")
-        )
-        p99 = max(x.get('kassist_watch_store_latency_seconds{quantile="0.99"}', 0) for x in m)
-        files = sum(len(list(r.outbox.glob("*.md"))) for r in receivers)
-        dropped = sum(h.dropped for h in hosts)
-        rate = sent / max(cpu, 1e-9)
-        base_n, base_cpu = baseline(hosts)
-        base_rate = base_n / max(base_cpu, 1e-9)
-        print(f"sent {sent} records in {send_s:.1f} s; receivers used {cpu:.1f} CPU s: "
-              f"{rate:.0f} records/s per core ({sent / busy:.0f} without their idle "
-              f"{idle:.3f} CPU s/s)")  # fmt: skip
-        print(f"baseline: triage_lines over the same {base_n} records in this process "
-              f"(no network, no store): {base_rate:.0f} records/s per core; "
-              f"receivers into PostgreSQL: {rate / base_rate:.2f}x the baseline")  # fmt: skip
-        print(f"reports stored {stored} of {expected} sent; missing {missing}")
-        print(f"duplicates {duplicates} (must be 0)")
-        if duplicates or missing:  # which (host, signature): the first few each way
-            extra = sorted(k for k, n in got.items() if n > want.get(k, 0))[:3]
-            absent = sorted(k for k, n in want.items() if n > got.get(k, 0))[:3]
-            print(f"  stored beyond what was sent: {extra}; sent, not stored: {absent}")
-        print(f"lost {lost:.0f}, dropped by the test {dropped} (must be equal);"
-              f" dropped by the kernel {kernel_drops:.0f}")  # fmt: skip
-        print(f"p99 report closed -> stored {p99 * 1000:.0f} ms")
-        made, sigs = drafts[0] if drafts else 0, signatures[0] if signatures else 0
-        print(f"drafts made {made} ({files} files) for {sigs} signatures (one per new signature)")
+            stop(receivers)
+        print_figures(measured, tally(url, hosts), receivers, hosts)
 
 
 def _wait_stored(url: str, expected: int, limit: float = 600.0) -> int:

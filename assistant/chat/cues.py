@@ -14,9 +14,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 #: The actions the chat can take: one per tool, and ``clarify`` (ask instead of guessing).
 CLARIFY = "clarify"
@@ -104,65 +104,92 @@ def find_cues(text: str, probe_names: Iterable[str]) -> Cues:
     :param text: the message.
     :param probe_names: the eBPF probes the library has (``runqlat``, ...).
     """
-    cues = Cues()
-    rest = text
-    written: list[str] = []  # each sysctl as the message writes it (a leaf: "somaxconn")
-    for m in _SYSCTL.finditer(text):
-        written.append(_strip_sentence_end(m.group(1)))
-    cues.sysctls = list(written)
-    if not cues.sysctls:
-        for leaf, key in known_leaves().items():
-            if found := _word(leaf).search(text):
-                written.append(found.group(0))
-                cues.leaves.append(key)
+    sysctls, leaves, written = _sysctl_cues(text)
+    rest = text  # the message without the names found so far
     for name in written:
         rest = rest.replace(name, " ")
-    for m in _PATH.finditer(rest):
-        path = _strip_sentence_end(m.group(1))
-        relative = not path.startswith(("/", "./", "../", "~/"))
-        if relative and "." not in path.rsplit("/", 1)[-1] and path.count("/") < 2:
-            continue  # and/or, TCP/IP, read/write: words, not paths
-        if path.startswith("/") and len(path) == 1:
-            continue
-        if re.fullmatch(r"/[a-z_]+", path) and _slash_command(text) == path[1:]:
-            continue  # the slash command itself
-        cues.paths.append(path)
-    for path in cues.paths:
+    paths = _path_cues(rest, text)
+    for path in paths:
         rest = rest.replace(path, " ")
-    cues.signatures = [m.group(1) for m in _SIGNATURE.finditer(rest.lower())]
-    names = {n.lower(): n for n in probe_names}
-    for word in re.findall(r"[A-Za-z_]+", text):
-        if word.lower() in names:
-            cues.probe = names[word.lower()]
-            break
-    seconds = _DURATION.search(rest)
-    minutes = _MINUTES.search(rest)
-    if seconds:
-        cues.duration = int(seconds.group(1))
-    elif minutes and re.search(r"\bfor\b", rest, re.I):
-        cues.duration = int(minutes.group(1)) * 60
-    elif re.search(r"\bfor (?:a|one) minute\b", rest, re.I):
-        cues.duration = 60
     changeset = _CHANGESET.search(rest)
-    if changeset:
-        cues.changeset = int(changeset.group(1))
-    if written:
-        after = text.split(written[0], 1)[1]
-        v = _SET_VALUE.search(after)
-        if v:
-            cues.value = v.group(1).strip()
     rec = _APPLY_ID.search(text) or _REC_ID.search(text)
-    if rec:
-        cues.rec_id = rec.group(1)
-    for pattern, level in LEVEL_WORDS:
-        if pattern.search(text):
-            cues.level = level
-            break
-    for pattern, source in SOURCE_WORDS:
-        if pattern.search(text):
-            cues.source = source
-            break
-    return cues
+    return Cues(
+        paths=paths,
+        signatures=[m.group(1) for m in _SIGNATURE.finditer(rest.lower())],
+        sysctls=sysctls,
+        leaves=leaves,
+        probe=_probe_cue(text, probe_names),
+        duration=_duration_cue(rest),
+        changeset=int(changeset.group(1)) if changeset else None,
+        value=_set_value(text, written),
+        rec_id=rec.group(1) if rec else None,
+        level=_first_named(LEVEL_WORDS, text),
+        source=_first_named(SOURCE_WORDS, text),
+    )
+
+
+def _sysctl_cues(text: str) -> tuple[list[str], list[str], list[str]]:
+    # The sysctl names written whole, else the keys named by their leaf only; and each as
+    # the message writes it ("somaxconn").
+    written = [_strip_sentence_end(m.group(1)) for m in _SYSCTL.finditer(text)]
+    if written:
+        return list(written), [], written
+    leaves = []
+    for leaf, key in known_leaves().items():
+        if found := _word(leaf).search(text):
+            written.append(found.group(0))
+            leaves.append(key)
+    return [], leaves, written
+
+
+def _path_cues(rest: str, text: str) -> list[str]:
+    found = (_strip_sentence_end(m.group(1)) for m in _PATH.finditer(rest))
+    return [path for path in found if _is_path(path, text)]
+
+
+def _is_path(path: str, text: str) -> bool:
+    relative = not path.startswith(("/", "./", "../", "~/"))
+    if relative and "." not in path.rsplit("/", 1)[-1] and path.count("/") < 2:
+        return False  # and/or, TCP/IP, read/write: words, not paths
+    if path.startswith("/") and len(path) == 1:
+        return False
+    # the slash command itself is no path
+    return not (re.fullmatch(r"/[a-z_]+", path) and _slash_command(text) == path[1:])
+
+
+def _probe_cue(text: str, probe_names: Iterable[str]) -> str | None:
+    names = {n.lower(): n for n in probe_names}
+    return next(
+        (names[w.lower()] for w in re.findall(r"[A-Za-z_]+", text) if w.lower() in names), None
+    )
+
+
+def _duration_cue(rest: str) -> int | None:
+    # Seconds asked for: "10 s", "for 2 minutes", "for a minute".
+    if seconds := _DURATION.search(rest):
+        return int(seconds.group(1))
+    minutes = _MINUTES.search(rest)
+    if minutes and re.search(r"\bfor\b", rest, re.I):
+        return int(minutes.group(1)) * 60
+    if re.search(r"\bfor (?:a|one) minute\b", rest, re.I):
+        return 60
+    return None
+
+
+def _set_value(text: str, written: list[str]) -> str | None:
+    # The value after "to"/"=" that follows the first key named.
+    if not written:
+        return None
+    v = _SET_VALUE.search(text.split(written[0], 1)[1])
+    return v.group(1).strip() if v else None
+
+
+_T = TypeVar("_T")
+
+
+def _first_named(table: tuple[tuple[re.Pattern[str], _T], ...], text: str) -> _T | None:
+    # The value of a table's first pattern the text holds.
+    return next((value for pattern, value in table if pattern.search(text)), None)
 
 
 @functools.cache
@@ -626,58 +653,158 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
     it, middling for a clear phrase, and low when phrases tie or nothing matches; the
     router asks the model, or the person, below its floor.
     """
-    names = list(probe_names)
-    cues = find_cues(text, names)
-    scores = phrase_scores(text)
-    if cues.changeset is not None and scores.get("rollback", 0) >= 4:
-        return CueDecision("rollback", {"changeset": cues.changeset}, 0.95)
-    if scores.get("rollback", 0) >= 4:
-        return CueDecision("rollback", {}, 0.8)
-    concept = is_concept_question(text)
-    if cues.paths and not (concept and _INTERFACE_PATH.match(cues.paths[0])):
-        return _path_action(text, cues.paths[0], scores)
-    if cues.rec_id is not None and ":" in cues.rec_id and scores.get("apply", 0) >= 3:
-        return CueDecision("apply", {"id": cues.rec_id}, 0.9)  # a tune id: scenario:key
-    if cues.sysctls:
-        return _sysctl_action(text, cues, scores)
-    if cues.rec_id is not None and scores.get("apply", 0) >= 3:
-        return CueDecision("apply", {"id": cues.rec_id}, 0.9)
-    if cues.signatures:
-        return _signature_action(text, cues.signatures[0], scores)
-    if scores.get("docs", 0) >= 4:  # "undocumented"
-        return CueDecision("docs", {"key": "undocumented"}, 0.9)
-    if cues.probe is not None:
-        return CueDecision("probe", _probe_args(cues, text), 0.9)
-    if _RING_BUFFER.search(text) and _CRASH_HUNT.search(text) and not concept:
-        return CueDecision("triage", {}, 0.85)  # "check dmesg for crashes": the ring buffer
-    if _REFERENT.search(text) and scores.get("report", 0) >= 2:
-        return CueDecision("report", {}, 0.85)  # "write a bug report for that crash"
-    if _WHAT_DOES_IT_DO.search(text):
-        return CueDecision("docs", {}, 0.7)  # the key the conversation talked about last
-    if cues.leaves and _leaf_names_the_key(text, scores):
-        cues.sysctls = cues.leaves
-        return _sysctl_action(text, cues, scores)
-    if scores.get("explain", 0) >= 4:
-        ident = {"id": cues.rec_id} if cues.rec_id and ":" in cues.rec_id else {}
-        return CueDecision("explain", ident, 0.85)
-    if concept:
-        return CueDecision("answer", {}, 0.8)  # the documentation answers it
-    # A tool that needs a thing the message does not name cannot be the answer.
-    scores = {t: v for t, v in scores.items() if t not in NEEDS_A_NAME}
+    cues = find_cues(text, list(probe_names))
+    msg = _Message(text, cues, phrase_scores(text), is_concept_question(text))
+    for rule in _RULES:
+        if (decision := rule(msg)) is not None:
+            return decision
+    return _by_phrases(msg)
+
+
+@dataclass(frozen=True)
+class _Message:
+    """A message with its cues, the scores of its phrases, and whether it asks a concept."""
+
+    text: str
+    cues: Cues
+    scores: Mapping[str, float]
+    concept: bool
+
+    def score(self, tool: str) -> float:
+        return self.scores.get(tool, 0)
+
+
+def _rollback(m: _Message) -> CueDecision | None:
+    if m.score("rollback") < 4:
+        return None
+    if m.cues.changeset is not None:
+        return CueDecision("rollback", {"changeset": m.cues.changeset}, 0.95)
+    return CueDecision("rollback", {}, 0.8)
+
+
+def _named_path(m: _Message) -> CueDecision | None:
+    # A kernel interface file in a concept question is what it asks about, no log.
+    if m.cues.paths and not (m.concept and _INTERFACE_PATH.match(m.cues.paths[0])):
+        return _path_action(m.text, m.cues.paths[0], m.scores)
+    return None
+
+
+def _tune_id(m: _Message) -> CueDecision | None:
+    # A tune id (scenario:key) to apply.
+    if m.cues.rec_id is not None and ":" in m.cues.rec_id and m.score("apply") >= 3:
+        return CueDecision("apply", {"id": m.cues.rec_id}, 0.9)
+    return None
+
+
+def _named_sysctl(m: _Message) -> CueDecision | None:
+    return _sysctl_action(m.text, m.cues, m.scores) if m.cues.sysctls else None
+
+
+def _recommendation_id(m: _Message) -> CueDecision | None:
+    if m.cues.rec_id is not None and m.score("apply") >= 3:
+        return CueDecision("apply", {"id": m.cues.rec_id}, 0.9)
+    return None
+
+
+def _named_signature(m: _Message) -> CueDecision | None:
+    return _signature_action(m.text, m.cues.signatures[0], m.scores) if m.cues.signatures else None
+
+
+def _undocumented(m: _Message) -> CueDecision | None:
+    return CueDecision("docs", {"key": "undocumented"}, 0.9) if m.score("docs") >= 4 else None
+
+
+def _named_probe(m: _Message) -> CueDecision | None:
+    if m.cues.probe is None:
+        return None
+    return CueDecision("probe", _probe_args(m.cues, m.text), 0.9)
+
+
+def _ring_buffer(m: _Message) -> CueDecision | None:
+    # "check dmesg for crashes": triage the ring buffer.
+    hunt = _RING_BUFFER.search(m.text) and _CRASH_HUNT.search(m.text) and not m.concept
+    return CueDecision("triage", {}, 0.85) if hunt else None
+
+
+def _referent_report(m: _Message) -> CueDecision | None:
+    # "write a bug report for that crash": the crash the conversation talked about.
+    if _REFERENT.search(m.text) and m.score("report") >= 2:
+        return CueDecision("report", {}, 0.85)
+    return None
+
+
+def _what_does_it_do(m: _Message) -> CueDecision | None:
+    # The key the conversation talked about last.
+    return CueDecision("docs", {}, 0.7) if _WHAT_DOES_IT_DO.search(m.text) else None
+
+
+def _named_leaf(m: _Message) -> CueDecision | None:
+    # A key named by its last part only, in a question about that key.
+    if m.cues.leaves and _leaf_names_the_key(m.text, m.scores):
+        return _sysctl_action(m.text, replace(m.cues, sysctls=m.cues.leaves), m.scores)
+    return None
+
+
+def _explain(m: _Message) -> CueDecision | None:
+    if m.score("explain") < 4:
+        return None
+    rec_id = m.cues.rec_id
+    return CueDecision("explain", {"id": rec_id} if rec_id and ":" in rec_id else {}, 0.85)
+
+
+def _concept(m: _Message) -> CueDecision | None:
+    return CueDecision("answer", {}, 0.8) if m.concept else None  # the documentation answers it
+
+
+#: What settles a message before its phrases are weighed, strongest first: a named thing,
+#: then a request a phrase alone makes clear.
+_RULES: tuple[Callable[[_Message], CueDecision | None], ...] = (
+    _rollback,
+    _named_path,
+    _tune_id,
+    _named_sysctl,
+    _recommendation_id,
+    _named_signature,
+    _undocumented,
+    _named_probe,
+    _ring_buffer,
+    _referent_report,
+    _what_does_it_do,
+    _named_leaf,
+    _explain,
+    _concept,
+)
+
+
+def _by_phrases(m: _Message) -> CueDecision:
+    # The tool whose phrases weigh most; a tool that needs a thing the message does not
+    # name cannot be the answer.
+    scores = {t: v for t, v in m.scores.items() if t not in NEEDS_A_NAME}
     top, s1, s2, second = _best(scores)
     if s1 <= 0:
         return CueDecision("answer", {}, 0.2)
     if top == "probe":
-        for pattern, name in PROBE_TOPICS:
-            if pattern.search(text):
-                cues.probe = name
-                return CueDecision("probe", _probe_args(cues, text), _confidence(s1, s2))
-        return CueDecision(CLARIFY, {}, 0.3, ("probe",))
-    args: dict[str, Any] = _logs_args(cues) if top == "logs" else {}
-    if top == "top":
-        args = _top_args(text)
+        return _probe_topic(m, _confidence(s1, s2))
+    args = _PHRASE_ARGS[top](m) if top in _PHRASE_ARGS else {}
     alternatives = (second,) if s2 > 0 else ()
     return CueDecision(top, args, _confidence(s1, s2), alternatives)
+
+
+def _probe_topic(m: _Message, confidence: float) -> CueDecision:
+    # A probe for what the message describes, or a question back when it names none.
+    for pattern, name in PROBE_TOPICS:
+        if pattern.search(m.text):
+            return CueDecision(
+                "probe", _probe_args(replace(m.cues, probe=name), m.text), confidence
+            )
+    return CueDecision(CLARIFY, {}, 0.3, ("probe",))
+
+
+#: The arguments of a tool picked by its phrases, from the message.
+_PHRASE_ARGS: Mapping[str, Callable[[_Message], dict[str, Any]]] = {
+    "logs": lambda m: _logs_args(m.cues),
+    "top": lambda m: _top_args(m.text),
+}
 
 
 #: Tools that need a path or a signature: phrases alone never pick them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,11 +12,11 @@ from actions.text import printable, printable_lines
 from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
 from assistant.errors import KassistError
 
+if TYPE_CHECKING:  # imported when run: `kassist --help` stays fast
+    from assistant.chat.session import ChatSession, Turn
 
-def _echo_turn_text(turn: object, approving: bool) -> None:
-    from assistant.chat.session import Turn
 
-    assert isinstance(turn, Turn)
+def _echo_turn_text(turn: Turn, approving: bool) -> None:
     click.echo(printable_lines(turn.answer))
     if turn.notice:
         notice(printable(turn.notice))
@@ -64,12 +65,29 @@ def ask(
     ctx = Context(store=store_path, socket=socket_path or cfg.agent.socket)
     session = ChatSession(llm, ctx, native_tools=cfg.chat.native_tools)
     if route_only:
-        decision = session.route(text)
-        out = {"schema": "kassist.ask/1", **decision.to_dict()}
-        click.echo(json.dumps(out) if fmt == "json" else f"{decision.action} {decision.args}")
+        _echo_route(session, text, fmt)
         return
+    turn = _answer(session, text, fmt, yes, record=cfg.chat.history and not no_history)
+    if fmt == "json":
+        click.echo(json.dumps(turn.to_dict(), default=str))
+    else:
+        for outcome in turn.outcomes:
+            click.echo(f"agent: {printable(outcome.line())}")
+    if status := _exit_status(turn):
+        raise SystemExit(status)
+
+
+def _echo_route(session: ChatSession, text: str, fmt: str) -> None:
+    # --route-only: the decision, and nothing run.
+    decision = session.route(text)
+    out = {"schema": "kassist.ask/1", **decision.to_dict()}
+    click.echo(json.dumps(out) if fmt == "json" else f"{decision.action} {decision.args}")
+
+
+def _answer(session: ChatSession, text: str, fmt: str, yes: bool, record: bool) -> Turn:
+    # One turn, recorded in the chat history when asked, its proposals approved with --yes.
     history = None
-    if cfg.chat.history and not no_history:
+    if record:
         from assistant.chat.history import ChatHistory
 
         history = ChatHistory()
@@ -82,20 +100,23 @@ def ask(
         if fmt == "text":
             _echo_turn_text(turn, yes)
         if yes:
-            for proposal in turn.proposals:
-                if fmt == "text":
-                    click.echo(f"approved: {printable(proposal.summary)}")
-                with contextlib.suppress(KassistError):  # the outcome ("unavailable") says why
-                    session.approve(proposal)
+            _approve(session, turn, fmt)
     finally:
         if history is not None:
             history.close()
-    if fmt == "json":
-        click.echo(json.dumps(turn.to_dict(), default=str))
-    else:
-        for outcome in turn.outcomes:
-            click.echo(f"agent: {printable(outcome.line())}")
+    return turn
+
+
+def _approve(session: ChatSession, turn: Turn, fmt: str) -> None:
+    for proposal in turn.proposals:
+        if fmt == "text":
+            click.echo(f"approved: {printable(proposal.summary)}")
+        with contextlib.suppress(KassistError):  # the outcome ("unavailable") says why
+            session.approve(proposal)
+
+
+def _exit_status(turn: Turn) -> int:
+    # 1: the turn failed; 3: a change asked for does not hold (refused, failed, no agent).
     if turn.error:
-        raise SystemExit(1)
-    if any(not o.ok for o in turn.outcomes):
-        raise SystemExit(3)
+        return 1
+    return 3 if any(not o.ok for o in turn.outcomes) else 0

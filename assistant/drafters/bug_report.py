@@ -10,7 +10,7 @@ is withheld: one line says why and a sentence built from the facts stands instea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -101,54 +101,95 @@ def _stack_text(label: str, stack: AllocStack) -> str:
     return f"- {label} by {who}: " + " < ".join(_code(f) for f in stack.frames)
 
 
-#: Facts rendered one bullet each, as (field, label), for the fields that are plain values.
-_PLAIN_FACTS: tuple[tuple[str, str], ...] = (
-    ("address", "Address"),
-    ("uninit_bytes", "Uninitialised bytes"),
-    ("hung_task", "Task"),
-    ("warning_location", "Warning at"),
-    ("oom_constraint", "OOM constraint"),
-    ("oom_victim", "OOM victim"),
+#: One fact's bullets (none when the report does not give it).
+_FactLines = Callable[[CrashFacts], list[str]]
+
+
+def _plain(label: str, get: Callable[[CrashFacts], object]) -> _FactLines:
+    # A fact that is one plain value, shown as code.
+    def lines(facts: CrashFacts) -> list[str]:
+        value = get(facts)
+        return [f"- {label}: {_code(str(value))}"] if value else []
+
+    return lines
+
+
+def _listed(
+    label: str,
+    get: Callable[[CrashFacts], Sequence[object]],
+    sep: str,
+    show: Callable[[str], str] = _code,
+) -> _FactLines:
+    # A fact that is a list of names or numbers, on one line.
+    def lines(facts: CrashFacts) -> list[str]:
+        items = get(facts)
+        return [f"- {label}: " + sep.join(show(str(i)) for i in items)] if items else []
+
+    return lines
+
+
+def _counted(template: str, get: Callable[[CrashFacts], int | None]) -> _FactLines:
+    # A fact that is one number, inside a sentence of its own.
+    def lines(facts: CrashFacts) -> list[str]:
+        value = get(facts)
+        return [template.format(value)] if value else []
+
+    return lines
+
+
+def _stack(label: str, get: Callable[[CrashFacts], AllocStack | None]) -> _FactLines:
+    def lines(facts: CrashFacts) -> list[str]:
+        stack = get(facts)
+        return [_stack_text(label, stack)] if stack else []
+
+    return lines
+
+
+def _access(facts: CrashFacts) -> list[str]:
+    if not facts.access:
+        return []
+    size = f" of {facts.access_size} bytes" if facts.access_size else ""
+    return [f"- Access: {facts.access}{size}"]
+
+
+def _object(facts: CrashFacts) -> list[str]:
+    if not facts.object_cache:
+        return []
+    return [f"- Object: cache {_code(facts.object_cache)}, {facts.object_size} bytes"]
+
+
+def _locks(facts: CrashFacts) -> list[str]:
+    names = ("Acquiring", "While holding")
+    return [f"- {label}: {_code(lock)}" for label, lock in zip(names, facts.locks, strict=False)]
+
+
+#: The "What the report says" bullets, in the order shown.
+_FACT_LINES: tuple[_FactLines, ...] = (
+    _access,
+    _object,
+    _plain("Address", lambda f: f.address),
+    _plain("Uninitialised bytes", lambda f: f.uninit_bytes),
+    _plain("Task", lambda f: f.hung_task),
+    _plain("Warning at", lambda f: f.warning_location),
+    _plain("OOM constraint", lambda f: f.oom_constraint),
+    _plain("OOM victim", lambda f: f.oom_victim),
+    _stack("Allocated", lambda f: f.allocated_by),
+    _stack("Freed", lambda f: f.freed_by),
+    _listed("Uninit created at", lambda f: f.uninit_origin, " < "),
+    _locks,
+    _listed("Dependency chain", lambda f: f.lock_chain, " -> "),
+    _counted("- Blocked or stuck for: more than {} s", lambda f: f.hung_seconds),
+    _listed("Locks held", lambda f: f.held_locks, "; "),
+    _listed("Stalled CPUs", lambda f: f.stall_cpus, ", ", str),
+    _listed("Tasks blocking the grace period", lambda f: f.stall_tasks, ", ", str),
+    _counted("- Grace period age: {} jiffies", lambda f: f.stall_jiffies),
+    _listed("Largest consumers", lambda f: f.oom_consumers, "; "),
 )
 
 
 def facts_markdown(facts: CrashFacts) -> str:
     """Return the "What the report says" section (empty when the report says nothing more)."""
-    out: list[str] = []
-    if facts.access:
-        size = f" of {facts.access_size} bytes" if facts.access_size else ""
-        out.append(f"- Access: {facts.access}{size}")
-    if facts.object_cache:
-        out.append(f"- Object: cache {_code(facts.object_cache)}, {facts.object_size} bytes")
-    for name, label in _PLAIN_FACTS:
-        value = getattr(facts, name)
-        if value:
-            out.append(f"- {label}: {_code(str(value))}")
-    if facts.allocated_by:
-        out.append(_stack_text("Allocated", facts.allocated_by))
-    if facts.freed_by:
-        out.append(_stack_text("Freed", facts.freed_by))
-    if facts.uninit_origin:
-        out.append("- Uninit created at: " + " < ".join(_code(f) for f in facts.uninit_origin))
-    if facts.locks:
-        names = ("Acquiring", "While holding")
-        out += [
-            f"- {label}: {_code(lock)}" for label, lock in zip(names, facts.locks, strict=False)
-        ]
-    if facts.lock_chain:
-        out.append("- Dependency chain: " + " -> ".join(_code(c) for c in facts.lock_chain))
-    if facts.hung_seconds:
-        out.append(f"- Blocked or stuck for: more than {facts.hung_seconds} s")
-    if facts.held_locks:
-        out.append("- Locks held: " + "; ".join(_code(h) for h in facts.held_locks))
-    if facts.stall_cpus:
-        out.append("- Stalled CPUs: " + ", ".join(str(c) for c in facts.stall_cpus))
-    if facts.stall_tasks:
-        out.append("- Tasks blocking the grace period: " + ", ".join(map(str, facts.stall_tasks)))
-    if facts.stall_jiffies:
-        out.append(f"- Grace period age: {facts.stall_jiffies} jiffies")
-    if facts.oom_consumers:
-        out.append("- Largest consumers: " + "; ".join(_code(c) for c in facts.oom_consumers))
+    out = [line for fact in _FACT_LINES for line in fact(facts)]
     if not out:
         return ""
     return "\n## What the report says\n\n" + "\n".join(out) + "\n"

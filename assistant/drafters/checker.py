@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 #: Words in a run that, seen twice, make a draft repetitive.
@@ -368,55 +368,97 @@ _CAUSE = re.compile(
 )
 
 
-def _contradictions(draft: str, evidence: Evidence) -> list[str]:
-    problems = []
+def _guessed_cause(draft: str, evidence: Evidence) -> list[str]:
     if not evidence.allow_causes and (m := _CAUSE.search(draft)):
-        problems.append(f'guesses a cause ("{m.group(0)}"), the facts give none')
-    if evidence.severity:
-        fact = _SEVERITY_RANK.get(evidence.severity.lower())
-        for m in _SEVERITY.finditer(draft):
-            word = next(g for g in m.groups() if g).lower()
-            if word in _SEVERITY_WORDS and _SEVERITY_RANK.get(word) != fact:
-                problems.append(f'says "{m.group(0).strip()}", the severity is {evidence.severity}')
-                break
-        if fact is not None and fact >= 2 and _BENIGN.search(draft):
-            problems.append(f"calls it harmless, the severity is {evidence.severity}")
-    if evidence.kind:
-        allowed = kinds_named(evidence.kind) | _ANY_KIND
-        for kin in _KIN:
-            if allowed & kin:
-                allowed |= kin
-        other = sorted(kinds_named(draft) - allowed)
-        if allowed - _ANY_KIND and other:
-            problems.append(f"names another kind of crash ({', '.join(other)})")
+        return [f'guesses a cause ("{m.group(0)}"), the facts give none']
+    return []
+
+
+def _other_severity(draft: str, evidence: Evidence) -> list[str]:
+    if not evidence.severity:
+        return []
+    problems = []
+    fact = _SEVERITY_RANK.get(evidence.severity.lower())
+    for m in _SEVERITY.finditer(draft):
+        word = next(g for g in m.groups() if g).lower()
+        if word in _SEVERITY_WORDS and _SEVERITY_RANK.get(word) != fact:
+            problems.append(f'says "{m.group(0).strip()}", the severity is {evidence.severity}')
+            break
+    if fact is not None and fact >= 2 and _BENIGN.search(draft):
+        problems.append(f"calls it harmless, the severity is {evidence.severity}")
+    return problems
+
+
+def _other_kind(draft: str, evidence: Evidence) -> list[str]:
+    if not evidence.kind:
+        return []
+    allowed = kinds_named(evidence.kind) | _ANY_KIND
+    for kin in _KIN:
+        if allowed & kin:
+            allowed |= kin
+    other = sorted(kinds_named(draft) - allowed)
+    if allowed - _ANY_KIND and other:
+        return [f"names another kind of crash ({', '.join(other)})"]
+    return []
+
+
+def _other_crashing_function(draft: str, evidence: Evidence) -> list[str]:
     # Matches may overlap ("the kernel crashed in f": "kernel crashed", "crashed in f").
     pos = 0
     while m := _CRASHED_IN.search(draft, pos):
         name = next((g for g in m.groups() if g), "")
         if _looks_like_symbol(name) and name != evidence.function:
             said = f"not `{evidence.function}`" if evidence.function else "the report names none"
-            problems.append(f"names `{name}` as the crashing function, {said}")
-            break
+            return [f"names `{name}` as the crashing function, {said}"]
         pos = m.start() + 1
-    if evidence.functions:
-        for m in _CALLED_FROM.finditer(draft):
-            caller = m.group(1).rstrip(".")
-            if caller not in evidence.functions:
-                problems.append(f"names `{caller}` as a caller, the trace does not")
-                break
-    if evidence.defaults:
-        for value in stated_defaults(draft):
-            if value not in evidence.defaults:
-                known = " or ".join(evidence.defaults)
-                problems.append(f"gives the default as {value}, the default is {known}")
-                break
-    if evidence.kernel:
-        for m in _VERSION.finditer(draft):
-            version = m.group(1)
-            if not (evidence.kernel.startswith(version) or version.startswith(evidence.kernel)):
-                problems.append(f"names kernel {version}, the kernel is {evidence.kernel}")
-                break
-    return problems
+    return []
+
+
+def _other_caller(draft: str, evidence: Evidence) -> list[str]:
+    if not evidence.functions:
+        return []
+    for m in _CALLED_FROM.finditer(draft):
+        caller = m.group(1).rstrip(".")
+        if caller not in evidence.functions:
+            return [f"names `{caller}` as a caller, the trace does not"]
+    return []
+
+
+def _other_default(draft: str, evidence: Evidence) -> list[str]:
+    if not evidence.defaults:
+        return []
+    for value in stated_defaults(draft):
+        if value not in evidence.defaults:
+            known = " or ".join(evidence.defaults)
+            return [f"gives the default as {value}, the default is {known}"]
+    return []
+
+
+def _other_kernel(draft: str, evidence: Evidence) -> list[str]:
+    if not evidence.kernel:
+        return []
+    for m in _VERSION.finditer(draft):
+        version = m.group(1)
+        if not (evidence.kernel.startswith(version) or version.startswith(evidence.kernel)):
+            return [f"names kernel {version}, the kernel is {evidence.kernel}"]
+    return []
+
+
+#: The facts a draft must not contradict, each checked on its own (in the order its
+#: problems are told): at most one problem each, but for severity (a word, and "harmless").
+_CONTRADICTIONS: tuple[Callable[[str, Evidence], list[str]], ...] = (
+    _guessed_cause,
+    _other_severity,
+    _other_kind,
+    _other_crashing_function,
+    _other_caller,
+    _other_default,
+    _other_kernel,
+)
+
+
+def _contradictions(draft: str, evidence: Evidence) -> list[str]:
+    return [problem for check in _CONTRADICTIONS for problem in check(draft, evidence)]
 
 
 def stated_defaults(text: str) -> list[str]:

@@ -331,7 +331,17 @@ def _where_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
 
 def _state_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
     # The stacks, locks, tasks, taint and panic.
-    stuck = facts.family == "soft-lockup"
+    return [
+        *_stack_rows(facts),
+        *_lock_rows(facts),
+        *_stall_rows(facts),
+        *_location_rows(facts),
+        *_task_rows(crash, facts),
+    ]
+
+
+def _stack_rows(facts: CrashFacts) -> list[tuple[str, str]]:
+    # Where the bad object was allocated and freed, where an uninitialised value was made.
     rows: list[tuple[str, str]] = []
     if facts.allocated_by:
         rows.append(("Allocated by", _stack_phrase(facts.allocated_by)))
@@ -341,6 +351,13 @@ def _state_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
         origin = facts.uninit_origin
         via = f", called from {origin[1]}" if len(origin) > 1 else ""
         rows.append(("Uninitialised value created in", f"{origin[0]}{via}"))
+    return rows
+
+
+def _lock_rows(facts: CrashFacts) -> list[tuple[str, str]]:
+    # The locks, and the hung or stuck task with how long and what it held.
+    stuck = facts.family == "soft-lockup"
+    rows: list[tuple[str, str]] = []
     if len(facts.locks) > 1:
         # One line in the sentence's order: a small model given the two locks on two
         # lines swaps them.
@@ -356,18 +373,38 @@ def _state_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
         rows.append(("Blocked for", f"more than {facts.hung_seconds} seconds"))
     if own := _held_by(facts)[0]:
         rows.append(("Locks the hung task held", ", ".join(own)))
-    if facts.stall_cpus and not stuck:
+    return rows
+
+
+def _stall_rows(facts: CrashFacts) -> list[tuple[str, str]]:
+    # An RCU stall's CPUs (a soft lockup's one CPU is told with how long it was stuck),
+    # tasks and age.
+    rows: list[tuple[str, str]] = []
+    if facts.stall_cpus and facts.family != "soft-lockup":
         rows.append(("Stalled CPUs", ", ".join(map(str, facts.stall_cpus))))
     if facts.stall_tasks:
         rows.append(("Tasks blocking the grace period", ", ".join(map(str, facts.stall_tasks))))
     if facts.stall_jiffies:
         rows.append(("Grace period age", f"{facts.stall_jiffies} jiffies"))
+    return rows
+
+
+def _location_rows(facts: CrashFacts) -> list[tuple[str, str]]:
+    # Where a WARNING or a BUG was raised, and whom the OOM killer killed.
+    rows: list[tuple[str, str]] = []
     if facts.warning_location:
         rows.append(("Warning at", facts.warning_location))
     if facts.bug_location:
         rows.append(("BUG at", facts.bug_location))
     if facts.oom_victim:
         rows.append(("Killed task", facts.oom_victim.replace(" (pid ", ", pid ").rstrip(")")))
+    return rows
+
+
+def _task_rows(crash: Crash, facts: CrashFacts) -> list[tuple[str, str]]:
+    # The task that hit the bug (not the reporter's, not a hung task told already), the
+    # taint and the panic.
+    rows: list[tuple[str, str]] = []
     if crash.task.comm and crash.task.comm not in _REPORTERS and not facts.hung_task:
         # No parentheses: the prose grammar takes one word inside them.
         cpu = f", on CPU {crash.task.cpu}" if crash.task.cpu is not None else ""
