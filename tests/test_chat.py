@@ -25,6 +25,8 @@ from tests.conftest import (
 
 DEV = DATA / "chat" / "questions.dev.jsonl"
 HELD_OUT = DATA / "chat" / "questions.heldout.jsonl"
+#: Questions about this machine's state (fourth session): each keeps its tool, strictly.
+LIVE = DATA / "chat" / "questions.live.jsonl"
 PROBES = [p.name for p in list_probes()]
 
 
@@ -203,6 +205,23 @@ STATE_QUESTIONS = (
     ("what is the memory pressure?", "stats"),
     ("check dmesg for crashes", "triage"),
 )
+
+
+def _live_questions() -> list[dict[str, object]]:
+    return [json.loads(x) for x in LIVE.read_text().splitlines() if x.strip()]
+
+
+@pytest.mark.parametrize("q", _live_questions(), ids=lambda q: str(q["q"]))
+def test_a_question_about_this_machine_keeps_its_tool_and_gets_no_documentation(
+    q: dict[str, object],
+) -> None:
+    # The guard of the concept routing: a reading asked for gets the reading, its
+    # arguments, and no documentation answer beside it.
+    from assistant.chat.session import Turn, _documentation_beside
+
+    decision = route(str(q["q"]), PROBES)
+    assert (decision.action, decision.args) == (q["action"], q["args"])
+    assert _documentation_beside(Turn(str(q["q"]), decision)) == ""
 
 
 @pytest.mark.parametrize("question", CONCEPT_QUESTIONS)
