@@ -154,7 +154,9 @@ def main() -> int:
     ap.add_argument("--modes", default="quote,select,write")
     ap.add_argument("--through", choices=["answer", "ask"], default="answer")
     ap.add_argument("--misses", type=int, default=0, help="print up to N tune-part misses")
-    ap.add_argument("--parts", default=None, help="tune,heldout,heldout2,heldout3 (--quick: tune,heldout)")
+    ap.add_argument(
+        "--parts", default=None, help="tune,heldout,heldout2,heldout3 (--quick: tune,heldout)"
+    )
     opts = ap.parse_args()
     if opts.parts is None:
         opts.parts = ",".join(PARTS[:2] if opts.quick else PARTS)

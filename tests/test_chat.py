@@ -180,6 +180,19 @@ CONCEPT_QUESTIONS = (
     "How do dirty pages get written back?",
     "Is a high load average bad?",
     "Why is load average high when CPU is idle?",
+    # fourth session: what the machine showed is the context, the question is general;
+    # quoted text is what the question is about; a clause after a leading phrase
+    "vmstat on my server shows a high 'si' column. What is swap-in?",
+    'dmesg says "hung_task: blocked for more than 120 seconds" on my box. Why does the kernel'
+    " print that?",
+    "My machine's load average is 12 on 2 cores. What does load average count?",
+    "The kernel log on my machine says 'nf_conntrack: table full, dropping packet'. What does"
+    " that mean?",
+    "In dmesg, what does 'Call Trace' show?",
+    "Why is TCP slow start needed?",
+    "Why are huge pages not swapped?",
+    "Our database server got OOM-killed last night. How does the OOM killer pick its victim?",
+    "top on my box shows 'wa' at 40%. What is iowait?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
@@ -204,6 +217,8 @@ STATE_QUESTIONS = (
     ("what are the top crashes", "crashes"),
     ("what is the memory pressure?", "stats"),
     ("check dmesg for crashes", "triage"),
+    ("why is everything so slow?", "health"),
+    ("have there been any oopses since boot?", "crashes"),
 )
 
 
@@ -477,6 +492,18 @@ def test_the_tools_are_langchain_tools_over_the_same_functions() -> None:
     # a tool that changes the system only proposes through LangChain too
     out = tools["apply"].invoke({"target": "net.core.somaxconn", "value": "8192"})
     assert out.startswith(("Proposed:", "Not proposed:")) and "verified" not in out
+
+
+def test_a_message_asking_for_a_reading_and_what_a_thing_is_gets_both_answer_first() -> None:
+    require_knowledge_base()
+    session = ChatSession(None)
+    turn = session.ask("Is my box swapping, and what is swappiness?")
+    assert turn.decision.action == "stats" and turn.result is not None
+    reading = turn.result.text
+    assert turn.answer.endswith(reading) and len(turn.answer) > len(reading)
+    cited = turn.answer[: -len(reading)]
+    assert "[1]" in cited and "Sources:\n[1] Documentation/" in cited
+    assert "swappiness" in cited.lower() and turn.result.data["grounded"]["sentences"]
 
 
 def test_a_concept_question_naming_a_key_gets_the_cited_answer_and_the_key_s_page() -> None:

@@ -23,7 +23,12 @@ from typing import Any
 
 from actions.model import Changeset, Completion, ErrorEntry
 from assistant.chat.answer import Answerer, GroundedAnswerer
-from assistant.chat.cues import about_this_machine, is_concept_question, is_small_talk, mood
+from assistant.chat.cues import (
+    about_this_machine,
+    asks,
+    is_small_talk,
+    mood,
+)
 from assistant.chat.memory import Memory, Outcome, Proposal
 from assistant.chat.router import Decision, is_request, route
 from assistant.chat.tools import TOOLS, Cancelled, Context, ToolResult, help_text, run_tool
@@ -83,14 +88,17 @@ WEAK_CUE = 0.8
 
 def _documentation_beside(turn: Turn) -> str:
     """Return where the documentation's cited answer goes beside a tool's: ``first`` (a
-    key's page reached by a question about a concept, not "/docs KEY"), ``after`` (a
-    general question a reading tool took on phrases alone), or "" (none)."""
+    key's page reached by a question about a concept, not "/docs KEY"; a message that asks
+    both what a thing is and for a reading), ``after`` (a general question a reading tool
+    took on phrases alone), or "" (none)."""
     decision = turn.decision
     if decision.via == "slash":
         return ""
     key = decision.args.get("key")
     if decision.action == "docs" and key and key != "undocumented":
-        return "first" if is_concept_question(turn.question) else ""
+        return "first" if asks(turn.question) in ("concept", "both") else ""
+    if decision.action in READING_TOOLS and asks(turn.question) == "both":
+        return "first"  # "is my box swapping, and what is swappiness?": both, the answer first
     general = mood(turn.question) == "question" and not about_this_machine(turn.question)
     weak = decision.confidence < WEAK_CUE and not decision.args
     return "after" if decision.action in READING_TOOLS and general and weak else ""
