@@ -193,6 +193,12 @@ CONCEPT_QUESTIONS = (
     "Why are huge pages not swapped?",
     "Our database server got OOM-killed last night. How does the OOM killer pick its victim?",
     "top on my box shows 'wa' at 40%. What is iowait?",
+    # a /proc file asked about is an interface, not a log; a file named "current"; limits
+    "How do the fields of /proc/vmstat relate to /proc/meminfo?",
+    "Which counter in /proc/net/snmp shows TCP retransmissions?",
+    "How is memory.current different from memory.stat?",
+    "What's the max number of open files a process may have?",
+    "How many PIDs can the system have?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
@@ -504,6 +510,32 @@ def test_a_message_asking_for_a_reading_and_what_a_thing_is_gets_both_answer_fir
     cited = turn.answer[: -len(reading)]
     assert "[1]" in cited and "Sources:\n[1] Documentation/" in cited
     assert "swappiness" in cited.lower() and turn.result.data["grounded"]["sentences"]
+
+
+def test_any_question_about_a_key_gets_the_cited_answer_unless_it_asks_for_this_machine() -> None:
+    from assistant.chat.session import Turn, _documentation_beside
+
+    for question, where in (
+        ("Can I turn kernel.kptr_restrict back to 0 after setting it to 2?", "first"),
+        ("Does raising net.core.somaxconn need a restart of the application?", "first"),
+        ("what is the current value of vm.swappiness?", ""),
+        ("/docs vm.swappiness", ""),
+    ):
+        decision = route(question, PROBES)
+        assert decision.action == "docs", question
+        assert _documentation_beside(Turn(question, decision)) == where, question
+
+
+def test_a_hypothetical_change_gets_the_cited_answer_which_stands_when_the_tool_fails(
+    tmp_path: Path,
+) -> None:
+    require_knowledge_base()
+    session = ChatSession(None, Context(socket=str(tmp_path / "no-agent.sock")))
+    turn = session.ask("If I set vm.swappiness to 0, will the kernel never swap?")
+    assert turn.decision.action == "apply" and turn.decision.args.get("hypothetical")
+    assert turn.answer.startswith(turn.answer.split("\n\nSources:")[0])
+    assert "[1]" in turn.answer and "Sources:\n[1] Documentation/" in turn.answer
+    assert not turn.proposals
 
 
 def test_a_concept_question_naming_a_key_gets_the_cited_answer_and_the_key_s_page() -> None:

@@ -519,10 +519,13 @@ _CONCEPT = re.compile(
     # what a reading or a message tells, one thing beside another, a general cause
     r"|^\s*what (?:does|do) [\w ./=-]{1,60}?\b(?:tell|indicate|imply|signal|suggest"
     r"|stand for|contain|include|hold)\b"
-    r"|\bthe same (?:thing )?as\b|\bversus\b|\bvs\.?\s|\bcompared? (?:to|with)\b"
+    r"|\bthe same (?:thing )?as\b|\bdifferent (?:from|than)\b|\bversus\b|\bvs\.?\s"
+    r"|\bcompared? (?:to|with)\b"
     r"|^\s*which [\w ./-]{1,40}?\b(?:is|are) (?:the )?(?:best|better|recommended|preferred"
     r"|suited|right)\b"
     r"|^\s*why (?:might|could|can|may)\b"
+    r"|^\s*(?:how (?:many|much)|what(?:'s| is) the (?:max(?:imum)?|min(?:imum)?|limit|largest"
+    r"|smallest|highest|lowest)\b)[\w ./-]{1,60}?\b(?:can|may|could)\b"
     r"|^\s*what (?:can|could|might|would|usually|typically) (?:cause|trigger|lead)"
     r"|^\s*what (?:are|do) the (?:\w+ )?(?:columns|fields|values|numbers|lines|entries|flags"
     r"|letters|modes|levels|states)\b"
@@ -536,7 +539,7 @@ _CONCEPT = re.compile(
 )
 #: Words that put a question on this machine's state or asks for a reading: a tool's.
 _THIS_MACHINE = re.compile(
-    r"\bright now\b|\bcurrent(?:ly)?\b|\bat the moment\b|\bat present\b"
+    r"\bright now\b|(?<![\w.])current(?:ly)?(?![\w.])|\bat the moment\b|\bat present\b"
     r"|\b(?:this|my|our|the) (?:machine|box|host|server|computer|node)\b|\bthis system\b"
     r"|\bhere\b|\blately\b|\brecent(?:ly)?\b|\btoday\b|\byesterday\b|\bthis (?:week|boot)\b"
     r"|\b(?:last|previous) boot\b|\bsince (?:the )?(?:last )?boot\b|\bmost often\b"
@@ -564,7 +567,7 @@ _COMPLAINT = re.compile(
     re.I,
 )
 #: Kernel interface files a question may be about (not logs to triage).
-_INTERFACE_PATH = re.compile(r"^/(?:proc|sys)/")
+_INTERFACE_PATH = re.compile(r"^/(?:proc|sys)/(?!vmcore|kcore|kmsg)")
 #: Quoted text (what the kernel printed, a name): data the question is about, no cue.
 _QUOTED = re.compile(
     r"(?<!\w)'[^'\n]{2,200}'(?!\w)|\"[^\"\n]{2,200}\"|\u201c[^\u201d\n]{2,200}\u201d"
@@ -716,8 +719,12 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
         return CueDecision("rollback", {"changeset": cues.changeset}, 0.95)
     if scores.get("rollback", 0) >= 4:
         return CueDecision("rollback", {}, 0.8)
-    concept = is_concept_question(text)
-    if cues.paths and not (concept and _INTERFACE_PATH.match(cues.paths[0])):
+    form = asks(text)
+    concept = form == "concept"
+    # a /proc or /sys file is an interface, never a log to triage: asked about, the
+    # documentation answers; asked for a reading, the phrases pick the tool
+    interface = bool(cues.paths) and _INTERFACE_PATH.match(cues.paths[0]) is not None
+    if cues.paths and not interface:
         return _path_action(text, cues.paths[0], scores)
     if cues.rec_id is not None and ":" in cues.rec_id and scores.get("apply", 0) >= 3:
         return CueDecision("apply", {"id": cues.rec_id}, 0.9)  # a tune id: scenario:key
@@ -743,7 +750,7 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
     if scores.get("explain", 0) >= 4:
         ident = {"id": cues.rec_id} if cues.rec_id and ":" in cues.rec_id else {}
         return CueDecision("explain", ident, 0.85)
-    if concept:
+    if concept or (interface and form != "reading"):
         return CueDecision("answer", {}, 0.8)  # the documentation answers it
     # A tool that needs a thing the message does not name cannot be the answer.
     scores = {t: v for t, v in scores.items() if t not in NEEDS_A_NAME}
