@@ -199,6 +199,9 @@ CONCEPT_QUESTIONS = (
     "How is memory.current different from memory.stat?",
     "What's the max number of open files a process may have?",
     "How many PIDs can the system have?",
+    # a question wrapped in a request; "is there a way to" asks how to configure
+    "I'd like to know what memory.high does.",
+    "Is there a way to make the kernel panic on a hung task?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
@@ -518,6 +521,7 @@ def test_any_question_about_a_key_gets_the_cited_answer_unless_it_asks_for_this_
     for question, where in (
         ("Can I turn kernel.kptr_restrict back to 0 after setting it to 2?", "first"),
         ("Does raising net.core.somaxconn need a restart of the application?", "first"),
+        ("I don't understand what vm.dirty_ratio does.", "first"),
         ("what is the current value of vm.swappiness?", ""),
         ("/docs vm.swappiness", ""),
     ):

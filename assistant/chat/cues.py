@@ -524,6 +524,7 @@ _CONCEPT = re.compile(
     r"|^\s*which [\w ./-]{1,40}?\b(?:is|are) (?:the )?(?:best|better|recommended|preferred"
     r"|suited|right)\b"
     r"|^\s*why (?:might|could|can|may)\b"
+    r"|^\s*is there (?:a|any) way to\b|\bis it possible to\b"
     r"|^\s*(?:how (?:many|much)|what(?:'s| is) the (?:max(?:imum)?|min(?:imum)?|limit|largest"
     r"|smallest|highest|lowest)\b)[\w ./-]{1,60}?\b(?:can|may|could)\b"
     r"|^\s*what (?:can|could|might|would|usually|typically) (?:cause|trigger|lead)"
@@ -592,11 +593,35 @@ def about_this_machine(text: str) -> bool:
     return _THIS_MACHINE.search(text) is not None
 
 
+#: A request that wraps a question ("can you tell me", "I'd like to know", "I don't
+#: understand"): what follows is the question asked.
+_WRAPPER = re.compile(
+    r"^\s*(?:please\s+)?(?:(?:can|could|would|will) you (?:please )?(?:tell me|explain|say)"
+    r"|i(?:'d| would) like to (?:know|understand)|i (?:want|need) to (?:know|understand)"
+    r"|i (?:do not|don't) (?:understand|know|get)|i wonder|help me understand|tell me"
+    r"|explain(?: to me)?)\s*,?\s+",
+    re.I,
+)
+#: "what memory.high does", as a wrapped question puts it (no inversion).
+_EMBEDDED = re.compile(
+    r"^\s*(?:what|how|why) [\w ./'-]{1,60}?\b(?:is|are|does|do|means?|works?|controls?"
+    r"|counts?|happens)\s*[.?]?\s*$",
+    re.I,
+)
+
+
 def _clauses(sentence: str) -> list[str]:
     # The sentence, and what follows a comma in it: "In dmesg, what does X show?" asks
-    # what its second clause asks.
+    # what its second clause asks; a wrapped question ("can you tell me what X is?") asks
+    # what it wraps.
     parts = sentence.split(", ")
-    return [", ".join(parts[i:]) for i in range(len(parts))]
+    found = [", ".join(parts[i:]) for i in range(len(parts))]
+    unwrapped = _WRAPPER.sub("", sentence, count=1)
+    if unwrapped != sentence:
+        found.append(unwrapped)
+        if _EMBEDDED.match(unwrapped):
+            found.append("what is " + unwrapped)  # read as the question it wraps
+    return found
 
 
 def _concept_sentence(sentence: str) -> bool:

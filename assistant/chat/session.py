@@ -95,7 +95,8 @@ def _documentation_beside(turn: Turn) -> str:
     if decision.via == "slash":
         return ""
     key = decision.args.get("key")
-    asked = mood(turn.question) != "statement" and asks(turn.question) != "reading"
+    form = asks(turn.question)
+    asked = form in ("concept", "both") or (mood(turn.question) != "statement" and form == "")
     if decision.action == "docs" and key and key != "undocumented":
         return "first" if asked else ""  # "what is the current value of X?": the page alone
     if decision.action == "apply" and decision.args.get("hypothetical") and asked:
