@@ -202,6 +202,11 @@ CONCEPT_QUESTIONS = (
     # a question wrapped in a request; "is there a way to" asks how to configure
     "I'd like to know what memory.high does.",
     "Is there a way to make the kernel panic on a hung task?",
+    # what happens to a thing, a yes/no question about a named thing, "a sign of"
+    "What happens to dirty pages when a process exits?",
+    "Does zswap compress pages before they go to disk?",
+    "Does writing to drop_caches free dirty pages?",
+    "Are hung task warnings a sign of a disk problem?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
