@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from actions.model import Completion
 from tests.agent_entry import FAULT_ENV, FILL_NAME, fill
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, hang_deadline, require
 
 T = TypeVar("T")
 EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
@@ -71,7 +71,7 @@ class NetNS:
 
     def __init__(self) -> None:
         self.holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"])
-        deadline = time.monotonic() + 5
+        deadline = hang_deadline()
         mine = os.readlink("/proc/self/ns/net")
         while time.monotonic() < deadline:
             try:
@@ -227,7 +227,7 @@ class AgentProcess:
                 stderr=log,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + 20
+        deadline = hang_deadline()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited {self.proc.returncode}: {self.log.read_text()}")

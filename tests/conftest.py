@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,16 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 DATA = ROOT / "tests" / "data"
 CORPUS_DIR = ROOT.parent / "shared" / "corpus"
 REQUIRE_REAL = os.environ.get("KASSIST_REQUIRE_REAL", "") not in ("", "0")
+#: How long a test waits for something that must happen (an agent listening, a log line,
+#: a state file, a cgroup emptied) before calling it a hang: a guard against waiting
+#: forever, never a bound on speed. A brand-new machine under load (CI beside other work)
+#: took more than 20 s to start an agent; that is slow, not wrong.
+HANG_S = 300.0
+
+
+def hang_deadline() -> float:
+    """Return the ``time.monotonic()`` value (s) after which a wait is a hang."""
+    return time.monotonic() + HANG_S
 
 
 def require(condition: bool, reason: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.agent_support import AgentProcess
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, hang_deadline, require
 
 #: A writer: join the cgroup argv[1], then run the ops in argv[2] (JSON) and print results.
 WRITER = r"""
@@ -84,7 +84,7 @@ def make_cgroup(tag: str) -> Path:
 
 def remove_cgroup(path: Path) -> None:
     """Remove a test cgroup once its (exited) writers are gone."""
-    deadline = time.monotonic() + 5
+    deadline = hang_deadline()
     while path.exists():
         try:
             path.rmdir()

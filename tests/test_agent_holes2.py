@@ -34,7 +34,7 @@ from tests.agent_support import (
     policed_agent,
     rec,
 )
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, hang_deadline, require
 
 POLICY = """
 version = 1
@@ -109,7 +109,7 @@ def test_a_full_journal_disk_never_plants_a_stale_undo(
         agent.start(env={"KASSIST_AGENT_FAULT": "pause:validated", "KASSIST_AGENT_PAUSE": "3"})
         conn = RawConnection(agent.socket, timeout=30)
         conn.send({"op": "apply", "user_data": "first", "recommendations": rec(INTVL, 80)})
-        deadline = time.monotonic() + 20
+        deadline = hang_deadline()
         while not _journal(agent, "SELECT id FROM changesets"):
             assert time.monotonic() < deadline, agent.log.read_text()
             time.sleep(0.05)
@@ -271,7 +271,7 @@ def test_the_audit_log_stops_growing_at_its_cap_but_keeps_every_write(tmp_path: 
                 assert (conn.read() or {}).get("verdict") == "rejected"
             sent += n
 
-        deadline = time.monotonic() + 120
+        deadline = hang_deadline()
         while agent.audit.stat().st_size <= cap:
             assert time.monotonic() < deadline, agent.audit.stat().st_size
             burst(100)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.agent_support import AgentProcess, NetNS, require_netns
 from tests.chat_support import cpus, crashes_by_cli, kernel_dmesg, memory_total_line
-from tests.conftest import ROOT, require, run_kassist
+from tests.conftest import ROOT, hang_deadline, require, run_kassist
 
 KEY = "net.core.somaxconn"
 
@@ -148,7 +148,7 @@ def _export_and_quit(term: Terminal, tmp_path: Path) -> None:
     term.keys("Escape")
     term.wait(lambda s: "this help (press it again" not in s, "the help closed")
     term.keys("C-e")
-    deadline = time.monotonic() + 30
+    deadline = hang_deadline()
     while not list(tmp_path.glob("kassist-chat-*.md")):
         assert time.monotonic() < deadline, term.screen()
         time.sleep(0.2)
@@ -157,7 +157,7 @@ def _export_and_quit(term: Terminal, tmp_path: Path) -> None:
     assert memory_total_line() in md
 
     term.keys("C-q")
-    deadline = time.monotonic() + 30
+    deadline = hang_deadline()
     while term.alive():
         assert time.monotonic() < deadline, "the chat did not quit on ctrl+q"
         time.sleep(0.2)

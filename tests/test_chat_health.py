@@ -20,9 +20,9 @@ import pytest
 from assistant.chat.health import ADVICE, ATTENTION, HEALTHY, judge_stats
 from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context, run_tool
-from probes.stats.summary import PsiLine, StatsSummary, summary_lines
+from probes.stats.summary import PsiLine, StatsSummary, pressure_line, summary_lines
 from tests.chat_support import cpus, crashes_by_cli, kernel_dmesg, memory_total_line
-from tests.conftest import DATA, require, run_kassist
+from tests.conftest import DATA, hang_deadline, require, run_kassist
 
 
 @pytest.fixture
@@ -90,6 +90,27 @@ def test_memory_without_swap_says_so() -> None:
     assert not any("swap free" in line or "swap 0.0" in line for line in lines)
 
 
+def test_no_figure_is_cut_at_any_load() -> None:
+    # Under load every PSI avg10 has two or three digits: the line is wider than 80
+    # columns, and the CLI, which cuts its lines at 80, showed "io 48.29%/0.0…".
+    big = StatsSummary(
+        cpus=256, load1=123.45, load5=110.2, load15=99.87, runnable=1234, tasks=123456,
+        mem_total=1 << 40, mem_available=1 << 39, swap_total=1 << 36, swap_free=1 << 35,
+        psi={r: PsiLine(100.0, 100.0) for r in ("cpu", "memory", "io")},
+        tcp_inuse=123456, tcp_tw=654321, tcp_established=99999,
+    )  # fmt: skip
+    lines = summary_lines(big)
+    assert all(len(line) <= 80 for line in lines), [len(line) for line in lines]
+    text = " ".join(" ".join(lines).split())
+    for figure in ("cpu 100.00%/100.00%", "memory 100.00%/100.00%", "io 100.00%/100.00%",
+                   "123.45 110.20 99.87", "runnable 1234/123456", "256 CPUs: 0.48 per CPU",
+                   "time-wait 654321"):  # fmt: skip
+        assert figure in text, (figure, lines)
+    # a line that fits is left as it was
+    idle = StatsSummary(cpus=2, psi={r: PsiLine(0.0, 0.0) for r in ("cpu", "memory", "io")})
+    assert summary_lines(idle) == [pressure_line(idle)]
+
+
 # -- what is using the CPU and the memory ---------------------------------------------------
 
 
@@ -100,7 +121,7 @@ def workload() -> Iterator[tuple[int, int]]:
         [sys.executable, "-c", "import time; b = b'x' * (256 << 20); time.sleep(600)"]
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = hang_deadline()
         while _rss_kib(hog.pid) < 200 << 10:  # the 256 MiB are written
             assert time.monotonic() < deadline
             time.sleep(0.05)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.agent_support import AgentProcess, NetNS
-from tests.conftest import ROOT, run_kassist
+from tests.conftest import ROOT, hang_deadline, run_kassist
 from tests.enforce_support import (
     all_gone,
     by_key_value,
@@ -92,7 +92,7 @@ def test_serve_with_enforce_guard_makes_the_kernel_refuse_and_audits(
         assert f"in-kernel enforcement: guard {cgroup}; " in text.stdout
         assert f"pid {doc['pid']} python net.core.somaxconn='99999'" in text.stdout
 
-        deadline = time.monotonic() + 10
+        deadline = hang_deadline()
         while True:  # the state file follows refusals within a second (written at most 2/s)
             shown = run_kassist(["agent", "enforce", "status", "--pin-root", str(pin_root),
                                  "--state", str(state)])  # fmt: skip
@@ -167,7 +167,7 @@ def test_sighup_reloads_the_policy_and_the_kernel_follows(
         assert (refusal["pid"], refusal["generation"]) == (doc["pid"], 2)
         policy.write_text("not toml [")  # a broken file: the old policy stays, everywhere
         agent.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
+        deadline = hang_deadline()
         while "policy not reloaded" not in agent.log.read_text():
             assert time.monotonic() < deadline, agent.log.read_text()
             time.sleep(0.05)

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from assistant.drafters.summary import entry_context
 from assistant.rootcause.assess import assess
 from assistant.rootcause.fault import analyse_report
 from assistant.triage import Crash, triage_lines
+from assistant.triage.facts import syscall_of
 from tests.conftest import CORPUS_DIR, DATA, ROOT, require
 
 
@@ -61,11 +63,33 @@ def test_warn_on_in_an_if_is_syzbots_exception() -> None:
 def test_trigger_surfaces_come_from_the_trace() -> None:
     crash = _crash((DATA / "kasan-uaf-ip6_send_skb.log").read_text())
     a = assess(crash)
-    assert a.trigger.verdict.startswith("user syscall")
+    # A 4.12 trace names its system call SyS_sendto/SYSC_sendto: the verdict names it,
+    # as the report's "What happened" paragraph does (one pattern for both).
+    assert a.trigger.verdict == "user syscall (sendto)"
+    assert entry_context(crash) == ("Entered from", "the sendto system call")
     assert a.trigger.reasons and a.surfaces[0] == a.trigger.verdict
     hung = _crash((DATA / "hung-rtnl_lock.log").read_text())
     assert assess(hung).impact.verdict == "denial of service"
     assert assess(hung).privileges.verdict == "unknown"
+
+
+def test_a_system_call_is_named_under_every_prefix_the_kernel_gave_it() -> None:
+    names = {
+        "__x64_sys_sendto": "sendto",
+        "__se_sys_io_uring_enter": "io_uring_enter",
+        "__do_sys_bpf.cold": "bpf",
+        "SyS_sendto": "sendto",
+        "SYSC_sendto": "sendto",
+        "compat_SyS_ioctl": "ioctl",
+        "__arm64_sys_openat": "openat",
+        "ksys_write": "write",
+        "__sys_sendmsg": "sendmsg",
+        "do_syscall_64": None,
+        "entry_SYSCALL_64_fastpath": None,
+        "sys_call_table": None,
+        "tcp_sendmsg": None,
+    }
+    assert {name: syscall_of(name) for name in names} == names
 
 
 def test_triage_json_carries_fault_and_assessment() -> None:

@@ -21,6 +21,7 @@ from tests.agent_support import AgentProcess, NetNS, require_netns
 from tests.conftest import (
     DATA,
     ROOT,
+    hang_deadline,
     require,
     require_default_model,
     require_knowledge_base,
@@ -131,7 +132,7 @@ def test_approve_and_reject_a_real_change(tmp_path: Path) -> None:
                 assert len(app.proposals) == 1
                 assert netns.read("net.core.somaxconn") == before
                 await pilot.press(app.cfg.key_approve)
-                deadline = time.monotonic() + 30
+                deadline = hang_deadline()
                 while app.screen.__class__.__name__ != "ConfirmChange":
                     assert time.monotonic() < deadline
                     await pilot.pause(0.05)
@@ -369,7 +370,7 @@ def test_end_to_end_in_a_real_terminal(tmp_path: Path) -> None:
                 check=False,
             ).stdout
 
-        deadline = time.monotonic() + 60
+        deadline = hang_deadline()
         while "pending changes" not in screen():
             assert time.monotonic() < deadline, screen()
             time.sleep(0.2)

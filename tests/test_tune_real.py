@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.agent_support import AgentProcess
-from tests.conftest import require, run_kassist
+from tests.conftest import hang_deadline, require, run_kassist
 from tests.tune_support import (
     CONNTRACK_FLOOD,
     FORK_UNTIL_EAGAIN,
@@ -188,7 +188,7 @@ def test_time_wait_bucket_overflow(netns: TuneNetNS, state: Path) -> None:
     try:
         with running(SHORT_CONNECTIONS, UNTIL_STOPPED, ns=netns):
             # Start the window once the bucket table is full (however loaded the machine is).
-            deadline = time.monotonic() + 120
+            deadline = hang_deadline()
             while netns.sockstat_tw() < 4096:
                 assert time.monotonic() < deadline, "the TIME-WAIT table never filled"
                 time.sleep(0.2)
@@ -357,7 +357,7 @@ def test_a_key_an_admin_overrode_is_reported_not_recommended(netns: TuneNetNS, s
             applied = _apply(netns, agent, "--yes")
         assert applied.returncode == 0, applied.stderr
         netns.write("net.core.somaxconn", "200")  # the admin's own hand
-        deadline = time.monotonic() + 120
+        deadline = hang_deadline()
         while not json.loads(run_kassist(["agent", "status", *sock, "--format", "json"]).stdout)[
             "status"
         ]["overridden"]:

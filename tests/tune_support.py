@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.agent_support import NetNS, require_netns
-from tests.conftest import run_kassist
+from tests.conftest import hang_deadline, run_kassist
 
 #: A server whose accept queue fills: listen(4096) (capped by somaxconn), never accept
 #: during the hold, while N clients connect at once (and, with a third argument, that
@@ -345,7 +345,7 @@ def make_cgroup(controller: str, name: str) -> Path:
 
 def kill_cgroup(path: Path) -> None:
     """Kill every process of a cgroup, until it holds none (new ones may still be forking)."""
-    deadline = time.monotonic() + 30
+    deadline = hang_deadline()
     while pids := [int(p) for p in (path / "cgroup.procs").read_text().split()]:
         assert time.monotonic() < deadline, f"{path} still holds {pids}"
         for pid in pids:

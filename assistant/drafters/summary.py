@@ -28,7 +28,7 @@ from assistant.drafters.pipeline import (
     names_of,
 )
 from assistant.llm.base import Backend
-from assistant.triage.facts import AllocStack, CrashFacts
+from assistant.triage.facts import SYSCALL_FRAME, AllocStack, CrashFacts
 from assistant.triage.model import Crash
 from assistant.triage.taint import TAINT_FLAGS
 
@@ -211,15 +211,7 @@ _CONTEXTS: tuple[tuple[re.Pattern[str], str, str], ...] = (
     ),
     (re.compile(r"^process_one_work$"), "from", "a workqueue worker"),
     (re.compile(r"^do_exit$"), "from", "the task's exit"),
-    (
-        re.compile(
-            r"^(?:__x64_sys|__ia32_sys|__ia32_compat_sys|__do_compat_sys|__se_compat_sys|"
-            r"__do_sys|__se_sys|SyS|SYSC|compat_SyS|C_SYSC|__arm64_sys|__arm64_compat_sys|"
-            r"ksys|__sys)_(?P<call>[a-z0-9]+(?:_[a-z0-9]+)*?)(?:\.\w+)*$"
-        ),
-        "from",
-        "the {call} system call",
-    ),
+    (SYSCALL_FRAME, "from", "the {call} system call"),
     (re.compile(r"^kthread$"), "from", "a kernel thread"),
 )
 #: Where a task's stack ends: the entry from user space, a kernel thread's start, or the

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assistant.rootcause.fault import FaultAnalysis
-from assistant.triage.facts import CrashFacts
+from assistant.triage.facts import CrashFacts, syscall_of
 from assistant.triage.model import Crash
 
 if TYPE_CHECKING:
@@ -196,7 +196,6 @@ SURFACES: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
-_SYSCALL = re.compile(r"^(?:__x64_sys|__ia32_sys|__arm64_sys|__se_sys|__do_sys|ksys|__sys)_(\w+)$")
 _SYSCALL_ENTRY = re.compile(r"^(entry_SYSCALL_64\w*|do_syscall_64|el0_svc\w*|invoke_syscall)$")
 _KERNEL_CONTEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("kernel worker (workqueue)", re.compile(r"^(process_one_work|worker_thread)$")),
@@ -220,7 +219,7 @@ def trigger(crash: Crash) -> tuple[Verdict, list[str]]:
         hit = next((f for f in frames if pattern.match(f)), None)
         if hit:
             found.append((surface, f"frame {hit}"))
-    syscall = next((m.group(1) for f in frames if (m := _SYSCALL.match(f))), None)
+    syscall = next((call for f in frames if (call := syscall_of(f))), None)
     if syscall:
         found.append((f"user syscall ({syscall})", f"frame of syscall {syscall}"))
     elif any(_SYSCALL_ENTRY.match(f) for f in frames):

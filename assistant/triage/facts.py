@@ -192,6 +192,25 @@ class CrashFacts:
     oom_consumers: list[str] = field(default_factory=list)
 
 
+#: A system call's own frame, every prefix the kernel has named one with: the x86-64,
+#: ia32 and arm64 wrappers (``__x64_sys_``, ``__ia32_sys_``, ``__arm64_sys_``, since 4.17),
+#: ``SYSCALL_DEFINE``'s ``__se_sys_``/``__do_sys_`` and, before 4.17, ``SyS_``/``SYSC_``,
+#: their compat twins, and the ``ksys_``/``__sys_`` helpers they call; ``call`` is the
+#: system call's name (a ``.cold``/``.isra`` suffix dropped).
+SYSCALL_FRAME = re.compile(
+    r"^(?:__x64_sys|__ia32_sys|__ia32_compat_sys|__do_compat_sys|__se_compat_sys|"
+    r"__do_sys|__se_sys|SyS|SYSC|compat_SyS|C_SYSC|__arm64_sys|__arm64_compat_sys|"
+    r"ksys|__sys)_(?P<call>[a-z0-9]+(?:_[a-z0-9]+)*?)(?:\.\w+)*$"
+)
+
+
+def syscall_of(function: str) -> str | None:
+    """Return the system call a frame's function implements (``SYSC_sendto`` →
+    ``sendto``), or ``None`` when it is not a system call's frame."""
+    m = SYSCALL_FRAME.match(function)
+    return m.group("call") if m else None
+
+
 #: Title prefix → family; the first matching row wins.
 FAMILIES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("KASAN:", "KFENCE:", "KMSAN:", "BUG: KASAN", "UBSAN: array-index"), "memory-safety"),

@@ -211,10 +211,31 @@ def tcp_line(s: StatsSummary) -> str | None:
     )
 
 
+#: The width every summary line fits in (columns), and where its figures start.
+WIDTH = 80
+LABEL = 11
+
+
+def fit(line: str, width: int = WIDTH, indent: int = LABEL) -> list[str]:
+    """Wrap a line wider than ``width`` at its gaps (two spaces or more, past the label)
+    onto lines indented by ``indent``, so that no figure is cut: under load a PSI line
+    with every avg10 at two digits is wider than 80 columns. A line without such a gap
+    is returned whole."""
+    out: list[str] = []
+    while len(line) > width:
+        cut = line.rfind("  ", indent + 1, width + 1)
+        if cut < 0:
+            break
+        out.append(line[:cut].rstrip())
+        line = " " * indent + line[cut:].lstrip()
+    return [*out, line]
+
+
 def summary_lines(s: StatsSummary) -> list[str]:
-    """Render a summary as fixed-width lines (at most 80 columns each)."""
+    """Render a summary as fixed-width lines, at most :data:`WIDTH` columns each (a line
+    that would be wider continues on the next, indented: figures are never cut)."""
     lines = [load_line(s), memory_line(s), pressure_line(s), tcp_line(s)]
-    return [line for line in lines if line is not None]
+    return [part for line in lines if line is not None for part in fit(line)]
 
 
 # -- rates ----------------------------------------------------------------------------------
