@@ -25,6 +25,8 @@ from tests.conftest import (
 
 DEV = DATA / "chat" / "questions.dev.jsonl"
 HELD_OUT = DATA / "chat" / "questions.heldout.jsonl"
+#: Questions about this machine's state (fourth session): each keeps its tool, strictly.
+LIVE = DATA / "chat" / "questions.live.jsonl"
 PROBES = [p.name for p in list_probes()]
 
 
@@ -178,6 +180,33 @@ CONCEPT_QUESTIONS = (
     "How do dirty pages get written back?",
     "Is a high load average bad?",
     "Why is load average high when CPU is idle?",
+    # fourth session: what the machine showed is the context, the question is general;
+    # quoted text is what the question is about; a clause after a leading phrase
+    "vmstat on my server shows a high 'si' column. What is swap-in?",
+    'dmesg says "hung_task: blocked for more than 120 seconds" on my box. Why does the kernel'
+    " print that?",
+    "My machine's load average is 12 on 2 cores. What does load average count?",
+    "The kernel log on my machine says 'nf_conntrack: table full, dropping packet'. What does"
+    " that mean?",
+    "In dmesg, what does 'Call Trace' show?",
+    "Why is TCP slow start needed?",
+    "Why are huge pages not swapped?",
+    "Our database server got OOM-killed last night. How does the OOM killer pick its victim?",
+    "top on my box shows 'wa' at 40%. What is iowait?",
+    # a /proc file asked about is an interface, not a log; a file named "current"; limits
+    "How do the fields of /proc/vmstat relate to /proc/meminfo?",
+    "Which counter in /proc/net/snmp shows TCP retransmissions?",
+    "How is memory.current different from memory.stat?",
+    "What's the max number of open files a process may have?",
+    "How many PIDs can the system have?",
+    # a question wrapped in a request; "is there a way to" asks how to configure
+    "I'd like to know what memory.high does.",
+    "Is there a way to make the kernel panic on a hung task?",
+    # what happens to a thing, a yes/no question about a named thing, "a sign of"
+    "What happens to dirty pages when a process exits?",
+    "Does zswap compress pages before they go to disk?",
+    "Does writing to drop_caches free dirty pages?",
+    "Are hung task warnings a sign of a disk problem?",
 )
 #: The same words about this machine's state: their tools.
 STATE_QUESTIONS = (
@@ -202,7 +231,26 @@ STATE_QUESTIONS = (
     ("what are the top crashes", "crashes"),
     ("what is the memory pressure?", "stats"),
     ("check dmesg for crashes", "triage"),
+    ("why is everything so slow?", "health"),
+    ("have there been any oopses since boot?", "crashes"),
 )
+
+
+def _live_questions() -> list[dict[str, object]]:
+    return [json.loads(x) for x in LIVE.read_text().splitlines() if x.strip()]
+
+
+@pytest.mark.parametrize("q", _live_questions(), ids=lambda q: str(q["q"]))
+def test_a_question_about_this_machine_keeps_its_tool_and_gets_no_documentation(
+    q: dict[str, object],
+) -> None:
+    # The guard of the concept routing: a reading asked for gets the reading, its
+    # arguments, and no documentation answer beside it.
+    from assistant.chat.session import Turn, _documentation_beside
+
+    decision = route(str(q["q"]), PROBES)
+    assert (decision.action, decision.args) == (q["action"], q["args"])
+    assert _documentation_beside(Turn(str(q["q"]), decision)) == ""
 
 
 @pytest.mark.parametrize("question", CONCEPT_QUESTIONS)
@@ -458,6 +506,45 @@ def test_the_tools_are_langchain_tools_over_the_same_functions() -> None:
     # a tool that changes the system only proposes through LangChain too
     out = tools["apply"].invoke({"target": "net.core.somaxconn", "value": "8192"})
     assert out.startswith(("Proposed:", "Not proposed:")) and "verified" not in out
+
+
+def test_a_message_asking_for_a_reading_and_what_a_thing_is_gets_both_answer_first() -> None:
+    require_knowledge_base()
+    session = ChatSession(None)
+    turn = session.ask("Is my box swapping, and what is swappiness?")
+    assert turn.decision.action == "stats" and turn.result is not None
+    reading = turn.result.text
+    assert turn.answer.endswith(reading) and len(turn.answer) > len(reading)
+    cited = turn.answer[: -len(reading)]
+    assert "[1]" in cited and "Sources:\n[1] Documentation/" in cited
+    assert "swappiness" in cited.lower() and turn.result.data["grounded"]["sentences"]
+
+
+def test_any_question_about_a_key_gets_the_cited_answer_unless_it_asks_for_this_machine() -> None:
+    from assistant.chat.session import Turn, _documentation_beside
+
+    for question, where in (
+        ("Can I turn kernel.kptr_restrict back to 0 after setting it to 2?", "first"),
+        ("Does raising net.core.somaxconn need a restart of the application?", "first"),
+        ("I don't understand what vm.dirty_ratio does.", "first"),
+        ("what is the current value of vm.swappiness?", ""),
+        ("/docs vm.swappiness", ""),
+    ):
+        decision = route(question, PROBES)
+        assert decision.action == "docs", question
+        assert _documentation_beside(Turn(question, decision)) == where, question
+
+
+def test_a_hypothetical_change_gets_the_cited_answer_which_stands_when_the_tool_fails(
+    tmp_path: Path,
+) -> None:
+    require_knowledge_base()
+    session = ChatSession(None, Context(socket=str(tmp_path / "no-agent.sock")))
+    turn = session.ask("If I set vm.swappiness to 0, will the kernel never swap?")
+    assert turn.decision.action == "apply" and turn.decision.args.get("hypothetical")
+    assert turn.answer.startswith(turn.answer.split("\n\nSources:")[0])
+    assert "[1]" in turn.answer and "Sources:\n[1] Documentation/" in turn.answer
+    assert not turn.proposals
 
 
 def test_a_concept_question_naming_a_key_gets_the_cited_answer_and_the_key_s_page() -> None:

@@ -267,6 +267,11 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"\b(?:system|machine|host|box|server|computer) health\b|\bhealth ?check\b", 5.0),
         (r"\bstatus of (?:the |this |my )?(?:system|machine|host|box|server)\b", 5.0),
         (
+            r"\b(?:anything|something|what(?:'s| is)) wrong with (?:the |this |my |our )?"
+            r"(?:system|machine|host|box|server|computer)\b",
+            5.0,
+        ),
+        (
             r"\b(?:machine|system|host|box|server|computer|everything)\b.{0,20}"
             r"\b(?:slow|sluggish|laggy|unresponsive|hanging|struggling)\b",
             5.0,
@@ -364,6 +369,7 @@ PHRASES: Mapping[str, tuple[tuple[str, float], ...]] = {
         (r"\bwhat (?:has|did) (?:kassist|the agent|you)\b.*\b(?:change|appl)", 3.0),
         (r"\bchanges? (?:were |was )?made\b|\bwhen did\b|\blast changed?\b", 2.5),
         (r"\b(?:agent|kassist)\b.*\b(?:chang|modif|alter|touch)", 2.0),
+        (r"\bwhat (?:changes?|settings?|keys?) (?:has|have|did) (?:kassist|the agent|you)\b", 3.0),
         (r"\b(?:changed|applied)\b", 1.5),
         (r"\brolled back\b|\byesterday\b|\brecent\b", 1.0),
         (r"\bagent\b", 0.5),
@@ -486,8 +492,11 @@ _REFERENT = re.compile(
     r"(?:crash|oops|panic|bug|warning|one|report|trace)\b|\bfor it\b|\bof it\b",
     re.I,
 )
+#: "what does it do?" alone asks about the key talked about before; after a sentence of its
+#: own ("dmesg says '...'. What does that mean?"), "that" is what the sentence quoted.
 _WHAT_DOES_IT_DO = re.compile(
-    r"\bwhat does (?:it|that|this)(?: key| setting| sysctl| one)? (?:do|mean|control)\b\s*\??\s*$",
+    r"^\s*(?:and |so |ok,? )?what does (?:it|that|this)(?: key| setting| sysctl| one)?"
+    r" (?:do|mean|control)\b\s*\??\s*$",
     re.I,
 )
 #: A question about the kernel in general (what a thing is, means, does, how it works or
@@ -537,10 +546,19 @@ _CONCEPT = re.compile(
     # what a reading or a message tells, one thing beside another, a general cause
     r"|^\s*what (?:does|do) [\w ./=-]{1,60}?\b(?:tell|indicate|imply|signal|suggest"
     r"|stand for|contain|include|hold)\b"
-    r"|\bthe same (?:thing )?as\b|\bversus\b|\bvs\.?\s|\bcompared? (?:to|with)\b"
+    r"|\bthe same (?:thing )?as\b|\bdifferent (?:from|than)\b|\bversus\b|\bvs\.?\s"
+    r"|\bcompared? (?:to|with)\b"
     r"|^\s*which [\w ./-]{1,40}?\b(?:is|are) (?:the )?(?:best|better|recommended|preferred"
     r"|suited|right)\b"
     r"|^\s*why (?:might|could|can|may)\b"
+    r"|^\s*is there (?:a|any) way to\b|\bis it possible to\b"
+    # "what happens to X when ...", a yes/no question about a named thing, "a sign of"
+    r"|^\s*what happens to [\w ./-]{1,40}? (?:if|when|after|during)\b"
+    r"|^\s*(?:does|do) (?!(?:it|this|that|these|those|they|there|my|our|i|we|you|anything"
+    r"|the (?:system|machine|box|server|host))\b)[\w./-]+(?: [\w./-]+){0,4} [a-z]+s?\b"
+    r"|^\s*(?:is|are) [\w ./-]{1,40}?\b(?:a sign|a symptom|caused by|related to)\b"
+    r"|^\s*(?:how (?:many|much)|what(?:'s| is) the (?:max(?:imum)?|min(?:imum)?|limit|largest"
+    r"|smallest|highest|lowest)\b)[\w ./-]{1,60}?\b(?:can|may|could)\b"
     r"|^\s*what (?:can|could|might|would|usually|typically) (?:cause|trigger|lead)"
     r"|^\s*what (?:are|do) the (?:\w+ )?(?:columns|fields|values|numbers|lines|entries|flags"
     r"|letters|modes|levels|states)\b"
@@ -554,18 +572,48 @@ _CONCEPT = re.compile(
 )
 #: Words that put a question on this machine's state or asks for a reading: a tool's.
 _THIS_MACHINE = re.compile(
-    r"\bright now\b|\bcurrent(?:ly)?\b|\bat the moment\b|\bat present\b"
+    r"\bright now\b|(?<![\w.])current(?:ly)?(?![\w.])|\bat the moment\b|\bat present\b"
     r"|\b(?:this|my|our|the) (?:machine|box|host|server|computer|node)\b|\bthis system\b"
     r"|\bhere\b|\blately\b|\brecent(?:ly)?\b|\btoday\b|\byesterday\b|\bthis (?:week|boot)\b"
-    r"|\b(?:last|previous) boot\b|\bmost often\b|\bon (?:this|my|our)\b"
-    r"|\bbeing \w+(?:ed|en)\b|\bkeeps? \w+ing\b"
+    r"|\b(?:last|previous) boot\b|\bsince (?:the )?(?:last )?boot\b|\bmost often\b"
+    r"|\bon (?:this|my|our)\b|\bbeing \w+(?:ed|en)\b|\bkeeps? \w+ing\b"
+    # whether events happened ("have there been any oopses?", "any crashes?")
+    r"|\b(?:have|has) there been\b|^\s*any\b"
     # a reading asked for in the imperative ("... measure it", "and check the log")
     r"|(?:^|[.?!;,]\s*|\b(?:please|and|then|you)\s+)(?:measure|trace|show me|check|list|watch"
     r"|scan|record|analy[sz]e)\b",
     re.I,
 )
+#: A general "why is X ...?" (no deixis, no complaint): what a property of X is for.
+_WHY_IS = re.compile(
+    r"^\s*why (?:is|are)(?:n't| not)? "
+    r"(?!(?:it|this|that|these|those|they|there|my|our|everything|everyone|nothing"
+    r"|the (?:system|machine|box|server|host))\b)[\w ./'-]{1,60}\s*\??\s*$",
+    re.I,
+)
+#: What makes a "why is X ...?" a complaint about this machine: a degree ("so slow", "too
+#: many"), a symptom it ends on, or something X is doing now ("is kswapd using CPU").
+_COMPLAINT = re.compile(
+    r"\b(?:so|too|that|such)\s+\w+|\b\w+ing\b(?! (?:for|of)\b)"
+    r"|\b(?:slow|sluggish|high|full|dropped|lost|failed|killed|stuck|hung|down|frozen"
+    r"|unresponsive|busy|broken|gone|missing)\s*[?!.]*\s*$",
+    re.I,
+)
 #: Kernel interface files a question may be about (not logs to triage).
-_INTERFACE_PATH = re.compile(r"^/(?:proc|sys)/")
+_INTERFACE_PATH = re.compile(r"^/(?:proc|sys)/(?!vmcore|kcore|kmsg)")
+#: Quoted text (what the kernel printed, a name): data the question is about, no cue.
+_QUOTED = re.compile(
+    r"(?<!\w)'[^'\n]{2,200}'(?!\w)|\"[^\"\n]{2,200}\"|\u201c[^\u201d\n]{2,200}\u201d"
+)
+#: Where a message's sentences end (a period inside a name like vm.swappiness does not).
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=\S)")
+#: A sentence that asks: a question, or a request to explain or show something.
+_ASKS = re.compile(
+    r"\?\s*$|^\s*(?:what|how|why|when|where|which"
+    r"|who|is|are|was|were|do|does|did|should|would|could|can|may|might|will|any|tell|explain"
+    r"|describe|show|list|check|measure|trace)\b",
+    re.I,
+)
 
 
 def about_this_machine(text: str) -> bool:
@@ -577,6 +625,74 @@ def about_this_machine(text: str) -> bool:
     return _THIS_MACHINE.search(text) is not None
 
 
+#: A request that wraps a question ("can you tell me", "I'd like to know", "I don't
+#: understand"): what follows is the question asked.
+_WRAPPER = re.compile(
+    r"^\s*(?:please\s+)?(?:(?:can|could|would|will) you (?:please )?(?:tell me|explain|say)"
+    r"|i(?:'d| would) like to (?:know|understand)|i (?:want|need) to (?:know|understand)"
+    r"|i (?:do not|don't) (?:understand|know|get)|i wonder|help me understand|tell me"
+    r"|explain(?: to me)?)\s*,?\s+",
+    re.I,
+)
+#: "what memory.high does", as a wrapped question puts it (no inversion).
+_EMBEDDED = re.compile(
+    r"^\s*(?:what|how|why) [\w ./'-]{1,60}?\b(?:is|are|does|do|means?|works?|controls?"
+    r"|counts?|happens)\s*[.?]?\s*$",
+    re.I,
+)
+
+
+def _clauses(sentence: str) -> list[str]:
+    # The sentence, and what follows a comma in it: "In dmesg, what does X show?" asks
+    # what its second clause asks; a wrapped question ("can you tell me what X is?") asks
+    # what it wraps.
+    parts = sentence.split(", ")
+    found = [", ".join(parts[i:]) for i in range(len(parts))]
+    unwrapped = _WRAPPER.sub("", sentence, count=1)
+    if unwrapped != sentence:
+        found.append(unwrapped)
+        if _EMBEDDED.match(unwrapped):
+            found.append("what is " + unwrapped)  # read as the question it wraps
+    return found
+
+
+def _concept_sentence(sentence: str) -> bool:
+    if about_this_machine(sentence):
+        return False
+    if _WHY_IS.match(sentence) and not _COMPLAINT.search(sentence):
+        return True
+    return any(_CONCEPT.search(clause) for clause in _clauses(sentence))
+
+
+def asks(text: str) -> str:
+    """Tell what a message asks: ``concept`` (the kernel in general: what a thing is,
+    means or does, why in general), ``reading`` (this machine's state, or a reading), or
+    ``both`` (one sentence of each). "" when its form says neither.
+
+    Quoted text is what the question is about, not part of its form; a sentence that
+    tells rather than asks ("dmesg on my server says '...'.") is the question's context:
+    its words about this machine do not make a question about what a thing means one
+    about this machine.
+
+    >>> [asks(t) for t in ("What is PSI?", "is my server swapping?",
+    ...  "vmstat on my box shows a high si. What is swap-in?",
+    ...  "Is my box swapping, and what is swappiness?", "hello")]
+    ['concept', 'reading', 'concept', 'both', '']
+    """
+    text = _QUOTED.sub("MESSAGE", text)
+    sentences = [s for part in _SENTENCE_END.split(text) for s in part.split("; ") if s.strip()]
+    questions = [s for s in sentences if _ASKS.search(s)] or sentences
+    clauses = [c for s in questions for c in re.split(r",? and (?=what|how|why|is|are)", s)]
+    concept = any(_concept_sentence(c) for c in clauses)
+    reading = any(about_this_machine(c) for c in clauses)
+    if concept:
+        return "both" if reading else "concept"
+    if reading or about_this_machine(text):
+        return "reading"
+    whole = _CONCEPT.search(text) is not None
+    return "concept" if whole else ""
+
+
 def is_concept_question(text: str) -> bool:
     """Tell whether a message asks about the kernel in general, not about this machine.
 
@@ -584,7 +700,7 @@ def is_concept_question(text: str) -> bool:
     ...  "what is the memory pressure right now?", "how long do tasks wait? measure it")]
     [True, False, False]
     """
-    return _CONCEPT.search(text) is not None and not about_this_machine(text)
+    return asks(text) == "concept"
 
 
 #: What a "top" question ranks by, by the words it uses (checked in order; default cpu).
@@ -654,7 +770,11 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
     router asks the model, or the person, below its floor.
     """
     cues = find_cues(text, list(probe_names))
-    msg = _Message(text, cues, phrase_scores(text), is_concept_question(text))
+    form = asks(text)
+    # a /proc or /sys file is an interface, never a log to triage: asked about, the
+    # documentation answers; asked for a reading, the phrases pick the tool
+    interface = bool(cues.paths) and _INTERFACE_PATH.match(cues.paths[0]) is not None
+    msg = _Message(text, cues, phrase_scores(text), form, interface)
     for rule in _RULES:
         if (decision := rule(msg)) is not None:
             return decision
@@ -663,12 +783,17 @@ def route_by_cues(text: str, probe_names: Iterable[str]) -> CueDecision:
 
 @dataclass(frozen=True)
 class _Message:
-    """A message with its cues, the scores of its phrases, and whether it asks a concept."""
+    """A message with its cues, the scores of its phrases, and the form of its question."""
 
     text: str
     cues: Cues
     scores: Mapping[str, float]
-    concept: bool
+    form: str  # what asks() says the message asks: "concept", "reading", ...
+    interface: bool  # its first path is a /proc or /sys interface file
+
+    @property
+    def concept(self) -> bool:
+        return self.form == "concept"
 
     def score(self, tool: str) -> float:
         return self.scores.get(tool, 0)
@@ -683,8 +808,7 @@ def _rollback(m: _Message) -> CueDecision | None:
 
 
 def _named_path(m: _Message) -> CueDecision | None:
-    # A kernel interface file in a concept question is what it asks about, no log.
-    if m.cues.paths and not (m.concept and _INTERFACE_PATH.match(m.cues.paths[0])):
+    if m.cues.paths and not m.interface:
         return _path_action(m.text, m.cues.paths[0], m.scores)
     return None
 
@@ -753,7 +877,9 @@ def _explain(m: _Message) -> CueDecision | None:
 
 
 def _concept(m: _Message) -> CueDecision | None:
-    return CueDecision("answer", {}, 0.8) if m.concept else None  # the documentation answers it
+    # the documentation answers it
+    asked_about = m.concept or (m.interface and m.form != "reading")
+    return CueDecision("answer", {}, 0.8) if asked_about else None
 
 
 #: What settles a message before its phrases are weighed, strongest first: a named thing,

@@ -23,7 +23,12 @@ from typing import Any
 
 from actions.model import Changeset, Completion, ErrorEntry
 from assistant.chat.answer import Answerer, GroundedAnswerer
-from assistant.chat.cues import about_this_machine, is_concept_question, is_small_talk, mood
+from assistant.chat.cues import (
+    about_this_machine,
+    asks,
+    is_small_talk,
+    mood,
+)
 from assistant.chat.memory import Memory, Outcome, Proposal
 from assistant.chat.router import Decision, is_request, route
 from assistant.chat.tools import TOOLS, Cancelled, Context, ToolResult, help_text, run_tool
@@ -83,14 +88,21 @@ WEAK_CUE = 0.8
 
 def _documentation_beside(turn: Turn) -> str:
     """Return where the documentation's cited answer goes beside a tool's: ``first`` (a
-    key's page reached by a question about a concept, not "/docs KEY"), ``after`` (a
-    general question a reading tool took on phrases alone), or "" (none)."""
+    key's page reached by a question about a concept, not "/docs KEY"; a message that asks
+    both what a thing is and for a reading), ``after`` (a general question a reading tool
+    took on phrases alone), or "" (none)."""
     decision = turn.decision
     if decision.via == "slash":
         return ""
     key = decision.args.get("key")
+    form = asks(turn.question)
+    asked = form in ("concept", "both") or (mood(turn.question) != "statement" and form == "")
     if decision.action == "docs" and key and key != "undocumented":
-        return "first" if is_concept_question(turn.question) else ""
+        return "first" if asked else ""  # "what is the current value of X?": the page alone
+    if decision.action == "apply" and decision.args.get("hypothetical") and asked:
+        return "first"  # "if I set vm.swappiness to 0, will it never swap?": then the dry run
+    if decision.action in READING_TOOLS and asks(turn.question) == "both":
+        return "first"  # "is my box swapping, and what is swappiness?": both, the answer first
     general = mood(turn.question) == "question" and not about_this_machine(turn.question)
     weak = decision.confidence < WEAK_CUE and not decision.args
     return "after" if decision.action in READING_TOOLS and general and weak else ""
@@ -183,7 +195,8 @@ class ChatSession:
                 turn.answer = turn.answer or f"**{decision.action}** was cancelled."
             except KassistError as exc:
                 turn.error = exc.one_line()
-                turn.answer = f"**{decision.action}** failed: {turn.error}"
+                failed = f"**{decision.action}** failed: {turn.error}"
+                turn.answer = f"{turn.answer}\n\n{failed}" if turn.answer else failed
         self._number_proposals(turn)
         self.turns.append(turn)
         if self.on_turn is not None:
@@ -236,23 +249,25 @@ class ChatSession:
             if answer.data:
                 turn.result = ToolResult(answer.text, answer.data)
             return
-        turn.result = run_tool(decision.action, decision.args, ctx)
-        turn.answer = turn.result.text
         beside = _documentation_beside(turn)
-        if beside:
-            # "what is the difference between vm.dirty_ratio and ...?": the key's page
-            # answers what the key is, the documentation's cited answer the question
-            # (measured on the tune part: each alone missed what the other had). A general
-            # question a reading tool took gets that answer after the reading.
-            answer = self.answerer(turn.question, None, cancel)
-            if answer.cited:
-                first, then = (
-                    (answer.text, turn.result.text)
-                    if beside == "first"
-                    else (turn.result.text, answer.text)
-                )
-                turn.answer = f"{first}\n\n{then}"
-                turn.result.data = {**turn.result.data, "grounded": answer.data}
+        # "what is the difference between vm.dirty_ratio and ...?": the key's page answers
+        # what the key is, the documentation's cited answer the question (measured on the
+        # tune part: each alone missed what the other had). Asked first, it stands when the
+        # tool fails. A general question a reading tool took gets it after the reading.
+        cited = self.answerer(turn.question, None, cancel) if beside == "first" else None
+        if cited is not None and cited.cited:
+            turn.answer = cited.text
+        turn.result = run_tool(decision.action, decision.args, ctx)
+        if beside == "after":
+            cited = self.answerer(turn.question, None, cancel)
+        if cited is None or not cited.cited:
+            turn.answer = turn.result.text
+            return
+        first, then = (
+            (cited.text, turn.result.text) if beside == "first" else (turn.result.text, cited.text)
+        )
+        turn.answer = f"{first}\n\n{then}"
+        turn.result.data = {**turn.result.data, "grounded": cited.data}
 
     def _number_proposals(self, turn: Turn) -> None:
         if turn.result is None or not turn.result.proposals:
