@@ -41,20 +41,32 @@ def rig() -> Iterator[Rig]:
         yield r
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def base_ms(rig: Rig) -> float:
+    """The devices' time per request now (ms), measured right before a test injects its
+    slowdown: measured once per module, a load that came or went since (fm3: 50 ms under
+    three CIs at once) made "x10" some other factor, or too few requests to judge."""
     rig.set_delays({})
     with rig.workload(seconds=WORKLOAD_S):
         return rig.base_latency_ms(3.0)
 
 
-def _watch(rig: Rig, seconds: float, until: str | None = None) -> list[Finding]:
-    # Sample `seconds` worth of windows, counted (a loaded machine makes them no fewer);
-    # stop early once a finding of pattern `until` appears.
+def window_s(base_ms: float) -> float:
+    """Seconds per window for a device slowed x10 from ``base_ms`` (ms per request) to
+    complete twice the detector's fewest requests per window; fio reads one request at a
+    time per device (psync), so a loaded machine's slower requests get longer windows."""
+    return max(WINDOW_S, 2 * DetectorConfig().min_ios * 10 * base_ms / 1000)
+
+
+def _watch(
+    rig: Rig, seconds: float, until: str | None = None, window: float = WINDOW_S
+) -> list[Finding]:
+    # Sample `seconds` worth of WINDOW_S windows, counted (a loaded machine makes them no
+    # fewer), each `window` s long; stop early once a finding of pattern `until` appears.
     with DiskMonitor(DetectorConfig(), only=rig.loops, smart=False) as monitor:
         findings: list[Finding] = []
         for _ in range(round(seconds / WINDOW_S)):
-            time.sleep(WINDOW_S)
+            time.sleep(window)
             findings = monitor.sample()
             if until and any(f.pattern == until for f in findings):
                 break
@@ -75,7 +87,7 @@ def test_equal_devices_give_no_finding(rig: Rig) -> None:
 def test_a_steadily_slow_device_is_found_with_its_figures(rig: Rig, base_ms: float) -> None:
     rig.set_delays({2: {"delay_ms": 4 * base_ms}})  # x5 its peers
     with rig.workload(seconds=WORKLOAD_S):
-        findings = _watch(rig, DETECT_WITHIN_S, until="steady")
+        findings = _watch(rig, DETECT_WITHIN_S, until="steady", window=window_s(base_ms))
     slow = rig.loops[2]
     assert [(f.device, f.kind, f.pattern) for f in findings] == [(slow, "fail-slow", "steady")]
     f = findings[0]
@@ -124,7 +136,8 @@ def test_growing_io_errors_predict_failure(rig: Rig) -> None:
 @pytest.mark.slow
 def test_cli_names_the_slow_device_in_json(rig: Rig, base_ms: float) -> None:
     rig.set_delays({0: {"delay_ms": 9 * base_ms}})  # x10
-    args = ["disks", "--interval", "2", "--count", "8", "--format", "json", "--no-smart"]
+    interval = f"{window_s(base_ms):.1f}"
+    args = ["disks", "--interval", interval, "--count", "8", "--format", "json", "--no-smart"]
     for loop in rig.loops:
         args += ["--device", loop]
     with rig.workload(seconds=WORKLOAD_S):
@@ -190,13 +203,14 @@ def test_a_lone_device_is_judged_against_its_own_history(rig: Rig, base_ms: floa
         # The baseline: 6 windows older than the persistence window. No finding is asserted
         # here: without peers, a machine-wide slowdown (other tests' load) is not cancelled
         # out, which the equal-peers test covers for the peer model.
+        window = window_s(base_ms)
         for _ in range(12):
-            time.sleep(WINDOW_S)
+            time.sleep(window)
             monitor.sample()
         rig.set_delays({3: {"delay_ms": 9 * base_ms}})  # x10 its own past
         findings: list[Finding] = []
         for _ in range(int(DETECT_WITHIN_S / WINDOW_S)):
-            time.sleep(WINDOW_S)
+            time.sleep(window)
             findings = monitor.sample()
             if any(f.pattern == "steady" for f in findings):
                 break
@@ -218,7 +232,8 @@ def test_watch_stores_a_new_finding_once(rig: Rig, base_ms: float, tmp_path: Pat
 
     rig.set_delays({1: {"delay_ms": 9 * base_ms}})  # x10
     db = tmp_path / "c.db"
-    cmd = [sys.executable, "-m", "assistant", "watch", "--source", f"disks:{WINDOW_S}",
+    window = window_s(base_ms)
+    cmd = [sys.executable, "-m", "assistant", "watch", "--source", f"disks:{window:.1f}",
            "--db", str(db), "--state-dir", str(tmp_path / "s")]  # fmt: skip
     with rig.workload(seconds=WORKLOAD_S):
         proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
@@ -233,7 +248,7 @@ def test_watch_stores_a_new_finding_once(rig: Rig, base_ms: float, tmp_path: Pat
                         rows = c.execute(
                             "SELECT title, type, count FROM crashes WHERE type LIKE 'DISK-%'"
                         ).fetchall()
-            time.sleep(3 * WINDOW_S)  # the finding lasts: it is not stored again
+            time.sleep(3 * window)  # the finding lasts: it is not stored again
         finally:
             proc.terminate()
             proc.wait(30)
