@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from assistant.disks import DetectorConfig, DiskMonitor, Finding
+from probes.stats.parse import parse_diskstats
 from tests.conftest import HANG_S, ROOT, hang_deadline, require, run_kassist
 from tests.fixtures.slowfs.rig import Rig, missing_tools
 
@@ -56,6 +57,11 @@ def window_s(base_ms: float) -> float:
     complete twice the detector's fewest requests per window; fio reads one request at a
     time per device (psync), so a loaded machine's slower requests get longer windows."""
     return max(WINDOW_S, 2 * DetectorConfig().min_ios * 10 * base_ms / 1000)
+
+
+def _reads_completed(rig: Rig) -> dict[str, int]:
+    stats = parse_diskstats(Path("/proc/diskstats").read_text(encoding="utf-8"))
+    return {loop: int(stats[loop]["reads_completed"]) for loop in rig.loops}
 
 
 def _watch(
@@ -99,10 +105,13 @@ def test_a_steadily_slow_device_is_found_with_its_figures(rig: Rig, base_ms: flo
 
 @pytest.mark.real
 @pytest.mark.slow
-def test_spikes_on_ten_percent_of_requests_are_intermittent(rig: Rig) -> None:
-    rig.set_delays({1: {"spike_p": 0.10, "spike_ms": 30.0}})
+def test_spikes_on_ten_percent_of_requests_are_intermittent(rig: Rig, base_ms: float) -> None:
+    # Spikes of 100 times a request's time now (30 ms at least): a loaded machine's
+    # requests take tens of ms, and a spike shorter than them is no spike.
+    spike_ms = max(30.0, 100 * base_ms)
+    rig.set_delays({1: {"spike_p": 0.10, "spike_ms": spike_ms}})
     with rig.workload(seconds=WORKLOAD_S):
-        findings = _watch(rig, DETECT_WITHIN_S, until="intermittent")
+        findings = _watch(rig, DETECT_WITHIN_S, until="intermittent", window=window_s(base_ms))
     assert [(f.device, f.pattern) for f in findings] == [(rig.loops[1], "intermittent")]
     f = findings[0]
     if "p50_us" in f.figures:  # with the eBPF histograms: the median is like the peers'
@@ -173,17 +182,23 @@ def test_the_latency_stream_hands_over_histograms_and_detaches(rig: Rig) -> None
     why = unavailable_reason(find_probe("biolatency_interval"))
     require(why is None, f"biolatency_interval: {why}")
     rig.set_delays({})
-    with rig.workload(seconds=WORKLOAD_S), ProbeStream("biolatency_interval") as stream:
-        time.sleep(3.5)
-        maps = stream.poll()
-        prog_ids = list(stream.result.prog_ids)
+    with rig.workload(seconds=WORKLOAD_S):
+        before = _reads_completed(rig)
+        with ProbeStream("biolatency_interval") as stream:
+            time.sleep(3.5)
+            maps = stream.poll()
+            prog_ids = list(stream.result.prog_ids)
+        after = _reads_completed(rig)
     assert len(maps) >= 8  # four prints a second
     seen: dict[str, int] = {}
     for m in maps:
         for e in m.entries:
             seen[e.labels[0]] = seen.get(e.labels[0], 0) + e.total
     assert set(rig.loops) <= set(seen)
-    assert all(seen[loop] > 150 for loop in rig.loops), seen  # ~150 requests a second each
+    # fio keeps every device busy: each histogram counts requests, never more than the
+    # kernel completed meanwhile (a loaded machine's requests are slower: no rate is asserted)
+    done = {loop: after[loop] - before[loop] for loop in rig.loops}
+    assert all(20 <= seen[loop] <= done[loop] for loop in rig.loops), (seen, done)
     assert not stream.running
     assert prog_ids and programs_still_loaded(prog_ids) in ([], None)
 
