@@ -33,8 +33,8 @@ from assistant.drafters.summary import (
 from assistant.triage import triage_path
 from assistant.triage.engine import triage_lines
 from assistant.triage.events import EVENT_RULES
-from assistant.triage.facts import FAMILIES, extract_facts
-from assistant.triage.model import Crash
+from assistant.triage.facts import FAMILIES, extract_facts, is_syscall_wrapper, syscall_of
+from assistant.triage.model import Crash, Frame
 from assistant.triage.rules import TITLE_TO_TYPE, UNKNOWN_TYPE
 from tests.conftest import CORPUS_DIR, DATA, require, require_default_model
 
@@ -218,6 +218,46 @@ def test_the_paragraphs_facts_go_beyond_the_title() -> None:
     assert facts["Crashing function"] == "ip6_send_skb, in net/ipv6/ip6_output.c"
     assert facts["Taint"] == "none" and facts["Panicked"] == "no"
     assert "Freed by" not in facts  # the report holds no free stack
+
+
+#: Frames that only enter a system call, of every kernel's naming: the per-arch wrappers
+#: since 4.17, SYSCALL_DEFINE's own, the pre-4.17 SyS_/SYSC_ ones and the compat ones.
+SYSCALL_WRAPPERS = (
+    "SyS_sendto",
+    "SYSC_sendto",
+    "__x64_sys_sendto",
+    "__ia32_sys_sendto",
+    "__arm64_sys_sendto",
+    "__se_sys_sendto",
+    "__do_sys_sendto",
+    "__do_sys_sendto.cold",
+    "compat_SyS_sendto",
+    "C_SYSC_sendto",
+    "__ia32_compat_sys_sendto",
+    "__do_compat_sys_sendto",
+)
+
+
+@pytest.mark.parametrize("wrapper", SYSCALL_WRAPPERS)
+@pytest.mark.parametrize("helper", ["__sys_sendto", "ksys_sendto", None])
+def test_the_path_into_the_bug_leaves_out_what_syscall_of_calls_a_wrapper(
+    wrapper: str, helper: str | None
+) -> None:
+    # One reading of a system call's frames: the path drops the wrapper that the entry
+    # context names the call from, and keeps the helper that does the call's work.
+    inner = ["ip6_send_skb", "rawv6_sendmsg", "inet_sendmsg"]
+    names = [*inner, *([helper] if helper else []), wrapper, "do_syscall_64"]
+    crash = Crash("t", "T", "", 1, 1, frame=inner[0], call_trace=[Frame(n) for n in names])
+    assert syscall_of(wrapper) == "sendto" and is_syscall_wrapper(wrapper)
+    assert summary.path_into_bug(crash) == [*([helper] if helper else []), *reversed(inner)]
+    assert summary.entry_context(crash) == ("Entered from", "the sendto system call")
+
+
+def test_a_system_calls_helpers_are_its_frames_but_not_wrappers() -> None:
+    for helper in ("__sys_sendto", "ksys_sendto"):
+        assert syscall_of(helper) == "sendto" and not is_syscall_wrapper(helper)
+    for other in ("tcp_sendmsg", "do_syscall_64", "x64_sys_call", "sys_call_table"):
+        assert syscall_of(other) is None and not is_syscall_wrapper(other)
 
 
 def test_a_sentence_naming_the_workers_loop_as_the_work_is_dropped() -> None:

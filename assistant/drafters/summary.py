@@ -28,7 +28,7 @@ from assistant.drafters.pipeline import (
     names_of,
 )
 from assistant.llm.base import Backend
-from assistant.triage.facts import SYSCALL_FRAME, AllocStack, CrashFacts
+from assistant.triage.facts import SYSCALL_FRAME, AllocStack, CrashFacts, is_syscall_wrapper
 from assistant.triage.model import Crash
 from assistant.triage.taint import TAINT_FLAGS
 
@@ -131,12 +131,13 @@ _ALLOCATOR = re.compile(
 
 def path_into_bug(crash: Crash, most: int = PATH_FRAMES) -> list[str]:
     """Return the call path into the crashing function, outermost first, at most ``most``
-    frames (the crashing function last)."""
+    frames (the crashing function last), without the frames that only enter a system
+    call (:func:`~assistant.triage.facts.is_syscall_wrapper`)."""
     callers: list[str] = []
     for name in _callers(crash, len(crash.call_trace)):
         if _PATH_BEYOND.match(name):
             break
-        if not name.startswith(("SyS_", "SYSC_", "__x64_sys", "__do_sys", "__se_sys")):
+        if not is_syscall_wrapper(name):
             callers.append(name)
         if _PATH_END.match(name):
             break

@@ -192,15 +192,19 @@ class CrashFacts:
     oom_consumers: list[str] = field(default_factory=list)
 
 
+#: The helpers a system call's body calls, named after it (``ksys_write``,
+#: ``__sys_sendto``): they do the call's work, where the wrappers below only enter it.
+SYSCALL_HELPERS = ("ksys", "__sys")
 #: A system call's own frame, every prefix the kernel has named one with: the x86-64,
 #: ia32 and arm64 wrappers (``__x64_sys_``, ``__ia32_sys_``, ``__arm64_sys_``, since 4.17),
 #: ``SYSCALL_DEFINE``'s ``__se_sys_``/``__do_sys_`` and, before 4.17, ``SyS_``/``SYSC_``,
-#: their compat twins, and the ``ksys_``/``__sys_`` helpers they call; ``call`` is the
-#: system call's name (a ``.cold``/``.isra`` suffix dropped).
+#: their compat twins, and the :data:`SYSCALL_HELPERS`; ``prefix`` is the prefix without
+#: its ``_``, ``call`` the system call's name (a ``.cold``/``.isra`` suffix dropped).
 SYSCALL_FRAME = re.compile(
-    r"^(?:__x64_sys|__ia32_sys|__ia32_compat_sys|__do_compat_sys|__se_compat_sys|"
+    r"^(?P<prefix>__x64_sys|__ia32_sys|__ia32_compat_sys|__do_compat_sys|__se_compat_sys|"
     r"__do_sys|__se_sys|SyS|SYSC|compat_SyS|C_SYSC|__arm64_sys|__arm64_compat_sys|"
-    r"ksys|__sys)_(?P<call>[a-z0-9]+(?:_[a-z0-9]+)*?)(?:\.\w+)*$"
+    + "|".join(SYSCALL_HELPERS)
+    + r")_(?P<call>[a-z0-9]+(?:_[a-z0-9]+)*?)(?:\.\w+)*$"
 )
 
 
@@ -209,6 +213,14 @@ def syscall_of(function: str) -> str | None:
     ``sendto``), or ``None`` when it is not a system call's frame."""
     m = SYSCALL_FRAME.match(function)
     return m.group("call") if m else None
+
+
+def is_syscall_wrapper(function: str) -> bool:
+    """Tell whether a frame only enters a system call (``__x64_sys_sendto``,
+    ``SyS_sendto``): a system call's frame (:func:`syscall_of`) that is not one of the
+    :data:`SYSCALL_HELPERS`, which do the call's work."""
+    m = SYSCALL_FRAME.match(function)
+    return m is not None and m.group("prefix") not in SYSCALL_HELPERS
 
 
 #: Title prefix → family; the first matching row wins.
