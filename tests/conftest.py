@@ -12,15 +12,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
     from assistant.knowledge import KnowledgeBase
+
+T = TypeVar("T")
 
 # No timed assertions, Hypothesis' own included: no per-example deadline, no failure
 # because generating data was slow on a loaded machine. A test's own @settings keeps
@@ -50,6 +52,29 @@ HANG_S = 300.0
 def hang_deadline() -> float:
     """Return the ``time.monotonic()`` value (s) after which a wait is a hang."""
     return time.monotonic() + HANG_S
+
+
+def wait_until(
+    predicate: Callable[[], T | None],
+    what: str,
+    poll_s: float = 0.1,
+    context: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``predicate()`` every ``poll_s`` seconds until it returns a truthy value, and
+    return that value; fail the test when :data:`HANG_S` passed first (a hang guard, never
+    a bound on speed).
+
+    :param what: what was awaited, the failure's first line (``"the oops stored once"``).
+    :param context: called only on failure, its text shown below (a daemon's log as it is
+        when the wait gave up).
+    """
+    deadline = hang_deadline()
+    while not (value := predicate()):
+        if time.monotonic() >= deadline:
+            more = f"\n{context()}" if context else ""
+            pytest.fail(f"{what}: still not true after {HANG_S:g} s{more}")
+        time.sleep(poll_s)
+    return value
 
 
 def require(condition: bool, reason: str) -> None:

@@ -5,26 +5,23 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import wait_until
 from tests.watch_support import REAL_WATCH, WatchProcess
 
-#: Seconds any condition may take on a loaded machine.
-PATIENCE = 120
 
-
-def port_of(watch: WatchProcess, source: str, timeout: float = 60) -> int:
+def port_of(watch: WatchProcess, source: str) -> int:
     """Return the port a watch process's ``source`` listens on (it logs it when bound)."""
     pattern = re.compile(re.escape(source) + r": listening on \S+:(\d+)")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = pattern.search(watch.log.read_text(errors="replace"))
-        if m:
-            return int(m.group(1))
-        time.sleep(0.05)
-    raise AssertionError(f"{source} never listened: {watch.log.read_text()}")
+    m = wait_until(
+        lambda: pattern.search(watch.log.read_text(errors="replace")),
+        f"{source} listening",
+        poll_s=0.05,
+        context=watch.log.read_text,
+    )
+    return int(m.group(1))
 
 
 def hits(db: Path) -> list[dict[str, Any]]:

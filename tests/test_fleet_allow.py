@@ -16,17 +16,17 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import run_kassist
-from tests.fleet_support import PATIENCE, hits, metric, receiver
+from tests.conftest import HANG_S, run_kassist, wait_until
+from tests.fleet_support import hits, metric, receiver
 from tests.netconsole_sender import NetconsoleSender
-from tests.watch_support import oops_lines, wait_for
+from tests.watch_support import oops_lines
 
 ALLOW = ("--allow-from", "127.0.0.1/32", "--allow-from", "127.0.0.3/32")
 
 
 def _closed_unread(sock: socket.socket) -> bool:
     # The receiver closes a connection it does not accept without a byte of answer.
-    sock.settimeout(PATIENCE)
+    sock.settimeout(HANG_S)
     try:
         return sock.recv(4096) == b""
     except ConnectionResetError:
@@ -42,7 +42,9 @@ def test_netconsole_from_outside_the_allowlist_is_dropped_and_counted(tmp_path: 
     try:
         outsider.lines(oops_lines("spoofed"))  # first: read (and dropped) before the other
         insider.lines(lines)
-        assert wait_for(lambda: bool(hits(watch.db)), PATIENCE), watch.log.read_text()
+        wait_until(
+            lambda: hits(watch.db), "the allowed host's oops stored", context=watch.log.read_text
+        )
     finally:
         outsider.close()
         insider.close()
@@ -76,7 +78,9 @@ def test_syslog_naming_another_host_from_outside_is_never_stored(tmp_path: Path)
             relay.bind(("127.0.0.1", 0))  # a listed relay may name the hosts it forwards
             for x in oops_lines("relayed"):
                 relay.sendto(_syslog("web7", x), ("127.0.0.1", port))
-        assert wait_for(lambda: bool(hits(watch.db)), PATIENCE), watch.log.read_text()
+        wait_until(
+            lambda: hits(watch.db), "the allowed host's oops stored", context=watch.log.read_text
+        )
     finally:
         watch.stop()
     rows = hits(watch.db)
@@ -109,7 +113,9 @@ def test_otlp_from_outside_the_allowlist_gets_no_answer(tmp_path: Path) -> None:
         ok = httpx.post(f"http://127.0.0.1:{port}/v1/logs", content=_otlp("otel-ok", oops_lines(
             "allowed")), headers={"Content-Type": "application/json"})  # fmt: skip
         assert ok.status_code == 200
-        assert wait_for(lambda: bool(hits(watch.db)), PATIENCE), watch.log.read_text()
+        wait_until(
+            lambda: hits(watch.db), "the allowed host's oops stored", context=watch.log.read_text
+        )
     finally:
         watch.stop()
     rows = hits(watch.db)

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from probes.logs.netconsole import MAX_TOTAL, NetconsoleDecoder, parse_header, unescape
-from tests.conftest import run_kassist
-from tests.fleet_support import PATIENCE, hits, metric, receiver
+from tests.conftest import run_kassist, wait_until
+from tests.fleet_support import hits, metric, receiver
 from tests.netconsole_sender import NetconsoleSender, datagrams, escape
-from tests.watch_support import WatchProcess, oops_lines, wait_for
+from tests.watch_support import WatchProcess, oops_lines
 
 NOW = 1_796_000_000_000_000
 
@@ -170,7 +170,7 @@ def test_hosts_crashes_are_stored_once_each_under_their_host(tmp_path: Path) -> 
         b.lines(oops_lines("cpuA")[:5])
         b.send(b.record("x" * 2500))
         b.lines(oops_lines("cpuA")[5:])
-        assert wait_for(lambda: len(hits(db)) == 3, PATIENCE), watch.log.read_text()
+        wait_until(lambda: len(hits(db)) == 3, "the 3 reports stored", context=watch.log.read_text)
         # the same reports sent again (a forwarder replaying): counted once
         a.seq -= 2 * len(one)
         a.msgid -= 2 * len(one)
@@ -217,8 +217,10 @@ def test_a_flood_from_one_address_starves_no_other_and_bad_packets_are_counted(
             if sent % 200 == 0 and lines:
                 host.lines([lines.pop(0)])
         host.lines(lines)
-        assert wait_for(lambda: any(r["host"] == "127.0.0.4" for r in hits(watch.db)), PATIENCE), (
-            watch.log.read_text()
+        wait_until(
+            lambda: any(r["host"] == "127.0.0.4" for r in hits(watch.db)),
+            "the flooded host's report stored",
+            context=watch.log.read_text,
         )
     finally:
         flood.close()
@@ -247,7 +249,11 @@ def test_a_slow_senders_report_is_stored_whole_not_cut_by_the_wall_clock(tmp_pat
                 sender.ts_us += 2_000_000
                 sender.lines(lines[cut[0] : cut[1]])
             time.sleep(1.5)  # more than a wall-clock quiet of 0.5 s
-        assert wait_for(lambda: len(hits(watch.db)) >= 2, PATIENCE), watch.log.read_text()
+        wait_until(
+            lambda: len(hits(watch.db)) >= 2,
+            "both senders' reports stored",
+            context=watch.log.read_text,
+        )
         time.sleep(1)  # a piece stored apart would come now
     finally:
         for s in senders:
@@ -318,14 +324,22 @@ def test_a_receiver_killed_mid_report_reads_it_again_and_stores_each_report_once
     half = len(second) // 2
     try:
         a.lines(first)
-        assert wait_for(lambda: len(hits(watch.db)) == 1, PATIENCE), watch.log.read_text()
+        wait_until(
+            lambda: len(hits(watch.db)) == 1, "A's report stored", context=watch.log.read_text
+        )
         b.lines(second[:half])
         last = f",{b.seq},{b.ts_us},-;"  # the header of B's last record sent (A's differ)
-        assert wait_for(lambda: _spooled(watch, last), PATIENCE)
+        wait_until(
+            lambda: _spooled(watch, last), "B's last record spooled", context=watch.log.read_text
+        )
         watch.kill()
         watch, _ = receiver(tmp_path, source)
         b.lines(second[half:])
-        assert wait_for(lambda: len(hits(watch.db)) >= 2, PATIENCE), watch.log.read_text()
+        wait_until(
+            lambda: len(hits(watch.db)) >= 2,
+            "B's report stored after the restart",
+            context=watch.log.read_text,
+        )
         time.sleep(2)  # anything stored twice would come now
     finally:
         a.close()

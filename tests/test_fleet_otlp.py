@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tests.conftest import DATA
-from tests.fleet_support import PATIENCE, hits, metric, receiver
-from tests.watch_support import REAL_WATCH, WatchProcess, oops_lines, wait_for
+from tests.conftest import DATA, HANG_S, wait_until
+from tests.fleet_support import hits, metric, receiver
+from tests.watch_support import REAL_WATCH, WatchProcess, oops_lines
 
 
 def _sdk_logger(port: int, host: str) -> tuple[logging.Logger, Any]:
@@ -57,7 +57,9 @@ def test_the_sdks_exporter_feeds_the_receiver(tmp_path: Path) -> None:
         json_ok = httpx.post(f"http://127.0.0.1:{port}/v1/logs", content=b"{}",
                              headers={"Content-Type": "application/json"})  # fmt: skip
         assert json_ok.status_code == 200
-        assert wait_for(lambda: bool(hits(watch.db)), PATIENCE), watch.log.read_text()
+        wait_until(
+            lambda: hits(watch.db), "the OTLP records' oops stored", context=watch.log.read_text
+        )
     finally:
         provider.shutdown()
         watch.stop()
@@ -100,7 +102,7 @@ def test_each_new_signature_is_exported_as_one_log_record(tmp_path: Path) -> Non
         )  # fmt: skip
         watch.start()
         assert watch.proc is not None
-        watch.proc.wait(PATIENCE)
+        watch.proc.wait(HANG_S)
     finally:
         server.shutdown()
         server.server_close()

@@ -17,10 +17,11 @@ from typing import Any
 
 import psycopg
 
-from tests.fleet_support import PATIENCE, metric, receiver
+from tests.conftest import wait_until
+from tests.fleet_support import metric, receiver
 from tests.netconsole_sender import NetconsoleSender
 from tests.pg_support import postgres, server_down
-from tests.watch_support import WatchProcess, oops_lines, wait_for
+from tests.watch_support import WatchProcess, oops_lines
 
 RECEIVERS = 3
 HOSTS = 12
@@ -68,16 +69,19 @@ def test_receivers_behind_one_address_store_each_report_once_and_draft_each_sign
             for s in senders:
                 s.close()
             want = HOSTS * 2
-            assert wait_for(
-                lambda: _rows(url, "SELECT count(*) FROM hits")[0][0] >= want, PATIENCE
-            ), [w.log.read_text()[-2000:] for w in watches]
-            assert wait_for(
+            wait_until(
+                lambda: _rows(url, "SELECT count(*) FROM hits")[0][0] >= want,
+                f"{want} hits stored",
+                context=lambda: "\n".join(w.log.read_text()[-2000:] for w in watches),
+            )
+            wait_until(
                 lambda: (
                     _rows(url, "SELECT count(*) FROM drafts WHERE done_at IS NOT NULL")[0][0]
                     >= len(TOKENS)
                 ),
-                PATIENCE,
-            ), [w.log.read_text()[-2000:] for w in watches]
+                f"{len(TOKENS)} drafts done",
+                context=lambda: "\n".join(w.log.read_text()[-2000:] for w in watches),
+            )
             time.sleep(2)  # a duplicate or a second draft would come now
         finally:
             for w in watches:
@@ -111,14 +115,22 @@ def test_a_postgresql_server_that_goes_away_and_comes_back_loses_nothing(tmp_pat
         host = NetconsoleSender(("127.0.0.1", port), source=("127.0.0.40", 0))
         try:
             host.lines([*oops_lines("pga", marker=1), "after the report"])
-            assert wait_for(lambda: _rows(url, "SELECT count(*) FROM hits")[0][0] == 1, PATIENCE)
+            wait_until(
+                lambda: _rows(url, "SELECT count(*) FROM hits")[0][0] == 1,
+                "the first hit stored",
+                context=watch.log.read_text,
+            )
             with server_down(url):
                 host.lines([*oops_lines("pgb", marker=2), "after the report"])
-                assert wait_for(lambda: "wait; retrying" in watch.log.read_text(), PATIENCE), (
-                    watch.log.read_text()
+                wait_until(
+                    lambda: "wait; retrying" in watch.log.read_text(),
+                    "the store's outage retried",
+                    context=watch.log.read_text,
                 )
-            assert wait_for(lambda: _rows(url, "SELECT count(*) FROM hits")[0][0] >= 2, PATIENCE), (
-                watch.log.read_text()
+            wait_until(
+                lambda: _rows(url, "SELECT count(*) FROM hits")[0][0] >= 2,
+                "the second hit stored after the outage",
+                context=watch.log.read_text,
             )
             time.sleep(2)  # a second copy would come now
         finally:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from assistant.triage import triage_lines
 from probes.logs.syslog import SyslogDecoder, SyslogFramer, parse_message
-from tests.conftest import DATA
-from tests.fleet_support import PATIENCE, hits, metric, receiver
+from tests.conftest import DATA, wait_until
+from tests.fleet_support import hits, metric, receiver
 from tests.forwarders import rsyslogd, running, syslog_ng, syslog_ng_modules
 from tests.watch_support import (
     WatchProcess,
@@ -24,7 +24,6 @@ from tests.watch_support import (
     kmsg_write,
     oops_lines,
     require_kmsg_writer,
-    wait_for,
 )
 
 CONSOLE = DATA / "kernel" / "oops-then-panic.log"
@@ -154,13 +153,14 @@ log {{ source(s); destination(tcp5424); destination(udp3164); }};
                     {}, tmp_path / "rsyslog.log"),
             running(sng_argv, sng_env, tmp_path / "syslog-ng.log"),
         ):  # fmt: skip
-            assert wait_for(
+            wait_until(
                 lambda: (
                     _stored_by_host(watch.db, "fleet-rs") >= expected
                     and _stored_by_host(watch.db, "fleet-ng") >= expected
                 ),
-                PATIENCE,
-            ), (watch.log.read_text(), (tmp_path / "syslog-ng.log").read_text())
+                f"{expected} reports stored from each of rsyslog and syslog-ng",
+                context=lambda: watch.log.read_text() + (tmp_path / "syslog-ng.log").read_text(),
+            )
             time.sleep(2)  # anything sent twice has come by now
     finally:
         watch.stop()
@@ -191,10 +191,11 @@ def test_only_kernel_facility_records_feed_triage(tmp_path: Path) -> None:
             with devkmsg_on():
                 kmsg_write(oops_lines(token))
                 kmsg_write([f"kassist-fleet-marker {token}"])
-            assert wait_for(
+            wait_until(
                 lambda: copy.exists() and f"kassist-fleet-marker {token}" in copy.read_text(),
-                PATIENCE,
-            ), (tmp_path / "rsyslog.log").read_text()
+                "rsyslog's copy holds the marker",
+                context=(tmp_path / "rsyslog.log").read_text,
+            )
             time.sleep(1)
     finally:
         watch.stop()

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from assistant.triage import triage_lines
-from tests.conftest import DATA, ROOT, run_kassist
+from tests.conftest import DATA, HANG_S, ROOT, run_kassist, wait_until
 from tests.pg_support import postgres
 from tests.vmcore_fixture import VmcoreFixture, vmcore_fixture
 from tests.watch_support import (
@@ -193,8 +193,10 @@ def test_live_kmsg_stores_each_oops_while_it_runs(tmp_path: Path) -> None:
         try:
             for i in range(3):
                 kmsg_write(oops_lines(token, marker=i))
-                assert wait_for(lambda i=i: stored_count(watch.db, title) == i + 1, 30), (
-                    watch.log.read_text()
+                wait_until(
+                    lambda i=i: stored_count(watch.db, title) == i + 1,  # type: ignore[misc]
+                    f"oops {i + 1} stored while the daemon runs",
+                    context=watch.log.read_text,
                 )
         finally:
             watch.stop()
@@ -224,7 +226,11 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
                 time.sleep(rng.uniform(0, 0.8))
                 watch.kill()  # and between reports
                 watch.start()
-            assert wait_for(lambda: stored_count(watch.db, title) >= written, 30)
+            wait_until(
+                lambda: stored_count(watch.db, title) >= written,
+                f"the {written} reports stored across the kills",
+                context=watch.log.read_text,
+            )
             time.sleep(1.5)
             assert stored_count(watch.db, title) == written, watch.log.read_text()
         finally:
@@ -263,6 +269,7 @@ def test_a_log_storm_loses_nothing_silently(tmp_path: Path) -> None:
                 ["dmesg", "-r"], capture_output=True, text=True, check=False
             ).stdout
             in_ring = kept.count("kassist_watch_marker:")
+            # what the storm lost may never come: a bounded wait, the loss is counted below
             wait_for(lambda: stored_count(watch.db, title) >= oopses, 30)
         finally:
             watch.stop()
@@ -367,7 +374,7 @@ def test_systemd_readiness_and_watchdog_pings(tmp_path: Path) -> None:
     notify = tmp_path / "notify.sock"
     with sk.socket(sk.AF_UNIX, sk.SOCK_DGRAM) as s:
         s.bind(str(notify))
-        s.settimeout(60)
+        s.settimeout(HANG_S)  # a hang guard: readiness must come
         env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"}
         proc = subprocess.Popen(
             [
@@ -419,10 +426,13 @@ def test_a_new_kdump_dmesg_file_is_triaged_as_it_appears(tmp_path: Path) -> None
         stamp = crash_dir / "202612012100"
         stamp.mkdir()
         (stamp / "dmesg.202612012100").write_text((DATA / "hung-rtnl_lock.log").read_text())
-        assert wait_for(lambda: stored_count(tmp_path / "c.db", "rtnl_lock") == 1, 30)
+        wait_until(
+            lambda: stored_count(tmp_path / "c.db", "rtnl_lock") == 1,
+            "the kdump directory's hang stored once",
+        )
     finally:
         watch_proc.terminate()
-        watch_proc.wait(30)
+        watch_proc.wait(HANG_S)
     # a restart does not triage the same file again
     run_kassist(
         [

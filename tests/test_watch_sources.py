@@ -2,7 +2,8 @@
 
 Pipes and followed files fed by a writer over time, the kernel's own records against those
 user space wrote, a store on a full file system, a kdump directory that appears later, and
-a hook that hangs. No timed assertion: each waits for its condition with a generous bound.
+a hook that hangs. No timed assertion: each waits for its condition under the one hang guard
+(`tests.conftest.wait_until`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.triage import triage_lines
-from tests.conftest import DATA, ROOT, require, run_kassist
+from tests.conftest import DATA, HANG_S, ROOT, require, run_kassist, wait_until
 from tests.watch_support import (
     REAL_WATCH,
     WatchProcess,
@@ -33,8 +34,6 @@ from tests.watch_support import (
 )
 
 KERNEL = DATA / "kernel"
-#: Seconds any condition may take on a loaded machine.
-PATIENCE = 120
 
 
 def _title(log: Path) -> str:
@@ -79,11 +78,15 @@ def test_a_pipe_hands_each_report_on_as_its_window_closes(tmp_path: Path) -> Non
             proc.stdin.write(("\n".join(lines[done:end]) + "\n").encode())
             proc.stdin.flush()
             done = end
-            assert wait_for(lambda n=stored: stored_count(tmp_path / "c.db", title) >= n, PATIENCE)
+            wait_until(
+                lambda n=stored: stored_count(tmp_path / "c.db", title) >= n,  # type: ignore[misc]
+                f"{stored} soft lockups stored",
+                context=err.read_text,
+            )
             assert proc.poll() is None  # still reading: the input has not ended
         proc.stdin.write(("\n".join(lines[done:]) + "\n").encode())
         proc.stdin.close()
-        proc.wait(timeout=PATIENCE)
+        proc.wait(timeout=HANG_S)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -102,29 +105,41 @@ def test_a_followed_file_is_read_like_tail_minus_f(tmp_path: Path) -> None:
         oops = KERNEL / "oops-then-panic.log"
         _append(log, _lines(oops)[:50])
         _append(log, _lines(oops)[50:])
-        assert wait_for(lambda: stored_count(db, _title(oops)) == 1, PATIENCE), (
-            watch.log.read_text()
+        wait_until(
+            lambda: stored_count(db, _title(oops)) == 1,
+            "the oops stored once",
+            context=watch.log.read_text,
         )
         # rotation: the old file moved away, a new one at the path
         log.rename(tmp_path / "console.log.1")
         hung = DATA / "hung-rtnl_lock.log"
         log.write_text(hung.read_text())
-        assert wait_for(lambda: stored_count(db, _title(hung)) == 1, PATIENCE), (
-            watch.log.read_text()
+        wait_until(
+            lambda: stored_count(db, _title(hung)) == 1,
+            "the rotated file's hang stored once",
+            context=watch.log.read_text,
         )
         # truncation (copytruncate): read again from the start
         with log.open("r+") as fh:
             fh.truncate(0)
         pagealloc = KERNEL / "pagealloc-corruption.log"
         _append(log, _lines(pagealloc))
-        assert wait_for(lambda: stored_count(db, _title(pagealloc)) == 1, PATIENCE)
+        wait_until(
+            lambda: stored_count(db, _title(pagealloc)) == 1,
+            "the truncated file's crash stored once",
+            context=watch.log.read_text,
+        )
         # 50 lines, then 682 more holding 7 crashes (the issue's console capture)
         crash_lines = [
             f"[{10 + i:5d}.000000] {x}" for i in range(7) for x in oops_lines("tailf", i)
         ]
         _append(log, ["[    0.000000] boot line"] * 50)
         _append(log, crash_lines + ["[  100.000000] done"] * (682 - len(crash_lines)))
-        assert wait_for(lambda: stored_count(db, "kassist_wtailf_level") == 7, PATIENCE)
+        wait_until(
+            lambda: stored_count(db, "kassist_wtailf_level") == 7,
+            "the 7 crashes of 682 lines stored",
+            context=watch.log.read_text,
+        )
         assert watch.alive()
     finally:
         watch.stop()
@@ -172,7 +187,7 @@ def test_records_user_space_wrote_and_forged_task_names_are_not_crashes(tmp_path
             seen: list[str] = []
             for _ in range(10):
                 pid = segfault_as("WARNING: CPU: 0")
-                if wait_for(lambda p=pid: _reported(watch.db, p), 20):
+                if wait_for(lambda p=pid: _reported(watch.db, p), 20):  # type: ignore[misc]
                     seen.append(str(pid))
                     break
             require(bool(seen), "the kernel rate-limited every segfault line (printk_ratelimit)")
@@ -227,12 +242,18 @@ def test_a_full_store_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
             crashes = [KERNEL / "oops-then-panic.log", DATA / "hung-rtnl_lock.log"]
             for c in crashes:
                 _append(log, _lines(c))
-            assert wait_for(lambda: "retrying" in watch.log.read_text(), PATIENCE)
+            wait_until(
+                lambda: "retrying" in watch.log.read_text(),
+                "the full store retried",
+                context=watch.log.read_text,
+            )
             assert watch.alive()
             filler.unlink()
             for c in crashes:
-                assert wait_for(lambda c=c: stored_count(watch.db, _title(c)) == 1, PATIENCE), (
-                    watch.log.read_text()
+                wait_until(
+                    lambda c=c: stored_count(watch.db, _title(c)) == 1,  # type: ignore[misc]
+                    f"{c.name} stored once after the store had room",
+                    context=watch.log.read_text,
                 )
             assert watch.alive()
         finally:
@@ -248,7 +269,11 @@ def test_a_kdump_directory_that_appears_later_is_watched(tmp_path: Path) -> None
         stamp.mkdir(parents=True)
         (stamp / "dmesg.202612070100").write_text((DATA / "hung-rtnl_lock.log").read_text())
         title = _title(DATA / "hung-rtnl_lock.log")
-        assert wait_for(lambda: stored_count(watch.db, title) == 1, PATIENCE), watch.log.read_text()
+        wait_until(
+            lambda: stored_count(watch.db, title) == 1,
+            "the kdump directory's hang stored once",
+            context=watch.log.read_text,
+        )
     finally:
         watch.stop()
 
@@ -269,11 +294,11 @@ def test_stopping_kills_a_hanging_hook_and_what_it_started(tmp_path: Path) -> No
     watch = WatchProcess(tmp_path, "--hook-cmd", hook, sources=(f"file:{log}",),
                          command=REAL_WATCH).start()  # fmt: skip
     try:
-        assert wait_for(
+        wait_until(
             lambda: all(Path(f"{pids}.{n}").exists() and Path(f"{pids}.{n}").read_text().strip()
                         for n in ("sh", "sleep")),
-            PATIENCE,
-        ), watch.log.read_text()  # fmt: skip
+            "the hook's shell and sleep started", context=watch.log.read_text,
+        )  # fmt: skip
         started = [int(Path(f"{pids}.{n}").read_text()) for n in ("sh", "sleep")]
         assert not any(_gone(p) for p in started)
     finally:
@@ -295,7 +320,11 @@ def test_kmsg_crashes_keep_when_the_kernel_crashed(tmp_path: Path) -> None:
             before = time.time()
             kmsg_write(oops_lines(token))
             after = time.time()
-            assert wait_for(lambda: stored_count(watch.db, title) == 1, PATIENCE)
+            wait_until(
+                lambda: stored_count(watch.db, title) == 1,
+                "the oops stored once",
+                context=watch.log.read_text,
+            )
         finally:
             watch.stop()
     row = next(r for r in _rows(watch.db) if r["title"] == title)

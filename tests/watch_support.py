@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.conftest import DATA, ROOT, require
+from tests.conftest import DATA, HANG_S, ROOT, require
 
 _STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 
@@ -94,11 +94,11 @@ class WatchProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "watch.log"
 
-    def start(self, timeout: float = 60) -> WatchProcess:
+    def start(self) -> WatchProcess:
         notify = self.tmp / f"notify-{time.monotonic_ns()}.sock"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.bind(str(notify))
-            s.settimeout(timeout)
+            s.settimeout(HANG_S)  # a hang guard: a loaded machine starts Python slowly
             env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(notify)}
             with self.log.open("ab") as log:
                 self.proc = subprocess.Popen(
@@ -135,14 +135,14 @@ class WatchProcess:
         """SIGKILL it (no chance to save anything)."""
         assert self.proc is not None
         self.proc.kill()
-        self.proc.wait(30)
+        self.proc.wait(HANG_S)
 
     def stop(self) -> None:
         """SIGTERM it and wait."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(30)
+                self.proc.wait(HANG_S)  # its exit status is checked: never cut short
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -171,11 +171,15 @@ def stored_count(db: Path, title_part: str) -> int:
     return int(rows[0][0])
 
 
-def wait_for(predicate: object, timeout: float) -> bool:
-    """Poll ``predicate()`` until it is true or ``timeout`` seconds passed."""
+def wait_for(predicate: Callable[[], object], timeout: float) -> bool:
+    """Poll ``predicate()`` until it is true or ``timeout`` seconds passed, and tell which.
+
+    Only for what may rightly not happen (a line printk's ratelimit ate, a storm's lost
+    records); what must happen is awaited with :func:`tests.conftest.wait_until`.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         time.sleep(0.02)
     return False
