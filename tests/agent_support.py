@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from actions.model import Completion
 from tests.agent_entry import FAULT_ENV, FILL_NAME, fill
-from tests.conftest import ROOT, hang_deadline, require
+from tests.conftest import HANG_S, ROOT, hang_deadline, require, wait_until
 
 T = TypeVar("T")
 EVIDENCE = ["nstat: TcpExtListenOverflows grew by 1200 in 10 min"]
@@ -245,17 +245,18 @@ class AgentProcess:
             assert os.readlink(f"/proc/{self.proc.pid}/ns/net") == self.netns.ident
         return self
 
-    def wait_dead(self, timeout: float = 10) -> int:
-        """Wait for the agent to exit and return its status."""
+    def wait_dead(self) -> int:
+        """Wait for the agent to exit (:data:`~tests.conftest.HANG_S` at most: a hang guard)
+        and return its status."""
         assert self.proc is not None
-        return self.proc.wait(timeout)
+        return self.proc.wait(HANG_S)
 
     def stop(self) -> None:
         """SIGTERM the agent (nothing is rolled back on exit) and wait for it."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(HANG_S)  # its exit status is checked: never cut short
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -266,18 +267,19 @@ class AgentProcess:
             return []
         return [json.loads(line) for line in self.audit.read_text().splitlines()]
 
-    def wait_audited(self, event: str, n: int, key: str = "", timeout: float = 10) -> int:
-        """Wait until ``n`` records of ``event`` are audited (see :func:`audited`).
+    def wait_audited(self, event: str, n: int, key: str = "") -> int:
+        """Wait until ``n`` records of ``event`` are audited (see :func:`audited`) and
+        return their count then (the test fails when they never are).
 
         Bounded records past the rate limit are counted in a ``suppressed`` line written
-        within a second or two; this waits for it (and returns the count at the deadline).
+        within a second or two; this waits for it.
         """
-        deadline = time.monotonic() + timeout
-        while (got := audited(self.audit_events(), event, key)) < n:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        return got
+        wait_until(
+            lambda: audited(self.audit_events(), event, key) >= n,
+            f"{n} {event} records audited",
+            context=lambda: str(self.audit_events())[-2000:],
+        )
+        return audited(self.audit_events(), event, key)
 
 
 def policed_agent(tmp: Path, netns: NetNS | None, policy: str, *args: str) -> AgentProcess:

@@ -123,14 +123,14 @@ def test_sigterm_answers_every_submission_it_read(netns: NetNS, tmp_path: Path) 
             {"op": "apply", "user_data": i, "recommendations": [r]} for i, r in enumerate(recs)
         ]
         conn.send(b"".join(json.dumps(e).encode() + b"\n" for e in entries))
-        assert agent.wait_audited("write", 1, timeout=60) >= 1  # the first is under way
+        assert agent.wait_audited("write", 1) >= 1  # the first is under way
         assert agent.proc is not None
         agent.proc.send_signal(signal.SIGTERM)
         answers: dict[int, str] = {}
         while (reply := conn.read()) is not None:
             assert reply["user_data"] not in answers, reply  # exactly one each
             answers[reply["user_data"]] = reply["verdict"]
-        assert agent.wait_dead(30) == 0
+        assert agent.wait_dead() == 0
     finally:
         conn.close()
         agent.stop()

@@ -11,7 +11,6 @@ import errno
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.agent_support import AgentProcess, NetNS
-from tests.conftest import ROOT, hang_deadline, run_kassist
+from tests.conftest import ROOT, run_kassist, wait_until
 from tests.enforce_support import (
     all_gone,
     by_key_value,
@@ -47,14 +46,21 @@ def setup(tmp_path: Path) -> Iterator[tuple[NetNS, Path, Path]]:
         remove_cgroup(cgroup)
 
 
-def _wait_for(agent: AgentProcess, event: str, timeout: float = 15) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [e for e in agent.audit_events() if e["event"] == event]
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"no {event} in {agent.audit_events()}")
+def _wait_for(agent: AgentProcess, event: str) -> list[dict[str, Any]]:
+    return wait_until(
+        lambda: [e for e in agent.audit_events() if e["event"] == event],
+        f"{event} audited",
+        poll_s=0.05,
+        context=lambda: str(agent.audit_events()),
+    )
+
+
+def _enforce_status_with(pin_root: Path, state: Path, text: str) -> str:
+    # `kassist agent enforce status`'s output once it holds ``text``, else "".
+    shown = run_kassist(["agent", "enforce", "status", "--pin-root", str(pin_root),
+                         "--state", str(state)])  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout if text in shown.stdout else ""
 
 
 def test_serve_with_enforce_guard_makes_the_kernel_refuse_and_audits(
@@ -92,17 +98,15 @@ def test_serve_with_enforce_guard_makes_the_kernel_refuse_and_audits(
         assert f"in-kernel enforcement: guard {cgroup}; " in text.stdout
         assert f"pid {doc['pid']} python net.core.somaxconn='99999'" in text.stdout
 
-        deadline = hang_deadline()
-        while True:  # the state file follows refusals within a second (written at most 2/s)
-            shown = run_kassist(["agent", "enforce", "status", "--pin-root", str(pin_root),
-                                 "--state", str(state)])  # fmt: skip
-            assert shown.returncode == 0, shown.stderr
-            if f"pid {doc['pid']}" in shown.stdout or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert f"guard    {cgroup}" in shown.stdout and "attached" in shown.stdout
-        assert "net.core.somaxconn" in shown.stdout and "128..65535" in shown.stdout
-        assert f"pid {doc['pid']}" in shown.stdout and "'99999'" in shown.stdout
+        # the state file follows refusals within a second (written at most 2/s)
+        shown = wait_until(
+            lambda: _enforce_status_with(pin_root, state, f"pid {doc['pid']}"),
+            "the state file shows the refusal",
+            poll_s=0.2,
+        )
+        assert f"guard    {cgroup}" in shown and "attached" in shown
+        assert "net.core.somaxconn" in shown and "128..65535" in shown
+        assert f"pid {doc['pid']}" in shown and "'99999'" in shown
         link_id = enforce["attachments"][0]["link_id"]
     finally:
         agent.stop()
@@ -167,10 +171,12 @@ def test_sighup_reloads_the_policy_and_the_kernel_follows(
         assert (refusal["pid"], refusal["generation"]) == (doc["pid"], 2)
         policy.write_text("not toml [")  # a broken file: the old policy stays, everywhere
         agent.proc.send_signal(signal.SIGHUP)
-        deadline = hang_deadline()
-        while "policy not reloaded" not in agent.log.read_text():
-            assert time.monotonic() < deadline, agent.log.read_text()
-            time.sleep(0.05)
+        wait_until(
+            lambda: "policy not reloaded" in agent.log.read_text(),
+            "the broken policy refused",
+            poll_s=0.05,
+            context=agent.log.read_text,
+        )
         assert by_key_value(run_writer(cgroup, [write], netns.path))[write[1:]] == errno.EPERM
         assert agent.proc.poll() is None
     finally:

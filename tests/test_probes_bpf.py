@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ from probes.bpf.render import render_result
 from probes.bpf.runner import ProbeResult
 from probes.errors import ProbeError
 from probes.logs import KmsgStats, iter_kmsg
-from tests.conftest import require, run_kassist
+from tests.conftest import HANG_S, require, run_kassist, wait_until
 
 #: The runner's longest stop, s: SIGINT, SIGTERM and SIGKILL waits, then its last output.
 STOP_WORST_CASE_S = runner_module.STOP_TIMEOUT + 5.0 + 5.0 + runner_module.STOP_TIMEOUT
@@ -188,12 +188,16 @@ def oom_cgroup() -> Iterator[Path]:
     try:
         yield procs
     finally:
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until(lambda: _removed(cg), f"{cg} removed (its killed tasks gone)")
+
+
+def _removed(cgroup: Path) -> bool:
+    # rmdir fails (EBUSY) while the cgroup's killed tasks are still exiting.
+    try:
+        cgroup.rmdir()
+    except OSError:
+        return not cgroup.exists()
+    return True
 
 
 def _oom_workload(procs: Path) -> list[str]:
@@ -391,15 +395,6 @@ def _bpftrace_child(parent: int) -> int | None:
     return None
 
 
-def _wait_for(cond: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _start_cli_probe(*args: str) -> tuple[subprocess.Popen[str], int, list[int]]:
     cli = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "assistant", "probe", "run", *args],
@@ -408,9 +403,7 @@ def _start_cli_probe(*args: str) -> tuple[subprocess.Popen[str], int, list[int]]
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    assert _wait_for(lambda: _bpftrace_child(cli.pid) is not None, 60)
-    child = _bpftrace_child(cli.pid)
-    assert child is not None
+    child = wait_until(lambda: _bpftrace_child(cli.pid), "the probe's bpftrace started")
     assert cli.stderr is not None
     assert "Tracing with" in cli.stderr.readline()  # printed once every probe is attached
     progs = programs_of(child)
@@ -450,8 +443,11 @@ def test_killed_kassist_does_not_leave_bpftrace_running() -> None:
     # (seen here about once in four kills sent with no delay); a real kill comes later.
     time.sleep(0.5)
     cli.kill()
-    cli.wait(10)
-    assert _wait_for(lambda: not Path(f"/proc/{child}").exists() or _is_zombie_free(child), 30)
+    cli.wait(HANG_S)
+    wait_until(
+        lambda: not Path(f"/proc/{child}").exists() or _is_zombie_free(child),
+        "the killed CLI's bpftrace gone",
+    )
     assert programs_still_loaded(progs) == []
 
 
