@@ -34,7 +34,7 @@ from tests.agent_support import (
     policed_agent,
     rec,
 )
-from tests.conftest import ROOT, hang_deadline, require
+from tests.conftest import ROOT, hang_deadline, require, wait_until
 
 POLICY = """
 version = 1
@@ -109,10 +109,12 @@ def test_a_full_journal_disk_never_plants_a_stale_undo(
         agent.start(env={"KASSIST_AGENT_FAULT": "pause:validated", "KASSIST_AGENT_PAUSE": "3"})
         conn = RawConnection(agent.socket, timeout=30)
         conn.send({"op": "apply", "user_data": "first", "recommendations": rec(INTVL, 80)})
-        deadline = hang_deadline()
-        while not _journal(agent, "SELECT id FROM changesets"):
-            assert time.monotonic() < deadline, agent.log.read_text()
-            time.sleep(0.05)
+        wait_until(
+            lambda: _journal(agent, "SELECT id FROM changesets"),
+            "the changeset journalled",
+            poll_s=0.05,
+            context=agent.log.read_text,
+        )
         state.fill()  # the row is there; the agent pauses before its first write
         first = conn.read()
         conn.close()

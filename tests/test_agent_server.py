@@ -28,7 +28,7 @@ from tests.agent_support import (
     plain,
     rec,
 )
-from tests.conftest import hang_deadline
+from tests.conftest import wait_until
 
 TEST_POLICY = """
 version = 1
@@ -158,18 +158,21 @@ def test_a_value_the_kernel_silently_rounds_is_a_failure(netns: NetNS, client: A
     assert netns.read("net.ipv4.icmp_ratelimit") == "1000"
 
 
+def _overridden(client: AgentClient, changeset: object) -> dict[str, Any] | None:
+    # The agent's status once it counts ``changeset`` as overridden by the admin, else None.
+    status = plain(client.status())
+    overridden = status["status"]["overridden"]
+    return status if any(o["changeset"] == changeset for o in overridden) else None
+
+
 def test_the_agent_yields_to_the_admin(netns: NetNS, client: AgentClient) -> None:
     old = netns.read("net.ipv4.tcp_fin_timeout")
     done = plain(client.apply([rec("net.ipv4.tcp_fin_timeout", int(old) - 7)]))
     assert done["ok"], done
     netns.write("net.ipv4.tcp_fin_timeout", "44")  # the admin changes it behind our back
-    deadline = hang_deadline()
-    status = plain(client.status())
-    while time.monotonic() < deadline:
-        if any(o["changeset"] == done["changeset"]["id"] for o in status["status"]["overridden"]):
-            break
-        time.sleep(0.1)
-        status = plain(client.status())
+    status = wait_until(
+        lambda: _overridden(client, done["changeset"]["id"]), "the agent saw the admin's change"
+    )
     overridden = status["status"]["overridden"]
     assert {
         "changeset": done["changeset"]["id"],

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from actions.enforce.maps import compile_rules
 from actions.enforce.queues import Queues, Submission, cgroup_of
 from actions.policy import load_policy
 from tests.agent_support import AgentProcess, NetNS, RawConnection, rec
-from tests.conftest import ROOT, hang_deadline, run_kassist
+from tests.conftest import ROOT, run_kassist, wait_until
 from tests.enforce_support import (  # noqa: F401 (the fixtures bpf_cache, cgroup, pin_root)
     bpf_cache_fixture,
     cgroup_fixture,
@@ -417,10 +416,9 @@ def test_sighup_swaps_the_queues_policy_whole(tmp_path: Path, netns: NetNS, pin_
         policy.write_text(default + '\n[keys."net.core.somaxconn"]\nmax = 2000\n')
         assert agent.proc is not None
         agent.proc.send_signal(1)  # SIGHUP
-        deadline = hang_deadline()
-        while not _events(agent, "policy-reload") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        [reload] = _events(agent, "policy-reload")
+        [reload] = wait_until(
+            lambda: _events(agent, "policy-reload"), "the policy reloaded", poll_s=0.05
+        )
         assert reload["generation"] == 2
         after = _submit(agent, "validate", [rec("net.core.somaxconn", 3000)])
         assert [e["rule"] for e in after["errors"]] == ["range"]
