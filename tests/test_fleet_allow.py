@@ -111,7 +111,7 @@ def test_otlp_from_outside_the_allowlist_gets_no_answer(tmp_path: Path) -> None:
                           b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
             assert _closed_unread(c)
         ok = httpx.post(f"http://127.0.0.1:{port}/v1/logs", content=_otlp("otel-ok", oops_lines(
-            "allowed")), headers={"Content-Type": "application/json"})  # fmt: skip
+            "allowed")), headers={"Content-Type": "application/json"}, timeout=HANG_S)  # fmt: skip
         assert ok.status_code == 200
         wait_until(
             lambda: hits(watch.db), "the allowed host's oops stored", context=watch.log.read_text

@@ -51,10 +51,11 @@ def test_the_sdks_exporter_feeds_the_receiver(tmp_path: Path) -> None:
             logger.warning(line, extra={"syslog.facility": 0})
         for line in oops_lines("otlpuser"):  # user space's: no kernel facility
             logger.warning(line, extra={"syslog.facility": 1})
-        bad = httpx.post(f"http://127.0.0.1:{port}/v1/logs", content=b"\xff\x00garbage",
+        url = f"http://127.0.0.1:{port}/v1/logs"
+        bad = httpx.post(url, content=b"\xff\x00garbage", timeout=HANG_S,
                          headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
         assert bad.status_code == 400
-        json_ok = httpx.post(f"http://127.0.0.1:{port}/v1/logs", content=b"{}",
+        json_ok = httpx.post(url, content=b"{}", timeout=HANG_S,
                              headers={"Content-Type": "application/json"})  # fmt: skip
         assert json_ok.status_code == 200
         wait_until(
