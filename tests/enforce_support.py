@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.agent_support import AgentProcess
-from tests.conftest import ROOT, hang_deadline, require
+from tests.conftest import HANG_S, ROOT, hang_deadline, require, wait_until
 
 #: A writer: join the cgroup argv[1], then run the ops in argv[2] (JSON) and print results.
 WRITER = r"""
@@ -136,18 +136,18 @@ def cgroup_programs(cgroup: Path) -> list[dict[str, Any]]:
     return doc
 
 
-def all_gone(kind: str, ids: Sequence[int], timeout: float = 10.0) -> bool:
-    """Wait until the kernel has freed every object of ``kind`` in ``ids``.
+def all_gone(kind: str, ids: Sequence[int]) -> bool:
+    """Wait until the kernel has freed every object of ``kind`` in ``ids`` (the test fails
+    when it never does) and return True.
 
     The kernel frees maps and programs from deferred work after the last reference
     goes (an RCU grace period later), so a check right after close may still see them.
     """
-    deadline = time.monotonic() + timeout
-    while any(bpftool_exists(kind, i) for i in ids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_until(
+        lambda: not any(bpftool_exists(kind, i) for i in ids),
+        f"the kernel freed the {kind}s {list(ids)}",
+        poll_s=0.05,
+    )
 
 
 def remove_pins(pin_root: Path) -> None:
@@ -167,14 +167,14 @@ def remove_pins(pin_root: Path) -> None:
     pin_root.rmdir()
 
 
-def serve_until_exit(agent: AgentProcess, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def serve_until_exit(agent: AgentProcess) -> subprocess.CompletedProcess[str]:
     """Run the agent's command and return once it exits (it is expected to refuse to start).
 
-    An agent still serving after ``timeout`` seconds is killed and the test fails.
+    An agent still serving after :data:`~tests.conftest.HANG_S` is killed and the test fails.
     """
     try:
         return subprocess.run(
-            agent.command(), capture_output=True, text=True, timeout=timeout, env=agent.env,
+            agent.command(), capture_output=True, text=True, timeout=HANG_S, env=agent.env,
             cwd=ROOT, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
