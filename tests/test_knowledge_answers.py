@@ -98,6 +98,25 @@ def test_units_read_tables_and_join_a_short_command_or_format_to_its_sentence() 
     assert not any("return 0" in u for u in got)
 
 
+def test_a_table_row_cut_as_a_term_keeps_its_own_words() -> None:
+    # A table's row whose text goes on indented is read as a definition-list term; its
+    # words after the name are the row's meaning, not a type, and must not be lost (nor
+    # the next row's meaning be given to it).
+    row = "``c``\t    Will perform a system crash and a crashdump will be taken"
+    text = f"{row}\n            if configured.\n\n``d``\t    Shows all locks that are held."
+    assert units(text, row)[0] == (
+        "c: Will perform a system crash and a crashdump will be taken if configured."
+    )
+    row = "2   Additionally enable heap randomization.  This is the default if"
+    got = units(f"{row}\n    ``CONFIG_COMPAT_BRK`` is disabled.", row)
+    assert got[0] == "2: Additionally enable heap randomization."
+    assert got[1] == "This is the default if CONFIG_COMPAT_BRK is disabled."
+    # a type after " - " stays out
+    assert units("x_max - INTEGER\n\tThe most x files.", "x_max - INTEGER") == [
+        "x_max: The most x files."
+    ]
+
+
 def test_heading_names_read_the_documented_names() -> None:
     assert heading_names("somaxconn - INTEGER") == ["somaxconn"]
     assert heading_names("memory.high") == ["memory.high"]
