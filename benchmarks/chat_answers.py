@@ -5,7 +5,8 @@ Usage::
     .venv/bin/python benchmarks/chat_answers.py [--quick] [--models none,smollm2,...]
         [--modes quote,select,write] [--through answer|ask] [--misses N]
 
-For every question of ``benchmarks/data/answers.{tune,heldout,heldout2,heldout3}.jsonl``, each model
+For every question of
+``benchmarks/data/answers.{tune,heldout,heldout2,heldout3,heldout4}.jsonl``, each model
 (``none`` quotes; a model name from :data:`MODELS`, or ``label=/path/model.gguf``) and
 each answer mode, the answer is right when its text holds every key fact (one of its
 phrases, case and white space ignored) *and* names one of the expected
@@ -13,7 +14,8 @@ phrases, case and white space ignored) *and* names one of the expected
 ``kassist ask`` does (its router first), instead of calling the answer function.
 
 Prints, per model and mode, the share right on the tune part and on the held-out parts
-(``heldout``, ``heldout2`` written in the third session and ``heldout3`` in the fourth;
+(``heldout``, ``heldout2`` written in the third session, ``heldout3`` in the fourth and
+``heldout4`` in the fifth;
 never tuned on, their misses are never printed), the latency of the first answer text
 (first question; median and max of the follow-ups) and the median retrieval time.
 ``--quick`` runs 2 questions of each part with no model and with the default model.
@@ -35,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from assistant.knowledge.answer import answer, retriever  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data"
-PARTS = ("tune", "heldout", "heldout2", "heldout3")
+PARTS = ("tune", "heldout", "heldout2", "heldout3", "heldout4")
 #: Model names this benchmark knows, and how to find each (see ``model_path``).
 MODELS = ("none", "smollm2", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
@@ -155,7 +157,7 @@ def main() -> int:
     ap.add_argument("--through", choices=["answer", "ask"], default="answer")
     ap.add_argument("--misses", type=int, default=0, help="print up to N tune-part misses")
     ap.add_argument(
-        "--parts", default=None, help="tune,heldout,heldout2,heldout3 (--quick: tune,heldout)"
+        "--parts", default=None, help="tune,heldout,...,heldout4 (--quick: tune,heldout)"
     )
     opts = ap.parse_args()
     if opts.parts is None:

@@ -28,7 +28,7 @@ from assistant.knowledge.base import KnowledgeBase
 from assistant.knowledge.embed import EmbeddingUnavailable, Encoder, ModelFiles, find_model
 from assistant.knowledge.index import heading_names
 from assistant.knowledge.passages import Passage, passages, units
-from assistant.knowledge.retrieve import Hit, Retriever, open_retriever, query_terms
+from assistant.knowledge.retrieve import Hit, Retriever, open_retriever, query_terms, rerank
 from assistant.knowledge.rst import sections
 from assistant.knowledge.schema import create_schema
 from assistant.knowledge.sources import DOC_ROOT, doc_files
@@ -98,6 +98,25 @@ def test_units_read_tables_and_join_a_short_command_or_format_to_its_sentence() 
     assert not any("return 0" in u for u in got)
 
 
+def test_a_table_row_cut_as_a_term_keeps_its_own_words() -> None:
+    # A table's row whose text goes on indented is read as a definition-list term; its
+    # words after the name are the row's meaning, not a type, and must not be lost (nor
+    # the next row's meaning be given to it).
+    row = "``c``\t    Will perform a system crash and a crashdump will be taken"
+    text = f"{row}\n            if configured.\n\n``d``\t    Shows all locks that are held."
+    assert units(text, row)[0] == (
+        "c: Will perform a system crash and a crashdump will be taken if configured."
+    )
+    row = "2   Additionally enable heap randomization.  This is the default if"
+    got = units(f"{row}\n    ``CONFIG_COMPAT_BRK`` is disabled.", row)
+    assert got[0] == "2: Additionally enable heap randomization."
+    assert got[1] == "This is the default if CONFIG_COMPAT_BRK is disabled."
+    # a type after " - " stays out
+    assert units("x_max - INTEGER\n\tThe most x files.", "x_max - INTEGER") == [
+        "x_max: The most x files."
+    ]
+
+
 def test_heading_names_read_the_documented_names() -> None:
     assert heading_names("somaxconn - INTEGER") == ["somaxconn"]
     assert heading_names("memory.high") == ["memory.high"]
@@ -140,6 +159,44 @@ def test_a_rare_question_word_outweighs_the_common_ones() -> None:
     )
     best = max(candidates("What does the P taint flag mean?", hits), key=lambda c: c.score)
     assert "proprietary" in best.text
+
+
+def test_rerank_puts_the_passage_that_covers_the_question_above_a_stub() -> None:
+    def hit(heading: str, text: str, score: float) -> Hit:
+        return Hit(Passage("Documentation/x.rst", "a", "S", heading, text), score)
+
+    question = "How do I allow more connection tracking entries?"
+    hits = [
+        # a stub that won BM25 on one word
+        hit("Connection", "Documentation for connection.c", 0.050),
+        # prose holding a common word of the question only
+        hit(
+            "Counters",
+            "Counters of each connection are kept in the flow table entry, and they are kept"
+            " in step with the existing entry when the counter statement is given.",
+            0.049,
+        ),
+        # the entry that documents it, a little lower in the fused list
+        hit(
+            "nf_conntrack_max - INTEGER",
+            "nf_conntrack_max - INTEGER\n\tMaximum number of allowed connection tracking"
+            " entries. This value is set to nf_conntrack_buckets by default.",
+            0.047,
+        ),
+    ]
+    got = rerank(question, hits)
+    assert [h.passage.heading for h in got] == [
+        "nf_conntrack_max - INTEGER",
+        "Counters",
+        "Connection",
+    ]
+    assert got[0].score > got[1].score > got[2].score
+    # the fused order stands when no passage covers the question better
+    same = [
+        hit("A", "Connection tracking entries are allowed here, said once.", 0.05),
+        hit("B", "Connection tracking entries are allowed here, said twice.", 0.04),
+    ]
+    assert [h.passage.heading for h in rerank(question, same)] == ["A", "B"]
 
 
 def test_quote_adds_the_best_sentence_of_the_next_passages_only() -> None:

@@ -17,14 +17,22 @@ citation is in its text.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assistant.knowledge.passages import Passage, units
-from assistant.knowledge.retrieve import Hit, Retrieval, Retriever, open_retriever, query_terms
+from assistant.knowledge.retrieve import (
+    Hit,
+    Retrieval,
+    Retriever,
+    holds,
+    open_retriever,
+    query_terms,
+    term_weights,
+    words_of,
+)
 
 if TYPE_CHECKING:
     from assistant.knowledge.base import KnowledgeBase
@@ -151,35 +159,6 @@ def retriever(kb: KnowledgeBase | None = None) -> Retriever | None:
 # ---------------------------------------------------------------- choosing sentences
 
 
-def _stem(word: str) -> str:
-    return word[:6] if len(word) > 6 else word
-
-
-def _words(text: str) -> set[str]:
-    # A text's words and their crude stems, identifiers also cut into their parts
-    # (``tcp_keepalive_time`` holds ``keepalive``).
-    words = set(re.findall(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]|[a-z0-9]", text.lower()))
-    words |= {p for w in list(words) for p in re.split(r"[_.-]+", w) if p}
-    return words | {_stem(w) for w in words}
-
-
-def _has(term: str, words: set[str]) -> bool:
-    return term in words or (len(term) > 3 and _stem(term) in words)
-
-
-def term_weights(terms: list[str], texts: list[str]) -> dict[str, float]:
-    """Return each question term's weight among ``texts``: a term most of them hold
-    tells little (``taint`` in a section on taint), one few hold tells much (``P``).
-
-    >>> w = term_weights(["taint", "p"], ["taint flag G", "taint flag P", "taint"])
-    >>> w["p"] > w["taint"]
-    True
-    """
-    sets = [_words(t) for t in texts]
-    n = len(sets)
-    return {t: math.log((n + 1) / (0.5 + sum(1 for w in sets if _has(t, w)))) for t in terms}
-
-
 def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Candidate]:
     """Return the quotable sentences of the first :data:`READ_PASSAGES` passages, scored
     by how well each answers ``question``: cosine similarity when the embedding model is
@@ -197,8 +176,8 @@ def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Cand
     weights = term_weights(terms, [t for t, _, _ in found])
     scored = []
     for (text, rank, i), cos in zip(found, cosine, strict=True):
-        words = _words(text)
-        held = sum(w for t, w in weights.items() if _has(t, words))
+        words = words_of(text)
+        held = sum(w for t, w in weights.items() if holds(t, words))
         scored.append(Candidate(text, rank, i, cos + 0.1 * held))
     return scored
 

@@ -181,8 +181,10 @@ def units(text: str, heading: str = "") -> list[str]:
     """
     name = ""
     if heading and text.startswith(heading):
-        text = text[len(heading) :]
-        name = term_name(heading)
+        # A row of a table read as a term (``c``, then what the key does) keeps its
+        # words after the name; a name's type (``- INTEGER``) does not.
+        text = row_text(heading) + text[len(heading) :]
+        name = plain(term_name(heading))
     elif heading and _IDENTIFIER.fullmatch(term_name(heading)):
         name = term_name(heading)  # a term whose entry does not repeat it (``suid_dumpable:``)
     found: list[str] = []
@@ -232,6 +234,19 @@ def term_name(heading: str) -> str:
     """
     name = re.split(r"\s+-\s+|:\s|\s{2,}|\t", heading.strip(), maxsplit=1)[0].strip().rstrip(":")
     return name if 0 < len(name) <= TERM_NAME_CHARS and name[-1:] != "." else ""
+
+
+def row_text(heading: str) -> str:
+    """Return what a term line says after its name when it is a table's row (the name,
+    then white space columns, then words), "" when it is a name and its type.
+
+    >>> [row_text(h) for h in ("``c``\tWill crash.", "2   Enable heap.", "x - INTEGER", "x")]
+    ['Will crash.', 'Enable heap.', '', '']
+    """
+    parts = re.split(r"\s{2,}|\t", heading.strip(), maxsplit=1)
+    if len(parts) < 2 or re.search(r"\s+-\s+|:\s", parts[0]):
+        return ""
+    return parts[1].strip() if re.search(r"[a-z]{2,}", parts[1]) else ""
 
 
 def _is_rule(line: str) -> bool:

@@ -3,13 +3,15 @@
 A question loses its stop words; FTS5's BM25 ranks passages with the definition-list
 term and the section title weighted above the text; the embedding model ranks the
 operator documentation's passages by cosine similarity; reciprocal rank fusion
-(``sum of 1 / (RRF_K + rank)``) merges the two lists. Without the embeddings (model
-not installed, vectors not built) retrieval is BM25 alone and says so once; without
-the passages file it is the knowledge base's section search.
+(``sum of 1 / (RRF_K + rank)``) merges the two lists; a second stage ranks the first
+:data:`RERANK_POOL` again by how much of the question each one covers, a stub last.
+Without the embeddings (model not installed, vectors not built) retrieval is BM25 alone
+and says so once; without the passages file it is the knowledge base's section search.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.knowledge.base import KnowledgeBase
-from assistant.knowledge.passages import Passage
+from assistant.knowledge.passages import Passage, units
 
 #: Reciprocal rank fusion's constant (the usual 60).
 RRF_K = 60
@@ -29,6 +31,17 @@ BM25_WEIGHTS = (6.0, 3.0, 1.0)
 FUSION_WEIGHTS = (1.0, 0.5, 2.0)
 #: How many candidates each ranker hands to the fusion.
 CANDIDATES = 50
+#: How many of the fused passages the second stage ranks again.
+RERANK_POOL = 20
+#: The second stage's weight of a passage's coverage of the question (the share of the
+#: question's word weight its heading, section title and text hold), beside its fused
+#: score scaled to the best one's (1.0).
+COVERAGE_WEIGHT = 0.2
+#: A passage with fewer quotable characters than this is a stub ("Documentation for
+#: sysrq.c", a reference list's entry): a short text wins BM25 on one word it holds.
+STUB_CHARS = 120
+#: What the second stage takes off a stub's score.
+STUB_PENALTY = 0.3
 
 #: Words that carry no topic in an operator's question.
 STOP_WORDS = frozenset(
@@ -79,6 +92,63 @@ class Hit:
     score: float
     bm25_rank: int = 0
     dense_rank: int = 0
+
+
+def _stem(word: str) -> str:
+    return word[:6] if len(word) > 6 else word
+
+
+def words_of(text: str) -> set[str]:
+    """Return a text's words and their crude stems (their first six letters), identifiers
+    also cut into their parts (``tcp_keepalive_time`` holds ``keepalive``)."""
+    words = set(re.findall(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]|[a-z0-9]", text.lower()))
+    words |= {p for w in list(words) for p in re.split(r"[_.-]+", w) if p}
+    return words | {_stem(w) for w in words}
+
+
+def holds(term: str, words: set[str]) -> bool:
+    """Return True when ``words`` (from :func:`words_of`) hold a question's term."""
+    return term in words or (len(term) > 3 and _stem(term) in words)
+
+
+def term_weights(terms: list[str], texts: list[str]) -> dict[str, float]:
+    """Return each question term's weight among ``texts``: a term most of them hold
+    tells little (``taint`` in a section on taint), one few hold tells much (``P``).
+
+    >>> w = term_weights(["taint", "p"], ["taint flag G", "taint flag P", "taint"])
+    >>> w["p"] > w["taint"]
+    True
+    """
+    sets = [words_of(t) for t in texts]
+    n = len(sets)
+    return {t: math.log((n + 1) / (0.5 + sum(1 for w in sets if holds(t, w)))) for t in terms}
+
+
+def rerank(question: str, hits: list[Hit]) -> list[Hit]:
+    """Return ``hits`` ranked again: each one's fused score scaled to the best one's, plus
+    :data:`COVERAGE_WEIGHT` times the share of the question's word weight (each word
+    weighted by how few of the hits hold it) that its heading, section title and quotable
+    text hold, less :data:`STUB_PENALTY` for a stub (under :data:`STUB_CHARS` quotable
+    characters). Each hit's ``score`` becomes that score.
+    """
+    if not hits:
+        return []
+    quotable = [units(h.passage.text, h.passage.heading) for h in hits]
+    texts = [
+        f"{h.passage.heading} {h.passage.section} " + " ".join(u)
+        for h, u in zip(hits, quotable, strict=True)
+    ]
+    weights = term_weights(query_terms(question), texts)
+    total = sum(weights.values()) or 1.0
+    top = max(h.score for h in hits) or 1.0
+    scored = []
+    for hit, text, unit in zip(hits, texts, quotable, strict=True):
+        words = words_of(text)
+        cover = sum(w for t, w in weights.items() if holds(t, words)) / total
+        stub = STUB_PENALTY if sum(len(u) for u in unit) < STUB_CHARS else 0.0
+        score = hit.score / top + COVERAGE_WEIGHT * cover - stub
+        scored.append(Hit(hit.passage, score, hit.bm25_rank, hit.dense_rank))
+    return sorted(scored, key=lambda h: -h.score)
 
 
 @dataclass
@@ -153,13 +223,14 @@ class Retriever:
         for weight, ranked in zip(FUSION_WEIGHTS, lists, strict=True):
             for rank, pid in enumerate(ranked, 1):
                 fused[pid] = fused.get(pid, 0.0) + weight / (RRF_K + rank)
-        best = sorted(fused, key=lambda pid: -fused[pid])[:k]
+        pool = sorted(fused, key=lambda pid: -fused[pid])[: max(k, RERANK_POOL)]
         b_rank = {pid: r for r, pid in enumerate(bm25, 1)}
         d_rank = {pid: r for r, pid in enumerate(dense, 1)}
-        passages = self.passages(best)
+        passages = self.passages(pool)
         hits = [
-            Hit(passages[pid], fused[pid], b_rank.get(pid, 0), d_rank.get(pid, 0)) for pid in best
+            Hit(passages[pid], fused[pid], b_rank.get(pid, 0), d_rank.get(pid, 0)) for pid in pool
         ]
+        hits = rerank(question, hits)[:k]
         return Retrieval(hits, self.mode, self.notice, time.perf_counter() - started)
 
     def bm25(self, question: str, limit: int) -> list[int]:
