@@ -678,6 +678,9 @@ def asks(text: str) -> str:
     ...  "vmstat on my box shows a high si. What is swap-in?",
     ...  "Is my box swapping, and what is swappiness?", "hello")]
     ['concept', 'reading', 'concept', 'both', '']
+    >>> [asks(t) for t in ("What does MemAvailable mean?",
+    ...  "what is the memory pressure right now?", "how long do tasks wait? measure it")]
+    ['concept', 'reading', 'both']
     """
     text = _QUOTED.sub("MESSAGE", text)
     sentences = [s for part in _SENTENCE_END.split(text) for s in part.split("; ") if s.strip()]
@@ -691,16 +694,6 @@ def asks(text: str) -> str:
         return "reading"
     whole = _CONCEPT.search(text) is not None
     return "concept" if whole else ""
-
-
-def is_concept_question(text: str) -> bool:
-    """Tell whether a message asks about the kernel in general, not about this machine.
-
-    >>> [is_concept_question(t) for t in ("What does MemAvailable mean?",
-    ...  "what is the memory pressure right now?", "how long do tasks wait? measure it")]
-    [True, False, False]
-    """
-    return asks(text) == "concept"
 
 
 #: What a "top" question ranks by, by the words it uses (checked in order; default cpu).

@@ -101,7 +101,7 @@ def _documentation_beside(turn: Turn) -> str:
         return "first" if asked else ""  # "what is the current value of X?": the page alone
     if decision.action == "apply" and decision.args.get("hypothetical") and asked:
         return "first"  # "if I set vm.swappiness to 0, will it never swap?": then the dry run
-    if decision.action in READING_TOOLS and asks(turn.question) == "both":
+    if decision.action in READING_TOOLS and form == "both":
         return "first"  # "is my box swapping, and what is swappiness?": both, the answer first
     general = mood(turn.question) == "question" and not about_this_machine(turn.question)
     weak = decision.confidence < WEAK_CUE and not decision.args

@@ -27,7 +27,7 @@ from assistant.knowledge.retrieve import (
     Hit,
     Retrieval,
     Retriever,
-    holds,
+    held_weight,
     open_retriever,
     query_terms,
     term_weights,
@@ -173,12 +173,11 @@ def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Cand
     if encoder is not None and found:
         vectors = encoder.encode([question, *(t for t, _, _ in found)], max_tokens=96)
         cosine = [float(v) for v in vectors[1:] @ vectors[0]]
-    weights = term_weights(terms, [t for t, _, _ in found])
+    words = [words_of(t) for t, _, _ in found]
+    weights = term_weights(terms, words)
     scored = []
-    for (text, rank, i), cos in zip(found, cosine, strict=True):
-        words = words_of(text)
-        held = sum(w for t, w in weights.items() if holds(t, words))
-        scored.append(Candidate(text, rank, i, cos + 0.1 * held))
+    for (text, rank, i), cos, held in zip(found, cosine, words, strict=True):
+        scored.append(Candidate(text, rank, i, cos + 0.1 * held_weight(weights, held)))
     return scored
 
 

@@ -111,17 +111,23 @@ def holds(term: str, words: set[str]) -> bool:
     return term in words or (len(term) > 3 and _stem(term) in words)
 
 
-def term_weights(terms: list[str], texts: list[str]) -> dict[str, float]:
-    """Return each question term's weight among ``texts``: a term most of them hold
-    tells little (``taint`` in a section on taint), one few hold tells much (``P``).
+def term_weights(terms: list[str], texts: list[set[str]]) -> dict[str, float]:
+    """Return each question term's weight among ``texts`` (each one's :func:`words_of`):
+    a term most of them hold tells little (``taint`` in a section on taint), one few hold
+    tells much (``P``).
 
-    >>> w = term_weights(["taint", "p"], ["taint flag G", "taint flag P", "taint"])
+    >>> texts = [words_of(t) for t in ("taint flag G", "taint flag P", "taint")]
+    >>> w = term_weights(["taint", "p"], texts)
     >>> w["p"] > w["taint"]
     True
     """
-    sets = [words_of(t) for t in texts]
-    n = len(sets)
-    return {t: math.log((n + 1) / (0.5 + sum(1 for w in sets if holds(t, w)))) for t in terms}
+    n = len(texts)
+    return {t: math.log((n + 1) / (0.5 + sum(1 for w in texts if holds(t, w)))) for t in terms}
+
+
+def held_weight(weights: dict[str, float], words: set[str]) -> float:
+    """Return the sum of the weights (:func:`term_weights`) of the terms ``words`` hold."""
+    return sum(w for t, w in weights.items() if holds(t, words))
 
 
 def rerank(question: str, hits: list[Hit]) -> list[Hit]:
@@ -135,16 +141,15 @@ def rerank(question: str, hits: list[Hit]) -> list[Hit]:
         return []
     quotable = [units(h.passage.text, h.passage.heading) for h in hits]
     texts = [
-        f"{h.passage.heading} {h.passage.section} " + " ".join(u)
+        words_of(f"{h.passage.heading} {h.passage.section} " + " ".join(u))
         for h, u in zip(hits, quotable, strict=True)
     ]
     weights = term_weights(query_terms(question), texts)
     total = sum(weights.values()) or 1.0
     top = max(h.score for h in hits) or 1.0
     scored = []
-    for hit, text, unit in zip(hits, texts, quotable, strict=True):
-        words = words_of(text)
-        cover = sum(w for t, w in weights.items() if holds(t, words)) / total
+    for hit, words, unit in zip(hits, texts, quotable, strict=True):
+        cover = held_weight(weights, words) / total
         stub = STUB_PENALTY if sum(len(u) for u in unit) < STUB_CHARS else 0.0
         score = hit.score / top + COVERAGE_WEIGHT * cover - stub
         scored.append(Hit(hit.passage, score, hit.bm25_rank, hit.dense_rank))
