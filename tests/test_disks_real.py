@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from assistant.disks import DetectorConfig, DiskMonitor, Finding
-from probes.stats.parse import parse_diskstats
 from tests.conftest import HANG_S, ROOT, hang_deadline, require, run_kassist
 from tests.fixtures.slowfs.rig import Rig, missing_tools
 
@@ -57,11 +56,6 @@ def window_s(base_ms: float) -> float:
     complete twice the detector's fewest requests per window; fio reads one request at a
     time per device (psync), so a loaded machine's slower requests get longer windows."""
     return max(WINDOW_S, 2 * DetectorConfig().min_ios * 10 * base_ms / 1000)
-
-
-def _reads_completed(rig: Rig) -> dict[str, int]:
-    stats = parse_diskstats(Path("/proc/diskstats").read_text(encoding="utf-8"))
-    return {loop: int(stats[loop]["reads_completed"]) for loop in rig.loops}
 
 
 def _watch(
@@ -183,12 +177,12 @@ def test_the_latency_stream_hands_over_histograms_and_detaches(rig: Rig) -> None
     require(why is None, f"biolatency_interval: {why}")
     rig.set_delays({})
     with rig.workload(seconds=WORKLOAD_S):
-        before = _reads_completed(rig)
+        before = rig.reads()
         with ProbeStream("biolatency_interval") as stream:
             time.sleep(3.5)
             maps = stream.poll()
             prog_ids = list(stream.result.prog_ids)
-        after = _reads_completed(rig)
+        after = rig.reads()
     assert len(maps) >= 8  # four prints a second
     seen: dict[str, int] = {}
     for m in maps:
@@ -197,7 +191,7 @@ def test_the_latency_stream_hands_over_histograms_and_detaches(rig: Rig) -> None
     assert set(rig.loops) <= set(seen)
     # fio keeps every device busy: each histogram counts requests, never more than the
     # kernel completed meanwhile (a loaded machine's requests are slower: no rate is asserted)
-    done = {loop: after[loop] - before[loop] for loop in rig.loops}
+    done = {loop: after[loop][0] - before[loop][0] for loop in rig.loops}
     assert all(20 <= seen[loop] <= done[loop] for loop in rig.loops), (seen, done)
     assert not stream.running
     assert prog_ids and programs_still_loaded(prog_ids) in ([], None)
