@@ -304,8 +304,9 @@ def _length(draft: str, evidence: Evidence) -> list[str]:
 
 
 #: Inflections a restatement may change (longest first): "accepted" restates "Accept",
-#: "generated" restates "Generate", "requests" restates "request".
-_INFLECTIONS = ("ing", "ies", "ed", "es", "s", "d")
+#: "generated" restates "Generate", "requests" restates "request". No "ies": "applies"
+#: loses its "es", and its "i" meets the one "apply"'s "y" becomes.
+_INFLECTIONS = ("ing", "ed", "es", "s", "d")
 
 
 def word_stem(word: str) -> str:
@@ -313,6 +314,8 @@ def word_stem(word: str) -> str:
 
     >>> [word_stem(w) for w in ("accepted", "accept", "generated", "generate", "applies")]
     ['accept', 'accept', 'generat', 'generat', 'appli']
+    >>> {word_stem(w) for w in ("apply", "applies", "applied", "applying")}
+    {'appli'}
     """
     for suffix in _INFLECTIONS:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:

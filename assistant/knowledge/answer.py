@@ -312,6 +312,7 @@ def _select(
 
 
 _CITE = re.compile(r"\s*\[(\d+)\]\s*")
+_LEADING_CITES = re.compile(r"(?:\s*\[\d+\])+")
 
 
 def _write(
@@ -370,10 +371,17 @@ def split_cited(draft: str) -> list[tuple[str, int]]:
     >>> split_cited("Swappiness is 60 [1]. It ranges to 200. [2] Done.")
     [('Swappiness is 60.', 1), ('It ranges to 200.', 2)]
     """
+    cited: list[tuple[str, list[int]]] = []
+    for piece in re.split(r"(?<=[.!?\]])\s+", draft.strip()):
+        # marks written after a sentence's full stop ("... 200. [2] Done.") are its own
+        lead = _LEADING_CITES.match(piece)
+        start = lead.end() if lead and cited else 0
+        if start:
+            cited[-1][1].extend(int(m) for m in re.findall(r"\[(\d+)\]", piece[:start]))
+        rest = piece[start:]
+        cited.append((rest, [int(m) for m in re.findall(r"\[(\d+)\]", rest)]))
     out = []
-    pieces = re.split(r"(?<=[.!?\]])\s+", draft.strip())
-    for piece in pieces:
-        marks = [int(m) for m in re.findall(r"\[(\d+)\]", piece)]
+    for piece, marks in cited:
         text = _CITE.sub(" ", piece).strip()
         text = re.sub(r"\s+([.!?])", r"\1", text)
         if marks and text:

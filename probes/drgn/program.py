@@ -343,6 +343,7 @@ def open_vmcore(
     """Open a vmcore (ELF, kdump-compressed or flattened) and load its debug info.
 
     >>> target = open_vmcore("/var/crash/vmcore", DebugSources(debug_dir="/usr/lib/debug"))
+    ... # doctest: +SKIP
 
     :param path: the dump.
     :param sources: where its debug info is (:func:`load_debug_info`).
