@@ -292,9 +292,9 @@ def policed_agent(tmp: Path, netns: NetNS | None, policy: str, *args: str) -> Ag
     return AgentProcess(tmp, netns, policy=path, args=args)
 
 
-def call(agent: AgentProcess, op: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
+def call(agent: AgentProcess, op: str, **fields: Any) -> dict[str, Any]:
     """One submission on its own connection; return its completion (one there must be)."""
-    conn = RawConnection(agent.socket, timeout=timeout)
+    conn = RawConnection(agent.socket)
     try:
         conn.send({"op": op, "user_data": 1, **fields})
         reply = conn.read()
@@ -353,7 +353,8 @@ class Tmpfs:
 class RawConnection:
     """A raw protocol connection: send lines, read completions."""
 
-    def __init__(self, path: Path, timeout: float = 10) -> None:
+    def __init__(self, path: Path, timeout: float = HANG_S) -> None:
+        # every read waits for a completion that must come: the timeout is a hang guard
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.settimeout(timeout)
         self.sock.connect(str(path))

@@ -116,7 +116,7 @@ def run_kassist(
     *,
     input: str | None = None,
     env: dict[str, str] | None = None,
-    timeout: float = 300,
+    timeout: float = HANG_S,
     prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as a user would, and capture its output.

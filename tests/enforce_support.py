@@ -106,7 +106,7 @@ def run_writer(
         [*prefix, sys.executable, "-c", WRITER, str(cgroup), json.dumps(list(ops))],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
         check=True,
         cwd=ROOT,
     )
@@ -213,7 +213,7 @@ def run_writer_at_pid(
     proc = subprocess.run(
         [sys.executable, "-c", AT_PID, str(pid), "unshare", "-n", sys.executable, "-c", WRITER,
          str(cgroup), json.dumps(list(ops))],
-        capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
+        capture_output=True, text=True, timeout=HANG_S, check=True, cwd=ROOT,
     )  # fmt: skip
     doc: dict[str, Any] = json.loads(proc.stdout)
     return doc
@@ -298,7 +298,7 @@ class Holder:
             self.send(op="stop")
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-            self.proc.wait(30)
+            self.proc.wait(HANG_S)
 
 
 # --- fixtures: a test module imports them (registered under the names in quotes) -------

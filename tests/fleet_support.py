@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import wait_until
+from tests.conftest import HANG_S, wait_until
 from tests.watch_support import REAL_WATCH, WatchProcess
 
 
@@ -28,7 +28,7 @@ def hits(db: Path) -> list[dict[str, Any]]:
     """Return every stored hit with its signature's title (SQLite store)."""
     if not db.exists():
         return []
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as c:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=HANG_S)) as c:
         c.row_factory = sqlite3.Row
         try:
             rows = c.execute(

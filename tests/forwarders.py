@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import require
+from tests.conftest import HANG_S, require
 
 CACHE = Path(os.environ.get("KASSIST_SYSLOG_NG_CACHE", "/var/cache/kassist/syslog-ng"))
 
@@ -56,7 +56,7 @@ def running(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(HANG_S)  # a forwarder flushes what it holds on SIGTERM: a hang guard
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

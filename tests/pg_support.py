@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.conftest import require
+from tests.conftest import HANG_S, require
 
 
 def server_bin() -> Path | None:
@@ -52,6 +52,9 @@ def _pg_ctl(bindir: Path, tmp: Path) -> list[str]:
         opts,
         "-l",
         str(tmp / "pg.log"),
+        # pg_ctl -w gives up after 60 s by default: only a hang may end its wait
+        "-t",
+        f"{HANG_S:.0f}",
     ]
 
 
@@ -68,11 +71,11 @@ def server_down(url: str) -> Iterator[None]:
     tmp = Path(parse_qs(urlsplit(url).query)["host"][0]).parent
     argv = [*_as_owner(), *_pg_ctl(bindir, tmp)]
     subprocess.run([*argv, "-m", "immediate", "-w", "stop"], check=True, capture_output=True,
-                   timeout=120)  # fmt: skip
+                   timeout=HANG_S)  # fmt: skip
     try:
         yield
     finally:
-        subprocess.run([*argv, "-w", "start"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*argv, "-w", "start"], check=True, capture_output=True, timeout=HANG_S)
 
 
 def _serve(tmp: Path) -> Iterator[str]:
@@ -95,7 +98,7 @@ def _serve(tmp: Path) -> Iterator[str]:
         os.chmod(tmp, 0o755)
 
     def run(*argv: str) -> None:
-        subprocess.run([*as_user, *argv], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, *argv], check=True, capture_output=True, timeout=HANG_S)
 
     run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync")
     log = tmp / "pg.log"
@@ -111,5 +114,5 @@ def _serve(tmp: Path) -> Iterator[str]:
             [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
             capture_output=True,
             check=False,
-            timeout=60,
+            timeout=HANG_S,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent_support import AgentProcess, fake_roots, rec
-from tests.conftest import run_kassist
+from tests.conftest import HANG_S, run_kassist
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_serve_refuses_a_bad_policy_in_one_line(tmp_path: Path) -> None:
             "--policy",
             str(policy),
         ],
-        timeout=60,
+        timeout=HANG_S,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith("allow must be a list of strings: fix the policy file")

@@ -45,7 +45,7 @@ from tests.agent_support import (
     netns_held,
     rec,
 )
-from tests.conftest import require
+from tests.conftest import HANG_S, require
 
 netns = pytest.fixture(netns_held, name="netns")
 
@@ -61,7 +61,7 @@ FINAL = ("verified", "rolled_back", "failed")
 
 
 def _one_completion(agent: AgentProcess, entry: dict[str, Any]) -> dict[str, Any]:
-    conn = RawConnection(agent.socket, timeout=30)
+    conn = RawConnection(agent.socket)
     try:
         conn.send({**entry, "user_data": "the-one"})
         reply = conn.read()
@@ -76,7 +76,7 @@ def _one_completion(agent: AgentProcess, entry: dict[str, Any]) -> dict[str, Any
 def _journal_says(db: Path) -> tuple[dict[str, str], list[str]]:
     # Key -> what the journal says it holds (the change managing it, else the snapshot of
     # the change restored last), and the changesets still in flight.
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=HANG_S)
     rows = conn.execute(
         "SELECT changes.target, changes.old, changes.new, changes.state, changesets.id,"
         " changesets.state FROM changes JOIN changesets ON changesets.id = changeset_id"
@@ -244,7 +244,7 @@ def test_its_own_change_left_in_flight_is_no_override_while_the_audit_disk_is_fu
         assert done["verdict"] == "verified", done
         agent.stop()
         agent.start(env={"KASSIST_AGENT_FAULT": "write:0"})
-        conn = RawConnection(agent.socket, timeout=30)
+        conn = RawConnection(agent.socket)
         conn.send({"op": "apply", "user_data": 2, "recommendations": [rec(key, second)]})
         assert conn.read() is None  # killed after its write
         conn.close()
@@ -253,7 +253,7 @@ def test_its_own_change_left_in_flight_is_no_override_while_the_audit_disk_is_fu
         auditfs.fill()
         agent.start()
         _one_completion(agent, {"op": "status"})  # overrides are checked between operations
-        db = sqlite3.connect(f"file:{agent.state / 'journal.db'}?mode=ro", uri=True, timeout=10)
+        db = sqlite3.connect(f"file:{agent.state / 'journal.db'}?mode=ro", uri=True, timeout=HANG_S)
         states = dict(db.execute("SELECT changeset_id, state FROM changes").fetchall())
         db.close()
         assert states[1] != "overridden", states
@@ -290,7 +290,7 @@ def _raise_at(at: str, error: type[BaseException] = _Killed) -> Callable[[str, i
 
 
 def _rows(journal: Path) -> dict[tuple[int, str], str]:
-    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=HANG_S)
     try:
         rows = db.execute(
             "SELECT changeset_id, target, changes.state, changesets.state FROM changes"

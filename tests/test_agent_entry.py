@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.agent_support import AgentProcess, RawConnection, fake_roots
-from tests.conftest import ROOT, run_kassist
+from tests.conftest import HANG_S, ROOT, run_kassist
 
 
 def _fake_args(tmp: Path) -> tuple[str, ...]:
@@ -57,7 +57,7 @@ def test_the_entry_point_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
         [sys.executable, "-m", "actions", "serve", "--socket", str(victim), "--state-dir",
          str(tmp_path / "state"), "--audit-log", str(tmp_path / "audit.jsonl"), "--group", "",
          *_fake_args(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        capture_output=True, text=True, cwd=ROOT, timeout=HANG_S, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert proc.returncode == 1

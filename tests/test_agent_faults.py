@@ -17,6 +17,7 @@ import pytest
 from actions.client import AgentClient
 from actions.errors import AgentUnavailable
 from tests.agent_support import AgentProcess, NetNS, RawConnection, netns_held, plain, rec
+from tests.conftest import HANG_S
 
 KEYS = ("net.core.somaxconn", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_time")
 
@@ -36,7 +37,7 @@ def _changeset(netns: NetNS) -> tuple[dict[str, str], dict[str, str], list[dict[
 
 
 def _killed(agent: AgentProcess, call: object) -> None:
-    with pytest.raises(AgentUnavailable), AgentClient(agent.socket, timeout=20) as client:
+    with pytest.raises(AgentUnavailable), AgentClient(agent.socket, timeout=HANG_S) as client:
         call(client)  # type: ignore[operator]
     assert agent.wait_dead() == -signal.SIGKILL
 
@@ -117,7 +118,7 @@ def test_sigterm_answers_every_submission_it_read(netns: NetNS, tmp_path: Path) 
     before, new, recs = _changeset(netns)
     agent = AgentProcess(tmp_path, netns)
     agent.start(env={"KASSIST_AGENT_FAULT": "pause:write:0", "KASSIST_AGENT_PAUSE": "1"})
-    conn = RawConnection(agent.socket, timeout=30)
+    conn = RawConnection(agent.socket)
     try:
         entries = [
             {"op": "apply", "user_data": i, "recommendations": [r]} for i, r in enumerate(recs)

@@ -34,7 +34,7 @@ from tests.agent_support import (
     policed_agent,
     rec,
 )
-from tests.conftest import ROOT, hang_deadline, require, wait_until
+from tests.conftest import HANG_S, ROOT, hang_deadline, require, wait_until
 
 POLICY = """
 version = 1
@@ -56,9 +56,9 @@ def _agent(tmp: Path, netns: NetNS | None, args: tuple[str, ...] = ()) -> AgentP
     return policed_agent(tmp, netns, POLICY, *args)
 
 
-def _call(agent: AgentProcess, op: str, timeout: float = 20, **fields: Any) -> dict[str, Any]:
+def _call(agent: AgentProcess, op: str, **fields: Any) -> dict[str, Any]:
     # One submission on its own connection: exactly one completion, then nothing more.
-    conn = RawConnection(agent.socket, timeout=timeout)
+    conn = RawConnection(agent.socket)
     try:
         conn.send({"op": op, "user_data": f"{op}-1", **fields})
         reply = conn.read()
@@ -72,7 +72,7 @@ def _call(agent: AgentProcess, op: str, timeout: float = 20, **fields: Any) -> d
 
 
 def _journal(agent: AgentProcess, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{agent.state / 'journal.db'}?mode=ro", uri=True, timeout=10)
+    conn = sqlite3.connect(f"file:{agent.state / 'journal.db'}?mode=ro", uri=True, timeout=HANG_S)
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -107,7 +107,7 @@ def test_a_full_journal_disk_never_plants_a_stale_undo(
     try:
         was = netns.read(INTVL)
         agent.start(env={"KASSIST_AGENT_FAULT": "pause:validated", "KASSIST_AGENT_PAUSE": "3"})
-        conn = RawConnection(agent.socket, timeout=30)
+        conn = RawConnection(agent.socket)
         conn.send({"op": "apply", "user_data": "first", "recommendations": rec(INTVL, 80)})
         wait_until(
             lambda: _journal(agent, "SELECT id FROM changesets"),
@@ -164,23 +164,23 @@ def test_a_full_audit_disk_answers_every_entry_and_writes_nothing_unaudited(
         while not applies or applies[-1]["verdict"] == "verified":
             assert len(applies) < 200, "the agent kept applying on a full disk"
             value = (3600, 1800)[len(applies) % 2]
-            reply = _call(agent, "apply", timeout=10, recommendations=rec(KEEPALIVE, value))
+            reply = _call(agent, "apply", recommendations=rec(KEEPALIVE, value))
             applies.append(reply)
             assert reply["verdict"] in ("verified", "refused"), reply
             expected = str(value) if reply["ok"] else expected
             assert netns.read(KEEPALIVE) == expected, reply
         refused = applies[-1]
         assert refused["errors"][0]["rule"] == "storage" and "full" in json.dumps(refused)
-        fin = _call(agent, "apply", timeout=10, recommendations=rec("net.ipv4.tcp_fin_timeout", 30))
+        fin = _call(agent, "apply", recommendations=rec("net.ipv4.tcp_fin_timeout", 30))
         assert (
             fin["verdict"] == "refused"
             and netns.read("net.ipv4.tcp_fin_timeout") == start["net.ipv4.tcp_fin_timeout"]
         )
-        back = _call(agent, "rollback", timeout=10, id=first["changeset"]["id"])
+        back = _call(agent, "rollback", id=first["changeset"]["id"])
         assert back["verdict"] == "refused" and back["errors"][0]["rule"] == "storage", back
         assert netns.read(SOMAXCONN) == str(2 * int(start[SOMAXCONN]))
-        dry = _call(agent, "validate", timeout=10, recommendations=rec(KEEPALIVE, 7200))
-        status = _call(agent, "status", timeout=10)
+        dry = _call(agent, "validate", recommendations=rec(KEEPALIVE, 7200))
+        status = _call(agent, "status")
         assert dry["verdict"] == "valid" and status["ok"], (dry, status)
         assert any("full" in n for n in status["notices"]), status
         auditfs.free()
@@ -262,7 +262,7 @@ def test_the_audit_log_stops_growing_at_its_cap_but_keeps_every_write(tmp_path: 
     bad = rec(SOMAXCONN, 10**6)  # out of range: rejected, one bounded line each
     try:
         agent.start()
-        conn = RawConnection(agent.socket, timeout=30)
+        conn = RawConnection(agent.socket)
         sent = 0
 
         def burst(n: int) -> None:
@@ -303,7 +303,7 @@ def test_recovery_marks_an_admins_change_overridden_and_leaves_it(
     try:
         was = netns.read(KEEPALIVE)  # 7200
         agent.start(env={"KASSIST_AGENT_FAULT": "write:0"})
-        conn = RawConnection(agent.socket, timeout=30)
+        conn = RawConnection(agent.socket)
         conn.send({"op": "apply", "user_data": 1, "recommendations": rec(KEEPALIVE, 1800)})
         assert conn.read() is None  # killed after its write
         conn.close()
@@ -366,7 +366,7 @@ def test_blank_lines_do_not_keep_a_connection_open(tmp_path: Path) -> None:
     try:
         agent.start()
         proc = _as_user(NOBODY, _HOLD, str(agent.socket), "8", "0.2", stdin=subprocess.DEVNULL)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=HANG_S)
         (held, busy), (alive,) = (map(int, line.split()) for line in out.splitlines())
         assert (held, busy) == (8, 0), out
         assert alive == 0, f"{alive} of 8 connections kept open by blank lines alone"
@@ -393,7 +393,7 @@ def test_the_connection_cap_keeps_a_reserve_for_root(tmp_path: Path) -> None:
         for p in procs:
             if p.stdin:
                 p.stdin.close()
-            p.wait(30)
+            p.wait(HANG_S)
         agent.stop()
         shutil.rmtree(reachable, ignore_errors=True)
 
@@ -409,7 +409,7 @@ def test_rollback_since_the_future_infinity_or_nan_rolls_nothing_back(tmp_path: 
         future = _call(agent, "rollback", since=time.time() + 3600)
         assert future["verdict"] == "refused" and not future["ok"], future
         assert "nothing to roll back" in future["errors"][0]["message"]
-        conn = RawConnection(agent.socket, timeout=20)
+        conn = RawConnection(agent.socket)
         for i, number in enumerate((b"Infinity", b"-Infinity", b"NaN", b"1e400")):
             conn.send(b'{"op":"rollback","user_data":%d,"since":%s}\n' % (i, number))
             reply = conn.read()

@@ -28,7 +28,7 @@ from tests.agent_support import (
     plain,
     rec,
 )
-from tests.conftest import wait_until
+from tests.conftest import HANG_S, wait_until
 
 TEST_POLICY = """
 version = 1
@@ -68,7 +68,7 @@ def agent(netns: NetNS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ag
 
 @pytest.fixture
 def client(agent: AgentProcess) -> Iterator[AgentClient]:
-    with AgentClient(agent.socket, timeout=20) as c:
+    with AgentClient(agent.socket, timeout=HANG_S) as c:
         yield c
 
 
@@ -367,7 +367,7 @@ def _as_nobody(sock: Path, groups: tuple[str, ...]) -> dict[str, object]:
         ],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=HANG_S,
         check=True,
     )
     doc: dict[str, object] = json.loads(proc.stdout)

@@ -37,7 +37,7 @@ from actions.client import AgentClient
 from actions.errors import ActionError
 from actions.model import AgentStatus
 from tests.agent_support import AgentProcess, NetNS, Tmpfs, rec, require_netns
-from tests.conftest import require
+from tests.conftest import HANG_S, require
 
 SECONDS = float(os.environ.get("KASSIST_SOAK_SECONDS", "75"))
 POLICY = """
@@ -143,7 +143,7 @@ def _client(soak: Soak, seed: int) -> None:
     rng = random.Random(seed)
     while not soak.stop.is_set():
         try:
-            with AgentClient(soak.agent.socket, timeout=30) as client:
+            with AgentClient(soak.agent.socket, timeout=HANG_S) as client:
                 while not soak.stop.is_set():
                     pick = rng.random()
                     if pick < 0.3:
@@ -182,7 +182,7 @@ def _killer(soak: Soak, seed: int, step: Callable[[random.Random], str] = _agent
         proc = soak.agent.proc
         assert proc is not None
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        proc.wait(HANG_S)
         soak.count("kills")
         # The next agent lingers 20 ms at one step of every apply or rollback, so that
         # the next kill often lands inside one (KASSIST_AGENT_FAULT=pause:<step>).
@@ -345,7 +345,7 @@ def _flood_counts(flood: subprocess.Popen[str]) -> tuple[int, int, int]:
     assert flood.stdin is not None and flood.stdout is not None
     flood.stdin.close()  # the flood's cue to stop
     flooded, dropped, failed = map(int, flood.stdout.read().split())
-    flood.wait(60)
+    flood.wait(HANG_S)
     return flooded, dropped, failed
 
 
@@ -363,9 +363,9 @@ def _kill_and_restart(agent: AgentProcess) -> AgentStatus:
     """SIGKILL the agent at rest and start it again: the status its recovery leaves."""
     assert agent.proc is not None
     os.kill(agent.proc.pid, signal.SIGKILL)
-    agent.proc.wait(10)
+    agent.proc.wait(HANG_S)
     agent.start()
-    with AgentClient(agent.socket, timeout=30) as client:
+    with AgentClient(agent.socket, timeout=HANG_S) as client:
         status = client.status().status
     assert status is not None
     return status

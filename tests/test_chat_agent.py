@@ -19,7 +19,7 @@ from actions.errors import AgentUnavailable
 from assistant.chat.session import ChatSession
 from assistant.chat.tools import Context
 from tests.agent_support import AgentProcess, NetNS, require_netns
-from tests.conftest import run_kassist
+from tests.conftest import HANG_S, run_kassist
 
 KEY = "net.core.somaxconn"
 
@@ -131,7 +131,7 @@ def test_a_broken_pipe_while_sending_is_agent_unavailable(
     proc, _netns = agent
     huge = [{"id": f"r{i}", "kind": "sysctl", "target": KEY, "value": 4096, "source": "rules",
              "rationale": "x" * 4000} for i in range(64)]  # fmt: skip
-    with pytest.raises(AgentUnavailable), AgentClient(proc.socket, timeout=10) as client:
+    with pytest.raises(AgentUnavailable), AgentClient(proc.socket, timeout=HANG_S) as client:
         client.validate(huge)  # far over the agent's 64 KiB: it closes mid-send
 
 
@@ -150,7 +150,7 @@ def test_a_peer_that_closes_mid_send_is_agent_unavailable(tmp_path: Path) -> Non
     thread = threading.Thread(target=serve)
     thread.start()
     try:
-        with pytest.raises(AgentUnavailable), AgentClient(path, timeout=10) as client:
+        with pytest.raises(AgentUnavailable), AgentClient(path, timeout=HANG_S) as client:
             client.send("validate", recommendations=["x" * (4 << 20)])
     finally:
         thread.join(10)

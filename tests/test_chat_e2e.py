@@ -12,13 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.agent_support import AgentProcess, NetNS, require_netns
 from tests.chat_support import cpus, crashes_by_cli, kernel_dmesg, memory_total_line
-from tests.conftest import ROOT, hang_deadline, require, run_kassist
+from tests.conftest import ROOT, require, run_kassist, wait_until
 
 KEY = "net.core.somaxconn"
 
@@ -52,15 +51,12 @@ class Terminal:
         subprocess.run([*self.tmux, "send-keys", "-t", self.name, "-l", text], check=True)
         self.keys("Enter")
 
-    def wait(self, done: Callable[[str], bool], what: str, timeout: float = 120) -> str:
-        """Wait until the screen satisfies ``done`` (the bound only ends a hang)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            shown = self.screen()
-            if done(shown):
-                return shown
-            assert time.monotonic() < deadline, f"never shown: {what}\n{shown}"
-            time.sleep(0.2)
+    def wait(self, done: Callable[[str], bool], what: str) -> str:
+        """Wait until the screen satisfies ``done`` and return it (a hang guard only)."""
+        # a 1-tuple, so that a screen that satisfies ``done`` while empty still ends the wait
+        found = wait_until(lambda: (s,) if done(s := self.screen()) else None,
+                           f"never shown: {what}", poll_s=0.2, context=self.screen)  # fmt: skip
+        return found[0]
 
     def alive(self) -> bool:
         """Tell whether the session (the chat) still runs."""
@@ -148,19 +144,14 @@ def _export_and_quit(term: Terminal, tmp_path: Path) -> None:
     term.keys("Escape")
     term.wait(lambda s: "this help (press it again" not in s, "the help closed")
     term.keys("C-e")
-    deadline = hang_deadline()
-    while not list(tmp_path.glob("kassist-chat-*.md")):
-        assert time.monotonic() < deadline, term.screen()
-        time.sleep(0.2)
-    md = next(tmp_path.glob("kassist-chat-*.md")).read_text()
+    exported = wait_until(lambda: list(tmp_path.glob("kassist-chat-*.md")),
+                          "the conversation exported", poll_s=0.2, context=term.screen)  # fmt: skip
+    md = exported[0].read_text()
     assert ": verified (done)" in md and ": rolled_back (done)" in md
     assert memory_total_line() in md
 
     term.keys("C-q")
-    deadline = hang_deadline()
-    while term.alive():
-        assert time.monotonic() < deadline, "the chat did not quit on ctrl+q"
-        time.sleep(0.2)
+    wait_until(lambda: not term.alive(), "the chat quits on ctrl+q", poll_s=0.2)
     # the history kept the same record, outcomes included
     from assistant.chat.history import ChatHistory
 

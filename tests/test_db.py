@@ -12,7 +12,7 @@ import pytest
 from assistant.db import Migration, Schema, SchemaTooNew, migrate, schema_version
 from assistant.llm import log as llm_log
 from assistant.triage import store
-from tests.conftest import ROOT, run_kassist
+from tests.conftest import HANG_S, ROOT, run_kassist
 
 SCHEMA = Schema(
     "the test database",
@@ -96,7 +96,7 @@ def test_two_processes_migrating_one_new_file_apply_each_step_once(tmp_path: Pat
         subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT, stderr=subprocess.PIPE)
         for _ in range(3)
     ]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
+    errors = [p.communicate(timeout=HANG_S)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     conn = sqlite3.connect(path)
     assert schema_version(conn) == llm_log.SCHEMA.version

@@ -34,7 +34,7 @@ from actions.errors import ActionError
 from actions.policy import load_policy
 from actions.text import printable
 from tests.agent_support import NetNS, rec
-from tests.conftest import ROOT
+from tests.conftest import HANG_S, ROOT, wait_until
 from tests.enforce_support import (  # noqa: F401 (the fixtures bpf_cache, cgroup, pin_root)
     all_gone,
     bpf_cache_fixture,
@@ -61,11 +61,16 @@ def enforcer(pin_root: Path, bpf_cache: Path, tmp_path: Path) -> Iterator[Enforc
     audit.close()
 
 
-def _refusals(e: Enforcer, count: int, timeout: float = 10.0) -> list[Refusal]:
+def _refusals(e: Enforcer, count: int) -> list[Refusal]:
+    # At least ``count`` refusals must come (a hang guard only), then every one that
+    # follows them within half a second of quiet: one too many fails the callers' checks.
     got: list[Refusal] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        got += list(e.refusals(timeout=0.5))
+
+    def enough() -> bool:
+        got.extend(e.refusals(timeout=0.5))
+        return len(got) >= count
+
+    wait_until(enough, f"{count} refusal(s) reported", poll_s=0)
     return got
 
 
@@ -228,14 +233,14 @@ def test_reload_swaps_the_whole_policy_with_no_moment_of_mixed_rules(
     enforcer.reload(_table(3000, 4000, LOOP_KEYS, 500))
     time.sleep(0.2)
     flag.touch()
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=HANG_S)
     seq = json.loads(out)
     gens = "".join(g for g, _k, _v in seq)
     # one switch from A to B, and never back: no write met a mix of old and new rules
     assert gens.startswith("A") and gens.endswith("B"), gens[:40] + "..." + gens[-40:]
     assert gens.count("BA") == 0 and gens.count("AB") == 1
     assert enforcer.generation == 2 and enforcer.status()["kernel_generation"] == 2
-    refused = _refusals(enforcer, 1, timeout=2)
+    refused = _refusals(enforcer, 1)
     assert refused and all(
         r.generation == (1 if r.value == "3500" else 2) for r in list(enforcer.recent)
     )
@@ -399,7 +404,7 @@ def test_the_agent_in_its_own_cgroup_below_a_guard_may_roll_back_outside_the_pol
         bad = ("write", "net.core.somaxconn", "100")
         assert by_key_value(run_writer(cgroup, [bad], netns.path))[bad[1:]] == EPERM
         agent.stdin.close()
-        assert agent.wait(30) == 0
+        assert agent.wait(HANG_S) == 0
     finally:
         netns.close()
         remove_cgroup(cgroup / "agent")
@@ -443,7 +448,7 @@ def test_an_agent_inside_the_guarded_cgroup_is_exempt_and_its_neighbours_are_not
         bad = ("write", "net.core.somaxconn", "99999")
         assert by_key_value(run_writer(cgroup, [bad], netns.path))[bad[1:]] == EPERM
         agent.stdin.close()
-        assert agent.wait(30) == 0
+        assert agent.wait(HANG_S) == 0
     finally:
         netns.close()
     assert not pin_root.exists()

@@ -25,7 +25,7 @@ from actions.enforce.maps import compile_rules
 from actions.enforce.queues import Queues, Submission, cgroup_of
 from actions.policy import load_policy
 from tests.agent_support import AgentProcess, NetNS, RawConnection, rec
-from tests.conftest import ROOT, run_kassist, wait_until
+from tests.conftest import HANG_S, ROOT, run_kassist, wait_until
 from tests.enforce_support import (  # noqa: F401 (the fixtures bpf_cache, cgroup, pin_root)
     bpf_cache_fixture,
     cgroup_fixture,
@@ -50,7 +50,7 @@ def _agent(tmp: Path, netns: NetNS, pin_root: Path, *more: str) -> AgentProcess:
 
 def _submit(agent: AgentProcess, op: str, recs: list[dict[str, Any]]) -> dict[str, Any]:
     # one submission on the wire, as an extension sends it
-    conn = RawConnection(agent.socket, timeout=30)
+    conn = RawConnection(agent.socket)
     try:
         conn.send({"op": op, "user_data": 1, "recommendations": recs})
         doc = conn.read()
@@ -230,7 +230,7 @@ def test_an_agent_killed_inside_the_queues_loses_nothing_and_applies_nothing_twi
     agent = _agent(tmp_path, netns, pin_root)
     agent.start(env={"KASSIST_AGENT_FAULT": step})
     before = netns.read("net.core.somaxconn")
-    conn = RawConnection(agent.socket, timeout=30)
+    conn = RawConnection(agent.socket)
     conn.send({"op": "apply", "user_data": 1, "recommendations": [rec("net.core.somaxconn", 2048)]})
     assert conn.read() is None  # no answer: the agent died at that step
     conn.close()
@@ -323,7 +323,7 @@ def test_an_unprivileged_extension_writes_its_own_queue_and_is_accounted_as_itse
                 ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                  "/usr/bin/python3", "-c", PRODUCER, str(fd)],
                 capture_output=True, text=True, check=True, pass_fds=[fd], cwd=ROOT,
-                env={"PYTHONPATH": str(ROOT)}, timeout=30,
+                env={"PYTHONPATH": str(ROOT)}, timeout=HANG_S,
             )  # fmt: skip
         finally:
             os.close(fd)  # handed over: the queue lives on in the map
@@ -391,7 +391,7 @@ print(buf.decode())
         done = subprocess.run(
             ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
              "-c", client, str(agent.socket), json.dumps(rec("net.core.somaxconn", 999999))],
-            capture_output=True, text=True, check=True, timeout=30,
+            capture_output=True, text=True, check=True, timeout=HANG_S,
         )  # fmt: skip
         answer = json.loads(done.stdout)
         assert [e["rule"] for e in answer["errors"]] == ["range"]

@@ -34,7 +34,7 @@ def _sdk_logger(port: int, host: str) -> tuple[logging.Logger, Any]:
     provider = LoggerProvider(
         resource=Resource.create({"host.name": host, "os.kernel.release": "6.1.0-21-amd64"})
     )
-    exporter = OTLPLogExporter(endpoint=f"http://127.0.0.1:{port}/v1/logs", timeout=30)
+    exporter = OTLPLogExporter(endpoint=f"http://127.0.0.1:{port}/v1/logs", timeout=HANG_S)
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = logging.getLogger(f"kassist-otlp-test-{uuid.uuid4().hex}")
     logger.propagate = False

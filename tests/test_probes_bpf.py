@@ -145,7 +145,7 @@ def test_syserrors_sees_openat_enoent_of_a_workload() -> None:
 
     def start() -> None:
         workers.append(subprocess.Popen(_python(code, "kassist-enoent")))
-        workers[0].wait(30)
+        workers[0].wait(HANG_S)
 
     result = run_probe("syserrors", 0.5, on_attach=start)
     assert workers[0].returncode == 0
@@ -217,7 +217,7 @@ def _run_with_oom(probe: str, procs: Path) -> tuple[ProbeResult, subprocess.Pope
 
     def start() -> None:
         workers.append(subprocess.Popen(_oom_workload(procs)))
-        workers[0].wait(60)
+        workers[0].wait(HANG_S)
 
     result = run_probe(probe, 0.5, on_attach=start)
     return result, workers[0]
@@ -351,7 +351,7 @@ def test_probe_runs_and_parses(name: str) -> None:
     def start() -> None:
         code = "buf = bytearray(32 << 20)\nfor i in range(0, len(buf), 4096): buf[i] = 1\n"
         workers.append(subprocess.Popen(_python(code, "kassist-faults")))
-        workers[0].wait(30)
+        workers[0].wait(HANG_S)
 
     result = run_probe(name, 0.5, on_attach=start)
     assert result.exit_code == 0 and not result.interrupted

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from assistant.triage import triage_path
 from assistant.triage.store import CrashStore
-from tests.conftest import DATA, ROOT, require, run_kassist
+from tests.conftest import DATA, HANG_S, ROOT, require, run_kassist
 from tests.pg_support import postgres
 
 KERNEL = DATA / "kernel"
@@ -77,7 +77,7 @@ def test_report_takes_a_stored_crashs_signature(tmp_path: Path) -> None:
 def test_triage_of_dev_kmsg_reads_the_ring_buffer_now(tmp_path: Path) -> None:
     require(os.access("/dev/kmsg", os.R_OK), "needs to read /dev/kmsg (root, or dmesg_restrict=0)")
     # A hang would be a timeout here: /dev/kmsg never ends, triage must not wait for it.
-    proc = run_kassist(["triage", "--format", "json", "/dev/kmsg"], timeout=120)
+    proc = run_kassist(["triage", "--format", "json", "/dev/kmsg"])
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["source"] == "/dev/kmsg"
@@ -94,7 +94,7 @@ def test_a_fifo_without_writer_and_a_device_are_refused_in_one_line(tmp_path: Pa
     fifo = tmp_path / "console.fifo"
     os.mkfifo(fifo)
     for path, expected in ((fifo, "a FIFO with no writer"), (Path("/dev/tty"), "a character")):
-        proc = run_kassist(["triage", str(path)], timeout=120)
+        proc = run_kassist(["triage", str(path)])
         assert proc.returncode != 0
         (line,) = proc.stderr.strip().splitlines()
         assert expected in line and "kassist watch --source file:" in line
@@ -109,7 +109,7 @@ def test_a_fifo_with_a_writer_is_read_to_its_end(tmp_path: Path) -> None:
     )  # fmt: skip
     with fifo.open("w") as writer:  # opens once triage holds the reading end
         writer.write((DATA / "hung-rtnl_lock.log").read_text())
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 0, err
     assert "INFO: task hung in rtnl_lock" in out
 
@@ -136,7 +136,7 @@ def test_triage_of_stdin_on_a_terminal_says_it_reads_stdin() -> None:
             cwd=ROOT, stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         os.write(controller, b"\x04")  # Ctrl-D: the end of an empty input
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=HANG_S)
     finally:
         os.close(controller)
         os.close(terminal)

@@ -20,6 +20,7 @@ from assistant.chat.tools import Context
 from tests.agent_support import AgentProcess, NetNS, require_netns
 from tests.conftest import (
     DATA,
+    HANG_S,
     ROOT,
     hang_deadline,
     require,
@@ -40,11 +41,9 @@ FIXED = Sources(
 )
 
 
-async def _wait_idle(app: KassistApp, pilot: object, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_idle(app: KassistApp, pilot: object) -> None:
     await asyncio.sleep(0.05)
-    while app.busy and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await _until(pilot, lambda: not app.busy, "the app is idle again")
     await pilot.pause()  # type: ignore[attr-defined]
 
 
@@ -132,14 +131,10 @@ def test_approve_and_reject_a_real_change(tmp_path: Path) -> None:
                 assert len(app.proposals) == 1
                 assert netns.read("net.core.somaxconn") == before
                 await pilot.press(app.cfg.key_approve)
-                deadline = hang_deadline()
-                while app.screen.__class__.__name__ != "ConfirmChange":
-                    assert time.monotonic() < deadline
-                    await pilot.pause(0.05)
+                await _until(pilot, lambda: isinstance(app.screen, ConfirmChange), "the dialog")
                 assert netns.read("net.core.somaxconn") == before  # nothing before "y"
                 await pilot.press("y")
-                while app.proposals and time.monotonic() < deadline:
-                    await pilot.pause(0.05)
+                await _until(pilot, lambda: not app.proposals, "the apply is decided")
                 await pilot.pause(0.2)
                 assert netns.read("net.core.somaxconn") == doubled
                 assert any("verified" in str(n.render()) for n in app.query(Notice))
@@ -150,11 +145,11 @@ def test_approve_and_reject_a_real_change(tmp_path: Path) -> None:
         netns.close()
 
 
-async def _until(pilot: object, done: Callable[[], bool], what: str, timeout: float = 60) -> None:
+async def _until(pilot: object, done: Callable[[], bool], what: str) -> None:
     # Wait for a condition of the app (never a timed assertion: the bound only ends a hang).
-    deadline = time.monotonic() + timeout
+    deadline = hang_deadline()
     while not done():
-        assert time.monotonic() < deadline, f"never happened: {what}"
+        assert time.monotonic() < deadline, f"{what}: still not true after {HANG_S:g} s"
         await pilot.pause(0.05)  # type: ignore[attr-defined]
 
 

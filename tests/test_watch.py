@@ -397,7 +397,7 @@ def test_systemd_readiness_and_watchdog_pings(tmp_path: Path) -> None:
             seen = [s.recv(256) for _ in range(3)]
         finally:
             proc.terminate()
-            proc.wait(30)
+            proc.wait(HANG_S)
     assert seen[0] == b"READY=1" and seen[1:] == [b"WATCHDOG=1", b"WATCHDOG=1"]
     assert proc.returncode == 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.agent_support import NetNS, require_netns
-from tests.conftest import hang_deadline, run_kassist
+from tests.conftest import HANG_S, hang_deadline, run_kassist
 
 #: A server whose accept queue fills: listen(4096) (capped by somaxconn), never accept
 #: during the hold, while N clients connect at once (and, with a third argument, that
@@ -270,7 +270,7 @@ def private_netns() -> Iterator[TuneNetNS]:
 
 def tune(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
     """Run ``kassist tune --format json ...``; return the exit status, the object, stderr."""
-    proc = run_kassist(["tune", "--format", "json", *args], env=env, timeout=120)
+    proc = run_kassist(["tune", "--format", "json", *args], env=env)
     assert proc.returncode in (0, 3), proc.stderr
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
@@ -283,10 +283,10 @@ def proposals(doc: dict[str, Any], scenario: str) -> dict[str, dict[str, Any]]:
     return {}
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 30) -> str:
-    """Wait for a workload and return its stdout (kill it if it overstays)."""
+def finish(proc: subprocess.Popen[str]) -> str:
+    """Wait for a workload and return its stdout (kill it if it hangs: :data:`HANG_S`)."""
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out, _ = proc.communicate(timeout=HANG_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
@@ -297,13 +297,13 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> str:
 UNTIL_STOPPED = "3600"
 
 
-def wait_ready(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+def wait_ready(proc: subprocess.Popen[str]) -> str:
     """Wait for a workload's first line (it prints one when its steady state begins).
 
-    :raises AssertionError: it ended, or said nothing for ``timeout`` seconds.
+    :raises AssertionError: it ended, or hung silent for :data:`HANG_S` seconds.
     """
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    ready, _, _ = select.select([proc.stdout], [], [], HANG_S)
     line = proc.stdout.readline() if ready else ""
     if not line:
         proc.kill()

@@ -160,7 +160,7 @@ def stored_count(db: Path, title_part: str) -> int:
     """Return the stored count of the crashes whose title holds ``title_part``."""
     if not db.exists():
         return 0
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as c:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=HANG_S)) as c:
         try:
             rows = c.execute(
                 "SELECT COALESCE(SUM(count), 0) FROM crashes WHERE title LIKE ?",
