@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-#: Seconds the server may take to load the model and answer (a loaded machine is slow).
-SERVER_START_S = 180
+from tests.conftest import HANG_S
+
+#: Seconds the server may take to load the model and answer: only a hang is that slow.
+SERVER_START_S = HANG_S
 
 
 def free_port() -> int:

@@ -260,7 +260,7 @@ def test_watch_stores_a_new_finding_once(rig: Rig, base_ms: float, tmp_path: Pat
             time.sleep(3 * window)  # the finding lasts: it is not stored again
         finally:
             proc.terminate()
-            proc.wait(30)
+            proc.wait(HANG_S)
     rig.set_delays({})
     with sqlite3.connect(db) as c:
         rows = c.execute(
@@ -289,4 +289,4 @@ def test_the_cli_shows_progress_before_its_first_window_ends() -> None:
         )
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        proc.communicate(timeout=HANG_S)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.agent_support import require_netns
-from tests.conftest import require, run_kassist
+from tests.conftest import HANG_S, require, run_kassist
 from tests.tune_support import TuneNetNS, private_netns
 
 SOAK = float(os.environ.get("KASSIST_TUNE_SOAK", "10"))
@@ -57,7 +57,7 @@ def netns() -> Iterator[TuneNetNS]:
 def _windows(ns: TuneNetNS, interval: float, count: int) -> list[dict[str, Any]]:
     proc = run_kassist(["tune", "--netns", str(ns.holder.pid), "--format", "json",
                         "--interval", str(interval), "--count", str(count)],
-                       timeout=interval * count + 120)  # fmt: skip
+                       timeout=interval * count + HANG_S)  # fmt: skip
     assert proc.returncode in (0, 3), proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
@@ -103,7 +103,7 @@ def test_ordinary_load_finds_nothing(
         windows = _windows(netns, interval, max(2, int(SOAK // interval)))
     finally:
         for p in loads:
-            p.wait(timeout=SOAK + 60)
+            p.wait(timeout=SOAK + HANG_S)
     requests = int(loads[0].stdout.read() if loads[0].stdout else 0)
     assert requests > 50, "the HTTP loop did not run"
     for w in windows:

@@ -18,12 +18,12 @@ import pytest
 
 from assistant.vmcore import analyse_target, open_target
 from probes.drgn import Analysis
-from tests.conftest import require, run_kassist
+from tests.conftest import HANG_S, require, run_kassist
 from tests.vmcore_fixture import BUILD_SCRIPT, VmcoreFixture, vmcore_fixture
 
 __all__ = ["vmcore_fixture"]
 
-BOOT_TIMEOUT = 180.0
+BOOT_TIMEOUT = HANG_S
 
 
 @pytest.fixture(scope="module")
