@@ -11,7 +11,6 @@ its own transaction and is safe to re-run.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -27,11 +26,14 @@ from assistant.triage.similar import Features
 from assistant.triage.store_model import (
     DRAFT_LEASE_SECONDS,
     Hit,
+    Store,
     StoredCrash,
     best_link,
     features_json,
+    hits_of,
     read_features,
     stored_report,
+    the_one,
 )
 
 #: The store's numbered migrations. Append only: never edit one that has shipped.
@@ -112,12 +114,14 @@ def default_path() -> Path:
     return user_state_dir() / "crashes.db"
 
 
-class CrashStore:
+class CrashStore(Store):
     """An open crash store. Use as a context manager, or call :meth:`close`.
 
     :param path: the database file; created (with its directory) if missing.
     :raises KassistError: the file cannot be opened or is not a kassist store.
     """
+
+    path: Path
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
@@ -146,12 +150,6 @@ class CrashStore:
         """Close the database."""
         self._db.close()
 
-    def __enter__(self) -> CrashStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
@@ -162,21 +160,9 @@ class CrashStore:
             raise
         self._db.execute("COMMIT")
 
-    def record(
-        self,
-        crashes: list[Crash],
-        source: str,
-        host: str | None = None,
-        now: float | None = None,
-        sender: str | None = None,
+    def _record(
+        self, crashes: list[Crash], source: str, host: str, now: float, sender: str | None
     ) -> int:
-        """Record the crashes of one triaged input; return how many hits were new.
-
-        A report already recorded for the same host and source is not counted again.
-        ``sender``: the network address they were received from (a receiver's).
-        """
-        host = host or socket.gethostname()
-        now = time.time() if now is None else now
         new = 0
         with self._transaction() as db:
             for c in crashes:
@@ -266,23 +252,8 @@ class CrashStore:
             " FROM crashes WHERE signature LIKE ? || '%' AND count > 0 LIMIT 2",
             (prefix.lower(),),
         ).fetchall()
-        if not rows:
-            raise KassistError(f"no crash {prefix!r} in the store", "see `kassist crashes list`")
-        if len(rows) > 1:
-            raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
-        summary = self._summary(rows[0])
-        hits = [
-            Hit(seen, host, release, source, bool(corrupted), report, crashed_at, uptime, sender)
-            for seen, host, release, source, corrupted, report, crashed_at, uptime, sender in (
-                self._db.execute(
-                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime,"
-                    " sender"
-                    " FROM hits WHERE signature = ? ORDER BY seen DESC, id DESC",
-                    (summary.signature,),
-                )
-            )
-        ]
-        return summary, hits
+        summary = self._summary(the_one(rows, prefix))
+        return summary, hits_of(self._db, "?", summary.signature)
 
     def prune(self, before: float) -> int:
         """Drop the hits seen before ``before`` (Unix seconds) and the signatures left with
