@@ -22,18 +22,14 @@ from assistant.db import Column, Migration, Schema
 from assistant.db import migrate as run_migrations
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
-from assistant.triage.similar import Features
 from assistant.triage.store_model import (
     DRAFT_LEASE_SECONDS,
-    Hit,
     Store,
     StoredCrash,
     best_link,
     features_json,
-    hits_of,
     read_features,
     stored_report,
-    the_one,
 )
 
 #: The store's numbered migrations. Append only: never edit one that has shipped.
@@ -122,20 +118,21 @@ class CrashStore(Store):
     """
 
     path: Path
+    _MARK = "?"
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            self._conn = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise self._unusable(exc) from None
         try:
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            migrate(self._db)
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            migrate(self._conn)
         except (OSError, sqlite3.Error, KassistError) as exc:
-            self._db.close()
+            self._conn.close()
             if isinstance(exc, KassistError):  # newer than this kassist
                 raise
             raise self._unusable(exc) from None
@@ -146,9 +143,13 @@ class CrashStore(Store):
             "check its permissions, or set XDG_STATE_HOME to a writable directory",
         )
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._conn
+
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
+        self._conn.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -204,11 +205,6 @@ class CrashStore(Store):
             db.execute("UPDATE crashes SET same_as = ?, same_as_why = ? WHERE signature = ?",
                        (found[0], found[1].text(), signature))  # fmt: skip
 
-    def features(self) -> dict[str, Features]:
-        """Return what each signature is compared by."""
-        rows = self._db.execute("SELECT signature, features FROM crashes WHERE count > 0")
-        return {str(sig): read_features(text) for sig, text in rows}
-
     def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,
                     now: float | None = None) -> bool:  # fmt: skip
         """Take the lease on drafting a new signature (see the contract)."""
@@ -241,19 +237,14 @@ class CrashStore(Store):
         ).fetchall()
         return [self._summary(r) for r in rows]
 
-    def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
-        """Return one signature (a unique prefix is enough) and its hits, newest first.
-
-        :raises KassistError: no signature, or several, start with ``prefix``.
-        """
+    def _named(self, prefix: str) -> list[StoredCrash]:
         rows = self._db.execute(
             "SELECT signature, title, type, frame, guilty_file, first_seen, last_seen, count,"
             " same_as, same_as_why"
             " FROM crashes WHERE signature LIKE ? || '%' AND count > 0 LIMIT 2",
-            (prefix.lower(),),
+            (prefix,),
         ).fetchall()
-        summary = self._summary(the_one(rows, prefix))
-        return summary, hits_of(self._db, "?", summary.signature)
+        return [self._summary(r) for r in rows]
 
     def prune(self, before: float) -> int:
         """Drop the hits seen before ``before`` (Unix seconds) and the signatures left with

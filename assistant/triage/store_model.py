@@ -17,16 +17,14 @@ import json
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self
 
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
 from assistant.triage.similar import Evidence, Features, link
-
-Row = TypeVar("Row")
 
 #: Most bytes of one raw report kept in the store.
 MAX_REPORT_BYTES = 256 * 1024
@@ -126,36 +124,6 @@ def best_link(
     return None if best is None else (best[1], best[2])
 
 
-def the_one(rows: Sequence[Row], prefix: str) -> Row:
-    """Return the one row of ``rows``: the signatures that start with ``prefix``.
-
-    :raises KassistError: none, or several, do.
-    """
-    if not rows:
-        raise KassistError(f"no crash {prefix!r} in the store", "see `kassist crashes list`")
-    if len(rows) > 1:
-        raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
-    return rows[0]
-
-
-def hits_of(db: Any, mark: str, signature: str) -> list[Hit]:
-    """Return a signature's hits, newest first.
-
-    :param db: an open store's connection (``sqlite3`` or ``psycopg``).
-    :param mark: its parameter mark (``?`` or ``%s``).
-    """
-    rows = db.execute(
-        "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime, sender"
-        f" FROM hits WHERE signature = {mark} ORDER BY seen DESC, id DESC",
-        (signature,),
-    )
-    return [
-        Hit(float(seen), str(host), release, str(source), bool(corrupted), str(report),
-            crashed_at, uptime, sender)
-        for seen, host, release, source, corrupted, report, crashed_at, uptime, sender in rows
-    ]  # fmt: skip
-
-
 class Store(ABC):
     """What every crash store backend offers (SQLite and PostgreSQL); both derive from it.
 
@@ -164,6 +132,14 @@ class Store(ABC):
 
     #: Where the store is: a file or a URL.
     path: Path | str
+    #: Its connection's parameter mark (``?`` for sqlite3, ``%s`` for psycopg).
+    _MARK: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def _db(self) -> Any:
+        # The open connection (sqlite3 or psycopg).
+        ...
 
     def __enter__(self) -> Self:
         return self
@@ -202,9 +178,30 @@ class Store(ABC):
         """Return every signature, most recently seen first."""
         ...
 
-    @abstractmethod
     def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
-        """Return one signature (a unique prefix is enough) and its hits, newest first."""
+        """Return one signature (a unique prefix is enough) and its hits, newest first.
+
+        :raises KassistError: no signature, or several, start with ``prefix``.
+        """
+        rows = self._named(prefix.lower())
+        if not rows:
+            raise KassistError(f"no crash {prefix!r} in the store", "see `kassist crashes list`")
+        if len(rows) > 1:
+            raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
+        hits = self._db.execute(
+            "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime, sender"
+            f" FROM hits WHERE signature = {self._MARK} ORDER BY seen DESC, id DESC",
+            (rows[0].signature,),
+        )
+        return rows[0], [
+            Hit(float(seen), str(host), release, str(source), bool(corrupted), str(report),
+                crashed_at, uptime, sender)
+            for seen, host, release, source, corrupted, report, crashed_at, uptime, sender in hits
+        ]  # fmt: skip
+
+    @abstractmethod
+    def _named(self, prefix: str) -> list[StoredCrash]:
+        # The signatures (two at the most) that start with prefix, in lower case.
         ...
 
     @abstractmethod
@@ -212,10 +209,10 @@ class Store(ABC):
         """Drop the hits stored before ``before`` (Unix seconds); return how many went."""
         ...
 
-    @abstractmethod
     def features(self) -> dict[str, Features]:
         """Return what each signature is compared by (:mod:`assistant.triage.similar`)."""
-        ...
+        rows = self._db.execute("SELECT signature, features FROM crashes WHERE count > 0")
+        return {str(sig): read_features(text) for sig, text in rows}
 
     @abstractmethod
     def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,

@@ -17,7 +17,6 @@ from typing import Any
 
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
-from assistant.triage.similar import Features
 from assistant.triage.store_model import (
     DRAFT_LEASE_SECONDS,
     Hit,
@@ -25,10 +24,8 @@ from assistant.triage.store_model import (
     StoredCrash,
     best_link,
     features_json,
-    hits_of,
     read_features,
     stored_report,
-    the_one,
 )
 
 #: Numbered migrations: (number, statements). Append only; never edit one that shipped.
@@ -164,6 +161,7 @@ class PgCrashStore(Store):
     """
 
     path: str
+    _MARK = "%s"
 
     def __init__(self, url: str) -> None:
         self.path = url
@@ -252,11 +250,6 @@ class PgCrashStore(Store):
                 (found[0], found[1].text(), signature),
             )
 
-    def features(self) -> dict[str, Features]:
-        """Return what each signature is compared by."""
-        rows = self._db.execute("SELECT signature, features FROM crashes WHERE count > 0")
-        return {str(sig): read_features(text) for sig, text in rows}
-
     def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,
                     now: float | None = None) -> bool:  # fmt: skip
         """Take the lease on drafting a new signature: one statement, so that of the
@@ -293,14 +286,8 @@ class PgCrashStore(Store):
         ).fetchall()
         return [_summary(r) for r in rows]
 
-    def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
-        """Return one signature (a unique prefix is enough) and its hits, newest first.
-
-        :raises KassistError: no signature, or several, start with ``prefix``.
-        """
-        rows = [r for r in self.signatures() if r.signature.startswith(prefix.lower())][:2]
-        summary = the_one(rows, prefix)
-        return summary, hits_of(self._db, "%s", summary.signature)
+    def _named(self, prefix: str) -> list[StoredCrash]:
+        return [r for r in self.signatures() if r.signature.startswith(prefix)][:2]
 
     def prune(self, before: float) -> int:
         """Drop the hits seen before ``before`` (Unix seconds) and the signatures left with
