@@ -68,13 +68,20 @@ def test_roll_back_the_last_change_names_the_changeset_and_works(
     assert again.proposals == [] and "no change that can be rolled back" in again.answer
 
 
-def test_a_question_about_undoing_only_shows_the_plan(agent: tuple[AgentProcess, NetNS]) -> None:
+def _doubled(agent: tuple[AgentProcess, NetNS]) -> tuple[ChatSession, int, str]:
+    # A session that had the agent double KEY: the session, the change's changeset id and
+    # KEY's value before.
     proc, netns = agent
     session = _session(proc)
     before = netns.read(KEY)
     done = session.approve(session.ask(f"set {KEY} to {int(before) * 2}").proposals[0])
     assert done.changeset is not None
-    cs = done.changeset.id
+    return session, done.changeset.id, before
+
+
+def test_a_question_about_undoing_only_shows_the_plan(agent: tuple[AgentProcess, NetNS]) -> None:
+    _proc, netns = agent
+    session, cs, before = _doubled(agent)
     turn = session.ask(f"how would I undo changeset {cs} if I ever needed to?")
     assert turn.decision.action == "rollback" and turn.proposals == []
     assert "Nothing was changed" in turn.answer and f"roll back changeset {cs}" in turn.answer
@@ -104,13 +111,9 @@ def test_each_conversation_keeps_its_own_tune_run(agent: tuple[AgentProcess, Net
 
 
 def test_the_docs_tool_asks_the_session_s_agent(agent: tuple[AgentProcess, NetNS]) -> None:
-    proc, netns = agent
-    session = _session(proc)
-    before = netns.read(KEY)
-    done = session.approve(session.ask(f"set {KEY} to {int(before) * 2}").proposals[0])
-    assert done.changeset is not None
+    session, cs, _before = _doubled(agent)
     page = session.ask(f"/docs {KEY}").answer
-    assert f"changeset {done.changeset.id} (verified" in page, page
+    assert f"changeset {cs} (verified" in page, page
 
 
 def test_readings_are_typed_and_never_raise(

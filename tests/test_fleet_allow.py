@@ -19,7 +19,7 @@ import httpx
 from tests.conftest import HANG_S, run_kassist, wait_until
 from tests.fleet_support import hits, metric, receiver
 from tests.netconsole_sender import NetconsoleSender
-from tests.watch_support import oops_lines
+from tests.watch_support import WatchProcess, oops_lines
 
 ALLOW = ("--allow-from", "127.0.0.1/32", "--allow-from", "127.0.0.3/32")
 
@@ -60,6 +60,19 @@ def _syslog(host: str, line: str) -> bytes:
     return f"<4>1 2026-12-07T06:58:12Z {host} kernel - - - {line}".encode()
 
 
+def _until_stored(watch: WatchProcess) -> None:
+    wait_until(
+        lambda: hits(watch.db), "the allowed host's oops stored", context=watch.log.read_text
+    )
+
+
+def _only_stored(watch: WatchProcess, host: str, tag: str) -> None:
+    # What is stored is the one oops (``oops_lines(tag)``) the allowed sender sent as ``host``.
+    rows = hits(watch.db)
+    stored = [(r["host"], f"kassist_w{tag}_level3" in r["title"]) for r in rows]
+    assert stored == [(host, True)], rows
+
+
 def test_syslog_naming_another_host_from_outside_is_never_stored(tmp_path: Path) -> None:
     # no address: loopback only
     watch, port = receiver(tmp_path, "syslog:0", *ALLOW)
@@ -78,15 +91,10 @@ def test_syslog_naming_another_host_from_outside_is_never_stored(tmp_path: Path)
             relay.bind(("127.0.0.1", 0))  # a listed relay may name the hosts it forwards
             for x in oops_lines("relayed"):
                 relay.sendto(_syslog("web7", x), ("127.0.0.1", port))
-        wait_until(
-            lambda: hits(watch.db), "the allowed host's oops stored", context=watch.log.read_text
-        )
+        _until_stored(watch)
     finally:
         watch.stop()
-    rows = hits(watch.db)
-    assert [(r["host"], "kassist_wrelayed_level3" in r["title"]) for r in rows] == [
-        ("web7", True)
-    ], rows
+    _only_stored(watch, "web7", "relayed")
     counted = metric(tmp_path, "kassist_watch_network_total")
     assert counted["syslog:not_allowed"] >= 1 + len(oops_lines("x")), counted
 
@@ -113,15 +121,10 @@ def test_otlp_from_outside_the_allowlist_gets_no_answer(tmp_path: Path) -> None:
         ok = httpx.post(f"http://127.0.0.1:{port}/v1/logs", content=_otlp("otel-ok", oops_lines(
             "allowed")), headers={"Content-Type": "application/json"}, timeout=HANG_S)  # fmt: skip
         assert ok.status_code == 200
-        wait_until(
-            lambda: hits(watch.db), "the allowed host's oops stored", context=watch.log.read_text
-        )
+        _until_stored(watch)
     finally:
         watch.stop()
-    rows = hits(watch.db)
-    assert [(r["host"], "kassist_wallowed_level3" in r["title"]) for r in rows] == [
-        ("otel-ok", True)
-    ], rows
+    _only_stored(watch, "otel-ok", "allowed")
     assert metric(tmp_path, "kassist_watch_network_total")["otlp:not_allowed"] == 1
 
 

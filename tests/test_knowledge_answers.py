@@ -161,6 +161,22 @@ def test_a_rare_question_word_outweighs_the_common_ones() -> None:
     assert "proprietary" in best.text
 
 
+def test_a_sentence_other_passages_say_too_holds_nothing_of_its_own() -> None:
+    boiler = "A read-write single value file which exists on non-root cgroups."
+
+    def entry(name: str, own: str) -> Hit:
+        text = f"{name}\n\t{boiler}\n\n\t{own}\n"
+        return Hit(Passage("Documentation/x.rst", "a", "S", name, text), 1.0)
+
+    hits = [
+        entry("memory.max", "Memory usage hard limit of a cgroup."),
+        entry("memory.high", "Memory usage throttle limit of a cgroup."),
+    ]
+    cands = candidates("What is memory.high in a cgroup?", hits)
+    best = max((c for c in cands if c.passage == 1), key=lambda c: c.score)
+    assert best.text == "Memory usage throttle limit of a cgroup."
+
+
 def test_rerank_puts_the_passage_that_covers_the_question_above_a_stub() -> None:
     def hit(heading: str, text: str, score: float) -> Hit:
         return Hit(Passage("Documentation/x.rst", "a", "S", heading, text), score)

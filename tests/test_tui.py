@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,39 +110,45 @@ def test_the_bundled_model_streams_every_token(store: Path) -> None:
     asyncio.run(run())
 
 
-def test_approve_and_reject_a_real_change(tmp_path: Path) -> None:
+@pytest.fixture
+def agent_in_netns(tmp_path: Path) -> Iterator[tuple[NetNS, ChatSession]]:
+    # A real agent in a private network namespace, and a chat session that talks to it.
     require_netns()
     netns = NetNS()
     agent = AgentProcess(tmp_path, netns).start()
     try:
-        before = netns.read("net.core.somaxconn")
-        doubled = str(int(before) * 2)
-
-        async def run() -> None:
-            session = ChatSession(None, Context(socket=str(agent.socket)))
-            app = KassistApp(session, sources=FIXED)
-            async with app.run_test(size=(140, 45)) as pilot:
-                await _ask(app, pilot, f"change net.core.somaxconn to {doubled}")
-                assert len(app.proposals) == 1
-                await _ask(app, pilot, "set net.core.somaxconn to 1")  # a second one, rejected
-                assert len(app.proposals) == 2
-                app.query_one("#proposal-list").index = 1  # type: ignore[attr-defined]
-                await pilot.press(app.cfg.key_reject)
-                assert len(app.proposals) == 1
-                assert netns.read("net.core.somaxconn") == before
-                await pilot.press(app.cfg.key_approve)
-                await _until(pilot, lambda: isinstance(app.screen, ConfirmChange), "the dialog")
-                assert netns.read("net.core.somaxconn") == before  # nothing before "y"
-                await pilot.press("y")
-                await _until(pilot, lambda: not app.proposals, "the apply is decided")
-                await pilot.pause(0.2)
-                assert netns.read("net.core.somaxconn") == doubled
-                assert any("verified" in str(n.render()) for n in app.query(Notice))
-
-        asyncio.run(run())
+        yield netns, ChatSession(None, Context(socket=str(agent.socket)))
     finally:
         agent.stop()
         netns.close()
+
+
+def test_approve_and_reject_a_real_change(agent_in_netns: tuple[NetNS, ChatSession]) -> None:
+    netns, session = agent_in_netns
+    before = netns.read("net.core.somaxconn")
+    doubled = str(int(before) * 2)
+
+    async def run() -> None:
+        app = KassistApp(session, sources=FIXED)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await _ask(app, pilot, f"change net.core.somaxconn to {doubled}")
+            assert len(app.proposals) == 1
+            await _ask(app, pilot, "set net.core.somaxconn to 1")  # a second one, rejected
+            assert len(app.proposals) == 2
+            app.query_one("#proposal-list").index = 1  # type: ignore[attr-defined]
+            await pilot.press(app.cfg.key_reject)
+            assert len(app.proposals) == 1
+            assert netns.read("net.core.somaxconn") == before
+            await pilot.press(app.cfg.key_approve)
+            await _until(pilot, lambda: isinstance(app.screen, ConfirmChange), "the dialog")
+            assert netns.read("net.core.somaxconn") == before  # nothing before "y"
+            await pilot.press("y")
+            await _until(pilot, lambda: not app.proposals, "the apply is decided")
+            await pilot.pause(0.2)
+            assert netns.read("net.core.somaxconn") == doubled
+            assert any("verified" in str(n.render()) for n in app.query(Notice))
+
+    asyncio.run(run())
 
 
 async def _until(pilot: object, done: Callable[[], bool], what: str) -> None:
@@ -163,7 +169,10 @@ def test_esc_cancels_a_tool_that_shows_its_progress(tmp_path: Path) -> None:
         async with app.run_test(size=(140, 45)) as pilot:
             app.query_one("#prompt").value = "/disks"  # type: ignore[attr-defined]
             await pilot.press("enter")
-            progress = lambda: [str(s.render()) for s in app.query(".progress")]  # noqa: E731
+
+            def progress() -> list[str]:
+                return [str(s.render()) for s in app.query(".progress")]
+
             await _until(pilot, lambda: any("watching the drives" in p for p in progress()),
                          "the disks tool's progress")  # fmt: skip
             await pilot.press(app.cfg.key_cancel)
@@ -296,35 +305,28 @@ async def _rolled_back(app: KassistApp, pilot: object, netns: NetNS, before: str
 
 
 def test_approving_refusals_rollbacks_and_the_export(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_in_netns: tuple[NetNS, ChatSession]
 ) -> None:
-    require_netns()
-    netns = NetNS()
-    agent = AgentProcess(tmp_path, netns).start()
+    netns, session = agent_in_netns
     monkeypatch.chdir(tmp_path)
-    try:
-        before = netns.read("net.core.somaxconn")
-        doubled = str(int(before) * 2)
+    before = netns.read("net.core.somaxconn")
+    doubled = str(int(before) * 2)
 
-        async def run() -> None:
-            session = ChatSession(None, Context(socket=str(agent.socket)))
-            app = KassistApp(session, sources=FIXED)
-            async with app.run_test(size=(140, 45)) as pilot:
-                await _refused(app, pilot)
-                await _approved(app, pilot, netns, before, doubled)
-                await _rolled_back(app, pilot, netns, before, doubled)
-                # the export is a record of what happened
-                await pilot.press(app.cfg.key_export)
-                [exported] = list(tmp_path.glob("kassist-chat-*.md"))
-                md = exported.read_text()
-                assert md.count("**Outcome:**") == 3
-                assert "refused (rejected)" in md and ": verified (done)" in md
-                assert ": rolled_back (done)" in md
+    async def run() -> None:
+        app = KassistApp(session, sources=FIXED)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await _refused(app, pilot)
+            await _approved(app, pilot, netns, before, doubled)
+            await _rolled_back(app, pilot, netns, before, doubled)
+            # the export is a record of what happened
+            await pilot.press(app.cfg.key_export)
+            [exported] = list(tmp_path.glob("kassist-chat-*.md"))
+            md = exported.read_text()
+            assert md.count("**Outcome:**") == 3
+            assert "refused (rejected)" in md and ": verified (done)" in md
+            assert ": rolled_back (done)" in md
 
-        asyncio.run(run())
-    finally:
-        agent.stop()
-        netns.close()
+    asyncio.run(run())
 
 
 def _snap_app(store: Path) -> KassistApp:

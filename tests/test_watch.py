@@ -405,19 +405,17 @@ def test_systemd_readiness_and_watchdog_pings(tmp_path: Path) -> None:
 def test_a_new_kdump_dmesg_file_is_triaged_as_it_appears(tmp_path: Path) -> None:
     crash_dir = tmp_path / "crash"
     crash_dir.mkdir()
+    # The same watcher both times: its source, its store and its state.
+    watching = [
+        "--source",
+        f"kdump:{crash_dir}",
+        "--db",
+        str(tmp_path / "c.db"),
+        "--state-dir",
+        str(tmp_path / "s"),
+    ]
     watch_proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "assistant",
-            "watch",
-            "--source",
-            f"kdump:{crash_dir}",
-            "--db",
-            str(tmp_path / "c.db"),
-            "--state-dir",
-            str(tmp_path / "s"),
-        ],
+        [sys.executable, "-m", "assistant", "watch", *watching],
         cwd=ROOT,
         stderr=subprocess.PIPE,
     )
@@ -434,18 +432,7 @@ def test_a_new_kdump_dmesg_file_is_triaged_as_it_appears(tmp_path: Path) -> None
         watch_proc.terminate()
         watch_proc.wait(HANG_S)
     # a restart does not triage the same file again
-    run_kassist(
-        [
-            "watch",
-            "--once",
-            "--source",
-            f"kdump:{crash_dir}",
-            "--db",
-            str(tmp_path / "c.db"),
-            "--state-dir",
-            str(tmp_path / "s"),
-        ]
-    )
+    run_kassist(["watch", "--once", *watching])
     assert stored_count(tmp_path / "c.db", "rtnl_lock") == 1
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from actions.text import printable, printable_lines
-from assistant.cli.common import backend_or_none, config_from_flags, llm_options, notice
+from assistant.cli.common import LlmFlags, chat_session, notice, session_options
 from assistant.errors import KassistError
 
 if TYPE_CHECKING:  # imported when run: `kassist --help` stays fast
@@ -37,10 +37,7 @@ def _echo_turn_text(turn: Turn, approving: bool) -> None:
     help="Approve a change the question asks for (the agent still validates). A question, "
     "a hypothetical or a negation is never a request: it is answered, and dry-run.",
 )
-@click.option("--socket", "socket_path", default=None, help="The agent's socket.")
-@click.option("--store", "store_path", type=click.Path(), default=None, help="The crash store.")
-@click.option("--no-history", is_flag=True, help="Do not record the turn in the chat history.")
-@llm_options
+@session_options("Do not record the turn in the chat history.")
 def ask(
     question: tuple[str, ...],
     fmt: str,
@@ -49,21 +46,11 @@ def ask(
     socket_path: str | None,
     store_path: str | None,
     no_history: bool,
-    model: str | None,
-    backend: str | None,
-    max_tokens: int | None,
-    no_llm: bool,
-    no_log: bool,
+    llm_flags: LlmFlags,
 ) -> None:
     """Ask one QUESTION (or run one /command) and print the answer."""
-    from assistant.chat.session import ChatSession
-    from assistant.chat.tools import Context
-
     text = " ".join(question)
-    cfg = config_from_flags(model, backend, max_tokens, no_log)
-    llm = backend_or_none(cfg, no_llm)
-    ctx = Context(store=store_path, socket=socket_path or cfg.agent.socket)
-    session = ChatSession(llm, ctx, native_tools=cfg.chat.native_tools)
+    cfg, session = chat_session(llm_flags, socket_path, store_path)
     if route_only:
         _echo_route(session, text, fmt)
         return

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from assistant.config import Config, load_config
 from assistant.llm import LLMUnavailable, make_backend
 from assistant.llm.base import Backend
+
+if TYPE_CHECKING:  # imported when a session is opened: `kassist --help` stays fast
+    from assistant.chat.session import ChatSession
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,8 +53,43 @@ def debug_options(func: F) -> F:
     )(func)
 
 
+@dataclass(frozen=True)
+class LlmFlags:
+    """The command line's LLM flags (:func:`llm_options`), handed to a command as ``llm_flags``.
+
+    :param max_tokens: the most tokens to generate (``None``: the configuration's).
+    :param no_llm: work without a language model.
+    :param no_log: do not record prompts and answers in the LLM log.
+    """
+
+    model: str | None = None
+    backend: str | None = None
+    max_tokens: int | None = None
+    no_llm: bool = False
+    no_log: bool = False
+
+    def config(self) -> Config:
+        """Load the configuration with these flags on top."""
+        return config_from_flags(self.model, self.backend, self.max_tokens, self.no_log)
+
+
 def llm_options(func: F) -> F:
-    """Add ``--model``, ``--backend``, ``--max-tokens``, ``--no-llm`` and ``--no-log``."""
+    """Add ``--model``, ``--backend``, ``--max-tokens``, ``--no-llm`` and ``--no-log``; the
+    command gets them as one :class:`LlmFlags`, its parameter ``llm_flags``."""
+
+    @functools.wraps(func)
+    def with_flags(
+        *args: Any,
+        model: str | None,
+        backend: str | None,
+        max_tokens: int | None,
+        no_llm: bool,
+        no_log: bool,
+        **kwargs: Any,
+    ) -> Any:
+        flags = LlmFlags(model, backend, max_tokens, no_llm, no_log)
+        return func(*args, llm_flags=flags, **kwargs)
+
     options = [
         click.option(
             "--no-log", is_flag=True, help="Do not record prompts and answers in the LLM log."
@@ -73,10 +113,49 @@ def llm_options(func: F) -> F:
             help="Model to use: a name from `kassist models` or a GGUF file (llama_cpp).",
         ),
     ]
-    wrapped: Any = func
+    wrapped: Any = with_flags
     for option in options:
         wrapped = option(wrapped)
     return wrapped  # type: ignore[no-any-return]
+
+
+def session_options(history_help: str) -> Callable[[F], F]:
+    """Return ``--socket``, ``--store`` and ``--no-history`` (the parameters ``socket_path``,
+    ``store_path``, ``no_history``) and the LLM options: a chat session's, for ``ask`` and
+    ``chat``.
+
+    :param history_help: what ``--no-history`` leaves out of the chat history.
+    """
+
+    def add(func: F) -> F:
+        func = llm_options(func)
+        func = click.option("--no-history", is_flag=True, help=history_help)(func)
+        func = click.option(
+            "--store", "store_path", type=click.Path(), default=None, help="The crash store."
+        )(func)
+        return click.option("--socket", "socket_path", default=None, help="The agent's socket.")(
+            func
+        )
+
+    return add
+
+
+def chat_session(
+    llm_flags: LlmFlags, socket_path: str | None, store_path: str | None
+) -> tuple[Config, ChatSession]:
+    """Open the chat session ``ask`` and ``chat`` answer in, and return it with its
+    configuration: the model the flags name (or none), the agent's socket, the crash store.
+
+    :param socket_path: the agent's socket (``None``: the configuration's).
+    :param store_path: the crash store (``None``: the default one).
+    """
+    from assistant.chat.session import ChatSession
+    from assistant.chat.tools import Context
+
+    cfg = llm_flags.config()
+    llm = backend_or_none(cfg, llm_flags.no_llm)
+    ctx = Context(store=store_path, socket=socket_path or cfg.agent.socket)
+    return cfg, ChatSession(llm, ctx, native_tools=cfg.chat.native_tools)
 
 
 def config_from_flags(

@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from assistant.cli.common import (
+    LlmFlags,
     backend_or_none,
-    config_from_flags,
     format_option,
     llm_options,
     notice,
@@ -53,11 +53,7 @@ def docs() -> None:
 def sysctl(
     keys: tuple[str, ...],
     fmt: str,
-    model: str | None,
-    backend: str | None,
-    max_tokens: int | None,
-    no_llm: bool,
-    no_log: bool,
+    llm_flags: LlmFlags,
 ) -> None:
     """One page per sysctl KEY: what it does, type and bounds, value here, who sets it, the rule.
 
@@ -73,7 +69,7 @@ def sysctl(
             raise InputError(wrong)
     if changes is None:
         notice(f"no history of kassist's changes: {why}")
-    llm = backend_or_none(config_from_flags(model, backend, max_tokens, no_log), no_llm)
+    llm = backend_or_none(llm_flags.config(), llm_flags.no_llm)
     rendered = []
     for key, facts in zip(keys, gathered, strict=True):
         paragraph = None

@@ -11,8 +11,8 @@ import click
 
 from actions.text import printable, printable_lines
 from assistant.cli.common import (
+    LlmFlags,
     backend_or_none,
-    config_from_flags,
     debug_options,
     llm_options,
     notice,
@@ -63,11 +63,7 @@ def report(
     path: str | None,
     index: int,
     output: str | None,
-    model: str | None,
-    backend: str | None,
-    max_tokens: int | None,
-    no_llm: bool,
-    no_log: bool,
+    llm_flags: LlmFlags,
     vmcore: str | None = None,
     vmlinux: str | None = None,
     debug_dir: str | None = None,
@@ -89,9 +85,9 @@ def report(
     dump, explained = _dump(vmcore, vmlinux, debug_dir) if vmcore is not None else (None, None)
     crash = _crash(path, index, db, url, dump, vmcore)
     debug = _log_debug(crash, vmlinux, debug_dir) if vmcore is None else None
-    cfg = config_from_flags(model, backend, max_tokens, no_log)
-    llm = backend_or_none(cfg, no_llm)
-    if llm is None and not no_llm and cfg.llm.backend != "none":
+    cfg = llm_flags.config()
+    llm = backend_or_none(cfg, llm_flags.no_llm)
+    if llm is None and not llm_flags.no_llm and cfg.llm.backend != "none":
         pass  # backend_or_none already said why
     elif llm is None:
         notice("no model used (--no-llm): 'What happened' is built from the facts")
@@ -108,7 +104,7 @@ def report(
     drafted = draft_report(
         crash,
         llm,
-        max_tokens,
+        llm_flags.max_tokens,
         write,
         dump.vmcore if dump else None,
         explanation=explained,

@@ -22,8 +22,8 @@ from actions.errors import ActionError
 from actions.model import AgentStatus, Change, Completion, Recommendation
 from actions.text import printable
 from assistant.cli.common import (
+    LlmFlags,
     backend_or_none,
-    config_from_flags,
     format_option,
     llm_options,
     notice,
@@ -221,28 +221,30 @@ def _one_run(
 def tune(
     fmt: str, interval: float | None, count: int, netns: str | None, cgroup: str | None,
     trace: bool, submit: bool, do_apply: bool, yes: bool, socket_path: str | None,
-    explain_id: str | None, propose: bool, list_scenarios: bool, model: str | None,
-    backend: str | None, max_tokens: int | None, no_llm: bool, no_log: bool,
+    explain_id: str | None, propose: bool, list_scenarios: bool, llm_flags: LlmFlags,
 ) -> None:  # fmt: skip
     """Find tuning opportunities in kernel evidence and recommend sysctl changes."""
-    cfg = config_from_flags(model, backend, max_tokens, no_log)
+    cfg = llm_flags.config()
     if socket_path:
         from assistant.config import load_config
 
         cfg = load_config(
-            {"llm": {"model": model, "backend": backend}, "agent": {"socket": socket_path}}
+            {
+                "llm": {"model": llm_flags.model, "backend": llm_flags.backend},
+                "agent": {"socket": socket_path},
+            }
         )
     if list_scenarios:
         _list_scenarios(fmt)
         return
     if explain_id is not None:
-        _explain(explain_id, fmt, cfg, no_llm)
+        _explain(explain_id, fmt, cfg, llm_flags.no_llm)
         return
     acting = submit or do_apply
     _check_windows(count, interval, acting)
     if netns is not None:
         _enter(netns)
-    propose_backend = backend_or_none(cfg, no_llm) if propose else None
+    propose_backend = backend_or_none(cfg, llm_flags.no_llm) if propose else None
     recommended = False
     for _ in range(count):
         report, _obs = _one_run(interval, cgroup, netns, trace, cfg.agent.socket, propose_backend)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from assistant.cli.common import backend_or_none, config_from_flags, llm_options
+from assistant.cli.common import LlmFlags, backend_or_none, llm_options
 from assistant.triage.model import Crash
 from assistant.watch.daemon import WatchOptions
 from assistant.watch.sources import source_help
@@ -77,11 +77,7 @@ def watch(
     metrics_port: int,
     metrics_file: Path | None,
     debug_dir: str | None,
-    model: str | None,
-    backend: str | None,
-    max_tokens: int | None,
-    no_llm: bool,
-    no_log: bool,
+    llm_flags: LlmFlags,
 ) -> None:
     """Follow the kernel's logs and store every crash once, as its report closes."""
     from assistant.watch.background import HookTargets
@@ -90,7 +86,7 @@ def watch(
 
     for source in sources:
         parse_source(source)  # a typo is one line before anything starts
-    cfg = config_from_flags(model, backend, max_tokens, no_log)
+    cfg = llm_flags.config()
     opts = WatchOptions(
         store=store_url or db_path,
         state_dir=state_dir or _default_state(),
@@ -106,7 +102,7 @@ def watch(
         debug_dir=debug_dir,
         allow_from=allow_from,
     )
-    draft = _drafter(cfg, no_llm) if outbox is not None else None
+    draft = _drafter(cfg, llm_flags.no_llm) if outbox is not None else None
     watcher = Watcher(opts, draft=draft, log=_log)
     install_signals(watcher)
     stored = watcher.run()

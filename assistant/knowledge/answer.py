@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from assistant.knowledge.passages import Passage, units
+from assistant.knowledge.passages import Passage, plain, term_name, units
 from assistant.knowledge.retrieve import (
     Hit,
     Retrieval,
@@ -166,19 +166,44 @@ def candidates(question: str, hits: list[Hit], encoder: Any = None) -> list[Cand
     sentences hold it."""
     terms = query_terms(question)
     found: list[tuple[str, int, int]] = []
-    for rank, hit in enumerate(hits[:READ_PASSAGES]):
+    words: list[set[str]] = []
+    read = hits[:READ_PASSAGES]
+    shared = _shared_sentences([h.passage for h in read])
+    for rank, hit in enumerate(read):
+        # Every sentence of a passage holds its heading's words: the heading tells which
+        # passage answers, never which of its sentences (the first, which the name heads,
+        # would otherwise win on the name alone). A sentence other passages say too
+        # ("A read-write single value file which exists on non-root cgroups.") holds
+        # nothing of its own.
+        heading = words_of(hit.passage.heading)
         for i, text in enumerate(units(hit.passage.text, hit.passage.heading)):
             found.append((text, rank, i))
+            said_elsewhere = _body(text, hit.passage.heading) in shared
+            words.append(heading if said_elsewhere else words_of(text) | heading)
     cosine = [0.0] * len(found)
     if encoder is not None and found:
         vectors = encoder.encode([question, *(t for t, _, _ in found)], max_tokens=96)
         cosine = [float(v) for v in vectors[1:] @ vectors[0]]
-    words = [words_of(t) for t, _, _ in found]
     weights = term_weights(terms, words)
     scored = []
     for (text, rank, i), cos, held in zip(found, cosine, words, strict=True):
         scored.append(Candidate(text, rank, i, cos + 0.1 * held_weight(weights, held)))
     return scored
+
+
+def _body(sentence: str, heading: str) -> str:
+    # A sentence without the name :func:`units` put before it.
+    name = plain(term_name(heading))
+    return sentence[len(name) + 2 :] if name and sentence.startswith(f"{name}: ") else sentence
+
+
+def _shared_sentences(read: list[Passage]) -> set[str]:
+    # The sentences (without their heading's name) that more than one passage holds.
+    seen: dict[str, set[int]] = {}
+    for n, passage in enumerate(read):
+        for text in units(passage.text, passage.heading):
+            seen.setdefault(_body(text, passage.heading), set()).add(n)
+    return {text for text, where in seen.items() if len(where) > 1}
 
 
 def quote(cands: list[Candidate]) -> list[Candidate]:

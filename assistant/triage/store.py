@@ -11,7 +11,6 @@ its own transaction and is safe to re-run.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,10 +22,9 @@ from assistant.db import Column, Migration, Schema
 from assistant.db import migrate as run_migrations
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
-from assistant.triage.similar import Features
 from assistant.triage.store_model import (
     DRAFT_LEASE_SECONDS,
-    Hit,
+    Store,
     StoredCrash,
     best_link,
     features_json,
@@ -112,26 +110,29 @@ def default_path() -> Path:
     return user_state_dir() / "crashes.db"
 
 
-class CrashStore:
+class CrashStore(Store):
     """An open crash store. Use as a context manager, or call :meth:`close`.
 
     :param path: the database file; created (with its directory) if missing.
     :raises KassistError: the file cannot be opened or is not a kassist store.
     """
 
+    path: Path
+    _MARK = "?"
+
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            self._conn = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise self._unusable(exc) from None
         try:
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            migrate(self._db)
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            migrate(self._conn)
         except (OSError, sqlite3.Error, KassistError) as exc:
-            self._db.close()
+            self._conn.close()
             if isinstance(exc, KassistError):  # newer than this kassist
                 raise
             raise self._unusable(exc) from None
@@ -142,15 +143,13 @@ class CrashStore:
             "check its permissions, or set XDG_STATE_HOME to a writable directory",
         )
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._conn
+
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
-
-    def __enter__(self) -> CrashStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._conn.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -162,21 +161,9 @@ class CrashStore:
             raise
         self._db.execute("COMMIT")
 
-    def record(
-        self,
-        crashes: list[Crash],
-        source: str,
-        host: str | None = None,
-        now: float | None = None,
-        sender: str | None = None,
+    def _record(
+        self, crashes: list[Crash], source: str, host: str, now: float, sender: str | None
     ) -> int:
-        """Record the crashes of one triaged input; return how many hits were new.
-
-        A report already recorded for the same host and source is not counted again.
-        ``sender``: the network address they were received from (a receiver's).
-        """
-        host = host or socket.gethostname()
-        now = time.time() if now is None else now
         new = 0
         with self._transaction() as db:
             for c in crashes:
@@ -218,11 +205,6 @@ class CrashStore:
             db.execute("UPDATE crashes SET same_as = ?, same_as_why = ? WHERE signature = ?",
                        (found[0], found[1].text(), signature))  # fmt: skip
 
-    def features(self) -> dict[str, Features]:
-        """Return what each signature is compared by."""
-        rows = self._db.execute("SELECT signature, features FROM crashes WHERE count > 0")
-        return {str(sig): read_features(text) for sig, text in rows}
-
     def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,
                     now: float | None = None) -> bool:  # fmt: skip
         """Take the lease on drafting a new signature (see the contract)."""
@@ -255,34 +237,14 @@ class CrashStore:
         ).fetchall()
         return [self._summary(r) for r in rows]
 
-    def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
-        """Return one signature (a unique prefix is enough) and its hits, newest first.
-
-        :raises KassistError: no signature, or several, start with ``prefix``.
-        """
+    def _named(self, prefix: str) -> list[StoredCrash]:
         rows = self._db.execute(
             "SELECT signature, title, type, frame, guilty_file, first_seen, last_seen, count,"
             " same_as, same_as_why"
             " FROM crashes WHERE signature LIKE ? || '%' AND count > 0 LIMIT 2",
-            (prefix.lower(),),
+            (prefix,),
         ).fetchall()
-        if not rows:
-            raise KassistError(f"no crash {prefix!r} in the store", "see `kassist crashes list`")
-        if len(rows) > 1:
-            raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
-        summary = self._summary(rows[0])
-        hits = [
-            Hit(seen, host, release, source, bool(corrupted), report, crashed_at, uptime, sender)
-            for seen, host, release, source, corrupted, report, crashed_at, uptime, sender in (
-                self._db.execute(
-                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime,"
-                    " sender"
-                    " FROM hits WHERE signature = ? ORDER BY seen DESC, id DESC",
-                    (summary.signature,),
-                )
-            )
-        ]
-        return summary, hits
+        return [self._summary(r) for r in rows]
 
     def prune(self, before: float) -> int:
         """Drop the hits seen before ``before`` (Unix seconds) and the signatures left with

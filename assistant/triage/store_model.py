@@ -14,11 +14,15 @@ stamp always, when the log has one).
 from __future__ import annotations
 
 import json
+import socket
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Self
 
+from assistant.errors import KassistError
 from assistant.triage.model import Crash
 from assistant.triage.similar import Evidence, Features, link
 
@@ -120,13 +124,28 @@ def best_link(
     return None if best is None else (best[1], best[2])
 
 
-class Store(Protocol):
-    """What every crash store backend offers (SQLite and PostgreSQL)."""
+class Store(ABC):
+    """What every crash store backend offers (SQLite and PostgreSQL); both derive from it.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    #: Where the store is: a file or a URL.
+    path: Path | str
+    #: Its connection's parameter mark (``?`` for sqlite3, ``%s`` for psycopg).
+    _MARK: ClassVar[str]
 
     @property
-    def path(self) -> Path | str:
-        """Where the store is: a file or a URL."""
+    @abstractmethod
+    def _db(self) -> Any:
+        # The open connection (sqlite3 or psycopg).
         ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def record(
         self,
@@ -138,25 +157,64 @@ class Store(Protocol):
     ) -> int:
         """Record crashes; return how many hits were new (a report stored before for the
         same host and source is not counted again). ``sender``: the network address they
-        were received from, kept with each new hit."""
+        were received from, kept with each new hit.
+
+        :param host: the host they came from (this host's name without it).
+        :param now: when they are stored (Unix seconds; the clock without it).
+        """
+        host = host or socket.gethostname()
+        now = time.time() if now is None else now
+        return self._record(crashes, source, host, now, sender)
+
+    @abstractmethod
+    def _record(
+        self, crashes: list[Crash], source: str, host: str, now: float, sender: str | None
+    ) -> int:
+        # Store one batch in the backend (see record); return how many hits were new.
         ...
 
+    @abstractmethod
     def signatures(self) -> list[StoredCrash]:
         """Return every signature, most recently seen first."""
         ...
 
     def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
-        """Return one signature (a unique prefix is enough) and its hits, newest first."""
+        """Return one signature (a unique prefix is enough) and its hits, newest first.
+
+        :raises KassistError: no signature, or several, start with ``prefix``.
+        """
+        rows = self._named(prefix.lower())
+        if not rows:
+            raise KassistError(f"no crash {prefix!r} in the store", "see `kassist crashes list`")
+        if len(rows) > 1:
+            raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
+        hits = self._db.execute(
+            "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime, sender"
+            f" FROM hits WHERE signature = {self._MARK} ORDER BY seen DESC, id DESC",
+            (rows[0].signature,),
+        )
+        return rows[0], [
+            Hit(float(seen), str(host), release, str(source), bool(corrupted), str(report),
+                crashed_at, uptime, sender)
+            for seen, host, release, source, corrupted, report, crashed_at, uptime, sender in hits
+        ]  # fmt: skip
+
+    @abstractmethod
+    def _named(self, prefix: str) -> list[StoredCrash]:
+        # The signatures (two at the most) that start with prefix, in lower case.
         ...
 
+    @abstractmethod
     def prune(self, before: float) -> int:
         """Drop the hits stored before ``before`` (Unix seconds); return how many went."""
         ...
 
     def features(self) -> dict[str, Features]:
         """Return what each signature is compared by (:mod:`assistant.triage.similar`)."""
-        ...
+        rows = self._db.execute("SELECT signature, features FROM crashes WHERE count > 0")
+        return {str(sig): read_features(text) for sig, text in rows}
 
+    @abstractmethod
     def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,
                     now: float | None = None) -> bool:  # fmt: skip
         """Take the lease on drafting a new signature's report; ``False`` when another
@@ -164,10 +222,12 @@ class Store(Protocol):
         across every receiver writing to this store."""
         ...
 
+    @abstractmethod
     def draft_done(self, signature: str, owner: str) -> None:
         """Mark a signature's draft as written (the lease is not given again)."""
         ...
 
+    @abstractmethod
     def close(self) -> None:
         """Close the store."""
         ...

@@ -12,16 +12,15 @@ the row lock of that ``UPDATE``, so no count is lost or doubled.
 from __future__ import annotations
 
 import hashlib
-import socket
 import time
 from typing import Any
 
 from assistant.errors import KassistError
 from assistant.triage.model import Crash
-from assistant.triage.similar import Features
 from assistant.triage.store_model import (
     DRAFT_LEASE_SECONDS,
     Hit,
+    Store,
     StoredCrash,
     best_link,
     features_json,
@@ -154,12 +153,15 @@ def migrate(conn: Any) -> int:
     return start
 
 
-class PgCrashStore:
+class PgCrashStore(Store):
     """The crash store on PostgreSQL, with the methods of the SQLite store.
 
     :param url: a libpq URL (``postgresql://user@host/db`` or ``postgresql:///db?host=/sock``).
     :raises KassistError: the server cannot be reached, or its schema is newer.
     """
+
+    path: str
+    _MARK = "%s"
 
     def __init__(self, url: str) -> None:
         self.path = url
@@ -184,37 +186,23 @@ class PgCrashStore:
         """Close the connection."""
         self._conn.close()
 
-    def __enter__(self) -> PgCrashStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def record(
-        self,
-        crashes: list[Crash],
-        source: str,
-        host: str | None = None,
-        now: float | None = None,
-        sender: str | None = None,
+    def _record(
+        self, crashes: list[Crash], source: str, host: str, now: float, sender: str | None
     ) -> int:
-        """Record crashes; return how many hits were new (see the SQLite store)."""
-        host = host or socket.gethostname()
-        now = time.time() if now is None else now
         # Rows are locked in signature order, so two hosts' batches cannot deadlock; a
         # deadlock the server still reports (another writer's order) is retried.
         ordered = sorted(crashes, key=lambda c: c.signature)
         retryable = _retryable()
         for attempt in range(DEADLOCK_RETRIES):
             try:
-                return self._record(ordered, source, host, now, sender)
+                return self._record_once(ordered, source, host, now, sender)
             except retryable:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         return 0
 
-    def _record(
+    def _record_once(
         self, crashes: list[Crash], source: str, host: str, now: float, sender: str | None
     ) -> int:
         new = 0
@@ -262,11 +250,6 @@ class PgCrashStore:
                 (found[0], found[1].text(), signature),
             )
 
-    def features(self) -> dict[str, Features]:
-        """Return what each signature is compared by."""
-        rows = self._db.execute("SELECT signature, features FROM crashes WHERE count > 0")
-        return {str(sig): read_features(text) for sig, text in rows}
-
     def lease_draft(self, signature: str, owner: str, seconds: float = DRAFT_LEASE_SECONDS,
                     now: float | None = None) -> bool:  # fmt: skip
         """Take the lease on drafting a new signature: one statement, so that of the
@@ -303,29 +286,8 @@ class PgCrashStore:
         ).fetchall()
         return [_summary(r) for r in rows]
 
-    def get(self, prefix: str) -> tuple[StoredCrash, list[Hit]]:
-        """Return one signature (a unique prefix is enough) and its hits, newest first.
-
-        :raises KassistError: no signature, or several, start with ``prefix``.
-        """
-        rows = [r for r in self.signatures() if r.signature.startswith(prefix.lower())][:2]
-        if not rows:
-            raise KassistError(f"no crash {prefix!r} in the store", "see `kassist crashes list`")
-        if len(rows) > 1:
-            raise KassistError(f"{prefix!r} names several crashes", "give more of the signature")
-        hits = [
-            Hit(float(seen), str(host), release, str(src), bool(corrupted), str(report),
-                crashed_at, uptime, sender)
-            for seen, host, release, src, corrupted, report, crashed_at, uptime, sender in (
-                self._db.execute(
-                    "SELECT seen, host, release, source, corrupted, report, crashed_at, uptime,"
-                    " sender"
-                    " FROM hits WHERE signature = %s ORDER BY seen DESC, id DESC",
-                    (rows[0].signature,),
-                )
-            )
-        ]  # fmt: skip
-        return rows[0], hits
+    def _named(self, prefix: str) -> list[StoredCrash]:
+        return [r for r in self.signatures() if r.signature.startswith(prefix)][:2]
 
     def prune(self, before: float) -> int:
         """Drop the hits seen before ``before`` (Unix seconds) and the signatures left with
