@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+from assistant.drafters.summary import context_claims, taint_phrase
 from assistant.triage import triage_lines, triage_path
 from assistant.triage.console import SYNTHETIC_STAMP
 from tests.conftest import CORPUS_DIR, DATA, require
@@ -207,3 +208,43 @@ def test_synthetic_stamps_never_count_as_late() -> None:
     lines = (DATA / "oops-null-deref-debian-6.1.log").read_text().split("\n")
     restamped = [SYNTHETIC_STAMP + _STAMP.sub("", x) for x in lines]
     assert len(triage_lines(restamped, "x").crashes) == 1
+
+
+def test_syzbot_s_release_word_still_gives_task_cpu_and_taint() -> None:
+    # syzbot's kernels print "syzkaller" as the release: "CPU: 0 UID: 0 PID: 10040 Comm:
+    # kworker/u8:0 Tainted: G             L      syzkaller #0 PREEMPT"; a hung-task report
+    # says it on its own line: "      Tainted: G             L      syzkaller #0".
+    (crash, *_) = triage_lines(_corpus_log("999"), "corpus:999").crashes
+    assert (crash.task.comm, crash.task.cpu) == ("kworker/u8:0", 0)
+    assert crash.kernel.release == "syzkaller"
+    assert crash.kernel.tainted == ["L"]
+    (hung, *_) = triage_lines(_corpus_log("1000"), "corpus:1000").crashes
+    assert hung.title.startswith("INFO: task hung in ")
+    assert (hung.kernel.release, hung.kernel.tainted) == ("syzkaller", ["L"])
+
+
+def test_slub_s_header_gives_the_taint() -> None:
+    # "BUG kmalloc-8 (Tainted: G    B         ): Object already free", no CPU line after it
+    (crash, *_) = triage_lines(_corpus_log("82"), "corpus:82").crashes
+    assert crash.title == "BUG: Object already free"
+    assert crash.kernel.tainted == ["B"]
+    (debian, *_) = triage_path(str(KERNEL / "slub-double-free.log")).crashes
+    assert set(debian.kernel.tainted) == {"O", "E"}
+
+
+def test_a_taint_whose_letters_were_not_read_is_never_said_to_be_none() -> None:
+    # the report says "Tainted:" but no letter kassist knows: its taint is unknown, and a
+    # sentence that the kernel was not tainted is refused
+    lines = _corpus_log("82")
+    forged = [line.replace("(Tainted: G    B         )", "(Tainted: G    ?    )") for line in lines]
+    (crash, *_) = triage_lines(forged, "forged").crashes
+    assert crash.kernel.tainted == []
+    assert taint_phrase(crash) == "unknown"
+    assert context_claims("The kernel was not tainted.", crash)
+
+
+def test_rhel_s_kdump_word_in_the_cpu_line_still_gives_task_and_taint() -> None:
+    # "CPU: 185 PID: 11718 Comm: dbus-daemon Kdump: loaded Tainted: G        W  4.20.0-rc2+ #4"
+    (crash, *_) = triage_lines(_corpus_log("316"), "corpus:316").crashes
+    assert (crash.task.comm, crash.task.cpu, crash.task.pid) == ("dbus-daemon", 185, 11718)
+    assert (crash.kernel.release, crash.kernel.tainted) == ("4.20.0-rc2+", ["W"])

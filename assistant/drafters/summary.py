@@ -171,12 +171,23 @@ _EARLIER = frozenset("WDLBM")
 
 
 def taint_known(crash: Crash) -> bool:
-    """Tell whether the report says the kernel's taint (a ``Not tainted`` or ``Tainted:``
-    line; a cut report may have neither)."""
-    return bool(crash.kernel.tainted) or _TAINT_LINE.search(crash.report) is not None
+    """Tell whether the kernel's taint is known: its letters were read, or the report says
+    ``Not tainted`` and nowhere ``Tainted:`` (a cut report may say neither; a ``Tainted:``
+    whose letters were not read is not "not tainted").
+
+    >>> c = Crash("t", "T", "CPU: 0 PID: 1 Comm: a Not tainted 6.1 #1", 1, 1)
+    >>> taint_known(c), taint_known(Crash("t", "T", "BUG x (Tainted: G   ?): y", 1, 1))
+    (True, False)
+    """
+    if crash.kernel.tainted:
+        return True
+    return _NOT_TAINTED_LINE.search(crash.report) is not None and (
+        _TAINTED_LINE.search(crash.report) is None
+    )
 
 
-_TAINT_LINE = re.compile(r"\b(?:Not tainted|Tainted: )")
+_NOT_TAINTED_LINE = re.compile(r"\bNot tainted\b")
+_TAINTED_LINE = re.compile(r"\bTainted: ")
 
 
 def taint_phrase(crash: Crash) -> str:

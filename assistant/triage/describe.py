@@ -25,8 +25,8 @@ _FRAME = re.compile(
 )
 _INLINE_FRAME = re.compile(r"^\s*([A-Za-z_][\w.]*)\s+(\S+\.[chS]):(\d+)\s+\[inline\]", re.ASCII)
 _CPU_LINE = re.compile(
-    r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (.{1,16}?) "
-    r"(Not tainted|Tainted: ([A-Z ]+?))\s+(\d\S*)",  # a release starts with a digit
+    r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (.{1,16}?) (?:Kdump: loaded )?"  # RHEL's
+    r"(Not tainted|Tainted: ((?:[A-Z]+(?![^\s)]) *)+))\s*(\S+)",  # the release: any one word
     re.ASCII,
 )
 _TASK_PID = re.compile(
@@ -34,8 +34,15 @@ _TASK_PID = re.compile(
     re.ASCII,
 )
 _HARDWARE = re.compile(r"Hardware name: (.+)")
-#: The release on its own line (hung-task reports): "      Not tainted 6.1.0-21-amd64 #1".
-_TAINT_LINE = re.compile(r"^\s*(Not tainted|Tainted: ([A-Z ]+?))\s+(\d\S*) #", re.ASCII)
+#: The release on its own line (hung-task reports): "      Not tainted 6.1.0-21-amd64 #1",
+#: "      Tainted: G             L      syzkaller #0" (syzbot's kernels say "syzkaller").
+_TAINT_LINE = re.compile(
+    r"^\s*(Not tainted|Tainted: ((?:[A-Z]+(?![^\s)]) *)+))\s*(\S+) #", re.ASCII
+)
+#: SLUB's header names the taint, not the release: "BUG kmalloc-8 (Tainted: G    B  ): ...".
+_SLUB_TAINT = re.compile(
+    r"^\s*BUG \S+ \((Not tainted|Tainted: ((?:[A-Z]+(?![^\s)]) *)+))\s*\)", re.ASCII
+)
 #: The register dump that kernels since 4.x print again after "---[ end trace": it does not
 #: use up the grace during which a following "Kernel panic - not syncing" joins the report.
 
@@ -88,6 +95,10 @@ def _kernel_and_task(report: list[str]) -> tuple[KernelInfo, TaskInfo]:
                 kernel.tainted = decode_taint(m.group(2) or "")
                 kernel.taint_reasons = describe_taint(kernel.tainted)
                 break
+            m = _SLUB_TAINT.match(text)
+            if m and not kernel.tainted:  # a release line further down says it too
+                kernel.tainted = decode_taint(m.group(2) or "")
+                kernel.taint_reasons = describe_taint(kernel.tainted)
     if task.comm is None:
         for text in report[:8]:
             m = _TASK_PID.search(text)
