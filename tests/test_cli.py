@@ -186,3 +186,13 @@ def test_one_bad_input_among_several_fails_the_run_but_keeps_the_rest(tmp_path: 
     assert proc.returncode == 1
     assert [json.loads(x)["source"] for x in proc.stdout.splitlines()] == [str(CRASH_LOG)]
     assert f"{missing}: no such file" in proc.stderr
+
+
+def test_an_agent_socket_flag_keeps_the_other_llm_flags() -> None:
+    # `kassist tune --socket S --max-tokens N --no-log` had rebuilt its configuration from
+    # the model and backend alone: the token limit and the log switch were lost
+    from assistant.cli.common import LlmFlags
+
+    cfg = LlmFlags(max_tokens=7, no_log=True).config("/tmp/elsewhere.sock")
+    assert (cfg.agent.socket, cfg.llm.max_tokens, cfg.llm.log) == ("/tmp/elsewhere.sock", 7, False)
+    assert LlmFlags().config().agent.socket != "/tmp/elsewhere.sock"

@@ -68,9 +68,10 @@ class LlmFlags:
     no_llm: bool = False
     no_log: bool = False
 
-    def config(self) -> Config:
-        """Load the configuration with these flags on top."""
-        return config_from_flags(self.model, self.backend, self.max_tokens, self.no_log)
+    def config(self, socket: str | None = None) -> Config:
+        """Load the configuration with these flags (and the agent's ``socket``, when given)
+        on top."""
+        return config_from_flags(self.model, self.backend, self.max_tokens, self.no_log, socket)
 
 
 def llm_options(func: F) -> F:
@@ -152,9 +153,9 @@ def chat_session(
     from assistant.chat.session import ChatSession
     from assistant.chat.tools import Context
 
-    cfg = llm_flags.config()
+    cfg = llm_flags.config(socket_path)
     llm = backend_or_none(cfg, llm_flags.no_llm)
-    ctx = Context(store=store_path, socket=socket_path or cfg.agent.socket)
+    ctx = Context(store=store_path, socket=cfg.agent.socket)
     return cfg, ChatSession(llm, ctx, native_tools=cfg.chat.native_tools)
 
 
@@ -163,12 +164,16 @@ def config_from_flags(
     backend: str | None = None,
     max_tokens: int | None = None,
     no_log: bool = False,
+    socket: str | None = None,
 ) -> Config:
-    """Load the configuration with the command line's LLM flags on top."""
+    """Load the configuration with the command line's LLM flags on top.
+
+    :param socket: the agent's socket (``--socket``; ``None``: the configuration's).
+    """
     flags: dict[str, object] = {"model": model, "backend": backend, "max_tokens": max_tokens}
     if no_log:
         flags["log"] = False
-    return load_config({"llm": flags})
+    return load_config({"llm": flags, "agent": {"socket": socket}})
 
 
 def notice(message: str) -> None:

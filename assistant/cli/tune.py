@@ -224,16 +224,7 @@ def tune(
     explain_id: str | None, propose: bool, list_scenarios: bool, llm_flags: LlmFlags,
 ) -> None:  # fmt: skip
     """Find tuning opportunities in kernel evidence and recommend sysctl changes."""
-    cfg = llm_flags.config()
-    if socket_path:
-        from assistant.config import load_config
-
-        cfg = load_config(
-            {
-                "llm": {"model": llm_flags.model, "backend": llm_flags.backend},
-                "agent": {"socket": socket_path},
-            }
-        )
+    cfg = llm_flags.config(socket_path)  # --max-tokens and --no-log hold with --socket too
     if list_scenarios:
         _list_scenarios(fmt)
         return
